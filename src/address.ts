@@ -1,0 +1,276 @@
+/**
+ * Envelope address and parameter parsing, written against the grammar of
+ * RFC 5321 §4.1.2 (with the UTF-8 extensions of RFC 6531 when the
+ * transaction carries SMTPUTF8).
+ *
+ * Parsing runs on every MAIL and RCPT command, so it is a handful of
+ * precompiled regular expressions rather than a general grammar engine.
+ *
+ * @module
+ */
+
+/** A parsed envelope address. */
+export interface Mailbox {
+  /**
+   * The address as `local@domain`; the local part keeps its quotes when it
+   * was sent quoted. The null reverse-path `<>` is the empty string, and
+   * `<postmaster>` is `"postmaster"`.
+   */
+  address: string;
+  /** The local part as sent (with quotes, if it was quoted). */
+  localPart: string;
+  /** The domain or address literal (`[192.0.2.1]`); empty for `<>` and `<postmaster>`. */
+  domain: string;
+}
+
+/** Why a path did not parse. `utf8`: well-formed, but needs SMTPUTF8. */
+export type PathError = "syntax" | "too-long" | "utf8";
+
+/** Result of {@link parsePath}: a mailbox and the index after `>`, or an error. */
+export type PathResult =
+  | { ok: true; mailbox: Mailbox; end: number }
+  | { ok: false; error: PathError };
+
+const NON_ASCII = "\\u0080-\\uffff";
+const ATEXT = "A-Za-z0-9!#$%&'*+\\-/=?^_`{|}~";
+const QTEXT = "\\x20\\x21\\x23-\\x5b\\x5d-\\x7e";
+
+function buildLocal(utf8: boolean): RegExp {
+  const a = `[${ATEXT}${utf8 ? NON_ASCII : ""}]+`;
+  const q = `"(?:[${QTEXT}${utf8 ? NON_ASCII : ""}]|\\\\[\\x20-\\x7e])*"`;
+  return new RegExp(`^(?:${a}(?:\\.${a})*|${q})$`);
+}
+
+function buildDomain(utf8: boolean): RegExp {
+  const ld = utf8 ? `[A-Za-z0-9${NON_ASCII}]` : "[A-Za-z0-9]";
+  const ldh = utf8 ? `[A-Za-z0-9\\-${NON_ASCII}]` : "[A-Za-z0-9\\-]";
+  const sub = `${ld}(?:${ldh}*${ld})?`;
+  return new RegExp(`^${sub}(?:\\.${sub})*$`);
+}
+
+const LOCAL_ASCII = buildLocal(false);
+const LOCAL_UTF8 = buildLocal(true);
+const DOMAIN_ASCII = buildDomain(false);
+const DOMAIN_UTF8 = buildDomain(true);
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+const GENERAL_LITERAL = /^[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+$/;
+const HEX16 = /^[0-9A-Fa-f]{1,4}$/;
+// deno-lint-ignore no-control-regex
+const HAS_NON_ASCII = /[^\x00-\x7f]/;
+
+/** Checks an IPv4 dotted quad: four decimal numbers from 0 to 255. */
+function isIPv4(s: string): boolean {
+  const m = IPV4.exec(s);
+  return m !== null && m.slice(1).every((n) => Number(n) <= 255);
+}
+
+/** Checks the IPv6 forms of RFC 5321 §4.1.3 (full, compressed, IPv4-mapped). */
+function isIPv6(s: string): boolean {
+  let groups = 8;
+  const lastColon = s.lastIndexOf(":");
+  if (s.includes(".")) {
+    if (!isIPv4(s.slice(lastColon + 1))) return false;
+    s = s.slice(0, lastColon + 1) + "0";
+    groups = 7;
+  }
+  const halves = s.split("::");
+  if (halves.length > 2) return false;
+  const parts = halves.map((h) => (h === "" ? [] : h.split(":")));
+  if (!parts.every((p) => p.every((g) => HEX16.test(g)))) return false;
+  const count = parts.reduce((n, p) => n + p.length, 0);
+  return halves.length === 2 ? count <= groups - 1 : count === groups;
+}
+
+/**
+ * Checks a domain or an address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`)
+ * as allowed after `@` in a mailbox, or as the argument of EHLO/HELO.
+ *
+ * @example
+ * ```ts
+ * import { isDomainOrLiteral } from "@smtpd/smtpd";
+ *
+ * isDomainOrLiteral("mail.example.org", false); // true
+ * isDomainOrLiteral("[IPv6:::1]", false); // true
+ * isDomainOrLiteral("-bad-.example", false); // false
+ * ```
+ */
+export function isDomainOrLiteral(s: string, utf8: boolean): boolean {
+  if (s.length === 0) return false;
+  if (s.charCodeAt(0) === 0x5b /* [ */) {
+    if (s.charCodeAt(s.length - 1) !== 0x5d /* ] */) return false;
+    const lit = s.slice(1, -1);
+    if (isIPv4(lit)) return true;
+    if (/^IPv6:/i.test(lit)) return isIPv6(lit.slice(5));
+    return GENERAL_LITERAL.test(lit);
+  }
+  return (utf8 ? DOMAIN_UTF8 : DOMAIN_ASCII).test(s);
+}
+
+/** Octets a string takes in UTF-8 (addresses are measured in octets). */
+function utf8Length(s: string): number {
+  if (!HAS_NON_ASCII.test(s)) return s.length;
+  return new TextEncoder().encode(s).length;
+}
+
+/**
+ * Parses a path (`<local@domain>`, with an optional source route, which is
+ * ignored) starting at `start` in `line`.
+ *
+ * - `allowNull`: accept `<>` (the reverse-path of MAIL FROM).
+ * - `allowPostmaster`: accept `<postmaster>` without a domain (RCPT TO).
+ * - `utf8`: the transaction carries SMTPUTF8, so UTF-8 may appear.
+ *
+ * @example
+ * ```ts
+ * import { parsePath } from "@smtpd/smtpd";
+ *
+ * const r = parsePath("<a@example.org> SIZE=10", 0, {
+ *   allowNull: true,
+ *   allowPostmaster: false,
+ *   utf8: false,
+ * });
+ * if (r.ok) console.log(r.mailbox.address, r.end); // "a@example.org" 15
+ * ```
+ */
+export function parsePath(
+  line: string,
+  start: number,
+  opts: { allowNull: boolean; allowPostmaster: boolean; utf8: boolean },
+): PathResult {
+  if (line.charCodeAt(start) !== 0x3c /* < */) {
+    return { ok: false, error: "syntax" };
+  }
+  // Find the closing ">" outside a quoted string.
+  let i = start + 1;
+  let quoted = false;
+  for (; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if (quoted) {
+      if (c === 0x5c /* \ */) i++;
+      else if (c === 0x22 /* " */) quoted = false;
+    } else if (c === 0x22) quoted = true;
+    else if (c === 0x3e /* > */) break;
+  }
+  if (i >= line.length) return { ok: false, error: "syntax" };
+  const end = i + 1;
+  let inner = line.slice(start + 1, i);
+  if (inner === "") {
+    return opts.allowNull
+      ? { ok: true, mailbox: { address: "", localPart: "", domain: "" }, end }
+      : { ok: false, error: "syntax" };
+  }
+  if (utf8Length(inner) + 2 > 256) return { ok: false, error: "too-long" };
+  // Source route: "@a,@b:" before the mailbox, ignored (RFC 5321 §4.1.2, C.).
+  if (inner.charCodeAt(0) === 0x40 /* @ */) {
+    const colon = inner.indexOf(":");
+    if (colon < 0) return { ok: false, error: "syntax" };
+    for (const hop of inner.slice(0, colon).split(",")) {
+      if (hop[0] !== "@" || !isDomainOrLiteral(hop.slice(1), opts.utf8)) {
+        return { ok: false, error: "syntax" };
+      }
+    }
+    inner = inner.slice(colon + 1);
+  }
+  if (opts.allowPostmaster && inner.toLowerCase() === "postmaster") {
+    return {
+      ok: true,
+      mailbox: { address: inner, localPart: inner, domain: "" },
+      end,
+    };
+  }
+  const at = inner.lastIndexOf("@");
+  if (at <= 0) return { ok: false, error: "syntax" };
+  const localPart = inner.slice(0, at);
+  const domain = inner.slice(at + 1);
+  const nonAscii = HAS_NON_ASCII.test(inner);
+  const utf8 = opts.utf8 && nonAscii;
+  if (
+    !(utf8 ? LOCAL_UTF8 : LOCAL_ASCII).test(localPart) ||
+    !isDomainOrLiteral(domain, utf8)
+  ) {
+    // Well-formed with UTF-8 allowed, but SMTPUTF8 was not requested.
+    if (
+      nonAscii && !opts.utf8 && LOCAL_UTF8.test(localPart) &&
+      isDomainOrLiteral(domain, true)
+    ) {
+      return { ok: false, error: "utf8" };
+    }
+    return { ok: false, error: "syntax" };
+  }
+  if (utf8Length(localPart) > 64 || utf8Length(domain) > 255) {
+    return { ok: false, error: "too-long" };
+  }
+  return { ok: true, mailbox: { address: inner, localPart, domain }, end };
+}
+
+/** Why a parameter list did not parse. */
+export type ParamsResult =
+  | { ok: true; params: Map<string, string | true> }
+  | { ok: false; error: "syntax" | "duplicate" };
+
+const KEYWORD = /^[A-Za-z0-9][A-Za-z0-9-]*$/;
+// esmtp-value: printable except "=" and space (UTF-8 allowed, RFC 6531).
+// deno-lint-ignore no-control-regex
+const VALUE = /^[^\x00-\x20=\x7f]+$/;
+
+/**
+ * Parses `SP keyword[=value]` pairs after a path (RFC 5321 §4.1.2
+ * Mail-parameters). Keywords are upper-cased; a keyword without `=` maps to
+ * `true`.
+ *
+ * @example
+ * ```ts
+ * import { parseParams } from "@smtpd/smtpd";
+ *
+ * const r = parseParams(" SIZE=1000 BODY=8BITMIME");
+ * if (r.ok) console.log(r.params.get("SIZE")); // "1000"
+ * ```
+ */
+export function parseParams(rest: string): ParamsResult {
+  const params = new Map<string, string | true>();
+  if (rest === "") return { ok: true, params };
+  if (rest[0] !== " ") return { ok: false, error: "syntax" };
+  for (const item of rest.split(" ")) {
+    if (item === "") continue; // tolerate runs of spaces
+    const eq = item.indexOf("=");
+    const key = (eq < 0 ? item : item.slice(0, eq)).toUpperCase();
+    if (!KEYWORD.test(key)) return { ok: false, error: "syntax" };
+    let value: string | true = true;
+    if (eq >= 0) {
+      value = item.slice(eq + 1);
+      if (!VALUE.test(value)) return { ok: false, error: "syntax" };
+    }
+    if (params.has(key)) return { ok: false, error: "duplicate" };
+    params.set(key, value);
+  }
+  return { ok: true, params };
+}
+
+/**
+ * Decodes xtext (RFC 3461 §4: `+XX` hex escapes), as used by ENVID, ORCPT
+ * and AUTH=. Returns `null` when the text is not valid xtext.
+ *
+ * @example
+ * ```ts
+ * import { decodeXtext } from "@smtpd/smtpd";
+ *
+ * decodeXtext("a+2Bb"); // "a+b"
+ * ```
+ */
+export function decodeXtext(s: string): string | null {
+  let out = "";
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x2b /* + */) {
+      const hex = s.slice(i + 1, i + 3);
+      if (!/^[0-9A-F]{2}$/.test(hex)) return null;
+      out += String.fromCharCode(parseInt(hex, 16));
+      i += 2;
+    } else if (c < 0x21 || c > 0x7e || c === 0x3d /* = */) {
+      return null;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}

@@ -1,0 +1,1105 @@
+/**
+ * The sans-IO SMTP protocol engine (RFC 5321 with PIPELINING, 8BITMIME,
+ * SIZE, ENHANCEDSTATUSCODES, SMTPUTF8, DSN and STARTTLS).
+ *
+ * Bytes go in with {@link SmtpEngine.receive}, events come out of
+ * {@link SmtpEngine.nextEvent}, the application's decisions go back with
+ * {@link SmtpEngine.accept} / {@link SmtpEngine.reject}, and the bytes to
+ * write come out of {@link SmtpEngine.takeOutput}. The engine never touches a
+ * socket, a timer or a clock: time comes in as an argument.
+ *
+ * @module
+ */
+
+import {
+  decodeXtext,
+  isDomainOrLiteral,
+  type Mailbox,
+  parseParams,
+  parsePath,
+} from "./address.ts";
+import { formatReply, SmtpError } from "./errors.ts";
+import {
+  type EngineOptions,
+  type ResolvedEngineOptions,
+  resolveEngineOptions,
+} from "./options.ts";
+
+/** Parameters of MAIL FROM, decoded. `params` has every parameter as sent. */
+export interface MailParams {
+  /** Declared message size (SIZE=, RFC 1870). */
+  size?: number;
+  /** Declared body type (BODY=, RFC 6152). */
+  body?: "7BIT" | "8BITMIME";
+  /** The transaction may carry UTF-8 in addresses and headers (RFC 6531). */
+  smtputf8: boolean;
+  /** DSN return type (RET=, RFC 3461), only when DSN is enabled. */
+  ret?: "FULL" | "HDRS";
+  /** DSN envelope id (ENVID=, xtext-decoded), only when DSN is enabled. */
+  envid?: string;
+  /** Every parameter by upper-cased keyword; `true` for a keyword without a value. */
+  params: Record<string, string | true>;
+}
+
+/** Parameters of RCPT TO, decoded. */
+export interface RcptParams {
+  /** DSN notify conditions (NOTIFY=), only when DSN is enabled. */
+  notify?: ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[];
+  /** DSN original recipient (ORCPT=addr-type;xtext), only when DSN is enabled. */
+  orcpt?: { type: string; address: string };
+  /** Every parameter by upper-cased keyword. */
+  params: Record<string, string | true>;
+}
+
+/** An accepted recipient: the address and its parameters. */
+export interface Recipient {
+  /** The parsed address. */
+  mailbox: Mailbox;
+  /** The RCPT parameters. */
+  params: RcptParams;
+}
+
+/** Why the engine asks for the connection to be closed. */
+export type CloseReason =
+  | "quit"
+  | "rejected"
+  | "too-many-errors"
+  | "timeout"
+  | "eof"
+  | "shutdown";
+
+/**
+ * What the engine has to tell. Events marked "decision" wait for
+ * {@link SmtpEngine.accept} or {@link SmtpEngine.reject} before the engine
+ * reads further; the others are information.
+ */
+export type SmtpEvent =
+  /** Nothing to do until more bytes arrive (or a timeout). */
+  | { type: "need-data" }
+  /** Decision: a client connected; accept sends the 220 greeting. */
+  | { type: "connect" }
+  /** Decision: EHLO or HELO with the client's name. */
+  | { type: "helo"; verb: "EHLO" | "HELO"; hostname: string }
+  /** Decision: MAIL FROM. */
+  | { type: "mail"; from: Mailbox; params: MailParams }
+  /** Decision: RCPT TO. */
+  | { type: "rcpt"; to: Mailbox; params: RcptParams }
+  /** DATA was accepted (354 sent): body chunks follow. */
+  | { type: "message-start" }
+  /** A piece of the body, dot-unstuffed; a view into received bytes, valid until the next `receive()`. */
+  | { type: "data"; chunk: Uint8Array }
+  /** Decision: the body ended with CRLF.CRLF; accept sends 250. */
+  | { type: "message-end"; size: number }
+  /** The body in transfer is refused (too large, bare line ending, timeout, disconnect); the engine sends `error` when the body ends. */
+  | { type: "message-abort"; error: SmtpError }
+  /** The transaction (if any) was dropped by RSET, HELO/EHLO or STARTTLS. */
+  | { type: "reset" }
+  /** Decision: STARTTLS; accept sends 220, then the driver upgrades and calls `tlsStarted()`. */
+  | { type: "starttls" }
+  /** A command line, for logging (only with `traceCommands`). */
+  | { type: "command"; verb: string; line: string }
+  /** Write what `takeOutput()` has, then close the connection. */
+  | { type: "close"; reason: CloseReason };
+
+type Decision =
+  | "connect"
+  | "helo"
+  | "mail"
+  | "rcpt"
+  | "message-end"
+  | "starttls";
+
+type Mode =
+  | "connect" // before the greeting
+  | "command" // reading command lines
+  | "discard-line" // inside a command line that is too long
+  | "data" // inside a DATA body
+  | "tls" // STARTTLS accepted: waiting for tlsStarted()
+  | "closed";
+
+const CR = 13;
+const LF = 10;
+const DOT = 46;
+const EMPTY = new Uint8Array(0);
+const NEED_DATA: SmtpEvent = Object.freeze({ type: "need-data" });
+const ENCODER = new TextEncoder();
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+// deno-lint-ignore no-control-regex
+const NON_ASCII = /[^\x00-\x7f]/;
+const HELO_NAME = /^[A-Za-z0-9_.-]+$/;
+const NOT_IMPLEMENTED = new Set([
+  "EXPN",
+  "TURN",
+  "ETRN",
+  "ATRN",
+  "SEND",
+  "SOML",
+  "SAML",
+  "AUTH",
+]);
+
+/**
+ * One SMTP session as a pure state machine.
+ *
+ * @example
+ * ```ts
+ * import { SmtpEngine } from "@smtpd/smtpd";
+ *
+ * const engine = new SmtpEngine({ serverName: "mx.example.org" });
+ * const enc = new TextEncoder();
+ * engine.receive(enc.encode("EHLO client.example\r\n"), Date.now());
+ * for (let ev = engine.nextEvent(); ev.type !== "need-data"; ev = engine.nextEvent()) {
+ *   if (ev.type === "connect" || ev.type === "helo") engine.accept();
+ * }
+ * const reply = new TextDecoder().decode(engine.takeOutput()!);
+ * // "220 mx.example.org ESMTP smtpd\r\n250-mx.example.org greets client.example\r\n..."
+ * ```
+ */
+export class SmtpEngine {
+  /** The validated options. */
+  readonly options: ResolvedEngineOptions;
+
+  #mode: Mode = "connect";
+  #pending: Decision | null = null;
+  #pendingEvent: SmtpEvent | null = null;
+  #queue: SmtpEvent[] = [];
+  #closeReason: CloseReason | null = null;
+
+  #buf: Uint8Array = EMPTY;
+  #pos = 0;
+  #lastActivity: number;
+  #dataStarted = 0;
+
+  #out: string[] = [];
+  #badCommands = 0;
+
+  // Session state.
+  #heloName: string | null = null;
+  #esmtp = false;
+  #secure: boolean;
+
+  // Transaction state.
+  #from: Mailbox | null = null;
+  #mailParams: MailParams | null = null;
+  #recipients: Recipient[] = [];
+  #rcptAttempts = 0;
+
+  // Body state.
+  #lineStart = true; // the next body byte starts a line (after CRLF)
+  #size = 0;
+  #aborted: SmtpError | null = null;
+
+  #scanBuf: Uint8Array = EMPTY; // the buffer #nextCR/#nextLF refer to
+  #nextCR = -2; // -2: unknown, -1: none in #scanBuf
+  #nextLF = -2;
+
+  // Command line being discarded (too long): was its last byte CR?
+  #discardCR = false;
+
+  /**
+   * @param options engine options (validated; see {@link EngineOptions})
+   * @param now the current time in milliseconds, for the idle deadline
+   */
+  constructor(options: EngineOptions = {}, now = 0) {
+    this.options = resolveEngineOptions(options);
+    this.#secure = this.options.secure;
+    this.#lastActivity = now;
+  }
+
+  // ---------------------------------------------------------------- input
+
+  /**
+   * Hands received bytes to the engine. The engine keeps a view of `chunk`
+   * (no copy) until it has been consumed, so do not reuse its memory until
+   * `nextEvent()` returns `need-data`.
+   */
+  receive(chunk: Uint8Array, now: number): void {
+    this.#lastActivity = now;
+    if (chunk.length === 0) return;
+    if (this.#mode === "closed" || this.#mode === "tls") return; // RFC 3207 §4.2
+    if (this.#pos >= this.#buf.length) {
+      this.#buf = chunk;
+    } else {
+      const rest = this.#buf.length - this.#pos;
+      const merged = new Uint8Array(rest + chunk.length);
+      merged.set(this.#buf.subarray(this.#pos));
+      merged.set(chunk, rest);
+      this.#buf = merged;
+    }
+    this.#pos = 0;
+  }
+
+  /**
+   * The peer closed its side. A body in transfer is aborted (never
+   * delivered) and the engine asks for the connection to be closed.
+   */
+  end(): void {
+    if (this.#mode === "closed") return;
+    if (this.#mode === "data" && this.#aborted === null) {
+      this.#queue.push({
+        type: "message-abort",
+        error: new SmtpError(451, "4.3.0", "Connection closed during DATA"),
+      });
+    }
+    this.#close("eof");
+  }
+
+  /**
+   * Checks the deadlines. Past the idle or DATA deadline (and not waiting
+   * for a decision), the engine replies 421 4.4.2 and asks to close.
+   */
+  tick(now: number): void {
+    if (this.#pending !== null || this.#mode === "closed") return;
+    if (now < this.deadline()) return;
+    const error = new SmtpError(
+      421,
+      "4.4.2",
+      `${this.options.serverName} Timeout, closing connection`,
+    );
+    if (this.#mode === "data" && this.#aborted === null) {
+      this.#queue.push({ type: "message-abort", error });
+    }
+    this.#write(formatReply(error.code, error.enhancedCode, error.message));
+    this.#close("timeout");
+  }
+
+  /**
+   * The time (same clock as `now`) at which {@link SmtpEngine.tick} will
+   * time the session out; `Infinity` when no deadline applies.
+   */
+  deadline(): number {
+    if (this.#pending !== null || this.#mode === "closed") return Infinity;
+    const idle = this.#lastActivity + this.options.idleTimeout;
+    if (this.#mode !== "data") return idle;
+    return Math.min(idle, this.#dataStarted + this.options.dataTimeout);
+  }
+
+  /**
+   * Asks the session to end (server shutdown): replies 421 4.3.2 and closes.
+   * A body in transfer is aborted.
+   */
+  shutdown(text = "Service shutting down"): void {
+    if (this.#mode === "closed") return;
+    if (this.#mode === "data" && this.#aborted === null) {
+      this.#queue.push({
+        type: "message-abort",
+        error: new SmtpError(421, "4.3.2", text),
+      });
+    }
+    this.#pending = null;
+    this.#write(
+      formatReply(421, "4.3.2", `${this.options.serverName} ${text}`),
+    );
+    this.#close("shutdown");
+  }
+
+  /** Bytes received and not yet consumed (bounded by the driver's reads). */
+  get bufferedBytes(): number {
+    return this.#buf.length - this.#pos;
+  }
+
+  // --------------------------------------------------------------- output
+
+  /** The bytes to write to the client, or `null` when there are none. */
+  takeOutput(): Uint8Array | null {
+    if (this.#out.length === 0) return null;
+    const s = this.#out.length === 1 ? this.#out[0] : this.#out.join("");
+    this.#out = [];
+    return ENCODER.encode(s);
+  }
+
+  /** Whether replies are waiting in {@link SmtpEngine.takeOutput}. */
+  get hasOutput(): boolean {
+    return this.#out.length > 0;
+  }
+
+  // -------------------------------------------------------------- session
+
+  /** The name the client gave with HELO/EHLO, or `null`. */
+  get heloName(): string | null {
+    return this.#heloName;
+  }
+
+  /** Whether the client greeted with EHLO. */
+  get esmtp(): boolean {
+    return this.#esmtp;
+  }
+
+  /** Whether the connection is encrypted (implicit TLS or after STARTTLS). */
+  get secure(): boolean {
+    return this.#secure;
+  }
+
+  /** The envelope of the current transaction. */
+  get envelope(): {
+    from: Mailbox | null;
+    mailParams: MailParams | null;
+    recipients: readonly Recipient[];
+  } {
+    return {
+      from: this.#from,
+      mailParams: this.#mailParams,
+      recipients: this.#recipients,
+    };
+  }
+
+  /** The decision the engine waits for, or `null`. */
+  get pendingDecision(): Decision | null {
+    return this.#pending;
+  }
+
+  /** Whether the engine has asked to close (no more input is read). */
+  get closed(): boolean {
+    return this.#mode === "closed";
+  }
+
+  // ------------------------------------------------------------ decisions
+
+  /**
+   * Accepts the pending decision with its default reply (or `text` in place
+   * of the default text).
+   */
+  accept(text?: string): void {
+    const decision = this.#takeDecision("accept");
+    if (decision === null) return;
+    const ev = this.#pendingEvent!;
+    this.#pendingEvent = null;
+    const o = this.options;
+    switch (decision) {
+      case "connect":
+        this.#write(
+          formatReply(220, null, text ?? `${o.serverName} ${o.greeting}`),
+        );
+        this.#mode = "command";
+        return;
+      case "helo": {
+        if (ev.type !== "helo") throw new Error("unreachable");
+        this.#heloName = ev.hostname;
+        this.#esmtp = ev.verb === "EHLO";
+        const greet = text ?? `${o.serverName} greets ${ev.hostname}`;
+        this.#write(
+          formatReply(
+            250,
+            null,
+            this.#esmtp ? [greet, ...this.#capabilities()] : greet,
+          ),
+        );
+        this.#badCommands = 0;
+        return;
+      }
+      case "mail":
+        if (ev.type !== "mail") throw new Error("unreachable");
+        this.#from = ev.from;
+        this.#mailParams = ev.params;
+        this.#ok(250, "2.1.0", text ?? "Sender OK");
+        return;
+      case "rcpt":
+        if (ev.type !== "rcpt") throw new Error("unreachable");
+        this.#recipients.push({ mailbox: ev.to, params: ev.params });
+        this.#ok(250, "2.1.5", text ?? "Recipient OK");
+        return;
+      case "message-end":
+        this.#resetTransaction(false);
+        this.#ok(250, "2.0.0", text ?? "Message accepted");
+        return;
+      case "starttls":
+        this.#ok(220, "2.0.0", text ?? "Ready to start TLS");
+        this.#mode = "tls";
+        // RFC 3207 §4.2: nothing sent before the handshake may be acted upon.
+        this.#buf = EMPTY;
+        this.#pos = 0;
+        return;
+      default:
+        return assertNever(decision);
+    }
+  }
+
+  /** Rejects the pending decision with `error`'s reply. */
+  reject(error: SmtpError): void {
+    const decision = this.#takeDecision("reject");
+    if (decision === null) return;
+    this.#pendingEvent = null;
+    this.#write(formatReply(error.code, error.enhancedCode, error.message));
+    switch (decision) {
+      case "connect":
+        this.#close("rejected");
+        return;
+      case "helo":
+      case "mail":
+      case "starttls":
+        return;
+      case "rcpt":
+        return;
+      case "message-end":
+        this.#resetTransaction(false);
+        return;
+      default:
+        return assertNever(decision);
+    }
+  }
+
+  /**
+   * The TLS handshake after STARTTLS finished: the session starts over
+   * (RFC 3207 §4.2: the client must send EHLO again).
+   */
+  tlsStarted(): void {
+    if (this.#mode !== "tls") {
+      throw new Error("Cannot start TLS: STARTTLS was not accepted");
+    }
+    this.#secure = true;
+    this.#heloName = null;
+    this.#esmtp = false;
+    this.#resetTransaction(false);
+    this.#buf = EMPTY;
+    this.#pos = 0;
+    this.#mode = "command";
+  }
+
+  // --------------------------------------------------------------- events
+
+  /**
+   * The next event. Call it until it returns `need-data` (or `close`),
+   * answering each decision before asking again.
+   */
+  nextEvent(): SmtpEvent {
+    if (this.#queue.length > 0) return this.#queue.shift()!;
+    if (this.#pending !== null) {
+      throw new Error(
+        `Cannot read the next event: the ${this.#pending} decision is pending`,
+      );
+    }
+    for (;;) {
+      let ev: SmtpEvent | null;
+      switch (this.#mode) {
+        case "connect":
+          return this.#decide("connect", { type: "connect" });
+        case "command":
+          ev = this.#readCommand();
+          break;
+        case "discard-line":
+          ev = this.#discardLine();
+          break;
+        case "data":
+          ev = this.#readBody();
+          break;
+        case "tls":
+          return NEED_DATA;
+        case "closed":
+          return { type: "close", reason: this.#closeReason ?? "eof" };
+        default:
+          return assertNever(this.#mode);
+      }
+      if (this.#queue.length > 0) {
+        if (ev !== null) this.#queue.push(ev);
+        return this.#queue.shift()!;
+      }
+      if (ev !== null) return ev;
+    }
+  }
+
+  // ------------------------------------------------------------- internals
+
+  #takeDecision(what: string): Decision | null {
+    const d = this.#pending;
+    if (this.#mode === "closed") return null; // closed meanwhile: nothing to answer
+    if (d === null) throw new Error(`Cannot ${what}: no decision is pending`);
+    this.#pending = null;
+    return d;
+  }
+
+  #decide(decision: Decision, ev: SmtpEvent): SmtpEvent {
+    this.#pending = decision;
+    this.#pendingEvent = ev;
+    return ev;
+  }
+
+  #write(reply: string): void {
+    this.#out.push(reply);
+  }
+
+  #ok(code: number, enhanced: string, text: string): void {
+    this.#badCommands = 0;
+    this.#write(formatReply(code, enhanced, text));
+  }
+
+  /** A protocol error reply; too many in a row close the session. */
+  #fail(code: number, enhanced: string, text: string): null {
+    this.#write(formatReply(code, enhanced, text));
+    if (++this.#badCommands >= this.options.maxBadCommands) {
+      this.#write(
+        formatReply(
+          421,
+          "4.7.0",
+          `${this.options.serverName} Too many errors, closing connection`,
+        ),
+      );
+      this.#close("too-many-errors");
+    }
+    return null;
+  }
+
+  #close(reason: CloseReason): void {
+    this.#mode = "closed";
+    this.#closeReason = reason;
+    this.#pending = null;
+    this.#pendingEvent = null;
+    this.#buf = EMPTY;
+    this.#pos = 0;
+  }
+
+  #capabilities(): string[] {
+    const o = this.options;
+    const caps = ["PIPELINING", "8BITMIME"];
+    caps.push(
+      o.maxMessageSize === Infinity ? "SIZE" : `SIZE ${o.maxMessageSize}`,
+    );
+    caps.push("ENHANCEDSTATUSCODES");
+    if (o.smtputf8) caps.push("SMTPUTF8");
+    if (o.dsn) caps.push("DSN");
+    if (o.startTls && !this.#secure) caps.push("STARTTLS");
+    caps.push("HELP");
+    return caps;
+  }
+
+  #resetTransaction(announce: boolean): void {
+    const had = this.#from !== null;
+    this.#from = null;
+    this.#mailParams = null;
+    this.#recipients = [];
+    this.#rcptAttempts = 0;
+    this.#aborted = null;
+    this.#size = 0;
+    if (announce && had) this.#queue.push({ type: "reset" });
+  }
+
+  // ------------------------------------------------------- command lines
+
+  /** Reads one command line; returns an event, or null to go on reading. */
+  #readCommand(): SmtpEvent | null {
+    const buf = this.#buf;
+    const start = this.#pos;
+    let from = start;
+    let lf = -1;
+    // A command ends only at CRLF; a bare LF is part of the line (and an error).
+    for (;;) {
+      lf = buf.indexOf(LF, from);
+      if (lf < 0 || (lf > start && buf[lf - 1] === CR)) break;
+      from = lf + 1;
+    }
+    const max = this.options.maxLineLength;
+    if (lf < 0) {
+      const avail = buf.length - start;
+      const content = avail - (avail > 0 && buf[buf.length - 1] === CR ? 1 : 0);
+      if (content > max - 2) {
+        // Too long: drop what we have and discard up to the next CRLF.
+        this.#discardCR = buf[buf.length - 1] === CR;
+        this.#buf = EMPTY;
+        this.#pos = 0;
+        this.#mode = "discard-line";
+        return null;
+      }
+      return NEED_DATA;
+    }
+    this.#pos = lf + 1;
+    if (lf + 1 - start > max) {
+      return this.#fail(500, "5.5.2", "Line too long");
+    }
+    return this.#command(buf.subarray(start, lf - 1));
+  }
+
+  #discardLine(): SmtpEvent | null {
+    const buf = this.#buf;
+    let i = this.#pos;
+    if (i >= buf.length) return NEED_DATA;
+    if (this.#discardCR && buf[i] === LF) {
+      i += 1;
+    } else {
+      let found = -1;
+      for (let from = i;;) {
+        const lf = buf.indexOf(LF, from);
+        if (lf < 0) break;
+        if (lf > i && buf[lf - 1] === CR) {
+          found = lf + 1;
+          break;
+        }
+        from = lf + 1;
+      }
+      if (found < 0) {
+        this.#discardCR = buf[buf.length - 1] === CR;
+        this.#buf = EMPTY;
+        this.#pos = 0;
+        return NEED_DATA;
+      }
+      i = found;
+    }
+    this.#pos = i;
+    this.#discardCR = false;
+    this.#mode = "command";
+    return this.#fail(500, "5.5.2", "Line too long");
+  }
+
+  /** Decodes and dispatches one command line (without CRLF). */
+  #command(bytes: Uint8Array): SmtpEvent | null {
+    let line: string;
+    let ascii = true;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] > 0x7e || bytes[i] < 0x20) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) {
+      line = String.fromCharCode.apply(null, bytes as unknown as number[]);
+    } else {
+      try {
+        line = UTF8.decode(bytes);
+      } catch {
+        return this.#fail(501, "5.5.2", "Invalid UTF-8 in command");
+      }
+      if (CONTROL.test(line)) {
+        return this.#fail(
+          501,
+          "5.5.2",
+          "Control characters are not allowed in commands",
+        );
+      }
+    }
+    const sp = line.indexOf(" ");
+    const verb = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();
+    const arg = sp < 0 ? "" : line.slice(sp + 1);
+    if (this.options.traceCommands) {
+      this.#queue.push({ type: "command", verb, line });
+    }
+    switch (verb) {
+      case "EHLO":
+      case "HELO":
+        return this.#helo(verb, arg);
+      case "MAIL":
+        return this.#mail(arg);
+      case "RCPT":
+        return this.#rcpt(arg);
+      case "DATA":
+        return this.#data(arg);
+      case "RSET":
+        if (arg !== "") {
+          return this.#fail(501, "5.5.4", "RSET takes no arguments");
+        }
+        this.#resetTransaction(true);
+        this.#ok(250, "2.0.0", "OK");
+        return null;
+      case "NOOP":
+        this.#ok(250, "2.0.0", "OK");
+        return null;
+      case "QUIT":
+        if (arg !== "") {
+          return this.#fail(501, "5.5.4", "QUIT takes no arguments");
+        }
+        this.#write(
+          formatReply(221, "2.0.0", `${this.options.serverName} Bye`),
+        );
+        this.#resetTransaction(true);
+        this.#close("quit");
+        return null;
+      case "VRFY":
+        if (arg.trim() === "") {
+          return this.#fail(501, "5.5.4", "VRFY needs an argument");
+        }
+        this.#ok(
+          252,
+          "2.5.0",
+          "Cannot VRFY user, but will accept message and attempt delivery",
+        );
+        return null;
+      case "HELP":
+        this.#ok(
+          214,
+          "2.0.0",
+          [
+            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP" +
+            (this.options.startTls ? " STARTTLS" : ""),
+            "End of HELP info",
+          ].join("\n"),
+        );
+        return null;
+      case "STARTTLS":
+        return this.#starttls(arg);
+      default:
+        if (NOT_IMPLEMENTED.has(verb)) {
+          return this.#fail(502, "5.5.1", "Command not implemented");
+        }
+        if (line === "") return this.#fail(500, "5.5.2", "Empty command");
+        return this.#fail(500, "5.5.1", "Command unrecognized");
+    }
+  }
+
+  #helo(verb: "EHLO" | "HELO", arg: string): SmtpEvent | null {
+    const name = arg.trim();
+    if (name === "") {
+      return this.#fail(501, "5.5.4", `${verb} needs a domain name`);
+    }
+    const valid = name[0] === "["
+      ? isDomainOrLiteral(name, false)
+      : HELO_NAME.test(name) ||
+        (this.options.smtputf8 && !name.includes(" ") &&
+          isDomainOrLiteral(name, true));
+    if (!valid) return this.#fail(501, "5.5.4", "Invalid domain name");
+    this.#resetTransaction(true);
+    return this.#decide("helo", { type: "helo", verb, hostname: name });
+  }
+
+  #mail(arg: string): SmtpEvent | null {
+    if (this.#heloName === null) {
+      return this.#fail(503, "5.5.1", "Send EHLO or HELO first");
+    }
+    if (this.#from !== null) {
+      return this.#fail(503, "5.5.1", "Nested MAIL command");
+    }
+    if (!/^FROM:/i.test(arg)) {
+      return this.#fail(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+    }
+    let i = 5;
+    while (arg.charCodeAt(i) === 0x20) i++; // tolerate "FROM: <a@b>"
+    const path = parsePath(arg, i, {
+      allowNull: true,
+      allowPostmaster: false,
+      utf8: true,
+    });
+    if (!path.ok) {
+      return path.error === "too-long"
+        ? this.#fail(501, "5.1.7", "Sender address too long")
+        : this.#fail(501, "5.1.7", "Bad sender address syntax");
+    }
+    const parsed = parseParams(arg.slice(path.end));
+    if (!parsed.ok) {
+      return this.#fail(
+        501,
+        "5.5.4",
+        parsed.error === "duplicate"
+          ? "Duplicate parameter"
+          : "Bad parameter syntax",
+      );
+    }
+    const o = this.options;
+    const params: MailParams = { smtputf8: false, params: {} };
+    for (const [key, value] of parsed.params) {
+      params.params[key] = value;
+      if (!this.#esmtp) {
+        return this.#fail(555, "5.5.4", "Parameters need EHLO");
+      }
+      switch (key) {
+        case "SIZE": {
+          if (value === true || !/^\d{1,20}$/.test(value)) {
+            return this.#fail(501, "5.5.4", "Bad SIZE parameter");
+          }
+          params.size = Number(value);
+          if (params.size > o.maxMessageSize) {
+            return this.#fail(
+              552,
+              "5.3.4",
+              "Message size exceeds fixed maximum message size",
+            );
+          }
+          break;
+        }
+        case "BODY": {
+          const body = value === true ? "" : value.toUpperCase();
+          if (body !== "7BIT" && body !== "8BITMIME") {
+            return this.#fail(501, "5.5.4", "Bad BODY parameter");
+          }
+          params.body = body;
+          break;
+        }
+        case "SMTPUTF8":
+          if (!o.smtputf8) {
+            return this.#fail(555, "5.5.4", "SMTPUTF8 is not supported");
+          }
+          if (value !== true) {
+            return this.#fail(501, "5.5.4", "SMTPUTF8 takes no value");
+          }
+          params.smtputf8 = true;
+          break;
+        case "RET": {
+          if (!o.dsn) {
+            return this.#fail(555, "5.5.4", "Unsupported parameter RET");
+          }
+          const ret = value === true ? "" : value.toUpperCase();
+          if (ret !== "FULL" && ret !== "HDRS") {
+            return this.#fail(501, "5.5.4", "Bad RET parameter");
+          }
+          params.ret = ret;
+          break;
+        }
+        case "ENVID": {
+          if (!o.dsn) {
+            return this.#fail(555, "5.5.4", "Unsupported parameter ENVID");
+          }
+          const envid = value === true ? null : decodeXtext(value);
+          if (envid === null || envid.length > 100) {
+            return this.#fail(501, "5.5.4", "Bad ENVID parameter");
+          }
+          params.envid = envid;
+          break;
+        }
+        default:
+          return this.#fail(
+            555,
+            "5.5.4",
+            `Unsupported parameter ${key.slice(0, 32)}`,
+          );
+      }
+    }
+    if (NON_ASCII.test(path.mailbox.address) && !params.smtputf8) {
+      return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
+    }
+    return this.#decide("mail", { type: "mail", from: path.mailbox, params });
+  }
+
+  #rcpt(arg: string): SmtpEvent | null {
+    if (this.#from === null) return this.#fail(503, "5.5.1", "Send MAIL first");
+    if (!/^TO:/i.test(arg)) {
+      return this.#fail(501, "5.5.4", "Syntax: RCPT TO:<address>");
+    }
+    let i = 3;
+    while (arg.charCodeAt(i) === 0x20) i++;
+    const path = parsePath(arg, i, {
+      allowNull: false,
+      allowPostmaster: true,
+      utf8: true,
+    });
+    if (!path.ok) {
+      return path.error === "too-long"
+        ? this.#fail(501, "5.1.3", "Recipient address too long")
+        : this.#fail(501, "5.1.3", "Bad recipient address syntax");
+    }
+    const parsed = parseParams(arg.slice(path.end));
+    if (!parsed.ok) {
+      return this.#fail(
+        501,
+        "5.5.4",
+        parsed.error === "duplicate"
+          ? "Duplicate parameter"
+          : "Bad parameter syntax",
+      );
+    }
+    const params: RcptParams = { params: {} };
+    for (const [key, value] of parsed.params) {
+      params.params[key] = value;
+      if (!this.options.dsn || (key !== "NOTIFY" && key !== "ORCPT")) {
+        return this.#fail(
+          555,
+          "5.5.4",
+          `Unsupported parameter ${key.slice(0, 32)}`,
+        );
+      }
+      if (value === true) {
+        return this.#fail(501, "5.5.4", `Bad ${key} parameter`);
+      }
+      if (key === "NOTIFY") {
+        const list = value.toUpperCase().split(",");
+        const ok = list.every((v) =>
+          ["NEVER", "SUCCESS", "FAILURE", "DELAY"].includes(v)
+        ) &&
+          new Set(list).size === list.length &&
+          (!list.includes("NEVER") || list.length === 1);
+        if (!ok) {
+          return this.#fail(501, "5.5.4", "Bad NOTIFY parameter");
+        }
+        params.notify = list as RcptParams["notify"];
+      } else {
+        const semi = value.indexOf(";");
+        const address = semi > 0 ? decodeXtext(value.slice(semi + 1)) : null;
+        if (address === null || !/^[A-Za-z0-9-]+$/.test(value.slice(0, semi))) {
+          return this.#fail(501, "5.5.4", "Bad ORCPT parameter");
+        }
+        params.orcpt = { type: value.slice(0, semi).toLowerCase(), address };
+      }
+    }
+    if (NON_ASCII.test(path.mailbox.address) && !this.#mailParams!.smtputf8) {
+      return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
+    }
+    this.#rcptAttempts++;
+    if (this.#recipients.length >= this.options.maxRecipients) {
+      // Not a protocol error: the client sends the rest in another transaction.
+      this.#write(formatReply(452, "4.5.3", "Too many recipients"));
+      return null;
+    }
+    return this.#decide("rcpt", { type: "rcpt", to: path.mailbox, params });
+  }
+
+  #data(arg: string): SmtpEvent | null {
+    if (arg !== "") return this.#fail(501, "5.5.4", "DATA takes no arguments");
+    if (this.#from === null) return this.#fail(503, "5.5.1", "Send MAIL first");
+    if (this.#recipients.length === 0) {
+      return this.#rcptAttempts === 0
+        ? this.#fail(503, "5.5.1", "Send RCPT first")
+        : this.#fail(554, "5.5.1", "No valid recipients");
+    }
+    this.#ok(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
+    this.#mode = "data";
+    this.#lineStart = true;
+    this.#size = 0;
+    this.#aborted = null;
+    this.#dataStarted = this.#lastActivity;
+    return { type: "message-start" };
+  }
+
+  #starttls(arg: string): SmtpEvent | null {
+    if (!this.options.startTls) {
+      return this.#fail(502, "5.5.1", "Command not implemented");
+    }
+    if (this.#secure) return this.#fail(503, "5.5.1", "TLS already active");
+    if (arg !== "") {
+      return this.#fail(501, "5.5.4", "STARTTLS takes no arguments");
+    }
+    return this.#decide("starttls", { type: "starttls" });
+  }
+
+  // ----------------------------------------------------------------- body
+
+  /**
+   * Reads body bytes: returns one `data` event with as many whole lines as
+   * can be handed out as one view, or the end of the message.
+   */
+  #readBody(): SmtpEvent | null {
+    const buf = this.#buf;
+    const len = buf.length;
+    if (this.#scanBuf !== buf) {
+      this.#scanBuf = buf;
+      this.#nextCR = -2;
+      this.#nextLF = -2;
+    }
+    let p = this.#pos;
+    let spanStart = p;
+    for (;;) {
+      if (this.#lineStart) {
+        if (p >= len) break;
+        if (buf[p] === DOT) {
+          // ".\r\n" ends the message; "." + anything else is dot-stuffing.
+          if (p + 1 >= len || (buf[p + 1] === CR && p + 2 >= len)) break;
+          if (buf[p + 1] === CR && buf[p + 2] === LF) {
+            const ev = this.#emit(buf, spanStart, p);
+            this.#pos = p + 3;
+            if (ev !== null) this.#queue.push(ev);
+            const end = this.#messageEnd();
+            if (end !== null) this.#queue.push(end);
+            return null;
+          }
+          const ev = this.#emit(buf, spanStart, p);
+          p += 1; // drop the stuffed dot
+          spanStart = p;
+          this.#lineStart = false;
+          if (ev !== null) {
+            this.#pos = p;
+            return ev;
+          }
+          continue;
+        }
+        this.#lineStart = false;
+      }
+      // Positions of the next LF and CR at or after p, cached per buffer so
+      // that a body with no CR (or no LF) is not rescanned line after line.
+      if (this.#nextLF !== -1 && this.#nextLF < p) {
+        this.#nextLF = buf.indexOf(LF, p);
+      }
+      if (this.#nextCR !== -1 && this.#nextCR < p) {
+        this.#nextCR = buf.indexOf(CR, p);
+      }
+      const lf = this.#nextLF;
+      const cr = this.#nextCR;
+      const stop = lf < 0 ? len : lf;
+      const crlf = lf > p && buf[lf - 1] === CR;
+      // A CR that is not the one right before LF is bare, except a CR at
+      // the very end of what we have (its LF may come with the next chunk).
+      const bareCR = cr >= 0 && cr < stop && cr !== (crlf ? lf - 1 : len - 1);
+      if (lf < 0 && !bareCR) {
+        // An incomplete line: hand out all but a trailing CR.
+        const end = len > p && buf[len - 1] === CR ? len - 1 : len;
+        const ev = this.#emit(buf, spanStart, end);
+        this.#pos = end;
+        return ev ?? NEED_DATA;
+      }
+      if (bareCR || !crlf) {
+        const at = bareCR ? cr : lf;
+        if (this.#aborted !== null) {
+          // Already refused: keep looking for the end of the body.
+          this.#size += at + 1 - spanStart;
+          p = spanStart = at + 1;
+          continue;
+        }
+        // Hand out the bytes before the bare character, then either a CRLF
+        // in its place (normalize) or the refusal (reject).
+        const ev = this.#emit(buf, spanStart, at);
+        if (ev !== null) this.#queue.push(ev);
+        if (this.options.bareLineEnding === "normalize") {
+          const fixed = this.#emit(CRLF_BYTES, 0, 2);
+          if (fixed !== null) this.#queue.push(fixed);
+        } else if (this.#aborted === null) {
+          const what = bareCR ? "CR" : "LF";
+          this.#abort(
+            new SmtpError(
+              550,
+              "5.6.0",
+              `Message refused: bare ${what} in body (RFC 5321 section 2.3.8)`,
+            ),
+          );
+        }
+        // Only a real CRLF may start a line (and so a terminator).
+        this.#pos = at + 1;
+        return null;
+      }
+      p = lf + 1;
+      this.#lineStart = true;
+    }
+    const ev = this.#emit(buf, spanStart, p);
+    this.#pos = p;
+    return ev ?? NEED_DATA;
+  }
+
+  /** A `data` event for `buf[start, end)`, or null when empty or aborted. */
+  #emit(buf: Uint8Array, start: number, end: number): SmtpEvent | null {
+    const n = end - start;
+    if (n <= 0) return null;
+    this.#size += n;
+    if (this.#aborted !== null) return null;
+    if (this.#size > this.options.maxMessageSize) {
+      this.#abort(
+        new SmtpError(
+          552,
+          "5.3.4",
+          "Message size exceeds fixed maximum message size",
+        ),
+      );
+      return null;
+    }
+    return { type: "data", chunk: buf.subarray(start, end) };
+  }
+
+  #abort(error: SmtpError): void {
+    this.#aborted = error;
+    this.#queue.push({ type: "message-abort", error });
+  }
+
+  #messageEnd(): SmtpEvent | null {
+    this.#mode = "command";
+    const aborted = this.#aborted;
+    if (aborted !== null) {
+      this.#resetTransaction(false);
+      this.#write(
+        formatReply(aborted.code, aborted.enhancedCode, aborted.message),
+      );
+      return null;
+    }
+    return this.#decide("message-end", {
+      type: "message-end",
+      size: this.#size,
+    });
+  }
+}
+
+const CRLF_BYTES = new Uint8Array([CR, LF]);
+
+function assertNever(x: never): never {
+  throw new Error(`Unexpected value: ${String(x)}`);
+}

@@ -1,0 +1,220 @@
+/**
+ * Engine options, their documented defaults, and their validation.
+ *
+ * Every limit is validated when the engine (or `serve()`) is created: zero,
+ * negative, NaN, a fraction or a non-number throws a `TypeError`, never
+ * silently means "unlimited". `Infinity` is accepted where a limit may be
+ * switched off on purpose.
+ *
+ * @module
+ */
+
+/** What the engine does with a CR or LF that is not part of a CRLF pair inside a message body. */
+export type BareLineEndingPolicy = "reject" | "normalize";
+
+/**
+ * Options of the protocol engine. All are optional.
+ *
+ * @example
+ * ```ts
+ * import { SmtpEngine } from "@smtpd/smtpd";
+ *
+ * const engine = new SmtpEngine({ serverName: "mx.example.org", maxRecipients: 50 });
+ * ```
+ */
+export interface EngineOptions {
+  /** Name the server gives in its greeting and EHLO reply. Default `"localhost"`. */
+  serverName?: string;
+  /** Text after the server name in the 220 greeting. Default `"ESMTP smtpd"`. */
+  greeting?: string;
+  /** Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4). Default 512. */
+  maxLineLength?: number;
+  /** Recipients accepted per transaction; more get 452 4.5.3. Default 100. */
+  maxRecipients?: number;
+  /** Largest message in octets (advertised with SIZE); larger gets 552 5.3.4. Default 26214400 (25 MiB). */
+  maxMessageSize?: number;
+  /** Consecutive bad commands before 421 4.7.0 and close. Default 10. */
+  maxBadCommands?: number;
+  /** Bare CR or LF in a body: `"reject"` the message with 550 5.6.0 (default) or `"normalize"` it to CRLF. */
+  bareLineEnding?: BareLineEndingPolicy;
+  /** Advertise DSN (RFC 3461) and accept RET, ENVID, NOTIFY and ORCPT. Default `false`. */
+  dsn?: boolean;
+  /** Advertise SMTPUTF8 (RFC 6531) and accept UTF-8 addresses with it. Default `true`. */
+  smtputf8?: boolean;
+  /** Advertise STARTTLS (set by the server when a certificate is configured). Default `false`. */
+  startTls?: boolean;
+  /** The connection is already encrypted (implicit TLS). Default `false`. */
+  secure?: boolean;
+  /** Milliseconds without client input before 421 4.4.2 (RFC 5321 §4.5.3.2: 5 minutes). Default 300000. */
+  idleTimeout?: number;
+  /** Milliseconds allowed for a whole DATA phase (RFC 5321 §4.5.3.2.6). Default 600000. */
+  dataTimeout?: number;
+  /** Emit a `command` event for every command line (for logging). Default `false`. */
+  traceCommands?: boolean;
+}
+
+/** {@link EngineOptions} with every default filled in. */
+export type ResolvedEngineOptions = Required<EngineOptions>;
+
+/**
+ * The documented defaults of {@link EngineOptions}.
+ *
+ * @example
+ * ```ts
+ * import { ENGINE_DEFAULTS } from "@smtpd/smtpd";
+ *
+ * console.log(ENGINE_DEFAULTS.maxLineLength); // 512
+ * ```
+ */
+export const ENGINE_DEFAULTS: Readonly<ResolvedEngineOptions> = Object.freeze({
+  serverName: "localhost",
+  greeting: "ESMTP smtpd",
+  maxLineLength: 512,
+  maxRecipients: 100,
+  maxMessageSize: 26214400,
+  maxBadCommands: 10,
+  bareLineEnding: "reject",
+  dsn: false,
+  smtputf8: true,
+  startTls: false,
+  secure: false,
+  idleTimeout: 300000,
+  dataTimeout: 600000,
+  traceCommands: false,
+});
+
+/**
+ * Validates a numeric limit: a positive integer (or `Infinity` when
+ * `allowInfinity`), at least `min`. Returns `fallback` when `value` is
+ * `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { limitOption } from "@smtpd/smtpd";
+ *
+ * limitOption("maxRecipients", undefined, 100); // 100
+ * limitOption("maxRecipients", 0, 100); // throws TypeError
+ * ```
+ */
+export function limitOption(
+  name: string,
+  value: unknown,
+  fallback: number,
+  { min = 1, allowInfinity = false }: {
+    min?: number;
+    allowInfinity?: boolean;
+  } = {},
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value)) {
+    throw new TypeError(`Cannot use option ${name}: value is not a number`);
+  }
+  if (value === Infinity && allowInfinity) return value;
+  if (!Number.isInteger(value)) {
+    throw new TypeError(`Cannot use option ${name}: value is not an integer`);
+  }
+  if (value < min) {
+    throw new TypeError(
+      `Cannot use option ${name}: value is less than ${min}`,
+    );
+  }
+  return value;
+}
+
+function boolOption(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") {
+    throw new TypeError(`Cannot use option ${name}: value is not a boolean`);
+  }
+  return value;
+}
+
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+
+function textOption(name: string, value: unknown, fallback: string): string {
+  if (value === undefined) return fallback;
+  if (
+    typeof value !== "string" || value === "" || CONTROL.test(value)
+  ) {
+    throw new TypeError(
+      `Cannot use option ${name}: value is not a non-empty single-line string`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Validates engine options and fills in the defaults.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "@smtpd/smtpd";
+ *
+ * resolveEngineOptions({ maxMessageSize: 1024 }).maxMessageSize; // 1024
+ * ```
+ */
+export function resolveEngineOptions(
+  options: EngineOptions = {},
+): ResolvedEngineOptions {
+  const d = ENGINE_DEFAULTS;
+  const policy = options.bareLineEnding ?? d.bareLineEnding;
+  if (policy !== "reject" && policy !== "normalize") {
+    throw new TypeError(
+      `Cannot use option bareLineEnding: value is not "reject" or "normalize"`,
+    );
+  }
+  return {
+    serverName: textOption("serverName", options.serverName, d.serverName),
+    greeting: textOption("greeting", options.greeting, d.greeting),
+    // A line must at least hold "MAIL FROM:<>" and CRLF.
+    maxLineLength: limitOption(
+      "maxLineLength",
+      options.maxLineLength,
+      d.maxLineLength,
+      { min: 64 },
+    ),
+    maxRecipients: limitOption(
+      "maxRecipients",
+      options.maxRecipients,
+      d.maxRecipients,
+    ),
+    maxMessageSize: limitOption(
+      "maxMessageSize",
+      options.maxMessageSize,
+      d.maxMessageSize,
+      { allowInfinity: true },
+    ),
+    maxBadCommands: limitOption(
+      "maxBadCommands",
+      options.maxBadCommands,
+      d.maxBadCommands,
+    ),
+    bareLineEnding: policy,
+    dsn: boolOption("dsn", options.dsn, d.dsn),
+    smtputf8: boolOption("smtputf8", options.smtputf8, d.smtputf8),
+    startTls: boolOption("startTls", options.startTls, d.startTls),
+    secure: boolOption("secure", options.secure, d.secure),
+    idleTimeout: limitOption(
+      "idleTimeout",
+      options.idleTimeout,
+      d.idleTimeout,
+      {
+        allowInfinity: true,
+      },
+    ),
+    dataTimeout: limitOption(
+      "dataTimeout",
+      options.dataTimeout,
+      d.dataTimeout,
+      {
+        allowInfinity: true,
+      },
+    ),
+    traceCommands: boolOption(
+      "traceCommands",
+      options.traceCommands,
+      d.traceCommands,
+    ),
+  };
+}

@@ -1,0 +1,23 @@
+import type { Options } from "tsup";
+
+/**
+ * The npm build: ESM + CJS + .d.ts from the same entry points as the
+ * `exports` of deno.json and package.json (test/exports.test.ts checks that
+ * the three agree).
+ */
+const config: Options = {
+  entry: {
+    mod: "mod.ts",
+  },
+  format: ["esm", "cjs"],
+  dts: true,
+  clean: true,
+  sourcemap: false,
+  target: "es2022",
+  platform: "neutral",
+  splitting: true,
+  removeNodeProtocol: false,
+  external: ["postal-mime"],
+};
+
+export default config;
