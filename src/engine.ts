@@ -123,7 +123,9 @@ const DOT = 46;
 const EMPTY = new Uint8Array(0);
 const NEED_DATA: SmtpEvent = Object.freeze({ type: "need-data" });
 const ENCODER = new TextEncoder();
-const UTF8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: keep a leading U+FEFF (by default the decoder drops it, and
+// "<BOM>MAIL FROM:..." would pass as MAIL).
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 // deno-lint-ignore no-control-regex
 const CONTROL = /[\x00-\x1f\x7f]/;
 // deno-lint-ignore no-control-regex
@@ -219,6 +221,9 @@ export class SmtpEngine {
     this.#lastActivity = now;
     if (chunk.length === 0) return;
     if (this.#mode === "closed" || this.#mode === "tls") return; // RFC 3207 §4.2
+    // The body scanner caches CR/LF positions per buffer object; a driver
+    // may hand in the same (reused) Uint8Array again with new contents.
+    this.#scanBuf = EMPTY;
     if (this.#pos >= this.#buf.length) {
       this.#buf = chunk;
     } else {
@@ -451,7 +456,9 @@ export class SmtpEngine {
     this.#secure = true;
     this.#heloName = null;
     this.#esmtp = false;
-    this.#resetTransaction(false);
+    // A transaction started before STARTTLS is dropped: say so with a
+    // `reset` event, as SmtpEvent documents.
+    this.#resetTransaction(true);
     this.#buf = EMPTY;
     this.#pos = 0;
     this.#mode = "command";
@@ -650,7 +657,9 @@ export class SmtpEngine {
         break;
       }
     }
-    if (ascii) {
+    // apply() passes every byte as an argument: only for short lines, or a
+    // long maxLineLength overflows the call stack (RangeError).
+    if (ascii && bytes.length <= 1024) {
       line = String.fromCharCode.apply(null, bytes as unknown as number[]);
     } else {
       try {
@@ -886,6 +895,11 @@ export class SmtpEngine {
     const params: RcptParams = { params: {} };
     for (const [key, value] of parsed.params) {
       params.params[key] = value;
+      // RCPT parameters are service extensions: only after EHLO (RFC 5321
+      // §4.1.1.3), as for MAIL.
+      if (!this.#esmtp) {
+        return this.#fail(555, "5.5.4", "Parameters need EHLO");
+      }
       if (!this.options.dsn || (key !== "NOTIFY" && key !== "ORCPT")) {
         return this.#fail(
           555,
@@ -1057,13 +1071,25 @@ export class SmtpEngine {
     return ev ?? NEED_DATA;
   }
 
-  /** A `data` event for `buf[start, end)`, or null when empty or aborted. */
+  /**
+   * A `data` event for `buf[start, end)`, or null when empty or aborted.
+   * When the span crosses maxMessageSize, the bytes up to the limit are
+   * queued as a last `data` event before the `message-abort`, so that what
+   * the application sees does not depend on how the input was split.
+   */
   #emit(buf: Uint8Array, start: number, end: number): SmtpEvent | null {
     const n = end - start;
     if (n <= 0) return null;
+    const room = this.options.maxMessageSize - this.#size;
     this.#size += n;
     if (this.#aborted !== null) return null;
-    if (this.#size > this.options.maxMessageSize) {
+    if (n > room) {
+      if (room > 0) {
+        this.#queue.push({
+          type: "data",
+          chunk: buf.subarray(start, start + room),
+        });
+      }
       this.#abort(
         new SmtpError(
           552,

@@ -22,6 +22,8 @@ export interface TranscriptResult {
   events: string[];
   /** Bodies of messages that reached an accepted message-end. */
   messages: string[];
+  /** Every event except `data` and `need-data`, as the engine gave it (for parameter checks). */
+  raw: SmtpEvent[];
   /** Why the engine closed, or null. */
   closed: string | null;
   /** Largest number of bytes the engine held at once. */
@@ -45,6 +47,7 @@ export function run(
   const engine = new SmtpEngine(options, 0);
   const events: string[] = [];
   const messages: string[] = [];
+  const raw: SmtpEvent[] = [];
   let output = "";
   let body = "";
   let closed: string | null = null;
@@ -66,6 +69,7 @@ export function run(
         continue;
       }
       events.push(describe(ev));
+      raw.push(ev);
       if (ev.type === "message-start") body = "";
       if (
         ev.type === "connect" || ev.type === "helo" || ev.type === "mail" ||
@@ -77,8 +81,9 @@ export function run(
         else {
           if (ev.type === "message-end") messages.push(body);
           engine.accept(answer === undefined ? undefined : answer);
+          // The driver upgrades the connection only after an accepted STARTTLS.
+          if (ev.type === "starttls") engine.tlsStarted();
         }
-        if (ev.type === "starttls") engine.tlsStarted();
       }
     }
     const out = engine.takeOutput();
@@ -91,7 +96,7 @@ export function run(
     maxBuffered = Math.max(maxBuffered, engine.bufferedBytes);
     pump();
   }
-  return { output, events, messages, closed, maxBuffered };
+  return { output, events, messages, raw, closed, maxBuffered };
 }
 
 function describe(ev: SmtpEvent): string {

@@ -1,0 +1,174 @@
+/**
+ * Deno shim: `Deno.listen` (plain) and `Deno.listenTls` (implicit TLS)
+ * adapted to the driver's {@link Listener}, reading with `conn.read` into a
+ * reused buffer (much cheaper than the default `conn.readable` reader).
+ * Deno has no server-side TLS upgrade, so with STARTTLS configured the
+ * listener is `node:net` + `node:tls` (the Node shim), which Deno runs.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd/deno";
+ *
+ * const server = await serve({ port: 2525, onMessage: (m) => console.log(m.from) });
+ * ```
+ *
+ * @module
+ */
+
+import { createServer, type ServeOptions, type Server } from "../src/server.ts";
+import type {
+  Connection,
+  Listener,
+  ListenOptions,
+  TlsInfo,
+} from "../src/transport.ts";
+import { listen as listenNode } from "./node.ts";
+
+export * from "../mod.ts";
+
+/** The parts of Deno's API this shim uses. */
+interface DenoConn {
+  readonly remoteAddr: { hostname: string; port: number };
+  readonly localAddr: { hostname: string; port: number };
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+  setNoDelay?(noDelay?: boolean): void;
+}
+interface DenoListener extends AsyncIterable<DenoConn> {
+  readonly addr: { hostname: string; port: number };
+  close(): void;
+}
+interface DenoApi {
+  listen(o: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  listenTls(o: {
+    hostname: string;
+    port: number;
+    key: string;
+    cert: string;
+  }): DenoListener;
+}
+
+const READ_SIZE = 64 * 1024;
+
+function wrap(conn: DenoConn, info: TlsInfo | null): Connection {
+  conn.setNoDelay?.(true);
+  let closed = false;
+  const buf = new Uint8Array(READ_SIZE);
+  const readable = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      let n: number | null;
+      try {
+        n = await conn.read(buf);
+      } catch {
+        n = null;
+      }
+      if (n === null) {
+        c.close();
+        return;
+      }
+      // The buffer is reused: hand out a copy of just the bytes read.
+      c.enqueue(buf.slice(0, n));
+    },
+    cancel() {
+      close();
+    },
+  }, { highWaterMark: 0 });
+  const writable = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      let off = 0;
+      while (off < chunk.byteLength) {
+        off += await conn.write(chunk.subarray(off));
+      }
+    },
+  });
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    try {
+      conn.close();
+    } catch { /* already closed */ }
+  };
+  return {
+    readable,
+    writable,
+    remoteAddr: {
+      hostname: conn.remoteAddr.hostname,
+      port: conn.remoteAddr.port,
+    },
+    localAddr: { hostname: conn.localAddr.hostname, port: conn.localAddr.port },
+    tls: info,
+    close,
+  };
+}
+
+/**
+ * Opens a {@link Listener} with `Deno.listen` / `Deno.listenTls` (or
+ * `node:net` + `node:tls` when STARTTLS is configured).
+ *
+ * @example
+ * ```ts
+ * import { listen } from "@smtpd/smtpd/deno";
+ *
+ * const listener = await listen({ hostname: "127.0.0.1", port: 0 });
+ * listener.close();
+ * ```
+ */
+export function listen(options: ListenOptions): Promise<Listener> {
+  const Deno = (globalThis as unknown as { Deno?: DenoApi }).Deno;
+  if (!Deno) throw new Error("Cannot listen: not running on Deno");
+  if (options.tls && !options.implicitTls) return listenNode(options);
+  const implicit = options.implicitTls === true && options.tls !== undefined;
+  const l = implicit
+    ? Deno.listenTls({
+      hostname: options.hostname,
+      port: options.port,
+      key: options.tls!.key,
+      cert: options.tls!.cert,
+    })
+    : Deno.listen({
+      hostname: options.hostname,
+      port: options.port,
+      transport: "tcp",
+    });
+  let closed = false;
+  return Promise.resolve({
+    addr: { hostname: l.addr.hostname, port: l.addr.port },
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        l.close();
+      } catch { /* already closed */ }
+    },
+    async *[Symbol.asyncIterator]() {
+      try {
+        // With implicit TLS the handshake runs on the first read; a failed
+        // one ends the stream before any byte reaches the engine.
+        for await (const conn of l) {
+          yield wrap(
+            conn,
+            implicit ? { version: "TLS", cipher: "unknown" } : null,
+          );
+        }
+      } catch (err) {
+        if (!closed) throw err;
+      }
+    },
+  });
+}
+
+/**
+ * Starts an SMTP server on Deno's native `Deno.listen`.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd/deno";
+ *
+ * const server = await serve({ port: 0 });
+ * await server.close();
+ * ```
+ */
+export function serve(options: ServeOptions = {}): Promise<Server> {
+  return createServer(listen, "deno", options);
+}
