@@ -8,13 +8,16 @@ import type { Options } from "tsup";
 const config: Options = {
   entry: {
     mod: "mod.ts",
+    "runtimes/deno": "runtimes/deno.ts",
+    "runtimes/bun": "runtimes/bun.ts",
+    "runtimes/node": "runtimes/node.ts",
   },
   format: ["esm", "cjs"],
   dts: true,
   clean: true,
   sourcemap: false,
   target: "es2022",
-  platform: "neutral",
+  platform: "node",
   splitting: true,
   removeNodeProtocol: false,
   external: ["postal-mime"],
