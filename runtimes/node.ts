@@ -176,7 +176,12 @@ export function listen(options: ListenOptions): Promise<Listener> {
   };
   const server = options.implicitTls && options.tls
     ? tls.createServer(
-      { secureContext: secureContext(options.tls) },
+      {
+        key: options.tls.key,
+        cert: options.tls.cert,
+        ca: options.tls.ca,
+        minVersion: options.tls.minVersion ?? "TLSv1.2",
+      },
       (s) => push(wrapSocket(s, tlsInfo(s), undefined)),
     )
     : net.createServer((s) => push(wrapSocket(s, null, options.tls)));
