@@ -82,7 +82,8 @@ describe("engine: basic session", () => {
 
   it("delivers two messages in one session", () => {
     const r = transcript(
-      TX + "one\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<z@y.test>\r\nDATA\r\ntwo\r\n.\r\n",
+      TX +
+        "one\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<z@y.test>\r\nDATA\r\ntwo\r\n.\r\n",
     );
     assert.deepEqual(r.messages, ["one\r\n", "two\r\n"]);
     assert.deepEqual(codesAfter(r.output, 5), [
@@ -266,9 +267,13 @@ describe("engine: EHLO and HELO", () => {
 
   it("the engine remembers the EHLO name and ESMTP", () => {
     const seen: [string | null, boolean][] = [];
-    transcript("HELO h.test\r\nEHLO e.test\r\nMAIL FROM:<>\r\n", {}, (ev, e) => {
-      if (ev.type === "mail") seen.push([e.heloName, e.esmtp]);
-    });
+    transcript(
+      "HELO h.test\r\nEHLO e.test\r\nMAIL FROM:<>\r\n",
+      {},
+      (ev, e) => {
+        if (ev.type === "mail") seen.push([e.heloName, e.esmtp]);
+      },
+    );
     assert.deepEqual(seen[0], ["e.test", true]);
   });
 
@@ -393,7 +398,7 @@ describe("engine: other commands", () => {
       assert.match(line, /^[2-5]\d\d[ -][245]\.\d{1,3}\.\d{1,3} /, line);
       checked++;
     }
-    assert.equal(checked, 22);
+    assert.equal(checked, 19);
   });
 });
 
@@ -452,7 +457,8 @@ describe("engine: MAIL", () => {
 
   it("a rejected MAIL starts no transaction", () => {
     const r = transcript(
-      EHLO + "MAIL FROM:<spam@b.test>\r\nRCPT TO:<x@y.test>\r\nMAIL FROM:<a@b>\r\n",
+      EHLO +
+        "MAIL FROM:<spam@b.test>\r\nRCPT TO:<x@y.test>\r\nMAIL FROM:<a@b>\r\n",
       {},
       rejectAddress("spam@b.test", new SmtpError(550, "5.7.1", "No")),
     );
@@ -465,9 +471,13 @@ describe("engine: MAIL", () => {
 
   it("the engine's envelope holds the sender after MAIL", () => {
     const froms: string[] = [];
-    transcript(EHLO + "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y>\r\n", {}, (ev, e) => {
-      if (ev.type === "rcpt") froms.push(e.envelope.from!.address);
-    });
+    transcript(
+      EHLO + "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y>\r\n",
+      {},
+      (ev, e) => {
+        if (ev.type === "rcpt") froms.push(e.envelope.from!.address);
+      },
+    );
     assert.equal(froms[0], "a@b.test");
   });
 
@@ -512,7 +522,8 @@ describe("engine: MAIL", () => {
 
   it("SIZE that is not a number replies 501 5.5.4", () => {
     const r = transcript(
-      EHLO + "MAIL FROM:<a@b> SIZE=abc\r\nMAIL FROM:<a@b> SIZE=-1\r\nMAIL FROM:<a@b> SIZE\r\n",
+      EHLO +
+        "MAIL FROM:<a@b> SIZE=abc\r\nMAIL FROM:<a@b> SIZE=-1\r\nMAIL FROM:<a@b> SIZE\r\n",
     );
     assert.deepEqual(codesAfter(r.output, 2), Array(3).fill("501 5.5.4"));
   });
@@ -593,7 +604,9 @@ describe("engine: RCPT", () => {
   });
 
   it("RCPT without TO: replies 501 5.5.4", () => {
-    const r = transcript(MAIL + "RCPT <x@y.test>\r\nRCPT\r\nRCPT FROM:<x@y>\r\n");
+    const r = transcript(
+      MAIL + "RCPT <x@y.test>\r\nRCPT\r\nRCPT FROM:<x@y>\r\n",
+    );
     assert.deepEqual(codesAfter(r.output, 3), Array(3).fill("501 5.5.4"));
   });
 
@@ -608,7 +621,9 @@ describe("engine: RCPT", () => {
   });
 
   it("RCPT accepts <postmaster> in any case", () => {
-    const r = transcript(MAIL + "RCPT TO:<postmaster>\r\nRCPT TO:<PostMaster>\r\n");
+    const r = transcript(
+      MAIL + "RCPT TO:<postmaster>\r\nRCPT TO:<PostMaster>\r\n",
+    );
     assert.deepEqual(codesAfter(r.output, 3), ["250 2.1.5", "250 2.1.5"]);
     assert.deepEqual(r.events.slice(3), [
       "rcpt:<postmaster>",
@@ -672,7 +687,8 @@ describe("engine: RCPT", () => {
   it("the engine's envelope lists the accepted recipients", () => {
     const seen: string[][] = [];
     transcript(
-      MAIL + "RCPT TO:<x@y>\r\nRCPT TO:<no@y>\r\nRCPT TO:<z@y>\r\nDATA\r\n.\r\n",
+      MAIL +
+        "RCPT TO:<x@y>\r\nRCPT TO:<no@y>\r\nRCPT TO:<z@y>\r\nDATA\r\n.\r\n",
       {},
       (ev, e) => {
         if (ev.type === "rcpt" && ev.to.address === "no@y") {
@@ -715,7 +731,7 @@ describe("engine: DATA", () => {
     assert.deepEqual(r.events.slice(4), [
       "message-start",
       "data:line 1\r\nline 2\r\n\r\nline 4\r\n",
-      "message-end:24",
+      "message-end:26",
     ]);
     // Whole: one chunk, one data event that is a view of the received bytes.
     const input = bytes(TX + "abc\r\n.\r\n");
@@ -734,7 +750,7 @@ describe("engine: DATA", () => {
   it("dot-unstuffing removes the first dot of a line", () => {
     const r = transcript(TX + "..x\r\n..\r\n...\r\na.b\r\n. \r\n.\r\n");
     assert.deepEqual(r.messages, [".x\r\n.\r\n..\r\na.b\r\n \r\n"]);
-    assert.deepEqual(r.events.at(-1), "message-end:17");
+    assert.deepEqual(r.events.at(-1), "message-end:19");
   });
 
   it("an empty body is delivered", () => {
@@ -790,12 +806,13 @@ describe("engine: DATA", () => {
       bareLineEnding: "normalize",
     });
     assert.deepEqual(r.messages, ["a\r\nb\r\nc\r\n\r\n"]);
-    assert.deepEqual(r.events.at(-1), "message-end:12");
+    assert.deepEqual(r.events.at(-1), "message-end:11");
   });
 
   it("a refused body ends the transaction and the next one works", () => {
     const r = transcript(
-      TX + "a\nb\r\n.\r\nRCPT TO:<x@y>\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nDATA\r\nok\r\n.\r\n",
+      TX +
+        "a\nb\r\n.\r\nRCPT TO:<x@y>\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nDATA\r\nok\r\n.\r\n",
     );
     assert.deepEqual(codesAfter(r.output, 5), [
       "550 5.6.0",
@@ -832,7 +849,7 @@ describe("engine: DATA", () => {
     transcript(TX + "x\r\n.\r\nNOOP\r\n", {}, (ev, e) => {
       if (ev.type === "message-end") seen.push(e.envelope.recipients.length);
     });
-    assert.deepEqual(seen, [1]);
+    assert.equal(seen[0], 1);
     const engine = new SmtpEngine();
     engine.receive(bytes(TX + "x\r\n.\r\n"), 0);
     for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
@@ -1135,7 +1152,9 @@ describe("engine: message size limit", () => {
 
 describe("engine: bad command limit", () => {
   it("the Nth bad command gets its reply, then 421 4.7.0 and a close", () => {
-    const r = transcript("FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n", { maxBadCommands: 3 });
+    const r = transcript("FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n", {
+      maxBadCommands: 3,
+    });
     assert.deepEqual(codesAfter(r.output, 1), [
       "500 5.5.1",
       "500 5.5.1",
@@ -1209,7 +1228,10 @@ describe("engine: options", () => {
 
   it("maxLineLength below 64 throws TypeError", () => {
     assert.throws(() => new SmtpEngine({ maxLineLength: 63 }), TypeError);
-    assert.equal(new SmtpEngine({ maxLineLength: 64 }).options.maxLineLength, 64);
+    assert.equal(
+      new SmtpEngine({ maxLineLength: 64 }).options.maxLineLength,
+      64,
+    );
   });
 
   it("other options are validated", () => {
@@ -1319,10 +1341,11 @@ describe("engine: pipelining", () => {
     engine.receive(bytes(TX), 0);
     answer();
     const buf = new Uint8Array(8);
-    buf.set(bytes("abcdefg\r"));
+    buf.set(bytes("line\r\nab"));
     engine.receive(buf, 0);
     assert.deepEqual(answer(), ["data"]);
-    buf.set(bytes("\n.\r\nxyz"));
+    assert.equal(engine.bufferedBytes, 0);
+    buf.set(bytes("c\r\n.\r\nxy"));
     engine.receive(buf, 0);
     assert.deepEqual(answer(), ["data", "message-end"]);
   });
@@ -1400,10 +1423,9 @@ describe("engine: timeouts", () => {
 
   it("end() during DATA aborts the message and closes with reason eof", () => {
     const engine = new SmtpEngine();
-    drain(engine);
+    assert.deepEqual(drain(engine), ["connect"]);
     engine.receive(bytes(TX + "partial\r\n"), 0);
     assert.deepEqual(drain(engine), [
-      "connect",
       "helo",
       "mail",
       "rcpt",
@@ -1444,8 +1466,12 @@ describe("engine: STARTTLS", () => {
   });
 
   it("after TLS starts, MAIL needs a new EHLO", () => {
+    // The client waits for 220 and the handshake: a chunk boundary.
     const r = transcript(
-      EHLO + "STARTTLS\r\nMAIL FROM:<a@b>\r\nEHLO c.test\r\nMAIL FROM:<a@b>\r\n",
+      [
+        EHLO + "STARTTLS\r\n",
+        "MAIL FROM:<a@b>\r\nEHLO c.test\r\nMAIL FROM:<a@b>\r\n",
+      ],
       TLS,
     );
     assert.deepEqual(codesAfter(r.output, 2), [
@@ -1454,12 +1480,11 @@ describe("engine: STARTTLS", () => {
       "250",
       "250 2.1.0",
     ]);
-    // The EHLO after TLS no longer offers STARTTLS.
-    assert.ok(!replies(r.output).includes("250-STARTTLS"));
-    assert.equal(
-      replies(r.output).filter((l) => l === "250-PIPELINING").length,
-      2,
-    );
+    // Both EHLO replies list the capabilities; only the first offers STARTTLS.
+    const count = (line: string) =>
+      replies(r.output).filter((l) => l === line).length;
+    assert.equal(count("250-PIPELINING"), 2);
+    assert.equal(count("250-STARTTLS"), 1);
   });
 
   it("STARTTLS drops an open transaction", () => {
@@ -1476,9 +1501,15 @@ describe("engine: STARTTLS", () => {
   });
 
   it("STARTTLS on a secure connection replies 503 5.5.1", () => {
-    const r = transcript(EHLO + "STARTTLS\r\n", { startTls: true, secure: true });
+    const r = transcript(EHLO + "STARTTLS\r\n", {
+      startTls: true,
+      secure: true,
+    });
     assert.deepEqual(codesAfter(r.output, 2), ["503 5.5.1"]);
-    const again = transcript(EHLO + "STARTTLS\r\nEHLO c\r\nSTARTTLS\r\n", TLS);
+    const again = transcript(
+      [EHLO + "STARTTLS\r\n", "EHLO c\r\nSTARTTLS\r\n"],
+      TLS,
+    );
     assert.deepEqual(codesAfter(again.output, 2), [
       "220 2.0.0",
       "250",
@@ -1505,7 +1536,10 @@ describe("engine: STARTTLS", () => {
 
   it("bytes pipelined after STARTTLS are discarded (RFC 3207 injection)", () => {
     const engine = new SmtpEngine(TLS);
-    engine.receive(bytes("EHLO c\r\nSTARTTLS\r\nNOOP\r\nMAIL FROM:<a@b>\r\n"), 0);
+    engine.receive(
+      bytes("EHLO c\r\nSTARTTLS\r\nNOOP\r\nMAIL FROM:<a@b>\r\n"),
+      0,
+    );
     assert.equal(engine.nextEvent().type, "connect");
     engine.accept();
     assert.equal(engine.nextEvent().type, "helo");

@@ -122,30 +122,52 @@ function describe(ev: SmtpEvent): string {
   }
 }
 
-/** The ways to feed `input`: whole, byte by byte, and split in two at every offset. */
-export function* feedings(input: Uint8Array): Generator<Uint8Array[]> {
-  yield [input];
+/**
+ * The ways to feed `segments`: each segment whole, byte by byte, and split
+ * in two at every offset. Bytes of different segments never share a chunk
+ * (a segment is what a client sends before it waits for a reply, such as
+ * the bytes up to STARTTLS).
+ */
+export function* feedings(
+  ...segments: Uint8Array[]
+): Generator<Uint8Array[]> {
+  yield segments.filter((s) => s.length > 0);
   const single: Uint8Array[] = [];
-  for (let i = 0; i < input.length; i++) single.push(input.subarray(i, i + 1));
+  for (const input of segments) {
+    for (let i = 0; i < input.length; i++) {
+      single.push(input.subarray(i, i + 1));
+    }
+  }
   yield single;
-  for (let i = 1; i < input.length; i++) {
-    yield [input.subarray(0, i), input.subarray(i)];
+  for (let k = 0; k < segments.length; k++) {
+    const input = segments[k];
+    for (let i = 1; i < input.length; i++) {
+      yield [
+        ...segments.slice(0, k),
+        input.subarray(0, i),
+        input.subarray(i),
+        ...segments.slice(k + 1),
+      ].filter((s) => s.length > 0);
+    }
   }
 }
 
 /**
  * Runs `input` every way it can be fed and asserts all runs agree; returns
- * the result of the whole feeding.
+ * the result of the whole feeding. An array of segments is fed with a chunk
+ * boundary between segments (see {@link feedings}).
  */
 export function transcript(
-  input: string | Uint8Array,
+  input: string | Uint8Array | (string | Uint8Array)[],
   options: EngineOptions = {},
   decide: Decide = () => {},
 ): TranscriptResult {
-  const data = typeof input === "string" ? bytes(input) : input;
+  const segments = (Array.isArray(input) ? input : [input]).map((s) =>
+    typeof s === "string" ? bytes(s) : s
+  );
   let first: TranscriptResult | null = null;
   let n = 0;
-  for (const chunks of feedings(data)) {
+  for (const chunks of feedings(...segments)) {
     const r = run(chunks, options, decide);
     if (first === null) first = r;
     else {
