@@ -78,6 +78,15 @@ export {
   resolveEngineOptions,
 } from "./src/options.ts";
 export {
+  AUTH_MECHANISMS,
+  type AuthCredentials,
+  type AuthMechanism,
+  decodeBase64Text,
+  encodeBase64Text,
+  SaslExchange,
+  type SaslStep,
+} from "./src/sasl.ts";
+export {
   decodeXtext,
   isDomainOrLiteral,
   type Mailbox,

@@ -1,6 +1,6 @@
 /**
  * The sans-IO SMTP protocol engine (RFC 5321 with PIPELINING, 8BITMIME,
- * SIZE, ENHANCEDSTATUSCODES, SMTPUTF8, DSN and STARTTLS).
+ * SIZE, ENHANCEDSTATUSCODES, SMTPUTF8, DSN, STARTTLS and AUTH).
  *
  * Bytes go in with {@link SmtpEngine.receive}, events come out of
  * {@link SmtpEngine.nextEvent}, the application's decisions go back with
@@ -20,6 +20,13 @@ import {
 } from "./address.ts";
 import { formatReply, SmtpError } from "./errors.ts";
 import {
+  type AuthCredentials,
+  decodeBase64Text,
+  encodeBase64Text,
+  SaslExchange,
+  type SaslStep,
+} from "./sasl.ts";
+import {
   type EngineOptions,
   type ResolvedEngineOptions,
   resolveEngineOptions,
@@ -37,6 +44,8 @@ export interface MailParams {
   ret?: "FULL" | "HDRS";
   /** DSN envelope id (ENVID=, xtext-decoded), only when DSN is enabled. */
   envid?: string;
+  /** The AUTH= identity (RFC 4954 §5, xtext-decoded; `"<>"` for none), only when AUTH is offered. */
+  auth?: string;
   /** Every parameter by upper-cased keyword; `true` for a keyword without a value. */
   params: Record<string, string | true>;
 }
@@ -96,6 +105,8 @@ export type SmtpEvent =
   | { type: "reset" }
   /** Decision: STARTTLS; accept sends 220, then the driver upgrades and calls `tlsStarted()`. */
   | { type: "starttls" }
+  /** Decision: AUTH credentials to verify; accept sends 235, reject sends the error (535 5.7.8 for wrong credentials). */
+  | { type: "auth"; credentials: AuthCredentials }
   /** A command line, for logging (only with `traceCommands`). */
   | { type: "command"; verb: string; line: string }
   /** Write what `takeOutput()` has, then close the connection. */
@@ -107,13 +118,16 @@ type Decision =
   | "mail"
   | "rcpt"
   | "message-end"
-  | "starttls";
+  | "starttls"
+  | "auth";
 
 type Mode =
   | "connect" // before the greeting
   | "command" // reading command lines
   | "discard-line" // inside a command line that is too long
   | "data" // inside a DATA body
+  | "sasl" // AUTH exchange: reading a client response line
+  | "sasl-failed" // XOAUTH2 failed: reading the client's empty response
   | "tls" // STARTTLS accepted: waiting for tlsStarted()
   | "closed";
 
@@ -139,8 +153,11 @@ const NOT_IMPLEMENTED = new Set([
   "SEND",
   "SOML",
   "SAML",
-  "AUTH",
 ]);
+/** RFC 4954 §4: AUTH lines and SASL responses may be this long. */
+const AUTH_LINE_MAX = 12288;
+/** The XOAUTH2 failure challenge: {"status":"401","schemes":"bearer"}. */
+const XOAUTH2_FAILURE = encodeBase64Text('{"status":"401","schemes":"bearer"}');
 
 /**
  * One SMTP session as a pure state machine.
@@ -179,6 +196,10 @@ export class SmtpEngine {
 
   // Session state.
   #heloName: string | null = null;
+  #user: string | null = null;
+  #authFailures = 0;
+  #sasl: SaslExchange | null = null;
+  #saslError: SmtpError | null = null; // XOAUTH2: sent after the client's empty line
   #esmtp = false;
   #secure: boolean;
 
@@ -327,6 +348,11 @@ export class SmtpEngine {
     return this.#heloName;
   }
 
+  /** The authenticated user (AUTH), or `null`. */
+  get user(): string | null {
+    return this.#user;
+  }
+
   /** Whether the client greeted with EHLO. */
   get esmtp(): boolean {
     return this.#esmtp;
@@ -409,6 +435,11 @@ export class SmtpEngine {
         this.#resetTransaction(false);
         this.#ok(250, "2.0.0", text ?? "Message accepted");
         return;
+      case "auth":
+        if (ev.type !== "auth") throw new Error("unreachable");
+        this.#user = ev.credentials.username;
+        this.#ok(235, "2.7.0", text ?? "Authentication successful");
+        return;
       case "starttls":
         this.#ok(220, "2.0.0", text ?? "Ready to start TLS");
         this.#mode = "tls";
@@ -425,7 +456,20 @@ export class SmtpEngine {
   reject(error: SmtpError): void {
     const decision = this.#takeDecision("reject");
     if (decision === null) return;
+    const ev = this.#pendingEvent;
     this.#pendingEvent = null;
+    if (decision === "auth") {
+      if (ev?.type === "auth" && ev.credentials.mechanism === "XOAUTH2") {
+        // XOAUTH2: a failure is a 334 with an error; the client answers with
+        // an empty line, then gets the final reply.
+        this.#write(`334 ${XOAUTH2_FAILURE}\r\n`);
+        this.#saslError = error;
+        this.#mode = "sasl-failed";
+        return;
+      }
+      this.#authFailed(error);
+      return;
+    }
     this.#write(formatReply(error.code, error.enhancedCode, error.message));
     switch (decision) {
       case "connect":
@@ -445,6 +489,21 @@ export class SmtpEngine {
     }
   }
 
+  /** A failed AUTH: the reply, and 421 after too many failures. */
+  #authFailed(error: SmtpError): void {
+    this.#write(formatReply(error.code, error.enhancedCode, error.message));
+    if (++this.#authFailures >= this.options.maxAuthFailures) {
+      this.#write(
+        formatReply(
+          421,
+          "4.7.0",
+          `${this.options.serverName} Too many failed authentications, closing connection`,
+        ),
+      );
+      this.#close("too-many-errors");
+    }
+  }
+
   /**
    * The TLS handshake after STARTTLS finished: the session starts over
    * (RFC 3207 §4.2: the client must send EHLO again).
@@ -456,6 +515,7 @@ export class SmtpEngine {
     this.#secure = true;
     this.#heloName = null;
     this.#esmtp = false;
+    this.#user = null;
     // A transaction started before STARTTLS is dropped: say so with a
     // `reset` event, as SmtpEvent documents.
     this.#resetTransaction(true);
@@ -487,6 +547,10 @@ export class SmtpEngine {
           break;
         case "discard-line":
           ev = this.#discardLine();
+          break;
+        case "sasl":
+        case "sasl-failed":
+          ev = this.#readCommand();
           break;
         case "data":
           ev = this.#readBody();
@@ -566,8 +630,16 @@ export class SmtpEngine {
     if (o.smtputf8) caps.push("SMTPUTF8");
     if (o.dsn) caps.push("DSN");
     if (o.startTls && !this.#secure) caps.push("STARTTLS");
+    if (this.#authOffered()) caps.push(`AUTH ${o.authMechanisms.join(" ")}`);
     caps.push("HELP");
     return caps;
+  }
+
+  /** AUTH is advertised and accepted: over TLS, or plaintext when allowed. */
+  #authOffered(): boolean {
+    const o = this.options;
+    return o.authMechanisms.length > 0 &&
+      (this.#secure || (o.allowInsecureAuth && !o.requireTls));
   }
 
   #resetTransaction(announce: boolean): void {
@@ -595,7 +667,9 @@ export class SmtpEngine {
       if (lf < 0 || (lf > start && buf[lf - 1] === CR)) break;
       from = lf + 1;
     }
-    const max = this.options.maxLineLength;
+    const max = this.#mode !== "command" || isAuthLine(buf, start)
+      ? Math.max(AUTH_LINE_MAX, this.options.maxLineLength)
+      : this.options.maxLineLength;
     if (lf < 0) {
       const avail = buf.length - start;
       const content = avail - (avail > 0 && buf[buf.length - 1] === CR ? 1 : 0);
@@ -611,9 +685,18 @@ export class SmtpEngine {
     }
     this.#pos = lf + 1;
     if (lf + 1 - start > max) {
+      this.#endSasl();
       return this.#fail(500, "5.5.2", "Line too long");
     }
-    return this.#command(buf.subarray(start, lf - 1));
+    const line = buf.subarray(start, lf - 1);
+    if (this.#mode === "sasl") return this.#saslResponse(line);
+    if (this.#mode === "sasl-failed") {
+      const error = this.#saslError!;
+      this.#endSasl();
+      this.#authFailed(error);
+      return null;
+    }
+    return this.#command(line);
   }
 
   #discardLine(): SmtpEvent | null {
@@ -643,7 +726,7 @@ export class SmtpEngine {
     }
     this.#pos = i;
     this.#discardCR = false;
-    this.#mode = "command";
+    this.#endSasl();
     return this.#fail(500, "5.5.2", "Line too long");
   }
 
@@ -679,7 +762,11 @@ export class SmtpEngine {
     const verb = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();
     const arg = sp < 0 ? "" : line.slice(sp + 1);
     if (this.options.traceCommands) {
-      this.#queue.push({ type: "command", verb, line });
+      // Never hand credentials to a logger: keep only "AUTH <mechanism>".
+      const shown = verb === "AUTH" && arg.includes(" ")
+        ? `${line.slice(0, sp)} ${arg.slice(0, arg.indexOf(" "))} ***`
+        : line;
+      this.#queue.push({ type: "command", verb, line: shown });
     }
     switch (verb) {
       case "EHLO":
@@ -727,13 +814,16 @@ export class SmtpEngine {
           "2.0.0",
           [
             "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP" +
-            (this.options.startTls ? " STARTTLS" : ""),
+            (this.options.startTls ? " STARTTLS" : "") +
+            (this.options.authMechanisms.length > 0 ? " AUTH" : ""),
             "End of HELP info",
           ].join("\n"),
         );
         return null;
       case "STARTTLS":
         return this.#starttls(arg);
+      case "AUTH":
+        return this.#auth(arg);
       default:
         if (NOT_IMPLEMENTED.has(verb)) {
           return this.#fail(502, "5.5.1", "Command not implemented");
@@ -764,6 +854,12 @@ export class SmtpEngine {
     }
     if (this.#from !== null) {
       return this.#fail(503, "5.5.1", "Nested MAIL command");
+    }
+    if (this.options.requireTls && !this.#secure) {
+      return this.#fail(530, "5.7.0", "Must issue a STARTTLS command first");
+    }
+    if (this.options.authRequired && this.#user === null) {
+      return this.#fail(530, "5.7.0", "Authentication required");
     }
     if (!/^FROM:/i.test(arg)) {
       return this.#fail(501, "5.5.4", "Syntax: MAIL FROM:<address>");
@@ -849,6 +945,19 @@ export class SmtpEngine {
             return this.#fail(501, "5.5.4", "Bad ENVID parameter");
           }
           params.envid = envid;
+          break;
+        }
+        case "AUTH": {
+          // RFC 4954 §5: the identity that submitted the message, handed to
+          // the application as sent; "<>" when unknown.
+          if (!this.#authOffered()) {
+            return this.#fail(555, "5.5.4", "Unsupported parameter AUTH");
+          }
+          const auth = value === true ? null : decodeXtext(value);
+          if (auth === null) {
+            return this.#fail(501, "5.5.4", "Bad AUTH parameter");
+          }
+          params.auth = auth;
           break;
         }
         default:
@@ -959,6 +1068,102 @@ export class SmtpEngine {
     return { type: "message-start" };
   }
 
+  #auth(arg: string): SmtpEvent | null {
+    const o = this.options;
+    if (o.authMechanisms.length === 0) {
+      return this.#fail(502, "5.5.1", "Command not implemented");
+    }
+    if (!this.#esmtp) return this.#fail(503, "5.5.1", "Send EHLO first");
+    if (this.#user !== null) {
+      return this.#fail(503, "5.5.1", "Already authenticated");
+    }
+    if (this.#from !== null) {
+      return this.#fail(
+        503,
+        "5.5.1",
+        "AUTH is not allowed during a transaction",
+      );
+    }
+    if (!this.#authOffered()) {
+      return o.requireTls && !this.#secure
+        ? this.#fail(530, "5.7.0", "Must issue a STARTTLS command first")
+        : this.#fail(
+          538,
+          "5.7.11",
+          "Encryption required for requested authentication mechanism",
+        );
+    }
+    const sp = arg.indexOf(" ");
+    const mech = (sp < 0 ? arg : arg.slice(0, sp)).toUpperCase();
+    const rest = sp < 0 ? null : arg.slice(sp + 1);
+    if (mech === "") return this.#fail(501, "5.5.4", "Syntax: AUTH mechanism");
+    const mechanism = o.authMechanisms.find((m) => m === mech);
+    if (mechanism === undefined) {
+      return this.#fail(504, "5.5.4", "Unrecognized authentication type");
+    }
+    let initial: string | null = null;
+    if (rest !== null) {
+      initial = rest === "=" ? "" : decodeBase64Text(rest);
+      if (initial === null) {
+        return this.#fail(501, "5.5.2", "Invalid base64 data");
+      }
+    }
+    this.#sasl = new SaslExchange(mechanism, this.#challenge());
+    return this.#saslStep(this.#sasl.start(initial));
+  }
+
+  /** A CRAM-MD5 challenge: `<random.time@server>` (RFC 2195). */
+  #challenge(): string {
+    const r = new Uint32Array(2);
+    crypto.getRandomValues(r);
+    return `<${r[0]}${r[1]}.${this.#lastActivity}@${this.options.serverName}>`;
+  }
+
+  #saslStep(step: SaslStep): SmtpEvent | null {
+    switch (step.type) {
+      case "challenge":
+        this.#mode = "sasl";
+        // RFC 4954: continue-req = "334" SP [base64] CRLF (the space stays).
+        this.#write(`334 ${step.text}\r\n`);
+        return null;
+      case "done":
+        this.#endSasl();
+        return this.#decide("auth", {
+          type: "auth",
+          credentials: step.credentials,
+        });
+      case "error":
+        this.#endSasl();
+        return this.#fail(501, "5.5.2", "Invalid authentication data");
+      default:
+        return assertNever(step);
+    }
+  }
+
+  /** One client response line during AUTH. */
+  #saslResponse(bytes: Uint8Array): SmtpEvent | null {
+    let text = "";
+    for (let i = 0; i < bytes.length; i++) {
+      text += String.fromCharCode(bytes[i]);
+    }
+    if (text === "*") {
+      this.#endSasl();
+      return this.#fail(501, "5.7.0", "Authentication cancelled");
+    }
+    const decoded = decodeBase64Text(text);
+    if (decoded === null) {
+      this.#endSasl();
+      return this.#fail(501, "5.5.2", "Invalid base64 data");
+    }
+    return this.#saslStep(this.#sasl!.next(decoded));
+  }
+
+  #endSasl(): void {
+    this.#sasl = null;
+    this.#saslError = null;
+    if (this.#mode !== "closed") this.#mode = "command";
+  }
+
   #starttls(arg: string): SmtpEvent | null {
     if (!this.options.startTls) {
       return this.#fail(502, "5.5.1", "Command not implemented");
@@ -1047,7 +1252,7 @@ export class SmtpEngine {
         const ev = this.#emit(buf, spanStart, at);
         if (ev !== null) this.#queue.push(ev);
         if (this.options.bareLineEnding === "normalize") {
-          const fixed = this.#emit(CRLF_BYTES, 0, 2);
+          const fixed = this.#emit(CRLF_BYTES.slice(), 0, 2); // a copy: the app may write into chunks
           if (fixed !== null) this.#queue.push(fixed);
         } else if (this.#aborted === null) {
           const what = bareCR ? "CR" : "LF";
@@ -1125,6 +1330,13 @@ export class SmtpEngine {
 }
 
 const CRLF_BYTES = new Uint8Array([CR, LF]);
+
+/** Whether the line at `start` begins with "AUTH " (any case). */
+function isAuthLine(buf: Uint8Array, start: number): boolean {
+  return buf.length - start >= 5 && (buf[start] | 0x20) === 0x61 &&
+    (buf[start + 1] | 0x20) === 0x75 && (buf[start + 2] | 0x20) === 0x74 &&
+    (buf[start + 3] | 0x20) === 0x68 && buf[start + 4] === 0x20;
+}
 
 function assertNever(x: never): never {
   throw new Error(`Unexpected value: ${String(x)}`);

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { AUTH_MECHANISMS, type AuthMechanism } from "./sasl.ts";
+
 /** What the engine does with a CR or LF that is not part of a CRLF pair inside a message body. */
 export type BareLineEndingPolicy = "reject" | "normalize";
 
@@ -49,6 +51,16 @@ export interface EngineOptions {
   idleTimeout?: number;
   /** Milliseconds allowed for a whole DATA phase (RFC 5321 §4.5.3.2.6). Default 600000. */
   dataTimeout?: number;
+  /** SASL mechanisms to offer with AUTH (RFC 4954); empty turns AUTH off. Default `[]`. */
+  authMechanisms?: readonly AuthMechanism[];
+  /** Offer and accept AUTH without TLS (otherwise 538 5.7.11). Default `false`. */
+  allowInsecureAuth?: boolean;
+  /** MAIL needs a successful AUTH first (530 5.7.0). Default `false`. */
+  authRequired?: boolean;
+  /** MAIL and AUTH need TLS first (530 5.7.0). Default `false`. */
+  requireTls?: boolean;
+  /** Failed AUTH attempts per connection before 421 4.7.0 and close. Default 3. */
+  maxAuthFailures?: number;
   /** Emit a `command` event for every command line (for logging). Default `false`. */
   traceCommands?: boolean;
 }
@@ -80,6 +92,11 @@ export const ENGINE_DEFAULTS: Readonly<ResolvedEngineOptions> = Object.freeze({
   secure: false,
   idleTimeout: 300000,
   dataTimeout: 600000,
+  authMechanisms: [],
+  allowInsecureAuth: false,
+  authRequired: false,
+  requireTls: false,
+  maxAuthFailures: 3,
   traceCommands: false,
 });
 
@@ -142,6 +159,26 @@ function textOption(name: string, value: unknown, fallback: string): string {
     );
   }
   return value;
+}
+
+function mechanismsOption(value: unknown): readonly AuthMechanism[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) {
+    throw new TypeError(
+      "Cannot use option authMechanisms: value is not an array",
+    );
+  }
+  const out: AuthMechanism[] = [];
+  for (const m of value) {
+    const name = typeof m === "string" ? m.toUpperCase() : m;
+    if (!AUTH_MECHANISMS.includes(name as AuthMechanism)) {
+      throw new TypeError(
+        `Cannot use option authMechanisms: unknown mechanism ${String(m)}`,
+      );
+    }
+    if (!out.includes(name as AuthMechanism)) out.push(name as AuthMechanism);
+  }
+  return out;
 }
 
 /**
@@ -210,6 +247,23 @@ export function resolveEngineOptions(
       {
         allowInfinity: true,
       },
+    ),
+    authMechanisms: mechanismsOption(options.authMechanisms),
+    allowInsecureAuth: boolOption(
+      "allowInsecureAuth",
+      options.allowInsecureAuth,
+      d.allowInsecureAuth,
+    ),
+    authRequired: boolOption(
+      "authRequired",
+      options.authRequired,
+      d.authRequired,
+    ),
+    requireTls: boolOption("requireTls", options.requireTls, d.requireTls),
+    maxAuthFailures: limitOption(
+      "maxAuthFailures",
+      options.maxAuthFailures,
+      d.maxAuthFailures,
     ),
     traceCommands: boolOption(
       "traceCommands",

@@ -74,7 +74,7 @@ export function run(
       if (
         ev.type === "connect" || ev.type === "helo" || ev.type === "mail" ||
         ev.type === "rcpt" || ev.type === "message-end" ||
-        ev.type === "starttls"
+        ev.type === "starttls" || ev.type === "auth"
       ) {
         const answer = decide(ev, engine);
         if (answer instanceof SmtpError) engine.reject(answer);
@@ -117,6 +117,12 @@ function describe(ev: SmtpEvent): string {
       return `message-abort:${ev.error.code} ${ev.error.enhancedCode}`;
     case "command":
       return `command:${ev.line}`;
+    case "auth": {
+      const c = ev.credentials;
+      return `auth:${c.mechanism} ${c.username} ${
+        c.password ?? c.token ?? c.response
+      }${c.authzid ? " as " + c.authzid : ""}`;
+    }
     default:
       return ev.type;
   }
