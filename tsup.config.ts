@@ -11,6 +11,8 @@ const config: Options = {
     "runtimes/deno": "runtimes/deno.ts",
     "runtimes/bun": "runtimes/bun.ts",
     "runtimes/node": "runtimes/node.ts",
+    maildir: "src/maildir.ts",
+    cli: "src/cli.ts",
   },
   format: ["esm", "cjs"],
   dts: true,
@@ -21,6 +23,17 @@ const config: Options = {
   splitting: true,
   removeNodeProtocol: false,
   external: ["postal-mime"],
+  // The CLI checks import.meta.main / import.meta.url to know it is the
+  // entry point; CommonJS has no import.meta, so the CJS build never is.
+  esbuildOptions(options, { format }) {
+    if (format === "cjs") {
+      options.define = {
+        ...options.define,
+        "import.meta.main": "false",
+        "import.meta.url": "undefined",
+      };
+    }
+  },
 };
 
 export default config;

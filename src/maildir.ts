@@ -1,0 +1,615 @@
+/**
+ * Maildir delivery: each message is streamed into `tmp/` under a unique
+ * name, synced to disk, then renamed into `new/` (the Maildir format that
+ * mutt, Dovecot, Python's `mailbox` and other mail tools read). Trace
+ * headers (`Return-Path` and `Received`, RFC 5321 §4.4) are prepended; the
+ * body is otherwise stored byte-exact, as received (CRLF line ends).
+ *
+ * Call {@link Maildir.deliver} inside `onMessage`: the hook resolves only
+ * after the rename (and the directory sync), so a message that got 250
+ * survives a crash one instant later. A full disk becomes 452 4.3.1, any
+ * other file-system failure 451 4.3.0: the sender retries, nothing is lost.
+ *
+ * Uses `node:fs/promises` (Deno, Bun and Node all provide it), or any
+ * {@link MaildirFs} given in the options.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ * import { Maildir } from "@smtpd/smtpd/maildir";
+ *
+ * const maildir = new Maildir("./maildir", { serverName: "mx.example.org" });
+ * await maildir.create();
+ * await serve({
+ *   serverName: "mx.example.org",
+ *   onMessage: (message) => maildir.deliver(message).then(() => {}),
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import * as nodeFs from "node:fs/promises";
+import { hostname as osHostname } from "node:os";
+import process from "node:process";
+import { SmtpError } from "./errors.ts";
+import type { Message } from "./message.ts";
+import type { Session } from "./session.ts";
+
+/**
+ * An open file, as {@link MaildirFs.open} returns it (the subset of
+ * `node:fs/promises` `FileHandle` that delivery uses).
+ *
+ * @example
+ * ```ts
+ * import type { MaildirFile } from "@smtpd/smtpd/maildir";
+ * import { open } from "node:fs/promises";
+ *
+ * const file: MaildirFile = await open("/tmp/example", "w");
+ * await file.close();
+ * ```
+ */
+export interface MaildirFile {
+  /** Writes `length` bytes of `data` from `offset` at the current position. */
+  write(
+    data: Uint8Array,
+    offset: number,
+    length: number,
+  ): Promise<{ bytesWritten: number }>;
+  /** Flushes the file (or directory) to disk (`fsync`). */
+  sync(): Promise<void>;
+  /** Closes the file. */
+  close(): Promise<void>;
+}
+
+/**
+ * The file-system calls delivery makes (a subset of `node:fs/promises`).
+ * Pass your own to {@link Maildir} to deliver elsewhere or to test failures.
+ *
+ * @example
+ * ```ts
+ * import type { MaildirFs } from "@smtpd/smtpd/maildir";
+ * import * as fs from "node:fs/promises";
+ *
+ * const full: MaildirFs = {
+ *   mkdir: fs.mkdir,
+ *   rename: fs.rename,
+ *   unlink: fs.unlink,
+ *   open: () => Promise.reject(Object.assign(new Error("full"), { code: "ENOSPC" })),
+ * };
+ * ```
+ */
+export interface MaildirFs {
+  /** Creates a directory and its parents (`{ recursive: true }`). */
+  mkdir(
+    path: string,
+    options: { recursive: true; mode: number },
+  ): Promise<unknown>;
+  /** Opens a file: `"wx"` (create, fail if it exists) or `"r"` (a directory, to sync it). */
+  open(path: string, flags: string, mode?: number): Promise<MaildirFile>;
+  /** Renames a file (atomically, within one file system). */
+  rename(oldPath: string, newPath: string): Promise<void>;
+  /** Removes a file. */
+  unlink(path: string): Promise<void>;
+}
+
+/**
+ * Options of {@link Maildir}.
+ *
+ * @example
+ * ```ts
+ * import { Maildir } from "@smtpd/smtpd/maildir";
+ *
+ * const maildir = new Maildir("/var/mail/inbox", {
+ *   serverName: "mx.example.org",
+ *   fileMode: 0o640,
+ * });
+ * ```
+ */
+export interface MaildirOptions {
+  /** The server's name in the `Received` header ("by ..."). Default `"localhost"`. */
+  serverName?: string;
+  /** The host name in file names. Default: the machine's (`os.hostname()`). */
+  hostname?: string;
+  /** The process id in file names. Default: this process's. */
+  pid?: number;
+  /** Prepend `Return-Path` and `Received`. Default `true`. */
+  traceHeaders?: boolean;
+  /** Permissions of message files. Default `0o600`. */
+  fileMode?: number;
+  /** Permissions of the directories it creates. Default `0o700`. */
+  dirMode?: number;
+  /** The file system. Default `node:fs/promises`. */
+  fs?: MaildirFs;
+  /** The clock, in milliseconds since the epoch (may have a fraction). Default: the system clock. */
+  now?: () => number;
+}
+
+/**
+ * A delivered message: where it is and how big the file is.
+ *
+ * @example
+ * ```ts
+ * import type { Delivery } from "@smtpd/smtpd/maildir";
+ *
+ * function describe(d: Delivery): string {
+ *   return `${d.name} (${d.size} bytes) in ${d.path}`;
+ * }
+ * ```
+ */
+export interface Delivery {
+  /** The file's unique name (the same in `tmp/` and `new/`). */
+  name: string;
+  /** The file's path in `new/`. */
+  path: string;
+  /** Bytes in the file, trace headers included. */
+  size: number;
+}
+
+/** What the trace headers are made of: the parts of a {@link Message} they need. */
+export type TraceMessage = Pick<Message, "id" | "from" | "to" | "mailFrom"> & {
+  readonly session: Pick<
+    Session,
+    "heloName" | "remoteAddress" | "esmtp" | "secure" | "tls" | "user"
+  >;
+};
+
+/** What {@link Maildir.deliver} reads of a {@link Message}: the trace header parts and the body. */
+export type DeliverableMessage = TraceMessage & Pick<Message, "raw">;
+
+/** Write in pieces of at least this size (fewer system calls for small chunks). */
+const WRITE_SIZE = 64 * 1024;
+
+/** Errors of a directory sync that mean "not supported here", not "failed". */
+const SYNC_UNSUPPORTED = new Set([
+  "EISDIR",
+  "EINVAL",
+  "ENOTSUP",
+  "EOPNOTSUPP",
+  "EBADF",
+  "EPERM",
+  "EACCES",
+  "ENOSYS",
+]);
+
+/**
+ * A Maildir: `cur/`, `new/` and `tmp/` under one directory.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ * import { Maildir } from "@smtpd/smtpd/maildir";
+ *
+ * const maildir = new Maildir("./maildir");
+ * await maildir.create();
+ * await serve({
+ *   port: 2525,
+ *   async onMessage(message) {
+ *     const { path } = await maildir.deliver(message);
+ *     console.log(message.id, "stored in", path);
+ *   },
+ * });
+ * ```
+ */
+export class Maildir {
+  /** The Maildir's directory, as given. */
+  readonly path: string;
+  #fs: MaildirFs;
+  #serverName: string;
+  #hostname: string;
+  #pid: number;
+  #trace: boolean;
+  #fileMode: number;
+  #dirMode: number;
+  #now: () => number;
+
+  /**
+   * Describes a Maildir; nothing is touched on disk until
+   * {@link Maildir.create} or the first delivery.
+   *
+   * @param path the Maildir's directory (created by {@link Maildir.create}
+   *   or on the first delivery)
+   * @param options see {@link MaildirOptions}
+   */
+  constructor(path: string, options: MaildirOptions = {}) {
+    if (typeof path !== "string" || path === "") {
+      throw new TypeError(
+        "Cannot use Maildir path: value is not a non-empty string",
+      );
+    }
+    this.path = path.length > 1 ? path.replace(/\/+$/, "") : path;
+    this.#fs = options.fs ?? nodeFs;
+    this.#serverName = options.serverName ?? "localhost";
+    this.#hostname = options.hostname ?? osHostname();
+    this.#pid = options.pid ?? process.pid;
+    this.#trace = options.traceHeaders ?? true;
+    this.#fileMode = options.fileMode ?? 0o600;
+    this.#dirMode = options.dirMode ?? 0o700;
+    this.#now = options.now ??
+      (() => performance.timeOrigin + performance.now());
+  }
+
+  /**
+   * Creates `cur/`, `new/` and `tmp/` (and the Maildir itself) where
+   * missing. Throws the file system's error when it cannot.
+   *
+   * @example
+   * ```ts
+   * import { Maildir } from "@smtpd/smtpd/maildir";
+   *
+   * await new Maildir("./maildir").create();
+   * ```
+   */
+  async create(): Promise<void> {
+    for (const sub of ["cur", "new", "tmp"]) {
+      await this.#fs.mkdir(`${this.path}/${sub}`, {
+        recursive: true,
+        mode: this.#dirMode,
+      });
+    }
+  }
+
+  /**
+   * Stores a message: streams `message.raw` (never buffering the whole
+   * body) into `tmp/` after the trace headers, syncs the file, renames it
+   * into `new/` and syncs `new/`. Resolves once the message is safely on
+   * disk. Throws {@link SmtpError} 452 4.3.1 when the disk is full (or the
+   * quota reached), 451 4.3.0 on any other file-system error, or the
+   * stream's own error when the body did not complete; the file in `tmp/`
+   * is removed on failure. The thrown `SmtpError`'s `cause` is the
+   * file system's error.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   * import { Maildir } from "@smtpd/smtpd/maildir";
+   *
+   * const maildir = new Maildir("./maildir");
+   * await serve({ onMessage: async (m) => void (await maildir.deliver(m)) });
+   * ```
+   */
+  async deliver(message: DeliverableMessage): Promise<Delivery> {
+    const { name, file } = await this.#openTmp();
+    const tmpPath = `${this.path}/tmp/${name}`;
+    const newPath = `${this.path}/new/${name}`;
+    let open = true;
+    let size = 0;
+    const stream: { error?: { value: unknown } } = {};
+    const reader = message.raw.getReader();
+    try {
+      let pending: Uint8Array[] = [];
+      let pendingBytes = 0;
+      const flush = async () => {
+        const data = pending.length === 1
+          ? pending[0]
+          : concat(pending, pendingBytes);
+        pending = [];
+        pendingBytes = 0;
+        await writeAll(file, data);
+        size += data.byteLength;
+      };
+      if (this.#trace) {
+        const head = new TextEncoder().encode(
+          traceHeaders(message, {
+            serverName: this.#serverName,
+            date: new Date(this.#now()),
+          }),
+        );
+        pending.push(head);
+        pendingBytes += head.byteLength;
+      }
+      for (;;) {
+        let r: ReadableStreamReadResult<Uint8Array>;
+        try {
+          r = await reader.read();
+        } catch (error) {
+          stream.error = { value: error };
+          throw error;
+        }
+        if (r.done) break;
+        pending.push(r.value);
+        pendingBytes += r.value.byteLength;
+        if (pendingBytes >= WRITE_SIZE) await flush();
+      }
+      if (pendingBytes > 0) await flush();
+      await file.sync();
+      open = false;
+      await file.close();
+      await this.#renameIntoNew(tmpPath, newPath);
+    } catch (error) {
+      if (stream.error === undefined) reader.cancel().catch(() => {});
+      if (open) await file.close().catch(() => {});
+      await this.#fs.unlink(tmpPath).catch(() => {});
+      throw stream.error !== undefined
+        ? stream.error.value
+        : deliveryError(error);
+    } finally {
+      reader.releaseLock();
+    }
+    try {
+      await this.#syncDir(`${this.path}/new`);
+    } catch (error) {
+      // The rename may not be on disk: take the message back, the sender retries.
+      await this.#fs.unlink(newPath).catch(() => {});
+      throw deliveryError(error);
+    }
+    return { name, path: newPath, size };
+  }
+
+  /** Opens a new file in `tmp/` under a fresh unique name. */
+  async #openTmp(): Promise<{ name: string; file: MaildirFile }> {
+    let recreated = false;
+    for (let attempt = 0;; attempt++) {
+      const name = maildirName(
+        this.#now(),
+        this.#pid,
+        this.#hostname,
+        randomHex(8),
+      );
+      try {
+        const file = await this.#fs.open(
+          `${this.path}/tmp/${name}`,
+          "wx",
+          this.#fileMode,
+        );
+        return { name, file };
+      } catch (error) {
+        const code = errorCode(error);
+        if (code === "EEXIST" && attempt < 3) continue;
+        if (code === "ENOENT" && !recreated) {
+          // Someone removed the Maildir (or tmp/): make it again, once.
+          recreated = true;
+          try {
+            await this.create();
+            continue;
+          } catch { /* report the first error */ }
+        }
+        throw deliveryError(error);
+      }
+    }
+  }
+
+  async #renameIntoNew(tmpPath: string, newPath: string): Promise<void> {
+    try {
+      await this.#fs.rename(tmpPath, newPath);
+    } catch (error) {
+      if (errorCode(error) !== "ENOENT") throw error;
+      // new/ was removed since create(): make it again, once.
+      await this.create();
+      await this.#fs.rename(tmpPath, newPath);
+    }
+  }
+
+  /** Syncs a directory so that a rename in it is on disk, where the runtime can. */
+  async #syncDir(path: string): Promise<void> {
+    let dir: MaildirFile;
+    try {
+      dir = await this.#fs.open(path, "r");
+    } catch (error) {
+      if (SYNC_UNSUPPORTED.has(errorCode(error) ?? "")) return;
+      throw error;
+    }
+    try {
+      await dir.sync();
+    } catch (error) {
+      if (!SYNC_UNSUPPORTED.has(errorCode(error) ?? "")) throw error;
+    } finally {
+      await dir.close().catch(() => {});
+    }
+  }
+}
+
+/**
+ * A unique Maildir file name, `sec.MusecPpidRrandom.host`, as the Maildir
+ * specification describes: the time in seconds and microseconds, the
+ * process id, random hex digits and the host name (with `/` written as
+ * `\057` and `:` as `\072`).
+ *
+ * @param time milliseconds since the epoch (a fraction gives the microseconds)
+ * @param pid the process id
+ * @param hostname the host name
+ * @param random random hex digits
+ *
+ * @example
+ * ```ts
+ * import { maildirName } from "@smtpd/smtpd/maildir";
+ *
+ * maildirName(1700000000123.456, 42, "mx:1", "9f3c");
+ * // "1700000000.M123456P42R9f3c.mx\\0721"
+ * ```
+ */
+export function maildirName(
+  time: number,
+  pid: number,
+  hostname: string,
+  random: string,
+): string {
+  const sec = Math.floor(time / 1000);
+  const usec = Math.min(
+    999999,
+    Math.max(0, Math.floor((time - sec * 1000) * 1000)),
+  );
+  const host = (hostname || "localhost").replace(/\//g, "\\057").replace(
+    /:/g,
+    "\\072",
+  );
+  return `${sec}.M${usec}P${pid}R${random}.${host}`;
+}
+
+/**
+ * The protocol name for the `Received` header's "with" clause (RFC 3848,
+ * and RFC 6531 for SMTPUTF8): `SMTP` after HELO, `ESMTP` after EHLO, with
+ * `S` when TLS protects the session and `A` when the client authenticated;
+ * `UTF8SMTP...` when the message uses SMTPUTF8.
+ *
+ * @example
+ * ```ts
+ * import { receivedProtocol } from "@smtpd/smtpd/maildir";
+ *
+ * receivedProtocol({ esmtp: true, secure: true, user: "alice" }); // "ESMTPSA"
+ * receivedProtocol({ esmtp: false, secure: false, user: null }); // "SMTP"
+ * ```
+ */
+export function receivedProtocol(
+  session: Pick<Session, "esmtp" | "secure" | "user">,
+  smtputf8 = false,
+): string {
+  if (!session.esmtp) return smtputf8 ? "UTF8SMTP" : "SMTP";
+  const suffix = (session.secure ? "S" : "") +
+    (session.user !== null ? "A" : "");
+  return (smtputf8 ? "UTF8SMTP" : "ESMTP") + suffix;
+}
+
+/**
+ * The trace headers RFC 5321 §4.4 asks a receiving server to prepend, with
+ * CRLF line ends:
+ *
+ * ```
+ * Return-Path: <sender@example.org>
+ * Received: from client.example.org ([192.0.2.1])
+ *         by mx.example.org with ESMTPS id 3f2a9c
+ *         for <rcpt@example.net>; Tue, 3 Jun 2025 10:00:00 +0200
+ * ```
+ *
+ * The client is named by its HELO name and address literal (no reverse DNS
+ * lookup), TLS by version and cipher in a comment. `for` is given only for
+ * a single recipient, so that Bcc recipients are not disclosed to each other.
+ *
+ * @example
+ * ```ts
+ * import { traceHeaders } from "@smtpd/smtpd/maildir";
+ *
+ * const message = {
+ *   id: "abc123",
+ *   from: "a@example.org",
+ *   to: ["b@example.net"],
+ *   mailFrom: { mailbox: { address: "a@example.org", localPart: "a", domain: "example.org" }, params: { smtputf8: false, params: {} } },
+ *   session: { heloName: "client.example.org", remoteAddress: "192.0.2.1", esmtp: true, secure: false, tls: null, user: null },
+ * };
+ * traceHeaders(message, { serverName: "mx.example.org", date: new Date(0) });
+ * ```
+ */
+export function traceHeaders(
+  message: TraceMessage,
+  options: { serverName: string; date: Date },
+): string {
+  const s = message.session;
+  const helo = clean(s.heloName ?? "") || "unknown";
+  const address = addressLiteral(s.remoteAddress);
+  const smtputf8 = message.mailFrom.params.smtputf8 === true;
+  let received = `Received: from ${helo} (${address})`;
+  if (s.tls !== null) {
+    received += `\r\n\t(using ${clean(s.tls.version)} with cipher ${
+      clean(s.tls.cipher)
+    })`;
+  }
+  received += `\r\n\tby ${clean(options.serverName)} with ${
+    receivedProtocol(s, smtputf8)
+  } id ${clean(message.id)}`;
+  received += message.to.length === 1
+    ? `\r\n\tfor <${clean(message.to[0])}>; ${rfc5322Date(options.date)}`
+    : `;\r\n\t${rfc5322Date(options.date)}`;
+  return `Return-Path: <${clean(message.from)}>\r\n${received}\r\n`;
+}
+
+/**
+ * A date as RFC 5322 §3.3 writes it, in the local time zone:
+ * `Tue, 3 Jun 2025 10:00:00 +0200`.
+ *
+ * @example
+ * ```ts
+ * import { rfc5322Date } from "@smtpd/smtpd/maildir";
+ *
+ * rfc5322Date(new Date()); // e.g. "Tue, 3 Jun 2025 10:00:00 +0200"
+ * ```
+ */
+export function rfc5322Date(date: Date): string {
+  const days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+  const months = [
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+  ];
+  const two = (n: number) => String(n).padStart(2, "0");
+  const offset = -date.getTimezoneOffset();
+  const abs = Math.abs(offset);
+  const zone = `${offset < 0 ? "-" : "+"}${two(Math.floor(abs / 60))}${
+    two(abs % 60)
+  }`;
+  return `${days[date.getDay()]}, ${date.getDate()} ${
+    months[date.getMonth()]
+  } ${date.getFullYear()} ${two(date.getHours())}:${two(date.getMinutes())}:${
+    two(date.getSeconds())
+  } ${zone}`;
+}
+
+/** `192.0.2.1` → `[192.0.2.1]`, `::1` → `[IPv6:::1]` (RFC 5321 address literals). */
+function addressLiteral(ip: string): string {
+  const a = clean(ip);
+  if (a === "") return "unknown";
+  return a.includes(":") ? `[IPv6:${a}]` : `[${a}]`;
+}
+
+/** Removes what could break a header line: control characters (CR, LF and the others). */
+function clean(s: string): string {
+  // deno-lint-ignore no-control-regex
+  return s.replace(/[\x00-\x1f\x7f]/g, "");
+}
+
+/** The reply a file-system failure becomes; the error is kept as `cause`. */
+function deliveryError(error: unknown): SmtpError {
+  if (error instanceof SmtpError) return error;
+  const code = errorCode(error);
+  const reply = code === "ENOSPC" || code === "EDQUOT"
+    ? new SmtpError(
+      452,
+      "4.3.1",
+      "Insufficient system storage, try again later",
+    )
+    : new SmtpError(451, "4.3.0", "Local error in processing, try again later");
+  reply.cause = error;
+  return reply;
+}
+
+function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+async function writeAll(file: MaildirFile, data: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < data.byteLength) {
+    const { bytesWritten } = await file.write(data, at, data.byteLength - at);
+    if (!(bytesWritten > 0)) {
+      throw Object.assign(new Error("Cannot write message file: no progress"), {
+        code: "EIO",
+      });
+    }
+    at += bytesWritten;
+  }
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+function randomHex(bytes: number): string {
+  const b = new Uint8Array(bytes);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}

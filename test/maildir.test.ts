@@ -1,0 +1,589 @@
+// Maildir delivery (src/maildir.ts), in process: real files in a temporary
+// directory, and wrapped file systems that fail on cue (full disk, I/O
+// errors) or record the order of the calls.
+import assert from "node:assert/strict";
+import * as fs from "node:fs/promises";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import { after, before, describe, it } from "node:test";
+import { serve, SmtpError } from "../mod.ts";
+import {
+  type DeliverableMessage,
+  Maildir,
+  type MaildirFile,
+  type MaildirFs,
+  maildirName,
+  receivedProtocol,
+  rfc5322Date,
+  traceHeaders,
+} from "../src/maildir.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+let root = "";
+let counter = 0;
+before(async () => {
+  root = await fs.mkdtemp(`${tmpdir()}/smtpd-maildir-test-`);
+});
+after(async () => {
+  await fs.chmod(root, 0o700).catch(() => {});
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+/** A fresh directory path (not created) for one test. */
+function dirPath(): string {
+  return `${root}/md${++counter}`;
+}
+
+interface FakeOptions {
+  from?: string;
+  to?: string[];
+  helo?: string | null;
+  remote?: string;
+  esmtp?: boolean;
+  secure?: boolean;
+  tls?: { version: string; cipher: string } | null;
+  user?: string | null;
+  smtputf8?: boolean;
+  id?: string;
+}
+
+/** A message as `onMessage` would get it, with the body in the given chunks. */
+function fakeMessage(
+  chunks: (Uint8Array | string)[] | ReadableStream<Uint8Array>,
+  o: FakeOptions = {},
+): DeliverableMessage {
+  const from = o.from ?? "sender@example.org";
+  const raw = chunks instanceof ReadableStream ? chunks : new ReadableStream<
+    Uint8Array
+  >({
+    start(c) {
+      for (const chunk of chunks) {
+        c.enqueue(typeof chunk === "string" ? enc.encode(chunk) : chunk);
+      }
+      c.close();
+    },
+  });
+  const at = from.lastIndexOf("@");
+  return {
+    id: o.id ?? "msgid1",
+    from,
+    to: o.to ?? ["rcpt@example.net"],
+    mailFrom: {
+      mailbox: {
+        address: from,
+        localPart: at < 0 ? from : from.slice(0, at),
+        domain: at < 0 ? "" : from.slice(at + 1),
+      },
+      params: { smtputf8: o.smtputf8 ?? false, params: {} },
+    },
+    session: {
+      heloName: o.helo === undefined ? "client.example.org" : o.helo,
+      remoteAddress: o.remote ?? "192.0.2.7",
+      esmtp: o.esmtp ?? true,
+      secure: o.secure ?? false,
+      tls: o.tls ?? null,
+      user: o.user ?? null,
+    },
+    raw,
+  };
+}
+
+/** The bytes after the trace headers (the first two header fields, folded). */
+function belowTrace(file: Uint8Array): Uint8Array {
+  const text = dec.decode(file.subarray(0, Math.min(file.length, 2000)));
+  const m =
+    /^Return-Path: [^\r\n]*\r\nReceived: [^\r\n]*(?:\r\n\t[^\r\n]*)*\r\n/
+      .exec(text);
+  assert.ok(
+    m,
+    `trace headers at the top of ${JSON.stringify(text.slice(0, 300))}`,
+  );
+  // A plain Uint8Array (readFile gives a Buffer) so that deepEqual compares bytes.
+  return new Uint8Array(file.subarray(enc.encode(m[0]).length));
+}
+
+async function list(dir: string): Promise<string[]> {
+  return (await fs.readdir(dir)).sort();
+}
+
+function fsError(code: string): Error {
+  return Object.assign(new Error(`${code}: simulated`), { code });
+}
+
+/** node:fs/promises with hooks to fail or record each call. */
+function wrappedFs(hooks: {
+  onOpen?: (path: string, flags: string) => void;
+  onWrite?: (path: string, length: number) => void;
+  onSync?: (path: string) => void;
+  onRename?: (from: string, to: string) => void;
+  log?: string[];
+}): MaildirFs {
+  const log = hooks.log ?? [];
+  return {
+    mkdir: (path, options) => fs.mkdir(path, options),
+    async open(path, flags, mode) {
+      log.push(`open ${flags} ${path}`);
+      hooks.onOpen?.(path, flags);
+      const file = await fs.open(path, flags, mode);
+      const wrapped: MaildirFile = {
+        write(data, offset, length) {
+          log.push(`write ${length}`);
+          hooks.onWrite?.(path, length);
+          return file.write(data, offset, length);
+        },
+        sync() {
+          log.push(`sync ${path}`);
+          hooks.onSync?.(path);
+          return file.sync();
+        },
+        close() {
+          log.push(`close ${path}`);
+          return file.close();
+        },
+      };
+      return wrapped;
+    },
+    rename(from, to) {
+      log.push(`rename ${from} ${to}`);
+      hooks.onRename?.(from, to);
+      return fs.rename(from, to);
+    },
+    unlink(path) {
+      log.push(`unlink ${path}`);
+      return fs.unlink(path);
+    },
+  };
+}
+
+describe("Maildir.create", () => {
+  it("creates cur, new and tmp, parents included", async () => {
+    const path = `${dirPath()}/deep/inbox`;
+    await new Maildir(path).create();
+    assert.deepEqual(await list(path), ["cur", "new", "tmp"]);
+    // Idempotent.
+    await new Maildir(path).create();
+  });
+
+  it("rejects an empty path", () => {
+    assert.throws(() => new Maildir(""), TypeError);
+  });
+});
+
+describe("Maildir.deliver", () => {
+  it("stores the message in new/ byte-exact below the trace headers", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path, { serverName: "mx.example.org" });
+    await maildir.create();
+    const body =
+      "Subject: hi\r\n\r\n.leading dot stays unstuffed\r\nünïcödé\r\n";
+    const d = await maildir.deliver(
+      fakeMessage([body.slice(0, 5), body.slice(5)]),
+    );
+    assert.deepEqual(await list(`${path}/tmp`), []);
+    assert.deepEqual(await list(`${path}/new`), [d.name]);
+    assert.equal(d.path, `${path}/new/${d.name}`);
+    const file = await fs.readFile(d.path);
+    assert.equal(d.size, file.length);
+    assert.deepEqual(belowTrace(file), enc.encode(body));
+    const head = dec.decode(file).split("\r\n\r\n")[0];
+    assert.match(head, /^Return-Path: <sender@example\.org>\r\n/);
+    assert.match(
+      head,
+      /\r\nReceived: from client\.example\.org \(\[192\.0\.2\.7\]\)\r\n\tby mx\.example\.org with ESMTP id msgid1\r\n\tfor <rcpt@example\.net>; /,
+    );
+  });
+
+  it("names files sec.MusecPpidRrandom.host and never reuses a name", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path, { hostname: "a/b:c", pid: 4242 });
+    const names = new Set<string>();
+    for (let i = 0; i < 20; i++) {
+      names.add((await maildir.deliver(fakeMessage(["x\r\n"]))).name);
+    }
+    assert.equal(names.size, 20);
+    for (const name of names) {
+      assert.match(name, /^\d+\.M\d{1,6}P4242R[0-9a-f]{16}\.a\\057b\\072c$/);
+    }
+    assert.equal((await list(`${path}/new`)).length, 20);
+  });
+
+  it("keeps binary bodies exact across many chunks, writing in bounded pieces", async () => {
+    const path = dirPath();
+    const writes: number[] = [];
+    const maildir = new Maildir(path, {
+      fs: wrappedFs({ onWrite: (_p, n) => writes.push(n) }),
+    });
+    await maildir.create();
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (let i = 0; total < 3 * 1024 * 1024; i++) {
+      const chunk = new Uint8Array(1 + ((i * 7919) % 20000));
+      crypto.getRandomValues(chunk);
+      chunks.push(chunk);
+      total += chunk.length;
+    }
+    const d = await maildir.deliver(fakeMessage(chunks));
+    const stored = belowTrace(await fs.readFile(d.path));
+    const expected = new Uint8Array(total);
+    let at = 0;
+    for (const c of chunks) {
+      expected.set(c, at);
+      at += c.length;
+    }
+    assert.equal(stored.length, total);
+    assert.deepEqual(stored, expected);
+    // Small chunks are gathered, and no write holds more than ~one piece.
+    assert.ok(writes.length < chunks.length / 4, `${writes.length} writes`);
+    assert.ok(Math.max(...writes) < 64 * 1024 + 20000);
+  });
+
+  it("syncs the file before renaming it into new/, then syncs new/", async () => {
+    const path = dirPath();
+    const log: string[] = [];
+    const maildir = new Maildir(path, { fs: wrappedFs({ log }) });
+    await maildir.create();
+    const d = await maildir.deliver(fakeMessage(["body\r\n"]));
+    const tmp = `${path}/tmp/${d.name}`;
+    const steps = log.filter((l) => !l.startsWith("write"));
+    assert.deepEqual(steps, [
+      `open wx ${tmp}`,
+      `sync ${tmp}`,
+      `close ${tmp}`,
+      `rename ${tmp} ${path}/new/${d.name}`,
+      `open r ${path}/new`,
+      `sync ${path}/new`,
+      `close ${path}/new`,
+    ]);
+  });
+
+  it("leaves out the trace headers when asked", async () => {
+    const maildir = new Maildir(dirPath(), { traceHeaders: false });
+    const d = await maildir.deliver(fakeMessage(["Subject: x\r\n\r\nhi\r\n"]));
+    assert.equal(
+      dec.decode(await fs.readFile(d.path)),
+      "Subject: x\r\n\r\nhi\r\n",
+    );
+  });
+
+  it("creates the Maildir on first delivery, and again if it is removed", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path);
+    await maildir.deliver(fakeMessage(["one\r\n"]));
+    await fs.rm(path, { recursive: true });
+    const d = await maildir.deliver(fakeMessage(["two\r\n"]));
+    assert.deepEqual(
+      belowTrace(await fs.readFile(d.path)),
+      enc.encode("two\r\n"),
+    );
+  });
+
+  it("retries with a new name when the name exists", async () => {
+    const path = dirPath();
+    let collisions = 0;
+    const maildir = new Maildir(path, {
+      fs: wrappedFs({
+        onOpen: (_p, flags) => {
+          if (flags === "wx" && collisions++ < 2) throw fsError("EEXIST");
+        },
+      }),
+    });
+    await maildir.create();
+    await maildir.deliver(fakeMessage(["x\r\n"]));
+    assert.equal((await list(`${path}/new`)).length, 1);
+  });
+});
+
+describe("Maildir.deliver failures", () => {
+  async function failing(
+    hooks: Parameters<typeof wrappedFs>[0],
+    message = fakeMessage(["a".repeat(100_000), "b\r\n"]),
+  ): Promise<{ error: unknown; path: string }> {
+    const path = dirPath();
+    const maildir = new Maildir(path, { fs: wrappedFs(hooks) });
+    await maildir.create();
+    const error = await maildir.deliver(message).then(
+      () => assert.fail("delivery succeeded"),
+      (e) => e,
+    );
+    return { error, path };
+  }
+
+  function assertReply(error: unknown, code: number, enhanced: string) {
+    assert.ok(error instanceof SmtpError, `an SmtpError: ${error}`);
+    assert.equal(error.code, code);
+    assert.equal(error.enhancedCode, enhanced);
+  }
+
+  it("a full disk gives 452 4.3.1 and removes the file from tmp/", async () => {
+    let n = 0;
+    const { error, path } = await failing({
+      onWrite: () => {
+        if (n++ > 0) throw fsError("ENOSPC");
+      },
+    });
+    assertReply(error, 452, "4.3.1");
+    assert.equal(
+      (error as { cause?: { code?: string } }).cause?.code,
+      "ENOSPC",
+    );
+    assert.deepEqual(await list(`${path}/tmp`), []);
+    assert.deepEqual(await list(`${path}/new`), []);
+  });
+
+  it("an exceeded quota gives 452 4.3.1", async () => {
+    const { error, path } = await failing({
+      onSync: () => {
+        throw fsError("EDQUOT");
+      },
+    });
+    assertReply(error, 452, "4.3.1");
+    assert.deepEqual(await list(`${path}/tmp`), []);
+  });
+
+  for (const code of ["EACCES", "EROFS", "EIO"]) {
+    it(`${code} when opening the file gives 451 4.3.0`, async () => {
+      const { error, path } = await failing({
+        onOpen: () => {
+          throw fsError(code);
+        },
+      });
+      assertReply(error, 451, "4.3.0");
+      assert.deepEqual(await list(`${path}/tmp`), []);
+    });
+  }
+
+  it("a failed fsync gives 451 4.3.0 and nothing in new/", async () => {
+    const { error, path } = await failing({
+      onSync: (p) => {
+        if (p.includes("/tmp/")) throw fsError("EIO");
+      },
+    });
+    assertReply(error, 451, "4.3.0");
+    assert.deepEqual(await list(`${path}/tmp`), []);
+    assert.deepEqual(await list(`${path}/new`), []);
+  });
+
+  it("a failed rename gives 451 4.3.0 and removes the file from tmp/", async () => {
+    const { error, path } = await failing({
+      onRename: () => {
+        throw fsError("EXDEV");
+      },
+    });
+    assertReply(error, 451, "4.3.0");
+    assert.deepEqual(await list(`${path}/tmp`), []);
+  });
+
+  it("a directory sync the runtime cannot do is skipped", async () => {
+    for (const code of ["EISDIR", "EINVAL"]) {
+      const path = dirPath();
+      const maildir = new Maildir(path, {
+        fs: wrappedFs({
+          onOpen: (_p, flags) => {
+            if (flags === "r") throw fsError(code);
+          },
+          onSync: (p) => {
+            if (p.endsWith("/new")) throw fsError(code);
+          },
+        }),
+      });
+      const d = await maildir.deliver(fakeMessage(["x\r\n"]));
+      assert.deepEqual(await list(`${path}/new`), [d.name]);
+    }
+  });
+
+  it("a failed directory sync takes the message back (451)", async () => {
+    const { error, path } = await failing({
+      onSync: (p) => {
+        if (p.endsWith("/new")) throw fsError("EIO");
+      },
+    });
+    assertReply(error, 451, "4.3.0");
+    assert.deepEqual(await list(`${path}/new`), []);
+  });
+
+  it("tmp/ being a file (unwritable) gives 451 4.3.0", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path);
+    await maildir.create();
+    await fs.rm(`${path}/tmp`, { recursive: true });
+    await fs.writeFile(`${path}/tmp`, "not a directory");
+    const error = await maildir.deliver(fakeMessage(["x\r\n"])).catch((e) => e);
+    assertReply(error, 451, "4.3.0");
+    assert.deepEqual(await list(`${path}/new`), []);
+  });
+
+  it("a body that does not complete is not stored, and its error passes through", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path);
+    await maildir.create();
+    const abort = new SmtpError(451, "4.3.0", "client went away");
+    const raw = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(enc.encode("partial body\r\n"));
+        setTimeout(() => c.error(abort), 10);
+      },
+    });
+    const error = await maildir.deliver(fakeMessage(raw)).catch((e) => e);
+    assert.equal(error, abort);
+    assert.deepEqual(await list(`${path}/tmp`), []);
+    assert.deepEqual(await list(`${path}/new`), []);
+  });
+});
+
+describe("trace headers", () => {
+  const date = new Date(Date.UTC(2025, 5, 3, 8, 4, 5));
+
+  it("name the protocol per RFC 3848 and RFC 6531", () => {
+    const p = (
+      esmtp: boolean,
+      secure: boolean,
+      user: string | null,
+      u = false,
+    ) => receivedProtocol({ esmtp, secure, user }, u);
+    assert.equal(p(false, false, null), "SMTP");
+    assert.equal(p(true, false, null), "ESMTP");
+    assert.equal(p(true, true, null), "ESMTPS");
+    assert.equal(p(true, false, "u"), "ESMTPA");
+    assert.equal(p(true, true, "u"), "ESMTPSA");
+    assert.equal(p(true, true, "u", true), "UTF8SMTPSA");
+    assert.equal(p(true, false, null, true), "UTF8SMTP");
+  });
+
+  it("give Return-Path and a folded Received line", () => {
+    const h = traceHeaders(fakeMessage([], { id: "ID9" }), {
+      serverName: "mx.test",
+      date,
+    });
+    assert.equal(
+      h,
+      "Return-Path: <sender@example.org>\r\n" +
+        "Received: from client.example.org ([192.0.2.7])\r\n" +
+        "\tby mx.test with ESMTP id ID9\r\n" +
+        `\tfor <rcpt@example.net>; ${rfc5322Date(date)}\r\n`,
+    );
+  });
+
+  it("name TLS, IPv6 literals and the null sender", () => {
+    const h = traceHeaders(
+      fakeMessage([], {
+        from: "",
+        remote: "::1",
+        secure: true,
+        user: "alice",
+        tls: { version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256" },
+      }),
+      { serverName: "mx.test", date },
+    );
+    assert.match(h, /^Return-Path: <>\r\n/);
+    assert.match(h, /Received: from client\.example\.org \(\[IPv6:::1\]\)\r\n/);
+    assert.match(
+      h,
+      /\r\n\t\(using TLSv1\.3 with cipher TLS_AES_128_GCM_SHA256\)\r\n/,
+    );
+    assert.match(h, /\tby mx\.test with ESMTPSA id /);
+  });
+
+  it("leave out 'for' with several recipients (Bcc stays private)", () => {
+    const h = traceHeaders(fakeMessage([], { to: ["a@x.test", "b@x.test"] }), {
+      serverName: "mx.test",
+      date,
+    });
+    assert.doesNotMatch(h, /for </);
+    assert.match(h, /id msgid1;\r\n\t[A-Z][a-z]{2}, /);
+  });
+
+  it("cannot be broken by control characters", () => {
+    const h = traceHeaders(
+      fakeMessage([], { helo: "evil\r\nX-Injected: 1", id: "a\nb" }),
+      { serverName: "mx.test", date },
+    );
+    assert.doesNotMatch(h, /\r\nX-Injected/);
+    assert.equal(
+      h.split("\r\n").filter((l) =>
+        l !== "" && !/^(\t|Return-Path: |Received: )/.test(l)
+      ).length,
+      0,
+    );
+  });
+
+  it("date the message per RFC 5322", () => {
+    const s = rfc5322Date(date);
+    assert.match(
+      s,
+      /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d [+-]\d{4}$/,
+    );
+    assert.equal(Date.parse(s), date.getTime());
+  });
+});
+
+describe("maildirName", () => {
+  it("follows the Maildir spec and escapes / and : in the host name", () => {
+    assert.equal(
+      maildirName(1700000000123.456, 42, "mx:1/a", "9f3c"),
+      "1700000000.M123456P42R9f3c.mx\\0721\\057a",
+    );
+    assert.equal(maildirName(5000, 1, "h", "0"), "5.M0P1R0.h");
+  });
+});
+
+describe("Maildir behind serve()", () => {
+  /** Sends one message over a raw socket; resolves to every reply. */
+  function send(port: number, body: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ port, host: "127.0.0.1" });
+      let got = "";
+      sock.setEncoding("latin1");
+      sock.on("data", (d: string) => {
+        got += d;
+        if (/^354 /m.test(got) && !got.includes("#sent")) {
+          got += "#sent\r\n";
+          sock.write(body + ".\r\nQUIT\r\n");
+        }
+        if (/^221 /m.test(got)) sock.end();
+      });
+      sock.on("error", reject);
+      sock.on("close", () => resolve(got));
+      sock.write(
+        "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+      );
+    });
+  }
+
+  it("a full disk reaches the client as 452 4.3.1, and the next message is stored", async () => {
+    const path = dirPath();
+    let full = true;
+    const maildir = new Maildir(path, {
+      fs: wrappedFs({
+        onWrite: () => {
+          if (full) throw fsError("ENOSPC");
+        },
+      }),
+    });
+    await maildir.create();
+    const server = await serve({
+      port: 0,
+      async onMessage(m) {
+        await maildir.deliver(m);
+      },
+    });
+    try {
+      const first = await send(server.addr.port, "Subject: 1\r\n\r\nx\r\n");
+      assert.match(first, /\r\n452 4\.3\.1 /);
+      assert.doesNotMatch(first, /\r\n250 2\.0\.0 /);
+      assert.deepEqual(await list(`${path}/new`), []);
+      full = false;
+      const second = await send(server.addr.port, "Subject: 2\r\n\r\ny\r\n");
+      assert.match(second, /\r\n250 2\.0\.0 /);
+      const [name] = await list(`${path}/new`);
+      assert.deepEqual(
+        belowTrace(await fs.readFile(`${path}/new/${name}`)),
+        enc.encode("Subject: 2\r\n\r\ny\r\n"),
+      );
+      assert.deepEqual(await list(`${path}/tmp`), []);
+    } finally {
+      await server.close();
+    }
+  });
+});
