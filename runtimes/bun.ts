@@ -32,6 +32,7 @@ interface BunSocket {
   localPort?: number;
   write(data: Uint8Array): number;
   end(): void;
+  terminate(): void;
   pause(): void;
   resume(): void;
   getTLSVersion?(): string | null;
@@ -61,6 +62,7 @@ interface BunApi {
     hostname: string;
     port: number;
     tls?: { key: string; cert: string; ca?: string };
+    allowHalfOpen?: boolean;
     socket: Handlers;
   }): BunListener;
 }
@@ -70,6 +72,9 @@ const HIGH_WATER_MARK = 64 * 1024;
 /** Per-socket state: the stream controller and the pending write. */
 class SocketState {
   controller!: ReadableStreamDefaultController<Uint8Array>;
+  /** No more input goes to `readable` (peer's FIN, closed, or STARTTLS took over). */
+  inputDone = false;
+  /** The socket is closed (by the peer, an error or `close()`): writes fail. */
   closed = false;
   paused = false;
   rest: Uint8Array | null = null; // unwritten tail of the current write
@@ -81,7 +86,7 @@ class SocketState {
 const handlers: Handlers = {
   data(s, chunk) {
     const st = s.data;
-    if (st.closed) return;
+    if (st.inputDone) return;
     st.controller.enqueue(chunk);
     if ((st.controller.desiredSize ?? 1) <= 0 && !st.paused) {
       st.paused = true;
@@ -100,7 +105,10 @@ const handlers: Handlers = {
     }
   },
   end(s) {
-    finish(s.data);
+    // The client's FIN ends its input only: with `allowHalfOpen` the
+    // replies to what it sent before still go out (a client may send its
+    // last commands, QUIT included, and half-close at once).
+    endInput(s.data);
   },
   close(s) {
     finish(s.data);
@@ -113,12 +121,22 @@ const handlers: Handlers = {
   },
 };
 
-function finish(st: SocketState | undefined): void {
-  if (!st || st.closed) return;
-  st.closed = true;
+function endInput(st: SocketState | undefined): void {
+  if (!st || st.inputDone) return;
+  st.inputDone = true;
   try {
     st.controller.close();
   } catch { /* already closed */ }
+}
+
+function finish(st: SocketState | undefined): void {
+  if (!st) return;
+  // Always end the input, also when close() came first: it used to mark
+  // the socket closed without closing `readable`, the handlers that came
+  // later returned early, and a pending read never settled (so the
+  // connection's loop, and server.close(), waited forever).
+  endInput(st);
+  st.closed = true;
   st.failed?.(new Error("Connection closed"));
   st.drained = st.failed = null;
 }
@@ -140,8 +158,7 @@ function wrap(
       }
     },
     cancel() {
-      st.closed = true;
-      s.end();
+      conn.close();
     },
   }, { highWaterMark: HIGH_WATER_MARK, size: (c) => c.byteLength });
   const writable = new WritableStream<Uint8Array>({
@@ -163,17 +180,21 @@ function wrap(
     remoteAddr: { hostname: s.remoteAddress, port: s.remotePort ?? 0 },
     localAddr: { hostname: s.localAddress ?? "", port: s.localPort ?? 0 },
     tls: info,
-    close() {
+    close(abort) {
       if (st.closed) return;
-      st.closed = true;
-      s.end();
+      finish(st);
+      // Bun keeps no queue of its own (a write takes what the kernel
+      // takes), so end() closes at once; terminate() also drops the
+      // kernel's unsent bytes.
+      if (abort) s.terminate();
+      else s.end();
     },
   };
   if (tlsOptions && info === null) {
     conn.startTls = (reply) =>
       new Promise<Connection>((resolve, reject) => {
         // Stop handing plaintext to the engine before the 220 goes out.
-        st.closed = true;
+        st.inputDone = true;
         s.write(reply);
         const next = new SocketState();
         next.onHandshake = (ok, err) => {
@@ -223,6 +244,7 @@ export function listen(options: ListenOptions): Promise<Listener> {
     hostname: options.hostname,
     port: options.port,
     ...(implicit ? { tls: options.tls } : {}),
+    allowHalfOpen: true,
     socket: {
       ...handlers,
       open(s) {

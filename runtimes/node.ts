@@ -27,6 +27,8 @@ import type {
 export * from "../mod.ts";
 
 const HIGH_WATER_MARK = 64 * 1024;
+/** How long a closed socket may take to deliver its last bytes. */
+const CLOSE_GRACE_MS = 5000;
 
 function secureContext(o: TlsOptions): tls.SecureContext {
   return tls.createSecureContext({
@@ -54,6 +56,7 @@ export function wrapSocket(
   tlsOptions: TlsOptions | undefined,
 ): Connection {
   sock.setNoDelay(true);
+  let closing = false;
   let onData: ((d: Uint8Array) => void) | null = null;
   const readable = new ReadableStream<Uint8Array>({
     start(c) {
@@ -111,8 +114,16 @@ export function wrapSocket(
       port: sock.localPort ?? 0,
     },
     tls: info,
-    close() {
-      if (!sock.destroyed) sock.end(() => sock.destroy());
+    close(abort) {
+      if (sock.destroyed) return;
+      if (abort) return void sock.destroy();
+      if (closing) return;
+      closing = true;
+      sock.end(() => sock.destroy());
+      // end() sends FIN only once Node's queue is written: a peer that does
+      // not read would keep the socket (and its descriptor) for ever.
+      const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
+      sock.once("close", () => clearTimeout(timer));
     },
   };
   if (tlsOptions && info === null) {
@@ -174,9 +185,13 @@ export function listen(options: ListenOptions): Promise<Listener> {
       w(c);
     } else pending.push(c);
   };
+  // allowHalfOpen: a client's FIN ends its input only, so the replies to
+  // what it sent before (QUIT included) still go out. Without it Node ended
+  // the socket on the FIN and every later reply was lost.
   const server = options.implicitTls && options.tls
     ? tls.createServer(
       {
+        allowHalfOpen: true,
         key: options.tls.key,
         cert: options.tls.cert,
         ca: options.tls.ca,
@@ -184,7 +199,10 @@ export function listen(options: ListenOptions): Promise<Listener> {
       },
       (s) => push(wrapSocket(s, tlsInfo(s), undefined)),
     )
-    : net.createServer((s) => push(wrapSocket(s, null, options.tls)));
+    : net.createServer(
+      { allowHalfOpen: true },
+      (s) => push(wrapSocket(s, null, options.tls)),
+    );
   server.on(
     "tlsClientError",
     () => {/* failed handshake: nothing to deliver */},

@@ -90,6 +90,10 @@ export class IncomingMessage implements Message {
         },
         pull: () => this.#wake(),
         cancel: () => {
+          // The reader is done with the body: the stream is closed, and
+          // end() or abort() must not touch the controller again (close()
+          // on a cancelled stream throws, which killed the connection).
+          this.#closedStream = true;
           this.#done = true;
           this.#wake();
         },

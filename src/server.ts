@@ -64,7 +64,11 @@ export interface ServeOptions
   maxConnections?: number;
   /** Open connections per client IP address at most; more get 421 4.7.0. Default 50. */
   maxConnectionsPerIp?: number;
-  /** Milliseconds a hook may take before the client gets 451 4.3.0. Default 60000. */
+  /**
+   * Milliseconds a hook may take before the client gets 451 4.3.0. For
+   * `onMessage` this counts after the body has ended, and also bounds how
+   * long it may leave `raw` unread while the client sends. Default 60000.
+   */
   hookTimeout?: number;
   /** Milliseconds `close()` lets a message in transfer finish before closing it. Default 30000. */
   closeTimeout?: number;
@@ -104,7 +108,10 @@ export interface ServeOptions
  * Also an async iterable of messages, the "run it in your own loop" style:
  * each message is acknowledged (250) when the loop body has handled it and
  * asks for the next one. Leaving the loop (break or throw) sends 451 4.3.0
- * for the message in hand; `message.reject(error)` chooses the reply.
+ * for the message in hand; `message.reject(error)` chooses the reply. A
+ * message whose body fails before the loop takes it (the client left, say)
+ * is never handed out; once taken, reading its `raw` rejects: catch that in
+ * the loop body, or the loop ends.
  *
  * @example
  * ```ts
@@ -220,7 +227,11 @@ const TEMPORARY = new SmtpError(
   "4.3.0",
   "Temporary local problem, try again later",
 );
+const SHUTDOWN = new SmtpError(421, "4.3.2", "Service shutting down");
 const HOOK_TIMEOUT = Symbol("timeout");
+const FORCED = Symbol("forced");
+/** How long a forced close (after closeTimeout) waits for the 421 to go out. */
+const FORCED_FLUSH_MS = 500;
 
 let idCounter = 0;
 const idPrefix = (() => {
@@ -269,10 +280,29 @@ class ConnectionDriver {
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #server: SmtpServer;
   #timer: ReturnType<typeof setTimeout> | null = null;
+  #timerAt = Infinity;
   #reading = false;
   #closing = false;
   #message: IncomingMessage | null = null;
   #messageResult: Promise<SmtpError | null> | null = null;
+  /** Set when the message hook stopped reading `raw` for hookTimeout. */
+  #stalled: SmtpError | null = null;
+  /** Set when the client stopped taking our replies. */
+  #writeStalled = false;
+  /** Writes pending, since when the oldest waits, and their watchdog. */
+  #writes = 0;
+  #writeSince = 0;
+  #writeTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The loop has ended: no timer may be armed any more. */
+  #ended = false;
+  #wasForced = false;
+  /**
+   * Settles when close() gives up on this connection (closeTimeout): every
+   * wait of the loop (hooks, body backpressure) races it, so that a hook
+   * that never settles cannot keep `close()` from resolving.
+   */
+  #forced: Promise<typeof FORCED>;
+  #force!: () => void;
 
   constructor(server: SmtpServer, conn: Connection) {
     this.#server = server;
@@ -289,6 +319,9 @@ class ConnectionDriver {
     );
     this.#reader = conn.readable.getReader();
     this.#writer = conn.writable.getWriter();
+    this.#forced = new Promise((resolve) => {
+      this.#force = () => resolve(FORCED);
+    });
     this.done = this.#run();
   }
 
@@ -297,15 +330,37 @@ class ConnectionDriver {
     this.#closing = true;
     if (force || (this.#reading && this.#message === null)) {
       this.#engine.shutdown();
-      void this.#flushAndClose();
+      if (force) {
+        this.#wasForced = true;
+        // Wake the loop wherever it waits: a hook, or a reader of `raw`
+        // that stopped reading. The engine is closed, so their answers
+        // no longer matter.
+        this.#abortMessage(SHUTDOWN);
+        this.#force();
+      }
+      void this.#flushAndClose(force);
     }
   }
 
-  async #flushAndClose(): Promise<void> {
+  /**
+   * Writes what the engine has, then closes. A forced close (after
+   * closeTimeout) waits FORCED_FLUSH_MS at most for the client to take it.
+   */
+  async #flushAndClose(force = false): Promise<void> {
+    const timer = force
+      ? setTimeout(() => this.#abort(), FORCED_FLUSH_MS)
+      : undefined;
     try {
       await this.#flush();
-    } catch { /* peer gone */ }
-    this.#conn.close();
+    } catch { /* peer gone, or not reading */ }
+    clearTimeout(timer);
+    this.#conn.close(this.#writeStalled);
+  }
+
+  /** Closes at once, dropping unsent replies: a pending write fails. */
+  #abort(): void {
+    this.#writeStalled = true;
+    this.#conn.close(true);
   }
 
   async #run(): Promise<void> {
@@ -378,21 +433,30 @@ class ConnectionDriver {
             break;
           case "data": {
             const wait = this.#message!.push(ev.chunk);
-            if (wait !== undefined) await wait;
+            if (wait !== undefined) await this.#backpressure(wait);
             break;
           }
           case "message-end":
             await this.#endMessage(ev);
             break;
           case "message-abort":
-            this.#message?.abort(ev.error);
+            this.#abortMessage(ev.error);
             this.#message = null;
             this.#messageResult = null;
+            this.#stalled = null;
             break;
           case "reset":
             break;
           case "starttls":
             await this.#startTls();
+            break;
+          case "auth":
+            // No credential check is wired into the driver yet (the
+            // `auth.verify` hook of the design): never accept unverified
+            // credentials.
+            engine.reject(
+              new SmtpError(535, "5.7.8", "Authentication credentials invalid"),
+            );
             break;
           case "command":
             log?.({ type: "command", session: s.id, line: redact(ev.line) });
@@ -406,7 +470,11 @@ class ConnectionDriver {
         }
       }
     } catch (error) {
-      reason = "error";
+      reason = this.#wasForced
+        ? "shutdown"
+        : this.#writeStalled
+        ? "timeout"
+        : "error";
       log?.({
         type: "error",
         session: s.id,
@@ -414,9 +482,11 @@ class ConnectionDriver {
         error,
       });
     } finally {
+      this.#ended = true;
       if (this.#timer !== null) clearTimeout(this.#timer);
-      this.#message?.abort(TEMPORARY);
-      this.#conn.close();
+      if (this.#writeTimer !== null) clearTimeout(this.#writeTimer);
+      this.#abortMessage(TEMPORARY);
+      this.#conn.close(this.#writeStalled);
       log?.({ type: "close", session: s.id, reason, messages: s.messages });
       try {
         server.hooks.onClose?.(s);
@@ -441,15 +511,59 @@ class ConnectionDriver {
         text: new TextDecoder().decode(out),
       });
     }
-    await this.#writer.write(out);
+    if (this.#writes++ === 0) this.#writeSince = Date.now();
+    this.#watchWrites(this.#engine.options.idleTimeout);
+    try {
+      await this.#writer.write(out);
+    } finally {
+      // Progress: the oldest pending write (if any) is younger now.
+      this.#writeSince = --this.#writes === 0 ? 0 : Date.now();
+    }
+  }
+
+  /**
+   * A client that stops reading its replies (one that pipelines without
+   * end, say) used to hold this loop, its connection slot and close() for
+   * ever: a write the client does not take within idleTimeout ends the
+   * connection (the pending write fails). One timer per idleTimeout window
+   * while writes are pending, not one per write: a timer per reply cost up
+   * to 2.7 µs per command (Deno).
+   */
+  #watchWrites(delay: number): void {
+    if (this.#writeTimer !== null || delay === Infinity || this.#ended) {
+      return;
+    }
+    this.#writeTimer = setTimeout(() => {
+      this.#writeTimer = null;
+      if (this.#writes === 0) return;
+      const ms = this.#engine.options.idleTimeout;
+      const left = this.#writeSince + ms - Date.now();
+      if (left > 0) return this.#watchWrites(left);
+      this.#server.logger?.({
+        type: "error",
+        session: this.session.id,
+        message: `the client did not read its replies for ${ms} ms`,
+        error: null,
+      });
+      this.#abort();
+    }, delay);
   }
 
   /** Idle/DATA deadline: one timer, re-armed only when it fires early. */
   #armTimer(): void {
-    if (this.#timer !== null) return;
-    const wait = this.#engine.deadline() - Date.now();
-    if (wait === Infinity) return;
-    this.#timer = setTimeout(() => this.#onTimer(), Math.max(0, wait));
+    const deadline = this.#engine.deadline();
+    if (deadline === Infinity) return;
+    if (this.#timer !== null) {
+      if (this.#timerAt <= deadline) return;
+      // The deadline moved earlier (DATA started with a dataTimeout shorter
+      // than what was left of idleTimeout): the old timer would fire late.
+      clearTimeout(this.#timer);
+    }
+    this.#timerAt = deadline;
+    this.#timer = setTimeout(
+      () => this.#onTimer(),
+      Math.max(0, deadline - Date.now()),
+    );
   }
 
   #onTimer(): void {
@@ -497,13 +611,18 @@ class ConnectionDriver {
 
   async #withTimeout(p: Promise<SmtpError | null>): Promise<SmtpError | null> {
     const ms = this.#server.options.hookTimeout;
-    if (ms === Infinity) return await p;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<typeof HOOK_TIMEOUT>((resolve) => {
-      timer = setTimeout(() => resolve(HOOK_TIMEOUT), ms);
-    });
+    const waits: Promise<SmtpError | null | symbol>[] = [p, this.#forced];
+    if (ms !== Infinity) {
+      waits.push(
+        new Promise<typeof HOOK_TIMEOUT>((resolve) => {
+          timer = setTimeout(() => resolve(HOOK_TIMEOUT), ms);
+        }),
+      );
+    }
     try {
-      const r = await Promise.race([p, timeout]);
+      const r = await Promise.race(waits);
+      if (r === FORCED) return SHUTDOWN;
       if (r === HOOK_TIMEOUT) {
         this.#server.logger?.({
           type: "error",
@@ -513,10 +632,57 @@ class ConnectionDriver {
         });
         return TEMPORARY;
       }
-      return r;
+      return r as SmtpError | null;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Waits until the message's reader wants more body. A hook that stops
+   * reading `raw` without settling would otherwise stop the loop for good
+   * (no more reads, so no idle timeout, no disconnect seen, and `close()`
+   * never resolving): after hookTimeout without a read, the message is
+   * given up (the reader gets an error, the rest of the body is dropped,
+   * the client gets 451 4.3.0 at its end).
+   */
+  async #backpressure(wait: Promise<void>): Promise<void> {
+    const ms = this.#server.options.hookTimeout;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waits: Promise<void | symbol>[] = [wait, this.#forced];
+    if (ms !== Infinity) {
+      waits.push(
+        new Promise<typeof HOOK_TIMEOUT>((resolve) => {
+          timer = setTimeout(() => resolve(HOOK_TIMEOUT), ms);
+        }),
+      );
+    }
+    try {
+      if ((await Promise.race(waits)) !== HOOK_TIMEOUT) return;
+    } finally {
+      clearTimeout(timer);
+    }
+    this.#server.logger?.({
+      type: "error",
+      session: this.session.id,
+      message: `message hook did not read the body for ${ms} ms`,
+      error: null,
+    });
+    this.#stalled = TEMPORARY;
+    this.#abortMessage(TEMPORARY);
+  }
+
+  /**
+   * The body will not complete: the reader of `raw` gets `error`, and a
+   * message still waiting for the `for await` loop is withdrawn (the loop
+   * used to get it later, already failed: a loop body without try/catch
+   * around its read then ended the application's loop).
+   */
+  #abortMessage(error: SmtpError): void {
+    const msg = this.#message;
+    if (msg === null) return;
+    msg.abort(error);
+    this.#server.withdraw(msg);
   }
 
   #hookError(err: unknown): SmtpError {
@@ -540,6 +706,7 @@ class ConnectionDriver {
       this.session,
     );
     this.#message = msg;
+    this.#stalled = null;
     const result = this.#callHook(() => this.#server.deliver(msg), false);
     // Once the hook is done, nobody reads `raw`: drop the rest of the body.
     void result.then(() => msg.drain());
@@ -551,10 +718,13 @@ class ConnectionDriver {
   ): Promise<void> {
     const msg = this.#message!;
     const result = this.#messageResult!;
+    const stalled = this.#stalled;
     this.#message = null;
     this.#messageResult = null;
+    this.#stalled = null;
     msg.end();
-    const error = await this.#withTimeout(result);
+    // A hook that stopped reading already had its hookTimeout.
+    const error = stalled ?? await this.#withTimeout(result);
     if (error === null) {
       this.session.messages++;
       this.#server.logger?.({
@@ -663,7 +833,14 @@ class SmtpServer implements Server {
     } = options;
     this.engineOptions = engineOptions;
     this.hooks = options;
-    this.logger = options.logger;
+    // A logger that throws must not break the connection's loop (its catch
+    // and finally log too, and a rejection there went unhandled).
+    const logger = options.logger;
+    this.logger = logger && ((entry) => {
+      try {
+        logger(entry);
+      } catch { /* the application's logger failed: nothing to tell */ }
+    });
     this.#listener = listener;
     this.logger?.({
       type: "listen",
@@ -759,6 +936,12 @@ class SmtpServer implements Server {
       if (taker) taker(delivery);
       else this.#inbox.push(delivery);
     });
+  }
+
+  /** Takes a message out of the `for await` inbox, if it is still there. */
+  withdraw(message: IncomingMessage): void {
+    const i = this.#inbox.findIndex((d) => d.message === (message as Message));
+    if (i >= 0) this.#inbox.splice(i, 1)[0].settle(TEMPORARY);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<LoopMessage> {

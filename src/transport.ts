@@ -64,8 +64,13 @@ export interface Connection {
    * must not be used afterwards; the returned connection carries new ones.
    */
   startTls?: (reply: Uint8Array) => Promise<Connection>;
-  /** Closes the connection (both directions). Idempotent. */
-  close(): void;
+  /**
+   * Closes the connection (both directions). Idempotent. Bytes already
+   * written still go out, within a bounded time (a peer that does not read
+   * them cannot keep the socket open); with `abort`, they are dropped and
+   * the socket closes at once.
+   */
+  close(abort?: boolean): void;
 }
 
 /**

@@ -1,0 +1,118 @@
+// A tiny raw SMTP client for tests, over `node:net` (Deno, Bun and Node all
+// provide it). Byte-exact: what `send()` gets goes out unchanged, and
+// `reply()` returns the reply bytes as they came (latin1-decoded, CRLFs kept).
+import * as net from "node:net";
+import { Buffer } from "node:buffer";
+
+/** A connected test client. */
+export interface Client {
+  /** The underlying socket (for its local port, or to destroy it). */
+  readonly socket: net.Socket;
+  /** Writes bytes (a string is sent as latin1: one char, one byte); resolves when flushed. */
+  send(data: string | Uint8Array): Promise<void>;
+  /** Reads one complete reply (every line of a multi-line reply, CRLFs kept). */
+  reply(): Promise<string>;
+  /** Reads `n` complete replies. */
+  replies(n: number): Promise<string[]>;
+  /** Everything received and not yet read by `reply()`. */
+  pending(): string;
+  /** Half-closes: sends FIN after what was written; replies can still come. */
+  end(): void;
+  /** Resolves when the server has closed the connection. */
+  closed(): Promise<void>;
+  /** Closes the connection at once (and resolves once it is closed). */
+  close(): Promise<void>;
+}
+
+/** A complete reply at the start of `buf`: its length, or -1. */
+function replyLength(buf: string): number {
+  let at = 0;
+  for (;;) {
+    const eol = buf.indexOf("\r\n", at);
+    if (eol < 0) return -1;
+    // "250-..." continues; "250 ..." or a bare "250" ends the reply.
+    const last = eol - at === 3 || buf[at + 3] !== "-";
+    at = eol + 2;
+    if (last) return at;
+  }
+}
+
+/** Connects to `port` on 127.0.0.1 and resolves once connected. */
+export function connect(port: number, host = "127.0.0.1"): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host });
+    let buf = "";
+    let ended = false;
+    let error: Error | null = null;
+    let wake: (() => void) | null = null;
+    const notify = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+    };
+    const isClosed = new Promise<void>((r) => socket.once("close", () => r()));
+    socket.on("data", (d: Buffer) => {
+      buf += d.toString("latin1");
+      notify();
+    });
+    socket.on("error", (e) => {
+      error = e;
+      notify();
+    });
+    socket.on("close", () => {
+      ended = true;
+      notify();
+    });
+
+    const reply = async (): Promise<string> => {
+      for (;;) {
+        const n = replyLength(buf);
+        if (n >= 0) {
+          const r = buf.slice(0, n);
+          buf = buf.slice(n);
+          return r;
+        }
+        if (ended || error) {
+          throw new Error(
+            `Connection closed before a complete reply (got ${
+              JSON.stringify(buf)
+            })${error ? `: ${error.message}` : ""}`,
+          );
+        }
+        await new Promise<void>((r) => (wake = r));
+      }
+    };
+
+    const client: Client = {
+      socket,
+      send(data) {
+        const bytes = typeof data === "string"
+          ? Buffer.from(data, "latin1")
+          : data;
+        return new Promise((res, rej) => {
+          socket.write(bytes, (err) => (err ? rej(err) : res()));
+        });
+      },
+      reply,
+      async replies(n) {
+        const out: string[] = [];
+        for (let i = 0; i < n; i++) out.push(await reply());
+        return out;
+      },
+      pending: () => buf,
+      end() {
+        socket.end();
+      },
+      closed: () => isClosed,
+      close() {
+        socket.destroy();
+        return isClosed;
+      },
+    };
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      resolve(client);
+    });
+    socket.once("error", reject);
+  });
+}
