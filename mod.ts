@@ -43,6 +43,7 @@
 import type { ServeOptions, Server } from "./src/server.ts";
 
 export { formatReply, SmtpError } from "./src/errors.ts";
+export { authMechanisms, type AuthOptions, checkAuth } from "./src/auth.ts";
 export {
   createServer,
   type HookResult,

@@ -919,6 +919,15 @@ function serverLogger(log: Log, listen: { runtime?: string }) {
         break;
       case "message":
         break; // the CLI logs the delivered message itself, with its file
+      case "auth":
+        log.info(
+          "auth",
+          `session=${entry.session} auth ${entry.mechanism} user=${entry.username} ${
+            entry.success ? "ok" : "failed"
+          }`,
+          entry,
+        );
+        break;
       default:
         ((x: never) => x)(entry);
     }
@@ -1025,7 +1034,6 @@ async function serveCommand(o: CliOptions): Promise<number> {
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
   const listen: { runtime?: string } = {};
-  const authRequired = loaded.users !== undefined;
 
   const options: ServeOptions = {
     hostname: o.host,
@@ -1044,18 +1052,19 @@ async function serveCommand(o: CliOptions): Promise<number> {
     // The engine enforces these: MAIL (and AUTH) before STARTTLS get 530
     // 5.7.0; with an auth file, MAIL before a successful AUTH gets 530.
     requireTls: o.requireTls,
-    authRequired: authRequired,
     allowInsecureAuth: o.allowInsecureAuth,
-    // TODO(issue 4, TLS/AUTH): serve() cannot check passwords yet, so AUTH
-    // is not offered and, with --auth-file, every MAIL gets 530 (fail
-    // closed). When serve() takes an AUTH verifier, pass the users here, e.g.
-    //   auth: {
-    //     mechanisms: ["PLAIN", "LOGIN"],
-    //     verify: ({ username, password }) =>
-    //       checkCredentials(loaded.users!, username, password ?? ""),
-    //   },
-    // (CRAM-MD5 needs the plaintext password, which the file never holds),
-    // and remove the startup warning below.
+    // The auth file holds scrypt hashes, never passwords, so CRAM-MD5
+    // (which needs the plaintext password) is not offered.
+    ...(loaded.users !== undefined
+      ? {
+        auth: {
+          required: true,
+          mechanisms: ["PLAIN", "LOGIN"],
+          verify: ({ username, password }) =>
+            checkCredentials(loaded.users!, username, password ?? ""),
+        },
+      }
+      : {}),
     logger: serverLogger(log, listen),
     async onMessage(message: Message) {
       try {
@@ -1163,14 +1172,6 @@ async function serveCommand(o: CliOptions): Promise<number> {
       maildir: maildirPath,
     },
   );
-  if (authRequired) {
-    // TODO(issue 4): remove once AUTH is passed to serve() (see above).
-    log.warn(
-      "warning",
-      "--auth-file: this build of the server does not offer AUTH yet, so MAIL is refused with 530 until it does",
-    );
-  }
-
   const why = await Promise.race([
     stopSignal,
     server.finished.then(() => "listener closed"),

@@ -11,7 +11,9 @@
 
 import type { MailParams, RcptParams } from "./engine.ts";
 import { SmtpEngine, type SmtpEvent } from "./engine.ts";
+import { authMechanisms, type AuthOptions, checkAuth } from "./auth.ts";
 import { SmtpError } from "./errors.ts";
+import type { AuthCredentials } from "./sasl.ts";
 import { IncomingMessage, type Message } from "./message.ts";
 import { type EngineOptions, limitOption } from "./options.ts";
 import type { Logger, Session } from "./session.ts";
@@ -50,8 +52,11 @@ export type HookResult = void | Promise<void>;
  * });
  * ```
  */
-export interface ServeOptions
-  extends Omit<EngineOptions, "startTls" | "secure" | "traceCommands"> {
+export interface ServeOptions extends
+  Omit<
+    EngineOptions,
+    "startTls" | "secure" | "traceCommands" | "authMechanisms" | "authRequired"
+  > {
   /** Interface to listen on. Default `"127.0.0.1"` (pass `"0.0.0.0"` or `"::"` to accept from the network). */
   hostname?: string;
   /** Port to listen on; 0 picks a free port (see `server.addr`). Default 2525. */
@@ -76,6 +81,12 @@ export interface ServeOptions
   logger?: Logger;
   /** A client connected (before the greeting). Throw to refuse it (its reply, then close). */
   onConnect?: (session: Session) => HookResult;
+  /**
+   * SMTP AUTH: how credentials are checked, which mechanisms are offered,
+   * and whether MAIL needs AUTH first. AUTH is offered only over TLS unless
+   * `allowInsecureAuth` is set.
+   */
+  auth?: AuthOptions;
   /** The client sent EHLO/HELO. */
   onHelo?: (hostname: string, session: Session) => HookResult;
   /** MAIL FROM: `address` is `""` for the null reverse-path. */
@@ -229,6 +240,17 @@ const TEMPORARY = new SmtpError(
 );
 const SHUTDOWN = new SmtpError(421, "4.3.2", "Service shutting down");
 const HOOK_TIMEOUT = Symbol("timeout");
+const AUTH_INVALID = new SmtpError(
+  535,
+  "5.7.8",
+  "Authentication credentials invalid",
+);
+const AUTH_TEMPORARY = new SmtpError(
+  454,
+  "4.7.0",
+  "Temporary authentication failure",
+);
+const EMPTY = new Uint8Array(0);
 const FORCED = Symbol("forced");
 /** How long a forced close (after closeTimeout) waits for the 421 to go out. */
 const FORCED_FLUSH_MS = 500;
@@ -297,12 +319,13 @@ class ConnectionDriver {
   #ended = false;
   #wasForced = false;
   /**
-   * Settles when close() gives up on this connection (closeTimeout): every
-   * wait of the loop (hooks, body backpressure) races it, so that a hook
-   * that never settles cannot keep `close()` from resolving.
+   * Wakes the wait in progress (a hook, or body backpressure) when close()
+   * gives up on this connection (closeTimeout), so that a hook that never
+   * settles cannot keep `close()` from resolving. One promise per wait
+   * (see #forcedWait): racing one long-lived promise would pile up a
+   * reaction per wait for the life of the connection.
    */
-  #forced: Promise<typeof FORCED>;
-  #force!: () => void;
+  #interrupt: (() => void) | null = null;
 
   constructor(server: SmtpServer, conn: Connection) {
     this.#server = server;
@@ -319,9 +342,6 @@ class ConnectionDriver {
     );
     this.#reader = conn.readable.getReader();
     this.#writer = conn.writable.getWriter();
-    this.#forced = new Promise((resolve) => {
-      this.#force = () => resolve(FORCED);
-    });
     this.done = this.#run();
   }
 
@@ -336,7 +356,7 @@ class ConnectionDriver {
         // that stopped reading. The engine is closed, so their answers
         // no longer matter.
         this.#abortMessage(SHUTDOWN);
-        this.#force();
+        this.#interrupt?.();
       }
       void this.#flushAndClose(force);
     }
@@ -451,12 +471,7 @@ class ConnectionDriver {
             await this.#startTls();
             break;
           case "auth":
-            // No credential check is wired into the driver yet (the
-            // `auth.verify` hook of the design): never accept unverified
-            // credentials.
-            engine.reject(
-              new SmtpError(535, "5.7.8", "Authentication credentials invalid"),
-            );
+            await this.#authenticate(ev.credentials);
             break;
           case "command":
             log?.({ type: "command", session: s.id, line: redact(ev.line) });
@@ -587,6 +602,44 @@ class ConnectionDriver {
       onAccept?.();
       this.#engine.accept();
     } else this.#engine.reject(error);
+    // The client's idle time starts when it has our answer, not when it
+    // sent the command (a slow hook must not eat the client's timeout).
+    if (hook !== undefined) this.#engine.receive(EMPTY, Date.now());
+  }
+
+  /** AUTH: the "auth attempt → yes or no" event, answered by auth.verify. */
+  async #authenticate(credentials: AuthCredentials): Promise<void> {
+    const auth = this.#server.hooks.auth!;
+    const s = this.session;
+    const check = (async (): Promise<SmtpError | null> => {
+      try {
+        return (await checkAuth(auth, credentials, s)) ? null : AUTH_INVALID;
+      } catch (err) {
+        const smtp = toSmtpError(err);
+        if (smtp !== null) return smtp;
+        this.#server.logger?.({
+          type: "error",
+          session: s.id,
+          message: "auth hook failed",
+          error: err,
+        });
+        return AUTH_TEMPORARY;
+      }
+    })();
+    let error = await this.#withTimeout(check);
+    if (error === TEMPORARY) error = AUTH_TEMPORARY;
+    this.#server.logger?.({
+      type: "auth",
+      session: s.id,
+      mechanism: credentials.mechanism,
+      username: credentials.username,
+      success: error === null,
+    });
+    if (error === null) {
+      s.user = credentials.username;
+      this.#engine.accept();
+    } else this.#engine.reject(error);
+    this.#engine.receive(EMPTY, Date.now());
   }
 
   /** Runs a hook; resolves to null (accepted) or the reply to send. */
@@ -612,7 +665,7 @@ class ConnectionDriver {
   async #withTimeout(p: Promise<SmtpError | null>): Promise<SmtpError | null> {
     const ms = this.#server.options.hookTimeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const waits: Promise<SmtpError | null | symbol>[] = [p, this.#forced];
+    const waits: Promise<SmtpError | null | symbol>[] = [p, this.#forcedWait()];
     if (ms !== Infinity) {
       waits.push(
         new Promise<typeof HOOK_TIMEOUT>((resolve) => {
@@ -635,7 +688,16 @@ class ConnectionDriver {
       return r as SmtpError | null;
     } finally {
       clearTimeout(timer);
+      this.#interrupt = null;
     }
+  }
+
+  /** Settles with FORCED if close() gives up on this connection during the current wait. */
+  #forcedWait(): Promise<typeof FORCED> {
+    if (this.#wasForced) return Promise.resolve(FORCED);
+    return new Promise((resolve) => {
+      this.#interrupt = () => resolve(FORCED);
+    });
   }
 
   /**
@@ -649,7 +711,7 @@ class ConnectionDriver {
   async #backpressure(wait: Promise<void>): Promise<void> {
     const ms = this.#server.options.hookTimeout;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const waits: Promise<void | symbol>[] = [wait, this.#forced];
+    const waits: Promise<void | symbol>[] = [wait, this.#forcedWait()];
     if (ms !== Infinity) {
       waits.push(
         new Promise<typeof HOOK_TIMEOUT>((resolve) => {
@@ -661,6 +723,7 @@ class ConnectionDriver {
       if ((await Promise.race(waits)) !== HOOK_TIMEOUT) return;
     } finally {
       clearTimeout(timer);
+      this.#interrupt = null;
     }
     this.#server.logger?.({
       type: "error",
@@ -829,9 +892,14 @@ class SmtpServer implements Server {
       onRcptTo: _or,
       onMessage: _omsg,
       onClose: _ocl,
+      auth,
       ...engineOptions
     } = options;
-    this.engineOptions = engineOptions;
+    this.engineOptions = {
+      ...engineOptions,
+      authMechanisms: authMechanisms(auth),
+      authRequired: auth?.required ?? false,
+    };
     this.hooks = options;
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
@@ -1012,7 +1080,8 @@ export async function createServer(
 ): Promise<Server> {
   // Validate everything before anything listens.
   const resolved = resolveServeOptions(options);
-  new SmtpEngine(options); // throws TypeError on a bad engine option
+  // Throw a TypeError on a bad engine or auth option.
+  new SmtpEngine({ ...options, authMechanisms: authMechanisms(options.auth) });
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,

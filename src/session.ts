@@ -70,6 +70,13 @@ export type LogEntry =
     to: readonly string[];
     size: number;
   }
+  | {
+    type: "auth";
+    session: string;
+    mechanism: string;
+    username: string;
+    success: boolean;
+  }
   | { type: "error"; session?: string; message: string; error: unknown }
   | { type: "close"; session: string; reason: string; messages: number };
 

@@ -986,6 +986,17 @@ describe("cli: the program", () => {
       await c.cmd("EHLO client.test");
       // Without AUTH, no mail (530 until authenticated).
       assert.match(await c.cmd("MAIL FROM:<a@b.test>"), /^530 5\.7\.0 /);
+      const plain = (u: string, p: string) =>
+        btoa(String.fromCharCode(...new TextEncoder().encode(`\0${u}\0${p}`)));
+      assert.match(
+        await c.cmd(`AUTH PLAIN ${plain("alice", "wrong")}`),
+        /^535 5\.7\.8 /,
+      );
+      assert.match(
+        await c.cmd(`AUTH PLAIN ${plain("alice", "s3cret pass")}`),
+        /^235 2\.7\.0 /,
+      );
+      assert.match(await c.cmd("MAIL FROM:<a@b.test>"), /^250 /);
       c.close();
     } finally {
       await stopCli(cli);

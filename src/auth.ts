@@ -1,0 +1,171 @@
+/**
+ * The application's side of SMTP AUTH: which mechanisms to offer, and how
+ * credentials are checked (the "auth attempt → yes or no" event).
+ *
+ * @module
+ */
+
+import { createHmac, timingSafeEqual } from "node:crypto";
+import {
+  AUTH_MECHANISMS,
+  type AuthCredentials,
+  type AuthMechanism,
+} from "./sasl.ts";
+import type { Session } from "./session.ts";
+
+/**
+ * AUTH settings of {@link serve}. AUTH is offered only over TLS unless
+ * `allowInsecureAuth` is set.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ *
+ * await serve({
+ *   port: 0,
+ *   auth: {
+ *     required: true,
+ *     verify: ({ username, password }) => username === "alice" && password === "s3cret",
+ *   },
+ *   allowInsecureAuth: true, // for a local test only
+ * });
+ * ```
+ */
+export interface AuthOptions {
+  /**
+   * Checks credentials: `true` accepts, `false` answers 535 5.7.8; a thrown
+   * `SmtpError` is sent as is, any other error answers 454 4.7.0. Gets the
+   * password (PLAIN, LOGIN), the token (XOAUTH2), or the CRAM-MD5 challenge
+   * and digest when there is no `lookupPassword`.
+   */
+  verify?: (
+    credentials: AuthCredentials,
+    session: Session,
+  ) => boolean | Promise<boolean>;
+  /**
+   * Returns a user's password in clear (or `null` for no such user). Needed
+   * for CRAM-MD5, which is offered only with it; without `verify`, PLAIN and
+   * LOGIN passwords are compared with it too.
+   */
+  lookupPassword?: (
+    username: string,
+    session: Session,
+  ) => string | null | undefined | Promise<string | null | undefined>;
+  /**
+   * Mechanisms to offer. Default: PLAIN and LOGIN, plus CRAM-MD5 when
+   * `lookupPassword` is given. XOAUTH2 is offered only when listed.
+   */
+  mechanisms?: AuthMechanism[];
+  /** MAIL without a successful AUTH gets 530 5.7.0. Default `false`. */
+  required?: boolean;
+}
+
+/**
+ * Validates {@link AuthOptions} and returns the mechanisms to offer.
+ *
+ * @example
+ * ```ts
+ * import { authMechanisms } from "@smtpd/smtpd";
+ *
+ * authMechanisms({ verify: () => true }); // ["PLAIN", "LOGIN"]
+ * ```
+ */
+export function authMechanisms(auth: AuthOptions | undefined): AuthMechanism[] {
+  if (auth === undefined) return [];
+  if (typeof auth !== "object" || auth === null) {
+    throw new TypeError("Cannot use option auth: value is not an object");
+  }
+  for (const hook of ["verify", "lookupPassword"] as const) {
+    if (auth[hook] !== undefined && typeof auth[hook] !== "function") {
+      throw new TypeError(
+        `Cannot use option auth.${hook}: value is not a function`,
+      );
+    }
+  }
+  if (!auth.verify && !auth.lookupPassword) {
+    throw new TypeError(
+      "Cannot use option auth: it needs verify or lookupPassword",
+    );
+  }
+  if (auth.required !== undefined && typeof auth.required !== "boolean") {
+    throw new TypeError(
+      "Cannot use option auth.required: value is not a boolean",
+    );
+  }
+  const wanted = auth.mechanisms ??
+    (auth.lookupPassword ? ["PLAIN", "LOGIN", "CRAM-MD5"] : ["PLAIN", "LOGIN"]);
+  if (!Array.isArray(wanted) || wanted.length === 0) {
+    throw new TypeError(
+      "Cannot use option auth.mechanisms: value is not a non-empty array",
+    );
+  }
+  const out: AuthMechanism[] = [];
+  for (const m of wanted) {
+    const name = String(m).toUpperCase() as AuthMechanism;
+    if (!AUTH_MECHANISMS.includes(name)) {
+      throw new TypeError(
+        `Cannot use option auth.mechanisms: unknown mechanism ${String(m)}`,
+      );
+    }
+    if (name === "CRAM-MD5" && !auth.lookupPassword) {
+      throw new TypeError(
+        "Cannot use option auth.mechanisms: CRAM-MD5 needs auth.lookupPassword",
+      );
+    }
+    if (name === "XOAUTH2" && !auth.verify) {
+      throw new TypeError(
+        "Cannot use option auth.mechanisms: XOAUTH2 needs auth.verify",
+      );
+    }
+    if (!out.includes(name)) out.push(name);
+  }
+  return out;
+}
+
+function sameText(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  // Compare in constant time for the length of the expected value.
+  if (x.length !== y.length) {
+    timingSafeEqual(y, y);
+    return false;
+  }
+  return timingSafeEqual(x, y);
+}
+
+/**
+ * Checks credentials with the application's hooks: CRAM-MD5 against the
+ * looked-up password (HMAC-MD5 of the challenge, RFC 2195), the others with
+ * `verify` (or against the looked-up password when there is no `verify`).
+ *
+ * @example
+ * ```ts
+ * import { checkAuth, type Session } from "@smtpd/smtpd";
+ *
+ * declare const session: Session;
+ * const ok = await checkAuth(
+ *   { lookupPassword: () => "s3cret" },
+ *   { mechanism: "PLAIN", username: "alice", password: "s3cret" },
+ *   session,
+ * ); // true
+ * ```
+ */
+export async function checkAuth(
+  auth: AuthOptions,
+  credentials: AuthCredentials,
+  session: Session,
+): Promise<boolean> {
+  const { mechanism, username } = credentials;
+  if (mechanism === "CRAM-MD5" && auth.lookupPassword) {
+    const password = await auth.lookupPassword(username, session);
+    const expected = createHmac("md5", password ?? "")
+      .update(credentials.challenge ?? "").digest("hex");
+    return sameText(credentials.response ?? "", expected) &&
+      typeof password === "string";
+  }
+  if (auth.verify) return (await auth.verify(credentials, session)) === true;
+  if (credentials.password === undefined) return false;
+  const password = await auth.lookupPassword!(username, session);
+  return sameText(credentials.password, password ?? "") &&
+    typeof password === "string";
+}
