@@ -1,7 +1,15 @@
 /**
  * Node shim: `node:net` (and `node:tls` for STARTTLS and implicit TLS)
- * adapted to the driver's {@link Listener}. Also used by the Deno shim when
- * STARTTLS is configured, since Deno has no server-side TLS upgrade.
+ * adapted to the driver's {@link Listener}. Also used by the Deno shim
+ * whenever a certificate is configured (Deno has no server-side TLS
+ * upgrade, and its `Deno.listenTls` lacks what `node:tls` has), and by the
+ * Bun shim for certificates per server name (SNI).
+ *
+ * STARTTLS wraps the plaintext socket in `new tls.TLSSocket(socket,
+ * { isServer: true })` with the listener's current secure context (one
+ * context per certificate, made once, replaced by `setTls()`); implicit
+ * TLS is `tls.createServer`, whose context `setTls()` replaces with
+ * `server.setSecureContext()`.
  *
  * @example
  * ```ts
@@ -13,15 +21,20 @@
  * @module
  */
 
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
-import type {
-  Connection,
-  Listener,
-  ListenOptions,
-  TlsInfo,
-  TlsOptions,
+import {
+  checkTlsOptions,
+  type Connection,
+  HANDSHAKE_TIMEOUT_MS,
+  type Listener,
+  type ListenOptions,
+  matchServerName,
+  type TlsCertificate,
+  type TlsInfo,
+  type TlsOptions,
 } from "../src/transport.ts";
 
 export * from "../mod.ts";
@@ -30,13 +43,121 @@ const HIGH_WATER_MARK = 64 * 1024;
 /** How long a closed socket may take to deliver its last bytes. */
 const CLOSE_GRACE_MS = 5000;
 
-function secureContext(o: TlsOptions): tls.SecureContext {
-  return tls.createSecureContext({
-    key: o.key,
-    cert: o.cert,
-    ca: o.ca,
-    minVersion: o.minVersion ?? "TLSv1.2",
-  });
+function checkKeyPair(c: TlsCertificate, what: string): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(c.cert);
+  } catch (err) {
+    throw new TypeError(
+      `Cannot use option ${what}.cert: ${(err as Error).message}`,
+    );
+  }
+  let matches: boolean;
+  try {
+    matches = cert.checkPrivateKey(createPrivateKey(c.key));
+  } catch (err) {
+    throw new TypeError(
+      `Cannot use option ${what}.key: ${(err as Error).message}`,
+    );
+  }
+  if (!matches) {
+    throw new TypeError(
+      `Cannot use option ${what}.key: it does not match the certificate`,
+    );
+  }
+}
+
+/**
+ * Validates {@link TlsOptions} down to the PEM: each key must parse and
+ * match its certificate. Throws a `TypeError` naming the bad option (some
+ * runtimes' TLS libraries accept anything when the context is made and
+ * fail every handshake later).
+ *
+ * @example
+ * ```ts
+ * import { loadTlsOptions } from "@smtpd/smtpd/node";
+ *
+ * declare const key: string, cert: string;
+ * const tls = loadTlsOptions({ key, cert, minVersion: "TLSv1.3" });
+ * ```
+ */
+export function loadTlsOptions(options: unknown): TlsOptions {
+  const o = checkTlsOptions(options);
+  checkKeyPair(o, "tls");
+  for (const [name, c] of Object.entries(o.sni ?? {})) {
+    checkKeyPair(c, `tls.sni[${JSON.stringify(name)}]`);
+  }
+  return o;
+}
+
+/**
+ * The listener's TLS configuration as `node:tls` wants it, replaceable
+ * while the listener runs: STARTTLS upgrades take `context` (and the SNI
+ * callback) at the moment they start.
+ *
+ * @example
+ * ```ts
+ * import { TlsConfig } from "@smtpd/smtpd/node";
+ *
+ * declare const key: string, cert: string;
+ * const config = new TlsConfig({ key, cert });
+ * console.log(config.options.minVersion); // "TLSv1.2"
+ * ```
+ */
+export class TlsConfig {
+  #context!: tls.SecureContext;
+  #sni = new Map<string, tls.SecureContext>();
+  #options!: tls.SecureContextOptions;
+
+  /** Validates `options` and builds the secure contexts (throws on bad PEM). */
+  constructor(options: TlsOptions) {
+    this.set(options);
+  }
+
+  /** Replaces everything; on any error nothing changes. */
+  set(options: TlsOptions): void {
+    const o = loadTlsOptions(options);
+    const base: tls.SecureContextOptions = {
+      key: o.key,
+      cert: o.cert,
+      ca: o.ca,
+      minVersion: o.minVersion ?? "TLSv1.2",
+    };
+    const context = tls.createSecureContext(base);
+    const sni = new Map<string, tls.SecureContext>();
+    for (const [name, c] of Object.entries(o.sni ?? {})) {
+      sni.set(name, tls.createSecureContext({ ...base, ...c }));
+    }
+    this.#options = base;
+    this.#context = context;
+    this.#sni = sni;
+  }
+
+  /** The default context (no SNI, or a name without its own certificate). */
+  get context(): tls.SecureContext {
+    return this.#context;
+  }
+
+  /** The options behind {@link TlsConfig.context} (for `tls.Server#setSecureContext`). */
+  get options(): tls.SecureContextOptions {
+    return this.#options;
+  }
+
+  /**
+   * `SNICallback` for `node:tls`: the context for the name the client
+   * asked for; `null` lets the default context answer.
+   */
+  readonly sniCallback = (
+    name: string,
+    cb: (err: Error | null, ctx?: tls.SecureContext) => void,
+  ): void => {
+    const ctx = matchServerName(this.#sni, name);
+    // Node documents (err, ctx); a missing ctx keeps the default one.
+    (cb as (err: null, ctx: tls.SecureContext | null) => void)(
+      null,
+      ctx ?? null,
+    );
+  };
 }
 
 function tlsInfo(sock: tls.TLSSocket): TlsInfo {
@@ -49,11 +170,26 @@ function tlsInfo(sock: tls.TLSSocket): TlsInfo {
   };
 }
 
-/** Adapts a connected `net.Socket` (or `tls.TLSSocket`) to a {@link Connection}. */
+/**
+ * Adapts a connected `net.Socket` (or `tls.TLSSocket`) to a
+ * {@link Connection}. With `starttls` (a plaintext socket of a listener
+ * that has a certificate) the connection gets `startTls()`.
+ *
+ * @example
+ * ```ts
+ * import * as net from "node:net";
+ * import { wrapSocket } from "@smtpd/smtpd/node";
+ *
+ * net.createServer((sock) => {
+ *   const conn = wrapSocket(sock, null);
+ *   conn.close();
+ * });
+ * ```
+ */
 export function wrapSocket(
   sock: net.Socket,
   info: TlsInfo | null,
-  tlsOptions: TlsOptions | undefined,
+  starttls?: { config: TlsConfig; handshakeTimeout: number },
 ): Connection {
   sock.setNoDelay(true);
   let closing = false;
@@ -126,30 +262,56 @@ export function wrapSocket(
       sock.once("close", () => clearTimeout(timer));
     },
   };
-  if (tlsOptions && info === null) {
+  if (starttls && info === null) {
     conn.startTls = (reply) =>
       new Promise<Connection>((resolve, reject) => {
-        // Stop reading plaintext before the 220 goes out (RFC 3207 §4.2).
+        // RFC 3207 §4.2: stop reading plaintext before the 220 goes out,
+        // and drop what the client sent before it saw the 220 (command
+        // injection, CVE-2011-0411). What arrives after the 220 is the
+        // handshake: the TLS socket takes it from the socket's buffer.
         if (onData) sock.off("data", onData);
         sock.pause();
         sock.removeAllListeners("end");
         sock.removeAllListeners("close");
-        sock.write(reply, () => {
-          // Plaintext sent after STARTTLS and before the handshake is dropped.
-          while (sock.read() !== null) { /* discard */ }
-          const secure = new tls.TLSSocket(sock, {
-            isServer: true,
-            secureContext: secureContext(tlsOptions),
-          });
-          secure.once("secure", () => {
-            secure.off("error", reject);
-            resolve(wrapSocket(secure, tlsInfo(secure), undefined));
-          });
-          secure.once("error", (err) => {
-            secure.destroy();
-            reject(err);
-          });
+        while (sock.read() !== null) { /* discard */ }
+        sock.write(reply);
+        const { config, handshakeTimeout } = starttls;
+        const secure = new tls.TLSSocket(sock, {
+          isServer: true,
+          secureContext: config.context,
+          SNICallback: config.sniCallback,
         });
+        let settled = false;
+        const fail = (err: Error) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          secure.destroy();
+          sock.destroy();
+          reject(err);
+        };
+        // A client that never completes the handshake (or leaves in the
+        // middle of it) must not hold the connection for ever.
+        const timer = setTimeout(
+          () => fail(new Error("TLS handshake timed out")),
+          handshakeTimeout,
+        );
+        secure.once("secure", () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          secure.off("error", fail);
+          secure.off("end", onClose);
+          secure.off("close", onClose);
+          resolve(wrapSocket(secure, tlsInfo(secure)));
+        });
+        // The client left: with allowHalfOpen (inherited from the
+        // listener) its FIN gives "end" and no "close".
+        const onClose = () =>
+          fail(new Error("Connection closed during the TLS handshake"));
+        secure.once("error", fail);
+        secure.once("end", onClose);
+        secure.once("close", onClose);
       });
   }
   return conn;
@@ -174,6 +336,13 @@ function stripMapped(ip: string): string {
  * ```
  */
 export function listen(options: ListenOptions): Promise<Listener> {
+  let config: TlsConfig | null;
+  try {
+    config = options.tls ? new TlsConfig(options.tls) : null;
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  const handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
   const pending: Connection[] = [];
   let waiter: ((c: Connection | null) => void) | null = null;
   let closed = false;
@@ -188,24 +357,30 @@ export function listen(options: ListenOptions): Promise<Listener> {
   // allowHalfOpen: a client's FIN ends its input only, so the replies to
   // what it sent before (QUIT included) still go out. Without it Node ended
   // the socket on the FIN and every later reply was lost.
-  const server = options.implicitTls && options.tls
+  const tlsServer = options.implicitTls && config
     ? tls.createServer(
       {
         allowHalfOpen: true,
-        key: options.tls.key,
-        cert: options.tls.cert,
-        ca: options.tls.ca,
-        minVersion: options.tls.minVersion ?? "TLSv1.2",
+        ...config.options,
+        SNICallback: config.sniCallback,
+        handshakeTimeout,
       },
-      (s) => push(wrapSocket(s, tlsInfo(s), undefined)),
+      (s) => push(wrapSocket(s, tlsInfo(s))),
     )
-    : net.createServer(
-      { allowHalfOpen: true },
-      (s) => push(wrapSocket(s, null, options.tls)),
-    );
+    : null;
+  const server = tlsServer ?? net.createServer(
+    { allowHalfOpen: true },
+    (s) =>
+      push(
+        wrapSocket(s, null, config ? { config, handshakeTimeout } : undefined),
+      ),
+  );
   server.on(
     "tlsClientError",
-    () => {/* failed handshake: nothing to deliver */},
+    (_err: Error, s: tls.TLSSocket | undefined) => {
+      // A failed (or timed out) handshake: nothing reached the engine.
+      s?.destroy();
+    },
   );
   return new Promise((resolve, reject) => {
     server.once("error", reject);
@@ -213,7 +388,7 @@ export function listen(options: ListenOptions): Promise<Listener> {
       server.off("error", reject);
       server.on("error", () => {});
       const a = server.address() as net.AddressInfo;
-      resolve({
+      const listener: Listener = {
         addr: { hostname: a.address, port: a.port },
         close() {
           if (closed) return;
@@ -231,7 +406,14 @@ export function listen(options: ListenOptions): Promise<Listener> {
             yield c;
           }
         },
-      });
+      };
+      if (config) {
+        listener.setTls = (tlsOptions) => {
+          config.set(tlsOptions);
+          tlsServer?.setSecureContext(config.options);
+        };
+      }
+      resolve(listener);
     });
   });
 }

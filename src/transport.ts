@@ -62,6 +62,9 @@ export interface Connection {
    * `reply` (the 220), discards any plaintext that arrived after the
    * STARTTLS line, and runs the handshake. The old `readable`/`writable`
    * must not be used afterwards; the returned connection carries new ones.
+   * Rejects, with the connection closed, when the handshake fails, does
+   * not complete within the listener's `handshakeTimeout`, the client
+   * leaves, or `close()` is called on this connection meanwhile.
    */
   startTls?: (reply: Uint8Array) => Promise<Connection>;
   /**
@@ -90,18 +93,61 @@ export interface Listener extends AsyncIterable<Connection> {
   readonly addr: NetAddress;
   /** Stops accepting; open connections are not touched. */
   close(): void;
+  /**
+   * Replaces the TLS options (certificate, key, CA, minimum version, SNI
+   * certificates) for every handshake from now on: new implicit-TLS
+   * connections and STARTTLS upgrades. Sessions already encrypted keep
+   * theirs. Validates first: on a bad option it throws a `TypeError` (or
+   * the TLS library's error for unusable PEM) and keeps the old ones.
+   * Present only on a listener opened with `tls`.
+   */
+  setTls?(tls: TlsOptions): void;
 }
 
-/** PEM material for TLS. */
-export interface TlsOptions {
+/** A certificate and its key, in PEM. */
+export interface TlsCertificate {
   /** PEM private key. */
   key: string;
-  /** PEM certificate chain. */
+  /** PEM certificate chain (the server's certificate first). */
   cert: string;
-  /** PEM CA certificates (to verify client certificates), optional. */
+}
+
+/**
+ * PEM material for TLS.
+ *
+ * @example
+ * ```ts
+ * import type { TlsOptions } from "@smtpd/smtpd";
+ *
+ * declare function readPem(path: string): string;
+ * const tls: TlsOptions = {
+ *   key: readPem("/etc/ssl/private/mx.key"),
+ *   cert: readPem("/etc/ssl/certs/mx.pem"),
+ *   minVersion: "TLSv1.2",
+ *   sni: {
+ *     "mx.example.net": {
+ *       key: readPem("/etc/ssl/private/net.key"),
+ *       cert: readPem("/etc/ssl/certs/net.pem"),
+ *     },
+ *   },
+ * };
+ * ```
+ */
+export interface TlsOptions extends TlsCertificate {
+  /**
+   * PEM CA certificates, optional: the TLS library's trusted CAs. The
+   * server does not ask clients for certificates (no mutual TLS).
+   */
   ca?: string;
   /** Lowest TLS version accepted. Default `"TLSv1.2"`. */
   minVersion?: "TLSv1.2" | "TLSv1.3";
+  /**
+   * Certificates per server name (SNI): a client asking for one of these
+   * names gets its certificate, any other client gets `key`/`cert`. A name
+   * may start with `*.` to match one more label (`*.example.org` matches
+   * `mx.example.org`). Matching ignores case.
+   */
+  sni?: Record<string, TlsCertificate>;
 }
 
 /** What a runtime shim's `listen` is asked for. */
@@ -114,6 +160,116 @@ export interface ListenOptions {
   tls?: TlsOptions;
   /** TLS from the first byte (RFC 8314, port 465 style). */
   implicitTls?: boolean;
+  /**
+   * Milliseconds a client may take to complete a TLS handshake (implicit
+   * TLS or after STARTTLS) before the connection is closed. Default 30000.
+   */
+  handshakeTimeout?: number;
+}
+
+/** Default of {@link ListenOptions.handshakeTimeout}. */
+export const HANDSHAKE_TIMEOUT_MS = 30000;
+
+const PEM = /-----BEGIN [A-Z0-9 ]+-----/;
+
+function checkPem(value: unknown, what: string, label: string): string {
+  if (typeof value !== "string") {
+    throw new TypeError(`Cannot use option ${what}: value is not a string`);
+  }
+  if (!PEM.test(value)) {
+    throw new TypeError(`Cannot use option ${what}: value is not PEM ${label}`);
+  }
+  return value;
+}
+
+/**
+ * Validates {@link TlsOptions} (types and PEM framing; whether the PEM
+ * parses is for the TLS library to say) and returns a copy holding only
+ * the known fields. Throws a `TypeError` naming the bad option.
+ *
+ * @example
+ * ```ts
+ * import { checkTlsOptions } from "@smtpd/smtpd";
+ *
+ * try {
+ *   checkTlsOptions({ key: "", cert: "" });
+ * } catch (err) {
+ *   console.log((err as TypeError).message); // Cannot use option tls.key: value is not PEM text
+ * }
+ * ```
+ */
+export function checkTlsOptions(tls: unknown, what = "tls"): TlsOptions {
+  if (typeof tls !== "object" || tls === null) {
+    throw new TypeError(`Cannot use option ${what}: value is not an object`);
+  }
+  const o = tls as Record<string, unknown>;
+  const out: TlsOptions = {
+    key: checkPem(o.key, `${what}.key`, "text"),
+    cert: checkPem(o.cert, `${what}.cert`, "text"),
+  };
+  if (o.ca !== undefined) out.ca = checkPem(o.ca, `${what}.ca`, "text");
+  if (o.minVersion !== undefined) {
+    if (o.minVersion !== "TLSv1.2" && o.minVersion !== "TLSv1.3") {
+      throw new TypeError(
+        `Cannot use option ${what}.minVersion: value is not "TLSv1.2" or "TLSv1.3"`,
+      );
+    }
+    out.minVersion = o.minVersion;
+  }
+  if (o.sni !== undefined) {
+    if (typeof o.sni !== "object" || o.sni === null || Array.isArray(o.sni)) {
+      throw new TypeError(
+        `Cannot use option ${what}.sni: value is not an object`,
+      );
+    }
+    const sni: Record<string, TlsCertificate> = {};
+    for (const [name, entry] of Object.entries(o.sni)) {
+      if (!/^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(name)) {
+        throw new TypeError(
+          `Cannot use option ${what}.sni: ${
+            JSON.stringify(name)
+          } is not a host name`,
+        );
+      }
+      const w = `${what}.sni[${JSON.stringify(name)}]`;
+      if (typeof entry !== "object" || entry === null) {
+        throw new TypeError(`Cannot use option ${w}: value is not an object`);
+      }
+      const e = entry as Record<string, unknown>;
+      sni[name.toLowerCase()] = {
+        key: checkPem(e.key, `${w}.key`, "text"),
+        cert: checkPem(e.cert, `${w}.cert`, "text"),
+      };
+    }
+    out.sni = sni;
+  }
+  return out;
+}
+
+/**
+ * Finds the entry for a server name in a table keyed by lower-case names
+ * and `*.` wildcards (as in {@link TlsOptions.sni}): the exact name first,
+ * then the wildcard one label up. `undefined` when nothing matches.
+ *
+ * @example
+ * ```ts
+ * import { matchServerName } from "@smtpd/smtpd";
+ *
+ * const table = new Map([["*.example.org", 1], ["example.org", 2]]);
+ * matchServerName(table, "MX.example.org"); // 1
+ * matchServerName(table, "a.b.example.org"); // undefined
+ * ```
+ */
+export function matchServerName<T>(
+  table: ReadonlyMap<string, T>,
+  name: string | null | undefined,
+): T | undefined {
+  if (!name) return undefined;
+  const n = name.toLowerCase().replace(/\.$/, "");
+  const exact = table.get(n);
+  if (exact !== undefined) return exact;
+  const dot = n.indexOf(".");
+  return dot > 0 ? table.get(`*${n.slice(dot)}`) : undefined;
 }
 
 /** A runtime shim: opens a {@link Listener}. */
