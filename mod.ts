@@ -53,14 +53,18 @@ export {
 } from "./src/server.ts";
 export type { Message } from "./src/message.ts";
 export type { LogEntry, Logger, Session } from "./src/session.ts";
-export type {
-  Connection,
-  Listener,
-  ListenFn,
-  ListenOptions,
-  NetAddress,
-  TlsInfo,
-  TlsOptions,
+export {
+  checkTlsOptions,
+  type Connection,
+  HANDSHAKE_TIMEOUT_MS,
+  type Listener,
+  type ListenFn,
+  type ListenOptions,
+  matchServerName,
+  type NetAddress,
+  type TlsCertificate,
+  type TlsInfo,
+  type TlsOptions,
 } from "./src/transport.ts";
 export {
   type CloseReason,
