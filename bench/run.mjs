@@ -946,7 +946,11 @@ async function main() {
     ...body,
     "",
   ].join("\n");
-  writeFileSync(join(root, "bench", "RESULTS.md"), md);
+  const resultsPath = join(root, "bench", "RESULTS.md");
+  // A quick run does not replace the last full run: that one is kept below
+  // it, under its own heading, until the next full run.
+  const kept = FULL ? null : lastFullRun(resultsPath);
+  writeFileSync(resultsPath, kept === null ? md : md + "\n" + kept);
   // `npm test` runs `deno fmt --check`, which covers bench/.
   if (RUNTIMES.deno.ok) {
     spawnSync(deno, ["fmt", "bench/RESULTS.md"], {
@@ -955,6 +959,29 @@ async function main() {
     });
   }
   log("wrote bench/RESULTS.md");
+}
+
+const LAST_FULL = "## Last full run";
+
+/**
+ * The full run recorded in RESULTS.md, as a section to append after a
+ * quick run's tables: the file itself when it holds a full run, or the
+ * full run a quick run kept in it before. `null` when there is none.
+ */
+function lastFullRun(path) {
+  let old;
+  try {
+    old = readFileSync(path, "utf8");
+  } catch {
+    return null;
+  }
+  const at = old.indexOf(`\n${LAST_FULL}`);
+  if (at >= 0) return old.slice(at + 1);
+  if (!/^Date: [^]{0,80}?Mode: full\b/m.test(old)) return null;
+  const text = old.replace(/^# Benchmark results\n+/, "");
+  return `${LAST_FULL}\n\nKept from \`bench/RESULTS.md\` when a quick run replaced ` +
+    "the tables above (the command below is the one that made it).\n\n" +
+    text;
 }
 
 function workloadNotes() {

@@ -137,6 +137,35 @@ const DOT = 46;
 const EMPTY = new Uint8Array(0);
 const NEED_DATA: SmtpEvent = Object.freeze({ type: "need-data" });
 const ENCODER = new TextEncoder();
+// The fixed replies, formatted once.
+const SENDER_OK = formatReply(250, "2.1.0", "Sender OK");
+const RECIPIENT_OK = formatReply(250, "2.1.5", "Recipient OK");
+const MESSAGE_OK = formatReply(250, "2.0.0", "Message accepted");
+const AUTH_OK = formatReply(235, "2.7.0", "Authentication successful");
+const TLS_READY = formatReply(220, "2.0.0", "Ready to start TLS");
+const DATA_GO_AHEAD = formatReply(
+  354,
+  "2.0.0",
+  "End data with <CR><LF>.<CR><LF>",
+);
+const OK = formatReply(250, "2.0.0", "OK");
+const VRFY_REPLY = formatReply(
+  252,
+  "2.5.0",
+  "Cannot VRFY user, but will accept message and attempt delivery",
+);
+/**
+ * Replies are encoded into views of a shared slab (as Node's Buffer pool
+ * does): a fresh Uint8Array per reply costs 0.4 µs on Deno (every typed
+ * array is allocated outside the JS heap there) and TextEncoder about as
+ * much on Node. A slab is never written twice, so a view handed out stays
+ * valid for as long as its holder keeps it.
+ */
+const SLAB_SIZE = 16 * 1024;
+/** Replies longer than this get their own array. */
+const SLAB_MAX = 1024;
+let slab = new Uint8Array(SLAB_SIZE);
+let slabAt = 0;
 // ignoreBOM: keep a leading U+FEFF (by default the decoder drops it, and
 // "<BOM>MAIL FROM:..." would pass as MAIL).
 const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -145,6 +174,8 @@ const CONTROL = /[\x00-\x1f\x7f]/;
 // deno-lint-ignore no-control-regex
 const NON_ASCII = /[^\x00-\x7f]/;
 const HELO_NAME = /^[A-Za-z0-9_.-]+$/;
+/** #command's scratch array of character codes (one engine runs at a time). */
+const CODES: number[] = [];
 const NOT_IMPLEMENTED = new Set([
   "EXPN",
   "TURN",
@@ -191,7 +222,7 @@ export class SmtpEngine {
   #lastActivity: number;
   #dataStarted = 0;
 
-  #out: string[] = [];
+  #out = "";
   #badCommands = 0;
 
   // Session state.
@@ -213,10 +244,6 @@ export class SmtpEngine {
   #lineStart = true; // the next body byte starts a line (after CRLF)
   #size = 0;
   #aborted: SmtpError | null = null;
-
-  #scanBuf: Uint8Array = EMPTY; // the buffer #nextCR/#nextLF refer to
-  #nextCR = -2; // -2: unknown, -1: none in #scanBuf
-  #nextLF = -2;
 
   // Command line being discarded (too long): was its last byte CR?
   #discardCR = false;
@@ -242,9 +269,6 @@ export class SmtpEngine {
     this.#lastActivity = now;
     if (chunk.length === 0) return;
     if (this.#mode === "closed" || this.#mode === "tls") return; // RFC 3207 §4.2
-    // The body scanner caches CR/LF positions per buffer object; a driver
-    // may hand in the same (reused) Uint8Array again with new contents.
-    this.#scanBuf = EMPTY;
     if (this.#pos >= this.#buf.length) {
       this.#buf = chunk;
     } else {
@@ -328,17 +352,21 @@ export class SmtpEngine {
 
   // --------------------------------------------------------------- output
 
-  /** The bytes to write to the client, or `null` when there are none. */
+  /**
+   * The bytes to write to the client, or `null` when there are none: a
+   * view that may share its `ArrayBuffer` with other replies (which is
+   * never written again). Keep it as long as needed; do not write into it.
+   */
   takeOutput(): Uint8Array | null {
-    if (this.#out.length === 0) return null;
-    const s = this.#out.length === 1 ? this.#out[0] : this.#out.join("");
-    this.#out = [];
-    return ENCODER.encode(s);
+    const s = this.#out;
+    if (s === "") return null;
+    this.#out = "";
+    return encodeReply(s);
   }
 
   /** Whether replies are waiting in {@link SmtpEngine.takeOutput}. */
   get hasOutput(): boolean {
-    return this.#out.length > 0;
+    return this.#out !== "";
   }
 
   // -------------------------------------------------------------- session
@@ -424,24 +452,24 @@ export class SmtpEngine {
         if (ev.type !== "mail") throw new Error("unreachable");
         this.#from = ev.from;
         this.#mailParams = ev.params;
-        this.#ok(250, "2.1.0", text ?? "Sender OK");
+        this.#ok(orText(SENDER_OK, 250, "2.1.0", text));
         return;
       case "rcpt":
         if (ev.type !== "rcpt") throw new Error("unreachable");
         this.#recipients.push({ mailbox: ev.to, params: ev.params });
-        this.#ok(250, "2.1.5", text ?? "Recipient OK");
+        this.#ok(orText(RECIPIENT_OK, 250, "2.1.5", text));
         return;
       case "message-end":
         this.#resetTransaction(false);
-        this.#ok(250, "2.0.0", text ?? "Message accepted");
+        this.#ok(orText(MESSAGE_OK, 250, "2.0.0", text));
         return;
       case "auth":
         if (ev.type !== "auth") throw new Error("unreachable");
         this.#user = ev.credentials.username;
-        this.#ok(235, "2.7.0", text ?? "Authentication successful");
+        this.#ok(orText(AUTH_OK, 235, "2.7.0", text));
         return;
       case "starttls":
-        this.#ok(220, "2.0.0", text ?? "Ready to start TLS");
+        this.#ok(orText(TLS_READY, 220, "2.0.0", text));
         this.#mode = "tls";
         // RFC 3207 §4.2: nothing sent before the handshake may be acted upon.
         this.#buf = EMPTY;
@@ -587,12 +615,13 @@ export class SmtpEngine {
   }
 
   #write(reply: string): void {
-    this.#out.push(reply);
+    this.#out += reply;
   }
 
-  #ok(code: number, enhanced: string, text: string): void {
+  /** A positive reply (formatted): the error count starts over. */
+  #ok(reply: string): void {
     this.#badCommands = 0;
-    this.#write(formatReply(code, enhanced, text));
+    this.#out += reply;
   }
 
   /** A protocol error reply; too many in a row close the session. */
@@ -688,15 +717,16 @@ export class SmtpEngine {
       this.#endSasl();
       return this.#fail(500, "5.5.2", "Line too long");
     }
-    const line = buf.subarray(start, lf - 1);
-    if (this.#mode === "sasl") return this.#saslResponse(line);
+    // The line is buf[start, lf - 1): no subarray view, which costs up to
+    // 0.4 µs on a small chunk (Bun and V8 then move its bytes off the heap).
+    if (this.#mode === "sasl") return this.#saslResponse(buf, start, lf - 1);
     if (this.#mode === "sasl-failed") {
       const error = this.#saslError!;
       this.#endSasl();
       this.#authFailed(error);
       return null;
     }
-    return this.#command(line);
+    return this.#command(buf, start, lf - 1);
   }
 
   #discardLine(): SmtpEvent | null {
@@ -731,22 +761,29 @@ export class SmtpEngine {
   }
 
   /** Decodes and dispatches one command line (without CRLF). */
-  #command(bytes: Uint8Array): SmtpEvent | null {
-    let line: string;
+  #command(buf: Uint8Array, start: number, end: number): SmtpEvent | null {
+    let line = "";
+    const n = end - start;
     let ascii = true;
-    for (let i = 0; i < bytes.length; i++) {
-      if (bytes[i] > 0x7e || bytes[i] < 0x20) {
-        ascii = false;
-        break;
-      }
-    }
     // apply() passes every byte as an argument: only for short lines, or a
-    // long maxLineLength overflows the call stack (RangeError).
-    if (ascii && bytes.length <= 1024) {
-      line = String.fromCharCode.apply(null, bytes as unknown as number[]);
-    } else {
+    // long maxLineLength overflows the call stack (RangeError). The bytes
+    // go through a reused array: cheaper than apply() on a view.
+    if (n <= 1024) {
+      const codes = CODES;
+      codes.length = n;
+      for (let i = 0; i < n; i++) {
+        const b = buf[start + i];
+        if (b > 0x7e || b < 0x20) {
+          ascii = false;
+          break;
+        }
+        codes[i] = b;
+      }
+      if (ascii) line = String.fromCharCode.apply(null, codes);
+    } else ascii = false;
+    if (!ascii) {
       try {
-        line = UTF8.decode(bytes);
+        line = UTF8.decode(buf.subarray(start, end));
       } catch {
         return this.#fail(501, "5.5.2", "Invalid UTF-8 in command");
       }
@@ -783,10 +820,10 @@ export class SmtpEngine {
           return this.#fail(501, "5.5.4", "RSET takes no arguments");
         }
         this.#resetTransaction(true);
-        this.#ok(250, "2.0.0", "OK");
+        this.#ok(OK);
         return null;
       case "NOOP":
-        this.#ok(250, "2.0.0", "OK");
+        this.#ok(OK);
         return null;
       case "QUIT":
         if (arg !== "") {
@@ -802,14 +839,10 @@ export class SmtpEngine {
         if (arg.trim() === "") {
           return this.#fail(501, "5.5.4", "VRFY needs an argument");
         }
-        this.#ok(
-          252,
-          "2.5.0",
-          "Cannot VRFY user, but will accept message and attempt delivery",
-        );
+        this.#ok(VRFY_REPLY);
         return null;
       case "HELP":
-        this.#ok(
+        this.#ok(formatReply(
           214,
           "2.0.0",
           [
@@ -818,7 +851,7 @@ export class SmtpEngine {
             (this.options.authMechanisms.length > 0 ? " AUTH" : ""),
             "End of HELP info",
           ].join("\n"),
-        );
+        ));
         return null;
       case "STARTTLS":
         return this.#starttls(arg);
@@ -1059,7 +1092,7 @@ export class SmtpEngine {
         ? this.#fail(503, "5.5.1", "Send RCPT first")
         : this.#fail(554, "5.5.1", "No valid recipients");
     }
-    this.#ok(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
+    this.#ok(DATA_GO_AHEAD);
     this.#mode = "data";
     this.#lineStart = true;
     this.#size = 0;
@@ -1141,10 +1174,10 @@ export class SmtpEngine {
   }
 
   /** One client response line during AUTH. */
-  #saslResponse(bytes: Uint8Array): SmtpEvent | null {
+  #saslResponse(buf: Uint8Array, start: number, end: number): SmtpEvent | null {
     let text = "";
-    for (let i = 0; i < bytes.length; i++) {
-      text += String.fromCharCode(bytes[i]);
+    for (let i = start; i < end; i++) {
+      text += String.fromCharCode(buf[i]);
     }
     if (text === "*") {
       this.#endSasl();
@@ -1180,24 +1213,26 @@ export class SmtpEngine {
   /**
    * Reads body bytes: returns one `data` event with as many whole lines as
    * can be handed out as one view, or the end of the message.
+   *
+   * Line ends are found with a plain loop over the bytes, four at a time:
+   * about twice as fast on V8 (Deno, Node) as two indexOf() calls per line
+   * (one for LF, one for CR), for small bodies and large, and no slower on
+   * Bun.
    */
   #readBody(): SmtpEvent | null {
     const buf = this.#buf;
     const len = buf.length;
-    if (this.#scanBuf !== buf) {
-      this.#scanBuf = buf;
-      this.#nextCR = -2;
-      this.#nextLF = -2;
-    }
     let p = this.#pos;
     let spanStart = p;
+    let lineStart = this.#lineStart;
     for (;;) {
-      if (this.#lineStart) {
+      if (lineStart) {
         if (p >= len) break;
         if (buf[p] === DOT) {
           // ".\r\n" ends the message; "." + anything else is dot-stuffing.
           if (p + 1 >= len || (buf[p + 1] === CR && p + 2 >= len)) break;
           if (buf[p + 1] === CR && buf[p + 2] === LF) {
+            this.#lineStart = true;
             const ev = this.#emit(buf, spanStart, p);
             this.#pos = p + 3;
             if (ev !== null) this.#queue.push(ev);
@@ -1208,69 +1243,74 @@ export class SmtpEngine {
           const ev = this.#emit(buf, spanStart, p);
           p += 1; // drop the stuffed dot
           spanStart = p;
-          this.#lineStart = false;
+          lineStart = false;
           if (ev !== null) {
+            this.#lineStart = false;
             this.#pos = p;
             return ev;
           }
           continue;
         }
-        this.#lineStart = false;
+        lineStart = false;
       }
-      // Positions of the next LF and CR at or after p, cached per buffer so
-      // that a body with no CR (or no LF) is not rescanned line after line.
-      if (this.#nextLF !== -1 && this.#nextLF < p) {
-        this.#nextLF = buf.indexOf(LF, p);
+      // The next CR or LF. Bytes above CR are neither: four at a time while
+      // none is at or below CR, then byte by byte.
+      let q = p;
+      while (
+        q + 4 <= len && buf[q] > CR && buf[q + 1] > CR && buf[q + 2] > CR &&
+        buf[q + 3] > CR
+      ) q += 4;
+      for (;;) {
+        while (q < len && buf[q] > CR) q++;
+        if (q >= len) break;
+        const b = buf[q];
+        if (b === CR || b === LF) break;
+        q++; // another control character (TAB, say)
       }
-      if (this.#nextCR !== -1 && this.#nextCR < p) {
-        this.#nextCR = buf.indexOf(CR, p);
+      if (q + 1 < len && buf[q] === CR && buf[q + 1] === LF) {
+        p = q + 2;
+        lineStart = true;
+        continue;
       }
-      const lf = this.#nextLF;
-      const cr = this.#nextCR;
-      const stop = lf < 0 ? len : lf;
-      const crlf = lf > p && buf[lf - 1] === CR;
-      // A CR that is not the one right before LF is bare, except a CR at
-      // the very end of what we have (its LF may come with the next chunk).
-      const bareCR = cr >= 0 && cr < stop && cr !== (crlf ? lf - 1 : len - 1);
-      if (lf < 0 && !bareCR) {
-        // An incomplete line: hand out all but a trailing CR.
-        const end = len > p && buf[len - 1] === CR ? len - 1 : len;
-        const ev = this.#emit(buf, spanStart, end);
-        this.#pos = end;
+      this.#lineStart = false;
+      if (q >= len || (q === len - 1 && buf[q] === CR)) {
+        // An incomplete line: hand out all but a trailing CR (its LF may
+        // come with the next chunk).
+        const ev = this.#emit(buf, spanStart, q);
+        this.#pos = q;
         return ev ?? NEED_DATA;
       }
-      if (bareCR || !crlf) {
-        const at = bareCR ? cr : lf;
-        if (this.#aborted !== null) {
-          // Already refused: keep looking for the end of the body.
-          this.#size += at + 1 - spanStart;
-          p = spanStart = at + 1;
-          continue;
-        }
-        // Hand out the bytes before the bare character, then either a CRLF
-        // in its place (normalize) or the refusal (reject).
-        const ev = this.#emit(buf, spanStart, at);
-        if (ev !== null) this.#queue.push(ev);
-        if (this.options.bareLineEnding === "normalize") {
-          const fixed = this.#emit(CRLF_BYTES.slice(), 0, 2); // a copy: the app may write into chunks
-          if (fixed !== null) this.#queue.push(fixed);
-        } else if (this.#aborted === null) {
-          const what = bareCR ? "CR" : "LF";
-          this.#abort(
-            new SmtpError(
-              550,
-              "5.6.0",
-              `Message refused: bare ${what} in body (RFC 5321 section 2.3.8)`,
-            ),
-          );
-        }
-        // Only a real CRLF may start a line (and so a terminator).
-        this.#pos = at + 1;
-        return null;
+      // A bare CR (not followed by LF) or a bare LF (not preceded by CR:
+      // the scan would have stopped at the CR).
+      const bareCR = buf[q] === CR;
+      if (this.#aborted !== null) {
+        // Already refused: keep looking for the end of the body.
+        this.#size += q + 1 - spanStart;
+        p = spanStart = q + 1;
+        continue;
       }
-      p = lf + 1;
-      this.#lineStart = true;
+      // Hand out the bytes before the bare character, then either a CRLF
+      // in its place (normalize) or the refusal (reject).
+      const ev = this.#emit(buf, spanStart, q);
+      if (ev !== null) this.#queue.push(ev);
+      if (this.options.bareLineEnding === "normalize") {
+        const fixed = this.#emit(CRLF_BYTES.slice(), 0, 2); // a copy: the app may write into chunks
+        if (fixed !== null) this.#queue.push(fixed);
+      } else if (this.#aborted === null) {
+        const what = bareCR ? "CR" : "LF";
+        this.#abort(
+          new SmtpError(
+            550,
+            "5.6.0",
+            `Message refused: bare ${what} in body (RFC 5321 section 2.3.8)`,
+          ),
+        );
+      }
+      // Only a real CRLF may start a line (and so a terminator).
+      this.#pos = q + 1;
+      return null;
     }
+    this.#lineStart = lineStart;
     const ev = this.#emit(buf, spanStart, p);
     this.#pos = p;
     return ev ?? NEED_DATA;
@@ -1330,6 +1370,38 @@ export class SmtpEngine {
 }
 
 const CRLF_BYTES = new Uint8Array([CR, LF]);
+
+/** A default reply, or the same codes with the text given to `accept(text)`. */
+function orText(
+  fixed: string,
+  code: number,
+  enhanced: string,
+  text: string | undefined,
+): string {
+  // `??` semantics, as before: null means "the default" too.
+  return text === undefined || text === null
+    ? fixed
+    : formatReply(code, enhanced, text);
+}
+
+/** Replies as bytes: ASCII (nearly always) copied into the slab, else UTF-8. */
+function encodeReply(s: string): Uint8Array {
+  const n = s.length;
+  if (n > SLAB_MAX) return ENCODER.encode(s);
+  if (slabAt + n > SLAB_SIZE) {
+    slab = new Uint8Array(SLAB_SIZE);
+    slabAt = 0;
+  }
+  const start = slabAt;
+  const buf = slab;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) return ENCODER.encode(s); // the bytes written stay unused
+    buf[start + i] = c;
+  }
+  slabAt = start + n;
+  return buf.subarray(start, start + n);
+}
 
 /** Whether the line at `start` begins with "AUTH " (any case). */
 function isAuthLine(buf: Uint8Array, start: number): boolean {

@@ -6,6 +6,13 @@
  */
 
 const ENHANCED = /^([245])\.(\d{1,3})\.(\d{1,3})$/;
+/**
+ * Text that {@link formatReply} must split, clean or trim: a control
+ * character (line breaks included), trailing white space (what `trimEnd`
+ * removes: `\s` is the same set), or nothing at all.
+ */
+// deno-lint-ignore no-control-regex
+const NOT_PLAIN = /[\x00-\x1f\x7f]|\s$|^$/;
 
 /**
  * An SMTP error reply. Throw it from a hook (or pass it to the engine's
@@ -75,8 +82,13 @@ export function formatReply(
   enhancedCode: string | null,
   text: string | readonly string[],
 ): string {
-  const lines = typeof text === "string" ? text.split(/\r\n|\r|\n/) : text;
   const prefix = enhancedCode === null ? "" : enhancedCode + " ";
+  // The common case, one line with nothing to clean: no split, replace or
+  // trim (the same result, without the work).
+  if (typeof text === "string" && !NOT_PLAIN.test(text)) {
+    return `${code} ${prefix}${text}\r\n`;
+  }
+  const lines = typeof text === "string" ? text.split(/\r\n|\r|\n/) : text;
   let out = "";
   for (let i = 0; i < lines.length; i++) {
     // deno-lint-ignore no-control-regex

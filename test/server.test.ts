@@ -444,6 +444,63 @@ describe("server", () => {
     });
   });
 
+  it("times every hook from its own start, not from an earlier hook's", async () => {
+    let slow = true;
+    await withServer({
+      hookTimeout: 200,
+      onRcptTo: () => slow ? sleep(120) : new Promise<void>(() => {}),
+    }, async (_server, open) => {
+      const c = await greeted(open);
+      await c.send("MAIL FROM:<a@example.org>\r\n");
+      await c.reply();
+      // Three hooks of 120 ms in a row: each within its own 200 ms.
+      for (let i = 0; i < 3; i++) {
+        await c.send(`RCPT TO:<b${i}@example.org>\r\n`);
+        assert.equal(await c.reply(), "250 2.1.5 Recipient OK\r\n");
+      }
+      slow = false;
+      const t0 = Date.now();
+      await c.send("RCPT TO:<never@example.org>\r\n");
+      assert.equal(
+        await c.reply(),
+        "451 4.3.0 Temporary local problem, try again later\r\n",
+      );
+      const waited = Date.now() - t0;
+      assert.ok(waited >= 180 && waited < 2000, `waited ${waited} ms`);
+    });
+  });
+
+  it("answers hooks that return no promise at once: accepted, or their SmtpError", async () => {
+    let n = 0;
+    await withServer({
+      onRcptTo(address) {
+        if (address.startsWith("no@")) {
+          throw new SmtpError(550, "5.1.1", "No such user");
+        }
+      },
+      onMessage(m) {
+        if (++n === 1) throw new SmtpError(554, "5.7.1", `Refused ${m.size}`);
+      },
+    }, async (_server, open) => {
+      const c = await greeted(open);
+      for (let i = 0; i < 2; i++) {
+        await c.send(
+          "MAIL FROM:<a@example.org>\r\nRCPT TO:<no@example.org>\r\n" +
+            "RCPT TO:<b@example.org>\r\nDATA\r\n",
+        );
+        assert.deepEqual((await c.replies(4)).map((r) => r.slice(0, 9)), [
+          "250 2.1.0",
+          "550 5.1.1",
+          "250 2.1.5",
+          "354 2.0.0",
+        ]);
+        await c.send("x".repeat(400000) + "\r\n.\r\n");
+        if (i === 0) assert.equal(await c.reply(), "554 5.7.1 Refused 0\r\n");
+        else assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+      }
+    });
+  });
+
   it("delivers nothing when the client disconnects in the middle of DATA, and keeps serving", async () => {
     const results: string[] = [];
     const closedSessions: Session[] = [];

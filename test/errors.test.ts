@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { formatReply, SmtpError } from "../mod.ts";
+
+/** The rule formatReply implements, written out line by line (no shortcut). */
+function reference(
+  code: number,
+  enhancedCode: string | null,
+  text: string | readonly string[],
+): string {
+  const lines = typeof text === "string" ? text.split(/\r\n|\r|\n/) : text;
+  const prefix = enhancedCode === null ? "" : enhancedCode + " ";
+  let out = "";
+  for (let i = 0; i < lines.length; i++) {
+    // deno-lint-ignore no-control-regex
+    const line = lines[i].replace(/[\x00-\x1f\x7f]/g, " ");
+    out += `${code}${i === lines.length - 1 ? " " : "-"}${prefix}${line}`
+      .trimEnd() + "\r\n";
+  }
+  return out;
+}
+
+describe("formatReply", () => {
+  it("formats one line with and without an enhanced code", () => {
+    assert.equal(
+      formatReply(250, "2.1.0", "Sender OK"),
+      "250 2.1.0 Sender OK\r\n",
+    );
+    assert.equal(
+      formatReply(220, null, "mx.test ESMTP"),
+      "220 mx.test ESMTP\r\n",
+    );
+  });
+
+  it("drops the space after the code when the text is empty or blank", () => {
+    assert.equal(formatReply(250, "2.0.0", ""), "250 2.0.0\r\n");
+    assert.equal(formatReply(250, null, ""), "250\r\n");
+    assert.equal(
+      formatReply(250, "2.0.0", "OK  \u00a0\u3000"),
+      "250 2.0.0 OK\r\n",
+    );
+  });
+
+  it("splits line breaks into a multi-line reply and blanks other control characters", () => {
+    assert.equal(
+      formatReply(214, "2.0.0", "one\r\ntwo\nthree\rfour"),
+      "214-2.0.0 one\r\n214-2.0.0 two\r\n214-2.0.0 three\r\n214 2.0.0 four\r\n",
+    );
+    assert.equal(
+      formatReply(550, "5.7.1", "a\x00b\tc\x7f"),
+      "550 5.7.1 a b c\r\n",
+    );
+    assert.equal(formatReply(250, null, ["a", "b "]), "250-a\r\n250 b\r\n");
+  });
+
+  it("gives the reference result for every text built from tricky characters", () => {
+    const alphabet = [
+      "a",
+      "Z",
+      " ",
+      "\t",
+      "\r",
+      "\n",
+      "\x00",
+      "\x0b",
+      "\x1f",
+      "\x7f",
+      "\u0085",
+      "\u00a0",
+      "é",
+      "\u2028",
+      "\u3000",
+      "\ufeff",
+    ];
+    let seed = 12345;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    for (let i = 0; i < 20000; i++) {
+      let text = "";
+      for (let n = random(7); n > 0; n--) {
+        text += alphabet[random(alphabet.length)];
+      }
+      for (const enhanced of [null, "2.1.0"]) {
+        assert.equal(
+          formatReply(250, enhanced, text),
+          reference(250, enhanced, text),
+          JSON.stringify(text),
+        );
+      }
+    }
+  });
+
+  it("is what SmtpError.toString() shows", () => {
+    assert.equal(
+      new SmtpError(550, "5.1.1", "No such user").toString(),
+      "550 5.1.1 No such user",
+    );
+  });
+});

@@ -1,0 +1,198 @@
+// The driver's side of a message (src/message.ts) without sockets: the body
+// fed in with push()/end()/abort()/drain() and read through `raw` or
+// bytes(), in every order the driver and a hook can take.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { IncomingMessage } from "../src/message.ts";
+import type { Session } from "../src/session.ts";
+
+const HIGH_WATER_MARK = 256 * 1024;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function message(): IncomingMessage {
+  return new IncomingMessage(
+    "id1",
+    { mailbox: { address: "a@b.test" } as never, params: {} as never },
+    [{ mailbox: { address: "c@d.test" } as never, params: { params: {} } }],
+    {} as Session,
+  );
+}
+
+/** Chunks of `n` bytes, each filled with its own letter. */
+function chunks(count: number, n: number): Uint8Array[] {
+  return Array.from(
+    { length: count },
+    (_, i) => enc.encode(String.fromCharCode(97 + (i % 26)).repeat(n)),
+  );
+}
+
+function join(parts: Uint8Array[]): string {
+  return parts.map((p) => dec.decode(p)).join("");
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<string> {
+  let out = "";
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return out;
+    out += dec.decode(value);
+  }
+}
+
+/** Whether `p` has settled after the pending microtasks and a macrotask. */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void p.then(() => (done = true), () => (done = true));
+  await new Promise((r) => setTimeout(r, 0));
+  return done;
+}
+
+describe("IncomingMessage", () => {
+  it("bytes() without raw returns the chunks pushed before and after the call, in order", async () => {
+    const m = message();
+    const body = chunks(6, 1000);
+    for (const c of body.slice(0, 3)) assert.equal(m.push(c), undefined);
+    const got = m.bytes();
+    for (const c of body.slice(3)) assert.equal(m.push(c), undefined);
+    m.end();
+    assert.equal(dec.decode(await got), join(body));
+    assert.equal(await m.text(), join(body));
+    assert.equal(m.size, 6000);
+  });
+
+  it("bytes() keeps taking a body far larger than the queue without asking to wait", async () => {
+    const m = message();
+    const got = m.bytes();
+    const body = chunks(40, 64 * 1024);
+    for (const c of body) assert.equal(m.push(c), undefined);
+    m.end();
+    assert.equal((await got).byteLength, 40 * 64 * 1024);
+  });
+
+  it("push asks to wait once a queue's worth is unread, and raw releases it when read", async () => {
+    const m = message();
+    const body = chunks(8, 64 * 1024);
+    let i = 0;
+    let wait: Promise<void> | undefined;
+    while (wait === undefined) wait = m.push(body[i++]);
+    assert.equal(i * 64 * 1024, HIGH_WATER_MARK);
+    assert.equal(await settled(wait), false);
+    const reading = readAll(m.raw);
+    await wait;
+    for (; i < body.length; i++) {
+      const w = m.push(body[i]);
+      if (w !== undefined) await w;
+    }
+    m.end();
+    assert.equal(await reading, join(body));
+  });
+
+  it("push asks to wait until bytes() is called when nobody reads", async () => {
+    const m = message();
+    const body = chunks(4, HIGH_WATER_MARK / 4);
+    const waits = body.map((c) => m.push(c));
+    assert.deepEqual(waits.slice(0, 3), [undefined, undefined, undefined]);
+    assert.equal(await settled(waits[3]!), false);
+    const got = m.bytes();
+    await waits[3];
+    m.end();
+    assert.equal(dec.decode(await got), join(body));
+  });
+
+  it("drain() releases a waiting push and drops what comes next, still counting it", async () => {
+    const m = message();
+    const body = chunks(4, HIGH_WATER_MARK / 4);
+    let wait: Promise<void> | undefined;
+    for (const c of body) wait = m.push(c);
+    m.drain();
+    await wait;
+    assert.equal(m.push(enc.encode("late")), undefined);
+    m.end();
+    assert.equal(m.size, HIGH_WATER_MARK + 4);
+  });
+
+  it("raw first used after the end yields the whole body, then closes", async () => {
+    const m = message();
+    const body = chunks(3, 100);
+    for (const c of body) m.push(c);
+    m.end();
+    assert.equal(await readAll(m.raw), join(body));
+    assert.equal(m.raw, m.raw);
+  });
+
+  it("bytes() after the end resolves the whole body", async () => {
+    const m = message();
+    const body = chunks(3, 100);
+    for (const c of body) m.push(c);
+    m.end();
+    assert.equal(dec.decode(await m.bytes()), join(body));
+    const empty = message();
+    empty.end();
+    assert.equal((await empty.bytes()).byteLength, 0);
+  });
+
+  it("bytes() through raw returns what raw has not given out yet", async () => {
+    const m = message();
+    const body = chunks(3, 100);
+    m.push(body[0]);
+    const reader = m.raw.getReader();
+    assert.equal(
+      dec.decode((await reader.read()).value!),
+      join(body.slice(0, 1)),
+    );
+    reader.releaseLock();
+    const got = m.bytes();
+    m.push(body[1]);
+    m.push(body[2]);
+    m.end();
+    assert.equal(dec.decode(await got), join(body.slice(1)));
+  });
+
+  it("abort() rejects bytes() and errors raw with its reason, before or after they are used", async () => {
+    const reason = new Error("cut short");
+    for (const order of ["read-first", "abort-first"]) {
+      for (const how of ["bytes", "raw"]) {
+        const m = message();
+        m.push(enc.encode("x"));
+        const read = () => how === "bytes" ? m.bytes() : readAll(m.raw);
+        let got: Promise<unknown> | null = null;
+        if (order === "read-first") got = read();
+        m.abort(reason);
+        m.end(); // ignored after abort
+        got ??= read();
+        await assert.rejects(got, (e) => e === reason, `${order} ${how}`);
+      }
+    }
+  });
+
+  it("raw is locked once bytes() has taken the body", async () => {
+    const m = message();
+    const got = m.bytes();
+    m.push(enc.encode("body"));
+    assert.equal(m.raw.locked, true);
+    assert.throws(() => m.raw.getReader(), TypeError);
+    m.end();
+    assert.equal(dec.decode(await got), "body");
+  });
+
+  it("a cancelled raw drops the rest of the body and lets end() and abort() pass", async () => {
+    const m = message();
+    m.push(enc.encode("head"));
+    const reader = m.raw.getReader();
+    await reader.read();
+    await reader.cancel();
+    assert.equal(m.push(enc.encode("rest")), undefined);
+    m.end();
+    m.abort(new Error("ignored"));
+    assert.equal(m.size, 8);
+  });
+
+  it("has the envelope", () => {
+    const m = message();
+    assert.equal(m.id, "id1");
+    assert.equal(m.from, "a@b.test");
+    assert.deepEqual(m.to, ["c@d.test"]);
+  });
+});
