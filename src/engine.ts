@@ -1198,10 +1198,12 @@ export class SmtpEngine {
   }
 
   #starttls(arg: string): SmtpEvent | null {
+    // Already encrypted (implicit TLS or after STARTTLS): 503, whether or
+    // not STARTTLS would be offered in plaintext.
+    if (this.#secure) return this.#fail(503, "5.5.1", "TLS already active");
     if (!this.options.startTls) {
       return this.#fail(502, "5.5.1", "Command not implemented");
     }
-    if (this.#secure) return this.#fail(503, "5.5.1", "TLS already active");
     if (arg !== "") {
       return this.#fail(501, "5.5.4", "STARTTLS takes no arguments");
     }

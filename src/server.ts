@@ -17,12 +17,13 @@ import type { AuthCredentials } from "./sasl.ts";
 import { IncomingMessage, type Message } from "./message.ts";
 import { type EngineOptions, limitOption } from "./options.ts";
 import type { Logger, Session } from "./session.ts";
-import type {
-  Connection,
-  Listener,
-  ListenFn,
-  NetAddress,
-  TlsOptions,
+import {
+  type Connection,
+  HANDSHAKE_TIMEOUT_MS,
+  type Listener,
+  type ListenFn,
+  type NetAddress,
+  type TlsOptions,
 } from "./transport.ts";
 
 /** A hook's result: nothing (accept), or a promise of nothing. Throw {@link SmtpError} to reject. */
@@ -77,6 +78,8 @@ export interface ServeOptions extends
   hookTimeout?: number;
   /** Milliseconds `close()` lets a message in transfer finish before closing it. Default 30000. */
   closeTimeout?: number;
+  /** Milliseconds a TLS handshake (STARTTLS or implicit) may take. Default 30000. */
+  handshakeTimeout?: number;
   /** Receives structured log entries (AUTH payloads are redacted). */
   logger?: Logger;
   /** A client connected (before the greeting). Throw to refuse it (its reply, then close). */
@@ -148,6 +151,24 @@ export interface Server extends AsyncIterable<LoopMessage> {
    * connections have ended.
    */
   close(): Promise<void>;
+  /**
+   * Replaces the certificate (and the rest of `tls`: key, CA, minimum
+   * version, SNI certificates) for every TLS handshake from now on: new
+   * implicit-TLS connections and STARTTLS upgrades. Sessions already
+   * encrypted keep theirs. The new options are checked first: a bad one
+   * throws a `TypeError` and the old certificate stays. Throws a
+   * `TypeError` on a server started without `tls`.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   *
+   * declare function readPem(path: string): string;
+   * const server = await serve({ port: 0, tls: { key: readPem("mx.key"), cert: readPem("mx.pem") } });
+   * server.setTls({ key: readPem("mx.key"), cert: readPem("mx.pem") }); // after renewal
+   * ```
+   */
+  setTls(tls: TlsOptions): void;
 }
 
 /** A message as the `for await` loop gets it: it can also be refused explicitly. */
@@ -163,6 +184,7 @@ interface ResolvedServeOptions {
   maxConnectionsPerIp: number;
   hookTimeout: number;
   closeTimeout: number;
+  handshakeTimeout: number;
 }
 
 function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
@@ -211,6 +233,11 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
     closeTimeout: limitOption("closeTimeout", o.closeTimeout, 30000, {
       allowInfinity: true,
     }),
+    handshakeTimeout: limitOption(
+      "handshakeTimeout",
+      o.handshakeTimeout,
+      HANDSHAKE_TIMEOUT_MS,
+    ),
   };
 }
 
@@ -325,6 +352,7 @@ class ConnectionDriver {
   #timer: ReturnType<typeof setTimeout> | null = null;
   #timerAt = Infinity;
   #reading = false;
+  #upgrading = false; // waiting for a STARTTLS handshake
   #closing = false;
   #message: IncomingMessage | null = null;
   /** The message hook's outcome: the reply (null: accepted), or its promise. */
@@ -371,6 +399,12 @@ class ConnectionDriver {
   /** Server shutdown: idle sessions end now, a message in transfer soon. */
   shutdown(force: boolean): void {
     this.#closing = true;
+    if (this.#upgrading && !force) {
+      // Mid-handshake: nothing to say in plaintext; the shim fails the
+      // pending startTls() and the loop ends.
+      this.#conn.close();
+      return;
+    }
     if (force || (this.#reading && this.#message === null)) {
       this.#engine.shutdown();
       if (force) {
@@ -909,6 +943,7 @@ class ConnectionDriver {
     this.#reader.releaseLock();
     this.#writer.releaseLock();
     let conn: Connection;
+    this.#upgrading = true;
     try {
       conn = await upgrade(reply);
     } catch (error) {
@@ -920,6 +955,8 @@ class ConnectionDriver {
       });
       this.#engine.end();
       return;
+    } finally {
+      this.#upgrading = false;
     }
     this.#conn = conn;
     this.#reader = conn.readable.getReader();
@@ -974,6 +1011,7 @@ class SmtpServer implements Server {
       maxConnectionsPerIp: _mi,
       hookTimeout: _ht,
       closeTimeout: _ct,
+      handshakeTimeout: _hs,
       logger: _l,
       onConnect: _oc,
       onHelo: _oh,
@@ -1128,6 +1166,15 @@ class SmtpServer implements Server {
     };
   }
 
+  setTls(tls: TlsOptions): void {
+    if (this.#listener.setTls === undefined) {
+      throw new TypeError(
+        "Cannot replace the certificate: the server was started without tls",
+      );
+    }
+    this.#listener.setTls(tls);
+  }
+
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#listener.close();
@@ -1176,6 +1223,7 @@ export async function createServer(
     port: resolved.port,
     tls: options.tls,
     implicitTls: options.implicitTls ?? false,
+    handshakeTimeout: resolved.handshakeTimeout,
   });
   return new SmtpServer(listener, options, runtime);
 }

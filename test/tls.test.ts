@@ -794,3 +794,50 @@ describe("TLS at the listener", () => {
     }
   });
 });
+
+describe("server: certificate replacement and shutdown during a handshake", () => {
+  it("server.setTls serves the new certificate to new implicit TLS connections", async () => {
+    const server = await serve({ port: 0, tls: TLS, implicitTls: true });
+    try {
+      const fingerprint = async () => {
+        const s = await connectTls(server.addr.port);
+        const fp = s.getPeerCertificate().fingerprint256;
+        s.destroy();
+        return fp;
+      };
+      assert.equal(await fingerprint(), FINGERPRINT.localhost);
+      server.setTls(OTHER_TLS);
+      assert.equal(await fingerprint(), FINGERPRINT.other);
+      assert.throws(
+        () => server.setTls({ key: "nope", cert: TLS.cert }),
+        TypeError,
+      );
+      assert.equal(await fingerprint(), FINGERPRINT.other);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("server.setTls throws a TypeError on a server without tls", async () => {
+    const server = await serve({ port: 0 });
+    try {
+      assert.throws(() => server.setTls(TLS), TypeError);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("close() does not wait for a client that said STARTTLS and never shook hands", async () => {
+    const server = await serve({ port: 0, tls: TLS, closeTimeout: 20000 });
+    const c = await connectPlain(server.addr.port);
+    try {
+      await ehlo(c);
+      assert.match(await c.command("STARTTLS"), /^220 2\.0\.0 /);
+      const started = Date.now();
+      await server.close();
+      assert.ok(Date.now() - started < 5000, "close() returned promptly");
+    } finally {
+      await c.close();
+    }
+  });
+});
