@@ -56,6 +56,7 @@ export type { LogEntry, Logger, Session } from "./src/session.ts";
 export {
   checkTlsOptions,
   type Connection,
+  ConnectionQueue,
   HANDSHAKE_TIMEOUT_MS,
   type Listener,
   type ListenFn,

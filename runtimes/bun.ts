@@ -25,6 +25,7 @@ import { constants } from "node:crypto";
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import {
   type Connection,
+  ConnectionQueue,
   HANDSHAKE_TIMEOUT_MS,
   type Listener,
   type ListenOptions,
@@ -344,17 +345,8 @@ export function listen(options: ListenOptions): Promise<Listener> {
     current,
     handshakeTimeout: options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS,
   };
-  const pending: Connection[] = [];
-  let waiter: ((c: Connection | null) => void) | null = null;
-  let closed = false;
-  const push = (c: Connection) => {
-    if (closed) return c.close();
-    if (waiter) {
-      const w = waiter;
-      waiter = null;
-      w(c);
-    } else pending.push(c);
-  };
+  const queue = new ConnectionQueue();
+  const push = (c: Connection) => queue.push(c);
   const implicit = options.implicitTls === true && tls !== null;
   const server = Bun.listen({
     hostname: options.hostname,
@@ -379,22 +371,9 @@ export function listen(options: ListenOptions): Promise<Listener> {
   const listener: Listener = {
     addr: { hostname: server.hostname, port: server.port },
     close() {
-      if (closed) return;
-      closed = true;
-      server.stop(false);
-      waiter?.(null);
-      waiter = null;
+      if (queue.close()) server.stop(false);
     },
-    async *[Symbol.asyncIterator]() {
-      for (;;) {
-        const c = pending.shift() ??
-          (closed
-            ? null
-            : await new Promise<Connection | null>((r) => (waiter = r)));
-        if (c === null) return;
-        yield c;
-      }
-    },
+    [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
   };
   if (tls !== null) {
     listener.setTls = (tlsOptions) => {

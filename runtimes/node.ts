@@ -28,6 +28,7 @@ import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import {
   checkTlsOptions,
   type Connection,
+  ConnectionQueue,
   HANDSHAKE_TIMEOUT_MS,
   type Listener,
   type ListenOptions,
@@ -343,17 +344,8 @@ export function listen(options: ListenOptions): Promise<Listener> {
     return Promise.reject(err);
   }
   const handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
-  const pending: Connection[] = [];
-  let waiter: ((c: Connection | null) => void) | null = null;
-  let closed = false;
-  const push = (c: Connection) => {
-    if (closed) return c.close();
-    if (waiter) {
-      const w = waiter;
-      waiter = null;
-      w(c);
-    } else pending.push(c);
-  };
+  const queue = new ConnectionQueue();
+  const push = (c: Connection) => queue.push(c);
   // allowHalfOpen: a client's FIN ends its input only, so the replies to
   // what it sent before (QUIT included) still go out. Without it Node ended
   // the socket on the FIN and every later reply was lost.
@@ -391,21 +383,9 @@ export function listen(options: ListenOptions): Promise<Listener> {
       const listener: Listener = {
         addr: { hostname: a.address, port: a.port },
         close() {
-          if (closed) return;
-          closed = true;
-          server.close();
-          waiter?.(null);
-          waiter = null;
+          if (queue.close()) server.close();
         },
-        async *[Symbol.asyncIterator]() {
-          for (;;) {
-            const c = pending.shift() ?? (closed ? null : await new Promise<
-              Connection | null
-            >((r) => (waiter = r)));
-            if (c === null) return;
-            yield c;
-          }
-        },
+        [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
       };
       if (config) {
         listener.setTls = (tlsOptions) => {

@@ -881,6 +881,55 @@ export class SmtpEngine {
     return this.#decide("helo", { type: "helo", verb, hostname: name });
   }
 
+  /**
+   * Parses the argument of MAIL ("FROM:<path> params") or RCPT ("TO:<path>
+   * params"); on a syntax error it sends the reply and returns null.
+   */
+  #envelopeArg(
+    arg: string,
+    recipient: boolean,
+  ): { mailbox: Mailbox; params: Map<string, string | true> } | null {
+    const prefix = recipient ? "TO:" : "FROM:";
+    if (arg.slice(0, prefix.length).toUpperCase() !== prefix) {
+      this.#fail(
+        501,
+        "5.5.4",
+        `Syntax: ${recipient ? "RCPT TO" : "MAIL FROM"}:<address>`,
+      );
+      return null;
+    }
+    let i = prefix.length;
+    while (arg.charCodeAt(i) === 0x20) i++; // tolerate "FROM: <a@b>"
+    const path = parsePath(arg, i, {
+      allowNull: !recipient,
+      allowPostmaster: recipient,
+      utf8: true,
+    });
+    if (!path.ok) {
+      const who = recipient ? "recipient" : "sender";
+      this.#fail(
+        501,
+        recipient ? "5.1.3" : "5.1.7",
+        path.error === "too-long"
+          ? `${recipient ? "Recipient" : "Sender"} address too long`
+          : `Bad ${who} address syntax`,
+      );
+      return null;
+    }
+    const parsed = parseParams(arg.slice(path.end));
+    if (!parsed.ok) {
+      this.#fail(
+        501,
+        "5.5.4",
+        parsed.error === "duplicate"
+          ? "Duplicate parameter"
+          : "Bad parameter syntax",
+      );
+      return null;
+    }
+    return { mailbox: path.mailbox, params: parsed.params };
+  }
+
   #mail(arg: string): SmtpEvent | null {
     if (this.#heloName === null) {
       return this.#fail(503, "5.5.1", "Send EHLO or HELO first");
@@ -894,34 +943,11 @@ export class SmtpEngine {
     if (this.options.authRequired && this.#user === null) {
       return this.#fail(530, "5.7.0", "Authentication required");
     }
-    if (!/^FROM:/i.test(arg)) {
-      return this.#fail(501, "5.5.4", "Syntax: MAIL FROM:<address>");
-    }
-    let i = 5;
-    while (arg.charCodeAt(i) === 0x20) i++; // tolerate "FROM: <a@b>"
-    const path = parsePath(arg, i, {
-      allowNull: true,
-      allowPostmaster: false,
-      utf8: true,
-    });
-    if (!path.ok) {
-      return path.error === "too-long"
-        ? this.#fail(501, "5.1.7", "Sender address too long")
-        : this.#fail(501, "5.1.7", "Bad sender address syntax");
-    }
-    const parsed = parseParams(arg.slice(path.end));
-    if (!parsed.ok) {
-      return this.#fail(
-        501,
-        "5.5.4",
-        parsed.error === "duplicate"
-          ? "Duplicate parameter"
-          : "Bad parameter syntax",
-      );
-    }
+    const env = this.#envelopeArg(arg, false);
+    if (env === null) return null;
     const o = this.options;
     const params: MailParams = { smtputf8: false, params: {} };
-    for (const [key, value] of parsed.params) {
+    for (const [key, value] of env.params) {
       params.params[key] = value;
       if (!this.#esmtp) {
         return this.#fail(555, "5.5.4", "Parameters need EHLO");
@@ -1001,41 +1027,18 @@ export class SmtpEngine {
           );
       }
     }
-    if (NON_ASCII.test(path.mailbox.address) && !params.smtputf8) {
+    if (NON_ASCII.test(env.mailbox.address) && !params.smtputf8) {
       return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
     }
-    return this.#decide("mail", { type: "mail", from: path.mailbox, params });
+    return this.#decide("mail", { type: "mail", from: env.mailbox, params });
   }
 
   #rcpt(arg: string): SmtpEvent | null {
     if (this.#from === null) return this.#fail(503, "5.5.1", "Send MAIL first");
-    if (!/^TO:/i.test(arg)) {
-      return this.#fail(501, "5.5.4", "Syntax: RCPT TO:<address>");
-    }
-    let i = 3;
-    while (arg.charCodeAt(i) === 0x20) i++;
-    const path = parsePath(arg, i, {
-      allowNull: false,
-      allowPostmaster: true,
-      utf8: true,
-    });
-    if (!path.ok) {
-      return path.error === "too-long"
-        ? this.#fail(501, "5.1.3", "Recipient address too long")
-        : this.#fail(501, "5.1.3", "Bad recipient address syntax");
-    }
-    const parsed = parseParams(arg.slice(path.end));
-    if (!parsed.ok) {
-      return this.#fail(
-        501,
-        "5.5.4",
-        parsed.error === "duplicate"
-          ? "Duplicate parameter"
-          : "Bad parameter syntax",
-      );
-    }
+    const env = this.#envelopeArg(arg, true);
+    if (env === null) return null;
     const params: RcptParams = { params: {} };
-    for (const [key, value] of parsed.params) {
+    for (const [key, value] of env.params) {
       params.params[key] = value;
       // RCPT parameters are service extensions: only after EHLO (RFC 5321
       // §4.1.1.3), as for MAIL.
@@ -1072,7 +1075,7 @@ export class SmtpEngine {
         params.orcpt = { type: value.slice(0, semi).toLowerCase(), address };
       }
     }
-    if (NON_ASCII.test(path.mailbox.address) && !this.#mailParams!.smtputf8) {
+    if (NON_ASCII.test(env.mailbox.address) && !this.#mailParams!.smtputf8) {
       return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
     }
     this.#rcptAttempts++;
@@ -1081,7 +1084,7 @@ export class SmtpEngine {
       this.#write(formatReply(452, "4.5.3", "Too many recipients"));
       return null;
     }
-    return this.#decide("rcpt", { type: "rcpt", to: path.mailbox, params });
+    return this.#decide("rcpt", { type: "rcpt", to: env.mailbox, params });
   }
 
   #data(arg: string): SmtpEvent | null {

@@ -33,7 +33,7 @@ import * as nodeFs from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import process from "node:process";
 import { SmtpError } from "./errors.ts";
-import type { Message } from "./message.ts";
+import { concat, type Message } from "./message.ts";
 import type { Session } from "./session.ts";
 
 /**
@@ -280,9 +280,7 @@ export class Maildir {
       let pending: Uint8Array[] = [];
       let pendingBytes = 0;
       const flush = async () => {
-        const data = pending.length === 1
-          ? pending[0]
-          : concat(pending, pendingBytes);
+        const data = pending.length === 1 ? pending[0] : concat(pending);
         pending = [];
         pendingBytes = 0;
         await writeAll(file, data);
@@ -596,16 +594,6 @@ async function writeAll(file: MaildirFile, data: Uint8Array): Promise<void> {
     }
     at += bytesWritten;
   }
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 function randomHex(bytes: number): string {

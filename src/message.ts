@@ -262,8 +262,17 @@ async function readAll(
   return concat(parts);
 }
 
-/** The chunks as one array (the chunk itself when there is one). */
-function concat(parts: Uint8Array[]): Uint8Array {
+/**
+ * The chunks as one array (the chunk itself when there is one).
+ *
+ * @example
+ * ```ts
+ * import { concat } from "./message.ts";
+ *
+ * concat([new Uint8Array([1]), new Uint8Array([2, 3])]); // Uint8Array [1, 2, 3]
+ * ```
+ */
+export function concat(parts: readonly Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0];
   if (parts.length === 0) return new Uint8Array(0);
   let total = 0;

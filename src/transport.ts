@@ -274,3 +274,58 @@ export function matchServerName<T>(
 
 /** A runtime shim: opens a {@link Listener}. */
 export type ListenFn = (options: ListenOptions) => Promise<Listener>;
+
+/**
+ * The accept side the shims share: the runtime's callbacks `push()`
+ * connections, the driver pulls them with `for await`. After `close()`,
+ * pushed connections are closed and the iteration ends.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionQueue } from "@smtpd/smtpd";
+ *
+ * const queue = new ConnectionQueue();
+ * queue.close();
+ * for await (const _conn of queue) { } // ends at once
+ * ```
+ */
+export class ConnectionQueue implements AsyncIterable<Connection> {
+  #pending: Connection[] = [];
+  #waiter: ((c: Connection | null) => void) | null = null;
+  #closed = false;
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Hands a new connection to the iteration (or closes it once closed). */
+  push(conn: Connection): void {
+    if (this.#closed) return conn.close();
+    const w = this.#waiter;
+    if (w) {
+      this.#waiter = null;
+      w(conn);
+    } else this.#pending.push(conn);
+  }
+
+  /** Ends the iteration; returns false when it was already closed. */
+  close(): boolean {
+    if (this.#closed) return false;
+    this.#closed = true;
+    this.#waiter?.(null);
+    this.#waiter = null;
+    return true;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Connection> {
+    for (;;) {
+      const c = this.#pending.shift() ??
+        (this.#closed
+          ? null
+          : await new Promise<Connection | null>((r) => (this.#waiter = r)));
+      if (c === null) return;
+      yield c;
+    }
+  }
+}
