@@ -19,33 +19,16 @@ import {
   type Session,
   SmtpError,
 } from "../mod.ts";
-import { type Client, connect } from "./helpers/client.ts";
+import { type Client, connect, withServerUsing } from "./helpers/client.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Starts a server, runs `fn`, then closes every client and the server. */
-async function withServer(
+function withServer(
   options: ServeOptions,
   fn: (server: Server, open: () => Promise<Client>) => Promise<void>,
 ): Promise<void> {
-  const server = await serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    serverName: "mx.test",
-    ...options,
-  });
-  const clients: Client[] = [];
-  const open = async () => {
-    const c = await connect(server.addr.port);
-    clients.push(c);
-    return c;
-  };
-  try {
-    await fn(server, open);
-  } finally {
-    await Promise.all(clients.map((c) => c.close()));
-    await server.close();
-  }
+  return withServerUsing(options, (port) => connect(port), fn);
 }
 
 /** Connects, reads the greeting and sends EHLO. */

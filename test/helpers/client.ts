@@ -3,6 +3,7 @@
 // `reply()` returns the reply bytes as they came (latin1-decoded, CRLFs kept).
 import * as net from "node:net";
 import { Buffer } from "node:buffer";
+import { serve, type ServeOptions, type Server } from "../../mod.ts";
 
 /** A connected test client. */
 export interface Client {
@@ -25,7 +26,7 @@ export interface Client {
 }
 
 /** A complete reply at the start of `buf`: its length, or -1. */
-function replyLength(buf: string): number {
+export function replyLength(buf: string): number {
   let at = 0;
   for (;;) {
     const eol = buf.indexOf("\r\n", at);
@@ -115,4 +116,34 @@ export function connect(port: number, host = "127.0.0.1"): Promise<Client> {
     });
     socket.once("error", reject);
   });
+}
+
+/**
+ * Starts a server on 127.0.0.1:0 (server name mx.test), runs `fn` with an
+ * `open()` that connects clients through `connectTo`, then closes every
+ * client and the server.
+ */
+export async function withServerUsing<C extends { close(): Promise<void> }>(
+  options: ServeOptions,
+  connectTo: (port: number) => Promise<C>,
+  fn: (server: Server, open: () => Promise<C>) => Promise<void>,
+): Promise<void> {
+  const server = await serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    serverName: "mx.test",
+    ...options,
+  });
+  const clients: C[] = [];
+  const open = async () => {
+    const c = await connectTo(server.addr.port);
+    clients.push(c);
+    return c;
+  };
+  try {
+    await fn(server, open);
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await server.close();
+  }
 }

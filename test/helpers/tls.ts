@@ -8,9 +8,9 @@ import { readFileSync } from "node:fs";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import assert from "node:assert/strict";
+import { replyLength, withServerUsing } from "./client.ts";
 import {
   type ListenFn,
-  serve,
   type ServeOptions,
   type Server,
   type TlsOptions,
@@ -98,18 +98,6 @@ export function run(
       },
     );
   });
-}
-
-/** A complete reply at the start of `buf`: its length, or -1. */
-function replyLength(buf: string): number {
-  let at = 0;
-  for (;;) {
-    const eol = buf.indexOf("\r\n", at);
-    if (eol < 0) return -1;
-    const last = eol - at === 3 || buf[at + 3] !== "-";
-    at = eol + 2;
-    if (last) return at;
-  }
 }
 
 /**
@@ -301,28 +289,11 @@ export async function idle(server: Server, ms = 5000): Promise<void> {
 }
 
 /** Starts a server, runs `fn`, then closes the clients and the server. */
-export async function withServer(
+export function withServer(
   options: ServeOptions,
   fn: (server: Server, open: () => Promise<Wire>) => Promise<void>,
 ): Promise<void> {
-  const server = await serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    serverName: "mx.test",
-    ...options,
-  });
-  const wires: Wire[] = [];
-  const open = async () => {
-    const w = await connectPlain(server.addr.port);
-    wires.push(w);
-    return w;
-  };
-  try {
-    await fn(server, open);
-  } finally {
-    await Promise.all(wires.map((w) => w.close()));
-    await server.close();
-  }
+  return withServerUsing(options, connectPlain, fn);
 }
 
 /** Reads the greeting and sends EHLO; returns the EHLO reply. */
