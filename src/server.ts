@@ -515,7 +515,8 @@ class ConnectionDriver {
             await this.#authenticate(ev.credentials);
             break;
           case "command":
-            log?.({ type: "command", session: s.id, line: redact(ev.line) });
+            // The engine already replaced AUTH credentials with "***".
+            log?.({ type: "command", session: s.id, line: ev.line });
             break;
           case "close": {
             reason = ev.reason;
@@ -968,12 +969,6 @@ class ConnectionDriver {
     this.session.user = null;
     this.#engine.tlsStarted();
   }
-}
-
-function redact(line: string): string {
-  return /^AUTH\b/i.test(line)
-    ? line.replace(/^(AUTH\s+\S+).*/i, "$1 ***")
-    : line;
 }
 
 function assertNever(x: never): never {
