@@ -9,12 +9,7 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import assert from "node:assert/strict";
 import { replyLength, withServerUsing } from "./client.ts";
-import {
-  type ListenFn,
-  type ServeOptions,
-  type Server,
-  type TlsOptions,
-} from "../../mod.ts";
+import type { ListenFn, ServeOptions, Server, TlsOptions } from "../../mod.ts";
 
 const fixtures = new URL("../fixtures/", import.meta.url);
 
