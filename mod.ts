@@ -3,9 +3,15 @@
  *
  * {@link serve} starts a server on whichever runtime runs it; hooks decide
  * at each step, and `onMessage` (or `for await (const message of server)`)
- * receives each message with its body streaming. The runtime-free parts are
- * exported too: the sans-IO protocol engine ({@link SmtpEngine}), typed SMTP
- * replies ({@link SmtpError}) and the address parsers.
+ * receives each message with its body streaming. A hook throws an
+ * {@link SmtpError} to answer with that reply.
+ *
+ * The building blocks are on subpaths: `smtpd/engine` (the sans-IO
+ * protocol engine, SASL, address parsers), `smtpd/transport` (the
+ * connection and listener interfaces, `createServer` for your own
+ * transport), `smtpd/deno`, `smtpd/bun`, `smtpd/node` (one runtime's
+ * listener), `smtpd/maildir` (Maildir delivery) and `smtpd/testing` (an
+ * in-process test inbox).
  *
  * @example
  * ```ts
@@ -14,7 +20,7 @@
  * const server = await serve({
  *   port: 2525,
  *   onRcptTo(address) {
- *     if (!address.endsWith("@example.org")) {
+ *     if (!address.toLowerCase().endsWith("@example.org")) {
  *       throw new SmtpError(550, "5.7.1", "Relaying denied");
  *     }
  *   },
@@ -25,83 +31,12 @@
  * });
  * ```
  *
- * @example
- * ```ts
- * import { SmtpEngine } from "@smtpd/smtpd";
- *
- * const engine = new SmtpEngine({ serverName: "mx.example.org" });
- * engine.receive(new TextEncoder().encode("HELO client\r\nQUIT\r\n"), 0);
- * for (let ev = engine.nextEvent(); ev.type !== "close"; ev = engine.nextEvent()) {
- *   if (ev.type === "connect" || ev.type === "helo") engine.accept();
- * }
- * console.log(new TextDecoder().decode(engine.takeOutput()!));
- * ```
- *
  * @module
  */
 
 import type { ServeOptions, Server } from "./src/server.ts";
 
-export { formatReply, SmtpError } from "./src/errors.ts";
-export { authMechanisms, type AuthOptions, checkAuth } from "./src/auth.ts";
-export {
-  createServer,
-  type HookResult,
-  type LoopMessage,
-  type ServeOptions,
-  type Server,
-} from "./src/server.ts";
-export type { Message } from "./src/message.ts";
-export type { LogEntry, Logger, Session } from "./src/session.ts";
-export {
-  checkTlsOptions,
-  type Connection,
-  ConnectionQueue,
-  HANDSHAKE_TIMEOUT_MS,
-  type Listener,
-  type ListenFn,
-  type ListenOptions,
-  matchServerName,
-  type NetAddress,
-  type TlsCertificate,
-  type TlsInfo,
-  type TlsOptions,
-} from "./src/transport.ts";
-export {
-  type CloseReason,
-  type MailParams,
-  type RcptParams,
-  type Recipient,
-  SmtpEngine,
-  type SmtpEvent,
-} from "./src/engine.ts";
-export {
-  type BareLineEndingPolicy,
-  ENGINE_DEFAULTS,
-  type EngineOptions,
-  limitOption,
-  type ResolvedEngineOptions,
-  resolveEngineOptions,
-} from "./src/options.ts";
-export {
-  AUTH_MECHANISMS,
-  type AuthCredentials,
-  type AuthMechanism,
-  decodeBase64Text,
-  encodeBase64Text,
-  SaslExchange,
-  type SaslStep,
-} from "./src/sasl.ts";
-export {
-  decodeXtext,
-  isDomainOrLiteral,
-  type Mailbox,
-  type ParamsResult,
-  parseParams,
-  parsePath,
-  type PathError,
-  type PathResult,
-} from "./src/address.ts";
+export * from "./src/api.ts";
 
 /**
  * Starts an SMTP server on the runtime that runs this code (Deno, Bun or

@@ -1,39 +1,44 @@
 import type { Options } from "tsup";
 
 /**
- * The npm build: ESM + CJS + .d.ts from the same entry points as the
- * `exports` of deno.json and package.json (test/exports.test.ts checks that
- * the three agree).
+ * The npm build. The library: ESM + CJS + .d.ts from the same entry points
+ * as the `exports` of deno.json and package.json (test/exports.test.ts
+ * checks that the three agree). The CLI: ESM only, no types (it is the
+ * package's bin, not an API). `npm run build` empties dist/ first.
  */
-const config: Options = {
+const library: Options = {
   entry: {
     mod: "mod.ts",
+    engine: "src/exports/engine.ts",
+    transport: "src/exports/transport.ts",
     "runtimes/deno": "runtimes/deno.ts",
     "runtimes/bun": "runtimes/bun.ts",
     "runtimes/node": "runtimes/node.ts",
     maildir: "src/maildir.ts",
-    cli: "src/cli.ts",
   },
   format: ["esm", "cjs"],
   dts: true,
-  clean: true,
+  clean: false,
   sourcemap: false,
   target: "es2022",
   platform: "node",
   splitting: true,
   removeNodeProtocol: false,
   external: ["postal-mime"],
-  // The CLI checks import.meta.main / import.meta.url to know it is the
-  // entry point; CommonJS has no import.meta, so the CJS build never is.
-  esbuildOptions(options, { format }) {
-    if (format === "cjs") {
-      options.define = {
-        ...options.define,
-        "import.meta.main": "false",
-        "import.meta.url": "undefined",
-      };
-    }
-  },
 };
 
-export default config;
+const cli: Options = {
+  entry: { cli: "src/cli/main.ts" },
+  format: ["esm"],
+  dts: false,
+  clean: false,
+  sourcemap: false,
+  target: "es2022",
+  platform: "node",
+  splitting: false,
+  removeNodeProtocol: false,
+  external: ["postal-mime"],
+};
+
+export { cli, library };
+export default [library, cli];

@@ -32,9 +32,9 @@ import {
   type TlsInfo,
   type TlsOptions,
 } from "../src/transport.ts";
-import { listen as listenNode, loadTlsOptions } from "./node.ts";
+import { listen as listenNode, loadTlsOptions } from "./node_net.ts";
 
-export * from "../mod.ts";
+export * from "../src/api.ts";
 
 /** The parts of Bun's socket API this shim uses. */
 interface BunSocket {

@@ -24,9 +24,9 @@
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import type { Connection, Listener, ListenOptions } from "../src/transport.ts";
-import { listen as listenNode } from "./node.ts";
+import { listen as listenNode } from "./node_net.ts";
 
-export * from "../mod.ts";
+export * from "../src/api.ts";
 
 /** The parts of Deno's API this shim uses. */
 interface DenoConn {

@@ -7,9 +7,9 @@
 
 import { createHmac, timingSafeEqual } from "node:crypto";
 import {
-  AUTH_MECHANISMS,
   type AuthCredentials,
   type AuthMechanism,
+  SUPPORTED_AUTH_MECHANISMS,
 } from "./sasl.ts";
 import type { Session } from "./session.ts";
 
@@ -24,7 +24,7 @@ import type { Session } from "./session.ts";
  * await serve({
  *   port: 0,
  *   auth: {
- *     required: true,
+ *     // required: true is the default once auth is given
  *     verify: ({ username, password }) => username === "alice" && password === "s3cret",
  *   },
  *   allowInsecureAuth: true, // for a local test only
@@ -56,22 +56,37 @@ export interface AuthOptions {
    * `lookupPassword` is given. XOAUTH2 is offered only when listed.
    */
   mechanisms?: AuthMechanism[];
-  /** MAIL without a successful AUTH gets 530 5.7.0. Default `false`. */
+  /**
+   * MAIL without a successful AUTH gets 530 5.7.0. Default `true`: a
+   * server that is given `auth` requires it. Say `required: false` to offer
+   * AUTH while still taking unauthenticated mail (a server that receives
+   * mail from the Internet for its own domains and lets its users submit
+   * too, say).
+   */
   required?: boolean;
 }
 
+/** What the engine is told of {@link AuthOptions}. */
+export interface ResolvedAuth {
+  /** The mechanisms to offer in EHLO (empty: no AUTH). */
+  mechanisms: AuthMechanism[];
+  /** Whether MAIL needs a successful AUTH first. */
+  required: boolean;
+}
+
 /**
- * Validates {@link AuthOptions} and returns the mechanisms to offer.
+ * Validates {@link AuthOptions}: the mechanisms to offer, and whether AUTH
+ * is required (`true` unless `required: false` is given).
  *
  * @example
  * ```ts
- * import { authMechanisms } from "@smtpd/smtpd";
+ * import { resolveAuth } from "./auth.ts";
  *
- * authMechanisms({ verify: () => true }); // ["PLAIN", "LOGIN"]
+ * resolveAuth({ verify: () => true }); // { mechanisms: ["PLAIN", "LOGIN"], required: true }
  * ```
  */
-export function authMechanisms(auth: AuthOptions | undefined): AuthMechanism[] {
-  if (auth === undefined) return [];
+export function resolveAuth(auth: AuthOptions | undefined): ResolvedAuth {
+  if (auth === undefined) return { mechanisms: [], required: false };
   if (typeof auth !== "object" || auth === null) {
     throw new TypeError("Cannot use option auth: value is not an object");
   }
@@ -102,7 +117,7 @@ export function authMechanisms(auth: AuthOptions | undefined): AuthMechanism[] {
   const out: AuthMechanism[] = [];
   for (const m of wanted) {
     const name = String(m).toUpperCase() as AuthMechanism;
-    if (!AUTH_MECHANISMS.includes(name)) {
+    if (!SUPPORTED_AUTH_MECHANISMS.includes(name)) {
       throw new TypeError(
         `Cannot use option auth.mechanisms: unknown mechanism ${String(m)}`,
       );
@@ -119,7 +134,7 @@ export function authMechanisms(auth: AuthOptions | undefined): AuthMechanism[] {
     }
     if (!out.includes(name)) out.push(name);
   }
-  return out;
+  return { mechanisms: out, required: auth.required ?? true };
 }
 
 function sameText(a: string, b: string): boolean {

@@ -112,7 +112,8 @@ export type SmtpEvent =
   /** Write what `takeOutput()` has, then close the connection. */
   | { type: "close"; reason: CloseReason };
 
-type Decision =
+/** The kinds of event that wait for `accept()` or `reject()`. */
+export type Decision =
   | "connect"
   | "helo"
   | "mail"
@@ -249,6 +250,8 @@ export class SmtpEngine {
   #discardCR = false;
 
   /**
+   * Makes the engine of one connection; throws a `TypeError` on a bad option.
+   *
    * @param options engine options (validated; see {@link EngineOptions})
    * @param now the current time in milliseconds, for the idle deadline
    */

@@ -36,6 +36,8 @@ export class SmtpError extends Error {
   readonly enhancedCode: string;
 
   /**
+   * Makes a reply; throws a `RangeError` when the codes do not fit together.
+   *
    * @param code reply code, 400 to 599
    * @param enhancedCode enhanced status code whose class (first digit) equals
    *   the first digit of `code`

@@ -5,10 +5,26 @@
  * @module
  */
 
-import type { Email } from "postal-mime";
+import type { Email as PostalMimeEmail } from "postal-mime";
 import type { Mailbox } from "./address.ts";
 import type { MailParams, Recipient } from "./engine.ts";
 import type { Session } from "./session.ts";
+
+/**
+ * A message as postal-mime parses it (`message.parse()`): headers,
+ * addresses, subject, text and HTML bodies, attachments. Named here so that
+ * applications can type their code without installing postal-mime.
+ *
+ * @example
+ * ```ts
+ * import type { Email } from "@smtpd/smtpd";
+ *
+ * function summary(email: Email): string {
+ *   return `${email.from?.address ?? "?"}: ${email.subject ?? "(no subject)"}`;
+ * }
+ * ```
+ */
+export type Email = PostalMimeEmail;
 
 /** How many body bytes may wait in `raw` before reading from the client pauses. */
 const HIGH_WATER_MARK = 256 * 1024;

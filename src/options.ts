@@ -9,7 +9,7 @@
  * @module
  */
 
-import { AUTH_MECHANISMS, type AuthMechanism } from "./sasl.ts";
+import { type AuthMechanism, SUPPORTED_AUTH_MECHANISMS } from "./sasl.ts";
 
 /** What the engine does with a CR or LF that is not part of a CRLF pair inside a message body. */
 export type BareLineEndingPolicy = "reject" | "normalize";
@@ -171,7 +171,7 @@ function mechanismsOption(value: unknown): readonly AuthMechanism[] {
   const out: AuthMechanism[] = [];
   for (const m of value) {
     const name = typeof m === "string" ? m.toUpperCase() : m;
-    if (!AUTH_MECHANISMS.includes(name as AuthMechanism)) {
+    if (!SUPPORTED_AUTH_MECHANISMS.includes(name as AuthMechanism)) {
       throw new TypeError(
         `Cannot use option authMechanisms: unknown mechanism ${String(m)}`,
       );

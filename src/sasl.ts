@@ -10,7 +10,7 @@
 export type AuthMechanism = "PLAIN" | "LOGIN" | "CRAM-MD5" | "XOAUTH2";
 
 /** The mechanisms, in the order they are advertised. */
-export const AUTH_MECHANISMS: readonly AuthMechanism[] = [
+export const SUPPORTED_AUTH_MECHANISMS: readonly AuthMechanism[] = [
   "PLAIN",
   "LOGIN",
   "CRAM-MD5",
@@ -114,6 +114,8 @@ export class SaslExchange {
   #username: string | null = null;
 
   /**
+   * Starts an exchange for one AUTH command.
+   *
    * @param mechanism the mechanism the client chose
    * @param challenge the CRAM-MD5 challenge (`<random.time@host>`); unused by
    *   the other mechanisms

@@ -11,7 +11,7 @@
 
 import type { MailParams, RcptParams } from "./engine.ts";
 import { SmtpEngine, type SmtpEvent } from "./engine.ts";
-import { authMechanisms, type AuthOptions, checkAuth } from "./auth.ts";
+import { type AuthOptions, checkAuth, resolveAuth } from "./auth.ts";
 import { SmtpError } from "./errors.ts";
 import type { AuthCredentials } from "./sasl.ts";
 import { IncomingMessage, type Message } from "./message.ts";
@@ -1017,10 +1017,11 @@ class SmtpServer implements Server {
       auth,
       ...engineOptions
     } = options;
+    const resolvedAuth = resolveAuth(auth);
     this.engineOptions = {
       ...engineOptions,
-      authMechanisms: authMechanisms(auth),
-      authRequired: auth?.required ?? false,
+      authMechanisms: resolvedAuth.mechanisms,
+      authRequired: resolvedAuth.required,
     };
     this.hooks = options;
     // A logger that throws must not break the connection's loop (its catch
@@ -1212,7 +1213,10 @@ export async function createServer(
   // Validate everything before anything listens.
   const resolved = resolveServeOptions(options);
   // Throw a TypeError on a bad engine or auth option.
-  new SmtpEngine({ ...options, authMechanisms: authMechanisms(options.auth) });
+  new SmtpEngine({
+    ...options,
+    authMechanisms: resolveAuth(options.auth).mechanisms,
+  });
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,

@@ -318,6 +318,7 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
     return true;
   }
 
+  /** Yields connections as they are pushed, until `close()`. */
   async *[Symbol.asyncIterator](): AsyncGenerator<Connection> {
     for (;;) {
       const c = this.#pending.shift() ??

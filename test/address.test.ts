@@ -7,7 +7,7 @@ import {
   parseParams,
   parsePath,
   type PathResult,
-} from "../mod.ts";
+} from "../src/exports/engine.ts";
 
 const MAIL = { allowNull: true, allowPostmaster: false, utf8: false };
 const RCPT = { allowNull: false, allowPostmaster: true, utf8: false };

@@ -187,7 +187,10 @@ describe("swaks AUTH over STARTTLS", () => {
 
 describe("AUTH rules", () => {
   const verified: AuthCredentials[] = [];
+  // Optional AUTH, so that the rules below can be tried one by one; the
+  // default (required) has its own test.
   const auth: NonNullable<ServeOptions["auth"]> = {
+    required: false,
     verify(credentials) {
       verified.push(credentials);
       const { username, password } = credentials;
@@ -222,6 +225,27 @@ describe("AUTH rules", () => {
       assert.match(await s.command(plain("alice", USERS.alice)), /^235 /);
       await s.close();
     });
+  });
+
+  it("auth without `required` requires AUTH: MAIL before it gets 530 5.7.0", async () => {
+    const { required: _optional, ...byDefault } = auth;
+    await withServer(
+      { tls: TLS, auth: byDefault },
+      async (_server, open) => {
+        const w = await open();
+        await ehlo(w);
+        assert.match(await w.command("STARTTLS"), /^220 /);
+        const s = await upgrade(w);
+        assert.match(await s.command("EHLO client.test"), /AUTH PLAIN LOGIN/);
+        assert.match(
+          await s.command("MAIL FROM:<a@example.org>"),
+          /^530 5\.7\.0 /,
+        );
+        assert.match(await s.command(plain("alice", USERS.alice)), /^235 /);
+        assert.match(await s.command("MAIL FROM:<a@example.org>"), /^250 /);
+        await s.close();
+      },
+    );
   });
 
   it("with requireTls, MAIL and AUTH before STARTTLS get 530 5.7.0", async () => {

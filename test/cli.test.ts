@@ -1,4 +1,4 @@
-// The command-line server (src/cli.ts): its argument checks in process, and
+// The command-line server (src/cli/): its argument checks in process, and
 // the program itself as a child process under the same runtime as the
 // tests, fed by swaks, nodemailer and a raw socket, read back with Python's
 // mailbox module. Never execFileSync while a server runs: children are
@@ -12,15 +12,13 @@ import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import nodemailer from "nodemailer";
+import { CliError, parseCliArgs, VERSION } from "../src/cli/args.ts";
 import {
   checkCredentials,
-  CliError,
   hashPassword,
   parseAuthFile,
-  parseCliArgs,
   verifyPassword,
-  VERSION,
-} from "../src/cli.ts";
+} from "../src/cli/password.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
@@ -45,28 +43,18 @@ function freshPath(name = "md"): string {
 // ---------------------------------------------------------------------------
 // Child processes
 
-/** How to run src/cli.ts under the runtime that runs these tests. */
+/** How to run the CLI (src/cli/main.ts) under the runtime that runs these tests. */
 function cliCommand(): { cmd: string; args: string[] } {
   const g = globalThis as { Deno?: unknown; Bun?: unknown };
-  const runtime = process.env.SMTPD_TEST_RUNTIME ??
-    (g.Deno !== undefined
-      ? "deno"
-      : g.Bun !== undefined
-      ? "bun"
-      : Number(process.versions.node.split(".")[0]) >= 23
-      ? "node24"
-      : "node20");
   const cmd = process.execPath;
-  switch (runtime) {
-    case "deno":
-      return { cmd, args: ["run", "-A", "src/cli.ts"] };
-    case "bun":
-      return { cmd, args: ["src/cli.ts"] };
-    case "node20":
-      return { cmd, args: ["--import", "tsx", "src/cli.ts"] };
-    default:
-      return { cmd, args: ["src/cli.ts"] };
-  }
+  const main = "src/cli/main.ts";
+  if (g.Deno !== undefined) return { cmd, args: ["run", "-A", main] };
+  if (g.Bun !== undefined) return { cmd, args: [main] };
+  // Node strips types itself from 23.6 on; older versions load tsx.
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  return major > 23 || (major === 23 && minor >= 6)
+    ? { cmd, args: [main] }
+    : { cmd, args: ["--import", "tsx", main] };
 }
 
 interface Exit {

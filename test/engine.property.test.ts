@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { type EngineOptions, SmtpEngine, SmtpError } from "../mod.ts";
+import { SmtpError } from "../mod.ts";
+import { type EngineOptions, SmtpEngine } from "../src/exports/engine.ts";
 
 const NUM_RUNS = 500;
 

@@ -4,14 +4,14 @@
 // every offset is quadratic). Large inputs use run() with explicit chunks.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { SmtpError } from "../mod.ts";
 import {
   type EngineOptions,
   type MailParams,
   type RcptParams,
   SmtpEngine,
-  SmtpError,
   type SmtpEvent,
-} from "../mod.ts";
+} from "../src/exports/engine.ts";
 import {
   bytes,
   codes,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { formatReply, SmtpError } from "../mod.ts";
+import { SmtpError } from "../mod.ts";
+import { formatReply } from "../src/exports/engine.ts";
 
 /** The rule formatReply implements, written out line by line (no shortcut). */
 function reference(

@@ -1,37 +1,38 @@
 // The one export map: deno.json exports, package.json exports and the tsup
-// entries must list the same entry points.
+// entries list the same entry points; the root module stays small; the
+// tarball npm would publish holds the build and nothing a user does not need.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import tsupConfig from "../tsup.config.ts";
+import { fileURLToPath } from "node:url";
+import { cli, library } from "../tsup.config.ts";
 
 const root = new URL("../", import.meta.url);
 const denoJson = JSON.parse(readFileSync(new URL("deno.json", root), "utf8"));
 const pkg = JSON.parse(readFileSync(new URL("package.json", root), "utf8"));
-const entries = tsupConfig.entry as Record<string, string>;
+const entries = library.entry as Record<string, string>;
+const cliEntries = cli.entry as Record<string, string>;
 
-/** "./runtimes/deno.ts" → "runtimes/deno" (the tsup entry name and dist path). */
-const stem = (p: string) => p.replace(/^\.\//, "").replace(/\.ts$/, "");
+/** deno.json's exports without the CLI (the npm package's bin). */
+const denoLibrary = Object.fromEntries(
+  Object.entries(denoJson.exports as Record<string, string>).filter(([k]) =>
+    k !== "./cli"
+  ),
+);
 
 describe("export map", () => {
-  it("deno.json exports and tsup entries name the same source files", () => {
-    const fromDeno = Object.values(denoJson.exports as Record<string, string>)
-      .map((p) => p.replace(/^\.\//, "")).filter((p) => p !== "src/cli.ts")
-      .sort();
-    const fromTsup = Object.values(entries).filter((p) => p !== "src/cli.ts")
-      .sort();
-    assert.deepEqual(fromDeno, fromTsup);
+  it("deno.json exports and tsup's library entries name the same source files", () => {
+    const fromDeno = Object.values(denoLibrary).map((p) =>
+      p.replace(/^\.\//, "")
+    ).sort();
+    assert.deepEqual(fromDeno, Object.values(entries).sort());
   });
 
   it("package.json exports point at tsup's output for each deno.json export", () => {
-    for (
-      const [sub, src] of Object.entries(
-        denoJson.exports as Record<string, string>,
-      )
-    ) {
-      if (sub === "./cli") continue; // the CLI is the package's bin
+    for (const [sub, src] of Object.entries(denoLibrary)) {
       const name = Object.keys(entries).find((k) =>
-        entries[k] === stem(src) + ".ts"
+        entries[k] === src.replace(/^\.\//, "")
       );
       assert.ok(name, `tsup has an entry for ${src}`);
       const exp = pkg.exports[sub];
@@ -46,10 +47,7 @@ describe("export map", () => {
     const pkgSubpaths = Object.keys(pkg.exports).filter((k) =>
       k !== "./package.json"
     ).sort();
-    const denoSubpaths = Object.keys(denoJson.exports).filter((k) =>
-      k !== "./cli"
-    ).sort();
-    assert.deepEqual(pkgSubpaths, denoSubpaths);
+    assert.deepEqual(pkgSubpaths, Object.keys(denoLibrary).sort());
   });
 
   it("package.json '.' picks each runtime's shim through its condition", () => {
@@ -66,16 +64,89 @@ describe("export map", () => {
     assert.ok(keys.indexOf("node") < keys.indexOf("import"));
   });
 
-  it("the bin is built by tsup and exported to JSR when the CLI exists", () => {
-    const bin = pkg.bin?.smtpd;
-    assert.equal(bin, "./dist/cli.js");
-    if ("cli" in entries) {
-      assert.equal(entries.cli, "src/cli.ts");
-      assert.equal(denoJson.exports["./cli"], "./src/cli.ts");
-    }
+  it("the CLI is one ESM file, the npm bin and JSR's ./cli", () => {
+    assert.deepEqual(cliEntries, { cli: "src/cli/main.ts" });
+    assert.deepEqual(cli.format, ["esm"]);
+    assert.equal(cli.dts, false);
+    assert.equal(pkg.bin?.smtpd, "./dist/cli.js");
+    assert.equal(denoJson.exports["./cli"], "./src/cli/main.ts");
   });
 
   it("versions agree", () => {
     assert.equal(denoJson.version, pkg.version);
+  });
+});
+
+describe("public API", () => {
+  it("the root module exports serve and SmtpError, the rest is types", async () => {
+    const mod = await import("../mod.ts");
+    assert.deepEqual(Object.keys(mod).sort(), ["SmtpError", "serve"]);
+  });
+
+  it("each runtime module exports the root API plus its listener", async () => {
+    for (const rt of ["deno", "bun", "node"]) {
+      const mod = await import(`../runtimes/${rt}.ts`);
+      for (const name of ["SmtpError", "serve", "listen"]) {
+        assert.ok(name in mod, `runtimes/${rt}.ts exports ${name}`);
+      }
+    }
+  });
+
+  it("the engine subpath has the sans-IO engine and its parsers", async () => {
+    const mod = await import("../src/exports/engine.ts");
+    for (
+      const name of [
+        "SmtpEngine",
+        "SmtpError",
+        "parsePath",
+        "SaslExchange",
+        "resolveEngineOptions",
+      ]
+    ) assert.ok(name in mod, `smtpd/engine exports ${name}`);
+  });
+});
+
+describe("npm package", () => {
+  it("npm pack ships the build, the README and the licence, and nothing else", async (t) => {
+    if (!existsSync(new URL("dist/mod.js", root))) {
+      return t.skip("no build in dist/ (npm test builds first)");
+    }
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(
+        "npm",
+        ["pack", "--dry-run", "--json", "--ignore-scripts"],
+        { cwd: fileURLToPath(root) },
+        (err, stdout) => (err ? reject(err) : resolve(stdout)),
+      );
+    });
+    const files: string[] = JSON.parse(out)[0].files.map((
+      f: { path: string },
+    ) => f.path).sort();
+    for (
+      const want of [
+        "LICENSE",
+        "README.md",
+        "package.json",
+        "dist/cli.js",
+        "dist/mod.js",
+        "dist/mod.cjs",
+        "dist/mod.d.ts",
+        "dist/mod.d.cts",
+        "dist/engine.js",
+        "dist/runtimes/node.js",
+      ]
+    ) assert.ok(files.includes(want), `the tarball has ${want}`);
+    const stray = files.filter((f) =>
+      !(f === "LICENSE" || f === "README.md" || f === "package.json" ||
+        f.startsWith("dist/"))
+    );
+    assert.deepEqual(stray, [], "nothing outside dist/ but the docs");
+    for (const bad of ["dist/cli.cjs", "dist/cli.d.ts", "dist/cli.d.cts"]) {
+      assert.ok(!files.includes(bad), `the tarball has no ${bad}`);
+    }
+    assert.ok(
+      files.every((f) => !f.endsWith(".map")),
+      "no source maps",
+    );
   });
 });

@@ -2,12 +2,12 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { describe, it } from "node:test";
+import { SmtpError } from "../mod.ts";
 import {
   decodeBase64Text,
   encodeBase64Text,
   SaslExchange,
-  SmtpError,
-} from "../mod.ts";
+} from "../src/exports/engine.ts";
 import {
   bytes,
   codes,

@@ -9,7 +9,8 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import assert from "node:assert/strict";
 import { replyLength, withServerUsing } from "./client.ts";
-import type { ListenFn, ServeOptions, Server, TlsOptions } from "../../mod.ts";
+import type { ServeOptions, Server, TlsOptions } from "../../mod.ts";
+import type { ListenFn } from "../../src/exports/transport.ts";
 
 const fixtures = new URL("../fixtures/", import.meta.url);
 

@@ -1,12 +1,12 @@
 // Runs byte transcripts through the engine, fed whole, byte by byte and split
 // at every offset, and checks that every feeding gives the same result.
 import assert from "node:assert/strict";
+import { SmtpError } from "../../mod.ts";
 import {
   type EngineOptions,
   SmtpEngine,
-  SmtpError,
   type SmtpEvent,
-} from "../../mod.ts";
+} from "../../src/exports/engine.ts";
 
 /** Answers a decision: return an SmtpError to reject, a string to accept with that text, nothing to accept. */
 export type Decide = (

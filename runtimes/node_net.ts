@@ -1,0 +1,398 @@
+/**
+ * The `node:net` / `node:tls` listener: plain TCP, STARTTLS (a
+ * `tls.TLSSocket({ isServer: true })` over the plaintext socket) and
+ * implicit TLS (`tls.createServer`), with certificate replacement and SNI.
+ * The Node shim is this; the Deno shim uses it whenever a certificate is
+ * configured (Deno has no server-side TLS upgrade, and its
+ * `Deno.listenTls` lacks what `node:tls` has), and the Bun shim for
+ * certificates per server name (SNI).
+ *
+ * Each secure context is made once per certificate and replaced by
+ * `setTls()`: STARTTLS upgrades take the one in force when they start;
+ * implicit TLS gets it through `server.setSecureContext()`.
+ *
+ * @example
+ * ```ts
+ * import { listen } from "@smtpd/smtpd/node";
+ *
+ * const listener = await listen({ hostname: "127.0.0.1", port: 0 });
+ * console.log(listener.addr.port);
+ * listener.close();
+ * ```
+ *
+ * @module
+ */
+
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import * as net from "node:net";
+import * as tls from "node:tls";
+import {
+  checkTlsOptions,
+  type Connection,
+  ConnectionQueue,
+  HANDSHAKE_TIMEOUT_MS,
+  type Listener,
+  type ListenOptions,
+  matchServerName,
+  type TlsCertificate,
+  type TlsInfo,
+  type TlsOptions,
+} from "../src/transport.ts";
+
+const HIGH_WATER_MARK = 64 * 1024;
+/** How long a closed socket may take to deliver its last bytes. */
+const CLOSE_GRACE_MS = 5000;
+
+function checkKeyPair(c: TlsCertificate, what: string): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(c.cert);
+  } catch (err) {
+    throw new TypeError(
+      `Cannot use option ${what}.cert: ${(err as Error).message}`,
+    );
+  }
+  let matches: boolean;
+  try {
+    matches = cert.checkPrivateKey(createPrivateKey(c.key));
+  } catch (err) {
+    throw new TypeError(
+      `Cannot use option ${what}.key: ${(err as Error).message}`,
+    );
+  }
+  if (!matches) {
+    throw new TypeError(
+      `Cannot use option ${what}.key: it does not match the certificate`,
+    );
+  }
+}
+
+/**
+ * Validates {@link TlsOptions} down to the PEM: each key must parse and
+ * match its certificate. Throws a `TypeError` naming the bad option (some
+ * runtimes' TLS libraries accept anything when the context is made and
+ * fail every handshake later).
+ *
+ * @example
+ * ```ts
+ * import { loadTlsOptions } from "@smtpd/smtpd/node";
+ *
+ * declare const key: string, cert: string;
+ * const tls = loadTlsOptions({ key, cert, minVersion: "TLSv1.3" });
+ * ```
+ */
+export function loadTlsOptions(options: unknown): TlsOptions {
+  const o = checkTlsOptions(options);
+  checkKeyPair(o, "tls");
+  for (const [name, c] of Object.entries(o.sni ?? {})) {
+    checkKeyPair(c, `tls.sni[${JSON.stringify(name)}]`);
+  }
+  return o;
+}
+
+/**
+ * The listener's TLS configuration as `node:tls` wants it, replaceable
+ * while the listener runs: STARTTLS upgrades take `context` (and the SNI
+ * callback) at the moment they start.
+ *
+ * @example
+ * ```ts
+ * import { TlsConfig } from "@smtpd/smtpd/node";
+ *
+ * declare const key: string, cert: string;
+ * const config = new TlsConfig({ key, cert });
+ * console.log(config.options.minVersion); // "TLSv1.2"
+ * ```
+ */
+export class TlsConfig {
+  #context!: tls.SecureContext;
+  #sni = new Map<string, tls.SecureContext>();
+  #options!: tls.SecureContextOptions;
+
+  /** Validates `options` and builds the secure contexts (throws on bad PEM). */
+  constructor(options: TlsOptions) {
+    this.set(options);
+  }
+
+  /** Replaces everything; on any error nothing changes. */
+  set(options: TlsOptions): void {
+    const o = loadTlsOptions(options);
+    const base: tls.SecureContextOptions = {
+      key: o.key,
+      cert: o.cert,
+      ca: o.ca,
+      minVersion: o.minVersion ?? "TLSv1.2",
+    };
+    const context = tls.createSecureContext(base);
+    const sni = new Map<string, tls.SecureContext>();
+    for (const [name, c] of Object.entries(o.sni ?? {})) {
+      sni.set(name, tls.createSecureContext({ ...base, ...c }));
+    }
+    this.#options = base;
+    this.#context = context;
+    this.#sni = sni;
+  }
+
+  /** The default context (no SNI, or a name without its own certificate). */
+  get context(): tls.SecureContext {
+    return this.#context;
+  }
+
+  /** The options behind {@link TlsConfig.context} (for `tls.Server#setSecureContext`). */
+  get options(): tls.SecureContextOptions {
+    return this.#options;
+  }
+
+  /**
+   * `SNICallback` for `node:tls`: the context for the name the client
+   * asked for; `null` lets the default context answer.
+   */
+  readonly sniCallback = (
+    name: string,
+    cb: (err: Error | null, ctx?: tls.SecureContext) => void,
+  ): void => {
+    const ctx = matchServerName(this.#sni, name);
+    // Node documents (err, ctx); a missing ctx keeps the default one.
+    (cb as (err: null, ctx: tls.SecureContext | null) => void)(
+      null,
+      ctx ?? null,
+    );
+  };
+}
+
+function tlsInfo(sock: tls.TLSSocket): TlsInfo {
+  const servername = (sock as tls.TLSSocket & { servername?: string | false })
+    .servername;
+  return {
+    version: sock.getProtocol() ?? "unknown",
+    cipher: sock.getCipher()?.name ?? "unknown",
+    ...(servername ? { servername } : {}),
+  };
+}
+
+/**
+ * Adapts a connected `net.Socket` (or `tls.TLSSocket`) to a
+ * {@link Connection}. With `starttls` (a plaintext socket of a listener
+ * that has a certificate) the connection gets `startTls()`.
+ *
+ * @example
+ * ```ts
+ * import * as net from "node:net";
+ * import { wrapSocket } from "@smtpd/smtpd/node";
+ *
+ * net.createServer((sock) => {
+ *   const conn = wrapSocket(sock, null);
+ *   conn.close();
+ * });
+ * ```
+ */
+export function wrapSocket(
+  sock: net.Socket,
+  info: TlsInfo | null,
+  starttls?: { config: TlsConfig; handshakeTimeout: number },
+): Connection {
+  sock.setNoDelay(true);
+  let closing = false;
+  let onData: ((d: Uint8Array) => void) | null = null;
+  const readable = new ReadableStream<Uint8Array>({
+    start(c) {
+      onData = (d) => {
+        c.enqueue(d);
+        if ((c.desiredSize ?? 1) <= 0) sock.pause();
+      };
+      sock.on("data", onData);
+      sock.once("end", () => {
+        try {
+          c.close();
+        } catch { /* already closed */ }
+      });
+      sock.once("close", () => {
+        try {
+          c.close();
+        } catch { /* already closed */ }
+      });
+    },
+    pull() {
+      sock.resume();
+    },
+    cancel() {
+      sock.destroy();
+    },
+  }, { highWaterMark: HIGH_WATER_MARK, size: (c) => c.byteLength });
+  sock.on("error", () => {/* surfaced as end of stream / failed write */});
+  const writable = new WritableStream<Uint8Array>({
+    write(chunk) {
+      if (sock.destroyed) throw new Error("Connection closed");
+      if (sock.write(chunk)) return;
+      return new Promise<void>((resolve, reject) => {
+        const done = () => {
+          sock.off("close", fail);
+          resolve();
+        };
+        const fail = () => {
+          sock.off("drain", done);
+          reject(new Error("Connection closed"));
+        };
+        sock.once("drain", done);
+        sock.once("close", fail);
+      });
+    },
+  });
+  const conn: Connection = {
+    readable,
+    writable,
+    remoteAddr: {
+      hostname: stripMapped(sock.remoteAddress ?? ""),
+      port: sock.remotePort ?? 0,
+    },
+    localAddr: {
+      hostname: stripMapped(sock.localAddress ?? ""),
+      port: sock.localPort ?? 0,
+    },
+    tls: info,
+    close(abort) {
+      if (sock.destroyed) return;
+      if (abort) return void sock.destroy();
+      if (closing) return;
+      closing = true;
+      sock.end(() => sock.destroy());
+      // end() sends FIN only once Node's queue is written: a peer that does
+      // not read would keep the socket (and its descriptor) for ever.
+      const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
+      sock.once("close", () => clearTimeout(timer));
+    },
+  };
+  if (starttls && info === null) {
+    conn.startTls = (reply) =>
+      new Promise<Connection>((resolve, reject) => {
+        // RFC 3207 §4.2: stop reading plaintext before the 220 goes out,
+        // and drop what the client sent before it saw the 220 (command
+        // injection, CVE-2011-0411). What arrives after the 220 is the
+        // handshake: the TLS socket takes it from the socket's buffer.
+        if (onData) sock.off("data", onData);
+        sock.pause();
+        sock.removeAllListeners("end");
+        sock.removeAllListeners("close");
+        while (sock.read() !== null) { /* discard */ }
+        sock.write(reply);
+        const { config, handshakeTimeout } = starttls;
+        const secure = new tls.TLSSocket(sock, {
+          isServer: true,
+          secureContext: config.context,
+          SNICallback: config.sniCallback,
+        });
+        let settled = false;
+        const fail = (err: Error) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          secure.destroy();
+          sock.destroy();
+          reject(err);
+        };
+        // A client that never completes the handshake (or leaves in the
+        // middle of it) must not hold the connection for ever.
+        const timer = setTimeout(
+          () => fail(new Error("TLS handshake timed out")),
+          handshakeTimeout,
+        );
+        secure.once("secure", () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          secure.off("error", fail);
+          secure.off("end", onClose);
+          secure.off("close", onClose);
+          resolve(wrapSocket(secure, tlsInfo(secure)));
+        });
+        // The client left: with allowHalfOpen (inherited from the
+        // listener) its FIN gives "end" and no "close".
+        const onClose = () =>
+          fail(new Error("Connection closed during the TLS handshake"));
+        secure.once("error", fail);
+        secure.once("end", onClose);
+        secure.once("close", onClose);
+      });
+  }
+  return conn;
+}
+
+/** `::ffff:127.0.0.1` → `127.0.0.1`. */
+function stripMapped(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+}
+
+/**
+ * Opens a {@link Listener} with `node:net` (plain or STARTTLS) or
+ * `node:tls` (implicit TLS).
+ *
+ * @example
+ * ```ts
+ * import { listen } from "@smtpd/smtpd/node";
+ *
+ * const listener = await listen({ hostname: "127.0.0.1", port: 0 });
+ * console.log(listener.addr.port);
+ * listener.close();
+ * ```
+ */
+export function listen(options: ListenOptions): Promise<Listener> {
+  let config: TlsConfig | null;
+  try {
+    config = options.tls ? new TlsConfig(options.tls) : null;
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  const handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
+  const queue = new ConnectionQueue();
+  const push = (c: Connection) => queue.push(c);
+  // allowHalfOpen: a client's FIN ends its input only, so the replies to
+  // what it sent before (QUIT included) still go out. Without it Node ended
+  // the socket on the FIN and every later reply was lost.
+  const tlsServer = options.implicitTls && config
+    ? tls.createServer(
+      {
+        allowHalfOpen: true,
+        ...config.options,
+        SNICallback: config.sniCallback,
+        handshakeTimeout,
+      },
+      (s) => push(wrapSocket(s, tlsInfo(s))),
+    )
+    : null;
+  const server = tlsServer ?? net.createServer(
+    { allowHalfOpen: true },
+    (s) =>
+      push(
+        wrapSocket(s, null, config ? { config, handshakeTimeout } : undefined),
+      ),
+  );
+  server.on(
+    "tlsClientError",
+    (_err: Error, s: tls.TLSSocket | undefined) => {
+      // A failed (or timed out) handshake: nothing reached the engine.
+      s?.destroy();
+    },
+  );
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.hostname, () => {
+      server.off("error", reject);
+      server.on("error", () => {});
+      const a = server.address() as net.AddressInfo;
+      const listener: Listener = {
+        addr: { hostname: a.address, port: a.port },
+        close() {
+          if (queue.close()) server.close();
+        },
+        [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
+      };
+      if (config) {
+        listener.setTls = (tlsOptions) => {
+          config.set(tlsOptions);
+          tlsServer?.setSecureContext(config.options);
+        };
+      }
+      resolve(listener);
+    });
+  });
+}

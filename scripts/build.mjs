@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+// `npm run build` (and `prepack`): empties dist/, then tsup builds the
+// library (ESM + CJS + types) and the CLI (ESM). Runs wherever Node does.
+import { spawnSync } from "node:child_process";
+import { rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+rmSync(join(root, "dist"), { recursive: true, force: true });
+const tsup = join(root, "node_modules", "tsup", "dist", "cli-default.js");
+const r = spawnSync(process.execPath, [tsup], { cwd: root, stdio: "inherit" });
+process.exitCode = r.status ?? 1;

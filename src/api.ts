@@ -1,0 +1,29 @@
+/**
+ * The root API shared by `mod.ts` and each runtime's module (`smtpd/deno`,
+ * `smtpd/bun`, `smtpd/node`): what an application that receives mail uses.
+ * Each of those adds its own `serve()`. The engine and the other building
+ * blocks are on subpaths (`smtpd/engine`, `smtpd/transport`).
+ *
+ * @module
+ */
+
+export { SmtpError } from "./errors.ts";
+export type { AuthOptions } from "./auth.ts";
+export type { AuthCredentials, AuthMechanism } from "./sasl.ts";
+export type {
+  HookResult,
+  LoopMessage,
+  ServeOptions,
+  Server,
+} from "./server.ts";
+export type { Email, Message } from "./message.ts";
+export type { LogEntry, Logger, Session } from "./session.ts";
+export type {
+  NetAddress,
+  TlsCertificate,
+  TlsInfo,
+  TlsOptions,
+} from "./transport.ts";
+export type { MailParams, RcptParams, Recipient } from "./engine.ts";
+export type { Mailbox } from "./address.ts";
+export type { BareLineEndingPolicy, EngineOptions } from "./options.ts";

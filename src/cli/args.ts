@@ -1,0 +1,383 @@
+/**
+ * The command line: flags, usage text, and their parsing into a
+ * {@link CliCommand}. Every mistake is a {@link CliError} naming the flag.
+ *
+ * @module
+ */
+
+import { hostname as osHostname } from "node:os";
+import { parseArgs } from "node:util";
+
+/**
+ * The version of smtpd (the same as in `package.json` and `deno.json`).
+ *
+ * @example
+ * ```ts
+ * import { VERSION } from "@smtpd/smtpd/cli";
+ *
+ * console.log(`smtpd ${VERSION}`);
+ * ```
+ */
+export const VERSION: string = "0.1.0";
+
+export const USAGE: string = `Usage: smtpd [options]
+       smtpd hash-password [USER] < password-file
+
+Receives mail over SMTP and stores every message in a Maildir.
+
+Options:
+  --host ADDRESS         interface to listen on (default 127.0.0.1;
+                         0.0.0.0 or :: for every interface)
+  --port PORT            port to listen on, 0 for any free one (default 2525)
+  --maildir DIR          Maildir to deliver into, created when missing
+                         (default ./maildir)
+  --server-name NAME     name in the greeting and in Received headers
+                         (default: this machine's host name)
+  --size BYTES           largest message accepted; K, M or G for KiB, MiB,
+                         GiB (default 25M)
+  --max-recipients N     recipients per message (default 100)
+  --max-connections N    connections at once (default 1000)
+  --tls-cert FILE        PEM certificate chain: offer STARTTLS
+  --tls-key FILE         PEM private key of --tls-cert
+  --tls-implicit         TLS from the first byte (port 465 style) instead
+                         of STARTTLS
+  --require-tls          refuse mail before STARTTLS (530 5.7.0)
+  --auth-file FILE       require AUTH with these users: one user:hash per
+                         line, hashes made by "smtpd hash-password"
+  --allow-insecure-auth  allow AUTH without TLS (for local testing)
+  --log text|json        log format (default text)
+  --quiet                log errors only
+  --verbose              also log connections and the SMTP dialogue
+  -h, --help             show this help
+  --version              show the version
+
+Commands:
+  hash-password [USER]   read a password from standard input and print its
+                         scrypt hash (as USER:hash when USER is given)
+
+Signals: SIGINT and SIGTERM stop the server gracefully.`;
+
+/**
+ * The server's settings, as the command line gives them.
+ *
+ * @example
+ * ```ts
+ * import { parseCliArgs } from "@smtpd/smtpd/cli";
+ *
+ * const command = parseCliArgs(["--port", "2525"]);
+ * if (command.command === "serve") console.log(command.options.port); // 2525
+ * ```
+ */
+export interface CliOptions {
+  /** `--host`: interface to listen on. */
+  host: string;
+  /** `--port`: port to listen on (0: any free one). */
+  port: number;
+  /** `--maildir`: the Maildir directory, as given. */
+  maildir: string;
+  /** `--server-name`: name in the greeting and the Received headers. */
+  serverName: string;
+  /** `--size`: largest message in bytes, or `undefined` for the default. */
+  size?: number;
+  /** `--max-recipients`. */
+  maxRecipients?: number;
+  /** `--max-connections`. */
+  maxConnections?: number;
+  /** `--tls-cert`: path of the PEM certificate chain. */
+  tlsCert?: string;
+  /** `--tls-key`: path of the PEM private key. */
+  tlsKey?: string;
+  /** `--tls-implicit`. */
+  tlsImplicit: boolean;
+  /** `--require-tls`. */
+  requireTls: boolean;
+  /** `--auth-file`: path of the users file. */
+  authFile?: string;
+  /** `--allow-insecure-auth`. */
+  allowInsecureAuth: boolean;
+  /** `--log`. */
+  log: "text" | "json";
+  /** `--quiet`. */
+  quiet: boolean;
+  /** `--verbose`. */
+  verbose: boolean;
+}
+
+/**
+ * What the command line asks for.
+ *
+ * @example
+ * ```ts
+ * import { parseCliArgs } from "@smtpd/smtpd/cli";
+ *
+ * parseCliArgs(["hash-password", "alice"]); // { command: "hash-password", user: "alice" }
+ * ```
+ */
+export type CliCommand =
+  | { command: "serve"; options: CliOptions }
+  | { command: "help" }
+  | { command: "version" }
+  | { command: "hash-password"; user?: string };
+
+/**
+ * A bad command line or an unusable file: printed as one line,
+ * `smtpd: --flag: what is wrong`, before anything listens.
+ *
+ * @example
+ * ```ts
+ * import { CliError } from "@smtpd/smtpd/cli";
+ *
+ * const error = new CliError("--port", "must be a number from 0 to 65535");
+ * console.log(error.message); // "--port: must be a number from 0 to 65535"
+ * ```
+ */
+export class CliError extends Error {
+  /** The flag (or command) at fault, such as `"--port"`, or `null`. */
+  readonly flag: string | null;
+
+  /**
+   * Makes the error; its message is `flag: text`.
+   *
+   * @param flag the flag at fault, or `null`
+   * @param text what is wrong with it
+   */
+  constructor(flag: string | null, text: string) {
+    super(flag === null ? text : `${flag}: ${text}`);
+    this.name = "CliError";
+    this.flag = flag;
+  }
+}
+
+const SERVE_FLAGS = {
+  host: { type: "string" },
+  port: { type: "string" },
+  maildir: { type: "string" },
+  "server-name": { type: "string" },
+  size: { type: "string" },
+  "max-recipients": { type: "string" },
+  "max-connections": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-implicit": { type: "boolean" },
+  "require-tls": { type: "boolean" },
+  "auth-file": { type: "string" },
+  "allow-insecure-auth": { type: "boolean" },
+  log: { type: "string" },
+  quiet: { type: "boolean" },
+  verbose: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} as const;
+
+/** parseArgs' errors, reworded to name the flag first. */
+function argsError(error: unknown): CliError {
+  const e = error as { code?: string; message?: string };
+  const message = String(e?.message ?? error);
+  const quoted = /'([^']*)'/.exec(message)?.[1] ?? "";
+  const flag = quoted.split(" ")[0] || null;
+  switch (e?.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return new CliError(flag, "unknown option (see smtpd --help)");
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return /does not take an argument/.test(message)
+        ? new CliError(flag, "takes no value")
+        : new CliError(flag, "needs a value");
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return new CliError(
+        quoted || null,
+        "unexpected argument (see smtpd --help)",
+      );
+    default:
+      return new CliError(null, message.split("\n")[0]);
+  }
+}
+
+function integerFlag(
+  flag: string,
+  value: string | undefined,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new CliError(
+      flag,
+      max === Number.MAX_SAFE_INTEGER
+        ? `must be a whole number of at least ${min}, not "${value}"`
+        : `must be a whole number from ${min} to ${max}, not "${value}"`,
+    );
+  }
+  return n;
+}
+
+function sizeFlag(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+)([kmg])?$/i.exec(value);
+  const unit = m?.[2]?.toLowerCase();
+  const n = m === null ? NaN : Number(m[1]) *
+    (unit === "k"
+      ? 1024
+      : unit === "m"
+      ? 1024 ** 2
+      : unit === "g"
+      ? 1024 ** 3
+      : 1);
+  if (!(n >= 1 && n <= Number.MAX_SAFE_INTEGER)) {
+    throw new CliError(
+      "--size",
+      `must be a positive number of bytes (K, M or G allowed), not "${value}"`,
+    );
+  }
+  return n;
+}
+
+function textFlag(flag: string, value: string | undefined): string | undefined {
+  // deno-lint-ignore no-control-regex
+  if (value !== undefined && (value === "" || /[\x00-\x20\x7f]/.test(value))) {
+    throw new CliError(flag, "must be a non-empty value without spaces");
+  }
+  return value;
+}
+
+/** The machine's name when it makes a valid server name, else `localhost`. */
+function defaultServerName(): string {
+  try {
+    const name = osHostname();
+    return /^[A-Za-z0-9_.-]+$/.test(name) ? name : "localhost";
+  } catch {
+    return "localhost";
+  }
+}
+
+/**
+ * Parses and checks the command line (without reading any file). Throws
+ * {@link CliError} naming the flag for anything wrong: an unknown flag, a
+ * missing or malformed value, or flags that need each other.
+ *
+ * @param argv the arguments after the program name
+ *
+ * @example
+ * ```ts
+ * import { parseCliArgs } from "@smtpd/smtpd/cli";
+ *
+ * const c = parseCliArgs(["--port", "0", "--maildir", "/tmp/mail", "--log", "json"]);
+ * // { command: "serve", options: { port: 0, maildir: "/tmp/mail", log: "json", ... } }
+ * parseCliArgs(["--port", "http"]); // throws CliError "--port: must be ..."
+ * ```
+ */
+export function parseCliArgs(argv: readonly string[]): CliCommand {
+  if (argv[0] === "hash-password") {
+    let parsed;
+    try {
+      parsed = parseArgs({
+        args: argv.slice(1),
+        options: { help: { type: "boolean", short: "h" } },
+        strict: true,
+        allowPositionals: true,
+      });
+    } catch (error) {
+      throw argsError(error);
+    }
+    if (parsed.values.help) return { command: "help" };
+    if (parsed.positionals.length > 1) {
+      throw new CliError(
+        "hash-password",
+        `takes at most one argument (the user), not ${parsed.positionals.length}`,
+      );
+    }
+    const user = parsed.positionals[0];
+    if (user !== undefined && (user === "" || /[:\s]/.test(user))) {
+      throw new CliError(
+        "hash-password",
+        "the user must not be empty or contain ':' or spaces",
+      );
+    }
+    return user === undefined
+      ? { command: "hash-password" }
+      : { command: "hash-password", user };
+  }
+  let values;
+  try {
+    values = parseArgs({
+      args: [...argv],
+      options: SERVE_FLAGS,
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (error) {
+    throw argsError(error);
+  }
+  if (values.help) return { command: "help" };
+  if (values.version) return { command: "version" };
+  const log = values.log ?? "text";
+  if (log !== "text" && log !== "json") {
+    throw new CliError("--log", `must be "text" or "json", not "${log}"`);
+  }
+  if (values.quiet && values.verbose) {
+    throw new CliError("--quiet", "cannot be used with --verbose");
+  }
+  if (values.maildir === "") {
+    throw new CliError("--maildir", "must not be empty");
+  }
+  for (const flag of ["tls-cert", "tls-key", "auth-file"] as const) {
+    if (values[flag] === "") {
+      throw new CliError(`--${flag}`, "must name a file");
+    }
+  }
+  const options: CliOptions = {
+    host: textFlag("--host", values.host) ?? "127.0.0.1",
+    port: integerFlag("--port", values.port, 0, 65535) ?? 2525,
+    maildir: values.maildir ?? "./maildir",
+    serverName: textFlag("--server-name", values["server-name"]) ??
+      defaultServerName(),
+    size: sizeFlag(values.size),
+    maxRecipients: integerFlag("--max-recipients", values["max-recipients"], 1),
+    maxConnections: integerFlag(
+      "--max-connections",
+      values["max-connections"],
+      1,
+    ),
+    tlsCert: values["tls-cert"],
+    tlsKey: values["tls-key"],
+    tlsImplicit: values["tls-implicit"] ?? false,
+    requireTls: values["require-tls"] ?? false,
+    authFile: values["auth-file"],
+    allowInsecureAuth: values["allow-insecure-auth"] ?? false,
+    log,
+    quiet: values.quiet ?? false,
+    verbose: values.verbose ?? false,
+  };
+  if (
+    options.serverName !== undefined && /^[.-]|[.-]$/.test(options.serverName)
+  ) {
+    throw new CliError(
+      "--server-name",
+      `"${options.serverName}" is not a host name`,
+    );
+  }
+  if (options.tlsCert !== undefined && options.tlsKey === undefined) {
+    throw new CliError("--tls-key", "is needed with --tls-cert");
+  }
+  if (options.tlsKey !== undefined && options.tlsCert === undefined) {
+    throw new CliError("--tls-cert", "is needed with --tls-key");
+  }
+  const tls = options.tlsCert !== undefined;
+  if (options.tlsImplicit && !tls) {
+    throw new CliError("--tls-implicit", "needs --tls-cert and --tls-key");
+  }
+  if (options.requireTls && !tls) {
+    throw new CliError("--require-tls", "needs --tls-cert and --tls-key");
+  }
+  if (options.allowInsecureAuth && options.authFile === undefined) {
+    throw new CliError("--allow-insecure-auth", "needs --auth-file");
+  }
+  if (options.authFile !== undefined && !tls && !options.allowInsecureAuth) {
+    throw new CliError(
+      "--auth-file",
+      "AUTH is offered only over TLS: add --tls-cert and --tls-key " +
+        "(or --allow-insecure-auth for local testing)",
+    );
+  }
+  return { command: "serve", options };
+}

@@ -1,0 +1,62 @@
+/**
+ * The sans-IO SMTP engine and its building blocks: bytes in, events out,
+ * decisions in, bytes out; no sockets, timers or clocks. For those who
+ * build their own driver, proxy or test harness on the protocol; an
+ * application that receives mail wants `serve()` from the package root.
+ *
+ * Also here: the engine's options and their validation, the SASL exchange
+ * (AUTH PLAIN, LOGIN, CRAM-MD5, XOAUTH2), the RFC 5321 path and parameter
+ * parsers, and reply formatting.
+ *
+ * @example
+ * ```ts
+ * import { SmtpEngine } from "@smtpd/smtpd/engine";
+ *
+ * const engine = new SmtpEngine({ serverName: "mx.example.org" });
+ * engine.receive(new TextEncoder().encode("HELO client\r\nQUIT\r\n"), 0);
+ * for (let ev = engine.nextEvent(); ev.type !== "close"; ev = engine.nextEvent()) {
+ *   if (ev.type === "connect" || ev.type === "helo") engine.accept();
+ * }
+ * console.log(new TextDecoder().decode(engine.takeOutput()!));
+ * ```
+ *
+ * @module
+ */
+
+export { formatReply, SmtpError } from "../errors.ts";
+export {
+  type CloseReason,
+  type Decision,
+  type MailParams,
+  type RcptParams,
+  type Recipient,
+  SmtpEngine,
+  type SmtpEvent,
+} from "../engine.ts";
+export {
+  type BareLineEndingPolicy,
+  ENGINE_DEFAULTS,
+  type EngineOptions,
+  limitOption,
+  type ResolvedEngineOptions,
+  resolveEngineOptions,
+} from "../options.ts";
+export {
+  type AuthCredentials,
+  type AuthMechanism,
+  decodeBase64Text,
+  encodeBase64Text,
+  SaslExchange,
+  type SaslStep,
+  SUPPORTED_AUTH_MECHANISMS,
+} from "../sasl.ts";
+export {
+  decodeXtext,
+  isDomainOrLiteral,
+  type Mailbox,
+  type ParamsResult,
+  parseParams,
+  parsePath,
+  type PathError,
+  type PathResult,
+} from "../address.ts";

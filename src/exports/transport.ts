@@ -1,0 +1,35 @@
+/**
+ * The seam between the driver and the runtimes: the {@link Connection} and
+ * {@link Listener} interfaces a runtime shim implements, the helpers the
+ * shims share, and {@link createServer}, which runs the SMTP server on any
+ * listener. For those who bring their own transport (a custom socket, an
+ * in-memory pipe for tests); an application wants `serve()` from the
+ * package root.
+ *
+ * @example
+ * ```ts
+ * import { createServer } from "@smtpd/smtpd/transport";
+ * import { listen } from "@smtpd/smtpd/node";
+ *
+ * const server = await createServer(listen, "node", { port: 0 });
+ * await server.close();
+ * ```
+ *
+ * @module
+ */
+
+export { createServer } from "../server.ts";
+export {
+  checkTlsOptions,
+  type Connection,
+  ConnectionQueue,
+  HANDSHAKE_TIMEOUT_MS,
+  type Listener,
+  type ListenFn,
+  type ListenOptions,
+  matchServerName,
+  type NetAddress,
+  type TlsCertificate,
+  type TlsInfo,
+  type TlsOptions,
+} from "../transport.ts";
