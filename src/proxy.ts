@@ -86,9 +86,9 @@ export interface ProxySslInfo {
   cn?: string;
   /** PP2_SUBTYPE_SSL_CIPHER (0x23), e.g. `TLS_AES_256_GCM_SHA384`. */
   cipher?: string;
-  /** PP2_SUBTYPE_SSL_SIG_ALG (0x24): the client certificate's signature algorithm. */
+  /** PP2_SUBTYPE_SSL_SIG_ALG (0x24): the signature algorithm of the certificate the proxy presented, e.g. `RSA-SHA256`. */
   sigAlg?: string;
-  /** PP2_SUBTYPE_SSL_KEY_ALG (0x25): the client certificate's key algorithm. */
+  /** PP2_SUBTYPE_SSL_KEY_ALG (0x25): the key algorithm of the certificate the proxy presented, e.g. `RSA2048`. */
   keyAlg?: string;
 }
 
@@ -363,18 +363,18 @@ function checkV1Line(
   if (proto !== "TCP4" && proto !== "TCP6") {
     return "v1 header has an unknown protocol (not TCP4, TCP6 or UNKNOWN)";
   }
+  const v6 = proto === "TCP6";
+  for (let k = 1; k < fields.length && k < 5; k++) {
+    const f = fields[k];
+    const whole = complete || k < fields.length - 1;
+    const why = k <= 2 ? checkV1Address(f, v6, whole) : checkV1Port(f, whole);
+    if (why !== null) return why;
+  }
   if (fields.length > 5) {
     return "v1 header has more than four fields after the protocol";
   }
   if (complete && fields.length < 5) {
     return "v1 header has fewer than four fields after the protocol";
-  }
-  const v6 = proto === "TCP6";
-  for (let k = 1; k < fields.length; k++) {
-    const f = fields[k];
-    const whole = complete || k < fields.length - 1;
-    const why = k <= 2 ? checkV1Address(f, v6, whole) : checkV1Port(f, whole);
-    if (why !== null) return why;
   }
   if (!complete) return null;
   const bytesOf = (s: string): string =>
