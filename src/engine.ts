@@ -1155,7 +1155,11 @@ export class SmtpEngine {
           if (body === "BINARYMIME") {
             // RFC 3030 §3: only when offered, and only with CHUNKING.
             if (!o.chunking || !o.binaryMime) {
-              return this.#fail(555, "5.5.4", "BODY=BINARYMIME is not supported");
+              return this.#fail(
+                555,
+                "5.5.4",
+                "BODY=BINARYMIME is not supported",
+              );
             }
           } else if (body !== "7BIT" && body !== "8BITMIME") {
             return this.#fail(501, "5.5.4", "Bad BODY parameter");
