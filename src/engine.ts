@@ -1706,7 +1706,13 @@ export class SmtpEngine {
         q + 4 <= end && buf[q] > CR && buf[q + 1] > CR && buf[q + 2] > CR &&
         buf[q + 3] > CR
       ) q += 4;
-      while (q < end && buf[q] !== CR && buf[q] !== LF) q++;
+      for (;;) {
+        while (q < end && buf[q] > CR) q++;
+        if (q >= end) break;
+        const b = buf[q];
+        if (b === CR || b === LF) break;
+        q++; // another control character (TAB, say)
+      }
       if (q >= end) break;
       if (buf[q] === CR) {
         if (q + 1 < end) {
