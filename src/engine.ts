@@ -484,7 +484,9 @@ export class SmtpEngine {
 
   /**
    * Accepts the pending decision with its default reply (or `text` in place
-   * of the default text).
+   * of the default text). In LMTP an accepted `message-end` answers every
+   * accepted recipient with 250 (see {@link SmtpEngine.acceptEach} to
+   * answer each on its own).
    */
   accept(text?: string): void {
     const decision = this.#takeDecision("accept");
@@ -562,7 +564,10 @@ export class SmtpEngine {
     }
   }
 
-  /** Rejects the pending decision with `error`'s reply. */
+  /**
+   * Rejects the pending decision with `error`'s reply (in LMTP, a
+   * `message-end` gets it once per accepted recipient).
+   */
   reject(error: SmtpError): void {
     const decision = this.#takeDecision("reject");
     if (decision === null) return;

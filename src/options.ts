@@ -27,7 +27,7 @@ export type BareLineEndingPolicy = "reject" | "normalize";
 export interface EngineOptions {
   /** Name the server gives in its greeting and EHLO reply. Default `"localhost"`. */
   serverName?: string;
-  /** Text after the server name in the 220 greeting. Default `"ESMTP smtpd"`. */
+  /** Text after the server name in the 220 greeting. Default `"ESMTP smtpd"` (`"LMTP smtpd"` with `lmtp`). */
   greeting?: string;
   /** Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4). Default 512. */
   maxLineLength?: number;
