@@ -186,11 +186,8 @@ const DATA_GO_AHEAD = formatReply(
 const OK = formatReply(250, "2.0.0", "OK");
 const TOO_LARGE = "Message size exceeds fixed maximum message size";
 /** The reason given to the application when a transaction drops a BDAT body. */
-const DROPPED = new SmtpError(
-  451,
-  "4.3.0",
-  "Message dropped before its last BDAT chunk",
-);
+const dropped = (): SmtpError =>
+  new SmtpError(451, "4.3.0", "Message dropped before its last BDAT chunk");
 /** Longest chunk size BDAT accepts: larger ones cannot be counted exactly. */
 const MAX_CHUNK_DIGITS = String(Number.MAX_SAFE_INTEGER).length;
 const VRFY_REPLY = formatReply(
@@ -842,7 +839,7 @@ export class SmtpEngine {
    */
   #resetTransaction(announce: boolean): void {
     const had = this.#from !== null;
-    if (this.#messageOpen) this.#abort(DROPPED);
+    if (this.#messageOpen) this.#abort(dropped());
     this.#from = null;
     this.#mailParams = null;
     this.#recipients = [];
