@@ -27,7 +27,7 @@ export type BareLineEndingPolicy = "reject" | "normalize";
 export interface EngineOptions {
   /** Name the server gives in its greeting and EHLO reply. Default `"localhost"`. */
   serverName?: string;
-  /** Text after the server name in the 220 greeting. Default `"ESMTP smtpd"`. */
+  /** Text after the server name in the 220 greeting. Default `"ESMTP smtpd"` (`"LMTP smtpd"` with `lmtp`). */
   greeting?: string;
   /** Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4). Default 512. */
   maxLineLength?: number;
@@ -63,6 +63,16 @@ export interface EngineOptions {
   maxAuthFailures?: number;
   /** Emit a `command` event for every command line (for logging). Default `false`. */
   traceCommands?: boolean;
+  /** Advertise CHUNKING and accept BDAT (RFC 3030). Default `true`. */
+  chunking?: boolean;
+  /** Advertise BINARYMIME and accept `BODY=BINARYMIME` (RFC 3030); only with `chunking`. Default `true`. */
+  binaryMime?: boolean;
+  /**
+   * Speak LMTP (RFC 2033) instead of SMTP: `LHLO` replaces EHLO and HELO,
+   * and the end of each message gets one reply per accepted recipient.
+   * The default greeting text becomes `"LMTP smtpd"`. Default `false`.
+   */
+  lmtp?: boolean;
 }
 
 /** {@link EngineOptions} with every default filled in. */
@@ -98,6 +108,9 @@ export const ENGINE_DEFAULTS: Readonly<ResolvedEngineOptions> = Object.freeze({
   requireTls: false,
   maxAuthFailures: 3,
   traceCommands: false,
+  chunking: true,
+  binaryMime: true,
+  lmtp: false,
 });
 
 /**
@@ -201,9 +214,14 @@ export function resolveEngineOptions(
       `Cannot use option bareLineEnding: value is not "reject" or "normalize"`,
     );
   }
+  const lmtp = boolOption("lmtp", options.lmtp, d.lmtp);
   return {
     serverName: textOption("serverName", options.serverName, d.serverName),
-    greeting: textOption("greeting", options.greeting, d.greeting),
+    greeting: textOption(
+      "greeting",
+      options.greeting,
+      lmtp ? "LMTP smtpd" : d.greeting,
+    ),
     // A line must at least hold "MAIL FROM:<>" and CRLF.
     maxLineLength: limitOption(
       "maxLineLength",
@@ -270,5 +288,8 @@ export function resolveEngineOptions(
       options.traceCommands,
       d.traceCommands,
     ),
+    chunking: boolOption("chunking", options.chunking, d.chunking),
+    binaryMime: boolOption("binaryMime", options.binaryMime, d.binaryMime),
+    lmtp,
   };
 }

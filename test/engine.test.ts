@@ -150,6 +150,8 @@ describe("engine: EHLO and HELO", () => {
       "250-SIZE 1000",
       "250-ENHANCEDSTATUSCODES",
       "250-SMTPUTF8",
+      "250-CHUNKING",
+      "250-BINARYMIME",
       "250 HELP",
     ]);
   });
@@ -532,7 +534,7 @@ describe("engine: MAIL", () => {
     const r = transcript(
       EHLO +
         "MAIL FROM:<a@b> BODY=7BIT\r\nRSET\r\nMAIL FROM:<a@b> body=8bitmime\r\nRSET\r\n" +
-        "MAIL FROM:<a@b> BODY=foo\r\nMAIL FROM:<a@b> BODY=BINARYMIME\r\n",
+        "MAIL FROM:<a@b> BODY=foo\r\nMAIL FROM:<a@b> BODY=BINARY\r\n",
     );
     assert.deepEqual(codesAfter(r.output, 2), [
       "250 2.1.0",
