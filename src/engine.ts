@@ -1035,8 +1035,9 @@ export class SmtpEngine {
             } MAIL RCPT DATA${
               this.options.chunking ? " BDAT" : ""
             } RSET NOOP QUIT VRFY HELP` +
-            (this.options.startTls ? " STARTTLS" : "") +
-            (this.options.authMechanisms.length > 0 ? " AUTH" : ""),
+            // What is available now, as in the EHLO reply.
+            (this.options.startTls && !this.#secure ? " STARTTLS" : "") +
+            (this.#authOffered() ? " AUTH" : ""),
             "End of HELP info",
           ].join("\n"),
         ));

@@ -357,6 +357,27 @@ describe("engine: other commands", () => {
     assert.ok(tls[1].includes("STARTTLS"));
   });
 
+  it("HELP lists only what is available now, as EHLO does", () => {
+    const auth = { authMechanisms: ["PLAIN"] as const };
+    // AUTH configured, plaintext: neither EHLO nor HELP offers it.
+    const plain = replies(
+      transcript("HELP\r\n", { ...auth, startTls: true }).output,
+    );
+    assert.ok(plain[1].includes("STARTTLS"));
+    assert.ok(!plain[1].includes("AUTH"), plain[1]);
+    // Over TLS: AUTH is offered, STARTTLS no longer.
+    const secure = replies(
+      transcript("HELP\r\n", { ...auth, startTls: true, secure: true }).output,
+    );
+    assert.ok(secure[1].includes(" AUTH"), secure[1]);
+    assert.ok(!secure[1].includes("STARTTLS"), secure[1]);
+    // Plaintext AUTH allowed: listed.
+    const insecure = replies(
+      transcript("HELP\r\n", { ...auth, allowInsecureAuth: true }).output,
+    );
+    assert.ok(insecure[1].includes(" AUTH"), insecure[1]);
+  });
+
   it("EXPN and other unimplemented commands reply 502 5.5.1", () => {
     const r = transcript("EXPN list\r\nTURN\r\nETRN x\r\nAUTH PLAIN\r\n");
     assert.deepEqual(codesAfter(r.output, 1), [
