@@ -10,6 +10,7 @@
  */
 
 import { type AuthMechanism, SUPPORTED_AUTH_MECHANISMS } from "./sasl.ts";
+import { checkKeys } from "./keys.ts";
 
 /** What the engine does with a CR or LF that is not part of a CRLF pair inside a message body. */
 export type BareLineEndingPolicy = "reject" | "normalize";
@@ -113,6 +114,8 @@ export const ENGINE_DEFAULTS: Readonly<ResolvedEngineOptions> = Object.freeze({
   lmtp: false,
 });
 
+const ENGINE_KEYS: ReadonlySet<string> = new Set(Object.keys(ENGINE_DEFAULTS));
+
 /**
  * Validates a numeric limit: a positive integer (or `Infinity` when
  * `allowInfinity`), at least `min`. Returns `fallback` when `value` is
@@ -208,6 +211,10 @@ export function resolveEngineOptions(
   options: EngineOptions = {},
 ): ResolvedEngineOptions {
   const d = ENGINE_DEFAULTS;
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("Cannot use options: value is not an object");
+  }
+  checkKeys(options, ENGINE_KEYS);
   const policy = options.bareLineEnding ?? d.bareLineEnding;
   if (policy !== "reject" && policy !== "normalize") {
     throw new TypeError(

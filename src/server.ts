@@ -202,9 +202,28 @@ const ENGINE_INTERNAL = new Set([
   "authRequired",
 ]);
 
+/** The options of serve() that are the engine's. */
+const ENGINE_KEYS: readonly string[] = Object.keys(ENGINE_DEFAULTS).filter((
+  k,
+) => !ENGINE_INTERNAL.has(k));
+
+/** The engine's options out of serve()'s, with AUTH resolved. */
+function engineOptionsOf(o: ServeOptions): EngineOptions {
+  const picked: Record<string, unknown> = {};
+  for (const k of ENGINE_KEYS) {
+    if (k in o) picked[k] = (o as Record<string, unknown>)[k];
+  }
+  const auth = resolveAuth(o.auth);
+  return {
+    ...picked,
+    authMechanisms: auth.mechanisms,
+    authRequired: auth.required,
+  };
+}
+
 /** Every option name serve() knows, at the top level. */
 const SERVE_KEYS: ReadonlySet<string> = new Set([
-  ...Object.keys(ENGINE_DEFAULTS).filter((k) => !ENGINE_INTERNAL.has(k)),
+  ...ENGINE_KEYS,
   "hostname",
   "port",
   "tls",
@@ -1082,32 +1101,7 @@ class SmtpServer implements Server {
 
   constructor(listener: Listener, options: ServeOptions, runtime: string) {
     this.options = resolveServeOptions(options);
-    const {
-      hostname: _h,
-      port: _p,
-      tls: _t,
-      implicitTls: _i,
-      maxConnections: _mc,
-      maxConnectionsPerIp: _mi,
-      hookTimeout: _ht,
-      closeTimeout: _ct,
-      handshakeTimeout: _hs,
-      logger: _l,
-      onConnect: _oc,
-      onHelo: _oh,
-      onMailFrom: _om,
-      onRcptTo: _or,
-      onMessage: _omsg,
-      onClose: _ocl,
-      auth,
-      ...engineOptions
-    } = options;
-    const resolvedAuth = resolveAuth(auth);
-    this.engineOptions = {
-      ...engineOptions,
-      authMechanisms: resolvedAuth.mechanisms,
-      authRequired: resolvedAuth.required,
-    };
+    this.engineOptions = engineOptionsOf(options);
     this.hooks = options;
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
@@ -1298,10 +1292,7 @@ export async function createServer(
   // Validate everything before anything listens.
   const resolved = resolveServeOptions(options);
   // Throw a TypeError on a bad engine or auth option.
-  new SmtpEngine({
-    ...options,
-    authMechanisms: resolveAuth(options.auth).mechanisms,
-  });
+  new SmtpEngine(engineOptionsOf(options));
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,

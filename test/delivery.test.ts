@@ -74,6 +74,14 @@ describe("option names", () => {
     });
   }
 
+  it("the engine refuses unknown option names too", async () => {
+    const { SmtpEngine } = await import("../src/exports/engine.ts");
+    assert.throws(
+      () => new SmtpEngine({ maxRecipient: 5 } as Record<string, unknown>),
+      /^TypeError: Cannot use option maxRecipient: unknown option \(did you mean maxRecipients\?\)$/,
+    );
+  });
+
   it("every documented option name is accepted", async () => {
     const server = await serve({
       hostname: "127.0.0.1",
