@@ -443,7 +443,13 @@ export async function createTestInbox(
     ready: () => T | undefined,
   ): Promise<T> {
     const timeout = checkTimeout(options);
-    const now = ready();
+    // A predicate that throws rejects the wait (not the message).
+    let now: T | undefined;
+    try {
+      now = ready();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (now !== undefined) return Promise.resolve(now);
     if (closed) {
       return Promise.reject(
@@ -455,7 +461,14 @@ export async function createTestInbox(
     return new Promise<T>((resolve, reject) => {
       const waiter: Waiter = {
         check() {
-          const value = ready();
+          let value: T | undefined;
+          try {
+            value = ready();
+          } catch (err) {
+            done();
+            reject(err);
+            return;
+          }
           if (value === undefined) return;
           done();
           resolve(value);

@@ -267,6 +267,30 @@ describe("test inbox", () => {
     );
   });
 
+  it("a predicate that throws rejects the wait, and the message is still accepted", async () => {
+    inbox.clear();
+    const waiting = inbox.waitFor((m) => {
+      if (m.subject === "boom") throw new Error("predicate failed");
+      return false;
+    }, { timeout: 10000 });
+    // Handled before it settles: it rejects while the message is sent.
+    const rejected = assert.rejects(waiting, /^Error: predicate failed$/);
+    await nodemailerSend({ port: inbox.port }, {
+      from: "x@example.org",
+      to: "y@example.org",
+      subject: "boom",
+      text: "boom",
+    });
+    await rejected;
+    assert.equal(inbox.messages.length, 1);
+    await assert.rejects(
+      inbox.waitFor(() => {
+        throw new Error("at once");
+      }),
+      /^Error: at once$/,
+    );
+  });
+
   it("clear() forgets what arrived; waitFor then waits for new mail", async () => {
     await nodemailerSend({ port: inbox.port }, {
       from: "x@example.org",
@@ -506,7 +530,7 @@ describe("test inbox lifetime", () => {
     );
   });
 
-  it("Symbol.asyncDispose closes it (await using)", async () => {
+  it("Symbol.asyncDispose closes it", async () => {
     const inbox = await createTestInbox();
     const port = inbox.port;
     assert.equal(typeof inbox[Symbol.asyncDispose], "function");
@@ -515,10 +539,27 @@ describe("test inbox lifetime", () => {
     assert.equal(await refused(port), true);
   });
 
+  it("await using closes it at the end of the block", async () => {
+    let port = 0;
+    {
+      await using inbox = await createTestInbox();
+      port = inbox.port;
+      await nodemailerSend({ port }, {
+        from: "a@example.org",
+        to: "b@example.org",
+        subject: "using",
+        text: "hi",
+      });
+      assert.equal((await inbox.waitFor()).subject, "using");
+      assert.equal(await refused(port), false);
+    }
+    assert.equal(await refused(port), true);
+  });
+
   it("takes messages from parallel connections, each once", async () => {
     const inbox = await createTestInbox();
     try {
-      const big = Buffer.alloc(2 * 1024 * 1024, "a").toString();
+      const big = Buffer.alloc(512 * 1024, "a").toString();
       await Promise.all(
         Array.from(
           { length: 5 },
