@@ -36,6 +36,9 @@ import { SmtpError } from "./errors.ts";
 import { concat, type Message } from "./message.ts";
 import type { Session } from "./session.ts";
 
+// The types a deliverable message is made of, for this entry point's docs.
+export type * from "./api.ts";
+
 /**
  * An open file, as {@link MaildirFs.open} returns it (the subset of
  * `node:fs/promises` `FileHandle` that delivery uses).

@@ -92,6 +92,11 @@ describe("public API", () => {
     }
   });
 
+  it("the testing subpath has the test inbox", async () => {
+    const mod = await import("../src/testing.ts");
+    assert.equal(typeof mod.createTestInbox, "function");
+  });
+
   it("the engine subpath has the sans-IO engine and its parsers", async () => {
     const mod = await import("../src/exports/engine.ts");
     for (
