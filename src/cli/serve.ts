@@ -14,6 +14,7 @@ import { SmtpError } from "../errors.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
+import { abuseOptions, startTmpSweep } from "./abuse.ts";
 import { duration, errorText, hostPort, Log, serverLogger } from "./log.ts";
 
 function runtimeName(runtime: string | undefined): string {
@@ -34,6 +35,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   for (const warning of loaded.warnings) {
     log.warn("warning", warning, { warning });
   }
+  const stopSweep = await startTmpSweep(maildir, log);
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
   const listen: { runtime?: string } = {};
@@ -49,6 +51,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     ...(o.maxConnections !== undefined
       ? { maxConnections: o.maxConnections }
       : {}),
+    ...abuseOptions(o),
     ...(loaded.tls !== undefined
       ? { tls: loaded.tls, implicitTls: o.tlsImplicit }
       : {}),
@@ -148,6 +151,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     server = await serve(options);
   } catch (error) {
     for (const remove of handlers) remove();
+    stopSweep();
     if (error instanceof CliError) throw error;
     throw listenError(error, o);
   }
@@ -184,6 +188,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   });
   await server.close();
   for (const remove of handlers) remove();
+  stopSweep();
+  log.flush();
   const uptime = Date.now() - started;
   log.info(
     "stopped",
