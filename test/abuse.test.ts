@@ -5,7 +5,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { type LogEntry, type ServeOptions, type Server } from "../mod.ts";
+import type { LogEntry, ServeOptions, Server } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -33,7 +33,9 @@ async function greeted(open: () => Promise<Client>): Promise<Client> {
 }
 
 const code = (reply: string) => reply.slice(0, 9);
-const users = { lookupPassword: (u: string) => (u === "alice" ? "right" : null) };
+const users = {
+  lookupPassword: (u: string) => (u === "alice" ? "right" : null),
+};
 
 describe("AUTH failure budget per client address", () => {
   it("locks an address out across connections: 454 4.7.0 even with the right password", async () => {
@@ -65,20 +67,25 @@ describe("AUTH failure budget per client address", () => {
       );
       const lockouts = log.filter((e) => e.type === "auth-lockout");
       assert.deepEqual(
-        lockouts.map((e) => e.type === "auth-lockout" && [e.remoteAddress, e.failures]),
+        lockouts.map((e) =>
+          e.type === "auth-lockout" && [e.remoteAddress, e.failures]
+        ),
         [["127.0.0.1", 3]],
       );
     });
   });
 
   it("the right password works while the budget lasts", async () => {
-    await withServer({ auth: users, maxAuthFailuresPerIp: 3 }, async (_s, open) => {
-      const c = await greeted(open);
-      await c.send(plain("", "alice", "wrong"));
-      assert.equal(code(await c.reply()), "535 5.7.8");
-      await c.send(plain("", "alice", "right"));
-      assert.equal(code(await c.reply()), "235 2.7.0");
-    });
+    await withServer(
+      { auth: users, maxAuthFailuresPerIp: 3 },
+      async (_s, open) => {
+        const c = await greeted(open);
+        await c.send(plain("", "alice", "wrong"));
+        assert.equal(code(await c.reply()), "535 5.7.8");
+        await c.send(plain("", "alice", "right"));
+        assert.equal(code(await c.reply()), "235 2.7.0");
+      },
+    );
   });
 
   it("Infinity turns it off: no delay, no lock-out", async () => {
@@ -156,7 +163,8 @@ describe("AUTH failure budget per client address", () => {
     ) {
       await assert.rejects(
         serve({ port: 0, ...o }),
-        (e: unknown) => e instanceof TypeError && /^Cannot use option/.test(e.message),
+        (e: unknown) =>
+          e instanceof TypeError && /^Cannot use option/.test(e.message),
       );
     }
   });

@@ -212,7 +212,9 @@ function tlsGarbage(port: number): Promise<void> {
         socket.write("STARTTLS\r\n");
       } else if (step === 2 && buf.includes("220 ")) {
         step = 3;
-        socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n" + "\x16\x03\x01garbage");
+        socket.write(
+          "GET / HTTP/1.1\r\nHost: x\r\n\r\n" + "\x16\x03\x01garbage",
+        );
       }
     });
     socket.on("error", () => {});
@@ -256,7 +258,9 @@ describe("cli: --quiet under attack", () => {
       try {
         await connectionFlood(cli.port, 60);
         for (let round = 0; round < 3; round++) {
-          await Promise.all(Array.from({ length: 5 }, () => tlsGarbage(cli.port)));
+          await Promise.all(
+            Array.from({ length: 5 }, () => tlsGarbage(cli.port)),
+          );
         }
         await sleep(600);
       } finally {

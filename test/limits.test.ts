@@ -102,7 +102,8 @@ describe("FailureBudget", () => {
       ]
     ) {
       assert.throws(
-        () => new FailureBudget(o as unknown as { max: number; window: number }),
+        () =>
+          new FailureBudget(o as unknown as { max: number; window: number }),
         (e: unknown) =>
           e instanceof TypeError && /^Cannot use option \w+: /.test(e.message),
       );

@@ -100,7 +100,8 @@ describe("Maildir.sweepTmp", () => {
     };
     await assert.rejects(
       new Maildir("/md", { fs: fake }).sweepTmp(),
-      (e: unknown) => e instanceof TypeError && /^Cannot sweep tmp\//.test(e.message),
+      (e: unknown) =>
+        e instanceof TypeError && /^Cannot sweep tmp\//.test(e.message),
     );
   });
 });

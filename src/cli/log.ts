@@ -153,7 +153,9 @@ function failureKind(
     String(e?.message ?? "")
   }`;
   if (/SSL|TLS|certificate|handshake/i.test(text)) return "tls";
-  if (/ECONNRESET|EPIPE|ECONNABORTED|ConnectionReset|BrokenPipe|reset/i.test(text)) {
+  if (
+    /ECONNRESET|EPIPE|ECONNABORTED|ConnectionReset|BrokenPipe|reset/i.test(text)
+  ) {
     return "reset";
   }
   if (/ETIMEDOUT|TimedOut/i.test(text)) return "timeout";
