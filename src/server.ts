@@ -17,6 +17,7 @@ import type { AuthCredentials } from "./sasl.ts";
 import { IncomingMessage, type Message } from "./message.ts";
 import { ENGINE_DEFAULTS, type EngineOptions, limitOption } from "./options.ts";
 import { checkKeys } from "./keys.ts";
+import { clientKey, FailureBudget, failureDelay } from "./limits.ts";
 import type { Logger, Session } from "./session.ts";
 import {
   type Connection,
@@ -69,8 +70,26 @@ export interface ServeOptions extends
   implicitTls?: boolean;
   /** Open connections at most; more get 421 4.7.0 and are closed. Default 1000. */
   maxConnections?: number;
-  /** Open connections per client IP address at most; more get 421 4.7.0. Default 50. */
+  /**
+   * Open connections per client IP address at most; more get 421 4.7.0.
+   * Behind a relay or a load balancer without the PROXY protocol, every
+   * client has the balancer's address: raise it. Default 50.
+   */
   maxConnectionsPerIp?: number;
+  /**
+   * Failed AUTH attempts (535) per client address, across its
+   * connections, within `authFailureWindow`; past them AUTH from that
+   * address gets 454 4.7.0 (even with the right password) until
+   * `authFailureWindow` has passed since the last counted failure, and one
+   * `auth-lockout` entry is logged. Each failure is also answered only
+   * after 250 ms per failure counted (at most 3 s), without holding up
+   * other connections. An IPv6 client counts by its /64. The addresses
+   * are kept in a table of 10,000 at most (least recently failed
+   * forgotten first). `Infinity` turns it off. Default 10.
+   */
+  maxAuthFailuresPerIp?: number;
+  /** Milliseconds that `maxAuthFailuresPerIp` counts over, and a lock-out lasts. Default 900000 (15 minutes). */
+  authFailureWindow?: number;
   /**
    * Milliseconds a hook may take before the client gets 451 4.3.0. For
    * `onMessage` this counts after the body has ended, and also bounds how
@@ -188,6 +207,8 @@ interface ResolvedServeOptions {
   port: number;
   maxConnections: number;
   maxConnectionsPerIp: number;
+  maxAuthFailuresPerIp: number;
+  authFailureWindow: number;
   hookTimeout: number;
   closeTimeout: number;
   handshakeTimeout: number;
@@ -230,6 +251,8 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
   "implicitTls",
   "maxConnections",
   "maxConnectionsPerIp",
+  "maxAuthFailuresPerIp",
+  "authFailureWindow",
   "hookTimeout",
   "closeTimeout",
   "handshakeTimeout",
@@ -244,6 +267,7 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
 ]);
 const AUTH_KEYS: ReadonlySet<string> = new Set([
   "verify",
+  "authorize",
   "lookupPassword",
   "mechanisms",
   "required",
@@ -323,6 +347,17 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
       50,
       { allowInfinity: true },
     ),
+    maxAuthFailuresPerIp: limitOption(
+      "maxAuthFailuresPerIp",
+      o.maxAuthFailuresPerIp,
+      10,
+      { allowInfinity: true },
+    ),
+    authFailureWindow: limitOption(
+      "authFailureWindow",
+      o.authFailureWindow,
+      900000,
+    ),
     hookTimeout: limitOption("hookTimeout", o.hookTimeout, 60000, {
       allowInfinity: true,
     }),
@@ -372,6 +407,11 @@ const AUTH_TEMPORARY = new SmtpError(
   454,
   "4.7.0",
   "Temporary authentication failure",
+);
+const AUTH_LOCKED = new SmtpError(
+  454,
+  "4.7.0",
+  "Too many failed authentications from your address, try again later",
 );
 const EMPTY = new Uint8Array(0);
 const FORCED = Symbol("forced");
@@ -492,9 +532,26 @@ class ConnectionDriver {
     this.done = this.#run();
   }
 
+  /** Ends a pause (#pause) early. */
+  #wake: (() => void) | null = null;
+
+  /** Waits `ms`, or less when the server closes (no timer left behind). */
+  #pause(ms: number): Promise<void> {
+    if (ms <= 0 || this.#closing) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#wake?.(), ms);
+      this.#wake = () => {
+        this.#wake = null;
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
   /** Server shutdown: idle sessions end now, a message in transfer soon. */
   shutdown(force: boolean): void {
     this.#closing = true;
+    this.#wake?.();
     if (this.#upgrading && !force) {
       // Mid-handshake: nothing to say in plaintext; the shim fails the
       // pending startTls() and the loop ends.
@@ -866,6 +923,13 @@ class ConnectionDriver {
   async #authenticate(credentials: AuthCredentials): Promise<void> {
     const auth = this.#server.hooks.auth!;
     const s = this.session;
+    const budget = this.#server.authBudget;
+    const key = budget === null ? "" : clientKey(s.remoteAddress);
+    if (budget !== null && budget.isLocked(key, Date.now())) {
+      // Locked out: the application is not asked; slow, then 454.
+      await this.#pause(failureDelay(budget.failures(key, Date.now())));
+      return this.#authDone(credentials, AUTH_LOCKED);
+    }
     const check = (async (): Promise<SmtpError | null> => {
       try {
         return (await checkAuth(auth, credentials, s)) ? null : AUTH_INVALID;
@@ -883,6 +947,24 @@ class ConnectionDriver {
     })();
     let error = this.#hookReply(await this.#wait(check, true));
     if (error === TEMPORARY) error = AUTH_TEMPORARY;
+    if (budget !== null && error !== null && error.code === 535) {
+      const { failures, lockedOut } = budget.fail(key, Date.now());
+      if (lockedOut) {
+        this.#server.logger?.({
+          type: "auth-lockout",
+          session: s.id,
+          remoteAddress: s.remoteAddress,
+          failures,
+        });
+      }
+      await this.#pause(failureDelay(failures));
+    }
+    this.#authDone(credentials, error);
+  }
+
+  /** Logs an AUTH outcome and answers the engine. */
+  #authDone(credentials: AuthCredentials, error: SmtpError | null): void {
+    const s = this.session;
     this.#server.logger?.({
       type: "auth",
       session: s.id,
@@ -1095,6 +1177,8 @@ class SmtpServer implements Server {
   #drivers = new Set<ConnectionDriver>();
   #perIp = new Map<string, number>();
   #closing: Promise<void> | null = null;
+  /** AUTH failures per client address; null when off (or no AUTH). */
+  readonly authBudget: FailureBudget | null;
   #inbox: Delivery[] = [];
   #takers: ((d: Delivery | null) => void)[] = [];
   #ended = false;
@@ -1103,6 +1187,13 @@ class SmtpServer implements Server {
     this.options = resolveServeOptions(options);
     this.engineOptions = engineOptionsOf(options);
     this.hooks = options;
+    this.authBudget = this.engineOptions.authMechanisms!.length > 0 &&
+        this.options.maxAuthFailuresPerIp !== Infinity
+      ? new FailureBudget({
+        max: this.options.maxAuthFailuresPerIp,
+        window: this.options.authFailureWindow,
+      })
+      : null;
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
     const logger = options.logger;

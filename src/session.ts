@@ -77,6 +77,17 @@ export type LogEntry =
     username: string;
     success: boolean;
   }
+  | {
+    /**
+     * The client's address used up its AUTH failure budget
+     * (`maxAuthFailuresPerIp`): AUTH from it gets 454 4.7.0 for
+     * `authFailureWindow` ms. Logged once per lock-out.
+     */
+    type: "auth-lockout";
+    session: string;
+    remoteAddress: string;
+    failures: number;
+  }
   | { type: "error"; session?: string; message: string; error: unknown }
   | { type: "close"; session: string; reason: string; messages: number };
 

@@ -37,6 +37,20 @@ Options:
                          GiB (default 25M)
   --max-recipients N     recipients per message (default 100)
   --max-connections N    connections at once (default 1000)
+  --max-connections-per-ip N
+                         connections at once from one client address
+                         (default 50; raise it behind a relay or a load
+                         balancer that does not send the PROXY protocol)
+  --max-auth-failures-per-ip N
+                         failed AUTH attempts per client address in 15
+                         minutes before AUTH from it gets 454 4.7.0 for
+                         15 minutes (default 10; 0 turns it off)
+  --command-timeout SECONDS
+                         time a command line may take from its first byte
+                         (default 60)
+  --session-timeout SECONDS
+                         time a whole session may take (default 1800;
+                         0 turns it off)
   --tls-cert FILE        PEM certificate chain: offer STARTTLS
   --tls-key FILE         PEM private key of --tls-cert
   --tls-implicit         TLS from the first byte (port 465 style) instead
@@ -48,7 +62,9 @@ Options:
   --dsn                  offer DSN (RFC 3461): accept RET, ENVID, NOTIFY
                          and ORCPT (default off)
   --log text|json        log format (default text)
-  --quiet                log errors only
+  --quiet                log errors of the server only (failures of
+                         clients are summarised, as without --quiet, in
+                         one line a minute at most)
   --verbose              also log connections and the SMTP dialogue
   -h, --help             show this help
   --version              show the version
@@ -85,6 +101,14 @@ export interface CliOptions {
   maxRecipients?: number;
   /** `--max-connections`. */
   maxConnections?: number;
+  /** `--max-connections-per-ip`. */
+  maxConnectionsPerIp?: number;
+  /** `--max-auth-failures-per-ip` (`Infinity` for 0: off). */
+  maxAuthFailuresPerIp?: number;
+  /** `--command-timeout`, in milliseconds. */
+  commandTimeout?: number;
+  /** `--session-timeout`, in milliseconds (`Infinity` for 0: off). */
+  sessionTimeout?: number;
   /** `--tls-cert`: path of the PEM certificate chain. */
   tlsCert?: string;
   /** `--tls-key`: path of the PEM private key. */
@@ -160,6 +184,10 @@ const SERVE_FLAGS = {
   size: { type: "string" },
   "max-recipients": { type: "string" },
   "max-connections": { type: "string" },
+  "max-connections-per-ip": { type: "string" },
+  "max-auth-failures-per-ip": { type: "string" },
+  "command-timeout": { type: "string" },
+  "session-timeout": { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "tls-implicit": { type: "boolean" },
@@ -214,6 +242,47 @@ function integerFlag(
     );
   }
   return n;
+}
+
+/** The flags of per-address limits and deadlines; 0 means off where allowed. */
+function abuseFlags(values: {
+  "max-connections-per-ip"?: string;
+  "max-auth-failures-per-ip"?: string;
+  "command-timeout"?: string;
+  "session-timeout"?: string;
+}): Partial<CliOptions> {
+  const out: Partial<CliOptions> = {};
+  const perIp = integerFlag(
+    "--max-connections-per-ip",
+    values["max-connections-per-ip"],
+    1,
+  );
+  if (perIp !== undefined) out.maxConnectionsPerIp = perIp;
+  const failures = integerFlag(
+    "--max-auth-failures-per-ip",
+    values["max-auth-failures-per-ip"],
+    0,
+  );
+  if (failures !== undefined) {
+    out.maxAuthFailuresPerIp = failures === 0 ? Infinity : failures;
+  }
+  const command = integerFlag(
+    "--command-timeout",
+    values["command-timeout"],
+    1,
+    86400,
+  );
+  if (command !== undefined) out.commandTimeout = command * 1000;
+  const session = integerFlag(
+    "--session-timeout",
+    values["session-timeout"],
+    0,
+    864000,
+  );
+  if (session !== undefined) {
+    out.sessionTimeout = session === 0 ? Infinity : session * 1000;
+  }
+  return out;
 }
 
 function sizeFlag(value: string | undefined): number | undefined {
@@ -343,6 +412,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
       values["max-connections"],
       1,
     ),
+    ...abuseFlags(values),
     tlsCert: values["tls-cert"],
     tlsKey: values["tls-key"],
     tlsImplicit: values["tls-implicit"] ?? false,

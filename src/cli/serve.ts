@@ -14,6 +14,7 @@ import { SmtpError } from "../errors.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
+import { abuseOptions, startTmpSweep } from "./abuse.ts";
 import { duration, errorText, hostPort, Log, serverLogger } from "./log.ts";
 
 function runtimeName(runtime: string | undefined): string {
@@ -39,6 +40,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   for (const warning of loaded.warnings) {
     log.warn("warning", warning, { warning });
   }
+  const stopSweep = await startTmpSweep(maildir, log);
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
   const listen: { runtime?: string } = {};
@@ -54,6 +56,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     ...(o.maxConnections !== undefined
       ? { maxConnections: o.maxConnections }
       : {}),
+    ...abuseOptions(o),
     ...(loaded.tls !== undefined
       ? { tls: loaded.tls, implicitTls: o.tlsImplicit }
       : {}),
@@ -154,6 +157,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     server = await serve(options);
   } catch (error) {
     for (const remove of handlers) remove();
+    stopSweep();
     if (error instanceof CliError) throw error;
     throw listenError(error, o);
   }
@@ -190,6 +194,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   });
   await server.close();
   for (const remove of handlers) remove();
+  stopSweep();
+  log.flush();
   const uptime = Date.now() - started;
   log.info(
     "stopped",
