@@ -93,8 +93,9 @@ function startCli(args: string[]): Cli {
 function run(file: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(file, args, { timeout: 60000 }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`${file} failed: ${error.message}\n${stderr}`));
-      else resolve(String(stdout));
+      if (error) {
+        reject(new Error(`${file} failed: ${error.message}\n${stderr}`));
+      } else resolve(String(stdout));
     });
   });
 }
@@ -136,14 +137,14 @@ describe("cli: --lmtp --socket", () => {
       ]),
     );
     assert.equal(out.chunking, true);
-    const replies = out.messages[0].data;
+    const replies: Record<string, [number, string]> = out.messages[0].data;
     assert.deepEqual(Object.keys(replies), [
       "alice@example.org",
       "bob@example.org",
     ]);
     for (const [to, [code, text]] of Object.entries(replies)) {
       assert.equal(code, 250);
-      assert.match(text as string, new RegExp(`^2\\.0\\.0 OK \\S+ <${to}>$`));
+      assert.match(text, new RegExp(`^2\\.0\\.0 OK \\S+ <${to}>$`));
     }
 
     const files = fs.readdirSync(join(maildir, "new")).sort();
@@ -169,7 +170,7 @@ describe("cli: --lmtp --socket", () => {
       "bob@example.org",
     ]);
 
-    cli.child.kill("SIGTERM");
+    process.kill(cli.child.pid!, "SIGTERM"); // as cli.test.ts signals it
     assert.equal(await cli.exited, 0);
     assert.equal(fs.existsSync(socket), false, "socket file left behind");
   });
@@ -200,7 +201,7 @@ describe("cli: --lmtp --socket", () => {
     );
     assert.equal(out.lhlo, 250);
     assert.equal(out.chunking, false);
-    cli.child.kill("SIGTERM");
+    process.kill(cli.child.pid!, "SIGTERM"); // as cli.test.ts signals it
     assert.equal(await cli.exited, 0);
   });
 

@@ -242,25 +242,29 @@ describe("LMTP: per-recipient replies through the driver", () => {
 
   it("rejectRecipient throws a TypeError in SMTP mode, and the message is accepted", async () => {
     let error: unknown = null;
-    await withServerUsing({
-      onMessage(m) {
-        assert.equal(m.to.length, 1);
-        try {
-          m.rejectRecipient(0, FULL);
-        } catch (e) {
-          error = e;
-        }
+    await withServerUsing(
+      {
+        onMessage(m) {
+          assert.equal(m.to.length, 1);
+          try {
+            m.rejectRecipient(0, FULL);
+          } catch (e) {
+            error = e;
+          }
+        },
       },
-    }, (port) => connect(port), async (_server, open) => {
-      const c = await open();
-      await c.reply();
-      await c.send(
-        "EHLO client.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n",
-      );
-      await c.replies(4);
-      await c.send("x\r\n.\r\n");
-      assert.match(await c.reply(), /^250 2\.0\.0 OK /);
-    });
+      (port) => connect(port),
+      async (_server, open) => {
+        const c = await open();
+        await c.reply();
+        await c.send(
+          "EHLO client.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n",
+        );
+        await c.replies(4);
+        await c.send("x\r\n.\r\n");
+        assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+      },
+    );
     assert.ok(error instanceof TypeError);
     assert.match(String(error), /not an LMTP server/);
   });
@@ -422,7 +426,10 @@ describe("Unix domain socket listener", () => {
       assert.deepEqual(server.addr, { hostname: "unix", port: 0, path });
       assert.ok(fs.lstatSync(path).isSocket());
       const out = await talkUnix(path, "EHLO c.test\r\nQUIT\r\n");
-      assert.match(out, /^220 mx\.test ESMTP smtpd\r\n250-mx\.test greets c\.test/);
+      assert.match(
+        out,
+        /^220 mx\.test ESMTP smtpd\r\n250-mx\.test greets c\.test/,
+      );
       assert.match(out, /221 2\.0\.0 /);
       assert.equal(sessions.length, 1);
       assert.equal(sessions[0].remoteAddress, "unix");
@@ -440,15 +447,17 @@ describe("Unix domain socket listener", () => {
     const server = await serve({ path, maxConnectionsPerIp: 1 });
     const socks: net.Socket[] = [];
     try {
-      const greetings = await Promise.all([0, 1, 2].map(() =>
-        new Promise<string>((resolve, reject) => {
-          const s = net.connect({ path });
-          socks.push(s);
-          s.setEncoding("latin1");
-          s.once("data", (d: string) => resolve(d));
-          s.on("error", reject);
-        })
-      ));
+      const greetings = await Promise.all(
+        [0, 1, 2].map(() =>
+          new Promise<string>((resolve, reject) => {
+            const s = net.connect({ path });
+            socks.push(s);
+            s.setEncoding("latin1");
+            s.once("data", (d: string) => resolve(d));
+            s.on("error", reject);
+          })
+        ),
+      );
       for (const g of greetings) assert.match(g, /^220 /);
     } finally {
       for (const s of socks) s.destroy();

@@ -126,24 +126,24 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   const stats = { messages: 0, bytes: 0, failed: 0 };
   const listen: { runtime?: string } = {};
 
-  const deliveryFailed = (message: Message, to: readonly string[]) =>
-  (error: SmtpError) => {
-    stats.failed++;
-    const cause = error.cause !== undefined ? error.cause : error;
-    log.error(
-      "delivery-failed",
-      `delivery failed id=${message.id} from=<${message.from}>${
-        o.lmtp ? ` to=${to.map((a) => `<${a}>`).join(",")}` : ""
-      }: ${errorText(cause)} (replied ${error.toString()})`,
-      {
-        id: message.id,
-        from: message.from,
-        to,
-        error: errorText(cause),
-        reply: error.toString(),
-      },
-    );
-  };
+  const deliveryFailed =
+    (message: Message, to: readonly string[]) => (error: SmtpError) => {
+      stats.failed++;
+      const cause = error.cause !== undefined ? error.cause : error;
+      log.error(
+        "delivery-failed",
+        `delivery failed id=${message.id} from=<${message.from}>${
+          o.lmtp ? ` to=${to.map((a) => `<${a}>`).join(",")}` : ""
+        }: ${errorText(cause)} (replied ${error.toString()})`,
+        {
+          id: message.id,
+          from: message.from,
+          to,
+          error: errorText(cause),
+          reply: error.toString(),
+        },
+      );
+    };
   const delivered =
     (message: Message) => (to: readonly string[], delivery: Delivery) => {
       stats.messages++;
