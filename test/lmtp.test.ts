@@ -9,6 +9,7 @@ import { Buffer } from "node:buffer";
 import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
+import * as tls from "node:tls";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,6 +23,7 @@ import {
   SmtpError,
 } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
+import { TLS } from "./helpers/tls.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const FULL = new SmtpError(452, "4.2.2", "Mailbox full");
@@ -440,6 +442,69 @@ describe("Unix domain socket listener", () => {
       await server.close();
     }
     assert.equal(fs.existsSync(path), false, "the socket file is still there");
+  });
+
+  it("STARTTLS works on a Unix socket (the node:tls listener)", async () => {
+    const path = sockPath();
+    const sessions: Session[] = [];
+    const server = await serve({
+      path,
+      lmtp: true,
+      tls: TLS,
+      serverName: "mx.test",
+      onHelo(_name, s) {
+        sessions.push(s);
+      },
+    });
+    const plain = net.connect({ path });
+    try {
+      let buf = "";
+      const waitFor = (re: RegExp) =>
+        new Promise<void>((resolve, reject) => {
+          const check = () => {
+            if (re.test(buf)) {
+              plain.off("data", onData);
+              resolve();
+            }
+          };
+          const onData = (d: Buffer) => {
+            buf += d.toString("latin1");
+            check();
+          };
+          plain.on("data", onData);
+          plain.once("error", reject);
+          check();
+        });
+      await waitFor(/^220 /);
+      plain.write("LHLO c.test\r\n");
+      await waitFor(/250 HELP\r\n/);
+      assert.match(buf, /250-STARTTLS\r\n/);
+      buf = "";
+      plain.write("STARTTLS\r\n");
+      await waitFor(/^220 /);
+      const secure = tls.connect({ socket: plain, rejectUnauthorized: false });
+      await new Promise<void>((r, j) => {
+        secure.once("secureConnect", r);
+        secure.once("error", j);
+      });
+      const answer = new Promise<string>((resolve) => {
+        let out = "";
+        secure.setEncoding("latin1");
+        secure.on("data", (d: string) => {
+          out += d;
+          if (/\r\n221 /.test(out)) resolve(out);
+        });
+      });
+      secure.write("LHLO c.test\r\nQUIT\r\n");
+      assert.match(await answer, /^250-mx\.test greets c\.test[\s\S]*221 /);
+      secure.destroy();
+      assert.equal(sessions.at(-1)!.secure, true);
+      assert.equal(sessions.at(-1)!.remoteAddress, "unix");
+    } finally {
+      plain.destroy();
+      await server.close();
+    }
+    assert.equal(fs.existsSync(path), false);
   });
 
   it("maxConnectionsPerIp does not limit a Unix socket's clients", async () => {
