@@ -5,7 +5,11 @@
 // all feedings agree. Large inputs use run() or the engine directly.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { SmtpEngine, SmtpError, type SmtpEvent } from "../mod.ts";
+import {
+  SmtpEngine,
+  SmtpError,
+  type SmtpEvent,
+} from "../src/exports/engine.ts";
 import {
   bytes,
   codes,

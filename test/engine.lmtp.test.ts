@@ -3,7 +3,11 @@
 // transcript is fed whole, byte by byte and split at every offset.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { SmtpEngine, SmtpError, type SmtpEvent } from "../mod.ts";
+import {
+  SmtpEngine,
+  SmtpError,
+  type SmtpEvent,
+} from "../src/exports/engine.ts";
 import {
   bytes,
   codes,
