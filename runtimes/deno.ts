@@ -25,6 +25,13 @@
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import type { Connection, Listener, ListenOptions } from "../src/transport.ts";
 import { listen as listenNode } from "./node_net.ts";
+import {
+  prepareSocketPath,
+  removeSocketPath,
+  socketFileId,
+  unixAddr,
+  unixConnection,
+} from "./unix_path.ts";
 
 export * from "../src/api.ts";
 export type { Connection, Listener, ListenOptions } from "../src/transport.ts";
@@ -43,7 +50,12 @@ interface DenoListener extends AsyncIterable<DenoConn> {
   close(): void;
 }
 interface DenoApi {
-  listen(o: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  listen(
+    o: { hostname: string; port: number; transport: "tcp" } | {
+      path: string;
+      transport: "unix";
+    },
+  ): DenoListener;
 }
 
 const READ_SIZE = 64 * 1024;
@@ -111,33 +123,45 @@ function wrap(conn: DenoConn): Connection {
  * listener.close();
  * ```
  */
-export function listen(options: ListenOptions): Promise<Listener> {
+export async function listen(options: ListenOptions): Promise<Listener> {
   const Deno = (globalThis as unknown as { Deno?: DenoApi }).Deno;
   if (!Deno) throw new Error("Cannot listen: not running on Deno");
   if (options.tls) return listenNode(options);
-  const l = Deno.listen({
-    hostname: options.hostname,
-    port: options.port,
-    transport: "tcp",
-  });
+  const path = options.path;
+  if (path !== undefined) await prepareSocketPath(path);
+  const l = Deno.listen(
+    path !== undefined ? { path, transport: "unix" } : {
+      hostname: options.hostname,
+      port: options.port,
+      transport: "tcp",
+    },
+  );
+  const fileId = path !== undefined ? socketFileId(path) : null;
   let closed = false;
-  return Promise.resolve({
-    addr: { hostname: l.addr.hostname, port: l.addr.port },
+  return {
+    addr: path !== undefined
+      ? unixAddr(path)
+      : { hostname: l.addr.hostname, port: l.addr.port },
     close() {
       if (closed) return;
       closed = true;
       try {
         l.close();
       } catch { /* already closed */ }
+      if (path !== undefined) removeSocketPath(path, fileId);
     },
     async *[Symbol.asyncIterator]() {
       try {
-        for await (const conn of l) yield wrap(conn);
+        for await (const conn of l) {
+          yield path !== undefined
+            ? unixConnection(wrap(conn), path)
+            : wrap(conn);
+        }
       } catch (err) {
         if (!closed) throw err;
       }
     },
-  });
+  };
 }
 
 /**

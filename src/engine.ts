@@ -465,6 +465,15 @@ export class SmtpEngine {
     this.#close("shutdown");
   }
 
+  /**
+   * Whether the engine is inside a body: a DATA body, or the octets of a
+   * BDAT chunk. Between two BDAT chunks (reading the next command) it is
+   * not, although the message is still open.
+   */
+  get inBody(): boolean {
+    return this.#mode === "data" || this.#mode === "bdat";
+  }
+
   /** Bytes received and not yet consumed (bounded by the driver's reads). */
   get bufferedBytes(): number {
     return this.#buf.length - this.#pos;

@@ -649,6 +649,7 @@ export function rfc5322Date(date: Date): string {
 function addressLiteral(ip: string): string {
   const a = clean(ip);
   if (a === "") return "unknown";
+  if (a === "unix") return "unix socket"; // a Unix domain socket client
   return a.includes(":") ? `[IPv6:${a}]` : `[${a}]`;
 }
 

@@ -64,6 +64,30 @@ export interface ServeOptions extends
   hostname?: string;
   /** Port to listen on; 0 picks a free port (see `server.addr`). Default 2525. */
   port?: number;
+  /**
+   * Listen on a Unix domain socket at this path instead of TCP (not with
+   * `hostname` or `port`): the usual place for an LMTP server
+   * (`lmtp: true`), and for SMTP too. A socket file left by a crashed run
+   * is replaced when nothing answers on it; a path where a server still
+   * answers, or that exists and is not a socket, is refused with an
+   * error. `close()` removes the file. The file's permissions follow the
+   * process's umask (`chmod` it, or set the umask, to let a mail system
+   * in another user connect).
+   *
+   * On such a socket, `session.remoteAddress` and `session.localAddress`
+   * are `"unix"`, the ports 0; `server.addr` is `{ hostname: "unix",
+   * port: 0, path }`. `maxConnectionsPerIp` does not apply (every client
+   * is local); `maxConnections` does.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   *
+   * const server = await serve({ lmtp: true, path: "/run/smtpd/lmtp.sock" });
+   * console.log(server.addr.path); // "/run/smtpd/lmtp.sock"
+   * ```
+   */
+  path?: string;
   /** Certificate and key: enables STARTTLS (or implicit TLS with `implicitTls`). */
   tls?: TlsOptions;
   /** TLS from the first byte (RFC 8314, port 465 style). Needs `tls`. Default `false`. */
@@ -125,11 +149,15 @@ export interface ServeOptions extends
     params: RcptParams,
   ) => HookResult;
   /**
-   * A message: called when DATA starts, with `message.raw` streaming the
-   * body. The client gets 250 only after this resolves and the body has
-   * ended; a thrown {@link SmtpError} is sent as the reply, any other error
-   * sends 451 4.3.0. Without this hook, messages go to `for await (const m
-   * of server)`.
+   * A message: called when DATA starts (or the first BDAT chunk arrives),
+   * with `message.raw` streaming the body. The client gets 250 only after
+   * this resolves and the body has ended; a thrown {@link SmtpError} is
+   * sent as the reply, any other error sends 451 4.3.0. Without this hook,
+   * messages go to `for await (const m of server)`.
+   *
+   * With `lmtp`, every accepted recipient gets its own reply:
+   * `message.rejectRecipient(address, error)` refuses one, resolving
+   * accepts the others, and a thrown error answers them all.
    *
    * Past `hookTimeout` the client gets 451 4.3.0 and `message.signal`
    * aborts: the sender will send the message again, so do not keep this
@@ -196,7 +224,23 @@ export interface Server extends AsyncIterable<LoopMessage> {
   setTls(tls: TlsOptions): void;
 }
 
-/** A message as the `for await` loop gets it: it can also be refused explicitly. */
+/**
+ * A message as the `for await` loop gets it: it can also be refused
+ * explicitly (and, with `lmtp`, for one recipient with
+ * `rejectRecipient()`, before the loop moves on).
+ *
+ * @example
+ * ```ts
+ * import { serve, SmtpError } from "@smtpd/smtpd";
+ *
+ * const server = await serve({ lmtp: true, path: "/run/smtpd/lmtp.sock" });
+ * for await (const message of server) {
+ *   if (message.to.includes("full@example.org")) {
+ *     message.rejectRecipient("full@example.org", new SmtpError(452, "4.2.2", "Mailbox full"));
+ *   }
+ * }
+ * ```
+ */
 export interface LoopMessage extends Message {
   /** Refuses the message with this reply instead of accepting it when the loop moves on. */
   reject(error: SmtpError): void;
@@ -205,6 +249,8 @@ export interface LoopMessage extends Message {
 interface ResolvedServeOptions {
   hostname: string;
   port: number;
+  /** A Unix domain socket's path, or null for TCP. */
+  path: string | null;
   maxConnections: number;
   maxConnectionsPerIp: number;
   maxAuthFailuresPerIp: number;
@@ -247,6 +293,7 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
   ...ENGINE_KEYS,
   "hostname",
   "port",
+  "path",
   "tls",
   "implicitTls",
   "maxConnections",
@@ -311,6 +358,23 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
   if (o.hostname !== undefined && typeof o.hostname !== "string") {
     throw new TypeError("Cannot use option hostname: value is not a string");
   }
+  if (o.path !== undefined) {
+    if (typeof o.path !== "string") {
+      throw new TypeError("Cannot use option path: value is not a string");
+    }
+    if (o.path === "" || o.path.includes("\0")) {
+      throw new TypeError(
+        "Cannot use option path: value is not a file path",
+      );
+    }
+    for (const other of ["hostname", "port"] as const) {
+      if (o[other] !== undefined) {
+        throw new TypeError(
+          `Cannot use option path: ${other} is given too (a server listens on a Unix socket or on TCP)`,
+        );
+      }
+    }
+  }
   const port = limitOption("port", o.port, 2525, { min: 0 });
   if (port > 65535) {
     throw new TypeError("Cannot use option port: value is greater than 65535");
@@ -338,6 +402,7 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
   return {
     hostname: o.hostname ?? "127.0.0.1",
     port,
+    path: o.path ?? null,
     maxConnections: limitOption("maxConnections", o.maxConnections, 1000, {
       allowInfinity: true,
     }),
@@ -558,7 +623,9 @@ class ConnectionDriver {
       this.#conn.close();
       return;
     }
-    if (force || (this.#reading && this.#message === null)) {
+    // Between two BDAT chunks the message is open but nothing is in
+    // transfer: the engine aborts it (the client gets 421, `raw` errors).
+    if (force || (this.#reading && this.#idleOrBetweenChunks())) {
       this.#engine.shutdown();
       if (force) {
         this.#wasForced = true;
@@ -570,6 +637,11 @@ class ConnectionDriver {
       }
       void this.#flushAndClose(force);
     }
+  }
+
+  /** No body in transfer: no message, or between two BDAT chunks. */
+  #idleOrBetweenChunks(): boolean {
+    return this.#message === null || !this.#engine.inBody;
   }
 
   /**
@@ -612,7 +684,7 @@ class ConnectionDriver {
           case "need-data": {
             const flushed = this.#flush();
             if (flushed !== undefined) await flushed;
-            if (this.#closing && this.#message === null) {
+            if (this.#closing && this.#idleOrBetweenChunks()) {
               engine.shutdown();
               break;
             }
@@ -641,7 +713,7 @@ class ConnectionDriver {
             break;
           }
           case "message-start":
-            this.#startMessage();
+            this.#startMessage(ev);
             break;
           case "data": {
             const wait = this.#message!.push(ev.chunk);
@@ -909,7 +981,7 @@ class ConnectionDriver {
       const s = this.session;
       if (ev.type === "helo") {
         s.heloName = ev.hostname;
-        s.esmtp = ev.verb === "EHLO";
+        s.esmtp = ev.verb !== "HELO"; // EHLO, or LHLO in LMTP
       } else if (ev.type === "mail") s.transactions++;
       this.#engine.accept();
     } else this.#engine.reject(error);
@@ -1026,13 +1098,18 @@ class ConnectionDriver {
     return TEMPORARY;
   }
 
-  #startMessage(): void {
+  #startMessage(ev: Extract<SmtpEvent, { type: "message-start" }>): void {
     const env = this.#engine.envelope;
     const msg = new IncomingMessage(
       newId(),
       { mailbox: env.from!, params: env.mailParams! },
       env.recipients.slice(),
       this.session,
+      {
+        bodyType: ev.body,
+        command: ev.command,
+        lmtp: this.#engine.options.lmtp,
+      },
     );
     this.#message = msg;
     this.#stalled = null;
@@ -1097,17 +1174,31 @@ class ConnectionDriver {
     ev: Extract<SmtpEvent, { type: "message-end" }>,
     error: SmtpError | null,
   ): undefined {
+    // LMTP: the recipients refused one by one (null: none, or SMTP).
+    const each = msg.answer();
     if (error === null) {
-      this.session.messages++;
-      this.#server.logger?.({
-        type: "message",
-        session: this.session.id,
-        id: msg.id,
-        from: msg.from,
-        to: msg.to,
-        size: ev.size,
-      });
-      this.#engine.accept(`OK ${msg.id}`);
+      const to = each === null ? msg.to : msg.to.filter((_, i) => !each[i]);
+      if (to.length > 0) {
+        this.session.messages++;
+        this.#server.logger?.({
+          type: "message",
+          session: this.session.id,
+          id: msg.id,
+          from: msg.from,
+          to,
+          size: ev.size,
+        });
+      }
+      if (each === null) this.#engine.accept(`OK ${msg.id}`);
+      else {
+        this.#engine.acceptEach(
+          each.map((e, i) =>
+            e === null
+              ? `OK ${msg.id} <${msg.to[i]}>`
+              : (toSmtpError(e) ?? TEMPORARY)
+          ),
+        );
+      }
     } else {
       this.#engine.reject(error);
     }
@@ -1244,7 +1335,9 @@ class SmtpServer implements Server {
     const perIp = this.#perIp.get(ip) ?? 0;
     const o = this.options;
     if (
-      this.#drivers.size >= o.maxConnections || perIp >= o.maxConnectionsPerIp
+      this.#drivers.size >= o.maxConnections ||
+      // On a Unix socket every client is local: no per-address limit.
+      (perIp >= o.maxConnectionsPerIp && o.path === null)
     ) {
       const reason = this.#drivers.size >= o.maxConnections
         ? "too many connections"
@@ -1387,6 +1480,7 @@ export async function createServer(
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,
+    ...(resolved.path !== null ? { path: resolved.path } : {}),
     tls: options.tls,
     implicitTls: options.implicitTls ?? false,
     handshakeTimeout: resolved.handshakeTimeout,

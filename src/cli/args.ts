@@ -29,6 +29,12 @@ Options:
   --host ADDRESS         interface to listen on (default 127.0.0.1;
                          0.0.0.0 or :: for every interface)
   --port PORT            port to listen on, 0 for any free one (default 2525)
+  --socket PATH          listen on a Unix domain socket instead of
+                         --host/--port (a stale socket file is replaced;
+                         removed on exit)
+  --lmtp                 speak LMTP (RFC 2033; LHLO, one reply per
+                         recipient): each recipient gets its own copy in
+                         the Maildir, and its own reply
   --maildir DIR          Maildir to deliver into, created when missing
                          (default ./maildir)
   --server-name NAME     name in the greeting and in Received headers
@@ -61,6 +67,8 @@ Options:
   --allow-insecure-auth  allow AUTH without TLS (for local testing)
   --dsn                  offer DSN (RFC 3461): accept RET, ENVID, NOTIFY
                          and ORCPT (default off)
+  --no-chunking          do not offer CHUNKING (BDAT) and BINARYMIME
+                         (RFC 3030; offered by default)
   --log text|json        log format (default text)
   --quiet                log errors of the server only (failures of
                          clients are summarised, as without --quiet, in
@@ -91,6 +99,12 @@ export interface CliOptions {
   host: string;
   /** `--port`: port to listen on (0: any free one). */
   port: number;
+  /** `--socket`: a Unix domain socket's path to listen on instead of `host`/`port`. */
+  socket?: string;
+  /** `--lmtp`: speak LMTP, one Maildir file and one reply per recipient. */
+  lmtp: boolean;
+  /** CHUNKING and BINARYMIME offered (`--no-chunking` turns them off). */
+  chunking: boolean;
   /** `--maildir`: the Maildir directory, as given. */
   maildir: string;
   /** `--server-name`: name in the greeting and the Received headers. */
@@ -179,6 +193,9 @@ export class CliError extends Error {
 const SERVE_FLAGS = {
   host: { type: "string" },
   port: { type: "string" },
+  socket: { type: "string" },
+  lmtp: { type: "boolean" },
+  "no-chunking": { type: "boolean" },
   maildir: { type: "string" },
   "server-name": { type: "string" },
   size: { type: "string" },
@@ -394,6 +411,19 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   if (values.maildir === "") {
     throw new CliError("--maildir", "must not be empty");
   }
+  if (values.socket !== undefined) {
+    if (values.socket === "") {
+      throw new CliError("--socket", "must name a file");
+    }
+    if (values.host !== undefined || values.port !== undefined) {
+      throw new CliError(
+        "--socket",
+        `cannot be used with --${
+          values.host !== undefined ? "host" : "port"
+        } (listen on a Unix socket or on TCP)`,
+      );
+    }
+  }
   for (const flag of ["tls-cert", "tls-key", "auth-file"] as const) {
     if (values[flag] === "") {
       throw new CliError(`--${flag}`, "must name a file");
@@ -402,6 +432,9 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   const options: CliOptions = {
     host: textFlag("--host", values.host) ?? "127.0.0.1",
     port: integerFlag("--port", values.port, 0, 65535) ?? 2525,
+    socket: values.socket,
+    lmtp: values.lmtp ?? false,
+    chunking: !(values["no-chunking"] ?? false),
     maildir: values.maildir ?? "./maildir",
     serverName: textFlag("--server-name", values["server-name"]) ??
       defaultServerName(),

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { open } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import process from "node:process";
 import { serve } from "../../mod.ts";
@@ -13,6 +14,7 @@ import type { ServeOptions, Server } from "../server.ts";
 import { SmtpError } from "../errors.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
+import type { Delivery, Maildir } from "../maildir.ts";
 import { checkCredentials } from "./password.ts";
 import { abuseOptions, startTmpSweep } from "./abuse.ts";
 import { duration, errorText, hostPort, Log, serverLogger } from "./log.ts";
@@ -23,6 +25,87 @@ function runtimeName(runtime: string | undefined): string {
     (versions.bun ? "bun" : versions.deno ? "deno" : "node");
   const version = versions[name];
   return version ? `${name} ${version}` : name;
+}
+
+/**
+ * The bytes of a file from `offset` on, as a stream read in 64 KiB pieces
+ * (the body of a copy already delivered, past its trace headers).
+ */
+function fileBody(path: string, offset: number): ReadableStream<Uint8Array> {
+  let file: Awaited<ReturnType<typeof open>> | null = null;
+  let at = offset;
+  const close = () => {
+    const f = file;
+    file = null;
+    return f?.close().catch(() => {});
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      try {
+        file ??= await open(path, "r");
+        const buf = new Uint8Array(64 * 1024);
+        const { bytesRead } = await file.read(buf, 0, buf.byteLength, at);
+        if (bytesRead === 0) {
+          await close();
+          c.close();
+          return;
+        }
+        at += bytesRead;
+        c.enqueue(buf.subarray(0, bytesRead));
+      } catch (error) {
+        await close();
+        throw error;
+      }
+    },
+    cancel: () => close(),
+  });
+}
+
+/**
+ * LMTP into one Maildir: one file per accepted recipient, as LMTP
+ * delivery agents (Dovecot) write one copy per mailbox, each with its own
+ * `Received: ... for <recipient>`; and one reply per recipient. The
+ * first copy is written from the incoming body, the others are copied
+ * from it: a failure of the first answers every recipient (there is no
+ * body to copy), a failure of a later copy answers its recipient only.
+ */
+async function deliverEach(
+  maildir: Maildir,
+  message: Message,
+  delivered: (to: string, delivery: Delivery) => void,
+  failed: (to: string, error: SmtpError) => void,
+): Promise<void> {
+  let first: Delivery | null = null;
+  for (let i = 0; i < message.to.length; i++) {
+    const to = message.to[i];
+    const copy = {
+      id: message.id,
+      from: message.from,
+      mailFrom: message.mailFrom,
+      session: message.session,
+      signal: message.signal,
+      to: [to],
+      raw: first === null
+        ? message.raw
+        : fileBody(first.path, first.size - message.size),
+    };
+    if (first === null) {
+      first = await maildir.deliver(copy);
+      delivered(to, first);
+      continue;
+    }
+    try {
+      delivered(to, await maildir.deliver(copy));
+    } catch (error) {
+      // The sender gave up meanwhile (or shutdown): every recipient fails.
+      if (message.signal.aborted) throw error;
+      const reply = error instanceof SmtpError
+        ? error
+        : new SmtpError(451, "4.3.0", "Temporary local problem");
+      failed(to, reply);
+      message.rejectRecipient(i, reply);
+    }
+  }
 }
 
 /** "1 message", "2 messages". */
@@ -45,9 +128,49 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   const stats = { messages: 0, bytes: 0, failed: 0 };
   const listen: { runtime?: string } = {};
 
+  const deliveryFailed =
+    (message: Message, to: readonly string[]) => (error: SmtpError) => {
+      stats.failed++;
+      const cause = error.cause !== undefined ? error.cause : error;
+      log.error(
+        "delivery-failed",
+        `delivery failed id=${message.id} from=<${message.from}>${
+          o.lmtp ? ` to=${to.map((a) => `<${a}>`).join(",")}` : ""
+        }: ${errorText(cause)} (replied ${error.toString()})`,
+        {
+          id: message.id,
+          from: message.from,
+          to,
+          error: errorText(cause),
+          reply: error.toString(),
+        },
+      );
+    };
+  const delivered =
+    (message: Message) => (to: readonly string[], delivery: Delivery) => {
+      stats.messages++;
+      stats.bytes += message.size;
+      log.info(
+        "message",
+        `message id=${message.id} from=<${message.from}> to=${
+          to.map((a) => `<${a}>`).join(",")
+        } size=${message.size} file=${delivery.path}`,
+        {
+          id: message.id,
+          from: message.from,
+          to,
+          size: message.size,
+          file: delivery.path,
+        },
+      );
+    };
+
   const options: ServeOptions = {
-    hostname: o.host,
-    port: o.port,
+    ...(o.socket !== undefined
+      ? { path: o.socket }
+      : { hostname: o.host, port: o.port }),
+    lmtp: o.lmtp,
+    chunking: o.chunking,
     serverName: o.serverName,
     ...(o.size !== undefined ? { maxMessageSize: o.size } : {}),
     ...(o.maxRecipients !== undefined
@@ -80,38 +203,17 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     logger: serverLogger(log, listen),
     async onMessage(message: Message) {
       try {
-        const delivery = await maildir.deliver(message);
-        stats.messages++;
-        stats.bytes += message.size;
-        log.info(
-          "message",
-          `message id=${message.id} from=<${message.from}> to=${
-            message.to.map((a) => `<${a}>`).join(",")
-          } size=${message.size} file=${delivery.path}`,
-          {
-            id: message.id,
-            from: message.from,
-            to: message.to,
-            size: message.size,
-            file: delivery.path,
-          },
-        );
+        if (o.lmtp) {
+          await deliverEach(
+            maildir,
+            message,
+            (to, d) => delivered(message)([to], d),
+            (to, error) => deliveryFailed(message, [to])(error),
+          );
+        } else delivered(message)(message.to, await maildir.deliver(message));
       } catch (error) {
         if (error instanceof SmtpError && error.cause !== undefined) {
-          stats.failed++;
-          log.error(
-            "delivery-failed",
-            `delivery failed id=${message.id} from=<${message.from}>: ${
-              errorText(error.cause)
-            } (replied ${error.toString()})`,
-            {
-              id: message.id,
-              from: message.from,
-              to: message.to,
-              error: errorText(error.cause),
-              reply: error.toString(),
-            },
-          );
+          deliveryFailed(message, message.to)(error);
         } else {
           log.debug(
             "message-aborted",
@@ -162,7 +264,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     throw listenError(error, o);
   }
 
-  const where = hostPort(server.addr.hostname, server.addr.port);
+  const where = server.addr.path ??
+    hostPort(server.addr.hostname, server.addr.port);
   const runtime = runtimeName(listen.runtime);
   const tlsMode = loaded.tls === undefined
     ? ""
@@ -171,11 +274,15 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     : ", STARTTLS";
   log.info(
     "listening",
-    `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}), Maildir ${maildirPath}`,
+    `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}${
+      o.lmtp ? ", LMTP" : ""
+    }), Maildir ${maildirPath}`,
     {
       version: VERSION,
-      host: server.addr.hostname,
-      port: server.addr.port,
+      ...(server.addr.path !== undefined
+        ? { socket: server.addr.path }
+        : { host: server.addr.hostname, port: server.addr.port }),
+      protocol: o.lmtp ? "lmtp" : "smtp",
       runtime,
       tls: loaded.tls === undefined
         ? "none"
