@@ -17,7 +17,6 @@ const server = await serve({
     );
   },
 });
-console.log(`listening on ${server.addr.hostname}:${server.addr.port}`);
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, async () => {
@@ -25,3 +24,5 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     console.log("stopped");
   });
 }
+// Printed once the signals are watched, so that none is missed.
+console.log(`listening on ${server.addr.hostname}:${server.addr.port}`);

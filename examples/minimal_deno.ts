@@ -15,7 +15,6 @@ const server = await serve({
     );
   },
 });
-console.log(`listening on ${server.addr.hostname}:${server.addr.port}`);
 
 const stop = async () => {
   Deno.removeSignalListener("SIGINT", stop);
@@ -25,3 +24,5 @@ const stop = async () => {
 };
 Deno.addSignalListener("SIGINT", stop);
 Deno.addSignalListener("SIGTERM", stop);
+// Printed once the signals are watched, so that none is missed.
+console.log(`listening on ${server.addr.hostname}:${server.addr.port}`);

@@ -16,7 +16,6 @@ const server = await serve({
     );
   },
 });
-console.log(`listening on ${server.addr.hostname}:${server.addr.port}`);
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, async () => {
@@ -24,3 +23,5 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     console.log("stopped");
   });
 }
+// Printed once the signals are watched, so that none is missed.
+console.log(`listening on ${server.addr.hostname}:${server.addr.port}`);
