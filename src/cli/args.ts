@@ -23,7 +23,8 @@ export const VERSION: string = "0.1.0";
 export const USAGE: string = `Usage: smtpd [options]
        smtpd hash-password [USER] < password-file
 
-Receives mail over SMTP and stores every message in a Maildir.
+Receives mail over SMTP and stores every message in a Maildir, posts it
+to a webhook, or both.
 
 Options:
   --host ADDRESS         interface to listen on (default 127.0.0.1;
@@ -31,6 +32,14 @@ Options:
   --port PORT            port to listen on, 0 for any free one (default 2525)
   --maildir DIR          Maildir to deliver into, created when missing
                          (default ./maildir)
+  --no-maildir           store nothing (needs --webhook)
+  --webhook URL          post each message as JSON to this http(s) URL
+                         (after storing it, when there is a Maildir); the
+                         sender gets 250 only after a 2xx answer, else
+                         451 4.3.0 and the stored file is removed (the
+                         sender retries later)
+  --webhook-timeout MS   how long to wait for the webhook's answer
+                         (default 30000)
   --server-name NAME     name in the greeting and in Received headers
                          (default: this machine's host name)
   --size BYTES           largest message accepted; K, M or G for KiB, MiB,
@@ -75,6 +84,12 @@ export interface CliOptions {
   port: number;
   /** `--maildir`: the Maildir directory, as given. */
   maildir: string;
+  /** `--no-maildir`: store nothing, post to the webhook only (set only when given). */
+  noMaildir?: boolean;
+  /** `--webhook`: the URL each message is posted to as JSON (set only when given). */
+  webhook?: string;
+  /** `--webhook-timeout`: milliseconds to wait for the webhook (set with `webhook`; default 30000). */
+  webhookTimeout?: number;
   /** `--server-name`: name in the greeting and the Received headers. */
   serverName: string;
   /** `--size`: largest message in bytes, or `undefined` for the default. */
@@ -152,6 +167,9 @@ const SERVE_FLAGS = {
   host: { type: "string" },
   port: { type: "string" },
   maildir: { type: "string" },
+  "no-maildir": { type: "boolean" },
+  webhook: { type: "string" },
+  "webhook-timeout": { type: "string" },
   "server-name": { type: "string" },
   size: { type: "string" },
   "max-recipients": { type: "string" },
@@ -320,6 +338,33 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   if (values.maildir === "") {
     throw new CliError("--maildir", "must not be empty");
   }
+  const webhook = values.webhook;
+  if (webhook !== undefined) {
+    let url: URL | null = null;
+    try {
+      url = new URL(webhook);
+    } catch { /* reported below */ }
+    if (
+      url === null || (url.protocol !== "http:" && url.protocol !== "https:")
+    ) {
+      throw new CliError(
+        "--webhook",
+        `must be an http:// or https:// URL, not "${webhook}"`,
+      );
+    }
+  }
+  if (values["webhook-timeout"] !== undefined && webhook === undefined) {
+    throw new CliError("--webhook-timeout", "needs --webhook");
+  }
+  if (values["no-maildir"] && webhook === undefined) {
+    throw new CliError(
+      "--no-maildir",
+      "needs --webhook (messages would go nowhere)",
+    );
+  }
+  if (values["no-maildir"] && values.maildir !== undefined) {
+    throw new CliError("--no-maildir", "cannot be used with --maildir");
+  }
   for (const flag of ["tls-cert", "tls-key", "auth-file"] as const) {
     if (values[flag] === "") {
       throw new CliError(`--${flag}`, "must name a file");
@@ -329,6 +374,18 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     host: textFlag("--host", values.host) ?? "127.0.0.1",
     port: integerFlag("--port", values.port, 0, 65535) ?? 2525,
     maildir: values.maildir ?? "./maildir",
+    ...(values["no-maildir"] ? { noMaildir: true } : {}),
+    ...(webhook !== undefined
+      ? {
+        webhook,
+        webhookTimeout: integerFlag(
+          "--webhook-timeout",
+          values["webhook-timeout"],
+          1,
+          600000,
+        ) ?? 30000,
+      }
+      : {}),
     serverName: textFlag("--server-name", values["server-name"]) ??
       defaultServerName(),
     size: sizeFlag(values.size),

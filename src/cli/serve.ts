@@ -1,16 +1,25 @@
 /**
- * `smtpd [options]`: the server that delivers into a Maildir, until SIGINT
- * or SIGTERM.
+ * `smtpd [options]`: the server that delivers into a Maildir, posts to a
+ * webhook (`--webhook`), or both, until SIGINT or SIGTERM.
+ *
+ * With both, each message is stored first and posted second; the sender
+ * gets 250 only when both succeeded. When the post fails (not 2xx, network
+ * error, `--webhook-timeout`), the stored file is removed again and the
+ * sender gets 451 4.3.0: the message is delivered once (file and post) or
+ * not at all, and the sender's retry delivers it anew.
  *
  * @module
  */
 
+import { unlink } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import process from "node:process";
 import { serve } from "../../mod.ts";
 import type { Message } from "../message.ts";
 import type { ServeOptions, Server } from "../server.ts";
 import { SmtpError } from "../errors.ts";
+import type { DeliverableMessage, Delivery, Maildir } from "../maildir.ts";
+import { postWebhook, webhookPayload } from "../webhook.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
@@ -24,13 +33,78 @@ function runtimeName(runtime: string | undefined): string {
   return version ? `${name} ${version}` : name;
 }
 
+/** The message with its body already read, for Maildir delivery. */
+function withBody(message: Message, raw: Uint8Array): DeliverableMessage {
+  return {
+    id: message.id,
+    from: message.from,
+    to: message.to,
+    mailFrom: message.mailFrom,
+    session: message.session,
+    raw: new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(raw);
+        controller.close();
+      },
+    }),
+  };
+}
+
+/** A webhook URL for logs: no user name or password, no query. */
+function safeUrl(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+/**
+ * Stores the message (when there is a Maildir), then posts it (when there
+ * is a webhook); a failed post takes the stored file back.
+ */
+async function deliver(
+  message: Message,
+  maildir: Maildir | null,
+  webhook: { url: URL; timeout: number } | null,
+): Promise<{ delivery: Delivery | null; status: number | null }> {
+  if (webhook === null) {
+    return { delivery: await maildir!.deliver(message), status: null };
+  }
+  const raw = await message.bytes();
+  const delivery = maildir === null
+    ? null
+    : await maildir.deliver(withBody(message, raw));
+  try {
+    let payload;
+    try {
+      payload = await webhookPayload(message, raw);
+    } catch (error) {
+      const reply = new SmtpError(
+        451,
+        "4.3.0",
+        "Local error in processing, try again later",
+      );
+      reply.cause = error;
+      throw reply;
+    }
+    if (delivery !== null) payload.file = delivery.path;
+    const { status } = await postWebhook(webhook.url, payload, {
+      timeout: webhook.timeout,
+    });
+    return { delivery, status };
+  } catch (error) {
+    if (delivery !== null) await unlink(delivery.path).catch(() => {});
+    throw error;
+  }
+}
+
 export async function serveCommand(o: CliOptions): Promise<number> {
   const log = new Log(o);
   const started = Date.now();
   const maildirPath = resolvePath(o.maildir);
   // Everything that can fail because of a flag fails here, before listening.
   const loaded = await loadFiles(o);
-  const maildir = await openMaildir(o, maildirPath);
+  const maildir = o.noMaildir ? null : await openMaildir(o, maildirPath);
+  const webhook = o.webhook === undefined
+    ? null
+    : { url: new URL(o.webhook), timeout: o.webhookTimeout ?? 30000 };
   for (const warning of loaded.warnings) {
     log.warn("warning", warning, { warning });
   }
@@ -68,23 +142,30 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         },
       }
       : {}),
+    // The hook waits for the webhook: give it the webhook's time and more.
+    ...(webhook !== null && webhook.timeout + 30000 > 60000
+      ? { hookTimeout: webhook.timeout + 30000 }
+      : {}),
     logger: serverLogger(log, listen),
     async onMessage(message: Message) {
       try {
-        const delivery = await maildir.deliver(message);
+        const { delivery, status } = await deliver(message, maildir, webhook);
         stats.messages++;
         stats.bytes += message.size;
         log.info(
           "message",
           `message id=${message.id} from=<${message.from}> to=${
             message.to.map((a) => `<${a}>`).join(",")
-          } size=${message.size} file=${delivery.path}`,
+          } size=${message.size}` +
+            (delivery !== null ? ` file=${delivery.path}` : "") +
+            (status !== null ? ` webhook=${status}` : ""),
           {
             id: message.id,
             from: message.from,
             to: message.to,
             size: message.size,
-            file: delivery.path,
+            ...(delivery !== null ? { file: delivery.path } : {}),
+            ...(status !== null ? { webhook: status } : {}),
           },
         );
       } catch (error) {
@@ -161,7 +242,11 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     : ", STARTTLS";
   log.info(
     "listening",
-    `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}), Maildir ${maildirPath}`,
+    `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}), ` +
+      [
+        ...(maildir !== null ? [`Maildir ${maildirPath}`] : []),
+        ...(webhook !== null ? [`webhook ${safeUrl(webhook.url)}`] : []),
+      ].join(", "),
     {
       version: VERSION,
       host: server.addr.hostname,
@@ -172,7 +257,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         : o.tlsImplicit
         ? "implicit"
         : "starttls",
-      maildir: maildirPath,
+      ...(maildir !== null ? { maildir: maildirPath } : {}),
+      ...(webhook !== null ? { webhook: safeUrl(webhook.url) } : {}),
     },
   );
   const why = await Promise.race([
