@@ -16,6 +16,7 @@ const library: Options = {
     "runtimes/node": "runtimes/node.ts",
     maildir: "src/maildir.ts",
     webhook: "src/webhook.ts",
+    testing: "src/testing.ts",
   },
   format: ["esm", "cjs"],
   dts: true,

@@ -35,6 +35,7 @@ import {
 import { listen as listenNode, loadTlsOptions } from "./node_net.ts";
 
 export * from "../src/api.ts";
+export type { Connection, Listener, ListenOptions } from "../src/transport.ts";
 
 /** The parts of Bun's socket API this shim uses. */
 interface BunSocket {

@@ -27,6 +27,7 @@ import type { Connection, Listener, ListenOptions } from "../src/transport.ts";
 import { listen as listenNode } from "./node_net.ts";
 
 export * from "../src/api.ts";
+export type { Connection, Listener, ListenOptions } from "../src/transport.ts";
 
 /** The parts of Deno's API this shim uses. */
 interface DenoConn {

@@ -101,13 +101,15 @@ if (!skipChecks) {
       "bench/",
     ]],
     ["deno lint", deno, ["lint"]],
-    ["deno doc --lint", deno, [
+    // Each entry point on its own: its docs must be complete by themselves
+    // (JSR shows one page per entry point).
+    ...Object.values(
+      JSON.parse(readFileSync(join(root, "deno.json"), "utf8")).exports,
+    ).map((entry) => [`deno doc --lint ${entry}`, deno, [
       "doc",
       "--lint",
-      ...Object.values(
-        JSON.parse(readFileSync(join(root, "deno.json"), "utf8")).exports,
-      ),
-    ]],
+      entry,
+    ]]),
     ["deno fmt", deno, ["fmt", "--check"]],
     ["deno publish --dry-run", deno, ["publish", "--dry-run", "--allow-dirty"]],
     ["tsup build", process.execPath, [join(root, "scripts", "build.mjs")]],

@@ -24,6 +24,6 @@ export type {
   TlsInfo,
   TlsOptions,
 } from "./transport.ts";
-export type { MailParams, RcptParams, Recipient } from "./engine.ts";
+export type { BodyType, MailParams, RcptParams, Recipient } from "./engine.ts";
 export type { Mailbox } from "./address.ts";
 export type { BareLineEndingPolicy, EngineOptions } from "./options.ts";

@@ -1,6 +1,7 @@
 /**
  * The sans-IO SMTP protocol engine (RFC 5321 with PIPELINING, 8BITMIME,
- * SIZE, ENHANCEDSTATUSCODES, SMTPUTF8, DSN, STARTTLS and AUTH).
+ * SIZE, ENHANCEDSTATUSCODES, SMTPUTF8, DSN, STARTTLS, AUTH, CHUNKING and
+ * BINARYMIME), and LMTP (RFC 2033) with the `lmtp` option.
  *
  * Bytes go in with {@link SmtpEngine.receive}, events come out of
  * {@link SmtpEngine.nextEvent}, the application's decisions go back with
@@ -32,12 +33,26 @@ import {
   resolveEngineOptions,
 } from "./options.ts";
 
+/**
+ * The body type of a transaction (BODY= of MAIL: RFC 6152, RFC 3030):
+ * `"7BIT"` when the client declared none. A `"BINARYMIME"` body came with
+ * BDAT and may hold any octets, bare CR and LF included.
+ *
+ * @example
+ * ```ts
+ * import type { BodyType } from "@smtpd/smtpd";
+ *
+ * const body: BodyType = "BINARYMIME";
+ * ```
+ */
+export type BodyType = "7BIT" | "8BITMIME" | "BINARYMIME";
+
 /** Parameters of MAIL FROM, decoded. `params` has every parameter as sent. */
 export interface MailParams {
   /** Declared message size (SIZE=, RFC 1870). */
   size?: number;
-  /** Declared body type (BODY=, RFC 6152). */
-  body?: "7BIT" | "8BITMIME";
+  /** Declared body type (BODY=, RFC 6152; BINARYMIME: RFC 3030), when the client sent one. */
+  body?: BodyType;
   /** The transaction may carry UTF-8 in addresses and headers (RFC 6531). */
   smtputf8: boolean;
   /** DSN return type (RET=, RFC 3461), only when DSN is enabled. */
@@ -75,7 +90,9 @@ export type CloseReason =
   | "too-many-errors"
   | "timeout"
   | "eof"
-  | "shutdown";
+  | "shutdown"
+  /** The session cannot go on: a BDAT chunk whose size cannot be parsed (its end is unknown). */
+  | "protocol-error";
 
 /**
  * What the engine has to tell. Events marked "decision" wait for
@@ -87,19 +104,36 @@ export type SmtpEvent =
   | { type: "need-data" }
   /** Decision: a client connected; accept sends the 220 greeting. */
   | { type: "connect" }
-  /** Decision: EHLO or HELO with the client's name. */
-  | { type: "helo"; verb: "EHLO" | "HELO"; hostname: string }
+  /** Decision: EHLO or HELO (LHLO in LMTP) with the client's name. */
+  | { type: "helo"; verb: "EHLO" | "HELO" | "LHLO"; hostname: string }
   /** Decision: MAIL FROM. */
   | { type: "mail"; from: Mailbox; params: MailParams }
   /** Decision: RCPT TO. */
   | { type: "rcpt"; to: Mailbox; params: RcptParams }
-  /** DATA was accepted (354 sent): body chunks follow. */
-  | { type: "message-start" }
-  /** A piece of the body, dot-unstuffed; a view into received bytes, valid until the next `receive()`. */
+  /**
+   * A body starts: DATA was accepted (354 sent), or the first chunk of a
+   * BDAT transaction is on its way. Body chunks follow. `body` is the
+   * transaction's body type.
+   */
+  | { type: "message-start"; command: "DATA" | "BDAT"; body: BodyType }
+  /** A piece of the body (dot-unstuffed after DATA, as sent after BDAT); a view into received bytes, valid until the next `receive()`. */
   | { type: "data"; chunk: Uint8Array }
-  /** Decision: the body ended with CRLF.CRLF; accept sends 250. */
-  | { type: "message-end"; size: number }
-  /** The body in transfer is refused (too large, bare line ending, timeout, disconnect); the engine sends `error` when the body ends. */
+  /**
+   * Decision: the body ended (CRLF.CRLF, or the end of the BDAT ... LAST
+   * chunk); accept sends 250. `recipients` are the accepted recipients in
+   * RCPT order: in LMTP each gets its own reply (see
+   * {@link SmtpEngine.acceptEach}).
+   */
+  | {
+    type: "message-end";
+    size: number;
+    recipients: readonly Recipient[];
+  }
+  /**
+   * The body in transfer is refused or dropped (too large, bare line
+   * ending, timeout, disconnect, RSET or QUIT between BDAT chunks); nothing
+   * is to be delivered. The engine sends the reply itself, when it is due.
+   */
   | { type: "message-abort"; error: SmtpError }
   /** The transaction (if any) was dropped by RSET, HELO/EHLO or STARTTLS. */
   | { type: "reset" }
@@ -127,6 +161,7 @@ type Mode =
   | "command" // reading command lines
   | "discard-line" // inside a command line that is too long
   | "data" // inside a DATA body
+  | "bdat" // inside a BDAT chunk (delivered or discarded)
   | "sasl" // AUTH exchange: reading a client response line
   | "sasl-failed" // XOAUTH2 failed: reading the client's empty response
   | "tls" // STARTTLS accepted: waiting for tlsStarted()
@@ -150,6 +185,12 @@ const DATA_GO_AHEAD = formatReply(
   "End data with <CR><LF>.<CR><LF>",
 );
 const OK = formatReply(250, "2.0.0", "OK");
+const TOO_LARGE = "Message size exceeds fixed maximum message size";
+/** The reason given to the application when a transaction drops a BDAT body. */
+const dropped = (): SmtpError =>
+  new SmtpError(451, "4.3.0", "Message dropped before its last BDAT chunk");
+/** Longest chunk size BDAT accepts: larger ones cannot be counted exactly. */
+const MAX_CHUNK_DIGITS = String(Number.MAX_SAFE_INTEGER).length;
 const VRFY_REPLY = formatReply(
   252,
   "2.5.0",
@@ -245,6 +286,26 @@ export class SmtpEngine {
   #lineStart = true; // the next body byte starts a line (after CRLF)
   #size = 0;
   #aborted: SmtpError | null = null;
+  /** message-start was sent and neither message-end nor message-abort yet. */
+  #messageOpen = false;
+
+  // BDAT state.
+  /** This transaction's body goes by BDAT (its first chunk was accepted). */
+  #bdat = false;
+  /** Octets of the accepted chunks of this transaction, as sent. */
+  #octets = 0;
+  /** Octets of the current chunk not yet read. */
+  #chunkLeft = 0;
+  #chunkSize = 0;
+  #chunkLast = false;
+  /** The current chunk is body (else it is read and discarded). */
+  #chunkDeliver = false;
+  /** The reply to a discarded chunk, sent when its last octet is read. */
+  #chunkReply = "";
+  /** A non-BINARYMIME chunk ended with a CR: the next octet decides. */
+  #pendingCR = false;
+  /** The body crossed maxMessageSize inside a chunk: the chunk gets 552. */
+  #tooLarge = false;
 
   // Command line being discarded (too long): was its last byte CR?
   #discardCR = false;
@@ -290,11 +351,16 @@ export class SmtpEngine {
    */
   end(): void {
     if (this.#mode === "closed") return;
-    if (this.#mode === "data" && this.#aborted === null) {
-      this.#queue.push({
-        type: "message-abort",
-        error: new SmtpError(451, "4.3.0", "Connection closed during DATA"),
-      });
+    if (this.#messageOpen) {
+      this.#abort(
+        new SmtpError(
+          451,
+          "4.3.0",
+          this.#bdat
+            ? "Connection closed during BDAT"
+            : "Connection closed during DATA",
+        ),
+      );
     }
     this.#close("eof");
   }
@@ -311,21 +377,23 @@ export class SmtpEngine {
       "4.4.2",
       `${this.options.serverName} Timeout, closing connection`,
     );
-    if (this.#mode === "data" && this.#aborted === null) {
-      this.#queue.push({ type: "message-abort", error });
-    }
+    if (this.#messageOpen) this.#abort(error);
     this.#write(formatReply(error.code, error.enhancedCode, error.message));
     this.#close("timeout");
   }
 
   /**
    * The time (same clock as `now`) at which {@link SmtpEngine.tick} will
-   * time the session out; `Infinity` when no deadline applies.
+   * time the session out; `Infinity` when no deadline applies. The DATA
+   * deadline (`dataTimeout`) covers a DATA body, and a BDAT transaction
+   * from its first chunk to the end of its last.
    */
   deadline(): number {
     if (this.#pending !== null || this.#mode === "closed") return Infinity;
     const idle = this.#lastActivity + this.options.idleTimeout;
-    if (this.#mode !== "data") return idle;
+    // A BDAT transaction has one deadline from its first chunk to the end
+    // of its last, commands between chunks included.
+    if (this.#mode !== "data" && !this.#bdat) return idle;
     return Math.min(idle, this.#dataStarted + this.options.dataTimeout);
   }
 
@@ -335,12 +403,7 @@ export class SmtpEngine {
    */
   shutdown(text = "Service shutting down"): void {
     if (this.#mode === "closed") return;
-    if (this.#mode === "data" && this.#aborted === null) {
-      this.#queue.push({
-        type: "message-abort",
-        error: new SmtpError(421, "4.3.2", text),
-      });
-    }
+    if (this.#messageOpen) this.#abort(new SmtpError(421, "4.3.2", text));
     this.#pending = null;
     this.#write(
       formatReply(421, "4.3.2", `${this.options.serverName} ${text}`),
@@ -421,7 +484,9 @@ export class SmtpEngine {
 
   /**
    * Accepts the pending decision with its default reply (or `text` in place
-   * of the default text).
+   * of the default text). In LMTP an accepted `message-end` answers every
+   * accepted recipient with 250 (see {@link SmtpEngine.acceptEach} to
+   * answer each on its own).
    */
   accept(text?: string): void {
     const decision = this.#takeDecision("accept");
@@ -439,7 +504,7 @@ export class SmtpEngine {
       case "helo": {
         if (ev.type !== "helo") throw new Error("unreachable");
         this.#heloName = ev.hostname;
-        this.#esmtp = ev.verb === "EHLO";
+        this.#esmtp = ev.verb !== "HELO";
         const greet = text ?? `${o.serverName} greets ${ev.hostname}`;
         this.#write(
           formatReply(
@@ -463,6 +528,22 @@ export class SmtpEngine {
         this.#ok(orText(RECIPIENT_OK, 250, "2.1.5", text));
         return;
       case "message-end":
+        if (o.lmtp) {
+          // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+          let out = "";
+          for (const r of this.#recipients) {
+            out += text === undefined || text === null
+              ? formatReply(
+                250,
+                "2.0.0",
+                `Message accepted for <${r.mailbox.address}>`,
+              )
+              : formatReply(250, "2.0.0", text);
+          }
+          this.#resetTransaction(false);
+          this.#ok(out);
+          return;
+        }
         this.#resetTransaction(false);
         this.#ok(orText(MESSAGE_OK, 250, "2.0.0", text));
         return;
@@ -483,7 +564,10 @@ export class SmtpEngine {
     }
   }
 
-  /** Rejects the pending decision with `error`'s reply. */
+  /**
+   * Rejects the pending decision with `error`'s reply (in LMTP, a
+   * `message-end` gets it once per accepted recipient).
+   */
   reject(error: SmtpError): void {
     const decision = this.#takeDecision("reject");
     if (decision === null) return;
@@ -501,7 +585,12 @@ export class SmtpEngine {
       this.#authFailed(error);
       return;
     }
-    this.#write(formatReply(error.code, error.enhancedCode, error.message));
+    const reply = formatReply(error.code, error.enhancedCode, error.message);
+    this.#write(
+      decision === "message-end" && this.options.lmtp
+        ? reply.repeat(this.#recipients.length)
+        : reply,
+    );
     switch (decision) {
       case "connect":
         this.#close("rejected");
@@ -518,6 +607,72 @@ export class SmtpEngine {
       default:
         return assertNever(decision);
     }
+  }
+
+  /**
+   * Answers the pending `message-end` of an LMTP session recipient by
+   * recipient (RFC 2033 §4.2): `results[i]` is the outcome for the i-th
+   * accepted recipient of the event's `recipients` (in RCPT order): `null`
+   * accepts with the default reply, a string accepts with that text, an
+   * {@link SmtpError} refuses with its reply. `accept()` and `reject()`
+   * still answer every recipient alike.
+   *
+   * Throws when no `message-end` is pending, when LMTP is off (SMTP has one
+   * reply per message), or when `results` does not have one entry per
+   * recipient; the decision then stays pending.
+   *
+   * @example
+   * ```ts
+   * import { SmtpEngine, SmtpError } from "@smtpd/smtpd";
+   *
+   * const engine = new SmtpEngine({ lmtp: true });
+   * // ... on a message-end event with two recipients:
+   * // engine.acceptEach([null, new SmtpError(452, "4.2.2", "Mailbox full")]);
+   * ```
+   */
+  acceptEach(results: readonly (SmtpError | string | null)[]): void {
+    if (this.#mode === "closed") return;
+    if (this.#pending !== "message-end") {
+      throw new Error(
+        "Cannot answer per recipient: no message-end decision is pending",
+      );
+    }
+    if (!this.options.lmtp) {
+      throw new Error("Cannot answer per recipient: LMTP is off");
+    }
+    const recipients = this.#recipients;
+    if (!Array.isArray(results) || results.length !== recipients.length) {
+      throw new TypeError(
+        `Cannot answer per recipient: ${
+          Array.isArray(results) ? results.length : "no"
+        } results for ${recipients.length} recipients`,
+      );
+    }
+    let out = "";
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i];
+      if (r instanceof SmtpError) {
+        out += formatReply(r.code, r.enhancedCode, r.message);
+      } else if (typeof r === "string") {
+        out += formatReply(250, "2.0.0", r);
+      } else if (r === null || r === undefined) {
+        out += formatReply(
+          250,
+          "2.0.0",
+          `Message accepted for <${recipients[i].mailbox.address}>`,
+        );
+      } else {
+        throw new TypeError(
+          `Cannot answer per recipient: result ${i} is not an SmtpError, a string or null`,
+        );
+      }
+    }
+    this.#pending = null;
+    this.#pendingEvent = null;
+    this.#resetTransaction(false);
+    // Any accepted recipient makes it a success for the bad-command count.
+    if (results.some((r) => !(r instanceof SmtpError))) this.#ok(out);
+    else this.#write(out);
   }
 
   /** A failed AUTH: the reply, and 421 after too many failures. */
@@ -585,6 +740,9 @@ export class SmtpEngine {
           break;
         case "data":
           ev = this.#readBody();
+          break;
+        case "bdat":
+          ev = this.#readChunk();
           break;
         case "tls":
           return NEED_DATA;
@@ -661,6 +819,10 @@ export class SmtpEngine {
     caps.push("ENHANCEDSTATUSCODES");
     if (o.smtputf8) caps.push("SMTPUTF8");
     if (o.dsn) caps.push("DSN");
+    if (o.chunking) {
+      caps.push("CHUNKING");
+      if (o.binaryMime) caps.push("BINARYMIME");
+    }
     if (o.startTls && !this.#secure) caps.push("STARTTLS");
     if (this.#authOffered()) caps.push(`AUTH ${o.authMechanisms.join(" ")}`);
     caps.push("HELP");
@@ -674,14 +836,23 @@ export class SmtpEngine {
       (this.#secure || (o.allowInsecureAuth && !o.requireTls));
   }
 
+  /**
+   * Ends the transaction. A BDAT body still open (RSET, QUIT, HELO/EHLO or
+   * STARTTLS between chunks) is aborted first: nothing is delivered.
+   */
   #resetTransaction(announce: boolean): void {
     const had = this.#from !== null;
+    if (this.#messageOpen) this.#abort(dropped());
     this.#from = null;
     this.#mailParams = null;
     this.#recipients = [];
     this.#rcptAttempts = 0;
     this.#aborted = null;
     this.#size = 0;
+    this.#bdat = false;
+    this.#octets = 0;
+    this.#pendingCR = false;
+    this.#tooLarge = false;
     if (announce && had) this.#queue.push({ type: "reset" });
   }
 
@@ -811,7 +982,17 @@ export class SmtpEngine {
     switch (verb) {
       case "EHLO":
       case "HELO":
+        if (this.options.lmtp) {
+          return this.#fail(500, "5.5.1", "This is LMTP: send LHLO");
+        }
         return this.#helo(verb, arg);
+      case "LHLO":
+        if (!this.options.lmtp) {
+          return this.#fail(500, "5.5.1", "Command unrecognized");
+        }
+        return this.#helo(verb, arg);
+      case "BDAT":
+        return this.#bdatCommand(arg);
       case "MAIL":
         return this.#mail(arg);
       case "RCPT":
@@ -849,9 +1030,14 @@ export class SmtpEngine {
           214,
           "2.0.0",
           [
-            "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP" +
-            (this.options.startTls ? " STARTTLS" : "") +
-            (this.options.authMechanisms.length > 0 ? " AUTH" : ""),
+            `Commands: ${
+              this.options.lmtp ? "LHLO" : "EHLO HELO"
+            } MAIL RCPT DATA${
+              this.options.chunking ? " BDAT" : ""
+            } RSET NOOP QUIT VRFY HELP` +
+            // What is available now, as in the EHLO reply.
+            (this.options.startTls && !this.#secure ? " STARTTLS" : "") +
+            (this.#authOffered() ? " AUTH" : ""),
             "End of HELP info",
           ].join("\n"),
         ));
@@ -869,7 +1055,7 @@ export class SmtpEngine {
     }
   }
 
-  #helo(verb: "EHLO" | "HELO", arg: string): SmtpEvent | null {
+  #helo(verb: "EHLO" | "HELO" | "LHLO", arg: string): SmtpEvent | null {
     const name = arg.trim();
     if (name === "") {
       return this.#fail(501, "5.5.4", `${verb} needs a domain name`);
@@ -972,7 +1158,16 @@ export class SmtpEngine {
         }
         case "BODY": {
           const body = value === true ? "" : value.toUpperCase();
-          if (body !== "7BIT" && body !== "8BITMIME") {
+          if (body === "BINARYMIME") {
+            // RFC 3030 §3: only when offered, and only with CHUNKING.
+            if (!o.chunking || !o.binaryMime) {
+              return this.#fail(
+                555,
+                "5.5.4",
+                "BODY=BINARYMIME is not supported",
+              );
+            }
+          } else if (body !== "7BIT" && body !== "8BITMIME") {
             return this.#fail(501, "5.5.4", "Bad BODY parameter");
           }
           params.body = body;
@@ -1093,10 +1288,16 @@ export class SmtpEngine {
   #data(arg: string): SmtpEvent | null {
     if (arg !== "") return this.#fail(501, "5.5.4", "DATA takes no arguments");
     if (this.#from === null) return this.#fail(503, "5.5.1", "Send MAIL first");
-    if (this.#recipients.length === 0) {
-      return this.#rcptAttempts === 0
-        ? this.#fail(503, "5.5.1", "Send RCPT first")
-        : this.#fail(554, "5.5.1", "No valid recipients");
+    if (this.#bdat) {
+      // RFC 3030 §2: DATA and BDAT do not mix in one transaction.
+      return this.#fail(503, "5.5.1", "DATA cannot follow BDAT");
+    }
+    if (this.#mailParams!.body === "BINARYMIME") {
+      return this.#fail(503, "5.5.1", "BODY=BINARYMIME needs BDAT, not DATA");
+    }
+    const refused = this.#noRecipients();
+    if (refused !== null) {
+      return this.#fail(refused.code, refused.enhancedCode, refused.message);
     }
     this.#ok(DATA_GO_AHEAD);
     this.#mode = "data";
@@ -1104,7 +1305,98 @@ export class SmtpEngine {
     this.#size = 0;
     this.#aborted = null;
     this.#dataStarted = this.#lastActivity;
-    return { type: "message-start" };
+    this.#messageOpen = true;
+    return { type: "message-start", command: "DATA", body: this.#bodyType() };
+  }
+
+  /** The refusal of a body without accepted recipients, or null. */
+  #noRecipients(): SmtpError | null {
+    if (this.#recipients.length > 0) return null;
+    // RFC 2033 §4.2: in LMTP, 503 whether or not RCPT was tried.
+    return this.#rcptAttempts === 0 || this.options.lmtp
+      ? new SmtpError(
+        503,
+        "5.5.1",
+        this.#rcptAttempts === 0 ? "Send RCPT first" : "No valid recipients",
+      )
+      : new SmtpError(554, "5.5.1", "No valid recipients");
+  }
+
+  #bodyType(): BodyType {
+    return this.#mailParams?.body ?? "7BIT";
+  }
+
+  /**
+   * BDAT <size> [LAST] (RFC 3030). The chunk is always read before the
+   * reply, also when it is refused: its octets must never run as commands.
+   * Only a size that cannot be parsed (or counted exactly) leaves the end
+   * of the chunk unknown: 501 5.5.4, then 421 4.7.0 and a close.
+   */
+  #bdatCommand(arg: string): SmtpEvent | null {
+    if (!this.options.chunking) {
+      return this.#fail(502, "5.5.1", "Command not implemented");
+    }
+    const sp = arg.indexOf(" ");
+    const size = parseChunkSize(sp < 0 ? arg : arg.slice(0, sp));
+    if (size < 0) {
+      this.#write(formatReply(501, "5.5.4", "Bad BDAT chunk size"));
+      this.#write(
+        formatReply(
+          421,
+          "4.7.0",
+          `${this.options.serverName} Cannot find the end of the BDAT chunk, closing connection`,
+        ),
+      );
+      if (this.#messageOpen) {
+        this.#abort(new SmtpError(501, "5.5.4", "Bad BDAT chunk size"));
+      }
+      this.#close("protocol-error");
+      return null;
+    }
+    const rest = sp < 0 ? null : arg.slice(sp + 1);
+    const last = rest !== null && rest.toUpperCase() === "LAST";
+    this.#mode = "bdat";
+    this.#chunkLeft = size;
+    this.#chunkSize = size;
+    this.#chunkLast = last;
+    this.#chunkDeliver = false;
+    this.#chunkReply = "";
+    let error: SmtpError | null = null;
+    if (rest !== null && !last) {
+      error = new SmtpError(501, "5.5.4", "Syntax: BDAT size [LAST]");
+    } else if (this.#from === null) {
+      error = new SmtpError(503, "5.5.1", "Send MAIL first");
+    } else error = this.#noRecipients();
+    if (error === null && this.#octets + size > this.options.maxMessageSize) {
+      error = new SmtpError(552, "5.3.4", TOO_LARGE);
+    }
+    if (error !== null) {
+      // RFC 3030 §2: a refused chunk fails the transaction in progress.
+      const reply = formatReply(error.code, error.enhancedCode, error.message);
+      // In LMTP the LAST chunk gets one reply per accepted recipient.
+      this.#chunkReply = last && this.options.lmtp &&
+          this.#recipients.length > 0
+        ? reply.repeat(this.#recipients.length)
+        : reply;
+      if (this.#bdat || error.code === 552) {
+        if (this.#messageOpen) this.#abort(error);
+        this.#resetTransaction(false);
+      }
+      return null;
+    }
+    this.#chunkDeliver = true;
+    this.#octets += size;
+    if (!this.#bdat) {
+      this.#bdat = true;
+      this.#messageOpen = true;
+      this.#size = 0;
+      this.#aborted = null;
+      this.#pendingCR = false;
+      this.#tooLarge = false;
+      this.#dataStarted = this.#lastActivity;
+      return { type: "message-start", command: "BDAT", body: this.#bodyType() };
+    }
+    return null;
   }
 
   #auth(arg: string): SmtpEvent | null {
@@ -1343,20 +1635,17 @@ export class SmtpEngine {
           chunk: buf.subarray(start, start + room),
         });
       }
-      this.#abort(
-        new SmtpError(
-          552,
-          "5.3.4",
-          "Message size exceeds fixed maximum message size",
-        ),
-      );
+      this.#tooLarge = true;
+      this.#abort(new SmtpError(552, "5.3.4", TOO_LARGE));
       return null;
     }
     return { type: "data", chunk: buf.subarray(start, end) };
   }
 
+  /** Refuses the body in transfer: the application hears of it at once. */
   #abort(error: SmtpError): void {
     this.#aborted = error;
+    this.#messageOpen = false;
     this.#queue.push({ type: "message-abort", error });
   }
 
@@ -1364,20 +1653,173 @@ export class SmtpEngine {
     this.#mode = "command";
     const aborted = this.#aborted;
     if (aborted !== null) {
-      this.#resetTransaction(false);
-      this.#write(
-        formatReply(aborted.code, aborted.enhancedCode, aborted.message),
+      const reply = formatReply(
+        aborted.code,
+        aborted.enhancedCode,
+        aborted.message,
       );
+      // LMTP: every accepted recipient gets the refusal.
+      this.#write(
+        this.options.lmtp ? reply.repeat(this.#recipients.length) : reply,
+      );
+      this.#resetTransaction(false);
       return null;
     }
+    this.#messageOpen = false;
     return this.#decide("message-end", {
       type: "message-end",
       size: this.#size,
+      recipients: this.#recipients.slice(),
     });
+  }
+
+  /**
+   * Reads the octets of a BDAT chunk: as `data` events (views, no copy)
+   * when it is accepted, else discarded. A BINARYMIME body is handed out
+   * untouched; any other body gets the bareLineEnding policy, with a CRLF
+   * split between two chunks recognized as one.
+   */
+  #readChunk(): SmtpEvent | null {
+    const buf = this.#buf;
+    const start = this.#pos;
+    const end = start + Math.min(buf.length - start, this.#chunkLeft);
+    this.#chunkLeft -= end - start;
+    this.#pos = end;
+    if (!this.#chunkDeliver) {
+      return this.#chunkLeft > 0 ? NEED_DATA : this.#chunkEnd();
+    }
+    if (this.#mailParams!.body === "BINARYMIME" || this.#aborted !== null) {
+      // Untouched (or refused already: counted, not handed out).
+      const ev = this.#emit(buf, start, end);
+      if (this.#chunkLeft > 0) return ev ?? NEED_DATA;
+      if (ev !== null) this.#queue.push(ev);
+      return this.#chunkEnd();
+    }
+    let p = start;
+    if (this.#pendingCR && p < end) {
+      this.#pendingCR = false;
+      if (buf[p] === LF) {
+        this.#queueEmit(CRLF_BYTES.slice(), 0, 2);
+        p++;
+      } else this.#bareLineEnding(true);
+    }
+    let span = p;
+    for (;;) {
+      // The next CR or LF: four octets at a time while none is at or
+      // below CR (as #readBody does).
+      let q = p;
+      while (
+        q + 4 <= end && buf[q] > CR && buf[q + 1] > CR && buf[q + 2] > CR &&
+        buf[q + 3] > CR
+      ) q += 4;
+      for (;;) {
+        while (q < end && buf[q] > CR) q++;
+        if (q >= end) break;
+        const b = buf[q];
+        if (b === CR || b === LF) break;
+        q++; // another control character (TAB, say)
+      }
+      if (q >= end) break;
+      if (buf[q] === CR) {
+        if (q + 1 < end) {
+          if (buf[q + 1] === LF) {
+            p = q + 2;
+            continue;
+          }
+        } else {
+          // A CR as the last octet at hand: the next octet (in this chunk
+          // or the next) decides whether it is half of a CRLF.
+          this.#queueEmit(buf, span, q);
+          span = end;
+          this.#pendingCR = true;
+          break;
+        }
+      }
+      this.#queueEmit(buf, span, q);
+      this.#bareLineEnding(buf[q] === CR);
+      p = span = q + 1;
+    }
+    this.#queueEmit(buf, span, end);
+    if (this.#chunkLeft > 0) return this.#queue.length > 0 ? null : NEED_DATA;
+    return this.#chunkEnd();
+  }
+
+  #queueEmit(buf: Uint8Array, start: number, end: number): void {
+    const ev = this.#emit(buf, start, end);
+    if (ev !== null) this.#queue.push(ev);
+  }
+
+  /** A bare CR or LF in a BDAT body: normalized to CRLF, or the message refused. */
+  #bareLineEnding(cr: boolean): void {
+    if (this.options.bareLineEnding === "normalize") {
+      // A copy: the application may write into the chunks it gets.
+      this.#queueEmit(CRLF_BYTES.slice(), 0, 2);
+    } else if (this.#aborted === null) {
+      this.#abort(
+        new SmtpError(
+          550,
+          "5.6.0",
+          `Message refused: bare ${
+            cr ? "CR" : "LF"
+          } in body (RFC 5321 section 2.3.8)`,
+        ),
+      );
+    }
+  }
+
+  /** The last octet of a chunk was read: its reply, or the message's end. */
+  #chunkEnd(): SmtpEvent | null {
+    this.#mode = "command";
+    if (!this.#chunkDeliver) {
+      this.#write(this.#chunkReply);
+      this.#chunkReply = "";
+      return null;
+    }
+    if (this.#chunkLast && this.#pendingCR) {
+      // The body ends with a bare CR.
+      this.#pendingCR = false;
+      this.#bareLineEnding(true);
+    }
+    if (this.#tooLarge) {
+      // Normalized line endings took the body past maxMessageSize.
+      const reply = formatReply(552, "5.3.4", TOO_LARGE);
+      this.#write(
+        this.#chunkLast && this.options.lmtp
+          ? reply.repeat(this.#recipients.length)
+          : reply,
+      );
+      this.#resetTransaction(false);
+      return null;
+    }
+    if (!this.#chunkLast) {
+      // A refused body (bare line ending) still gets its refusal only
+      // after the LAST chunk.
+      this.#ok(formatReply(250, "2.0.0", `${this.#chunkSize} octets received`));
+      return null;
+    }
+    return this.#messageEnd();
   }
 }
 
 const CRLF_BYTES = new Uint8Array([CR, LF]);
+
+/**
+ * The size of a BDAT chunk: decimal digits (leading zeros allowed), at
+ * most Number.MAX_SAFE_INTEGER; -1 for anything else, so that a size too
+ * large to count exactly (2^64 + 1, say) never wraps to a small number.
+ */
+function parseChunkSize(text: string): number {
+  let i = 0;
+  while (i < text.length - 1 && text.charCodeAt(i) === 0x30) i++;
+  const digits = text.slice(i);
+  if (digits.length === 0 || digits.length > MAX_CHUNK_DIGITS) return -1;
+  for (let k = 0; k < digits.length; k++) {
+    const c = digits.charCodeAt(k);
+    if (c < 0x30 || c > 0x39) return -1;
+  }
+  const n = Number(digits);
+  return n <= Number.MAX_SAFE_INTEGER ? n : -1;
+}
 
 /** A default reply, or the same codes with the text given to `accept(text)`. */
 function orText(

@@ -36,6 +36,9 @@ import { SmtpError } from "./errors.ts";
 import { concat, type Message } from "./message.ts";
 import type { Session } from "./session.ts";
 
+// The types a deliverable message is made of, for this entry point's docs.
+export type * from "./api.ts";
+
 /**
  * An open file, as {@link MaildirFs.open} returns it (the subset of
  * `node:fs/promises` `FileHandle` that delivery uses).
@@ -155,7 +158,10 @@ export type TraceMessage = Pick<Message, "id" | "from" | "to" | "mailFrom"> & {
 };
 
 /** What {@link Maildir.deliver} reads of a {@link Message}: the trace header parts and the body. */
-export type DeliverableMessage = TraceMessage & Pick<Message, "raw">;
+export type DeliverableMessage =
+  & TraceMessage
+  & Pick<Message, "raw">
+  & Partial<Pick<Message, "signal">>;
 
 /** Write in pieces of at least this size (fewer system calls for small chunks). */
 const WRITE_SIZE = 64 * 1024;
@@ -257,7 +263,10 @@ export class Maildir {
    * quota reached), 451 4.3.0 on any other file-system error, or the
    * stream's own error when the body did not complete; the file in `tmp/`
    * is removed on failure. The thrown `SmtpError`'s `cause` is the
-   * file system's error.
+   * file system's error. When `message.signal` has aborted by the time the
+   * file is complete (the server gave up on the message: the sender got a
+   * failure and will retry), the file is removed and the signal's reason
+   * thrown: no second copy lands.
    *
    * @example
    * ```ts
@@ -313,6 +322,13 @@ export class Maildir {
       await file.sync();
       open = false;
       await file.close();
+      // The server gave up on the message meanwhile (hookTimeout): the
+      // sender got a failure and will retry, so this copy must not land.
+      const signal = message.signal;
+      if (signal?.aborted) {
+        stream.error = { value: signal.reason ?? new Error("aborted") };
+        throw stream.error.value;
+      }
       await this.#renameIntoNew(tmpPath, newPath);
     } catch (error) {
       if (stream.error === undefined) reader.cancel().catch(() => {});

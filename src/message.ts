@@ -69,6 +69,17 @@ export interface Message {
   text(): Promise<string>;
   /** Reads and parses the body with postal-mime (loaded on first use). */
   parse(): Promise<Email>;
+  /**
+   * Aborted when the server gives up on the message: the hook (or the
+   * `for await` loop body) ran past `hookTimeout`, the client left or the
+   * body failed, or the server was shut down. The sender then gets (or
+   * got) a failure reply and will send the message again, so the
+   * application must not keep this copy: pass the signal to the calls that
+   * store or forward it, and check `signal.aborted` before committing. The
+   * reason is the `SmtpError` the sender was given, or the body's
+   * error.
+   */
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -103,6 +114,9 @@ export class IncomingMessage implements Message {
   #state: "open" | "ended" | "aborted" = "open";
   #reason: Error | null = null;
   #bytes: Promise<Uint8Array> | null = null;
+  /** Made on first use of `signal` (most hooks never look). */
+  #abort: AbortController | null = null;
+  #givenUp: Error | null = null;
 
   constructor(
     id: string,
@@ -125,6 +139,29 @@ export class IncomingMessage implements Message {
 
   get size(): number {
     return this.#size;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#abort === null) {
+      this.#abort = new AbortController();
+      if (this.#givenUp !== null) this.#abort.abort(this.#givenUp);
+    }
+    return this.#abort.signal;
+  }
+
+  /** Whether the server gave up on the message (see `signal`). */
+  get givenUp(): boolean {
+    return this.#givenUp !== null;
+  }
+
+  /**
+   * The server gave up on the message: the sender gets (or got) `reason`
+   * and will retry. Aborts `signal`; the body, if complete, stays readable.
+   */
+  giveUp(reason: Error): void {
+    if (this.#givenUp !== null) return;
+    this.#givenUp = reason;
+    this.#abort?.abort(reason);
   }
 
   #openStream(): ReadableStream<Uint8Array> {

@@ -10,6 +10,7 @@
  */
 
 import { type AuthMechanism, SUPPORTED_AUTH_MECHANISMS } from "./sasl.ts";
+import { checkKeys } from "./keys.ts";
 
 /** What the engine does with a CR or LF that is not part of a CRLF pair inside a message body. */
 export type BareLineEndingPolicy = "reject" | "normalize";
@@ -27,7 +28,7 @@ export type BareLineEndingPolicy = "reject" | "normalize";
 export interface EngineOptions {
   /** Name the server gives in its greeting and EHLO reply. Default `"localhost"`. */
   serverName?: string;
-  /** Text after the server name in the 220 greeting. Default `"ESMTP smtpd"`. */
+  /** Text after the server name in the 220 greeting. Default `"ESMTP smtpd"` (`"LMTP smtpd"` with `lmtp`). */
   greeting?: string;
   /** Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4). Default 512. */
   maxLineLength?: number;
@@ -63,6 +64,16 @@ export interface EngineOptions {
   maxAuthFailures?: number;
   /** Emit a `command` event for every command line (for logging). Default `false`. */
   traceCommands?: boolean;
+  /** Advertise CHUNKING and accept BDAT (RFC 3030). Default `true`. */
+  chunking?: boolean;
+  /** Advertise BINARYMIME and accept `BODY=BINARYMIME` (RFC 3030); only with `chunking`. Default `true`. */
+  binaryMime?: boolean;
+  /**
+   * Speak LMTP (RFC 2033) instead of SMTP: `LHLO` replaces EHLO and HELO,
+   * and the end of each message gets one reply per accepted recipient.
+   * The default greeting text becomes `"LMTP smtpd"`. Default `false`.
+   */
+  lmtp?: boolean;
 }
 
 /** {@link EngineOptions} with every default filled in. */
@@ -98,7 +109,12 @@ export const ENGINE_DEFAULTS: Readonly<ResolvedEngineOptions> = Object.freeze({
   requireTls: false,
   maxAuthFailures: 3,
   traceCommands: false,
+  chunking: true,
+  binaryMime: true,
+  lmtp: false,
 });
+
+const ENGINE_KEYS: ReadonlySet<string> = new Set(Object.keys(ENGINE_DEFAULTS));
 
 /**
  * Validates a numeric limit: a positive integer (or `Infinity` when
@@ -195,15 +211,24 @@ export function resolveEngineOptions(
   options: EngineOptions = {},
 ): ResolvedEngineOptions {
   const d = ENGINE_DEFAULTS;
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("Cannot use options: value is not an object");
+  }
+  checkKeys(options, ENGINE_KEYS);
   const policy = options.bareLineEnding ?? d.bareLineEnding;
   if (policy !== "reject" && policy !== "normalize") {
     throw new TypeError(
       `Cannot use option bareLineEnding: value is not "reject" or "normalize"`,
     );
   }
+  const lmtp = boolOption("lmtp", options.lmtp, d.lmtp);
   return {
     serverName: textOption("serverName", options.serverName, d.serverName),
-    greeting: textOption("greeting", options.greeting, d.greeting),
+    greeting: textOption(
+      "greeting",
+      options.greeting,
+      lmtp ? "LMTP smtpd" : d.greeting,
+    ),
     // A line must at least hold "MAIL FROM:<>" and CRLF.
     maxLineLength: limitOption(
       "maxLineLength",
@@ -270,5 +295,8 @@ export function resolveEngineOptions(
       options.traceCommands,
       d.traceCommands,
     ),
+    chunking: boolOption("chunking", options.chunking, d.chunking),
+    binaryMime: boolOption("binaryMime", options.binaryMime, d.binaryMime),
+    lmtp,
   };
 }

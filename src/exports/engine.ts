@@ -25,6 +25,7 @@
 
 export { formatReply, SmtpError } from "../errors.ts";
 export {
+  type BodyType,
   type CloseReason,
   type Decision,
   type MailParams,

@@ -19,6 +19,8 @@
  */
 
 export { createServer } from "../server.ts";
+// The types createServer takes and returns, for this entry point's docs.
+export type * from "../api.ts";
 export {
   checkTlsOptions,
   type Connection,

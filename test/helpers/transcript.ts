@@ -8,11 +8,15 @@ import {
   type SmtpEvent,
 } from "../../src/exports/engine.ts";
 
-/** Answers a decision: return an SmtpError to reject, a string to accept with that text, nothing to accept. */
+/**
+ * Answers a decision: return an SmtpError to reject, a string to accept
+ * with that text, nothing to accept; an array answers an LMTP message-end
+ * recipient by recipient (acceptEach).
+ */
 export type Decide = (
   ev: SmtpEvent,
   engine: SmtpEngine,
-) => SmtpError | string | void;
+) => SmtpError | string | void | (SmtpError | string | null)[];
 
 /** What one run of a transcript produced. */
 export interface TranscriptResult {
@@ -77,7 +81,12 @@ export function run(
         ev.type === "starttls" || ev.type === "auth"
       ) {
         const answer = decide(ev, engine);
-        if (answer instanceof SmtpError) engine.reject(answer);
+        if (Array.isArray(answer)) {
+          if (answer.some((a) => !(a instanceof SmtpError))) {
+            messages.push(body);
+          }
+          engine.acceptEach(answer);
+        } else if (answer instanceof SmtpError) engine.reject(answer);
         else {
           if (ev.type === "message-end") messages.push(body);
           engine.accept(answer === undefined ? undefined : answer);
