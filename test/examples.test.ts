@@ -559,3 +559,45 @@ describe("examples: verify_auth.ts as a program", () => {
     assert.equal(await ex.stop("SIGTERM"), 0, ex.output());
   });
 });
+
+describe("examples: test_inbox.ts", () => {
+  it("passes under this runtime's own test runner", async () => {
+    const file = "examples/test_inbox.ts";
+    const [major, minor] = process.versions.node.split(".").map(Number);
+    const args = RUNTIME === "deno"
+      ? ["test", "-A", file]
+      : RUNTIME === "bun"
+      ? ["test", `./${file}`]
+      : major > 23 || (major === 23 && minor >= 6)
+      ? ["--test", file]
+      : ["--import", "tsx", "--test", file];
+    const result = await new Promise<{ code: number | null; out: string }>(
+      (resolve) => {
+        // Without NODE_TEST_CONTEXT: Node's runner, seeing it, would take
+        // the child for one of its own files and run nothing.
+        const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+        const child = spawn(process.execPath, args, {
+          cwd: ROOT,
+          env: { ...env, NO_COLOR: "1" },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        running.add(child);
+        let out = "";
+        child.stdout!.on("data", (d) => (out += d));
+        child.stderr!.on("data", (d) => (out += d));
+        child.on("close", (code) => {
+          running.delete(child);
+          resolve({ code, out });
+        });
+      },
+    );
+    assert.equal(result.code, 0, result.out);
+    // Both tests ran and passed, in the runner's own words.
+    assert.match(
+      // deno-lint-ignore no-control-regex
+      result.out.replace(/\x1b\[[0-9;]*m/g, ""),
+      /# pass 2|ℹ pass 2|\b2 pass\b|ok \| 1 passed \(2 steps\)/,
+      result.out,
+    );
+  });
+});
