@@ -23,7 +23,8 @@ export const VERSION: string = "0.1.0";
 export const USAGE: string = `Usage: smtpd [options]
        smtpd hash-password [USER] < password-file
 
-Receives mail over SMTP and stores every message in a Maildir.
+Receives mail over SMTP and stores every message in a Maildir, posts it
+to a webhook, or both.
 
 Options:
   --host ADDRESS         interface to listen on (default 127.0.0.1;
@@ -37,6 +38,14 @@ Options:
                          the Maildir, and its own reply
   --maildir DIR          Maildir to deliver into, created when missing
                          (default ./maildir)
+  --no-maildir           store nothing (needs --webhook)
+  --webhook URL          post each message as JSON to this http(s) URL
+                         (after storing it, when there is a Maildir); the
+                         sender gets 250 only after a 2xx answer, else
+                         451 4.3.0 and the stored file is removed (the
+                         sender retries later)
+  --webhook-timeout MS   how long to wait for the webhook's answer
+                         (default 30000)
   --server-name NAME     name in the greeting and in Received headers
                          (default: this machine's host name)
   --size BYTES           largest message accepted; K, M or G for KiB, MiB,
@@ -107,6 +116,12 @@ export interface CliOptions {
   chunking: boolean;
   /** `--maildir`: the Maildir directory, as given. */
   maildir: string;
+  /** `--no-maildir`: store nothing, post to the webhook only (set only when given). */
+  noMaildir?: boolean;
+  /** `--webhook`: the URL each message is posted to as JSON (set only when given). */
+  webhook?: string;
+  /** `--webhook-timeout`: milliseconds to wait for the webhook (set with `webhook`; default 30000). */
+  webhookTimeout?: number;
   /** `--server-name`: name in the greeting and the Received headers. */
   serverName: string;
   /** `--size`: largest message in bytes, or `undefined` for the default. */
@@ -197,6 +212,9 @@ const SERVE_FLAGS = {
   lmtp: { type: "boolean" },
   "no-chunking": { type: "boolean" },
   maildir: { type: "string" },
+  "no-maildir": { type: "boolean" },
+  webhook: { type: "string" },
+  "webhook-timeout": { type: "string" },
   "server-name": { type: "string" },
   size: { type: "string" },
   "max-recipients": { type: "string" },
@@ -424,6 +442,39 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
       );
     }
   }
+  const webhook = values.webhook;
+  if (webhook !== undefined) {
+    let url: URL | null = null;
+    try {
+      url = new URL(webhook);
+    } catch { /* reported below */ }
+    if (
+      url === null || (url.protocol !== "http:" && url.protocol !== "https:")
+    ) {
+      throw new CliError(
+        "--webhook",
+        `must be an http:// or https:// URL, not "${webhook}"`,
+      );
+    }
+  }
+  if (values["webhook-timeout"] !== undefined && webhook === undefined) {
+    throw new CliError("--webhook-timeout", "needs --webhook");
+  }
+  if (values["no-maildir"] && webhook === undefined) {
+    throw new CliError(
+      "--no-maildir",
+      "needs --webhook (messages would go nowhere)",
+    );
+  }
+  if (webhook !== undefined && values.lmtp) {
+    throw new CliError(
+      "--webhook",
+      "cannot be used with --lmtp (LMTP answers each recipient on its own; the webhook takes the message whole)",
+    );
+  }
+  if (values["no-maildir"] && values.maildir !== undefined) {
+    throw new CliError("--no-maildir", "cannot be used with --maildir");
+  }
   for (const flag of ["tls-cert", "tls-key", "auth-file"] as const) {
     if (values[flag] === "") {
       throw new CliError(`--${flag}`, "must name a file");
@@ -436,6 +487,18 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     lmtp: values.lmtp ?? false,
     chunking: !(values["no-chunking"] ?? false),
     maildir: values.maildir ?? "./maildir",
+    ...(values["no-maildir"] ? { noMaildir: true } : {}),
+    ...(webhook !== undefined
+      ? {
+        webhook,
+        webhookTimeout: integerFlag(
+          "--webhook-timeout",
+          values["webhook-timeout"],
+          1,
+          600000,
+        ) ?? 30000,
+      }
+      : {}),
     serverName: textFlag("--server-name", values["server-name"]) ??
       defaultServerName(),
     size: sizeFlag(values.size),

@@ -1,20 +1,27 @@
 /**
- * `smtpd [options]`: the server that delivers into a Maildir, until SIGINT
- * or SIGTERM.
+ * `smtpd [options]`: the server that delivers into a Maildir, posts to a
+ * webhook (`--webhook`), or both, until SIGINT or SIGTERM.
+ *
+ * With both, each message is stored first and posted second; the sender
+ * gets 250 only when both succeeded. When the post fails (not 2xx, network
+ * error, `--webhook-timeout`), the stored file is removed again and the
+ * sender gets 451 4.3.0: the message is delivered once (file and post) or
+ * not at all, and the sender's retry delivers it anew.
  *
  * @module
  */
 
-import { open } from "node:fs/promises";
+import { open, unlink } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import process from "node:process";
 import { serve } from "../../mod.ts";
 import type { Message } from "../message.ts";
 import type { ServeOptions, Server } from "../server.ts";
 import { SmtpError } from "../errors.ts";
+import type { DeliverableMessage, Delivery, Maildir } from "../maildir.ts";
+import { postWebhook, webhookPayload } from "../webhook.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
-import type { Delivery, Maildir } from "../maildir.ts";
 import { checkCredentials } from "./password.ts";
 import { abuseOptions, startTmpSweep } from "./abuse.ts";
 import { duration, errorText, hostPort, Log, serverLogger } from "./log.ts";
@@ -108,6 +115,68 @@ async function deliverEach(
   }
 }
 
+/** The message with its body already read, for Maildir delivery. */
+function withBody(message: Message, raw: Uint8Array): DeliverableMessage {
+  return {
+    id: message.id,
+    from: message.from,
+    to: message.to,
+    mailFrom: message.mailFrom,
+    session: message.session,
+    raw: new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(raw);
+        controller.close();
+      },
+    }),
+  };
+}
+
+/** A webhook URL for logs: no user name or password, no query. */
+function safeUrl(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+/**
+ * Stores the message (when there is a Maildir), then posts it (when there
+ * is a webhook); a failed post takes the stored file back.
+ */
+async function deliver(
+  message: Message,
+  maildir: Maildir | null,
+  webhook: { url: URL; timeout: number } | null,
+): Promise<{ delivery: Delivery | null; status: number | null }> {
+  if (webhook === null) {
+    return { delivery: await maildir!.deliver(message), status: null };
+  }
+  const raw = await message.bytes();
+  const delivery = maildir === null
+    ? null
+    : await maildir.deliver(withBody(message, raw));
+  try {
+    let payload;
+    try {
+      payload = await webhookPayload(message, raw);
+    } catch (error) {
+      const reply = new SmtpError(
+        451,
+        "4.3.0",
+        "Local error in processing, try again later",
+      );
+      reply.cause = error;
+      throw reply;
+    }
+    if (delivery !== null) payload.file = delivery.path;
+    const { status } = await postWebhook(webhook.url, payload, {
+      timeout: webhook.timeout,
+    });
+    return { delivery, status };
+  } catch (error) {
+    if (delivery !== null) await unlink(delivery.path).catch(() => {});
+    throw error;
+  }
+}
+
 /** "1 message", "2 messages". */
 function count(n: number, one: string, many = `${one}s`): string {
   return `${n} ${n === 1 ? one : many}`;
@@ -119,11 +188,16 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   const maildirPath = resolvePath(o.maildir);
   // Everything that can fail because of a flag fails here, before listening.
   const loaded = await loadFiles(o);
-  const maildir = await openMaildir(o, maildirPath);
+  const maildir = o.noMaildir ? null : await openMaildir(o, maildirPath);
+  const webhook = o.webhook === undefined
+    ? null
+    : { url: new URL(o.webhook), timeout: o.webhookTimeout ?? 30000 };
   for (const warning of loaded.warnings) {
     log.warn("warning", warning, { warning });
   }
-  const stopSweep = await startTmpSweep(maildir, log);
+  const stopSweep = maildir === null
+    ? () => {}
+    : await startTmpSweep(maildir, log);
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
   const listen: { runtime?: string } = {};
@@ -146,24 +220,31 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         },
       );
     };
-  const delivered =
-    (message: Message) => (to: readonly string[], delivery: Delivery) => {
-      stats.messages++;
-      stats.bytes += message.size;
-      log.info(
-        "message",
-        `message id=${message.id} from=<${message.from}> to=${
-          to.map((a) => `<${a}>`).join(",")
-        } size=${message.size} file=${delivery.path}`,
-        {
-          id: message.id,
-          from: message.from,
-          to,
-          size: message.size,
-          file: delivery.path,
-        },
-      );
-    };
+  const delivered = (message: Message) =>
+  (
+    to: readonly string[],
+    delivery: Delivery | null,
+    status: number | null,
+  ) => {
+    stats.messages++;
+    stats.bytes += message.size;
+    log.info(
+      "message",
+      `message id=${message.id} from=<${message.from}> to=${
+        to.map((a) => `<${a}>`).join(",")
+      } size=${message.size}` +
+        (delivery !== null ? ` file=${delivery.path}` : "") +
+        (status !== null ? ` webhook=${status}` : ""),
+      {
+        id: message.id,
+        from: message.from,
+        to,
+        size: message.size,
+        ...(delivery !== null ? { file: delivery.path } : {}),
+        ...(status !== null ? { webhook: status } : {}),
+      },
+    );
+  };
 
   const options: ServeOptions = {
     ...(o.socket !== undefined
@@ -200,17 +281,24 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         },
       }
       : {}),
+    // The hook waits for the webhook: give it the webhook's time and more.
+    ...(webhook !== null && webhook.timeout + 30000 > 60000
+      ? { hookTimeout: webhook.timeout + 30000 }
+      : {}),
     logger: serverLogger(log, listen),
     async onMessage(message: Message) {
       try {
         if (o.lmtp) {
           await deliverEach(
-            maildir,
+            maildir!,
             message,
-            (to, d) => delivered(message)([to], d),
+            (to, d) => delivered(message)([to], d, null),
             (to, error) => deliveryFailed(message, [to])(error),
           );
-        } else delivered(message)(message.to, await maildir.deliver(message));
+        } else {
+          const { delivery, status } = await deliver(message, maildir, webhook);
+          delivered(message)(message.to, delivery, status);
+        }
       } catch (error) {
         if (error instanceof SmtpError && error.cause !== undefined) {
           deliveryFailed(message, message.to)(error);
@@ -276,7 +364,11 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     "listening",
     `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}${
       o.lmtp ? ", LMTP" : ""
-    }), Maildir ${maildirPath}`,
+    }), ` +
+      [
+        ...(maildir !== null ? [`Maildir ${maildirPath}`] : []),
+        ...(webhook !== null ? [`webhook ${safeUrl(webhook.url)}`] : []),
+      ].join(", "),
     {
       version: VERSION,
       ...(server.addr.path !== undefined
@@ -289,7 +381,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         : o.tlsImplicit
         ? "implicit"
         : "starttls",
-      maildir: maildirPath,
+      ...(maildir !== null ? { maildir: maildirPath } : {}),
+      ...(webhook !== null ? { webhook: safeUrl(webhook.url) } : {}),
     },
   );
   const why = await Promise.race([
