@@ -160,7 +160,9 @@ async function pipelined(count, msg) {
 
 /** EHLO keywords from the last reply (first word of each line after the first). */
 function keywords(replies) {
-  return replies.lines.slice(1).map((l) => l.slice(4).split(" ")[0].toUpperCase());
+  return replies.lines.slice(1).map((l) =>
+    l.slice(4).split(" ")[0].toUpperCase()
+  );
 }
 
 const SKIPPED = new Error("skipped");

@@ -77,6 +77,8 @@ const DEFAULT_SELECTION = PARTS.length === ALL_PARTS.length &&
   WORKLOAD_NAMES.length === ALL_WORKLOADS.length;
 const LOAD_TIMEOUT = FULL ? 900_000 : 120_000;
 const IDLE_CONNECTIONS = 1000;
+/** Other processes' CPU (cores) above which a part is flagged noisy. */
+const NOISY_CORES = 0.25;
 const BIG_MB = 100;
 const SMTP_SOURCE = "/usr/sbin/smtp-source";
 const SMTP_SINK = "/usr/sbin/smtp-sink";
@@ -982,9 +984,9 @@ const loadLine = (l) =>
     fmt(l.duringMean, 2)
   } mean / ${fmt(l.duringMax, 2)} max during, ${
     fmt(l.after[0], 2)
-  } after; CPU used by other processes: ${
-    fmt(l.otherCores, 2)
-  } cores; ${fmt(l.seconds, 0)} s`;
+  } after; CPU used by other processes: ${fmt(l.otherCores, 2)} cores; ${
+    fmt(l.seconds, 0)
+  } s`;
 
 function tables(engine, workloads, memory) {
   const out = [];
@@ -1172,8 +1174,24 @@ function goals(workloads, memory) {
     }
   }
   if (out.length === 0) return [];
+  const loads = [...workloads.map((r) => r.load), memory?.load].filter(
+    Boolean,
+  );
+  const other = loads.map((l) => l.otherCores);
+  const cores = os.cpus().length;
+  const quiet = Math.max(...other) <= NOISY_CORES;
   return [
     "### Goals of issue 12 (reported, not asserted; judged on the median)",
+    "",
+    `Machine noise: other processes used ${fmt(Math.min(...other), 2)}–${
+      fmt(Math.max(...other), 2)
+    } of ${cores} cores during the parts below (1-minute load average up to ${
+      fmt(Math.max(...loads.map((l) => l.duringMax)), 2)
+    }). ` +
+    (quiet
+      ? "Quiet enough to compare."
+      : `**Noisy** (more than ${NOISY_CORES} cores of other work): ratios wander by ` +
+        "the spreads shown; rerun on a quiet machine before quoting them."),
     "",
     "| goal | runtime | measured: median [min–max] | |",
     "|---|---|---:|---|",
@@ -1206,7 +1224,7 @@ async function main() {
   log(
     `bench: ${mode}, ${RUNS} measured rounds + 1 warm-up, parts ${
       PARTS.join(",")
-    }, runtimes ${RUNTIME_NAMES.join(",")}; ${loadLine(new Noise().stop())}`,
+    }, runtimes ${RUNTIME_NAMES.join(",")}; load average ${fmtLoad(loadavg())}`,
   );
   let engine = null;
   if (PARTS.includes("engine")) {
@@ -1260,7 +1278,7 @@ async function main() {
     "",
     `Machine: ${os.cpus().length} × ${cpuModel}, Linux ${os.release()}. ` +
     "The load average counts the bench itself (a server and a load " +
-    "generator: about 1–2); \"CPU used by other processes\" is the machine's busy time minus " +
+    'generator: about 1–2); "CPU used by other processes" is the machine\'s busy time minus ' +
     "the bench's own process tree.",
     "",
     `Code: commit ${head || "unknown"}` +
