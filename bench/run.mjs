@@ -20,6 +20,8 @@
 //   --workloads W1,W2,W3,W4,W5,W6
 //   --out PATH             where to write the report (default: bench/RESULTS.md
 //                          for the default selection, else .tmp/bench-results.md)
+//   --mem-runs N           fresh processes per server in the memory bench
+//                          (default 1 quick, 3 full; the median is reported)
 //   --no-write             do not write the report (JSON still goes to .tmp/)
 //
 // Ratios are computed round by round between runs taken back to back (the
@@ -77,6 +79,8 @@ const DEFAULT_SELECTION = PARTS.length === ALL_PARTS.length &&
   WORKLOAD_NAMES.length === ALL_WORKLOADS.length;
 const LOAD_TIMEOUT = FULL ? 900_000 : 120_000;
 const IDLE_CONNECTIONS = 1000;
+/** Fresh server processes per server in the memory bench (median of them). */
+const MEM_RUNS = Math.max(1, Number(value("mem-runs")) || (FULL ? 3 : 1));
 /** Other processes' CPU (cores) above which a part is flagged noisy. */
 const NOISY_CORES = 0.25;
 const BIG_MB = 100;
@@ -449,7 +453,7 @@ const WORKLOADS = {
     desc: "4 sessions, 1 MB (smtp-source -d)",
     sessions: 4,
     messages: 200,
-    quick: 16,
+    quick: 48,
     size: MB,
     tool: "source",
     reuse: true,
@@ -842,11 +846,64 @@ function resetPeak(pid) {
   }
 }
 
+/** One fresh server process through the memory measurements. */
+async function memoryOnce(kind, rt) {
+  const [s] = await startAll([[kind, rt]]);
+  if (!s) return null;
+  const row = { errors: [] };
+  try {
+    await sleep(1000);
+    row.idleRssKb = s.mem().rss;
+    const warm = await runClient([
+      "--port",
+      String(s.port),
+      "--sessions",
+      "1",
+      "--messages",
+      "20",
+      "--size",
+      "1024",
+    ]);
+    if (!warm.ok) row.errors.push(`warm-up: ${warm.error}`);
+    await sleep(500);
+    row.beforeIdleKb = s.mem().rss;
+    const h = await holdIdle(s.port, IDLE_CONNECTIONS);
+    if (h.ok) {
+      await sleep(1000);
+      row.withIdleKb = s.mem().rss;
+      row.perIdleKb = (row.withIdleKb - row.beforeIdleKb) / IDLE_CONNECTIONS;
+    } else row.errors.push(`idle sessions: ${h.error}`);
+    await h.release();
+    await sleep(1000);
+    row.peakReset = resetPeak(s.pid);
+    const before = s.mem();
+    row.beforeBigKb = before.rss;
+    const big = await runClient([
+      "--port",
+      String(s.port),
+      "--big",
+      String(BIG_MB),
+    ]);
+    await sleep(200);
+    const after = s.mem();
+    if (big.ok) {
+      row.bigPeakKb = after.hwm;
+      row.bigGrowthKb = row.peakReset ? after.hwm - before.rss : NaN;
+      row.bigSeconds = big.ms / 1000;
+    } else row.errors.push(`${BIG_MB} MB message: ${big.error}`);
+  } finally {
+    await s.stop();
+  }
+  return row;
+}
+
 /**
  * The memory bench: the bare runtime's RSS; then for every server a fresh
  * process: its idle RSS (1 s after READY), 20 warm-up messages, the RSS
  * delta with IDLE_CONNECTIONS idle sessions held open (after EHLO), and
- * the peak RSS growth while one BIG_MB MB message goes through.
+ * the peak RSS growth while one BIG_MB MB message goes through. With
+ * MEM_RUNS > 1 every figure is the median over that many fresh processes
+ * (servers interleaved), and the bare runtime's too.
  */
 async function benchMemory() {
   const noise = new Noise();
@@ -854,75 +911,61 @@ async function benchMemory() {
   log(`\nMemory`);
   for (const rt of RUNTIME_NAMES) {
     if (!RUNTIMES[rt].ok) continue;
-    const b = new ServerProc("bare", rt);
-    try {
-      await b.start();
-      await sleep(1000);
-      bare[rt] = b.mem().rss;
-      log(`  bare ${rt.padEnd(15)} RSS ${mb(bare[rt])} MB`);
-    } catch (e) {
-      log(`  bare@${rt}: ${e.message}`);
-    } finally {
-      await b.stop();
+    const xs = [];
+    for (let rep = 0; rep < MEM_RUNS; rep++) {
+      const b = new ServerProc("bare", rt);
+      try {
+        await b.start();
+        await sleep(1000);
+        xs.push(b.mem().rss);
+      } catch (e) {
+        log(`  bare@${rt}: ${e.message}`);
+      } finally {
+        await b.stop();
+      }
+    }
+    bare[rt] = spread(xs).median;
+    log(`  bare ${rt.padEnd(15)} RSS ${mb(bare[rt])} MB`);
+  }
+  // smtp-sink is left out: the goals compare smtpd with smtp-server and the
+  // bare runtime, and smtp-sink stalls with 1,000 sessions held open.
+  const specs = serverList().filter(([k]) => k !== "smtp-sink");
+  const samples = new Map(specs.map(([k, rt]) => [`${k}@${rt}`, []]));
+  for (let rep = 0; rep < MEM_RUNS; rep++) {
+    for (const [kind, rt] of specs) {
+      const one = await memoryOnce(kind, rt);
+      if (!one) continue;
+      samples.get(`${kind}@${rt}`).push(one);
+      log(
+        `  ${`${kind}@${rt}`.padEnd(20)} idle RSS ${mb(one.idleRssKb)} MB, ` +
+          `${fmt(one.perIdleKb, 1)} KB per idle session, ` +
+          `+${mb(one.bigGrowthKb)} MB peak with ${BIG_MB} MB` +
+          (one.errors.length ? ` (${one.errors.join("; ")})` : ""),
+      );
     }
   }
   const rows = [];
-  // smtp-sink is left out: the goals compare smtpd with smtp-server and the
-  // bare runtime, and smtp-sink stalls with 1,000 sessions held open.
-  for (const [kind, rt] of serverList().filter(([k]) => k !== "smtp-sink")) {
-    const [s] = await startAll([[kind, rt]]);
-    if (!s) continue;
-    const row = { server: kind, runtime: rt, errors: [] };
-    try {
-      await sleep(1000);
-      row.idleRssKb = s.mem().rss;
-      const warm = await runClient([
-        "--port",
-        String(s.port),
-        "--sessions",
-        "1",
-        "--messages",
-        "20",
-        "--size",
-        "1024",
-      ]);
-      if (!warm.ok) row.errors.push(`warm-up: ${warm.error}`);
-      await sleep(500);
-      row.beforeIdleKb = s.mem().rss;
-      const h = await holdIdle(s.port, IDLE_CONNECTIONS);
-      if (h.ok) {
-        await sleep(1000);
-        row.withIdleKb = s.mem().rss;
-        row.perIdleKb = (row.withIdleKb - row.beforeIdleKb) / IDLE_CONNECTIONS;
-      } else row.errors.push(`idle sessions: ${h.error}`);
-      await h.release();
-      await sleep(1000);
-      row.peakReset = resetPeak(s.pid);
-      const before = s.mem();
-      row.beforeBigKb = before.rss;
-      const big = await runClient([
-        "--port",
-        String(s.port),
-        "--big",
-        String(BIG_MB),
-      ]);
-      await sleep(200);
-      const after = s.mem();
-      if (big.ok) {
-        row.bigPeakKb = after.hwm;
-        row.bigGrowthKb = row.peakReset ? after.hwm - before.rss : NaN;
-        row.bigSeconds = big.ms / 1000;
-      } else row.errors.push(`100 MB message: ${big.error}`);
-    } finally {
-      await s.stop();
+  for (const [kind, rt] of specs) {
+    const xs = samples.get(`${kind}@${rt}`);
+    if (xs.length === 0) continue;
+    const row = { server: kind, runtime: rt, errors: [], spreads: {} };
+    for (
+      const f of [
+        "idleRssKb",
+        "perIdleKb",
+        "beforeBigKb",
+        "bigPeakKb",
+        "bigGrowthKb",
+        "bigSeconds",
+      ]
+    ) {
+      row.spreads[f] = spread(xs.map((x) => x[f]));
+      row[f] = row.spreads[f].median;
     }
+    row.idleVsBare = spread(xs.map((x) => x.idleRssKb - bare[rt]));
+    row.errors = xs.flatMap((x) => x.errors);
+    row.samples = xs;
     rows.push(row);
-    log(
-      `  ${s.name.padEnd(20)} idle RSS ${mb(row.idleRssKb)} MB, ` +
-        `${fmt(row.perIdleKb, 1)} KB per idle session, ` +
-        `+${mb(row.bigGrowthKb)} MB peak with ${BIG_MB} MB` +
-        (row.errors.length ? ` (${row.errors.join("; ")})` : ""),
-    );
   }
   const load = noise.stop();
   return { bare, rows, load };
@@ -977,6 +1020,13 @@ const ms = (s, d = 2) =>
     : s.values.length === 1
     ? fmt(s.median, d)
     : `${fmt(s.median, d)} [${fmt(s.min, d)}–${fmt(s.max, d)}]`;
+/** The same for a spread of kB, printed in MB. */
+const mbs = (s) =>
+  !s || !Number.isFinite(s.median)
+    ? "–"
+    : s.values.length === 1
+    ? mb(s.median)
+    : `${mb(s.median)} [${mb(s.min)}–${mb(s.max)}]`;
 const raw = (s, d = 2) =>
   !s || s.values.length === 0 ? "–" : s.values.map((x) => fmt(x, d)).join(" ");
 const loadLine = (l) =>
@@ -1056,9 +1106,11 @@ function tables(engine, workloads, memory) {
       "",
       `Fresh process per server. Idle RSS: 1 s after it listens. Per idle session: RSS with ${IDLE_CONNECTIONS} sessions ` +
         `held open after EHLO, minus RSS before them, ÷ ${IDLE_CONNECTIONS}. ${BIG_MB} MB message: peak RSS ` +
-        `(VmHWM, reset just before) minus RSS before. One measurement each. Machine: ${
-          loadLine(memory.load)
-        }.`,
+        `(VmHWM, reset just before) minus RSS before. ${
+          MEM_RUNS === 1
+            ? "One fresh process each (`--mem-runs N` for medians)"
+            : `Median [min–max] over ${MEM_RUNS} fresh processes each`
+        }. Machine: ${loadLine(memory.load)}.`,
       "",
     );
     out.push(
@@ -1067,13 +1119,14 @@ function tables(engine, workloads, memory) {
     out.push("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (const r of memory.rows) {
       const bare = memory.bare[r.runtime];
+      const sp = r.spreads;
       out.push(
         `| ${r.server} | ${rtLabel(r.runtime)} | ${mb(bare)} | ${
-          mb(r.idleRssKb)
-        } | ${mb(r.idleRssKb - bare)} | ${fmt(r.perIdleKb, 1)} | ${
-          mb(r.beforeBigKb)
-        } | ${mb(r.bigPeakKb)} | ${mb(r.bigGrowthKb)} | ${
-          fmt(r.bigSeconds, 2)
+          mbs(sp.idleRssKb)
+        } | ${mbs(r.idleVsBare)} | ${ms(sp.perIdleKb, 1)} | ${
+          mbs(sp.beforeBigKb)
+        } | ${mbs(sp.bigPeakKb)} | ${mbs(sp.bigGrowthKb)} | ${
+          ms(sp.bigSeconds, 2)
         } |` + (r.errors.length > 0 ? ` failed: ${r.errors.join("; ")}` : ""),
       );
     }
@@ -1154,19 +1207,19 @@ function goals(workloads, memory) {
       out.push(
         `| KB per idle session ≤ smtp-server's${
           rt === "bun" ? "" : " and ≤ 16"
-        } | ${rt} | ${fmt(a.perIdleKb, 1)} (smtp-server ${
-          fmt(b?.perIdleKb, 1)
+        } | ${rt} | ${ms(a.spreads.perIdleKb, 1)} (smtp-server ${
+          ms(b?.spreads.perIdleKb, 1)
         }) | ${one(a.perIdleKb, limit)} |`,
       );
       out.push(
         `| ${BIG_MB} MB message adds < 16 MB | ${rt} | ${
-          mb(a.bigGrowthKb)
+          mbs(a.spreads.bigGrowthKb)
         } MB | ${one(a.bigGrowthKb, 16 * 1024 - 1)} |`,
       );
       const bare = memory.bare[rt];
       out.push(
         `| idle server ≤ 5 MB above the bare runtime | ${rt} | ${
-          mb(a.idleRssKb - bare)
+          mbs(a.idleVsBare)
         } MB (${mb(a.idleRssKb)} vs ${mb(bare)}) | ${
           one(a.idleRssKb - bare, 5 * 1024)
         } |`,
