@@ -27,10 +27,13 @@ import {
   type Connection,
   ConnectionQueue,
   HANDSHAKE_TIMEOUT_MS,
+  InputQueue,
   type Listener,
   type ListenOptions,
+  readableFrom,
   type TlsInfo,
   type TlsOptions,
+  writableFrom,
 } from "../src/transport.ts";
 import { listen as listenNode, loadTlsOptions } from "./node_net.ts";
 
@@ -87,32 +90,37 @@ interface BunApi {
   }): BunListener;
 }
 
-const HIGH_WATER_MARK = 64 * 1024;
-
-/** Per-socket state: the stream controller and the pending write. */
+/**
+ * Per-socket state: the received bytes waiting to be read (Bun's `data`
+ * chunks are fresh arrays: kept as they come, see `Connection`'s ownership
+ * rule) and the pending write.
+ */
 class SocketState {
-  controller!: ReadableStreamDefaultController<Uint8Array>;
-  /** No more input goes to `readable` (peer's FIN, closed, or STARTTLS took over). */
-  inputDone = false;
+  /** The socket, once known (a TLS socket's state exists before it). */
+  socket: BunSocket | null = null;
+  /** Received bytes; ended by the peer's FIN, a close, or STARTTLS. */
+  readonly input: InputQueue = new InputQueue(this);
   /** The socket is closed (by the peer, an error or `close()`): writes fail. */
   closed = false;
-  paused = false;
-  rest: Uint8Array | null = null; // unwritten tail of the current write
+  rest: Uint8Array | null = null; // unwritten tail of the pending writes
+  pending: Promise<void> | null = null;
   drained: (() => void) | null = null;
   failed: ((e: Error) => void) | null = null;
   /** Set while a TLS handshake runs on this socket. */
   onHandshake: ((ok: boolean, err: Error | null) => void) | null = null;
+
+  pause(): void {
+    this.socket?.pause();
+  }
+
+  resume(): void {
+    this.socket?.resume();
+  }
 }
 
 const handlers: Handlers = {
   data(s, chunk) {
-    const st = s.data;
-    if (st.inputDone) return;
-    st.controller.enqueue(chunk);
-    if ((st.controller.desiredSize ?? 1) <= 0 && !st.paused) {
-      st.paused = true;
-      s.pause();
-    }
+    s.data.input.push(chunk);
   },
   drain(s) {
     const st = s.data;
@@ -122,6 +130,7 @@ const handlers: Handlers = {
     if (st.rest === null) {
       const d = st.drained;
       st.drained = st.failed = null;
+      st.pending = null;
       d?.();
     }
   },
@@ -143,11 +152,7 @@ const handlers: Handlers = {
 };
 
 function endInput(st: SocketState | undefined): void {
-  if (!st || st.inputDone) return;
-  st.inputDone = true;
-  try {
-    st.controller.close();
-  } catch { /* already closed */ }
+  st?.input.end();
 }
 
 function finish(st: SocketState | undefined): void {
@@ -166,6 +171,8 @@ function finish(st: SocketState | undefined): void {
   st.closed = true;
   st.failed?.(new Error("Connection closed"));
   st.drained = st.failed = null;
+  st.pending = null;
+  st.rest = null;
 }
 
 /** `TlsOptions` as Bun wants them. */
@@ -221,6 +228,7 @@ function handshake(
         socket: handlers,
         data: next,
       });
+      next.socket = tlsSocket;
     } catch (err) {
       clearTimeout(timer);
       s.terminate();
@@ -236,43 +244,56 @@ function wrap(
   tls: TlsState | null,
 ): Connection {
   const st = s.data;
-  const readable = new ReadableStream<Uint8Array>({
-    start(c) {
-      st.controller = c;
-      // The socket closed before this connection was handed out (during
-      // the handshake's last callback, say).
-      if (st.inputDone) c.close();
-    },
-    pull() {
-      if (st.paused) {
-        st.paused = false;
-        s.resume();
-      }
-    },
-    cancel() {
-      conn.close();
-    },
-  }, { highWaterMark: HIGH_WATER_MARK, size: (c) => c.byteLength });
+  st.socket = s;
+  const input = st.input;
+  const read = () => input.read();
   const write = (chunk: Uint8Array): void | Promise<void> => {
     if (st.closed) throw new Error("Connection closed");
+    if (st.rest !== null) {
+      // A write still waits for the socket: queue behind it, in order.
+      const rest = new Uint8Array(st.rest.byteLength + chunk.byteLength);
+      rest.set(st.rest);
+      rest.set(chunk, st.rest.byteLength);
+      st.rest = rest;
+      return st.pending!;
+    }
     // Bun may take part of a chunk: keep the rest for the drain callback.
     const n = s.write(chunk);
     if (n >= chunk.byteLength) return;
     st.rest = chunk.subarray(Math.max(n, 0));
-    return new Promise<void>((resolve, reject) => {
+    return st.pending = new Promise<void>((resolve, reject) => {
       st.drained = resolve;
       st.failed = reject;
     });
   };
-  const writable = new WritableStream<Uint8Array>({ write });
+  let readable: ReadableStream<Uint8Array> | null = null;
+  let writable: WritableStream<Uint8Array> | null = null;
+  let remoteAddr: Connection["remoteAddr"] | null = null;
+  let localAddr: Connection["localAddr"] | null = null;
   /** The TLS socket while a STARTTLS handshake runs. */
   let upgrading: BunSocket | null = null;
   const conn: Connection = {
-    readable,
-    writable,
-    remoteAddr: { hostname: s.remoteAddress, port: s.remotePort ?? 0 },
-    localAddr: { hostname: s.localAddress ?? "", port: s.localPort ?? 0 },
+    get readable() {
+      return readable ??= readableFrom(read, () => conn.close());
+    },
+    get writable() {
+      return writable ??= writableFrom(write);
+    },
+    get remoteAddr() {
+      return remoteAddr ??= {
+        hostname: s.remoteAddress,
+        port: s.remotePort ?? 0,
+      };
+    },
+    get localAddr() {
+      return localAddr ??= {
+        hostname: s.localAddress ?? "",
+        port: s.localPort ?? 0,
+      };
+    },
     tls: info,
+    read,
+    write,
     close(abort) {
       // Closing during the STARTTLS handshake (server shutdown): the
       // plaintext socket is the TLS socket's now, so end that one (the
@@ -290,14 +311,11 @@ function wrap(
   if (tls !== null && info === null) {
     conn.startTls = async (reply) => {
       // RFC 3207 §4.2: stop handing plaintext to the engine before the 220
-      // goes out; what was received and not read yet is dropped with the
-      // old `readable`. Bun delivers data in callbacks only, so nothing
-      // can arrive between here and upgradeTLS().
-      st.inputDone = true;
-      if (st.paused) {
-        st.paused = false;
-        s.resume();
-      }
+      // goes out, and drop what was received and not read yet. Bun
+      // delivers data in callbacks only, so nothing can arrive between
+      // here and upgradeTLS().
+      input.discard();
+      if (input.paused) s.resume();
       // A 220 the kernel did not take at once goes out before the upgrade.
       await write(reply);
       try {
@@ -360,7 +378,7 @@ export function listen(options: ListenOptions): Promise<Listener> {
         // Implicit TLS: the driver gets the connection once it is
         // encrypted (so that session.tls tells the negotiated version and
         // cipher); a failed handshake never reaches it.
-        s.data.inputDone = true;
+        s.data.input.end();
         handshake(s, tls).then(
           (t) => push(wrap(t, bunTlsInfo(t), null)),
           () => {/* failed handshake: nothing to deliver */},

@@ -1,7 +1,9 @@
 /**
  * Deno shim: `Deno.listen` adapted to the driver's {@link Listener},
  * reading with `conn.read` into a reused buffer (much cheaper than the
- * default `conn.readable` reader).
+ * default `conn.readable` reader) that is small while the client sends
+ * commands and grows while a body arrives: an idle connection holds 4 KiB,
+ * not 64.
  *
  * With a certificate the listener is `node:net` + `node:tls` (the Node
  * shim), which Deno runs: Deno has no server-side TLS upgrade (STARTTLS),
@@ -23,7 +25,13 @@
  */
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
-import type { Connection, Listener, ListenOptions } from "../src/transport.ts";
+import {
+  type Connection,
+  type Listener,
+  type ListenOptions,
+  readableFrom,
+  writableFrom,
+} from "../src/transport.ts";
 import { listen as listenNode } from "./node_net.ts";
 
 export * from "../src/api.ts";
@@ -45,39 +53,51 @@ interface DenoApi {
   listen(o: { hostname: string; port: number; transport: "tcp" }): DenoListener;
 }
 
-const READ_SIZE = 64 * 1024;
+/** The read buffer of a connection that sends commands (and small bodies). */
+const SMALL_READ = 4 * 1024;
+/** The read buffer while reads fill the small one (a body arrives). */
+const LARGE_READ = 64 * 1024;
 
 function wrap(conn: DenoConn): Connection {
   conn.setNoDelay?.(true);
   let closed = false;
-  const buf = new Uint8Array(READ_SIZE);
-  const readable = new ReadableStream<Uint8Array>({
-    async pull(c) {
-      let n: number | null;
-      try {
-        n = await conn.read(buf);
-      } catch {
-        n = null;
+  // Reused for every read: the bytes read are handed out as a copy (see
+  // `Connection`'s ownership rule), so the buffer is the connection's only
+  // long-lived allocation. A read that fills it switches to the large one;
+  // a read that would have fit the small one switches back.
+  let buf = new Uint8Array(SMALL_READ);
+  const read = (): Promise<Uint8Array | null> =>
+    conn.read(buf).then((n) => {
+      if (n === null) return null;
+      const chunk = buf.slice(0, n);
+      if (n === buf.byteLength) {
+        if (n < LARGE_READ) buf = new Uint8Array(LARGE_READ);
+      } else if (n < SMALL_READ && buf.byteLength > SMALL_READ) {
+        buf = new Uint8Array(SMALL_READ);
       }
-      if (n === null) {
-        c.close();
-        return;
-      }
-      // The buffer is reused: hand out a copy of just the bytes read.
-      c.enqueue(buf.slice(0, n));
-    },
-    cancel() {
-      close();
-    },
-  }, { highWaterMark: 0 });
-  const writable = new WritableStream<Uint8Array>({
-    async write(chunk) {
-      let off = 0;
-      while (off < chunk.byteLength) {
-        off += await conn.write(chunk.subarray(off));
-      }
-    },
-  });
+      return chunk;
+    }, () => null);
+  const writeAll = async (chunk: Uint8Array): Promise<void> => {
+    let off = await conn.write(chunk);
+    while (off < chunk.byteLength) {
+      off += await conn.write(chunk.subarray(off));
+    }
+  };
+  // conn.write may take part of a chunk: writes run one after the other.
+  let tail: Promise<void> | null = null;
+  const write = (chunk: Uint8Array): Promise<void> => {
+    if (closed) throw new Error("Connection closed");
+    const prev = tail;
+    const p = prev === null
+      ? writeAll(chunk)
+      : prev.then(() => writeAll(chunk), () => writeAll(chunk));
+    tail = p;
+    const settled = () => {
+      if (tail === p) tail = null;
+    };
+    p.then(settled, settled);
+    return p;
+  };
   const close = () => {
     if (closed) return;
     closed = true;
@@ -85,15 +105,24 @@ function wrap(conn: DenoConn): Connection {
       conn.close();
     } catch { /* already closed */ }
   };
+  let readable: ReadableStream<Uint8Array> | null = null;
+  let writable: WritableStream<Uint8Array> | null = null;
   return {
-    readable,
-    writable,
-    remoteAddr: {
-      hostname: conn.remoteAddr.hostname,
-      port: conn.remoteAddr.port,
+    get readable() {
+      return readable ??= readableFrom(read, close);
     },
-    localAddr: { hostname: conn.localAddr.hostname, port: conn.localAddr.port },
+    get writable() {
+      return writable ??= writableFrom(write);
+    },
+    get remoteAddr() {
+      return conn.remoteAddr;
+    },
+    get localAddr() {
+      return conn.localAddr;
+    },
     tls: null,
+    read,
+    write,
     close,
   };
 }

@@ -31,15 +31,16 @@ import {
   type Connection,
   ConnectionQueue,
   HANDSHAKE_TIMEOUT_MS,
+  InputQueue,
   type Listener,
   type ListenOptions,
   matchServerName,
+  readableFrom,
   type TlsCertificate,
   type TlsInfo,
   type TlsOptions,
+  writableFrom,
 } from "../src/transport.ts";
-
-const HIGH_WATER_MARK = 64 * 1024;
 /** How long a closed socket may take to deliver its last bytes. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -191,65 +192,62 @@ export function wrapSocket(
   info: TlsInfo | null,
   starttls?: { config: TlsConfig; handshakeTimeout: number },
 ): Connection {
+  // A no-op on Node for the listener's sockets (`noDelay` below did it).
   sock.setNoDelay(true);
   let closing = false;
-  let onData: ((d: Uint8Array) => void) | null = null;
-  const readable = new ReadableStream<Uint8Array>({
-    start(c) {
-      onData = (d) => {
-        c.enqueue(d);
-        if ((c.desiredSize ?? 1) <= 0) sock.pause();
+  // Node's `data` chunks are fresh Buffers (each read allocates its own):
+  // kept as they come, see `Connection`'s ownership rule. Above the
+  // queue's high-water mark the socket is paused until the driver reads.
+  const input = new InputQueue(sock);
+  const onData = (d: Uint8Array) => input.push(d);
+  const onEnd = () => input.end();
+  sock.on("data", onData);
+  sock.once("end", onEnd);
+  sock.once("close", onEnd);
+  sock.on("error", () => {/* surfaced as end of input / failed write */});
+  const read = () => input.read();
+  const write = (chunk: Uint8Array): void | Promise<void> => {
+    if (sock.destroyed) throw new Error("Connection closed");
+    if (sock.write(chunk)) return;
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        sock.off("close", fail);
+        resolve();
       };
-      sock.on("data", onData);
-      sock.once("end", () => {
-        try {
-          c.close();
-        } catch { /* already closed */ }
-      });
-      sock.once("close", () => {
-        try {
-          c.close();
-        } catch { /* already closed */ }
-      });
-    },
-    pull() {
-      sock.resume();
-    },
-    cancel() {
-      sock.destroy();
-    },
-  }, { highWaterMark: HIGH_WATER_MARK, size: (c) => c.byteLength });
-  sock.on("error", () => {/* surfaced as end of stream / failed write */});
-  const writable = new WritableStream<Uint8Array>({
-    write(chunk) {
-      if (sock.destroyed) throw new Error("Connection closed");
-      if (sock.write(chunk)) return;
-      return new Promise<void>((resolve, reject) => {
-        const done = () => {
-          sock.off("close", fail);
-          resolve();
-        };
-        const fail = () => {
-          sock.off("drain", done);
-          reject(new Error("Connection closed"));
-        };
-        sock.once("drain", done);
-        sock.once("close", fail);
-      });
-    },
-  });
+      const fail = () => {
+        sock.off("drain", done);
+        reject(new Error("Connection closed"));
+      };
+      sock.once("drain", done);
+      sock.once("close", fail);
+    });
+  };
+  let readable: ReadableStream<Uint8Array> | null = null;
+  let writable: WritableStream<Uint8Array> | null = null;
+  let remoteAddr: Connection["remoteAddr"] | null = null;
+  let localAddr: Connection["localAddr"] | null = null;
   const conn: Connection = {
-    readable,
-    writable,
-    remoteAddr: {
-      hostname: stripMapped(sock.remoteAddress ?? ""),
-      port: sock.remotePort ?? 0,
+    get readable() {
+      return readable ??= readableFrom(read, () => sock.destroy());
     },
-    localAddr: {
-      hostname: stripMapped(sock.localAddress ?? ""),
-      port: sock.localPort ?? 0,
+    get writable() {
+      return writable ??= writableFrom(write);
+    },
+    get remoteAddr() {
+      return remoteAddr ??= {
+        hostname: stripMapped(sock.remoteAddress ?? ""),
+        port: sock.remotePort ?? 0,
+      };
+    },
+    get localAddr() {
+      return localAddr ??= {
+        hostname: stripMapped(sock.localAddress ?? ""),
+        port: sock.localPort ?? 0,
+      };
     },
     tls: info,
+    read,
+    write,
     close(abort) {
       if (sock.destroyed) return;
       if (abort) return void sock.destroy();
@@ -269,10 +267,11 @@ export function wrapSocket(
         // and drop what the client sent before it saw the 220 (command
         // injection, CVE-2011-0411). What arrives after the 220 is the
         // handshake: the TLS socket takes it from the socket's buffer.
-        if (onData) sock.off("data", onData);
+        sock.off("data", onData);
         sock.pause();
-        sock.removeAllListeners("end");
-        sock.removeAllListeners("close");
+        sock.off("end", onEnd);
+        sock.off("close", onEnd);
+        input.discard();
         while (sock.read() !== null) { /* discard */ }
         sock.write(reply);
         const { config, handshakeTimeout } = starttls;
@@ -352,6 +351,7 @@ export function listen(options: ListenOptions): Promise<Listener> {
     ? tls.createServer(
       {
         allowHalfOpen: true,
+        noDelay: true,
         ...config.options,
         SNICallback: config.sniCallback,
         handshakeTimeout,
@@ -360,7 +360,7 @@ export function listen(options: ListenOptions): Promise<Listener> {
     )
     : null;
   const server = tlsServer ?? net.createServer(
-    { allowHalfOpen: true },
+    { allowHalfOpen: true, noDelay: true },
     (s) =>
       push(
         wrapSocket(s, null, config ? { config, handshakeTimeout } : undefined),

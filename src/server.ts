@@ -318,8 +318,8 @@ class SessionState implements Session {
   readonly id: string;
   readonly remoteAddress: string;
   readonly remotePort: number;
-  readonly localAddress: string;
-  readonly localPort: number;
+  /** The first connection: its local address is asked only when used. */
+  readonly #conn: Connection;
   heloName: string | null = null;
   esmtp = false;
   secure: boolean;
@@ -333,11 +333,50 @@ class SessionState implements Session {
     this.id = newId();
     this.remoteAddress = conn.remoteAddr.hostname;
     this.remotePort = conn.remoteAddr.port;
-    this.localAddress = conn.localAddr.hostname;
-    this.localPort = conn.localAddr.port;
+    this.#conn = conn;
     this.tls = conn.tls;
     this.secure = conn.tls !== null;
   }
+
+  get localAddress(): string {
+    return this.#conn.localAddr.hostname;
+  }
+
+  get localPort(): number {
+    return this.#conn.localAddr.port;
+  }
+}
+
+/** A connection's read and write, from its fast path or its streams. */
+interface Io {
+  read(): Uint8Array | null | Promise<Uint8Array | null>;
+  write(bytes: Uint8Array): void | Promise<void>;
+  /** Lets go of the streams (STARTTLS); absent on the fast path. */
+  release?(): void;
+}
+
+/**
+ * `conn.read`/`conn.write` when the shim has them (no stream machinery,
+ * no promise when bytes are buffered or the kernel takes a write), else
+ * a reader and a writer of its streams.
+ */
+function connectionIo(conn: Connection): Io {
+  if (conn.read !== undefined && conn.write !== undefined) {
+    return {
+      read: conn.read.bind(conn),
+      write: conn.write.bind(conn),
+    };
+  }
+  const reader = conn.readable.getReader();
+  const writer = conn.writable.getWriter();
+  return {
+    read: () => reader.read().then((r) => r.done ? null : r.value),
+    write: (bytes) => writer.write(bytes),
+    release() {
+      reader.releaseLock();
+      writer.releaseLock();
+    },
+  };
 }
 
 /** Runs one connection. */
@@ -346,8 +385,7 @@ class ConnectionDriver {
   readonly done: Promise<void>;
   #conn: Connection;
   #engine: SmtpEngine;
-  #reader: ReadableStreamDefaultReader<Uint8Array>;
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #io: Io;
   #server: SmtpServer;
   #timer: ReturnType<typeof setTimeout> | null = null;
   #timerAt = Infinity;
@@ -391,8 +429,7 @@ class ConnectionDriver {
       },
       Date.now(),
     );
-    this.#reader = conn.readable.getReader();
-    this.#writer = conn.writable.getWriter();
+    this.#io = connectionIo(conn);
     this.done = this.#run();
   }
 
@@ -463,18 +500,26 @@ class ConnectionDriver {
               engine.shutdown();
               break;
             }
-            this.#armTimer(engine.deadline());
-            this.#reading = true;
-            let r: ReadableStreamReadResult<Uint8Array>;
+            let chunk: Uint8Array | null | Promise<Uint8Array | null>;
             try {
-              r = await this.#reader.read();
+              chunk = this.#io.read();
             } catch {
-              r = { done: true, value: undefined };
-            } finally {
-              this.#reading = false;
+              chunk = null;
             }
-            if (r.done) engine.end();
-            else engine.receive(r.value, Date.now());
+            if (isThenable(chunk)) {
+              // Nothing buffered: the client's silence counts from here.
+              this.#armTimer(engine.deadline());
+              this.#reading = true;
+              try {
+                chunk = await chunk;
+              } catch {
+                chunk = null;
+              } finally {
+                this.#reading = false;
+              }
+            }
+            if (chunk === null) engine.end();
+            else engine.receive(chunk, Date.now());
             break;
           }
           case "connect":
@@ -574,15 +619,20 @@ class ConnectionDriver {
     return this.#write(out);
   }
 
-  async #write(out: Uint8Array): Promise<void> {
+  /** Writes `out`; a promise only while the client has not taken it. */
+  #write(out: Uint8Array): Promise<void> | undefined {
+    const pending = this.#io.write(out);
+    if (!isThenable(pending)) return undefined;
     if (this.#writes++ === 0) this.#writeSince = Date.now();
     this.#watchWrites(this.#engine.options.idleTimeout);
-    try {
-      await this.#writer.write(out);
-    } finally {
+    const done = () => {
       // Progress: the oldest pending write (if any) is younger now.
       this.#writeSince = --this.#writes === 0 ? 0 : Date.now();
-    }
+    };
+    return pending.then(done, (err) => {
+      done();
+      throw err;
+    });
   }
 
   /**
@@ -941,8 +991,7 @@ class ConnectionDriver {
       session: this.session.id,
       text: new TextDecoder().decode(reply),
     });
-    this.#reader.releaseLock();
-    this.#writer.releaseLock();
+    this.#io.release?.();
     let conn: Connection;
     this.#upgrading = true;
     try {
@@ -960,8 +1009,7 @@ class ConnectionDriver {
       this.#upgrading = false;
     }
     this.#conn = conn;
-    this.#reader = conn.readable.getReader();
-    this.#writer = conn.writable.getWriter();
+    this.#io = connectionIo(conn);
     this.session.secure = true;
     this.session.tls = conn.tls;
     this.session.heloName = null;
@@ -1080,12 +1128,17 @@ class SmtpServer implements Server {
         ? "too many connections"
         : "too many connections from this address";
       this.logger?.({ type: "refused", remoteAddress: ip, reason });
-      const writer = conn.writable.getWriter();
       const name = this.engineOptions.serverName ?? "localhost";
-      writer.write(
-        new TextEncoder().encode(
-          `421 4.7.0 ${name} Too many connections, try again later\r\n`,
-        ),
+      const reply = new TextEncoder().encode(
+        `421 4.7.0 ${name} Too many connections, try again later\r\n`,
+      );
+      // The shim's write, or its stream's; a closed socket throws or rejects.
+      new Promise<void>((resolve) =>
+        resolve(
+          conn.write !== undefined
+            ? conn.write(reply)
+            : conn.writable.getWriter().write(reply),
+        )
       ).catch(() => {}).finally(() => conn.close());
       return;
     }
