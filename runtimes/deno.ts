@@ -63,16 +63,22 @@ function wrap(conn: DenoConn): Connection {
   let closed = false;
   // Reused for every read: the bytes read are handed out as a copy (see
   // `Connection`'s ownership rule), so the buffer is the connection's only
-  // long-lived allocation. A read that fills it switches to the large one;
-  // a read that would have fit the small one switches back.
+  // long-lived allocation. A read that fills the small one switches to a
+  // large one; a read that would have fit the small one switches back.
   let buf = new Uint8Array(SMALL_READ);
   const read = (): Promise<Uint8Array | null> =>
     conn.read(buf).then((n) => {
       if (n === null) return null;
+      if (n === LARGE_READ) {
+        // A full large buffer (a body arriving): hand it out whole, and
+        // read on into a new one (no copy; the same allocation a copy has).
+        const chunk = buf;
+        buf = new Uint8Array(LARGE_READ);
+        return chunk;
+      }
       const chunk = buf.slice(0, n);
-      if (n === buf.byteLength) {
-        if (n < LARGE_READ) buf = new Uint8Array(LARGE_READ);
-      } else if (n < SMALL_READ && buf.byteLength > SMALL_READ) {
+      if (n === buf.byteLength) buf = new Uint8Array(LARGE_READ);
+      else if (n < SMALL_READ && buf.byteLength > SMALL_READ) {
         buf = new Uint8Array(SMALL_READ);
       }
       return chunk;
