@@ -2,7 +2,7 @@
  * Deno shim: `Deno.listen` adapted to the driver's {@link Listener},
  * reading with `conn.read` into a reused buffer (much cheaper than the
  * default `conn.readable` reader) that is small while the client sends
- * commands and grows while a body arrives: an idle connection holds 4 KiB,
+ * commands and grows while a body arrives: an idle connection holds 1 KiB,
  * not 64.
  *
  * With a certificate the listener is `node:net` + `node:tls` (the Node
@@ -53,33 +53,39 @@ interface DenoApi {
   listen(o: { hostname: string; port: number; transport: "tcp" }): DenoListener;
 }
 
-/** The read buffer of a connection that sends commands (and small bodies). */
-const SMALL_READ = 4 * 1024;
-/** The read buffer while reads fill the small one (a body arrives). */
-const LARGE_READ = 64 * 1024;
+/** The read buffer of a new connection (commands are shorter). */
+const MIN_READ = 1024;
+/** The largest read buffer (a body arriving). */
+const MAX_READ = 64 * 1024;
+/** After this many reads in a row that fit MIN_READ, the buffer shrinks back. */
+const SHRINK_AFTER = 8;
 
 function wrap(conn: DenoConn): Connection {
   conn.setNoDelay?.(true);
   let closed = false;
-  // Reused for every read: the bytes read are handed out as a copy (see
-  // `Connection`'s ownership rule), so the buffer is the connection's only
-  // long-lived allocation. A read that fills the small one switches to a
-  // large one; a read that would have fit the small one switches back.
-  let buf = new Uint8Array(SMALL_READ);
+  // One buffer per connection, reused: the bytes read are handed out as a
+  // copy (see `Connection`'s ownership rule), or, when a read fills it,
+  // the buffer itself (no copy: the next read gets a new one). A read that
+  // fills it makes the next buffer 4 times larger (up to MAX_READ: a body
+  // arrives); SHRINK_AFTER small reads in a row make it small again. An
+  // idle connection holds MIN_READ: the pending read keeps its buffer.
+  let buf = new Uint8Array(MIN_READ);
+  let small = 0;
   const read = (): Promise<Uint8Array | null> =>
     conn.read(buf).then((n) => {
       if (n === null) return null;
-      if (n === LARGE_READ) {
-        // A full large buffer (a body arriving): hand it out whole, and
-        // read on into a new one (no copy; the same allocation a copy has).
+      const size = buf.byteLength;
+      if (n === size) {
         const chunk = buf;
-        buf = new Uint8Array(LARGE_READ);
+        small = 0;
+        buf = new Uint8Array(Math.min(size * 4, MAX_READ));
         return chunk;
       }
       const chunk = buf.slice(0, n);
-      if (n === buf.byteLength) buf = new Uint8Array(LARGE_READ);
-      else if (n < SMALL_READ && buf.byteLength > SMALL_READ) {
-        buf = new Uint8Array(SMALL_READ);
+      if (n > MIN_READ) small = 0;
+      else if (size > MIN_READ && ++small >= SHRINK_AFTER) {
+        small = 0;
+        buf = new Uint8Array(MIN_READ);
       }
       return chunk;
     }, () => null);
