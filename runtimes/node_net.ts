@@ -253,9 +253,15 @@ export function wrapSocket(
       if (abort) return void sock.destroy();
       if (closing) return;
       closing = true;
+      // (A TLS socket's own queue can be empty while the socket under it
+      // still holds bytes: it always gets the timer.)
+      const queued = sock.writableLength > 0 || info !== null ||
+        sock instanceof tls.TLSSocket;
       sock.end(() => sock.destroy());
       // end() sends FIN only once Node's queue is written: a peer that does
-      // not read would keep the socket (and its descriptor) for ever.
+      // not read would keep the socket (and its descriptor) for ever. With
+      // nothing queued the FIN goes now: no timer (one per connection).
+      if (!queued) return;
       const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
       sock.once("close", () => clearTimeout(timer));
     },
