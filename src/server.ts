@@ -472,11 +472,9 @@ interface Io {
  * a reader and a writer of its streams.
  */
 function connectionIo(conn: Connection): Io {
+  // The connection itself: no object or bound functions per connection.
   if (conn.read !== undefined && conn.write !== undefined) {
-    return {
-      read: conn.read.bind(conn),
-      write: conn.write.bind(conn),
-    };
+    return conn as Connection & Io;
   }
   const reader = conn.readable.getReader();
   const writer = conn.writable.getWriter();
@@ -487,6 +485,28 @@ function connectionIo(conn: Connection): Io {
       reader.releaseLock();
       writer.releaseLock();
     },
+  };
+}
+
+/** Engine options per server and kind of connection (no copy per connection). */
+const engineOptionsCache = new WeakMap<SmtpServer, EngineOptions[]>();
+
+function engineOptionsFor(
+  server: SmtpServer,
+  startTls: boolean,
+  secure: boolean,
+): EngineOptions {
+  let cached = engineOptionsCache.get(server);
+  if (cached === undefined) {
+    cached = [];
+    engineOptionsCache.set(server, cached);
+  }
+  const i = (startTls ? 1 : 0) + (secure ? 2 : 0);
+  return cached[i] ??= {
+    ...server.engineOptions,
+    startTls,
+    secure,
+    traceCommands: server.logger !== undefined,
   };
 }
 
@@ -533,12 +553,7 @@ class ConnectionDriver {
     this.#conn = conn;
     this.session = new SessionState(conn);
     this.#engine = new SmtpEngine(
-      {
-        ...server.engineOptions,
-        startTls: conn.startTls !== undefined,
-        secure: conn.tls !== null,
-        traceCommands: server.logger !== undefined,
-      },
+      engineOptionsFor(server, conn.startTls !== undefined, conn.tls !== null),
       Date.now(),
     );
     this.#io = connectionIo(conn);
