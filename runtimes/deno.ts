@@ -29,6 +29,7 @@ import {
   type Connection,
   type Listener,
   type ListenOptions,
+  type NetAddress,
   readableFrom,
   writableFrom,
 } from "../src/transport.ts";
@@ -62,81 +63,105 @@ const SHRINK_AFTER = 8;
 
 function wrap(conn: DenoConn): Connection {
   conn.setNoDelay?.(true);
-  let closed = false;
-  // One buffer per connection, reused: the bytes read are handed out as a
-  // copy (see `Connection`'s ownership rule), or, when a read fills it,
-  // the buffer itself (no copy: the next read gets a new one). A read that
-  // fills it makes the next buffer 4 times larger (up to MAX_READ: a body
-  // arrives); SHRINK_AFTER small reads in a row make it small again. An
-  // idle connection holds MIN_READ: the pending read keeps its buffer.
-  let buf = new Uint8Array(MIN_READ);
-  let small = 0;
-  const read = (): Promise<Uint8Array | null> =>
-    conn.read(buf).then((n) => {
-      if (n === null) return null;
-      const size = buf.byteLength;
-      if (n === size) {
-        const chunk = buf;
-        small = 0;
-        buf = new Uint8Array(Math.min(size * 4, MAX_READ));
-        return chunk;
-      }
-      const chunk = buf.slice(0, n);
-      if (n > MIN_READ) small = 0;
-      else if (size > MIN_READ && ++small >= SHRINK_AFTER) {
-        small = 0;
-        buf = new Uint8Array(MIN_READ);
-      }
-      return chunk;
-    }, () => null);
-  const writeAll = async (chunk: Uint8Array): Promise<void> => {
-    let off = await conn.write(chunk);
-    while (off < chunk.byteLength) {
-      off += await conn.write(chunk.subarray(off));
+  return new DenoConnection(conn);
+}
+
+/**
+ * A `Deno.Conn` as a {@link Connection}: methods on the prototype, the
+ * streams made when first asked.
+ *
+ * One read buffer per connection, reused: the bytes read are handed out
+ * as a copy (see `Connection`'s ownership rule), or, when a read fills it,
+ * the buffer itself (no copy: the next read gets a new one). A read that
+ * fills it makes the next buffer 4 times larger (up to MAX_READ: a body
+ * arrives); SHRINK_AFTER small reads in a row make it small again. An
+ * idle connection holds MIN_READ: the pending read keeps its buffer.
+ */
+class DenoConnection implements Connection {
+  readonly tls = null;
+  #conn: DenoConn;
+  #closed = false;
+  #buf = new Uint8Array(MIN_READ);
+  #small = 0;
+  /** The last write while writes are pending (they run one after another). */
+  #tail: Promise<void> | null = null;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+
+  constructor(conn: DenoConn) {
+    this.#conn = conn;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= readableFrom(
+      () => this.read(),
+      () => this.close(),
+    );
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
+  }
+
+  get remoteAddr(): NetAddress {
+    return this.#conn.remoteAddr;
+  }
+
+  get localAddr(): NetAddress {
+    return this.#conn.localAddr;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    return this.#conn.read(this.#buf).then((n) => this.#took(n), () => null);
+  }
+
+  #took(n: number | null): Uint8Array | null {
+    if (n === null) return null;
+    const buf = this.#buf;
+    const size = buf.byteLength;
+    if (n === size) {
+      this.#small = 0;
+      this.#buf = new Uint8Array(Math.min(size * 4, MAX_READ));
+      return buf;
     }
-  };
-  // conn.write may take part of a chunk: writes run one after the other.
-  let tail: Promise<void> | null = null;
-  const write = (chunk: Uint8Array): Promise<void> => {
-    if (closed) throw new Error("Connection closed");
-    const prev = tail;
+    const chunk = buf.slice(0, n);
+    if (n > MIN_READ) this.#small = 0;
+    else if (size > MIN_READ && ++this.#small >= SHRINK_AFTER) {
+      this.#small = 0;
+      this.#buf = new Uint8Array(MIN_READ);
+    }
+    return chunk;
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    if (this.#closed) throw new Error("Connection closed");
+    // conn.write may take part of a chunk: writes run one after the other.
+    const prev = this.#tail;
     const p = prev === null
-      ? writeAll(chunk)
-      : prev.then(() => writeAll(chunk), () => writeAll(chunk));
-    tail = p;
+      ? this.#writeAll(chunk)
+      : prev.then(() => this.#writeAll(chunk), () => this.#writeAll(chunk));
+    this.#tail = p;
     const settled = () => {
-      if (tail === p) tail = null;
+      if (this.#tail === p) this.#tail = null;
     };
     p.then(settled, settled);
     return p;
-  };
-  const close = () => {
-    if (closed) return;
-    closed = true;
+  }
+
+  async #writeAll(chunk: Uint8Array): Promise<void> {
+    let off = await this.#conn.write(chunk);
+    while (off < chunk.byteLength) {
+      off += await this.#conn.write(chunk.subarray(off));
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     try {
-      conn.close();
+      this.#conn.close();
     } catch { /* already closed */ }
-  };
-  let readable: ReadableStream<Uint8Array> | null = null;
-  let writable: WritableStream<Uint8Array> | null = null;
-  return {
-    get readable() {
-      return readable ??= readableFrom(read, close);
-    },
-    get writable() {
-      return writable ??= writableFrom(write);
-    },
-    get remoteAddr() {
-      return conn.remoteAddr;
-    },
-    get localAddr() {
-      return conn.localAddr;
-    },
-    tls: null,
-    read,
-    write,
-    close,
-  };
+  }
 }
 
 /**
