@@ -30,6 +30,7 @@ import {
   InputQueue,
   type Listener,
   type ListenOptions,
+  type NetAddress,
   readableFrom,
   type TlsInfo,
   type TlsOptions,
@@ -243,11 +244,67 @@ function wrap(
   info: TlsInfo | null,
   tls: TlsState | null,
 ): Connection {
-  const st = s.data;
-  st.socket = s;
-  const input = st.input;
-  const read = () => input.read();
-  const write = (chunk: Uint8Array): void | Promise<void> => {
+  const conn = new BunConnection(s, info);
+  if (tls !== null && info === null) {
+    conn.startTls = (reply) => upgrade(conn, tls, reply);
+  }
+  return conn;
+}
+
+/**
+ * A Bun socket as a {@link Connection}: methods on the prototype, the
+ * addresses and streams made when first asked.
+ */
+class BunConnection implements Connection {
+  readonly socket: BunSocket;
+  readonly state: SocketState;
+  readonly tls: TlsInfo | null;
+  startTls?: (reply: Uint8Array) => Promise<Connection>;
+  /** The TLS socket while a STARTTLS handshake runs. */
+  upgrading: BunSocket | null = null;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #remoteAddr: NetAddress | null = null;
+  #localAddr: NetAddress | null = null;
+
+  constructor(s: BunSocket, info: TlsInfo | null) {
+    this.socket = s;
+    this.state = s.data;
+    this.state.socket = s;
+    this.tls = info;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= readableFrom(
+      () => this.read(),
+      () => this.close(),
+    );
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
+  }
+
+  get remoteAddr(): NetAddress {
+    return this.#remoteAddr ??= {
+      hostname: this.socket.remoteAddress,
+      port: this.socket.remotePort ?? 0,
+    };
+  }
+
+  get localAddr(): NetAddress {
+    return this.#localAddr ??= {
+      hostname: this.socket.localAddress ?? "",
+      port: this.socket.localPort ?? 0,
+    };
+  }
+
+  read(): Uint8Array | null | Promise<Uint8Array | null> {
+    return this.state.input.read();
+  }
+
+  write(chunk: Uint8Array): void | Promise<void> {
+    const st = this.state;
     if (st.closed) throw new Error("Connection closed");
     if (st.rest !== null) {
       // A write still waits for the socket: queue behind it, in order.
@@ -258,75 +315,56 @@ function wrap(
       return st.pending!;
     }
     // Bun may take part of a chunk: keep the rest for the drain callback.
-    const n = s.write(chunk);
+    const n = this.socket.write(chunk);
     if (n >= chunk.byteLength) return;
     st.rest = chunk.subarray(Math.max(n, 0));
     return st.pending = new Promise<void>((resolve, reject) => {
       st.drained = resolve;
       st.failed = reject;
     });
-  };
-  let readable: ReadableStream<Uint8Array> | null = null;
-  let writable: WritableStream<Uint8Array> | null = null;
-  let remoteAddr: Connection["remoteAddr"] | null = null;
-  let localAddr: Connection["localAddr"] | null = null;
-  /** The TLS socket while a STARTTLS handshake runs. */
-  let upgrading: BunSocket | null = null;
-  const conn: Connection = {
-    get readable() {
-      return readable ??= readableFrom(read, () => conn.close());
-    },
-    get writable() {
-      return writable ??= writableFrom(write);
-    },
-    get remoteAddr() {
-      return remoteAddr ??= {
-        hostname: s.remoteAddress,
-        port: s.remotePort ?? 0,
-      };
-    },
-    get localAddr() {
-      return localAddr ??= {
-        hostname: s.localAddress ?? "",
-        port: s.localPort ?? 0,
-      };
-    },
-    tls: info,
-    read,
-    write,
-    close(abort) {
-      // Closing during the STARTTLS handshake (server shutdown): the
-      // plaintext socket is the TLS socket's now, so end that one (the
-      // handshake then fails, and startTls() rejects).
-      if (upgrading !== null) return upgrading.terminate();
-      if (st.closed) return;
-      finish(st);
-      // Bun keeps no queue of its own (a write takes what the kernel
-      // takes), so end() closes at once; terminate() also drops the
-      // kernel's unsent bytes.
-      if (abort) s.terminate();
-      else s.end();
-    },
-  };
-  if (tls !== null && info === null) {
-    conn.startTls = async (reply) => {
-      // RFC 3207 §4.2: stop handing plaintext to the engine before the 220
-      // goes out, and drop what was received and not read yet. Bun
-      // delivers data in callbacks only, so nothing can arrive between
-      // here and upgradeTLS().
-      input.discard();
-      if (input.paused) s.resume();
-      // A 220 the kernel did not take at once goes out before the upgrade.
-      await write(reply);
-      try {
-        const tlsSocket = await handshake(s, tls, (t) => (upgrading = t));
-        return wrap(tlsSocket, bunTlsInfo(tlsSocket), null);
-      } finally {
-        upgrading = null;
-      }
-    };
   }
-  return conn;
+
+  close(abort?: boolean): void {
+    // Closing during the STARTTLS handshake (server shutdown): the
+    // plaintext socket is the TLS socket's now, so end that one (the
+    // handshake then fails, and startTls() rejects).
+    if (this.upgrading !== null) return this.upgrading.terminate();
+    const st = this.state;
+    if (st.closed) return;
+    finish(st);
+    // Bun keeps no queue of its own (a write takes what the kernel
+    // takes), so end() closes at once; terminate() also drops the
+    // kernel's unsent bytes.
+    if (abort) this.socket.terminate();
+    else this.socket.end();
+  }
+}
+
+/** STARTTLS on a plaintext {@link BunConnection}: see {@link Connection.startTls}. */
+async function upgrade(
+  conn: BunConnection,
+  tls: TlsState,
+  reply: Uint8Array,
+): Promise<Connection> {
+  // RFC 3207 §4.2: stop handing plaintext to the engine before the 220
+  // goes out, and drop what was received and not read yet. Bun delivers
+  // data in callbacks only, so nothing can arrive between here and
+  // upgradeTLS().
+  const input = conn.state.input;
+  input.discard();
+  if (input.paused) conn.socket.resume();
+  // A 220 the kernel did not take at once goes out before the upgrade.
+  await conn.write(reply);
+  try {
+    const tlsSocket = await handshake(
+      conn.socket,
+      tls,
+      (t) => (conn.upgrading = t),
+    );
+    return wrap(tlsSocket, bunTlsInfo(tlsSocket), null);
+  } finally {
+    conn.upgrading = null;
+  }
 }
 
 function bunTlsInfo(s: BunSocket): TlsInfo {
