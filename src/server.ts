@@ -429,8 +429,10 @@ class SessionState implements Session {
   readonly id: string;
   readonly remoteAddress: string;
   readonly remotePort: number;
-  /** The first connection: its local address is asked only when used. */
-  readonly #conn: Connection;
+  // Own data properties, not getters: applications may spread or
+  // serialize the session.
+  readonly localAddress: string;
+  readonly localPort: number;
   heloName: string | null = null;
   esmtp = false;
   secure: boolean;
@@ -444,17 +446,10 @@ class SessionState implements Session {
     this.id = newId();
     this.remoteAddress = conn.remoteAddr.hostname;
     this.remotePort = conn.remoteAddr.port;
-    this.#conn = conn;
+    this.localAddress = conn.localAddr.hostname;
+    this.localPort = conn.localAddr.port;
     this.tls = conn.tls;
     this.secure = conn.tls !== null;
-  }
-
-  get localAddress(): string {
-    return this.#conn.localAddr.hostname;
-  }
-
-  get localPort(): number {
-    return this.#conn.localAddr.port;
   }
 }
 
