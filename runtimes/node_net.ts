@@ -38,15 +38,17 @@ import {
   type Connection,
   ConnectionQueue,
   HANDSHAKE_TIMEOUT_MS,
+  InputQueue,
   type Listener,
   type ListenOptions,
   matchServerName,
+  type NetAddress,
+  readableFrom,
   type TlsCertificate,
   type TlsInfo,
   type TlsOptions,
+  writableFrom,
 } from "../src/transport.ts";
-
-const HIGH_WATER_MARK = 64 * 1024;
 /** How long a closed socket may take to deliver its last bytes. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -198,130 +200,186 @@ export function wrapSocket(
   info: TlsInfo | null,
   starttls?: { config: TlsConfig; handshakeTimeout: number },
 ): Connection {
+  // A no-op on Node for the listener's sockets (`noDelay` below did it).
   sock.setNoDelay(true);
-  let closing = false;
-  let onData: ((d: Uint8Array) => void) | null = null;
-  const readable = new ReadableStream<Uint8Array>({
-    start(c) {
-      onData = (d) => {
-        c.enqueue(d);
-        if ((c.desiredSize ?? 1) <= 0) sock.pause();
-      };
-      sock.on("data", onData);
-      sock.once("end", () => {
-        try {
-          c.close();
-        } catch { /* already closed */ }
-      });
-      sock.once("close", () => {
-        try {
-          c.close();
-        } catch { /* already closed */ }
-      });
-    },
-    pull() {
-      sock.resume();
-    },
-    cancel() {
-      sock.destroy();
-    },
-  }, { highWaterMark: HIGH_WATER_MARK, size: (c) => c.byteLength });
-  sock.on("error", () => {/* surfaced as end of stream / failed write */});
-  const writable = new WritableStream<Uint8Array>({
-    write(chunk) {
-      if (sock.destroyed) throw new Error("Connection closed");
-      if (sock.write(chunk)) return;
-      return new Promise<void>((resolve, reject) => {
-        const done = () => {
-          sock.off("close", fail);
-          resolve();
-        };
-        const fail = () => {
-          sock.off("drain", done);
-          reject(new Error("Connection closed"));
-        };
-        sock.once("drain", done);
-        sock.once("close", fail);
-      });
-    },
-  });
-  const conn: Connection = {
-    readable,
-    writable,
-    remoteAddr: {
-      hostname: stripMapped(sock.remoteAddress ?? ""),
-      port: sock.remotePort ?? 0,
-    },
-    localAddr: {
-      hostname: stripMapped(sock.localAddress ?? ""),
-      port: sock.localPort ?? 0,
-    },
-    tls: info,
-    close(abort) {
-      if (sock.destroyed) return;
-      if (abort) return void sock.destroy();
-      if (closing) return;
-      closing = true;
-      sock.end(() => sock.destroy());
-      // end() sends FIN only once Node's queue is written: a peer that does
-      // not read would keep the socket (and its descriptor) for ever.
-      const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
-      sock.once("close", () => clearTimeout(timer));
-    },
-  };
+  const conn = new NodeConnection(sock, info);
   if (starttls && info === null) {
-    conn.startTls = (reply) =>
-      new Promise<Connection>((resolve, reject) => {
-        // RFC 3207 §4.2: stop reading plaintext before the 220 goes out,
-        // and drop what the client sent before it saw the 220 (command
-        // injection, CVE-2011-0411). What arrives after the 220 is the
-        // handshake: the TLS socket takes it from the socket's buffer.
-        if (onData) sock.off("data", onData);
-        sock.pause();
-        sock.removeAllListeners("end");
-        sock.removeAllListeners("close");
-        while (sock.read() !== null) { /* discard */ }
-        sock.write(reply);
-        const { config, handshakeTimeout } = starttls;
-        const secure = new tls.TLSSocket(sock, {
-          isServer: true,
-          secureContext: config.context,
-          SNICallback: config.sniCallback,
-        });
-        let settled = false;
-        const fail = (err: Error) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          secure.destroy();
-          sock.destroy();
-          reject(err);
-        };
-        // A client that never completes the handshake (or leaves in the
-        // middle of it) must not hold the connection for ever.
-        const timer = setTimeout(
-          () => fail(new Error("TLS handshake timed out")),
-          handshakeTimeout,
-        );
-        secure.once("secure", () => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          secure.off("error", fail);
-          secure.off("end", onClose);
-          secure.off("close", onClose);
-          resolve(wrapSocket(secure, tlsInfo(secure)));
-        });
-        // The client left: with allowHalfOpen (inherited from the
-        // listener) its FIN gives "end" and no "close".
-        const onClose = () =>
-          fail(new Error("Connection closed during the TLS handshake"));
-        secure.once("error", fail);
-        secure.once("end", onClose);
-        secure.once("close", onClose);
-      });
+    conn.startTls = (reply) => upgrade(conn, starttls, reply);
   }
   return conn;
+}
+
+/** The received bytes of a socket that a {@link NodeConnection} reads. */
+const INPUT = Symbol("input");
+type WithInput = net.Socket & { [INPUT]: InputQueue };
+
+// Shared listeners (`this` is the socket): no closures per connection.
+function onData(this: WithInput, d: Uint8Array): void {
+  this[INPUT].push(d);
+}
+function onEnd(this: WithInput): void {
+  this[INPUT].end();
+}
+function onError(): void {/* surfaced as end of input / failed write */}
+
+/**
+ * A `net.Socket` as a {@link Connection}: methods on the prototype, the
+ * addresses and streams made when first asked.
+ */
+class NodeConnection implements Connection {
+  readonly sock: net.Socket;
+  readonly tls: TlsInfo | null;
+  /**
+   * Node's `data` chunks are fresh Buffers (each read allocates its own):
+   * kept as they come, see `Connection`'s ownership rule. Above the
+   * queue's high-water mark the socket is paused until the driver reads.
+   */
+  readonly input: InputQueue;
+  startTls?: (reply: Uint8Array) => Promise<Connection>;
+  #closing = false;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #remoteAddr: NetAddress | null = null;
+  #localAddr: NetAddress | null = null;
+
+  constructor(sock: net.Socket, info: TlsInfo | null) {
+    this.sock = sock;
+    this.tls = info;
+    this.input = new InputQueue(sock);
+    (sock as WithInput)[INPUT] = this.input;
+    sock.on("data", onData);
+    sock.once("end", onEnd);
+    sock.once("close", onEnd);
+    sock.on("error", onError);
+  }
+
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= readableFrom(
+      () => this.read(),
+      () => this.sock.destroy(),
+    );
+  }
+
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
+  }
+
+  get remoteAddr(): NetAddress {
+    return this.#remoteAddr ??= {
+      hostname: stripMapped(this.sock.remoteAddress ?? ""),
+      port: this.sock.remotePort ?? 0,
+    };
+  }
+
+  get localAddr(): NetAddress {
+    return this.#localAddr ??= {
+      hostname: stripMapped(this.sock.localAddress ?? ""),
+      port: this.sock.localPort ?? 0,
+    };
+  }
+
+  read(): Uint8Array | null | Promise<Uint8Array | null> {
+    return this.input.read();
+  }
+
+  write(chunk: Uint8Array): void | Promise<void> {
+    const sock = this.sock;
+    if (sock.destroyed) throw new Error("Connection closed");
+    if (sock.write(chunk)) return;
+    return new Promise<void>((resolve, reject) => {
+      const done = () => {
+        sock.off("close", fail);
+        resolve();
+      };
+      const fail = () => {
+        sock.off("drain", done);
+        reject(new Error("Connection closed"));
+      };
+      sock.once("drain", done);
+      sock.once("close", fail);
+    });
+  }
+
+  close(abort?: boolean): void {
+    const sock = this.sock;
+    if (sock.destroyed) return;
+    if (abort) return void sock.destroy();
+    if (this.#closing) return;
+    this.#closing = true;
+    // end() sends FIN only once Node's queue is written: a peer that does
+    // not read would keep the socket (and its descriptor) for ever. With
+    // nothing queued the FIN goes now: no timer (one per connection). A
+    // TLS socket's own queue can be empty while the socket under it still
+    // holds bytes: it always gets the timer.
+    const queued = sock.writableLength > 0 || this.tls !== null ||
+      sock instanceof tls.TLSSocket;
+    sock.end(() => sock.destroy());
+    if (!queued) return;
+    const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
+    sock.once("close", () => clearTimeout(timer));
+  }
+}
+
+/**
+ * STARTTLS on a plaintext {@link NodeConnection}: see
+ * {@link Connection.startTls}.
+ */
+function upgrade(
+  conn: NodeConnection,
+  starttls: { config: TlsConfig; handshakeTimeout: number },
+  reply: Uint8Array,
+): Promise<Connection> {
+  const sock = conn.sock;
+  return new Promise<Connection>((resolve, reject) => {
+    // RFC 3207 §4.2: stop reading plaintext before the 220 goes out,
+    // and drop what the client sent before it saw the 220 (command
+    // injection, CVE-2011-0411). What arrives after the 220 is the
+    // handshake: the TLS socket takes it from the socket's buffer.
+    sock.off("data", onData);
+    sock.pause();
+    sock.off("end", onEnd);
+    sock.off("close", onEnd);
+    conn.input.discard();
+    while (sock.read() !== null) { /* discard */ }
+    sock.write(reply);
+    const { config, handshakeTimeout } = starttls;
+    const secure = new tls.TLSSocket(sock, {
+      isServer: true,
+      secureContext: config.context,
+      SNICallback: config.sniCallback,
+    });
+    let settled = false;
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      secure.destroy();
+      sock.destroy();
+      reject(err);
+    };
+    // A client that never completes the handshake (or leaves in the
+    // middle of it) must not hold the connection for ever.
+    const timer = setTimeout(
+      () => fail(new Error("TLS handshake timed out")),
+      handshakeTimeout,
+    );
+    secure.once("secure", () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      secure.off("error", fail);
+      secure.off("end", onClose);
+      secure.off("close", onClose);
+      resolve(wrapSocket(secure, tlsInfo(secure)));
+    });
+    // The client left: with allowHalfOpen (inherited from the
+    // listener) its FIN gives "end" and no "close".
+    const onClose = () =>
+      fail(new Error("Connection closed during the TLS handshake"));
+    secure.once("error", fail);
+    secure.once("end", onClose);
+    secure.once("close", onClose);
+  });
 }
 
 /** `::ffff:127.0.0.1` → `127.0.0.1`. */
@@ -363,6 +421,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     ? tls.createServer(
       {
         allowHalfOpen: true,
+        noDelay: true,
         ...config.options,
         SNICallback: config.sniCallback,
         handshakeTimeout,
@@ -371,7 +430,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     )
     : null;
   const server = tlsServer ?? net.createServer(
-    { allowHalfOpen: true },
+    { allowHalfOpen: true, noDelay: true },
     (s) =>
       push(
         wrapSocket(s, null, config ? { config, handshakeTimeout } : undefined),

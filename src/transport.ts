@@ -32,10 +32,21 @@ export interface TlsInfo {
 /**
  * One accepted connection, as a runtime shim hands it to the driver.
  *
- * - `readable` yields the bytes received; chunks are never reused by the
- *   shim (the engine keeps views of them).
- * - `writable` applies backpressure: `write()` resolves when the runtime has
- *   taken the bytes.
+ * - `readable` yields the bytes received; `writable` applies backpressure
+ *   (`write()` resolves when the runtime has taken the bytes).
+ * - `read()` and `write()`, optional, are the same two directions without
+ *   Web Streams: the driver uses them when both are present, and the
+ *   streams otherwise. A shim that has them builds `readable`/`writable`
+ *   only when someone asks (over `read()`/`write()`). Use one side or the
+ *   other on a connection, never both.
+ *
+ * Ownership of chunks: a chunk handed out by `read()` or `readable`
+ * belongs to the reader. The shim never writes into its memory again (the
+ * engine keeps views of it, and `message.raw` hands views of it to the
+ * application, which may keep them); a shim that reads into a reused
+ * buffer hands out copies. A chunk given to `write()` or `writable` must
+ * not be changed by the caller until the write has settled (the runtime
+ * may still be sending it).
  *
  * @example
  * ```ts
@@ -72,6 +83,20 @@ export interface Connection {
    * leaves, or `close()` is called on this connection meanwhile.
    */
   startTls?: (reply: Uint8Array) => Promise<Connection>;
+  /**
+   * The next bytes received, optional (see above): the chunk itself when
+   * some are already buffered (no promise), else a promise of it; `null`
+   * at the end of input (the client's FIN, an error, `close()`). One read
+   * at a time.
+   */
+  read?(): Uint8Array | null | Promise<Uint8Array | null>;
+  /**
+   * Sends `bytes`, optional (see above): `undefined` when the runtime took
+   * them at once, else a promise that resolves once it has (backpressure)
+   * or rejects when the connection is closed. Writes go out in call order.
+   * Throws when the connection is already closed.
+   */
+  write?(bytes: Uint8Array): void | Promise<void>;
   /**
    * Closes the connection (both directions). Idempotent. Bytes already
    * written still go out, within a bounded time (a peer that does not read
@@ -341,4 +366,167 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
       yield c;
     }
   }
+}
+
+/** What {@link InputQueue} stops and restarts: the socket's reading. */
+export interface Pausable {
+  /** Stop delivering data. */
+  pause(): void;
+  /** Deliver data again. */
+  resume(): void;
+}
+
+/** Default {@link InputQueue} high-water mark. */
+const INPUT_HIGH_WATER_MARK = 64 * 1024;
+
+/**
+ * Received bytes waiting for {@link Connection.read}: a shim's data
+ * callback `push()`es each chunk (kept as is, never copied), `read()` takes
+ * them one at a time, synchronously while some are queued. Past the
+ * high-water mark the source is paused until `read()` brings the queue
+ * below it again. Not a public API: the shims share it.
+ *
+ * @example
+ * ```ts
+ * import { InputQueue } from "./transport.ts";
+ *
+ * const q = new InputQueue({ pause() {}, resume() {} });
+ * q.push(new Uint8Array([1]));
+ * q.read(); // Uint8Array [1], no promise
+ * q.end();
+ * q.read(); // null
+ * ```
+ */
+export class InputQueue {
+  #chunks: Uint8Array[] = [];
+  #head = 0;
+  #bytes = 0;
+  #ended = false;
+  #paused = false;
+  #waiter: ((chunk: Uint8Array | null) => void) | null = null;
+  readonly #source: Pausable;
+  readonly #highWaterMark: number;
+
+  /** `source` is paused above `highWaterMark` queued bytes. */
+  constructor(source: Pausable, highWaterMark = INPUT_HIGH_WATER_MARK) {
+    this.#source = source;
+    this.#highWaterMark = highWaterMark;
+  }
+
+  /** Whether `end()` or `discard()` was called. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Whether the queue paused its source (and has not resumed it). */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Adds received bytes (ignored once ended). */
+  push(chunk: Uint8Array): void {
+    if (this.#ended || chunk.byteLength === 0) return;
+    const w = this.#waiter;
+    if (w !== null) {
+      this.#waiter = null;
+      return w(chunk);
+    }
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.byteLength;
+    if (this.#bytes >= this.#highWaterMark && !this.#paused) {
+      this.#paused = true;
+      this.#source.pause();
+    }
+  }
+
+  /** No more input: reads return what is queued, then `null`. */
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.(null);
+  }
+
+  /**
+   * Drops what is queued and ends (STARTTLS: plaintext that came after the
+   * command is never read). Leaves the source paused if it was: see
+   * {@link InputQueue.paused}.
+   */
+  discard(): void {
+    this.#chunks = [];
+    this.#head = 0;
+    this.#bytes = 0;
+    this.end();
+  }
+
+  /** The next chunk: at once when one is queued; `null` at the end. */
+  read(): Uint8Array | null | Promise<Uint8Array | null> {
+    const chunks = this.#chunks;
+    if (this.#head < chunks.length) {
+      const chunk = chunks[this.#head];
+      if (++this.#head === chunks.length) {
+        chunks.length = 0;
+        this.#head = 0;
+      }
+      this.#bytes -= chunk.byteLength;
+      if (this.#paused && this.#bytes < this.#highWaterMark) {
+        this.#paused = false;
+        this.#source.resume();
+      }
+      return chunk;
+    }
+    if (this.#ended) return null;
+    return new Promise((resolve) => (this.#waiter = resolve));
+  }
+}
+
+/**
+ * A `ReadableStream` over a {@link Connection.read} function, for shims
+ * that build `readable` only when asked; cancelling it calls `cancel`.
+ *
+ * @example
+ * ```ts
+ * import { readableFrom } from "./transport.ts";
+ *
+ * const stream = readableFrom(() => null, () => {});
+ * await stream.getReader().read(); // { done: true, value: undefined }
+ * ```
+ */
+export function readableFrom(
+  read: () => Uint8Array | null | Promise<Uint8Array | null>,
+  cancel: () => void,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await read();
+      } catch {
+        chunk = null;
+      }
+      if (chunk === null) c.close();
+      else c.enqueue(chunk);
+    },
+    cancel,
+  }, { highWaterMark: 0 });
+}
+
+/**
+ * A `WritableStream` over a {@link Connection.write} function, for shims
+ * that build `writable` only when asked.
+ *
+ * @example
+ * ```ts
+ * import { writableFrom } from "./transport.ts";
+ *
+ * const sent: Uint8Array[] = [];
+ * const writer = writableFrom((b) => void sent.push(b)).getWriter();
+ * await writer.write(new Uint8Array([1]));
+ * ```
+ */
+export function writableFrom(
+  write: (bytes: Uint8Array) => void | Promise<void>,
+): WritableStream<Uint8Array> {
+  return new WritableStream<Uint8Array>({ write: (chunk) => write(chunk) });
 }
