@@ -109,8 +109,13 @@ export function unixAddr(path: string): NetAddress {
  * gives a path and no hostname, Node and Bun nothing useful).
  */
 export function unixConnection(conn: Connection, path: string): Connection {
-  return Object.assign(conn, {
-    remoteAddr: { hostname: UNIX_HOSTNAME, port: 0 },
-    localAddr: unixAddr(path),
+  // Own properties: the shims' connections are classes whose addresses are
+  // getters (made on first use), which an assignment could not replace.
+  return Object.defineProperties(conn, {
+    remoteAddr: {
+      value: { hostname: UNIX_HOSTNAME, port: 0 },
+      enumerable: true,
+    },
+    localAddr: { value: unixAddr(path), enumerable: true },
   });
 }
