@@ -38,6 +38,8 @@ import {
   type TlsInfo,
   type TlsOptions,
 } from "../src/transport.ts";
+import type { ProxyHeader } from "../src/proxy.ts";
+import { readProxyPreamble } from "./proxy_preamble.ts";
 
 const HIGH_WATER_MARK = 64 * 1024;
 /** How long a closed socket may take to deliver its last bytes. */
@@ -190,6 +192,7 @@ export function wrapSocket(
   sock: net.Socket,
   info: TlsInfo | null,
   starttls?: { config: TlsConfig; handshakeTimeout: number },
+  proxy?: ProxyHeader,
 ): Connection {
   sock.setNoDelay(true);
   let closing = false;
@@ -250,6 +253,7 @@ export function wrapSocket(
       port: sock.localPort ?? 0,
     },
     tls: info,
+    ...(proxy !== undefined ? { proxy } : {}),
     close(abort) {
       if (sock.destroyed) return;
       if (abort) return void sock.destroy();
@@ -317,6 +321,52 @@ export function wrapSocket(
   return conn;
 }
 
+/**
+ * Implicit TLS behind a proxy: reads the PROXY header in plaintext, then
+ * runs the TLS handshake on the rest (within `handshakeTimeout` for each
+ * of the two). Resolves with the connection, or `null` (closed; for a bad
+ * header `onRefused` was told).
+ */
+async function secureBehindProxy(
+  sock: net.Socket,
+  config: TlsConfig,
+  handshakeTimeout: number,
+  proxyProtocol: NonNullable<ListenOptions["proxyProtocol"]>,
+): Promise<Connection | null> {
+  sock.on("error", () => {/* surfaced by the steps below */});
+  const header = await readProxyPreamble(sock, proxyProtocol, handshakeTimeout);
+  if (header === null) return null;
+  return new Promise((resolve) => {
+    const secure = new tls.TLSSocket(sock, {
+      isServer: true,
+      secureContext: config.context,
+      SNICallback: config.sniCallback,
+    });
+    let settled = false;
+    const fail = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      secure.destroy();
+      sock.destroy();
+      resolve(null);
+    };
+    const timer = setTimeout(fail, handshakeTimeout);
+    secure.once("secure", () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      secure.off("error", fail);
+      secure.off("end", fail);
+      secure.off("close", fail);
+      resolve(wrapSocket(secure, tlsInfo(secure), undefined, header));
+    });
+    secure.once("error", fail);
+    secure.once("end", fail);
+    secure.once("close", fail);
+  });
+}
+
 /** `::ffff:127.0.0.1` → `127.0.0.1`. */
 function stripMapped(ip: string): string {
   return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
@@ -348,7 +398,8 @@ export function listen(options: ListenOptions): Promise<Listener> {
   // allowHalfOpen: a client's FIN ends its input only, so the replies to
   // what it sent before (QUIT included) still go out. Without it Node ended
   // the socket on the FIN and every later reply was lost.
-  const tlsServer = options.implicitTls && config
+  const proxyProtocol = options.proxyProtocol;
+  const tlsServer = options.implicitTls && config && !proxyProtocol
     ? tls.createServer(
       {
         allowHalfOpen: true,
@@ -361,10 +412,14 @@ export function listen(options: ListenOptions): Promise<Listener> {
     : null;
   const server = tlsServer ?? net.createServer(
     { allowHalfOpen: true },
-    (s) =>
-      push(
-        wrapSocket(s, null, config ? { config, handshakeTimeout } : undefined),
-      ),
+    options.implicitTls && config && proxyProtocol
+      ? (s) =>
+        void secureBehindProxy(s, config, handshakeTimeout, proxyProtocol)
+          .then((c) => c && push(c))
+      : (s) =>
+        push(
+          wrapSocket(s, null, config ? { config, handshakeTimeout } : undefined),
+        ),
   );
   server.on(
     "tlsClientError",

@@ -17,7 +17,15 @@ import type { AuthCredentials } from "./sasl.ts";
 import { IncomingMessage, type Message } from "./message.ts";
 import { ENGINE_DEFAULTS, type EngineOptions, limitOption } from "./options.ts";
 import { checkKeys } from "./keys.ts";
-import type { Logger, Session } from "./session.ts";
+import type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
+import { CidrSet, LOOPBACK } from "./cidr.ts";
+import {
+  parseProxyHeader,
+  PROXY_V2_ABSOLUTE_MAX_LENGTH,
+  PROXY_V2_DEFAULT_MAX_LENGTH,
+  PROXY_V2_MIN_MAX_LENGTH,
+  type ProxyHeader,
+} from "./proxy.ts";
 import {
   type Connection,
   HANDSHAKE_TIMEOUT_MS,
@@ -26,6 +34,37 @@ import {
   type NetAddress,
   type TlsOptions,
 } from "./transport.ts";
+
+/**
+ * PROXY protocol settings (the `proxyProtocol` option of {@link serve};
+ * `true` means all defaults).
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ *
+ * // Behind HAProxy on 10.0.0.5 and 10.0.0.6 (send-proxy-v2):
+ * await serve({
+ *   hostname: "0.0.0.0",
+ *   port: 2525,
+ *   proxyProtocol: { trusted: ["10.0.0.5", "10.0.0.6"] },
+ * });
+ * ```
+ */
+export interface ProxyProtocolOptions {
+  /**
+   * Peers allowed to send a header: IPv4 and IPv6 addresses and CIDR
+   * ranges (`"10.0.0.0/8"`, `"fd00::/8"`). A connection from anywhere
+   * else is closed without a greeting. Default loopback
+   * (`127.0.0.0/8`, `::1`).
+   */
+  trusted?: readonly string[];
+  /**
+   * Largest v2 header accepted, in bytes (232 to 65551; default 4096).
+   * A v1 header is at most 107 bytes, as the protocol says.
+   */
+  maxV2Length?: number;
+}
 
 /** A hook's result: nothing (accept), or a promise of nothing. Throw {@link SmtpError} to reject. */
 export type HookResult = void | Promise<void>;
@@ -79,8 +118,34 @@ export interface ServeOptions extends
   hookTimeout?: number;
   /** Milliseconds `close()` lets a message in transfer finish before closing it. Default 30000. */
   closeTimeout?: number;
-  /** Milliseconds a TLS handshake (STARTTLS or implicit) may take. Default 30000. */
+  /**
+   * Milliseconds a TLS handshake (STARTTLS or implicit) may take; with
+   * `proxyProtocol`, also how long the PROXY header may take to arrive.
+   * Default 30000.
+   */
   handshakeTimeout?: number;
+  /**
+   * PROXY protocol v1 and v2 (HAProxy's `send-proxy` / `send-proxy-v2`,
+   * and cloud load balancers). Off by default; `true` or an object turns
+   * it on. Then every connection must start with a PROXY header before
+   * the server sends anything (for `implicitTls`, before the TLS
+   * handshake), and only from a trusted peer; otherwise it is closed
+   * without a greeting (a `refused` log entry says why). The session's
+   * `remoteAddress`/`remotePort` are then the original client's,
+   * `maxConnectionsPerIp` counts original clients, and `session.proxy`
+   * tells the rest (the proxy's own address, TLVs). A v2 LOCAL header (a
+   * health check) is served as the proxy's own session, marked
+   * `session.proxy.command === "local"`.
+   */
+  proxyProtocol?: ProxyProtocolOptions | boolean;
+  /**
+   * Milliseconds to wait before the 220 greeting (Postfix postscreen's
+   * pregreet test): a client that sends anything before the greeting gets
+   * `554 5.7.1` and is disconnected (a `refused` log entry, no session
+   * hooks). With `proxyProtocol`, the wait starts after the header.
+   * Default 0 (no wait).
+   */
+  greetingDelay?: number;
   /** Receives structured log entries (AUTH payloads are redacted). */
   logger?: Logger;
   /** A client connected (before the greeting). Throw to refuse it (its reply, then close). */
@@ -191,6 +256,8 @@ interface ResolvedServeOptions {
   hookTimeout: number;
   closeTimeout: number;
   handshakeTimeout: number;
+  proxyProtocol: { trusted: CidrSet; maxV2Length: number } | null;
+  greetingDelay: number;
 }
 
 /** Engine options that the server sets itself (not options of serve()). */
@@ -214,6 +281,8 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
   "hookTimeout",
   "closeTimeout",
   "handshakeTimeout",
+  "proxyProtocol",
+  "greetingDelay",
   "logger",
   "onConnect",
   "auth",
@@ -237,6 +306,7 @@ const TLS_KEYS: ReadonlySet<string> = new Set([
   "sni",
 ]);
 const CERT_KEYS: ReadonlySet<string> = new Set(["key", "cert"]);
+const PROXY_KEYS: ReadonlySet<string> = new Set(["trusted", "maxV2Length"]);
 
 /**
  * Throws a `TypeError` for an option name serve() does not know, at any
@@ -250,6 +320,9 @@ function checkOptionNames(o: ServeOptions): void {
   const isObject = (v: unknown): v is object =>
     typeof v === "object" && v !== null;
   if (isObject(o.auth)) checkKeys(o.auth, AUTH_KEYS, "auth");
+  if (isObject(o.proxyProtocol)) {
+    checkKeys(o.proxyProtocol, PROXY_KEYS, "proxyProtocol");
+  }
   if (isObject(o.tls)) {
     checkKeys(o.tls, TLS_KEYS, "tls");
     const sni = (o.tls as { sni?: unknown }).sni;
@@ -261,6 +334,48 @@ function checkOptionNames(o: ServeOptions): void {
       }
     }
   }
+}
+
+function resolveProxyProtocol(
+  value: unknown,
+): ResolvedServeOptions["proxyProtocol"] {
+  if (value === undefined || value === false) return null;
+  if (value === true) value = {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(
+      "Cannot use option proxyProtocol: value is not an object or a boolean",
+    );
+  }
+  const o = value as ProxyProtocolOptions;
+  let trusted: readonly string[] = LOOPBACK;
+  if (o.trusted !== undefined) {
+    if (
+      !Array.isArray(o.trusted) ||
+      !o.trusted.every((t) => typeof t === "string")
+    ) {
+      throw new TypeError(
+        "Cannot use option proxyProtocol.trusted: value is not an array of strings",
+      );
+    }
+    if (o.trusted.length === 0) {
+      throw new TypeError(
+        "Cannot use option proxyProtocol.trusted: value is an empty list (no proxy could connect)",
+      );
+    }
+    trusted = o.trusted;
+  }
+  const maxV2Length = limitOption(
+    "proxyProtocol.maxV2Length",
+    o.maxV2Length,
+    PROXY_V2_DEFAULT_MAX_LENGTH,
+    { min: PROXY_V2_MIN_MAX_LENGTH },
+  );
+  if (maxV2Length > PROXY_V2_ABSOLUTE_MAX_LENGTH) {
+    throw new TypeError(
+      `Cannot use option proxyProtocol.maxV2Length: value is greater than ${PROXY_V2_ABSOLUTE_MAX_LENGTH}`,
+    );
+  }
+  return { trusted: new CidrSet(trusted), maxV2Length };
 }
 
 function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
@@ -315,7 +430,25 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
       o.handshakeTimeout,
       HANDSHAKE_TIMEOUT_MS,
     ),
+    proxyProtocol: resolveProxyProtocol(o.proxyProtocol),
+    greetingDelay: limitOption("greetingDelay", o.greetingDelay, 0, {
+      min: 0,
+    }),
   };
+}
+
+/** A logger whose exceptions are swallowed (a throwing logger must not break a loop). */
+function safeLogger(logger: Logger | undefined): Logger | undefined {
+  return logger && ((entry: LogEntry) => {
+    try {
+      logger(entry);
+    } catch { /* the application's logger failed: nothing to tell */ }
+  });
+}
+
+/** `::ffff:192.0.2.1` → `192.0.2.1` (as the shims report IPv4 peers). */
+function stripMapped(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
 
 /** Turns anything a hook threw into the reply to send. */
@@ -393,8 +526,8 @@ function isThenable(r: unknown): r is PromiseLike<unknown> {
 /** The mutable side of a {@link Session}. */
 class SessionState implements Session {
   readonly id: string;
-  readonly remoteAddress: string;
-  readonly remotePort: number;
+  remoteAddress: string;
+  remotePort: number;
   readonly localAddress: string;
   readonly localPort: number;
   heloName: string | null = null;
@@ -405,6 +538,7 @@ class SessionState implements Session {
   messages = 0;
   transactions = 0;
   readonly openedAt: number = Date.now();
+  proxy: SessionProxy | null = null;
 
   constructor(conn: Connection) {
     this.id = newId();
@@ -454,6 +588,12 @@ class ConnectionDriver {
   #settle: ((result: WaitResult) => void) | null = null;
   /** When the wait in progress times out (Infinity: no wait). */
   #hookDeadline = Infinity;
+  /** The address counted for maxConnectionsPerIp (null: not counted yet). */
+  countedIp: string | null = null;
+  /** Reading the PROXY header or waiting out greetingDelay (see #preamble). */
+  #inPreamble = false;
+  /** A read started during greetingDelay, for the loop to take over. */
+  #pendingRead: Promise<ReadableStreamReadResult<Uint8Array>> | null = null;
 
   constructor(server: SmtpServer, conn: Connection) {
     this.#server = server;
@@ -476,6 +616,11 @@ class ConnectionDriver {
   /** Server shutdown: idle sessions end now, a message in transfer soon. */
   shutdown(force: boolean): void {
     this.#closing = true;
+    if (this.#inPreamble) {
+      // No greeting yet: nothing to say; the preamble's read ends.
+      this.#conn.close(true);
+      return;
+    }
     if (this.#upgrading && !force) {
       // Mid-handshake: nothing to say in plaintext; the shim fails the
       // pending startTls() and the loop ends.
@@ -522,11 +667,25 @@ class ConnectionDriver {
     const engine = this.#engine;
     const log = server.logger;
     const s = this.session;
+    const o = server.options;
+    if (o.proxyProtocol !== null || o.greetingDelay > 0) {
+      if (!(await this.#preamble())) return;
+    } else if (!this.#claimIp()) return;
     log?.({
       type: "connect",
       session: s.id,
       remoteAddress: s.remoteAddress,
       remotePort: s.remotePort,
+      ...(s.proxy !== null
+        ? {
+          proxy: {
+            address: s.proxy.address,
+            port: s.proxy.port,
+            version: s.proxy.version,
+            command: s.proxy.command,
+          },
+        }
+        : {}),
     });
     let reason = "eof";
     try {
@@ -544,7 +703,9 @@ class ConnectionDriver {
             this.#reading = true;
             let r: ReadableStreamReadResult<Uint8Array>;
             try {
-              r = await this.#reader.read();
+              const pending = this.#pendingRead;
+              this.#pendingRead = null;
+              r = await (pending ?? this.#reader.read());
             } catch {
               r = { done: true, value: undefined };
             } finally {
@@ -635,6 +796,187 @@ class ConnectionDriver {
         });
       }
     }
+  }
+
+  /**
+   * Before the greeting: the PROXY header (read here for plaintext, or
+   * taken from the shim for implicit TLS), the per-IP count by the
+   * client's real address, and greetingDelay. Returns false when the
+   * connection was refused (a `refused` log entry; no session hooks, no
+   * connect/close entries) and is closed.
+   */
+  async #preamble(): Promise<boolean> {
+    const o = this.#server.options;
+    this.#inPreamble = true;
+    let rest: Uint8Array = EMPTY;
+    try {
+      if (o.proxyProtocol !== null) {
+        if (this.#conn.proxy !== undefined) this.#useProxy(this.#conn.proxy);
+        else {
+          const r = await this.#readProxyHeader(o.proxyProtocol.maxV2Length);
+          if (r === null) return false;
+          rest = r;
+        }
+      }
+      if (!this.#claimIp()) return false;
+      if (o.greetingDelay > 0) {
+        if (!(await this.#greetingDelay(o.greetingDelay, rest))) return false;
+      }
+    } finally {
+      this.#inPreamble = false;
+    }
+    if (this.#closing) {
+      this.#refused("server shutting down");
+      this.#conn.close();
+      return false;
+    }
+    // The client's idle time starts now; bytes after the header are its.
+    this.#engine.receive(rest, Date.now());
+    return true;
+  }
+
+  #refused(reason: string): void {
+    this.#server.logger?.({
+      type: "refused",
+      remoteAddress: this.session.remoteAddress,
+      reason,
+    });
+  }
+
+  /** Reads the PROXY header; returns the bytes after it, or null (refused, closed). */
+  async #readProxyHeader(maxV2Length: number): Promise<Uint8Array | null> {
+    const ms = this.#server.options.handshakeTimeout;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.#conn.close(true);
+    }, ms);
+    let buf: Uint8Array = EMPTY;
+    try {
+      for (;;) {
+        let r: ReadableStreamReadResult<Uint8Array>;
+        try {
+          r = await this.#reader.read();
+        } catch {
+          r = { done: true, value: undefined };
+        }
+        if (r.done) {
+          this.#refused(
+            timedOut
+              ? `no PROXY header within ${ms} ms`
+              : this.#closing
+              ? "server shutting down"
+              : "connection closed before the PROXY header",
+          );
+          this.#conn.close(true);
+          return null;
+        }
+        if (buf.length === 0) buf = r.value;
+        else {
+          const merged = new Uint8Array(buf.length + r.value.length);
+          merged.set(buf);
+          merged.set(r.value, buf.length);
+          buf = merged;
+        }
+        const p = parseProxyHeader(buf, { maxV2Length });
+        switch (p.status) {
+          case "incomplete":
+            continue;
+          case "error":
+            this.#refused(`bad PROXY header: ${p.reason}`);
+            this.#conn.close(true);
+            return null;
+          case "ok":
+            this.#useProxy(p.header);
+            return buf.subarray(p.length);
+          default:
+            return assertNever(p);
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The session as the header tells it: the original client's address. */
+  #useProxy(h: ProxyHeader): void {
+    const s = this.session;
+    const peer = this.#conn.remoteAddr;
+    const relayed = h.command === "proxy" && h.family !== "unknown";
+    s.proxy = {
+      version: h.version,
+      command: h.command,
+      family: h.command === "local" ? "unknown" : h.family,
+      address: peer.hostname,
+      port: peer.port,
+      source: relayed ? h.source : null,
+      destination: relayed ? h.destination : null,
+      tlvs: h.tlvs,
+    };
+    if (relayed && h.family !== "unix") {
+      s.remoteAddress = stripMapped(h.source.address);
+      s.remotePort = h.source.port;
+    }
+  }
+
+  /** Counts the connection for maxConnectionsPerIp; false: refused (421, closed). */
+  #claimIp(): boolean {
+    const ip = this.session.remoteAddress;
+    if (!this.#server.claimIp(ip)) {
+      this.#server.refuse(
+        this.#conn,
+        ip,
+        "too many connections from this address",
+      );
+      return false;
+    }
+    this.countedIp = ip;
+    return true;
+  }
+
+  /**
+   * Waits `ms` before the greeting; a client that sends anything first
+   * (`early`: bytes that came after the PROXY header) gets 554 5.7.1 and
+   * is closed. A read still pending when the wait ends is the loop's.
+   */
+  async #greetingDelay(ms: number, early: Uint8Array): Promise<boolean> {
+    let r: ReadableStreamReadResult<Uint8Array> | null = early.length > 0
+      ? { done: false, value: early }
+      : null;
+    if (r === null) {
+      const read = this.#reader.read().catch(() => ({
+        done: true as const,
+        value: undefined,
+      }));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waited = new Promise<null>((resolve) => {
+        timer = setTimeout(() => resolve(null), ms);
+      });
+      r = await Promise.race([read, waited]);
+      clearTimeout(timer);
+      if (r === null) {
+        this.#pendingRead = read;
+        return true;
+      }
+    }
+    if (r.done) {
+      this.#refused(
+        this.#closing
+          ? "server shutting down"
+          : "connection closed before the greeting",
+      );
+      this.#conn.close(true);
+      return false;
+    }
+    this.#refused("sent data before the greeting");
+    const name = this.#engine.options.serverName;
+    const writer = this.#writer;
+    writer.write(
+      new TextEncoder().encode(
+        `554 5.7.1 ${name} Protocol error: talked before the greeting\r\n`,
+      ),
+    ).catch(() => {}).finally(() => this.#conn.close());
+    return false;
   }
 
   /** Writes the engine's replies; `undefined` when it has none. */
@@ -1099,6 +1441,8 @@ class SmtpServer implements Server {
       onRcptTo: _or,
       onMessage: _omsg,
       onClose: _ocl,
+      proxyProtocol: _pp,
+      greetingDelay: _gd,
       auth,
       ...engineOptions
     } = options;
@@ -1111,12 +1455,7 @@ class SmtpServer implements Server {
     this.hooks = options;
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
-    const logger = options.logger;
-    this.logger = logger && ((entry) => {
-      try {
-        logger(entry);
-      } catch { /* the application's logger failed: nothing to tell */ }
-    });
+    this.logger = safeLogger(options.logger);
     this.#listener = listener;
     this.logger?.({
       type: "listen",
@@ -1156,33 +1495,60 @@ class SmtpServer implements Server {
 
   #admit(conn: Connection): void {
     const ip = conn.remoteAddr.hostname;
-    const perIp = this.#perIp.get(ip) ?? 0;
     const o = this.options;
+    // PROXY protocol: a peer that may not send a header gets nothing at
+    // all (a shim that read the header itself checked already).
     if (
-      this.#drivers.size >= o.maxConnections || perIp >= o.maxConnectionsPerIp
+      o.proxyProtocol !== null && conn.proxy === undefined &&
+      !o.proxyProtocol.trusted.has(ip)
     ) {
-      const reason = this.#drivers.size >= o.maxConnections
-        ? "too many connections"
-        : "too many connections from this address";
-      this.logger?.({ type: "refused", remoteAddress: ip, reason });
-      const writer = conn.writable.getWriter();
-      const name = this.engineOptions.serverName ?? "localhost";
-      writer.write(
-        new TextEncoder().encode(
-          `421 4.7.0 ${name} Too many connections, try again later\r\n`,
-        ),
-      ).catch(() => {}).finally(() => conn.close());
+      this.logger?.({
+        type: "refused",
+        remoteAddress: ip,
+        reason: "PROXY header from an untrusted address",
+      });
+      conn.close();
       return;
     }
-    this.#perIp.set(ip, perIp + 1);
+    if (this.#drivers.size >= o.maxConnections) {
+      return this.refuse(conn, ip, "too many connections");
+    }
+    // Counted per IP address by the driver (#claimIp), by the client's
+    // real address once a PROXY header has named it.
     const driver = new ConnectionDriver(this, conn);
     this.#drivers.add(driver);
     void driver.done.finally(() => {
       this.#drivers.delete(driver);
-      const n = (this.#perIp.get(ip) ?? 1) - 1;
-      if (n <= 0) this.#perIp.delete(ip);
-      else this.#perIp.set(ip, n);
+      const counted = driver.countedIp;
+      if (counted === null) return;
+      const n = (this.#perIp.get(counted) ?? 1) - 1;
+      if (n <= 0) this.#perIp.delete(counted);
+      else this.#perIp.set(counted, n);
     });
+  }
+
+  /**
+   * Counts a connection from `ip` for maxConnectionsPerIp: false when
+   * that would be over the limit. The driver calls it before the greeting
+   * (after the PROXY header, which names the address to count).
+   */
+  claimIp(ip: string): boolean {
+    const n = this.#perIp.get(ip) ?? 0;
+    if (n >= this.options.maxConnectionsPerIp) return false;
+    this.#perIp.set(ip, n + 1);
+    return true;
+  }
+
+  /** Refuses a connection: 421 4.7.0, then close. */
+  refuse(conn: Connection, ip: string, reason: string): void {
+    this.logger?.({ type: "refused", remoteAddress: ip, reason });
+    const writer = conn.writable.getWriter();
+    const name = this.engineOptions.serverName ?? "localhost";
+    writer.write(
+      new TextEncoder().encode(
+        `421 4.7.0 ${name} Too many connections, try again later\r\n`,
+      ),
+    ).catch(() => {}).finally(() => conn.close());
   }
 
   /** Hands a message to onMessage, or to the `for await` loop. */
@@ -1302,12 +1668,24 @@ export async function createServer(
     ...options,
     authMechanisms: resolveAuth(options.auth).mechanisms,
   });
+  const proxy = resolved.proxyProtocol;
+  const logger = safeLogger(options.logger);
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,
     tls: options.tls,
     implicitTls: options.implicitTls ?? false,
     handshakeTimeout: resolved.handshakeTimeout,
+    ...(proxy !== null
+      ? {
+        proxyProtocol: {
+          trusted: (address: string) => proxy.trusted.has(address),
+          maxV2Length: proxy.maxV2Length,
+          onRefused: (remoteAddress: string, reason: string) =>
+            logger?.({ type: "refused", remoteAddress, reason }),
+        },
+      }
+      : {}),
   });
   return new SmtpServer(listener, options, runtime);
 }
