@@ -927,6 +927,7 @@ class ConnectionDriver {
         this.#conn,
         ip,
         "too many connections from this address",
+        this.#writer,
       );
       return false;
     }
@@ -1539,10 +1540,15 @@ class SmtpServer implements Server {
     return true;
   }
 
-  /** Refuses a connection: 421 4.7.0, then close. */
-  refuse(conn: Connection, ip: string, reason: string): void {
+  /** Refuses a connection: 421 4.7.0 (through `writer` if one holds the lock), then close. */
+  refuse(
+    conn: Connection,
+    ip: string,
+    reason: string,
+    writer: WritableStreamDefaultWriter<Uint8Array> = conn.writable
+      .getWriter(),
+  ): void {
     this.logger?.({ type: "refused", remoteAddress: ip, reason });
-    const writer = conn.writable.getWriter();
     const name = this.engineOptions.serverName ?? "localhost";
     writer.write(
       new TextEncoder().encode(
