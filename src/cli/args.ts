@@ -7,6 +7,7 @@
 
 import { hostname as osHostname } from "node:os";
 import { parseArgs } from "node:util";
+import { CidrSet } from "../cidr.ts";
 
 /**
  * The version of smtpd (the same as in `package.json` and `deno.json`).
@@ -45,6 +46,13 @@ Options:
   --auth-file FILE       require AUTH with these users: one user:hash per
                          line, hashes made by "smtpd hash-password"
   --allow-insecure-auth  allow AUTH without TLS (for local testing)
+  --proxy-protocol       every connection starts with a PROXY protocol v1
+                         or v2 header (HAProxy send-proxy[-v2]); the
+                         client's address comes from it
+  --proxy-trusted LIST   comma-separated addresses and CIDR ranges allowed
+                         to send the header (default 127.0.0.0/8,::1)
+  --greeting-delay MS    wait this long before the greeting; clients that
+                         talk first get 554 and are disconnected (default 0)
   --log text|json        log format (default text)
   --quiet                log errors only
   --verbose              also log connections and the SMTP dialogue
@@ -95,6 +103,12 @@ export interface CliOptions {
   authFile?: string;
   /** `--allow-insecure-auth`. */
   allowInsecureAuth: boolean;
+  /** `--proxy-protocol`. */
+  proxyProtocol: boolean;
+  /** `--proxy-trusted`: the list, split at commas (`undefined`: loopback). */
+  proxyTrusted?: string[];
+  /** `--greeting-delay`: milliseconds before the greeting. */
+  greetingDelay?: number;
   /** `--log`. */
   log: "text" | "json";
   /** `--quiet`. */
@@ -162,6 +176,9 @@ const SERVE_FLAGS = {
   "require-tls": { type: "boolean" },
   "auth-file": { type: "string" },
   "allow-insecure-auth": { type: "boolean" },
+  "proxy-protocol": { type: "boolean" },
+  "proxy-trusted": { type: "string" },
+  "greeting-delay": { type: "string" },
   log: { type: "string" },
   quiet: { type: "boolean" },
   verbose: { type: "boolean" },
@@ -344,6 +361,13 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     requireTls: values["require-tls"] ?? false,
     authFile: values["auth-file"],
     allowInsecureAuth: values["allow-insecure-auth"] ?? false,
+    proxyProtocol: values["proxy-protocol"] ?? false,
+    proxyTrusted: values["proxy-trusted"]?.split(",").map((t) => t.trim()),
+    greetingDelay: integerFlag(
+      "--greeting-delay",
+      values["greeting-delay"],
+      0,
+    ),
     log,
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
@@ -368,6 +392,19 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   }
   if (options.requireTls && !tls) {
     throw new CliError("--require-tls", "needs --tls-cert and --tls-key");
+  }
+  if (options.proxyTrusted !== undefined) {
+    if (!options.proxyProtocol) {
+      throw new CliError("--proxy-trusted", "needs --proxy-protocol");
+    }
+    if (options.proxyTrusted.some((t) => t === "")) {
+      throw new CliError("--proxy-trusted", "has an empty entry");
+    }
+    try {
+      new CidrSet(options.proxyTrusted);
+    } catch (error) {
+      throw new CliError("--proxy-trusted", (error as Error).message);
+    }
   }
   if (options.allowInsecureAuth && options.authFile === undefined) {
     throw new CliError("--allow-insecure-auth", "needs --auth-file");

@@ -97,11 +97,20 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
         );
         break;
       case "connect":
+        // A proxy's health check (PROXY v2 LOCAL) is no client.
         log.debug(
-          "connect",
-          `session=${entry.session} connect from ${
-            hostPort(entry.remoteAddress, entry.remotePort)
-          }`,
+          entry.proxy?.command === "local" ? "health-check" : "connect",
+          entry.proxy?.command === "local"
+            ? `session=${entry.session} health check from proxy ${
+              hostPort(entry.proxy.address, entry.proxy.port)
+            }`
+            : `session=${entry.session} connect from ${
+              hostPort(entry.remoteAddress, entry.remotePort)
+            }${
+              entry.proxy
+                ? ` via proxy ${hostPort(entry.proxy.address, entry.proxy.port)}`
+                : ""
+            }`,
           entry,
         );
         break;
