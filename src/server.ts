@@ -133,9 +133,10 @@ export interface ServeOptions extends
    * without a greeting (a `refused` log entry says why). The session's
    * `remoteAddress`/`remotePort` are then the original client's,
    * `maxConnectionsPerIp` counts original clients, and `session.proxy`
-   * tells the rest (the proxy's own address, TLVs). A v2 LOCAL header (a
-   * health check) is served as the proxy's own session, marked
-   * `session.proxy.command === "local"`.
+   * tells the rest (the proxy's own address, TLVs). A proxy's health
+   * check (a v2 LOCAL header, or HAProxy's v1 check naming its own
+   * connection) is served as usual, marked `session.proxy.healthCheck`
+   * and `healthCheck` in the `connect` log entry.
    */
   proxyProtocol?: ProxyProtocolOptions | boolean;
   /**
@@ -683,6 +684,7 @@ class ConnectionDriver {
             port: s.proxy.port,
             version: s.proxy.version,
             command: s.proxy.command,
+            healthCheck: s.proxy.healthCheck,
           },
         }
         : {}),
@@ -911,6 +913,11 @@ class ConnectionDriver {
       port: peer.port,
       source: relayed ? h.source : null,
       destination: relayed ? h.destination : null,
+      // HAProxy's v1 checks name the check's own connection as the client.
+      healthCheck: h.command === "local" ||
+        (relayed && h.family !== "unix" &&
+          stripMapped(h.source.address) === peer.hostname &&
+          h.source.port === peer.port),
       tlvs: h.tlvs,
     };
     if (relayed && h.family !== "unix") {

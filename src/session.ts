@@ -25,7 +25,7 @@ import type { ProxyEndpoint, ProxyTlvs } from "./proxy.ts";
  *   port: 0,
  *   proxyProtocol: { trusted: ["10.0.0.0/8"] },
  *   onConnect(session) {
- *     if (session.proxy?.command === "local") return; // a health check
+ *     if (session.proxy?.healthCheck) return;
  *     console.log(session.remoteAddress, "via", session.proxy?.address);
  *   },
  * });
@@ -46,6 +46,14 @@ export interface SessionProxy {
   readonly source: ProxyEndpoint | null;
   /** The address the client connected to, at the proxy (`null` for LOCAL and UNKNOWN). */
   readonly destination: ProxyEndpoint | null;
+  /**
+   * The proxy opened this connection for itself (a health check), not for
+   * a client: a v2 LOCAL header, or a header whose source is the proxy's
+   * own end of this TCP connection (HAProxy's v1 health checks send
+   * `PROXY TCP4` with the check's own addresses). Leave these out of
+   * per-client statistics.
+   */
+  readonly healthCheck: boolean;
   /** v2 TLVs: `authority` (the SNI the client sent the proxy), `ssl` (TLS the proxy terminated), `alpn`, ... Empty for v1. */
   readonly tlvs: ProxyTlvs;
 }
@@ -98,7 +106,7 @@ export interface Session {
   /**
    * The PROXY protocol header of this connection (its version, the
    * proxy's own address, TLVs), or `null` when `proxyProtocol` is off.
-   * `proxy.command === "local"` marks a proxy's health check.
+   * `proxy.healthCheck` marks a proxy's health check.
    */
   readonly proxy: SessionProxy | null;
 }
@@ -112,14 +120,16 @@ export type LogEntry =
     remoteAddress: string;
     remotePort: number;
     /**
-     * With PROXY protocol on: the proxy's own address and the header's
-     * command (`local` marks a health check, not a client).
+     * With PROXY protocol on: the proxy's own address, the header's
+     * version and command, and whether the connection is the proxy's
+     * health check rather than a client's (see `SessionProxy`).
      */
     proxy?: {
       address: string;
       port: number;
       version: 1 | 2;
       command: "proxy" | "local";
+      healthCheck: boolean;
     };
   }
   | { type: "refused"; remoteAddress: string; reason: string }

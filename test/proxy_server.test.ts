@@ -101,6 +101,8 @@ describe("PROXY protocol", () => {
       assert.ok(c?.type === "connect");
       assert.equal(c.remoteAddress, "192.0.2.1");
       assert.equal(c.proxy?.command, "proxy");
+      assert.equal(c.proxy?.healthCheck, false);
+      assert.equal(s.proxy?.healthCheck, false);
     });
   });
 
@@ -191,6 +193,21 @@ describe("PROXY protocol", () => {
       const c = r.log.find((e) => e.type === "connect");
       assert.ok(c?.type === "connect");
       assert.equal(c.proxy?.command, "local");
+      assert.equal(c.proxy?.healthCheck, true);
+      assert.equal(s.proxy?.healthCheck, true);
+    });
+  });
+
+  it("marks a v1 header naming the proxy's own connection as a health check (HAProxy's v1 checks)", async () => {
+    const r = recorder();
+    await withServer({ ...r.options, proxyProtocol: true }, async (server, open) => {
+      const w = await open();
+      await w.send(
+        `PROXY TCP4 127.0.0.1 127.0.0.1 ${w.socket.localPort} ${server.addr.port}\r\n`,
+      );
+      assert.match(await ehlo(w), /^250-/);
+      assert.equal(r.sessions[0].proxy?.healthCheck, true);
+      assert.equal(r.sessions[0].remotePort, w.socket.localPort);
     });
   });
 

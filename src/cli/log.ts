@@ -97,10 +97,10 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
         );
         break;
       case "connect":
-        // A proxy's health check (PROXY v2 LOCAL) is no client.
+        // A proxy's health check is no client.
         log.debug(
-          entry.proxy?.command === "local" ? "health-check" : "connect",
-          entry.proxy?.command === "local"
+          entry.proxy?.healthCheck ? "health-check" : "connect",
+          entry.proxy?.healthCheck
             ? `session=${entry.session} health check from proxy ${
               hostPort(entry.proxy.address, entry.proxy.port)
             }`
