@@ -418,7 +418,11 @@ export function listen(options: ListenOptions): Promise<Listener> {
           .then((c) => c && push(c))
       : (s) =>
         push(
-          wrapSocket(s, null, config ? { config, handshakeTimeout } : undefined),
+          wrapSocket(
+            s,
+            null,
+            config ? { config, handshakeTimeout } : undefined,
+          ),
         ),
   );
   server.on(

@@ -27,7 +27,7 @@
  */
 
 import type * as net from "node:net";
-import { type ProxyHeader, parseProxyHeader } from "../src/proxy.ts";
+import { parseProxyHeader, type ProxyHeader } from "../src/proxy.ts";
 import type { ProxyListenOptions } from "../src/transport.ts";
 
 /** `::ffff:127.0.0.1` → `127.0.0.1`. */

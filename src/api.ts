@@ -18,12 +18,7 @@ export type {
   Server,
 } from "./server.ts";
 export type { Email, Message } from "./message.ts";
-export type {
-  LogEntry,
-  Logger,
-  Session,
-  SessionProxy,
-} from "./session.ts";
+export type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
 export type {
   ProxyEndpoint,
   ProxyRawTlv,

@@ -55,7 +55,9 @@ interface Backend {
   stored: string[];
 }
 
-async function backend(options: { implicitTls?: boolean } = {}): Promise<Backend> {
+async function backend(
+  options: { implicitTls?: boolean } = {},
+): Promise<Backend> {
   const b: Backend = {
     server: undefined as unknown as Server,
     sessions: [],
@@ -89,7 +91,9 @@ async function sendOne(w: Wire, id: string): Promise<string> {
   return w.command(`Message-ID: <${id}>\r\nSubject: t\r\n\r\nhello\r\n.`);
 }
 
-describe("behind HAProxy", { skip: !installed && `${HAPROXY} is not installed` }, () => {
+describe("behind HAProxy", {
+  skip: !installed && `${HAPROXY} is not installed`,
+}, () => {
   let dir = "";
   let haproxy: ChildProcess | null = null;
   let stderr = "";
@@ -160,7 +164,9 @@ backend mx_tls
   });
 
   it("shows hooks the client's own source port over send-proxy and send-proxy-v2", async () => {
-    for (const [port, backends] of [[ports.v1, [a, b]], [ports.v2, [c]]] as const) {
+    for (
+      const [port, backends] of [[ports.v1, [a, b]], [ports.v2, [c]]] as const
+    ) {
       const w = await connectPlain(port);
       const clientPort = w.socket.localPort!;
       assert.match(await sendOne(w, `port-${port}@test`), /^250 /, stderr);
@@ -193,7 +199,10 @@ backend mx_tls
       const byId = new Map(x.sessions.map((s) => [s.id, s]));
       for (const e of x.log) {
         if (e.type !== "connect" || !byId.has(e.session)) continue;
-        assert.equal(e.proxy?.healthCheck, byId.get(e.session)!.proxy?.healthCheck);
+        assert.equal(
+          e.proxy?.healthCheck,
+          byId.get(e.session)!.proxy?.healthCheck,
+        );
       }
     }
     for (const s of c.sessions.filter((s) => s.proxy?.healthCheck)) {
@@ -237,8 +246,13 @@ backend mx_tls
     }
     await stopped;
     const stored = new Set([...a.stored, ...b.stored]);
-    for (const id of acked) assert.ok(stored.has(id), `${id} acknowledged, not stored`);
-    assert.ok(acked.length >= 30, `only ${acked.length} of 40 acknowledged (${failed} failed)`);
+    for (const id of acked) {
+      assert.ok(stored.has(id), `${id} acknowledged, not stored`);
+    }
+    assert.ok(
+      acked.length >= 30,
+      `only ${acked.length} of 40 acknowledged (${failed} failed)`,
+    );
     // HAProxy sent the later ones to the other backend.
     assert.ok(b.stored.includes("ha-39@test") || acked.at(-1) !== "ha-39@test");
     assert.ok(acked.slice(-10).every((id) => b.stored.includes(id)));

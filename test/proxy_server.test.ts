@@ -82,35 +82,39 @@ async function closedSilently(w: Wire): Promise<void> {
 describe("PROXY protocol", () => {
   it("takes the client's address from a v1 header", async () => {
     const r = recorder();
-    await withServer({ ...r.options, proxyProtocol: true }, async (_s, open) => {
-      const w = await open();
-      await w.send(v1("192.0.2.1", 56324));
-      assert.match(await ehlo(w), /^250-/);
-      const s = r.sessions[0];
-      assert.equal(s.remoteAddress, "192.0.2.1");
-      assert.equal(s.remotePort, 56324);
-      assert.equal(s.proxy?.version, 1);
-      assert.equal(s.proxy?.command, "proxy");
-      assert.equal(s.proxy?.address, "127.0.0.1");
-      assert.equal(s.proxy?.port, w.socket.localPort);
-      assert.deepEqual(s.proxy?.destination, {
-        address: "198.51.100.1",
-        port: 25,
-      });
-      const c = r.log.find((e) => e.type === "connect");
-      assert.ok(c?.type === "connect");
-      assert.equal(c.remoteAddress, "192.0.2.1");
-      assert.equal(c.proxy?.command, "proxy");
-      assert.equal(c.proxy?.healthCheck, false);
-      assert.equal(s.proxy?.healthCheck, false);
-    });
+    await withServer(
+      { ...r.options, proxyProtocol: true },
+      async (_s, open) => {
+        const w = await open();
+        await w.send(v1("192.0.2.1", 56324));
+        assert.match(await ehlo(w), /^250-/);
+        const s = r.sessions[0];
+        assert.equal(s.remoteAddress, "192.0.2.1");
+        assert.equal(s.remotePort, 56324);
+        assert.equal(s.proxy?.version, 1);
+        assert.equal(s.proxy?.command, "proxy");
+        assert.equal(s.proxy?.address, "127.0.0.1");
+        assert.equal(s.proxy?.port, w.socket.localPort);
+        assert.deepEqual(s.proxy?.destination, {
+          address: "198.51.100.1",
+          port: 25,
+        });
+        const c = r.log.find((e) => e.type === "connect");
+        assert.ok(c?.type === "connect");
+        assert.equal(c.remoteAddress, "192.0.2.1");
+        assert.equal(c.proxy?.command, "proxy");
+        assert.equal(c.proxy?.healthCheck, false);
+        assert.equal(s.proxy?.healthCheck, false);
+      },
+    );
   });
 
   it("takes the client's address and TLVs from a v2 header", async () => {
     const r = recorder();
     const ssl = tlv(
       0x20,
-      "\x01\0\0\0\0" + tlv(0x21, "TLSv1.3") + tlv(0x23, "TLS_AES_128_GCM_SHA256"),
+      "\x01\0\0\0\0" + tlv(0x21, "TLSv1.3") +
+        tlv(0x23, "TLS_AES_128_GCM_SHA256"),
     );
     const header = v2(
       "203.0.113.9",
@@ -119,96 +123,119 @@ describe("PROXY protocol", () => {
       465,
       tlv(0x02, "mx.example.org") + ssl,
     );
-    await withServer({ ...r.options, proxyProtocol: true }, async (_s, open) => {
-      const w = await open();
-      await w.send(header);
-      assert.match(await ehlo(w), /^250-/);
-      const s = r.sessions[0];
-      assert.equal(s.remoteAddress, "203.0.113.9");
-      assert.equal(s.remotePort, 40000);
-      assert.equal(s.proxy?.version, 2);
-      assert.equal(s.proxy?.tlvs.authority, "mx.example.org");
-      assert.equal(s.proxy?.tlvs.ssl?.version, "TLSv1.3");
-      assert.equal(s.proxy?.tlvs.ssl?.clientSsl, true);
-      assert.equal(s.proxy?.tlvs.ssl?.cipher, "TLS_AES_128_GCM_SHA256");
-    });
+    await withServer(
+      { ...r.options, proxyProtocol: true },
+      async (_s, open) => {
+        const w = await open();
+        await w.send(header);
+        assert.match(await ehlo(w), /^250-/);
+        const s = r.sessions[0];
+        assert.equal(s.remoteAddress, "203.0.113.9");
+        assert.equal(s.remotePort, 40000);
+        assert.equal(s.proxy?.version, 2);
+        assert.equal(s.proxy?.tlvs.authority, "mx.example.org");
+        assert.equal(s.proxy?.tlvs.ssl?.version, "TLSv1.3");
+        assert.equal(s.proxy?.tlvs.ssl?.clientSsl, true);
+        assert.equal(s.proxy?.tlvs.ssl?.cipher, "TLS_AES_128_GCM_SHA256");
+      },
+    );
   });
 
   it("keeps the bytes that come with the header (header + EHLO in one packet)", async () => {
     const r = recorder();
-    await withServer({ ...r.options, proxyProtocol: true }, async (_s, open) => {
-      for (const header of [v1("192.0.2.7", 1000), v2("192.0.2.8", 2000, "192.0.2.254", 25)]) {
-        const w = await open();
-        await w.send(header + "EHLO client.test\r\nNOOP\r\n");
-        assert.match(await w.reply(), /^220 /);
-        assert.match(await w.reply(), /^250-/);
-        assert.match(await w.reply(), /^250 /);
-        await w.close();
-      }
-      assert.deepEqual(r.sessions.map((s) => s.remoteAddress), [
-        "192.0.2.7",
-        "192.0.2.8",
-      ]);
-    });
+    await withServer(
+      { ...r.options, proxyProtocol: true },
+      async (_s, open) => {
+        for (
+          const header of [
+            v1("192.0.2.7", 1000),
+            v2("192.0.2.8", 2000, "192.0.2.254", 25),
+          ]
+        ) {
+          const w = await open();
+          await w.send(header + "EHLO client.test\r\nNOOP\r\n");
+          assert.match(await w.reply(), /^220 /);
+          assert.match(await w.reply(), /^250-/);
+          assert.match(await w.reply(), /^250 /);
+          await w.close();
+        }
+        assert.deepEqual(r.sessions.map((s) => s.remoteAddress), [
+          "192.0.2.7",
+          "192.0.2.8",
+        ]);
+      },
+    );
   });
 
   it("reads a header that arrives byte by byte", async () => {
     const r = recorder();
-    await withServer({ ...r.options, proxyProtocol: true }, async (_s, open) => {
-      const w = await open();
-      w.socket.setNoDelay(true);
-      const header = v2("192.0.2.44", 4444, "192.0.2.254", 25);
-      for (const ch of header) {
-        await w.send(ch);
-        await sleep(1);
-      }
-      assert.match(await ehlo(w), /^250-/);
-      assert.equal(r.sessions[0].remoteAddress, "192.0.2.44");
-    });
+    await withServer(
+      { ...r.options, proxyProtocol: true },
+      async (_s, open) => {
+        const w = await open();
+        w.socket.setNoDelay(true);
+        const header = v2("192.0.2.44", 4444, "192.0.2.254", 25);
+        for (const ch of header) {
+          await w.send(ch);
+          await sleep(1);
+        }
+        assert.match(await ehlo(w), /^250-/);
+        assert.equal(r.sessions[0].remoteAddress, "192.0.2.44");
+      },
+    );
   });
 
   it("takes IPv6 client addresses (v1 TCP6)", async () => {
     const r = recorder();
-    await withServer({ ...r.options, proxyProtocol: true }, async (_s, open) => {
-      const w = await open();
-      await w.send("PROXY TCP6 2001:DB8::1 2001:db8::2 1234 25\r\n");
-      assert.match(await ehlo(w), /^250-/);
-      assert.equal(r.sessions[0].remoteAddress, "2001:db8::1");
-      assert.equal(r.sessions[0].proxy?.family, "tcp6");
-    });
+    await withServer(
+      { ...r.options, proxyProtocol: true },
+      async (_s, open) => {
+        const w = await open();
+        await w.send("PROXY TCP6 2001:DB8::1 2001:db8::2 1234 25\r\n");
+        assert.match(await ehlo(w), /^250-/);
+        assert.equal(r.sessions[0].remoteAddress, "2001:db8::1");
+        assert.equal(r.sessions[0].proxy?.family, "tcp6");
+      },
+    );
   });
 
   it("serves a v2 LOCAL health check as the proxy's own session, marked local", async () => {
     const r = recorder();
-    await withServer({ ...r.options, proxyProtocol: true }, async (_s, open) => {
-      const w = await open();
-      await w.send(V2_LOCAL);
-      assert.match(await ehlo(w), /^250-/);
-      assert.match(await w.command("QUIT"), /^221 /);
-      const s = r.sessions[0];
-      assert.equal(s.remoteAddress, "127.0.0.1");
-      assert.equal(s.remotePort, w.socket.localPort);
-      assert.equal(s.proxy?.command, "local");
-      assert.equal(s.proxy?.source, null);
-      const c = r.log.find((e) => e.type === "connect");
-      assert.ok(c?.type === "connect");
-      assert.equal(c.proxy?.command, "local");
-      assert.equal(c.proxy?.healthCheck, true);
-      assert.equal(s.proxy?.healthCheck, true);
-    });
+    await withServer(
+      { ...r.options, proxyProtocol: true },
+      async (_s, open) => {
+        const w = await open();
+        await w.send(V2_LOCAL);
+        assert.match(await ehlo(w), /^250-/);
+        assert.match(await w.command("QUIT"), /^221 /);
+        const s = r.sessions[0];
+        assert.equal(s.remoteAddress, "127.0.0.1");
+        assert.equal(s.remotePort, w.socket.localPort);
+        assert.equal(s.proxy?.command, "local");
+        assert.equal(s.proxy?.source, null);
+        const c = r.log.find((e) => e.type === "connect");
+        assert.ok(c?.type === "connect");
+        assert.equal(c.proxy?.command, "local");
+        assert.equal(c.proxy?.healthCheck, true);
+        assert.equal(s.proxy?.healthCheck, true);
+      },
+    );
   });
 
   it("marks a v1 header naming the proxy's own connection as a health check (HAProxy's v1 checks)", async () => {
     const r = recorder();
-    await withServer({ ...r.options, proxyProtocol: true }, async (server, open) => {
-      const w = await open();
-      await w.send(
-        `PROXY TCP4 127.0.0.1 127.0.0.1 ${w.socket.localPort} ${server.addr.port}\r\n`,
-      );
-      assert.match(await ehlo(w), /^250-/);
-      assert.equal(r.sessions[0].proxy?.healthCheck, true);
-      assert.equal(r.sessions[0].remotePort, w.socket.localPort);
-    });
+    await withServer(
+      { ...r.options, proxyProtocol: true },
+      async (server, open) => {
+        const w = await open();
+        await w.send(
+          `PROXY TCP4 127.0.0.1 127.0.0.1 ${w.socket.localPort} ${server.addr.port}\r\n`,
+        );
+        assert.match(await ehlo(w), /^250-/);
+        assert.equal(r.sessions[0].proxy?.healthCheck, true);
+        assert.equal(r.sessions[0].remotePort, w.socket.localPort);
+      },
+    );
   });
 
   it("closes a peer that is not trusted without a greeting", async () => {
@@ -227,9 +254,21 @@ describe("PROXY protocol", () => {
 
   for (
     const [name, bytes, reason] of [
-      ["a client that speaks SMTP at once", "EHLO client.test\r\n", /bad PROXY header/],
-      ["a malformed v1 header", "PROXY TCP4 192.0.2.1 nope 1 2\r\n", /bad PROXY header/],
-      ["a v1 header without CRLF in 107 bytes", "PROXY UNKNOWN " + "x".repeat(120), /107/],
+      [
+        "a client that speaks SMTP at once",
+        "EHLO client.test\r\n",
+        /bad PROXY header/,
+      ],
+      [
+        "a malformed v1 header",
+        "PROXY TCP4 192.0.2.1 nope 1 2\r\n",
+        /bad PROXY header/,
+      ],
+      [
+        "a v1 header without CRLF in 107 bytes",
+        "PROXY UNKNOWN " + "x".repeat(120),
+        /107/,
+      ],
       [
         "a v2 header longer than maxV2Length",
         SIG + "\x21\x11" + u16(5000),
@@ -239,13 +278,16 @@ describe("PROXY protocol", () => {
   ) {
     it(`closes ${name} without a greeting`, async () => {
       const r = recorder();
-      await withServer({ ...r.options, proxyProtocol: true }, async (_s, open) => {
-        const w = await open();
-        await w.send(bytes).catch(() => {});
-        await closedSilently(w);
-        assert.match(await refusal(r.log), reason);
-        assert.equal(r.sessions.length, 0);
-      });
+      await withServer(
+        { ...r.options, proxyProtocol: true },
+        async (_s, open) => {
+          const w = await open();
+          await w.send(bytes).catch(() => {});
+          await closedSilently(w);
+          assert.match(await refusal(r.log), reason);
+          assert.equal(r.sessions.length, 0);
+        },
+      );
     });
   }
 
@@ -282,7 +324,10 @@ describe("PROXY protocol", () => {
         await c.send(v1("192.0.2.1", 1003));
         assert.match(await c.reply(), /^421 4\.7\.0 /);
         await c.waitClosed();
-        assert.equal(await refusal(r.log), "too many connections from this address");
+        assert.equal(
+          await refusal(r.log),
+          "too many connections from this address",
+        );
         // Freed when the first one leaves.
         await a.close();
         for (let i = 0; i < 100 && server.connections > 1; i++) await sleep(10);
@@ -322,7 +367,10 @@ describe("PROXY protocol", () => {
         raw.detach();
         await new Promise<void>((res) =>
           raw.socket.write(
-            Buffer.from(v2("192.0.2.9", 9999, "192.0.2.254", 465, tlv(0x02, "localhost")), "latin1"),
+            Buffer.from(
+              v2("192.0.2.9", 9999, "192.0.2.254", 465, tlv(0x02, "localhost")),
+              "latin1",
+            ),
             () => res(),
           )
         );
@@ -423,7 +471,10 @@ describe("PROXY protocol", () => {
     ];
     for (const [value, message] of bad) {
       await assert.rejects(
-        serve({ port: 0, proxyProtocol: value as ServeOptions["proxyProtocol"] }),
+        serve({
+          port: 0,
+          proxyProtocol: value as ServeOptions["proxyProtocol"],
+        }),
         (e: Error) => e instanceof TypeError && message.test(e.message),
       );
     }
@@ -473,7 +524,10 @@ describe("greetingDelay", () => {
         const t0 = Date.now();
         await patient.send(v1("192.0.2.2", 2));
         assert.match(await ehlo(patient), /^250-/);
-        assert.ok(Date.now() - t0 >= 190, `greeted after ${Date.now() - t0} ms`);
+        assert.ok(
+          Date.now() - t0 >= 190,
+          `greeted after ${Date.now() - t0} ms`,
+        );
         assert.deepEqual(r.sessions.map((s) => s.remoteAddress), ["192.0.2.2"]);
         const ref = r.log.find((e) => e.type === "refused");
         assert.ok(ref?.type === "refused");

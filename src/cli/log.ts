@@ -108,7 +108,9 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
               hostPort(entry.remoteAddress, entry.remotePort)
             }${
               entry.proxy
-                ? ` via proxy ${hostPort(entry.proxy.address, entry.proxy.port)}`
+                ? ` via proxy ${
+                  hostPort(entry.proxy.address, entry.proxy.port)
+                }`
                 : ""
             }`,
           entry,
