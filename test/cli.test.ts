@@ -889,6 +889,54 @@ describe("cli: the program", () => {
     }
   });
 
+  it("--proxy-protocol: Received names the original client, the log the proxy; no header, no greeting", async () => {
+    const maildir = freshPath();
+    const cli = await startCli([
+      "--maildir",
+      maildir,
+      "--server-name",
+      "mx.test",
+      "--proxy-protocol",
+      "--proxy-trusted",
+      "127.0.0.0/8,::1",
+      "--verbose",
+    ]);
+    try {
+      const c = await smtp(cli.port);
+      c.send("PROXY TCP4 192.0.2.77 198.51.100.1 4242 25\r\n");
+      assert.match(await c.reply(), /^220 /);
+      assert.match(await c.cmd("EHLO client.test"), /^250[ -]/);
+      assert.match(await c.cmd("MAIL FROM:<a@b.test>"), /^250 /);
+      assert.match(await c.cmd("RCPT TO:<x@y.test>"), /^250 /);
+      assert.match(await c.cmd("DATA"), /^354 /);
+      c.send("Subject: hi\r\n\r\nhello\r\n.\r\n");
+      assert.match(await c.reply(), /^250 /);
+      c.close();
+      const [name] = await files(`${maildir}/new`);
+      const { trace } = splitTrace(
+        await fs.readFile(`${maildir}/new/${name}`),
+      );
+      assert.match(
+        trace,
+        /^Received: from client\.test \(\[192\.0\.2\.77\]\)/m,
+      );
+      assert.match(
+        cli.stdout(),
+        /session=\S+ connect from 192\.0\.2\.77:4242 via proxy 127\.0\.0\.1:\d+/,
+      );
+      // A client without a header gets nothing and is closed.
+      const d = await smtp(cli.port);
+      d.send("EHLO client.test\r\n");
+      await d.closed;
+      await cli.waitFor(
+        /warning: refused 127\.0\.0\.1: bad PROXY header/,
+        "stderr",
+      );
+    } finally {
+      await stopCli(cli);
+    }
+  });
+
   it("--log json prints one JSON object a line", async () => {
     const maildir = freshPath();
     const cli = await startCli(["--maildir", maildir, "--log", "json"]);
