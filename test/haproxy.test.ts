@@ -172,7 +172,7 @@ backend mx_tls
       assert.match(await sendOne(w, `port-${port}@test`), /^250 /, stderr);
       await w.close();
       const s = backends.flatMap((x) => x.sessions).find((x) =>
-        x.remotePort === clientPort
+        x.remotePort === clientPort && !x.proxy?.healthCheck
       );
       assert.ok(s, `no session saw port ${clientPort}`);
       assert.equal(s.remoteAddress, "127.0.0.1");
