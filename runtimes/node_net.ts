@@ -334,6 +334,16 @@ async function secureBehindProxy(
   proxyProtocol: NonNullable<ListenOptions["proxyProtocol"]>,
 ): Promise<Connection | null> {
   sock.on("error", () => {/* surfaced by the steps below */});
+  // The addresses as accepted: a peer that leaves right after the
+  // handshake (a proxy's health check) has none by the time it is wrapped.
+  const remoteAddr = {
+    hostname: stripMapped(sock.remoteAddress ?? ""),
+    port: sock.remotePort ?? 0,
+  };
+  const localAddr = {
+    hostname: stripMapped(sock.localAddress ?? ""),
+    port: sock.localPort ?? 0,
+  };
   const header = await readProxyPreamble(sock, proxyProtocol, handshakeTimeout);
   if (header === null) return null;
   return new Promise((resolve) => {
@@ -359,7 +369,11 @@ async function secureBehindProxy(
       secure.off("error", fail);
       secure.off("end", fail);
       secure.off("close", fail);
-      resolve(wrapSocket(secure, tlsInfo(secure), undefined, header));
+      resolve({
+        ...wrapSocket(secure, tlsInfo(secure), undefined, header),
+        remoteAddr,
+        localAddr,
+      });
     });
     secure.once("error", fail);
     secure.once("end", fail);

@@ -62,7 +62,13 @@ export function readProxyPreamble(
   options: ProxyListenOptions,
   timeoutMs: number,
 ): Promise<ProxyHeader | null> {
-  const peer = stripMapped(sock.remoteAddress ?? "");
+  if (sock.remoteAddress === undefined) {
+    // Gone before it was accepted (a proxy's connect-only health check
+    // resets at once): nothing to refuse, nothing to tell.
+    sock.destroy();
+    return Promise.resolve(null);
+  }
+  const peer = stripMapped(sock.remoteAddress);
   if (!options.trusted(peer)) {
     sock.destroy();
     options.onRefused?.(peer, "PROXY header from an untrusted address");

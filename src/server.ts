@@ -1505,11 +1505,14 @@ class SmtpServer implements Server {
     const ip = conn.remoteAddr.hostname;
     const o = this.options;
     // PROXY protocol: a peer that may not send a header gets nothing at
-    // all (a shim that read the header itself checked already).
+    // all (a shim that read the header itself checked already). One with
+    // no address left before it was accepted (a proxy's connect-only
+    // health check): nothing to tell.
     if (
       o.proxyProtocol !== null && conn.proxy === undefined &&
       !o.proxyProtocol.trusted.has(ip)
     ) {
+      if (ip === "") return conn.close(true);
       this.logger?.({
         type: "refused",
         remoteAddress: ip,

@@ -141,7 +141,8 @@ frontend smtps
   bind 127.0.0.1:${ports.tls}
   default_backend mx_tls
 backend mx_tls
-  server d 127.0.0.1:${d.server.addr.port} send-proxy-v2
+  server d 127.0.0.1:${d.server.addr.port} send-proxy-v2 check inter 200
+  server d2 127.0.0.1:${d.server.addr.port} send-proxy-v2 check inter 200 check-ssl verify none
 `,
     );
     haproxy = spawn(HAPROXY, ["-f", cfg, "-db"], {
@@ -223,6 +224,11 @@ backend mx_tls
       assert.equal(s.proxy?.version, 2);
     }
     assert.equal(d.stored.filter((x) => x.startsWith("tls-")).length, 3);
+    // Health checks: connect-only ones (header, then a reset) leave no
+    // trace; TLS ones (check-ssl) are sessions marked as health checks.
+    assert.deepEqual(d.log.filter((e) => e.type === "refused"), []);
+    assert.ok(d.sessions.some((s) => s.proxy?.healthCheck));
+    for (const s of d.sessions) assert.equal(s.remoteAddress, "127.0.0.1");
   });
 
   it("loses no acknowledged message when one of two backends stops", async () => {
