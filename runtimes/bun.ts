@@ -399,6 +399,11 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   const Bun = (globalThis as unknown as { Bun?: BunApi }).Bun;
   if (!Bun) throw new Error("Cannot listen: not running on Bun");
   if (options.tls?.sni !== undefined) return listenNode(options);
+  // Implicit TLS behind a proxy: the PROXY header comes in plaintext
+  // before the handshake, and bytes of the ClientHello may come in the
+  // same read. upgradeTLS() cannot be handed bytes already received, while
+  // node:tls takes them back (socket.unshift): node:net + node:tls here.
+  if (options.implicitTls && options.proxyProtocol) return listenNode(options);
   const path = options.path;
   if (path !== undefined) await prepareSocketPath(path);
   let current: BunTls | null;

@@ -49,6 +49,9 @@ import {
   type TlsOptions,
   writableFrom,
 } from "../src/transport.ts";
+import type { ProxyHeader } from "../src/proxy.ts";
+import { readProxyPreamble } from "./proxy_preamble.ts";
+
 /** How long a closed socket may take to deliver its last bytes. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -199,10 +202,12 @@ export function wrapSocket(
   sock: net.Socket,
   info: TlsInfo | null,
   starttls?: { config: TlsConfig; handshakeTimeout: number },
+  proxy?: ProxyHeader,
 ): Connection {
   // A no-op on Node for the listener's sockets (`noDelay` below did it).
   sock.setNoDelay(true);
   const conn = new NodeConnection(sock, info);
+  if (proxy !== undefined) conn.proxy = proxy;
   if (starttls && info === null) {
     conn.startTls = (reply) => upgrade(conn, starttls, reply);
   }
@@ -236,6 +241,8 @@ class NodeConnection implements Connection {
    */
   readonly input: InputQueue;
   startTls?: (reply: Uint8Array) => Promise<Connection>;
+  /** The PROXY header the shim read (implicit TLS behind a proxy). */
+  proxy?: ProxyHeader;
   #closing = false;
   #readable: ReadableStream<Uint8Array> | null = null;
   #writable: WritableStream<Uint8Array> | null = null;
@@ -388,6 +395,67 @@ function stripMapped(ip: string): string {
 }
 
 /**
+ * Implicit TLS behind a proxy: reads the PROXY header in plaintext, then
+ * runs the TLS handshake on the rest (within `handshakeTimeout` for each
+ * of the two). Resolves with the connection, or `null` (closed; for a bad
+ * header `onRefused` was told).
+ */
+async function secureBehindProxy(
+  sock: net.Socket,
+  config: TlsConfig,
+  handshakeTimeout: number,
+  proxyProtocol: NonNullable<ListenOptions["proxyProtocol"]>,
+): Promise<Connection | null> {
+  sock.on("error", () => {/* surfaced by the steps below */});
+  // The addresses as accepted: a peer that leaves right after the
+  // handshake (a proxy's health check) has none by the time it is wrapped.
+  const remoteAddr = {
+    hostname: stripMapped(sock.remoteAddress ?? ""),
+    port: sock.remotePort ?? 0,
+  };
+  const localAddr = {
+    hostname: stripMapped(sock.localAddress ?? ""),
+    port: sock.localPort ?? 0,
+  };
+  const header = await readProxyPreamble(sock, proxyProtocol, handshakeTimeout);
+  if (header === null) return null;
+  return new Promise((resolve) => {
+    const secure = new tls.TLSSocket(sock, {
+      isServer: true,
+      secureContext: config.context,
+      SNICallback: config.sniCallback,
+    });
+    let settled = false;
+    const fail = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      secure.destroy();
+      sock.destroy();
+      resolve(null);
+    };
+    const timer = setTimeout(fail, handshakeTimeout);
+    secure.once("secure", () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      secure.off("error", fail);
+      secure.off("end", fail);
+      secure.off("close", fail);
+      const conn = wrapSocket(secure, tlsInfo(secure), undefined, header);
+      // Own properties over the connection's address getters.
+      resolve(Object.defineProperties(conn, {
+        remoteAddr: { value: remoteAddr, enumerable: true },
+        localAddr: { value: localAddr, enumerable: true },
+      }));
+    });
+    secure.once("error", fail);
+    secure.once("end", fail);
+    secure.once("close", fail);
+  });
+}
+
+/**
  * Opens a {@link Listener} with `node:net` (plain or STARTTLS) or
  * `node:tls` (implicit TLS).
  *
@@ -417,7 +485,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   // allowHalfOpen: a client's FIN ends its input only, so the replies to
   // what it sent before (QUIT included) still go out. Without it Node ended
   // the socket on the FIN and every later reply was lost.
-  const tlsServer = options.implicitTls && config
+  const proxyProtocol = options.proxyProtocol;
+  const tlsServer = options.implicitTls && config && !proxyProtocol
     ? tls.createServer(
       {
         allowHalfOpen: true,
@@ -431,10 +500,18 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     : null;
   const server = tlsServer ?? net.createServer(
     { allowHalfOpen: true, noDelay: true },
-    (s) =>
-      push(
-        wrapSocket(s, null, config ? { config, handshakeTimeout } : undefined),
-      ),
+    options.implicitTls && config && proxyProtocol
+      ? (s) =>
+        void secureBehindProxy(s, config, handshakeTimeout, proxyProtocol)
+          .then((c) => c && push(c))
+      : (s) =>
+        push(
+          wrapSocket(
+            s,
+            null,
+            config ? { config, handshakeTimeout } : undefined,
+          ),
+        ),
   );
   server.on(
     "tlsClientError",

@@ -13,11 +13,18 @@ export type { AuthCredentials, AuthMechanism } from "./sasl.ts";
 export type {
   HookResult,
   LoopMessage,
+  ProxyProtocolOptions,
   ServeOptions,
   Server,
 } from "./server.ts";
 export type { Email, Message } from "./message.ts";
-export type { LogEntry, Logger, Session } from "./session.ts";
+export type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
+export type {
+  ProxyEndpoint,
+  ProxyRawTlv,
+  ProxySslInfo,
+  ProxyTlvs,
+} from "./proxy.ts";
 export type {
   NetAddress,
   TlsCertificate,

@@ -18,7 +18,15 @@ import { IncomingMessage, type Message } from "./message.ts";
 import { ENGINE_DEFAULTS, type EngineOptions, limitOption } from "./options.ts";
 import { checkKeys } from "./keys.ts";
 import { clientKey, FailureBudget, failureDelay } from "./limits.ts";
-import type { Logger, Session } from "./session.ts";
+import type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
+import { CidrSet, LOOPBACK } from "./cidr.ts";
+import {
+  parseProxyHeader,
+  PROXY_V2_ABSOLUTE_MAX_LENGTH,
+  PROXY_V2_DEFAULT_MAX_LENGTH,
+  PROXY_V2_MIN_MAX_LENGTH,
+  type ProxyHeader,
+} from "./proxy.ts";
 import {
   type Connection,
   HANDSHAKE_TIMEOUT_MS,
@@ -27,6 +35,37 @@ import {
   type NetAddress,
   type TlsOptions,
 } from "./transport.ts";
+
+/**
+ * PROXY protocol settings (the `proxyProtocol` option of {@link serve};
+ * `true` means all defaults).
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ *
+ * // Behind HAProxy on 10.0.0.5 and 10.0.0.6 (send-proxy-v2):
+ * await serve({
+ *   hostname: "0.0.0.0",
+ *   port: 2525,
+ *   proxyProtocol: { trusted: ["10.0.0.5", "10.0.0.6"] },
+ * });
+ * ```
+ */
+export interface ProxyProtocolOptions {
+  /**
+   * Peers allowed to send a header: IPv4 and IPv6 addresses and CIDR
+   * ranges (`"10.0.0.0/8"`, `"fd00::/8"`). A connection from anywhere
+   * else is closed without a greeting. Default loopback
+   * (`127.0.0.0/8`, `::1`).
+   */
+  trusted?: readonly string[];
+  /**
+   * Largest v2 header accepted, in bytes (232 to 65551; default 4096).
+   * A v1 header is at most 107 bytes, as the protocol says.
+   */
+  maxV2Length?: number;
+}
 
 /** A hook's result: nothing (accept), or a promise of nothing. Throw {@link SmtpError} to reject. */
 export type HookResult = void | Promise<void>;
@@ -122,8 +161,35 @@ export interface ServeOptions extends
   hookTimeout?: number;
   /** Milliseconds `close()` lets a message in transfer finish before closing it. Default 30000. */
   closeTimeout?: number;
-  /** Milliseconds a TLS handshake (STARTTLS or implicit) may take. Default 30000. */
+  /**
+   * Milliseconds a TLS handshake (STARTTLS or implicit) may take; with
+   * `proxyProtocol`, also how long the PROXY header may take to arrive.
+   * Default 30000.
+   */
   handshakeTimeout?: number;
+  /**
+   * PROXY protocol v1 and v2 (HAProxy's `send-proxy` / `send-proxy-v2`,
+   * and cloud load balancers). Off by default; `true` or an object turns
+   * it on. Then every connection must start with a PROXY header before
+   * the server sends anything (for `implicitTls`, before the TLS
+   * handshake), and only from a trusted peer; otherwise it is closed
+   * without a greeting (a `refused` log entry says why). The session's
+   * `remoteAddress`/`remotePort` are then the original client's,
+   * `maxConnectionsPerIp` counts original clients, and `session.proxy`
+   * tells the rest (the proxy's own address, TLVs). A proxy's health
+   * check (a v2 LOCAL header, or HAProxy's v1 check naming its own
+   * connection) is served as usual, marked `session.proxy.healthCheck`
+   * and `healthCheck` in the `connect` log entry.
+   */
+  proxyProtocol?: ProxyProtocolOptions | boolean;
+  /**
+   * Milliseconds to wait before the 220 greeting (Postfix postscreen's
+   * pregreet test): a client that sends anything before the greeting gets
+   * `554 5.7.1` and is disconnected (a `refused` log entry, no session
+   * hooks). With `proxyProtocol`, the wait starts after the header.
+   * Default 0 (no wait).
+   */
+  greetingDelay?: number;
   /** Receives structured log entries (AUTH payloads are redacted). */
   logger?: Logger;
   /** A client connected (before the greeting). Throw to refuse it (its reply, then close). */
@@ -258,6 +324,8 @@ interface ResolvedServeOptions {
   hookTimeout: number;
   closeTimeout: number;
   handshakeTimeout: number;
+  proxyProtocol: { trusted: CidrSet; maxV2Length: number } | null;
+  greetingDelay: number;
 }
 
 /** Engine options that the server sets itself (not options of serve()). */
@@ -303,6 +371,8 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
   "hookTimeout",
   "closeTimeout",
   "handshakeTimeout",
+  "proxyProtocol",
+  "greetingDelay",
   "logger",
   "onConnect",
   "auth",
@@ -327,6 +397,7 @@ const TLS_KEYS: ReadonlySet<string> = new Set([
   "sni",
 ]);
 const CERT_KEYS: ReadonlySet<string> = new Set(["key", "cert"]);
+const PROXY_KEYS: ReadonlySet<string> = new Set(["trusted", "maxV2Length"]);
 
 /**
  * Throws a `TypeError` for an option name serve() does not know, at any
@@ -340,6 +411,9 @@ function checkOptionNames(o: ServeOptions): void {
   const isObject = (v: unknown): v is object =>
     typeof v === "object" && v !== null;
   if (isObject(o.auth)) checkKeys(o.auth, AUTH_KEYS, "auth");
+  if (isObject(o.proxyProtocol)) {
+    checkKeys(o.proxyProtocol, PROXY_KEYS, "proxyProtocol");
+  }
   if (isObject(o.tls)) {
     checkKeys(o.tls, TLS_KEYS, "tls");
     const sni = (o.tls as { sni?: unknown }).sni;
@@ -351,6 +425,48 @@ function checkOptionNames(o: ServeOptions): void {
       }
     }
   }
+}
+
+function resolveProxyProtocol(
+  value: unknown,
+): ResolvedServeOptions["proxyProtocol"] {
+  if (value === undefined || value === false) return null;
+  if (value === true) value = {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(
+      "Cannot use option proxyProtocol: value is not an object or a boolean",
+    );
+  }
+  const o = value as ProxyProtocolOptions;
+  let trusted: readonly string[] = LOOPBACK;
+  if (o.trusted !== undefined) {
+    if (
+      !Array.isArray(o.trusted) ||
+      !o.trusted.every((t) => typeof t === "string")
+    ) {
+      throw new TypeError(
+        "Cannot use option proxyProtocol.trusted: value is not an array of strings",
+      );
+    }
+    if (o.trusted.length === 0) {
+      throw new TypeError(
+        "Cannot use option proxyProtocol.trusted: value is an empty list (no proxy could connect)",
+      );
+    }
+    trusted = o.trusted;
+  }
+  const maxV2Length = limitOption(
+    "proxyProtocol.maxV2Length",
+    o.maxV2Length,
+    PROXY_V2_DEFAULT_MAX_LENGTH,
+    { min: PROXY_V2_MIN_MAX_LENGTH },
+  );
+  if (maxV2Length > PROXY_V2_ABSOLUTE_MAX_LENGTH) {
+    throw new TypeError(
+      `Cannot use option proxyProtocol.maxV2Length: value is greater than ${PROXY_V2_ABSOLUTE_MAX_LENGTH}`,
+    );
+  }
+  return { trusted: new CidrSet(trusted), maxV2Length };
 }
 
 function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
@@ -434,7 +550,25 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
       o.handshakeTimeout,
       HANDSHAKE_TIMEOUT_MS,
     ),
+    proxyProtocol: resolveProxyProtocol(o.proxyProtocol),
+    greetingDelay: limitOption("greetingDelay", o.greetingDelay, 0, {
+      min: 0,
+    }),
   };
+}
+
+/** A logger whose exceptions are swallowed (a throwing logger must not break a loop). */
+function safeLogger(logger: Logger | undefined): Logger | undefined {
+  return logger && ((entry: LogEntry) => {
+    try {
+      logger(entry);
+    } catch { /* the application's logger failed: nothing to tell */ }
+  });
+}
+
+/** `::ffff:192.0.2.1` → `192.0.2.1` (as the shims report IPv4 peers). */
+function stripMapped(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
 
 /** Turns anything a hook threw into the reply to send. */
@@ -628,10 +762,11 @@ function isThenable(r: unknown): r is PromiseLike<unknown> {
 /** The mutable side of a {@link Session}. */
 class SessionState implements Session {
   readonly id: string;
-  readonly remoteAddress: string;
-  readonly remotePort: number;
   // Own data properties, not getters: applications may spread or
-  // serialize the session.
+  // serialize the session. Behind a PROXY protocol proxy, the driver sets
+  // them from the header before the greeting.
+  remoteAddress: string;
+  remotePort: number;
   readonly localAddress: string;
   readonly localPort: number;
   heloName: string | null = null;
@@ -642,6 +777,7 @@ class SessionState implements Session {
   messages = 0;
   transactions = 0;
   readonly openedAt: number = Date.now();
+  proxy: SessionProxy | null = null;
 
   constructor(conn: Connection) {
     this.id = newId();
@@ -743,6 +879,12 @@ class ConnectionDriver {
   #settle: ((result: WaitResult) => void) | null = null;
   /** When the wait in progress times out (Infinity: no wait). */
   #hookDeadline = Infinity;
+  /** The address counted for maxConnectionsPerIp (null: not counted yet). */
+  countedIp: string | null = null;
+  /** Reading the PROXY header or waiting out greetingDelay (see #preamble). */
+  #inPreamble = false;
+  /** A read started during greetingDelay, for the loop to take over. */
+  #pendingRead: Promise<Uint8Array | null> | null = null;
 
   constructor(server: SmtpServer, conn: Connection) {
     this.#server = server;
@@ -776,6 +918,11 @@ class ConnectionDriver {
   shutdown(force: boolean): void {
     this.#closing = true;
     this.#wake?.();
+    if (this.#inPreamble) {
+      // No greeting yet: nothing to say; the preamble's read ends.
+      this.#conn.close(true);
+      return;
+    }
     if (this.#upgrading && !force) {
       // Mid-handshake: nothing to say in plaintext; the shim fails the
       // pending startTls() and the loop ends.
@@ -829,11 +976,26 @@ class ConnectionDriver {
     const engine = this.#engine;
     const log = server.logger;
     const s = this.session;
+    const o = server.options;
+    if (o.proxyProtocol !== null || o.greetingDelay > 0) {
+      if (!(await this.#preamble())) return;
+    } else if (!this.#claimIp()) return;
     log?.({
       type: "connect",
       session: s.id,
       remoteAddress: s.remoteAddress,
       remotePort: s.remotePort,
+      ...(s.proxy !== null
+        ? {
+          proxy: {
+            address: s.proxy.address,
+            port: s.proxy.port,
+            version: s.proxy.version,
+            command: s.proxy.command,
+            healthCheck: s.proxy.healthCheck,
+          },
+        }
+        : {}),
     });
     let reason = "eof";
     try {
@@ -849,7 +1011,9 @@ class ConnectionDriver {
             }
             let chunk: Uint8Array | null | Promise<Uint8Array | null>;
             try {
-              chunk = this.#io.read();
+              const pending = this.#pendingRead;
+              this.#pendingRead = null;
+              chunk = pending ?? this.#io.read();
             } catch {
               chunk = null;
             }
@@ -950,6 +1114,190 @@ class ConnectionDriver {
         });
       }
     }
+  }
+
+  /**
+   * Before the greeting: the PROXY header (read here for plaintext, or
+   * taken from the shim for implicit TLS), the per-IP count by the
+   * client's real address, and greetingDelay. Returns false when the
+   * connection was refused (a `refused` log entry; no session hooks, no
+   * connect/close entries) and is closed.
+   */
+  async #preamble(): Promise<boolean> {
+    const o = this.#server.options;
+    this.#inPreamble = true;
+    let rest: Uint8Array = EMPTY;
+    try {
+      if (o.proxyProtocol !== null) {
+        if (this.#conn.proxy !== undefined) this.#useProxy(this.#conn.proxy);
+        else {
+          const r = await this.#readProxyHeader(o.proxyProtocol.maxV2Length);
+          if (r === null) return false;
+          rest = r;
+        }
+      }
+      if (!this.#claimIp()) return false;
+      if (o.greetingDelay > 0) {
+        if (!(await this.#greetingDelay(o.greetingDelay, rest))) return false;
+      }
+    } finally {
+      this.#inPreamble = false;
+    }
+    if (this.#closing) {
+      this.#refused("server shutting down");
+      this.#conn.close();
+      return false;
+    }
+    // The client's idle time starts now; bytes after the header are its.
+    this.#engine.receive(rest, Date.now());
+    return true;
+  }
+
+  #refused(reason: string): void {
+    this.#server.logger?.({
+      type: "refused",
+      remoteAddress: this.session.remoteAddress,
+      reason,
+    });
+  }
+
+  /** Reads the PROXY header; returns the bytes after it, or null (refused, closed). */
+  async #readProxyHeader(maxV2Length: number): Promise<Uint8Array | null> {
+    const ms = this.#server.options.handshakeTimeout;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.#conn.close(true);
+    }, ms);
+    let buf: Uint8Array = EMPTY;
+    try {
+      for (;;) {
+        let chunk: Uint8Array | null;
+        try {
+          chunk = await this.#io.read();
+        } catch {
+          chunk = null;
+        }
+        if (chunk === null) {
+          this.#refused(
+            timedOut
+              ? `no PROXY header within ${ms} ms`
+              : this.#closing
+              ? "server shutting down"
+              : "connection closed before the PROXY header",
+          );
+          this.#conn.close(true);
+          return null;
+        }
+        if (buf.length === 0) buf = chunk;
+        else {
+          const merged = new Uint8Array(buf.length + chunk.length);
+          merged.set(buf);
+          merged.set(chunk, buf.length);
+          buf = merged;
+        }
+        const p = parseProxyHeader(buf, { maxV2Length });
+        switch (p.status) {
+          case "incomplete":
+            continue;
+          case "error":
+            this.#refused(`bad PROXY header: ${p.reason}`);
+            this.#conn.close(true);
+            return null;
+          case "ok":
+            this.#useProxy(p.header);
+            return buf.subarray(p.length);
+          default:
+            return assertNever(p);
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The session as the header tells it: the original client's address. */
+  #useProxy(h: ProxyHeader): void {
+    const s = this.session;
+    const peer = this.#conn.remoteAddr;
+    const relayed = h.command === "proxy" && h.family !== "unknown";
+    s.proxy = {
+      version: h.version,
+      command: h.command,
+      family: h.command === "local" ? "unknown" : h.family,
+      address: peer.hostname,
+      port: peer.port,
+      source: relayed ? h.source : null,
+      destination: relayed ? h.destination : null,
+      // HAProxy's v1 checks name the check's own connection as the client.
+      healthCheck: h.command === "local" ||
+        (relayed && h.family !== "unix" &&
+          stripMapped(h.source.address) === peer.hostname &&
+          h.source.port === peer.port),
+      tlvs: h.tlvs,
+    };
+    if (relayed && h.family !== "unix") {
+      s.remoteAddress = stripMapped(h.source.address);
+      s.remotePort = h.source.port;
+    }
+  }
+
+  /** Counts the connection for maxConnectionsPerIp; false: refused (421, closed). */
+  #claimIp(): boolean {
+    const ip = this.session.remoteAddress;
+    if (!this.#server.claimIp(ip)) {
+      this.#server.refuse(
+        this.#conn,
+        ip,
+        "too many connections from this address",
+        (bytes) => this.#io.write(bytes),
+      );
+      return false;
+    }
+    this.countedIp = ip;
+    return true;
+  }
+
+  /**
+   * Waits `ms` before the greeting; a client that sends anything first
+   * (`early`: bytes that came after the PROXY header) gets 554 5.7.1 and
+   * is closed. A read still pending when the wait ends is the loop's.
+   */
+  async #greetingDelay(ms: number, early: Uint8Array): Promise<boolean> {
+    // A chunk, null (the client left), or undefined (it kept quiet).
+    let r: Uint8Array | null | undefined = early.length > 0 ? early : undefined;
+    if (r === undefined) {
+      const read = new Promise<Uint8Array | null>((resolve) =>
+        resolve(this.#io.read())
+      ).catch(() => null);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waited = new Promise<undefined>((resolve) => {
+        timer = setTimeout(() => resolve(undefined), ms);
+      });
+      r = await Promise.race([read, waited]);
+      clearTimeout(timer);
+      if (r === undefined) {
+        this.#pendingRead = read;
+        return true;
+      }
+    }
+    if (r === null) {
+      this.#refused(
+        this.#closing
+          ? "server shutting down"
+          : "connection closed before the greeting",
+      );
+      this.#conn.close(true);
+      return false;
+    }
+    this.#refused("sent data before the greeting");
+    const name = this.#engine.options.serverName;
+    const reply = new TextEncoder().encode(
+      `554 5.7.1 ${name} Protocol error: talked before the greeting\r\n`,
+    );
+    new Promise<void>((resolve) => resolve(this.#io.write(reply)))
+      .catch(() => {}).finally(() => this.#conn.close());
+    return false;
   }
 
   /** Writes the engine's replies; `undefined` when it has none. */
@@ -1458,12 +1806,7 @@ class SmtpServer implements Server {
       : null;
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
-    const logger = options.logger;
-    this.logger = logger && ((entry) => {
-      try {
-        logger(entry);
-      } catch { /* the application's logger failed: nothing to tell */ }
-    });
+    this.logger = safeLogger(options.logger);
     this.#listener = listener;
     this.logger?.({
       type: "listen",
@@ -1503,40 +1846,81 @@ class SmtpServer implements Server {
 
   #admit(conn: Connection): void {
     const ip = conn.remoteAddr.hostname;
-    const perIp = this.#perIp.get(ip) ?? 0;
     const o = this.options;
+    // PROXY protocol: a peer that may not send a header gets nothing at
+    // all (a shim that read the header itself checked already). One with
+    // no address left before it was accepted (a proxy's connect-only
+    // health check): nothing to tell.
     if (
-      this.#drivers.size >= o.maxConnections ||
-      // On a Unix socket every client is local: no per-address limit.
-      (perIp >= o.maxConnectionsPerIp && o.path === null)
+      o.proxyProtocol !== null && conn.proxy === undefined &&
+      !o.proxyProtocol.trusted.has(ip)
     ) {
-      const reason = this.#drivers.size >= o.maxConnections
-        ? "too many connections"
-        : "too many connections from this address";
-      this.logger?.({ type: "refused", remoteAddress: ip, reason });
-      const name = this.engineOptions.serverName ?? "localhost";
-      const reply = new TextEncoder().encode(
-        `421 4.7.0 ${name} Too many connections, try again later\r\n`,
-      );
-      // The shim's write, or its stream's; a closed socket throws or rejects.
-      new Promise<void>((resolve) =>
-        resolve(
-          conn.write !== undefined
-            ? conn.write(reply)
-            : conn.writable.getWriter().write(reply),
-        )
-      ).catch(() => {}).finally(() => conn.close());
+      if (ip === "") return conn.close(true);
+      this.logger?.({
+        type: "refused",
+        remoteAddress: ip,
+        reason: "PROXY header from an untrusted address",
+      });
+      conn.close();
       return;
     }
-    this.#perIp.set(ip, perIp + 1);
+    if (this.#drivers.size >= o.maxConnections) {
+      return this.refuse(conn, ip, "too many connections");
+    }
+    // Counted per IP address by the driver (#claimIp), by the client's
+    // real address once a PROXY header has named it.
     const driver = new ConnectionDriver(this, conn);
     this.#drivers.add(driver);
     void driver.done.finally(() => {
       this.#drivers.delete(driver);
-      const n = (this.#perIp.get(ip) ?? 1) - 1;
-      if (n <= 0) this.#perIp.delete(ip);
-      else this.#perIp.set(ip, n);
+      const counted = driver.countedIp;
+      if (counted === null) return;
+      const n = (this.#perIp.get(counted) ?? 1) - 1;
+      if (n <= 0) this.#perIp.delete(counted);
+      else this.#perIp.set(counted, n);
     });
+  }
+
+  /**
+   * Counts a connection from `ip` for maxConnectionsPerIp: false when
+   * that would be over the limit. The driver calls it before the greeting
+   * (after the PROXY header, which names the address to count).
+   */
+  claimIp(ip: string): boolean {
+    // On a Unix socket every client is local: no per-address limit.
+    if (this.options.path !== null) return true;
+    const n = this.#perIp.get(ip) ?? 0;
+    if (n >= this.options.maxConnectionsPerIp) return false;
+    this.#perIp.set(ip, n + 1);
+    return true;
+  }
+
+  /**
+   * Refuses a connection: 421 4.7.0, then close. `write` is the driver's
+   * when it already reads and writes the connection; else the shim's
+   * write, or its stream's.
+   */
+  refuse(
+    conn: Connection,
+    ip: string,
+    reason: string,
+    write?: (bytes: Uint8Array) => void | Promise<void>,
+  ): void {
+    this.logger?.({ type: "refused", remoteAddress: ip, reason });
+    const name = this.engineOptions.serverName ?? "localhost";
+    const reply = new TextEncoder().encode(
+      `421 4.7.0 ${name} Too many connections, try again later\r\n`,
+    );
+    // A closed socket throws or rejects: either way, close.
+    new Promise<void>((resolve) =>
+      resolve(
+        write !== undefined
+          ? write(reply)
+          : conn.write !== undefined
+          ? conn.write(reply)
+          : conn.writable.getWriter().write(reply),
+      )
+    ).catch(() => {}).finally(() => conn.close());
   }
 
   /** Hands a message to onMessage, or to the `for await` loop. */
@@ -1653,6 +2037,8 @@ export async function createServer(
   const resolved = resolveServeOptions(options);
   // Throw a TypeError on a bad engine or auth option.
   new SmtpEngine(engineOptionsOf(options));
+  const proxy = resolved.proxyProtocol;
+  const logger = safeLogger(options.logger);
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,
@@ -1660,6 +2046,16 @@ export async function createServer(
     tls: options.tls,
     implicitTls: options.implicitTls ?? false,
     handshakeTimeout: resolved.handshakeTimeout,
+    ...(proxy !== null
+      ? {
+        proxyProtocol: {
+          trusted: (address: string) => proxy.trusted.has(address),
+          maxV2Length: proxy.maxV2Length,
+          onRefused: (remoteAddress: string, reason: string) =>
+            logger?.({ type: "refused", remoteAddress, reason }),
+        },
+      }
+      : {}),
   });
   return new SmtpServer(listener, options, runtime);
 }

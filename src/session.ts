@@ -5,6 +5,58 @@
  */
 
 import type { TlsInfo } from "./transport.ts";
+import type { ProxyEndpoint, ProxyTlvs } from "./proxy.ts";
+
+/**
+ * What a PROXY protocol header said about a connection (see
+ * `proxyProtocol` in the serve options), as `session.proxy`.
+ *
+ * With `command: "proxy"` and a TCP family, the session's
+ * `remoteAddress`/`remotePort` are the original client's (`source`). With
+ * `command: "local"` (a v2 LOCAL header: the proxy's own health check),
+ * family `unknown` (v1 `UNKNOWN`, v2 AF_UNSPEC) or `unix`, they stay the
+ * real peer's, which is the proxy.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ *
+ * await serve({
+ *   port: 0,
+ *   proxyProtocol: { trusted: ["10.0.0.0/8"] },
+ *   onConnect(session) {
+ *     if (session.proxy?.healthCheck) return;
+ *     console.log(session.remoteAddress, "via", session.proxy?.address);
+ *   },
+ * });
+ * ```
+ */
+export interface SessionProxy {
+  /** PROXY protocol version of the header. */
+  readonly version: 1 | 2;
+  /** `proxy`: relayed for a client; `local`: the proxy's own connection (a health check). */
+  readonly command: "proxy" | "local";
+  /** Address family of the header's addresses (`unknown` for LOCAL and UNKNOWN). */
+  readonly family: "tcp4" | "tcp6" | "unix" | "unknown";
+  /** The proxy's own address: the real peer of this TCP connection. */
+  readonly address: string;
+  /** The proxy's own port on this TCP connection. */
+  readonly port: number;
+  /** The original client as the header gave it (`null` for LOCAL and UNKNOWN). */
+  readonly source: ProxyEndpoint | null;
+  /** The address the client connected to, at the proxy (`null` for LOCAL and UNKNOWN). */
+  readonly destination: ProxyEndpoint | null;
+  /**
+   * The proxy opened this connection for itself (a health check), not for
+   * a client: a v2 LOCAL header, or a header whose source is the proxy's
+   * own end of this TCP connection (HAProxy's v1 health checks send
+   * `PROXY TCP4` with the check's own addresses). Leave these out of
+   * per-client statistics.
+   */
+  readonly healthCheck: boolean;
+  /** v2 TLVs: `authority` (the SNI the client sent the proxy), `ssl` (TLS the proxy terminated), `alpn`, ... Empty for v1. */
+  readonly tlvs: ProxyTlvs;
+}
 
 /**
  * One client connection as hooks see it. The driver keeps it up to date.
@@ -24,9 +76,13 @@ import type { TlsInfo } from "./transport.ts";
 export interface Session {
   /** A unique id (also in every log entry of the connection). */
   readonly id: string;
-  /** The client's IP address; `"unix"` on a Unix domain socket (`serve({ path })`). */
+  /**
+   * The client's IP address; `"unix"` on a Unix domain socket (`serve({
+   * path })`). Behind a PROXY protocol proxy, the original client's (from
+   * the header); see {@link Session.proxy}.
+   */
   readonly remoteAddress: string;
-  /** The client's port; 0 on a Unix domain socket. */
+  /** The client's port: the original client's behind a proxy, 0 on a Unix domain socket. */
   readonly remotePort: number;
   /** The server's IP address on this connection; `"unix"` on a Unix domain socket. */
   readonly localAddress: string;
@@ -48,6 +104,12 @@ export interface Session {
   readonly transactions: number;
   /** When the connection was accepted (ms since the epoch). */
   readonly openedAt: number;
+  /**
+   * The PROXY protocol header of this connection (its version, the
+   * proxy's own address, TLVs), or `null` when `proxyProtocol` is off.
+   * `proxy.healthCheck` marks a proxy's health check.
+   */
+  readonly proxy: SessionProxy | null;
 }
 
 /** A structured log entry. Command lines of AUTH are redacted. */
@@ -58,6 +120,18 @@ export type LogEntry =
     session: string;
     remoteAddress: string;
     remotePort: number;
+    /**
+     * With PROXY protocol on: the proxy's own address, the header's
+     * version and command, and whether the connection is the proxy's
+     * health check rather than a client's (see `SessionProxy`).
+     */
+    proxy?: {
+      address: string;
+      port: number;
+      version: 1 | 2;
+      command: "proxy" | "local";
+      healthCheck: boolean;
+    };
   }
   | { type: "refused"; remoteAddress: string; reason: string }
   | { type: "command"; session: string; line: string }

@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { ProxyHeader } from "./proxy.ts";
+
 /** A network address. */
 export interface NetAddress {
   /** IP address (or host name) as text, such as `"127.0.0.1"` or `"::1"`. */
@@ -72,6 +74,14 @@ export interface Connection {
   readonly localAddr: NetAddress;
   /** TLS details when the connection is encrypted, else `null`. */
   readonly tls: TlsInfo | null;
+  /**
+   * The PROXY protocol header, when the shim read it itself (implicit TLS
+   * with {@link ListenOptions.proxyProtocol}: the header comes before the
+   * handshake). `remoteAddr` stays the real peer (the proxy). Absent when
+   * the shim did not read one: with PROXY protocol on, the driver then
+   * reads the header from `readable` before the greeting.
+   */
+  readonly proxy?: ProxyHeader;
   /**
    * Upgrades the connection to TLS in place (server side of STARTTLS), when
    * the listener was given a certificate: stops reading plaintext, writes
@@ -202,6 +212,38 @@ export interface ListenOptions {
    * TLS or after STARTTLS) before the connection is closed. Default 30000.
    */
   handshakeTimeout?: number;
+  /**
+   * PROXY protocol in front of implicit TLS: each connection must start
+   * with a PROXY header (plaintext) before the TLS handshake. The shim
+   * reads it (within `handshakeTimeout`), runs the handshake on the bytes
+   * after it, and hands out the connection with `proxy` set. Shims ignore
+   * this for plaintext listeners: the driver reads the header there.
+   */
+  proxyProtocol?: ProxyListenOptions;
+}
+
+/**
+ * What a shim needs to read PROXY headers (see
+ * {@link ListenOptions.proxyProtocol}).
+ *
+ * @example
+ * ```ts
+ * import type { ProxyListenOptions } from "@smtpd/smtpd/transport";
+ *
+ * const proxyProtocol: ProxyListenOptions = {
+ *   trusted: (address) => address === "127.0.0.1",
+ *   maxV2Length: 4096,
+ *   onRefused: (address, reason) => console.warn(address, reason),
+ * };
+ * ```
+ */
+export interface ProxyListenOptions {
+  /** Whether the peer at this address may send a header (others are closed at once). */
+  trusted(address: string): boolean;
+  /** Largest v2 header accepted, in bytes. */
+  maxV2Length: number;
+  /** Told about each connection closed before the handshake (untrusted, bad header, timeout). */
+  onRefused?(remoteAddress: string, reason: string): void;
 }
 
 /** Default of {@link ListenOptions.handshakeTimeout}. */

@@ -405,6 +405,11 @@ describe("cli: arguments", () => {
       "--dsn",
       "--lmtp",
       "--no-chunking",
+      "--proxy-protocol",
+      "--proxy-trusted",
+      "10.0.0.0/8, ::1",
+      "--greeting-delay",
+      "3000",
       "--log",
       "json",
       "--quiet",
@@ -429,6 +434,9 @@ describe("cli: arguments", () => {
         authFile: "users",
         allowInsecureAuth: false,
         dsn: true,
+        proxyProtocol: true,
+        proxyTrusted: ["10.0.0.0/8", "::1"],
+        greetingDelay: 3000,
         log: "json",
         quiet: true,
         verbose: false,
@@ -476,6 +484,11 @@ describe("cli: arguments", () => {
     [["--socket", "/tmp/s", "--host", "::1"], "--socket"],
     [["--lmtp=yes"], "--lmtp"],
     [["--no-chunking=1"], "--no-chunking"],
+    [["--proxy-trusted", "10.0.0.0/8"], "--proxy-trusted"],
+    [["--proxy-protocol", "--proxy-trusted", "10.1.2.3/8"], "--proxy-trusted"],
+    [["--proxy-protocol", "--proxy-trusted", "10.0.0.1,"], "--proxy-trusted"],
+    [["--greeting-delay", "-5"], "--greeting-delay"],
+    [["--greeting-delay", "1s"], "--greeting-delay"],
     [["stray"], "stray"],
     [["hash-password", "a", "b"], "hash-password"],
     [["hash-password", "a:b"], "hash-password"],
@@ -894,6 +907,54 @@ describe("cli: the program", () => {
       assert.match(
         cli.stderr(),
         /warning: refused 127\.0\.0\.1: too many connections/,
+      );
+    } finally {
+      await stopCli(cli);
+    }
+  });
+
+  it("--proxy-protocol: Received names the original client, the log the proxy; no header, no greeting", async () => {
+    const maildir = freshPath();
+    const cli = await startCli([
+      "--maildir",
+      maildir,
+      "--server-name",
+      "mx.test",
+      "--proxy-protocol",
+      "--proxy-trusted",
+      "127.0.0.0/8,::1",
+      "--verbose",
+    ]);
+    try {
+      const c = await smtp(cli.port);
+      c.send("PROXY TCP4 192.0.2.77 198.51.100.1 4242 25\r\n");
+      assert.match(await c.reply(), /^220 /);
+      assert.match(await c.cmd("EHLO client.test"), /^250[ -]/);
+      assert.match(await c.cmd("MAIL FROM:<a@b.test>"), /^250 /);
+      assert.match(await c.cmd("RCPT TO:<x@y.test>"), /^250 /);
+      assert.match(await c.cmd("DATA"), /^354 /);
+      c.send("Subject: hi\r\n\r\nhello\r\n.\r\n");
+      assert.match(await c.reply(), /^250 /);
+      c.close();
+      const [name] = await files(`${maildir}/new`);
+      const { trace } = splitTrace(
+        await fs.readFile(`${maildir}/new/${name}`),
+      );
+      assert.match(
+        trace,
+        /^Received: from client\.test \(\[192\.0\.2\.77\]\)/m,
+      );
+      assert.match(
+        cli.stdout(),
+        /session=\S+ connect from 192\.0\.2\.77:4242 via proxy 127\.0\.0\.1:\d+/,
+      );
+      // A client without a header gets nothing and is closed.
+      const d = await smtp(cli.port);
+      d.send("EHLO client.test\r\n");
+      await d.closed;
+      await cli.waitFor(
+        /warning: refused 127\.0\.0\.1: bad PROXY header/,
+        "stderr",
       );
     } finally {
       await stopCli(cli);

@@ -7,6 +7,7 @@
 
 import { hostname as osHostname } from "node:os";
 import { parseArgs } from "node:util";
+import { CidrSet } from "../cidr.ts";
 
 /**
  * The version of smtpd (the same as in `package.json` and `deno.json`).
@@ -78,6 +79,13 @@ Options:
                          and ORCPT (default off)
   --no-chunking          do not offer CHUNKING (BDAT) and BINARYMIME
                          (RFC 3030; offered by default)
+  --proxy-protocol       every connection starts with a PROXY protocol v1
+                         or v2 header (HAProxy send-proxy[-v2]); the
+                         client's address comes from it
+  --proxy-trusted LIST   comma-separated addresses and CIDR ranges allowed
+                         to send the header (default 127.0.0.0/8,::1)
+  --greeting-delay MS    wait this long before the greeting; clients that
+                         talk first get 554 and are disconnected (default 0)
   --log text|json        log format (default text)
   --quiet                log errors of the server only (failures of
                          clients are summarised, as without --quiet, in
@@ -152,6 +160,12 @@ export interface CliOptions {
   allowInsecureAuth: boolean;
   /** `--dsn`: offer DSN. */
   dsn: boolean;
+  /** `--proxy-protocol`. */
+  proxyProtocol: boolean;
+  /** `--proxy-trusted`: the list, split at commas (`undefined`: loopback). */
+  proxyTrusted?: string[];
+  /** `--greeting-delay`: milliseconds before the greeting. */
+  greetingDelay?: number;
   /** `--log`. */
   log: "text" | "json";
   /** `--quiet`. */
@@ -230,6 +244,9 @@ const SERVE_FLAGS = {
   "auth-file": { type: "string" },
   "allow-insecure-auth": { type: "boolean" },
   dsn: { type: "boolean" },
+  "proxy-protocol": { type: "boolean" },
+  "proxy-trusted": { type: "string" },
+  "greeting-delay": { type: "string" },
   log: { type: "string" },
   quiet: { type: "boolean" },
   verbose: { type: "boolean" },
@@ -516,6 +533,13 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     authFile: values["auth-file"],
     allowInsecureAuth: values["allow-insecure-auth"] ?? false,
     dsn: values.dsn ?? false,
+    proxyProtocol: values["proxy-protocol"] ?? false,
+    proxyTrusted: values["proxy-trusted"]?.split(",").map((t) => t.trim()),
+    greetingDelay: integerFlag(
+      "--greeting-delay",
+      values["greeting-delay"],
+      0,
+    ),
     log,
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
@@ -540,6 +564,19 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   }
   if (options.requireTls && !tls) {
     throw new CliError("--require-tls", "needs --tls-cert and --tls-key");
+  }
+  if (options.proxyTrusted !== undefined) {
+    if (!options.proxyProtocol) {
+      throw new CliError("--proxy-trusted", "needs --proxy-protocol");
+    }
+    if (options.proxyTrusted.some((t) => t === "")) {
+      throw new CliError("--proxy-trusted", "has an empty entry");
+    }
+    try {
+      new CidrSet(options.proxyTrusted);
+    } catch (error) {
+      throw new CliError("--proxy-trusted", (error as Error).message);
+    }
   }
   if (options.allowInsecureAuth && options.authFile === undefined) {
     throw new CliError("--allow-insecure-auth", "needs --auth-file");

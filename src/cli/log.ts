@@ -214,11 +214,22 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
         );
         break;
       case "connect":
+        // A proxy's health check is no client.
         log.debug(
-          "connect",
-          `session=${entry.session} connect from ${
-            hostPort(entry.remoteAddress, entry.remotePort)
-          }`,
+          entry.proxy?.healthCheck ? "health-check" : "connect",
+          entry.proxy?.healthCheck
+            ? `session=${entry.session} health check from proxy ${
+              hostPort(entry.proxy.address, entry.proxy.port)
+            }`
+            : `session=${entry.session} connect from ${
+              hostPort(entry.remoteAddress, entry.remotePort)
+            }${
+              entry.proxy
+                ? ` via proxy ${
+                  hostPort(entry.proxy.address, entry.proxy.port)
+                }`
+                : ""
+            }`,
           entry,
         );
         break;

@@ -267,6 +267,16 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     // The engine enforces these: MAIL (and AUTH) before STARTTLS get 530
     // 5.7.0; with an auth file, MAIL before a successful AUTH gets 530.
     requireTls: o.requireTls,
+    ...(o.proxyProtocol
+      ? {
+        proxyProtocol: o.proxyTrusted !== undefined
+          ? { trusted: o.proxyTrusted }
+          : true,
+      }
+      : {}),
+    ...(o.greetingDelay !== undefined
+      ? { greetingDelay: o.greetingDelay }
+      : {}),
     allowInsecureAuth: o.allowInsecureAuth,
     dsn: o.dsn,
     // The auth file holds scrypt hashes, never passwords, so CRAM-MD5

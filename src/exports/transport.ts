@@ -31,7 +31,19 @@ export {
   type ListenOptions,
   matchServerName,
   type NetAddress,
+  type ProxyListenOptions,
   type TlsCertificate,
   type TlsInfo,
   type TlsOptions,
 } from "../transport.ts";
+export type {
+  ProxyEndpoint,
+  ProxyHeader,
+  ProxyHeaderLocal,
+  ProxyHeaderTcp,
+  ProxyHeaderUnix,
+  ProxyHeaderUnknown,
+  ProxyRawTlv,
+  ProxySslInfo,
+  ProxyTlvs,
+} from "../proxy.ts";

@@ -1,0 +1,125 @@
+/**
+ * PROXY protocol in front of implicit TLS, for `node:net` sockets: the
+ * header comes in plaintext before the TLS handshake, so the shim reads it
+ * before it starts TLS. Used by the `node:net` listener (and so by Deno
+ * and Bun, which run it for implicit TLS behind a proxy).
+ *
+ * Bytes that came with the header (the start of the ClientHello) are put
+ * back with `socket.unshift()`: `new tls.TLSSocket(socket)` feeds a
+ * socket's buffered bytes to the handshake before it reads on.
+ *
+ * @example
+ * ```ts
+ * import * as net from "node:net";
+ * import { readProxyPreamble } from "./proxy_preamble.ts";
+ *
+ * net.createServer(async (sock) => {
+ *   const header = await readProxyPreamble(sock, {
+ *     trusted: (a) => a === "127.0.0.1",
+ *     maxV2Length: 4096,
+ *   }, 30000);
+ *   if (header === null) return; // refused and destroyed
+ *   // sock is paused; the bytes after the header are still to be read
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import type * as net from "node:net";
+import { parseProxyHeader, type ProxyHeader } from "../src/proxy.ts";
+import type { ProxyListenOptions } from "../src/transport.ts";
+
+/** `::ffff:127.0.0.1` → `127.0.0.1`. */
+function stripMapped(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+}
+
+/**
+ * Reads a PROXY header from the start of `sock` (a peer not trusted is
+ * refused before anything is read). Resolves with the header, the socket
+ * paused and any bytes after the header unshifted back into it; or with
+ * `null` once the socket is destroyed and `onRefused` told why (untrusted
+ * peer, bad or missing header, not complete within `timeoutMs`, peer
+ * gone).
+ *
+ * @example
+ * ```ts
+ * import * as net from "node:net";
+ * import { readProxyPreamble } from "./proxy_preamble.ts";
+ *
+ * net.createServer(async (sock) => {
+ *   const header = await readProxyPreamble(sock, {
+ *     trusted: () => true,
+ *     maxV2Length: 4096,
+ *   }, 30000);
+ *   console.log(header?.command);
+ * });
+ * ```
+ */
+export function readProxyPreamble(
+  sock: net.Socket,
+  options: ProxyListenOptions,
+  timeoutMs: number,
+): Promise<ProxyHeader | null> {
+  if (sock.remoteAddress === undefined) {
+    // Gone before it was accepted (a proxy's connect-only health check
+    // resets at once): nothing to refuse, nothing to tell.
+    sock.destroy();
+    return Promise.resolve(null);
+  }
+  const peer = stripMapped(sock.remoteAddress);
+  if (!options.trusted(peer)) {
+    sock.destroy();
+    options.onRefused?.(peer, "PROXY header from an untrusted address");
+    return Promise.resolve(null);
+  }
+  return new Promise((resolve) => {
+    let buf = new Uint8Array(0);
+    let done = false;
+    const finish = (header: ProxyHeader | null, reason?: string): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.off("data", onData);
+      sock.off("end", onEnd);
+      sock.off("close", onEnd);
+      sock.off("error", onEnd);
+      if (header === null) {
+        sock.destroy();
+        options.onRefused?.(peer, reason!);
+      }
+      resolve(header);
+    };
+    const onData = (chunk: Uint8Array): void => {
+      const merged = new Uint8Array(buf.length + chunk.length);
+      merged.set(buf);
+      merged.set(chunk, buf.length);
+      buf = merged;
+      const r = parseProxyHeader(buf, { maxV2Length: options.maxV2Length });
+      switch (r.status) {
+        case "incomplete":
+          return;
+        case "error":
+          return finish(null, `bad PROXY header: ${r.reason}`);
+        case "ok":
+          // Synchronously, before the next chunk: no byte may be lost.
+          sock.pause();
+          if (r.length < buf.length) sock.unshift(buf.subarray(r.length));
+          return finish(r.header);
+        default:
+          return ((x: never) => x)(r);
+      }
+    };
+    const onEnd = (): void =>
+      finish(null, "connection closed before the PROXY header");
+    const timer = setTimeout(
+      () => finish(null, `no PROXY header within ${timeoutMs} ms`),
+      timeoutMs,
+    );
+    sock.on("data", onData);
+    sock.once("end", onEnd);
+    sock.once("close", onEnd);
+    sock.once("error", onEnd);
+  });
+}
