@@ -84,6 +84,7 @@ interface BunApi {
     hostname: string;
     port: number;
     allowHalfOpen?: boolean;
+    reusePort?: boolean;
     socket: Handlers;
   }): BunListener;
 }
@@ -353,6 +354,7 @@ export function listen(options: ListenOptions): Promise<Listener> {
     hostname: options.hostname,
     port: options.port,
     allowHalfOpen: true,
+    reusePort: options.reusePort ?? false,
     socket: {
       ...handlers,
       open(s) {

@@ -43,7 +43,14 @@ interface DenoListener extends AsyncIterable<DenoConn> {
   close(): void;
 }
 interface DenoApi {
-  listen(o: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  listen(o: {
+    hostname: string;
+    port: number;
+    transport: "tcp";
+    reusePort?: boolean;
+  }): DenoListener;
+  /** Present only with `--unstable-net` (as is `reusePort` in `listen`). */
+  listenDatagram?: unknown;
 }
 
 const READ_SIZE = 64 * 1024;
@@ -114,11 +121,17 @@ function wrap(conn: DenoConn): Connection {
 export function listen(options: ListenOptions): Promise<Listener> {
   const Deno = (globalThis as unknown as { Deno?: DenoApi }).Deno;
   if (!Deno) throw new Error("Cannot listen: not running on Deno");
-  if (options.tls) return listenNode(options);
+  // Deno.listen's reusePort is unstable: without --unstable-net, using it
+  // ends the process, so node:net (which has it) listens instead.
+  const unstableNet = typeof Deno.listenDatagram === "function";
+  if (options.tls || (options.reusePort && !unstableNet)) {
+    return listenNode(options);
+  }
   const l = Deno.listen({
     hostname: options.hostname,
     port: options.port,
     transport: "tcp",
+    ...(options.reusePort ? { reusePort: true } : {}),
   });
   let closed = false;
   return Promise.resolve({

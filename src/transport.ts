@@ -165,6 +165,12 @@ export interface ListenOptions {
    * TLS or after STARTTLS) before the connection is closed. Default 30000.
    */
   handshakeTimeout?: number;
+  /**
+   * Sets `SO_REUSEPORT` on the listening socket (Linux; also FreeBSD on
+   * Node), so that several processes can listen on the same port and the
+   * kernel spreads new connections among them. Default `false`.
+   */
+  reusePort?: boolean;
 }
 
 /** Default of {@link ListenOptions.handshakeTimeout}. */
