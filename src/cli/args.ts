@@ -5,7 +5,7 @@
  * @module
  */
 
-import { hostname as osHostname } from "node:os";
+import * as os from "node:os";
 import { parseArgs } from "node:util";
 
 /**
@@ -37,6 +37,8 @@ Options:
                          GiB (default 25M)
   --max-recipients N     recipients per message (default 100)
   --max-connections N    connections at once (default 1000)
+  --workers N|auto       server processes sharing the port (default 1;
+                         auto: one per core); one that dies is replaced
   --tls-cert FILE        PEM certificate chain: offer STARTTLS
   --tls-key FILE         PEM private key of --tls-cert
   --tls-implicit         TLS from the first byte (port 465 style) instead
@@ -85,6 +87,8 @@ export interface CliOptions {
   maxRecipients?: number;
   /** `--max-connections`. */
   maxConnections?: number;
+  /** `--workers`: server processes sharing the port (`auto` resolved to the number of cores). */
+  workers: number;
   /** `--tls-cert`: path of the PEM certificate chain. */
   tlsCert?: string;
   /** `--tls-key`: path of the PEM private key. */
@@ -160,6 +164,7 @@ const SERVE_FLAGS = {
   size: { type: "string" },
   "max-recipients": { type: "string" },
   "max-connections": { type: "string" },
+  workers: { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "tls-implicit": { type: "boolean" },
@@ -245,10 +250,30 @@ function textFlag(flag: string, value: string | undefined): string | undefined {
   return value;
 }
 
+/** `--workers N` or `auto` (one per core). */
+function workersFlag(value: string | undefined): number {
+  if (value === undefined) return 1;
+  if (value === "auto") {
+    try {
+      return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+    } catch {
+      return 1;
+    }
+  }
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= 1024)) {
+    throw new CliError(
+      "--workers",
+      `must be "auto" or a whole number from 1 to 1024, not "${value}"`,
+    );
+  }
+  return n;
+}
+
 /** The machine's name when it makes a valid server name, else `localhost`. */
 function defaultServerName(): string {
   try {
-    const name = osHostname();
+    const name = os.hostname();
     return /^[A-Za-z0-9_.-]+$/.test(name) ? name : "localhost";
   } catch {
     return "localhost";
@@ -343,6 +368,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
       values["max-connections"],
       1,
     ),
+    workers: workersFlag(values.workers),
     tlsCert: values["tls-cert"],
     tlsKey: values["tls-key"],
     tlsImplicit: values["tls-implicit"] ?? false,

@@ -33,6 +33,7 @@ import { CliError, parseCliArgs, USAGE, VERSION } from "./args.ts";
 import { hashPasswordCommand } from "./hash_password.ts";
 import { errorText } from "./log.ts";
 import { serveCommand } from "./serve.ts";
+import { isWorker, superviseWorkers } from "./workers.ts";
 
 export { VERSION };
 
@@ -66,7 +67,9 @@ export async function main(argv: string[]): Promise<number> {
       case "hash-password":
         return await hashPasswordCommand(command.user);
       case "serve":
-        return await serveCommand(command.options);
+        return await (command.options.workers > 1 && !isWorker()
+          ? superviseWorkers(command.options)
+          : serveCommand(command.options));
       default:
         return ((x: never) => x)(command);
     }

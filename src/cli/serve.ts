@@ -15,6 +15,7 @@ import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
 import { duration, errorText, hostPort, Log, serverLogger } from "./log.ts";
+import { workerChannel } from "./workers.ts";
 
 function runtimeName(runtime: string | undefined): string {
   const versions = process.versions as Record<string, string | undefined>;
@@ -41,12 +42,15 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   }
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
+  // Under --workers: the port the parent chose, and a channel to report on.
+  const worker = workerChannel();
   const listen: { runtime?: string } = {};
 
   const options: ServeOptions = {
     hostname: o.host,
-    port: o.port,
+    port: worker?.port ?? o.port,
     serverName: o.serverName,
+    ...(worker?.reusePort ? { reusePort: true } : {}),
     ...(o.size !== undefined ? { maxMessageSize: o.size } : {}),
     ...(o.maxRecipients !== undefined
       ? { maxRecipients: o.maxRecipients }
@@ -148,6 +152,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       } catch { /* never added */ }
     };
   });
+  worker?.onStop((why) => signalled(why));
 
   let server: Server;
   try {
@@ -181,6 +186,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       maildir: maildirPath,
     },
   );
+  worker?.listening(server.addr.port);
   const why = await Promise.race([
     stopSignal,
     server.finished.then(() => "listener closed"),
@@ -191,6 +197,11 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   await server.close();
   for (const remove of handlers) remove();
   const uptime = Date.now() - started;
+  // A worker reports to the parent, which prints one summary for all.
+  if (worker) {
+    await worker.stopped(stats);
+    return why === "listener closed" ? 1 : 0;
+  }
   log.info(
     "stopped",
     `stopped after ${duration(uptime)}: ${count(stats.messages, "message")}, ${
