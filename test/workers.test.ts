@@ -6,11 +6,12 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { serve } from "../mod.ts";
+import { parseCliArgs } from "../src/cli/args.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const g = globalThis as { Deno?: unknown; Bun?: unknown };
@@ -61,11 +62,15 @@ after(() => {
   }
 });
 
-function start(file: string, args: string[]): Child {
+function start(
+  file: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Child {
   const { cmd, args: base } = runCommand(file);
   const child = spawn(cmd, [...base, ...args], {
     cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1" },
+    env: { ...process.env, NO_COLOR: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   running.add(child);
@@ -306,7 +311,9 @@ describe("smtpd --workers", () => {
     const killed = workerPids[0];
     process.kill(killed, "SIGKILL");
     await cli.waitFor(
-      new RegExp(`worker ${killed} exited with signal SIGKILL; starting another`),
+      new RegExp(
+        `worker ${killed} exited with signal SIGKILL; starting another`,
+      ),
     );
     await cli.waitFor(/listening on 127\.0\.0\.1:\d+ /, 3);
     const more = await pool(20, 5, (i) => sendMessage(port, `n${i}`));
@@ -327,6 +334,22 @@ describe("smtpd --workers", () => {
     assert.match(out, /\(2 workers, 1 restart\)/);
     for (const pid of new Set([...by.keys()])) {
       assert.throws(() => process.kill(pid, 0), { code: "ESRCH" });
+    }
+  });
+
+  it("reads --workers N and auto (one per core)", () => {
+    const workers = (argv: string[]) => {
+      const c = parseCliArgs(argv);
+      return c.command === "serve" ? c.options.workers : null;
+    };
+    assert.equal(workers([]), 1);
+    assert.equal(workers(["--workers", "4"]), 4);
+    assert.equal(workers(["--workers", "auto"]), availableParallelism());
+    for (const bad of ["0", "two", "1.5", "1025"]) {
+      assert.throws(() => workers(["--workers", bad]), {
+        message:
+          `--workers: must be "auto" or a whole number from 1 to 1024, not "${bad}"`,
+      });
     }
   });
 
@@ -352,5 +375,26 @@ describe("smtpd --workers", () => {
     assert.equal(exit.code, 2, cli.output());
     // Said once (by the first worker), not once per worker.
     assert.equal(cli.output().match(/--tls-cert/g)?.length, 1, cli.output());
+  });
+});
+
+describe(`examples/workers_${RUNTIME}.ts`, () => {
+  it("runs two workers on one port, both receiving, and stops on SIGTERM", async () => {
+    const port = await freePort();
+    const ex = start(`examples/workers_${RUNTIME}.ts`, [String(port)], {
+      WORKERS: "2",
+    });
+    await ex.waitFor(/worker \d+ listening on/, 2);
+    const replies = await pool(30, 6, (i) => sendMessage(port, `e${i}`));
+    for (const r of replies) assert.match(r, /^250 /);
+    const lines = await ex.waitFor(
+      /message from=<a@example\.org> worker=(\d+)/,
+      30,
+    );
+    assert.equal(new Set(lines.map((m) => m[1])).size, 2, ex.output());
+    process.kill(ex.child.pid!, "SIGTERM");
+    const exit = await ex.exited;
+    assert.equal(exit.code, 0, ex.output());
+    assert.match(ex.output(), /^stopped$/m);
   });
 });

@@ -33,7 +33,7 @@ import { CliError, parseCliArgs, USAGE, VERSION } from "./args.ts";
 import { hashPasswordCommand } from "./hash_password.ts";
 import { errorText } from "./log.ts";
 import { serveCommand } from "./serve.ts";
-import { isWorker, superviseWorkers } from "./workers.ts";
+import { isWorker, leaveParent, superviseWorkers } from "./workers.ts";
 
 export { VERSION };
 
@@ -67,9 +67,10 @@ export async function main(argv: string[]): Promise<number> {
       case "hash-password":
         return await hashPasswordCommand(command.user);
       case "serve":
-        return await (command.options.workers > 1 && !isWorker()
-          ? superviseWorkers(command.options)
-          : serveCommand(command.options));
+        if (command.options.workers > 1 && !isWorker()) {
+          return await superviseWorkers(command.options);
+        }
+        return await serveCommand(command.options);
       default:
         return ((x: never) => x)(command);
     }
@@ -101,10 +102,12 @@ if (isEntryPoint()) {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
+      leaveParent(code);
     },
     (error) => {
       process.stderr.write(`smtpd: error: ${errorText(error)}\n`);
       process.exitCode = 1;
+      leaveParent(1);
     },
   );
 }

@@ -72,7 +72,7 @@ export interface WorkerChannel {
   listening(port: number): void;
   /** Calls `stop` when the parent asks to stop, or goes away. */
   onStop(stop: (why: string) => void): void;
-  /** Reports the counts to the parent (instead of printing a summary) and lets go of the channel. */
+  /** Reports the counts to the parent (instead of printing a summary). */
   stopped(stats: WorkerStats): Promise<void>;
 }
 
@@ -81,6 +81,21 @@ export function isWorker(): boolean {
   const mode = process.env[WORKER_ENV];
   return (mode === "reuseport" || mode === "cluster") &&
     typeof process.send === "function";
+}
+
+/**
+ * Ends a worker's link to the parent once its work is done, so that the
+ * process exits with `code`: the IPC channel would keep it alive (and under
+ * `node:cluster`, disconnecting exits at once with status 0, so exit here).
+ *
+ * @param code the exit status
+ */
+export function leaveParent(code: number): void {
+  if (!isWorker()) return;
+  if (process.env[WORKER_ENV] === "cluster") process.exit(code);
+  try {
+    process.disconnect?.();
+  } catch { /* already disconnected */ }
 }
 
 /** The channel to the parent when this process is a worker, else `null`. */
@@ -117,10 +132,6 @@ export function workerChannel(): WorkerChannel | null {
       if (onDisconnect) process.off("disconnect", onDisconnect);
       if (onMessage) process.off("message", onMessage);
       await send({ smtpd: "stopped", ...stats });
-      // The channel would keep the process alive.
-      try {
-        process.disconnect?.();
-      } catch { /* already disconnected */ }
     },
   };
 }
