@@ -7,16 +7,36 @@
 //   bun examples/workers_bun.ts 2525
 import { availableParallelism } from "node:os";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { serve } from "../runtimes/bun.ts";
+
+/** The part of Bun's API used here (bun-types has all of it). */
+interface Subprocess {
+  readonly pid: number;
+  readonly exited: Promise<number>;
+  readonly exitCode: number | null;
+  readonly signalCode: string | null;
+  kill(signal?: string): void;
+}
+declare const Bun: {
+  spawn(
+    cmd: string[],
+    o: { env: Record<string, string | undefined>; stdio: string[] },
+  ): Subprocess;
+};
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 2525);
 
 if (process.env.SMTPD_EXAMPLE_WORKER === undefined) {
   const count = Number(process.env.WORKERS ?? availableParallelism());
-  const children = new Set<Bun.Subprocess>();
+  const children = new Set<Subprocess>();
   let stopping = false;
   const run = async (): Promise<void> => {
-    const child = Bun.spawn([process.execPath, import.meta.path, `${port}`], {
+    const child = Bun.spawn([
+      process.execPath,
+      fileURLToPath(import.meta.url),
+      `${port}`,
+    ], {
       env: { ...process.env, SMTPD_EXAMPLE_WORKER: "1" },
       stdio: ["ignore", "inherit", "inherit"],
     });
