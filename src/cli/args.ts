@@ -38,7 +38,8 @@ Options:
   --max-recipients N     recipients per message (default 100)
   --max-connections N    connections at once (default 1000)
   --workers N|auto       server processes sharing the port (default 1;
-                         auto: one per core); one that dies is replaced
+                         auto: one per core); one that dies is replaced;
+                         limits such as --max-connections are per process
   --tls-cert FILE        PEM certificate chain: offer STARTTLS
   --tls-key FILE         PEM private key of --tls-cert
   --tls-implicit         TLS from the first byte (port 465 style) instead
