@@ -15,6 +15,7 @@ const library: Options = {
     "runtimes/bun": "runtimes/bun.ts",
     "runtimes/node": "runtimes/node.ts",
     maildir: "src/maildir.ts",
+    webhook: "src/webhook.ts",
     testing: "src/testing.ts",
   },
   format: ["esm", "cjs"],

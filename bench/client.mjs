@@ -7,6 +7,21 @@
 //   node bench/client.mjs --port P --sessions 20 --messages 20000 --size 1024
 //   node bench/client.mjs --port P --big 100        # one 100 MB message
 //
+//   node bench/client.mjs --port P --sessions 20 --messages 20000 --size 1024 --bdat
+//   node bench/client.mjs --port P --idle 1000     # hold 1000 idle sessions
+//   node bench/client.mjs --port P --probe         # the EHLO keywords
+//
+// --bdat (workload W6): RFC 3030 instead of DATA, one write per message:
+// `MAIL`, `RCPT`, `BDAT <size> LAST` and the message bytes pipelined, then
+// three replies. When the server's EHLO reply has no CHUNKING the client
+// sends QUIT, prints {"skipped":"no CHUNKING"} and exits 3.
+//
+// --idle N: opens N sessions (200 at a time), reads each greeting, sends
+// EHLO and reads its reply, then prints {"held":N} and keeps them open
+// until stdin ends; then closes them and exits.
+//
+// --probe: prints {"ehlo":["PIPELINING",...]} (the EHLO keywords).
+//
 // --messages is the total over all sessions. Prints one JSON line:
 // {"messages":N,"bytes":B,"ms":T}. Exits 1 on any unexpected reply, a
 // closed connection, or when --timeout (ms, default 600000) passes.
@@ -24,6 +39,9 @@ const sessions = opt("sessions", 1);
 const total = opt("messages", 1);
 const size = opt("size", 1024);
 const bigMb = opt("big", 0);
+const idle = opt("idle", 0);
+const bdat = args.includes("--bdat");
+const probe = args.includes("--probe");
 const timeout = opt("timeout", 600000);
 if (!(port > 0)) {
   console.error(
@@ -50,6 +68,9 @@ function message(bytes) {
 class Replies {
   buf = "";
   codes = [];
+  /** Every line of the last multi-line reply, for the EHLO keywords. */
+  lines = [];
+  current = [];
   waiter = null;
   want = 0;
   failed = null;
@@ -61,7 +82,12 @@ class Replies {
       while ((nl = this.buf.indexOf("\r\n")) >= 0) {
         const line = this.buf.slice(0, nl);
         this.buf = this.buf.slice(nl + 2);
-        if (line[3] !== "-") this.codes.push(line);
+        this.current.push(line);
+        if (line[3] !== "-") {
+          this.codes.push(line);
+          this.lines = this.current;
+          this.current = [];
+        }
       }
       this.check();
     });
@@ -132,6 +158,76 @@ async function pipelined(count, msg) {
   sock.end();
 }
 
+/** EHLO keywords from the last reply (first word of each line after the first). */
+function keywords(replies) {
+  return replies.lines.slice(1).map((l) =>
+    l.slice(4).split(" ")[0].toUpperCase()
+  );
+}
+
+const SKIPPED = new Error("skipped");
+
+async function chunked(count, msg) {
+  const { sock, replies } = await connect();
+  await replies.expect("2");
+  sock.write("EHLO client.bench.example\r\n");
+  await replies.expect("2");
+  if (!keywords(replies).includes("CHUNKING")) {
+    sock.end("QUIT\r\n");
+    throw SKIPPED;
+  }
+  const body = Buffer.from(msg, "latin1");
+  const one = Buffer.concat([
+    Buffer.from(`${FROM}${RCPT}BDAT ${body.length} LAST\r\n`, "latin1"),
+    body,
+  ]);
+  for (let i = 0; i < count; i++) {
+    sock.write(one);
+    await replies.expect("2", "2", "2");
+  }
+  sock.write("QUIT\r\n");
+  await replies.expect("2");
+  sock.end();
+}
+
+async function hold(n) {
+  const socks = [];
+  for (let done = 0; done < n;) {
+    const batch = Math.min(200, n - done);
+    const opened = await Promise.all(
+      Array.from({ length: batch }, async () => {
+        const c = await connect();
+        await c.replies.expect("2");
+        c.sock.write("EHLO client.bench.example\r\n");
+        await c.replies.expect("2");
+        return c;
+      }),
+    );
+    socks.push(...opened);
+    done += batch;
+  }
+  clearTimeout(timer);
+  console.log(JSON.stringify({ held: socks.length }));
+  await new Promise((r) => {
+    process.stdin.on("data", () => {});
+    process.stdin.on("end", r);
+    process.stdin.on("close", r);
+  });
+  for (const { sock } of socks) sock.destroy();
+}
+
+async function probeEhlo() {
+  const { sock, replies } = await connect();
+  await replies.expect("2");
+  sock.write("EHLO client.bench.example\r\n");
+  await replies.expect("2");
+  const kw = keywords(replies);
+  sock.write("QUIT\r\n");
+  await replies.expect("2").catch(() => {});
+  sock.end();
+  return kw;
+}
+
 async function big(mb) {
   const { sock, replies } = await connect();
   await replies.expect("2");
@@ -157,7 +253,11 @@ const timer = setTimeout(() => {
 }, timeout);
 const t0 = performance.now();
 try {
-  if (bigMb > 0) {
+  if (probe) {
+    console.log(JSON.stringify({ ehlo: await probeEhlo() }));
+  } else if (idle > 0) {
+    await hold(idle);
+  } else if (bigMb > 0) {
     await big(bigMb);
     console.log(JSON.stringify({
       messages: 1,
@@ -170,7 +270,7 @@ try {
     const jobs = [];
     for (let s = 0; s < sessions; s++) {
       const n = per + (s < total % sessions ? 1 : 0);
-      if (n > 0) jobs.push(pipelined(n, msg));
+      if (n > 0) jobs.push(bdat ? chunked(n, msg) : pipelined(n, msg));
     }
     await Promise.all(jobs);
     console.log(JSON.stringify({
@@ -180,6 +280,10 @@ try {
     }));
   }
 } catch (e) {
+  if (e === SKIPPED) {
+    console.log(JSON.stringify({ skipped: "no CHUNKING" }));
+    process.exit(3);
+  }
   console.error(`client: ${e.message}`);
   process.exit(1);
 }

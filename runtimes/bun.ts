@@ -33,6 +33,13 @@ import {
   type TlsOptions,
 } from "../src/transport.ts";
 import { listen as listenNode, loadTlsOptions } from "./node_net.ts";
+import {
+  prepareSocketPath,
+  removeSocketPath,
+  socketFileId,
+  unixAddr,
+  unixConnection,
+} from "./unix_path.ts";
 
 export * from "../src/api.ts";
 export type { Connection, Listener, ListenOptions } from "../src/transport.ts";
@@ -80,13 +87,13 @@ interface BunListener {
   stop(closeActive?: boolean): void;
 }
 interface BunApi {
-  listen(o: {
-    hostname: string;
-    port: number;
-    allowHalfOpen?: boolean;
-    reusePort?: boolean;
-    socket: Handlers;
-  }): BunListener;
+  listen(
+    o: ({ hostname: string; port: number } | { unix: string }) & {
+      allowHalfOpen?: boolean;
+      reusePort?: boolean;
+      socket: Handlers;
+    },
+  ): BunListener;
 }
 
 const HIGH_WATER_MARK = 64 * 1024;
@@ -333,10 +340,12 @@ function bunTlsInfo(s: BunSocket): TlsInfo {
  * listener.close();
  * ```
  */
-export function listen(options: ListenOptions): Promise<Listener> {
+export async function listen(options: ListenOptions): Promise<Listener> {
   const Bun = (globalThis as unknown as { Bun?: BunApi }).Bun;
   if (!Bun) throw new Error("Cannot listen: not running on Bun");
   if (options.tls?.sni !== undefined) return listenNode(options);
+  const path = options.path;
+  if (path !== undefined) await prepareSocketPath(path);
   let current: BunTls | null;
   try {
     current = options.tls ? bunTls(loadTlsOptions(options.tls)) : null;
@@ -348,11 +357,14 @@ export function listen(options: ListenOptions): Promise<Listener> {
     handshakeTimeout: options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS,
   };
   const queue = new ConnectionQueue();
-  const push = (c: Connection) => queue.push(c);
+  const push = path === undefined
+    ? (c: Connection) => queue.push(c)
+    : (c: Connection) => queue.push(unixConnection(c, path));
   const implicit = options.implicitTls === true && tls !== null;
   const server = Bun.listen({
-    hostname: options.hostname,
-    port: options.port,
+    ...(path !== undefined
+      ? { unix: path }
+      : { hostname: options.hostname, port: options.port }),
     allowHalfOpen: true,
     reusePort: options.reusePort ?? false,
     socket: {
@@ -371,10 +383,15 @@ export function listen(options: ListenOptions): Promise<Listener> {
       },
     },
   });
+  const fileId = path !== undefined ? socketFileId(path) : null;
   const listener: Listener = {
-    addr: { hostname: server.hostname, port: server.port },
+    addr: path !== undefined
+      ? unixAddr(path)
+      : { hostname: server.hostname, port: server.port },
     close() {
-      if (queue.close()) server.stop(false);
+      if (!queue.close()) return;
+      server.stop(false);
+      if (path !== undefined) removeSocketPath(path, fileId);
     },
     [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
   };
@@ -389,7 +406,7 @@ export function listen(options: ListenOptions): Promise<Listener> {
       tls.current = bunTls(o);
     };
   }
-  return Promise.resolve(listener);
+  return listener;
 }
 
 /**

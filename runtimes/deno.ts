@@ -25,6 +25,13 @@
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import type { Connection, Listener, ListenOptions } from "../src/transport.ts";
 import { listen as listenNode } from "./node_net.ts";
+import {
+  prepareSocketPath,
+  removeSocketPath,
+  socketFileId,
+  unixAddr,
+  unixConnection,
+} from "./unix_path.ts";
 
 export * from "../src/api.ts";
 export type { Connection, Listener, ListenOptions } from "../src/transport.ts";
@@ -43,12 +50,12 @@ interface DenoListener extends AsyncIterable<DenoConn> {
   close(): void;
 }
 interface DenoApi {
-  listen(o: {
-    hostname: string;
-    port: number;
-    transport: "tcp";
-    reusePort?: boolean;
-  }): DenoListener;
+  listen(
+    o: { hostname: string; port: number; transport: "tcp" } | {
+      path: string;
+      transport: "unix";
+    },
+  ): DenoListener;
   /** Present only with `--unstable-net` (as is `reusePort` in `listen`). */
   listenDatagram?: unknown;
 }
@@ -118,7 +125,7 @@ function wrap(conn: DenoConn): Connection {
  * listener.close();
  * ```
  */
-export function listen(options: ListenOptions): Promise<Listener> {
+export async function listen(options: ListenOptions): Promise<Listener> {
   const Deno = (globalThis as unknown as { Deno?: DenoApi }).Deno;
   if (!Deno) throw new Error("Cannot listen: not running on Deno");
   // Deno.listen's reusePort is unstable: without --unstable-net, using it
@@ -127,30 +134,42 @@ export function listen(options: ListenOptions): Promise<Listener> {
   if (options.tls || (options.reusePort && !unstableNet)) {
     return listenNode(options);
   }
-  const l = Deno.listen({
-    hostname: options.hostname,
-    port: options.port,
-    transport: "tcp",
-    ...(options.reusePort ? { reusePort: true } : {}),
-  });
+  const path = options.path;
+  if (path !== undefined) await prepareSocketPath(path);
+  const l = Deno.listen(
+    path !== undefined ? { path, transport: "unix" } : {
+      hostname: options.hostname,
+      port: options.port,
+      transport: "tcp",
+      ...(options.reusePort ? { reusePort: true } : {}),
+    },
+  );
+  const fileId = path !== undefined ? socketFileId(path) : null;
   let closed = false;
-  return Promise.resolve({
-    addr: { hostname: l.addr.hostname, port: l.addr.port },
+  return {
+    addr: path !== undefined
+      ? unixAddr(path)
+      : { hostname: l.addr.hostname, port: l.addr.port },
     close() {
       if (closed) return;
       closed = true;
       try {
         l.close();
       } catch { /* already closed */ }
+      if (path !== undefined) removeSocketPath(path, fileId);
     },
     async *[Symbol.asyncIterator]() {
       try {
-        for await (const conn of l) yield wrap(conn);
+        for await (const conn of l) {
+          yield path !== undefined
+            ? unixConnection(wrap(conn), path)
+            : wrap(conn);
+        }
       } catch (err) {
         if (!closed) throw err;
       }
     },
-  });
+  };
 }
 
 /**

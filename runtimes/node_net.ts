@@ -27,6 +27,13 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import {
+  prepareSocketPath,
+  removeSocketPath,
+  socketFileId,
+  unixAddr,
+  unixConnection,
+} from "./unix_path.ts";
+import {
   checkTlsOptions,
   type Connection,
   ConnectionQueue,
@@ -348,14 +355,14 @@ function stripMapped(ip: string): string {
  * listener.close();
  * ```
  */
-export function listen(options: ListenOptions): Promise<Listener> {
+export async function listen(options: ListenOptions): Promise<Listener> {
+  const path = options.path;
+  if (path !== undefined) await prepareSocketPath(path);
   if (options.reusePort && !hasReusePort()) {
-    return Promise.reject(
-      new TypeError(
-        `Cannot use option reusePort: Node ${
-          (globalThis as { process?: { version?: string } }).process?.version
-        } has no SO_REUSEPORT (Node 22.12 or later has); use node:cluster to run several processes on one port`,
-      ),
+    throw new TypeError(
+      `Cannot use option reusePort: Node ${
+        (globalThis as { process?: { version?: string } }).process?.version
+      } has no SO_REUSEPORT (Node 22.12 or later has); use node:cluster to run several processes on one port`,
     );
   }
   let config: TlsConfig | null;
@@ -366,7 +373,9 @@ export function listen(options: ListenOptions): Promise<Listener> {
   }
   const handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
   const queue = new ConnectionQueue();
-  const push = (c: Connection) => queue.push(c);
+  const push = path === undefined
+    ? (c: Connection) => queue.push(c)
+    : (c: Connection) => queue.push(unixConnection(c, path));
   // allowHalfOpen: a client's FIN ends its input only, so the replies to
   // what it sent before (QUIT included) still go out. Without it Node ended
   // the socket on the FIN and every later reply was lost.
@@ -397,19 +406,19 @@ export function listen(options: ListenOptions): Promise<Listener> {
   );
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    const where: net.ListenOptions & { reusePort?: boolean } = {
-      port: options.port,
-      host: options.hostname,
-      ...(options.reusePort ? { reusePort: true } : {}),
-    };
-    server.listen(where, () => {
+    const listening = () => {
       server.off("error", reject);
       server.on("error", () => {});
       const a = server.address() as net.AddressInfo;
+      const fileId = path !== undefined ? socketFileId(path) : null;
       const listener: Listener = {
-        addr: { hostname: a.address, port: a.port },
+        addr: path !== undefined
+          ? unixAddr(path)
+          : { hostname: a.address, port: a.port },
         close() {
-          if (queue.close()) server.close();
+          if (!queue.close()) return;
+          server.close();
+          if (path !== undefined) removeSocketPath(path, fileId);
         },
         [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
       };
@@ -420,6 +429,15 @@ export function listen(options: ListenOptions): Promise<Listener> {
         };
       }
       resolve(listener);
-    });
+    };
+    if (path !== undefined) server.listen(path, listening);
+    else {
+      const where: net.ListenOptions & { reusePort?: boolean } = {
+        port: options.port,
+        host: options.hostname,
+        ...(options.reusePort ? { reusePort: true } : {}),
+      };
+      server.listen(where, listening);
+    }
   });
 }

@@ -99,6 +99,7 @@ if (!skipChecks) {
       "runtimes/",
       "test/",
       "bench/",
+      "examples/",
     ]],
     ["deno lint", deno, ["lint"]],
     // Each entry point on its own: its docs must be complete by themselves

@@ -36,9 +36,39 @@ export interface AuthOptions {
    * Checks credentials: `true` accepts, `false` answers 535 5.7.8; a thrown
    * `SmtpError` is sent as is, any other error answers 454 4.7.0. Gets the
    * password (PLAIN, LOGIN), the token (XOAUTH2), or the CRAM-MD5 challenge
-   * and digest when there is no `lookupPassword`.
+   * and digest when there is no `lookupPassword`. With AUTH PLAIN it also
+   * sees `authorizationId` (the identity the client asks to act as), but
+   * `true` accepts the login only: see `authorize`.
    */
   verify?: (
+    credentials: AuthCredentials,
+    session: Session,
+  ) => boolean | Promise<boolean>;
+  /**
+   * AUTH PLAIN with an authorization identity (`credentials.authorizationId`:
+   * log in as `credentials.username`, act as `authorizationId`): called
+   * after the credentials checked out; `true` allows it. Without this
+   * hook, such an attempt fails with 535 5.7.8 (RFC 4616 §2); an
+   * authorization identity equal to the login (or empty) needs no hook.
+   * `session.user` is the login either way. A thrown `SmtpError` is sent
+   * as is, any other error answers 454 4.7.0.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   *
+   * const admins = new Set(["root"]);
+   * await serve({
+   *   port: 0,
+   *   auth: {
+   *     lookupPassword: (user) => (user === "root" ? "s3cret" : null),
+   *     authorize: (authorizationId, { username }) => admins.has(username),
+   *   },
+   * });
+   * ```
+   */
+  authorize?: (
+    authorizationId: string,
     credentials: AuthCredentials,
     session: Session,
   ) => boolean | Promise<boolean>;
@@ -90,7 +120,7 @@ export function resolveAuth(auth: AuthOptions | undefined): ResolvedAuth {
   if (typeof auth !== "object" || auth === null) {
     throw new TypeError("Cannot use option auth: value is not an object");
   }
-  for (const hook of ["verify", "lookupPassword"] as const) {
+  for (const hook of ["verify", "lookupPassword", "authorize"] as const) {
     if (auth[hook] !== undefined && typeof auth[hook] !== "function") {
       throw new TypeError(
         `Cannot use option auth.${hook}: value is not a function`,
@@ -152,6 +182,8 @@ function sameText(a: string, b: string): boolean {
  * Checks credentials with the application's hooks: CRAM-MD5 against the
  * looked-up password (HMAC-MD5 of the challenge, RFC 2195), the others with
  * `verify` (or against the looked-up password when there is no `verify`).
+ * Credentials with an `authorizationId` pass only when `authorize` also
+ * allows it.
  *
  * @example
  * ```ts
@@ -166,6 +198,21 @@ function sameText(a: string, b: string): boolean {
  * ```
  */
 export async function checkAuth(
+  auth: AuthOptions,
+  credentials: AuthCredentials,
+  session: Session,
+): Promise<boolean> {
+  if (!(await authenticate(auth, credentials, session))) return false;
+  const authzid = credentials.authorizationId;
+  if (authzid === undefined || authzid === "") return true;
+  if (authzid === credentials.username) return true;
+  // RFC 4616 §2: acting as another identity needs the server's consent.
+  if (auth.authorize === undefined) return false;
+  return (await auth.authorize(authzid, credentials, session)) === true;
+}
+
+/** Whether the credentials check out (who the client is). */
+async function authenticate(
   auth: AuthOptions,
   credentials: AuthCredentials,
   session: Session,

@@ -263,6 +263,10 @@ export class SmtpEngine {
   #pos = 0;
   #lastActivity: number;
   #dataStarted = 0;
+  /** When the session started (sessionTimeout). */
+  #sessionStarted: number;
+  /** When the first byte of the command line in progress came. */
+  #lineStarted = 0;
 
   #out = "";
   #badCommands = 0;
@@ -320,6 +324,7 @@ export class SmtpEngine {
     this.options = resolveEngineOptions(options);
     this.#secure = this.options.secure;
     this.#lastActivity = now;
+    this.#sessionStarted = now;
   }
 
   // ---------------------------------------------------------------- input
@@ -331,7 +336,21 @@ export class SmtpEngine {
    */
   receive(chunk: Uint8Array, now: number): void {
     this.#lastActivity = now;
-    if (chunk.length === 0) return;
+    if (chunk.length === 0) {
+      // The driver's "the hook has answered": time in a hook does not
+      // count against the command line the client pipelined behind it.
+      this.#lineStarted = now;
+      return;
+    }
+    // A new line starts with this chunk when nothing is left of the last
+    // one. A body's bytes do not count for commandTimeout: the line after
+    // the body started with the last chunk at the earliest.
+    if (
+      this.#mode === "data" ||
+      (this.#pos >= this.#buf.length && this.#mode !== "discard-line")
+    ) {
+      this.#lineStarted = now;
+    }
     if (this.#mode === "closed" || this.#mode === "tls") return; // RFC 3207 §4.2
     if (this.#pos >= this.#buf.length) {
       this.#buf = chunk;
@@ -372,10 +391,15 @@ export class SmtpEngine {
   tick(now: number): void {
     if (this.#pending !== null || this.#mode === "closed") return;
     if (now < this.deadline()) return;
+    const what = now >= this.#sessionStarted + this.options.sessionTimeout
+      ? "Session too long"
+      : now >= this.#commandDeadline()
+      ? "Command timeout"
+      : "Timeout";
     const error = new SmtpError(
       421,
       "4.4.2",
-      `${this.options.serverName} Timeout, closing connection`,
+      `${this.options.serverName} ${what}, closing connection`,
     );
     if (this.#messageOpen) this.#abort(error);
     this.#write(formatReply(error.code, error.enhancedCode, error.message));
@@ -390,11 +414,41 @@ export class SmtpEngine {
    */
   deadline(): number {
     if (this.#pending !== null || this.#mode === "closed") return Infinity;
-    const idle = this.#lastActivity + this.options.idleTimeout;
+    const o = this.options;
+    const idle = Math.min(
+      this.#lastActivity + o.idleTimeout,
+      this.#sessionStarted + o.sessionTimeout,
+    );
     // A BDAT transaction has one deadline from its first chunk to the end
     // of its last, commands between chunks included.
-    if (this.#mode !== "data" && !this.#bdat) return idle;
-    return Math.min(idle, this.#dataStarted + this.options.dataTimeout);
+    const data = this.#mode === "data" || this.#bdat
+      ? this.#dataStarted + o.dataTimeout
+      : Infinity;
+    if (this.#mode === "data") return Math.min(idle, data);
+    return Math.min(idle, data, this.#commandDeadline());
+  }
+
+  /** When the command line in progress times out (commandTimeout). */
+  #commandDeadline(): number {
+    switch (this.#mode) {
+      case "command":
+      case "sasl":
+      case "sasl-failed":
+        // Only while part of a line waits for its CRLF.
+        return this.#pos < this.#buf.length
+          ? this.#lineStarted + this.options.commandTimeout
+          : Infinity;
+      case "discard-line":
+        return this.#lineStarted + this.options.commandTimeout;
+      case "connect":
+      case "data":
+      case "bdat": // chunk bytes are body: dataTimeout covers them
+      case "tls":
+      case "closed":
+        return Infinity;
+      default:
+        return assertNever(this.#mode);
+    }
   }
 
   /**
@@ -409,6 +463,15 @@ export class SmtpEngine {
       formatReply(421, "4.3.2", `${this.options.serverName} ${text}`),
     );
     this.#close("shutdown");
+  }
+
+  /**
+   * Whether the engine is inside a body: a DATA body, or the octets of a
+   * BDAT chunk. Between two BDAT chunks (reading the next command) it is
+   * not, although the message is still open.
+   */
+  get inBody(): boolean {
+    return this.#mode === "data" || this.#mode === "bdat";
   }
 
   /** Bytes received and not yet consumed (bounded by the driver's reads). */
@@ -887,6 +950,8 @@ export class SmtpEngine {
       return NEED_DATA;
     }
     this.#pos = lf + 1;
+    // A line is complete: what follows (pipelined) came with the last chunk.
+    this.#lineStarted = this.#lastActivity;
     if (lf + 1 - start > max) {
       this.#endSasl();
       return this.#fail(500, "5.5.2", "Line too long");
@@ -929,6 +994,7 @@ export class SmtpEngine {
       i = found;
     }
     this.#pos = i;
+    this.#lineStarted = this.#lastActivity;
     this.#discardCR = false;
     this.#endSasl();
     return this.#fail(500, "5.5.2", "Line too long");

@@ -94,7 +94,25 @@ export interface MaildirFs {
   rename(oldPath: string, newPath: string): Promise<void>;
   /** Removes a file. */
   unlink(path: string): Promise<void>;
+  /** Lists a directory's entries (for {@link Maildir.sweepTmp}). */
+  readdir?(path: string): Promise<string[]>;
+  /** A file's modification time and type, not following a symbolic link (for {@link Maildir.sweepTmp}). */
+  lstat?(path: string): Promise<{ mtimeMs: number; isFile(): boolean }>;
 }
+
+/**
+ * How old a file in `tmp/` must be before {@link Maildir.sweepTmp} removes
+ * it: 36 hours, the Maildir convention (a delivery that writes keeps its
+ * file's modification time fresh, and none takes hours).
+ *
+ * @example
+ * ```ts
+ * import { TMP_MAX_AGE } from "@smtpd/smtpd/maildir";
+ *
+ * console.log(TMP_MAX_AGE / 3_600_000); // 36
+ * ```
+ */
+export const TMP_MAX_AGE: number = 36 * 3600 * 1000;
 
 /**
  * Options of {@link Maildir}.
@@ -395,6 +413,67 @@ export class Maildir {
   }
 
   /** Syncs a directory so that a rename in it is on disk, where the runtime can. */
+  /**
+   * Removes the orphans of `tmp/`: regular files not modified for
+   * `maxAge` milliseconds (default 36 hours, {@link TMP_MAX_AGE}), left by
+   * deliveries that a crash or a kill interrupted. Resolves with the
+   * number removed. A file another process (another worker, another
+   * delivery agent on this Maildir) is still writing has a fresh
+   * modification time, so it is never touched; the process id in a name is
+   * not consulted (ids are reused, and the name of a file made by another
+   * program may carry none). Files that vanish meanwhile are skipped; a
+   * missing `tmp/` sweeps nothing. Run it at start-up and then every hour
+   * or so.
+   *
+   * @param now the time in milliseconds since the epoch; default: the clock
+   *   of {@link MaildirOptions.now}
+   * @param maxAge the age past which a file is an orphan, in milliseconds
+   *
+   * @example
+   * ```ts
+   * import { Maildir } from "@smtpd/smtpd/maildir";
+   *
+   * const maildir = new Maildir("./maildir");
+   * const removed = await maildir.sweepTmp();
+   * console.log(`${removed} orphans removed from tmp/`);
+   * ```
+   */
+  async sweepTmp(
+    now: number = this.#now(),
+    maxAge: number = TMP_MAX_AGE,
+  ): Promise<number> {
+    if (!(maxAge >= 0)) {
+      throw new TypeError("Cannot sweep tmp/: maxAge is not a number of ms");
+    }
+    const fs = this.#fs;
+    if (fs.readdir === undefined || fs.lstat === undefined) {
+      throw new TypeError(
+        "Cannot sweep tmp/: the Maildir's fs has no readdir or lstat",
+      );
+    }
+    const dir = `${this.path}/tmp`;
+    let names: string[];
+    try {
+      names = await fs.readdir(dir);
+    } catch (error) {
+      if (errorCode(error) === "ENOENT") return 0;
+      throw error;
+    }
+    let removed = 0;
+    for (const name of names) {
+      const path = `${dir}/${name}`;
+      try {
+        const st = await fs.lstat(path);
+        if (!st.isFile() || now - st.mtimeMs < maxAge) continue;
+        await fs.unlink(path);
+        removed++;
+      } catch (error) {
+        if (errorCode(error) !== "ENOENT") throw error;
+      }
+    }
+    return removed;
+  }
+
   async #syncDir(path: string): Promise<void> {
     let dir: MaildirFile;
     try {
@@ -570,6 +649,7 @@ export function rfc5322Date(date: Date): string {
 function addressLiteral(ip: string): string {
   const a = clean(ip);
   if (a === "") return "unknown";
+  if (a === "unix") return "unix socket"; // a Unix domain socket client
   return a.includes(":") ? `[IPv6:${a}]` : `[${a}]`;
 }
 

@@ -7,7 +7,8 @@
 
 import type { Email as PostalMimeEmail } from "postal-mime";
 import type { Mailbox } from "./address.ts";
-import type { MailParams, Recipient } from "./engine.ts";
+import type { BodyType, MailParams, Recipient } from "./engine.ts";
+import type { SmtpError } from "./errors.ts";
 import type { Session } from "./session.ts";
 
 /**
@@ -59,8 +60,65 @@ export interface Message {
   readonly recipients: readonly Recipient[];
   /** The session the message came in on. */
   readonly session: Session;
-  /** The body (headers and content, dot-unstuffed, CRLF line ends) as it arrives. */
+  /**
+   * The body (headers and content) as it arrives: dot-unstuffed after
+   * DATA, exactly as sent after BDAT (a `BINARYMIME` body may hold any
+   * octet, bare CR and LF included).
+   */
   readonly raw: ReadableStream<Uint8Array>;
+  /**
+   * The body type the sender declared with `MAIL FROM ... BODY=`:
+   * `"7BIT"` (none declared), `"8BITMIME"` or `"BINARYMIME"` (RFC 3030,
+   * sent with BDAT only).
+   */
+  readonly bodyType: BodyType;
+  /** How the body came: `"DATA"`, or `"BDAT"` chunks (CHUNKING, RFC 3030). */
+  readonly command: "DATA" | "BDAT";
+  /**
+   * LMTP only (`serve({ lmtp: true })`): refuses the message for one
+   * recipient, who gets `error` as its reply after the body, while the
+   * others are accepted (RFC 2033 §4.2: one reply per recipient). The
+   * recipient is an address of `to` (every recipient with that address,
+   * compared without regard to case) or an index into `to`.
+   *
+   * Call it while the message is being handled: before `onMessage`
+   * resolves, or before the `for await` loop asks for the next message.
+   * Resolving (or moving on) then accepts every recipient not refused;
+   * throwing an error (or `reject()` in the loop) still answers every
+   * recipient with that one error, whatever was refused here.
+   *
+   * Throws a `TypeError` in SMTP mode (one reply per message there: throw
+   * from `onMessage` instead), for an address or index that is not a
+   * recipient, or for an error that is not an {@link SmtpError}; throws an
+   * `Error` once the message has been answered.
+   *
+   * @param recipient an address of `to`, or its index in `to`
+   * @param error the reply this recipient gets
+   *
+   * @example
+   * ```ts
+   * import { serve, SmtpError } from "@smtpd/smtpd";
+   *
+   * declare function quotaLeft(address: string): Promise<number>;
+   * declare function store(address: string, body: Uint8Array): Promise<void>;
+   *
+   * await serve({
+   *   lmtp: true,
+   *   path: "/run/smtpd/lmtp.sock",
+   *   async onMessage(message) {
+   *     const body = await message.bytes();
+   *     for (const address of message.to) {
+   *       if ((await quotaLeft(address)) < body.length) {
+   *         message.rejectRecipient(address, new SmtpError(452, "4.2.2", "Mailbox full"));
+   *       } else {
+   *         await store(address, body);
+   *       }
+   *     }
+   *   },
+   * });
+   * ```
+   */
+  rejectRecipient(recipient: string | number, error: SmtpError): void;
   /** Bytes of body received so far; the full size once `raw` has ended. */
   readonly size: number;
   /** Reads the whole body into one array. */
@@ -99,8 +157,13 @@ export class IncomingMessage implements Message {
   readonly mailFrom: { mailbox: Mailbox; params: MailParams };
   readonly recipients: readonly Recipient[];
   readonly session: Session;
+  readonly bodyType: BodyType;
+  readonly command: "DATA" | "BDAT";
 
   #size = 0;
+  /** LMTP: one entry per recipient (null: not refused); null in SMTP mode. */
+  #recipientErrors: (SmtpError | null)[] | null;
+  #answered = false;
   #stream: ReadableStream<Uint8Array> | null = null;
   /** The stream's controller while it takes chunks (null once closed, errored or cancelled). */
   #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
@@ -123,13 +186,88 @@ export class IncomingMessage implements Message {
     mailFrom: { mailbox: Mailbox; params: MailParams },
     recipients: readonly Recipient[],
     session: Session,
+    kind: {
+      bodyType: BodyType;
+      command: "DATA" | "BDAT";
+      lmtp: boolean;
+    } = { bodyType: "7BIT", command: "DATA", lmtp: false },
   ) {
     this.id = id;
+    this.bodyType = kind.bodyType;
+    this.command = kind.command;
+    this.#recipientErrors = kind.lmtp ? recipients.map(() => null) : null;
     this.mailFrom = mailFrom;
     this.from = mailFrom.mailbox.address;
     this.recipients = recipients;
     this.to = recipients.map((r) => r.mailbox.address);
     this.session = session;
+  }
+
+  rejectRecipient(recipient: string | number, error: SmtpError): void {
+    const errors = this.#recipientErrors;
+    if (errors === null) {
+      throw new TypeError(
+        "Cannot reject one recipient: not an LMTP server (throw from onMessage to refuse the message)",
+      );
+    }
+    if (
+      typeof error !== "object" || error === null ||
+      typeof (error as SmtpError).code !== "number" ||
+      typeof (error as SmtpError).enhancedCode !== "string"
+    ) {
+      throw new TypeError(
+        "Cannot reject recipient: error is not an SmtpError",
+      );
+    }
+    if (this.#answered) {
+      throw new Error(
+        "Cannot reject recipient: the message has already been answered",
+      );
+    }
+    if (typeof recipient === "number") {
+      if (
+        !Number.isInteger(recipient) || recipient < 0 ||
+        recipient >= errors.length
+      ) {
+        throw new TypeError(
+          `Cannot reject recipient: index ${recipient} is not in 0..${
+            errors.length - 1
+          }`,
+        );
+      }
+      errors[recipient] = error;
+      return;
+    }
+    if (typeof recipient !== "string") {
+      throw new TypeError(
+        "Cannot reject recipient: value is not an address or an index",
+      );
+    }
+    const wanted = recipient.toLowerCase();
+    let found = false;
+    for (let i = 0; i < this.to.length; i++) {
+      if (this.to[i].toLowerCase() === wanted) {
+        errors[i] = error;
+        found = true;
+      }
+    }
+    if (!found) {
+      throw new TypeError(
+        `Cannot reject recipient: ${
+          JSON.stringify(recipient)
+        } is not a recipient of this message`,
+      );
+    }
+  }
+
+  /**
+   * The driver answers the message: no more `rejectRecipient()`. Returns
+   * the LMTP outcome per recipient (null: accepted, else its refusal), or
+   * null in SMTP mode.
+   */
+  answer(): readonly (SmtpError | null)[] | null {
+    this.#answered = true;
+    return this.#recipientErrors;
   }
 
   /** The body as a stream (created on first use, with what arrived so far). */

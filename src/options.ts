@@ -52,6 +52,22 @@ export interface EngineOptions {
   idleTimeout?: number;
   /** Milliseconds allowed for a whole DATA phase (RFC 5321 §4.5.3.2.6). Default 600000. */
   dataTimeout?: number;
+  /**
+   * Milliseconds a command line (and an AUTH response line) may take from
+   * its first byte to its CRLF; past it, 421 4.4.2 and close. A client that
+   * dribbles a line byte by byte keeps resetting `idleTimeout`, not this
+   * (Postfix's per-record deadline). Message bodies are bounded by
+   * `dataTimeout` instead, not by this. Time the server spends in a hook
+   * does not count. `Infinity` turns it off. Default 60000.
+   */
+  commandTimeout?: number;
+  /**
+   * Milliseconds a whole session may last, from the connection to the
+   * last reply; past it, 421 4.4.2 and close (a message in transfer is
+   * aborted; a hook in progress is waited for first). `Infinity` turns it
+   * off. Default 1800000 (30 minutes).
+   */
+  sessionTimeout?: number;
   /** SASL mechanisms to offer with AUTH (RFC 4954); empty turns AUTH off. Default `[]`. */
   authMechanisms?: readonly AuthMechanism[];
   /** Offer and accept AUTH without TLS (otherwise 538 5.7.11). Default `false`. */
@@ -103,6 +119,8 @@ export const ENGINE_DEFAULTS: Readonly<ResolvedEngineOptions> = Object.freeze({
   secure: false,
   idleTimeout: 300000,
   dataTimeout: 600000,
+  commandTimeout: 60000,
+  sessionTimeout: 1800000,
   authMechanisms: [],
   allowInsecureAuth: false,
   authRequired: false,
@@ -272,6 +290,18 @@ export function resolveEngineOptions(
       {
         allowInfinity: true,
       },
+    ),
+    commandTimeout: limitOption(
+      "commandTimeout",
+      options.commandTimeout,
+      d.commandTimeout,
+      { allowInfinity: true },
+    ),
+    sessionTimeout: limitOption(
+      "sessionTimeout",
+      options.sessionTimeout,
+      d.sessionTimeout,
+      { allowInfinity: true },
     ),
     authMechanisms: mechanismsOption(options.authMechanisms),
     allowInsecureAuth: boolOption(

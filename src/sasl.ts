@@ -20,8 +20,8 @@ export const SUPPORTED_AUTH_MECHANISMS: readonly AuthMechanism[] = [
 /**
  * Credentials as the client sent them, handed to the application to verify.
  *
- * - PLAIN and LOGIN: `username` and `password` (and `authzid` for PLAIN when
- *   the client asked to act as another identity).
+ * - PLAIN and LOGIN: `username` and `password` (and `authorizationId` for
+ *   PLAIN when the client asked to act as another identity).
  * - XOAUTH2: `username` and `token` (the bearer token).
  * - CRAM-MD5: `username`, `challenge` and `response` (the hex HMAC-MD5 the
  *   client computed over the challenge); verify it against the stored
@@ -34,8 +34,14 @@ export interface AuthCredentials {
   username: string;
   /** The password (PLAIN, LOGIN). */
   password?: string;
-  /** The identity to act as, if different (PLAIN). */
-  authzid?: string;
+  /**
+   * PLAIN only: the identity the client asks to act as (the SASL
+   * authorization identity, RFC 4616 §2), present only when it is not
+   * empty and differs from `username`. `verify` sees it, but returning
+   * `true` accepts the login only: unless `auth.authorize` allows this
+   * identity for this login, the attempt fails with 535 5.7.8.
+   */
+  authorizationId?: string;
   /** The bearer token (XOAUTH2). */
   token?: string;
   /** The challenge sent (CRAM-MD5). */
@@ -161,7 +167,9 @@ export class SaslExchange {
             mechanism: m,
             username,
             password,
-            ...(authzid !== "" && authzid !== username ? { authzid } : {}),
+            ...(authzid !== "" && authzid !== username
+              ? { authorizationId: authzid }
+              : {}),
           },
         };
       }

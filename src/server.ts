@@ -17,6 +17,7 @@ import type { AuthCredentials } from "./sasl.ts";
 import { IncomingMessage, type Message } from "./message.ts";
 import { ENGINE_DEFAULTS, type EngineOptions, limitOption } from "./options.ts";
 import { checkKeys } from "./keys.ts";
+import { clientKey, FailureBudget, failureDelay } from "./limits.ts";
 import type { Logger, Session } from "./session.ts";
 import {
   type Connection,
@@ -63,14 +64,56 @@ export interface ServeOptions extends
   hostname?: string;
   /** Port to listen on; 0 picks a free port (see `server.addr`). Default 2525. */
   port?: number;
+  /**
+   * Listen on a Unix domain socket at this path instead of TCP (not with
+   * `hostname` or `port`): the usual place for an LMTP server
+   * (`lmtp: true`), and for SMTP too. A socket file left by a crashed run
+   * is replaced when nothing answers on it; a path where a server still
+   * answers, or that exists and is not a socket, is refused with an
+   * error. `close()` removes the file. The file's permissions follow the
+   * process's umask (`chmod` it, or set the umask, to let a mail system
+   * in another user connect).
+   *
+   * On such a socket, `session.remoteAddress` and `session.localAddress`
+   * are `"unix"`, the ports 0; `server.addr` is `{ hostname: "unix",
+   * port: 0, path }`. `maxConnectionsPerIp` does not apply (every client
+   * is local); `maxConnections` does.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   *
+   * const server = await serve({ lmtp: true, path: "/run/smtpd/lmtp.sock" });
+   * console.log(server.addr.path); // "/run/smtpd/lmtp.sock"
+   * ```
+   */
+  path?: string;
   /** Certificate and key: enables STARTTLS (or implicit TLS with `implicitTls`). */
   tls?: TlsOptions;
   /** TLS from the first byte (RFC 8314, port 465 style). Needs `tls`. Default `false`. */
   implicitTls?: boolean;
   /** Open connections at most; more get 421 4.7.0 and are closed. Default 1000. */
   maxConnections?: number;
-  /** Open connections per client IP address at most; more get 421 4.7.0. Default 50. */
+  /**
+   * Open connections per client IP address at most; more get 421 4.7.0.
+   * Behind a relay or a load balancer without the PROXY protocol, every
+   * client has the balancer's address: raise it. Default 50.
+   */
   maxConnectionsPerIp?: number;
+  /**
+   * Failed AUTH attempts (535) per client address, across its
+   * connections, within `authFailureWindow`; past them AUTH from that
+   * address gets 454 4.7.0 (even with the right password) until
+   * `authFailureWindow` has passed since the last counted failure, and one
+   * `auth-lockout` entry is logged. Each failure is also answered only
+   * after 250 ms per failure counted (at most 3 s), without holding up
+   * other connections. An IPv6 client counts by its /64. The addresses
+   * are kept in a table of 10,000 at most (least recently failed
+   * forgotten first). `Infinity` turns it off. Default 10.
+   */
+  maxAuthFailuresPerIp?: number;
+  /** Milliseconds that `maxAuthFailuresPerIp` counts over, and a lock-out lasts. Default 900000 (15 minutes). */
+  authFailureWindow?: number;
   /**
    * Milliseconds a hook may take before the client gets 451 4.3.0. For
    * `onMessage` this counts after the body has ended, and also bounds how
@@ -122,11 +165,15 @@ export interface ServeOptions extends
     params: RcptParams,
   ) => HookResult;
   /**
-   * A message: called when DATA starts, with `message.raw` streaming the
-   * body. The client gets 250 only after this resolves and the body has
-   * ended; a thrown {@link SmtpError} is sent as the reply, any other error
-   * sends 451 4.3.0. Without this hook, messages go to `for await (const m
-   * of server)`.
+   * A message: called when DATA starts (or the first BDAT chunk arrives),
+   * with `message.raw` streaming the body. The client gets 250 only after
+   * this resolves and the body has ended; a thrown {@link SmtpError} is
+   * sent as the reply, any other error sends 451 4.3.0. Without this hook,
+   * messages go to `for await (const m of server)`.
+   *
+   * With `lmtp`, every accepted recipient gets its own reply:
+   * `message.rejectRecipient(address, error)` refuses one, resolving
+   * accepts the others, and a thrown error answers them all.
    *
    * Past `hookTimeout` the client gets 451 4.3.0 and `message.signal`
    * aborts: the sender will send the message again, so do not keep this
@@ -193,7 +240,23 @@ export interface Server extends AsyncIterable<LoopMessage> {
   setTls(tls: TlsOptions): void;
 }
 
-/** A message as the `for await` loop gets it: it can also be refused explicitly. */
+/**
+ * A message as the `for await` loop gets it: it can also be refused
+ * explicitly (and, with `lmtp`, for one recipient with
+ * `rejectRecipient()`, before the loop moves on).
+ *
+ * @example
+ * ```ts
+ * import { serve, SmtpError } from "@smtpd/smtpd";
+ *
+ * const server = await serve({ lmtp: true, path: "/run/smtpd/lmtp.sock" });
+ * for await (const message of server) {
+ *   if (message.to.includes("full@example.org")) {
+ *     message.rejectRecipient("full@example.org", new SmtpError(452, "4.2.2", "Mailbox full"));
+ *   }
+ * }
+ * ```
+ */
 export interface LoopMessage extends Message {
   /** Refuses the message with this reply instead of accepting it when the loop moves on. */
   reject(error: SmtpError): void;
@@ -202,8 +265,12 @@ export interface LoopMessage extends Message {
 interface ResolvedServeOptions {
   hostname: string;
   port: number;
+  /** A Unix domain socket's path, or null for TCP. */
+  path: string | null;
   maxConnections: number;
   maxConnectionsPerIp: number;
+  maxAuthFailuresPerIp: number;
+  authFailureWindow: number;
   hookTimeout: number;
   closeTimeout: number;
   handshakeTimeout: number;
@@ -242,10 +309,13 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
   ...ENGINE_KEYS,
   "hostname",
   "port",
+  "path",
   "tls",
   "implicitTls",
   "maxConnections",
   "maxConnectionsPerIp",
+  "maxAuthFailuresPerIp",
+  "authFailureWindow",
   "hookTimeout",
   "closeTimeout",
   "handshakeTimeout",
@@ -261,6 +331,7 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
 ]);
 const AUTH_KEYS: ReadonlySet<string> = new Set([
   "verify",
+  "authorize",
   "lookupPassword",
   "mechanisms",
   "required",
@@ -304,6 +375,23 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
   if (o.hostname !== undefined && typeof o.hostname !== "string") {
     throw new TypeError("Cannot use option hostname: value is not a string");
   }
+  if (o.path !== undefined) {
+    if (typeof o.path !== "string") {
+      throw new TypeError("Cannot use option path: value is not a string");
+    }
+    if (o.path === "" || o.path.includes("\0")) {
+      throw new TypeError(
+        "Cannot use option path: value is not a file path",
+      );
+    }
+    for (const other of ["hostname", "port"] as const) {
+      if (o[other] !== undefined) {
+        throw new TypeError(
+          `Cannot use option path: ${other} is given too (a server listens on a Unix socket or on TCP)`,
+        );
+      }
+    }
+  }
   const port = limitOption("port", o.port, 2525, { min: 0 });
   if (port > 65535) {
     throw new TypeError("Cannot use option port: value is greater than 65535");
@@ -315,6 +403,11 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
   }
   if (o.reusePort !== undefined && typeof o.reusePort !== "boolean") {
     throw new TypeError("Cannot use option reusePort: value is not a boolean");
+  }
+  if (o.reusePort && o.path !== undefined) {
+    throw new TypeError(
+      "Cannot use option reusePort: path is given (it is for TCP ports)",
+    );
   }
   for (
     const hook of [
@@ -334,6 +427,7 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
   return {
     hostname: o.hostname ?? "127.0.0.1",
     port,
+    path: o.path ?? null,
     maxConnections: limitOption("maxConnections", o.maxConnections, 1000, {
       allowInfinity: true,
     }),
@@ -342,6 +436,17 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
       o.maxConnectionsPerIp,
       50,
       { allowInfinity: true },
+    ),
+    maxAuthFailuresPerIp: limitOption(
+      "maxAuthFailuresPerIp",
+      o.maxAuthFailuresPerIp,
+      10,
+      { allowInfinity: true },
+    ),
+    authFailureWindow: limitOption(
+      "authFailureWindow",
+      o.authFailureWindow,
+      900000,
     ),
     hookTimeout: limitOption("hookTimeout", o.hookTimeout, 60000, {
       allowInfinity: true,
@@ -392,6 +497,11 @@ const AUTH_TEMPORARY = new SmtpError(
   454,
   "4.7.0",
   "Temporary authentication failure",
+);
+const AUTH_LOCKED = new SmtpError(
+  454,
+  "4.7.0",
+  "Too many failed authentications from your address, try again later",
 );
 const EMPTY = new Uint8Array(0);
 const FORCED = Symbol("forced");
@@ -512,16 +622,35 @@ class ConnectionDriver {
     this.done = this.#run();
   }
 
+  /** Ends a pause (#pause) early. */
+  #wake: (() => void) | null = null;
+
+  /** Waits `ms`, or less when the server closes (no timer left behind). */
+  #pause(ms: number): Promise<void> {
+    if (ms <= 0 || this.#closing) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#wake?.(), ms);
+      this.#wake = () => {
+        this.#wake = null;
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
   /** Server shutdown: idle sessions end now, a message in transfer soon. */
   shutdown(force: boolean): void {
     this.#closing = true;
+    this.#wake?.();
     if (this.#upgrading && !force) {
       // Mid-handshake: nothing to say in plaintext; the shim fails the
       // pending startTls() and the loop ends.
       this.#conn.close();
       return;
     }
-    if (force || (this.#reading && this.#message === null)) {
+    // Between two BDAT chunks the message is open but nothing is in
+    // transfer: the engine aborts it (the client gets 421, `raw` errors).
+    if (force || (this.#reading && this.#idleOrBetweenChunks())) {
       this.#engine.shutdown();
       if (force) {
         this.#wasForced = true;
@@ -533,6 +662,11 @@ class ConnectionDriver {
       }
       void this.#flushAndClose(force);
     }
+  }
+
+  /** No body in transfer: no message, or between two BDAT chunks. */
+  #idleOrBetweenChunks(): boolean {
+    return this.#message === null || !this.#engine.inBody;
   }
 
   /**
@@ -575,7 +709,7 @@ class ConnectionDriver {
           case "need-data": {
             const flushed = this.#flush();
             if (flushed !== undefined) await flushed;
-            if (this.#closing && this.#message === null) {
+            if (this.#closing && this.#idleOrBetweenChunks()) {
               engine.shutdown();
               break;
             }
@@ -604,7 +738,7 @@ class ConnectionDriver {
             break;
           }
           case "message-start":
-            this.#startMessage();
+            this.#startMessage(ev);
             break;
           case "data": {
             const wait = this.#message!.push(ev.chunk);
@@ -872,7 +1006,7 @@ class ConnectionDriver {
       const s = this.session;
       if (ev.type === "helo") {
         s.heloName = ev.hostname;
-        s.esmtp = ev.verb === "EHLO";
+        s.esmtp = ev.verb !== "HELO"; // EHLO, or LHLO in LMTP
       } else if (ev.type === "mail") s.transactions++;
       this.#engine.accept();
     } else this.#engine.reject(error);
@@ -886,6 +1020,13 @@ class ConnectionDriver {
   async #authenticate(credentials: AuthCredentials): Promise<void> {
     const auth = this.#server.hooks.auth!;
     const s = this.session;
+    const budget = this.#server.authBudget;
+    const key = budget === null ? "" : clientKey(s.remoteAddress);
+    if (budget !== null && budget.isLocked(key, Date.now())) {
+      // Locked out: the application is not asked; slow, then 454.
+      await this.#pause(failureDelay(budget.failures(key, Date.now())));
+      return this.#authDone(credentials, AUTH_LOCKED);
+    }
     const check = (async (): Promise<SmtpError | null> => {
       try {
         return (await checkAuth(auth, credentials, s)) ? null : AUTH_INVALID;
@@ -903,6 +1044,24 @@ class ConnectionDriver {
     })();
     let error = this.#hookReply(await this.#wait(check, true));
     if (error === TEMPORARY) error = AUTH_TEMPORARY;
+    if (budget !== null && error !== null && error.code === 535) {
+      const { failures, lockedOut } = budget.fail(key, Date.now());
+      if (lockedOut) {
+        this.#server.logger?.({
+          type: "auth-lockout",
+          session: s.id,
+          remoteAddress: s.remoteAddress,
+          failures,
+        });
+      }
+      await this.#pause(failureDelay(failures));
+    }
+    this.#authDone(credentials, error);
+  }
+
+  /** Logs an AUTH outcome and answers the engine. */
+  #authDone(credentials: AuthCredentials, error: SmtpError | null): void {
+    const s = this.session;
     this.#server.logger?.({
       type: "auth",
       session: s.id,
@@ -964,13 +1123,18 @@ class ConnectionDriver {
     return TEMPORARY;
   }
 
-  #startMessage(): void {
+  #startMessage(ev: Extract<SmtpEvent, { type: "message-start" }>): void {
     const env = this.#engine.envelope;
     const msg = new IncomingMessage(
       newId(),
       { mailbox: env.from!, params: env.mailParams! },
       env.recipients.slice(),
       this.session,
+      {
+        bodyType: ev.body,
+        command: ev.command,
+        lmtp: this.#engine.options.lmtp,
+      },
     );
     this.#message = msg;
     this.#stalled = null;
@@ -1035,17 +1199,31 @@ class ConnectionDriver {
     ev: Extract<SmtpEvent, { type: "message-end" }>,
     error: SmtpError | null,
   ): undefined {
+    // LMTP: the recipients refused one by one (null: none, or SMTP).
+    const each = msg.answer();
     if (error === null) {
-      this.session.messages++;
-      this.#server.logger?.({
-        type: "message",
-        session: this.session.id,
-        id: msg.id,
-        from: msg.from,
-        to: msg.to,
-        size: ev.size,
-      });
-      this.#engine.accept(`OK ${msg.id}`);
+      const to = each === null ? msg.to : msg.to.filter((_, i) => !each[i]);
+      if (to.length > 0) {
+        this.session.messages++;
+        this.#server.logger?.({
+          type: "message",
+          session: this.session.id,
+          id: msg.id,
+          from: msg.from,
+          to,
+          size: ev.size,
+        });
+      }
+      if (each === null) this.#engine.accept(`OK ${msg.id}`);
+      else {
+        this.#engine.acceptEach(
+          each.map((e, i) =>
+            e === null
+              ? `OK ${msg.id} <${msg.to[i]}>`
+              : (toSmtpError(e) ?? TEMPORARY)
+          ),
+        );
+      }
     } else {
       this.#engine.reject(error);
     }
@@ -1115,6 +1293,8 @@ class SmtpServer implements Server {
   #drivers = new Set<ConnectionDriver>();
   #perIp = new Map<string, number>();
   #closing: Promise<void> | null = null;
+  /** AUTH failures per client address; null when off (or no AUTH). */
+  readonly authBudget: FailureBudget | null;
   #inbox: Delivery[] = [];
   #takers: ((d: Delivery | null) => void)[] = [];
   #ended = false;
@@ -1123,6 +1303,13 @@ class SmtpServer implements Server {
     this.options = resolveServeOptions(options);
     this.engineOptions = engineOptionsOf(options);
     this.hooks = options;
+    this.authBudget = this.engineOptions.authMechanisms!.length > 0 &&
+        this.options.maxAuthFailuresPerIp !== Infinity
+      ? new FailureBudget({
+        max: this.options.maxAuthFailuresPerIp,
+        window: this.options.authFailureWindow,
+      })
+      : null;
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
     const logger = options.logger;
@@ -1173,7 +1360,9 @@ class SmtpServer implements Server {
     const perIp = this.#perIp.get(ip) ?? 0;
     const o = this.options;
     if (
-      this.#drivers.size >= o.maxConnections || perIp >= o.maxConnectionsPerIp
+      this.#drivers.size >= o.maxConnections ||
+      // On a Unix socket every client is local: no per-address limit.
+      (perIp >= o.maxConnectionsPerIp && o.path === null)
     ) {
       const reason = this.#drivers.size >= o.maxConnections
         ? "too many connections"
@@ -1316,6 +1505,7 @@ export async function createServer(
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,
+    ...(resolved.path !== null ? { path: resolved.path } : {}),
     tls: options.tls,
     implicitTls: options.implicitTls ?? false,
     handshakeTimeout: resolved.handshakeTimeout,

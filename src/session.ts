@@ -24,17 +24,17 @@ import type { TlsInfo } from "./transport.ts";
 export interface Session {
   /** A unique id (also in every log entry of the connection). */
   readonly id: string;
-  /** The client's IP address. */
+  /** The client's IP address; `"unix"` on a Unix domain socket (`serve({ path })`). */
   readonly remoteAddress: string;
-  /** The client's port. */
+  /** The client's port; 0 on a Unix domain socket. */
   readonly remotePort: number;
-  /** The server's IP address on this connection. */
+  /** The server's IP address on this connection; `"unix"` on a Unix domain socket. */
   readonly localAddress: string;
-  /** The server's port on this connection. */
+  /** The server's port on this connection; 0 on a Unix domain socket. */
   readonly localPort: number;
   /** The name given with EHLO/HELO, or `null` before it. */
   readonly heloName: string | null;
-  /** Whether the client greeted with EHLO. */
+  /** Whether the client greeted with EHLO (or LHLO in LMTP). */
   readonly esmtp: boolean;
   /** Whether the connection is encrypted. */
   readonly secure: boolean;
@@ -76,6 +76,17 @@ export type LogEntry =
     mechanism: string;
     username: string;
     success: boolean;
+  }
+  | {
+    /**
+     * The client's address used up its AUTH failure budget
+     * (`maxAuthFailuresPerIp`): AUTH from it gets 454 4.7.0 for
+     * `authFailureWindow` ms. Logged once per lock-out.
+     */
+    type: "auth-lockout";
+    session: string;
+    remoteAddress: string;
+    failures: number;
   }
   | { type: "error"; session?: string; message: string; error: unknown }
   | { type: "close"; session: string; reason: string; messages: number };

@@ -10,8 +10,13 @@
 export interface NetAddress {
   /** IP address (or host name) as text, such as `"127.0.0.1"` or `"::1"`. */
   hostname: string;
-  /** TCP port. */
+  /** TCP port (0 on a Unix domain socket). */
   port: number;
+  /**
+   * The socket file of a Unix domain socket listener (`serve({ path })`);
+   * then `hostname` is `"unix"` and `port` is 0. Absent on TCP.
+   */
+  path?: string;
 }
 
 /** What TLS negotiated on a connection. */
@@ -156,6 +161,13 @@ export interface ListenOptions {
   hostname: string;
   /** Port to bind; 0 picks a free one. */
   port: number;
+  /**
+   * Listen on a Unix domain socket at this path instead (`hostname` and
+   * `port` are then ignored): a stale socket file is replaced, a live
+   * one or a file that is not a socket is refused, and the listener's
+   * `close()` removes the file.
+   */
+  path?: string;
   /** Certificate for STARTTLS (and for `implicitTls`). */
   tls?: TlsOptions;
   /** TLS from the first byte (RFC 8314, port 465 style). */

@@ -365,6 +365,18 @@ describe("cli: arguments", () => {
     assert.equal(c.options.log, "text");
     assert.equal(c.options.size, undefined);
     assert.equal(c.options.quiet, false);
+    assert.equal(c.options.socket, undefined);
+    assert.equal(c.options.lmtp, false);
+    assert.equal(c.options.chunking, true);
+  });
+
+  it("reads --socket and --lmtp (without --host and --port)", () => {
+    const c = parseCliArgs(["--lmtp", "--socket", "/run/smtpd/lmtp.sock"]);
+    assert.equal(c.command, "serve");
+    if (c.command !== "serve") return;
+    assert.equal(c.options.socket, "/run/smtpd/lmtp.sock");
+    assert.equal(c.options.lmtp, true);
+    assert.equal(c.options.chunking, true);
   });
 
   it("reads every flag", () => {
@@ -393,6 +405,8 @@ describe("cli: arguments", () => {
       "--auth-file",
       "users",
       "--dsn",
+      "--lmtp",
+      "--no-chunking",
       "--log",
       "json",
       "--quiet",
@@ -402,6 +416,9 @@ describe("cli: arguments", () => {
       options: {
         host: "::1",
         port: 25,
+        socket: undefined,
+        lmtp: true,
+        chunking: false,
         maildir: "/var/mail/x",
         serverName: "mx.test",
         size: 10 * 1024 * 1024,
@@ -457,6 +474,11 @@ describe("cli: arguments", () => {
     [["--require-tls"], "--require-tls"],
     [["--allow-insecure-auth"], "--allow-insecure-auth"],
     [["--auth-file", "users"], "--auth-file"],
+    [["--socket", ""], "--socket"],
+    [["--socket", "/tmp/s", "--port", "25"], "--socket"],
+    [["--socket", "/tmp/s", "--host", "::1"], "--socket"],
+    [["--lmtp=yes"], "--lmtp"],
+    [["--no-chunking=1"], "--no-chunking"],
     [["stray"], "stray"],
     [["hash-password", "a", "b"], "hash-password"],
     [["hash-password", "a:b"], "hash-password"],

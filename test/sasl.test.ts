@@ -39,7 +39,7 @@ describe("sasl: step functions", () => {
         mechanism: "PLAIN",
         username: "u",
         password: "p",
-        authzid: "admin",
+        authorizationId: "admin",
       },
     });
     assert.deepEqual(new SaslExchange("PLAIN", "").start("u\0p"), {

@@ -23,20 +23,49 @@ export const VERSION: string = "0.1.0";
 export const USAGE: string = `Usage: smtpd [options]
        smtpd hash-password [USER] < password-file
 
-Receives mail over SMTP and stores every message in a Maildir.
+Receives mail over SMTP and stores every message in a Maildir, posts it
+to a webhook, or both.
 
 Options:
   --host ADDRESS         interface to listen on (default 127.0.0.1;
                          0.0.0.0 or :: for every interface)
   --port PORT            port to listen on, 0 for any free one (default 2525)
+  --socket PATH          listen on a Unix domain socket instead of
+                         --host/--port (a stale socket file is replaced;
+                         removed on exit)
+  --lmtp                 speak LMTP (RFC 2033; LHLO, one reply per
+                         recipient): each recipient gets its own copy in
+                         the Maildir, and its own reply
   --maildir DIR          Maildir to deliver into, created when missing
                          (default ./maildir)
+  --no-maildir           store nothing (needs --webhook)
+  --webhook URL          post each message as JSON to this http(s) URL
+                         (after storing it, when there is a Maildir); the
+                         sender gets 250 only after a 2xx answer, else
+                         451 4.3.0 and the stored file is removed (the
+                         sender retries later)
+  --webhook-timeout MS   how long to wait for the webhook's answer
+                         (default 30000)
   --server-name NAME     name in the greeting and in Received headers
                          (default: this machine's host name)
   --size BYTES           largest message accepted; K, M or G for KiB, MiB,
                          GiB (default 25M)
   --max-recipients N     recipients per message (default 100)
   --max-connections N    connections at once (default 1000)
+  --max-connections-per-ip N
+                         connections at once from one client address
+                         (default 50; raise it behind a relay or a load
+                         balancer that does not send the PROXY protocol)
+  --max-auth-failures-per-ip N
+                         failed AUTH attempts per client address in 15
+                         minutes before AUTH from it gets 454 4.7.0 for
+                         15 minutes (default 10; 0 turns it off)
+  --command-timeout SECONDS
+                         time a command line may take from its first byte
+                         (default 60)
+  --session-timeout SECONDS
+                         time a whole session may take (default 1800;
+                         0 turns it off)
   --workers N|auto       server processes sharing the port (default 1;
                          auto: one per core); one that dies is replaced;
                          limits such as --max-connections are per process
@@ -50,8 +79,12 @@ Options:
   --allow-insecure-auth  allow AUTH without TLS (for local testing)
   --dsn                  offer DSN (RFC 3461): accept RET, ENVID, NOTIFY
                          and ORCPT (default off)
+  --no-chunking          do not offer CHUNKING (BDAT) and BINARYMIME
+                         (RFC 3030; offered by default)
   --log text|json        log format (default text)
-  --quiet                log errors only
+  --quiet                log errors of the server only (failures of
+                         clients are summarised, as without --quiet, in
+                         one line a minute at most)
   --verbose              also log connections and the SMTP dialogue
   -h, --help             show this help
   --version              show the version
@@ -78,8 +111,20 @@ export interface CliOptions {
   host: string;
   /** `--port`: port to listen on (0: any free one). */
   port: number;
+  /** `--socket`: a Unix domain socket's path to listen on instead of `host`/`port`. */
+  socket?: string;
+  /** `--lmtp`: speak LMTP, one Maildir file and one reply per recipient. */
+  lmtp: boolean;
+  /** CHUNKING and BINARYMIME offered (`--no-chunking` turns them off). */
+  chunking: boolean;
   /** `--maildir`: the Maildir directory, as given. */
   maildir: string;
+  /** `--no-maildir`: store nothing, post to the webhook only (set only when given). */
+  noMaildir?: boolean;
+  /** `--webhook`: the URL each message is posted to as JSON (set only when given). */
+  webhook?: string;
+  /** `--webhook-timeout`: milliseconds to wait for the webhook (set with `webhook`; default 30000). */
+  webhookTimeout?: number;
   /** `--server-name`: name in the greeting and the Received headers. */
   serverName: string;
   /** `--size`: largest message in bytes, or `undefined` for the default. */
@@ -90,6 +135,14 @@ export interface CliOptions {
   maxConnections?: number;
   /** `--workers`: server processes sharing the port (`auto` resolved to the number of cores). */
   workers: number;
+  /** `--max-connections-per-ip`. */
+  maxConnectionsPerIp?: number;
+  /** `--max-auth-failures-per-ip` (`Infinity` for 0: off). */
+  maxAuthFailuresPerIp?: number;
+  /** `--command-timeout`, in milliseconds. */
+  commandTimeout?: number;
+  /** `--session-timeout`, in milliseconds (`Infinity` for 0: off). */
+  sessionTimeout?: number;
   /** `--tls-cert`: path of the PEM certificate chain. */
   tlsCert?: string;
   /** `--tls-key`: path of the PEM private key. */
@@ -160,12 +213,22 @@ export class CliError extends Error {
 const SERVE_FLAGS = {
   host: { type: "string" },
   port: { type: "string" },
+  socket: { type: "string" },
+  lmtp: { type: "boolean" },
+  "no-chunking": { type: "boolean" },
   maildir: { type: "string" },
+  "no-maildir": { type: "boolean" },
+  webhook: { type: "string" },
+  "webhook-timeout": { type: "string" },
   "server-name": { type: "string" },
   size: { type: "string" },
   "max-recipients": { type: "string" },
   "max-connections": { type: "string" },
   workers: { type: "string" },
+  "max-connections-per-ip": { type: "string" },
+  "max-auth-failures-per-ip": { type: "string" },
+  "command-timeout": { type: "string" },
+  "session-timeout": { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "tls-implicit": { type: "boolean" },
@@ -220,6 +283,47 @@ function integerFlag(
     );
   }
   return n;
+}
+
+/** The flags of per-address limits and deadlines; 0 means off where allowed. */
+function abuseFlags(values: {
+  "max-connections-per-ip"?: string;
+  "max-auth-failures-per-ip"?: string;
+  "command-timeout"?: string;
+  "session-timeout"?: string;
+}): Partial<CliOptions> {
+  const out: Partial<CliOptions> = {};
+  const perIp = integerFlag(
+    "--max-connections-per-ip",
+    values["max-connections-per-ip"],
+    1,
+  );
+  if (perIp !== undefined) out.maxConnectionsPerIp = perIp;
+  const failures = integerFlag(
+    "--max-auth-failures-per-ip",
+    values["max-auth-failures-per-ip"],
+    0,
+  );
+  if (failures !== undefined) {
+    out.maxAuthFailuresPerIp = failures === 0 ? Infinity : failures;
+  }
+  const command = integerFlag(
+    "--command-timeout",
+    values["command-timeout"],
+    1,
+    86400,
+  );
+  if (command !== undefined) out.commandTimeout = command * 1000;
+  const session = integerFlag(
+    "--session-timeout",
+    values["session-timeout"],
+    0,
+    864000,
+  );
+  if (session !== undefined) {
+    out.sessionTimeout = session === 0 ? Infinity : session * 1000;
+  }
+  return out;
 }
 
 function sizeFlag(value: string | undefined): number | undefined {
@@ -351,6 +455,52 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   if (values.maildir === "") {
     throw new CliError("--maildir", "must not be empty");
   }
+  if (values.socket !== undefined) {
+    if (values.socket === "") {
+      throw new CliError("--socket", "must name a file");
+    }
+    if (values.host !== undefined || values.port !== undefined) {
+      throw new CliError(
+        "--socket",
+        `cannot be used with --${
+          values.host !== undefined ? "host" : "port"
+        } (listen on a Unix socket or on TCP)`,
+      );
+    }
+  }
+  const webhook = values.webhook;
+  if (webhook !== undefined) {
+    let url: URL | null = null;
+    try {
+      url = new URL(webhook);
+    } catch { /* reported below */ }
+    if (
+      url === null || (url.protocol !== "http:" && url.protocol !== "https:")
+    ) {
+      throw new CliError(
+        "--webhook",
+        `must be an http:// or https:// URL, not "${webhook}"`,
+      );
+    }
+  }
+  if (values["webhook-timeout"] !== undefined && webhook === undefined) {
+    throw new CliError("--webhook-timeout", "needs --webhook");
+  }
+  if (values["no-maildir"] && webhook === undefined) {
+    throw new CliError(
+      "--no-maildir",
+      "needs --webhook (messages would go nowhere)",
+    );
+  }
+  if (webhook !== undefined && values.lmtp) {
+    throw new CliError(
+      "--webhook",
+      "cannot be used with --lmtp (LMTP answers each recipient on its own; the webhook takes the message whole)",
+    );
+  }
+  if (values["no-maildir"] && values.maildir !== undefined) {
+    throw new CliError("--no-maildir", "cannot be used with --maildir");
+  }
   for (const flag of ["tls-cert", "tls-key", "auth-file"] as const) {
     if (values[flag] === "") {
       throw new CliError(`--${flag}`, "must name a file");
@@ -359,7 +509,22 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   const options: CliOptions = {
     host: textFlag("--host", values.host) ?? "127.0.0.1",
     port: integerFlag("--port", values.port, 0, 65535) ?? 2525,
+    socket: values.socket,
+    lmtp: values.lmtp ?? false,
+    chunking: !(values["no-chunking"] ?? false),
     maildir: values.maildir ?? "./maildir",
+    ...(values["no-maildir"] ? { noMaildir: true } : {}),
+    ...(webhook !== undefined
+      ? {
+        webhook,
+        webhookTimeout: integerFlag(
+          "--webhook-timeout",
+          values["webhook-timeout"],
+          1,
+          600000,
+        ) ?? 30000,
+      }
+      : {}),
     serverName: textFlag("--server-name", values["server-name"]) ??
       defaultServerName(),
     size: sizeFlag(values.size),
@@ -370,6 +535,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
       1,
     ),
     workers: workersFlag(values.workers),
+    ...abuseFlags(values),
     tlsCert: values["tls-cert"],
     tlsKey: values["tls-key"],
     tlsImplicit: values["tls-implicit"] ?? false,
@@ -381,6 +547,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
   };
+  if (options.workers > 1 && options.socket !== undefined) {
+    throw new CliError(
+      "--workers",
+      "cannot be used with --socket (processes share TCP ports only)",
+    );
+  }
   if (
     options.serverName !== undefined && /^[.-]|[.-]$/.test(options.serverName)
   ) {

@@ -135,6 +135,16 @@ export function listenError(error: unknown, o: CliOptions): CliError {
   const e = error as { code?: string; name?: string; message?: string } | null;
   const message = String(e?.message ?? error);
   const code = e?.code ?? "";
+  if (o.socket !== undefined) {
+    // prepareSocketPath's errors name the path already.
+    const text = message.split("\n")[0];
+    return new CliError(
+      "--socket",
+      text.startsWith("Cannot listen on ")
+        ? `cannot listen on ${text.slice(17)}`
+        : `cannot listen on ${o.socket}: ${text}`,
+    );
+  }
   const where = `${o.host.includes(":") ? `[${o.host}]` : o.host}:${o.port}`;
   if (
     code === "EADDRINUSE" || e?.name === "AddrInUse" || /in use/i.test(message)

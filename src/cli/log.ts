@@ -2,32 +2,104 @@
  * The CLI's log: one line per event in text or JSON, `--quiet` and
  * `--verbose`, and the server's structured log entries turned into lines.
  *
+ * Failures of clients (refused connections, failed TLS handshakes, resets,
+ * timeouts, protocol errors) are not the server's errors: unless
+ * `--verbose`, they are counted and summarised in one `client-failures`
+ * line per interval at most (60 s; and at shutdown), so that a flood
+ * cannot flood the log. The environment variable
+ * `SMTPD_LOG_SUMMARY_MS` shortens the interval (for tests). No line ever
+ * holds a raw line break from an error message.
+ *
  * @module
  */
 
 import process from "node:process";
+import { clearTimeout, setTimeout } from "node:timers";
 import type { LogEntry } from "../session.ts";
 import type { CliOptions } from "./args.ts";
 
 type Fields = Record<string, unknown>;
 
+/** The kinds of client failures counted in a `client-failures` summary. */
+export type ClientFailure =
+  | "refused"
+  | "tls"
+  | "reset"
+  | "timeout"
+  | "protocol"
+  | "connection";
+
+/** The summary interval: SMTPD_LOG_SUMMARY_MS, else 60 s. */
+function summaryInterval(): number {
+  const ms = Number(process.env.SMTPD_LOG_SUMMARY_MS);
+  return Number.isInteger(ms) && ms > 0 ? ms : 60_000;
+}
+
+/** Text without line breaks or other control characters (one log line). */
+export function oneLine(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/\s*[\r\n]+\s*/g, " ").replace(/[\x00-\x1f\x7f]/g, "?")
+    .trim();
+}
+
 export class Log {
   readonly #json: boolean;
   readonly #quiet: boolean;
   readonly verbose: boolean;
+  readonly #interval: number;
+  #counts = new Map<ClientFailure, number>();
+  #since = 0;
+  #timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(o: Pick<CliOptions, "log" | "quiet" | "verbose">) {
     this.#json = o.log === "json";
     this.#quiet = o.quiet;
     this.verbose = o.verbose;
+    this.#interval = summaryInterval();
   }
 
   #write(toErr: boolean, event: string, text: string, fields: Fields): void {
     const time = new Date().toISOString();
     const line = this.#json
       ? JSON.stringify({ time, event, ...fields })
-      : `${time} ${text}`;
+      : `${time} ${oneLine(text)}`;
     (toErr ? process.stderr : process.stdout).write(line + "\n");
+  }
+
+  /**
+   * Counts a client's failure for the next summary (printed at most once
+   * per interval, and by {@link Log.flush}).
+   */
+  clientFailure(kind: ClientFailure): void {
+    if (this.#counts.size === 0) this.#since = Date.now();
+    this.#counts.set(kind, (this.#counts.get(kind) ?? 0) + 1);
+    if (this.#timer === null) {
+      this.#timer = setTimeout(() => {
+        this.#timer = null;
+        this.flush();
+      }, this.#interval);
+      this.#timer.unref?.();
+    }
+  }
+
+  /** Prints the summary of client failures counted so far, if any. */
+  flush(): void {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    if (this.#counts.size === 0) return;
+    const counts = Object.fromEntries(this.#counts);
+    const seconds = Math.max(1, Math.round((Date.now() - this.#since) / 1000));
+    this.#counts.clear();
+    this.#write(
+      true,
+      "client-failures",
+      `warning: client failures in the last ${seconds} s: ${
+        Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ")
+      }`,
+      { seconds, counts },
+    );
   }
 
   info(event: string, text: string, fields: Fields = {}): void {
@@ -50,11 +122,44 @@ export class Log {
 export function errorText(error: unknown): string {
   if (error instanceof Error) {
     const code = (error as { code?: unknown }).code;
-    return typeof code === "string" && !error.message.includes(code)
-      ? `${code}: ${error.message}`
-      : error.message;
+    return oneLine(
+      typeof code === "string" && !error.message.includes(code)
+        ? `${code}: ${error.message}`
+        : error.message,
+    );
   }
-  return String(error);
+  return oneLine(String(error));
+}
+
+/** What the server logs about a client's failure (by its message), or null. */
+const CLIENT_ERRORS: Record<string, ClientFailure> = {
+  "connection failed": "connection",
+  "TLS handshake failed": "tls",
+};
+
+/** The kind of a client's connection error. */
+function failureKind(
+  message: string,
+  error: unknown,
+): ClientFailure | "counted" | null {
+  // Its session then closes with reason "timeout": counted there.
+  if (message.startsWith("the client did not read its replies")) {
+    return "counted";
+  }
+  const kind = CLIENT_ERRORS[message];
+  if (kind !== "connection") return kind ?? null;
+  const e = error as { code?: unknown; name?: unknown; message?: unknown };
+  const text = `${String(e?.code ?? "")} ${String(e?.name ?? "")} ${
+    String(e?.message ?? "")
+  }`;
+  if (/SSL|TLS|certificate|handshake/i.test(text)) return "tls";
+  if (
+    /ECONNRESET|EPIPE|ECONNABORTED|ConnectionReset|BrokenPipe|reset/i.test(text)
+  ) {
+    return "reset";
+  }
+  if (/ETIMEDOUT|TimedOut/i.test(text)) return "timeout";
+  return "connection";
 }
 
 export function duration(ms: number): string {
@@ -76,7 +181,14 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
       case "listen":
         listen.runtime = entry.runtime;
         break;
-      case "error":
+      case "error": {
+        const kind = entry.session === undefined
+          ? null
+          : failureKind(entry.message, entry.error);
+        if (kind !== null && !log.verbose) {
+          if (kind !== "counted") log.clientFailure(kind);
+          break;
+        }
         log.error(
           "error",
           `${
@@ -89,7 +201,12 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
           },
         );
         break;
+      }
       case "refused":
+        if (!log.verbose) {
+          log.clientFailure("refused");
+          break;
+        }
         log.warn(
           "refused",
           `refused ${entry.remoteAddress}: ${entry.reason}`,
@@ -106,6 +223,13 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
         );
         break;
       case "close":
+        if (!log.verbose) {
+          if (entry.reason === "timeout") log.clientFailure("timeout");
+          else if (entry.reason === "too-many-errors") {
+            log.clientFailure("protocol");
+          }
+          break;
+        }
         log.debug(
           "close",
           `session=${entry.session} close (${entry.reason}, ${entry.messages} messages)`,
@@ -126,6 +250,13 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
         break;
       case "message":
         break; // the CLI logs the delivered message itself, with its file
+      case "auth-lockout":
+        log.warn(
+          "auth-lockout",
+          `session=${entry.session} ${entry.remoteAddress} locked out of AUTH after ${entry.failures} failures`,
+          entry,
+        );
+        break;
       case "auth":
         log.info(
           "auth",

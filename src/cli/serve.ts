@@ -1,19 +1,29 @@
 /**
- * `smtpd [options]`: the server that delivers into a Maildir, until SIGINT
- * or SIGTERM.
+ * `smtpd [options]`: the server that delivers into a Maildir, posts to a
+ * webhook (`--webhook`), or both, until SIGINT or SIGTERM.
+ *
+ * With both, each message is stored first and posted second; the sender
+ * gets 250 only when both succeeded. When the post fails (not 2xx, network
+ * error, `--webhook-timeout`), the stored file is removed again and the
+ * sender gets 451 4.3.0: the message is delivered once (file and post) or
+ * not at all, and the sender's retry delivers it anew.
  *
  * @module
  */
 
+import { open, unlink } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import process from "node:process";
 import { serve } from "../../mod.ts";
 import type { Message } from "../message.ts";
 import type { ServeOptions, Server } from "../server.ts";
 import { SmtpError } from "../errors.ts";
+import type { DeliverableMessage, Delivery, Maildir } from "../maildir.ts";
+import { postWebhook, webhookPayload } from "../webhook.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
+import { abuseOptions, startTmpSweep } from "./abuse.ts";
 import { duration, errorText, hostPort, Log, serverLogger } from "./log.ts";
 import { workerChannel } from "./workers.ts";
 
@@ -23,6 +33,149 @@ function runtimeName(runtime: string | undefined): string {
     (versions.bun ? "bun" : versions.deno ? "deno" : "node");
   const version = versions[name];
   return version ? `${name} ${version}` : name;
+}
+
+/**
+ * The bytes of a file from `offset` on, as a stream read in 64 KiB pieces
+ * (the body of a copy already delivered, past its trace headers).
+ */
+function fileBody(path: string, offset: number): ReadableStream<Uint8Array> {
+  let file: Awaited<ReturnType<typeof open>> | null = null;
+  let at = offset;
+  const close = () => {
+    const f = file;
+    file = null;
+    return f?.close().catch(() => {});
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      try {
+        file ??= await open(path, "r");
+        const buf = new Uint8Array(64 * 1024);
+        const { bytesRead } = await file.read(buf, 0, buf.byteLength, at);
+        if (bytesRead === 0) {
+          await close();
+          c.close();
+          return;
+        }
+        at += bytesRead;
+        c.enqueue(buf.subarray(0, bytesRead));
+      } catch (error) {
+        await close();
+        throw error;
+      }
+    },
+    cancel: () => close(),
+  });
+}
+
+/**
+ * LMTP into one Maildir: one file per accepted recipient, as LMTP
+ * delivery agents (Dovecot) write one copy per mailbox, each with its own
+ * `Received: ... for <recipient>`; and one reply per recipient. The
+ * first copy is written from the incoming body, the others are copied
+ * from it: a failure of the first answers every recipient (there is no
+ * body to copy), a failure of a later copy answers its recipient only.
+ */
+async function deliverEach(
+  maildir: Maildir,
+  message: Message,
+  delivered: (to: string, delivery: Delivery) => void,
+  failed: (to: string, error: SmtpError) => void,
+): Promise<void> {
+  let first: Delivery | null = null;
+  for (let i = 0; i < message.to.length; i++) {
+    const to = message.to[i];
+    const copy = {
+      id: message.id,
+      from: message.from,
+      mailFrom: message.mailFrom,
+      session: message.session,
+      signal: message.signal,
+      to: [to],
+      raw: first === null
+        ? message.raw
+        : fileBody(first.path, first.size - message.size),
+    };
+    if (first === null) {
+      first = await maildir.deliver(copy);
+      delivered(to, first);
+      continue;
+    }
+    try {
+      delivered(to, await maildir.deliver(copy));
+    } catch (error) {
+      // The sender gave up meanwhile (or shutdown): every recipient fails.
+      if (message.signal.aborted) throw error;
+      const reply = error instanceof SmtpError
+        ? error
+        : new SmtpError(451, "4.3.0", "Temporary local problem");
+      failed(to, reply);
+      message.rejectRecipient(i, reply);
+    }
+  }
+}
+
+/** The message with its body already read, for Maildir delivery. */
+function withBody(message: Message, raw: Uint8Array): DeliverableMessage {
+  return {
+    id: message.id,
+    from: message.from,
+    to: message.to,
+    mailFrom: message.mailFrom,
+    session: message.session,
+    raw: new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(raw);
+        controller.close();
+      },
+    }),
+  };
+}
+
+/** A webhook URL for logs: no user name or password, no query. */
+function safeUrl(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+/**
+ * Stores the message (when there is a Maildir), then posts it (when there
+ * is a webhook); a failed post takes the stored file back.
+ */
+async function deliver(
+  message: Message,
+  maildir: Maildir | null,
+  webhook: { url: URL; timeout: number } | null,
+): Promise<{ delivery: Delivery | null; status: number | null }> {
+  if (webhook === null) {
+    return { delivery: await maildir!.deliver(message), status: null };
+  }
+  const raw = await message.bytes();
+  const delivery = maildir === null
+    ? null
+    : await maildir.deliver(withBody(message, raw));
+  try {
+    let payload;
+    try {
+      payload = await webhookPayload(message, raw);
+    } catch (error) {
+      const reply = new SmtpError(
+        451,
+        "4.3.0",
+        "Local error in processing, try again later",
+      );
+      reply.cause = error;
+      throw reply;
+    }
+    if (delivery !== null) payload.file = delivery.path;
+    const { status } = await postWebhook(webhook.url, payload, {
+      timeout: webhook.timeout,
+    });
+    return { delivery, status };
+  } catch (error) {
+    if (delivery !== null) await unlink(delivery.path).catch(() => {});
+    throw error;
+  }
 }
 
 /** "1 message", "2 messages". */
@@ -36,19 +189,72 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   const maildirPath = resolvePath(o.maildir);
   // Everything that can fail because of a flag fails here, before listening.
   const loaded = await loadFiles(o);
-  const maildir = await openMaildir(o, maildirPath);
+  const maildir = o.noMaildir ? null : await openMaildir(o, maildirPath);
+  const webhook = o.webhook === undefined
+    ? null
+    : { url: new URL(o.webhook), timeout: o.webhookTimeout ?? 30000 };
   for (const warning of loaded.warnings) {
     log.warn("warning", warning, { warning });
   }
+  const stopSweep = maildir === null
+    ? () => {}
+    : await startTmpSweep(maildir, log);
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
   // Under --workers: the port the parent chose, and a channel to report on.
   const worker = workerChannel();
   const listen: { runtime?: string } = {};
 
+  const deliveryFailed =
+    (message: Message, to: readonly string[]) => (error: SmtpError) => {
+      stats.failed++;
+      const cause = error.cause !== undefined ? error.cause : error;
+      log.error(
+        "delivery-failed",
+        `delivery failed id=${message.id} from=<${message.from}>${
+          o.lmtp ? ` to=${to.map((a) => `<${a}>`).join(",")}` : ""
+        }: ${errorText(cause)} (replied ${error.toString()})`,
+        {
+          id: message.id,
+          from: message.from,
+          to,
+          error: errorText(cause),
+          reply: error.toString(),
+        },
+      );
+    };
+  const delivered = (message: Message) =>
+  (
+    to: readonly string[],
+    delivery: Delivery | null,
+    status: number | null,
+  ) => {
+    stats.messages++;
+    stats.bytes += message.size;
+    log.info(
+      "message",
+      `message id=${message.id} from=<${message.from}> to=${
+        to.map((a) => `<${a}>`).join(",")
+      } size=${message.size}` +
+        (delivery !== null ? ` file=${delivery.path}` : "") +
+        (status !== null ? ` webhook=${status}` : ""),
+      {
+        id: message.id,
+        from: message.from,
+        to,
+        size: message.size,
+        ...(delivery !== null ? { file: delivery.path } : {}),
+        ...(status !== null ? { webhook: status } : {}),
+      },
+    );
+  };
+
   const options: ServeOptions = {
-    hostname: o.host,
-    port: worker?.port ?? o.port,
+    ...(o.socket !== undefined
+      ? { path: o.socket }
+      : { hostname: o.host, port: worker?.port ?? o.port }),
+    lmtp: o.lmtp,
+    chunking: o.chunking,
     serverName: o.serverName,
     ...(worker?.reusePort ? { reusePort: true } : {}),
     ...(o.size !== undefined ? { maxMessageSize: o.size } : {}),
@@ -58,6 +264,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     ...(o.maxConnections !== undefined
       ? { maxConnections: o.maxConnections }
       : {}),
+    ...abuseOptions(o),
     ...(loaded.tls !== undefined
       ? { tls: loaded.tls, implicitTls: o.tlsImplicit }
       : {}),
@@ -78,41 +285,27 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         },
       }
       : {}),
+    // The hook waits for the webhook: give it the webhook's time and more.
+    ...(webhook !== null && webhook.timeout + 30000 > 60000
+      ? { hookTimeout: webhook.timeout + 30000 }
+      : {}),
     logger: serverLogger(log, listen),
     async onMessage(message: Message) {
       try {
-        const delivery = await maildir.deliver(message);
-        stats.messages++;
-        stats.bytes += message.size;
-        log.info(
-          "message",
-          `message id=${message.id} from=<${message.from}> to=${
-            message.to.map((a) => `<${a}>`).join(",")
-          } size=${message.size} file=${delivery.path}`,
-          {
-            id: message.id,
-            from: message.from,
-            to: message.to,
-            size: message.size,
-            file: delivery.path,
-          },
-        );
+        if (o.lmtp) {
+          await deliverEach(
+            maildir!,
+            message,
+            (to, d) => delivered(message)([to], d, null),
+            (to, error) => deliveryFailed(message, [to])(error),
+          );
+        } else {
+          const { delivery, status } = await deliver(message, maildir, webhook);
+          delivered(message)(message.to, delivery, status);
+        }
       } catch (error) {
         if (error instanceof SmtpError && error.cause !== undefined) {
-          stats.failed++;
-          log.error(
-            "delivery-failed",
-            `delivery failed id=${message.id} from=<${message.from}>: ${
-              errorText(error.cause)
-            } (replied ${error.toString()})`,
-            {
-              id: message.id,
-              from: message.from,
-              to: message.to,
-              error: errorText(error.cause),
-              reply: error.toString(),
-            },
-          );
+          deliveryFailed(message, message.to)(error);
         } else {
           log.debug(
             "message-aborted",
@@ -159,11 +352,13 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     server = await serve(options);
   } catch (error) {
     for (const remove of handlers) remove();
+    stopSweep();
     if (error instanceof CliError) throw error;
     throw listenError(error, o);
   }
 
-  const where = hostPort(server.addr.hostname, server.addr.port);
+  const where = server.addr.path ??
+    hostPort(server.addr.hostname, server.addr.port);
   const runtime = runtimeName(listen.runtime);
   const tlsMode = loaded.tls === undefined
     ? ""
@@ -172,18 +367,27 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     : ", STARTTLS";
   log.info(
     "listening",
-    `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}), Maildir ${maildirPath}`,
+    `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}${
+      o.lmtp ? ", LMTP" : ""
+    }), ` +
+      [
+        ...(maildir !== null ? [`Maildir ${maildirPath}`] : []),
+        ...(webhook !== null ? [`webhook ${safeUrl(webhook.url)}`] : []),
+      ].join(", "),
     {
       version: VERSION,
-      host: server.addr.hostname,
-      port: server.addr.port,
+      ...(server.addr.path !== undefined
+        ? { socket: server.addr.path }
+        : { host: server.addr.hostname, port: server.addr.port }),
+      protocol: o.lmtp ? "lmtp" : "smtp",
       runtime,
       tls: loaded.tls === undefined
         ? "none"
         : o.tlsImplicit
         ? "implicit"
         : "starttls",
-      maildir: maildirPath,
+      ...(maildir !== null ? { maildir: maildirPath } : {}),
+      ...(webhook !== null ? { webhook: safeUrl(webhook.url) } : {}),
     },
   );
   worker?.listening(server.addr.port);
@@ -196,6 +400,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   });
   await server.close();
   for (const remove of handlers) remove();
+  stopSweep();
+  log.flush();
   const uptime = Date.now() - started;
   // A worker reports to the parent, which prints one summary for all.
   if (worker) {

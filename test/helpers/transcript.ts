@@ -130,7 +130,7 @@ function describe(ev: SmtpEvent): string {
       const c = ev.credentials;
       return `auth:${c.mechanism} ${c.username} ${
         c.password ?? c.token ?? c.response
-      }${c.authzid ? " as " + c.authzid : ""}`;
+      }${c.authorizationId ? " as " + c.authorizationId : ""}`;
     }
     default:
       return ev.type;

@@ -1,0 +1,116 @@
+/**
+ * The socket file of a Unix domain socket listener, shared by the shims:
+ * before listening, a stale file from a crashed run is removed (only when
+ * nothing answers on it), a live server's socket or a file that is not a
+ * socket is refused; after closing, the file is removed (only if it is
+ * still ours). Uses `node:fs` and `node:net`, which Deno, Bun and Node
+ * all have.
+ *
+ * @module
+ */
+
+import * as fs from "node:fs";
+import * as net from "node:net";
+import type { Connection, NetAddress } from "../src/transport.ts";
+
+/** What `session.remoteAddress` and `localAddress` are on a Unix socket. */
+export const UNIX_HOSTNAME = "unix";
+
+/**
+ * Makes `path` free for a new listener: nothing there, or a stale socket
+ * file (connecting to it is refused) which is removed. Rejects with an
+ * `Error` when a server answers on it or when it is not a socket.
+ *
+ * @example
+ * ```ts
+ * import { prepareSocketPath } from "./unix_path.ts";
+ *
+ * await prepareSocketPath("/tmp/lmtp.sock");
+ * ```
+ */
+export async function prepareSocketPath(path: string): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch (error) {
+    if ((error as { code?: string }).code === "ENOENT") return;
+    throw error;
+  }
+  if (!st.isSocket()) {
+    throw new Error(
+      `Cannot listen on ${path}: the path exists and is not a socket`,
+    );
+  }
+  const answer = await new Promise<string | null>((resolve) => {
+    const s = net.connect({ path });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(null);
+    });
+    s.once("error", (error: Error & { code?: string }) => {
+      s.destroy();
+      resolve(error.code ?? "EUNKNOWN");
+    });
+  });
+  if (answer === null) {
+    throw new Error(
+      `Cannot listen on ${path}: a server is listening on it`,
+    );
+  }
+  // ECONNREFUSED: a socket file nobody listens on (a crashed run). Any
+  // other failure (EAGAIN from a full backlog, EACCES) may be a live
+  // server: leave it alone.
+  if (answer !== "ECONNREFUSED") {
+    throw new Error(
+      `Cannot listen on ${path}: cannot tell whether a server uses it (${answer})`,
+    );
+  }
+  try {
+    fs.unlinkSync(path);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ENOENT") throw error;
+  }
+}
+
+/**
+ * The identity of the socket file just bound at `path` (to remove only
+ * our own file on close), or null when it cannot be read.
+ */
+export function socketFileId(path: string): string | null {
+  try {
+    const st = fs.statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Removes the socket file at `path` if it is still the one `id` names
+ * (another server may have taken the path since). Never throws.
+ */
+export function removeSocketPath(path: string, id: string | null): void {
+  try {
+    const st = fs.lstatSync(path);
+    if (!st.isSocket()) return;
+    if (id !== null && `${st.dev}:${st.ino}` !== id) return;
+    fs.unlinkSync(path);
+  } catch { /* gone already */ }
+}
+
+/** The listener address of a Unix socket at `path`. */
+export function unixAddr(path: string): NetAddress {
+  return { hostname: UNIX_HOSTNAME, port: 0, path };
+}
+
+/**
+ * A connection accepted on a Unix socket, with the addresses the driver
+ * shows (`"unix"`, port 0) in place of what the runtime reports (Deno
+ * gives a path and no hostname, Node and Bun nothing useful).
+ */
+export function unixConnection(conn: Connection, path: string): Connection {
+  return Object.assign(conn, {
+    remoteAddr: { hostname: UNIX_HOSTNAME, port: 0 },
+    localAddr: unixAddr(path),
+  });
+}

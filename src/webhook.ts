@@ -1,0 +1,470 @@
+/**
+ * An inbound-mail webhook: each message as one JSON document (envelope,
+ * parsed headers, subject, text, HTML, attachment metadata, the raw message
+ * in base64), posted to an HTTP endpoint. The sender gets its `250` only
+ * after the endpoint answered 2xx; anything else (another status, a network
+ * error, a timeout) becomes `451 4.3.0`, and the sender retries later.
+ *
+ * Uses only `fetch`, so it runs on Deno, Bun and Node alike. The `smtpd`
+ * command line does the same with `--webhook URL`.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ * import { postWebhook, webhookPayload } from "@smtpd/smtpd/webhook";
+ *
+ * await serve({
+ *   port: 2525,
+ *   async onMessage(message) {
+ *     const raw = await message.bytes();
+ *     await postWebhook("https://example.org/inbound", await webhookPayload(message, raw));
+ *   },
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import PostalMime from "postal-mime";
+import type { Address } from "postal-mime";
+import { SmtpError } from "./errors.ts";
+
+/**
+ * What {@link webhookPayload} reads of a message: its id, the envelope and
+ * a few facts of its session. A received `Message` has all of them.
+ *
+ * @example
+ * ```ts
+ * import { webhookPayload, type WebhookSource } from "@smtpd/smtpd/webhook";
+ *
+ * const source: WebhookSource = {
+ *   id: "m1",
+ *   from: "alice@example.com",
+ *   to: ["bob@example.org"],
+ *   session: { remoteAddress: "192.0.2.1", remotePort: 40000, heloName: "mx.example.com", secure: false, user: null },
+ * };
+ * const payload = await webhookPayload(source, new TextEncoder().encode("Subject: hi\r\n\r\nhello\r\n"));
+ * ```
+ */
+export interface WebhookSource {
+  /** The message id. */
+  readonly id: string;
+  /** MAIL FROM (`""` for `<>`). */
+  readonly from: string;
+  /** The accepted recipients. */
+  readonly to: readonly string[];
+  /** The connection's facts that go into {@link WebhookEnvelope}. */
+  readonly session: {
+    readonly remoteAddress: string;
+    readonly remotePort: number;
+    readonly heloName: string | null;
+    readonly secure: boolean;
+    readonly user: string | null;
+  };
+}
+
+/**
+ * The SMTP envelope and connection of a message, as the webhook sends it.
+ *
+ * @example
+ * ```ts
+ * import type { WebhookEnvelope } from "@smtpd/smtpd/webhook";
+ *
+ * const envelope: WebhookEnvelope = {
+ *   from: "alice@example.com",
+ *   to: ["bob@example.org"],
+ *   remoteAddress: "192.0.2.1",
+ *   remotePort: 40000,
+ *   heloName: "mx.example.com",
+ *   secure: true,
+ *   user: null,
+ * };
+ * ```
+ */
+export interface WebhookEnvelope {
+  /** MAIL FROM; `""` for the null reverse-path `<>`. */
+  from: string;
+  /** The accepted RCPT TO addresses, in order. */
+  to: string[];
+  /** The client's IP address. */
+  remoteAddress: string;
+  /** The client's port. */
+  remotePort: number;
+  /** The name the client gave with EHLO/HELO. */
+  heloName: string | null;
+  /** Whether the message came over TLS. */
+  secure: boolean;
+  /** The authenticated user, or `null`. */
+  user: string | null;
+}
+
+/**
+ * One header field of the message, in message order.
+ *
+ * @example
+ * ```ts
+ * import type { WebhookHeader } from "@smtpd/smtpd/webhook";
+ *
+ * const header: WebhookHeader = { name: "subject", value: "Hello" };
+ * ```
+ */
+export interface WebhookHeader {
+  /** The field name, lower case. */
+  name: string;
+  /** The value, unfolded, MIME encoded words left as they are. */
+  value: string;
+}
+
+/**
+ * A mailbox of a header (groups are flattened into their members).
+ *
+ * @example
+ * ```ts
+ * import type { WebhookAddress } from "@smtpd/smtpd/webhook";
+ *
+ * const alice: WebhookAddress = { name: "Alice", address: "alice@example.com" };
+ * ```
+ */
+export interface WebhookAddress {
+  /** The decoded display name, `""` when none. */
+  name: string;
+  /** The address. */
+  address: string;
+}
+
+/**
+ * What the webhook says about an attachment (the content itself is in
+ * `raw`).
+ *
+ * @example
+ * ```ts
+ * import type { WebhookAttachment } from "@smtpd/smtpd/webhook";
+ *
+ * const a: WebhookAttachment = {
+ *   filename: "report.pdf",
+ *   contentType: "application/pdf",
+ *   size: 48213,
+ *   disposition: "attachment",
+ *   contentId: null,
+ * };
+ * ```
+ */
+export interface WebhookAttachment {
+  /** The decoded file name, or `null`. */
+  filename: string | null;
+  /** The MIME type, lower case. */
+  contentType: string;
+  /** Decoded size in bytes. */
+  size: number;
+  /** `"attachment"`, `"inline"` or another disposition, or `null`. */
+  disposition: string | null;
+  /** The Content-ID (with angle brackets), or `null`. */
+  contentId: string | null;
+}
+
+/**
+ * The JSON document posted for each message.
+ *
+ * @example
+ * ```ts
+ * import type { WebhookPayload } from "@smtpd/smtpd/webhook";
+ *
+ * // The endpoint's side:
+ * function handle(payload: WebhookPayload): void {
+ *   const raw = Uint8Array.from(atob(payload.raw), (c) => c.charCodeAt(0));
+ *   console.log(payload.envelope.from, payload.subject, raw.length);
+ * }
+ * ```
+ */
+export interface WebhookPayload {
+  /** The message id smtpd gave it (also in its logs). */
+  id: string;
+  /** When the payload was made (ISO 8601, UTC). */
+  receivedAt: string;
+  /** MAIL FROM, RCPT TO and the client connection. */
+  envelope: WebhookEnvelope;
+  /** Every header field, in order, duplicates included. */
+  headers: WebhookHeader[];
+  /** The Message-ID header, or `null`. */
+  messageId: string | null;
+  /** The Date header (ISO 8601 when it parses), or `null`. */
+  date: string | null;
+  /** The From header's mailbox, or `null`. */
+  from: WebhookAddress | null;
+  /** The To header's mailboxes. */
+  to: WebhookAddress[];
+  /** The Cc header's mailboxes. */
+  cc: WebhookAddress[];
+  /** The Reply-To header's mailboxes. */
+  replyTo: WebhookAddress[];
+  /** The decoded Subject, or `null`. */
+  subject: string | null;
+  /** The plain-text body, or `null`. */
+  text: string | null;
+  /** The HTML body, or `null`. */
+  html: string | null;
+  /** The attachments' metadata. */
+  attachments: WebhookAttachment[];
+  /** Size of the raw message in bytes. */
+  size: number;
+  /** The raw message (headers and body, CRLF line ends), base64. */
+  raw: string;
+  /** Where the message is stored too, when it is (the CLI's Maildir file). */
+  file?: string;
+}
+
+/**
+ * Options of {@link postWebhook}.
+ *
+ * @example
+ * ```ts
+ * import type { PostWebhookOptions } from "@smtpd/smtpd/webhook";
+ *
+ * const options: PostWebhookOptions = {
+ *   timeout: 10000,
+ *   headers: { authorization: "Bearer 1234" },
+ * };
+ * ```
+ */
+export interface PostWebhookOptions {
+  /** Milliseconds to wait for the endpoint's status (default 30000). */
+  timeout?: number;
+  /** More request headers, such as `authorization`. */
+  headers?: Record<string, string>;
+  /** Aborts the request (for example `message.signal` of a hook). */
+  signal?: AbortSignal;
+  /** The `fetch` to use (default: the global one). */
+  fetch?: typeof fetch;
+}
+
+/**
+ * What the endpoint answered: a 2xx status.
+ *
+ * @example
+ * ```ts
+ * import { postWebhook, type WebhookResponse } from "@smtpd/smtpd/webhook";
+ *
+ * declare const payload: Parameters<typeof postWebhook>[1];
+ * const response: WebhookResponse = await postWebhook("http://127.0.0.1:8080/", payload);
+ * console.log(response.status); // 200, 201, 202 or 204 ...
+ * ```
+ */
+export interface WebhookResponse {
+  /** The HTTP status, 200 to 299. */
+  status: number;
+}
+
+/**
+ * Makes the webhook's JSON document of a message from its raw bytes (the
+ * bytes are parsed with postal-mime).
+ *
+ * @param message the message (or anything with its id, envelope and session)
+ * @param raw the whole message, as `await message.bytes()` gives it
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ * import { webhookPayload } from "@smtpd/smtpd/webhook";
+ *
+ * await serve({
+ *   port: 0,
+ *   async onMessage(message) {
+ *     const payload = await webhookPayload(message, await message.bytes());
+ *     console.log(JSON.stringify(payload.envelope), payload.subject, payload.attachments.length);
+ *   },
+ * });
+ * ```
+ */
+export async function webhookPayload(
+  message: WebhookSource,
+  raw: Uint8Array,
+): Promise<WebhookPayload> {
+  if (!(raw instanceof Uint8Array)) {
+    throw new TypeError("Cannot make webhook payload: raw is not a Uint8Array");
+  }
+  const email = await PostalMime.parse(raw);
+  const s = message.session;
+  return {
+    id: message.id,
+    receivedAt: new Date().toISOString(),
+    envelope: {
+      from: message.from,
+      to: [...message.to],
+      remoteAddress: s.remoteAddress,
+      remotePort: s.remotePort,
+      heloName: s.heloName,
+      secure: s.secure,
+      user: s.user,
+    },
+    headers: email.headers.map((h) => ({ name: h.key, value: h.value })),
+    messageId: email.messageId ?? null,
+    date: email.date ?? null,
+    from: email.from === undefined ? null : mailboxes([email.from])[0] ?? null,
+    to: mailboxes(email.to),
+    cc: mailboxes(email.cc),
+    replyTo: mailboxes(email.replyTo),
+    subject: email.subject ?? null,
+    text: email.text ?? null,
+    html: email.html ?? null,
+    attachments: email.attachments.map((a) => ({
+      filename: a.filename,
+      contentType: a.mimeType,
+      size: typeof a.content === "string"
+        ? new TextEncoder().encode(a.content).byteLength
+        : a.content.byteLength,
+      disposition: a.disposition,
+      contentId: a.contentId ?? null,
+    })),
+    size: raw.byteLength,
+    raw: base64(raw),
+  };
+}
+
+/**
+ * Posts a payload as JSON (`POST`, `content-type: application/json`) and
+ * resolves once the endpoint answered 2xx. Any other outcome throws an
+ * {@link SmtpError} `451 4.3.0` (the error is its `cause`), so that a hook
+ * that awaits it answers the sender with a temporary failure and the sender
+ * retries: a non-2xx status, a network error, no status within `timeout`.
+ *
+ * @param url the endpoint, `http:` or `https:`
+ * @param payload the document, usually from {@link webhookPayload}
+ * @param options timeout, extra headers, an abort signal, a custom fetch
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ * import { postWebhook, webhookPayload } from "@smtpd/smtpd/webhook";
+ *
+ * await serve({
+ *   port: 2525,
+ *   async onMessage(message) {
+ *     const payload = await webhookPayload(message, await message.bytes());
+ *     await postWebhook("http://127.0.0.1:8080/inbound", payload, { timeout: 10000 });
+ *   },
+ * });
+ * ```
+ */
+export async function postWebhook(
+  url: string | URL,
+  payload: WebhookPayload,
+  options: PostWebhookOptions = {},
+): Promise<WebhookResponse> {
+  const target = webhookUrl(url);
+  const timeout = options.timeout ?? 30000;
+  if (!Number.isInteger(timeout) || timeout < 1) {
+    throw new TypeError(
+      `Cannot use option timeout: value is not a positive whole number of milliseconds`,
+    );
+  }
+  const doFetch = options.fetch ?? globalThis.fetch;
+  if (typeof doFetch !== "function") {
+    throw new TypeError("Cannot use option fetch: value is not a function");
+  }
+  const signals = [AbortSignal.timeout(timeout)];
+  if (options.signal !== undefined) signals.push(options.signal);
+  const signal = signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+  let response: Response;
+  try {
+    response = await doFetch(target, {
+      method: "POST",
+      headers: {
+        ...options.headers,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify(payload),
+      signal,
+    });
+  } catch (error) {
+    const timedOut = (error as { name?: unknown } | null)?.name ===
+        "TimeoutError" || signals[0].aborted;
+    throw failure(
+      timedOut
+        ? new Error(`Cannot post webhook: no answer within ${timeout} ms`, {
+          cause: error,
+        })
+        : new Error(
+          `Cannot post webhook: ${
+            (error as { message?: unknown })?.message ?? error
+          }`,
+          { cause: error },
+        ),
+    );
+  }
+  // The body is not used: release the connection.
+  await response.body?.cancel().catch(() => {});
+  if (response.status < 200 || response.status > 299) {
+    throw failure(
+      new Error(`Cannot post webhook: endpoint answered ${response.status}`),
+    );
+  }
+  return { status: response.status };
+}
+
+/**
+ * Checks a webhook URL: an absolute `http:` or `https:` URL, else a
+ * `TypeError`.
+ *
+ * @param url the endpoint
+ * @returns the parsed URL
+ *
+ * @example
+ * ```ts
+ * import { webhookUrl } from "@smtpd/smtpd/webhook";
+ *
+ * webhookUrl("https://example.org/inbound").host; // "example.org"
+ * webhookUrl("ftp://example.org/"); // throws TypeError
+ * ```
+ */
+export function webhookUrl(url: string | URL): URL {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new TypeError(
+      `Cannot parse webhook URL: value is "${String(url)}"`,
+    );
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new TypeError(
+      `Cannot use webhook URL: protocol is "${parsed.protocol}", not http: or https:`,
+    );
+  }
+  return parsed;
+}
+
+/** The reply for a failed post, with the reason as `cause`. */
+function failure(cause: Error): SmtpError {
+  const error = new SmtpError(
+    451,
+    "4.3.0",
+    "Local error in processing, try again later",
+  );
+  error.cause = cause;
+  return error;
+}
+
+/** Mailboxes of address headers, groups flattened. */
+function mailboxes(list: readonly Address[] | undefined): WebhookAddress[] {
+  const out: WebhookAddress[] = [];
+  for (const a of list ?? []) {
+    if (a.group !== undefined) {
+      for (const m of a.group) out.push({ name: m.name, address: m.address });
+    } else {
+      out.push({ name: a.name, address: a.address });
+    }
+  }
+  return out;
+}
+
+/** Base64 of bytes, with `btoa` (on every runtime) over pieces of the input. */
+function base64(bytes: Uint8Array): string {
+  const parts: string[] = [];
+  // A multiple of 3, so that the pieces' encodings join without padding.
+  const step = 3 * 8192;
+  for (let at = 0; at < bytes.byteLength; at += step) {
+    const piece = bytes.subarray(at, at + step);
+    parts.push(btoa(String.fromCharCode(...piece)));
+  }
+  return parts.join("");
+}

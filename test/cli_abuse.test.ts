@@ -1,0 +1,394 @@
+// The CLI under abuse, as a child process under the runtime that runs the
+// tests (127.0.0.1 only): --max-connections-per-ip, --quiet under a
+// connection flood and a TLS-garbage flood (summary lines only), the sweep
+// of the Maildir's tmp/ at start-up, and the new flags' parsing.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import * as fs from "node:fs/promises";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import process from "node:process";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { CliError, parseCliArgs } from "../src/cli/args.ts";
+import { oneLine } from "../src/cli/log.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
+const KEY = `${ROOT}test/fixtures/tls/key.pem`;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+let tmp = "";
+let counter = 0;
+before(async () => {
+  tmp = await fs.mkdtemp(`${tmpdir()}/smtpd-cli-abuse-`);
+});
+after(async () => {
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+const freshPath = () => `${tmp}/md${++counter}`;
+
+function cliCommand(): { cmd: string; args: string[] } {
+  const g = globalThis as { Deno?: unknown; Bun?: unknown };
+  const cmd = process.execPath;
+  const main = "src/cli/main.ts";
+  if (g.Deno !== undefined) return { cmd, args: ["run", "-A", main] };
+  if (g.Bun !== undefined) return { cmd, args: [main] };
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  return major > 23 || (major === 23 && minor >= 6)
+    ? { cmd, args: [main] }
+    : { cmd, args: ["--import", "tsx", main] };
+}
+
+/** A free port on 127.0.0.1 (a --quiet CLI prints no listening line). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+interface Cli {
+  child: ChildProcess;
+  port: number;
+  out: { stdout: string; stderr: string };
+  exited: Promise<number | null>;
+}
+
+const running = new Set<ChildProcess>();
+after(() => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
+/** Starts the CLI on a free port and waits until it takes connections. */
+async function startCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Cli> {
+  const port = await freePort();
+  const { cmd, args: base } = cliCommand();
+  const child = spawn(cmd, [...base, "--port", String(port), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  running.add(child);
+  const out = { stdout: "", stderr: "" };
+  child.stdout!.setEncoding("utf8");
+  child.stderr!.setEncoding("utf8");
+  child.stdout!.on("data", (d: string) => (out.stdout += d));
+  child.stderr!.on("data", (d: string) => (out.stderr += d));
+  const exited = new Promise<number | null>((resolve) => {
+    child.on("exit", (code) => {
+      running.delete(child);
+      setTimeout(() => resolve(code), 50);
+    });
+  });
+  let gone = false;
+  void exited.then(() => (gone = true));
+  for (const t0 = Date.now();;) {
+    if (gone) throw new Error(`CLI exited: ${out.stdout}${out.stderr}`);
+    if (Date.now() - t0 > 20000) {
+      throw new Error(`CLI did not listen: ${out.stdout}${out.stderr}`);
+    }
+    // The probe says QUIT and waits for the server to close it, so that it
+    // no longer counts against the per-address limit the tests measure.
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ port, host: "127.0.0.1" });
+      s.once("data", () => s.write("QUIT\r\n"));
+      s.once("close", () => resolve(true));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) {
+      await sleep(50); // the server ends its side of the probe
+      break;
+    }
+    await sleep(100);
+  }
+  return { child, port, out, exited };
+}
+
+async function stopCli(cli: Cli): Promise<number | null> {
+  if (cli.child.exitCode === null) process.kill(cli.child.pid!, "SIGTERM");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const code = await Promise.race([
+    cli.exited,
+    new Promise<"hung">((r) => (timer = setTimeout(() => r("hung"), 45000))),
+  ]);
+  clearTimeout(timer);
+  if (code === "hung") {
+    cli.child.kill("SIGKILL");
+    throw new Error("CLI did not exit after SIGTERM");
+  }
+  return code;
+}
+
+/** Connects and reads the first reply line (or "" if the peer closes first). */
+function firstLine(
+  port: number,
+): Promise<{ line: string; socket: net.Socket }> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: "127.0.0.1" });
+    let buf = "";
+    const done = () => resolve({ line: buf.split("\r\n")[0], socket });
+    socket.on("data", (d) => {
+      buf += d.toString("latin1");
+      if (buf.includes("\r\n")) done();
+    });
+    socket.on("error", done);
+    socket.on("close", done);
+  });
+}
+
+describe("cli: --max-connections-per-ip", () => {
+  it("with --max-connections-per-ip 200, 150 sessions from 127.0.0.1 all get 220", async () => {
+    const cli = await startCli([
+      "--maildir",
+      freshPath(),
+      "--max-connections-per-ip",
+      "200",
+      "--quiet",
+    ]);
+    const sockets: net.Socket[] = [];
+    try {
+      const lines: string[] = [];
+      // Opened 25 at a time; all 150 stay open together.
+      for (let i = 0; i < 150; i += 25) {
+        const batch = await Promise.all(
+          Array.from({ length: 25 }, () => firstLine(cli.port)),
+        );
+        for (const b of batch) {
+          lines.push(b.line);
+          sockets.push(b.socket);
+        }
+      }
+      assert.equal(lines.length, 150);
+      assert.deepEqual(lines.filter((l) => !l.startsWith("220 ")), []);
+      // The 151st from the same address is still within 200.
+      const one = await firstLine(cli.port);
+      sockets.push(one.socket);
+      assert.match(one.line, /^220 /);
+    } finally {
+      for (const s of sockets) s.destroy();
+      assert.equal(await stopCli(cli), 0);
+    }
+  });
+
+  it("without it, the library default (50) refuses the 51st", async () => {
+    const cli = await startCli(["--maildir", freshPath(), "--quiet"]);
+    const sockets: net.Socket[] = [];
+    try {
+      const batch = await Promise.all(
+        Array.from({ length: 50 }, () => firstLine(cli.port)),
+      );
+      for (const b of batch) sockets.push(b.socket);
+      assert.deepEqual(
+        batch.map((b) => b.line).filter((l) => !l.startsWith("220 ")),
+        [],
+      );
+      const extra = await firstLine(cli.port);
+      sockets.push(extra.socket);
+      assert.match(extra.line, /^421 4\.7\.0 /);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await stopCli(cli);
+    }
+  });
+});
+
+/** Connects, says EHLO and STARTTLS, then sends bytes that are no TLS. */
+function tlsGarbage(port: number): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ port, host: "127.0.0.1" });
+    let buf = "";
+    let step = 0;
+    socket.on("data", (d) => {
+      buf += d.toString("latin1");
+      if (step === 0 && buf.includes("220 ")) {
+        step = 1;
+        buf = "";
+        socket.write("EHLO flood.test\r\n");
+      } else if (step === 1 && /^250 /m.test(buf)) {
+        step = 2;
+        buf = "";
+        socket.write("STARTTLS\r\n");
+      } else if (step === 2 && buf.includes("220 ")) {
+        step = 3;
+        socket.write(
+          "GET / HTTP/1.1\r\nHost: x\r\n\r\n" + "\x16\x03\x01garbage",
+        );
+      }
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => resolve());
+    setTimeout(() => socket.destroy(), 5000);
+  });
+}
+
+/** Opens `n` connections at once and resets each as soon as it is open. */
+async function connectionFlood(port: number, n: number): Promise<void> {
+  await Promise.all(
+    Array.from({ length: n }, () =>
+      new Promise<void>((resolve) => {
+        const s = net.connect({ port, host: "127.0.0.1" });
+        s.on("error", () => {});
+        s.on("close", () => resolve());
+        s.once("connect", () => {
+          // Hold some while the flood goes on (refusals), reset others.
+          setTimeout(() => s.resetAndDestroy?.() ?? s.destroy(), 200);
+        });
+      })),
+  );
+}
+
+describe("cli: --quiet under attack", () => {
+  for (const format of ["text", "json"] as const) {
+    it(`prints only summary lines, none blank, under connection and TLS-garbage floods (--log ${format})`, async () => {
+      const cli = await startCli([
+        "--maildir",
+        freshPath(),
+        "--quiet",
+        "--log",
+        format,
+        "--tls-cert",
+        CERT,
+        "--tls-key",
+        KEY,
+        "--max-connections-per-ip",
+        "5",
+      ], { SMTPD_LOG_SUMMARY_MS: "400" });
+      try {
+        await connectionFlood(cli.port, 60);
+        for (let round = 0; round < 3; round++) {
+          await Promise.all(
+            Array.from({ length: 5 }, () => tlsGarbage(cli.port)),
+          );
+        }
+        await sleep(600);
+      } finally {
+        assert.equal(await stopCli(cli), 0);
+      }
+      assert.equal(cli.out.stdout, "");
+      const lines = cli.out.stderr.split("\n");
+      assert.equal(lines.pop(), "", "ends with a newline");
+      assert.ok(lines.length >= 1, "at least one summary");
+      // Several intervals passed, but the summaries are few.
+      assert.ok(lines.length <= 8, `${lines.length} lines`);
+      const totals: Record<string, number> = {};
+      for (const line of lines) {
+        assert.notEqual(line.trim(), "");
+        let counts: Record<string, number>;
+        if (format === "json") {
+          const entry = JSON.parse(line);
+          assert.equal(entry.event, "client-failures");
+          counts = entry.counts;
+        } else {
+          const m = /^\S+ warning: client failures in the last \d+ s: (.+)$/
+            .exec(line);
+          assert.ok(m, `not a summary: ${JSON.stringify(line)}`);
+          counts = Object.fromEntries(
+            m[1].split(", ").map((p) => {
+              const [n, kind] = p.split(" ");
+              return [kind, Number(n)];
+            }),
+          );
+        }
+        for (const [k, n] of Object.entries(counts)) {
+          totals[k] = (totals[k] ?? 0) + n;
+        }
+      }
+      assert.ok(totals.refused >= 10, JSON.stringify(totals));
+      assert.ok(totals.tls >= 10, JSON.stringify(totals));
+    });
+  }
+
+  it("a log line never holds a line break from an error message", () => {
+    assert.equal(
+      oneLine("error:0A00010B:SSL routines::wrong version number\n"),
+      "error:0A00010B:SSL routines::wrong version number",
+    );
+    assert.equal(oneLine("a\r\n\r\nb\x00c"), "a b?c");
+  });
+});
+
+describe("cli: Maildir tmp/ sweep", () => {
+  it("removes an orphan older than 36 hours at start-up and keeps a fresh one", async () => {
+    const maildir = freshPath();
+    await fs.mkdir(`${maildir}/tmp`, { recursive: true });
+    const old = `${maildir}/tmp/1700000000.M1P4242R00.host`;
+    const fresh = `${maildir}/tmp/1700000001.M1P4243R00.host`;
+    const oldish = `${maildir}/tmp/1700000002.M1P4244R00.host`;
+    await fs.writeFile(old, "orphan");
+    await fs.writeFile(fresh, "in progress");
+    await fs.writeFile(oldish, "35 hours");
+    const hours = (h: number) => new Date(Date.now() - h * 3600_000);
+    await fs.utimes(old, hours(40), hours(40));
+    await fs.utimes(oldish, hours(35), hours(35));
+    const cli = await startCli(["--maildir", maildir]);
+    try {
+      assert.deepEqual(
+        (await fs.readdir(`${maildir}/tmp`)).sort(),
+        [fresh, oldish].map((p) => p.slice(p.lastIndexOf("/") + 1)).sort(),
+      );
+      assert.match(cli.out.stdout, /removed 1 orphan file older than 36 hours/);
+    } finally {
+      assert.equal(await stopCli(cli), 0);
+    }
+  });
+});
+
+describe("cli: abuse flags", () => {
+  it("reads them (seconds for timeouts; 0 turns off where allowed)", () => {
+    const c = parseCliArgs([
+      "--max-connections-per-ip",
+      "200",
+      "--max-auth-failures-per-ip",
+      "5",
+      "--command-timeout",
+      "30",
+      "--session-timeout",
+      "600",
+    ]);
+    assert.equal(c.command, "serve");
+    if (c.command !== "serve") return;
+    assert.equal(c.options.maxConnectionsPerIp, 200);
+    assert.equal(c.options.maxAuthFailuresPerIp, 5);
+    assert.equal(c.options.commandTimeout, 30_000);
+    assert.equal(c.options.sessionTimeout, 600_000);
+    const off = parseCliArgs([
+      "--max-auth-failures-per-ip",
+      "0",
+      "--session-timeout",
+      "0",
+    ]);
+    if (off.command !== "serve") throw new Error("not serve");
+    assert.equal(off.options.maxAuthFailuresPerIp, Infinity);
+    assert.equal(off.options.sessionTimeout, Infinity);
+    const none = parseCliArgs([]);
+    if (none.command !== "serve") throw new Error("not serve");
+    assert.equal(none.options.maxConnectionsPerIp, undefined);
+    assert.equal(none.options.commandTimeout, undefined);
+  });
+
+  it("refuses bad values naming the flag", () => {
+    for (
+      const [args, flag] of [
+        [["--max-connections-per-ip", "0"], "--max-connections-per-ip"],
+        [["--max-connections-per-ip", "x"], "--max-connections-per-ip"],
+        [["--max-auth-failures-per-ip", "-1"], "--max-auth-failures-per-ip"],
+        [["--command-timeout", "0"], "--command-timeout"],
+        [["--command-timeout", "1.5"], "--command-timeout"],
+        [["--session-timeout", "ten"], "--session-timeout"],
+      ] as const
+    ) {
+      assert.throws(
+        () => parseCliArgs([...args]),
+        (e: unknown) => e instanceof CliError && e.flag === flag,
+      );
+    }
+  });
+});
