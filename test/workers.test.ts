@@ -235,6 +235,17 @@ describe("serve({ reusePort })", () => {
     );
   });
 
+  it("refuses reusePort on a Unix socket", async () => {
+    await assert.rejects(
+      serve({ path: `${tmp}/s.sock`, reusePort: true }),
+      {
+        name: "TypeError",
+        message:
+          "Cannot use option reusePort: path is given (it is for TCP ports)",
+      },
+    );
+  });
+
   it(
     "rejects with a TypeError on a Node without SO_REUSEPORT",
     { skip: HAS_REUSE_PORT },
@@ -345,6 +356,10 @@ describe("smtpd --workers", () => {
     assert.equal(workers([]), 1);
     assert.equal(workers(["--workers", "4"]), 4);
     assert.equal(workers(["--workers", "auto"]), availableParallelism());
+    assert.throws(() => workers(["--workers", "2", "--socket", "/tmp/x"]), {
+      message:
+        "--workers: cannot be used with --socket (processes share TCP ports only)",
+    });
     for (const bad of ["0", "two", "1.5", "1025"]) {
       assert.throws(() => workers(["--workers", bad]), {
         message:
