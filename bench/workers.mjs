@@ -174,10 +174,13 @@ function load(shape, port) {
     ], { stdio: ["ignore", "ignore", "pipe"] });
     let err = "";
     c.stderr.on("data", (d) => (err += d));
-    c.on("exit", (code) =>
-      code === 0
-        ? resolve({ messages: m, ms: performance.now() - t0 })
-        : reject(new Error(`smtp-source exited ${code}: ${err}`)));
+    c.on(
+      "exit",
+      (code) =>
+        code === 0
+          ? resolve({ messages: m, ms: performance.now() - t0 })
+          : reject(new Error(`smtp-source exited ${code}: ${err}`)),
+    );
   });
 }
 
@@ -186,7 +189,9 @@ if (!existsSync(SMTP_SOURCE)) {
   process.exit(2);
 }
 console.log(
-  `load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")} (${cpus().length} cores)`,
+  `load average before: ${
+    loadavg().map((x) => x.toFixed(2)).join(" ")
+  } (${cpus().length} cores)`,
 );
 console.log(
   "| workload | runtime | workers | messages | msgs/s | CPU µs/msg (all processes) | delivered |",
@@ -212,7 +217,9 @@ for (const w of WORKLOADS) {
           } | ${(us / r.messages).toFixed(0)} | ${delivered} |`,
         );
       } catch (e) {
-        console.log(`| ${w} | ${runtime} | ${n} | failed: ${e.message.split("\n")[0]} |`);
+        console.log(
+          `| ${w} | ${runtime} | ${n} | failed: ${e.message.split("\n")[0]} |`,
+        );
       } finally {
         if (server) {
           process.kill(server.child.pid, "SIGTERM");
