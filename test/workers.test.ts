@@ -348,6 +348,38 @@ describe("smtpd --workers", () => {
     }
   });
 
+  it("workers stop when the parent dies", async () => {
+    const cli = start("src/cli/main.ts", [
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--maildir",
+      `${tmp}/orphans`,
+    ]);
+    const [m] = await cli.waitFor(
+      /2 workers on \S+ \(\S+\), pids (\d+), (\d+)/,
+    );
+    const workerPids = [Number(m[1]), Number(m[2])];
+    for (const pid of workerPids) pids.add(pid);
+    process.kill(cli.child.pid!, "SIGKILL");
+    await cli.exited;
+    const alive = () =>
+      workerPids.filter((pid) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    const deadline = Date.now() + 20000;
+    while (alive().length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.deepEqual(alive(), []);
+  });
+
   it("reads --workers N and auto (one per core)", () => {
     const workers = (argv: string[]) => {
       const c = parseCliArgs(argv);
