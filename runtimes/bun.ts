@@ -94,6 +94,7 @@ interface BunApi {
   listen(
     o: ({ hostname: string; port: number } | { unix: string }) & {
       allowHalfOpen?: boolean;
+      reusePort?: boolean;
       socket: Handlers;
     },
   ): BunListener;
@@ -426,6 +427,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       ? { unix: path }
       : { hostname: options.hostname, port: options.port }),
     allowHalfOpen: true,
+    reusePort: options.reusePort ?? false,
     socket: {
       ...handlers,
       open(s) {

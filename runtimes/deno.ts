@@ -65,6 +65,8 @@ interface DenoApi {
       transport: "unix";
     },
   ): DenoListener;
+  /** Present only with `--unstable-net` (as is `reusePort` in `listen`). */
+  listenDatagram?: unknown;
 }
 
 /** The read buffer of a new connection (commands are shorter). */
@@ -192,7 +194,12 @@ class DenoConnection implements Connection {
 export async function listen(options: ListenOptions): Promise<Listener> {
   const Deno = (globalThis as unknown as { Deno?: DenoApi }).Deno;
   if (!Deno) throw new Error("Cannot listen: not running on Deno");
-  if (options.tls) return listenNode(options);
+  // Deno.listen's reusePort is unstable: without --unstable-net, using it
+  // ends the process, so node:net (which has it) listens instead.
+  const unstableNet = typeof Deno.listenDatagram === "function";
+  if (options.tls || (options.reusePort && !unstableNet)) {
+    return listenNode(options);
+  }
   const path = options.path;
   if (path !== undefined) await prepareSocketPath(path);
   const l = Deno.listen(
@@ -200,6 +207,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       hostname: options.hostname,
       port: options.port,
       transport: "tcp",
+      ...(options.reusePort ? { reusePort: true } : {}),
     },
   );
   const fileId = path !== undefined ? socketFileId(path) : null;

@@ -389,6 +389,19 @@ function upgrade(
   });
 }
 
+/**
+ * Whether `net.Server#listen` takes `reusePort`: Node 22.12 and 23.1 on;
+ * Deno and Bun have it in their `node:net`. Older Node ignores it.
+ */
+function hasReusePort(): boolean {
+  const v = (globalThis as { process?: { versions?: Record<string, string> } })
+    .process?.versions ?? {};
+  if (v.deno !== undefined || v.bun !== undefined) return true;
+  const [major, minor] = (v.node ?? "0.0").split(".").map(Number);
+  return major > 23 || (major === 23 && minor >= 1) ||
+    (major === 22 && minor >= 12);
+}
+
 /** `::ffff:127.0.0.1` → `127.0.0.1`. */
 function stripMapped(ip: string): string {
   return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
@@ -471,6 +484,13 @@ async function secureBehindProxy(
 export async function listen(options: ListenOptions): Promise<Listener> {
   const path = options.path;
   if (path !== undefined) await prepareSocketPath(path);
+  if (options.reusePort && !hasReusePort()) {
+    throw new TypeError(
+      `Cannot use option reusePort: Node ${
+        (globalThis as { process?: { version?: string } }).process?.version
+      } has no SO_REUSEPORT (Node 22.12 or later has); use node:cluster to run several processes on one port`,
+    );
+  }
   let config: TlsConfig | null;
   try {
     config = options.tls ? new TlsConfig(options.tls) : null;
@@ -547,6 +567,13 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       resolve(listener);
     };
     if (path !== undefined) server.listen(path, listening);
-    else server.listen(options.port, options.hostname, listening);
+    else {
+      const where: net.ListenOptions & { reusePort?: boolean } = {
+        port: options.port,
+        host: options.hostname,
+        ...(options.reusePort ? { reusePort: true } : {}),
+      };
+      server.listen(where, listening);
+    }
   });
 }

@@ -190,6 +190,22 @@ export interface ServeOptions extends
    * Default 0 (no wait).
    */
   greetingDelay?: number;
+  /**
+   * Listen with `SO_REUSEPORT`, so that several processes (each calling
+   * `serve()` with the same `hostname`, `port` and `reusePort: true`) share
+   * the port: the kernel hands each new connection to one of them (by a
+   * hash of its addresses, so spread over many connections, not strictly
+   * in turn). Linux (Node also has it on FreeBSD). Default `false`.
+   *
+   * Deno: `Deno.listen({ reusePort })` when run with `--unstable-net`,
+   * else the `node:net` listener (which Deno runs, at some CPU cost).
+   * Bun: `Bun.listen({ reusePort })`. Node: needs Node 22.12 or later;
+   * on older Node `serve()` rejects with a `TypeError` (use the
+   * `node:cluster` module there: workers share the primary's socket).
+   * Any process of the same user can then join the port, so a second copy
+   * started by mistake shares it instead of failing with `EADDRINUSE`.
+   */
+  reusePort?: boolean;
   /** Receives structured log entries (AUTH payloads are redacted). */
   logger?: Logger;
   /** A client connected (before the greeting). Throw to refuse it (its reply, then close). */
@@ -373,6 +389,7 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
   "handshakeTimeout",
   "proxyProtocol",
   "greetingDelay",
+  "reusePort",
   "logger",
   "onConnect",
   "auth",
@@ -498,6 +515,14 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
   if (o.implicitTls && !o.tls) {
     throw new TypeError(
       "Cannot use option implicitTls: no tls certificate given",
+    );
+  }
+  if (o.reusePort !== undefined && typeof o.reusePort !== "boolean") {
+    throw new TypeError("Cannot use option reusePort: value is not a boolean");
+  }
+  if (o.reusePort && o.path !== undefined) {
+    throw new TypeError(
+      "Cannot use option reusePort: path is given (it is for TCP ports)",
     );
   }
   for (
@@ -2056,6 +2081,7 @@ export async function createServer(
         },
       }
       : {}),
+    reusePort: options.reusePort ?? false,
   });
   return new SmtpServer(listener, options, runtime);
 }

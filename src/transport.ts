@@ -220,6 +220,12 @@ export interface ListenOptions {
    * this for plaintext listeners: the driver reads the header there.
    */
   proxyProtocol?: ProxyListenOptions;
+  /**
+   * Sets `SO_REUSEPORT` on the listening socket (Linux; also FreeBSD on
+   * Node), so that several processes can listen on the same port and the
+   * kernel spreads new connections among them. Default `false`.
+   */
+  reusePort?: boolean;
 }
 
 /**

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { hostname as osHostname } from "node:os";
+import * as os from "node:os";
 import { parseArgs } from "node:util";
 import { CidrSet } from "../cidr.ts";
 
@@ -67,6 +67,9 @@ Options:
   --session-timeout SECONDS
                          time a whole session may take (default 1800;
                          0 turns it off)
+  --workers N|auto       server processes sharing the port (default 1;
+                         auto: one per core); one that dies is replaced;
+                         limits such as --max-connections are per process
   --tls-cert FILE        PEM certificate chain: offer STARTTLS
   --tls-key FILE         PEM private key of --tls-cert
   --tls-implicit         TLS from the first byte (port 465 style) instead
@@ -138,6 +141,8 @@ export interface CliOptions {
   maxRecipients?: number;
   /** `--max-connections`. */
   maxConnections?: number;
+  /** `--workers`: server processes sharing the port (`auto` resolved to the number of cores). */
+  workers: number;
   /** `--max-connections-per-ip`. */
   maxConnectionsPerIp?: number;
   /** `--max-auth-failures-per-ip` (`Infinity` for 0: off). */
@@ -233,6 +238,7 @@ const SERVE_FLAGS = {
   size: { type: "string" },
   "max-recipients": { type: "string" },
   "max-connections": { type: "string" },
+  workers: { type: "string" },
   "max-connections-per-ip": { type: "string" },
   "max-auth-failures-per-ip": { type: "string" },
   "command-timeout": { type: "string" },
@@ -366,10 +372,30 @@ function textFlag(flag: string, value: string | undefined): string | undefined {
   return value;
 }
 
+/** `--workers N` or `auto` (one per core). */
+function workersFlag(value: string | undefined): number {
+  if (value === undefined) return 1;
+  if (value === "auto") {
+    try {
+      return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+    } catch {
+      return 1;
+    }
+  }
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= 1024)) {
+    throw new CliError(
+      "--workers",
+      `must be "auto" or a whole number from 1 to 1024, not "${value}"`,
+    );
+  }
+  return n;
+}
+
 /** The machine's name when it makes a valid server name, else `localhost`. */
 function defaultServerName(): string {
   try {
-    const name = osHostname();
+    const name = os.hostname();
     return /^[A-Za-z0-9_.-]+$/.test(name) ? name : "localhost";
   } catch {
     return "localhost";
@@ -525,6 +551,7 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
       values["max-connections"],
       1,
     ),
+    workers: workersFlag(values.workers),
     ...abuseFlags(values),
     tlsCert: values["tls-cert"],
     tlsKey: values["tls-key"],
@@ -544,6 +571,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
   };
+  if (options.workers > 1 && options.socket !== undefined) {
+    throw new CliError(
+      "--workers",
+      "cannot be used with --socket (processes share TCP ports only)",
+    );
+  }
   if (
     options.serverName !== undefined && /^[.-]|[.-]$/.test(options.serverName)
   ) {

@@ -33,6 +33,7 @@ import { CliError, parseCliArgs, USAGE, VERSION } from "./args.ts";
 import { hashPasswordCommand } from "./hash_password.ts";
 import { errorText } from "./log.ts";
 import { serveCommand } from "./serve.ts";
+import { isWorker, leaveParent, superviseWorkers } from "./workers.ts";
 
 export { VERSION };
 
@@ -66,6 +67,9 @@ export async function main(argv: string[]): Promise<number> {
       case "hash-password":
         return await hashPasswordCommand(command.user);
       case "serve":
+        if (command.options.workers > 1 && !isWorker()) {
+          return await superviseWorkers(command.options);
+        }
         return await serveCommand(command.options);
       default:
         return ((x: never) => x)(command);
@@ -98,10 +102,12 @@ if (isEntryPoint()) {
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
+      leaveParent(code);
     },
     (error) => {
       process.stderr.write(`smtpd: error: ${errorText(error)}\n`);
       process.exitCode = 1;
+      leaveParent(1);
     },
   );
 }

@@ -25,6 +25,7 @@ import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
 import { abuseOptions, startTmpSweep } from "./abuse.ts";
 import { duration, errorText, hostPort, Log, serverLogger } from "./log.ts";
+import { workerChannel } from "./workers.ts";
 
 function runtimeName(runtime: string | undefined): string {
   const versions = process.versions as Record<string, string | undefined>;
@@ -200,6 +201,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     : await startTmpSweep(maildir, log);
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
+  // Under --workers: the port the parent chose, and a channel to report on.
+  const worker = workerChannel();
   const listen: { runtime?: string } = {};
 
   const deliveryFailed =
@@ -249,10 +252,11 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   const options: ServeOptions = {
     ...(o.socket !== undefined
       ? { path: o.socket }
-      : { hostname: o.host, port: o.port }),
+      : { hostname: o.host, port: worker?.port ?? o.port }),
     lmtp: o.lmtp,
     chunking: o.chunking,
     serverName: o.serverName,
+    ...(worker?.reusePort ? { reusePort: true } : {}),
     ...(o.size !== undefined ? { maxMessageSize: o.size } : {}),
     ...(o.maxRecipients !== undefined
       ? { maxRecipients: o.maxRecipients }
@@ -351,6 +355,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       } catch { /* never added */ }
     };
   });
+  worker?.onStop((why) => signalled(why));
 
   let server: Server;
   try {
@@ -395,6 +400,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       ...(webhook !== null ? { webhook: safeUrl(webhook.url) } : {}),
     },
   );
+  worker?.listening(server.addr.port);
   const why = await Promise.race([
     stopSignal,
     server.finished.then(() => "listener closed"),
@@ -407,6 +413,11 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   stopSweep();
   log.flush();
   const uptime = Date.now() - started;
+  // A worker reports to the parent, which prints one summary for all.
+  if (worker) {
+    await worker.stopped(stats);
+    return why === "listener closed" ? 1 : 0;
+  }
   log.info(
     "stopped",
     `stopped after ${duration(uptime)}: ${count(stats.messages, "message")}, ${

@@ -1,0 +1,469 @@
+/**
+ * `smtpd --workers N`: N server processes on one port, and the supervisor
+ * that runs them.
+ *
+ * The parent re-executes the same program (the runtime's executable, its
+ * flags and the script, with the same arguments) N times, marking each
+ * child as a worker in the environment (`SMTPD_WORKER`). How the workers
+ * share the port depends on the runtime:
+ *
+ * - Deno, Bun, Node 22.12 and later: each worker listens with
+ *   `SO_REUSEPORT` (`serve({ reusePort: true })`) and the kernel spreads
+ *   new connections among them. Deno workers run with `--unstable-net` (so
+ *   that `Deno.listen` takes `reusePort`).
+ * - Older Node: `node:cluster`; the primary (this process) owns the socket
+ *   and hands connections to the workers in turn.
+ *
+ * The workers talk to the parent over the IPC channel of
+ * `node:child_process` (or `node:cluster`, the same channel): each says
+ * when it listens, the parent asks them to stop, and each reports its
+ * counts when it has stopped, so that the parent prints one summary. With
+ * `--port 0` the parent picks a free port first and gives it to every
+ * worker. A worker that dies is replaced, at most one a second; after
+ * {@link MAX_RAPID_FAILURES} workers in a row died within
+ * {@link RAPID_FAILURE_MS} of starting, the parent stops them all and
+ * exits with status 1.
+ *
+ * @module
+ */
+
+import * as net from "node:net";
+import process from "node:process";
+import type { ChildProcess } from "node:child_process";
+import type { CliOptions } from "./args.ts";
+import { duration, errorText, hostPort, Log } from "./log.ts";
+
+/** The environment variable that marks a worker process (`reuseport` or `cluster`). */
+export const WORKER_ENV = "SMTPD_WORKER";
+/** The environment variable with the port every worker listens on. */
+export const WORKER_PORT_ENV = "SMTPD_WORKER_PORT";
+/** A worker that dies within this many milliseconds of starting failed rapidly. */
+export const RAPID_FAILURE_MS = 5000;
+/** The parent gives up after this many rapid failures in a row. */
+export const MAX_RAPID_FAILURES = 5;
+/** At most one replacement per this many milliseconds. */
+const RESTART_INTERVAL_MS = 1000;
+
+/** What a worker reports when it has stopped. */
+export interface WorkerStats {
+  messages: number;
+  bytes: number;
+  failed: number;
+}
+
+/** Messages between the parent and a worker. */
+type WorkerMessage =
+  | { smtpd: "listening"; port: number }
+  | ({ smtpd: "stopped" } & WorkerStats)
+  | { smtpd: "stop" };
+
+function isWorkerMessage(m: unknown): m is WorkerMessage {
+  return typeof m === "object" && m !== null &&
+    typeof (m as { smtpd?: unknown }).smtpd === "string";
+}
+
+/** The worker's side of the channel to the parent. */
+export interface WorkerChannel {
+  /** Listen with `SO_REUSEPORT` (false under `node:cluster`). */
+  readonly reusePort: boolean;
+  /** The port the parent chose for every worker. */
+  readonly port: number | undefined;
+  /** Tells the parent the server listens. */
+  listening(port: number): void;
+  /** Calls `stop` when the parent asks to stop, or goes away. */
+  onStop(stop: (why: string) => void): void;
+  /** Reports the counts to the parent (instead of printing a summary). */
+  stopped(stats: WorkerStats): Promise<void>;
+}
+
+/** Whether this process is a worker started by `--workers`. */
+export function isWorker(): boolean {
+  const mode = process.env[WORKER_ENV];
+  return (mode === "reuseport" || mode === "cluster") &&
+    typeof process.send === "function";
+}
+
+/**
+ * Ends a worker's link to the parent once its work is done, so that the
+ * process exits with `code`: the IPC channel would keep it alive (and under
+ * `node:cluster`, disconnecting exits at once with status 0, so exit here).
+ *
+ * @param code the exit status
+ */
+export function leaveParent(code: number): void {
+  if (!isWorker()) return;
+  if (process.env[WORKER_ENV] === "cluster") process.exit(code);
+  try {
+    process.disconnect?.();
+  } catch { /* already disconnected */ }
+}
+
+/** The channel to the parent when this process is a worker, else `null`. */
+export function workerChannel(): WorkerChannel | null {
+  if (!isWorker()) return null;
+  const send = (m: WorkerMessage) =>
+    new Promise<void>((resolve) => {
+      try {
+        process.send!(m, undefined, {}, () => resolve());
+      } catch {
+        resolve(); // the parent is gone
+      }
+    });
+  const portText = process.env[WORKER_PORT_ENV];
+  let onMessage: ((m: unknown) => void) | null = null;
+  let onDisconnect: (() => void) | null = null;
+  return {
+    reusePort: process.env[WORKER_ENV] === "reuseport",
+    port: portText !== undefined && /^\d+$/.test(portText)
+      ? Number(portText)
+      : undefined,
+    listening(port) {
+      void send({ smtpd: "listening", port });
+    },
+    onStop(stop) {
+      onMessage = (m) => {
+        if (isWorkerMessage(m) && m.smtpd === "stop") stop("SIGTERM");
+      };
+      onDisconnect = () => stop("parent gone");
+      process.on("message", onMessage);
+      process.once("disconnect", onDisconnect);
+    },
+    async stopped(stats) {
+      if (onDisconnect) process.off("disconnect", onDisconnect);
+      if (onMessage) process.off("message", onMessage);
+      await send({ smtpd: "stopped", ...stats });
+    },
+  };
+}
+
+/** Whether the listener takes `reusePort` here (see `runtimes/node_net.ts`). */
+function runtimeHasReusePort(): boolean {
+  const v = process.versions as Record<string, string | undefined>;
+  if (v.deno !== undefined || v.bun !== undefined) return true;
+  const [major, minor] = (v.node ?? "0.0").split(".").map(Number);
+  return major > 23 || (major === 23 && minor >= 1) ||
+    (major === 22 && minor >= 12);
+}
+
+/** The command that runs this program again: executable and arguments before the CLI's. */
+function selfCommand(): { file: string; args: string[] } {
+  const versions = process.versions as Record<string, string | undefined>;
+  const script = process.argv[1];
+  if (versions.deno !== undefined) {
+    const mainModule = (globalThis as { Deno?: { mainModule?: string } })
+      .Deno?.mainModule;
+    return {
+      file: process.execPath,
+      args: ["run", "-A", "--unstable-net", mainModule ?? script],
+    };
+  }
+  if (versions.bun !== undefined) {
+    return { file: process.execPath, args: [script] };
+  }
+  return { file: process.execPath, args: [...process.execArgv, script] };
+}
+
+/** A free port on `host`, for every worker to share. */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen({ port: 0, host }, () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** One running worker, whichever way it was started. */
+interface WorkerHandle {
+  pid: number;
+  started: number;
+  listening: boolean;
+  stats: WorkerStats | null;
+  send(m: WorkerMessage): void;
+  /** Resolves to true once it listens, false if it exits before. */
+  ready: Promise<boolean>;
+}
+
+/** Starts a worker; `onMessage` and `onExit` may be called before it resolves. */
+type Spawner = (
+  env: Record<string, string>,
+  onMessage: (m: unknown) => void,
+  onExit: (code: number | null, signal: string | null) => void,
+) => Promise<{ pid: number; send(m: WorkerMessage): void }>;
+
+/** Workers as child processes listening with SO_REUSEPORT. */
+function childSpawner(): Spawner {
+  const { file, args } = selfCommand();
+  return async (env, onMessage, onExit) => {
+    const { spawn } = await import("node:child_process");
+    const child: ChildProcess = spawn(
+      file,
+      [...args, ...process.argv.slice(2)],
+      {
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "inherit", "inherit", "ipc"],
+      },
+    );
+    let exited = false;
+    const exit = (code: number | null, signal: string | null) => {
+      if (exited) return;
+      exited = true;
+      onExit(code, signal);
+    };
+    child.on("message", onMessage);
+    child.once("exit", exit);
+    child.once("error", () => exit(null, null));
+    return {
+      pid: child.pid ?? -1,
+      send(m) {
+        try {
+          child.send(m, () => {/* a worker that left cannot be told */});
+        } catch { /* gone */ }
+      },
+    };
+  };
+}
+
+/** Workers under node:cluster (Node without reusePort). */
+async function clusterSpawner(): Promise<Spawner> {
+  const cluster = (await import("node:cluster")).default;
+  return (env, onMessage, onExit) => {
+    const worker = cluster.fork(env);
+    worker.on("message", onMessage);
+    worker.once("exit", (code, signal) => onExit(code, signal));
+    worker.on("error", () => {/* surfaced as exit */});
+    return Promise.resolve({
+      pid: worker.process.pid ?? -1,
+      send(m) {
+        try {
+          worker.send(m, undefined, () => {/* gone */});
+        } catch { /* gone */ }
+      },
+    });
+  };
+}
+
+/** "1 worker", "2 workers". */
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/**
+ * Runs `o.workers` server processes on one port until SIGINT or SIGTERM,
+ * replacing those that die; resolves to the exit code (0 after a clean
+ * stop). Prints one summary with every worker's counts.
+ *
+ * @param o the parsed command line (`o.workers` above 1)
+ */
+export async function superviseWorkers(o: CliOptions): Promise<number> {
+  const log = new Log(o);
+  const started = Date.now();
+  const mode = runtimeHasReusePort() ? "reuseport" : "cluster";
+  const spawner = mode === "reuseport"
+    ? childSpawner()
+    : await clusterSpawner();
+  let port: number;
+  try {
+    port = o.port === 0 ? await freePort(o.host) : o.port;
+  } catch (error) {
+    log.error("listen-failed", `cannot find a free port: ${errorText(error)}`, {
+      error: errorText(error),
+    });
+    return 1;
+  }
+  const env = { [WORKER_ENV]: mode, [WORKER_PORT_ENV]: String(port) };
+  const workers = new Set<WorkerHandle>();
+  const total: WorkerStats = { messages: 0, bytes: 0, failed: 0 };
+  let stopping = false;
+  let restarts = 0;
+  let rapidFailures = 0;
+  let nextStart = 0;
+  let exitCode = 0;
+  let allGone: () => void = () => {};
+  const gone = new Promise<void>((r) => (allGone = r));
+  // Why the first worker died before it listened (bad flag, port taken).
+  let firstCode = 1;
+
+  const stopAll = () => {
+    if (stopping) return;
+    stopping = true;
+    if (workers.size === 0) return allGone();
+    for (const w of workers) w.send({ smtpd: "stop" });
+  };
+
+  const start = async (): Promise<WorkerHandle> => {
+    let ready: (ok: boolean) => void = () => {};
+    const h: WorkerHandle = {
+      pid: -1,
+      started: Date.now(),
+      listening: false,
+      stats: null,
+      send: () => {},
+      ready: new Promise<boolean>((r) => (ready = r)),
+    };
+    workers.add(h);
+    const onMessage = (m: unknown) => {
+      if (!isWorkerMessage(m)) return;
+      if (m.smtpd === "listening") {
+        h.listening = true;
+        ready(true);
+        log.debug("worker-listening", `worker ${h.pid} listening`, {
+          pid: h.pid,
+        });
+        if (stopping) h.send({ smtpd: "stop" });
+      } else if (m.smtpd === "stopped") {
+        h.stats = { messages: m.messages, bytes: m.bytes, failed: m.failed };
+      }
+    };
+    const onExit = (code: number | null, signal: string | null) => {
+      workers.delete(h);
+      if (h.stats) {
+        total.messages += h.stats.messages;
+        total.bytes += h.stats.bytes;
+        total.failed += h.stats.failed;
+      }
+      const how = signal ? `signal ${signal}` : `code ${code}`;
+      if (!h.listening) {
+        firstCode = code === 0 || code === null ? 1 : code;
+        ready(false);
+      }
+      if (stopping) {
+        if (code !== 0 || !h.stats) {
+          exitCode = 1;
+          log.error("worker-exit", `worker ${h.pid} exited with ${how}`, {
+            pid: h.pid,
+            code,
+            signal,
+          });
+        }
+        if (workers.size === 0) allGone();
+        return;
+      }
+      const rapid = Date.now() - h.started < RAPID_FAILURE_MS;
+      rapidFailures = rapid ? rapidFailures + 1 : 0;
+      if (rapidFailures >= MAX_RAPID_FAILURES) {
+        log.error(
+          "workers-failing",
+          `worker ${h.pid} exited with ${how}; ${rapidFailures} workers in a row died within ${
+            duration(RAPID_FAILURE_MS)
+          } of starting: giving up`,
+          { pid: h.pid, code, signal, failures: rapidFailures },
+        );
+        exitCode = 1;
+        return stopAll();
+      }
+      log.error(
+        "worker-exit",
+        `worker ${h.pid} exited with ${how}; starting another`,
+        { pid: h.pid, code, signal },
+      );
+      restarts++;
+      // At most one start a second: a crash loop does not spin.
+      const wait = Math.max(0, nextStart - Date.now());
+      nextStart = Date.now() + wait + RESTART_INTERVAL_MS;
+      setTimeout(() => {
+        if (!stopping) start().catch(spawnFailed);
+      }, wait);
+    };
+    try {
+      const w = await spawner(env, onMessage, onExit);
+      h.pid = w.pid;
+      h.send = w.send;
+    } catch (error) {
+      workers.delete(h);
+      throw error;
+    }
+    return h;
+  };
+  const spawnFailed = (error: unknown) => {
+    log.error("worker-spawn", `cannot start a worker: ${errorText(error)}`, {
+      error: errorText(error),
+    });
+    exitCode = 1;
+    stopAll();
+  };
+
+  // Signals: the first stops the workers gracefully, a second kills them.
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    signals++;
+    if (signals === 1) {
+      log.info(
+        "stopping",
+        `${signal}: stopping ${plural(workers.size, "worker")}`,
+        { reason: signal, workers: workers.size },
+      );
+      return stopAll();
+    }
+    log.error("exit", `${signal} again: exiting without waiting`, { signal });
+    for (const w of workers) {
+      try {
+        process.kill(w.pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    process.exit(1);
+  };
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const handler = () => onSignal(signal);
+    try {
+      process.on(signal, handler);
+    } catch { /* a signal this platform cannot watch */ }
+    return () => {
+      try {
+        process.off(signal, handler);
+      } catch { /* never added */ }
+    };
+  });
+
+  try {
+    // One worker first: a bad flag or file, or a port in use, shows once.
+    nextStart = Date.now() + RESTART_INTERVAL_MS;
+    if (!await (await start()).ready) {
+      stopping = true;
+      return firstCode;
+    }
+    const rest: WorkerHandle[] = [];
+    for (let i = 1; i < o.workers && !stopping; i++) rest.push(await start());
+    await Promise.all(rest.map((h) => h.ready));
+    if (!stopping) {
+      const pids = [...workers].map((w) => w.pid);
+      log.info(
+        "workers",
+        `${plural(o.workers, "worker")} on ${hostPort(o.host, port)} (${
+          mode === "reuseport" ? "SO_REUSEPORT" : "node:cluster"
+        }), pids ${pids.join(", ")}`,
+        { workers: o.workers, host: o.host, port, mode, pids },
+      );
+    }
+    await gone;
+  } catch (error) {
+    spawnFailed(error);
+    await gone;
+  } finally {
+    for (const remove of handlers) remove();
+  }
+  const uptime = Date.now() - started;
+  log.info(
+    "stopped",
+    `stopped after ${duration(uptime)}: ${plural(total.messages, "message")}, ${
+      plural(total.bytes, "byte")
+    }` +
+      (total.failed > 0
+        ? `, ${plural(total.failed, "failed delivery", "failed deliveries")}`
+        : "") +
+      ` (${plural(o.workers, "worker")}${
+        restarts > 0 ? `, ${plural(restarts, "restart")}` : ""
+      })`,
+    {
+      messages: total.messages,
+      bytes: total.bytes,
+      failed: total.failed,
+      uptime: uptime / 1000,
+      workers: o.workers,
+      restarts,
+    },
+  );
+  return exitCode;
+}

@@ -1,0 +1,447 @@
+// Several processes on one port: serve({ reusePort: true }) in two child
+// processes, and the CLI's --workers (replacement of a dead worker, one
+// summary on SIGTERM, many workers delivering into one Maildir). Children
+// run under the runtime that runs these tests; only loopback is used.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import * as fs from "node:fs/promises";
+import * as net from "node:net";
+import { availableParallelism, tmpdir } from "node:os";
+import process from "node:process";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { serve } from "../mod.ts";
+import { parseCliArgs } from "../src/cli/args.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const g = globalThis as { Deno?: unknown; Bun?: unknown };
+const RUNTIME = g.Deno !== undefined
+  ? "deno"
+  : g.Bun !== undefined
+  ? "bun"
+  : "node";
+const [NODE_MAJOR, NODE_MINOR] = process.versions.node.split(".").map(Number);
+/** Whether serve({ reusePort }) works here (Node 22.12+, 23.1+, Deno, Bun). */
+const HAS_REUSE_PORT = RUNTIME !== "node" || NODE_MAJOR > 23 ||
+  (NODE_MAJOR === 23 && NODE_MINOR >= 1) ||
+  (NODE_MAJOR === 22 && NODE_MINOR >= 12);
+
+let tmp = "";
+before(async () => {
+  tmp = await fs.mkdtemp(`${tmpdir()}/smtpd-workers-test-`);
+});
+after(async () => {
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+/** How to run a TypeScript file under the runtime that runs these tests. */
+function runCommand(file: string): { cmd: string; args: string[] } {
+  const cmd = process.execPath;
+  if (RUNTIME === "deno") return { cmd, args: ["run", "-A", file] };
+  if (RUNTIME === "bun") return { cmd, args: [file] };
+  return NODE_MAJOR > 23 || (NODE_MAJOR === 23 && NODE_MINOR >= 6)
+    ? { cmd, args: [file] }
+    : { cmd, args: ["--import", "tsx", file] };
+}
+
+interface Child {
+  readonly child: ChildProcess;
+  output(): string;
+  waitFor(re: RegExp, count?: number): Promise<RegExpExecArray[]>;
+  readonly exited: Promise<{ code: number | null; signal: string | null }>;
+}
+
+const running = new Set<ChildProcess>();
+const pids = new Set<number>();
+after(() => {
+  for (const child of running) child.kill("SIGKILL");
+  for (const pid of pids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+});
+
+function start(
+  file: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Child {
+  const { cmd, args: base } = runCommand(file);
+  const child = spawn(cmd, [...base, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  running.add(child);
+  let out = "";
+  let done = false;
+  const waiters: (() => void)[] = [];
+  const wake = () => {
+    for (const w of waiters.splice(0)) w();
+  };
+  child.stdout!.setEncoding("utf8");
+  child.stderr!.setEncoding("utf8");
+  child.stdout!.on("data", (d: string) => {
+    out += d;
+    wake();
+  });
+  child.stderr!.on("data", (d: string) => {
+    out += d;
+    wake();
+  });
+  const exited = new Promise<{ code: number | null; signal: string | null }>(
+    (resolve) => {
+      child.on("exit", (code, signal) => {
+        running.delete(child);
+        setTimeout(() => {
+          done = true;
+          resolve({ code, signal });
+          wake();
+        }, 100);
+      });
+    },
+  );
+  const waitFor = async (re: RegExp, count = 1) => {
+    const deadline = Date.now() + 60000;
+    for (;;) {
+      const all = [
+        ...out.matchAll(new RegExp(re.source, re.flags.replace("g", "") + "g")),
+      ];
+      if (all.length >= count) return all;
+      if (done || Date.now() > deadline) {
+        throw new Error(`${file} did not print ${re} (x${count}): ${out}`);
+      }
+      await new Promise<void>((r) => {
+        waiters.push(r);
+        setTimeout(r, 200);
+      });
+    }
+  };
+  return { child, output: () => out, waitFor, exited };
+}
+
+/** A port that was free a moment ago. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Connects, reads the greeting, says QUIT; resolves to the greeting. */
+function greeting(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1");
+    let buf = "";
+    s.setEncoding("latin1");
+    s.on("data", (d: string) => {
+      buf += d;
+      if (buf.includes("\r\n")) {
+        s.end("QUIT\r\n");
+        s.destroy();
+        resolve(buf.split("\r\n")[0]);
+      }
+    });
+    s.on("error", reject);
+  });
+}
+
+/** One message over a raw socket; resolves to the reply to the final dot. */
+function sendMessage(port: number, id: string): Promise<string> {
+  const steps = [
+    "EHLO client.test\r\n",
+    "MAIL FROM:<a@example.org>\r\n",
+    "RCPT TO:<b@example.org>\r\n",
+    "DATA\r\n",
+    `Message-ID: <${id}@test>\r\nSubject: ${id}\r\n\r\nbody ${id}\r\n.\r\n`,
+    "QUIT\r\n",
+  ];
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.setEncoding("latin1");
+    let buf = "";
+    let step = -1; // waiting for the greeting
+    let last = "";
+    s.on("data", (d: string) => {
+      buf += d;
+      for (;;) {
+        // A complete reply: its last line has a space after the code.
+        const m = /^(?:\d{3}-[^\r\n]*\r\n)*\d{3}(?: [^\r\n]*)?\r\n/.exec(buf);
+        if (!m) return;
+        buf = buf.slice(m[0].length);
+        const code = m[0].slice(0, 3);
+        if (step === 4) last = m[0].trim();
+        if (step >= 0 && step < 5 && !/^[23]/.test(code)) {
+          s.destroy();
+          return reject(new Error(`${id}: ${steps[step].trim()}: ${m[0]}`));
+        }
+        step++;
+        if (step < steps.length) s.write(steps[step]);
+        else {
+          s.end();
+          return resolve(last);
+        }
+      }
+    });
+    s.on("error", (e) => reject(new Error(`${id}: ${e.message}`)));
+    s.on("close", () => {
+      if (step < steps.length) reject(new Error(`${id}: closed at ${step}`));
+    });
+  });
+}
+
+/** Runs `tasks` with at most `width` at once. */
+async function pool<T>(
+  n: number,
+  width: number,
+  task: (i: number) => Promise<T>,
+): Promise<T[]> {
+  const out: T[] = new Array(n);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < n) {
+        const i = next++;
+        out[i] = await task(i);
+      }
+    }),
+  );
+  return out;
+}
+
+/** Maildir file names in new/ by the PID in them (`sec.MusecPpidRrand.host`). */
+async function filesByPid(maildir: string): Promise<Map<number, string[]>> {
+  const by = new Map<number, string[]>();
+  for (const name of await fs.readdir(`${maildir}/new`)) {
+    const pid = Number(/P(\d+)R/.exec(name)?.[1]);
+    by.set(pid, [...(by.get(pid) ?? []), name]);
+  }
+  return by;
+}
+
+describe("serve({ reusePort })", () => {
+  it("refuses a value that is not a boolean", async () => {
+    await assert.rejects(
+      serve({ port: 0, reusePort: "yes" as unknown as boolean }),
+      {
+        name: "TypeError",
+        message: "Cannot use option reusePort: value is not a boolean",
+      },
+    );
+  });
+
+  it("refuses reusePort on a Unix socket", async () => {
+    await assert.rejects(
+      serve({ path: `${tmp}/s.sock`, reusePort: true }),
+      {
+        name: "TypeError",
+        message:
+          "Cannot use option reusePort: path is given (it is for TCP ports)",
+      },
+    );
+  });
+
+  it(
+    "rejects with a TypeError on a Node without SO_REUSEPORT",
+    { skip: HAS_REUSE_PORT },
+    async () => {
+      await assert.rejects(serve({ port: 0, reusePort: true }), {
+        name: "TypeError",
+        message: /^Cannot use option reusePort: Node v20.*node:cluster/,
+      });
+    },
+  );
+
+  it(
+    "lets two processes listen on one port, both receiving connections",
+    { skip: !HAS_REUSE_PORT },
+    async () => {
+      const port = await freePort();
+      const a = start("test/fixtures/reuse_port_server.ts", [String(port)]);
+      await a.waitFor(/listening/);
+      const b = start("test/fixtures/reuse_port_server.ts", [String(port)]);
+      await b.waitFor(/listening/);
+      const greetings = await pool(60, 10, () => greeting(port));
+      const seen = new Set(greetings.map((l) => /^220 (pid\d+)/.exec(l)?.[1]));
+      assert.deepEqual(
+        [...seen].sort(),
+        [`pid${a.child.pid}`, `pid${b.child.pid}`].sort(),
+      );
+      for (const c of [a, b]) process.kill(c.child.pid!, "SIGTERM");
+      assert.equal((await a.exited).code, 0);
+      assert.equal((await b.exited).code, 0);
+    },
+  );
+});
+
+describe("smtpd --workers", () => {
+  it("shares the port, replaces a killed worker, delivers each message once, stops with one summary", async () => {
+    const maildir = `${tmp}/md`;
+    const cli = start("src/cli/main.ts", [
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--maildir",
+      maildir,
+    ]);
+    const [m] = await cli.waitFor(
+      /2 workers on 127\.0\.0\.1:(\d+) \((SO_REUSEPORT|node:cluster)\), pids (\d+), (\d+)/,
+    );
+    const port = Number(m[1]);
+    assert.equal(m[2], HAS_REUSE_PORT ? "SO_REUSEPORT" : "node:cluster");
+    const workerPids = [Number(m[3]), Number(m[4])];
+    for (const pid of workerPids) pids.add(pid);
+
+    // 200 messages, 20 at a time: each lands exactly once, from both workers.
+    const replies = await pool(200, 20, (i) => sendMessage(port, `m${i}`));
+    for (const r of replies) assert.match(r, /^250 /);
+    let by = await filesByPid(maildir);
+    assert.deepEqual([...by.keys()].sort(), [...workerPids].sort());
+    const subjects = async () => {
+      const all: string[] = [];
+      for (const names of by.values()) {
+        for (const name of names) {
+          const text = await fs.readFile(`${maildir}/new/${name}`, "utf8");
+          all.push(/^Subject: (\S+)/m.exec(text)![1]);
+        }
+      }
+      return all.sort();
+    };
+    assert.deepEqual(
+      await subjects(),
+      Array.from({ length: 200 }, (_, i) => `m${i}`).sort(),
+    );
+
+    // A killed worker is replaced; service goes on meanwhile.
+    const killed = workerPids[0];
+    process.kill(killed, "SIGKILL");
+    await cli.waitFor(
+      new RegExp(
+        `worker ${killed} exited with signal SIGKILL; starting another`,
+      ),
+    );
+    await cli.waitFor(/listening on 127\.0\.0\.1:\d+ /, 3);
+    const more = await pool(20, 5, (i) => sendMessage(port, `n${i}`));
+    for (const r of more) assert.match(r, /^250 /);
+    by = await filesByPid(maildir);
+    const total = [...by.values()].reduce((n, v) => n + v.length, 0);
+    assert.equal(total, 220);
+    const lost = by.get(killed)?.length ?? 0; // counted by the dead worker
+
+    // SIGTERM to the parent: every worker stops, one summary with the total.
+    process.kill(cli.child.pid!, "SIGTERM");
+    const exit = await cli.exited;
+    const out = cli.output();
+    assert.equal(exit.code, 0, out);
+    const summaries = [...out.matchAll(/stopped after \S+: (\d+) messages?/g)];
+    assert.equal(summaries.length, 1, out);
+    assert.equal(Number(summaries[0][1]), total - lost, out);
+    assert.match(out, /\(2 workers, 1 restart\)/);
+    for (const pid of new Set([...by.keys()])) {
+      assert.throws(() => process.kill(pid, 0), { code: "ESRCH" });
+    }
+  });
+
+  it("workers stop when the parent dies", async () => {
+    const cli = start("src/cli/main.ts", [
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--maildir",
+      `${tmp}/orphans`,
+    ]);
+    const [m] = await cli.waitFor(
+      /2 workers on \S+ \(\S+\), pids (\d+), (\d+)/,
+    );
+    const workerPids = [Number(m[1]), Number(m[2])];
+    for (const pid of workerPids) pids.add(pid);
+    process.kill(cli.child.pid!, "SIGKILL");
+    await cli.exited;
+    const alive = () =>
+      workerPids.filter((pid) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    const deadline = Date.now() + 20000;
+    while (alive().length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.deepEqual(alive(), []);
+  });
+
+  it("reads --workers N and auto (one per core)", () => {
+    const workers = (argv: string[]) => {
+      const c = parseCliArgs(argv);
+      return c.command === "serve" ? c.options.workers : null;
+    };
+    assert.equal(workers([]), 1);
+    assert.equal(workers(["--workers", "4"]), 4);
+    assert.equal(workers(["--workers", "auto"]), availableParallelism());
+    assert.throws(() => workers(["--workers", "2", "--socket", "/tmp/x"]), {
+      message:
+        "--workers: cannot be used with --socket (processes share TCP ports only)",
+    });
+    for (const bad of ["0", "two", "1.5", "1025"]) {
+      assert.throws(() => workers(["--workers", bad]), {
+        message:
+          `--workers: must be "auto" or a whole number from 1 to 1024, not "${bad}"`,
+      });
+    }
+  });
+
+  it("refuses a bad --workers value", async () => {
+    const cli = start("src/cli/main.ts", ["--workers", "0"]);
+    const exit = await cli.exited;
+    assert.equal(exit.code, 2);
+    assert.match(cli.output(), /--workers: must be "auto" or a whole number/);
+  });
+
+  it("exits with the first worker's status when it cannot start", async () => {
+    const cli = start("src/cli/main.ts", [
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--tls-cert",
+      `${tmp}/missing.pem`,
+      "--tls-key",
+      `${tmp}/missing.pem`,
+    ]);
+    const exit = await cli.exited;
+    assert.equal(exit.code, 2, cli.output());
+    // Said once (by the first worker), not once per worker.
+    assert.equal(cli.output().match(/--tls-cert/g)?.length, 1, cli.output());
+  });
+});
+
+describe(`examples/workers_${RUNTIME}.ts`, () => {
+  it("runs two workers on one port, both receiving, and stops on SIGTERM", async () => {
+    const port = await freePort();
+    const ex = start(`examples/workers_${RUNTIME}.ts`, [String(port)], {
+      WORKERS: "2",
+    });
+    await ex.waitFor(/worker \d+ listening on/, 2);
+    const replies = await pool(30, 6, (i) => sendMessage(port, `e${i}`));
+    for (const r of replies) assert.match(r, /^250 /);
+    const lines = await ex.waitFor(
+      /message from=<a@example\.org> worker=(\d+)/,
+      30,
+    );
+    assert.equal(new Set(lines.map((m) => m[1])).size, 2, ex.output());
+    process.kill(ex.child.pid!, "SIGTERM");
+    const exit = await ex.exited;
+    assert.equal(exit.code, 0, ex.output());
+    assert.match(ex.output(), /^stopped$/m);
+  });
+});
