@@ -46,7 +46,21 @@ import {
 } from "./unix_path.ts";
 
 export * from "../src/api.ts";
-export type { Connection, Listener, ListenOptions } from "../src/transport.ts";
+export type {
+  Connection,
+  Listener,
+  ListenOptions,
+  ProxyEndpoint,
+  ProxyHeader,
+  ProxyHeaderLocal,
+  ProxyHeaderTcp,
+  ProxyHeaderUnix,
+  ProxyHeaderUnknown,
+  ProxyListenOptions,
+  ProxyRawTlv,
+  ProxySslInfo,
+  ProxyTlvs,
+} from "../src/exports/transport.ts";
 
 /** The parts of Bun's socket API this shim uses. */
 interface BunSocket {
