@@ -19,6 +19,7 @@ import {
   parseAuthFile,
   verifyPassword,
 } from "../src/cli/password.ts";
+import { cliCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
@@ -42,20 +43,6 @@ function freshPath(name = "md"): string {
 
 // ---------------------------------------------------------------------------
 // Child processes
-
-/** How to run the CLI (src/cli/main.ts) under the runtime that runs these tests. */
-function cliCommand(): { cmd: string; args: string[] } {
-  const g = globalThis as { Deno?: unknown; Bun?: unknown };
-  const cmd = process.execPath;
-  const main = "src/cli/main.ts";
-  if (g.Deno !== undefined) return { cmd, args: ["run", "-A", main] };
-  if (g.Bun !== undefined) return { cmd, args: [main] };
-  // Node strips types itself from 23.6 on; older versions load tsx.
-  const [major, minor] = process.versions.node.split(".").map(Number);
-  return major > 23 || (major === 23 && minor >= 6)
-    ? { cmd, args: [main] }
-    : { cmd, args: ["--import", "tsx", main] };
-}
 
 interface Exit {
   code: number | null;

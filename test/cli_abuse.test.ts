@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { CliError, parseCliArgs } from "../src/cli/args.ts";
 import { oneLine } from "../src/cli/log.ts";
+import { cliCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
@@ -27,18 +28,6 @@ after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 const freshPath = () => `${tmp}/md${++counter}`;
-
-function cliCommand(): { cmd: string; args: string[] } {
-  const g = globalThis as { Deno?: unknown; Bun?: unknown };
-  const cmd = process.execPath;
-  const main = "src/cli/main.ts";
-  if (g.Deno !== undefined) return { cmd, args: ["run", "-A", main] };
-  if (g.Bun !== undefined) return { cmd, args: [main] };
-  const [major, minor] = process.versions.node.split(".").map(Number);
-  return major > 23 || (major === 23 && minor >= 6)
-    ? { cmd, args: [main] }
-    : { cmd, args: ["--import", "tsx", main] };
-}
 
 /** A free port on 127.0.0.1 (a --quiet CLI prints no listening line). */
 function freePort(): Promise<number> {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { cliCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -24,19 +25,6 @@ after(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 const fresh = (name: string) => join(tmp, `${name}${++counter}`);
-
-/** How to run the CLI (src/cli/main.ts) under the runtime that runs these tests. */
-function cliCommand(): { cmd: string; args: string[] } {
-  const g = globalThis as { Deno?: unknown; Bun?: unknown };
-  const cmd = process.execPath;
-  const main = "src/cli/main.ts";
-  if (g.Deno !== undefined) return { cmd, args: ["run", "-A", main] };
-  if (g.Bun !== undefined) return { cmd, args: [main] };
-  const [major, minor] = process.versions.node.split(".").map(Number);
-  return major > 23 || (major === 23 && minor >= 6)
-    ? { cmd, args: [main] }
-    : { cmd, args: ["--import", "tsx", main] };
-}
 
 interface Cli {
   child: ChildProcess;

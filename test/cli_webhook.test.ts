@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import nodemailer from "nodemailer";
 import { CliError, parseCliArgs, USAGE } from "../src/cli/args.ts";
 import type { WebhookPayload } from "../src/webhook.ts";
+import { cliCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -24,19 +25,6 @@ before(async () => {
 after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
-
-/** How to run the CLI under the runtime that runs these tests (as in test/cli.test.ts). */
-function cliCommand(): { cmd: string; args: string[] } {
-  const g = globalThis as { Deno?: unknown; Bun?: unknown };
-  const cmd = process.execPath;
-  const main = "src/cli/main.ts";
-  if (g.Deno !== undefined) return { cmd, args: ["run", "-A", main] };
-  if (g.Bun !== undefined) return { cmd, args: [main] };
-  const [major, minor] = process.versions.node.split(".").map(Number);
-  return major > 23 || (major === 23 && minor >= 6)
-    ? { cmd, args: [main] }
-    : { cmd, args: ["--import", "tsx", main] };
-}
 
 interface Cli {
   readonly port: number;

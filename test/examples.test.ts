@@ -17,6 +17,7 @@ import nodemailer from "nodemailer";
 import { startVerifier, type Verdict } from "../examples/verify_auth.ts";
 import type { WebhookPayload } from "../src/webhook.ts";
 import type { Message, Server } from "../mod.ts";
+import { tsCommand as runCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const g = globalThis as { Deno?: unknown; Bun?: unknown };
@@ -25,18 +26,6 @@ const RUNTIME = g.Deno !== undefined
   : g.Bun !== undefined
   ? "bun"
   : "node";
-
-/** How to run a TypeScript file under the runtime that runs these tests (as test/cli.test.ts runs the CLI). */
-function runCommand(file: string): { cmd: string; args: string[] } {
-  const cmd = process.execPath;
-  if (RUNTIME === "deno") return { cmd, args: ["run", "-A", file] };
-  if (RUNTIME === "bun") return { cmd, args: [file] };
-  // Node strips types itself from 23.6 on; older versions load tsx.
-  const [major, minor] = process.versions.node.split(".").map(Number);
-  return major > 23 || (major === 23 && minor >= 6)
-    ? { cmd, args: [file] }
-    : { cmd, args: ["--import", "tsx", file] };
-}
 
 interface Example {
   readonly child: ChildProcess;

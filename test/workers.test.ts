@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { serve } from "../mod.ts";
 import { parseCliArgs } from "../src/cli/args.ts";
+import { tsCommand as runCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const g = globalThis as { Deno?: unknown; Bun?: unknown };
@@ -33,16 +34,6 @@ before(async () => {
 after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
-
-/** How to run a TypeScript file under the runtime that runs these tests. */
-function runCommand(file: string): { cmd: string; args: string[] } {
-  const cmd = process.execPath;
-  if (RUNTIME === "deno") return { cmd, args: ["run", "-A", file] };
-  if (RUNTIME === "bun") return { cmd, args: [file] };
-  return NODE_MAJOR > 23 || (NODE_MAJOR === 23 && NODE_MINOR >= 6)
-    ? { cmd, args: [file] }
-    : { cmd, args: ["--import", "tsx", file] };
-}
 
 interface Child {
   readonly child: ChildProcess;
