@@ -380,6 +380,8 @@ const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : "–");
 const ms = (s, d = 1) =>
   !s || !Number.isFinite(s.median)
     ? "–"
+    : s.values.length === 1
+    ? fmt(s.median, d)
     : `${fmt(s.median, d)} [${fmt(s.min, d)}–${fmt(s.max, d)}]`;
 const raw = (s, d = 2) => s.values.map((x) => fmt(x, d)).join(" ");
 
