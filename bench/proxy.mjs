@@ -286,11 +286,16 @@ class Haproxy {
         "global",
         "  nbthread 1",
         "  maxconn 4096",
+        // Only sessions that end abnormally are logged (to stderr).
+        "  log stderr format raw local0",
         "defaults",
         "  mode tcp",
+        "  log global",
+        "  option tcplog",
+        "  option dontlog-normal",
         "  timeout connect 5s",
-        "  timeout client 60s",
-        "  timeout server 60s",
+        "  timeout client 10s",
+        "  timeout server 10s",
         "listen smtp",
         `  bind 127.0.0.1:${this.port}`,
         `  server s 127.0.0.1:${this.backendPort} send-proxy-v2`,
@@ -304,7 +309,7 @@ class Haproxy {
     this.exited = new Promise((r) => this.child.once("exit", r));
     this.child.stderr.setEncoding("utf8");
     this.child.stderr.on("data", (d) => {
-      if (this.stderr.length < 4000) this.stderr += d;
+      this.stderr = (this.stderr + d).slice(-4000);
     });
     for (let i = 0; i < 100 && !(await canConnect(this.port)); i++) {
       if (this.child.exitCode !== null) break;
@@ -313,6 +318,12 @@ class Haproxy {
     if (!(await canConnect(this.port))) {
       throw new Error(`haproxy did not start: ${this.stderr}`);
     }
+  }
+  /** What HAProxy logged since the last call (abnormal sessions). */
+  takeLog() {
+    const t = this.stderr;
+    this.stderr = "";
+    return t;
   }
   cpu() {
     return { sched: schedCpuUs(this.pid), stat: statCpuUs(this.pid) };
@@ -428,7 +439,15 @@ async function main() {
           const b = await smtpd.cpu();
           const hb = s.haproxy.cpu();
           if (!r.ok) {
-            s.errors.push(`round ${round} ${which}: ${r.error}`);
+            const tail = which === "B"
+              ? s.haproxy.takeLog().trim().split("\n").slice(-3).join(" / ")
+              : "";
+            s.errors.push(
+              `round ${round} ${which} after ${
+                fmt(r.ms / 1000, 1)
+              } s: ${r.error}` +
+                (tail ? ` (HAProxy: ${tail})` : ""),
+            );
             run.failed = true;
             log(`  smtpd@${s.rt} ${which}: FAILED ${r.error}`);
             continue;
