@@ -17,7 +17,7 @@
 //                          (--only bun,node24) is taken as --runtimes
 //   --runtimes deno,bun,node20,node24
 //   --servers smtpd,smtp-server,smtp-sink
-//   --workloads W1,W2,W3,W4,W5,W6
+//   --workloads W1,W2,W3,W4,W5,W6,W7,W8
 //   --out PATH             where to write the report (default: bench/RESULTS.md
 //                          for the default selection, else .tmp/bench-results.md)
 //   --mem-runs N           fresh processes per server in the memory bench
@@ -57,7 +57,7 @@ const value = (name) => {
 const ALL_RUNTIMES = ["deno", "bun", "node20", "node24"];
 const ALL_PARTS = ["engine", "load", "memory"];
 const ALL_SERVERS = ["smtpd", "smtp-server", "smtp-sink"];
-const ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6"];
+const ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"];
 const pick = (text, all) =>
   text === undefined ? all : text.split(",").filter((x) => all.includes(x));
 // `--only bun,node24` selects runtimes; `--only engine,load` selects parts.
@@ -490,7 +490,39 @@ const WORKLOADS = {
     reuse: true,
     unit: "msg",
   },
+  W7: {
+    desc:
+      "4 sessions, 1 MB, pipelined BDAT n LAST (bench/client.mjs --bdat; only servers that offer CHUNKING)",
+    sessions: 4,
+    messages: 200,
+    quick: 48,
+    size: MB,
+    tool: "bdat",
+    reuse: true,
+    unit: "MB",
+  },
+  W8: {
+    desc: "4 sessions, 1 MB, pipelined DATA (bench/client.mjs)",
+    sessions: 4,
+    messages: 200,
+    quick: 48,
+    size: MB,
+    tool: "client",
+    reuse: true,
+    unit: "MB",
+  },
 };
+
+/**
+ * BDAT ÷ DATA (issue 9): each BDAT workload and its DATA counterpart with
+ * the same client (bench/client.mjs, pipelined), sessions, count and size;
+ * `ref` is the smtp-source workload of that size, shown for scale only
+ * (another client: no pipelining, HELO, a reply awaited per command).
+ */
+const BDAT_PAIRS = [
+  { bdat: "W6", data: "W5", ref: "W1" },
+  { bdat: "W7", data: "W8", ref: "W3" },
+];
 
 function sized(w) {
   return { ...w, messages: FULL ? w.messages : w.quick };
@@ -1135,6 +1167,67 @@ function tables(engine, workloads, memory) {
   return out;
 }
 
+/**
+ * BDAT ÷ DATA for smtpd (issue 9), per runtime: CPU per unit of each BDAT
+ * workload over its DATA counterpart sent by the same client, round by
+ * round (round r of one workload ÷ round r of the other: the same run of
+ * the bench, but the two workloads run one after the other, not back to
+ * back), as median [min–max] and every round; the smtp-source workload of
+ * the same size for scale.
+ */
+function bdatVsData(workloads) {
+  const byName = (n) => workloads.find((r) => r.name === n);
+  const out = [];
+  for (const pair of BDAT_PAIRS) {
+    const b = byName(pair.bdat);
+    const d = byName(pair.data);
+    if (!b || !d) continue;
+    const ref = byName(pair.ref);
+    const w = b.w;
+    for (const rt of RUNTIME_NAMES) {
+      const row = (r) =>
+        r?.rows.find((x) => x.server === "smtpd" && x.runtime === rt);
+      const rb = row(b);
+      const rd = row(d);
+      if (!rb || !rd) continue;
+      const xs = rb.raw.map((run) => {
+        const p = rd.raw.find((x) => x.round === run.round);
+        return run.ok && p?.ok ? run.cpuUsPerMsg / p.cpuUsPerMsg : NaN;
+      });
+      const ratio = spread(xs);
+      out.push(
+        `| ${w.size >= MB ? "1 MB" : "1 KB"} | ${rt} | ${ms(rd.cpu, 1)} | ${
+          ms(rb.cpu, 1)
+        } | ${ms(ratio)} | ${raw(ratio)} | ${
+          Number.isFinite(ratio.median)
+            ? `${fmt((1 - ratio.median) * 100, 0)} %`
+            : "–"
+        } | ${ms(row(ref)?.cpu, 1)} |`,
+      );
+    }
+  }
+  if (out.length === 0) return [];
+  return [
+    "### BDAT vs DATA, smtpd (issue 9)",
+    "",
+    "smtpd's CPU µs per unit: per message (1 KB) or per MB (1 MB). Same client for both " +
+    "sides: bench/client.mjs, pipelined, same sessions, count and size " +
+    `(1 KB: ${BDAT_PAIRS[0].bdat} ÷ ${BDAT_PAIRS[0].data}; 1 MB: ${
+      BDAT_PAIRS[1].bdat
+    } ÷ ${BDAT_PAIRS[1].data}). The ratio is taken round by round ` +
+    "(round r of the BDAT workload ÷ round r of the DATA one; the workloads " +
+    "run one after the other in this run, with fresh server processes each). " +
+    `The smtp-source column (${BDAT_PAIRS[0].ref}, ${
+      BDAT_PAIRS[1].ref
+    }: no pipelining, a reply awaited per command) is for scale, not part of the ratio.`,
+    "",
+    "| size | runtime | DATA CPU µs/unit median [min–max] | BDAT CPU µs/unit median [min–max] | BDAT ÷ DATA median [min–max] | every round | 1 − BDAT ÷ DATA (median; > 0: BDAT cheaper) | smtp-source DATA CPU µs/unit |",
+    "|---|---|---:|---:|---:|---|---:|---:|",
+    ...out,
+    "",
+  ];
+}
+
 /** The goals of issue 12, judged on the medians; the spread is shown. */
 function goals(workloads, memory) {
   const out = [];
@@ -1315,6 +1408,7 @@ async function main() {
       [])[1] ?? "unknown";
   const body = [
     ...goals(workloads, memory),
+    ...bdatVsData(workloads),
     ...tables(engine, workloads, memory),
   ];
   const md = [

@@ -5,6 +5,7 @@
  * ```sh
  * <runtime> bench/server.ts smtpd        # smtpd via serve() from ../mod.ts
  * <runtime> bench/server.ts smtp-server  # nodemailer's smtp-server (npm)
+ * <runtime> bench/server.ts smtpd --proxy-protocol  # expects a PROXY header (bench/proxy.mjs)
  * ```
  *
  * Prints `READY <port>` once listening on 127.0.0.1 (a free port). A tiny
@@ -20,6 +21,8 @@ import process from "node:process";
 import { serve } from "../mod.ts";
 
 const kind = process.argv[2];
+/** smtpd with `proxyProtocol: true` (PROXY v1/v2 from loopback peers). */
+const proxyProtocol = process.argv.includes("--proxy-protocol");
 const nop = () => {};
 
 async function startSmtpd(): Promise<number> {
@@ -32,6 +35,7 @@ async function startSmtpd(): Promise<number> {
     maxConnections: 10000,
     maxConnectionsPerIp: Infinity,
     maxMessageSize: 200 * 1024 * 1024,
+    ...(proxyProtocol ? { proxyProtocol: true } : {}),
     async onMessage(message) {
       const reader = message.raw.getReader();
       while (!(await reader.read()).done) { /* discard */ }
