@@ -42,22 +42,7 @@ import {
   unixConnection,
 } from "./unix_path.ts";
 
-export * from "../src/api.ts";
-export type {
-  Connection,
-  Listener,
-  ListenOptions,
-  ProxyEndpoint,
-  ProxyHeader,
-  ProxyHeaderLocal,
-  ProxyHeaderTcp,
-  ProxyHeaderUnix,
-  ProxyHeaderUnknown,
-  ProxyListenOptions,
-  ProxyRawTlv,
-  ProxySslInfo,
-  ProxyTlvs,
-} from "../src/exports/transport.ts";
+export * from "../src/exports/runtime.ts";
 
 /** The parts of Deno's API this shim uses. */
 interface DenoConn {

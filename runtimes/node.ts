@@ -16,22 +16,7 @@
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import { listen } from "./node_net.ts";
 
-export * from "../src/api.ts";
-export type {
-  Connection,
-  Listener,
-  ListenOptions,
-  ProxyEndpoint,
-  ProxyHeader,
-  ProxyHeaderLocal,
-  ProxyHeaderTcp,
-  ProxyHeaderUnix,
-  ProxyHeaderUnknown,
-  ProxyListenOptions,
-  ProxyRawTlv,
-  ProxySslInfo,
-  ProxyTlvs,
-} from "../src/exports/transport.ts";
+export * from "../src/exports/runtime.ts";
 export { listen, loadTlsOptions, TlsConfig, wrapSocket } from "./node_net.ts";
 
 /**
