@@ -55,8 +55,22 @@ interface DenoConn {
 }
 interface DenoListener extends AsyncIterable<DenoConn> {
   readonly addr: { hostname: string; port: number };
+  accept(): Promise<DenoConn>;
   close(): void;
 }
+
+/**
+ * Errors of one connection that `accept()` reports (it was reset or closed
+ * before Deno could ask its address): the listener goes on at once.
+ */
+const CONNECTION_GONE = new Set([
+  "NotConnected",
+  "ConnectionReset",
+  "ConnectionAborted",
+  "Interrupted",
+]);
+/** After any other accept error (EMFILE, say), wait this long, then go on. */
+const ACCEPT_RETRY_MS = 100;
 interface DenoApi {
   listen(
     o: { hostname: string; port: number; transport: "tcp" } | {
@@ -76,7 +90,9 @@ const MAX_READ = 64 * 1024;
 const SHRINK_AFTER = 8;
 
 function wrap(conn: DenoConn): Connection {
-  conn.setNoDelay?.(true);
+  try {
+    conn.setNoDelay?.(true);
+  } catch { /* the client left already: its first read ends the session */ }
   return new DenoConnection(conn);
 }
 
@@ -223,15 +239,34 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       } catch { /* already closed */ }
       if (path !== undefined) removeSocketPath(path, fileId);
     },
+    // One accept at a time; an error of one connection (a client that
+    // reset before the accept: Deno then fails to read its address), or
+    // running out of descriptors, must not end the listener: that stopped
+    // the server accepting for good.
     async *[Symbol.asyncIterator]() {
-      try {
-        for await (const conn of l) {
-          yield path !== undefined
+      while (!closed) {
+        let conn: DenoConn;
+        try {
+          conn = await l.accept();
+        } catch (err) {
+          if (closed || (err as Error)?.name === "BadResource") return;
+          if (!CONNECTION_GONE.has((err as Error)?.name)) {
+            await new Promise((r) => setTimeout(r, ACCEPT_RETRY_MS));
+          }
+          continue;
+        }
+        let wrapped: Connection;
+        try {
+          wrapped = path !== undefined
             ? unixConnection(wrap(conn), path)
             : wrap(conn);
+        } catch {
+          try {
+            conn.close();
+          } catch { /* gone already */ }
+          continue;
         }
-      } catch (err) {
-        if (!closed) throw err;
+        yield wrapped;
       }
     },
   };

@@ -1,0 +1,66 @@
+// The listener outlives clients that are gone before their connection is
+// accepted: on Deno, accept() then fails for that one connection (it cannot
+// read the peer's address), which used to end the server's accepting for
+// good (found behind HAProxy: smtp-source's last sessions got no greeting).
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import * as net from "node:net";
+import { describe, it } from "node:test";
+import { serve } from "../mod.ts";
+
+/** Connects `n` times and resets each connection (SO_LINGER 0), from another process. */
+const RESETS = `
+import socket, struct, sys
+port = int(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.connect(("127.0.0.1", port))
+    s.close()
+`;
+
+function greeting(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: "127.0.0.1" });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve("no greeting within 3 s");
+    }, 3000);
+    s.once("data", (d) => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(String(d));
+    });
+    s.on("error", (e) => {
+      clearTimeout(timer);
+      resolve(`error: ${e.message}`);
+    });
+  });
+}
+
+describe("accepting", () => {
+  it("goes on after connections that were reset before they were accepted", async () => {
+    const errors: string[] = [];
+    const server = await serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      logger: (e) => {
+        if (e.type === "error") errors.push(e.message);
+      },
+    });
+    try {
+      const port = server.addr.port;
+      assert.match(await greeting(port), /^220 /);
+      // execFileSync holds this process (the server) while another one
+      // connects and resets: the connections wait in the accept queue,
+      // already reset, when the server gets to them.
+      execFileSync("python3", ["-c", RESETS, String(port), "200"]);
+      for (let i = 0; i < 3; i++) {
+        assert.match(await greeting(port), /^220 /);
+      }
+      assert.deepEqual(errors.filter((m) => m === "listener failed"), []);
+    } finally {
+      await server.close();
+    }
+  });
+});
