@@ -639,6 +639,8 @@ const AUTH_LOCKED = new SmtpError(
 );
 const EMPTY = new Uint8Array(0);
 const FORCED = Symbol("forced");
+/** Pause before iterating a listener again after its iteration threw. */
+const LISTENER_RETRY_MS = 100;
 /** How long a forced close (after closeTimeout) waits for the 421 to go out. */
 const FORCED_FLUSH_MS = 500;
 
@@ -1851,17 +1853,39 @@ class SmtpServer implements Server {
   }
 
   async #acceptLoop(): Promise<void> {
-    try {
-      for await (const conn of this.#listener) {
-        if (this.#closing) {
-          conn.close();
-          continue;
+    // A listener whose iteration throws is iterated again after a pause,
+    // and a connection that cannot be admitted is closed alone: the server
+    // must never stop accepting in silence. It ends when the listener
+    // does (close()).
+    while (!this.#closing) {
+      try {
+        for await (const conn of this.#listener) {
+          if (this.#closing) {
+            conn.close();
+            continue;
+          }
+          try {
+            this.#admit(conn);
+          } catch (error) {
+            this.logger?.({
+              type: "error",
+              message: "could not admit a connection",
+              error,
+            });
+            try {
+              conn.close(true);
+            } catch { /* gone already */ }
+          }
         }
-        this.#admit(conn);
-      }
-    } catch (error) {
-      if (!this.#closing) {
-        this.logger?.({ type: "error", message: "listener failed", error });
+        break;
+      } catch (error) {
+        if (this.#closing) break;
+        this.logger?.({
+          type: "error",
+          message: "listener failed; accepting again",
+          error,
+        });
+        await new Promise((r) => setTimeout(r, LISTENER_RETRY_MS));
       }
     }
     await Promise.all([...this.#drivers].map((d) => d.done));
