@@ -23,16 +23,26 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  readdirSync,
-  readFileSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import {
+  canConnect,
+  freePort,
+  loadavg,
+  Noise,
+  schedCpuUs,
+  sleep,
+  spread,
+  statCpuUs,
+} from "./common.mjs";
+
+/** user + system µs. */
+const cpuTotal = (t) => t.user + t.system;
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const argv = process.argv.slice(2);
@@ -66,129 +76,7 @@ const RUNTIMES = {
   node24: { argv: [node24], ok: existsSync(node24) },
 };
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (s) => process.stderr.write(s + "\n");
-
-// ------------------------------------------------------------ /proc readers
-
-/** CPU µs of `pid`, all threads, from /proc/<pid>/task/*\/sched. */
-function schedCpuUs(pid) {
-  let ms = 0;
-  let dir;
-  try {
-    dir = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return NaN;
-  }
-  for (const tid of dir) {
-    try {
-      const s = readFileSync(`/proc/${pid}/task/${tid}/sched`, "utf8");
-      const m = /se\.sum_exec_runtime\s*:\s*([\d.]+)/.exec(s);
-      if (m) ms += Number(m[1]);
-    } catch { /* thread gone */ }
-  }
-  return ms * 1000;
-}
-
-/** utime + stime of `pid` in µs (10 ms ticks, from /proc/<pid>/stat). */
-function statCpuUs(pid) {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return ((Number(f[11]) + Number(f[12])) * 1e6) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
-function loadavg() {
-  return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).map(
-    Number,
-  );
-}
-
-function machineBusyTicks() {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(
-    /\s+/,
-  ).slice(1).map(Number);
-  return f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] || 0);
-}
-
-/** Ticks of this process and its reaped children. */
-function ownTicks() {
-  const s = readFileSync("/proc/self/stat", "utf8");
-  const f = s.slice(s.lastIndexOf(")") + 2).split(" ").map(Number);
-  return f[11] + f[12] + f[13] + f[14];
-}
-
-/**
- * The machine's load while the bench runs (as bench/run.mjs's Noise): the
- * 1-minute load average before, each second during (mean, max) and after,
- * and the CPU of other processes (busy time minus this process tree's), in
- * cores. Call stop() after the children have exited.
- */
-class Noise {
-  constructor() {
-    this.before = loadavg();
-    this.samples = [];
-    this.t0 = performance.now();
-    this.busy0 = machineBusyTicks();
-    this.own0 = ownTicks();
-    this.timer = setInterval(() => this.samples.push(loadavg()[0]), 1000);
-    this.timer.unref();
-  }
-  stop() {
-    clearInterval(this.timer);
-    const after = loadavg();
-    const seconds = (performance.now() - this.t0) / 1000;
-    const other = (machineBusyTicks() - this.busy0 - ownTicks() + this.own0) /
-      100 / seconds;
-    const during = this.samples.length > 0 ? this.samples : [after[0]];
-    return {
-      before: this.before,
-      duringMean: during.reduce((a, b) => a + b, 0) / during.length,
-      duringMax: Math.max(...during),
-      after,
-      seconds,
-      otherCores: Math.max(0, other),
-    };
-  }
-}
-
-function spread(xs) {
-  const values = xs.filter((x) => Number.isFinite(x));
-  const s = [...values].sort((a, b) => a - b);
-  if (s.length === 0) return { median: NaN, min: NaN, max: NaN, values };
-  const m = s.length >> 1;
-  return {
-    median: s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2,
-    min: s[0],
-    max: s[s.length - 1],
-    values,
-  };
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ port, host: "127.0.0.1" });
-    s.once("connect", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => resolve(false));
-  });
-}
 
 // ------------------------------------------------------------------ servers
 
@@ -331,7 +219,7 @@ class Haproxy {
     return t;
   }
   cpu() {
-    return { sched: schedCpuUs(this.pid), stat: statCpuUs(this.pid) };
+    return { sched: schedCpuUs(this.pid), stat: cpuTotal(statCpuUs(this.pid)) };
   }
   async stop() {
     if (this.child && this.child.exitCode === null) {

@@ -34,18 +34,21 @@
 // `postfix`) for W1–W4 and the smtp-sink rows; without them those are
 // skipped.
 import { spawn, spawnSync } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  writeFileSync,
-} from "node:fs";
-import net from "node:net";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import {
+  canConnect,
+  freePort,
+  loadavg,
+  Noise,
+  schedCpuUs,
+  sleep,
+  spread,
+  statCpuUs,
+} from "./common.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const argv = process.argv.slice(2);
@@ -109,67 +112,11 @@ const clientNode = existsSync(node24) ? node24 : process.execPath;
 
 // ------------------------------------------------------------------ helpers
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.error(...a);
 
 function version(cmd, args) {
   const r = spawnSync(cmd, args, { encoding: "utf8" });
   return (r.stdout || r.stderr || "").split("\n")[0].trim();
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ port, host: "127.0.0.1" });
-    s.once("connect", () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once("error", () => resolve(false));
-  });
-}
-
-/** CPU µs of all live threads of `pid` (ns-precise, from /proc/<pid>/task/<tid>/sched). */
-function schedCpuUs(pid) {
-  let ms = 0;
-  let dir;
-  try {
-    dir = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return NaN;
-  }
-  for (const tid of dir) {
-    try {
-      const s = readFileSync(`/proc/${pid}/task/${tid}/sched`, "utf8");
-      const m = /se\.sum_exec_runtime\s*:\s*([\d.]+)/.exec(s);
-      if (m) ms += Number(m[1]);
-    } catch { /* thread gone */ }
-  }
-  return ms * 1000;
-}
-
-/** utime and stime of `pid` in µs (clock-tick resolution, from /proc/<pid>/stat). */
-function statCpuUs(pid) {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return {
-      user: (Number(f[11]) * 1e6) / 100,
-      system: (Number(f[12]) * 1e6) / 100,
-    };
-  } catch {
-    return { user: NaN, system: NaN };
-  }
 }
 
 /** VmHWM and VmRSS of `pid` in kB. */
@@ -332,91 +279,7 @@ function cpuDelta(a, b) {
 
 // -------------------------------------------------------------- statistics
 
-/** Median, min, max and every value (finite values only). */
-function spread(xs) {
-  const values = xs.filter((x) => Number.isFinite(x));
-  const s = [...values].sort((a, b) => a - b);
-  if (s.length === 0) return { median: NaN, min: NaN, max: NaN, values };
-  const m = s.length >> 1;
-  return {
-    median: s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2,
-    min: s[0],
-    max: s[s.length - 1],
-    values,
-  };
-}
-
 // ------------------------------------------------------------ machine noise
-
-/** The three load averages from /proc/loadavg. */
-function loadavg() {
-  try {
-    return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).map(
-      Number,
-    );
-  } catch {
-    return [NaN, NaN, NaN];
-  }
-}
-
-/** Busy clock ticks of the whole machine (/proc/stat, all CPUs). */
-function machineBusyTicks() {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(
-      /\s+/,
-    ).slice(1).map(Number);
-    // user nice system idle iowait irq softirq steal
-    return f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] || 0);
-  } catch {
-    return NaN;
-  }
-}
-
-/** Clock ticks of this process and its reaped children (servers and loads). */
-function ownTicks() {
-  try {
-    const s = readFileSync("/proc/self/stat", "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ").map(Number);
-    return f[11] + f[12] + f[13] + f[14];
-  } catch {
-    return NaN;
-  }
-}
-
-/**
- * Samples the machine's load while a part of the bench runs: the 1-minute
- * load average before, every second during (max and mean) and after; and
- * the CPU the rest of the machine used meanwhile (all CPUs' busy time in
- * /proc/stat minus this process tree's, in cores). Call `stop()` after the
- * part's child processes have exited, so that their CPU is counted as ours.
- */
-class Noise {
-  constructor() {
-    this.before = loadavg();
-    this.samples = [];
-    this.t0 = performance.now();
-    this.busy0 = machineBusyTicks();
-    this.own0 = ownTicks();
-    this.timer = setInterval(() => this.samples.push(loadavg()[0]), 1000);
-    this.timer.unref();
-  }
-  stop() {
-    clearInterval(this.timer);
-    const after = loadavg();
-    const seconds = (performance.now() - this.t0) / 1000;
-    const foreign = (machineBusyTicks() - this.busy0 - ownTicks() +
-      this.own0) / 100 / seconds;
-    const during = this.samples.length > 0 ? this.samples : [after[0]];
-    return {
-      before: this.before,
-      duringMax: Math.max(...during),
-      duringMean: during.reduce((a, b) => a + b, 0) / during.length,
-      after,
-      seconds,
-      otherCores: Math.max(0, foreign),
-    };
-  }
-}
 
 // ---------------------------------------------------------------- workloads
 
