@@ -51,6 +51,7 @@ import {
 } from "../src/transport.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
 import { readProxyPreamble } from "./proxy_preamble.ts";
+import { stripMapped } from "../src/cidr.ts";
 
 /** How long a closed socket may take to deliver its last bytes. */
 const CLOSE_GRACE_MS = 5000;
@@ -400,11 +401,6 @@ function hasReusePort(): boolean {
   const [major, minor] = (v.node ?? "0.0").split(".").map(Number);
   return major > 23 || (major === 23 && minor >= 1) ||
     (major === 22 && minor >= 12);
-}
-
-/** `::ffff:127.0.0.1` → `127.0.0.1`. */
-function stripMapped(ip: string): string {
-  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
 
 /**

@@ -29,11 +29,7 @@
 import type * as net from "node:net";
 import { parseProxyHeader, type ProxyHeader } from "../src/proxy.ts";
 import type { ProxyListenOptions } from "../src/transport.ts";
-
-/** `::ffff:127.0.0.1` → `127.0.0.1`. */
-function stripMapped(ip: string): string {
-  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
-}
+import { stripMapped } from "../src/cidr.ts";
 
 /**
  * Reads a PROXY header from the start of `sock` (a peer not trusted is

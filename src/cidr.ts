@@ -18,6 +18,22 @@
  * @module
  */
 
+/**
+ * An IPv4 address that a dual-stack socket reports in IPv4-mapped IPv6 form,
+ * as plain IPv4: `::ffff:192.0.2.1` → `192.0.2.1`; any other text as it is.
+ *
+ * @example
+ * ```ts
+ * import { stripMapped } from "./cidr.ts";
+ *
+ * stripMapped("::ffff:127.0.0.1"); // "127.0.0.1"
+ * stripMapped("::1"); // "::1"
+ * ```
+ */
+export function stripMapped(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+}
+
 /** The loopback ranges, the default list of trusted proxies: `127.0.0.0/8` and `::1`. */
 export const LOOPBACK: readonly string[] = Object.freeze([
   "127.0.0.0/8",

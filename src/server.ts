@@ -19,7 +19,7 @@ import { ENGINE_DEFAULTS, type EngineOptions, limitOption } from "./options.ts";
 import { checkKeys } from "./keys.ts";
 import { clientKey, FailureBudget, failureDelay } from "./limits.ts";
 import type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
-import { CidrSet, LOOPBACK } from "./cidr.ts";
+import { CidrSet, LOOPBACK, stripMapped } from "./cidr.ts";
 import {
   parseProxyHeader,
   PROXY_V2_ABSOLUTE_MAX_LENGTH,
@@ -591,11 +591,6 @@ function safeLogger(logger: Logger | undefined): Logger | undefined {
   });
 }
 
-/** `::ffff:192.0.2.1` → `192.0.2.1` (as the shims report IPv4 peers). */
-function stripMapped(ip: string): string {
-  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
-}
-
 /** Turns anything a hook threw into the reply to send. */
 function toSmtpError(err: unknown): SmtpError | null {
   if (err instanceof SmtpError) return err;
@@ -786,6 +781,30 @@ function isThenable(r: unknown): r is PromiseLike<unknown> {
     typeof (r as PromiseLike<unknown>).then === "function";
 }
 
+/**
+ * Sends one last reply line, then closes: the refusals before a session
+ * (421 too many connections, 554 early talker). `write` is the driver's
+ * when it already holds the connection, else the shim's (or its
+ * stream's); a closed socket throws or rejects, and either way the
+ * connection is closed.
+ */
+function replyAndClose(
+  conn: Connection,
+  line: string,
+  write?: (bytes: Uint8Array) => void | Promise<void>,
+): void {
+  const bytes = new TextEncoder().encode(`${line}\r\n`);
+  new Promise<void>((resolve) =>
+    resolve(
+      write !== undefined
+        ? write(bytes)
+        : conn.write !== undefined
+        ? conn.write(bytes)
+        : conn.writable.getWriter().write(bytes),
+    )
+  ).catch(() => {}).finally(() => conn.close());
+}
+
 /** The mutable side of a {@link Session}. */
 class SessionState implements Session {
   readonly id: string;
@@ -847,28 +866,6 @@ function connectionIo(conn: Connection): Io {
   };
 }
 
-/** Engine options per server and kind of connection (no copy per connection). */
-const engineOptionsCache = new WeakMap<SmtpServer, EngineOptions[]>();
-
-function engineOptionsFor(
-  server: SmtpServer,
-  startTls: boolean,
-  secure: boolean,
-): EngineOptions {
-  let cached = engineOptionsCache.get(server);
-  if (cached === undefined) {
-    cached = [];
-    engineOptionsCache.set(server, cached);
-  }
-  const i = (startTls ? 1 : 0) + (secure ? 2 : 0);
-  return cached[i] ??= {
-    ...server.engineOptions,
-    startTls,
-    secure,
-    traceCommands: server.logger !== undefined,
-  };
-}
-
 /** Runs one connection. */
 class ConnectionDriver {
   readonly session: SessionState;
@@ -918,7 +915,7 @@ class ConnectionDriver {
     this.#conn = conn;
     this.session = new SessionState(conn);
     this.#engine = new SmtpEngine(
-      engineOptionsFor(server, conn.startTls !== undefined, conn.tls !== null),
+      server.engineOptionsFor(conn.startTls !== undefined, conn.tls !== null),
       Date.now(),
     );
     this.#io = connectionIo(conn);
@@ -1318,12 +1315,11 @@ class ConnectionDriver {
       return false;
     }
     this.#refused("sent data before the greeting");
-    const name = this.#engine.options.serverName;
-    const reply = new TextEncoder().encode(
-      `554 5.7.1 ${name} Protocol error: talked before the greeting\r\n`,
+    replyAndClose(
+      this.#conn,
+      `554 5.7.1 ${this.#engine.options.serverName} Protocol error: talked before the greeting`,
+      (bytes) => this.#io.write(bytes),
     );
-    new Promise<void>((resolve) => resolve(this.#io.write(reply)))
-      .catch(() => {}).finally(() => this.#conn.close());
     return false;
   }
 
@@ -1807,6 +1803,8 @@ interface Delivery {
 class SmtpServer implements Server {
   readonly options: ResolvedServeOptions;
   readonly engineOptions: EngineOptions;
+  /** engineOptionsFor()'s four kinds, made once each. */
+  #engineOptionsByKind: EngineOptions[] = [];
   readonly hooks: ServeOptions;
   readonly logger: Logger | undefined;
   readonly finished: Promise<void>;
@@ -1842,6 +1840,21 @@ class SmtpServer implements Server {
       runtime,
     });
     this.finished = this.#acceptLoop();
+  }
+
+  /**
+   * The engine options of a connection of this kind (STARTTLS offered,
+   * already encrypted): the same object for every connection of the
+   * kind, not a copy per connection.
+   */
+  engineOptionsFor(startTls: boolean, secure: boolean): EngineOptions {
+    const i = (startTls ? 1 : 0) + (secure ? 2 : 0);
+    return this.#engineOptionsByKind[i] ??= {
+      ...this.engineOptions,
+      startTls,
+      secure,
+      traceCommands: this.logger !== undefined,
+    };
   }
 
   get addr(): NetAddress {
@@ -1945,9 +1958,8 @@ class SmtpServer implements Server {
   }
 
   /**
-   * Refuses a connection: 421 4.7.0, then close. `write` is the driver's
-   * when it already reads and writes the connection; else the shim's
-   * write, or its stream's.
+   * Refuses a connection: 421 4.7.0, then close (see {@link replyAndClose}
+   * for `write`).
    */
   refuse(
     conn: Connection,
@@ -1957,19 +1969,11 @@ class SmtpServer implements Server {
   ): void {
     this.logger?.({ type: "refused", remoteAddress: ip, reason });
     const name = this.engineOptions.serverName ?? "localhost";
-    const reply = new TextEncoder().encode(
-      `421 4.7.0 ${name} Too many connections, try again later\r\n`,
+    replyAndClose(
+      conn,
+      `421 4.7.0 ${name} Too many connections, try again later`,
+      write,
     );
-    // A closed socket throws or rejects: either way, close.
-    new Promise<void>((resolve) =>
-      resolve(
-        write !== undefined
-          ? write(reply)
-          : conn.write !== undefined
-          ? conn.write(reply)
-          : conn.writable.getWriter().write(reply),
-      )
-    ).catch(() => {}).finally(() => conn.close());
   }
 
   /** Hands a message to onMessage, or to the `for await` loop. */
