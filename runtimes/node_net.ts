@@ -393,8 +393,15 @@ function upgrade(
 /**
  * Whether `net.Server#listen` takes `reusePort`: Node 22.12 and 23.1 on;
  * Deno and Bun have it in their `node:net`. Older Node ignores it.
+ *
+ * @example
+ * ```ts
+ * import { hasReusePort } from "./node_net.ts";
+ *
+ * if (!hasReusePort()) console.log("use node:cluster");
+ * ```
  */
-function hasReusePort(): boolean {
+export function hasReusePort(): boolean {
   const v = (globalThis as { process?: { versions?: Record<string, string> } })
     .process?.versions ?? {};
   if (v.deno !== undefined || v.bun !== undefined) return true;

@@ -171,6 +171,51 @@ export function duration(ms: number): string {
   return h > 0 ? `${h}h ${m}m ${s}s` : m > 0 ? `${m}m ${s}s` : `${s}s`;
 }
 
+/** "1 message", "2 messages". */
+export function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/** What the server did, as the summary line says it. */
+export interface Totals {
+  messages: number;
+  bytes: number;
+  failed: number;
+}
+
+/** "stopped after 2m 5s: 3 messages, 4096 bytes[, 1 failed delivery]". */
+export function stoppedText(uptimeMs: number, t: Totals): string {
+  return `stopped after ${duration(uptimeMs)}: ${
+    count(t.messages, "message")
+  }, ${count(t.bytes, "byte")}` +
+    (t.failed > 0
+      ? `, ${count(t.failed, "failed delivery", "failed deliveries")}`
+      : "");
+}
+
+/**
+ * Calls `onSignal` on SIGINT and SIGTERM (a signal the platform cannot
+ * watch is skipped); returns the function that stops watching.
+ */
+export function watchStopSignals(
+  onSignal: (signal: "SIGINT" | "SIGTERM") => void,
+): () => void {
+  const removers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const handler = () => onSignal(signal);
+    try {
+      process.on(signal, handler);
+    } catch { /* a signal this platform cannot watch */ }
+    return () => {
+      try {
+        process.off(signal, handler);
+      } catch { /* never added */ }
+    };
+  });
+  return () => {
+    for (const remove of removers) remove();
+  };
+}
+
 export const hostPort = (host: string, port: number) =>
   `${host.includes(":") ? `[${host}]` : host}:${port}`;
 

@@ -24,7 +24,14 @@ import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
 import { abuseOptions, startTmpSweep } from "./abuse.ts";
-import { duration, errorText, hostPort, Log, serverLogger } from "./log.ts";
+import {
+  errorText,
+  hostPort,
+  Log,
+  serverLogger,
+  stoppedText,
+  watchStopSignals,
+} from "./log.ts";
 import { workerChannel } from "./workers.ts";
 
 function runtimeName(runtime: string | undefined): string {
@@ -176,11 +183,6 @@ async function deliver(
     if (delivery !== null) await unlink(delivery.path).catch(() => {});
     throw error;
   }
-}
-
-/** "1 message", "2 messages". */
-function count(n: number, one: string, many = `${one}s`): string {
-  return `${n} ${n === 1 ? one : many}`;
 }
 
 export async function serveCommand(o: CliOptions): Promise<number> {
@@ -344,24 +346,14 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       process.exit(1);
     }
   };
-  const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
-    const handler = () => onSignal(signal);
-    try {
-      process.on(signal, handler);
-    } catch { /* a signal this platform cannot watch */ }
-    return () => {
-      try {
-        process.off(signal, handler);
-      } catch { /* never added */ }
-    };
-  });
+  const unwatch = watchStopSignals(onSignal);
   worker?.onStop((why) => signalled(why));
 
   let server: Server;
   try {
     server = await serve(options);
   } catch (error) {
-    for (const remove of handlers) remove();
+    unwatch();
     stopSweep();
     if (error instanceof CliError) throw error;
     throw listenError(error, o);
@@ -409,7 +401,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     reason: why,
   });
   await server.close();
-  for (const remove of handlers) remove();
+  unwatch();
   stopSweep();
   log.flush();
   const uptime = Date.now() - started;
@@ -420,12 +412,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   }
   log.info(
     "stopped",
-    `stopped after ${duration(uptime)}: ${count(stats.messages, "message")}, ${
-      count(stats.bytes, "byte")
-    }` +
-      (stats.failed > 0
-        ? `, ${count(stats.failed, "failed delivery", "failed deliveries")}`
-        : ""),
+    stoppedText(uptime, stats),
     {
       messages: stats.messages,
       bytes: stats.bytes,

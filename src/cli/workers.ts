@@ -30,8 +30,18 @@
 import * as net from "node:net";
 import process from "node:process";
 import type { ChildProcess } from "node:child_process";
+import { hasReusePort } from "../../runtimes/node_net.ts";
 import type { CliOptions } from "./args.ts";
-import { duration, errorText, hostPort, Log } from "./log.ts";
+import {
+  count,
+  duration,
+  errorText,
+  hostPort,
+  Log,
+  stoppedText,
+  type Totals,
+  watchStopSignals,
+} from "./log.ts";
 
 /** The environment variable that marks a worker process (`reuseport` or `cluster`). */
 export const WORKER_ENV = "SMTPD_WORKER";
@@ -44,12 +54,8 @@ export const MAX_RAPID_FAILURES = 5;
 /** At most one replacement per this many milliseconds. */
 const RESTART_INTERVAL_MS = 1000;
 
-/** What a worker reports when it has stopped. */
-export interface WorkerStats {
-  messages: number;
-  bytes: number;
-  failed: number;
-}
+/** What a worker reports when it has stopped: its totals. */
+export type WorkerStats = Totals;
 
 /** Messages between the parent and a worker. */
 type WorkerMessage =
@@ -134,15 +140,6 @@ export function workerChannel(): WorkerChannel | null {
       await send({ smtpd: "stopped", ...stats });
     },
   };
-}
-
-/** Whether the listener takes `reusePort` here (see `runtimes/node_net.ts`). */
-function runtimeHasReusePort(): boolean {
-  const v = process.versions as Record<string, string | undefined>;
-  if (v.deno !== undefined || v.bun !== undefined) return true;
-  const [major, minor] = (v.node ?? "0.0").split(".").map(Number);
-  return major > 23 || (major === 23 && minor >= 1) ||
-    (major === 22 && minor >= 12);
 }
 
 /** The command that runs this program again: executable and arguments before the CLI's. */
@@ -245,11 +242,6 @@ async function clusterSpawner(): Promise<Spawner> {
   };
 }
 
-/** "1 worker", "2 workers". */
-function plural(n: number, one: string, many = `${one}s`): string {
-  return `${n} ${n === 1 ? one : many}`;
-}
-
 /**
  * Runs `o.workers` server processes on one port until SIGINT or SIGTERM,
  * replacing those that die; resolves to the exit code (0 after a clean
@@ -260,7 +252,7 @@ function plural(n: number, one: string, many = `${one}s`): string {
 export async function superviseWorkers(o: CliOptions): Promise<number> {
   const log = new Log(o);
   const started = Date.now();
-  const mode = runtimeHasReusePort() ? "reuseport" : "cluster";
+  const mode = hasReusePort() ? "reuseport" : "cluster";
   const spawner = mode === "reuseport"
     ? childSpawner()
     : await clusterSpawner();
@@ -392,7 +384,7 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     if (signals === 1) {
       log.info(
         "stopping",
-        `${signal}: stopping ${plural(workers.size, "worker")}`,
+        `${signal}: stopping ${count(workers.size, "worker")}`,
         { reason: signal, workers: workers.size },
       );
       return stopAll();
@@ -405,17 +397,7 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     }
     process.exit(1);
   };
-  const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
-    const handler = () => onSignal(signal);
-    try {
-      process.on(signal, handler);
-    } catch { /* a signal this platform cannot watch */ }
-    return () => {
-      try {
-        process.off(signal, handler);
-      } catch { /* never added */ }
-    };
-  });
+  const unwatch = watchStopSignals(onSignal);
 
   try {
     // One worker first: a bad flag or file, or a port in use, shows once.
@@ -431,7 +413,7 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
       const pids = [...workers].map((w) => w.pid);
       log.info(
         "workers",
-        `${plural(o.workers, "worker")} on ${hostPort(o.host, port)} (${
+        `${count(o.workers, "worker")} on ${hostPort(o.host, port)} (${
           mode === "reuseport" ? "SO_REUSEPORT" : "node:cluster"
         }), pids ${pids.join(", ")}`,
         { workers: o.workers, host: o.host, port, mode, pids },
@@ -442,19 +424,14 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     spawnFailed(error);
     await gone;
   } finally {
-    for (const remove of handlers) remove();
+    unwatch();
   }
   const uptime = Date.now() - started;
   log.info(
     "stopped",
-    `stopped after ${duration(uptime)}: ${plural(total.messages, "message")}, ${
-      plural(total.bytes, "byte")
-    }` +
-      (total.failed > 0
-        ? `, ${plural(total.failed, "failed delivery", "failed deliveries")}`
-        : "") +
-      ` (${plural(o.workers, "worker")}${
-        restarts > 0 ? `, ${plural(restarts, "restart")}` : ""
+    stoppedText(uptime, total) +
+      ` (${count(o.workers, "worker")}${
+        restarts > 0 ? `, ${count(restarts, "restart")}` : ""
       })`,
     {
       messages: total.messages,
