@@ -4,8 +4,6 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs/promises";
-import * as http from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
@@ -14,6 +12,7 @@ import nodemailer from "nodemailer";
 import { CliError, parseCliArgs, USAGE } from "../src/cli/args.ts";
 import type { WebhookPayload } from "../src/webhook.ts";
 import { cliCommand } from "./helpers/run.ts";
+import { type Endpoint, startEndpoint } from "./helpers/http.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -107,44 +106,6 @@ async function startCli(args: string[]): Promise<Cli> {
       return code;
     },
   };
-}
-
-interface Endpoint {
-  url: string;
-  status: number;
-  delay: number;
-  requests: { headers: http.IncomingHttpHeaders; body: string }[];
-  close(): Promise<void>;
-}
-
-async function startEndpoint(): Promise<Endpoint> {
-  const state: Endpoint = {
-    url: "",
-    status: 200,
-    delay: 0,
-    requests: [],
-    close: () => Promise.resolve(),
-  };
-  const server = http.createServer((req, res) => {
-    let body = "";
-    req.setEncoding("utf8");
-    req.on("data", (d: string) => (body += d));
-    req.on("end", () => {
-      state.requests.push({ headers: req.headers, body });
-      setTimeout(() => {
-        res.writeHead(state.status);
-        res.end();
-      }, state.delay);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
-  state.close = () =>
-    new Promise<void>((r) => {
-      server.closeAllConnections?.();
-      server.close(() => r());
-    });
-  return state;
 }
 
 const MESSAGE = [

@@ -7,8 +7,6 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import * as http from "node:http";
-import type { AddressInfo } from "node:net";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -18,6 +16,7 @@ import { startVerifier, type Verdict } from "../examples/verify_auth.ts";
 import type { WebhookPayload } from "../src/webhook.ts";
 import type { Message, Server } from "../mod.ts";
 import { tsCommand as runCommand } from "./helpers/run.ts";
+import { type Endpoint, startEndpoint } from "./helpers/http.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const g = globalThis as { Deno?: unknown; Bun?: unknown };
@@ -205,47 +204,6 @@ describe("examples: minimal receivers", () => {
 });
 
 // ---------------------------------------------------------------------------
-
-/** A local HTTP endpoint for the webhook; `status` and `delay` say how it answers. */
-interface Endpoint {
-  url: string;
-  status: number;
-  delay: number;
-  requests: { headers: http.IncomingHttpHeaders; body: string }[];
-  close(): Promise<void>;
-}
-
-async function startEndpoint(): Promise<Endpoint> {
-  const state: Endpoint = {
-    url: "",
-    status: 200,
-    delay: 0,
-    requests: [],
-    close: () => Promise.resolve(),
-  };
-  const server = http.createServer((req, res) => {
-    let body = "";
-    req.setEncoding("utf8");
-    req.on("data", (d: string) => (body += d));
-    req.on("end", () => {
-      state.requests.push({ headers: req.headers, body });
-      setTimeout(() => {
-        res.writeHead(state.status, { "content-type": "text/plain" });
-        res.end("answer");
-      }, state.delay);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  state.url = `http://127.0.0.1:${
-    (server.address() as AddressInfo).port
-  }/inbound`;
-  state.close = () =>
-    new Promise<void>((r) => {
-      server.closeAllConnections?.();
-      server.close(() => r());
-    });
-  return state;
-}
 
 describe("examples: webhook.ts", () => {
   let endpoint: Endpoint;
