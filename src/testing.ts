@@ -37,6 +37,7 @@ import { SmtpError } from "./errors.ts";
 import type { Email } from "./message.ts";
 import type { ServeOptions } from "./server.ts";
 import type { TlsCertificate, TlsInfo, TlsOptions } from "./transport.ts";
+import { suggest } from "./keys.ts";
 
 export { SmtpError };
 export type { Email, TlsCertificate, TlsInfo, TlsOptions };
@@ -629,7 +630,7 @@ function checkTimeout(options: WaitOptions | undefined): number {
     if (key !== "timeout") {
       throw new TypeError(
         `Cannot use wait option ${key}: unknown option${
-          suggest(key, ["timeout"])
+          didYouMean(key, ["timeout"])
         }`,
       );
     }
@@ -655,7 +656,7 @@ function checkOptions(options: TestInboxOptions): void {
     if (!(KNOWN_OPTIONS as readonly string[]).includes(key)) {
       throw new TypeError(
         `Cannot use test inbox option ${key}: unknown option${
-          suggest(key, KNOWN_OPTIONS)
+          didYouMean(key, KNOWN_OPTIONS)
         }`,
       );
     }
@@ -669,7 +670,7 @@ function checkOptions(options: TestInboxOptions): void {
     if (!(KNOWN_AUTH_OPTIONS as readonly string[]).includes(key)) {
       throw new TypeError(
         `Cannot use option auth.${key}: unknown option${
-          suggest(key, KNOWN_AUTH_OPTIONS)
+          didYouMean(key, KNOWN_AUTH_OPTIONS)
         }`,
       );
     }
@@ -694,37 +695,10 @@ function checkOptions(options: TestInboxOptions): void {
   }
 }
 
-/** ` (did you mean "x"?)` for a near match, else `""`. */
-function suggest(key: string, known: readonly string[]): string {
-  let best: string | null = null;
-  let bestDistance = Infinity;
-  for (const k of known) {
-    const d = distance(key.toLowerCase(), k.toLowerCase());
-    if (d < bestDistance) {
-      best = k;
-      bestDistance = d;
-    }
-  }
-  return best !== null && bestDistance <= Math.max(2, key.length / 3)
-    ? ` (did you mean "${best}"?)`
-    : "";
-}
-
-/** Levenshtein distance. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(
-        prev[j] + 1,
-        cur[j - 1] + 1,
-        prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    prev = cur;
-  }
-  return prev[b.length];
+/** ` (did you mean "x"?)` for a near match (as serve() finds it), else `""`. */
+function didYouMean(key: string, known: readonly string[]): string {
+  const near = suggest(key, known);
+  return near !== undefined ? ` (did you mean "${near}"?)` : "";
 }
 
 function isLoopback(hostname: string): boolean {
