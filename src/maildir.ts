@@ -169,10 +169,12 @@ export interface Delivery {
 
 /** What the trace headers are made of: the parts of a {@link Message} they need. */
 export type TraceMessage = Pick<Message, "id" | "from" | "to" | "mailFrom"> & {
-  readonly session: Pick<
-    Session,
-    "heloName" | "remoteAddress" | "esmtp" | "secure" | "tls" | "user"
-  >;
+  readonly session:
+    & Pick<
+      Session,
+      "heloName" | "remoteAddress" | "esmtp" | "secure" | "tls" | "user"
+    >
+    & Partial<Pick<Session, "lmtp">>;
 };
 
 /** What {@link Maildir.deliver} reads of a {@link Message}: the trace header parts and the body. */
@@ -531,9 +533,10 @@ export function maildirName(
 
 /**
  * The protocol name for the `Received` header's "with" clause (RFC 3848,
- * and RFC 6531 for SMTPUTF8): `SMTP` after HELO, `ESMTP` after EHLO, with
- * `S` when TLS protects the session and `A` when the client authenticated;
- * `UTF8SMTP...` when the message uses SMTPUTF8.
+ * and RFC 6531 for SMTPUTF8): `SMTP` after HELO, `ESMTP` after EHLO,
+ * `LMTP` in an LMTP session, with `S` when TLS protects the session and
+ * `A` when the client authenticated; `UTF8SMTP...` (`UTF8LMTP...`) when the
+ * message uses SMTPUTF8.
  *
  * @example
  * ```ts
@@ -541,15 +544,20 @@ export function maildirName(
  *
  * receivedProtocol({ esmtp: true, secure: true, user: "alice" }); // "ESMTPSA"
  * receivedProtocol({ esmtp: false, secure: false, user: null }); // "SMTP"
+ * receivedProtocol({ esmtp: true, lmtp: true, secure: false, user: null }); // "LMTP"
  * ```
  */
 export function receivedProtocol(
-  session: Pick<Session, "esmtp" | "secure" | "user">,
+  session:
+    & Pick<Session, "esmtp" | "secure" | "user">
+    & Partial<Pick<Session, "lmtp">>,
   smtputf8 = false,
 ): string {
-  if (!session.esmtp) return smtputf8 ? "UTF8SMTP" : "SMTP";
   const suffix = (session.secure ? "S" : "") +
     (session.user !== null ? "A" : "");
+  // RFC 3848 §2: LMTP, LMTPS, LMTPA, LMTPSA (RFC 6531 §3.7.3: UTF8LMTP...).
+  if (session.lmtp === true) return (smtputf8 ? "UTF8LMTP" : "LMTP") + suffix;
+  if (!session.esmtp) return smtputf8 ? "UTF8SMTP" : "SMTP";
   return (smtputf8 ? "UTF8SMTP" : "ESMTP") + suffix;
 }
 

@@ -817,6 +817,7 @@ class SessionState implements Session {
   readonly localPort: number;
   heloName: string | null = null;
   esmtp = false;
+  readonly lmtp: boolean;
   secure: boolean;
   tls: Session["tls"];
   user: string | null = null;
@@ -825,8 +826,9 @@ class SessionState implements Session {
   readonly openedAt: number = Date.now();
   proxy: SessionProxy | null = null;
 
-  constructor(conn: Connection) {
+  constructor(conn: Connection, lmtp: boolean) {
     this.id = newId();
+    this.lmtp = lmtp;
     this.remoteAddress = conn.remoteAddr.hostname;
     this.remotePort = conn.remoteAddr.port;
     this.localAddress = conn.localAddr.hostname;
@@ -913,11 +915,12 @@ class ConnectionDriver {
   constructor(server: SmtpServer, conn: Connection) {
     this.#server = server;
     this.#conn = conn;
-    this.session = new SessionState(conn);
-    this.#engine = new SmtpEngine(
-      server.engineOptionsFor(conn.startTls !== undefined, conn.tls !== null),
-      Date.now(),
+    const options = server.engineOptionsFor(
+      conn.startTls !== undefined,
+      conn.tls !== null,
     );
+    this.session = new SessionState(conn, options.lmtp === true);
+    this.#engine = new SmtpEngine(options, Date.now());
     this.#io = connectionIo(conn);
     this.done = this.#run();
   }

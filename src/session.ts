@@ -92,6 +92,8 @@ export interface Session {
   readonly heloName: string | null;
   /** Whether the client greeted with EHLO (or LHLO in LMTP). */
   readonly esmtp: boolean;
+  /** Whether this is an LMTP session (RFC 2033: `serve({ lmtp: true })`). */
+  readonly lmtp: boolean;
   /** Whether the connection is encrypted. */
   readonly secure: boolean;
   /** TLS version and cipher when encrypted. */

@@ -145,7 +145,8 @@ describe("cli: --lmtp --socket", () => {
     for (const copy of copies) {
       assert.match(copy, /^Return-Path: <sender@example\.org>\r\n/);
       assert.match(copy, /Received: from python\.test \(unix socket\)\r\n/);
-      assert.match(copy, /with ESMTP id /);
+      // RFC 3848: an LMTP session is "with LMTP", not ESMTP.
+      assert.match(copy, /\tby \S+ with LMTP id /);
       // Byte-exact below the trace headers.
       assert.ok(copy.endsWith(`\r\n${data}`), copy);
       assert.equal(copy.indexOf("Subject:"), copy.length - data.length);

@@ -124,6 +124,7 @@ describe("LMTP: per-recipient replies through the driver", () => {
       assert.equal(c.pending(), "");
     });
     assert.equal(session!.esmtp, true, "LHLO counts as ESMTP");
+    assert.equal(session!.lmtp, true);
     assert.equal(session!.messages, 1);
   });
 

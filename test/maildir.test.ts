@@ -449,6 +449,17 @@ describe("trace headers", () => {
     assert.equal(p(true, true, "u"), "ESMTPSA");
     assert.equal(p(true, true, "u", true), "UTF8SMTPSA");
     assert.equal(p(true, false, null, true), "UTF8SMTP");
+    const l = (secure: boolean, user: string | null, u = false) =>
+      receivedProtocol({ esmtp: true, lmtp: true, secure, user }, u);
+    assert.equal(l(false, null), "LMTP");
+    assert.equal(l(true, null), "LMTPS");
+    assert.equal(l(false, "u"), "LMTPA");
+    assert.equal(l(true, "u"), "LMTPSA");
+    assert.equal(l(true, "u", true), "UTF8LMTPSA");
+    assert.equal(
+      receivedProtocol({ esmtp: true, lmtp: false, secure: false, user: null }),
+      "ESMTP",
+    );
   });
 
   it("give Return-Path and a folded Received line", () => {

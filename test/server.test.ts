@@ -237,6 +237,7 @@ describe("server", () => {
       for (const m of sink.got) {
         const i = Number(/^s(\d+)@/.exec(m.from)![1]);
         assert.equal(m.session.heloName, `client${i}.test`);
+        assert.equal(m.session.lmtp, false);
         assert.equal(
           m.body.toString(),
           `Subject: ${i}\r\n\r\n${"x".repeat(i * 1000)}\r\n`,
