@@ -6,7 +6,7 @@
 // report and writes it (bench/RESULTS.md for the default selection; raw
 // figures next to it in .tmp/bench-results.json).
 //
-//   node bench/run.mjs            # quick: short loads, 5 measured rounds (≈5 min on 2 cores)
+//   node bench/run.mjs            # quick: shorter loads, 5 measured rounds (≈8 min on 2 cores)
 //   node bench/run.mjs --full     # the workloads at full size (7 rounds)
 //
 // Options:
@@ -23,6 +23,11 @@
 //   --mem-runs N           fresh processes per server in the memory bench
 //                          (default 1 quick, 3 full; the median is reported)
 //   --no-write             do not write the report (JSON still goes to .tmp/)
+//   --messages N           messages (W2: connections) per measured run, every
+//                          server and selected workload (default: the mode's counts)
+//   --lib src|dist         smtpd's code on every runtime (default: what its users
+//                          install: the npm build on Node and Bun, the sources on
+//                          Deno; see bench/launch.mjs)
 //
 // Ratios are computed round by round between runs taken back to back (the
 // servers of one runtime and smtp-sink form a group; the group runs in
