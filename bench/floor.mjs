@@ -1,0 +1,170 @@
+// The runtime floor: the least an SMTP receiver can do on this runtime's
+// native listener, for scale in the bench. It answers a fixed reply per
+// line (354 after DATA, 250 after the body's "\r\n.\r\n", 221 after QUIT,
+// else 250), with no parsing, no state machine, no limits, no hooks: not a
+// server anyone should run, only what the runtime itself costs per read and
+// write. smtpd ÷ floor is what the library adds on that runtime.
+//
+//   <runtime> bench/floor.mjs        # prints READY <port>; `stats` on stdin
+//
+// Deno: Deno.listen + conn.read/conn.write (runtimes/deno.ts's path). Bun:
+// Bun.listen (runtimes/bun.ts's). Node: node:net (runtimes/node_net.ts's).
+// Loopback only (127.0.0.1, a free port).
+import { readFileSync } from "node:fs";
+import process from "node:process";
+
+const enc = new TextEncoder();
+const GREETING = enc.encode("220 floor ESMTP\r\n");
+const EHLO = enc.encode("250-floor\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+const OK = enc.encode("250 2.0.0 OK\r\n");
+const GO = enc.encode("354 Go ahead\r\n");
+const BYE = enc.encode("221 2.0.0 Bye\r\n");
+const CR = 13, LF = 10, DOT = 46;
+
+/**
+ * One connection's state: the replies for the bytes in `chunk`, in one
+ * array (or null). `s.body` while a body arrives; `s.tail` the last bytes
+ * seen (to find "\r\n.\r\n" across reads).
+ */
+function feed(s, chunk) {
+  let out = null;
+  let lineStart = 0;
+  for (let i = 0; i < chunk.length; i++) {
+    if (chunk[i] !== LF) {
+      s.tail = ((s.tail << 8) | chunk[i]) >>> 0;
+      continue;
+    }
+    if (s.body) {
+      // "\r\n.\r" then LF: the end of the body.
+      if (s.tail === ((CR << 24) | (LF << 16) | (DOT << 8) | CR) >>> 0) {
+        s.body = false;
+        out = add(out, OK);
+      }
+      s.tail = ((s.tail << 8) | LF) >>> 0;
+      lineStart = i + 1;
+      continue;
+    }
+    s.tail = ((s.tail << 8) | LF) >>> 0;
+    // The first letter tells the command apart (D is only DATA).
+    const c0 = s.partial ?? (chunk[lineStart] | 0x20);
+    s.partial = null;
+    if (c0 === 0x64) { // DATA
+      s.body = true;
+      s.tail = (CR << 8) | LF; // the body starts at a line start
+      out = add(out, GO);
+    } else if (c0 === 0x65 || c0 === 0x68) out = add(out, EHLO); // EHLO/HELO
+    else if (c0 === 0x71) out = add(out, BYE); // QUIT
+    else out = add(out, OK);
+    lineStart = i + 1;
+  }
+  if (!s.body && lineStart < chunk.length && s.partial === null) {
+    s.partial = chunk[lineStart] | 0x20;
+  }
+  return out;
+}
+
+function add(out, reply) {
+  if (out === null) return reply;
+  const r = new Uint8Array(out.length + reply.length);
+  r.set(out);
+  r.set(reply, out.length);
+  return r;
+}
+
+const state = () => ({ body: false, tail: 0, partial: null });
+
+async function denoServer() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        conn.setNoDelay(true);
+        const s = state();
+        const buf = new Uint8Array(64 * 1024);
+        try {
+          await conn.write(GREETING);
+          for (;;) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            const out = feed(s, buf.subarray(0, n));
+            if (out !== null) await conn.write(out);
+          }
+        } catch { /* peer gone */ }
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      })();
+    }
+  })();
+  return listener.addr.port;
+}
+
+function bunServer() {
+  const server = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(sock) {
+        sock.data = state();
+        sock.write(GREETING);
+      },
+      data(sock, chunk) {
+        const out = feed(sock.data, chunk);
+        if (out !== null) sock.write(out);
+      },
+      error() {},
+    },
+  });
+  return server.port;
+}
+
+async function nodeServer() {
+  const net = await import("node:net");
+  const server = net.createServer({ noDelay: true }, (sock) => {
+    const s = state();
+    sock.on("error", () => {});
+    sock.on("data", (chunk) => {
+      const out = feed(s, chunk);
+      if (out !== null) sock.write(out);
+    });
+    sock.write(GREETING);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return server.address().port;
+}
+
+function stats() {
+  const cpu = process.cpuUsage();
+  let mem = null;
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    mem = {
+      hwmKb: Number(/VmHWM:\s+(\d+)/.exec(status)[1]),
+      rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)[1]),
+    };
+  } catch { /* not Linux */ }
+  return JSON.stringify({
+    userUs: cpu.user,
+    systemUs: cpu.system,
+    rss: process.memoryUsage().rss,
+    ...mem,
+  });
+}
+
+const port = globalThis.Deno
+  ? await denoServer()
+  : globalThis.Bun
+  ? bunServer()
+  : await nodeServer();
+let pending = "";
+process.stdin.setEncoding("utf8");
+process.stdin.on("data", (d) => {
+  pending += d;
+  for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+    const line = pending.slice(0, nl).trim();
+    pending = pending.slice(nl + 1);
+    if (line === "stats") process.stdout.write(stats() + "\n");
+  }
+});
+process.stdin.on("end", () => process.exit(0));
+process.stdout.write(`READY ${port}\n`);
