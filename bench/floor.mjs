@@ -73,7 +73,7 @@ function add(out, reply) {
 
 const state = () => ({ body: false, tail: 0, partial: null });
 
-async function denoServer() {
+function denoServer() {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   (async () => {
     for await (const conn of listener) {
@@ -152,7 +152,7 @@ function stats() {
 }
 
 const port = globalThis.Deno
-  ? await denoServer()
+  ? denoServer()
   : globalThis.Bun
   ? bunServer()
   : await nodeServer();
