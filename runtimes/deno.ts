@@ -81,6 +81,9 @@ const MAX_READ = 64 * 1024;
 /** After this many reads in a row that fit MIN_READ, the buffer shrinks back. */
 const SHRINK_AFTER = 8;
 
+/** A failed read ends the input, as the end of the stream does. */
+const readFailed = (): null => null;
+
 function wrap(conn: DenoConn): Connection {
   try {
     conn.setNoDelay?.(true);
@@ -133,8 +136,11 @@ class DenoConnection implements Connection {
     return this.#conn.localAddr;
   }
 
+  /** One handler per connection, not two closures per read (one is pending while idle). */
+  #onRead = (n: number | null): Uint8Array | null => this.#took(n);
+
   read(): Promise<Uint8Array | null> {
-    return this.#conn.read(this.#buf).then((n) => this.#took(n), () => null);
+    return this.#conn.read(this.#buf).then(this.#onRead, readFailed);
   }
 
   #took(n: number | null): Uint8Array | null {

@@ -885,10 +885,15 @@ class ConnectionDriver {
   #stalled: SmtpError | null = null;
   /** Set when the client stopped taking our replies. */
   #writeStalled = false;
-  /** Writes pending, since when the oldest waits, and their watchdog. */
+  /**
+   * Writes pending, since when the oldest waits, and their watchdog (in
+   * {@link deadlines}: a runtime timer per connection cost Deno about 5 KB
+   * per idle connection, and on Deno every write is a promise).
+   */
   #writes = 0;
   #writeSince = 0;
-  #writeTimer: ReturnType<typeof setTimeout> | null = null;
+  #writeTimer: Deadline | null = null;
+  #onWriteDeadline: (() => void) | null = null;
   /** The loop has ended: no timer may be armed any more. */
   #ended = false;
   #wasForced = false;
@@ -1121,7 +1126,7 @@ class ConnectionDriver {
     } finally {
       this.#ended = true;
       if (this.#deadline !== null) deadlines.remove(this.#deadline);
-      if (this.#writeTimer !== null) clearTimeout(this.#writeTimer);
+      if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
       this.#abortMessage(TEMPORARY);
       this.#conn.close(this.#writeStalled);
       log?.({ type: "close", session: s.id, reason, messages: s.messages });
@@ -1363,20 +1368,25 @@ class ConnectionDriver {
     if (this.#writeTimer !== null || delay === Infinity || this.#ended) {
       return;
     }
-    this.#writeTimer = setTimeout(() => {
-      this.#writeTimer = null;
-      if (this.#writes === 0) return;
-      const ms = this.#engine.options.idleTimeout;
-      const left = this.#writeSince + ms - Date.now();
-      if (left > 0) return this.#watchWrites(left);
-      this.#server.logger?.({
-        type: "error",
-        session: this.session.id,
-        message: `the client did not read its replies for ${ms} ms`,
-        error: null,
-      });
-      this.#abort();
-    }, delay);
+    this.#writeTimer = deadlines.add(
+      Date.now() + delay,
+      this.#onWriteDeadline ??= () => this.#onWriteTimer(),
+    );
+  }
+
+  #onWriteTimer(): void {
+    this.#writeTimer = null;
+    if (this.#writes === 0) return;
+    const ms = this.#engine.options.idleTimeout;
+    const left = this.#writeSince + ms - Date.now();
+    if (left > 0) return this.#watchWrites(left);
+    this.#server.logger?.({
+      type: "error",
+      session: this.session.id,
+      message: `the client did not read its replies for ${ms} ms`,
+      error: null,
+    });
+    this.#abort();
   }
 
   /**
