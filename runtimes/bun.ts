@@ -21,7 +21,6 @@
  * @module
  */
 
-import { constants } from "node:crypto";
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import {
   type Connection,
@@ -36,14 +35,6 @@ import {
   type TlsOptions,
   writableFrom,
 } from "../src/transport.ts";
-import { listen as listenNode, loadTlsOptions } from "./node_net.ts";
-import {
-  prepareSocketPath,
-  removeSocketPath,
-  socketFileId,
-  unixAddr,
-  unixConnection,
-} from "./unix_path.ts";
 
 export * from "../src/exports/runtime.ts";
 
@@ -184,16 +175,17 @@ function finish(st: SocketState | undefined): void {
   st.rest = null;
 }
 
-/** `TlsOptions` as Bun wants them. */
-function bunTls(o: TlsOptions): BunTls {
+/**
+ * `TlsOptions` as Bun wants them; `noTls12` is `node:crypto`'s
+ * `constants.SSL_OP_NO_TLSv1_2`.
+ */
+function bunTls(o: TlsOptions, noTls12: number): BunTls {
   return {
     key: o.key,
     cert: o.cert,
     ...(o.ca !== undefined ? { ca: o.ca } : {}),
     // Bun refuses TLS 1.1 and older already; it has no minVersion option.
-    ...(o.minVersion === "TLSv1.3"
-      ? { secureOptions: constants.SSL_OP_NO_TLSv1_2 }
-      : {}),
+    ...(o.minVersion === "TLSv1.3" ? { secureOptions: noTls12 } : {}),
   };
 }
 
@@ -398,17 +390,31 @@ function bunTlsInfo(s: BunSocket): TlsInfo {
 export async function listen(options: ListenOptions): Promise<Listener> {
   const Bun = (globalThis as unknown as { Bun?: BunApi }).Bun;
   if (!Bun) throw new Error("Cannot listen: not running on Bun");
-  if (options.tls?.sni !== undefined) return listenNode(options);
+  // node_net (node:net, and node:tls when a certificate is given) and
+  // node:fs (a Unix socket's file) are loaded only when asked for: each
+  // node: module costs Bun 2–5 MB of RSS that Bun.listen never needs.
   // Implicit TLS behind a proxy: the PROXY header comes in plaintext
   // before the handshake, and bytes of the ClientHello may come in the
   // same read. upgradeTLS() cannot be handed bytes already received, while
   // node:tls takes them back (socket.unshift): node:net + node:tls here.
-  if (options.implicitTls && options.proxyProtocol) return listenNode(options);
+  if (
+    options.tls?.sni !== undefined ||
+    (options.implicitTls && options.proxyProtocol)
+  ) {
+    return (await import("./node_net.ts")).listen(options);
+  }
+  const nodeNet = options.tls ? await import("./node_net.ts") : null;
   const path = options.path;
-  if (path !== undefined) await prepareSocketPath(path);
+  const unix = path !== undefined ? await import("./unix_path.ts") : null;
+  if (path !== undefined) await unix!.prepareSocketPath(path);
+  const noTls12 = nodeNet !== null
+    ? (await import("node:crypto")).constants.SSL_OP_NO_TLSv1_2
+    : 0;
   let current: BunTls | null;
   try {
-    current = options.tls ? bunTls(loadTlsOptions(options.tls)) : null;
+    current = nodeNet !== null
+      ? bunTls(nodeNet.loadTlsOptions(options.tls), noTls12)
+      : null;
   } catch (err) {
     return Promise.reject(err);
   }
@@ -419,7 +425,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   const queue = new ConnectionQueue();
   const push = path === undefined
     ? (c: Connection) => queue.push(c)
-    : (c: Connection) => queue.push(unixConnection(c, path));
+    : (c: Connection) => queue.push(unix!.unixConnection(c, path));
   const implicit = options.implicitTls === true && tls !== null;
   const server = Bun.listen({
     ...(path !== undefined
@@ -443,27 +449,27 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       },
     },
   });
-  const fileId = path !== undefined ? socketFileId(path) : null;
+  const fileId = path !== undefined ? unix!.socketFileId(path) : null;
   const listener: Listener = {
     addr: path !== undefined
-      ? unixAddr(path)
+      ? unix!.unixAddr(path)
       : { hostname: server.hostname, port: server.port },
     close() {
       if (!queue.close()) return;
       server.stop(false);
-      if (path !== undefined) removeSocketPath(path, fileId);
+      if (path !== undefined) unix!.removeSocketPath(path, fileId);
     },
     [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
   };
-  if (tls !== null) {
+  if (tls !== null && nodeNet !== null) {
     listener.setTls = (tlsOptions) => {
-      const o = loadTlsOptions(tlsOptions);
+      const o = nodeNet.loadTlsOptions(tlsOptions);
       if (o.sni !== undefined) {
         throw new TypeError(
           "Cannot use option tls.sni: on Bun, give it when the server starts",
         );
       }
-      tls.current = bunTls(o);
+      tls.current = bunTls(o, noTls12);
     };
   }
   return listener;

@@ -33,14 +33,6 @@ import {
   readableFrom,
   writableFrom,
 } from "../src/transport.ts";
-import { listen as listenNode } from "./node_net.ts";
-import {
-  prepareSocketPath,
-  removeSocketPath,
-  socketFileId,
-  unixAddr,
-  unixConnection,
-} from "./unix_path.ts";
 
 export * from "../src/exports/runtime.ts";
 
@@ -88,6 +80,9 @@ const MIN_READ = 1024;
 const MAX_READ = 64 * 1024;
 /** After this many reads in a row that fit MIN_READ, the buffer shrinks back. */
 const SHRINK_AFTER = 8;
+
+/** A failed read ends the input, as the end of the stream does. */
+const readFailed = (): null => null;
 
 function wrap(conn: DenoConn): Connection {
   try {
@@ -141,8 +136,11 @@ class DenoConnection implements Connection {
     return this.#conn.localAddr;
   }
 
+  /** One handler per connection, not two closures per read (one is pending while idle). */
+  #onRead = (n: number | null): Uint8Array | null => this.#took(n);
+
   read(): Promise<Uint8Array | null> {
-    return this.#conn.read(this.#buf).then((n) => this.#took(n), () => null);
+    return this.#conn.read(this.#buf).then(this.#onRead, readFailed);
   }
 
   #took(n: number | null): Uint8Array | null {
@@ -211,12 +209,15 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   if (!Deno) throw new Error("Cannot listen: not running on Deno");
   // Deno.listen's reusePort is unstable: without --unstable-net, using it
   // ends the process, so node:net (which has it) listens instead.
+  // node:net and node:fs are loaded only when asked for: any node: module
+  // costs Deno 2–4 MB of RSS (its Node layer) that Deno.listen never needs.
   const unstableNet = typeof Deno.listenDatagram === "function";
   if (options.tls || (options.reusePort && !unstableNet)) {
-    return listenNode(options);
+    return (await import("./node_net.ts")).listen(options);
   }
   const path = options.path;
-  if (path !== undefined) await prepareSocketPath(path);
+  const unix = path !== undefined ? await import("./unix_path.ts") : null;
+  if (path !== undefined) await unix!.prepareSocketPath(path);
   const l = Deno.listen(
     path !== undefined ? { path, transport: "unix" } : {
       hostname: options.hostname,
@@ -225,11 +226,11 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       ...(options.reusePort ? { reusePort: true } : {}),
     },
   );
-  const fileId = path !== undefined ? socketFileId(path) : null;
+  const fileId = path !== undefined ? unix!.socketFileId(path) : null;
   let closed = false;
   return {
     addr: path !== undefined
-      ? unixAddr(path)
+      ? unix!.unixAddr(path)
       : { hostname: l.addr.hostname, port: l.addr.port },
     close() {
       if (closed) return;
@@ -237,7 +238,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       try {
         l.close();
       } catch { /* already closed */ }
-      if (path !== undefined) removeSocketPath(path, fileId);
+      if (path !== undefined) unix!.removeSocketPath(path, fileId);
     },
     // One accept at a time; an error of one connection (a client that
     // reset before the accept: Deno then fails to read its address), or
@@ -258,7 +259,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         let wrapped: Connection;
         try {
           wrapped = path !== undefined
-            ? unixConnection(wrap(conn), path)
+            ? unix!.unixConnection(wrap(conn), path)
             : wrap(conn);
         } catch {
           try {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { createHmac, timingSafeEqual } from "node:crypto";
+import type * as nodeCrypto from "node:crypto";
 import {
   type AuthCredentials,
   type AuthMechanism,
@@ -167,7 +167,17 @@ export function resolveAuth(auth: AuthOptions | undefined): ResolvedAuth {
   return { mechanisms: out, required: auth.required ?? true };
 }
 
-function sameText(a: string, b: string): boolean {
+/**
+ * `node:crypto`, loaded at the first AUTH attempt that needs it: loading
+ * it at start-up cost 2–5 MB of RSS.
+ */
+let cryptoModule: Promise<typeof nodeCrypto> | null = null;
+
+function sameText(
+  { timingSafeEqual }: typeof nodeCrypto,
+  a: string,
+  b: string,
+): boolean {
   const x = new TextEncoder().encode(a);
   const y = new TextEncoder().encode(b);
   // Compare in constant time for the length of the expected value.
@@ -220,14 +230,16 @@ async function authenticate(
   const { mechanism, username } = credentials;
   if (mechanism === "CRAM-MD5" && auth.lookupPassword) {
     const password = await auth.lookupPassword(username, session);
-    const expected = createHmac("md5", password ?? "")
+    const crypto = await (cryptoModule ??= import("node:crypto"));
+    const expected = crypto.createHmac("md5", password ?? "")
       .update(credentials.challenge ?? "").digest("hex");
-    return sameText(credentials.response ?? "", expected) &&
+    return sameText(crypto, credentials.response ?? "", expected) &&
       typeof password === "string";
   }
   if (auth.verify) return (await auth.verify(credentials, session)) === true;
   if (credentials.password === undefined) return false;
   const password = await auth.lookupPassword!(username, session);
-  return sameText(credentials.password, password ?? "") &&
+  const crypto = await (cryptoModule ??= import("node:crypto"));
+  return sameText(crypto, credentials.password, password ?? "") &&
     typeof password === "string";
 }

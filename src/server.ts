@@ -644,13 +644,11 @@ let idCounter = 0;
  * Random per process, then the time the process started: ids stay unique
  * across processes and restarts; a counter tells them apart within one.
  * (Formatting the clock for every id cost up to 0.9 µs per message.)
+ * `Math.random`: ids need to be unique, not secret, and the Web Crypto
+ * global costs Node 1.5–3 MB of RSS when first used.
  */
-const idBase = (() => {
-  const b = new Uint8Array(4);
-  crypto.getRandomValues(b);
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("") +
-    Date.now().toString(36);
-})();
+const idBase = Math.floor(Math.random() * 0x100000000).toString(16)
+  .padStart(8, "0") + Date.now().toString(36);
 function newId(): string {
   return idBase + (++idCounter).toString(36);
 }
@@ -889,10 +887,15 @@ class ConnectionDriver {
   #stalled: SmtpError | null = null;
   /** Set when the client stopped taking our replies. */
   #writeStalled = false;
-  /** Writes pending, since when the oldest waits, and their watchdog. */
+  /**
+   * Writes pending, since when the oldest waits, and their watchdog (in
+   * {@link deadlines}: a runtime timer per connection cost Deno about 5 KB
+   * per idle connection, and on Deno every write is a promise).
+   */
   #writes = 0;
   #writeSince = 0;
-  #writeTimer: ReturnType<typeof setTimeout> | null = null;
+  #writeTimer: Deadline | null = null;
+  #onWriteDeadline: (() => void) | null = null;
   /** The loop has ended: no timer may be armed any more. */
   #ended = false;
   #wasForced = false;
@@ -1126,7 +1129,7 @@ class ConnectionDriver {
     } finally {
       this.#ended = true;
       if (this.#deadline !== null) deadlines.remove(this.#deadline);
-      if (this.#writeTimer !== null) clearTimeout(this.#writeTimer);
+      if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
       this.#abortMessage(TEMPORARY);
       this.#conn.close(this.#writeStalled);
       log?.({ type: "close", session: s.id, reason, messages: s.messages });
@@ -1368,20 +1371,25 @@ class ConnectionDriver {
     if (this.#writeTimer !== null || delay === Infinity || this.#ended) {
       return;
     }
-    this.#writeTimer = setTimeout(() => {
-      this.#writeTimer = null;
-      if (this.#writes === 0) return;
-      const ms = this.#engine.options.idleTimeout;
-      const left = this.#writeSince + ms - Date.now();
-      if (left > 0) return this.#watchWrites(left);
-      this.#server.logger?.({
-        type: "error",
-        session: this.session.id,
-        message: `the client did not read its replies for ${ms} ms`,
-        error: null,
-      });
-      this.#abort();
-    }, delay);
+    this.#writeTimer = deadlines.add(
+      Date.now() + delay,
+      this.#onWriteDeadline ??= () => this.#onWriteTimer(),
+    );
+  }
+
+  #onWriteTimer(): void {
+    this.#writeTimer = null;
+    if (this.#writes === 0) return;
+    const ms = this.#engine.options.idleTimeout;
+    const left = this.#writeSince + ms - Date.now();
+    if (left > 0) return this.#watchWrites(left);
+    this.#server.logger?.({
+      type: "error",
+      session: this.session.id,
+      message: `the client did not read its replies for ${ms} ms`,
+      error: null,
+    });
+    this.#abort();
   }
 
   /**
