@@ -23,44 +23,57 @@ const CR = 13, LF = 10, DOT = 46;
 
 /**
  * One connection's state: the replies for the bytes in `chunk`, in one
- * array (or null). `s.body` while a body arrives; `s.tail` the last bytes
- * seen (to find "\r\n.\r\n" across reads).
+ * array (or null). `s.body` while a body arrives; `s.tail` the last four
+ * bytes seen (to find "\r\n.\r\n" across reads); `s.partial` the first
+ * letter of a command line that a read cut. Line ends are found with
+ * indexOf (memchr-like), as a receiver that cares about large bodies would.
  */
 function feed(s, chunk) {
   let out = null;
-  let lineStart = 0;
-  for (let i = 0; i < chunk.length; i++) {
-    if (chunk[i] !== LF) {
-      s.tail = ((s.tail << 8) | chunk[i]) >>> 0;
-      continue;
+  let i = 0;
+  const n = chunk.length;
+  while (i < n) {
+    const j = chunk.indexOf(LF, i);
+    if (j < 0) {
+      if (!s.body && s.partial === null) s.partial = chunk[i] | 0x20;
+      break;
     }
     if (s.body) {
-      // "\r\n.\r" then LF: the end of the body.
-      if (s.tail === ((CR << 24) | (LF << 16) | (DOT << 8) | CR) >>> 0) {
+      // "\r\n.\r" then LF: the end of the body (the CRLF before the dot
+      // may be DATA's own).
+      if (last4(s.tail, chunk, j) === END) {
         s.body = false;
         out = add(out, OK);
       }
-      s.tail = ((s.tail << 8) | LF) >>> 0;
-      lineStart = i + 1;
-      continue;
+    } else {
+      // The first letter tells the command apart (D is only DATA).
+      const c0 = s.partial ?? (chunk[i] | 0x20);
+      s.partial = null;
+      if (c0 === 0x64) { // DATA
+        s.body = true;
+        out = add(out, GO);
+      } else if (c0 === 0x65 || c0 === 0x68) out = add(out, EHLO); // EHLO/HELO
+      else if (c0 === 0x71) out = add(out, BYE); // QUIT
+      else out = add(out, OK);
     }
-    s.tail = ((s.tail << 8) | LF) >>> 0;
-    // The first letter tells the command apart (D is only DATA).
-    const c0 = s.partial ?? (chunk[lineStart] | 0x20);
-    s.partial = null;
-    if (c0 === 0x64) { // DATA
-      s.body = true;
-      s.tail = (CR << 8) | LF; // the body starts at a line start
-      out = add(out, GO);
-    } else if (c0 === 0x65 || c0 === 0x68) out = add(out, EHLO); // EHLO/HELO
-    else if (c0 === 0x71) out = add(out, BYE); // QUIT
-    else out = add(out, OK);
-    lineStart = i + 1;
+    i = j + 1;
   }
-  if (!s.body && lineStart < chunk.length && s.partial === null) {
-    s.partial = chunk[lineStart] | 0x20;
-  }
+  s.tail = last4(s.tail, chunk, n);
   return out;
+}
+
+/** "\r\n.\r" as four bytes. */
+const END = ((CR << 24) | (LF << 16) | (DOT << 8) | CR) >>> 0;
+
+/** The four bytes before `end` in `chunk`, earlier reads' from `prev`. */
+function last4(prev, chunk, end) {
+  if (end >= 4) {
+    return ((chunk[end - 4] << 24) | (chunk[end - 3] << 16) |
+      (chunk[end - 2] << 8) | chunk[end - 1]) >>> 0;
+  }
+  let t = prev;
+  for (let k = 0; k < end; k++) t = ((t << 8) | chunk[k]) >>> 0;
+  return t;
 }
 
 function add(out, reply) {
