@@ -10,8 +10,7 @@
 // Deno: Deno.listen + conn.read/conn.write (runtimes/deno.ts's path). Bun:
 // Bun.listen (runtimes/bun.ts's). Node: node:net (runtimes/node_net.ts's).
 // Loopback only (127.0.0.1, a free port).
-import { readFileSync } from "node:fs";
-import process from "node:process";
+import { control } from "./control.mjs";
 
 const enc = new TextEncoder();
 const GREETING = enc.encode("220 floor ESMTP\r\n");
@@ -146,38 +145,9 @@ async function nodeServer() {
   return server.address().port;
 }
 
-function stats() {
-  const cpu = process.cpuUsage();
-  let mem = null;
-  try {
-    const status = readFileSync("/proc/self/status", "utf8");
-    mem = {
-      hwmKb: Number(/VmHWM:\s+(\d+)/.exec(status)[1]),
-      rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)[1]),
-    };
-  } catch { /* not Linux */ }
-  return JSON.stringify({
-    userUs: cpu.user,
-    systemUs: cpu.system,
-    rss: process.memoryUsage().rss,
-    ...mem,
-  });
-}
-
 const port = globalThis.Deno
   ? denoServer()
   : globalThis.Bun
   ? bunServer()
   : await nodeServer();
-let pending = "";
-process.stdin.setEncoding("utf8");
-process.stdin.on("data", (d) => {
-  pending += d;
-  for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
-    const line = pending.slice(0, nl).trim();
-    pending = pending.slice(nl + 1);
-    if (line === "stats") process.stdout.write(stats() + "\n");
-  }
-});
-process.stdin.on("end", () => process.exit(0));
-process.stdout.write(`READY ${port}\n`);
+control(port);

@@ -21,6 +21,7 @@
 // memory; the end of stdin exits. Nothing else is printed on stdout.
 import { readFileSync } from "node:fs";
 import process from "node:process";
+import { control } from "./control.mjs";
 
 const argv = process.argv.slice(2);
 const kind = argv[0];
@@ -93,29 +94,6 @@ async function startSmtpServer() {
   });
 }
 
-/** VmHWM and VmRSS in kB from /proc/self/status (Linux), else null. */
-function procMemory() {
-  try {
-    const status = readFileSync("/proc/self/status", "utf8");
-    const hwm = /VmHWM:\s+(\d+)/.exec(status);
-    const rss = /VmRSS:\s+(\d+)/.exec(status);
-    if (!hwm || !rss) return null;
-    return { hwmKb: Number(hwm[1]), rssKb: Number(rss[1]) };
-  } catch {
-    return null;
-  }
-}
-
-function stats() {
-  const cpu = process.cpuUsage();
-  return JSON.stringify({
-    userUs: cpu.user,
-    systemUs: cpu.system,
-    rss: process.memoryUsage().rss,
-    ...procMemory(),
-  });
-}
-
 async function main() {
   let port;
   let loaded;
@@ -131,18 +109,7 @@ async function main() {
     );
     process.exit(2);
   }
-  let pending = "";
-  process.stdin.setEncoding("utf8");
-  process.stdin.on("data", (d) => {
-    pending += d;
-    for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
-      const line = pending.slice(0, nl).trim();
-      pending = pending.slice(nl + 1);
-      if (line === "stats") process.stdout.write(stats() + "\n");
-    }
-  });
-  process.stdin.on("end", () => process.exit(0));
-  process.stdout.write(`READY ${port} ${loaded}\n`);
+  control(port, loaded);
 }
 
 await main();

@@ -1,0 +1,50 @@
+// The bench servers' control channel (bench/server.mjs, bench/floor.mjs; and
+// bench/bare.mjs loads it too, so that the bare runtime carries the same
+// harness): `READY <port> [what it loaded]` on stdout once listening; each
+// line `stats` on stdin answers one JSON line with the process's own CPU
+// time (`process.cpuUsage()`, µs) and memory (VmHWM/VmRSS from
+// /proc/self/status on Linux); the end of stdin exits the process.
+import { readFileSync } from "node:fs";
+import process from "node:process";
+
+/** VmHWM and VmRSS in kB from /proc/self/status (Linux), else null. */
+function procMemory() {
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    const hwm = /VmHWM:\s+(\d+)/.exec(status);
+    const rss = /VmRSS:\s+(\d+)/.exec(status);
+    if (!hwm || !rss) return null;
+    return { hwmKb: Number(hwm[1]), rssKb: Number(rss[1]) };
+  } catch {
+    return null;
+  }
+}
+
+/** The `stats` answer: CPU µs and memory, as one JSON line. */
+export function stats() {
+  const cpu = process.cpuUsage();
+  return JSON.stringify({
+    userUs: cpu.user,
+    systemUs: cpu.system,
+    rss: process.memoryUsage().rss,
+    ...procMemory(),
+  });
+}
+
+/** Says READY (with `loaded`, if given) and serves `stats` until stdin ends. */
+export function control(port, loaded) {
+  let pending = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (d) => {
+    pending += d;
+    for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+      const line = pending.slice(0, nl).trim();
+      pending = pending.slice(nl + 1);
+      if (line === "stats") process.stdout.write(stats() + "\n");
+    }
+  });
+  process.stdin.on("end", () => process.exit(0));
+  process.stdout.write(
+    loaded === undefined ? `READY ${port}\n` : `READY ${port} ${loaded}\n`,
+  );
+}
