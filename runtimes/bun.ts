@@ -405,8 +405,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   }
   const nodeNet = options.tls ? await import("./node_net.ts") : null;
   const path = options.path;
-  const unix = path !== undefined ? await import("./unix_path.ts") : null;
-  if (path !== undefined) await unix!.prepareSocketPath(path);
+  const unix = path !== undefined
+    ? await (await import("./unix_path.ts")).UnixSocketFile.prepare(path)
+    : null;
   const noTls12 = nodeNet !== null
     ? (await import("node:crypto")).constants.SSL_OP_NO_TLSv1_2
     : 0;
@@ -423,9 +424,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     handshakeTimeout: options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS,
   };
   const queue = new ConnectionQueue();
-  const push = path === undefined
+  const push = unix === null
     ? (c: Connection) => queue.push(c)
-    : (c: Connection) => queue.push(unix!.unixConnection(c, path));
+    : (c: Connection) => queue.push(unix.wrap(c));
   const implicit = options.implicitTls === true && tls !== null;
   const server = Bun.listen({
     ...(path !== undefined
@@ -449,15 +450,15 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       },
     },
   });
-  const fileId = path !== undefined ? unix!.socketFileId(path) : null;
+  unix?.bound();
   const listener: Listener = {
-    addr: path !== undefined
-      ? unix!.unixAddr(path)
+    addr: unix !== null
+      ? unix.addr
       : { hostname: server.hostname, port: server.port },
     close() {
       if (!queue.close()) return;
       server.stop(false);
-      if (path !== undefined) unix!.removeSocketPath(path, fileId);
+      unix?.remove();
     },
     [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
   };

@@ -216,8 +216,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     return (await import("./node_net.ts")).listen(options);
   }
   const path = options.path;
-  const unix = path !== undefined ? await import("./unix_path.ts") : null;
-  if (path !== undefined) await unix!.prepareSocketPath(path);
+  const unix = path !== undefined
+    ? await (await import("./unix_path.ts")).UnixSocketFile.prepare(path)
+    : null;
   const l = Deno.listen(
     path !== undefined ? { path, transport: "unix" } : {
       hostname: options.hostname,
@@ -226,11 +227,11 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       ...(options.reusePort ? { reusePort: true } : {}),
     },
   );
-  const fileId = path !== undefined ? unix!.socketFileId(path) : null;
+  unix?.bound();
   let closed = false;
   return {
-    addr: path !== undefined
-      ? unix!.unixAddr(path)
+    addr: unix !== null
+      ? unix.addr
       : { hostname: l.addr.hostname, port: l.addr.port },
     close() {
       if (closed) return;
@@ -238,7 +239,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       try {
         l.close();
       } catch { /* already closed */ }
-      if (path !== undefined) unix!.removeSocketPath(path, fileId);
+      unix?.remove();
     },
     // One accept at a time; an error of one connection (a client that
     // reset before the accept: Deno then fails to read its address), or
@@ -258,9 +259,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         }
         let wrapped: Connection;
         try {
-          wrapped = path !== undefined
-            ? unix!.unixConnection(wrap(conn), path)
-            : wrap(conn);
+          wrapped = unix !== null ? unix.wrap(wrap(conn)) : wrap(conn);
         } catch {
           try {
             conn.close();

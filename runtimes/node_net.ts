@@ -513,8 +513,9 @@ async function secureBehindProxy(
 export async function listen(options: ListenOptions): Promise<Listener> {
   const path = options.path;
   // A Unix socket's file handling (node:fs) is loaded when one is asked for.
-  const unix = path !== undefined ? await import("./unix_path.ts") : null;
-  if (path !== undefined) await unix!.prepareSocketPath(path);
+  const unix = path !== undefined
+    ? await (await import("./unix_path.ts")).UnixSocketFile.prepare(path)
+    : null;
   if (options.tls && preloaded !== null) await preloaded;
   if (options.reusePort && !hasReusePort()) {
     throw new TypeError(
@@ -531,9 +532,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   }
   const handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
   const queue = new ConnectionQueue();
-  const push = path === undefined
+  const push = unix === null
     ? (c: Connection) => queue.push(c)
-    : (c: Connection) => queue.push(unix!.unixConnection(c, path));
+    : (c: Connection) => queue.push(unix.wrap(c));
   // allowHalfOpen: a client's FIN ends its input only, so the replies to
   // what it sent before (QUIT included) still go out. Without it Node ended
   // the socket on the FIN and every later reply was lost.
@@ -578,15 +579,13 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       server.off("error", reject);
       server.on("error", () => {});
       const a = server.address() as net.AddressInfo;
-      const fileId = path !== undefined ? unix!.socketFileId(path) : null;
+      unix?.bound();
       const listener: Listener = {
-        addr: path !== undefined
-          ? unix!.unixAddr(path)
-          : { hostname: a.address, port: a.port },
+        addr: unix !== null ? unix.addr : { hostname: a.address, port: a.port },
         close() {
           if (!queue.close()) return;
           server.close();
-          if (path !== undefined) unix!.removeSocketPath(path, fileId);
+          unix?.remove();
         },
         [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
       };

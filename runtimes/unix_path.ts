@@ -119,3 +119,53 @@ export function unixConnection(conn: Connection, path: string): Connection {
     localAddr: { value: unixAddr(path), enumerable: true },
   });
 }
+
+/**
+ * A listener's socket file, for the shims: made ready before the listen
+ * (`UnixSocketFile.prepare`), its identity recorded once bound, its
+ * connections given Unix addresses, and the file removed on close if it
+ * is still ours.
+ *
+ * @example
+ * ```ts
+ * import { UnixSocketFile } from "./unix_path.ts";
+ *
+ * const file = await UnixSocketFile.prepare("/tmp/smtpd.sock");
+ * // ... listen on file.path, then:
+ * file.bound();
+ * file.remove();
+ * ```
+ */
+export class UnixSocketFile {
+  /** The socket file's path. */
+  readonly path: string;
+  /** The listener address (`"unix"`, port 0, the path). */
+  readonly addr: NetAddress;
+  #id: string | null = null;
+
+  private constructor(path: string) {
+    this.path = path;
+    this.addr = unixAddr(path);
+  }
+
+  /** Checks the path and removes a stale socket file there (see prepareSocketPath). */
+  static async prepare(path: string): Promise<UnixSocketFile> {
+    await prepareSocketPath(path);
+    return new UnixSocketFile(path);
+  }
+
+  /** The listener is bound: remember which file is ours. */
+  bound(): void {
+    this.#id = socketFileId(this.path);
+  }
+
+  /** A connection accepted on it, with Unix addresses (see unixConnection). */
+  wrap(conn: Connection): Connection {
+    return unixConnection(conn, this.path);
+  }
+
+  /** Removes the file if it is still the one bound (never throws). */
+  remove(): void {
+    removeSocketPath(this.path, this.#id);
+  }
+}

@@ -172,6 +172,8 @@ export function resolveAuth(auth: AuthOptions | undefined): ResolvedAuth {
  * it at start-up cost 2–5 MB of RSS.
  */
 let cryptoModule: Promise<typeof nodeCrypto> | null = null;
+const loadCrypto = (): Promise<typeof nodeCrypto> =>
+  cryptoModule ??= import("node:crypto");
 
 function sameText(
   { timingSafeEqual }: typeof nodeCrypto,
@@ -230,7 +232,7 @@ async function authenticate(
   const { mechanism, username } = credentials;
   if (mechanism === "CRAM-MD5" && auth.lookupPassword) {
     const password = await auth.lookupPassword(username, session);
-    const crypto = await (cryptoModule ??= import("node:crypto"));
+    const crypto = await loadCrypto();
     const expected = crypto.createHmac("md5", password ?? "")
       .update(credentials.challenge ?? "").digest("hex");
     return sameText(crypto, credentials.response ?? "", expected) &&
@@ -239,7 +241,7 @@ async function authenticate(
   if (auth.verify) return (await auth.verify(credentials, session)) === true;
   if (credentials.password === undefined) return false;
   const password = await auth.lookupPassword!(username, session);
-  const crypto = await (cryptoModule ??= import("node:crypto"));
+  const crypto = await loadCrypto();
   return sameText(crypto, credentials.password, password ?? "") &&
     typeof password === "string";
 }
