@@ -288,6 +288,8 @@ export class SmtpEngine {
 
   // Body state.
   #lineStart = true; // the next body byte starts a line (after CRLF)
+  /** Finds line ends in bodies (made with the first body). */
+  #text: TextScanner | null = null;
   #size = 0;
   #aborted: SmtpError | null = null;
   /** message-start was sent and neither message-end nor message-abort yet. */
@@ -1580,10 +1582,9 @@ export class SmtpEngine {
    * Reads body bytes: returns one `data` event with as many whole lines as
    * can be handed out as one view, or the end of the message.
    *
-   * Line ends are found with a plain loop over the bytes, four at a time:
-   * about twice as fast on V8 (Deno, Node) as two indexOf() calls per line
-   * (one for LF, one for CR), for small bodies and large, and no slower on
-   * Bun.
+   * Line ends are found by a TextScanner, which tests four bytes at once
+   * (one 32-bit load): faster than a byte loop and than two indexOf()
+   * calls per line (one for LF, one for CR) on every runtime.
    */
   #readBody(): SmtpEvent | null {
     const buf = this.#buf;
@@ -1591,6 +1592,7 @@ export class SmtpEngine {
     let p = this.#pos;
     let spanStart = p;
     let lineStart = this.#lineStart;
+    const text = this.#text ??= new TextScanner();
     for (;;) {
       if (lineStart) {
         if (p >= len) break;
@@ -1619,15 +1621,11 @@ export class SmtpEngine {
         }
         lineStart = false;
       }
-      // The next CR or LF. Bytes above CR are neither: four at a time while
-      // none is at or below CR, then byte by byte.
+      // The next CR or LF. Bytes above CR are neither: the TextScanner passes
+      // over them a word at a time; other control characters one by one.
       let q = p;
-      while (
-        q + 4 <= len && buf[q] > CR && buf[q + 1] > CR && buf[q + 2] > CR &&
-        buf[q + 3] > CR
-      ) q += 4;
       for (;;) {
-        while (q < len && buf[q] > CR) q++;
+        q = text.skip(buf, q, len);
         if (q >= len) break;
         const b = buf[q];
         if (b === CR || b === LF) break;
@@ -1761,6 +1759,7 @@ export class SmtpEngine {
       if (ev !== null) this.#queue.push(ev);
       return this.#chunkEnd();
     }
+    const text = this.#text ??= new TextScanner();
     let p = start;
     if (this.#pendingCR && p < end) {
       this.#pendingCR = false;
@@ -1771,15 +1770,10 @@ export class SmtpEngine {
     }
     let span = p;
     for (;;) {
-      // The next CR or LF: four octets at a time while none is at or
-      // below CR (as #readBody does).
+      // The next CR or LF (as #readBody finds it).
       let q = p;
-      while (
-        q + 4 <= end && buf[q] > CR && buf[q + 1] > CR && buf[q + 2] > CR &&
-        buf[q + 3] > CR
-      ) q += 4;
       for (;;) {
-        while (q < end && buf[q] > CR) q++;
+        q = text.skip(buf, q, end);
         if (q >= end) break;
         const b = buf[q];
         if (b === CR || b === LF) break;
@@ -1868,6 +1862,59 @@ export class SmtpEngine {
 }
 
 const CRLF_BYTES = new Uint8Array([CR, LF]);
+
+/** Spans shorter than this are scanned byte by byte (no word view). */
+const WORD_SCAN_MIN = 32;
+/** 0x0e in every byte of a 32-bit word: CR + 1. */
+const BELOW_CR_PLUS_1 = 0x0e0e0e0e;
+/** The high bit of every byte of a 32-bit word. */
+const HIGH_BITS = 0x80808080 | 0;
+const EMPTY_WORDS = new Int32Array(0);
+
+/**
+ * Finds the next byte at or below CR in a body: text bytes (above CR) are
+ * skipped a 32-bit word at a time, two words per step.
+ * `(x - 0x0e0e0e0e) & ~x & 0x80808080` is non-zero exactly when some byte
+ * of `x` is below 0x0e (the "has a byte less than n" test), whatever the
+ * byte order. The word view covers the chunk's whole ArrayBuffer and is
+ * kept for the next call on the same chunk (one per engine, so that it
+ * holds no buffer the engine does not hold already).
+ */
+class TextScanner {
+  #buffer: ArrayBufferLike | null = null;
+  #words: Int32Array = EMPTY_WORDS;
+
+  /** The index of the first byte at or below CR in `buf[q, end)`, or `end`. */
+  skip(buf: Uint8Array, q: number, end: number): number {
+    if (end - q >= WORD_SCAN_MIN) {
+      const off = buf.byteOffset;
+      while (((off + q) & 3) !== 0) {
+        if (buf[q] <= CR) return q;
+        q++;
+      }
+      const ab = buf.buffer;
+      if (ab !== this.#buffer) {
+        this.#words = new Int32Array(ab, 0, ab.byteLength >>> 2);
+        this.#buffer = ab;
+      }
+      const words = this.#words;
+      let w = (off + q) >>> 2;
+      const last = ((off + end) >>> 2) - 1; // the pair w, w + 1 ends before `end`
+      while (w < last) {
+        const a = words[w];
+        const b = words[w + 1];
+        if (
+          (((a - BELOW_CR_PLUS_1) & ~a) | ((b - BELOW_CR_PLUS_1) & ~b)) &
+          HIGH_BITS
+        ) break;
+        w += 2;
+      }
+      q = w * 4 - off;
+    }
+    while (q < end && buf[q] > CR) q++;
+    return q;
+  }
+}
 
 /**
  * The size of a BDAT chunk: decimal digits (leading zeros allowed), at
