@@ -414,15 +414,21 @@ const BDAT_PAIRS = [
 
 /**
  * The workload at the mode's size: `messages` per measured run, and
- * `warmup` for the warm-up round (a quarter of it: enough to compile the
- * hot code and grow the heap, and it keeps the quick mode short).
+ * `warmup` for the warm-up round: two runs' worth (WARMUP_RUNS). JIT
+ * tiering goes on for thousands of messages: on Node 24, smtpd's CPU per
+ * 1,000 W2 connections in one process fell 54 → 40 → 29 → 28 → 27 ticks
+ * batch after batch (the runtime floor's: 24 → 17 → 16 → 15), so a warm-up
+ * of a quarter run left the first measured rounds still compiling, their
+ * ratios drifting down round after round and favouring the smallest code.
  */
+const WARMUP_RUNS = 2;
+
 function sized(w) {
   const messages = Number(value("messages")) || (FULL ? w.messages : w.quick);
   const smtpServer = Number(value("messages")) || FULL
     ? messages
     : w.quickSmtpServer ?? messages;
-  const warmup = (n) => Math.max(w.sessions, Math.ceil(n / 4));
+  const warmup = (n) => Math.max(w.sessions, n * WARMUP_RUNS);
   return {
     ...w,
     messages,
@@ -634,7 +640,7 @@ async function benchWorkloads(names) {
     log(
       `\n${name}: ${w.desc}: ${w.messages} messages of ${w.size} B` +
         (w.smtpServer !== w.messages ? ` (smtp-server ${w.smtpServer})` : "") +
-        ` (warm-up: a quarter)` +
+        ` (warm-up: ${WARMUP_RUNS} runs' worth)` +
         (ws.length > 1
           ? `; run together with ${
             ws.filter((y) => y.name !== name).map((y) => y.name).join(", ")
@@ -1105,7 +1111,7 @@ function tables(engine, workloads, memory) {
         w.smtpServer !== w.messages
           ? ` (smtp-server: ${w.smtpServer}; its 100 ms wait before each greeting makes its runs long in wall time, short in CPU)`
           : ""
-      }; ${RUNS} measured rounds after one warm-up round of a quarter of that.` +
+      }; ${RUNS} measured rounds after one warm-up round of ${WARMUP_RUNS} times that.` +
         (r.together
           ? ` Run together with ${
             r.together.filter((n) => n !== r.name).join(", ")
