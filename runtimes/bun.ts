@@ -25,6 +25,7 @@ import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import {
   type Connection,
   ConnectionQueue,
+  fixedLocalAddr,
   HANDSHAKE_TIMEOUT_MS,
   InputQueue,
   type Listener,
@@ -243,8 +244,9 @@ function wrap(
   s: BunSocket,
   info: TlsInfo | null,
   tls: TlsState | null,
+  localAddr: NetAddress | null = null,
 ): Connection {
-  const conn = new BunConnection(s, info);
+  const conn = new BunConnection(s, info, localAddr);
   if (tls !== null && info === null) {
     conn.startTls = (reply) => upgrade(conn, tls, reply);
   }
@@ -267,11 +269,16 @@ class BunConnection implements Connection {
   #remoteAddr: NetAddress | null = null;
   #localAddr: NetAddress | null = null;
 
-  constructor(s: BunSocket, info: TlsInfo | null) {
+  constructor(
+    s: BunSocket,
+    info: TlsInfo | null,
+    localAddr: NetAddress | null,
+  ) {
     this.socket = s;
     this.state = s.data;
     this.state.socket = s;
     this.tls = info;
+    this.#localAddr = localAddr;
   }
 
   get readable(): ReadableStream<Uint8Array> {
@@ -428,6 +435,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     ? (c: Connection) => queue.push(c)
     : (c: Connection) => queue.push(unix.wrap(c));
   const implicit = options.implicitTls === true && tls !== null;
+  let local: NetAddress | null = null;
   const server = Bun.listen({
     ...(path !== undefined
       ? { unix: path }
@@ -438,19 +446,22 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       ...handlers,
       open(s) {
         s.data = new SocketState();
-        if (!implicit) return push(wrap(s, null, tls));
+        if (!implicit) return push(wrap(s, null, tls, local));
         // Implicit TLS: the driver gets the connection once it is
         // encrypted (so that session.tls tells the negotiated version and
         // cipher); a failed handshake never reaches it.
         s.data.input.end();
         handshake(s, tls).then(
-          (t) => push(wrap(t, bunTlsInfo(t), null)),
+          (t) => push(wrap(t, bunTlsInfo(t), null, local)),
           () => {/* failed handshake: nothing to deliver */},
         );
       },
     },
   });
   unix?.bound();
+  // Every connection's local address when bound to one IP: no getsockname
+  // per connection (the open handler runs only after this).
+  local = unix === null ? fixedLocalAddr(server.hostname, server.port) : null;
   const listener: Listener = {
     addr: unix !== null
       ? unix.addr

@@ -30,6 +30,7 @@ import {
   checkTlsOptions,
   type Connection,
   ConnectionQueue,
+  fixedLocalAddr,
   HANDSHAKE_TIMEOUT_MS,
   InputQueue,
   type Listener,
@@ -231,9 +232,20 @@ export function wrapSocket(
   starttls?: { config: TlsConfig; handshakeTimeout: number },
   proxy?: ProxyHeader,
 ): Connection {
+  return wrapAccepted(sock, info, starttls, proxy, null);
+}
+
+/** wrapSocket(), with the listener's address when it is every connection's. */
+function wrapAccepted(
+  sock: net.Socket,
+  info: TlsInfo | null,
+  starttls: { config: TlsConfig; handshakeTimeout: number } | undefined,
+  proxy: ProxyHeader | undefined,
+  localAddr: NetAddress | null,
+): Connection {
   // A no-op on Node for the listener's sockets (`noDelay` below did it).
   sock.setNoDelay(true);
-  const conn = new NodeConnection(sock, info);
+  const conn = new NodeConnection(sock, info, localAddr);
   if (proxy !== undefined) conn.proxy = proxy;
   if (starttls && info === null) {
     conn.startTls = (reply) => upgrade(conn, starttls, reply);
@@ -276,9 +288,14 @@ class NodeConnection implements Connection {
   #remoteAddr: NetAddress | null = null;
   #localAddr: NetAddress | null = null;
 
-  constructor(sock: net.Socket, info: TlsInfo | null) {
+  constructor(
+    sock: net.Socket,
+    info: TlsInfo | null,
+    localAddr: NetAddress | null = null,
+  ) {
     this.sock = sock;
     this.tls = info;
+    this.#localAddr = localAddr;
     this.input = new InputQueue(sock);
     (sock as WithInput)[INPUT] = this.input;
     sock.on("data", onData);
@@ -532,6 +549,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   }
   const handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
   const queue = new ConnectionQueue();
+  /** Every connection's local address when bound to one IP (set on listening). */
+  let local: NetAddress | null = null;
   const push = unix === null
     ? (c: Connection) => queue.push(c)
     : (c: Connection) => queue.push(unix.wrap(c));
@@ -548,7 +567,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         SNICallback: config.sniCallback,
         handshakeTimeout,
       },
-      (s) => push(wrapSocket(s, tlsInfo(s))),
+      (s) => push(wrapAccepted(s, tlsInfo(s), undefined, undefined, local)),
     )
     : null;
   const server = tlsServer ?? net.createServer(
@@ -559,10 +578,12 @@ export async function listen(options: ListenOptions): Promise<Listener> {
           .then((c) => c && push(c))
       : (s) =>
         push(
-          wrapSocket(
+          wrapAccepted(
             s,
             null,
             config ? { config, handshakeTimeout } : undefined,
+            undefined,
+            local,
           ),
         ),
   );
@@ -580,6 +601,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       server.on("error", () => {});
       const a = server.address() as net.AddressInfo;
       unix?.bound();
+      if (unix === null) local = fixedLocalAddr(a.address, a.port);
       const listener: Listener = {
         addr: unix !== null ? unix.addr : { hostname: a.address, port: a.port },
         close() {

@@ -7,6 +7,7 @@
  */
 
 import type { ProxyHeader } from "./proxy.ts";
+import { parseIp, stripMapped } from "./cidr.ts";
 
 /** A network address. */
 export interface NetAddress {
@@ -422,6 +423,30 @@ export interface Pausable {
   pause(): void;
   /** Deliver data again. */
   resume(): void;
+}
+
+/**
+ * The local address of every TCP connection accepted by a listener bound
+ * to one IP address: that address, so that a shim need not ask the kernel
+ * (getsockname) for each connection. `null` for a wildcard (`0.0.0.0`,
+ * `::`) or a name, where each connection's own address must be asked. Not
+ * a public API: the shims share it.
+ *
+ * @example
+ * ```ts
+ * import { fixedLocalAddr } from "./transport.ts";
+ *
+ * fixedLocalAddr("127.0.0.1", 2525); // { hostname: "127.0.0.1", port: 2525 }
+ * fixedLocalAddr("0.0.0.0", 2525); // null
+ * ```
+ */
+export function fixedLocalAddr(
+  hostname: string,
+  port: number,
+): NetAddress | null {
+  const ip = parseIp(hostname);
+  if (ip === null || ip.every((b) => b === 0)) return null;
+  return Object.freeze({ hostname: stripMapped(hostname), port });
 }
 
 /** Default {@link InputQueue} high-water mark. */

@@ -954,6 +954,22 @@ describe("server", () => {
     });
   });
 
+  it("gives each session its local address on a wildcard listener", async () => {
+    // Bound to one address, the shims take it from the listener; bound to
+    // 0.0.0.0 they ask each connection (the address the client dialled).
+    const seen: [string, number][] = [];
+    await withServer({
+      hostname: "0.0.0.0",
+      onConnect: (s) => void seen.push([s.localAddress, s.localPort]),
+    }, async (server, open) => {
+      assert.equal(server.addr.hostname, "0.0.0.0");
+      const c = await greeted(open);
+      await c.send("QUIT\r\n");
+      assert.match(await c.reply(), /^221 /);
+      assert.deepEqual(seen, [["127.0.0.1", server.addr.port]]);
+    });
+  });
+
   it("shows the session's fields to hooks", async () => {
     const seen: Record<string, unknown>[] = [];
     const snap = (where: string, s: Session) =>
