@@ -298,9 +298,11 @@ class NodeConnection implements Connection {
     this.#localAddr = localAddr;
     this.input = new InputQueue(sock);
     (sock as WithInput)[INPUT] = this.input;
+    // on(), not once(): once() wraps the listener in a closure and a state
+    // object per socket, kept while the session idles; end() is idempotent.
     sock.on("data", onData);
-    sock.once("end", onEnd);
-    sock.once("close", onEnd);
+    sock.on("end", onEnd);
+    sock.on("close", onEnd);
     sock.on("error", onError);
   }
 

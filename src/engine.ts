@@ -29,6 +29,7 @@ import {
 } from "./sasl.ts";
 import {
   type EngineOptions,
+  isSharedEngineOptions,
   type ResolvedEngineOptions,
   resolveEngineOptions,
 } from "./options.ts";
@@ -323,7 +324,9 @@ export class SmtpEngine {
    * @param now the current time in milliseconds, for the idle deadline
    */
   constructor(options: EngineOptions = {}, now = 0) {
-    this.options = resolveEngineOptions(options);
+    this.options = isSharedEngineOptions(options)
+      ? options
+      : resolveEngineOptions(options);
     this.#secure = this.options.secure;
     this.#lastActivity = now;
     this.#sessionStarted = now;

@@ -215,6 +215,47 @@ function mechanismsOption(value: unknown): readonly AuthMechanism[] {
   return out;
 }
 
+/** Resolved options that engines may share as they are (see sharedEngineOptions). */
+const SHARED = new WeakSet<object>();
+
+/**
+ * Resolves engine options once for many engines: the result is frozen and
+ * every engine made with it keeps it as its `options` (no copy and no
+ * validation per connection). Not a public API: the server's drivers use
+ * it; `new SmtpEngine(options)` copies any other object.
+ *
+ * @example
+ * ```ts
+ * import { sharedEngineOptions } from "./options.ts";
+ *
+ * const options = sharedEngineOptions({ serverName: "mx.example.org" });
+ * Object.isFrozen(options); // true
+ * ```
+ */
+export function sharedEngineOptions(
+  options: EngineOptions,
+): ResolvedEngineOptions {
+  const resolved = Object.freeze(resolveEngineOptions(options));
+  SHARED.add(resolved);
+  return resolved;
+}
+
+/**
+ * Whether `options` came from {@link sharedEngineOptions}.
+ *
+ * @example
+ * ```ts
+ * import { isSharedEngineOptions } from "./options.ts";
+ *
+ * isSharedEngineOptions({}); // false
+ * ```
+ */
+export function isSharedEngineOptions(
+  options: EngineOptions,
+): options is ResolvedEngineOptions {
+  return SHARED.has(options);
+}
+
 /**
  * Validates engine options and fills in the defaults.
  *

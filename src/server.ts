@@ -15,7 +15,12 @@ import { type AuthOptions, checkAuth, resolveAuth } from "./auth.ts";
 import { SmtpError } from "./errors.ts";
 import type { AuthCredentials } from "./sasl.ts";
 import { IncomingMessage, type Message } from "./message.ts";
-import { ENGINE_DEFAULTS, type EngineOptions, limitOption } from "./options.ts";
+import {
+  ENGINE_DEFAULTS,
+  type EngineOptions,
+  limitOption,
+  sharedEngineOptions,
+} from "./options.ts";
 import { checkKeys } from "./keys.ts";
 import { clientKey, FailureBudget, failureDelay } from "./limits.ts";
 import type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
@@ -634,6 +639,8 @@ const AUTH_LOCKED = new SmtpError(
 );
 const EMPTY = new Uint8Array(0);
 const FORCED = Symbol("forced");
+/** A driver's `done` before start(). */
+const NOT_STARTED: Promise<void> = Promise.resolve();
 /** Pause before iterating a listener again after its iteration threw. */
 const LISTENER_RETRY_MS = 100;
 /** How long a forced close (after closeTimeout) waits for the 421 to go out. */
@@ -653,11 +660,33 @@ function newId(): string {
   return idBase + (++idCounter).toString(36);
 }
 
-/** A deadline in {@link Deadlines}: `index` is its place in the heap (-1: none). */
+/**
+ * A deadline in {@link Deadlines}: `index` is its place in the heap (-1:
+ * not in it). An entry is set again and again (one per driver and kind),
+ * not made anew for each wait.
+ */
 interface Deadline {
   at: number;
   index: number;
-  fire: () => void;
+  fire(): void;
+}
+
+/** A driver's read/hook deadline or its write deadline, as a heap entry. */
+class DriverDeadline implements Deadline {
+  at = Infinity;
+  index = -1;
+  readonly driver: ConnectionDriver;
+  readonly write: boolean;
+
+  constructor(driver: ConnectionDriver, write: boolean) {
+    this.driver = driver;
+    this.write = write;
+  }
+
+  fire(): void {
+    if (this.write) this.driver.onWriteTimer();
+    else this.driver.onTimer();
+  }
 }
 
 /**
@@ -672,13 +701,19 @@ class Deadlines {
   #timer: ReturnType<typeof setTimeout> | null = null;
   #timerAt = Infinity;
 
-  /** Calls `fire` at `at` (ms since the epoch), unless removed first. */
-  add(at: number, fire: () => void): Deadline {
-    const d: Deadline = { at, index: this.#heap.length, fire };
+  /** Calls `d.fire()` at `at` (ms since the epoch), unless removed first. */
+  set(d: Deadline, at: number): void {
+    if (d.index >= 0) this.remove(d);
+    d.at = at;
+    d.index = this.#heap.length;
     this.#heap.push(d);
     this.#up(d.index);
     this.#arm();
-    return d;
+  }
+
+  /** Whether `d` is in the heap (set, not yet fired or removed). */
+  has(d: Deadline): boolean {
+    return d.index >= 0;
   }
 
   remove(d: Deadline): void {
@@ -869,14 +904,14 @@ function connectionIo(conn: Connection): Io {
 /** Runs one connection. */
 class ConnectionDriver {
   readonly session: SessionState;
-  readonly done: Promise<void>;
+  /** Settles when the session is over (see start()). */
+  done: Promise<void> = NOT_STARTED;
   #conn: Connection;
   #engine: SmtpEngine;
   #io: Io;
   #server: SmtpServer;
   /** The connection's deadline in {@link deadlines}, if one is set. */
-  #deadline: Deadline | null = null;
-  #onDeadline: (() => void) | null = null;
+  #deadline: DriverDeadline | null = null;
   #reading = false;
   #upgrading = false; // waiting for a STARTTLS handshake
   #closing = false;
@@ -894,8 +929,7 @@ class ConnectionDriver {
    */
   #writes = 0;
   #writeSince = 0;
-  #writeTimer: Deadline | null = null;
-  #onWriteDeadline: (() => void) | null = null;
+  #writeTimer: DriverDeadline | null = null;
   /** The loop has ended: no timer may be armed any more. */
   #ended = false;
   #wasForced = false;
@@ -925,6 +959,10 @@ class ConnectionDriver {
     this.session = new SessionState(conn, options.lmtp === true);
     this.#engine = new SmtpEngine(options, Date.now());
     this.#io = connectionIo(conn);
+  }
+
+  /** Runs the session (once; `done` settles when it is over). */
+  start(): void {
     this.done = this.#run();
   }
 
@@ -1002,147 +1040,153 @@ class ConnectionDriver {
   }
 
   async #run(): Promise<void> {
-    const server = this.#server;
-    const engine = this.#engine;
-    const log = server.logger;
-    const s = this.session;
-    const o = server.options;
-    if (o.proxyProtocol !== null || o.greetingDelay > 0) {
-      if (!(await this.#preamble())) return;
-    } else if (!this.#claimIp()) return;
-    log?.({
-      type: "connect",
-      session: s.id,
-      remoteAddress: s.remoteAddress,
-      remotePort: s.remotePort,
-      ...(s.proxy !== null
-        ? {
-          proxy: {
-            address: s.proxy.address,
-            port: s.proxy.port,
-            version: s.proxy.version,
-            command: s.proxy.command,
-            healthCheck: s.proxy.healthCheck,
-          },
-        }
-        : {}),
-    });
-    let reason = "eof";
+    // The server forgets the connection here, not in a callback on
+    // `done`: no closure, promise and reaction kept per idle session.
     try {
-      for (;;) {
-        const ev = engine.nextEvent();
-        switch (ev.type) {
-          case "need-data": {
-            const flushed = this.#flush();
-            if (flushed !== undefined) await flushed;
-            if (this.#closing && this.#idleOrBetweenChunks()) {
-              engine.shutdown();
-              break;
-            }
-            let chunk: Uint8Array | null | Promise<Uint8Array | null>;
-            try {
-              const pending = this.#pendingRead;
-              this.#pendingRead = null;
-              chunk = pending ?? this.#io.read();
-            } catch {
-              chunk = null;
-            }
-            if (isThenable(chunk)) {
-              // Nothing buffered: the client's silence counts from here.
-              this.#armTimer(engine.deadline());
-              this.#reading = true;
+      const server = this.#server;
+      const engine = this.#engine;
+      const log = server.logger;
+      const s = this.session;
+      const o = server.options;
+      if (o.proxyProtocol !== null || o.greetingDelay > 0) {
+        if (!(await this.#preamble())) return;
+      } else if (!this.#claimIp()) return;
+      log?.({
+        type: "connect",
+        session: s.id,
+        remoteAddress: s.remoteAddress,
+        remotePort: s.remotePort,
+        ...(s.proxy !== null
+          ? {
+            proxy: {
+              address: s.proxy.address,
+              port: s.proxy.port,
+              version: s.proxy.version,
+              command: s.proxy.command,
+              healthCheck: s.proxy.healthCheck,
+            },
+          }
+          : {}),
+      });
+      let reason = "eof";
+      try {
+        for (;;) {
+          const ev = engine.nextEvent();
+          switch (ev.type) {
+            case "need-data": {
+              const flushed = this.#flush();
+              if (flushed !== undefined) await flushed;
+              if (this.#closing && this.#idleOrBetweenChunks()) {
+                engine.shutdown();
+                break;
+              }
+              let chunk: Uint8Array | null | Promise<Uint8Array | null>;
               try {
-                chunk = await chunk;
+                const pending = this.#pendingRead;
+                this.#pendingRead = null;
+                chunk = pending ?? this.#io.read();
               } catch {
                 chunk = null;
-              } finally {
-                this.#reading = false;
               }
+              if (isThenable(chunk)) {
+                // Nothing buffered: the client's silence counts from here.
+                this.#armTimer(engine.deadline());
+                this.#reading = true;
+                try {
+                  chunk = await chunk;
+                } catch {
+                  chunk = null;
+                } finally {
+                  this.#reading = false;
+                }
+              }
+              if (chunk === null) engine.end();
+              else engine.receive(chunk, Date.now());
+              break;
             }
-            if (chunk === null) engine.end();
-            else engine.receive(chunk, Date.now());
-            break;
+            case "connect":
+            case "helo":
+            case "mail":
+            case "rcpt": {
+              // Synchronous when there is no hook, or when it returns no
+              // promise: no await round trip per command.
+              const later = this.#decide(ev);
+              if (later !== undefined) await later;
+              break;
+            }
+            case "message-start":
+              this.#startMessage(ev);
+              break;
+            case "data": {
+              const wait = this.#message!.push(ev.chunk);
+              if (wait !== undefined) await this.#backpressure(wait);
+              break;
+            }
+            case "message-end": {
+              const later = this.#endMessage(ev);
+              if (later !== undefined) await later;
+              break;
+            }
+            case "message-abort":
+              this.#abortMessage(ev.error);
+              this.#message = null;
+              this.#messageResult = null;
+              this.#stalled = null;
+              break;
+            case "reset":
+              break;
+            case "starttls":
+              await this.#startTls();
+              break;
+            case "auth":
+              await this.#authenticate(ev.credentials);
+              break;
+            case "command":
+              // The engine already replaced AUTH credentials with "***".
+              log?.({ type: "command", session: s.id, line: ev.line });
+              break;
+            case "close": {
+              reason = ev.reason;
+              const flushed = this.#flush();
+              if (flushed !== undefined) await flushed;
+              return;
+            }
+            default:
+              assertNever(ev);
           }
-          case "connect":
-          case "helo":
-          case "mail":
-          case "rcpt": {
-            // Synchronous when there is no hook, or when it returns no
-            // promise: no await round trip per command.
-            const later = this.#decide(ev);
-            if (later !== undefined) await later;
-            break;
-          }
-          case "message-start":
-            this.#startMessage(ev);
-            break;
-          case "data": {
-            const wait = this.#message!.push(ev.chunk);
-            if (wait !== undefined) await this.#backpressure(wait);
-            break;
-          }
-          case "message-end": {
-            const later = this.#endMessage(ev);
-            if (later !== undefined) await later;
-            break;
-          }
-          case "message-abort":
-            this.#abortMessage(ev.error);
-            this.#message = null;
-            this.#messageResult = null;
-            this.#stalled = null;
-            break;
-          case "reset":
-            break;
-          case "starttls":
-            await this.#startTls();
-            break;
-          case "auth":
-            await this.#authenticate(ev.credentials);
-            break;
-          case "command":
-            // The engine already replaced AUTH credentials with "***".
-            log?.({ type: "command", session: s.id, line: ev.line });
-            break;
-          case "close": {
-            reason = ev.reason;
-            const flushed = this.#flush();
-            if (flushed !== undefined) await flushed;
-            return;
-          }
-          default:
-            assertNever(ev);
         }
-      }
-    } catch (error) {
-      reason = this.#wasForced
-        ? "shutdown"
-        : this.#writeStalled
-        ? "timeout"
-        : "error";
-      log?.({
-        type: "error",
-        session: s.id,
-        message: "connection failed",
-        error,
-      });
-    } finally {
-      this.#ended = true;
-      if (this.#deadline !== null) deadlines.remove(this.#deadline);
-      if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
-      this.#abortMessage(TEMPORARY);
-      this.#conn.close(this.#writeStalled);
-      log?.({ type: "close", session: s.id, reason, messages: s.messages });
-      try {
-        server.hooks.onClose?.(s);
       } catch (error) {
+        reason = this.#wasForced
+          ? "shutdown"
+          : this.#writeStalled
+          ? "timeout"
+          : "error";
         log?.({
           type: "error",
           session: s.id,
-          message: "onClose failed",
+          message: "connection failed",
           error,
         });
+      } finally {
+        this.#ended = true;
+        if (this.#deadline !== null) deadlines.remove(this.#deadline);
+        if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
+        this.#abortMessage(TEMPORARY);
+        this.#conn.close(this.#writeStalled);
+        log?.({ type: "close", session: s.id, reason, messages: s.messages });
+        try {
+          server.hooks.onClose?.(s);
+        } catch (error) {
+          log?.({
+            type: "error",
+            session: s.id,
+            message: "onClose failed",
+            error,
+          });
+        }
       }
+    } finally {
+      this.#server.driverEnded(this);
     }
   }
 
@@ -1368,17 +1412,13 @@ class ConnectionDriver {
    * to 2.7 µs per command (Deno).
    */
   #watchWrites(delay: number): void {
-    if (this.#writeTimer !== null || delay === Infinity || this.#ended) {
-      return;
-    }
-    this.#writeTimer = deadlines.add(
-      Date.now() + delay,
-      this.#onWriteDeadline ??= () => this.#onWriteTimer(),
-    );
+    if (delay === Infinity || this.#ended) return;
+    const d = this.#writeTimer ??= new DriverDeadline(this, true);
+    if (!deadlines.has(d)) deadlines.set(d, Date.now() + delay);
   }
 
-  #onWriteTimer(): void {
-    this.#writeTimer = null;
+  /** The write watchdog fired (see #watchWrites). */
+  onWriteTimer(): void {
     if (this.#writes === 0) return;
     const ms = this.#engine.options.idleTimeout;
     const left = this.#writeSince + ms - Date.now();
@@ -1402,22 +1442,16 @@ class ConnectionDriver {
    */
   #armTimer(deadline: number): void {
     if (deadline === Infinity || this.#ended) return;
-    const d = this.#deadline;
-    if (d !== null) {
-      if (d.at <= deadline) return;
-      // The deadline moved earlier (DATA started with a dataTimeout shorter
-      // than what was left of idleTimeout, or a hook wait began): the old
-      // one would fire late.
-      deadlines.remove(d);
-    }
-    this.#deadline = deadlines.add(
-      deadline,
-      this.#onDeadline ??= () => this.#onTimer(),
-    );
+    const d = this.#deadline ??= new DriverDeadline(this, false);
+    // Set already for an earlier time: it fires first and re-arms. A later
+    // one moves earlier (DATA started with a dataTimeout shorter than what
+    // was left of idleTimeout, or a hook wait began): set() moves it.
+    if (deadlines.has(d) && d.at <= deadline) return;
+    deadlines.set(d, deadline);
   }
 
-  #onTimer(): void {
-    this.#deadline = null;
+  /** The connection's deadline fired (see #armTimer). */
+  onTimer(): void {
     const now = Date.now();
     // A wait past its deadline ends with HOOK_TIMEOUT.
     if (this.#settle !== null && this.#hookDeadline !== Infinity) {
@@ -1860,12 +1894,12 @@ class SmtpServer implements Server {
    */
   engineOptionsFor(startTls: boolean, secure: boolean): EngineOptions {
     const i = (startTls ? 1 : 0) + (secure ? 2 : 0);
-    return this.#engineOptionsByKind[i] ??= {
+    return this.#engineOptionsByKind[i] ??= sharedEngineOptions({
       ...this.engineOptions,
       startTls,
       secure,
       traceCommands: this.logger !== undefined,
-    };
+    });
   }
 
   get addr(): NetAddress {
@@ -1942,16 +1976,21 @@ class SmtpServer implements Server {
     }
     // Counted per IP address by the driver (#claimIp), by the client's
     // real address once a PROXY header has named it.
+    // In the set before it runs: a session can end before its first await
+    // (over maxConnectionsPerIp), and driverEnded() must find it.
     const driver = new ConnectionDriver(this, conn);
     this.#drivers.add(driver);
-    void driver.done.finally(() => {
-      this.#drivers.delete(driver);
-      const counted = driver.countedIp;
-      if (counted === null) return;
-      const n = (this.#perIp.get(counted) ?? 1) - 1;
-      if (n <= 0) this.#perIp.delete(counted);
-      else this.#perIp.set(counted, n);
-    });
+    driver.start();
+  }
+
+  /** A driver's connection is over (its last act, before `done` settles). */
+  driverEnded(driver: ConnectionDriver): void {
+    this.#drivers.delete(driver);
+    const counted = driver.countedIp;
+    if (counted === null) return;
+    const n = (this.#perIp.get(counted) ?? 1) - 1;
+    if (n <= 0) this.#perIp.delete(counted);
+    else this.#perIp.set(counted, n);
   }
 
   /**
