@@ -64,6 +64,16 @@ export interface Message {
    * The body (headers and content) as it arrives: dot-unstuffed after
    * DATA, exactly as sent after BDAT (a `BINARYMIME` body may hold any
    * octet, bare CR and LF included).
+   *
+   * Every chunk is the application's to keep: the server never writes
+   * into a chunk's memory again (a chunk is a view of the memory one read
+   * received, never of a buffer the server reuses), so collecting chunks,
+   * or handing `raw` to `new Response()` or to a writer that queues them,
+   * is safe. The cost of that rule: a large body passes through memory
+   * that the runtime's garbage collector frees late (V8 lets tens of MB of
+   * it pile up before it collects), so a 100 MB message raises the
+   * process's RSS by about 20–70 MB for a while, whatever the application
+   * does with the chunks (bench/RESULTS.md, "100 MB message").
    */
   readonly raw: ReadableStream<Uint8Array>;
   /**
