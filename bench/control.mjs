@@ -3,7 +3,9 @@
 // harness): `READY <port> [what it loaded]` on stdout once listening; each
 // line `stats` on stdin answers one JSON line with the process's own CPU
 // time (`process.cpuUsage()`, µs) and memory (VmHWM/VmRSS from
-// /proc/self/status on Linux); the end of stdin exits the process.
+// /proc/self/status on Linux); `gc` runs a full collection first (where the
+// runtime was started with one exposed) and answers the memory with the JS
+// heap in use; the end of stdin exits the process.
 import { readFileSync } from "node:fs";
 import process from "node:process";
 
@@ -31,7 +33,39 @@ export function stats() {
   });
 }
 
-/** Says READY (with `loaded`, if given) and serves `stats` until stdin ends. */
+/**
+ * A full garbage collection, where the runtime offers one: Bun.gc(true) on
+ * Bun, `gc()` on Node (`--expose-gc`) and Deno (`--v8-flags=--expose-gc`).
+ */
+function fullGc() {
+  const g = globalThis;
+  if (g.Bun !== undefined) {
+    g.Bun.gc(true);
+    return true;
+  }
+  if (typeof g.gc !== "function") return false;
+  g.gc();
+  g.gc(); // a second pass frees what the first one's finalizers let go
+  return true;
+}
+
+/**
+ * The `gc` answer: a full collection, then the stats with the JS heap in
+ * use and the memory held outside it (ArrayBuffers, on V8 and JSC).
+ */
+function gcStats() {
+  const collected = fullGc();
+  const m = process.memoryUsage();
+  return JSON.stringify({
+    collected,
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    external: m.external,
+    ...procMemory(),
+  });
+}
+
+/** Says READY (with `loaded`, if given) and serves `stats` and `gc` until stdin ends. */
 export function control(port, loaded) {
   let pending = "";
   process.stdin.setEncoding("utf8");
@@ -41,6 +75,7 @@ export function control(port, loaded) {
       const line = pending.slice(0, nl).trim();
       pending = pending.slice(nl + 1);
       if (line === "stats") process.stdout.write(stats() + "\n");
+      else if (line === "gc") process.stdout.write(gcStats() + "\n");
     }
   });
   process.stdin.on("end", () => process.exit(0));

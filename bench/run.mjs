@@ -97,6 +97,12 @@ const DEFAULT_SELECTION = PARTS.length === ALL_PARTS.length &&
 const LOAD_TIMEOUT = FULL ? 900_000 : 120_000;
 const IDLE_CONNECTIONS = 1000;
 /** Fresh server processes per server in the memory bench (median of them). */
+/** Runtime flags that expose a full GC to bench/control.mjs (Bun has Bun.gc). */
+const GC_FLAGS = {
+  deno: ["--v8-flags=--expose-gc"],
+  node20: ["--expose-gc"],
+  node24: ["--expose-gc"],
+};
 const MEM_RUNS = Math.max(1, Number(value("mem-runs")) || (FULL ? 3 : 1));
 /** Other processes' CPU (cores) above which a part is flagged noisy. */
 const NOISY_CORES = 0.25;
@@ -151,9 +157,11 @@ function memKb(pid) {
 
 /** A server process: smtpd or smtp-server on a runtime, smtp-sink, or the bare runtime. */
 class ServerProc {
-  constructor(kind, runtime) {
+  /** `gc`: start the runtime with a full GC exposed (the `gc` control command). */
+  constructor(kind, runtime, { gc = false } = {}) {
     this.kind = kind;
     this.runtime = runtime;
+    this.gc = gc;
     this.name = runtime ? `${kind}@${runtime}` : kind;
     this.lines = [];
     this.waiters = [];
@@ -173,14 +181,17 @@ class ServerProc {
       ];
     } else {
       // The bare runtime is launched exactly as the servers are.
+      const flags = this.gc ? GC_FLAGS[this.runtime] ?? [] : [];
       [cmd, ...args] = this.kind === "bare"
         ? scriptArgv(this.runtime, "bench/bare.mjs", [], {
           lib: LIB[this.runtime],
+          flags,
         })
         : this.kind === "floor"
-        ? scriptArgv(this.runtime, "bench/floor.mjs")
+        ? scriptArgv(this.runtime, "bench/floor.mjs", [], { flags })
         : scriptArgv(this.runtime, "bench/server.mjs", [this.kind], {
           lib: LIB[this.runtime],
+          flags,
         });
     }
     this.child = spawn(cmd, args, {
@@ -260,6 +271,18 @@ class ServerProc {
 
   mem() {
     return memKb(this.pid);
+  }
+
+  /** A full GC in the server, then its memory (bench/control.mjs `gc`), or null. */
+  async gcMem() {
+    this.child.stdin.write("gc\n");
+    const line = await this.nextLine(30_000);
+    try {
+      const m = JSON.parse(line);
+      return m.collected ? m : null;
+    } catch {
+      return null;
+    }
   }
 
   async stop() {
@@ -946,6 +969,61 @@ async function memoryOnce(kind, rt) {
 }
 
 /**
+ * What 1,000 idle sessions keep after a full GC, in a fresh process started
+ * with the GC exposed (its own, so that the collections do not touch the
+ * figures of memoryOnce): 20 warm-up messages, a full GC, the sessions held
+ * open after EHLO, a full GC again; the RSS and JS heap deltas ÷ sessions.
+ * RSS without a GC (memoryOnce) also counts garbage not yet collected and
+ * the room the runtime grew its heap by; this is what the sessions hold.
+ */
+async function retainedOnce(kind, rt) {
+  const s = new ServerProc(kind, rt, { gc: true });
+  try {
+    await s.start();
+  } catch (e) {
+    log(`  ${s.name} (GC exposed): ${e.message}`);
+    await s.stop().catch(() => {});
+    return null;
+  }
+  const row = { errors: [] };
+  try {
+    const warm = await runClient([
+      "--port",
+      String(s.port),
+      "--sessions",
+      "1",
+      "--messages",
+      "20",
+      "--size",
+      "1024",
+    ]);
+    if (!warm.ok) row.errors.push(`warm-up: ${warm.error}`);
+    await sleep(500);
+    const before = await s.gcMem();
+    if (before === null) {
+      row.errors.push("no full GC on this runtime");
+      return row;
+    }
+    const h = await holdIdle(s.port, IDLE_CONNECTIONS);
+    if (h.ok) {
+      await sleep(1000);
+      const after = await s.gcMem();
+      if (after !== null) {
+        row.rssKb = (after.rss - before.rss) / 1024 / IDLE_CONNECTIONS;
+        row.heapKb = (after.heapUsed - before.heapUsed) / 1024 /
+          IDLE_CONNECTIONS;
+        row.externalKb = (after.external - before.external) / 1024 /
+          IDLE_CONNECTIONS;
+      }
+    } else row.errors.push(`idle sessions: ${h.error}`);
+    await h.release();
+  } finally {
+    await s.stop();
+  }
+  return row;
+}
+
+/**
  * The memory bench: the bare runtime's RSS; then for every server a fresh
  * process: its idle RSS (1 s after READY), 20 warm-up messages, the RSS
  * delta with IDLE_CONNECTIONS idle sessions held open (after EHLO), and
@@ -994,11 +1072,26 @@ async function benchMemory() {
       );
     }
   }
+  const retained = new Map();
+  for (const [kind, rt] of specs) {
+    const r = await retainedOnce(kind, rt);
+    if (!r) continue;
+    retained.set(`${kind}@${rt}`, r);
+    log(
+      `  ${`${kind}@${rt}`.padEnd(20)} after a full GC: ${
+        fmt(r.rssKb, 1)
+      } KB RSS, ${fmt(r.heapKb, 2)} KB JS heap, ${
+        fmt(r.externalKb, 2)
+      } KB outside it per idle session` +
+        (r.errors.length ? ` (${r.errors.join("; ")})` : ""),
+    );
+  }
   const rows = [];
   for (const [kind, rt] of specs) {
     const xs = samples.get(`${kind}@${rt}`);
     if (xs.length === 0) continue;
     const row = { server: kind, runtime: rt, errors: [], spreads: {} };
+    row.retained = retained.get(`${kind}@${rt}`) ?? null;
     for (
       const f of [
         "idleRssKb",
@@ -1166,7 +1259,9 @@ function tables(engine, workloads, memory) {
       "### Memory",
       "",
       `Fresh process per server. Idle RSS: 1 s after it listens. Per idle session: RSS with ${IDLE_CONNECTIONS} sessions ` +
-        `held open after EHLO, minus RSS before them, ÷ ${IDLE_CONNECTIONS}. ${BIG_MB} MB message: peak RSS ` +
+        `held open after EHLO, minus RSS before them, ÷ ${IDLE_CONNECTIONS}; the same after a full GC before and ` +
+        `after (another fresh process, started with the GC exposed): RSS, the JS heap in use and the memory held ` +
+        `outside it (ArrayBuffers), what the sessions keep rather than garbage and heap room. ${BIG_MB} MB message: peak RSS ` +
         `(VmHWM, reset just before) minus RSS before. ${
           MEM_RUNS === 1
             ? "One fresh process each (`--mem-runs N` for medians)"
@@ -1175,9 +1270,9 @@ function tables(engine, workloads, memory) {
       "",
     );
     out.push(
-      `| server | runtime | bare runtime RSS MB | idle server RSS MB | idle − bare MB | KB per idle session | RSS before ${BIG_MB} MB message | peak during | growth MB | seconds |`,
+      `| server | runtime | bare runtime RSS MB | idle server RSS MB | idle − bare MB | KB per idle session | after a full GC: KB RSS / JS heap / outside the heap per idle session | RSS before ${BIG_MB} MB message | peak during | growth MB | seconds |`,
     );
-    out.push("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    out.push("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (const r of memory.rows) {
       const bare = memory.bare[r.runtime];
       const sp = r.spreads;
@@ -1185,15 +1280,22 @@ function tables(engine, workloads, memory) {
         `| ${r.server} | ${rtLabel(r.runtime)} | ${mb(bare)} | ${
           mbs(sp.idleRssKb)
         } | ${mbs(r.idleVsBare)} | ${ms(sp.perIdleKb, 1)} | ${
-          mbs(sp.beforeBigKb)
-        } | ${mbs(sp.bigPeakKb)} | ${mbs(sp.bigGrowthKb)} | ${
-          ms(sp.bigSeconds, 2)
-        } |` + (r.errors.length > 0 ? ` failed: ${r.errors.join("; ")}` : ""),
+          retainedCell(r.retained)
+        } | ${mbs(sp.beforeBigKb)} | ${mbs(sp.bigPeakKb)} | ${
+          mbs(sp.bigGrowthKb)
+        } | ${ms(sp.bigSeconds, 2)} |` +
+          (r.errors.length > 0 ? ` failed: ${r.errors.join("; ")}` : ""),
       );
     }
     out.push("");
   }
   return out;
+}
+
+/** The retained-memory cell of the memory table (retainedOnce), or "–". */
+function retainedCell(r) {
+  if (!r || r.rssKb === undefined) return r?.errors.join("; ") || "–";
+  return `${fmt(r.rssKb, 1)} / ${fmt(r.heapKb, 2)} / ${fmt(r.externalKb, 2)}`;
 }
 
 /**
@@ -1338,6 +1440,8 @@ function goals(workloads, memory) {
           rt === "bun" ? "" : " and ≤ 16"
         } | ${rt} | ${ms(a.spreads.perIdleKb, 1)} (smtp-server ${
           ms(b?.spreads.perIdleKb, 1)
+        }; after a full GC ${fmt(a.retained?.rssKb, 1)} vs ${
+          fmt(b?.retained?.rssKb, 1)
         }) | ${one(a.perIdleKb, limit)} |`,
       );
       out.push(

@@ -930,6 +930,13 @@ export class SmtpEngine {
   #readCommand(): SmtpEvent | null {
     const buf = this.#buf;
     const start = this.#pos;
+    if (start >= buf.length) {
+      // All read: let go of the chunk, which an idle session would
+      // otherwise keep (with the memory of the read it is a view of).
+      this.#buf = EMPTY;
+      this.#pos = 0;
+      return NEED_DATA;
+    }
     let from = start;
     let lf = -1;
     // A command ends only at CRLF; a bare LF is part of the line (and an error).
