@@ -16,6 +16,7 @@ import {
   decodeXtext,
   isDomainOrLiteral,
   type Mailbox,
+  type ParamsResult,
   parseParams,
   parsePath,
 } from "./address.ts";
@@ -173,6 +174,11 @@ const LF = 10;
 const DOT = 46;
 const EMPTY = new Uint8Array(0);
 const NEED_DATA: SmtpEvent = Object.freeze({ type: "need-data" });
+/** The parameters of a path without any (only read, never changed). */
+const NO_PARAMS: ParamsResult = Object.freeze({
+  ok: true,
+  params: new Map<string, string | true>(),
+});
 const ENCODER = new TextEncoder();
 // The fixed replies, formatted once.
 const SENDER_OK = formatReply(250, "2.1.0", "Sender OK");
@@ -1183,7 +1189,10 @@ export class SmtpEngine {
       );
       return null;
     }
-    const parsed = parseParams(arg.slice(path.end));
+    // Most paths have no parameters: no Map (and no result object) for them.
+    const parsed = path.end === arg.length
+      ? NO_PARAMS
+      : parseParams(arg.slice(path.end));
     if (!parsed.ok) {
       this.#fail(
         501,
