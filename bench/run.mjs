@@ -917,6 +917,21 @@ function resetPeak(pid) {
   }
 }
 
+/** The memory bench's warm-up: 20 messages of 1 KB on one session. */
+async function warmUpMemory(s, row) {
+  const warm = await runClient([
+    "--port",
+    String(s.port),
+    "--sessions",
+    "1",
+    "--messages",
+    "20",
+    "--size",
+    "1024",
+  ]);
+  if (!warm.ok) row.errors.push(`warm-up: ${warm.error}`);
+}
+
 /** One fresh server process through the memory measurements. */
 async function memoryOnce(kind, rt) {
   const [s] = await startAll([[kind, rt]]);
@@ -925,17 +940,7 @@ async function memoryOnce(kind, rt) {
   try {
     await sleep(1000);
     row.idleRssKb = s.mem().rss;
-    const warm = await runClient([
-      "--port",
-      String(s.port),
-      "--sessions",
-      "1",
-      "--messages",
-      "20",
-      "--size",
-      "1024",
-    ]);
-    if (!warm.ok) row.errors.push(`warm-up: ${warm.error}`);
+    await warmUpMemory(s, row);
     await sleep(500);
     row.beforeIdleKb = s.mem().rss;
     const h = await holdIdle(s.port, IDLE_CONNECTIONS);
@@ -987,17 +992,7 @@ async function retainedOnce(kind, rt) {
   }
   const row = { errors: [] };
   try {
-    const warm = await runClient([
-      "--port",
-      String(s.port),
-      "--sessions",
-      "1",
-      "--messages",
-      "20",
-      "--size",
-      "1024",
-    ]);
-    if (!warm.ok) row.errors.push(`warm-up: ${warm.error}`);
+    await warmUpMemory(s, row);
     await sleep(500);
     const before = await s.gcMem();
     if (before === null) {
