@@ -941,6 +941,7 @@ export class SmtpEngine {
       // otherwise keep (with the memory of the read it is a view of).
       this.#buf = EMPTY;
       this.#pos = 0;
+      this.#text?.release();
       return NEED_DATA;
     }
     let from = start;
@@ -1640,16 +1641,9 @@ export class SmtpEngine {
         }
         lineStart = false;
       }
-      // The next CR or LF. Bytes above CR are neither: the TextScanner passes
-      // over them a word at a time; other control characters one by one.
-      let q = p;
-      for (;;) {
-        q = text.skip(buf, q, len);
-        if (q >= len) break;
-        const b = buf[q];
-        if (b === CR || b === LF) break;
-        q++; // another control character (TAB, say)
-      }
+      // The next CR or LF (the TextScanner passes over the bytes above CR
+      // a word at a time).
+      const q = text.lineEnd(buf, p, len);
       if (q + 1 < len && buf[q] === CR && buf[q + 1] === LF) {
         p = q + 2;
         lineStart = true;
@@ -1790,14 +1784,7 @@ export class SmtpEngine {
     let span = p;
     for (;;) {
       // The next CR or LF (as #readBody finds it).
-      let q = p;
-      for (;;) {
-        q = text.skip(buf, q, end);
-        if (q >= end) break;
-        const b = buf[q];
-        if (b === CR || b === LF) break;
-        q++; // another control character (TAB, say)
-      }
+      const q = text.lineEnd(buf, p, end);
       if (q >= end) break;
       if (buf[q] === CR) {
         if (q + 1 < end) {
@@ -1891,20 +1878,37 @@ const HIGH_BITS = 0x80808080 | 0;
 const EMPTY_WORDS = new Int32Array(0);
 
 /**
- * Finds the next byte at or below CR in a body: text bytes (above CR) are
- * skipped a 32-bit word at a time, two words per step.
+ * Finds the next CR or LF in a body: text bytes (above CR) are skipped a
+ * 32-bit word at a time, two words per step, other control bytes one by one.
  * `(x - 0x0e0e0e0e) & ~x & 0x80808080` is non-zero exactly when some byte
  * of `x` is below 0x0e (the "has a byte less than n" test), whatever the
  * byte order. The word view covers the chunk's whole ArrayBuffer and is
- * kept for the next call on the same chunk (one per engine, so that it
- * holds no buffer the engine does not hold already).
+ * kept for the next call on the same chunk, and released with it (one per
+ * engine, so that it holds no buffer the engine does not hold already).
  */
 class TextScanner {
   #buffer: ArrayBufferLike | null = null;
   #words: Int32Array = EMPTY_WORDS;
 
+  /** The index of the first CR or LF in `buf[q, end)`, or `end`. */
+  lineEnd(buf: Uint8Array, q: number, end: number): number {
+    for (;;) {
+      q = this.#skip(buf, q, end);
+      if (q >= end) return end;
+      const b = buf[q];
+      if (b === CR || b === LF) return q;
+      q++; // another control character (TAB, say)
+    }
+  }
+
+  /** The engine let go of its chunk: so does the word view. */
+  release(): void {
+    this.#buffer = null;
+    this.#words = EMPTY_WORDS;
+  }
+
   /** The index of the first byte at or below CR in `buf[q, end)`, or `end`. */
-  skip(buf: Uint8Array, q: number, end: number): number {
+  #skip(buf: Uint8Array, q: number, end: number): number {
     if (end - q >= WORD_SCAN_MIN) {
       const off = buf.byteOffset;
       while (((off + q) & 3) !== 0) {
