@@ -178,7 +178,7 @@ function finish(st: SocketState | undefined): void {
 
 /**
  * `TlsOptions` as Bun wants them; `noTls12` is `node:crypto`'s
- * `constants.SSL_OP_NO_TLSv1_2`.
+ * `constants.SSL_OP_NO_TLSv1_2` (node_net's noTls12Option()).
  */
 function bunTls(o: TlsOptions, noTls12: number): BunTls {
   return {
@@ -415,9 +415,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   const unix = path !== undefined
     ? await (await import("./unix_path.ts")).UnixSocketFile.prepare(path)
     : null;
-  const noTls12 = nodeNet !== null
-    ? (await import("node:crypto")).constants.SSL_OP_NO_TLSv1_2
-    : 0;
+  const noTls12 = nodeNet !== null ? nodeNet.noTls12Option() : 0;
   let current: BunTls | null;
   try {
     current = nodeNet !== null

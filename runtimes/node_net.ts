@@ -81,6 +81,21 @@ function nodeTls(): Builtins {
   return builtins;
 }
 
+/**
+ * `SSL_OP_NO_TLSv1_2`, the secure option that makes TLS 1.3 the minimum
+ * (for the Bun shim, whose TLS has no minVersion). Not a public API.
+ *
+ * @example
+ * ```ts
+ * import { noTls12Option } from "./node_net.ts";
+ *
+ * const secureOptions = noTls12Option();
+ * ```
+ */
+export function noTls12Option(): number {
+  return nodeTls().crypto.constants.SSL_OP_NO_TLSv1_2;
+}
+
 function checkKeyPair(c: TlsCertificate, what: string): void {
   const { createPrivateKey, X509Certificate } = nodeTls().crypto;
   let cert: nodeCrypto.X509Certificate;
