@@ -582,10 +582,11 @@ function serverList() {
   return out;
 }
 
-async function startAll(specs) {
+/** Starts a server process per `[kind, runtime]` (ServerProc `options`: `gc`); those that fail are logged and left out. */
+async function startAll(specs, options = {}) {
   const servers = [];
   for (const [kind, rt] of specs) {
-    const s = new ServerProc(kind, rt);
+    const s = new ServerProc(kind, rt, options);
     try {
       await s.start();
       servers.push(s);
@@ -982,14 +983,8 @@ async function memoryOnce(kind, rt) {
  * the room the runtime grew its heap by; this is what the sessions hold.
  */
 async function retainedOnce(kind, rt) {
-  const s = new ServerProc(kind, rt, { gc: true });
-  try {
-    await s.start();
-  } catch (e) {
-    log(`  ${s.name} (GC exposed): ${e.message}`);
-    await s.stop().catch(() => {});
-    return null;
-  }
+  const [s] = await startAll([[kind, rt]], { gc: true });
+  if (!s) return null;
   const row = { errors: [] };
   try {
     await warmUpMemory(s, row);
