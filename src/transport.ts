@@ -7,7 +7,7 @@
  */
 
 import type { ProxyHeader } from "./proxy.ts";
-import { parseIp, stripMapped } from "./cidr.ts";
+import { formatIp, parseIp, stripMapped } from "./cidr.ts";
 
 /** A network address. */
 export interface NetAddress {
@@ -428,15 +428,18 @@ export interface Pausable {
 /**
  * The local address of every TCP connection accepted by a listener bound
  * to one IP address: that address, so that a shim need not ask the kernel
- * (getsockname) for each connection. `null` for a wildcard (`0.0.0.0`,
- * `::`) or a name, where each connection's own address must be asked. Not
- * a public API: the shims share it.
+ * (getsockname) for each connection; written as the kernel's answer would
+ * be (canonical IPv6 text, IPv4-mapped addresses as IPv4). `null` for a
+ * wildcard (`0.0.0.0`, `::`, `::ffff:0.0.0.0`) or a name, where each
+ * connection's own address must be asked. Not a public API: the shims
+ * share it.
  *
  * @example
  * ```ts
  * import { fixedLocalAddr } from "./transport.ts";
  *
  * fixedLocalAddr("127.0.0.1", 2525); // { hostname: "127.0.0.1", port: 2525 }
+ * fixedLocalAddr("0:0:0:0:0:0:0:1", 2525); // { hostname: "::1", port: 2525 }
  * fixedLocalAddr("0.0.0.0", 2525); // null
  * ```
  */
@@ -445,8 +448,10 @@ export function fixedLocalAddr(
   port: number,
 ): NetAddress | null {
   const ip = parseIp(hostname);
-  if (ip === null || ip.every((b) => b === 0)) return null;
-  return Object.freeze({ hostname: stripMapped(hostname), port });
+  if (ip === null) return null;
+  const text = stripMapped(formatIp(ip));
+  if (text === "0.0.0.0" || text === "::") return null;
+  return Object.freeze({ hostname: text, port });
 }
 
 /** Default {@link InputQueue} high-water mark. */

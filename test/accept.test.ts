@@ -14,6 +14,7 @@ import {
   type ListenFn,
 } from "../src/exports/transport.ts";
 import { listen as listenNode } from "../runtimes/node.ts";
+import { fixedLocalAddr } from "../src/transport.ts";
 
 /** Connects `n` times and resets each connection (SO_LINGER 0), from another process. */
 const RESETS = `
@@ -121,6 +122,35 @@ describe("accepting", () => {
       ]);
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe("fixedLocalAddr", () => {
+  it("gives one address as the kernel writes it", () => {
+    assert.deepEqual(fixedLocalAddr("127.0.0.1", 25), {
+      hostname: "127.0.0.1",
+      port: 25,
+    });
+    assert.deepEqual(fixedLocalAddr("0:0:0:0:0:0:0:1", 25), {
+      hostname: "::1",
+      port: 25,
+    });
+    assert.deepEqual(fixedLocalAddr("2001:DB8::0001", 25), {
+      hostname: "2001:db8::1",
+      port: 25,
+    });
+    assert.deepEqual(fixedLocalAddr("::ffff:192.0.2.1", 25), {
+      hostname: "192.0.2.1",
+      port: 25,
+    });
+  });
+
+  it("gives null for a wildcard or a name (each connection is asked)", () => {
+    for (
+      const h of ["0.0.0.0", "::", "::ffff:0.0.0.0", "localhost", "fe80::1%lo"]
+    ) {
+      assert.equal(fixedLocalAddr(h, 25), null, h);
     }
   });
 });
