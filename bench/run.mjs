@@ -96,13 +96,13 @@ const DEFAULT_SELECTION = PARTS.length === ALL_PARTS.length &&
   WORKLOAD_NAMES.length === ALL_WORKLOADS.length;
 const LOAD_TIMEOUT = FULL ? 900_000 : 120_000;
 const IDLE_CONNECTIONS = 1000;
-/** Fresh server processes per server in the memory bench (median of them). */
 /** Runtime flags that expose a full GC to bench/control.mjs (Bun has Bun.gc). */
 const GC_FLAGS = {
   deno: ["--v8-flags=--expose-gc"],
   node20: ["--expose-gc"],
   node24: ["--expose-gc"],
 };
+/** Fresh server processes per server in the memory bench (median of them). */
 const MEM_RUNS = Math.max(1, Number(value("mem-runs")) || (FULL ? 3 : 1));
 /** Other processes' CPU (cores) above which a part is flagged noisy. */
 const NOISY_CORES = 0.25;
