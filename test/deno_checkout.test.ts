@@ -2,9 +2,9 @@
 // program outside the checkout that imports its mod.ts and src/testing.ts
 // by path. The checkout's deno.json (its import map) does not apply to
 // such a program, yet it type-checks (`deno test` checks by default) and
-// parses messages, through serve() and through createTestInbox(). Runs
-// from every runtime: the program runs under node_modules/.bin/deno in a
-// temporary folder.
+// parses messages through serve() (message.parse(), and src/webhook.ts)
+// and through createTestInbox(). Runs from every runtime: the program runs
+// under node_modules/.bin/deno in a temporary folder.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, realpathSync, rmSync, writeFileSync } from "node:fs";
@@ -23,6 +23,7 @@ function program(checkout: string): string {
 import assert from "node:assert/strict";
 import { serve } from "${checkout}/mod.ts";
 import { createTestInbox } from "${checkout}/src/testing.ts";
+import { webhookPayload } from "${checkout}/src/webhook.ts";
 
 /** Sends one message over plain SMTP; resolves with the reply to the body. */
 async function send(port: number, subject: string, text: string): Promise<string> {
@@ -64,13 +65,14 @@ async function send(port: number, subject: string, text: string): Promise<string
   }
 }
 
-Deno.test("serve(): message.parse() gives the subject and the text", async () => {
-  const parsed: { subject?: string; text?: string }[] = [];
+Deno.test("serve(): message.parse() and webhookPayload() give the subject and the text", async () => {
+  const parsed: { subject?: string | null; text?: string | null }[] = [];
   const server = await serve({
     hostname: "127.0.0.1",
     port: 0,
     async onMessage(message) {
       parsed.push(await message.parse());
+      parsed.push(await webhookPayload(message, await message.bytes()));
     },
   });
   try {
@@ -78,9 +80,11 @@ Deno.test("serve(): message.parse() gives the subject and the text", async () =>
   } finally {
     await server.close();
   }
-  assert.equal(parsed.length, 1);
-  assert.equal(parsed[0].subject, "Via serve");
-  assert.equal(parsed[0].text, "Body one\\n");
+  assert.equal(parsed.length, 2);
+  for (const email of parsed) {
+    assert.equal(email.subject, "Via serve");
+    assert.equal(email.text, "Body one\\n");
+  }
 });
 
 Deno.test("createTestInbox(): the message arrives parsed", async () => {
