@@ -65,12 +65,18 @@ async function load(): Promise<PostalMimeParser> {
     throw new Error(
       `Cannot load postal-mime to parse the message: ${describe(first)}; ` +
         `as npm:postal-mime@^4.0.0: ${describe(second)}`,
-      { cause: first },
+      {
+        cause: new AggregateError(
+          [first, second],
+          "postal-mime by its bare name, then as npm:postal-mime@^4.0.0",
+        ),
+      },
     );
   }
 }
 
-/** An error's message (or the thrown value as text). */
+/** The first line of an error's message (or of the thrown value as text). */
 function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  const text = err instanceof Error ? err.message : String(err);
+  return text.split(/\r\n|\r|\n/, 1)[0];
 }

@@ -390,13 +390,14 @@ export async function createTestInbox(
         await turn;
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
-        const line = `${
-          describeEnvelope(message.from, message.to)
-        }: refused with 451, cannot parse: ${reason}`;
-        refused.push(line);
+        const envelope = describeEnvelope(message.from, message.to);
+        refused.push(`${envelope}: refused with 451, cannot parse: ${reason}`);
         // Not a refusal the test asked for: say why, where the test's
         // output shows it, and in the reply the code under test gets.
-        console.error(`smtpd/testing: ${line}`, err);
+        console.error(
+          `smtpd/testing: ${envelope}: refused with 451, cannot parse the message:`,
+          err,
+        );
         const reply = new SmtpError(
           451,
           "4.3.0",
