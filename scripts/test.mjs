@@ -101,6 +101,14 @@ if (!skipChecks) {
       "bench/",
       "examples/",
     ]],
+    // Every @example type-checks (deno doc --lint does not look inside).
+    ["deno check --doc-only", deno, [
+      "check",
+      "--doc-only",
+      "mod.ts",
+      "src/",
+      "runtimes/",
+    ]],
     ["deno lint", deno, ["lint"]],
     // Each entry point on its own: its docs must be complete by themselves
     // (JSR shows one page per entry point).

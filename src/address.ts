@@ -87,7 +87,7 @@ function isIPv6(s: string): boolean {
  *
  * @example
  * ```ts
- * import { isDomainOrLiteral } from "@smtpd/smtpd";
+ * import { isDomainOrLiteral } from "@smtpd/smtpd/engine";
  *
  * isDomainOrLiteral("mail.example.org", false); // true
  * isDomainOrLiteral("[IPv6:::1]", false); // true
@@ -122,7 +122,7 @@ function utf8Length(s: string): number {
  *
  * @example
  * ```ts
- * import { parsePath } from "@smtpd/smtpd";
+ * import { parsePath } from "@smtpd/smtpd/engine";
  *
  * const r = parsePath("<a@example.org> SIZE=10", 0, {
  *   allowNull: true,
@@ -220,7 +220,7 @@ const VALUE = /^[^\x00-\x20=\x7f]+$/;
  *
  * @example
  * ```ts
- * import { parseParams } from "@smtpd/smtpd";
+ * import { parseParams } from "@smtpd/smtpd/engine";
  *
  * const r = parseParams(" SIZE=1000 BODY=8BITMIME");
  * if (r.ok) console.log(r.params.get("SIZE")); // "1000"
@@ -252,7 +252,7 @@ export function parseParams(rest: string): ParamsResult {
  *
  * @example
  * ```ts
- * import { decodeXtext } from "@smtpd/smtpd";
+ * import { decodeXtext } from "@smtpd/smtpd/engine";
  *
  * decodeXtext("a+2Bb"); // "a+b"
  * ```

@@ -199,7 +199,8 @@ function sameText(
  *
  * @example
  * ```ts
- * import { checkAuth, type Session } from "@smtpd/smtpd";
+ * import type { Session } from "@smtpd/smtpd";
+ * import { checkAuth } from "./auth.ts";
  *
  * declare const session: Session;
  * const ok = await checkAuth(

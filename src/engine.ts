@@ -244,7 +244,7 @@ const XOAUTH2_FAILURE = encodeBase64Text('{"status":"401","schemes":"bearer"}');
  *
  * @example
  * ```ts
- * import { SmtpEngine } from "@smtpd/smtpd";
+ * import { SmtpEngine } from "@smtpd/smtpd/engine";
  *
  * const engine = new SmtpEngine({ serverName: "mx.example.org" });
  * const enc = new TextEncoder();
@@ -697,7 +697,7 @@ export class SmtpEngine {
    *
    * @example
    * ```ts
-   * import { SmtpEngine, SmtpError } from "@smtpd/smtpd";
+   * import { SmtpEngine, SmtpError } from "@smtpd/smtpd/engine";
    *
    * const engine = new SmtpEngine({ lmtp: true });
    * // ... on a message-end event with two recipients:

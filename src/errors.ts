@@ -74,7 +74,7 @@ export class SmtpError extends Error {
  *
  * @example
  * ```ts
- * import { formatReply } from "@smtpd/smtpd";
+ * import { formatReply } from "@smtpd/smtpd/engine";
  *
  * formatReply(250, "2.1.0", "OK"); // "250 2.1.0 OK\r\n"
  * ```

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Email as PostalMimeEmail } from "postal-mime";
+import { type Email as PostalMimeEmail, PostalMime } from "./email.ts";
 import type { Mailbox } from "./address.ts";
 import type { BodyType, MailParams, Recipient } from "./engine.ts";
 import type { SmtpError } from "./errors.ts";
@@ -434,11 +434,7 @@ export class IncomingMessage implements Message {
   }
 
   async parse(): Promise<Email> {
-    const [{ default: PostalMime }, body] = await Promise.all([
-      import("postal-mime"),
-      this.bytes(),
-    ]);
-    return PostalMime.parse(body);
+    return PostalMime.parse(await this.bytes());
   }
 }
 

@@ -20,7 +20,7 @@ export type BareLineEndingPolicy = "reject" | "normalize";
  *
  * @example
  * ```ts
- * import { SmtpEngine } from "@smtpd/smtpd";
+ * import { SmtpEngine } from "@smtpd/smtpd/engine";
  *
  * const engine = new SmtpEngine({ serverName: "mx.example.org", maxRecipients: 50 });
  * ```
@@ -100,7 +100,7 @@ export type ResolvedEngineOptions = Required<EngineOptions>;
  *
  * @example
  * ```ts
- * import { ENGINE_DEFAULTS } from "@smtpd/smtpd";
+ * import { ENGINE_DEFAULTS } from "@smtpd/smtpd/engine";
  *
  * console.log(ENGINE_DEFAULTS.maxLineLength); // 512
  * ```
@@ -141,7 +141,7 @@ const ENGINE_KEYS: ReadonlySet<string> = new Set(Object.keys(ENGINE_DEFAULTS));
  *
  * @example
  * ```ts
- * import { limitOption } from "@smtpd/smtpd";
+ * import { limitOption } from "@smtpd/smtpd/engine";
  *
  * limitOption("maxRecipients", undefined, 100); // 100
  * limitOption("maxRecipients", 0, 100); // throws TypeError
@@ -261,7 +261,7 @@ export function isSharedEngineOptions(
  *
  * @example
  * ```ts
- * import { resolveEngineOptions } from "@smtpd/smtpd";
+ * import { resolveEngineOptions } from "@smtpd/smtpd/engine";
  *
  * resolveEngineOptions({ maxMessageSize: 1024 }).maxMessageSize; // 1024
  * ```

@@ -22,7 +22,10 @@
  *   "PROXY TCP4 192.0.2.1 198.51.100.1 56324 25\r\nEHLO client.example\r\n",
  * );
  * const result = parseProxyHeader(bytes);
- * if (result.status === "ok" && result.header.family === "tcp4") {
+ * if (
+ *   result.status === "ok" && result.header.command === "proxy" &&
+ *   result.header.family === "tcp4"
+ * ) {
  *   result.header.source; // { address: "192.0.2.1", port: 56324 }
  *   bytes.subarray(result.length); // "EHLO client.example\r\n"
  * }

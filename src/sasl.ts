@@ -66,7 +66,7 @@ const ENC = new TextEncoder();
  *
  * @example
  * ```ts
- * import { decodeBase64Text } from "@smtpd/smtpd";
+ * import { decodeBase64Text } from "@smtpd/smtpd/engine";
  *
  * decodeBase64Text("dXNlcg=="); // "user"
  * decodeBase64Text("not base64!"); // null
@@ -89,7 +89,7 @@ export function decodeBase64Text(s: string): string | null {
  *
  * @example
  * ```ts
- * import { encodeBase64Text } from "@smtpd/smtpd";
+ * import { encodeBase64Text } from "@smtpd/smtpd/engine";
  *
  * encodeBase64Text("Username:"); // "VXNlcm5hbWU6"
  * ```
@@ -106,7 +106,7 @@ export function encodeBase64Text(s: string): string {
  *
  * @example
  * ```ts
- * import { SaslExchange } from "@smtpd/smtpd";
+ * import { SaslExchange } from "@smtpd/smtpd/engine";
  *
  * const x = new SaslExchange("PLAIN", "<1.2@mx>");
  * const step = x.start("\0user\0secret");

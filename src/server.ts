@@ -2124,7 +2124,7 @@ class SmtpServer implements Server {
  *
  * @example
  * ```ts
- * import { createServer } from "@smtpd/smtpd";
+ * import { createServer } from "@smtpd/smtpd/transport";
  * import { listen } from "@smtpd/smtpd/node";
  *
  * const server = await createServer(listen, "node", { port: 0 });

@@ -389,18 +389,22 @@ export async function createTestInbox(
       try {
         await turn;
       } catch (err) {
-        refused.push(
-          `${
-            describeEnvelope(message.from, message.to)
-          }: refused with 451, cannot parse: ${
-            err instanceof Error ? err.message : String(err)
-          }`,
+        const reason = err instanceof Error ? err.message : String(err);
+        const envelope = describeEnvelope(message.from, message.to);
+        refused.push(`${envelope}: refused with 451, cannot parse: ${reason}`);
+        // Not a refusal the test asked for: say why, where the test's
+        // output shows it, and in the reply the code under test gets.
+        console.error(
+          `smtpd/testing: ${envelope}: refused with 451, cannot parse the message:`,
+          err,
         );
-        throw new SmtpError(
+        const reply = new SmtpError(
           451,
           "4.3.0",
-          "Test inbox cannot parse the message",
+          `Test inbox cannot parse the message: ${firstLine(reason)}`,
         );
+        reply.cause = err;
+        throw reply;
       }
     },
   };
@@ -605,6 +609,12 @@ function describeMail(m: ReceivedMail): string {
   return `${describeEnvelope(m.from, m.to)}: ${
     m.subject === undefined ? "(no subject)" : JSON.stringify(m.subject)
   }`;
+}
+
+/** The first line of a text, at most 200 characters (for a reply). */
+function firstLine(text: string): string {
+  const line = text.split(/\r\n|\r|\n/, 1)[0];
+  return line.length <= 200 ? line : `${line.slice(0, 197)}...`;
 }
 
 function describeEnvelope(from: string, to: readonly string[]): string {

@@ -53,7 +53,7 @@ export interface TlsInfo {
  *
  * @example
  * ```ts
- * import type { Connection } from "@smtpd/smtpd";
+ * import type { Connection } from "@smtpd/smtpd/transport";
  *
  * async function echoOnce(conn: Connection): Promise<void> {
  *   const reader = conn.readable.getReader();
@@ -122,7 +122,7 @@ export interface Connection {
  *
  * @example
  * ```ts
- * import type { Listener } from "@smtpd/smtpd";
+ * import type { Listener } from "@smtpd/smtpd/transport";
  *
  * async function acceptAll(listener: Listener): Promise<void> {
  *   for await (const conn of listener) conn.close();
@@ -275,7 +275,7 @@ function checkPem(value: unknown, what: string, label: string): string {
  *
  * @example
  * ```ts
- * import { checkTlsOptions } from "@smtpd/smtpd";
+ * import { checkTlsOptions } from "@smtpd/smtpd/transport";
  *
  * try {
  *   checkTlsOptions({ key: "", cert: "" });
@@ -339,7 +339,7 @@ export function checkTlsOptions(tls: unknown, what = "tls"): TlsOptions {
  *
  * @example
  * ```ts
- * import { matchServerName } from "@smtpd/smtpd";
+ * import { matchServerName } from "@smtpd/smtpd/transport";
  *
  * const table = new Map([["*.example.org", 1], ["example.org", 2]]);
  * matchServerName(table, "MX.example.org"); // 1
@@ -368,7 +368,7 @@ export type ListenFn = (options: ListenOptions) => Promise<Listener>;
  *
  * @example
  * ```ts
- * import { ConnectionQueue } from "@smtpd/smtpd";
+ * import { ConnectionQueue } from "@smtpd/smtpd/transport";
  *
  * const queue = new ConnectionQueue();
  * queue.close();

@@ -25,8 +25,7 @@
  * @module
  */
 
-import PostalMime from "postal-mime";
-import type { Address } from "postal-mime";
+import { type Address, PostalMime } from "./email.ts";
 import { SmtpError } from "./errors.ts";
 
 /**

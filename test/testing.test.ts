@@ -362,6 +362,49 @@ describe("test inbox", () => {
     assert.equal((await inbox.waitFor()).subject, "retry me");
   });
 
+  it("a message that does not parse gets a 451 that says why, printed with its cause", async () => {
+    inbox.clear();
+    // Deeper MIME nesting than postal-mime parses (256 levels).
+    let raw = "From: x@example.org\r\nSubject: too deep\r\n";
+    for (let i = 0; i < 300; i++) {
+      raw +=
+        `Content-Type: multipart/mixed; boundary="b${i}"\r\n\r\n--b${i}\r\n`;
+    }
+    raw += "Content-Type: text/plain\r\n\r\nhi\r\n";
+    const printed: unknown[][] = [];
+    const consoleError = console.error;
+    console.error = (...args: unknown[]) => void printed.push(args);
+    try {
+      await assert.rejects(
+        nodemailerSend({ port: inbox.port }, {
+          envelope: { from: "x@example.org", to: ["y@example.org"] },
+          raw,
+        }),
+        (err: { responseCode?: number; response?: string }) => {
+          assert.equal(err.responseCode, 451);
+          assert.equal(
+            err.response,
+            "451 4.3.0 Test inbox cannot parse the message: Maximum MIME nesting depth of 256 levels exceeded",
+          );
+          return true;
+        },
+      );
+    } finally {
+      console.error = consoleError;
+    }
+    assert.equal(printed.length, 1);
+    assert.equal(
+      printed[0][0],
+      "smtpd/testing: x@example.org → y@example.org: refused with 451, cannot parse the message:",
+    );
+    assert.ok(printed[0][1] instanceof Error);
+    assert.equal(
+      printed[0][1].message,
+      "Maximum MIME nesting depth of 256 levels exceeded",
+    );
+    assert.equal(inbox.messages.length, 0);
+  });
+
   it("checks its options and arguments", async () => {
     await assert.rejects(
       // @ts-expect-error: not an option

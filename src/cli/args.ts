@@ -108,7 +108,7 @@ Signals: SIGINT and SIGTERM stop the server gracefully.`;
  *
  * @example
  * ```ts
- * import { parseCliArgs } from "@smtpd/smtpd/cli";
+ * import { parseCliArgs } from "./args.ts";
  *
  * const command = parseCliArgs(["--port", "2525"]);
  * if (command.command === "serve") console.log(command.options.port); // 2525
@@ -184,7 +184,7 @@ export interface CliOptions {
  *
  * @example
  * ```ts
- * import { parseCliArgs } from "@smtpd/smtpd/cli";
+ * import { parseCliArgs } from "./args.ts";
  *
  * parseCliArgs(["hash-password", "alice"]); // { command: "hash-password", user: "alice" }
  * ```
@@ -201,7 +201,7 @@ export type CliCommand =
  *
  * @example
  * ```ts
- * import { CliError } from "@smtpd/smtpd/cli";
+ * import { CliError } from "./args.ts";
  *
  * const error = new CliError("--port", "must be a number from 0 to 65535");
  * console.log(error.message); // "--port: must be a number from 0 to 65535"
@@ -411,7 +411,7 @@ function defaultServerName(): string {
  *
  * @example
  * ```ts
- * import { parseCliArgs } from "@smtpd/smtpd/cli";
+ * import { parseCliArgs } from "./args.ts";
  *
  * const c = parseCliArgs(["--port", "0", "--maildir", "/tmp/mail", "--log", "json"]);
  * // { command: "serve", options: { port: 0, maildir: "/tmp/mail", log: "json", ... } }

@@ -80,7 +80,7 @@ function parseScryptHash(text: string): ScryptHash {
  *
  * @example
  * ```ts
- * import { hashPassword } from "@smtpd/smtpd/cli";
+ * import { hashPassword } from "./password.ts";
  *
  * const line = `alice:${await hashPassword("correct horse")}`;
  * ```
@@ -103,7 +103,7 @@ export async function hashPassword(password: string): Promise<string> {
  *
  * @example
  * ```ts
- * import { hashPassword, verifyPassword } from "@smtpd/smtpd/cli";
+ * import { hashPassword, verifyPassword } from "./password.ts";
  *
  * const hash = await hashPassword("secret");
  * await verifyPassword("secret", hash); // true
@@ -136,7 +136,7 @@ export async function verifyPassword(
  *
  * @example
  * ```ts
- * import { parseAuthFile } from "@smtpd/smtpd/cli";
+ * import { parseAuthFile } from "./password.ts";
  *
  * const users = parseAuthFile(
  *   "# users\nalice:$scrypt$N=16384,r=8,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g\n",
@@ -197,7 +197,7 @@ let dummyHash: Promise<string> | null = null;
  *
  * @example
  * ```ts
- * import { checkCredentials, hashPassword } from "@smtpd/smtpd/cli";
+ * import { checkCredentials, hashPassword } from "./password.ts";
  *
  * const users = new Map([["alice", await hashPassword("secret")]]);
  * await checkCredentials(users, "alice", "secret"); // true
