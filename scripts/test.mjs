@@ -20,6 +20,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { childEnv, denoDocFilter } from "./output.mjs";
 import { packCopy, restoreManifest } from "./pack.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -68,20 +69,13 @@ function findNode24() {
 }
 const node24 = findNode24();
 
-// No colours: NO_COLOR, and no FORCE_COLOR at all (Deno and Bun take any
-// value of it, "0" too, as "force").
-const env = { ...process.env, NO_COLOR: "1" };
-delete env.FORCE_COLOR;
+const env = childEnv(process.env);
 
-// deno doc (2.9) resolves the `/// <reference path="zlib.d.ts" />` lines
-// of @types/node's index.d.ts as package names and warns once per line
-// (59 per entry point, each with an "at" line): deno check resolves them
-// fine. These warnings, and no others, are counted instead of printed.
-const DOC_NOISE =
-  /^Warning Failed resolving types\. Could not find package '[\w./-]+' from referrer '[^']*\/node_modules\/@types\/node\/[^']*'\.?$/;
-const DOC_NOISE_AT = /^\s+at file:\/\/\S*\/node_modules\/@types\/node\/\S+$/;
-
-function run(label, cmd, cmdArgs, extraEnv = {}, { hide = null } = {}) {
+/**
+ * Runs a step, its output passed through (through a filter made by
+ * `filter()` when given), and resolves with its exit code and output.
+ */
+function run(label, cmd, cmdArgs, extraEnv = {}, { filter = null } = {}) {
   return new Promise((resolve) => {
     console.log(`\n=== ${label}: ${[cmd, ...cmdArgs].join(" ")}`);
     const child = spawn(cmd, cmdArgs, {
@@ -90,29 +84,20 @@ function run(label, cmd, cmdArgs, extraEnv = {}, { hide = null } = {}) {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
-    let hidden = 0;
+    const filters = [];
     const pass = (stream) => {
-      if (hide === null) return (d) => d !== null && stream.write(d);
+      if (filter === null) return (d) => d !== null && stream.write(d);
+      const f = filter();
+      filters.push(f);
       let partial = "";
-      let after = false;
       return (d) => {
         if (d === null) { // the end: what is left of a last line
-          if (partial !== "") stream.write(partial + "\n");
+          if (partial !== "" && f.keep(partial)) stream.write(partial + "\n");
           return;
         }
         const lines = (partial + d).split("\n");
         partial = lines.pop();
-        for (const line of lines) {
-          const plain = strip(line);
-          if (hide.test(plain)) {
-            hidden++;
-            after = true;
-          } else if (after && DOC_NOISE_AT.test(plain)) after = false;
-          else {
-            after = false;
-            stream.write(line + "\n");
-          }
-        }
+        for (const line of lines) if (f.keep(line)) stream.write(line + "\n");
       };
     };
     const onOut = pass(process.stdout);
@@ -126,16 +111,10 @@ function run(label, cmd, cmdArgs, extraEnv = {}, { hide = null } = {}) {
       onErr(d);
     });
     child.on("close", (code) => {
-      if (hide !== null) {
-        onOut(null);
-        onErr(null);
-      }
-      if (hidden > 0) {
-        console.log(
-          `(${hidden} warnings of deno doc about @types/node's own files not shown)`,
-        );
-      }
-      resolve({ code, out });
+      onOut(null);
+      onErr(null);
+      const hidden = filters.reduce((n, f) => n + f.hidden, 0);
+      resolve({ code, out, hidden });
     });
   });
 }
@@ -188,16 +167,23 @@ if (!skipChecks) {
       "doc",
       "--lint",
       entry,
-    ], { hide: DOC_NOISE }]),
+    ], { filter: denoDocFilter }]),
     ["deno fmt", deno, ["fmt", "--check"]],
     ["deno publish --dry-run", deno, ["publish", "--dry-run", "--allow-dirty"]],
     ["tsup build", process.execPath, [join(root, "scripts", "build.mjs")]],
   ];
   let built = true;
+  let hidden = 0;
   for (const [label, cmd, a, opts] of checks) {
     const r = await run(label, cmd, a, {}, opts);
     if (r.code !== 0) failures.push(`${label} exited ${r.code}`);
     if (r.code !== 0 && label === "tsup build") built = false;
+    hidden += r.hidden;
+  }
+  if (hidden > 0) {
+    console.log(
+      `\n(deno doc: ${hidden} warnings about @types/node's own files not shown; see scripts/output.mjs)`,
+    );
   }
   if (built) {
     // What `npm pack` makes of it (in a copy: the checkout is left alone).

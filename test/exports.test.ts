@@ -230,6 +230,23 @@ describe("npm ci", () => {
     assert.deepEqual(bad, []);
   });
 
+  it("runs the install scripts bun needs and warns about none: allowScripts names each", () => {
+    // npm 11 skips an install script that allowScripts does not approve,
+    // and warns; Bun does not start without its own.
+    const withScript = Object.entries(lock.packages)
+      .filter(([, p]) => (p as { hasInstallScript?: boolean }).hasInstallScript)
+      .map(([path]) => path.replace(/^.*node_modules\//, ""));
+    assert.ok(withScript.includes("bun"));
+    for (const name of withScript) {
+      assert.equal(
+        typeof pkg.allowScripts?.[name],
+        "boolean",
+        `allowScripts decides on ${name}`,
+      );
+    }
+    assert.equal(pkg.allowScripts.bun, true, "bun's script runs");
+  });
+
   it("brings Node 24 for the tests through a dev-only package, not the published one", () => {
     assert.equal(pkg.optionalDependencies, undefined);
     assert.equal(
