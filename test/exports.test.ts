@@ -23,6 +23,7 @@ import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 import { cli, library } from "../tsup.config.ts";
 import { packCopy } from "../scripts/pack.mjs";
+import { RUNTIME } from "./helpers/run.ts";
 
 const root = new URL("../", import.meta.url);
 const ROOT = fileURLToPath(root);
@@ -59,13 +60,6 @@ const subpaths = Object.keys(denoLibrary).map((k) =>
 );
 
 type Packed = Awaited<ReturnType<typeof packCopy>>;
-
-const g = globalThis as { Deno?: unknown; Bun?: unknown };
-const RUNTIME = g.Deno !== undefined
-  ? "deno"
-  : g.Bun !== undefined
-  ? "bun"
-  : "node";
 
 function run(
   cmd: string,
