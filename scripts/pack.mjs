@@ -2,7 +2,8 @@
 // What `npm pack` and `npm publish` put in the package's package.json: the
 // checkout's, without what only the checkout needs. A user who installs
 // smtpd gets postal-mime and nothing else: no devDependencies (Deno, Bun,
-// TypeScript, ...), no Node 24 for the tests (scripts/node24), no scripts.
+// TypeScript, ...), no Node 24 for the tests (scripts/node24), no scripts,
+// no allowScripts (the checkout's policy on its dependencies' scripts).
 //
 // npm reads package.json from disk when it packs, and `npm publish` reads
 // it again after packing (for the registry's metadata), so the lifecycle
@@ -15,8 +16,10 @@
 //   postpublish  puts it back after `npm publish` (the one script the
 //                slim package.json keeps, since npm runs the scripts of
 //                the file it re-read).
-// A pack or publish that died half-way leaves the slim file: the next
-// pack, build (scripts/build.mjs) or `npm test` puts the full one back.
+// A pack or publish that died half-way (a publish refused by the registry,
+// say) leaves the slim file, without the checkout's scripts: the next pack,
+// `node scripts/build.mjs`, `node scripts/test.mjs` or
+// `node scripts/pack.mjs restore` puts the full one back.
 //
 // Also used by scripts/test.mjs and test/exports.test.ts: packCopy() packs
 // a copy of the package in a temporary folder, the way npm packs it, and
@@ -97,6 +100,7 @@ function writeSlimManifest(root) {
 /**
  * @typedef {object} Packed
  * @property {string} tarball the .tgz's path
+ * @property {string} copy the copy of the package it was packed from
  * @property {number} size bytes packed
  * @property {number} unpackedSize bytes unpacked
  * @property {string[]} files the paths in the tarball, sorted
@@ -151,6 +155,7 @@ export async function packCopy(root, dir) {
   const info = JSON.parse(out.slice(out.indexOf("[")))[0];
   return {
     tarball: join(dir, info.filename),
+    copy,
     size: info.size,
     unpackedSize: info.unpackedSize,
     files: info.files.map((/** @type {{ path: string }} */ f) => f.path)
@@ -175,10 +180,18 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     writeSlimManifest(root);
   } else if (step === "postpack") {
     if (process.env.npm_command !== "publish") restoreManifest(root);
+    else {
+      console.error(
+        "pack: package.json is the published one until npm publish ends; " +
+          "if it fails, `node scripts/pack.mjs restore` puts the checkout's back",
+      );
+    }
   } else if (step === "postpublish" || step === "restore") {
     restoreManifest(root);
   } else {
-    console.error("Usage: node scripts/pack.mjs prepack|postpack|postpublish");
+    console.error(
+      "Usage: node scripts/pack.mjs prepack|postpack|postpublish|restore",
+    );
     process.exit(2);
   }
 }

@@ -329,6 +329,17 @@ describe("npm pack", () => {
     assert.equal(manifest.version, pkg.version);
   });
 
+  it("npm pack puts back the package.json it packed from", { skip }, () => {
+    assert.equal(
+      readFileSync(join(packed.copy, "package.json"), "utf8"),
+      readFileSync(new URL("package.json", root), "utf8"),
+    );
+    assert.equal(
+      existsSync(join(packed.copy, ".tmp", "package.json.full")),
+      false,
+    );
+  });
+
   it(
     "ships the build, the README and the licence, and nothing else",
     { skip },
