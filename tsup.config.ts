@@ -64,13 +64,17 @@ const cli: Options = {
         const entry = entryFiles.get(path);
         if (entry) return { path: entry, external: true };
         if (path.startsWith(cliDir + "/")) return undefined;
+        // A value the CLI needs from library code that no entry point
+        // exports would come into the bundle as a second copy. (So would
+        // `import { type T } from`: with verbatimModuleSyntax it keeps the
+        // import for its side effects; `import type` does not.)
         return {
           errors: [{
             text: `The CLI imports ${
               relative(root, path)
             }, which is not a library entry point: import it from one (${
               [...entryFiles.keys()].map((p) => relative(root, p)).join(", ")
-            })`,
+            }), exporting it there if need be; for types only, write \`import type\``,
           }],
         };
       });
