@@ -17,7 +17,13 @@ import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import { listen } from "./node_net.ts";
 
 export * from "../src/exports/runtime.ts";
-export { listen, loadTlsOptions, TlsConfig, wrapSocket } from "./node_net.ts";
+export {
+  hasReusePort,
+  listen,
+  loadTlsOptions,
+  TlsConfig,
+  wrapSocket,
+} from "./node_net.ts";
 
 /**
  * Starts an SMTP server on Node's `node:net` / `node:tls`.

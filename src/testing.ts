@@ -238,7 +238,7 @@ export interface WaitOptions {
  * assert.equal(inbox.messages.length, 0);
  * ```
  */
-export interface TestInbox {
+export interface TestInbox extends TestInboxDispose {
   /** The address the inbox listens on, for the code under test. */
   readonly hostname: string;
   /** The bound port (a free one unless `port` was given). */
@@ -276,9 +276,28 @@ export interface TestInbox {
   clear(): void;
   /** Stops the server and rejects pending waits. Safe to call twice. */
   close(): Promise<void>;
-  /** Same as `close()`, for `await using inbox = await createTestInbox()`. */
-  [Symbol.asyncDispose](): Promise<void>;
 }
+
+/**
+ * A {@link TestInbox}'s `[Symbol.asyncDispose]()`: the same as `close()`,
+ * for `await using inbox = await createTestInbox()`. It is in the type
+ * where the project's TypeScript library knows `Symbol.asyncDispose`
+ * (`lib: ["esnext"]` or `"esnext.disposable"`, or @types/node), and left
+ * out where it does not (`lib: ["es2022", "dom"]`), so that such a project
+ * compiles too; the inbox has the method either way.
+ *
+ * @example
+ * ```ts
+ * import { createTestInbox } from "@smtpd/smtpd/testing";
+ *
+ * await using inbox = await createTestInbox();
+ * console.log(`send to ${inbox.hostname}:${inbox.port}`);
+ * ```
+ */
+export type TestInboxDispose = SymbolConstructor extends {
+  readonly asyncDispose: infer S extends symbol;
+} ? { [K in S]: () => Promise<void> }
+  : Record<never, never>;
 
 const DEFAULT_TIMEOUT = 5000;
 const DEFAULT_MAX_MESSAGE_SIZE = 100 * 1024 * 1024;

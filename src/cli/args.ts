@@ -7,7 +7,7 @@
 
 import * as os from "node:os";
 import { parseArgs } from "node:util";
-import { CidrSet } from "../cidr.ts";
+import { CidrSet } from "../exports/transport.ts";
 
 /**
  * The version of smtpd (the same as in `package.json` and `deno.json`).

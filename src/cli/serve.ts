@@ -14,10 +14,9 @@
 import { open, unlink } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import process from "node:process";
-import { serve } from "../../mod.ts";
+import { serve, SmtpError } from "../../mod.ts";
 import type { Message } from "../message.ts";
 import type { ServeOptions, Server } from "../server.ts";
-import { SmtpError } from "../errors.ts";
 import type { DeliverableMessage, Delivery, Maildir } from "../maildir.ts";
 import { postWebhook, webhookPayload } from "../webhook.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";

@@ -30,7 +30,7 @@
 import * as net from "node:net";
 import process from "node:process";
 import type { ChildProcess } from "node:child_process";
-import { hasReusePort } from "../../runtimes/node_net.ts";
+import { hasReusePort } from "../../runtimes/node.ts";
 import type { CliOptions } from "./args.ts";
 import {
   count,

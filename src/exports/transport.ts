@@ -19,6 +19,7 @@
  */
 
 export { createServer } from "../server.ts";
+export { CidrSet } from "../cidr.ts";
 // The types createServer takes and returns, for this entry point's docs.
 export type * from "../api.ts";
 export {

@@ -2,6 +2,14 @@
 // process under the runtime that runs them.
 import process from "node:process";
 
+/** The runtime that runs the tests. */
+export const RUNTIME: "deno" | "bun" | "node" =
+  (globalThis as { Deno?: unknown }).Deno !== undefined
+    ? "deno"
+    : (globalThis as { Bun?: unknown }).Bun !== undefined
+    ? "bun"
+    : "node";
+
 /** `cmd` and `args` that run `file` (a path from the repository root) on this runtime. */
 export function tsCommand(file: string): { cmd: string; args: string[] } {
   const g = globalThis as { Deno?: unknown; Bun?: unknown };
