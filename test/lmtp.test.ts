@@ -280,6 +280,7 @@ interface LmtpResult {
   messages: {
     rcpt: Record<string, [number, string]>;
     data: Record<string, [number, string]>;
+    after?: [number, string];
   }[];
 }
 
@@ -303,6 +304,17 @@ describe("LMTP: Python's smtplib.LMTP", () => {
     from: "py@example.org",
     to: ["no@example.org"],
     data: "Subject: nobody\r\n\r\nx\r\n",
+  }, {
+    // Pipelined with BDAT LAST: no recipient accepted, so no reply for it.
+    from: "py@example.org",
+    to: ["no@example.org", "no@example.net"],
+    data: "Subject: nobody, pipelined\r\n\r\nx\r\n",
+    pipelined: true,
+  }, {
+    from: "py@example.org",
+    to: ["no@example.org", "y@example.org"],
+    data: "Subject: pipelined\r\n\r\ny\r\n",
+    pipelined: true,
   }];
 
   function check(out: string, got: string[]): void {
@@ -322,7 +334,14 @@ describe("LMTP: Python's smtplib.LMTP", () => {
     assert.deepEqual(data["full@example.org"], [452, "4.2.2 Mailbox full"]);
     // No recipient accepted: no body sent, nothing delivered.
     assert.deepEqual(r.messages[1].data, {});
-    assert.deepEqual(got, [MESSAGES[0].data]);
+    // Pipelined BDAT LAST: one reply per accepted recipient (none for the
+    // first), and nothing left over before the NOOP's reply.
+    assert.deepEqual(r.messages[2].data, {});
+    assert.deepEqual(r.messages[2].after, [250, "2.0.0 OK"]);
+    assert.deepEqual(Object.keys(r.messages[3].data), ["y@example.org"]);
+    assert.equal(r.messages[3].data["y@example.org"][0], 250);
+    assert.deepEqual(r.messages[3].after, [250, "2.0.0 OK"]);
+    assert.deepEqual(got, [MESSAGES[0].data, MESSAGES[3].data]);
   }
 
   it("over TCP: one status per recipient", async () => {
