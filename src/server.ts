@@ -112,9 +112,10 @@ export interface ServeOptions extends
    * Listen on a Unix domain socket at this path instead of TCP (not with
    * `hostname` or `port`): the usual place for an LMTP server
    * (`lmtp: true`), and for SMTP too. A socket file left by a crashed run
-   * is replaced when nothing answers on it; a path where a server still
-   * answers, or that exists and is not a socket, is refused with an
-   * error. `close()` removes the file. The file's permissions follow the
+   * is replaced only when nothing listens on it (connecting is refused);
+   * a path where a server listens (even one that does not accept, or
+   * whose backlog is full), or that exists and is not a socket, is
+   * refused with an error. `close()` removes the file. The file's permissions follow the
    * process's umask (`chmod` it, or set the umask, to let a mail system
    * in another user connect).
    *

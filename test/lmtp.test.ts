@@ -6,7 +6,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as tls from "node:tls";
@@ -581,6 +581,36 @@ describe("Unix domain socket listener", () => {
     );
     assert.equal(fs.readFileSync(path, "utf8"), "precious");
   });
+
+  for (const mode of ["full", "idle"] as const) {
+    it(`refuses the socket of a server that never accepts (backlog ${mode}), and leaves it alone`, async () => {
+      const path = sockPath();
+      const holder = spawn("python3", [
+        join(here, "fixtures", "unix_backlog.py"),
+        path,
+        mode,
+      ], { stdio: ["pipe", "pipe", "inherit"] });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          holder.once("error", reject);
+          holder.once("exit", (code) => reject(new Error(`exited ${code}`)));
+          holder.stdout!.once("data", () => resolve());
+        });
+        const before = fs.lstatSync(path).ino;
+        await assert.rejects(
+          serve({ path }),
+          (e: Error) =>
+            /^Cannot listen on .*: (a server is listening on it|cannot tell whether a server uses it)/
+              .test(e.message),
+        );
+        assert.equal(fs.lstatSync(path).ino, before);
+      } finally {
+        holder.stdin!.end();
+        await new Promise((resolve) => holder.once("close", resolve));
+        fs.rmSync(path, { force: true });
+      }
+    });
+  }
 
   it("refuses a path a live server answers on, which keeps working", async () => {
     const path = sockPath();
