@@ -26,6 +26,7 @@ import { checkCredentials } from "./password.ts";
 import { abuseOptions, startTmpSweep } from "./abuse.ts";
 import {
   errorText,
+  hookErrorLogger,
   hostPort,
   Log,
   serverLogger,
@@ -301,6 +302,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       ? { hookTimeout: webhook.timeout + 30000 }
       : {}),
     logger: serverLogger(log, listen),
+    onError: hookErrorLogger(log),
     async onMessage(message: Message) {
       try {
         if (o.lmtp) {
