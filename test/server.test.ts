@@ -316,6 +316,7 @@ describe("server", () => {
   it("answers a hook's plain Error with 451 4.3.0 without its text, and goes on", async () => {
     let calls = 0;
     const errors: LogEntry[] = [];
+    const reported: unknown[] = [];
     const sink = collector();
     await withServer({
       onMailFrom() {
@@ -323,6 +324,7 @@ describe("server", () => {
       },
       onMessage: sink.onMessage,
       logger: (e) => e.type === "error" && errors.push(e),
+      onError: (e) => reported.push(e),
     }, async (_server, open) => {
       const c = await greeted(open);
       await c.send("MAIL FROM:<a@example.org>\r\n");
@@ -343,8 +345,10 @@ describe("server", () => {
       await c.send("hi\r\n.\r\n");
       assert.match(await c.reply(), /^250 /);
       assert.equal(sink.got.length, 1);
-      // The error goes to the logger, not to the client.
+      // The error goes to the logger and to onError, not to the client.
       assert.equal(errors.length, 1);
+      assert.equal((reported[0] as Error).message, "db password is hunter2");
+      assert.equal(reported.length, 1);
     });
   });
 
