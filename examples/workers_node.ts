@@ -18,16 +18,23 @@ if (cluster.isPrimary) {
   const count = Number(process.env.WORKERS ?? availableParallelism());
   let alive = 0;
   let stopping = false;
+  let stopped = false;
   const fork = () => {
     alive++;
     cluster.fork();
   };
+  const done = () => {
+    if (stopping && alive === 0 && !stopped) {
+      stopped = true;
+      console.log("stopped");
+    }
+  };
   cluster.on("exit", (worker, code, signal) => {
     alive--;
-    if (stopping) {
-      if (alive === 0) console.log("stopped");
-      return;
-    }
+    // A worker that stopped on purpose (it disconnected: Ctrl-C reaches
+    // the workers too, maybe before this process has seen it) is not
+    // replaced.
+    if (stopping || worker.exitedAfterDisconnect) return done();
     console.log(`worker ${worker.process.pid} died (${signal ?? code})`);
     setTimeout(fork, 1000); // at most one a second: no crash loop
   });
@@ -35,8 +42,12 @@ if (cluster.isPrimary) {
     process.on(signal, () => {
       stopping = true;
       for (const worker of Object.values(cluster.workers ?? {})) {
-        worker?.send("stop");
+        // A worker may be leaving already: a send that finds its channel
+        // closed reports to the callback (without one, the error would
+        // end this process).
+        if (worker?.isConnected()) worker.send("stop", () => {});
       }
+      done();
     });
   }
   for (let i = 0; i < count; i++) fork();
@@ -52,7 +63,7 @@ if (cluster.isPrimary) {
     if (closing) return;
     closing = true;
     await server.close(); // messages in transfer finish first
-    process.disconnect();
+    if (process.connected) process.disconnect();
   };
   process.on("message", (m) => m === "stop" && stop());
   // Ctrl-C reaches every process of the group: the workers stop on it too.

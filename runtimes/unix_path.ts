@@ -11,6 +11,7 @@
 
 import * as fs from "node:fs";
 import * as net from "node:net";
+import { basename, resolve } from "node:path";
 import type { Connection, NetAddress } from "../src/transport.ts";
 
 /** What `session.remoteAddress` and `localAddress` are on a Unix socket. */
@@ -18,8 +19,9 @@ export const UNIX_HOSTNAME = "unix";
 
 /**
  * Makes `path` free for a new listener: nothing there, or a stale socket
- * file (connecting to it is refused) which is removed. Rejects with an
- * `Error` when a server answers on it or when it is not a socket.
+ * file (connecting to it is refused, and no listening socket is bound to
+ * it) which is removed. Rejects with an `Error` when a server listens on
+ * it (answering or not) or when it is not a socket.
  *
  * @example
  * ```ts
@@ -65,11 +67,54 @@ export async function prepareSocketPath(path: string): Promise<void> {
       `Cannot listen on ${path}: cannot tell whether a server uses it (${answer})`,
     );
   }
+  // Bun reports a full backlog (EAGAIN) as ECONNREFUSED too: where the
+  // kernel lists its listening sockets, a listed one is a live server.
+  if (listeningOn(path)) {
+    throw new Error(
+      `Cannot listen on ${path}: a server is listening on it (its backlog is full)`,
+    );
+  }
   try {
     fs.unlinkSync(path);
   } catch (error) {
     if ((error as { code?: string }).code !== "ENOENT") throw error;
   }
+}
+
+/** `__SO_ACCEPTCON` in the Flags column of `/proc/net/unix`: a listening socket. */
+const SO_ACCEPTCON = 0x10000;
+/** A line of `/proc/net/unix` with a path: its Flags and its Path. */
+const PROC_NET_UNIX_LINE =
+  /^\s*\S+:\s+\S+\s+\S+\s+(\S+)\s+\S+\s+\S+\s+\S+ (.+)$/;
+
+/**
+ * Whether a socket listens on `path`, as Linux's `/proc/net/unix` lists
+ * them (false where there is no such file). A socket bound by a relative
+ * name counts when its last component is the same (its directory is the
+ * binder's working directory, unknown here): never take a live server for
+ * a stale one.
+ */
+function listeningOn(path: string): boolean {
+  let table: string;
+  try {
+    table = fs.readFileSync("/proc/net/unix", "latin1");
+  } catch {
+    return false;
+  }
+  const abs = resolve(path);
+  const base = basename(abs);
+  for (const line of table.split("\n")) {
+    // Num RefCount Protocol Flags Type St Inode Path
+    const m = PROC_NET_UNIX_LINE.exec(line);
+    if (m === null || (parseInt(m[1], 16) & SO_ACCEPTCON) === 0) continue;
+    const bound = m[2];
+    if (
+      bound.startsWith("/") ? resolve(bound) === abs : basename(bound) === base
+    ) {
+      return true;
+    }
+  }
+  return false;
 }
 
 /**

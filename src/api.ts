@@ -18,7 +18,14 @@ export type {
   Server,
 } from "./server.ts";
 export type { Email, Message } from "./message.ts";
-export type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
+export type {
+  ErrorContext,
+  HookName,
+  LogEntry,
+  Logger,
+  Session,
+  SessionProxy,
+} from "./session.ts";
 export type {
   ProxyEndpoint,
   ProxyRawTlv,

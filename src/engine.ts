@@ -315,6 +315,12 @@ export class SmtpEngine {
   #chunkDeliver = false;
   /** The reply to a discarded chunk, sent when its last octet is read. */
   #chunkReply = "";
+  /**
+   * LMTP: the accepted recipients of a transaction that a refused chunk
+   * ended. A LAST chunk the client pipelined behind it still gets one
+   * reply for each (RFC 2033 §4.3); any command but BDAT forgets them.
+   */
+  #owedReplies = 0;
   /** A non-BINARYMIME chunk ended with a CR: the next octet decides. */
   #pendingCR = false;
   /** The body crossed maxMessageSize inside a chunk: the chunk gets 552. */
@@ -1064,6 +1070,7 @@ export class SmtpEngine {
         : line;
       this.#queue.push({ type: "command", verb, line: shown });
     }
+    if (verb !== "BDAT") this.#owedReplies = 0;
     switch (verb) {
       case "EHLO":
       case "HELO":
@@ -1461,14 +1468,19 @@ export class SmtpEngine {
     if (error !== null) {
       // RFC 3030 §2: a refused chunk fails the transaction in progress.
       const reply = formatReply(error.code, error.enhancedCode, error.message);
-      // In LMTP the LAST chunk gets one reply per accepted recipient.
-      this.#chunkReply = last && this.options.lmtp &&
-          this.#recipients.length > 0
-        ? reply.repeat(this.#recipients.length)
-        : reply;
-      if (this.#bdat || error.code === 552) {
+      // RFC 2033 §4.3: in LMTP the LAST chunk gets one reply per accepted
+      // recipient, so none when none was accepted (a pipelining client
+      // counts its accepted RCPTs and reads that many replies; it then
+      // takes the transaction as over). Any other chunk gets one reply.
+      const lmtp = this.options.lmtp;
+      const owed = this.#from !== null
+        ? this.#recipients.length
+        : this.#owedReplies;
+      this.#chunkReply = lmtp && last ? reply.repeat(owed) : reply;
+      if (this.#bdat || error.code === 552 || (lmtp && last)) {
         if (this.#messageOpen) this.#abort(error);
         this.#resetTransaction(false);
+        this.#owedReplies = lmtp && !last ? owed : 0;
       }
       return null;
     }
@@ -1853,12 +1865,11 @@ export class SmtpEngine {
     if (this.#tooLarge) {
       // Normalized line endings took the body past maxMessageSize.
       const reply = formatReply(552, "5.3.4", TOO_LARGE);
-      this.#write(
-        this.#chunkLast && this.options.lmtp
-          ? reply.repeat(this.#recipients.length)
-          : reply,
-      );
+      const lmtp = this.options.lmtp;
+      const owed = this.#recipients.length;
+      this.#write(this.#chunkLast && lmtp ? reply.repeat(owed) : reply);
       this.#resetTransaction(false);
+      if (lmtp && !this.#chunkLast) this.#owedReplies = owed;
       return null;
     }
     if (!this.#chunkLast) {

@@ -97,7 +97,9 @@ export interface MaildirFs {
   /** Lists a directory's entries (for {@link Maildir.sweepTmp}). */
   readdir?(path: string): Promise<string[]>;
   /** A file's modification time and type, not following a symbolic link (for {@link Maildir.sweepTmp}). */
-  lstat?(path: string): Promise<{ mtimeMs: number; isFile(): boolean }>;
+  lstat?(
+    path: string,
+  ): Promise<{ mtimeMs: number; isFile(): boolean; isDirectory(): boolean }>;
 }
 
 /**
@@ -113,6 +115,13 @@ export interface MaildirFs {
  * ```
  */
 export const TMP_MAX_AGE: number = 36 * 3600 * 1000;
+
+/**
+ * How many files of `tmp/` {@link Maildir.sweepTmp} looks at before it
+ * lets the event loop run (a timer turn): a sweep of 200,000 orphans does
+ * not hold up connections or timers.
+ */
+const SWEEP_BATCH = 256;
 
 /**
  * Options of {@link Maildir}.
@@ -414,7 +423,6 @@ export class Maildir {
     }
   }
 
-  /** Syncs a directory so that a rename in it is on disk, where the runtime can. */
   /**
    * Removes the orphans of `tmp/`: regular files not modified for
    * `maxAge` milliseconds (default 36 hours, {@link TMP_MAX_AGE}), left by
@@ -427,9 +435,18 @@ export class Maildir {
    * missing `tmp/` sweeps nothing. Run it at start-up and then every hour
    * or so.
    *
+   * Nothing is followed: `tmp/` must be a directory itself (a symbolic
+   * link there rejects with an `Error`, and nothing is removed), and only
+   * regular files in it go (not links, directories or sockets). The files
+   * are taken in batches of 256, with a turn of the event
+   * loop after each (timers and connections are served while a large
+   * `tmp/` is swept); `signal` stops it between two files, and it then
+   * resolves with the number removed so far.
+   *
    * @param now the time in milliseconds since the epoch; default: the clock
    *   of {@link MaildirOptions.now}
    * @param maxAge the age past which a file is an orphan, in milliseconds
+   * @param options `signal`: stops the sweep
    *
    * @example
    * ```ts
@@ -443,6 +460,7 @@ export class Maildir {
   async sweepTmp(
     now: number = this.#now(),
     maxAge: number = TMP_MAX_AGE,
+    options: { signal?: AbortSignal } = {},
   ): Promise<number> {
     if (!(maxAge >= 0)) {
       throw new TypeError("Cannot sweep tmp/: maxAge is not a number of ms");
@@ -453,17 +471,28 @@ export class Maildir {
         "Cannot sweep tmp/: the Maildir's fs has no readdir or lstat",
       );
     }
+    const signal = options.signal;
     const dir = `${this.path}/tmp`;
     let names: string[];
     try {
+      if (!(await fs.lstat(dir)).isDirectory()) {
+        throw new Error(
+          `Cannot sweep ${dir}: it is not a directory (a symbolic link is not followed)`,
+        );
+      }
       names = await fs.readdir(dir);
     } catch (error) {
       if (errorCode(error) === "ENOENT") return 0;
       throw error;
     }
     let removed = 0;
-    for (const name of names) {
-      const path = `${dir}/${name}`;
+    for (let i = 0; i < names.length; i++) {
+      if (signal?.aborted) break;
+      if (i > 0 && i % SWEEP_BATCH === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        if (signal?.aborted) break;
+      }
+      const path = `${dir}/${names[i]}`;
       try {
         const st = await fs.lstat(path);
         if (!st.isFile() || now - st.mtimeMs < maxAge) continue;
@@ -476,6 +505,7 @@ export class Maildir {
     return removed;
   }
 
+  /** Syncs a directory so that a rename in it is on disk, where the runtime can. */
   async #syncDir(path: string): Promise<void> {
     let dir: MaildirFile;
     try {

@@ -23,7 +23,14 @@ import {
 } from "./options.ts";
 import { checkKeys } from "./keys.ts";
 import { clientKey, FailureBudget, failureDelay } from "./limits.ts";
-import type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
+import type {
+  ErrorContext,
+  HookName,
+  LogEntry,
+  Logger,
+  Session,
+  SessionProxy,
+} from "./session.ts";
 import { CidrSet, LOOPBACK, stripMapped } from "./cidr.ts";
 import {
   parseProxyHeader,
@@ -112,9 +119,10 @@ export interface ServeOptions extends
    * Listen on a Unix domain socket at this path instead of TCP (not with
    * `hostname` or `port`): the usual place for an LMTP server
    * (`lmtp: true`), and for SMTP too. A socket file left by a crashed run
-   * is replaced when nothing answers on it; a path where a server still
-   * answers, or that exists and is not a socket, is refused with an
-   * error. `close()` removes the file. The file's permissions follow the
+   * is replaced only when nothing listens on it (connecting is refused);
+   * a path where a server listens (even one that does not accept, or
+   * whose backlog is full), or that exists and is not a socket, is
+   * refused with an error. `close()` removes the file. The file's permissions follow the
    * process's umask (`chmod` it, or set the umask, to let a mail system
    * in another user connect).
    *
@@ -213,6 +221,41 @@ export interface ServeOptions extends
   reusePort?: boolean;
   /** Receives structured log entries (AUTH payloads are redacted). */
   logger?: Logger;
+  /**
+   * Called with every error an application's hook throws or rejects
+   * with that is not an {@link SmtpError} (an `SmtpError` is a reply you
+   * chose, not a failure): `onConnect`, `onHelo`, `onMailFrom`,
+   * `onRcptTo`, `onMessage`, the `auth` functions and `onClose`, once per
+   * error, with the hook's name and its session. The client's reply does
+   * not change (451 4.3.0, or 454 4.7.0 for AUTH, without the error's
+   * text; the sender retries). An error thrown by `onError` itself is
+   * printed with `console.error` and otherwise ignored.
+   *
+   * Default: `console.error` prints the hook's name, the session and
+   * the client's address, then the error with its stack (as `Deno.serve`
+   * and `Bun.serve` do for an error in their handler). An error after
+   * `hookTimeout`, once `message.signal` has aborted, is not reported
+   * (the timeout is logged, and the sender already has its 451).
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   *
+   * declare function store(raw: Uint8Array): Promise<void>;
+   * declare const errorTracker: { capture(e: unknown, tags: object): void };
+   *
+   * await serve({
+   *   port: 0,
+   *   async onMessage(message) {
+   *     await store(await message.bytes()); // a throw here: 451 4.3.0
+   *   },
+   *   onError(error, { hook, session, message }) {
+   *     errorTracker.capture(error, { hook, session: session.id, message: message?.id });
+   *   },
+   * });
+   * ```
+   */
+  onError?: (error: unknown, context: ErrorContext) => void;
   /** A client connected (before the greeting). Throw to refuse it (its reply, then close). */
   onConnect?: (session: Session) => HookResult;
   /**
@@ -396,6 +439,7 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
   "greetingDelay",
   "reusePort",
   "logger",
+  "onError",
   "onConnect",
   "auth",
   "onHelo",
@@ -539,6 +583,7 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
       "onMessage",
       "onClose",
       "logger",
+      "onError",
     ] as const
   ) {
     if (o[hook] !== undefined && typeof o[hook] !== "function") {
@@ -594,6 +639,39 @@ function safeLogger(logger: Logger | undefined): Logger | undefined {
       logger(entry);
     } catch { /* the application's logger failed: nothing to tell */ }
   });
+}
+
+/**
+ * What reports an application's hook error: the `onError` option, or by
+ * default `console.error` with the hook's name, the session and the stack.
+ * Never throws (an `onError` that throws or rejects is printed instead).
+ */
+function errorReporter(
+  onError: ServeOptions["onError"],
+): (error: unknown, context: ErrorContext) => void {
+  if (onError === undefined) {
+    return (error, { hook, session }) => {
+      try {
+        console.error(
+          `smtpd: error in ${hook} (session ${session.id}, client ${session.remoteAddress}):`,
+          error,
+        );
+      } catch { /* no console to tell */ }
+    };
+  }
+  const failed = (thrown: unknown) => {
+    try {
+      console.error("smtpd: onError failed:", thrown);
+    } catch { /* no console to tell */ }
+  };
+  return (error, context) => {
+    try {
+      const r: unknown = onError(error, context);
+      if (isThenable(r)) Promise.resolve(r).catch(failed);
+    } catch (thrown) {
+      failed(thrown);
+    }
+  };
 }
 
 /** Turns anything a hook threw into the reply to send. */
@@ -807,6 +885,14 @@ type DecisionEvent = Extract<
   SmtpEvent,
   { type: "connect" | "helo" | "mail" | "rcpt" }
 >;
+
+/** The hook a decision event asks. */
+const HOOK_OF: Readonly<Record<DecisionEvent["type"], HookName>> = {
+  connect: "onConnect",
+  helo: "onHelo",
+  mail: "onMailFrom",
+  rcpt: "onRcptTo",
+};
 
 /** Whether a hook returned a promise (or any thenable) to wait for. */
 function isThenable(r: unknown): r is PromiseLike<unknown> {
@@ -1177,12 +1263,7 @@ class ConnectionDriver {
         try {
           server.hooks.onClose?.(s);
         } catch (error) {
-          log?.({
-            type: "error",
-            session: s.id,
-            message: "onClose failed",
-            error,
-          });
+          this.#hookError(error, "onClose");
         }
       }
     } finally {
@@ -1475,7 +1556,11 @@ class ConnectionDriver {
    * rejects, of null or the reply); otherwise fulfilment means null and a
    * rejection (before the deadline) the hook's error.
    */
-  #wait(p: PromiseLike<unknown>, valued: boolean): Promise<WaitResult> {
+  #wait(
+    p: PromiseLike<unknown>,
+    valued: boolean,
+    hook: HookName = "onMessage",
+  ): Promise<WaitResult> {
     return new Promise<WaitResult>((resolve) => {
       let done = false;
       const settle = (result: WaitResult) => {
@@ -1492,7 +1577,7 @@ class ConnectionDriver {
       Promise.resolve(p).then(
         valued ? (v) => settle(v as SmtpError | null) : () => settle(null),
         (err) => {
-          if (!done) settle(this.#hookError(err));
+          if (!done) settle(this.#hookError(err, hook));
         },
       );
       if (this.#wasForced) return settle(FORCED);
@@ -1552,10 +1637,10 @@ class ConnectionDriver {
           return assertNever(ev);
       }
     } catch (err) {
-      return this.#answer(ev, this.#hookError(err), true);
+      return this.#answer(ev, this.#hookError(err, HOOK_OF[ev.type]), true);
     }
     if (!isThenable(r)) return this.#answer(ev, null, true);
-    return this.#wait(r, false).then((w) =>
+    return this.#wait(r, false, HOOK_OF[ev.type]).then((w) =>
       this.#answer(ev, this.#hookReply(w), true)
     );
   }
@@ -1595,15 +1680,7 @@ class ConnectionDriver {
       try {
         return (await checkAuth(auth, credentials, s)) ? null : AUTH_INVALID;
       } catch (err) {
-        const smtp = toSmtpError(err);
-        if (smtp !== null) return smtp;
-        this.#server.logger?.({
-          type: "error",
-          session: s.id,
-          message: "auth hook failed",
-          error: err,
-        });
-        return AUTH_TEMPORARY;
+        return this.#hookError(err, "auth", null, AUTH_TEMPORARY);
       }
     })();
     let error = this.#hookReply(await this.#wait(check, true));
@@ -1675,16 +1752,35 @@ class ConnectionDriver {
     this.#server.withdraw(msg);
   }
 
-  #hookError(err: unknown): SmtpError {
+  /**
+   * The reply to a hook's error: an SmtpError is the reply; anything else
+   * is logged and reported (onError) once, and answered 451 4.3.0 (or
+   * `reply`). `message`: the message an onMessage hook was handling.
+   */
+  #hookError(
+    err: unknown,
+    hook: HookName,
+    message: IncomingMessage | null = null,
+    reply: SmtpError = TEMPORARY,
+  ): SmtpError {
     const smtp = toSmtpError(err);
     if (smtp !== null) return smtp;
     this.#server.logger?.({
       type: "error",
       session: this.session.id,
-      message: "hook failed",
+      message: `${hook} failed`,
       error: err,
+      hook,
     });
-    return TEMPORARY;
+    // Given up after hookTimeout: what the hook throws then is the abort.
+    if (message === null || !message.signal.aborted) {
+      this.#server.reportError(err, {
+        hook,
+        session: this.session,
+        message,
+      });
+    }
+    return reply;
   }
 
   #startMessage(ev: Extract<SmtpEvent, { type: "message-start" }>): void {
@@ -1710,7 +1806,7 @@ class ConnectionDriver {
       r = this.#server.deliver(msg);
     } catch (err) {
       msg.drain();
-      this.#messageResult = this.#hookError(err);
+      this.#messageResult = this.#hookError(err, "onMessage", msg);
       return;
     }
     if (!isThenable(r)) {
@@ -1725,7 +1821,7 @@ class ConnectionDriver {
       },
       (err) => {
         msg.drain();
-        return this.#hookError(err);
+        return this.#hookError(err, "onMessage", msg);
       },
     );
   }
@@ -1852,6 +1948,8 @@ class SmtpServer implements Server {
   #engineOptionsByKind: EngineOptions[] = [];
   readonly hooks: ServeOptions;
   readonly logger: Logger | undefined;
+  /** Reports an application's hook error (onError, or console.error). */
+  readonly reportError: (error: unknown, context: ErrorContext) => void;
   readonly finished: Promise<void>;
   #listener: Listener;
   #drivers = new Set<ConnectionDriver>();
@@ -1877,6 +1975,7 @@ class SmtpServer implements Server {
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
     this.logger = safeLogger(options.logger);
+    this.reportError = errorReporter(options.onError);
     this.#listener = listener;
     this.logger?.({
       type: "listen",

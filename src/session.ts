@@ -6,6 +6,7 @@
 
 import type { TlsInfo } from "./transport.ts";
 import type { ProxyEndpoint, ProxyTlvs } from "./proxy.ts";
+import type { Message } from "./message.ts";
 
 /**
  * What a PROXY protocol header said about a connection (see
@@ -164,7 +165,14 @@ export type LogEntry =
     remoteAddress: string;
     failures: number;
   }
-  | { type: "error"; session?: string; message: string; error: unknown }
+  | {
+    type: "error";
+    session?: string;
+    message: string;
+    error: unknown;
+    /** Set when an application's hook threw (also given to `onError`). */
+    hook?: HookName;
+  }
   | { type: "close"; session: string; reason: string; messages: number };
 
 /**
@@ -178,3 +186,57 @@ export type LogEntry =
  * ```
  */
 export type Logger = (entry: LogEntry) => void;
+
+/**
+ * The hook whose error {@link ErrorContext} reports: a hook of the serve
+ * options, or `"auth"` for the `auth` options' `verify`, `lookupPassword`
+ * and `authorize`.
+ *
+ * @example
+ * ```ts
+ * import type { HookName } from "@smtpd/smtpd";
+ *
+ * const hook: HookName = "onMessage";
+ * ```
+ */
+export type HookName =
+  | "onConnect"
+  | "onHelo"
+  | "onMailFrom"
+  | "onRcptTo"
+  | "onMessage"
+  | "auth"
+  | "onClose";
+
+/**
+ * Where an application's error happened: the second argument of the
+ * `onError` serve option.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ *
+ * await serve({
+ *   port: 0,
+ *   async onMessage(message) {
+ *     await message.bytes();
+ *     throw new Error("database down");
+ *   },
+ *   onError(error, context) {
+ *     console.error(
+ *       `${context.hook} failed for ${context.session.remoteAddress}`,
+ *       context.message?.id,
+ *       error,
+ *     );
+ *   },
+ * });
+ * ```
+ */
+export interface ErrorContext {
+  /** The hook that threw or rejected. */
+  readonly hook: HookName;
+  /** The session it ran for (its `id` is in every log entry of the connection). */
+  readonly session: Session;
+  /** With `onMessage`: the message it was handling; otherwise `null`. */
+  readonly message: Message | null;
+}

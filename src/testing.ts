@@ -269,7 +269,9 @@ export interface TestInbox extends TestInboxDispose {
    * Refuses the next message with this reply instead of storing it (for
    * testing how the code under test handles a temporary or permanent
    * failure). Calls queue up: each refuses one message. Default reply:
-   * 451 4.3.0.
+   * 451 4.3.0. Nothing is printed for it: {@link TestInbox.waitFor}
+   * lists the refused messages when it times out. (Only an error inside
+   * the inbox itself, a bug, is printed, with `console.error`.)
    */
   failNext(error?: SmtpError): void;
   /** Forgets the messages received so far (and pending `failNext` replies). */

@@ -367,8 +367,14 @@ describe("AUTH rules", () => {
   });
 
   it("AUTH answers the protocol's errors over TLS", async () => {
+    const reported: string[] = [];
     await withServer(
-      { tls: TLS, auth, maxAuthFailures: 100 },
+      {
+        tls: TLS,
+        auth,
+        maxAuthFailures: 100,
+        onError: (e, { hook }) => reported.push(`${hook}: ${e}`),
+      },
       async (_server, open) => {
         const s: Wire = await starttls(open);
         const expect = async (line: string, reply: RegExp) =>
@@ -384,6 +390,7 @@ describe("AUTH rules", () => {
         const boom = await s.command(plain("boom", "secret-in-error"));
         assert.match(boom, /^454 4\.7\.0 /);
         assert.doesNotMatch(boom, /secret|boom/);
+        assert.deepEqual(reported, ["auth: Error: boom secret-in-error"]);
         await expect(plain("locked", "x"), /^535 5\.7\.8 Account locked/);
         await expect("MAIL FROM:<a@example.org>", /^250 /);
         await expect(plain("alice", USERS.alice), /^503 5\.5\.1 /);

@@ -19,6 +19,8 @@ import {
   parseAuthFile,
   verifyPassword,
 } from "../src/cli/password.ts";
+import { hookErrorLogger, Log, serverLogger } from "../src/cli/log.ts";
+import { serve } from "../mod.ts";
 import { cliCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -1065,4 +1067,83 @@ describe("cli: the program", () => {
       await stopCli(cli);
     }
   });
+});
+
+describe("cli: errors in the server's hooks", () => {
+  /** Runs `fn` with process.stderr.write and console.error captured. */
+  async function capturing(
+    fn: () => Promise<void>,
+  ): Promise<{ stderr: string; console: unknown[][] }> {
+    let stderr = "";
+    const printed: unknown[][] = [];
+    const write = process.stderr.write;
+    const error = console.error;
+    process.stderr.write = ((chunk: string | Uint8Array) => {
+      stderr += typeof chunk === "string"
+        ? chunk
+        : new TextDecoder().decode(chunk);
+      return true;
+    }) as typeof process.stderr.write;
+    console.error = (...args: unknown[]) => {
+      printed.push(args);
+    };
+    try {
+      await fn();
+    } finally {
+      process.stderr.write = write;
+      console.error = error;
+    }
+    return { stderr, console: printed };
+  }
+
+  for (const format of ["text", "json"] as const) {
+    it(`an onMessage error is one error line of the CLI's log (--log ${format}), not a console print`, async () => {
+      const log = new Log({ log: format, quiet: false, verbose: false });
+      let id = "";
+      const out = await capturing(async () => {
+        const server = await serve({
+          port: 0,
+          logger: serverLogger(log, {}),
+          onError: hookErrorLogger(log),
+          async onMessage(m) {
+            id = m.id;
+            await m.bytes();
+            throw new Error("disk on fire\nsecond line");
+          },
+        });
+        try {
+          const reply = await nodemailer.createTransport({
+            host: "127.0.0.1",
+            port: server.addr.port,
+            ignoreTLS: true,
+          }).sendMail({
+            envelope: { from: "a@example.org", to: ["b@example.org"] },
+            raw: "Subject: x\r\n\r\nhi\r\n",
+          }).catch((e: { response?: string }) => e.response);
+          assert.match(String(reply), /^451 4\.3\.0 /);
+        } finally {
+          await server.close();
+        }
+      });
+      assert.deepEqual(out.console, []);
+      const lines = out.stderr.split("\n").filter((l) => l !== "");
+      assert.equal(lines.length, 1, out.stderr);
+      if (format === "text") {
+        assert.match(
+          lines[0],
+          new RegExp(
+            `^\\S+ error: session=\\S+ onMessage failed id=${id}: disk on fire second line$`,
+          ),
+        );
+      } else {
+        const entry = JSON.parse(lines[0]);
+        assert.equal(entry.event, "hook-error");
+        assert.equal(entry.hook, "onMessage");
+        assert.equal(entry.id, id);
+        assert.equal(entry.remoteAddress, "127.0.0.1");
+        assert.equal(entry.error, "disk on fire second line");
+        assert.match(entry.stack, /disk on fire\nsecond line\n\s+at /);
+      }
+    });
+  }
 });

@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { CliError, parseCliArgs } from "../src/cli/args.ts";
 import { oneLine } from "../src/cli/log.ts";
+import { connect } from "./helpers/client.ts";
 import { cliCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -319,11 +320,57 @@ describe("cli: Maildir tmp/ sweep", () => {
     await fs.utimes(oldish, hours(35), hours(35));
     const cli = await startCli(["--maildir", maildir]);
     try {
+      // The sweep runs once the server listens.
+      for (let i = 0; !/removed \d+ orphan/.test(cli.out.stdout); i++) {
+        if (i > 400) throw new Error(`no sweep line: ${cli.out.stdout}`);
+        await sleep(50);
+      }
       assert.deepEqual(
         (await fs.readdir(`${maildir}/tmp`)).sort(),
         [fresh, oldish].map((p) => p.slice(p.lastIndexOf("/") + 1)).sort(),
       );
       assert.match(cli.out.stdout, /removed 1 orphan file older than 36 hours/);
+    } finally {
+      assert.equal(await stopCli(cli), 0);
+    }
+  });
+});
+
+describe("cli: a large tmp/ sweep does not hold up start-up", () => {
+  it("listens, then sweeps in the background, and takes mail meanwhile", async () => {
+    const maildir = freshPath();
+    await fs.mkdir(`${maildir}/tmp`, { recursive: true });
+    const old = new Date(Date.now() - 40 * 3600_000);
+    const ORPHANS = 3000;
+    for (let i = 0; i < ORPHANS; i += 100) {
+      await Promise.all(
+        Array.from({ length: 100 }, async (_, j) => {
+          const file = `${maildir}/tmp/1700000000.M${i + j}P4242R00.host`;
+          await fs.writeFile(file, "orphan");
+          await fs.utimes(file, old, old);
+        }),
+      );
+    }
+    const cli = await startCli(["--maildir", maildir]);
+    try {
+      const c = await connect(cli.port);
+      await c.reply();
+      await c.send(
+        "EHLO c.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n",
+      );
+      await c.replies(4);
+      await c.send("Subject: during the sweep\r\n\r\nhi\r\n.\r\nQUIT\r\n");
+      assert.match(await c.reply(), /^250 /);
+      await c.closed();
+      const removed = `removed ${ORPHANS} orphan files older than 36 hours`;
+      for (let i = 0; !cli.out.stdout.includes(removed); i++) {
+        if (i > 600) throw new Error(`no sweep line: ${cli.out.stdout}`);
+        await sleep(50);
+      }
+      const listening = cli.out.stdout.indexOf("listening on");
+      assert.ok(listening >= 0 && listening < cli.out.stdout.indexOf(removed));
+      assert.deepEqual(await fs.readdir(`${maildir}/tmp`), []);
+      assert.equal((await fs.readdir(`${maildir}/new`)).length, 1);
     } finally {
       assert.equal(await stopCli(cli), 0);
     }

@@ -206,20 +206,82 @@ describe("engine: LMTP replies per recipient", () => {
       "552 5.3.4",
     ]);
     // A LAST chunk over the limit: one reply per recipient; an earlier
-    // chunk over the limit: one reply, and the transaction is over.
+    // chunk over the limit: one reply, and the transaction is over. The
+    // LAST chunk pipelined behind it is discarded, and still gets the one
+    // reply per accepted recipient that the client reads for it.
     const last = transcript(TX + "BDAT 6 LAST\r\nabcdef", opts, NO_USER);
     assert.deepEqual(codesAfter(last.output), ["552 5.3.4", "552 5.3.4"]);
     const early = transcript(
-      TX + "BDAT 6\r\nabcdefBDAT 1 LAST\r\ng",
+      TX + "BDAT 6\r\nabcdefBDAT 1\r\ngBDAT 1 LAST\r\nhNOOP\r\n",
       opts,
       NO_USER,
     );
-    assert.deepEqual(codesAfter(early.output), ["552 5.3.4", "503 5.5.1"]);
+    assert.deepEqual(codesAfter(early.output), [
+      "552 5.3.4",
+      "503 5.5.1",
+      "503 5.5.1",
+      "503 5.5.1",
+      "250 2.0.0",
+    ]);
+    // A command between them ends that: a later LAST owes nothing.
+    const after = transcript(
+      TX + "BDAT 6\r\nabcdefNOOP\r\nBDAT 1 LAST\r\ngNOOP\r\n",
+      opts,
+      NO_USER,
+    );
+    assert.deepEqual(codesAfter(after.output), [
+      "552 5.3.4",
+      "250 2.0.0",
+      "250 2.0.0",
+    ]);
   });
 
-  it("DATA and BDAT with no accepted recipient reply 503 5.5.1", () => {
+  it("DATA with no accepted recipient replies 503 5.5.1", () => {
     const r = transcript(
-      LHLO + MAIL + "RCPT TO:<no@y.test>\r\nDATA\r\nBDAT 4 LAST\r\nQUIT",
+      LHLO + MAIL + "RCPT TO:<no@y.test>\r\nDATA\r\nQUIT",
+      LMTP,
+      NO_USER,
+    );
+    assert.deepEqual(codes(r.output).slice(3), ["550 5.1.1", "503 5.5.1"]);
+    assert.equal(r.closed, null);
+  });
+
+  it("BDAT LAST with no accepted recipient gets no reply and ends the transaction", () => {
+    // RFC 2033 §4.3: one reply per accepted recipient after the LAST
+    // chunk, so none here; a pipelining client then sends the next MAIL.
+    const r = transcript(
+      LHLO + MAIL + "RCPT TO:<no@y.test>\r\nBDAT 4 LAST\r\nabcd" +
+        MAIL + "RCPT TO:<x@y.test>\r\nBDAT 2 LAST\r\nokQUIT\r\n",
+      LMTP,
+      NO_USER,
+    );
+    assert.deepEqual(codes(r.output).slice(3), [
+      "550 5.1.1",
+      "250 2.1.0",
+      "250 2.1.5",
+      "250 2.0.0",
+      "221 2.0.0",
+    ]);
+    assert.deepEqual(r.messages, ["ok"]);
+  });
+
+  it("BDAT LAST without MAIL or any RCPT gets no reply either", () => {
+    const r = transcript(
+      LHLO + "BDAT 1 LAST\r\nx" + MAIL + "BDAT 0 LAST\r\nNOOP\r\n",
+      LMTP,
+    );
+    assert.deepEqual(codes(r.output).slice(2), ["250 2.1.0", "250 2.0.0"]);
+    assert.deepEqual(r.messages, []);
+  });
+
+  it("a BDAT chunk before LAST with no accepted recipient gets one 503 5.5.1, LAST none", () => {
+    // RFC 3030 §2 and RFC 2033 §4.3: a chunk that is not LAST has one
+    // reply; the client that pipelined the LAST chunk behind it reads
+    // one reply per accepted recipient for it: none.
+    const r = transcript(
+      LHLO + MAIL + "RCPT TO:<no@y.test>\r\nBDAT 2\r\nabBDAT 3\r\ncde" +
+        "BDAT 2 LAST\r\nfg" + MAIL + "RCPT TO:<z@y.test>\r\n" +
+        "BDAT 1 LAST\r\nhQUIT\r\n",
       LMTP,
       NO_USER,
     );
@@ -227,8 +289,12 @@ describe("engine: LMTP replies per recipient", () => {
       "550 5.1.1",
       "503 5.5.1",
       "503 5.5.1",
+      "250 2.1.0",
+      "250 2.1.5",
+      "250 2.0.0",
+      "221 2.0.0",
     ]);
-    assert.equal(r.closed, null);
+    assert.deepEqual(r.messages, ["h"]);
   });
 });
 

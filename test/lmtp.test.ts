@@ -6,7 +6,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as tls from "node:tls";
@@ -280,6 +280,7 @@ interface LmtpResult {
   messages: {
     rcpt: Record<string, [number, string]>;
     data: Record<string, [number, string]>;
+    after?: [number, string];
   }[];
 }
 
@@ -303,6 +304,17 @@ describe("LMTP: Python's smtplib.LMTP", () => {
     from: "py@example.org",
     to: ["no@example.org"],
     data: "Subject: nobody\r\n\r\nx\r\n",
+  }, {
+    // Pipelined with BDAT LAST: no recipient accepted, so no reply for it.
+    from: "py@example.org",
+    to: ["no@example.org", "no@example.net"],
+    data: "Subject: nobody, pipelined\r\n\r\nx\r\n",
+    pipelined: true,
+  }, {
+    from: "py@example.org",
+    to: ["no@example.org", "y@example.org"],
+    data: "Subject: pipelined\r\n\r\ny\r\n",
+    pipelined: true,
   }];
 
   function check(out: string, got: string[]): void {
@@ -322,7 +334,14 @@ describe("LMTP: Python's smtplib.LMTP", () => {
     assert.deepEqual(data["full@example.org"], [452, "4.2.2 Mailbox full"]);
     // No recipient accepted: no body sent, nothing delivered.
     assert.deepEqual(r.messages[1].data, {});
-    assert.deepEqual(got, [MESSAGES[0].data]);
+    // Pipelined BDAT LAST: one reply per accepted recipient (none for the
+    // first), and nothing left over before the NOOP's reply.
+    assert.deepEqual(r.messages[2].data, {});
+    assert.deepEqual(r.messages[2].after, [250, "2.0.0 OK"]);
+    assert.deepEqual(Object.keys(r.messages[3].data), ["y@example.org"]);
+    assert.equal(r.messages[3].data["y@example.org"][0], 250);
+    assert.deepEqual(r.messages[3].after, [250, "2.0.0 OK"]);
+    assert.deepEqual(got, [MESSAGES[0].data, MESSAGES[3].data]);
   }
 
   it("over TCP: one status per recipient", async () => {
@@ -562,6 +581,36 @@ describe("Unix domain socket listener", () => {
     );
     assert.equal(fs.readFileSync(path, "utf8"), "precious");
   });
+
+  for (const mode of ["full", "idle"] as const) {
+    it(`refuses the socket of a server that never accepts (backlog ${mode}), and leaves it alone`, async () => {
+      const path = sockPath();
+      const holder = spawn("python3", [
+        join(here, "fixtures", "unix_backlog.py"),
+        path,
+        mode,
+      ], { stdio: ["pipe", "pipe", "inherit"] });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          holder.once("error", reject);
+          holder.once("exit", (code) => reject(new Error(`exited ${code}`)));
+          holder.stdout!.once("data", () => resolve());
+        });
+        const before = fs.lstatSync(path).ino;
+        await assert.rejects(
+          serve({ path }),
+          (e: Error) =>
+            /^Cannot listen on .*: (a server is listening on it|cannot tell whether a server uses it)/
+              .test(e.message),
+        );
+        assert.equal(fs.lstatSync(path).ino, before);
+      } finally {
+        holder.stdin!.end();
+        await new Promise((resolve) => holder.once("close", resolve));
+        fs.rmSync(path, { force: true });
+      }
+    });
+  }
 
   it("refuses a path a live server answers on, which keeps working", async () => {
     const path = sockPath();

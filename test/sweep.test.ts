@@ -83,12 +83,79 @@ describe("Maildir.sweepTmp", () => {
             Object.assign(new Error("gone"), { code: "ENOENT" }),
           );
         }
-        return Promise.resolve({ mtimeMs: 0, isFile: () => true });
+        return Promise.resolve({
+          mtimeMs: 0,
+          isFile: () => name !== "tmp",
+          isDirectory: () => name === "tmp",
+        });
       },
     };
     const maildir = new Maildir("/md", { fs: fake });
     assert.equal(await maildir.sweepTmp(40 * HOUR), 1);
     assert.deepEqual([...files.keys()], ["gone"]);
+  });
+
+  it("does not follow tmp/ when it is a symbolic link, nor a link in it", async () => {
+    const elsewhere = `${root}/elsewhere${++n}`;
+    await fs.mkdir(elsewhere);
+    const old = new Date(Date.now() - 50 * HOUR);
+    for (const name of ["a", "b"]) {
+      await fs.writeFile(`${elsewhere}/${name}`, name);
+      await fs.utimes(`${elsewhere}/${name}`, old, old);
+    }
+    const path = `${root}/md${++n}`;
+    await fs.mkdir(path);
+    await fs.symlink(elsewhere, `${path}/tmp`);
+    await assert.rejects(
+      new Maildir(path).sweepTmp(),
+      (e: Error) =>
+        /^Cannot sweep .*\/tmp: it is not a directory/.test(e.message),
+    );
+    assert.deepEqual((await fs.readdir(elsewhere)).sort(), ["a", "b"]);
+    // A real tmp/ with a link in it to an old file: the link is not a
+    // regular file, so neither it nor its target goes.
+    const { maildir, path: p2 } = await maildirWith({ "old.P9": 40 });
+    await fs.symlink(`${elsewhere}/a`, `${p2}/tmp/link`);
+    assert.equal(await maildir.sweepTmp(), 1);
+    assert.deepEqual(await fs.readdir(`${p2}/tmp`), ["link"]);
+    assert.deepEqual((await fs.readdir(elsewhere)).sort(), ["a", "b"]);
+  });
+
+  it("lets timers run between batches of files, and stops when its signal aborts", async () => {
+    // An fs whose every call resolves at once: without a turn of the event
+    // loop between batches, the timer below would run only after the sweep.
+    const names = Array.from({ length: 1000 }, (_, i) => `f${i}`);
+    let unlinked = 0;
+    const fake: MaildirFs = {
+      mkdir: () => Promise.resolve(),
+      open: () => Promise.reject(new Error("unused")),
+      rename: () => Promise.reject(new Error("unused")),
+      unlink: () => {
+        unlinked++;
+        return Promise.resolve();
+      },
+      readdir: () => Promise.resolve(names),
+      lstat: (p) =>
+        Promise.resolve({
+          mtimeMs: 0,
+          isFile: () => !p.endsWith("/tmp"),
+          isDirectory: () => p.endsWith("/tmp"),
+        }),
+    };
+    const stop = new AbortController();
+    let atTimer = -1;
+    setTimeout(() => {
+      atTimer = unlinked;
+      stop.abort();
+    }, 0);
+    const removed = await new Maildir("/md", { fs: fake }).sweepTmp(
+      40 * HOUR,
+      undefined,
+      { signal: stop.signal },
+    );
+    assert.ok(atTimer > 0 && atTimer < names.length, `timer at ${atTimer}`);
+    assert.equal(removed, atTimer);
+    assert.equal(unlinked, atTimer);
   });
 
   it("throws a TypeError with an fs that cannot list", async () => {

@@ -405,6 +405,34 @@ describe("test inbox", () => {
     assert.equal(inbox.messages.length, 0);
   });
 
+  it("prints nothing for the refusals it was asked for: they are listed by waitFor", async () => {
+    inbox.clear();
+    inbox.failNext(new SmtpError(554, "5.6.0", "Refused for the test"));
+    const printed: unknown[][] = [];
+    const error = console.error;
+    console.error = (...args: unknown[]) => {
+      printed.push(args);
+    };
+    try {
+      await assert.rejects(
+        nodemailerSend({ port: inbox.port }, {
+          from: "x@example.org",
+          to: "y@example.org",
+          subject: "refused",
+          text: "refused",
+        }),
+        (err: { responseCode?: number }) => err.responseCode === 554,
+      );
+    } finally {
+      console.error = error;
+    }
+    assert.deepEqual(printed, []);
+    await assert.rejects(
+      inbox.waitFor(undefined, { timeout: 20 }),
+      /1 refused:\n {2}1\. x@example\.org → y@example\.org: refused with 554 Refused for the test \(failNext\)/,
+    );
+  });
+
   it("checks its options and arguments", async () => {
     await assert.rejects(
       // @ts-expect-error: not an option

@@ -57,14 +57,19 @@ function start(
   file: string,
   args: string[],
   env: Record<string, string> = {},
+  /** In a process group of its own (to send it a Ctrl-C: see ctrlC). */
+  group = false,
 ): Child {
   const { cmd, args: base } = runCommand(file);
   const child = spawn(cmd, [...base, ...args], {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
+    detached: group,
   });
   running.add(child);
+  // The whole group goes at the end, whatever the test left running.
+  if (group) pids.add(-child.pid!);
   let out = "";
   let done = false;
   const waiters: (() => void)[] = [];
@@ -110,6 +115,11 @@ function start(
     }
   };
   return { child, output: () => out, waitFor, exited };
+}
+
+/** What a terminal's Ctrl-C does: SIGINT to every process of the group. */
+function ctrlC(child: ChildProcess): void {
+  process.kill(-child.pid!, "SIGINT");
 }
 
 /** A port that was free a moment ago. */
@@ -434,5 +444,21 @@ describe(`examples/workers_${RUNTIME}.ts`, () => {
     const exit = await ex.exited;
     assert.equal(exit.code, 0, ex.output());
     assert.match(ex.output(), /^stopped$/m);
+  });
+
+  it("stops with status 0 on Ctrl-C (SIGINT to the whole process group), run after run", async () => {
+    // The primary and the workers all get the signal at once, whatever
+    // order they handle it in.
+    for (let run = 1; run <= 6; run++) {
+      const port = await freePort();
+      const ex = start(`examples/workers_${RUNTIME}.ts`, [String(port)], {
+        WORKERS: "2",
+      }, true);
+      await ex.waitFor(/worker \d+ listening on/, 2);
+      ctrlC(ex.child);
+      const exit = await ex.exited;
+      assert.equal(exit.code, 0, `run ${run}: ${ex.output()}`);
+      assert.match(ex.output(), /^stopped$/m, `run ${run}`);
+    }
   });
 });

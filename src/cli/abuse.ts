@@ -33,20 +33,23 @@ export function abuseOptions(o: CliOptions): Partial<ServeOptions> {
 }
 
 /**
- * Sweeps `tmp/` now (awaited: orphans are gone before the server listens)
- * and then every {@link SWEEP_INTERVAL_MS}; logs what it removed, and a
- * warning when a sweep fails. Returns the function that stops it.
+ * Sweeps `tmp/` now and then every {@link SWEEP_INTERVAL_MS}, in the
+ * background: called once the server listens, so that a `tmp/` full of
+ * orphans does not hold up start-up (the sweep lets the event loop run
+ * between batches of files). Logs what it removed, and a warning when a
+ * sweep fails (never fatal). Returns the function that stops it, also a
+ * sweep in progress.
  */
-export async function startTmpSweep(
-  maildir: Maildir,
-  log: Log,
-): Promise<() => void> {
+export function startTmpSweep(maildir: Maildir, log: Log): () => void {
+  const stop = new AbortController();
   let running = false;
   const sweep = async () => {
-    if (running) return;
+    if (running || stop.signal.aborted) return;
     running = true;
     try {
-      const removed = await maildir.sweepTmp();
+      const removed = await maildir.sweepTmp(undefined, undefined, {
+        signal: stop.signal,
+      });
       if (removed > 0) {
         log.info(
           "tmp-swept",
@@ -66,7 +69,10 @@ export async function startTmpSweep(
       running = false;
     }
   };
-  await sweep();
+  void sweep();
   const timer = setInterval(() => void sweep(), SWEEP_INTERVAL_MS);
-  return () => clearInterval(timer);
+  return () => {
+    stop.abort();
+    clearInterval(timer);
+  };
 }

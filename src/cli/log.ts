@@ -15,7 +15,7 @@
 
 import process from "node:process";
 import { clearTimeout, setTimeout } from "node:timers";
-import type { LogEntry } from "../session.ts";
+import type { ErrorContext, LogEntry } from "../session.ts";
 import type { CliOptions } from "./args.ts";
 
 type Fields = Record<string, unknown>;
@@ -219,6 +219,34 @@ export function watchStopSignals(
 export const hostPort = (host: string, port: number) =>
   `${host.includes(":") ? `[${host}]` : host}:${port}`;
 
+/**
+ * The server's `onError` for the CLI: one error line per hook error in the
+ * log's format (the hook, the session, the message id, the error's
+ * message; in JSON also its stack), instead of the library's default
+ * print to the console.
+ */
+export function hookErrorLogger(
+  log: Log,
+): (error: unknown, context: ErrorContext) => void {
+  return (error, { hook, session, message }) => {
+    const stack = error instanceof Error ? error.stack : undefined;
+    log.error(
+      "hook-error",
+      `session=${session.id} ${hook} failed${
+        message !== null ? ` id=${message.id}` : ""
+      }: ${errorText(error)}`,
+      {
+        session: session.id,
+        remoteAddress: session.remoteAddress,
+        hook,
+        ...(message !== null ? { id: message.id } : {}),
+        error: errorText(error),
+        ...(stack !== undefined ? { stack } : {}),
+      },
+    );
+  };
+}
+
 /** The server's log entries, in the CLI's log. */
 export function serverLogger(log: Log, listen: { runtime?: string }) {
   return (entry: LogEntry): void => {
@@ -227,6 +255,8 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
         listen.runtime = entry.runtime;
         break;
       case "error": {
+        // A hook's error: onError prints it (see hookErrorLogger).
+        if (entry.hook !== undefined) break;
         const kind = entry.session === undefined
           ? null
           : failureKind(entry.message, entry.error);

@@ -25,6 +25,7 @@ import { checkCredentials } from "./password.ts";
 import { abuseOptions, startTmpSweep } from "./abuse.ts";
 import {
   errorText,
+  hookErrorLogger,
   hostPort,
   Log,
   serverLogger,
@@ -197,9 +198,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   for (const warning of loaded.warnings) {
     log.warn("warning", warning, { warning });
   }
-  const stopSweep = maildir === null
-    ? () => {}
-    : await startTmpSweep(maildir, log);
+  // The tmp/ sweep starts once the server listens (see startTmpSweep).
+  let stopSweep = () => {};
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
   // Under --workers: the port the parent chose, and a channel to report on.
@@ -301,6 +301,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       ? { hookTimeout: webhook.timeout + 30000 }
       : {}),
     logger: serverLogger(log, listen),
+    onError: hookErrorLogger(log),
     async onMessage(message: Message) {
       try {
         if (o.lmtp) {
@@ -392,6 +393,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     },
   );
   worker?.listening(server.addr.port);
+  if (maildir !== null) stopSweep = startTmpSweep(maildir, log);
   const why = await Promise.race([
     stopSignal,
     server.finished.then(() => "listener closed"),
