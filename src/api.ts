@@ -18,6 +18,12 @@ export type {
   Server,
 } from "./server.ts";
 export type { Email, Message } from "./message.ts";
+export type {
+  AttemptVerdict,
+  AuthStart,
+  ClientLimits,
+  FailureCount,
+} from "./limits.ts";
 export type { LogEntry, Logger, Session, SessionProxy } from "./session.ts";
 export type {
   ProxyEndpoint,
