@@ -246,6 +246,43 @@ describe("AUTH failure budget per client address", () => {
     );
   });
 
+  it("limits that answer with promises are awaited; one that cannot count fails AUTH closed without a check", async () => {
+    let checked = 0;
+    const asked: string[] = [];
+    await withServer({
+      auth: {
+        verify: () => {
+          checked++;
+          return true;
+        },
+      },
+      limits: {
+        connect: async (key) => {
+          asked.push(`connect ${key}`);
+          await sleep(10);
+          return true;
+        },
+        disconnect: (key) => void asked.push(`disconnect ${key}`),
+        authStart: async () => {
+          await sleep(10);
+          return { verdict: "unavailable", failures: 0 };
+        },
+        authEnd: () => ({ failures: 0, lockedOut: false }),
+      },
+    }, async (_s, open) => {
+      const c = await greeted(open);
+      await c.send(plain("", "alice", "right"));
+      assert.match(
+        await c.reply(),
+        /^454 4\.7\.0 Temporary authentication failure/,
+      );
+      assert.equal(checked, 0);
+      await c.close();
+      for (let i = 0; i < 100 && asked.length < 2; i++) await sleep(10);
+      assert.deepEqual(asked, ["connect 127.0.0.1", "disconnect 127.0.0.1"]);
+    });
+  });
+
   it("bad values throw a TypeError", async () => {
     const { serve } = await import("../mod.ts");
     for (
@@ -255,6 +292,8 @@ describe("AUTH failure budget per client address", () => {
         { maxAuthFailuresPerIp: "10" },
         { authFailureWindow: 0 },
         { authFailureWindow: Infinity },
+        { limits: {} },
+        { limits: "shared" },
       ] as ServeOptions[]
     ) {
       await assert.rejects(

@@ -82,6 +82,7 @@ interface Waiting {
  */
 export class SupervisorLimits implements ClientLimits {
   readonly #send: (m: LimitsRequest) => boolean;
+  readonly #timeout: number;
   /** Connections counted by this worker alone (no answer in time). */
   readonly #local: LocalClientLimits;
   /** Connections the supervisor counted, per key. */
@@ -93,9 +94,15 @@ export class SupervisorLimits implements ClientLimits {
   /**
    * @param o the command line (for the limit per worker when unanswered)
    * @param send sends a request; false when the channel is gone
+   * @param timeout milliseconds to wait for an answer
    */
-  constructor(o: CliOptions, send: (m: LimitsRequest) => boolean) {
+  constructor(
+    o: CliOptions,
+    send: (m: LimitsRequest) => boolean,
+    timeout = LIMITS_TIMEOUT_MS,
+  ) {
     this.#send = send;
+    this.#timeout = timeout;
     this.#local = cliLimits(o);
   }
 
@@ -126,7 +133,7 @@ export class SupervisorLimits implements ClientLimits {
   #ask(request: LimitsRequest): Promise<LimitsReply | null> {
     return new Promise((resolve) => {
       if (this.#closed) return resolve(null);
-      const timer = unref(setTimeout(() => {
+      const timer = setTimeout(() => {
         this.#waiting.delete(request.id);
         // Asked in time or not: an answer that still comes is undone.
         this.#waiting.set(request.id, {
@@ -134,11 +141,11 @@ export class SupervisorLimits implements ClientLimits {
           answer: (late) => this.#undo(request, late),
           timer: unref(setTimeout(
             () => this.#waiting.delete(request.id),
-            10 * LIMITS_TIMEOUT_MS,
+            10 * this.#timeout,
           )),
         });
         resolve(null);
-      }, LIMITS_TIMEOUT_MS));
+      }, this.#timeout);
       this.#waiting.set(request.id, { request, answer: resolve, timer });
       if (!this.#send(request)) {
         clearTimeout(timer);

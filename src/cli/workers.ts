@@ -193,6 +193,7 @@ export function workerChannel(o: CliOptions): WorkerChannel | null {
     },
     async stopped(stats) {
       clearInterval(watch);
+      limits.close(); // the server is closed: nothing more to ask
       process.off("disconnect", onDisconnect);
       process.off("message", onMessage);
       await send({ smtpd: "stopped", ...stats });
