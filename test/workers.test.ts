@@ -541,6 +541,55 @@ describe("smtpd --workers: limits shared by the workers", () => {
 });
 
 describe("smtpd --workers: supervisor killed", () => {
+  it(
+    "a worker whose supervisor dies finishes the message in transfer, then exits",
+    // Under node:cluster (Node 20), cluster exits a worker at once when
+    // its primary is gone.
+    { skip: !HAS_REUSE_PORT },
+    async () => {
+      const tag = `smtpd-test-${process.pid}-graceful`;
+      const maildir = `${tmp}/graceful`;
+      const cli = start("src/cli/main.ts", [
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        "--maildir",
+        maildir,
+      ], { SMTPD_TEST_TAG: tag });
+      const [m] = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
+      const c = await connect(Number(m[1]));
+      try {
+        assert.match(await c.reply(), /^220 /);
+        for (
+          const line of [
+            "EHLO client.test",
+            "MAIL FROM:<a@example.org>",
+            "RCPT TO:<b@example.org>",
+            "DATA",
+          ]
+        ) {
+          await c.send(`${line}\r\n`);
+          assert.match(await c.reply(), /^[23]\d\d[ -]/);
+        }
+        await c.send("Subject: in-transfer\r\n\r\nfirst half\r\n");
+        process.kill(cli.child.pid!, "SIGKILL");
+        await cli.exited;
+        await new Promise((r) => setTimeout(r, 1500)); // the worker saw it
+        await c.send("second half\r\n.\r\n");
+        assert.match(await c.reply(), /^250 /);
+      } finally {
+        await c.close();
+      }
+      assert.deepEqual(await noneLeft(tag, 15000), [], cli.output());
+      const [name] = await fs.readdir(`${maildir}/new`);
+      assert.match(
+        await fs.readFile(`${maildir}/new/${name}`, "utf8"),
+        /Subject: in-transfer\r\n\r\nfirst half\r\nsecond half\r\n$/,
+      );
+    },
+  );
+
   it("loses no acknowledged message and leaves no process when the supervisor is killed at random moments", async () => {
     const maildir = `${tmp}/durable`;
     const acked = new Set<string>();
