@@ -460,6 +460,7 @@ export class LocalClientLimits implements ClientLimits {
     return this.#open.get(key) ?? 0;
   }
 
+  /** Counts a connection from `key`; false (not counted) when over the limit. */
   connect(key: string): boolean {
     if (this.#max === Infinity) return true;
     const n = this.#open.get(key) ?? 0;
@@ -468,12 +469,14 @@ export class LocalClientLimits implements ClientLimits {
     return true;
   }
 
+  /** A connection from `key` that {@link connect} counted has closed. */
   disconnect(key: string): void {
     const n = (this.#open.get(key) ?? 1) - 1;
     if (n <= 0) this.#open.delete(key);
     else this.#open.set(key, n);
   }
 
+  /** An AUTH attempt from `key` begins (see {@link FailureBudget.begin}). */
   authStart(key: string): AuthStart {
     if (this.budget === null) return { verdict: "ok", failures: 0 };
     const now = this.#now();
@@ -481,6 +484,7 @@ export class LocalClientLimits implements ClientLimits {
     return { verdict, failures: this.budget.failures(key, now) };
   }
 
+  /** The attempt has ended (see {@link FailureBudget.end}). */
   authEnd(key: string, failed: boolean): FailureCount {
     if (this.budget === null) return { failures: 0, lockedOut: false };
     return this.budget.end(key, this.#now(), failed);
