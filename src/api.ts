@@ -19,6 +19,12 @@ export type {
 } from "./server.ts";
 export type { Email, Message } from "./message.ts";
 export type {
+  AttemptVerdict,
+  AuthStart,
+  ClientLimits,
+  FailureCount,
+} from "./limits.ts";
+export type {
   ErrorContext,
   HookName,
   LogEntry,

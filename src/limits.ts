@@ -44,9 +44,11 @@ interface Entry {
   since: number;
   /** Locked out until then (0: not locked). */
   lockedUntil: number;
+  /** Attempts begun ({@link FailureBudget.begin}) and not yet ended. */
+  pending: number;
 }
 
-/** What {@link FailureBudget.fail} tells. */
+/** What {@link FailureBudget.fail} and {@link FailureBudget.end} tell. */
 export interface FailureCount {
   /** Failures of the key in its window, this one included. */
   failures: number;
@@ -55,12 +57,28 @@ export interface FailureCount {
 }
 
 /**
+ * What {@link FailureBudget.begin} decides about an attempt:
+ *
+ * - `"ok"`: it may go ahead (counted as pending until {@link FailureBudget.end});
+ * - `"locked"`: the key is locked out;
+ * - `"busy"`: the failures and the attempts in flight use up the budget
+ *   (try again once one of them has ended);
+ * - `"full"`: a new key, and the table is full of live keys (none is
+ *   forgotten to make room: that would let a flood of addresses free a
+ *   lock-out).
+ */
+export type AttemptVerdict = "ok" | "locked" | "busy" | "full";
+
+/**
  * A failure budget per key (a client address): `max` failures within
  * `window` milliseconds lock the key out for `window` from the last of
- * them. Bounded: at most `capacity` keys, the least recently used
- * forgotten first, so a flood of distinct addresses cannot grow it (it can
- * only push out older entries: an attacker would need `capacity` addresses
- * of its own to forget its lock-out, and could then use them directly).
+ * them. An attempt is counted when it begins ({@link begin}), so that
+ * attempts in flight at once cannot get more than `max` checked per
+ * window. Bounded: at most `capacity` keys. A key is forgotten only once
+ * it no longer matters (its window and lock-out are over, nothing in
+ * flight); while the table is full of live keys a new key is refused
+ * (`"full"`) rather than pushing out another: a flood of distinct
+ * addresses cannot free a lock-out.
  *
  * @example
  * ```ts
@@ -115,15 +133,44 @@ export class FailureBudget {
     return this.#entries.size;
   }
 
+  /** Whether `e` no longer matters at `now`: its window and lock-out are over. */
+  #over(e: Entry, now: number): boolean {
+    return e.lockedUntil <= now && now - e.since >= this.window;
+  }
+
   /** The key's entry, if it still matters at `now` (else it is dropped). */
   #get(key: string, now: number): Entry | undefined {
     const e = this.#entries.get(key);
     if (e === undefined) return undefined;
-    if (e.lockedUntil <= now && now - e.since >= this.window) {
+    if (e.failures > 0 && this.#over(e, now)) {
+      // A new window starts with the next failure.
+      e.failures = 0;
+      e.lockedUntil = 0;
+    }
+    if (e.failures === 0 && e.pending === 0) {
       this.#entries.delete(key);
       return undefined;
     }
     return e;
+  }
+
+  /**
+   * Room for one more key: forgets the keys that no longer matter, oldest
+   * first, until one is still live. False when the table stays full.
+   */
+  #room(now: number): boolean {
+    for (const [key, e] of this.#entries) {
+      if (this.#entries.size < this.capacity) return true;
+      if (e.pending > 0 || !this.#over(e, now)) break;
+      this.#entries.delete(key);
+    }
+    return this.#entries.size < this.capacity;
+  }
+
+  /** Moves `key` to the most recent end. */
+  #touch(key: string, e: Entry): void {
+    this.#entries.delete(key);
+    this.#entries.set(key, e);
   }
 
   /**
@@ -159,7 +206,59 @@ export class FailureBudget {
   }
 
   /**
-   * Counts a failure of `key` at `now`.
+   * An attempt of `key` begins at `now`: `"ok"` counts it as pending
+   * (each `"ok"` must be followed by one {@link end}); any other verdict
+   * counts nothing (see {@link AttemptVerdict}).
+   *
+   * @example
+   * ```ts
+   * import { FailureBudget } from "./limits.ts";
+   *
+   * const budget = new FailureBudget({ max: 1, window: 1000 });
+   * budget.begin("192.0.2.1", 0); // "ok"
+   * budget.begin("192.0.2.1", 0); // "busy": the one in flight may use it up
+   * budget.end("192.0.2.1", 5, true); // { failures: 1, lockedOut: true }
+   * budget.begin("192.0.2.1", 10); // "locked"
+   * ```
+   */
+  begin(key: string, now: number): AttemptVerdict {
+    let e = this.#get(key, now);
+    if (e === undefined) {
+      if (!this.#room(now)) return "full";
+      e = { failures: 0, since: now, lockedUntil: 0, pending: 0 };
+    } else if (e.lockedUntil > now) return "locked";
+    else if (e.failures + e.pending >= this.max) return "busy";
+    e.pending++;
+    this.#touch(key, e);
+    return "ok";
+  }
+
+  /**
+   * An attempt that {@link begin} let go ahead has ended at `now`:
+   * `failed` counts a failure (as {@link fail}), else it only frees its
+   * place (a success does not wipe the failures counted before it).
+   *
+   * @example
+   * ```ts
+   * import { FailureBudget } from "./limits.ts";
+   *
+   * const budget = new FailureBudget({ max: 3, window: 1000 });
+   * budget.begin("192.0.2.1", 0); // "ok"
+   * budget.end("192.0.2.1", 5, false); // { failures: 0, lockedOut: false }
+   * ```
+   */
+  end(key: string, now: number, failed: boolean): FailureCount {
+    const e = this.#get(key, now);
+    if (e !== undefined && e.pending > 0) e.pending--;
+    if (failed) return this.fail(key, now);
+    if (e !== undefined) this.#get(key, now); // dropped when nothing is left
+    return { failures: e?.failures ?? 0, lockedOut: false };
+  }
+
+  /**
+   * Counts a failure of `key` at `now`. A new key finds no room while the
+   * table is full of live keys: then it is not counted (its `begin()`
+   * would have been refused).
    *
    * @example
    * ```ts
@@ -172,19 +271,18 @@ export class FailureBudget {
    */
   fail(key: string, now: number): FailureCount {
     let e = this.#get(key, now);
-    if (e === undefined) e = { failures: 0, since: now, lockedUntil: 0 };
-    else this.#entries.delete(key); // re-inserted below: the most recent
+    if (e === undefined) {
+      if (!this.#room(now)) return { failures: 1, lockedOut: false };
+      e = { failures: 0, since: now, lockedUntil: 0, pending: 0 };
+    }
+    if (e.failures === 0) e.since = now;
     e.failures++;
     let lockedOut = false;
     if (e.failures >= this.max && e.lockedUntil <= now) {
       e.lockedUntil = now + this.window;
       lockedOut = true;
     }
-    this.#entries.set(key, e);
-    if (this.#entries.size > this.capacity) {
-      // The least recently failed key.
-      this.#entries.delete(this.#entries.keys().next().value!);
-    }
+    this.#touch(key, e);
     return { failures: e.failures, lockedOut };
   }
 
@@ -240,4 +338,155 @@ export function failureDelay(
   cap = 3000,
 ): number {
   return Math.min(Math.max(0, failures) * step, cap);
+}
+
+/** Default of `maxConnectionsPerIp`. */
+export const DEFAULT_MAX_CONNECTIONS_PER_IP = 50;
+/** Default of `maxAuthFailuresPerIp`. */
+export const DEFAULT_MAX_AUTH_FAILURES_PER_IP = 10;
+/** Default of `authFailureWindow`: 15 minutes. */
+export const DEFAULT_AUTH_FAILURE_WINDOW = 900000;
+
+/**
+ * What {@link ClientLimits.authStart} decides: an {@link AttemptVerdict},
+ * or `"unavailable"` when the limits could not be asked (a shared table
+ * that did not answer in time): the attempt is refused, as for `"full"`.
+ * `failures`: the key's failures counted so far (for the delay of a
+ * refusal).
+ */
+export interface AuthStart {
+  /** Whether the attempt may go ahead, or why not. */
+  verdict: AttemptVerdict | "unavailable";
+  /** Failures of the key in its window so far. */
+  failures: number;
+}
+
+/**
+ * Where the limits per client address are counted: open connections
+ * (`maxConnectionsPerIp`) and the AUTH failure budget
+ * (`maxAuthFailuresPerIp`). `serve()` keeps them in its own process
+ * ({@link LocalClientLimits}); several processes serving one port share
+ * one table by passing an implementation that asks the process holding
+ * it (as `smtpd --workers` does). Keys come from {@link clientKey}. A
+ * method may answer at once or with a promise; one that fails closed
+ * must still answer (a refusal), never throw.
+ *
+ * @example
+ * ```ts
+ * import { type ClientLimits, LocalClientLimits } from "./limits.ts";
+ *
+ * const limits: ClientLimits = new LocalClientLimits({
+ *   maxConnectionsPerIp: 2,
+ *   maxAuthFailuresPerIp: 10,
+ *   authFailureWindow: 900000,
+ *   now: () => Date.now(),
+ * });
+ * limits.connect("192.0.2.1"); // true
+ * ```
+ */
+export interface ClientLimits {
+  /** A connection from `key` opens: false when that is over the limit. */
+  connect(key: string): boolean | Promise<boolean>;
+  /** A connection that {@link connect} let in has closed. */
+  disconnect(key: string): void;
+  /** An AUTH attempt from `key` begins (its credentials not yet checked). */
+  authStart(key: string): AuthStart | Promise<AuthStart>;
+  /**
+   * The attempt that {@link authStart} let go ahead has ended: `failed`
+   * when the credentials were wrong (535).
+   */
+  authEnd(key: string, failed: boolean): FailureCount | Promise<FailureCount>;
+}
+
+/** Options of {@link LocalClientLimits} (the `serve()` options of the same names). */
+export interface LocalClientLimitsOptions {
+  /** Open connections per key at most (`Infinity`: no limit). */
+  maxConnectionsPerIp: number;
+  /** Failed AUTH attempts per key within the window (`Infinity`: off). */
+  maxAuthFailuresPerIp: number;
+  /** Milliseconds the failures count over, and a lock-out lasts. */
+  authFailureWindow: number;
+  /** Keys the AUTH budget remembers at most. Default 10000. */
+  capacity?: number;
+  /** The clock, in milliseconds. */
+  now: () => number;
+}
+
+/**
+ * The limits per client address of one process: connection counts per
+ * key, and a {@link FailureBudget}.
+ *
+ * @example
+ * ```ts
+ * import { LocalClientLimits } from "./limits.ts";
+ *
+ * const limits = new LocalClientLimits({
+ *   maxConnectionsPerIp: 1,
+ *   maxAuthFailuresPerIp: 10,
+ *   authFailureWindow: 900000,
+ *   now: () => Date.now(),
+ * });
+ * limits.connect("192.0.2.1"); // true
+ * limits.connect("192.0.2.1"); // false
+ * limits.disconnect("192.0.2.1");
+ * ```
+ */
+export class LocalClientLimits implements ClientLimits {
+  /** The AUTH failure budget (null: off). */
+  readonly budget: FailureBudget | null;
+  readonly #max: number;
+  readonly #now: () => number;
+  #open = new Map<string, number>();
+
+  /**
+   * Makes empty counts; throws a `TypeError` on a bad option.
+   *
+   * @param options see {@link LocalClientLimitsOptions}
+   */
+  constructor(options: LocalClientLimitsOptions) {
+    this.#max = options.maxConnectionsPerIp;
+    this.#now = options.now;
+    this.budget = options.maxAuthFailuresPerIp === Infinity
+      ? null
+      : new FailureBudget({
+        max: options.maxAuthFailuresPerIp,
+        window: options.authFailureWindow,
+        capacity: options.capacity,
+      });
+  }
+
+  /** Connections counted now under `key`. */
+  connections(key: string): number {
+    return this.#open.get(key) ?? 0;
+  }
+
+  /** Counts a connection from `key`; false (not counted) when over the limit. */
+  connect(key: string): boolean {
+    if (this.#max === Infinity) return true;
+    const n = this.#open.get(key) ?? 0;
+    if (n >= this.#max) return false;
+    this.#open.set(key, n + 1);
+    return true;
+  }
+
+  /** A connection from `key` that {@link connect} counted has closed. */
+  disconnect(key: string): void {
+    const n = (this.#open.get(key) ?? 1) - 1;
+    if (n <= 0) this.#open.delete(key);
+    else this.#open.set(key, n);
+  }
+
+  /** An AUTH attempt from `key` begins (see {@link FailureBudget.begin}). */
+  authStart(key: string): AuthStart {
+    if (this.budget === null) return { verdict: "ok", failures: 0 };
+    const now = this.#now();
+    const verdict = this.budget.begin(key, now);
+    return { verdict, failures: this.budget.failures(key, now) };
+  }
+
+  /** The attempt has ended (see {@link FailureBudget.end}). */
+  authEnd(key: string, failed: boolean): FailureCount {
+    if (this.budget === null) return { failures: 0, lockedOut: false };
+    return this.budget.end(key, this.#now(), failed);
+  }
 }

@@ -22,7 +22,16 @@ import {
   sharedEngineOptions,
 } from "./options.ts";
 import { checkKeys } from "./keys.ts";
-import { clientKey, FailureBudget, failureDelay } from "./limits.ts";
+import {
+  type AuthStart,
+  clientKey,
+  type ClientLimits,
+  DEFAULT_AUTH_FAILURE_WINDOW,
+  DEFAULT_MAX_AUTH_FAILURES_PER_IP,
+  DEFAULT_MAX_CONNECTIONS_PER_IP,
+  failureDelay,
+  LocalClientLimits,
+} from "./limits.ts";
 import type {
   ErrorContext,
   HookName,
@@ -147,9 +156,12 @@ export interface ServeOptions extends
   /** Open connections at most; more get 421 4.7.0 and are closed. Default 1000. */
   maxConnections?: number;
   /**
-   * Open connections per client IP address at most; more get 421 4.7.0.
-   * Behind a relay or a load balancer without the PROXY protocol, every
-   * client has the balancer's address: raise it. Default 50.
+   * Open connections per client address at most; more get 421 4.7.0. An
+   * IPv4 client counts by its address (an IPv4-mapped IPv6 address as its
+   * IPv4 address), an IPv6 client by its /64 network (a host picks any
+   * address in its /64). Behind a relay or a load balancer without the
+   * PROXY protocol, every client has the balancer's address: raise it.
+   * Default 50.
    */
   maxConnectionsPerIp?: number;
   /**
@@ -159,13 +171,43 @@ export interface ServeOptions extends
    * `authFailureWindow` has passed since the last counted failure, and one
    * `auth-lockout` entry is logged. Each failure is also answered only
    * after 250 ms per failure counted (at most 3 s), without holding up
-   * other connections. An IPv6 client counts by its /64. The addresses
-   * are kept in a table of 10,000 at most (least recently failed
-   * forgotten first). `Infinity` turns it off. Default 10.
+   * other connections. An IPv6 client counts by its /64. An attempt is
+   * counted when it begins: attempts from one address at once wait for
+   * those in flight when these could use up the budget (at most 10 s,
+   * then 454 4.7.0), so that no more than this many passwords are ever
+   * checked per window. The addresses are kept in a table of 10,000 at
+   * most; one is forgotten only once its window and lock-out are over,
+   * and while the table is full, AUTH from an address not in it gets
+   * 454 4.7.0 (a flood of addresses cannot free a lock-out).
+   * `Infinity` turns it off. Default 10.
    */
   maxAuthFailuresPerIp?: number;
   /** Milliseconds that `maxAuthFailuresPerIp` counts over, and a lock-out lasts. Default 900000 (15 minutes). */
   authFailureWindow?: number;
+  /**
+   * Where `maxConnectionsPerIp` and `maxAuthFailuresPerIp` are counted.
+   * By default in this process; several processes serving one port (see
+   * `reusePort`) share the counts by each passing an implementation that
+   * asks one process holding them (`smtpd --workers` does this over its
+   * IPC channel). Given this, `maxConnectionsPerIp`,
+   * `maxAuthFailuresPerIp` and `authFailureWindow` are the object's to
+   * apply, not this server's.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   * import { LocalClientLimits } from "@smtpd/smtpd/engine";
+   *
+   * const limits = new LocalClientLimits({
+   *   maxConnectionsPerIp: 20,
+   *   maxAuthFailuresPerIp: 5,
+   *   authFailureWindow: 600000,
+   *   now: () => Date.now(),
+   * });
+   * const server = await serve({ port: 2525, limits });
+   * ```
+   */
+  limits?: ClientLimits;
   /**
    * Milliseconds a hook may take before the client gets 451 4.3.0. For
    * `onMessage` this counts after the body has ended, and also bounds how
@@ -385,6 +427,8 @@ interface ResolvedServeOptions {
   maxConnectionsPerIp: number;
   maxAuthFailuresPerIp: number;
   authFailureWindow: number;
+  /** The given `limits`, or null (this process counts). */
+  limits: ClientLimits | null;
   hookTimeout: number;
   closeTimeout: number;
   handshakeTimeout: number;
@@ -432,6 +476,7 @@ const SERVE_KEYS: ReadonlySet<string> = new Set([
   "maxConnectionsPerIp",
   "maxAuthFailuresPerIp",
   "authFailureWindow",
+  "limits",
   "hookTimeout",
   "closeTimeout",
   "handshakeTimeout",
@@ -535,6 +580,20 @@ function resolveProxyProtocol(
   return { trusted: new CidrSet(trusted), maxV2Length };
 }
 
+function resolveLimits(limits: ClientLimits | undefined): ClientLimits | null {
+  if (limits === undefined) return null;
+  const methods = ["connect", "disconnect", "authStart", "authEnd"] as const;
+  if (
+    typeof limits !== "object" || limits === null ||
+    methods.some((m) => typeof limits[m] !== "function")
+  ) {
+    throw new TypeError(
+      "Cannot use option limits: value has no connect, disconnect, authStart and authEnd methods",
+    );
+  }
+  return limits;
+}
+
 function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
   checkOptionNames(o);
   if (o.hostname !== undefined && typeof o.hostname !== "string") {
@@ -600,20 +659,21 @@ function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
     maxConnectionsPerIp: limitOption(
       "maxConnectionsPerIp",
       o.maxConnectionsPerIp,
-      50,
+      DEFAULT_MAX_CONNECTIONS_PER_IP,
       { allowInfinity: true },
     ),
     maxAuthFailuresPerIp: limitOption(
       "maxAuthFailuresPerIp",
       o.maxAuthFailuresPerIp,
-      10,
+      DEFAULT_MAX_AUTH_FAILURES_PER_IP,
       { allowInfinity: true },
     ),
     authFailureWindow: limitOption(
       "authFailureWindow",
       o.authFailureWindow,
-      900000,
+      DEFAULT_AUTH_FAILURE_WINDOW,
     ),
+    limits: resolveLimits(o.limits),
     hookTimeout: limitOption("hookTimeout", o.hookTimeout, 60000, {
       allowInfinity: true,
     }),
@@ -715,6 +775,10 @@ const AUTH_LOCKED = new SmtpError(
   "4.7.0",
   "Too many failed authentications from your address, try again later",
 );
+/** How long an AUTH attempt waits for those in flight (see maxAuthFailuresPerIp). */
+const AUTH_QUEUE_MS = 10000;
+/** How often a waiting AUTH attempt asks again. */
+const AUTH_QUEUE_POLL_MS = 100;
 const EMPTY = new Uint8Array(0);
 const FORCED = Symbol("forced");
 /** A driver's `done` before start(). */
@@ -1028,7 +1092,7 @@ class ConnectionDriver {
   #settle: ((result: WaitResult) => void) | null = null;
   /** When the wait in progress times out (Infinity: no wait). */
   #hookDeadline = Infinity;
-  /** The address counted for maxConnectionsPerIp (null: not counted yet). */
+  /** The key counted for maxConnectionsPerIp (null: not counted). */
   countedIp: string | null = null;
   /** Reading the PROXY header or waiting out greetingDelay (see #preamble). */
   #inPreamble = false;
@@ -1136,7 +1200,7 @@ class ConnectionDriver {
       const o = server.options;
       if (o.proxyProtocol !== null || o.greetingDelay > 0) {
         if (!(await this.#preamble())) return;
-      } else if (!this.#claimIp()) return;
+      } else if (!(await this.#claimIp())) return;
       log?.({
         type: "connect",
         session: s.id,
@@ -1291,7 +1355,7 @@ class ConnectionDriver {
           rest = r;
         }
       }
-      if (!this.#claimIp()) return false;
+      if (!(await this.#claimIp())) return false;
       if (o.greetingDelay > 0) {
         if (!(await this.#greetingDelay(o.greetingDelay, rest))) return false;
       }
@@ -1398,9 +1462,12 @@ class ConnectionDriver {
   }
 
   /** Counts the connection for maxConnectionsPerIp; false: refused (421, closed). */
-  #claimIp(): boolean {
+  async #claimIp(): Promise<boolean> {
     const ip = this.session.remoteAddress;
-    if (!this.#server.claimIp(ip)) {
+    const key = clientKey(ip);
+    let claimed = this.#server.claimIp(key);
+    if (isThenable(claimed)) claimed = await claimed;
+    if (!claimed) {
       this.#server.refuse(
         this.#conn,
         ip,
@@ -1409,7 +1476,7 @@ class ConnectionDriver {
       );
       return false;
     }
-    this.countedIp = ip;
+    if (this.#server.options.path === null) this.countedIp = key;
     return true;
   }
 
@@ -1669,24 +1736,48 @@ class ConnectionDriver {
   async #authenticate(credentials: AuthCredentials): Promise<void> {
     const auth = this.#server.hooks.auth!;
     const s = this.session;
-    const budget = this.#server.authBudget;
-    const key = budget === null ? "" : clientKey(s.remoteAddress);
-    if (budget !== null && budget.isLocked(key, Date.now())) {
-      // Locked out: the application is not asked; slow, then 454.
-      await this.#pause(failureDelay(budget.failures(key, Date.now())));
-      return this.#authDone(credentials, AUTH_LOCKED);
+    const limits = this.#server.limits;
+    const key = clientKey(s.remoteAddress);
+    // Counted when it begins: guesses in flight at once cannot get more
+    // checked than the budget. One that could use up the budget with those
+    // in flight waits for them.
+    const since = Date.now();
+    let start: AuthStart;
+    for (;;) {
+      const r = limits.authStart(key);
+      start = isThenable(r) ? await r : r;
+      if (
+        start.verdict !== "busy" || this.#closing ||
+        Date.now() - since >= AUTH_QUEUE_MS
+      ) break;
+      await this.#pause(AUTH_QUEUE_POLL_MS);
     }
-    const check = (async (): Promise<SmtpError | null> => {
-      try {
-        return (await checkAuth(auth, credentials, s)) ? null : AUTH_INVALID;
-      } catch (err) {
-        return this.#hookError(err, "auth", null, AUTH_TEMPORARY);
-      }
-    })();
-    let error = this.#hookReply(await this.#wait(check, true));
-    if (error === TEMPORARY) error = AUTH_TEMPORARY;
-    if (budget !== null && error !== null && error.code === 535) {
-      const { failures, lockedOut } = budget.fail(key, Date.now());
+    if (start.verdict !== "ok") {
+      // Locked out (or no room to count): the application is not asked;
+      // slow, then 454.
+      await this.#pause(failureDelay(start.failures));
+      return this.#authDone(
+        credentials,
+        start.verdict === "locked" || start.verdict === "busy"
+          ? AUTH_LOCKED
+          : AUTH_TEMPORARY,
+      );
+    }
+    let error: SmtpError | null = AUTH_TEMPORARY;
+    try {
+      const check = (async (): Promise<SmtpError | null> => {
+        try {
+          return (await checkAuth(auth, credentials, s)) ? null : AUTH_INVALID;
+        } catch (err) {
+          return this.#hookError(err, "auth", null, AUTH_TEMPORARY);
+        }
+      })();
+      error = this.#hookReply(await this.#wait(check, true));
+      if (error === TEMPORARY) error = AUTH_TEMPORARY;
+    } finally {
+      const failed = error !== null && error.code === 535;
+      const ended = limits.authEnd(key, failed);
+      const { failures, lockedOut } = isThenable(ended) ? await ended : ended;
       if (lockedOut) {
         this.#server.logger?.({
           type: "auth-lockout",
@@ -1695,7 +1786,7 @@ class ConnectionDriver {
           failures,
         });
       }
-      await this.#pause(failureDelay(failures));
+      if (failed) await this.#pause(failureDelay(failures));
     }
     this.#authDone(credentials, error);
   }
@@ -1953,10 +2044,9 @@ class SmtpServer implements Server {
   readonly finished: Promise<void>;
   #listener: Listener;
   #drivers = new Set<ConnectionDriver>();
-  #perIp = new Map<string, number>();
   #closing: Promise<void> | null = null;
-  /** AUTH failures per client address; null when off (or no AUTH). */
-  readonly authBudget: FailureBudget | null;
+  /** Where connections and AUTH failures per client address are counted. */
+  readonly limits: ClientLimits;
   #inbox: Delivery[] = [];
   #takers: ((d: Delivery | null) => void)[] = [];
   #ended = false;
@@ -1965,13 +2055,14 @@ class SmtpServer implements Server {
     this.options = resolveServeOptions(options);
     this.engineOptions = engineOptionsOf(options);
     this.hooks = options;
-    this.authBudget = this.engineOptions.authMechanisms!.length > 0 &&
-        this.options.maxAuthFailuresPerIp !== Infinity
-      ? new FailureBudget({
-        max: this.options.maxAuthFailuresPerIp,
-        window: this.options.authFailureWindow,
-      })
-      : null;
+    this.limits = this.options.limits ?? new LocalClientLimits({
+      maxConnectionsPerIp: this.options.maxConnectionsPerIp,
+      maxAuthFailuresPerIp: this.engineOptions.authMechanisms!.length > 0
+        ? this.options.maxAuthFailuresPerIp
+        : Infinity,
+      authFailureWindow: this.options.authFailureWindow,
+      now: Date.now,
+    });
     // A logger that throws must not break the connection's loop (its catch
     // and finally log too, and a rejection there went unhandled).
     this.logger = safeLogger(options.logger);
@@ -2086,24 +2177,19 @@ class SmtpServer implements Server {
   driverEnded(driver: ConnectionDriver): void {
     this.#drivers.delete(driver);
     const counted = driver.countedIp;
-    if (counted === null) return;
-    const n = (this.#perIp.get(counted) ?? 1) - 1;
-    if (n <= 0) this.#perIp.delete(counted);
-    else this.#perIp.set(counted, n);
+    if (counted !== null) this.limits.disconnect(counted);
   }
 
   /**
-   * Counts a connection from `ip` for maxConnectionsPerIp: false when
-   * that would be over the limit. The driver calls it before the greeting
-   * (after the PROXY header, which names the address to count).
+   * Counts a connection under `key` (see clientKey) for
+   * maxConnectionsPerIp: false when that would be over the limit. The
+   * driver calls it before the greeting (after the PROXY header, which
+   * names the address to count).
    */
-  claimIp(ip: string): boolean {
+  claimIp(key: string): boolean | Promise<boolean> {
     // On a Unix socket every client is local: no per-address limit.
     if (this.options.path !== null) return true;
-    const n = this.#perIp.get(ip) ?? 0;
-    if (n >= this.options.maxConnectionsPerIp) return false;
-    this.#perIp.set(ip, n + 1);
-    return true;
+    return this.limits.connect(key);
   }
 
   /**

@@ -150,6 +150,139 @@ describe("AUTH failure budget per client address", () => {
     }
   });
 
+  it("counts a guess when it begins: 30 guesses at once against a slow verify get exactly the budget checked", async () => {
+    let checked = 0;
+    await withServer({
+      auth: {
+        verify: async () => {
+          checked++;
+          await sleep(300);
+          return false;
+        },
+      },
+      maxAuthFailuresPerIp: 10,
+    }, async (_s, open) => {
+      const clients = await Promise.all(
+        Array.from({ length: 30 }, () => greeted(open)),
+      );
+      const replies = await Promise.all(clients.map(async (c) => {
+        await c.send(plain("", "alice", "guess"));
+        return code(await c.reply());
+      }));
+      assert.equal(checked, 10);
+      assert.equal(replies.filter((r) => r === "535 5.7.8").length, 10);
+      assert.equal(replies.filter((r) => r === "454 4.7.0").length, 20);
+    });
+  });
+
+  it("attempts at once from one address wait for those in flight, then go ahead", async () => {
+    let checked = 0;
+    await withServer({
+      auth: {
+        verify: async ({ password }) => {
+          checked++;
+          await sleep(100);
+          return password === "right";
+        },
+      },
+      maxAuthFailuresPerIp: 3,
+    }, async (_s, open) => {
+      // A busy client with 8 connections, every one with the right password.
+      const clients = await Promise.all(
+        Array.from({ length: 8 }, () => greeted(open)),
+      );
+      const replies = await Promise.all(clients.map(async (c) => {
+        await c.send(plain("", "alice", "right"));
+        return code(await c.reply());
+      }));
+      assert.deepEqual(replies, Array(8).fill("235 2.7.0"));
+      assert.equal(checked, 8);
+    });
+  });
+
+  it("a flood of other addresses cannot free a lock-out (the table refuses new ones while full)", async () => {
+    const { LocalClientLimits } = await import("../src/limits.ts");
+    const limits = new LocalClientLimits({
+      maxConnectionsPerIp: Infinity,
+      maxAuthFailuresPerIp: 2,
+      authFailureWindow: 60_000,
+      capacity: 20,
+      now: () => Date.now(),
+    });
+    await withServer(
+      { auth: users, proxyProtocol: true, limits },
+      async (_s, open) => {
+        const from = async (ip: string, port: number) => {
+          const c = await open();
+          await c.send(`PROXY TCP4 ${ip} 127.0.0.1 ${port} 25\r\n`);
+          assert.match(await c.reply(), /^220 /);
+          await c.send("EHLO client.test\r\n");
+          assert.match(await c.reply(), /^250-/);
+          return c;
+        };
+        const attacker = await from("192.0.2.1", 1000);
+        for (const password of ["wrong1", "wrong2"]) {
+          await attacker.send(plain("", "alice", password));
+          assert.equal(code(await attacker.reply()), "535 5.7.8");
+        }
+        await attacker.send(plain("", "alice", "right"));
+        assert.equal(code(await attacker.reply()), "454 4.7.0");
+        // 25 other addresses fail once each: 19 are counted, then the
+        // table is full and the others are refused without a check.
+        const others = await Promise.all(
+          Array.from({ length: 25 }, async (_, i) => {
+            const c = await from(`198.51.100.${i + 1}`, 2000 + i);
+            await c.send(plain("", "alice", "wrong"));
+            return code(await c.reply());
+          }),
+        );
+        assert.equal(others.filter((r) => r === "535 5.7.8").length, 19);
+        assert.equal(others.filter((r) => r === "454 4.7.0").length, 6);
+        // The lock-out holds, the right password still refused.
+        const again = await from("192.0.2.1", 1001);
+        await again.send(plain("", "alice", "right"));
+        assert.equal(code(await again.reply()), "454 4.7.0");
+      },
+    );
+  });
+
+  it("limits that answer with promises are awaited; one that cannot count fails AUTH closed without a check", async () => {
+    let checked = 0;
+    const asked: string[] = [];
+    await withServer({
+      auth: {
+        verify: () => {
+          checked++;
+          return true;
+        },
+      },
+      limits: {
+        connect: async (key) => {
+          asked.push(`connect ${key}`);
+          await sleep(10);
+          return true;
+        },
+        disconnect: (key) => void asked.push(`disconnect ${key}`),
+        authStart: async () => {
+          await sleep(10);
+          return { verdict: "unavailable", failures: 0 };
+        },
+        authEnd: () => ({ failures: 0, lockedOut: false }),
+      },
+    }, async (_s, open) => {
+      const c = await greeted(open);
+      await c.send(plain("", "alice", "right"));
+      assert.match(
+        await c.reply(),
+        /^454 4\.7\.0 Temporary authentication failure/,
+      );
+      assert.equal(checked, 0);
+      await c.close();
+      for (let i = 0; i < 100 && asked.length < 2; i++) await sleep(10);
+      assert.deepEqual(asked, ["connect 127.0.0.1", "disconnect 127.0.0.1"]);
+    });
+  });
+
   it("bad values throw a TypeError", async () => {
     const { serve } = await import("../mod.ts");
     for (
@@ -159,6 +292,8 @@ describe("AUTH failure budget per client address", () => {
         { maxAuthFailuresPerIp: "10" },
         { authFailureWindow: 0 },
         { authFailureWindow: Infinity },
+        { limits: {} },
+        { limits: "shared" },
       ] as ServeOptions[]
     ) {
       await assert.rejects(

@@ -1,8 +1,13 @@
-// FailureBudget, clientKey and failureDelay with a fake clock and synthetic
+// FailureBudget, clientKey, LocalClientLimits and failureDelay with a fake clock and synthetic
 // addresses (nothing goes on the wire).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { clientKey, FailureBudget, failureDelay } from "../src/limits.ts";
+import {
+  clientKey,
+  FailureBudget,
+  failureDelay,
+  LocalClientLimits,
+} from "../src/limits.ts";
 
 const MIN = 60_000;
 
@@ -55,24 +60,61 @@ describe("FailureBudget", () => {
     assert.equal(b.fail("k", 2).lockedOut, false);
   });
 
-  it("stays bounded under a flood of distinct addresses (LRU)", () => {
+  it("a flood of distinct addresses cannot free a lock-out: new keys are refused while the table is full of live ones", () => {
     const b = new FailureBudget({ max: 5, window: 15 * MIN, capacity: 10_000 });
     // The attacker is locked out first...
     for (let i = 0; i < 5; i++) b.fail("198.51.100.7", i);
     assert.equal(b.isLocked("198.51.100.7", 10), true);
-    // ...then 100,000 other addresses fail once each; the attacker keeps
-    // trying (and so stays among the recently used).
-    for (let i = 0; i < 100_000; i++) {
-      const a = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-      b.fail(a, 100 + i);
+    // ...then 10,050 other addresses fail once each.
+    for (let i = 0; i < 10_050; i++) {
+      b.fail(`10.0.${i >> 8}.${i & 255}`, 100 + i);
       assert.ok(b.size <= 10_000);
-      if (i % 5000 === 0) b.fail("198.51.100.7", 100 + i);
     }
+    // The attacker stays locked out, its right password refused...
+    assert.equal(b.isLocked("198.51.100.7", 20_000), true);
+    assert.equal(b.begin("198.51.100.7", 20_000), "locked");
+    // ...the table took 9,999 of them (one place is the attacker's), and
+    // refuses another new key while all are live.
     assert.equal(b.size, 10_000);
-    assert.equal(b.isLocked("198.51.100.7", 200_000), true);
-    // The oldest of the flood were forgotten.
-    assert.equal(b.failures("10.0.0.0", 200_000), 0);
-    assert.equal(b.failures("10.1.134.159", 200_000), 1);
+    assert.equal(b.failures("10.0.39.14", 20_000), 1); // the 9,999th
+    assert.equal(b.failures("10.0.39.15", 20_000), 0); // the 10,000th
+    assert.equal(b.begin("192.0.2.50", 20_000), "full");
+    // A key already in the table goes on being counted.
+    assert.equal(b.begin("10.0.0.1", 20_000), "ok");
+    // Once their windows are over, old keys make room for new ones.
+    const later = 100 + 15 * MIN;
+    assert.equal(b.begin("192.0.2.99", later), "ok");
+    assert.equal(b.failures("10.0.0.0", later), 0);
+  });
+
+  it("counts an attempt when it begins: at most max attempts in flight and failed per window", () => {
+    const b = new FailureBudget({ max: 3, window: MIN });
+    // 50 attempts at once: only 3 go ahead, the others wait their turn.
+    const verdicts = Array.from({ length: 50 }, () => b.begin("k", 0));
+    assert.equal(verdicts.filter((v) => v === "ok").length, 3);
+    assert.ok(verdicts.slice(3).every((v) => v === "busy"));
+    // A success frees its place (without wiping failures)...
+    assert.deepEqual(b.end("k", 1, false), { failures: 0, lockedOut: false });
+    assert.equal(b.begin("k", 2), "ok");
+    // ...failures use it up: the third locks the key out.
+    assert.deepEqual(b.end("k", 3, true), { failures: 1, lockedOut: false });
+    assert.deepEqual(b.end("k", 4, true), { failures: 2, lockedOut: false });
+    assert.equal(b.begin("k", 5), "busy"); // 2 failed + 1 in flight
+    assert.deepEqual(b.end("k", 6, true), { failures: 3, lockedOut: true });
+    assert.equal(b.begin("k", 7), "locked");
+    assert.equal(b.begin("k", 6 + MIN), "ok");
+  });
+
+  it("a key with an attempt in flight is never forgotten, not even when the table is full", () => {
+    const b = new FailureBudget({ max: 2, window: 1000, capacity: 2 });
+    assert.equal(b.begin("a", 0), "ok");
+    assert.equal(b.begin("b", 0), "ok");
+    assert.equal(b.begin("c", 5000), "full");
+    b.end("a", 5000, true);
+    assert.equal(b.failures("a", 5001), 1);
+    b.end("b", 5000, false);
+    assert.equal(b.size, 1); // b had nothing left to remember
+    assert.equal(b.begin("c", 5001), "ok");
   });
 
   it("expired keys are dropped when looked at", () => {
@@ -121,7 +163,46 @@ describe("clientKey", () => {
       "2001:db8:1:2::/64",
     );
     assert.equal(clientKey("::1"), "::/64");
+    assert.equal(clientKey("::ffff:7f00:1"), "127.0.0.1");
+    assert.equal(
+      clientKey("2001:db8:1:2::1"),
+      clientKey("2001:db8:1:2:ffff::2"),
+    );
+    assert.notEqual(clientKey("2001:db8:1:2::1"), clientKey("2001:db8:1:3::1"));
     assert.equal(clientKey("not an address"), "not an address");
+  });
+});
+
+describe("LocalClientLimits", () => {
+  it("counts connections per key up to the limit, and frees them", () => {
+    const l = new LocalClientLimits({
+      maxConnectionsPerIp: 2,
+      maxAuthFailuresPerIp: 10,
+      authFailureWindow: MIN,
+      now: () => 0,
+    });
+    const key = clientKey("2001:db8:1:2::a");
+    assert.equal(l.connect(key), true);
+    assert.equal(l.connect(clientKey("2001:db8:1:2::b")), true);
+    assert.equal(l.connect(clientKey("2001:db8:1:2:ffff::1")), false);
+    assert.equal(l.connect(clientKey("2001:db8:1:3::a")), true);
+    l.disconnect(key);
+    assert.equal(l.connections(key), 1);
+    assert.equal(l.connect(key), true);
+  });
+
+  it("with maxAuthFailuresPerIp Infinity lets every attempt go without counting", () => {
+    const l = new LocalClientLimits({
+      maxConnectionsPerIp: Infinity,
+      maxAuthFailuresPerIp: Infinity,
+      authFailureWindow: MIN,
+      now: () => 0,
+    });
+    for (let i = 0; i < 100; i++) {
+      assert.deepEqual(l.authStart("k"), { verdict: "ok", failures: 0 });
+      assert.deepEqual(l.authEnd("k", true), { failures: 0, lockedOut: false });
+      assert.equal(l.connect("k"), true);
+    }
   });
 });
 

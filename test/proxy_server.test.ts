@@ -338,6 +338,44 @@ describe("PROXY protocol", () => {
     );
   });
 
+  it("counts maxConnectionsPerIp per IPv6 /64, and an IPv4-mapped client as its IPv4 address", async () => {
+    const r = recorder();
+    await withServer(
+      { ...r.options, proxyProtocol: true, maxConnectionsPerIp: 3 },
+      async (_server, open) => {
+        const from = async (src: string, port: number) => {
+          const w = await open();
+          await w.send(
+            `PROXY TCP6 ${src} 2001:db8:ffff::1 ${port} 25\r\n`,
+          );
+          return (await w.reply()).slice(0, 9);
+        };
+        // A trusted proxy names 6 addresses of one /64: 3 get in.
+        const one64: string[] = [];
+        for (let i = 1; i <= 6; i++) {
+          one64.push(await from(`2001:db8:1:2::${i.toString(16)}`, 1000 + i));
+        }
+        assert.deepEqual(one64, [
+          "220 mx.te",
+          "220 mx.te",
+          "220 mx.te",
+          "421 4.7.0",
+          "421 4.7.0",
+          "421 4.7.0",
+        ]);
+        // The next /64 is another client.
+        assert.equal(await from("2001:db8:1:3::1", 2000), "220 mx.te");
+        // ::ffff:192.0.2.1 and 192.0.2.1 are one client.
+        for (let i = 0; i < 3; i++) {
+          assert.equal(await from("::ffff:192.0.2.1", 3000 + i), "220 mx.te");
+        }
+        const w = await open();
+        await w.send(v1("192.0.2.1", 3010));
+        assert.match(await w.reply(), /^421 4\.7\.0 /);
+      },
+    );
+  });
+
   it("runs STARTTLS behind a header as without one", async () => {
     const r = recorder();
     await withServer(

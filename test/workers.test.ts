@@ -4,6 +4,7 @@
 // run under the runtime that runs these tests; only loopback is used.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { Buffer } from "node:buffer";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
 import { availableParallelism, tmpdir } from "node:os";
@@ -12,6 +13,8 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { serve } from "../mod.ts";
 import { parseCliArgs } from "../src/cli/args.ts";
+import { hashPassword } from "../src/cli/password.ts";
+import { connect } from "./helpers/client.ts";
 import { tsCommand as runCommand } from "./helpers/run.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -423,6 +426,244 @@ describe("smtpd --workers", () => {
     assert.equal(exit.code, 2, cli.output());
     // Said once (by the first worker), not once per worker.
     assert.equal(cli.output().match(/--tls-cert/g)?.length, 1, cli.output());
+  });
+});
+
+/** Process ids whose environment holds `tag` (Linux: /proc). */
+async function tagged(tag: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const name of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const env = await fs.readFile(`/proc/${name}/environ`, "latin1");
+      // A zombie (exited, not yet reaped) has an empty environment.
+      if (env.includes(tag)) found.push(Number(name));
+    } catch { /* gone, or not ours */ }
+  }
+  return found;
+}
+
+/** Waits until no process holds `tag`; resolves to those left after `ms`. */
+async function noneLeft(tag: string, ms: number): Promise<string[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = await tagged(tag);
+    if (left.length === 0) return [];
+    if (Date.now() > deadline) {
+      return await Promise.all(left.map(async (pid) => {
+        pids.add(pid); // killed after the tests
+        const cmd = await fs.readFile(`/proc/${pid}/cmdline`, "latin1")
+          .catch(() => "");
+        return `${pid} ${cmd.replaceAll("\0", " ")}`;
+      }));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
+
+describe("smtpd --workers: limits shared by the workers", () => {
+  it("--max-connections-per-ip counts across the workers", async () => {
+    const cli = start("src/cli/main.ts", [
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--maildir",
+      `${tmp}/conn-md`,
+      "--max-connections-per-ip",
+      "4",
+    ]);
+    try {
+      const [m] = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
+      const port = Number(m[1]);
+      // 20 connections at once (the kernel spreads them over both workers).
+      const clients = await Promise.all(
+        Array.from({ length: 20 }, () => connect(port)),
+      );
+      const lines = await Promise.all(
+        clients.map(async (c) => (await c.reply()).slice(0, 9)),
+      );
+      assert.equal(lines.filter((l) => l.startsWith("220 ")).length, 4);
+      assert.equal(lines.filter((l) => l === "421 4.7.0").length, 16);
+      await Promise.all(clients.map((c) => c.close()));
+      // Freed when they leave.
+      await new Promise((r) => setTimeout(r, 300));
+      const again = await Promise.all(
+        Array.from({ length: 4 }, () => connect(port)),
+      );
+      for (const c of again) assert.match(await c.reply(), /^220 /);
+      await Promise.all(again.map((c) => c.close()));
+    } finally {
+      process.kill(cli.child.pid!, "SIGTERM");
+      assert.equal((await cli.exited).code, 0, cli.output());
+    }
+  });
+
+  it("--max-auth-failures-per-ip counts across the workers: 3 means 3 passwords checked", async () => {
+    const users = `${tmp}/users`;
+    await fs.writeFile(users, `alice:${await hashPassword("right")}\n`);
+    const cli = start("src/cli/main.ts", [
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--maildir",
+      `${tmp}/auth-md`,
+      "--auth-file",
+      users,
+      "--allow-insecure-auth",
+      "--max-auth-failures-per-ip",
+      "3",
+    ]);
+    try {
+      const [m] = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
+      const port = Number(m[1]);
+      const attempt = async (password: string) => {
+        const c = await connect(port);
+        try {
+          assert.match(await c.reply(), /^220 /);
+          await c.send("EHLO client.test\r\n");
+          assert.match(await c.reply(), /^250[ -]/);
+          await c.send(`AUTH PLAIN ${b64(`\0alice\0${password}`)}\r\n`);
+          return (await c.reply()).slice(0, 9);
+        } finally {
+          await c.close();
+        }
+      };
+      // 16 guesses at once, on connections spread over both workers.
+      const replies = await Promise.all(
+        Array.from({ length: 16 }, (_, i) => attempt(`wrong${i}`)),
+      );
+      assert.equal(replies.filter((r) => r === "535 5.7.8").length, 3);
+      assert.equal(replies.filter((r) => r === "454 4.7.0").length, 13);
+      // Locked out on every worker: the right password gets 454 too.
+      const right = await Promise.all(
+        Array.from({ length: 6 }, () => attempt("right")),
+      );
+      assert.deepEqual(right, Array(6).fill("454 4.7.0"));
+    } finally {
+      process.kill(cli.child.pid!, "SIGTERM");
+      assert.equal((await cli.exited).code, 0, cli.output());
+    }
+  });
+});
+
+describe("smtpd --workers: supervisor killed", () => {
+  it(
+    "a worker whose supervisor dies finishes the message in transfer, then exits",
+    // Under node:cluster (Node 20), cluster exits a worker at once when
+    // its primary is gone.
+    { skip: !HAS_REUSE_PORT },
+    async () => {
+      const tag = `smtpd-test-${process.pid}-graceful`;
+      const maildir = `${tmp}/graceful`;
+      const cli = start("src/cli/main.ts", [
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        "--maildir",
+        maildir,
+      ], { SMTPD_TEST_TAG: tag });
+      const [m] = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
+      const c = await connect(Number(m[1]));
+      try {
+        assert.match(await c.reply(), /^220 /);
+        for (
+          const line of [
+            "EHLO client.test",
+            "MAIL FROM:<a@example.org>",
+            "RCPT TO:<b@example.org>",
+            "DATA",
+          ]
+        ) {
+          await c.send(`${line}\r\n`);
+          assert.match(await c.reply(), /^[23]\d\d[ -]/);
+        }
+        await c.send("Subject: in-transfer\r\n\r\nfirst half\r\n");
+        process.kill(cli.child.pid!, "SIGKILL");
+        await cli.exited;
+        await new Promise((r) => setTimeout(r, 1500)); // the worker saw it
+        await c.send("second half\r\n.\r\n");
+        assert.match(await c.reply(), /^250 /);
+      } finally {
+        await c.close();
+      }
+      assert.deepEqual(await noneLeft(tag, 15000), [], cli.output());
+      const [name] = await fs.readdir(`${maildir}/new`);
+      assert.match(
+        await fs.readFile(`${maildir}/new/${name}`, "utf8"),
+        /Subject: in-transfer\r\n\r\nfirst half\r\nsecond half\r\n$/,
+      );
+    },
+  );
+
+  it("loses no acknowledged message and leaves no process when the supervisor is killed at random moments", async () => {
+    const maildir = `${tmp}/durable`;
+    const acked = new Set<string>();
+    let n = 0;
+    // Killed while the first worker starts, while the second starts, at a
+    // random moment from start-up to full service, and under load.
+    const moments = ["first worker", "second worker", "random", "serving"];
+    for (let round = 0; round < moments.length; round++) {
+      const tag = `smtpd-test-${process.pid}-r${round}`;
+      const port = await freePort();
+      const cli = start("src/cli/main.ts", [
+        "--port",
+        String(port),
+        "--workers",
+        "2",
+        "--maildir",
+        maildir,
+      ], { SMTPD_TEST_TAG: tag });
+      // Senders keep sending until the supervisor has been dead a while;
+      // the kill comes at a random moment from start-up to full service.
+      let killed = 0;
+      const senders = Array.from({ length: 4 }, async () => {
+        while (killed === 0 || Date.now() - killed < 1500) {
+          const id = `r${round}m${n++}`;
+          try {
+            if (/^250 /.test(await sendMessage(port, id))) acked.add(id);
+          } catch {
+            await new Promise((r) => setTimeout(r, 20)); // not up, or gone
+          }
+        }
+      });
+      if (moments[round] === "random") {
+        await new Promise((r) => setTimeout(r, Math.random() * 2500));
+      } else if (moments[round] === "serving") {
+        const before = acked.size;
+        const deadline = Date.now() + 20000;
+        while (acked.size < before + 10 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        await new Promise((r) => setTimeout(r, Math.random() * 300));
+      } else {
+        // The supervisor and its workers share the tag: kill it as soon
+        // as the first (second) worker exists, still loading.
+        const want = moments[round] === "first worker" ? 2 : 3;
+        const deadline = Date.now() + 20000;
+        while ((await tagged(tag)).length < want && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      }
+      process.kill(cli.child.pid!, "SIGKILL");
+      killed = Date.now();
+      await cli.exited;
+      await Promise.all(senders);
+      assert.deepEqual(await noneLeft(tag, 15000), [], cli.output());
+    }
+    const stored = new Set<string>();
+    for (const name of await fs.readdir(`${maildir}/new`)) {
+      const text = await fs.readFile(`${maildir}/new/${name}`, "utf8");
+      stored.add(/^Subject: (\S+)/m.exec(text)![1]);
+    }
+    assert.ok(acked.size >= 10, `only ${acked.size} acknowledged`);
+    for (const id of acked) {
+      assert.ok(stored.has(id), `${id} acknowledged, not stored`);
+    }
   });
 });
 

@@ -54,13 +54,15 @@ Options:
   --max-recipients N     recipients per message (default 100)
   --max-connections N    connections at once (default 1000)
   --max-connections-per-ip N
-                         connections at once from one client address
-                         (default 50; raise it behind a relay or a load
-                         balancer that does not send the PROXY protocol)
+                         connections at once from one client (an IPv4
+                         address, an IPv6 /64; default 50; raise it behind
+                         a relay or a load balancer that does not send the
+                         PROXY protocol)
   --max-auth-failures-per-ip N
-                         failed AUTH attempts per client address in 15
-                         minutes before AUTH from it gets 454 4.7.0 for
-                         15 minutes (default 10; 0 turns it off)
+                         failed AUTH attempts per client (an IPv4 address,
+                         an IPv6 /64) in 15 minutes before AUTH from it
+                         gets 454 4.7.0 for 15 minutes (default 10; 0
+                         turns it off)
   --command-timeout SECONDS
                          time a command line may take from its first byte
                          (default 60)
@@ -69,7 +71,8 @@ Options:
                          0 turns it off)
   --workers N|auto       server processes sharing the port (default 1;
                          auto: one per core); one that dies is replaced;
-                         limits such as --max-connections are per process
+                         the per-client limits count across the workers,
+                         --max-connections per worker
   --tls-cert FILE        PEM certificate chain: offer STARTTLS
   --tls-key FILE         PEM private key of --tls-cert
   --tls-implicit         TLS from the first byte (port 465 style) instead

@@ -188,6 +188,9 @@ async function deliver(
 export async function serveCommand(o: CliOptions): Promise<number> {
   const log = new Log(o);
   const started = Date.now();
+  // Under --workers: the port the parent chose, a channel to report on,
+  // and the parent watched from now on (before anything can take time).
+  const worker = workerChannel(o);
   const maildirPath = resolvePath(o.maildir);
   // Everything that can fail because of a flag fails here, before listening.
   const loaded = await loadFiles(o);
@@ -202,8 +205,6 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   let stopSweep = () => {};
 
   const stats = { messages: 0, bytes: 0, failed: 0 };
-  // Under --workers: the port the parent chose, and a channel to report on.
-  const worker = workerChannel();
   const listen: { runtime?: string } = {};
 
   const deliveryFailed =
@@ -258,6 +259,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     chunking: o.chunking,
     serverName: o.serverName,
     ...(worker?.reusePort ? { reusePort: true } : {}),
+    // Counted by the parent for every worker.
+    ...(worker !== null ? { limits: worker.limits } : {}),
     ...(o.size !== undefined ? { maxMessageSize: o.size } : {}),
     ...(o.maxRecipients !== undefined
       ? { maxRecipients: o.maxRecipients }
@@ -347,7 +350,23 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     }
   };
   const unwatch = watchStopSignals(onSignal);
-  worker?.onStop((why) => signalled(why));
+  // A worker whose parent is already gone (it died while this one
+  // started) does not listen at all.
+  let orphan = false;
+  worker?.onStop((why) => {
+    orphan = why === "parent gone";
+    signalled(why);
+  });
+  if (orphan) {
+    unwatch();
+    stopSweep();
+    log.info("stopping", "parent gone: not listening", {
+      reason: "parent gone",
+    });
+    log.flush();
+    await worker!.stopped(stats);
+    return 0;
+  }
 
   let server: Server;
   try {

@@ -32,6 +32,14 @@ import process from "node:process";
 import type { ChildProcess } from "node:child_process";
 import { hasReusePort } from "../../runtimes/node.ts";
 import type { CliOptions } from "./args.ts";
+import type { ClientLimits } from "../limits.ts";
+import {
+  isLimitsReply,
+  LimitsHolder,
+  type LimitsReply,
+  type LimitsRequest,
+  SupervisorLimits,
+} from "./worker_limits.ts";
 import {
   count,
   duration,
@@ -47,6 +55,10 @@ import {
 export const WORKER_ENV = "SMTPD_WORKER";
 /** The environment variable with the port every worker listens on. */
 export const WORKER_PORT_ENV = "SMTPD_WORKER_PORT";
+/** The environment variable with the supervisor's process id. */
+export const WORKER_PARENT_ENV = "SMTPD_WORKER_PARENT";
+/** How often a worker checks that its parent is still there. */
+const PARENT_CHECK_MS = 1000;
 /** A worker that dies within this many milliseconds of starting failed rapidly. */
 export const RAPID_FAILURE_MS = 5000;
 /** The parent gives up after this many rapid failures in a row. */
@@ -61,7 +73,8 @@ export type WorkerStats = Totals;
 type WorkerMessage =
   | { smtpd: "listening"; port: number }
   | ({ smtpd: "stopped" } & WorkerStats)
-  | { smtpd: "stop" };
+  | { smtpd: "stop" }
+  | LimitsReply;
 
 function isWorkerMessage(m: unknown): m is WorkerMessage {
   return typeof m === "object" && m !== null &&
@@ -74,9 +87,14 @@ export interface WorkerChannel {
   readonly reusePort: boolean;
   /** The port the parent chose for every worker. */
   readonly port: number | undefined;
-  /** Tells the parent the server listens. */
+  /** The per-address limits, counted by the parent for every worker. */
+  readonly limits: ClientLimits;
+  /** Tells the parent the server listens (and checks it is still there). */
   listening(port: number): void;
-  /** Calls `stop` when the parent asks to stop, or goes away. */
+  /**
+   * Calls `stop` when the parent asks to stop, or is gone (at once if it
+   * is gone already).
+   */
   onStop(stop: (why: string) => void): void;
   /** Reports the counts to the parent (instead of printing a summary). */
   stopped(stats: WorkerStats): Promise<void>;
@@ -104,10 +122,18 @@ export function leaveParent(code: number): void {
   } catch { /* already disconnected */ }
 }
 
-/** The channel to the parent when this process is a worker, else `null`. */
-export function workerChannel(): WorkerChannel | null {
+/**
+ * The channel to the parent when this process is a worker, else `null`.
+ * Call it first thing: from then on the worker watches its parent (the
+ * IPC channel closing, and the parent process changing: a worker whose
+ * supervisor died, even while it was starting, stops instead of serving
+ * unsupervised).
+ *
+ * @param o the command line (for the limits when the parent does not answer)
+ */
+export function workerChannel(o: CliOptions): WorkerChannel | null {
   if (!isWorker()) return null;
-  const send = (m: WorkerMessage) =>
+  const send = (m: WorkerMessage | LimitsRequest) =>
     new Promise<void>((resolve) => {
       try {
         process.send!(m, undefined, {}, () => resolve());
@@ -116,27 +142,60 @@ export function workerChannel(): WorkerChannel | null {
       }
     });
   const portText = process.env[WORKER_PORT_ENV];
-  let onMessage: ((m: unknown) => void) | null = null;
-  let onDisconnect: (() => void) | null = null;
+  const parentText = process.env[WORKER_PARENT_ENV];
+  const parent = parentText !== undefined && /^\d+$/.test(parentText)
+    ? Number(parentText)
+    : process.ppid;
+  let stopFn: ((why: string) => void) | null = null;
+  let why: string | null = null;
+  const stop = (reason: string) => {
+    if (why !== null) return;
+    why = reason;
+    clearInterval(watch);
+    if (reason === "parent gone") limits.close();
+    stopFn?.(reason);
+  };
+  // The parent is gone when the channel closed, or when this process was
+  // given another parent (the channel's close is not seen when it
+  // happened before this ran: check both, now and every second).
+  const gone = () => process.connected === false || process.ppid !== parent;
+  const check = () => {
+    if (gone()) stop("parent gone");
+  };
+  const limits = new SupervisorLimits(o, (m) => {
+    if (process.connected === false) return false;
+    void send(m);
+    return true;
+  });
+  const onMessage = (m: unknown) => {
+    if (isLimitsReply(m)) limits.handle(m);
+    else if (isWorkerMessage(m) && m.smtpd === "stop") stop("SIGTERM");
+  };
+  const onDisconnect = () => stop("parent gone");
+  process.on("message", onMessage);
+  process.once("disconnect", onDisconnect);
+  const watch = setInterval(check, PARENT_CHECK_MS);
+  (watch as { unref?: () => void }).unref?.();
+  check();
   return {
     reusePort: process.env[WORKER_ENV] === "reuseport",
     port: portText !== undefined && /^\d+$/.test(portText)
       ? Number(portText)
       : undefined,
+    limits,
     listening(port) {
       void send({ smtpd: "listening", port });
+      check(); // the parent may have died while this one started
     },
-    onStop(stop) {
-      onMessage = (m) => {
-        if (isWorkerMessage(m) && m.smtpd === "stop") stop("SIGTERM");
-      };
-      onDisconnect = () => stop("parent gone");
-      process.on("message", onMessage);
-      process.once("disconnect", onDisconnect);
+    onStop(fn) {
+      stopFn = fn;
+      if (why !== null) fn(why);
     },
     async stopped(stats) {
-      if (onDisconnect) process.off("disconnect", onDisconnect);
-      if (onMessage) process.off("message", onMessage);
+      clearInterval(watch);
+      limits.close(); // the server is closed: nothing more to ask
+      process.off("disconnect", onDisconnect);
+      process.off("message", onMessage);
       await send({ smtpd: "stopped", ...stats });
     },
   };
@@ -265,7 +324,14 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     });
     return 1;
   }
-  const env = { [WORKER_ENV]: mode, [WORKER_PORT_ENV]: String(port) };
+  const env = {
+    [WORKER_ENV]: mode,
+    [WORKER_PORT_ENV]: String(port),
+    [WORKER_PARENT_ENV]: String(process.pid),
+  };
+  // The per-address limits, counted here for every worker.
+  const limits = new LimitsHolder(o);
+  let serial = 0;
   const workers = new Set<WorkerHandle>();
   const total: WorkerStats = { messages: 0, bytes: 0, failed: 0 };
   let stopping = false;
@@ -296,7 +362,10 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
       ready: new Promise<boolean>((r) => (ready = r)),
     };
     workers.add(h);
+    const id = ++serial;
     const onMessage = (m: unknown) => {
+      const reply = limits.handle(id, m);
+      if (reply !== null) return h.send(reply);
       if (!isWorkerMessage(m)) return;
       if (m.smtpd === "listening") {
         h.listening = true;
@@ -311,6 +380,7 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     };
     const onExit = (code: number | null, signal: string | null) => {
       workers.delete(h);
+      limits.release(id);
       if (h.stats) {
         total.messages += h.stats.messages;
         total.bytes += h.stats.bytes;

@@ -6,7 +6,8 @@
  *
  * Also here: the engine's options and their validation, the SASL exchange
  * (AUTH PLAIN, LOGIN, CRAM-MD5, XOAUTH2), the RFC 5321 path and parameter
- * parsers, and reply formatting.
+ * parsers, reply formatting, and the limits per client address (to share
+ * them among processes through `serve({ limits })`).
  *
  * @example
  * ```ts
@@ -61,3 +62,14 @@ export {
   type PathError,
   type PathResult,
 } from "../address.ts";
+export {
+  type AttemptVerdict,
+  type AuthStart,
+  clientKey,
+  type ClientLimits,
+  FailureBudget,
+  type FailureBudgetOptions,
+  type FailureCount,
+  LocalClientLimits,
+  type LocalClientLimitsOptions,
+} from "../limits.ts";
