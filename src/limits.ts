@@ -400,12 +400,12 @@ export interface ClientLimits {
 
 /** Options of {@link LocalClientLimits} (the `serve()` options of the same names). */
 export interface LocalClientLimitsOptions {
-  /** Open connections per key at most (`Infinity`: no limit). */
-  maxConnectionsPerIp: number;
-  /** Failed AUTH attempts per key within the window (`Infinity`: off). */
-  maxAuthFailuresPerIp: number;
-  /** Milliseconds the failures count over, and a lock-out lasts. */
-  authFailureWindow: number;
+  /** Open connections per key at most (`Infinity`: no limit). Default 50. */
+  maxConnectionsPerIp?: number;
+  /** Failed AUTH attempts per key within the window (`Infinity`: off). Default 10. */
+  maxAuthFailuresPerIp?: number;
+  /** Milliseconds the failures count over, and a lock-out lasts. Default 15 minutes. */
+  authFailureWindow?: number;
   /** Keys the AUTH budget remembers at most. Default 10000. */
   capacity?: number;
   /** The clock, in milliseconds. */
@@ -444,15 +444,15 @@ export class LocalClientLimits implements ClientLimits {
    * @param options see {@link LocalClientLimitsOptions}
    */
   constructor(options: LocalClientLimitsOptions) {
-    this.#max = options.maxConnectionsPerIp;
+    this.#max = options.maxConnectionsPerIp ?? DEFAULT_MAX_CONNECTIONS_PER_IP;
     this.#now = options.now;
-    this.budget = options.maxAuthFailuresPerIp === Infinity
-      ? null
-      : new FailureBudget({
-        max: options.maxAuthFailuresPerIp,
-        window: options.authFailureWindow,
-        capacity: options.capacity,
-      });
+    const maxFailures = options.maxAuthFailuresPerIp ??
+      DEFAULT_MAX_AUTH_FAILURES_PER_IP;
+    this.budget = maxFailures === Infinity ? null : new FailureBudget({
+      max: maxFailures,
+      window: options.authFailureWindow ?? DEFAULT_AUTH_FAILURE_WINDOW,
+      capacity: options.capacity,
+    });
   }
 
   /** Connections counted now under `key`. */

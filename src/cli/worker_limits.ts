@@ -15,15 +15,8 @@
  * @module
  */
 
-import {
-  type AuthStart,
-  type ClientLimits,
-  DEFAULT_AUTH_FAILURE_WINDOW,
-  DEFAULT_MAX_AUTH_FAILURES_PER_IP,
-  DEFAULT_MAX_CONNECTIONS_PER_IP,
-  type FailureCount,
-  LocalClientLimits,
-} from "../limits.ts";
+import type { AuthStart, ClientLimits, FailureCount } from "../limits.ts";
+import { LocalClientLimits } from "../exports/engine.ts";
 import type { CliOptions } from "./args.ts";
 
 /** How long a worker waits for the supervisor's answer. */
@@ -54,11 +47,8 @@ export type LimitsReply =
 /** The limits the command line sets (the library's defaults otherwise). */
 export function cliLimits(o: CliOptions): LocalClientLimits {
   return new LocalClientLimits({
-    maxConnectionsPerIp: o.maxConnectionsPerIp ??
-      DEFAULT_MAX_CONNECTIONS_PER_IP,
-    maxAuthFailuresPerIp: o.maxAuthFailuresPerIp ??
-      DEFAULT_MAX_AUTH_FAILURES_PER_IP,
-    authFailureWindow: DEFAULT_AUTH_FAILURE_WINDOW,
+    maxConnectionsPerIp: o.maxConnectionsPerIp,
+    maxAuthFailuresPerIp: o.maxAuthFailuresPerIp,
     now: Date.now,
   });
 }
