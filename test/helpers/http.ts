@@ -20,8 +20,11 @@ export interface Endpoint {
   /** Response headers (a redirect's `location`, say). */
   headers: Record<string, string>;
   delay: number;
-  /** Called with each request once its body is in; the answer waits for it. */
-  hold: ((request: EndpointRequest) => Promise<void>) | null;
+  /**
+   * Called with each request once its body is in; the answer waits for it
+   * and has the status it returns, if any (else `status`).
+   */
+  hold: ((request: EndpointRequest) => Promise<number | void>) | null;
   requests: EndpointRequest[];
   close(): Promise<void>;
 }
@@ -49,9 +52,9 @@ export async function startEndpoint(): Promise<Endpoint> {
         body,
       };
       state.requests.push(request);
-      await state.hold?.(request);
+      const status = await state.hold?.(request) ?? state.status;
       setTimeout(() => {
-        res.writeHead(state.status, {
+        res.writeHead(status, {
           "content-type": "text/plain",
           ...state.headers,
         });
