@@ -3,7 +3,12 @@
 // signature checked as a receiver would (with node:crypto, not with the
 // code under test), and error texts that name none of the secrets.
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { createHmac, timingSafeEqual } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { SmtpError } from "../src/errors.ts";
 import {
@@ -258,5 +263,57 @@ describe("postWebhook: no secret in an error text", () => {
       ),
       "https://example.org:8443/in",
     );
+  });
+});
+
+describe("README: the receiver's check", () => {
+  it("accepts a signed post, refuses another secret, a changed body and an old timestamp", async () => {
+    const readme = await readFile(
+      new URL("../README.md", import.meta.url),
+      "utf8",
+    );
+    const code = /```js\n([^]*?function verifySmtpd[^]*?)```/.exec(readme)?.[1];
+    assert.ok(code, "the README shows verifySmtpd");
+    const dir = await mkdtemp(join(tmpdir(), "smtpd-verify-"));
+    try {
+      const file = join(dir, "verify.mjs");
+      await writeFile(file, `${code}\nexport { verifySmtpd };\n`);
+      const { verifySmtpd } = await import(pathToFileURL(file).href) as {
+        verifySmtpd: (
+          headers: Record<string, unknown>,
+          body: string | Uint8Array,
+          secret: string,
+        ) => boolean;
+      };
+      reset(200);
+      await postWebhook(endpoint.url, payload, { secret: SECRET });
+      const { headers, body } = endpoint.requests[0];
+      assert.equal(verifySmtpd(headers, body, SECRET), true);
+      assert.equal(
+        verifySmtpd(headers, new TextEncoder().encode(body), SECRET),
+        true,
+      );
+      assert.equal(verifySmtpd(headers, body, "another secret"), false);
+      assert.equal(
+        verifySmtpd(headers, body.replace("m1", "m2"), SECRET),
+        false,
+      );
+      assert.equal(verifySmtpd({}, body, SECRET), false);
+      // The same signature, ten minutes old.
+      const old = String(Math.floor(Date.now() / 1000) - 600);
+      assert.equal(
+        verifySmtpd(
+          {
+            "x-smtpd-timestamp": old,
+            "x-smtpd-signature": await webhookSignature(SECRET, old, body),
+          },
+          body,
+          SECRET,
+        ),
+        false,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
