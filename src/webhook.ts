@@ -412,7 +412,8 @@ export async function postWebhook(
         `Cannot use option headers: "${name}" is not a header name`,
       );
     }
-    if (typeof value !== "string" || /[\0\r\n]/.test(value)) {
+    // What HTTP can carry (and fetch takes): one line of Latin-1.
+    if (typeof value !== "string" || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
       throw new TypeError(
         `Cannot use option headers: the value of ${name} is not one line of text`,
       );

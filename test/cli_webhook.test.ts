@@ -250,6 +250,10 @@ describe("cli: --webhook arguments", () => {
       [[...hook, "--webhook-header", "Bad Name: sEcReT"], /"Name: value"/],
       [[...hook, "--webhook-header", "X-A:"], /X-A needs a value/],
       [
+        [...hook, "--webhook-header", "X-A: sEcReT \u20ac"],
+        /X-A needs a value/,
+      ],
+      [
         [...hook, "--webhook-header", "Content-Type: sEcReT"],
         /Content-Type is set by smtpd/,
       ],

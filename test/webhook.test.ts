@@ -192,6 +192,7 @@ describe("postWebhook: authentication", () => {
     const cases: [PostWebhookOptions, RegExp][] = [
       [{ headers: { "bad name": "x" } }, /"bad name" is not a header name/],
       [{ headers: { "X-A": "a\r\nX-B: b" } }, /X-A is not one line of text/],
+      [{ headers: { "X-E": "sEcReT \u20ac" } }, /X-E is not one line of text/],
       [{ headers: { "Content-Type": "text/plain" } }, /Content-Type is set/],
       [{ headers: { "X-Smtpd-Signature": "v1=0" } }, /is set by smtpd/],
       [{ secret: "" }, /Cannot use option secret/],

@@ -310,10 +310,10 @@ function headerFlags(list: readonly string[]): Record<string, string> {
         'must be "Name: value" with a header name before the colon',
       );
     }
-    if (value === "" || /[\0\r\n]/.test(value)) {
+    if (value === "" || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
       throw new CliError(
         "--webhook-header",
-        `${name} needs a value of one line`,
+        `${name} needs a value of one line of Latin-1 text`,
       );
     }
     const key = name.toLowerCase();
