@@ -2,8 +2,13 @@
 // webhook: envelope, parsed headers, subject, text, html, attachment
 // metadata, the raw message in base64; see WebhookPayload in
 // src/webhook.ts). The sender gets 250 only after the endpoint answered 2xx;
-// any other status, a network error or no answer within the timeout gets
-// 451 4.3.0, and the sending server retries later.
+// any other status (a redirect too), a network error or no answer within
+// the timeout gets 451 4.3.0, and the sending server retries later.
+//
+// The endpoint can tell it is us: user:password@ in the URL goes as Basic
+// auth, and with $WEBHOOK_SECRET each post is signed (X-Smtpd-Timestamp,
+// X-Smtpd-Signature: v1=HMAC-SHA256 of timestamp + "." + body; the README
+// shows the endpoint's check).
 //
 // From a checkout (URL as the argument or $WEBHOOK_URL; $PORT, default
 // 2525; $WEBHOOK_TIMEOUT in ms, default 30000):
@@ -19,16 +24,22 @@ import { postWebhook, webhookPayload, webhookUrl } from "../src/webhook.ts";
 
 const url = webhookUrl(process.argv[2] ?? process.env.WEBHOOK_URL ?? "");
 const timeout = Number(process.env.WEBHOOK_TIMEOUT ?? 30000);
+const secret = process.env.WEBHOOK_SECRET || undefined;
 
 const server = await serve({
   port: Number(process.env.PORT ?? 2525),
   async onMessage(message) {
     const payload = await webhookPayload(message, await message.bytes());
     try {
-      const { status } = await postWebhook(url, payload, { timeout });
+      const { status } = await postWebhook(url, payload, {
+        timeout,
+        secret,
+        signal: message.signal, // the sender gave up: stop posting
+      });
       console.log(`message id=${message.id} posted: HTTP ${status}`);
     } catch (error) {
       const why = (error as Error).cause ?? error;
+      // The texts name neither the URL's password and query nor the secret.
       console.log(`message id=${message.id} not posted (${why}): ${error}`);
       throw error; // the SmtpError 451 4.3.0 that postWebhook throws
     }

@@ -297,6 +297,19 @@ export class Maildir {
    * failure and will retry), the file is removed and the signal's reason
    * thrown: no second copy lands.
    *
+   * With `options.confirm`, the message must be accepted somewhere else
+   * too (a webhook) before it enters `new/`: `confirm` is called once the
+   * file is complete and synced in `tmp/`, and the rename follows only if
+   * it resolves (and the signal has not aborted meanwhile). If it throws,
+   * the file in `tmp/` is removed and its error thrown as it is. So a
+   * Maildir reader never sees a message the sender was not acknowledged
+   * for; a crash while `confirm` runs leaves a file in `tmp/` only, which
+   * {@link Maildir.sweepTmp} removes later.
+   *
+   * @param message the message (a received `Message` will do)
+   * @param options `confirm`: called with where the file will be, before
+   *   it goes into `new/`
+   *
    * @example
    * ```ts
    * import { serve } from "@smtpd/smtpd";
@@ -304,9 +317,23 @@ export class Maildir {
    *
    * const maildir = new Maildir("./maildir");
    * await serve({ onMessage: async (m) => void (await maildir.deliver(m)) });
+   *
+   * // Into new/ only once a second store took it too:
+   * await serve({
+   *   port: 2526,
+   *   async onMessage(m) {
+   *     await maildir.deliver(m, {
+   *       // In tmp/ until this resolves; removed if it throws.
+   *       confirm: async (delivery) => console.log("will be", delivery.path),
+   *     });
+   *   },
+   * });
    * ```
    */
-  async deliver(message: DeliverableMessage): Promise<Delivery> {
+  async deliver(
+    message: DeliverableMessage,
+    options: { confirm?: (delivery: Delivery) => Promise<void> } = {},
+  ): Promise<Delivery> {
     const { name, file } = await this.#openTmp();
     const tmpPath = `${this.path}/tmp/${name}`;
     const newPath = `${this.path}/new/${name}`;
@@ -354,9 +381,21 @@ export class Maildir {
       // The server gave up on the message meanwhile (hookTimeout): the
       // sender got a failure and will retry, so this copy must not land.
       const signal = message.signal;
-      if (signal?.aborted) {
-        stream.error = { value: signal.reason ?? new Error("aborted") };
-        throw stream.error.value;
+      const given = () => {
+        if (signal?.aborted) {
+          stream.error = { value: signal.reason ?? new Error("aborted") };
+          throw stream.error.value;
+        }
+      };
+      given();
+      if (options.confirm !== undefined) {
+        try {
+          await options.confirm({ name, path: newPath, size });
+        } catch (error) {
+          stream.error = { value: error }; // thrown as it is, like the body's
+          throw error;
+        }
+        given();
       }
       await this.#renameIntoNew(tmpPath, newPath);
     } catch (error) {

@@ -5,8 +5,17 @@
  * after the endpoint answered 2xx; anything else (another status, a network
  * error, a timeout) becomes `451 4.3.0`, and the sender retries later.
  *
- * Uses only `fetch`, so it runs on Deno, Bun and Node alike. The `smtpd`
- * command line does the same with `--webhook URL`.
+ * Redirects are not followed (a `POST` that a 301, 302 or 303 turns into a
+ * `GET` would drop the message): a 3xx is a failure like any other non-2xx.
+ * The endpoint can check who is calling by Basic auth (the URL's
+ * `user:password@`), extra headers, and an HMAC-SHA256 signature of the
+ * body with a shared secret (`X-Smtpd-Timestamp`, `X-Smtpd-Signature`; see
+ * {@link webhookSignature}). No error text names the URL's credentials or
+ * query, a header's value or the secret: the URL appears as origin and
+ * path only.
+ *
+ * Uses only `fetch` and WebCrypto, so it runs on Deno, Bun and Node alike.
+ * The `smtpd` command line does the same with `--webhook URL`.
  *
  * @example
  * ```ts
@@ -222,14 +231,25 @@ export interface WebhookPayload {
  * const options: PostWebhookOptions = {
  *   timeout: 10000,
  *   headers: { authorization: "Bearer 1234" },
+ *   secret: "a long random string the endpoint knows too",
  * };
  * ```
  */
 export interface PostWebhookOptions {
   /** Milliseconds to wait for the endpoint's status (default 30000). */
   timeout?: number;
-  /** More request headers, such as `authorization`. */
+  /**
+   * More request headers, such as `authorization` (not `content-type`,
+   * `content-length`, `host` or the signature's headers, which smtpd
+   * sets; not `authorization` when the URL has a user name).
+   */
   headers?: Record<string, string>;
+  /**
+   * Signs each request: `X-Smtpd-Timestamp` (Unix time in seconds) and
+   * `X-Smtpd-Signature: v1=<hex HMAC-SHA256 of timestamp + "." + body>`,
+   * as {@link webhookSignature} computes it.
+   */
+  secret?: string | Uint8Array;
   /** Aborts the request (for example `message.signal` of a hook). */
   signal?: AbortSignal;
   /** The `fetch` to use (default: the global one). */
@@ -322,13 +342,21 @@ export async function webhookPayload(
 /**
  * Posts a payload as JSON (`POST`, `content-type: application/json`) and
  * resolves once the endpoint answered 2xx. Any other outcome throws an
- * {@link SmtpError} `451 4.3.0` (the error is its `cause`), so that a hook
+ * {@link SmtpError} `451 4.3.0` (the reason is its `cause`), so that a hook
  * that awaits it answers the sender with a temporary failure and the sender
- * retries: a non-2xx status, a network error, no status within `timeout`.
+ * retries: a non-2xx status, a redirect (never followed: a 301, 302 or 303
+ * would turn the `POST` into a `GET` without the message), a network error,
+ * no status within `timeout`.
+ *
+ * A user name and password in the URL (`https://user:pass@host/path`) are
+ * taken out of it and sent as `Authorization: Basic`. With `secret`, the
+ * request is signed (see {@link webhookSignature}). The reason's text
+ * never contains the password, the query, a header's value or the secret.
  *
  * @param url the endpoint, `http:` or `https:`
  * @param payload the document, usually from {@link webhookPayload}
- * @param options timeout, extra headers, an abort signal, a custom fetch
+ * @param options timeout, extra headers, a signing secret, an abort signal,
+ *   a custom fetch
  *
  * @example
  * ```ts
@@ -339,7 +367,11 @@ export async function webhookPayload(
  *   port: 2525,
  *   async onMessage(message) {
  *     const payload = await webhookPayload(message, await message.bytes());
- *     await postWebhook("http://127.0.0.1:8080/inbound", payload, { timeout: 10000 });
+ *     await postWebhook("http://127.0.0.1:8080/inbound", payload, {
+ *       timeout: 10000,
+ *       secret: "a long random string the endpoint knows too",
+ *       signal: message.signal,
+ *     });
  *   },
  * });
  * ```
@@ -360,38 +392,128 @@ export async function postWebhook(
   if (typeof doFetch !== "function") {
     throw new TypeError("Cannot use option fetch: value is not a function");
   }
+  const secret = options.secret;
+  if (
+    secret !== undefined &&
+      !(typeof secret === "string" || secret instanceof Uint8Array) ||
+    secret?.length === 0
+  ) {
+    throw new TypeError(
+      "Cannot use option secret: value is not a non-empty string or Uint8Array",
+    );
+  }
+  // Everything that must not show in an error text.
+  const secrets: string[] = [];
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(options.headers ?? {})) {
+    if (!HEADER_NAME.test(name)) {
+      throw new TypeError(
+        `Cannot use option headers: "${name}" is not a header name`,
+      );
+    }
+    // What HTTP can carry (and fetch takes): one line of Latin-1.
+    if (typeof value !== "string" || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+      throw new TypeError(
+        `Cannot use option headers: the value of ${name} is not one line of text`,
+      );
+    }
+    if (OWN_HEADERS.has(name.toLowerCase())) {
+      throw new TypeError(
+        `Cannot use option headers: ${name} is set by smtpd`,
+      );
+    }
+    headers.set(name, value);
+    secrets.push(value.trim());
+  }
+  const endpoint = new URL(target.href);
+  for (const value of target.searchParams.values()) secrets.push(value);
+  if (target.search.length > 1) secrets.push(target.search.slice(1));
+  if (target.username !== "" || target.password !== "") {
+    if (headers.has("authorization")) {
+      throw new TypeError(
+        "Cannot use option headers: authorization is set by the URL's user name",
+      );
+    }
+    const user = decodeURIComponent(target.username);
+    const password = decodeURIComponent(target.password);
+    secrets.push(target.username, target.password, user, password);
+    headers.set(
+      "authorization",
+      `Basic ${base64(new TextEncoder().encode(`${user}:${password}`))}`,
+    );
+    endpoint.username = "";
+    endpoint.password = "";
+  }
+  headers.set("content-type", "application/json");
+  const body = new TextEncoder().encode(JSON.stringify(payload));
+  if (secret !== undefined) {
+    if (typeof secret === "string") secrets.push(secret);
+    const timestamp = Math.floor(Date.now() / 1000);
+    headers.set("x-smtpd-timestamp", String(timestamp));
+    headers.set(
+      "x-smtpd-signature",
+      await webhookSignature(secret, timestamp, body),
+    );
+  }
+  /** An error's text with the URL as origin and path, and no secret. */
+  const scrub = (text: string): string => {
+    let out = text.split(target.href).join(safeUrl(target))
+      .split(endpoint.href).join(safeUrl(target));
+    // (Shorter ones would blot out ordinary words; they are in no text
+    // but the URL's, replaced above.)
+    for (const s of secrets) {
+      if (s.length >= 4) out = out.split(s).join("[redacted]");
+    }
+    return out;
+  };
   const signals = [AbortSignal.timeout(timeout)];
   if (options.signal !== undefined) signals.push(options.signal);
   const signal = signals.length === 1 ? signals[0] : AbortSignal.any(signals);
   let response: Response;
   try {
-    response = await doFetch(target, {
+    response = await doFetch(endpoint, {
       method: "POST",
-      headers: {
-        ...options.headers,
-        "content-type": "application/json",
-      },
-      body: JSON.stringify(payload),
+      headers,
+      body,
       signal,
+      // A 301, 302 or 303 would be followed as a GET without the body, and
+      // its landing page's 200 taken for the endpoint's: never follow.
+      redirect: "manual",
     });
   } catch (error) {
     const timedOut = (error as { name?: unknown } | null)?.name ===
         "TimeoutError" || signals[0].aborted;
     throw failure(
-      timedOut
-        ? new Error(`Cannot post webhook: no answer within ${timeout} ms`, {
-          cause: error,
-        })
-        : new Error(
-          `Cannot post webhook: ${
-            (error as { message?: unknown })?.message ?? error
-          }`,
-          { cause: error },
-        ),
+      new Error(
+        timedOut
+          ? `Cannot post webhook: no answer within ${timeout} ms`
+          : scrub(`Cannot post webhook: ${reason(error)}`),
+      ),
     );
   }
   // The body is not used: release the connection.
   await response.body?.cancel().catch(() => {});
+  if (response.redirected || response.type === "opaqueredirect") {
+    throw failure(
+      new Error(
+        "Cannot post webhook: endpoint redirected (redirects are not followed: give the final URL)",
+      ),
+    );
+  }
+  if (response.status >= 300 && response.status <= 399) {
+    const location = response.headers.get("location");
+    let to = "";
+    try {
+      if (location !== null) to = ` to ${safeUrl(new URL(location, endpoint))}`;
+    } catch { /* not a URL: say nothing of it */ }
+    throw failure(
+      new Error(
+        scrub(
+          `Cannot post webhook: endpoint answered ${response.status}, a redirect${to} (redirects are not followed: give the final URL)`,
+        ),
+      ),
+    );
+  }
   if (response.status < 200 || response.status > 299) {
     throw failure(
       new Error(`Cannot post webhook: endpoint answered ${response.status}`),
@@ -401,8 +523,60 @@ export async function postWebhook(
 }
 
 /**
+ * The signature of a webhook request: `v1=` and the hex digits of
+ * HMAC-SHA256 with key `secret` over the timestamp, a dot and the body's
+ * bytes (`X-Smtpd-Signature`; the timestamp is `X-Smtpd-Timestamp`, Unix
+ * time in seconds). {@link postWebhook} signs with it when given a
+ * `secret`; an endpoint written in JavaScript can check with it (compare in
+ * constant time, and refuse timestamps more than a few minutes old).
+ *
+ * @param secret the shared secret (a string is taken as UTF-8)
+ * @param timestamp the `X-Smtpd-Timestamp` value
+ * @param body the request body, exactly as received
+ * @returns `"v1="` followed by 64 hex digits
+ *
+ * @example
+ * ```ts
+ * import { webhookSignature } from "@smtpd/smtpd/webhook";
+ *
+ * // The endpoint's side, with the raw body as received:
+ * async function verified(headers: Headers, body: Uint8Array, secret: string): Promise<boolean> {
+ *   const timestamp = headers.get("x-smtpd-timestamp") ?? "";
+ *   if (Math.abs(Date.now() / 1000 - Number(timestamp)) > 300) return false;
+ *   const expected = await webhookSignature(secret, timestamp, body);
+ *   return expected === headers.get("x-smtpd-signature"); // use a constant-time compare
+ * }
+ * ```
+ */
+export async function webhookSignature(
+  secret: string | Uint8Array,
+  timestamp: number | string,
+  body: string | Uint8Array,
+): Promise<string> {
+  const encoder = new TextEncoder();
+  const key = await crypto.subtle.importKey(
+    "raw",
+    typeof secret === "string"
+      ? encoder.encode(secret)
+      : new Uint8Array(secret),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const prefix = encoder.encode(`${timestamp}.`);
+  const bytes = typeof body === "string" ? encoder.encode(body) : body;
+  const data = new Uint8Array(prefix.byteLength + bytes.byteLength);
+  data.set(prefix);
+  data.set(bytes, prefix.byteLength);
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, data));
+  return `v1=${
+    Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("")
+  }`;
+}
+
+/**
  * Checks a webhook URL: an absolute `http:` or `https:` URL, else a
- * `TypeError`.
+ * `TypeError` (whose text does not repeat the URL: it may hold a password).
  *
  * @param url the endpoint
  * @returns the parsed URL
@@ -420,9 +594,7 @@ export function webhookUrl(url: string | URL): URL {
   try {
     parsed = new URL(url);
   } catch {
-    throw new TypeError(
-      `Cannot parse webhook URL: value is "${String(url)}"`,
-    );
+    throw new TypeError("Cannot parse webhook URL: value is not a URL");
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
     throw new TypeError(
@@ -430,6 +602,46 @@ export function webhookUrl(url: string | URL): URL {
     );
   }
   return parsed;
+}
+
+/**
+ * A webhook URL as logs may show it: origin and path, without the user
+ * name, password, query or fragment.
+ *
+ * @param url the endpoint
+ * @returns `protocol//host/path`
+ *
+ * @example
+ * ```ts
+ * import { safeUrl } from "@smtpd/smtpd/webhook";
+ *
+ * safeUrl(new URL("https://u:p@example.org/in?token=abc")); // "https://example.org/in"
+ * ```
+ */
+export function safeUrl(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+/** A header name (RFC 9110 token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** Headers {@link postWebhook} sets itself. */
+const OWN_HEADERS = new Set([
+  "content-type",
+  "content-length",
+  "host",
+  "x-smtpd-timestamp",
+  "x-smtpd-signature",
+]);
+
+/** What went wrong in a fetch: its message and its cause's, when that says more. */
+function reason(error: unknown): string {
+  const e = error as { message?: unknown; cause?: unknown } | null;
+  const message = String(e?.message ?? error);
+  const cause = (e?.cause as { message?: unknown } | null)?.message;
+  return typeof cause === "string" && cause !== "" && !message.includes(cause)
+    ? `${message}: ${cause}`
+    : message;
 }
 
 /** The reply for a failed post, with the reason as `cause`. */

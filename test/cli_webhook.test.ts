@@ -3,8 +3,10 @@
 // endpoint (node:http on 127.0.0.1) while nodemailer sends.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import * as fs from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { Buffer } from "node:buffer";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -26,6 +28,7 @@ after(async () => {
 });
 
 interface Cli {
+  readonly child: ChildProcess;
   readonly port: number;
   output(): string;
   waitFor(re: RegExp): Promise<RegExpExecArray>;
@@ -37,11 +40,14 @@ after(() => {
   for (const child of running) child.kill("SIGKILL");
 });
 
-async function startCli(args: string[]): Promise<Cli> {
+async function startCli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Cli> {
   const { cmd, args: base } = cliCommand();
   const child = spawn(cmd, [...base, "--port", "0", ...args], {
     cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1" },
+    env: { ...process.env, NO_COLOR: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   running.add(child);
@@ -86,6 +92,7 @@ async function startCli(args: string[]): Promise<Cli> {
     /listening on \[?[^\s\]]+?\]?:(\d+) |"event":"listening".*"port":(\d+)/,
   );
   return {
+    child,
     port: Number(m[1] ?? m[2]),
     output: () => out,
     waitFor,
@@ -123,8 +130,8 @@ const MESSAGE = [
   "",
 ].join("\r\n");
 
-/** Sends MESSAGE; resolves to the final reply line (failures included). */
-async function send(port: number): Promise<string> {
+/** Sends MESSAGE (or `raw`); resolves to the final reply line (failures included). */
+async function send(port: number, raw = MESSAGE): Promise<string> {
   const transport = nodemailer.createTransport({
     host: "127.0.0.1",
     port,
@@ -135,7 +142,7 @@ async function send(port: number): Promise<string> {
   try {
     const info = await transport.sendMail({
       envelope: { from: "sender@example.org", to: ["rcpt@example.net"] },
-      raw: MESSAGE,
+      raw,
     });
     return info.response;
   } catch (error) {
@@ -214,12 +221,82 @@ describe("cli: --webhook arguments", () => {
     }
   });
 
+  it("reads --webhook-header (repeated) and --webhook-secret-file", () => {
+    const c = parseCliArgs([
+      "--webhook",
+      "https://example.org/inbound",
+      "--webhook-header",
+      "X-Api-Key:  k-123 ",
+      "--webhook-header",
+      "Authorization: Bearer b-456",
+      "--webhook-secret-file",
+      "/run/secrets/hook",
+    ]);
+    assert.ok(c.command === "serve");
+    assert.deepEqual(c.options.webhookHeaders, {
+      "X-Api-Key": "k-123",
+      Authorization: "Bearer b-456",
+    });
+    assert.equal(c.options.webhookSecretFile, "/run/secrets/hook");
+  });
+
+  it("refuses header and secret mistakes without repeating a value", () => {
+    const hook = ["--webhook", "http://h/"];
+    const cases: [string[], RegExp][] = [
+      [["--webhook-header", "X-A: v"], /^--webhook-header: needs --webhook/],
+      [["--webhook-secret-file", "f"], /^--webhook-secret-file: needs --/],
+      [[...hook, "--webhook-secret-file", ""], /: must name a file/],
+      [[...hook, "--webhook-header", "no colon sEcReT"], /"Name: value"/],
+      [[...hook, "--webhook-header", "Bad Name: sEcReT"], /"Name: value"/],
+      [[...hook, "--webhook-header", "X-A:"], /X-A needs a value/],
+      [
+        [...hook, "--webhook-header", "X-A: sEcReT \u20ac"],
+        /X-A needs a value/,
+      ],
+      [
+        [...hook, "--webhook-header", "Content-Type: sEcReT"],
+        /Content-Type is set by smtpd/,
+      ],
+      [
+        [
+          ...hook,
+          "--webhook-header",
+          "X-A: sEcReT",
+          "--webhook-header",
+          "x-a: b",
+        ],
+        /x-a is given twice/,
+      ],
+      [
+        [
+          "--webhook",
+          "http://u:sEcReT@h/",
+          "--webhook-header",
+          "Authorization: Bearer x",
+        ],
+        /Authorization cannot be given with a user name/,
+      ],
+      [["--webhook", "http://u:sEcReT@[bad/"], /^--webhook: must be an http/],
+      [["--webhook", "ftp://u:sEcReT@h/"], /^--webhook: .* not ftp:$/],
+    ];
+    for (const [argv, re] of cases) {
+      assert.throws(() => parseCliArgs(argv), (error: unknown) => {
+        assert.ok(error instanceof CliError, String(error));
+        assert.match(error.message, re, argv.join(" "));
+        assert.ok(!error.message.includes("sEcReT"), error.message);
+        return true;
+      });
+    }
+  });
+
   it("documents the flags in --help", () => {
     for (
       const line of [
         "\n  --webhook URL          post each message as JSON",
         "\n  --webhook-timeout MS   how long to wait for the webhook's answer",
         "\n  --no-maildir           store nothing (needs --webhook)",
+        '\n  --webhook-header "NAME: VALUE"\n',
+        "\n  --webhook-secret-file FILE\n",
       ]
     ) assert.ok(USAGE.includes(line), line);
   });
@@ -304,6 +381,60 @@ describe("cli: --webhook", () => {
     );
   });
 
+  it("the file waits in tmp/ while the post is pending, enters new/ after the 2xx", async () => {
+    endpoint.status = 200;
+    endpoint.requests.length = 0;
+    const before = await listNew(maildir);
+    let pending: { new: string[]; tmp: string[] } | null = null;
+    endpoint.hold = async () => {
+      pending = {
+        new: await listNew(maildir),
+        tmp: await fs.readdir(`${maildir}/tmp`),
+      };
+    };
+    try {
+      assert.match(await send(cli.port), /^250 /);
+    } finally {
+      endpoint.hold = null;
+    }
+    assert.ok(pending !== null);
+    const seen = pending as { new: string[]; tmp: string[] };
+    assert.deepEqual(seen.new, before);
+    assert.equal(seen.tmp.length, 1);
+    const after = await listNew(maildir);
+    assert.deepEqual(after.filter((n) => !before.includes(n)), seen.tmp);
+    assert.deepEqual(await fs.readdir(`${maildir}/tmp`), []);
+    // The payload names the file as it is once the message is taken.
+    const p = JSON.parse(endpoint.requests[0].body) as WebhookPayload;
+    assert.equal(p.file, `${maildir}/new/${seen.tmp[0]}`);
+  });
+
+  for (const status of [301, 302, 303, 307, 308]) {
+    it(`a redirect (${status}) is a failure: 451 4.3.0, nothing in new/ or tmp/`, async () => {
+      endpoint.status = status;
+      endpoint.headers = { location: "/landed" };
+      endpoint.requests.length = 0;
+      const before = await listNew(maildir);
+      let reply;
+      try {
+        reply = await send(cli.port);
+      } finally {
+        endpoint.status = 200;
+        endpoint.headers = {};
+      }
+      assert.match(reply, /^451 4\.3\.0 /);
+      assert.deepEqual(
+        endpoint.requests.map((r) => `${r.method} ${r.url}`),
+        ["POST /inbound"],
+      );
+      assert.deepEqual(await listNew(maildir), before);
+      assert.deepEqual(await fs.readdir(`${maildir}/tmp`), []);
+      await cli.waitFor(
+        new RegExp(`endpoint answered ${status}, a redirect to \\S+/landed`),
+      );
+    });
+  }
+
   it("no answer within --webhook-timeout: 451 4.3.0, nothing kept", async () => {
     endpoint.status = 200;
     endpoint.delay = 3000;
@@ -312,6 +443,7 @@ describe("cli: --webhook", () => {
     endpoint.delay = 0;
     assert.match(reply, /^451 4\.3\.0 /);
     assert.deepEqual(await listNew(maildir), before);
+    assert.deepEqual(await fs.readdir(`${maildir}/tmp`), []);
     await cli.waitFor(/no answer within 1000 ms/);
   });
 });
@@ -353,4 +485,214 @@ describe("cli: --webhook --no-maildir", () => {
       await endpoint.close();
     }
   });
+});
+
+describe("cli: webhook authentication", () => {
+  const PASSWORD = "pw-secret-7c1e";
+  const TOKEN = "token-secret-a93b";
+  const HEADER = "key-secret-52d0";
+  const SECRET = "hmac-secret-e8f4";
+
+  /** The receiver's check of X-Smtpd-Signature, with its own HMAC. */
+  const verify = (
+    request: Endpoint["requests"][number],
+    secret: string,
+  ): boolean => {
+    const timestamp = String(request.headers["x-smtpd-timestamp"]);
+    if (Math.abs(Date.now() / 1000 - Number(timestamp)) > 300) return false;
+    const expected = Buffer.from(
+      "v1=" +
+        createHmac("sha256", secret).update(`${timestamp}.${request.body}`)
+          .digest("hex"),
+    );
+    const given = Buffer.from(String(request.headers["x-smtpd-signature"]));
+    return given.length === expected.length &&
+      timingSafeEqual(given, expected);
+  };
+
+  it("Basic auth, a header and a signature arrive; no secret in any log line", async () => {
+    const endpoint = await startEndpoint();
+    const secretFile = `${tmp}/secret${++counter}`;
+    await fs.writeFile(secretFile, `${SECRET}\n`, { mode: 0o600 });
+    const url = new URL(endpoint.url);
+    url.username = "hookuser";
+    url.password = PASSWORD;
+    url.search = `?token=${TOKEN}`;
+    const maildir = `${tmp}/md${++counter}`;
+    const cli = await startCli([
+      "--maildir",
+      maildir,
+      "--webhook",
+      url.href,
+      "--webhook-timeout",
+      "1000",
+      "--webhook-header",
+      `X-Api-Key: ${HEADER}`,
+      "--webhook-secret-file",
+      secretFile,
+    ]);
+    try {
+      assert.match(await send(cli.port), /^250 /);
+      const [request] = endpoint.requests;
+      assert.equal(request.url, `/inbound?token=${TOKEN}`);
+      assert.equal(
+        request.headers.authorization,
+        `Basic ${btoa(`hookuser:${PASSWORD}`)}`,
+      );
+      assert.equal(request.headers["x-api-key"], HEADER);
+      assert.ok(verify(request, SECRET), "signature verifies");
+      assert.ok(!verify(request, "another secret"));
+      // Failures of every kind, each logged.
+      endpoint.status = 500;
+      assert.match(await send(cli.port), /^451 4\.3\.0 /);
+      endpoint.status = 302;
+      endpoint.headers = { location: `/elsewhere?token=${TOKEN}` };
+      assert.match(await send(cli.port), /^451 4\.3\.0 /);
+      endpoint.status = 200;
+      endpoint.headers = {};
+      endpoint.delay = 2000;
+      assert.match(await send(cli.port), /^451 4\.3\.0 /);
+      endpoint.delay = 0;
+      await endpoint.close();
+      assert.match(await send(cli.port), /^451 4\.3\.0 /);
+      await cli.waitFor(/(delivery failed[^\n]*\n[^]*){4}/);
+    } finally {
+      assert.equal(await cli.stop(), 0);
+      await endpoint.close();
+    }
+    const out = cli.output();
+    assert.match(out, new RegExp(`webhook ${endpoint.url}\\n`));
+    for (const secret of [PASSWORD, TOKEN, HEADER, SECRET]) {
+      assert.ok(!out.includes(secret), `${secret} in:\n${out}`);
+    }
+  });
+
+  it(`takes the secret from $SMTPD_WEBHOOK_SECRET; --no-maildir`, async () => {
+    const endpoint = await startEndpoint();
+    const cli = await startCli(
+      ["--webhook", endpoint.url, "--no-maildir"],
+      { SMTPD_WEBHOOK_SECRET: SECRET },
+    );
+    try {
+      assert.match(await send(cli.port), /^250 /);
+      assert.ok(verify(endpoint.requests[0], SECRET), "signature verifies");
+    } finally {
+      assert.equal(await cli.stop(), 0);
+      await endpoint.close();
+    }
+  });
+
+  it("refuses an empty or unreadable secret file before listening", async () => {
+    const empty = `${tmp}/empty${++counter}`;
+    await fs.writeFile(empty, "\n");
+    for (
+      const [file, re] of [
+        [empty, /--webhook-secret-file: \S+ must hold the secret on one line/],
+        [`${tmp}/missing`, /--webhook-secret-file: cannot read \S+: no such/],
+      ] as const
+    ) {
+      await assert.rejects(
+        startCli([
+          "--webhook",
+          "http://127.0.0.1:9/",
+          "--no-maildir",
+          "--webhook-secret-file",
+          file,
+        ]),
+        (error: Error) => {
+          assert.match(error.message, re);
+          return true;
+        },
+      );
+    }
+  });
+});
+
+describe("cli: webhook durability under SIGKILL", () => {
+  // Clients send without pause while the server is killed (SIGKILL) at
+  // random moments and started again on the same Maildir; the endpoint is
+  // slow, refuses one post in five and redirects one in seven. Afterwards: every message that got
+  // 250 was taken by the endpoint (a 2xx) and is in new/, no message that
+  // got 451 is in new/, and new/ holds only messages the endpoint took.
+  for (const mode of ["maildir", "no-maildir"] as const) {
+    it(`${mode}: every 250 is stored, no 451 is in new/`, async () => {
+      const endpoint = await startEndpoint();
+      const maildir = `${tmp}/md${++counter}`;
+      let posts = 0;
+      const taken = new Set<string | null>(); // answered 2xx
+      // A redirect's landing page answers 200 too, to a GET without the message.
+      endpoint.headers = { location: "/landed" };
+      endpoint.hold = async (request) => {
+        if (request.method !== "POST") return 200;
+        await new Promise((r) => setTimeout(r, Math.random() * 40));
+        if (++posts % 5 === 0) return 500;
+        if (posts % 7 === 0) return 302;
+        taken.add((JSON.parse(request.body) as WebhookPayload).subject);
+        return 200;
+      };
+      const args = [
+        "--webhook",
+        endpoint.url,
+        "--webhook-timeout",
+        "2000",
+        ...(mode === "maildir" ? ["--maildir", maildir] : ["--no-maildir"]),
+      ];
+      const replies = new Map<string, string>();
+      let cli = await startCli(args);
+      let stop = false;
+      let n = 0;
+      const client = async () => {
+        while (!stop) {
+          const tag = `d${++n}`;
+          const raw = MESSAGE.replace(
+            "Subject: smtpd webhook test",
+            `Subject: ${tag}`,
+          );
+          try {
+            replies.set(tag, await send(cli.port, raw));
+          } catch {
+            replies.set(tag, "dropped"); // no reply: a sender retries
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        }
+      };
+      const clients = [client(), client(), client()];
+      try {
+        for (let round = 0; round < 2; round++) {
+          await new Promise((r) => setTimeout(r, 150 + Math.random() * 350));
+          cli.child.kill("SIGKILL");
+          await new Promise((r) => cli.child.once("exit", r));
+          cli = await startCli(args);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      } finally {
+        stop = true;
+        await Promise.all(clients);
+        assert.equal(await cli.stop(), 0);
+        await endpoint.close();
+      }
+      const stored = new Set<string>();
+      if (mode === "maildir") {
+        for (const name of await listNew(maildir)) {
+          const text = await fs.readFile(`${maildir}/new/${name}`, "utf8");
+          stored.add(/^Subject: (\S+)/m.exec(text)![1]);
+        }
+      }
+      const acked = [...replies].filter(([, r]) => r.startsWith("250"));
+      const refused = [...replies].filter(([, r]) => r.startsWith("451"));
+      assert.ok(acked.length > 0 && refused.length > 0, `${[...replies]}`);
+      for (const [tag] of acked) {
+        assert.ok(taken.has(tag), `${tag} got 250, the endpoint never took it`);
+        if (mode === "maildir") {
+          assert.ok(stored.has(tag), `${tag} got 250, not in new/`);
+        }
+      }
+      for (const [tag] of refused) {
+        assert.ok(!stored.has(tag), `${tag} got 451, is in new/`);
+      }
+      for (const tag of stored) {
+        assert.ok(taken.has(tag), `${tag} in new/, the endpoint never took it`);
+      }
+    });
+  }
 });

@@ -6,7 +6,7 @@
 // fed messages DKIM-signed here with a fresh RSA key.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { generateKeyPairSync } from "node:crypto";
+import { createHmac, generateKeyPairSync } from "node:crypto";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -302,6 +302,38 @@ describe("examples: webhook.ts", () => {
     endpoint.delay = 0;
     assert.match(reply, /^451 4\.3\.0 /);
     await ex.waitFor(/no answer within 1000 ms/);
+  });
+
+  it("sends the URL's password as Basic auth and signs with $WEBHOOK_SECRET", async () => {
+    const url = new URL(endpoint.url);
+    url.username = "hook";
+    url.password = "pw-example-1";
+    const ex2 = await startExample("webhook.ts", [url.href], {
+      PORT: "0",
+      WEBHOOK_SECRET: "example-secret",
+    });
+    try {
+      endpoint.status = 200;
+      endpoint.delay = 0;
+      endpoint.requests.length = 0;
+      const reply = await send(ex2.port, {
+        from: "alice@example.com",
+        to: ["bob@example.org"],
+        subject: "Signed",
+        text: "x",
+      });
+      assert.match(reply, /^250 /);
+      const { headers, body } = endpoint.requests[0];
+      assert.equal(headers.authorization, `Basic ${btoa("hook:pw-example-1")}`);
+      const timestamp = String(headers["x-smtpd-timestamp"]);
+      assert.equal(
+        headers["x-smtpd-signature"],
+        "v1=" + createHmac("sha256", "example-secret")
+          .update(`${timestamp}.${body}`).digest("hex"),
+      );
+    } finally {
+      assert.equal(await ex2.stop("SIGINT"), 0);
+    }
   });
 
   it("answers 451 4.3.0 when the endpoint is down", async () => {

@@ -293,6 +293,69 @@ describe("Maildir.deliver", () => {
     await maildir.deliver(fakeMessage(["x\r\n"]));
     assert.equal((await list(`${path}/new`)).length, 1);
   });
+
+  it("confirm runs with the complete file in tmp/; new/ gets it only after", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path);
+    await maildir.create();
+    let seen: { tmp: string[]; new: string[]; content: string } | null = null;
+    const delivery = await maildir.deliver(fakeMessage(["Subject: a\r\n"]), {
+      confirm: async (pending) => {
+        const tmp = await list(`${path}/tmp`);
+        seen = {
+          tmp,
+          new: await list(`${path}/new`),
+          content: await fs.readFile(`${path}/tmp/${tmp[0]}`, "utf8"),
+        };
+        assert.equal(pending.path, `${path}/new/${tmp[0]}`);
+      },
+    });
+    assert.ok(seen !== null);
+    const at = seen as { tmp: string[]; new: string[]; content: string };
+    assert.deepEqual(at.new, []);
+    assert.deepEqual(at.tmp, [delivery.name]);
+    assert.ok(at.content.endsWith("Subject: a\r\n"));
+    assert.deepEqual(await list(`${path}/new`), [delivery.name]);
+    assert.deepEqual(await list(`${path}/tmp`), []);
+  });
+
+  it("a confirm that throws leaves nothing in tmp/ or new/, and its error passes through", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path);
+    await maildir.create();
+    const refused = new SmtpError(451, "4.3.0", "Endpoint refused");
+    await assert.rejects(
+      maildir.deliver(fakeMessage(["x\r\n"]), {
+        confirm: () => Promise.reject(refused),
+      }),
+      (error) => error === refused,
+    );
+    const odd = new Error("not an SmtpError");
+    await assert.rejects(
+      maildir.deliver(fakeMessage(["x\r\n"]), {
+        confirm: () => Promise.reject(odd),
+      }),
+      (error) => error === odd,
+    );
+    assert.deepEqual(await list(`${path}/new`), []);
+    assert.deepEqual(await list(`${path}/tmp`), []);
+  });
+
+  it("a signal that aborts while confirm runs keeps the message out of new/", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path);
+    await maildir.create();
+    const abort = new AbortController();
+    const reason = new SmtpError(451, "4.4.2", "Timeout");
+    await assert.rejects(
+      maildir.deliver({ ...fakeMessage(["x\r\n"]), signal: abort.signal }, {
+        confirm: async () => abort.abort(reason),
+      }),
+      (error) => error === reason,
+    );
+    assert.deepEqual(await list(`${path}/new`), []);
+    assert.deepEqual(await list(`${path}/tmp`), []);
+  });
 });
 
 describe("Maildir.deliver failures", () => {

@@ -40,13 +40,20 @@ Options:
   --maildir DIR          Maildir to deliver into, created when missing
                          (default ./maildir)
   --no-maildir           store nothing (needs --webhook)
-  --webhook URL          post each message as JSON to this http(s) URL
-                         (after storing it, when there is a Maildir); the
-                         sender gets 250 only after a 2xx answer, else
-                         451 4.3.0 and the stored file is removed (the
-                         sender retries later)
+  --webhook URL          post each message as JSON to this http(s) URL;
+                         the sender gets 250 only after a 2xx answer
+                         (redirects are not followed), else 451 4.3.0;
+                         with a Maildir the file enters new/ only after
+                         the 2xx; user:password@ in the URL is sent as
+                         Basic auth
   --webhook-timeout MS   how long to wait for the webhook's answer
                          (default 30000)
+  --webhook-header "NAME: VALUE"
+                         send this header with each post (repeatable)
+  --webhook-secret-file FILE
+                         sign each post with the secret in FILE (or in
+                         $SMTPD_WEBHOOK_SECRET): X-Smtpd-Timestamp and
+                         X-Smtpd-Signature: v1=HMAC-SHA256 hex
   --server-name NAME     name in the greeting and in Received headers
                          (default: this machine's host name)
   --size BYTES           largest message accepted; K, M or G for KiB, MiB,
@@ -136,6 +143,10 @@ export interface CliOptions {
   webhook?: string;
   /** `--webhook-timeout`: milliseconds to wait for the webhook (set with `webhook`; default 30000). */
   webhookTimeout?: number;
+  /** `--webhook-header`: extra headers of each post (set only when given). */
+  webhookHeaders?: Record<string, string>;
+  /** `--webhook-secret-file`: the file holding the signing secret (set only when given). */
+  webhookSecretFile?: string;
   /** `--server-name`: name in the greeting and the Received headers. */
   serverName: string;
   /** `--size`: largest message in bytes, or `undefined` for the default. */
@@ -237,6 +248,8 @@ const SERVE_FLAGS = {
   "no-maildir": { type: "boolean" },
   webhook: { type: "string" },
   "webhook-timeout": { type: "string" },
+  "webhook-header": { type: "string", multiple: true },
+  "webhook-secret-file": { type: "string" },
   "server-name": { type: "string" },
   size: { type: "string" },
   "max-recipients": { type: "string" },
@@ -284,6 +297,47 @@ function argsError(error: unknown): CliError {
     default:
       return new CliError(null, message.split("\n")[0]);
   }
+}
+
+/** `--webhook-header "Name: value"`s as headers; an error names the header, never its value. */
+function headerFlags(list: readonly string[]): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const seen = new Set<string>();
+  for (const item of list) {
+    const colon = item.indexOf(":");
+    const name = colon < 0 ? "" : item.slice(0, colon).trim();
+    const value = colon < 0 ? "" : item.slice(colon + 1).trim();
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+      throw new CliError(
+        "--webhook-header",
+        'must be "Name: value" with a header name before the colon',
+      );
+    }
+    if (value === "" || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+      throw new CliError(
+        "--webhook-header",
+        `${name} needs a value of one line of Latin-1 text`,
+      );
+    }
+    const key = name.toLowerCase();
+    if (
+      [
+        "content-type",
+        "content-length",
+        "host",
+        "x-smtpd-timestamp",
+        "x-smtpd-signature",
+      ].includes(key)
+    ) {
+      throw new CliError("--webhook-header", `${name} is set by smtpd`);
+    }
+    if (seen.has(key)) {
+      throw new CliError("--webhook-header", `${name} is given twice`);
+    }
+    seen.add(key);
+    headers[name] = value;
+  }
+  return headers;
 }
 
 function integerFlag(
@@ -497,14 +551,28 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     if (
       url === null || (url.protocol !== "http:" && url.protocol !== "https:")
     ) {
+      // Not the value: it may hold a password.
       throw new CliError(
         "--webhook",
-        `must be an http:// or https:// URL, not "${webhook}"`,
+        `must be an http:// or https:// URL${
+          url === null ? "" : `, not ${url.protocol}`
+        }`,
       );
     }
   }
-  if (values["webhook-timeout"] !== undefined && webhook === undefined) {
-    throw new CliError("--webhook-timeout", "needs --webhook");
+  for (
+    const flag of [
+      "webhook-timeout",
+      "webhook-header",
+      "webhook-secret-file",
+    ] as const
+  ) {
+    if (values[flag] !== undefined && webhook === undefined) {
+      throw new CliError(`--${flag}`, "needs --webhook");
+    }
+  }
+  if (values["webhook-secret-file"] === "") {
+    throw new CliError("--webhook-secret-file", "must name a file");
   }
   if (values["no-maildir"] && webhook === undefined) {
     throw new CliError(
@@ -543,6 +611,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
           1,
           600000,
         ) ?? 30000,
+        ...(values["webhook-header"] !== undefined
+          ? { webhookHeaders: headerFlags(values["webhook-header"]) }
+          : {}),
+        ...(values["webhook-secret-file"] !== undefined
+          ? { webhookSecretFile: values["webhook-secret-file"] }
+          : {}),
       }
       : {}),
     serverName: textFlag("--server-name", values["server-name"]) ??
@@ -574,6 +648,14 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     quiet: values.quiet ?? false,
     verbose: values.verbose ?? false,
   };
+  const hookAuth = Object.keys(options.webhookHeaders ?? {})
+    .some((n) => n.toLowerCase() === "authorization");
+  if (hookAuth && /^[^:]+:\/\/[^/?#]*@/.test(options.webhook ?? "")) {
+    throw new CliError(
+      "--webhook-header",
+      "Authorization cannot be given with a user name in the --webhook URL (sent as Basic auth)",
+    );
+  }
   if (options.workers > 1 && options.socket !== undefined) {
     throw new CliError(
       "--workers",

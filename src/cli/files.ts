@@ -41,6 +41,8 @@ async function readFlagFile(flag: string, path: string): Promise<string> {
 export interface Loaded {
   tls?: TlsOptions;
   users?: Map<string, string>;
+  /** The webhook's signing secret (`--webhook-secret-file` or the environment). */
+  webhookSecret?: string;
   warnings: string[];
 }
 
@@ -101,7 +103,36 @@ export async function loadFiles(o: CliOptions): Promise<Loaded> {
       }
     } catch { /* read above; a stat failure is no reason to stop */ }
   }
+  if (o.webhook !== undefined) {
+    const secret = await webhookSecret(o);
+    if (secret !== undefined) loaded.webhookSecret = secret;
+  }
   return loaded;
+}
+
+/**
+ * The environment variable that holds the webhook's signing secret when
+ * `--webhook-secret-file` is not given (so that it is not in `ps`).
+ */
+export const WEBHOOK_SECRET_ENV = "SMTPD_WEBHOOK_SECRET";
+
+/** The signing secret: the file's content (less its line end) or the environment's. */
+async function webhookSecret(o: CliOptions): Promise<string | undefined> {
+  if (o.webhookSecretFile === undefined) {
+    const env = process.env[WEBHOOK_SECRET_ENV];
+    return env === undefined || env === "" ? undefined : env;
+  }
+  const text = (await readFlagFile(
+    "--webhook-secret-file",
+    o.webhookSecretFile,
+  )).replace(/\r?\n$/, "");
+  if (text === "" || /[\r\n]/.test(text)) {
+    throw new CliError(
+      "--webhook-secret-file",
+      `${o.webhookSecretFile} must hold the secret on one line`,
+    );
+  }
+  return text;
 }
 
 export async function openMaildir(

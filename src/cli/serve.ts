@@ -2,23 +2,31 @@
  * `smtpd [options]`: the server that delivers into a Maildir, posts to a
  * webhook (`--webhook`), or both, until SIGINT or SIGTERM.
  *
- * With both, each message is stored first and posted second; the sender
- * gets 250 only when both succeeded. When the post fails (not 2xx, network
- * error, `--webhook-timeout`), the stored file is removed again and the
- * sender gets 451 4.3.0: the message is delivered once (file and post) or
- * not at all, and the sender's retry delivers it anew.
+ * With both, each message is written and synced into the Maildir's `tmp/`,
+ * then posted, then renamed into `new/` (and `new/` synced) just before
+ * the 250: a Maildir reader never sees a message whose sender was not
+ * acknowledged. When the post fails (not 2xx, a redirect, a network error,
+ * `--webhook-timeout`), the file is removed from `tmp/` and the sender gets
+ * 451 4.3.0: the message is delivered once (file and post) or not at all
+ * in `new/`, and the sender's retry delivers it anew. A crash during the
+ * post leaves a file in `tmp/` only (swept when 36 hours old).
  *
  * @module
  */
 
-import { open, unlink } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { resolve as resolvePath } from "node:path";
 import process from "node:process";
 import { serve, SmtpError } from "../../mod.ts";
 import type { Message } from "../message.ts";
 import type { ServeOptions, Server } from "../server.ts";
 import type { DeliverableMessage, Delivery, Maildir } from "../maildir.ts";
-import { postWebhook, webhookPayload } from "../webhook.ts";
+import {
+  postWebhook,
+  safeUrl,
+  type WebhookPayload,
+  webhookPayload,
+} from "../webhook.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
@@ -131,6 +139,7 @@ function withBody(message: Message, raw: Uint8Array): DeliverableMessage {
     to: message.to,
     mailFrom: message.mailFrom,
     session: message.session,
+    signal: message.signal,
     raw: new ReadableStream<Uint8Array>({
       start(controller) {
         controller.enqueue(raw);
@@ -140,49 +149,61 @@ function withBody(message: Message, raw: Uint8Array): DeliverableMessage {
   };
 }
 
-/** A webhook URL for logs: no user name or password, no query. */
-function safeUrl(url: URL): string {
-  return `${url.protocol}//${url.host}${url.pathname}`;
+/** What the CLI posts to: `--webhook` and its flags. */
+interface Webhook {
+  url: URL;
+  timeout: number;
+  headers: Record<string, string>;
+  secret: string | undefined;
 }
 
 /**
- * Stores the message (when there is a Maildir), then posts it (when there
- * is a webhook); a failed post takes the stored file back.
+ * Stores the message (when there is a Maildir) and posts it (when there
+ * is a webhook). With both, the file waits in `tmp/` while the post is
+ * pending and enters `new/` only after the 2xx; a failed post removes it.
  */
 async function deliver(
   message: Message,
   maildir: Maildir | null,
-  webhook: { url: URL; timeout: number } | null,
+  webhook: Webhook | null,
 ): Promise<{ delivery: Delivery | null; status: number | null }> {
   if (webhook === null) {
     return { delivery: await maildir!.deliver(message), status: null };
   }
   const raw = await message.bytes();
-  const delivery = maildir === null
-    ? null
-    : await maildir.deliver(withBody(message, raw));
+  let payload: WebhookPayload;
   try {
-    let payload;
-    try {
-      payload = await webhookPayload(message, raw);
-    } catch (error) {
-      const reply = new SmtpError(
-        451,
-        "4.3.0",
-        "Local error in processing, try again later",
-      );
-      reply.cause = error;
-      throw reply;
-    }
-    if (delivery !== null) payload.file = delivery.path;
-    const { status } = await postWebhook(webhook.url, payload, {
-      timeout: webhook.timeout,
-    });
-    return { delivery, status };
+    payload = await webhookPayload(message, raw);
   } catch (error) {
-    if (delivery !== null) await unlink(delivery.path).catch(() => {});
-    throw error;
+    const reply = new SmtpError(
+      451,
+      "4.3.0",
+      "Local error in processing, try again later",
+    );
+    reply.cause = error;
+    throw reply;
   }
+  let status = 0;
+  const post = async () => {
+    ({ status } = await postWebhook(webhook.url, payload, {
+      timeout: webhook.timeout,
+      headers: webhook.headers,
+      ...(webhook.secret !== undefined ? { secret: webhook.secret } : {}),
+      signal: message.signal,
+    }));
+  };
+  if (maildir === null) {
+    await post();
+    return { delivery: null, status };
+  }
+  const delivery = await maildir.deliver(withBody(message, raw), {
+    confirm: async (pending) => {
+      // Where the file will be once the endpoint took the message.
+      payload.file = pending.path;
+      await post();
+    },
+  });
+  return { delivery, status };
 }
 
 export async function serveCommand(o: CliOptions): Promise<number> {
@@ -195,9 +216,12 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   // Everything that can fail because of a flag fails here, before listening.
   const loaded = await loadFiles(o);
   const maildir = o.noMaildir ? null : await openMaildir(o, maildirPath);
-  const webhook = o.webhook === undefined
-    ? null
-    : { url: new URL(o.webhook), timeout: o.webhookTimeout ?? 30000 };
+  const webhook: Webhook | null = o.webhook === undefined ? null : {
+    url: new URL(o.webhook),
+    timeout: o.webhookTimeout ?? 30000,
+    headers: o.webhookHeaders ?? {},
+    secret: loaded.webhookSecret,
+  };
   for (const warning of loaded.warnings) {
     log.warn("warning", warning, { warning });
   }

@@ -1,15 +1,31 @@
 // A local HTTP endpoint for the webhook tests (the CLI's --webhook and
 // examples/webhook.ts): it records each request and answers with `status`
-// after `delay` ms.
+// (and `headers`) after `delay` ms, or after `hold` resolves.
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 
-/** The endpoint; set `status` and `delay` to say how it answers. */
+/** One request as the endpoint received it. */
+export interface EndpointRequest {
+  method: string;
+  /** The path and query. */
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** The endpoint; set `status`, `headers`, `delay` or `hold` to say how it answers. */
 export interface Endpoint {
   url: string;
   status: number;
+  /** Response headers (a redirect's `location`, say). */
+  headers: Record<string, string>;
   delay: number;
-  requests: { headers: http.IncomingHttpHeaders; body: string }[];
+  /**
+   * Called with each request once its body is in; the answer waits for it
+   * and has the status it returns, if any (else `status`).
+   */
+  hold: ((request: EndpointRequest) => Promise<number | void>) | null;
+  requests: EndpointRequest[];
   close(): Promise<void>;
 }
 
@@ -18,7 +34,9 @@ export async function startEndpoint(): Promise<Endpoint> {
   const state: Endpoint = {
     url: "",
     status: 200,
+    headers: {},
     delay: 0,
+    hold: null,
     requests: [],
     close: () => Promise.resolve(),
   };
@@ -26,10 +44,20 @@ export async function startEndpoint(): Promise<Endpoint> {
     let body = "";
     req.setEncoding("utf8");
     req.on("data", (d: string) => (body += d));
-    req.on("end", () => {
-      state.requests.push({ headers: req.headers, body });
+    req.on("end", async () => {
+      const request = {
+        method: req.method ?? "",
+        url: req.url ?? "",
+        headers: req.headers,
+        body,
+      };
+      state.requests.push(request);
+      const status = await state.hold?.(request) ?? state.status;
       setTimeout(() => {
-        res.writeHead(state.status, { "content-type": "text/plain" });
+        res.writeHead(status, {
+          "content-type": "text/plain",
+          ...state.headers,
+        });
         res.end("answer");
       }, state.delay);
     });
