@@ -1,7 +1,12 @@
-// Measurement helpers shared by the bench scripts (run.mjs, proxy.mjs):
-// /proc readers, the machine-noise sampler, statistics, loopback ports.
+// Measurement helpers shared by the bench scripts (run.mjs and its parts,
+// proxy.mjs): /proc readers, the machine-noise sampler, statistics,
+// loopback ports, the progress log.
 import { readdirSync, readFileSync } from "node:fs";
 import net from "node:net";
+import process from "node:process";
+
+/** A line of progress on stderr (stdout is the report's). */
+export const log = (s) => process.stderr.write(s + "\n");
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

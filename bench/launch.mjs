@@ -36,6 +36,12 @@ export const BIN = {
   node24: existsSync(node24) ? node24 : null,
 };
 
+/** Postfix's load generator and sink (Debian `postfix`), for W1–W4 and the smtp-sink rows. */
+export const SMTP_SOURCE = "/usr/sbin/smtp-source";
+export const SMTP_SINK = "/usr/sbin/smtp-sink";
+/** Whether both are installed (the bench skips what needs them otherwise). */
+export const HAVE_POSTFIX = existsSync(SMTP_SOURCE) && existsSync(SMTP_SINK);
+
 /** The code users of `rt` get: "dist" (npm) for Node and Bun, "src" (JSR) for Deno. */
 export function defaultLib(rt) {
   return rt === "deno" ? "src" : "dist";

@@ -35,6 +35,7 @@ import {
   canConnect,
   freePort,
   loadavg,
+  log,
   Noise,
   schedCpuUs,
   sleep,
@@ -49,6 +50,7 @@ import {
   libraryFile,
   root,
   scriptArgv,
+  SMTP_SOURCE,
 } from "./launch.mjs";
 
 /** user + system µs. */
@@ -69,7 +71,6 @@ const SESSIONS = 20;
 const SIZE = 1024;
 const LOAD_TIMEOUT = 120_000;
 const HAPROXY = "/usr/sbin/haproxy";
-const SMTP_SOURCE = "/usr/sbin/smtp-source";
 
 /**
  * The smtpd code each runtime loads (bench/launch.mjs): what its users
@@ -82,8 +83,6 @@ const LIB = (rt) =>
 const RUNTIMES = Object.fromEntries(
   ALL_RUNTIMES.map((rt) => [rt, { ok: BIN[rt] !== null }]),
 );
-
-const log = (s) => process.stderr.write(s + "\n");
 
 // ------------------------------------------------------------------ servers
 
