@@ -3,7 +3,6 @@
 // the bare runtime (bench/bare.mjs); their CPU time and memory, read through
 // the control channel (bench/control.mjs) and /proc; which servers a run
 // starts.
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import {
@@ -11,6 +10,7 @@ import {
   freePort,
   log,
   schedCpuUs,
+  ServerChild,
   sleep,
   statCpuUs,
 } from "./common.mjs";
@@ -48,9 +48,6 @@ export class ServerProc {
     this.runtime = runtime;
     this.gc = gc;
     this.name = runtime ? `${kind}@${runtime}` : kind;
-    this.lines = [];
-    this.waiters = [];
-    this.stderr = "";
   }
 
   async start() {
@@ -79,60 +76,26 @@ export class ServerProc {
           flags,
         });
     }
-    this.child = spawn(cmd, args, {
-      cwd: root,
-      stdio: ["pipe", "pipe", "pipe"],
-      env: { ...process.env, NO_COLOR: "1" },
-    });
+    this.child = new ServerChild(cmd, args, root);
     this.pid = this.child.pid;
-    this.exited = new Promise((r) => this.child.once("exit", r));
-    let buf = "";
-    this.child.stdout.setEncoding("utf8");
-    this.child.stdout.on("data", (d) => {
-      buf += d;
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        const w = this.waiters.shift();
-        if (w) w(line);
-        else this.lines.push(line);
-      }
-    });
-    this.child.stderr.setEncoding("utf8");
-    this.child.stderr.on("data", (d) => {
-      if (this.stderr.length < 4000) this.stderr += d;
-    });
     if (this.kind === "smtp-sink") {
       for (let i = 0; i < 100 && !(await canConnect(this.port)); i++) {
         await sleep(50);
       }
       if (!(await canConnect(this.port))) {
-        throw new Error(`${this.name} did not start: ${this.stderr}`);
+        throw new Error(`${this.name} did not start: ${this.child.stderr}`);
       }
     } else {
-      const ready = await this.nextLine(30_000);
+      const ready = await this.child.nextLine(30_000);
       const m = /^READY (\d+) ?(.*)/.exec(ready ?? "");
-      if (!m) throw new Error(`${this.name} did not start: ${this.stderr}`);
+      if (!m) {
+        throw new Error(`${this.name} did not start: ${this.child.stderr}`);
+      }
       this.port = Number(m[1]);
       // What the server says it loaded (bench/server.mjs).
       if (this.kind === "smtpd") loaded.add(`${this.runtime}\t${m[2]}`);
     }
     return this;
-  }
-
-  nextLine(ms) {
-    if (this.lines.length > 0) return Promise.resolve(this.lines.shift());
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        resolve(null);
-      }, ms);
-      const done = (line) => {
-        clearTimeout(t);
-        resolve(line);
-      };
-      this.waiters.push(done);
-    });
   }
 
   /** CPU µs so far: the process's own figure (process.cpuUsage) when it has a control channel, and /proc's. */
@@ -142,8 +105,8 @@ export class ServerProc {
     if (this.kind === "smtp-sink" || this.kind === "bare") {
       return { own: NaN, ownUser: NaN, sched: ext, stat };
     }
-    this.child.stdin.write("stats\n");
-    const line = await this.nextLine(10_000);
+    this.child.send("stats");
+    const line = await this.child.nextLine(10_000);
     let own = NaN;
     let ownUser = NaN;
     try {
@@ -160,8 +123,8 @@ export class ServerProc {
 
   /** A full GC in the server, then its memory (bench/control.mjs `gc`), or null. */
   async gcMem() {
-    this.child.stdin.write("gc\n");
-    const line = await this.nextLine(30_000);
+    this.child.send("gc");
+    const line = await this.child.nextLine(30_000);
     try {
       const m = JSON.parse(line);
       return m.collected ? m : null;
@@ -171,14 +134,7 @@ export class ServerProc {
   }
 
   async stop() {
-    if (!this.child || this.child.exitCode !== null) return;
-    this.child.stdin.end();
-    if (this.kind === "smtp-sink") this.child.kill("SIGTERM");
-    const t = await Promise.race([this.exited.then(() => true), sleep(5000)]);
-    if (!t) {
-      this.child.kill("SIGKILL");
-      await this.exited;
-    }
+    await this.child?.stop(this.kind === "smtp-sink" ? "SIGTERM" : undefined);
   }
 }
 
