@@ -1,9 +1,86 @@
-// Measurement helpers shared by the bench scripts (run.mjs, proxy.mjs):
-// /proc readers, the machine-noise sampler, statistics, loopback ports.
+// Measurement helpers shared by the bench scripts (run.mjs and its parts,
+// proxy.mjs): /proc readers, the machine-noise sampler, statistics,
+// loopback ports, the progress log.
+import { spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import net from "node:net";
+import process from "node:process";
+
+/** A line of progress on stderr (stdout is the report's). */
+export const log = (s) => process.stderr.write(s + "\n");
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A bench server as a child process (run.mjs's and proxy.mjs's servers):
+ * its stdout read line by line (`nextLine`: the control channel's READY and
+ * answers, bench/control.mjs), the first 4000 characters of its stderr kept
+ * for error messages, `send` writes a line to its stdin; `stop` ends its
+ * stdin (the bench servers then exit), after `signal` if given, and kills
+ * it when it has not exited 5 s later.
+ */
+export class ServerChild {
+  constructor(cmd, args, cwd) {
+    this.lines = [];
+    this.waiters = [];
+    this.stderr = "";
+    this.child = spawn(cmd, args, {
+      cwd,
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { ...process.env, NO_COLOR: "1" },
+    });
+    this.pid = this.child.pid;
+    this.exited = new Promise((r) => this.child.once("exit", r));
+    let buf = "";
+    this.child.stdout.setEncoding("utf8");
+    this.child.stdout.on("data", (d) => {
+      buf += d;
+      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const w = this.waiters.shift();
+        if (w) w(line);
+        else this.lines.push(line);
+      }
+    });
+    this.child.stderr.setEncoding("utf8");
+    this.child.stderr.on("data", (d) => {
+      if (this.stderr.length < 4000) this.stderr += d;
+    });
+  }
+
+  /** The next line on stdout, or null after `ms`. */
+  nextLine(ms) {
+    if (this.lines.length > 0) return Promise.resolve(this.lines.shift());
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done);
+        resolve(null);
+      }, ms);
+      const done = (line) => {
+        clearTimeout(t);
+        resolve(line);
+      };
+      this.waiters.push(done);
+    });
+  }
+
+  /** Writes `line` and a newline to its stdin. */
+  send(line) {
+    this.child.stdin.write(line + "\n");
+  }
+
+  async stop(signal) {
+    if (this.child.exitCode !== null) return;
+    this.child.stdin.end();
+    if (signal) this.child.kill(signal);
+    const t = await Promise.race([this.exited.then(() => true), sleep(5000)]);
+    if (!t) {
+      this.child.kill("SIGKILL");
+      await this.exited;
+    }
+  }
+}
 
 /** A free port on 127.0.0.1. */
 export function freePort() {

@@ -1,17 +1,18 @@
 // How the bench scripts (run.mjs, proxy.mjs, profile.mjs, workers.mjs)
 // launch a runtime, and which smtpd code it runs: what the users of that
 // runtime install. Node and Bun users install from npm, so Node 20, Node 24
-// and Bun load the npm build (dist/, per package.json's exports: the
-// "node" and "bun" conditions of "."); Deno users get the TypeScript
-// sources from JSR (deno.json's exports: mod.ts). The bench servers are
+// and Bun load the npm build (dist/, the file package.json's exports give
+// "."); Deno users get the TypeScript sources from JSR (deno.json's
+// exports: mod.ts). The bench servers are
 // plain JavaScript (bench/server.mjs, bench/bare.mjs), so no runtime needs
 // a loader or type stripping to start them; `--lib src` runs the sources
 // instead (Node 20 then through tsx, Node 24 stripping types).
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { libraryFileFor } from "./library_file.mjs";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -35,6 +36,12 @@ export const BIN = {
   node24: existsSync(node24) ? node24 : null,
 };
 
+/** Postfix's load generator and sink (Debian `postfix`), for W1–W4 and the smtp-sink rows. */
+export const SMTP_SOURCE = "/usr/sbin/smtp-source";
+export const SMTP_SINK = "/usr/sbin/smtp-sink";
+/** Whether both are installed (the bench skips what needs them otherwise). */
+export const HAVE_POSTFIX = existsSync(SMTP_SOURCE) && existsSync(SMTP_SINK);
+
 /** The code users of `rt` get: "dist" (npm) for Node and Bun, "src" (JSR) for Deno. */
 export function defaultLib(rt) {
   return rt === "deno" ? "src" : "dist";
@@ -43,15 +50,10 @@ export function defaultLib(rt) {
 /**
  * The file bench/server.mjs imports smtpd from on `rt` with `lib`: mod.ts
  * for "src"; for "dist", the file package.json's exports give that
- * runtime (what `npm install smtpd` resolves to).
+ * runtime (what `npm install smtpd` resolves to: bench/library_file.mjs).
  */
 export function libraryFile(rt, lib = defaultLib(rt)) {
-  if (lib === "src") return "mod.ts";
-  const dot = JSON.parse(readFileSync(join(root, "package.json"), "utf8"))
-    .exports["."];
-  if (rt === "deno") return dot.deno.replace(/^\.\//, "");
-  if (rt === "bun") return dot.bun.replace(/^\.\//, "");
-  return dot.node.import.replace(/^\.\//, "");
+  return libraryFileFor(rt.startsWith("node") ? "node" : rt, lib);
 }
 
 /**

@@ -35,8 +35,10 @@ import {
   canConnect,
   freePort,
   loadavg,
+  log,
   Noise,
   schedCpuUs,
+  ServerChild,
   sleep,
   spread,
   statCpuUs,
@@ -49,6 +51,7 @@ import {
   libraryFile,
   root,
   scriptArgv,
+  SMTP_SOURCE,
 } from "./launch.mjs";
 
 /** user + system µs. */
@@ -69,7 +72,6 @@ const SESSIONS = 20;
 const SIZE = 1024;
 const LOAD_TIMEOUT = 120_000;
 const HAPROXY = "/usr/sbin/haproxy";
-const SMTP_SOURCE = "/usr/sbin/smtp-source";
 
 /**
  * The smtpd code each runtime loads (bench/launch.mjs): what its users
@@ -83,8 +85,6 @@ const RUNTIMES = Object.fromEntries(
   ALL_RUNTIMES.map((rt) => [rt, { ok: BIN[rt] !== null }]),
 );
 
-const log = (s) => process.stderr.write(s + "\n");
-
 // ------------------------------------------------------------------ servers
 
 /** bench/server.ts smtpd on a runtime, with or without --proxy-protocol. */
@@ -92,76 +92,34 @@ class Smtpd {
   constructor(runtime, proxy) {
     this.runtime = runtime;
     this.proxy = proxy;
-    this.lines = [];
-    this.waiters = [];
-    this.stderr = "";
   }
   async start() {
     const [cmd, ...args] = scriptArgv(this.runtime, "bench/server.mjs", [
       "smtpd",
       ...(this.proxy ? ["--proxy-protocol"] : []),
     ], { lib: LIB(this.runtime) });
-    this.child = spawn(cmd, args, {
-      cwd: root,
-      stdio: ["pipe", "pipe", "pipe"],
-      env: { ...process.env, NO_COLOR: "1" },
-    });
+    this.child = new ServerChild(cmd, args, root);
     this.pid = this.child.pid;
-    this.exited = new Promise((r) => this.child.once("exit", r));
-    let buf = "";
-    this.child.stdout.setEncoding("utf8");
-    this.child.stdout.on("data", (d) => {
-      buf += d;
-      for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        const w = this.waiters.shift();
-        if (w) w(line);
-        else this.lines.push(line);
-      }
-    });
-    this.child.stderr.setEncoding("utf8");
-    this.child.stderr.on("data", (d) => {
-      if (this.stderr.length < 4000) this.stderr += d;
-    });
-    const m = /^READY (\d+)/.exec((await this.nextLine(30_000)) ?? "");
+    const m = /^READY (\d+)/.exec((await this.child.nextLine(30_000)) ?? "");
     if (!m) {
-      throw new Error(`smtpd@${this.runtime} did not start: ${this.stderr}`);
+      throw new Error(
+        `smtpd@${this.runtime} did not start: ${this.child.stderr}`,
+      );
     }
     this.port = Number(m[1]);
   }
-  nextLine(ms) {
-    if (this.lines.length > 0) return Promise.resolve(this.lines.shift());
-    return new Promise((resolve) => {
-      const done = (line) => {
-        clearTimeout(t);
-        resolve(line);
-      };
-      const t = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        resolve(null);
-      }, ms);
-      this.waiters.push(done);
-    });
-  }
   /** Own CPU µs (process.cpuUsage(), all threads). */
   async cpu() {
-    this.child.stdin.write("stats\n");
+    this.child.send("stats");
     try {
-      const s = JSON.parse(await this.nextLine(10_000));
+      const s = JSON.parse(await this.child.nextLine(10_000));
       return s.userUs + s.systemUs;
     } catch {
       return NaN;
     }
   }
   async stop() {
-    if (!this.child || this.child.exitCode !== null) return;
-    this.child.stdin.end();
-    const t = await Promise.race([this.exited.then(() => true), sleep(5000)]);
-    if (!t) {
-      this.child.kill("SIGKILL");
-      await this.exited;
-    }
+    await this.child?.stop();
   }
 }
 

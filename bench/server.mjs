@@ -8,10 +8,10 @@
 //   <runtime> bench/server.mjs smtpd --lib src|dist    # the sources (mod.ts) or the npm build
 //
 // smtpd's code, by default: on Node and Bun the npm build, the file that
-// package.json's exports give the runtime ("node" → dist/runtimes/node.js,
-// "bun" → dist/runtimes/bun.js: what `npm install smtpd` resolves to); on
-// Deno mod.ts (JSR serves the TypeScript sources). `--lib dist` loads the
-// build on Deno too (the "deno" condition); `--lib src` loads mod.ts on
+// package.json's exports give the runtime (bench/library_file.mjs: what
+// `npm install smtpd` resolves to, dist/mod.js); on Deno mod.ts (JSR
+// serves the TypeScript sources). `--lib dist` loads the build on Deno
+// too; `--lib src` loads mod.ts on
 // every runtime (Node 20 then needs `--import tsx`). smtp-server's process
 // does not load smtpd.
 //
@@ -19,9 +19,9 @@
 // free port). A tiny control channel on stdin: each line `stats` prints one
 // JSON line with the process's own CPU time (`process.cpuUsage()`, µs) and
 // memory; the end of stdin exits. Nothing else is printed on stdout.
-import { readFileSync } from "node:fs";
 import process from "node:process";
 import { control } from "./control.mjs";
+import { libraryFileFor } from "./library_file.mjs";
 
 const argv = process.argv.slice(2);
 const kind = argv[0];
@@ -35,18 +35,6 @@ const runtime = typeof globalThis.Deno !== "undefined"
   : "node";
 const lib = libAt >= 0 ? argv[libAt + 1] : runtime === "deno" ? "src" : "dist";
 const nop = () => {};
-
-/** The file to import smtpd from, relative to the project root. */
-function libraryFile() {
-  if (lib === "src") return "mod.ts";
-  if (lib !== "dist") throw new Error(`--lib ${lib}: expected src or dist`);
-  const pkg = JSON.parse(
-    readFileSync(new URL("../package.json", import.meta.url), "utf8"),
-  );
-  const dot = pkg.exports["."];
-  const file = runtime === "node" ? dot.node.import : dot[runtime];
-  return file.replace(/^\.\//, "");
-}
 
 async function startSmtpd(file) {
   const { serve } = await import(new URL(`../${file}`, import.meta.url).href);
@@ -98,7 +86,7 @@ async function main() {
   let port;
   let loaded;
   if (kind === "smtpd") {
-    loaded = libraryFile();
+    loaded = libraryFileFor(runtime, lib);
     port = await startSmtpd(loaded);
   } else if (kind === "smtp-server") {
     loaded = "smtp-server";

@@ -1,0 +1,63 @@
+// run.mjs's command line (its usage is at the top of run.mjs): the parts,
+// runtimes, servers and workloads selected, the mode and its sizes, and
+// which smtpd code each runtime loads. Read once, when first imported.
+import process from "node:process";
+import { ALL_RUNTIMES, BIN, defaultLib } from "./launch.mjs";
+
+export const argv = process.argv.slice(2);
+const flag = (name) => argv.includes(`--${name}`);
+const value = (name) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+export const ALL_PARTS = ["engine", "load", "memory"];
+export const ALL_SERVERS = ["smtpd", "smtp-server", "floor", "smtp-sink"];
+export const ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"];
+const pick = (text, all) =>
+  text === undefined ? all : text.split(",").filter((x) => all.includes(x));
+// `--only bun,node24` selects runtimes; `--only engine,load` selects parts.
+const onlyRuntimes = (value("only") ?? "").split(",").some((x) =>
+  ALL_RUNTIMES.includes(x)
+);
+export const FULL = flag("full");
+export const RUNS = Math.max(1, Number(value("runs")) || (FULL ? 7 : 5));
+export const PARTS = onlyRuntimes ? ALL_PARTS : pick(value("only"), ALL_PARTS);
+export const RUNTIME_NAMES = pick(
+  value("runtimes") ?? (onlyRuntimes ? value("only") : undefined),
+  ALL_RUNTIMES,
+);
+export const SERVER_KINDS = pick(value("servers"), ALL_SERVERS);
+export const WORKLOAD_NAMES = pick(value("workloads"), ALL_WORKLOADS);
+export const DEFAULT_SELECTION = PARTS.length === ALL_PARTS.length &&
+  RUNTIME_NAMES.length === ALL_RUNTIMES.length &&
+  SERVER_KINDS.length === ALL_SERVERS.length &&
+  WORKLOAD_NAMES.length === ALL_WORKLOADS.length;
+export const LOAD_TIMEOUT = FULL ? 900_000 : 120_000;
+/** Fresh server processes per server in the memory bench (median of them). */
+export const MEM_RUNS = Math.max(
+  1,
+  Number(value("mem-runs")) || (FULL ? 3 : 1),
+);
+/**
+ * The smtpd code each runtime's servers load: what its users install (the
+ * npm build on Node and Bun, the sources on Deno: bench/launch.mjs), or
+ * `--lib src|dist` for every runtime.
+ */
+export const LIB = Object.fromEntries(
+  ALL_RUNTIMES.map((rt) => [
+    rt,
+    ["src", "dist"].includes(value("lib")) ? value("lib") : defaultLib(rt),
+  ]),
+);
+/** Per runtime: whether it is installed (`ok`). */
+export const RUNTIMES = Object.fromEntries(
+  ALL_RUNTIMES.map((rt) => [rt, { ok: BIN[rt] !== null }]),
+);
+/** "full" or "quick". */
+export const MODE = FULL ? "full" : "quick";
+/** `--messages N`: messages per measured run (NaN when not given). */
+export const MESSAGES = Number(value("messages"));
+/** `--out PATH`, if given. */
+export const OUT = value("out");
+/** `--no-write`: print the report, write only the JSON. */
+export const NO_WRITE = flag("no-write");

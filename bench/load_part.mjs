@@ -1,0 +1,254 @@
+// run.mjs's load part: each workload against every server, in rounds
+// (fresh server processes per workload, a discarded warm-up round, the
+// servers alternating A B C / C B A), and the per-server and per-runtime
+// figures taken from them.
+import { log, Noise, spread } from "./common.mjs";
+import { fmtLoad } from "./format.mjs";
+import { RUNS, RUNTIME_NAMES } from "./flags.mjs";
+import { ehloKeywords, runLoad } from "./load_gen.mjs";
+import { cpuDelta, serverList, settle, startAll } from "./server_proc.mjs";
+import { perUnit, sized, WARMUP_RUNS, WORKLOADS } from "./workloads.mjs";
+import { HAVE_POSTFIX } from "./launch.mjs";
+
+/**
+ * One workload, or a DATA and a BDAT workload together (workloadPlan):
+ * fresh server processes, then RUNS + 1 rounds (the first is the warm-up,
+ * a shorter load, the same for every server, discarded). In each round
+ * every runtime's group (smtpd, smtp-server, smtp-sink) runs back to back,
+ * in the order A B C on even rounds and C B A on odd ones; the order of the
+ * groups rotates every round. smtp-sink thus runs once per group, and the
+ * ratios to it pair each run with the smtp-sink run of the same group.
+ * With two workloads, each server runs both back to back on its turn, DATA
+ * then BDAT on even rounds and BDAT then DATA on odd ones, so that a BDAT ÷
+ * DATA ratio pairs two runs of one server process seconds apart; a server
+ * without CHUNKING runs only the DATA one.
+ */
+export async function benchWorkloads(names) {
+  const ws = [];
+  const results = [];
+  for (const name of names) {
+    const w = sized(WORKLOADS[name]);
+    if (w.tool === "source" && !HAVE_POSTFIX) {
+      log(`${name}: skipped (no smtp-source)`);
+      results.push({
+        name,
+        w,
+        rows: [],
+        ratios: [],
+        skipped: ["no smtp-source"],
+      });
+    } else ws.push({ name, w, skipped: [] });
+  }
+  if (ws.length === 0) return results;
+  for (const { name, w } of ws) {
+    log(
+      `\n${name}: ${w.desc}: ${w.messages} messages of ${w.size} B` +
+        (w.smtpServer !== w.messages ? ` (smtp-server ${w.smtpServer})` : "") +
+        ` (warm-up: ${WARMUP_RUNS} runs' worth)` +
+        (ws.length > 1
+          ? `; run together with ${
+            ws.filter((y) => y.name !== name).map((y) => y.name).join(", ")
+          }`
+          : ""),
+    );
+  }
+  const noise = new Noise();
+  let servers = await startAll(serverList());
+  /** The servers each workload runs on (BDAT: those offering CHUNKING). */
+  const runsOn = new Map();
+  for (const x of ws) {
+    // The runtime floor is for scale under smtp-source's loads only.
+    const all = new Set(
+      servers.filter((s) => s.kind !== "floor" || x.w.tool === "source"),
+    );
+    if (x.w.tool !== "bdat") {
+      runsOn.set(x.name, all);
+      continue;
+    }
+    const offer = new Set();
+    for (const s of all) {
+      if ((await ehloKeywords(s.port)).includes("CHUNKING")) offer.add(s);
+      else {
+        const line = `${s.name}: skipped, its EHLO reply has no CHUNKING`;
+        log(`  ${x.name}: ${line}`);
+        x.skipped.push(line);
+      }
+    }
+    runsOn.set(x.name, offer);
+  }
+  const used = servers.filter((s) => ws.some((x) => runsOn.get(x.name).has(s)));
+  for (const s of servers) if (!used.includes(s)) await s.stop();
+  servers = used;
+  const rows = new Map(
+    ws.map((x) => [
+      x.name,
+      new Map(
+        servers.filter((s) => runsOn.get(x.name).has(s)).map((s) => [s.name, {
+          server: s.kind,
+          runtime: s.runtime,
+          runs: [],
+          errors: [],
+        }]),
+      ),
+    ]),
+  );
+  const sink = servers.find((s) => s.kind === "smtp-sink");
+  const runtimes = [...new Set(servers.map((s) => s.runtime))].filter((r) =>
+    r !== null
+  );
+  const groups = runtimes.length > 0
+    ? runtimes.map((rt) => ({
+      rt,
+      seq: [
+        ...servers.filter((s) => s.runtime === rt),
+        ...(sink ? [sink] : []),
+      ],
+    }))
+    : sink
+    ? [{ rt: null, seq: [sink] }]
+    : [];
+  try {
+    for (let round = 0; round <= RUNS; round++) {
+      const warmup = round === 0;
+      const order = round % 2 === 1 ? [...ws].reverse() : ws;
+      for (let g = 0; g < groups.length; g++) {
+        const group = groups[(g + round) % groups.length];
+        const seq = round % 2 === 1 ? [...group.seq].reverse() : group.seq;
+        for (const s of seq) {
+          for (const x of order) {
+            if (!runsOn.get(x.name).has(s)) continue;
+            const row = rows.get(x.name).get(s.name);
+            const run = await measure(s, x.w, warmup, round, group.rt);
+            const tag = (warmup ? "warm-up" : `run ${round}`) +
+              (ws.length > 1 ? ` ${x.name}` : "");
+            if (!run.ok) {
+              row.errors.push(`${tag}: ${run.error}`);
+              if (!warmup) row.runs.push({ round, group: group.rt, ok: false });
+              log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${run.error}`);
+              continue;
+            }
+            if (!warmup) row.runs.push(run);
+            log(
+              `  ${s.name.padEnd(20)} ${tag.padEnd(10)}: ${
+                run.msgPerS.toFixed(0).padStart(6)
+              } msg/s ${
+                perUnit(x.w, run.cpuUsPerMsg).toFixed(1).padStart(8)
+              } µs CPU/${x.w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU` +
+                (s.kind === "smtp-sink" && group.rt
+                  ? ` (with ${group.rt})`
+                  : ""),
+            );
+          }
+        }
+      }
+    }
+    for (const x of ws) {
+      for (const s of servers) {
+        const row = rows.get(x.name).get(s.name);
+        if (row) row.peakRssKb = s.mem().hwm;
+      }
+    }
+  } finally {
+    for (const s of servers) await s.stop();
+  }
+  const load = noise.stop();
+  log(
+    `  load average ${fmtLoad(load.before)} before, max ${
+      load.duringMax.toFixed(2)
+    } during, ${fmtLoad(load.after)} after; other work ${
+      load.otherCores.toFixed(2)
+    } cores`,
+  );
+  const together = ws.length > 1 ? ws.map((x) => x.name) : null;
+  for (const x of ws) {
+    results.push({
+      name: x.name,
+      w: x.w,
+      load,
+      skipped: x.skipped,
+      together,
+      ...summarize(x.w, [...rows.get(x.name).values()]),
+    });
+  }
+  return results;
+}
+
+/**
+ * One run of workload `w` against server `s`: CPU before, the load, a
+ * pause until the server's CPU stops moving, CPU after. The warm-up run
+ * sends `w.warmup` messages, a measured one `w.messages`.
+ */
+async function measure(s, w, warmup, round, group) {
+  const peer = s.kind === "smtp-server";
+  const messages = peer
+    ? (warmup ? w.smtpServerWarmup : w.smtpServer)
+    : (warmup ? w.warmup : w.messages);
+  const a = await s.cpu();
+  const r = await runLoad({ ...w, messages }, s.port);
+  await settle(s);
+  const b = await s.cpu();
+  if (!r.ok) return { round, group, ok: false, error: r.error };
+  const cpu = cpuDelta(a, b);
+  return {
+    round,
+    group,
+    ok: true,
+    ms: r.ms,
+    cpuUs: cpu.us,
+    msgPerS: messages / (r.ms / 1000),
+    cpuUsPerMsg: cpu.us / messages,
+    userUsPerMsg: cpu.userUs / messages,
+  };
+}
+
+/** Per-server medians and spreads, and per-runtime ratios taken round by round. */
+function summarize(w, rows) {
+  const byKey = (server, runtime) =>
+    rows.find((r) => r.server === server && r.runtime === runtime);
+  const sink = byKey("smtp-sink", null);
+  /** Ratios of `row`'s runs to `peer`'s run of the same round (and group). */
+  const paired = (row, peer, field) => {
+    if (!row || !peer) return null;
+    const xs = [];
+    for (const run of row.runs) {
+      const p = peer.runs.find((x) =>
+        x.round === run.round && (peer !== sink || x.group === run.group)
+      );
+      xs.push(run.ok && p?.ok ? run[field] / p[field] : NaN);
+    }
+    return spread(xs);
+  };
+  const serverRows = rows.map((row) => {
+    const ok = row.runs.filter((r) => r.ok);
+    return {
+      server: row.server,
+      runtime: row.runtime,
+      okRuns: ok.length,
+      runs: row.runs.length,
+      cpuS: spread(ok.map((r) => r.cpuUs / 1e6)),
+      cpu: spread(ok.map((r) => perUnit(w, r.cpuUsPerMsg))),
+      user: spread(ok.map((r) => perUnit(w, r.userUsPerMsg))),
+      msgPerS: spread(ok.map((r) => r.msgPerS)),
+      peakRssKb: row.peakRssKb,
+      errors: row.errors,
+      raw: row.runs,
+    };
+  });
+  const ratios = [];
+  for (const rt of RUNTIME_NAMES) {
+    const smtpd = byKey("smtpd", rt);
+    if (!smtpd) continue;
+    const peer = byKey("smtp-server", rt);
+    const floor = byKey("floor", rt);
+    ratios.push({
+      runtime: rt,
+      cpuVsFloor: paired(smtpd, floor, "cpuUsPerMsg"),
+      floorCpuVsSink: paired(floor, sink, "cpuUsPerMsg"),
+      cpuVsSmtpServer: paired(smtpd, peer, "cpuUsPerMsg"),
+      speedVsSmtpServer: paired(smtpd, peer, "msgPerS"),
+      cpuVsSink: paired(smtpd, sink, "cpuUsPerMsg"),
+      peerCpuVsSink: paired(peer, sink, "cpuUsPerMsg"),
+    });
+  }
+  return { rows: serverRows, ratios };
+}

@@ -1,0 +1,165 @@
+// The workloads W1–W8 of run.mjs: their loads and sizes in each mode, the
+// BDAT/DATA pairs, and the order the bench runs them in.
+import { FULL, MESSAGES, WORKLOAD_NAMES } from "./flags.mjs";
+
+export const KB = 1024;
+export const MB = 1024 * KB;
+/**
+ * The workloads. `messages` is the full count, `quick` the quick mode's
+ * (the quick mode shrinks counts, never the number of rounds). The quick
+ * counts give a measured run about 0.3–1 s of server CPU (W1 and W4, the
+ * goals' per-message workloads, the most) and keep the quick bench within
+ * about 8 minutes on 2 cores. `quickSmtpServer`: smtp-server's quick count
+ * where it differs (W2: its 100 ms wait before each greeting holds it near
+ * 180 connections a second, so a run of it is long in wall time and short
+ * in CPU). `unit` is what the CPU is reported per: a message, a connection
+ * (W2 sends one message per connection), or a MiB of message (W3).
+ */
+export const WORKLOADS = {
+  W1: {
+    desc: "20 sessions, 1 KB, many per connection (smtp-source -d)",
+    sessions: 20,
+    messages: 20000,
+    quick: 5000,
+    size: KB,
+    tool: "source",
+    reuse: true,
+    unit: "msg",
+  },
+  W2: {
+    desc: "20 sessions, 1 KB, one per connection (smtp-source)",
+    sessions: 20,
+    messages: 5000,
+    quick: 1000,
+    quickSmtpServer: 300,
+    size: KB,
+    tool: "source",
+    reuse: false,
+    unit: "conn",
+  },
+  W3: {
+    desc: "4 sessions, 1 MB (smtp-source -d)",
+    sessions: 4,
+    messages: 200,
+    quick: 100,
+    size: MB,
+    tool: "source",
+    reuse: true,
+    unit: "MB",
+  },
+  W4: {
+    desc: "100 sessions, 10 KB (smtp-source -d)",
+    sessions: 100,
+    messages: 10000,
+    quick: 1800,
+    size: 10 * KB,
+    tool: "source",
+    reuse: true,
+    unit: "msg",
+  },
+  W5: {
+    desc: "20 sessions, 1 KB, pipelined DATA (bench/client.mjs)",
+    sessions: 20,
+    messages: 20000,
+    quick: 2500,
+    size: KB,
+    tool: "client",
+    reuse: true,
+    unit: "msg",
+  },
+  W6: {
+    desc:
+      "20 sessions, 1 KB, pipelined BDAT n LAST (bench/client.mjs --bdat; only servers that offer CHUNKING)",
+    sessions: 20,
+    messages: 20000,
+    quick: 2500,
+    size: KB,
+    tool: "bdat",
+    reuse: true,
+    unit: "msg",
+  },
+  W7: {
+    desc:
+      "4 sessions, 1 MB, pipelined BDAT n LAST (bench/client.mjs --bdat; only servers that offer CHUNKING)",
+    sessions: 4,
+    messages: 200,
+    quick: 80,
+    size: MB,
+    tool: "bdat",
+    reuse: true,
+    unit: "MB",
+  },
+  W8: {
+    desc: "4 sessions, 1 MB, pipelined DATA (bench/client.mjs)",
+    sessions: 4,
+    messages: 200,
+    quick: 80,
+    size: MB,
+    tool: "client",
+    reuse: true,
+    unit: "MB",
+  },
+};
+
+/**
+ * BDAT ÷ DATA (issue 9): each BDAT workload and its DATA counterpart with
+ * the same client (bench/client.mjs, pipelined), sessions, count and size;
+ * `ref` is the smtp-source workload of that size, shown for scale only
+ * (another client: no pipelining, HELO, a reply awaited per command).
+ */
+export const BDAT_PAIRS = [
+  { bdat: "W6", data: "W5", ref: "W1" },
+  { bdat: "W7", data: "W8", ref: "W3" },
+];
+
+/**
+ * The workload at the mode's size: `messages` per measured run, and
+ * `warmup` for the warm-up round: two runs' worth (WARMUP_RUNS). JIT
+ * tiering goes on for thousands of messages: on Node 24, smtpd's CPU per
+ * 1,000 W2 connections in one process fell 54 → 40 → 29 → 28 → 27 ticks
+ * batch after batch (the runtime floor's: 24 → 17 → 16 → 15), so a warm-up
+ * of a quarter run left the first measured rounds still compiling, their
+ * ratios drifting down round after round and favouring the smallest code.
+ */
+export const WARMUP_RUNS = 2;
+
+export function sized(w) {
+  const messages = MESSAGES || (FULL ? w.messages : w.quick);
+  const smtpServer = MESSAGES || FULL
+    ? messages
+    : w.quickSmtpServer ?? messages;
+  const warmup = (n) => Math.max(w.sessions, n * WARMUP_RUNS);
+  return {
+    ...w,
+    messages,
+    warmup: warmup(messages),
+    smtpServer,
+    smtpServerWarmup: warmup(smtpServer),
+  };
+}
+
+/** CPU per unit from CPU per message. */
+export function perUnit(w, usPerMsg) {
+  return w.unit === "MB" ? usPerMsg / (w.size / MB) : usPerMsg;
+}
+
+/**
+ * The workloads as the bench runs them: one at a time, except a BDAT
+ * workload and its DATA counterpart (BDAT_PAIRS), which share their rounds
+ * and server processes when both are selected: [DATA, BDAT].
+ */
+export function workloadPlan() {
+  const plan = [];
+  const done = new Set();
+  for (const name of WORKLOAD_NAMES) {
+    if (done.has(name)) continue;
+    const pair = BDAT_PAIRS.find((p) => p.bdat === name || p.data === name);
+    const names = pair && WORKLOAD_NAMES.includes(pair.bdat) &&
+        WORKLOAD_NAMES.includes(pair.data)
+      ? [pair.data, pair.bdat]
+      : [name];
+    for (const n of names) done.add(n);
+    plan.push(names);
+  }
+  return plan;
+}
