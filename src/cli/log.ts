@@ -14,7 +14,12 @@
  */
 
 import process from "node:process";
-import { clearTimeout, setTimeout } from "node:timers";
+import {
+  clearInterval,
+  clearTimeout,
+  setInterval,
+  setTimeout,
+} from "node:timers";
 import type { LogEntry } from "../session.ts";
 import type { CliOptions } from "./args.ts";
 
@@ -194,14 +199,66 @@ export function stoppedText(uptimeMs: number, t: Totals): string {
 }
 
 /**
+ * The environment variable naming a process whose exit stops the server
+ * as SIGTERM does (set by the checkout's `npm start`: npm's shell dies of
+ * the SIGTERM that npm passes on, and passes nothing on itself).
+ */
+export const STOP_WITH_ENV = "SMTPD_STOP_WITH";
+
+/** How often the process named by {@link STOP_WITH_ENV} is looked for. */
+const STOP_WITH_POLL_MS = 250;
+
+/** Why the server stops: a signal, or the exit of the process it stops with. */
+export type StopReason = "SIGINT" | "SIGTERM" | "parent exited";
+
+/**
+ * Calls `onGone` once the process named by {@link STOP_WITH_ENV} has
+ * exited (this process's parent no longer, or no such process); returns
+ * the function that stops watching. Takes the variable out of the
+ * environment, so that processes started later do not watch it.
+ */
+function watchStopWith(onGone: () => void): () => void {
+  const text = process.env[STOP_WITH_ENV];
+  if (text === undefined) return () => {};
+  delete process.env[STOP_WITH_ENV];
+  const pid = Number(text);
+  if (!Number.isSafeInteger(pid) || pid <= 1) return () => {};
+  const wasParent = process.ppid === pid;
+  const gone = (): boolean => {
+    // A parent that exits leaves its children to another (init, or a
+    // subreaper), even before it is reaped.
+    if (wasParent) return process.ppid !== pid;
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch (error) {
+      return (error as { code?: unknown }).code === "ESRCH";
+    }
+  };
+  const timer = setInterval(() => {
+    if (!gone()) return;
+    clearInterval(timer);
+    onGone();
+  }, STOP_WITH_POLL_MS);
+  timer.unref?.();
+  return () => clearInterval(timer);
+}
+
+/**
  * Calls `onSignal` on SIGINT and SIGTERM (a signal the platform cannot
- * watch is skipped); returns the function that stops watching.
+ * watch is skipped), and once when the process named by
+ * {@link STOP_WITH_ENV} exits (not after a signal: a terminal's Ctrl-C
+ * ends that process too); returns the function that stops watching.
  */
 export function watchStopSignals(
-  onSignal: (signal: "SIGINT" | "SIGTERM") => void,
+  onSignal: (why: StopReason) => void,
 ): () => void {
+  const unwatchParent = watchStopWith(() => onSignal("parent exited"));
   const removers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
-    const handler = () => onSignal(signal);
+    const handler = () => {
+      unwatchParent();
+      onSignal(signal);
+    };
     try {
       process.on(signal, handler);
     } catch { /* a signal this platform cannot watch */ }
@@ -212,6 +269,7 @@ export function watchStopSignals(
     };
   });
   return () => {
+    unwatchParent();
     for (const remove of removers) remove();
   };
 }
