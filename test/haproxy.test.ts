@@ -1,7 +1,8 @@
 // smtpd behind a real HAProxy (Debian's /usr/sbin/haproxy, installed by
 // .ci/run), in TCP mode: send-proxy (v1) in front of two servers,
 // send-proxy-v2 in front of a third, and send-proxy-v2 in front of an
-// implicit-TLS server (HAProxy passes the TLS through). HAProxy runs as a
+// implicit-TLS server (HAProxy passes the TLS through), and send-proxy and
+// send-proxy-v2 to servers on Unix sockets. HAProxy runs as a
 // child process with a config in a temporary directory, stopped by PID.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -56,7 +57,7 @@ interface Backend {
 }
 
 async function backend(
-  options: { implicitTls?: boolean } = {},
+  options: { implicitTls?: boolean; path?: string } = {},
 ): Promise<Backend> {
   const b: Backend = {
     server: undefined as unknown as Server,
@@ -65,8 +66,9 @@ async function backend(
     stored: [],
   };
   b.server = await serve({
-    hostname: "127.0.0.1",
-    port: 0,
+    ...(options.path !== undefined
+      ? { path: options.path }
+      : { hostname: "127.0.0.1", port: 0 }),
     serverName: "mx.test",
     proxyProtocol: true,
     ...(options.implicitTls ? { tls: TLS, implicitTls: true } : {}),
@@ -262,5 +264,88 @@ backend mx_tls
     // HAProxy sent the later ones to the other backend.
     assert.ok(b.stored.includes("ha-39@test") || acked.at(-1) !== "ha-39@test");
     assert.ok(acked.slice(-10).every((id) => b.stored.includes(id)));
+  });
+});
+
+describe("behind HAProxy, to Unix sockets", {
+  skip: !installed && `${HAPROXY} is not installed`,
+}, () => {
+  let dir = "";
+  let haproxy: ChildProcess | null = null;
+  let stderr = "";
+  const ports = { v1: 0, v2: 0 };
+  let v1: Backend, v2: Backend;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "smtpd-haproxy-unix-"));
+    [v1, v2] = await Promise.all([
+      backend({ path: join(dir, "v1.sock") }),
+      backend({ path: join(dir, "v2.sock") }),
+    ]);
+    ports.v1 = await freePort();
+    ports.v2 = await freePort();
+    const cfg = join(dir, "haproxy.cfg");
+    writeFileSync(
+      cfg,
+      `global
+  maxconn 50
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 10s
+  timeout server 10s
+frontend smtp_v1
+  bind 127.0.0.1:${ports.v1}
+  default_backend mx_v1
+backend mx_v1
+  server u1 unix@${dir}/v1.sock send-proxy
+frontend smtp_v2
+  bind 127.0.0.1:${ports.v2}
+  default_backend mx_v2
+backend mx_v2
+  option smtpchk EHLO haproxy.test
+  server u2 unix@${dir}/v2.sock send-proxy-v2 check inter 200
+`,
+    );
+    haproxy = spawn(HAPROXY, ["-f", cfg, "-db"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    haproxy.stderr!.on("data", (x) => (stderr += x));
+    await Promise.all(Object.values(ports).map((p) => waitListening(p)));
+    await sleep(500);
+  });
+
+  after(async () => {
+    if (haproxy?.pid !== undefined && haproxy.exitCode === null) {
+      const exited = new Promise((r) => haproxy!.once("exit", r));
+      process.kill(haproxy.pid, "SIGTERM");
+      await exited;
+    }
+    await Promise.all([v1, v2].map((x) => x?.server.close()));
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("takes the client's address from send-proxy and send-proxy-v2 over a Unix socket", async () => {
+    for (
+      const [port, b, version] of [[ports.v1, v1, 1], [
+        ports.v2,
+        v2,
+        2,
+      ]] as const
+    ) {
+      const w = await connectPlain(port);
+      const clientPort = w.socket.localPort!;
+      assert.match(await sendOne(w, `unix-${version}@test`), /^250 /, stderr);
+      await w.close();
+      const s = b.sessions.find((x) => x.remotePort === clientPort);
+      assert.ok(s, `no session saw port ${clientPort}`);
+      assert.equal(s.remoteAddress, "127.0.0.1");
+      assert.equal(s.proxy?.version, version);
+      assert.equal(s.proxy?.healthCheck, false);
+      assert.ok(b.stored.includes(`unix-${version}@test`));
+      assert.deepEqual(b.log.filter((e) => e.type === "refused"), []);
+    }
+    // The v2 health checks (LOCAL) are served, not refused.
+    assert.ok(v2.sessions.some((s) => s.proxy?.healthCheck));
   });
 });

@@ -602,6 +602,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     if (!options.proxyProtocol) {
       throw new CliError("--proxy-trusted", "needs --proxy-protocol");
     }
+    if (options.socket !== undefined) {
+      throw new CliError(
+        "--proxy-trusted",
+        "cannot be used with --socket (on a Unix socket every peer may send the PROXY header: the socket file's permissions say who connects)",
+      );
+    }
     if (options.proxyTrusted.some((t) => t === "")) {
       throw new CliError("--proxy-trusted", "has an empty entry");
     }

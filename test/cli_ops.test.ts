@@ -1,6 +1,6 @@
-// The command-line server's life cycle as an operator drives it: `npm start`
-// stopped by a SIGTERM sent to npm alone (what a supervisor or a container
-// runtime sends), and SIGHUP.
+// The command-line server as an operator runs it: `npm start` stopped by a
+// SIGTERM sent to npm alone (what a supervisor or a container runtime
+// sends), SIGHUP, what it logs, and --socket behind a PROXY protocol proxy.
 import assert from "node:assert/strict";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
@@ -8,7 +8,8 @@ import { tmpdir } from "node:os";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { listeningPort, startProgram } from "./helpers/cli.ts";
+import { listeningPort, startCli, startProgram } from "./helpers/cli.ts";
+import { ehlo, Wire } from "./helpers/tls.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -88,5 +89,76 @@ describe("cli: npm start", () => {
     assert.match(npm.stdout(), /closing \(messages in transfer may finish\)/);
     assert.match(npm.stdout(), /stopped after \d+s: 0 messages, 0 bytes/);
     assert.equal(await listening(port), false);
+  });
+});
+
+/** A connection to a Unix socket, as an SMTP line client. */
+function connectUnix(path: string): Promise<Wire> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ path });
+    socket.once("error", reject);
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      resolve(new Wire(socket));
+    });
+  });
+}
+
+/** Sends one message on `w` (after the greeting); resolves with the final reply. */
+async function sendOne(
+  w: Wire,
+  headers: string,
+  body = "hello\r\n",
+): Promise<string> {
+  assert.match(await ehlo(w), /^250-/);
+  assert.match(await w.command("MAIL FROM:<a@example.org>"), /^250 /);
+  assert.match(await w.command("RCPT TO:<b@example.org>"), /^250 /);
+  assert.match(await w.command("DATA"), /^354 /);
+  return w.command(`${headers}\r\n\r\n${body}.`);
+}
+
+/** Stops a CLI with SIGTERM and waits for it. */
+async function stop(p: { child: { pid?: number }; exited: Promise<unknown> }) {
+  process.kill(p.child.pid!, "SIGTERM");
+  assert.notEqual(await within(p.exited, 20000), null, "did not stop");
+}
+
+describe("cli: --socket with --proxy-protocol", () => {
+  it("takes the PROXY header from the Unix socket's peer and stores the message", async () => {
+    const maildir = freshPath();
+    const socket = freshPath("sock");
+    const cli = startCli(
+      ["--socket", socket, "--proxy-protocol", "--maildir", maildir],
+      { cwd: ROOT },
+    );
+    await cli.waitFor(/listening on /);
+    const w = await connectUnix(socket);
+    await w.send("PROXY TCP4 192.0.2.10 198.51.100.1 40010 25\r\n");
+    const reply = await within(sendOne(w, "Subject: via proxy"), 20000);
+    assert.match(reply ?? "no reply within 20 s", /^250 /, cli.stderr());
+    await w.close();
+    const [name] = await fs.readdir(`${maildir}/new`);
+    const stored = await fs.readFile(`${maildir}/new/${name}`, "utf8");
+    assert.match(stored, /^Received: from client\.test \(\[192\.0\.2\.10\]/m);
+    await stop(cli);
+  });
+
+  it("refuses --proxy-trusted with --socket, naming the flag", async () => {
+    const cli = startCli(
+      [
+        "--socket",
+        freshPath("sock"),
+        "--proxy-protocol",
+        "--proxy-trusted",
+        "10.0.0.5",
+      ],
+      { cwd: ROOT },
+    );
+    const exit = await within(cli.exited, 20000);
+    assert.equal(exit?.code, 2, cli.stdout());
+    assert.match(
+      cli.stderr(),
+      /^smtpd: --proxy-trusted: cannot be used with --socket/,
+    );
   });
 });
