@@ -10,6 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { listeningPort, startCli, startProgram } from "./helpers/cli.ts";
 import { ehlo, Wire } from "./helpers/tls.ts";
+import { hashPassword } from "../src/cli/password.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -160,5 +161,72 @@ describe("cli: --socket with --proxy-protocol", () => {
       cli.stderr(),
       /^smtpd: --proxy-trusted: cannot be used with --socket/,
     );
+  });
+});
+
+/** A plaintext connection from `localAddress` (a loopback address) to 127.0.0.1:port. */
+function connectFrom(port: number, localAddress: string): Promise<Wire> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: "127.0.0.1", localAddress });
+    socket.once("error", reject);
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      resolve(new Wire(socket));
+    });
+  });
+}
+
+describe("cli: --quiet", () => {
+  it("prints the listening line, with the port --port 0 chose", async () => {
+    for (const format of ["text", "json"]) {
+      const cli = startCli(
+        ["--port", "0", "--quiet", "--log", format, "--maildir", freshPath()],
+        { cwd: ROOT },
+      );
+      const port = await listeningPort(cli);
+      assert.equal(await listening(port), true);
+      await stop(cli);
+      assert.equal(cli.stdout().trim().split("\n").length, 1, cli.stdout());
+    }
+  });
+
+  it("folds AUTH lock-outs into the client-failures summary, one line for three addresses", async () => {
+    const users = freshPath("users");
+    await fs.writeFile(users, `alice:${await hashPassword("right")}\n`, {
+      mode: 0o600,
+    });
+    const cli = startCli([
+      "--port",
+      "0",
+      "--quiet",
+      "--maildir",
+      freshPath(),
+      "--auth-file",
+      users,
+      "--allow-insecure-auth",
+      "--max-auth-failures-per-ip",
+      "2",
+    ], { cwd: ROOT, env: { SMTPD_LOG_SUMMARY_MS: "300" } });
+    const port = await listeningPort(cli);
+    const wrong = btoa("\0alice\0wrong");
+    for (const from of ["127.0.0.2", "127.0.0.3", "127.0.0.4"]) {
+      const w = await connectFrom(port, from);
+      assert.match(await ehlo(w), /^250-/);
+      for (let i = 0; i < 2; i++) {
+        assert.match(await w.command(`AUTH PLAIN ${wrong}`), /^535 /);
+      }
+      // Locked out now: even the right password gets 454.
+      assert.match(
+        await w.command(`AUTH PLAIN ${btoa("\0alice\0right")}`),
+        /^454 4\.7\.0 /,
+      );
+      await w.close();
+    }
+    await cli.waitFor(/auth-lockout/, "stderr");
+    await stop(cli);
+    assert.doesNotMatch(cli.stderr(), /locked out/);
+    const summaries = cli.stderr().match(/(\d+) auth-lockout/g) ?? [];
+    const total = summaries.reduce((n, m) => n + parseInt(m), 0);
+    assert.equal(total, 3, cli.stderr());
   });
 });

@@ -6,7 +6,9 @@
  * timeouts, protocol errors) are not the server's errors: unless
  * `--verbose`, they are counted and summarised in one `client-failures`
  * line per interval at most (60 s; and at shutdown), so that a flood
- * cannot flood the log. The environment variable
+ * cannot flood the log. AUTH lock-outs get a line each, or with `--quiet`
+ * are counted in that summary too. The listening line is printed even
+ * with `--quiet` (it says which port `--port 0` chose). The environment variable
  * `SMTPD_LOG_SUMMARY_MS` shortens the interval (for tests). No line ever
  * holds a raw line break from an error message.
  *
@@ -32,7 +34,8 @@ export type ClientFailure =
   | "reset"
   | "timeout"
   | "protocol"
-  | "connection";
+  | "connection"
+  | "auth-lockout";
 
 /** The summary interval: SMTPD_LOG_SUMMARY_MS, else 60 s. */
 function summaryInterval(): number {
@@ -105,6 +108,16 @@ export class Log {
       }`,
       { seconds, counts },
     );
+  }
+
+  /** A line printed even with `--quiet` (the listening line). */
+  notice(event: string, text: string, fields: Fields = {}): void {
+    this.#write(false, event, text, fields);
+  }
+
+  /** Whether `--quiet` was given. */
+  get quiet(): boolean {
+    return this.#quiet;
   }
 
   info(event: string, text: string, fields: Fields = {}): void {
@@ -365,6 +378,11 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
       case "message":
         break; // the CLI logs the delivered message itself, with its file
       case "auth-lockout":
+        // One line per address, unless --quiet: then in the summary.
+        if (log.quiet) {
+          log.clientFailure("auth-lockout");
+          break;
+        }
         log.warn(
           "auth-lockout",
           `session=${entry.session} ${entry.remoteAddress} locked out of AUTH after ${entry.failures} failures`,

@@ -367,7 +367,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     : o.tlsImplicit
     ? ", implicit TLS"
     : ", STARTTLS";
-  log.info(
+  log.notice(
     "listening",
     `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}${
       o.lmtp ? ", LMTP" : ""
