@@ -478,7 +478,8 @@ describe("cli: arguments", () => {
     [["--proxy-protocol", "--proxy-trusted", "10.1.2.3/8"], "--proxy-trusted"],
     [["--proxy-protocol", "--proxy-trusted", "10.0.0.1,"], "--proxy-trusted"],
     [["--greeting-delay", "-5"], "--greeting-delay"],
-    [["--greeting-delay", "1s"], "--greeting-delay"],
+    [["--greeting-delay", "1d"], "--greeting-delay"],
+    [["--greeting-delay", "11m"], "--greeting-delay"],
     [["stray"], "stray"],
     [["hash-password", "a", "b"], "hash-password"],
     [["hash-password", "a:b"], "hash-password"],
@@ -679,16 +680,17 @@ describe("cli: the program", () => {
             "\\tfor <rcpt@example\\.net>; \\w{3}, \\d{1,2} \\w{3} \\d{4} \\d\\d:\\d\\d:\\d\\d [+-]\\d{4}\\r\\n$",
         ),
       );
-      // One log line for the message: time, id, sender, recipients, size, file.
+      // One log line for the message: time, id, sender, recipients, size,
+      // Subject, file.
       const line = await cli.waitFor(new RegExp(`^.*message id=${id}.*$`, "m"));
       assert.match(
         line[0],
         new RegExp(
           `^\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z message id=${id} from=<sender@example\\.org> to=<rcpt@example\\.net> size=${
             enc.encode(MESSAGE).length
-          } file=${maildir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/new/${
-            name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
-          }$`,
+          } subject="smtpd CLI test" file=${
+            maildir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+          }/new/${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`,
         ),
       );
       const py = await run("python3", [

@@ -11,6 +11,9 @@ import { fileURLToPath } from "node:url";
 import { listeningPort, startCli, startProgram } from "./helpers/cli.ts";
 import { ehlo, Wire } from "./helpers/tls.ts";
 import { hashPassword } from "../src/cli/password.ts";
+import { subjectOf, subjectOfFile } from "../src/cli/subject.ts";
+import { CliError, parseCliArgs, USAGE } from "../src/cli/args.ts";
+import { connectTls, FINGERPRINT, fixture } from "./helpers/tls.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -228,5 +231,236 @@ describe("cli: --quiet", () => {
     const summaries = cli.stderr().match(/(\d+) auth-lockout/g) ?? [];
     const total = summaries.reduce((n, m) => n + parseInt(m), 0);
     assert.equal(total, 3, cli.stderr());
+  });
+});
+
+describe("cli: flags", () => {
+  it("suggests the flag meant for a mistyped one", () => {
+    const cases: [string[], RegExp][] = [
+      [
+        ["--maildr", "x"],
+        /^--maildr: unknown option \(did you mean --maildir\?\)$/,
+      ],
+      [["--max-recipient", "5"], /did you mean --max-recipients\?/],
+      [["--Port=25"], /^--Port: unknown option \(did you mean --port\?\)$/],
+      [["--tls-crt", "a"], /did you mean --tls-cert\?/],
+      [["--zzzzzzzz"], /^--zzzzzzzz: unknown option \(see smtpd --help\)$/],
+      [["hash-password", "--hepl"], /did you mean --help\?/],
+    ];
+    for (const [argv, message] of cases) {
+      assert.throws(
+        () => parseCliArgs(argv),
+        (e: unknown) => e instanceof CliError && message.test(e.message),
+        argv.join(" "),
+      );
+    }
+  });
+
+  it("takes durations with units, and bare numbers in each flag's old unit", () => {
+    const options = (argv: string[]) => {
+      const c = parseCliArgs(argv);
+      assert.equal(c.command, "serve");
+      return c.command === "serve" ? c.options : assert.fail();
+    };
+    const web = ["--webhook", "http://127.0.0.1:9/"];
+    const cases: [string[], keyof ReturnType<typeof options>, number][] = [
+      [["--command-timeout", "90"], "commandTimeout", 90_000],
+      [["--command-timeout", "2m"], "commandTimeout", 120_000],
+      [["--session-timeout", "1h"], "sessionTimeout", 3_600_000],
+      [["--session-timeout", "0"], "sessionTimeout", Infinity],
+      [["--greeting-delay", "1500"], "greetingDelay", 1500],
+      [["--greeting-delay", "3s"], "greetingDelay", 3000],
+      [[...web, "--webhook-timeout", "45s"], "webhookTimeout", 45_000],
+      [[...web, "--webhook-timeout", "2500"], "webhookTimeout", 2500],
+    ];
+    for (const [argv, key, ms] of cases) {
+      assert.equal(options(argv)[key], ms, argv.join(" "));
+    }
+    // Below the command deadline's least (1s): refused, naming the range.
+    assert.throws(
+      () => options(["--command-timeout", "500ms"]),
+      /--command-timeout: must be a time from 1s to 24h such as 500ms, 30s, 5m or 1h \(a bare number is in seconds\), not "500ms"/,
+    );
+    for (const bad of ["1.5s", "5 m", "10d", "1s5", "s", ""]) {
+      assert.throws(
+        () => options(["--session-timeout", bad]),
+        /--session-timeout: must be a time/,
+        bad,
+      );
+    }
+  });
+
+  it("--help lists the flags in groups, every duration as TIME with its default in units", () => {
+    for (
+      const group of [
+        "Listening:",
+        "Delivery:",
+        "Limits:",
+        "TLS and AUTH:",
+        "Proxy and processes:",
+        "Logging:",
+      ]
+    ) {
+      assert.match(USAGE, new RegExp(`^${group}$`, "m"));
+    }
+    assert.doesNotMatch(USAGE, /\bMS\b|\bSECONDS\b|milliseconds/);
+    for (
+      const [flag, dflt] of [
+        ["--greeting-delay", "0s"],
+        ["--webhook-timeout", "30s"],
+        ["--command-timeout", "1m"],
+        ["--session-timeout", "30m"],
+      ]
+    ) {
+      const at = USAGE.indexOf(`  ${flag} TIME`);
+      assert.ok(at >= 0, flag);
+      assert.match(USAGE.slice(at, at + 300), new RegExp(`default ${dflt}`));
+    }
+    // Every flag the parser knows is in the help.
+    for (const line of USAGE.split("\n")) assert.ok(line.length <= 78, line);
+    assert.match(
+      USAGE,
+      /SIGHUP\s+reloads --tls-cert, --tls-key and --auth-file/,
+    );
+  });
+});
+
+/** The SHA-256 fingerprint of the certificate an implicit-TLS server shows. */
+async function certificateOf(port: number): Promise<string> {
+  const t = await connectTls(port);
+  const fp = t.getPeerCertificate().fingerprint256;
+  t.destroy();
+  return fp;
+}
+
+/** AUTH PLAIN as alice on a new implicit-TLS connection: the reply. */
+async function authAs(port: number, password: string): Promise<string> {
+  const w = new Wire(await connectTls(port));
+  try {
+    assert.match(await ehlo(w), /^250-/);
+    return await w.command(`AUTH PLAIN ${btoa(`\0alice\0${password}`)}`);
+  } finally {
+    await w.close();
+  }
+}
+
+describe("cli: SIGHUP", () => {
+  it("reloads the certificate and the auth file; a bad file keeps the old ones and says why", async () => {
+    const cert = freshPath("cert.pem");
+    const key = freshPath("key.pem");
+    const users = freshPath("users");
+    await fs.copyFile(fixture("tls/cert.pem"), cert);
+    await fs.copyFile(fixture("tls/key.pem"), key);
+    await fs.writeFile(users, `alice:${await hashPassword("first")}\n`, {
+      mode: 0o600,
+    });
+    const cli = startCli([
+      "--port",
+      "0",
+      "--maildir",
+      freshPath(),
+      "--tls-cert",
+      cert,
+      "--tls-key",
+      key,
+      "--tls-implicit",
+      "--auth-file",
+      users,
+    ], { cwd: ROOT });
+    const port = await listeningPort(cli);
+    assert.equal(await certificateOf(port), FINGERPRINT.localhost);
+    assert.match(await authAs(port, "first"), /^235 /);
+
+    await fs.copyFile(fixture("tls/other-cert.pem"), cert);
+    await fs.copyFile(fixture("tls/other-key.pem"), key);
+    await fs.writeFile(users, `alice:${await hashPassword("second")}\n`);
+    process.kill(cli.child.pid!, "SIGHUP");
+    await cli.waitFor(/SIGHUP: reloaded --tls-cert, --tls-key, --auth-file/);
+    assert.equal(await certificateOf(port), FINGERPRINT.other);
+    assert.match(await authAs(port, "second"), /^235 /);
+    assert.match(await authAs(port, "first"), /^535 /);
+
+    // A plaintext password: refused, the previous files stay in use.
+    await fs.writeFile(users, "alice:second\n");
+    process.kill(cli.child.pid!, "SIGHUP");
+    await cli.waitFor(
+      /SIGHUP: reload failed, still using the previous .*--auth-file/,
+      "stderr",
+    );
+    assert.doesNotMatch(cli.stderr(), /second/);
+    assert.equal(await certificateOf(port), FINGERPRINT.other);
+    assert.match(await authAs(port, "second"), /^235 /);
+
+    await stop(cli);
+    assert.match(cli.stdout(), /stopped after \d+s: 0 messages/);
+  });
+});
+
+describe("cli: the Subject in the message line", () => {
+  const enc = new TextEncoder();
+  it("is decoded, unfolded, cut at 100 characters and escaped, from the header block only", () => {
+    const cases: [string, string | null][] = [
+      ["Subject: hello\r\n\r\nbody", "hello"],
+      [
+        "From: a@b\r\nSubject: =?UTF-8?B?R3LDvMOfZQ==?= und\r\n =?ISO-8859-1?Q?=E4?=\r\n\r\n",
+        "Grüße und ä",
+      ],
+      ["SUBJECT:  spaced \r\n\r\n", "spaced"],
+      ["Subject: a\x1b[2Jb\u202ec\\d\r\n\r\n", "a\\x1b[2Jb\\u{202e}c\\\\d"],
+      ["Subject: =?UTF-8?Q?line=0Abreak?=\r\n\r\n", "line\\x0abreak"],
+      ["X-A: b\r\n\r\nSubject: in the body\r\n", null],
+      ["From: a@b\r\n\r\n", null],
+      [`Subject: ${"x".repeat(150)}\r\n\r\n`, `${"x".repeat(100)}…`],
+    ];
+    for (const [message, subject] of cases) {
+      assert.equal(subjectOf(enc.encode(message)), subject, message);
+    }
+  });
+
+  it("reads a stored file's header block, not its body", async () => {
+    const path = freshPath("eml");
+    await fs.writeFile(
+      path,
+      `Return-Path: <a@b>\r\nX-Long: ${
+        "a".repeat(9000)
+      }\r\nSubject: far down\r\n\r\n` +
+        "Subject: not this\r\n".repeat(10000),
+    );
+    assert.equal(await subjectOfFile(path), "far down");
+    assert.equal(await subjectOfFile(freshPath("none")), null);
+  });
+
+  it("is logged for each message, text and JSON", async () => {
+    for (const format of ["text", "json"]) {
+      const maildir = freshPath();
+      const cli = startCli(
+        ["--port", "0", "--log", format, "--maildir", maildir],
+        { cwd: ROOT },
+      );
+      const port = await listeningPort(cli);
+      const w = await connectFrom(port, "127.0.0.1");
+      const reply = await sendOne(
+        w,
+        'Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe_"quoted"?=\r\n =?UTF-8?Q?=1B=5B31m?=',
+        "Subject: from the body\r\n",
+      );
+      assert.match(reply, /^250 /);
+      await w.close();
+      const line = await cli.waitFor(
+        /^.*(?: message id=|"event":"message").*$/m,
+      );
+      await stop(cli);
+      if (format === "text") {
+        assert.match(line[0], / subject="Grüße \\"quoted\\"\\x1b\[31m" file=/);
+      } else {
+        const entry = JSON.parse(
+          cli.stdout().split("\n").find((l) =>
+            l.includes('"event":"message"')
+          )!,
+        );
+        assert.equal(entry.subject, 'Grüße "quoted"\\x1b[31m');
+      }
+      assert.doesNotMatch(cli.stdout(), /from the body/);
+    }
   });
 });

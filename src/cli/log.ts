@@ -287,6 +287,25 @@ export function watchStopSignals(
   };
 }
 
+/**
+ * Calls `onReload` on each SIGHUP (where the platform has it); returns the
+ * function that stops watching. While watched, SIGHUP no longer ends the
+ * process.
+ */
+export function watchReloadSignal(onReload: () => void): () => void {
+  const handler = () => onReload();
+  try {
+    process.on("SIGHUP", handler);
+  } catch {
+    return () => {}; // a signal this platform cannot watch
+  }
+  return () => {
+    try {
+      process.off("SIGHUP", handler);
+    } catch { /* never added */ }
+  };
+}
+
 export const hostPort = (host: string, port: number) =>
   `${host.includes(":") ? `[${host}]` : host}:${port}`;
 

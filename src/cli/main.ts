@@ -12,7 +12,8 @@
  *
  * It prints one line when listening and one per message; SIGINT and SIGTERM
  * close it gracefully (a message in transfer finishes or gets a temporary
- * error) and print a summary. `smtpd hash-password` makes the password
+ * error) and print a summary; SIGHUP reloads the certificate and the auth
+ * file. `smtpd hash-password` makes the password
  * hashes of an `--auth-file`. Run `smtpd --help` for every option.
  *
  * @example

@@ -40,6 +40,7 @@ import {
   Log,
   stoppedText,
   type Totals,
+  watchReloadSignal,
   watchStopSignals,
 } from "./log.ts";
 
@@ -398,6 +399,14 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     process.exit(1);
   };
   const unwatch = watchStopSignals(onSignal);
+  // SIGHUP: every worker reloads its certificate and auth file.
+  const unwatchReload = watchReloadSignal(() => {
+    for (const w of workers) {
+      try {
+        process.kill(w.pid, "SIGHUP");
+      } catch { /* gone */ }
+    }
+  });
 
   try {
     // One worker first: a bad flag or file, or a port in use, shows once.
@@ -425,6 +434,7 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     await gone;
   } finally {
     unwatch();
+    unwatchReload();
   }
   const uptime = Date.now() - started;
   log.info(
