@@ -464,3 +464,45 @@ describe("cli: the Subject in the message line", () => {
     }
   });
 });
+
+describe("cli: SIGHUP under --workers", () => {
+  it("the supervisor passes it on: every worker reloads the auth file, none stops", async () => {
+    const users = freshPath("users");
+    await fs.writeFile(users, `alice:${await hashPassword("first")}\n`, {
+      mode: 0o600,
+    });
+    const cli = startCli([
+      "--port",
+      "0",
+      "--workers",
+      "2",
+      "--maildir",
+      freshPath(),
+      "--auth-file",
+      users,
+      "--allow-insecure-auth",
+    ], { cwd: ROOT });
+    const port = await listeningPort(cli);
+    await cli.waitFor(/2 workers on /);
+    await fs.writeFile(users, `alice:${await hashPassword("second")}\n`);
+    process.kill(cli.child.pid!, "SIGHUP");
+    await cli.waitFor(
+      /SIGHUP: reloaded --auth-file[^]*SIGHUP: reloaded --auth-file/,
+    );
+    // Whichever worker takes them, connections see the new file.
+    for (let i = 0; i < 4; i++) {
+      const w = await connectFrom(port, "127.0.0.1");
+      assert.match(await ehlo(w), /^250-/);
+      assert.match(
+        await w.command(`AUTH PLAIN ${btoa("\0alice\0second")}`),
+        /^235 /,
+      );
+      await w.close();
+    }
+    await stop(cli);
+    assert.match(
+      cli.stdout(),
+      /stopped after \d+s: 0 messages, 0 bytes \(2 workers\)/,
+    );
+  });
+});
