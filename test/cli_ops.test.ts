@@ -9,7 +9,7 @@ import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { listeningPort, startCli, startProgram } from "./helpers/cli.ts";
-import { ehlo, Wire } from "./helpers/tls.ts";
+import { connectWire, ehlo, Wire } from "./helpers/tls.ts";
 import { hashPassword } from "../src/cli/password.ts";
 import { subjectOf, subjectOfFile } from "../src/cli/subject.ts";
 import { CliError, parseCliArgs, USAGE } from "../src/cli/args.ts";
@@ -96,18 +96,6 @@ describe("cli: npm start", () => {
   });
 });
 
-/** A connection to a Unix socket, as an SMTP line client. */
-function connectUnix(path: string): Promise<Wire> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ path });
-    socket.once("error", reject);
-    socket.once("connect", () => {
-      socket.off("error", reject);
-      resolve(new Wire(socket));
-    });
-  });
-}
-
 /** Sends one message on `w` (after the greeting); resolves with the final reply. */
 async function sendOne(
   w: Wire,
@@ -136,7 +124,7 @@ describe("cli: --socket with --proxy-protocol", () => {
       { cwd: ROOT },
     );
     await cli.waitFor(/listening on /);
-    const w = await connectUnix(socket);
+    const w = await connectWire({ path: socket });
     await w.send("PROXY TCP4 192.0.2.10 198.51.100.1 40010 25\r\n");
     const reply = await within(sendOne(w, "Subject: via proxy"), 20000);
     assert.match(reply ?? "no reply within 20 s", /^250 /, cli.stderr());
@@ -166,18 +154,6 @@ describe("cli: --socket with --proxy-protocol", () => {
     );
   });
 });
-
-/** A plaintext connection from `localAddress` (a loopback address) to 127.0.0.1:port. */
-function connectFrom(port: number, localAddress: string): Promise<Wire> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ port, host: "127.0.0.1", localAddress });
-    socket.once("error", reject);
-    socket.once("connect", () => {
-      socket.off("error", reject);
-      resolve(new Wire(socket));
-    });
-  });
-}
 
 describe("cli: --quiet", () => {
   it("prints the listening line, with the port --port 0 chose", async () => {
@@ -213,7 +189,11 @@ describe("cli: --quiet", () => {
     const port = await listeningPort(cli);
     const wrong = btoa("\0alice\0wrong");
     for (const from of ["127.0.0.2", "127.0.0.3", "127.0.0.4"]) {
-      const w = await connectFrom(port, from);
+      const w = await connectWire({
+        port,
+        host: "127.0.0.1",
+        localAddress: from,
+      });
       assert.match(await ehlo(w), /^250-/);
       for (let i = 0; i < 2; i++) {
         assert.match(await w.command(`AUTH PLAIN ${wrong}`), /^535 /);
@@ -438,7 +418,11 @@ describe("cli: the Subject in the message line", () => {
         { cwd: ROOT },
       );
       const port = await listeningPort(cli);
-      const w = await connectFrom(port, "127.0.0.1");
+      const w = await connectWire({
+        port,
+        host: "127.0.0.1",
+        localAddress: "127.0.0.1",
+      });
       const reply = await sendOne(
         w,
         'Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe_"quoted"?=\r\n =?UTF-8?Q?=1B=5B31m?=',
@@ -491,7 +475,11 @@ describe("cli: SIGHUP under --workers", () => {
     );
     // Whichever worker takes them, connections see the new file.
     for (let i = 0; i < 4; i++) {
-      const w = await connectFrom(port, "127.0.0.1");
+      const w = await connectWire({
+        port,
+        host: "127.0.0.1",
+        localAddress: "127.0.0.1",
+      });
       assert.match(await ehlo(w), /^250-/);
       assert.match(
         await w.command(`AUTH PLAIN ${btoa("\0alice\0second")}`),

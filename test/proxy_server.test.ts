@@ -21,6 +21,7 @@ import {
 import {
   connectPlain,
   connectTls,
+  connectWire,
   ehlo,
   TLS,
   upgrade,
@@ -53,18 +54,6 @@ const V2_LOCAL = SIG + "\x20\x00" + u16(0);
 
 function v1(src: string, sport: number): string {
   return `PROXY TCP4 ${src} 198.51.100.1 ${sport} 25\r\n`;
-}
-
-/** A plaintext connection to a Unix socket. */
-function connectUnix(path: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ path });
-    socket.once("error", reject);
-    socket.once("connect", () => {
-      socket.off("error", reject);
-      resolve(socket);
-    });
-  });
 }
 
 /** Collects log entries and the sessions hooks saw. */
@@ -488,7 +477,7 @@ describe("PROXY protocol", () => {
         proxyProtocol,
       });
       try {
-        const w = new Wire(await connectUnix(join(dir, "smtpd.sock")));
+        const w = await connectWire({ path: join(dir, "smtpd.sock") });
         await w.send(v1("192.0.2.7", 40001));
         assert.match(await ehlo(w), /^250-/);
         await w.close();
@@ -496,7 +485,7 @@ describe("PROXY protocol", () => {
         assert.equal(s.remoteAddress, "192.0.2.7");
         assert.equal(s.remotePort, 40001);
         assert.equal(s.proxy?.address, "unix");
-        const w2 = new Wire(await connectUnix(join(dir, "smtpd.sock")));
+        const w2 = await connectWire({ path: join(dir, "smtpd.sock") });
         await w2.send(v2("192.0.2.8", 40002, "192.0.2.254", 25));
         assert.match(await ehlo(w2), /^250-/);
         await w2.close();
@@ -521,11 +510,10 @@ describe("PROXY protocol", () => {
       implicitTls: true,
     });
     try {
-      const raw = await connectUnix(path);
-      await new Promise<void>((res) =>
-        raw.write(Buffer.from(v1("192.0.2.9", 40003), "latin1"), () => res())
-      );
-      const t = new Wire(await connectTls(0, { socket: raw }));
+      const raw = await connectWire({ path });
+      raw.detach();
+      await raw.send(v1("192.0.2.9", 40003));
+      const t = new Wire(await connectTls(0, { socket: raw.socket }));
       assert.match(await ehlo(t), /^250-/);
       await t.close();
       const s = r.sessions[0];
