@@ -6,7 +6,7 @@
 // child process with a config in a temporary directory, stopped by PID.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -45,6 +45,40 @@ async function waitListening(port: number, ms = 10000): Promise<void> {
     if (Date.now() > until) throw new Error(`nothing listens on ${port}`);
     await sleep(50);
   }
+}
+
+/** A running HAProxy and what it printed. */
+interface Haproxy {
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts HAProxy with `config` (written to `dir`) and resolves once it
+ * listens on every port of `ports`.
+ */
+async function startHaproxy(
+  dir: string,
+  config: string,
+  ports: number[],
+): Promise<Haproxy> {
+  const cfg = join(dir, "haproxy.cfg");
+  writeFileSync(cfg, config);
+  const child = spawn(HAPROXY, ["-f", cfg, "-db"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (x) => (stderr += x));
+  await Promise.all(ports.map((p) => waitListening(p)));
+  return {
+    stderr: () => stderr,
+    async stop() {
+      if (child.pid === undefined || child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      process.kill(child.pid, "SIGTERM");
+      await exited;
+    },
+  };
 }
 
 /** One backend smtpd and what it saw. */
@@ -97,8 +131,7 @@ describe("behind HAProxy", {
   skip: !installed && `${HAPROXY} is not installed`,
 }, () => {
   let dir = "";
-  let haproxy: ChildProcess | null = null;
-  let stderr = "";
+  let haproxy: Haproxy | null = null;
   const ports = { v1: 0, v2: 0, tls: 0 };
   let a: Backend, b: Backend, c: Backend, d: Backend;
 
@@ -113,9 +146,8 @@ describe("behind HAProxy", {
     ports.v2 = await freePort();
     ports.tls = await freePort();
     dir = mkdtempSync(join(tmpdir(), "smtpd-haproxy-"));
-    const cfg = join(dir, "haproxy.cfg");
-    writeFileSync(
-      cfg,
+    haproxy = await startHaproxy(
+      dir,
       `global
   maxconn 200
 defaults
@@ -146,22 +178,14 @@ backend mx_tls
   server d 127.0.0.1:${d.server.addr.port} send-proxy-v2 check inter 200
   server d2 127.0.0.1:${d.server.addr.port} send-proxy-v2 check inter 200 check-ssl verify none
 `,
+      Object.values(ports),
     );
-    haproxy = spawn(HAPROXY, ["-f", cfg, "-db"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    haproxy.stderr!.on("data", (x) => (stderr += x));
-    await Promise.all(Object.values(ports).map((p) => waitListening(p)));
     // Let the first health checks pass (rise 2 at 200 ms).
     await sleep(800);
   });
 
   after(async () => {
-    if (haproxy?.pid !== undefined && haproxy.exitCode === null) {
-      const exited = new Promise((r) => haproxy!.once("exit", r));
-      process.kill(haproxy.pid, "SIGTERM");
-      await exited;
-    }
+    await haproxy?.stop();
     await Promise.all([a, b, c, d].map((x) => x?.server.close()));
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
@@ -172,7 +196,11 @@ backend mx_tls
     ) {
       const w = await connectPlain(port);
       const clientPort = w.socket.localPort!;
-      assert.match(await sendOne(w, `port-${port}@test`), /^250 /, stderr);
+      assert.match(
+        await sendOne(w, `port-${port}@test`),
+        /^250 /,
+        haproxy!.stderr(),
+      );
       await w.close();
       const s = backends.flatMap((x) => x.sessions).find((x) =>
         x.remotePort === clientPort && !x.proxy?.healthCheck
@@ -271,8 +299,7 @@ describe("behind HAProxy, to Unix sockets", {
   skip: !installed && `${HAPROXY} is not installed`,
 }, () => {
   let dir = "";
-  let haproxy: ChildProcess | null = null;
-  let stderr = "";
+  let haproxy: Haproxy | null = null;
   const ports = { v1: 0, v2: 0 };
   let v1: Backend, v2: Backend;
 
@@ -284,9 +311,8 @@ describe("behind HAProxy, to Unix sockets", {
     ]);
     ports.v1 = await freePort();
     ports.v2 = await freePort();
-    const cfg = join(dir, "haproxy.cfg");
-    writeFileSync(
-      cfg,
+    haproxy = await startHaproxy(
+      dir,
       `global
   maxconn 50
 defaults
@@ -306,21 +332,13 @@ backend mx_v2
   option smtpchk EHLO haproxy.test
   server u2 unix@${dir}/v2.sock send-proxy-v2 check inter 200
 `,
+      Object.values(ports),
     );
-    haproxy = spawn(HAPROXY, ["-f", cfg, "-db"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    haproxy.stderr!.on("data", (x) => (stderr += x));
-    await Promise.all(Object.values(ports).map((p) => waitListening(p)));
     await sleep(500);
   });
 
   after(async () => {
-    if (haproxy?.pid !== undefined && haproxy.exitCode === null) {
-      const exited = new Promise((r) => haproxy!.once("exit", r));
-      process.kill(haproxy.pid, "SIGTERM");
-      await exited;
-    }
+    await haproxy?.stop();
     await Promise.all([v1, v2].map((x) => x?.server.close()));
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
@@ -335,7 +353,11 @@ backend mx_v2
     ) {
       const w = await connectPlain(port);
       const clientPort = w.socket.localPort!;
-      assert.match(await sendOne(w, `unix-${version}@test`), /^250 /, stderr);
+      assert.match(
+        await sendOne(w, `unix-${version}@test`),
+        /^250 /,
+        haproxy!.stderr(),
+      );
       await w.close();
       const s = b.sessions.find((x) => x.remotePort === clientPort);
       assert.ok(s, `no session saw port ${clientPort}`);
