@@ -48,6 +48,13 @@ async function processesNaming(text: string): Promise<number[]> {
   return pids;
 }
 
+/** Writes an auth file (mode 600) with one user, alice, and `password`'s hash. */
+async function writeUsers(path: string, password: string): Promise<void> {
+  await fs.writeFile(path, `alice:${await hashPassword(password)}\n`, {
+    mode: 0o600,
+  });
+}
+
 /** Whether something accepts connections on 127.0.0.1:port. */
 function listening(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -171,9 +178,7 @@ describe("cli: --quiet", () => {
 
   it("folds AUTH lock-outs into the client-failures summary, one line for three addresses", async () => {
     const users = freshPath("users");
-    await fs.writeFile(users, `alice:${await hashPassword("right")}\n`, {
-      mode: 0o600,
-    });
+    await writeUsers(users, "right");
     const cli = startCli([
       "--port",
       "0",
@@ -331,9 +336,7 @@ describe("cli: SIGHUP", () => {
     const users = freshPath("users");
     await fs.copyFile(fixture("tls/cert.pem"), cert);
     await fs.copyFile(fixture("tls/key.pem"), key);
-    await fs.writeFile(users, `alice:${await hashPassword("first")}\n`, {
-      mode: 0o600,
-    });
+    await writeUsers(users, "first");
     const cli = startCli([
       "--port",
       "0",
@@ -353,7 +356,7 @@ describe("cli: SIGHUP", () => {
 
     await fs.copyFile(fixture("tls/other-cert.pem"), cert);
     await fs.copyFile(fixture("tls/other-key.pem"), key);
-    await fs.writeFile(users, `alice:${await hashPassword("second")}\n`);
+    await writeUsers(users, "second");
     process.kill(cli.child.pid!, "SIGHUP");
     await cli.waitFor(/SIGHUP: reloaded --tls-cert, --tls-key, --auth-file/);
     assert.equal(await certificateOf(port), FINGERPRINT.other);
@@ -452,9 +455,7 @@ describe("cli: the Subject in the message line", () => {
 describe("cli: SIGHUP under --workers", () => {
   it("the supervisor passes it on: every worker reloads the auth file, none stops", async () => {
     const users = freshPath("users");
-    await fs.writeFile(users, `alice:${await hashPassword("first")}\n`, {
-      mode: 0o600,
-    });
+    await writeUsers(users, "first");
     const cli = startCli([
       "--port",
       "0",
@@ -468,7 +469,7 @@ describe("cli: SIGHUP under --workers", () => {
     ], { cwd: ROOT });
     const port = await listeningPort(cli);
     await cli.waitFor(/2 workers on /);
-    await fs.writeFile(users, `alice:${await hashPassword("second")}\n`);
+    await writeUsers(users, "second");
     process.kill(cli.child.pid!, "SIGHUP");
     await cli.waitFor(
       /SIGHUP: reloaded --auth-file[^]*SIGHUP: reloaded --auth-file/,
