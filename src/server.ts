@@ -180,7 +180,8 @@ export interface ServeOptions extends
    * and cloud load balancers). Off by default; `true` or an object turns
    * it on. Then every connection must start with a PROXY header before
    * the server sends anything (for `implicitTls`, before the TLS
-   * handshake), and only from a trusted peer; otherwise it is closed
+   * handshake), and only from a trusted peer (on a Unix socket, `path`,
+   * from any peer: see {@link ProxyProtocolOptions.trusted}); otherwise it is closed
    * without a greeting (a `refused` log entry says why). The session's
    * `remoteAddress`/`remotePort` are then the original client's,
    * `maxConnectionsPerIp` counts original clients, and `session.proxy`

@@ -349,7 +349,7 @@ function integerFlag(
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 
 /** `90000` → `"90s"`, `1800000` → `"30m"`: the largest unit that divides it. */
-export function formatDuration(ms: number): string {
+function formatDuration(ms: number): string {
   for (const unit of ["h", "m", "s"] as const) {
     if (ms >= UNIT_MS[unit] && ms % UNIT_MS[unit] === 0) {
       return `${ms / UNIT_MS[unit]}${unit}`;

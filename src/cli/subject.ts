@@ -57,6 +57,14 @@ export function escapeControls(text: string): string {
  * cut and escaped for a log line; `null` when there is none.
  *
  * @param bytes the start of the message (trace headers first is fine)
+ *
+ * @example
+ * ```ts
+ * import { subjectOf } from "./subject.ts";
+ *
+ * subjectOf(new TextEncoder().encode("Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\n"));
+ * // "Grüße"
+ * ```
  */
 export function subjectOf(bytes: Uint8Array): string | null {
   const header = new TextDecoder("utf-8").decode(headerBlock(bytes));
@@ -86,6 +94,13 @@ const HEADER_READ_STEP = 4096;
  * meanwhile).
  *
  * @param path the stored message's file
+ *
+ * @example
+ * ```ts
+ * import { subjectOfFile } from "./subject.ts";
+ *
+ * console.log(await subjectOfFile("maildir/new/1700000000.M1P2.host"));
+ * ```
  */
 export async function subjectOfFile(path: string): Promise<string | null> {
   try {
