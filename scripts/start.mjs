@@ -34,9 +34,13 @@ function same(a, b) {
   }
 }
 
-// A worker started by `--workers` (this script again) has its own
-// supervisor to watch; the shell is watched by the first process only.
-if (process.env.SMTPD_WORKER === undefined) {
+// Only under npm (run directly, e.g. with nohup, the parent may go); and a
+// worker started by `--workers` (this script again) has its own
+// supervisor to watch: the shell is watched by the first process only.
+if (
+  process.env.npm_lifecycle_event !== undefined &&
+  process.env.SMTPD_WORKER === undefined
+) {
   process.env.SMTPD_STOP_WITH = String(process.ppid);
 }
 
