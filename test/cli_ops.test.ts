@@ -79,7 +79,17 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | null> {
 }
 
 describe("cli: npm start", () => {
-  it("SIGTERM to npm alone stops the server gracefully: summary, port free, no process left", async () => {
+  // SIGTERM: npm passes it to its shell, which dies of it without passing
+  // it on. SIGKILL and SIGHUP: npm dies, its shell stays.
+  for (const signal of ["SIGTERM", "SIGKILL", "SIGHUP"] as const) {
+    it(`${signal} to npm alone stops the server gracefully: summary, port free, no process left`, async () => {
+      await npmStartStoppedBy(signal);
+    });
+  }
+
+  async function npmStartStoppedBy(
+    signal: "SIGTERM" | "SIGKILL" | "SIGHUP",
+  ): Promise<void> {
     const maildir = freshPath();
     const npm = startProgram(
       "npm",
@@ -88,7 +98,7 @@ describe("cli: npm start", () => {
     );
     const port = await listeningPort(npm);
     assert.equal(await listening(port), true);
-    process.kill(npm.child.pid!, "SIGTERM");
+    process.kill(npm.child.pid!, signal);
     // "close" comes once every process holding npm's output has exited.
     const exit = await within(npm.exited, 20000);
     const left = await processesNaming(maildir);
@@ -100,7 +110,7 @@ describe("cli: npm start", () => {
     assert.match(npm.stdout(), /closing \(messages in transfer may finish\)/);
     assert.match(npm.stdout(), /stopped after \d+s: 0 messages, 0 bytes/);
     assert.equal(await listening(port), false);
-  });
+  }
 });
 
 /** Sends one message on `w` (after the greeting); resolves with the final reply. */

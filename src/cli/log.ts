@@ -212,44 +212,47 @@ export function stoppedText(uptimeMs: number, t: Totals): string {
 }
 
 /**
- * The environment variable naming a process whose exit stops the server
- * as SIGTERM does (set by the checkout's `npm start`: npm's shell dies of
- * the SIGTERM that npm passes on, and passes nothing on itself).
+ * The environment variable naming the processes (pids, comma-separated)
+ * whose exit stops the server as SIGTERM does (set by the checkout's `npm
+ * start`: npm's shell dies of the SIGTERM that npm passes on, and passes
+ * nothing on itself; and npm killed leaves its shell behind).
  */
 export const STOP_WITH_ENV = "SMTPD_STOP_WITH";
 
-/** How often the process named by {@link STOP_WITH_ENV} is looked for. */
+/** How often the processes named by {@link STOP_WITH_ENV} are looked for. */
 const STOP_WITH_POLL_MS = 250;
 
-/** Why the server stops: a signal, or the exit of the process it stops with. */
+/** Why the server stops: a signal, or the exit of a process it stops with. */
 export type StopReason = "SIGINT" | "SIGTERM" | "parent exited";
 
+/** Whether process `pid` has exited (it is not, or no longer, our parent when it was). */
+function exited(pid: number, wasParent: boolean): boolean {
+  // A parent that exits leaves its children to another (init, or a
+  // subreaper), even before it is reaped.
+  if (wasParent) return process.ppid !== pid;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as { code?: unknown }).code === "ESRCH";
+  }
+}
+
 /**
- * Calls `onGone` once the process named by {@link STOP_WITH_ENV} has
- * exited (this process's parent no longer, or no such process); returns
- * the function that stops watching. Takes the variable out of the
- * environment, so that processes started later do not watch it.
+ * Calls `onGone` once a process named by {@link STOP_WITH_ENV} has
+ * exited; returns the function that stops watching. Takes the variable
+ * out of the environment, so that processes started later do not watch.
  */
 function watchStopWith(onGone: () => void): () => void {
   const text = process.env[STOP_WITH_ENV];
   if (text === undefined) return () => {};
   delete process.env[STOP_WITH_ENV];
-  const pid = Number(text);
-  if (!Number.isSafeInteger(pid) || pid <= 1) return () => {};
-  const wasParent = process.ppid === pid;
-  const gone = (): boolean => {
-    // A parent that exits leaves its children to another (init, or a
-    // subreaper), even before it is reaped.
-    if (wasParent) return process.ppid !== pid;
-    try {
-      process.kill(pid, 0);
-      return false;
-    } catch (error) {
-      return (error as { code?: unknown }).code === "ESRCH";
-    }
-  };
+  const pids = text.split(",").map(Number).filter((pid) =>
+    Number.isSafeInteger(pid) && pid > 1
+  ).map((pid) => ({ pid, wasParent: process.ppid === pid }));
+  if (pids.length === 0) return () => {};
   const timer = setInterval(() => {
-    if (!gone()) return;
+    if (!pids.some(({ pid, wasParent }) => exited(pid, wasParent))) return;
     clearInterval(timer);
     onGone();
   }, STOP_WITH_POLL_MS);
@@ -259,7 +262,7 @@ function watchStopWith(onGone: () => void): () => void {
 
 /**
  * Calls `onSignal` on SIGINT and SIGTERM (a signal the platform cannot
- * watch is skipped), and once when the process named by
+ * watch is skipped), and once when a process named by
  * {@link STOP_WITH_ENV} exits (not after a signal: a terminal's Ctrl-C
  * ends that process too); returns the function that stops watching.
  */
