@@ -311,7 +311,18 @@ describe("cli: flags", () => {
       assert.ok(at >= 0, flag);
       assert.match(USAGE.slice(at, at + 300), new RegExp(`default ${dflt}`));
     }
-    // Every flag the parser knows is in the help.
+    // Every flag in the help is one the parser knows, and the lines fit.
+    const flags = [...USAGE.matchAll(/^  (?:-h, )?(--[a-z-]+)/gm)].map((m) =>
+      m[1]
+    );
+    assert.ok(flags.length >= 33, flags.join(" "));
+    for (const flag of flags) {
+      try {
+        parseCliArgs([flag]);
+      } catch (error) {
+        assert.doesNotMatch(String(error), /unknown option/, flag);
+      }
+    }
     for (const line of USAGE.split("\n")) assert.ok(line.length <= 78, line);
     assert.match(
       USAGE,
