@@ -89,8 +89,13 @@ if (same(node, process.execPath)) {
 } else if (typeof process.execve === "function") {
   process.execve(node, [node, "--import", "tsx", main, ...args], process.env);
 } else {
+  // The child stops with this process too.
+  const stopWith = process.env.SMTPD_STOP_WITH;
   const child = spawn(node, ["--import", "tsx", main, ...args], {
     stdio: "inherit",
+    env: stopWith === undefined
+      ? process.env
+      : { ...process.env, SMTPD_STOP_WITH: `${process.pid},${stopWith}` },
   });
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
     process.on(signal, () => child.kill(signal));
