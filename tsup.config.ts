@@ -45,6 +45,13 @@ const entryFiles = new Map(
   ) => [resolve(root, src), `./${name}.js`]),
 );
 
+/**
+ * Library modules the CLI may carry a copy of: small leaves (no imports of
+ * their own) that no entry point exports, because they are no API. Today
+ * only the option-name suggestions (`--maildr` → `--maildir`).
+ */
+const cliLeaves = new Set([resolve(root, "src", "keys.ts")]);
+
 const cli: Options = {
   entry: { cli: "src/cli/main.ts" },
   format: ["esm"],
@@ -64,6 +71,7 @@ const cli: Options = {
         const entry = entryFiles.get(path);
         if (entry) return { path: entry, external: true };
         if (path.startsWith(cliDir + "/")) return undefined;
+        if (cliLeaves.has(path)) return undefined;
         // A value the CLI needs from library code that no entry point
         // exports would come into the bundle as a second copy. (So would
         // `import { type T } from`: with verbatimModuleSyntax it keeps the

@@ -481,6 +481,7 @@ async function secureBehindProxy(
   config: TlsConfig,
   handshakeTimeout: number,
   proxyProtocol: NonNullable<ListenOptions["proxyProtocol"]>,
+  unix: boolean,
 ): Promise<Connection | null> {
   sock.on("error", () => {/* surfaced by the steps below */});
   // The addresses as accepted: a peer that leaves right after the
@@ -493,7 +494,12 @@ async function secureBehindProxy(
     hostname: stripMapped(sock.localAddress ?? ""),
     port: sock.localPort ?? 0,
   };
-  const header = await readProxyPreamble(sock, proxyProtocol, handshakeTimeout);
+  const header = await readProxyPreamble(
+    sock,
+    proxyProtocol,
+    handshakeTimeout,
+    unix,
+  );
   if (header === null) return null;
   return new Promise((resolve) => {
     const secure = new (nodeTls().tls.TLSSocket)(sock, {
@@ -519,7 +525,9 @@ async function secureBehindProxy(
       secure.off("end", fail);
       secure.off("close", fail);
       const conn = wrapSocket(secure, tlsInfo(secure), undefined, header);
-      // Own properties over the connection's address getters.
+      // Own properties over the connection's address getters (a Unix
+      // socket's are set by the listener).
+      if (unix) return resolve(conn);
       resolve(Object.defineProperties(conn, {
         remoteAddr: { value: remoteAddr, enumerable: true },
         localAddr: { value: localAddr, enumerable: true },
@@ -591,7 +599,13 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     { allowHalfOpen: true, noDelay: true },
     options.implicitTls && config && proxyProtocol
       ? (s) =>
-        void secureBehindProxy(s, config, handshakeTimeout, proxyProtocol)
+        void secureBehindProxy(
+          s,
+          config,
+          handshakeTimeout,
+          proxyProtocol,
+          unix !== null,
+        )
           .then((c) => c && push(c))
       : (s) =>
         push(

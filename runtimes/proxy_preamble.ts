@@ -33,7 +33,8 @@ import { stripMapped } from "../src/cidr.ts";
 
 /**
  * Reads a PROXY header from the start of `sock` (a peer not trusted is
- * refused before anything is read). Resolves with the header, the socket
+ * refused before anything is read; on a Unix socket, `unix`, the peer is
+ * `"unix"`). Resolves with the header, the socket
  * paused and any bytes after the header unshifted back into it; or with
  * `null` once the socket is destroyed and `onRefused` told why (untrusted
  * peer, bad or missing header, not complete within `timeoutMs`, peer
@@ -57,14 +58,16 @@ export function readProxyPreamble(
   sock: net.Socket,
   options: ProxyListenOptions,
   timeoutMs: number,
+  unix = false,
 ): Promise<ProxyHeader | null> {
-  if (sock.remoteAddress === undefined) {
+  // A Unix socket's peer has no address: it is "unix" (see unix_path.ts).
+  if (!unix && sock.remoteAddress === undefined) {
     // Gone before it was accepted (a proxy's connect-only health check
     // resets at once): nothing to refuse, nothing to tell.
     sock.destroy();
     return Promise.resolve(null);
   }
-  const peer = stripMapped(sock.remoteAddress);
+  const peer = unix ? "unix" : stripMapped(sock.remoteAddress ?? "");
   if (!options.trusted(peer)) {
     sock.destroy();
     options.onRefused?.(peer, "PROXY header from an untrusted address");

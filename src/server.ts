@@ -78,7 +78,10 @@ export interface ProxyProtocolOptions {
    * Peers allowed to send a header: IPv4 and IPv6 addresses and CIDR
    * ranges (`"10.0.0.0/8"`, `"fd00::/8"`). A connection from anywhere
    * else is closed without a greeting. Default loopback
-   * (`127.0.0.0/8`, `::1`).
+   * (`127.0.0.0/8`, `::1`). On a Unix domain socket (`path`) every peer
+   * may send one, whatever this list says: the socket file's permissions
+   * say who may connect (as HAProxy's `send-proxy` over a Unix socket
+   * expects).
    */
   trusted?: readonly string[];
   /**
@@ -227,7 +230,8 @@ export interface ServeOptions extends
    * and cloud load balancers). Off by default; `true` or an object turns
    * it on. Then every connection must start with a PROXY header before
    * the server sends anything (for `implicitTls`, before the TLS
-   * handshake), and only from a trusted peer; otherwise it is closed
+   * handshake), and only from a trusted peer (on a Unix socket, `path`,
+   * from any peer: see {@link ProxyProtocolOptions.trusted}); otherwise it is closed
    * without a greeting (a `refused` log entry says why). The session's
    * `remoteAddress`/`remotePort` are then the original client's,
    * `maxConnectionsPerIp` counts original clients, and `session.proxy`
@@ -434,6 +438,15 @@ interface ResolvedServeOptions {
   handshakeTimeout: number;
   proxyProtocol: { trusted: CidrSet; maxV2Length: number } | null;
   greetingDelay: number;
+}
+
+/**
+ * Whether a peer may send a PROXY header: every peer of a Unix domain
+ * socket (its file's permissions say who connects), else one in the
+ * trusted list.
+ */
+function proxyTrusts(o: ResolvedServeOptions, address: string): boolean {
+  return o.path !== null || o.proxyProtocol?.trusted.has(address) === true;
 }
 
 /** Engine options that the server sets itself (not options of serve()). */
@@ -2150,7 +2163,7 @@ class SmtpServer implements Server {
     // health check): nothing to tell.
     if (
       o.proxyProtocol !== null && conn.proxy === undefined &&
-      !o.proxyProtocol.trusted.has(ip)
+      !proxyTrusts(o, ip)
     ) {
       if (ip === "") return conn.close(true);
       this.logger?.({
@@ -2337,7 +2350,7 @@ export async function createServer(
     ...(proxy !== null
       ? {
         proxyProtocol: {
-          trusted: (address: string) => proxy.trusted.has(address),
+          trusted: (address: string) => proxyTrusts(resolved, address),
           maxV2Length: proxy.maxV2Length,
           onRefused: (remoteAddress: string, reason: string) =>
             logger?.({ type: "refused", remoteAddress, reason }),

@@ -4,7 +4,7 @@
 // mailbox module. Never execFileSync while a server runs: children are
 // awaited asynchronously.
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -22,6 +22,12 @@ import {
 import { hookErrorLogger, Log, serverLogger } from "../src/cli/log.ts";
 import { serve } from "../mod.ts";
 import { cliCommand } from "./helpers/run.ts";
+import {
+  type Exit,
+  listeningPort,
+  type Program,
+  startCli as startCliProgram,
+} from "./helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
@@ -46,96 +52,15 @@ function freshPath(name = "md"): string {
 // ---------------------------------------------------------------------------
 // Child processes
 
-interface Exit {
-  code: number | null;
-  signal: string | null;
-}
-
-interface Cli {
-  readonly child: ChildProcess;
+/** The CLI started by a test, with the port its listening line names. */
+interface Cli extends Program {
   readonly port: number;
-  /** Everything printed so far. */
-  stdout(): string;
-  stderr(): string;
-  /** Resolves when stdout (or stderr) has a match of `re`. */
-  waitFor(re: RegExp, stream?: "stdout" | "stderr"): Promise<RegExpExecArray>;
-  readonly exited: Promise<Exit>;
 }
-
-const running = new Set<ChildProcess>();
-after(() => {
-  for (const child of running) child.kill("SIGKILL");
-});
 
 /** Starts the CLI and resolves once it prints its listening line. */
 async function startCli(args: string[]): Promise<Cli> {
-  const { cmd, args: base } = cliCommand();
-  const child = spawn(cmd, [...base, "--port", "0", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  running.add(child);
-  const out = { stdout: "", stderr: "" };
-  const waiters: (() => void)[] = [];
-  const wake = () => {
-    for (const w of waiters.splice(0)) w();
-  };
-  child.stdout!.setEncoding("utf8");
-  child.stderr!.setEncoding("utf8");
-  child.stdout!.on("data", (d: string) => {
-    out.stdout += d;
-    wake();
-  });
-  child.stderr!.on("data", (d: string) => {
-    out.stderr += d;
-    wake();
-  });
-  let done = false;
-  const exited = new Promise<Exit>((resolve) => {
-    child.on("exit", (code, signal) => {
-      done = true;
-      running.delete(child);
-      // Let the last output arrive.
-      setTimeout(() => {
-        resolve({ code, signal });
-        wake();
-      }, 50);
-    });
-  });
-  const waitFor = async (
-    re: RegExp,
-    stream: "stdout" | "stderr" = "stdout",
-  ): Promise<RegExpExecArray> => {
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      const m = re.exec(out[stream]);
-      if (m !== null) return m;
-      if (done && Date.now() > deadline - 19000) {
-        throw new Error(
-          `CLI exited before printing ${re}: ${out.stdout}${out.stderr}`,
-        );
-      }
-      if (Date.now() > deadline) {
-        throw new Error(`CLI did not print ${re}: ${out.stdout}${out.stderr}`);
-      }
-      await new Promise<void>((r) => {
-        waiters.push(r);
-        setTimeout(r, 200);
-      });
-    }
-  };
-  const m = await waitFor(
-    /listening on \[?[^\s\]]+?\]?:(\d+) |"event":"listening".*"port":(\d+)/,
-  );
-  return {
-    child,
-    port: Number(m[1] ?? m[2]),
-    stdout: () => out.stdout,
-    stderr: () => out.stderr,
-    waitFor,
-    exited,
-  };
+  const cli = startCliProgram(["--port", "0", ...args], { cwd: ROOT });
+  return Object.assign(cli, { port: await listeningPort(cli) });
 }
 
 /**
@@ -480,7 +405,8 @@ describe("cli: arguments", () => {
     [["--proxy-protocol", "--proxy-trusted", "10.1.2.3/8"], "--proxy-trusted"],
     [["--proxy-protocol", "--proxy-trusted", "10.0.0.1,"], "--proxy-trusted"],
     [["--greeting-delay", "-5"], "--greeting-delay"],
-    [["--greeting-delay", "1s"], "--greeting-delay"],
+    [["--greeting-delay", "1d"], "--greeting-delay"],
+    [["--greeting-delay", "11m"], "--greeting-delay"],
     [["stray"], "stray"],
     [["hash-password", "a", "b"], "hash-password"],
     [["hash-password", "a:b"], "hash-password"],
@@ -681,16 +607,17 @@ describe("cli: the program", () => {
             "\\tfor <rcpt@example\\.net>; \\w{3}, \\d{1,2} \\w{3} \\d{4} \\d\\d:\\d\\d:\\d\\d [+-]\\d{4}\\r\\n$",
         ),
       );
-      // One log line for the message: time, id, sender, recipients, size, file.
+      // One log line for the message: time, id, sender, recipients, size,
+      // Subject, file.
       const line = await cli.waitFor(new RegExp(`^.*message id=${id}.*$`, "m"));
       assert.match(
         line[0],
         new RegExp(
           `^\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z message id=${id} from=<sender@example\\.org> to=<rcpt@example\\.net> size=${
             enc.encode(MESSAGE).length
-          } file=${maildir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/new/${
-            name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
-          }$`,
+          } subject="smtpd CLI test" file=${
+            maildir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+          }/new/${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`,
         ),
       );
       const py = await run("python3", [

@@ -1,11 +1,12 @@
 // smtpd behind a real HAProxy (Debian's /usr/sbin/haproxy, installed by
 // .ci/run), in TCP mode: send-proxy (v1) in front of two servers,
 // send-proxy-v2 in front of a third, and send-proxy-v2 in front of an
-// implicit-TLS server (HAProxy passes the TLS through). HAProxy runs as a
+// implicit-TLS server (HAProxy passes the TLS through), and send-proxy and
+// send-proxy-v2 to servers on Unix sockets. HAProxy runs as a
 // child process with a config in a temporary directory, stopped by PID.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -46,6 +47,40 @@ async function waitListening(port: number, ms = 10000): Promise<void> {
   }
 }
 
+/** A running HAProxy and what it printed. */
+interface Haproxy {
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts HAProxy with `config` (written to `dir`) and resolves once it
+ * listens on every port of `ports`.
+ */
+async function startHaproxy(
+  dir: string,
+  config: string,
+  ports: number[],
+): Promise<Haproxy> {
+  const cfg = join(dir, "haproxy.cfg");
+  writeFileSync(cfg, config);
+  const child = spawn(HAPROXY, ["-f", cfg, "-db"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (x) => (stderr += x));
+  await Promise.all(ports.map((p) => waitListening(p)));
+  return {
+    stderr: () => stderr,
+    async stop() {
+      if (child.pid === undefined || child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      process.kill(child.pid, "SIGTERM");
+      await exited;
+    },
+  };
+}
+
 /** One backend smtpd and what it saw. */
 interface Backend {
   server: Server;
@@ -56,7 +91,7 @@ interface Backend {
 }
 
 async function backend(
-  options: { implicitTls?: boolean } = {},
+  options: { implicitTls?: boolean; path?: string } = {},
 ): Promise<Backend> {
   const b: Backend = {
     server: undefined as unknown as Server,
@@ -65,8 +100,9 @@ async function backend(
     stored: [],
   };
   b.server = await serve({
-    hostname: "127.0.0.1",
-    port: 0,
+    ...(options.path !== undefined
+      ? { path: options.path }
+      : { hostname: "127.0.0.1", port: 0 }),
     serverName: "mx.test",
     proxyProtocol: true,
     ...(options.implicitTls ? { tls: TLS, implicitTls: true } : {}),
@@ -95,8 +131,7 @@ describe("behind HAProxy", {
   skip: !installed && `${HAPROXY} is not installed`,
 }, () => {
   let dir = "";
-  let haproxy: ChildProcess | null = null;
-  let stderr = "";
+  let haproxy: Haproxy | null = null;
   const ports = { v1: 0, v2: 0, tls: 0 };
   let a: Backend, b: Backend, c: Backend, d: Backend;
 
@@ -111,9 +146,8 @@ describe("behind HAProxy", {
     ports.v2 = await freePort();
     ports.tls = await freePort();
     dir = mkdtempSync(join(tmpdir(), "smtpd-haproxy-"));
-    const cfg = join(dir, "haproxy.cfg");
-    writeFileSync(
-      cfg,
+    haproxy = await startHaproxy(
+      dir,
       `global
   maxconn 200
 defaults
@@ -144,22 +178,14 @@ backend mx_tls
   server d 127.0.0.1:${d.server.addr.port} send-proxy-v2 check inter 200
   server d2 127.0.0.1:${d.server.addr.port} send-proxy-v2 check inter 200 check-ssl verify none
 `,
+      Object.values(ports),
     );
-    haproxy = spawn(HAPROXY, ["-f", cfg, "-db"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    haproxy.stderr!.on("data", (x) => (stderr += x));
-    await Promise.all(Object.values(ports).map((p) => waitListening(p)));
     // Let the first health checks pass (rise 2 at 200 ms).
     await sleep(800);
   });
 
   after(async () => {
-    if (haproxy?.pid !== undefined && haproxy.exitCode === null) {
-      const exited = new Promise((r) => haproxy!.once("exit", r));
-      process.kill(haproxy.pid, "SIGTERM");
-      await exited;
-    }
+    await haproxy?.stop();
     await Promise.all([a, b, c, d].map((x) => x?.server.close()));
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
@@ -170,7 +196,11 @@ backend mx_tls
     ) {
       const w = await connectPlain(port);
       const clientPort = w.socket.localPort!;
-      assert.match(await sendOne(w, `port-${port}@test`), /^250 /, stderr);
+      assert.match(
+        await sendOne(w, `port-${port}@test`),
+        /^250 /,
+        haproxy!.stderr(),
+      );
       await w.close();
       const s = backends.flatMap((x) => x.sessions).find((x) =>
         x.remotePort === clientPort && !x.proxy?.healthCheck
@@ -262,5 +292,82 @@ backend mx_tls
     // HAProxy sent the later ones to the other backend.
     assert.ok(b.stored.includes("ha-39@test") || acked.at(-1) !== "ha-39@test");
     assert.ok(acked.slice(-10).every((id) => b.stored.includes(id)));
+  });
+});
+
+describe("behind HAProxy, to Unix sockets", {
+  skip: !installed && `${HAPROXY} is not installed`,
+}, () => {
+  let dir = "";
+  let haproxy: Haproxy | null = null;
+  const ports = { v1: 0, v2: 0 };
+  let v1: Backend, v2: Backend;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "smtpd-haproxy-unix-"));
+    [v1, v2] = await Promise.all([
+      backend({ path: join(dir, "v1.sock") }),
+      backend({ path: join(dir, "v2.sock") }),
+    ]);
+    ports.v1 = await freePort();
+    ports.v2 = await freePort();
+    haproxy = await startHaproxy(
+      dir,
+      `global
+  maxconn 50
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 10s
+  timeout server 10s
+frontend smtp_v1
+  bind 127.0.0.1:${ports.v1}
+  default_backend mx_v1
+backend mx_v1
+  server u1 unix@${dir}/v1.sock send-proxy
+frontend smtp_v2
+  bind 127.0.0.1:${ports.v2}
+  default_backend mx_v2
+backend mx_v2
+  option smtpchk EHLO haproxy.test
+  server u2 unix@${dir}/v2.sock send-proxy-v2 check inter 200
+`,
+      Object.values(ports),
+    );
+    await sleep(500);
+  });
+
+  after(async () => {
+    await haproxy?.stop();
+    await Promise.all([v1, v2].map((x) => x?.server.close()));
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("takes the client's address from send-proxy and send-proxy-v2 over a Unix socket", async () => {
+    for (
+      const [port, b, version] of [[ports.v1, v1, 1], [
+        ports.v2,
+        v2,
+        2,
+      ]] as const
+    ) {
+      const w = await connectPlain(port);
+      const clientPort = w.socket.localPort!;
+      assert.match(
+        await sendOne(w, `unix-${version}@test`),
+        /^250 /,
+        haproxy!.stderr(),
+      );
+      await w.close();
+      const s = b.sessions.find((x) => x.remotePort === clientPort);
+      assert.ok(s, `no session saw port ${clientPort}`);
+      assert.equal(s.remoteAddress, "127.0.0.1");
+      assert.equal(s.proxy?.version, version);
+      assert.equal(s.proxy?.healthCheck, false);
+      assert.ok(b.stored.includes(`unix-${version}@test`));
+      assert.deepEqual(b.log.filter((e) => e.type === "refused"), []);
+    }
+    // The v2 health checks (LOCAL) are served, not refused.
+    assert.ok(v2.sessions.some((s) => s.proxy?.healthCheck));
   });
 });

@@ -349,7 +349,10 @@ describe("Maildir.deliver", () => {
     const reason = new SmtpError(451, "4.4.2", "Timeout");
     await assert.rejects(
       maildir.deliver({ ...fakeMessage(["x\r\n"]), signal: abort.signal }, {
-        confirm: async () => abort.abort(reason),
+        confirm: () => {
+          abort.abort(reason);
+          return Promise.resolve();
+        },
       }),
       (error) => error === reason,
     );

@@ -1,12 +1,16 @@
 // PROXY protocol and greetingDelay in the server, over real TCP on
 // whichever runtime runs this file: headers written by hand on a raw
 // socket (v1 text, v2 bytes built here), implicit TLS and STARTTLS behind
-// a header, refusals, per-IP counting by the original client.
+// a header, refusals, per-IP counting by the original client, and a Unix
+// socket's peers (trusted: the socket file's permissions say who connects).
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as net from "node:net";
 import * as tls from "node:tls";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Duplex } from "node:stream";
 import {
   type LogEntry,
@@ -17,6 +21,7 @@ import {
 import {
   connectPlain,
   connectTls,
+  connectWire,
   ehlo,
   TLS,
   upgrade,
@@ -495,6 +500,68 @@ describe("PROXY protocol", () => {
     await server.close();
     assert.ok(Date.now() - t0 < 2000);
     await w.waitClosed();
+  });
+
+  it("on a Unix socket takes the header from any peer, whatever the trusted list", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "smtpd-proxy-unix-"));
+    const r = recorder();
+    // Neither list names the peer ("unix"): the socket file's permissions
+    // say who connects.
+    for (const proxyProtocol of [true, { trusted: ["10.0.0.5"] }]) {
+      r.sessions.length = 0;
+      const server = await serve({
+        ...r.options,
+        path: join(dir, "smtpd.sock"),
+        proxyProtocol,
+      });
+      try {
+        const w = await connectWire({ path: join(dir, "smtpd.sock") });
+        await w.send(v1("192.0.2.7", 40001));
+        assert.match(await ehlo(w), /^250-/);
+        await w.close();
+        const s = r.sessions[0];
+        assert.equal(s.remoteAddress, "192.0.2.7");
+        assert.equal(s.remotePort, 40001);
+        assert.equal(s.proxy?.address, "unix");
+        const w2 = await connectWire({ path: join(dir, "smtpd.sock") });
+        await w2.send(v2("192.0.2.8", 40002, "192.0.2.254", 25));
+        assert.match(await ehlo(w2), /^250-/);
+        await w2.close();
+        assert.equal(r.sessions[1].remoteAddress, "192.0.2.8");
+      } finally {
+        await server.close();
+      }
+    }
+    assert.deepEqual(r.log.filter((e) => e.type === "refused"), []);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("on a Unix socket reads the header before the TLS handshake with implicitTls", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "smtpd-proxy-unix-"));
+    const r = recorder();
+    const path = join(dir, "smtps.sock");
+    const server = await serve({
+      ...r.options,
+      path,
+      proxyProtocol: true,
+      tls: TLS,
+      implicitTls: true,
+    });
+    try {
+      const raw = await connectWire({ path });
+      raw.detach();
+      await raw.send(v1("192.0.2.9", 40003));
+      const t = new Wire(await connectTls(0, { socket: raw.socket }));
+      assert.match(await ehlo(t), /^250-/);
+      await t.close();
+      const s = r.sessions[0];
+      assert.equal(s.secure, true);
+      assert.equal(s.remoteAddress, "192.0.2.9");
+      assert.equal(s.remotePort, 40003);
+    } finally {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("validates its options when the server starts", async () => {

@@ -8,6 +8,7 @@
 import * as os from "node:os";
 import { parseArgs } from "node:util";
 import { CidrSet } from "../exports/transport.ts";
+import { suggest } from "../keys.ts";
 
 /**
  * The version of smtpd (the same as in `package.json` and `deno.json`).
@@ -21,22 +22,49 @@ import { CidrSet } from "../exports/transport.ts";
  */
 export const VERSION: string = "0.1.0";
 
+/**
+ * The text of `smtpd --help`: the flags in groups, durations and sizes
+ * with their units, and what the signals do.
+ *
+ * @example
+ * ```ts
+ * import { USAGE } from "./args.ts";
+ *
+ * console.log(USAGE.split("\n")[0]); // "Usage: smtpd [options]"
+ * ```
+ */
 export const USAGE: string = `Usage: smtpd [options]
        smtpd hash-password [USER] < password-file
 
 Receives mail over SMTP and stores every message in a Maildir, posts it
 to a webhook, or both.
 
-Options:
+A TIME is a whole number with a unit: 500ms, 30s, 5m or 1h (a number
+without one is in the unit the flag took before units, shown as "bare").
+BYTES take K, M or G for KiB, MiB, GiB.
+
+Listening:
   --host ADDRESS         interface to listen on (default 127.0.0.1;
                          0.0.0.0 or :: for every interface)
-  --port PORT            port to listen on, 0 for any free one (default 2525)
+  --port PORT            port to listen on, 0 for any free one (default
+                         2525; the listening line names the one chosen)
   --socket PATH          listen on a Unix domain socket instead of
                          --host/--port (a stale socket file is replaced;
                          removed on exit)
+  --server-name NAME     name in the greeting and in Received headers
+                         (default: this machine's host name)
   --lmtp                 speak LMTP (RFC 2033; LHLO, one reply per
                          recipient): each recipient gets its own copy in
                          the Maildir, and its own reply
+  --dsn                  offer DSN (RFC 3461): accept RET, ENVID, NOTIFY
+                         and ORCPT (default off)
+  --no-chunking          do not offer CHUNKING (BDAT) and BINARYMIME
+                         (RFC 3030; offered by default)
+  --greeting-delay TIME  wait this long before the greeting; clients that
+                         talk first get 554 and are disconnected
+                         (default 0s; bare: ms)
+
+Delivery:
   --maildir DIR          Maildir to deliver into, created when missing
                          (default ./maildir)
   --no-maildir           store nothing (needs --webhook)
@@ -46,18 +74,17 @@ Options:
                          with a Maildir the file enters new/ only after
                          the 2xx; user:password@ in the URL is sent as
                          Basic auth
-  --webhook-timeout MS   how long to wait for the webhook's answer
-                         (default 30000)
+  --webhook-timeout TIME how long to wait for the webhook's answer
+                         (default 30s; bare: ms)
   --webhook-header "NAME: VALUE"
                          send this header with each post (repeatable)
   --webhook-secret-file FILE
                          sign each post with the secret in FILE (or in
                          $SMTPD_WEBHOOK_SECRET): X-Smtpd-Timestamp and
                          X-Smtpd-Signature: v1=HMAC-SHA256 hex
-  --server-name NAME     name in the greeting and in Received headers
-                         (default: this machine's host name)
-  --size BYTES           largest message accepted; K, M or G for KiB, MiB,
-                         GiB (default 25M)
+
+Limits:
+  --size BYTES           largest message accepted (default 25M)
   --max-recipients N     recipients per message (default 100)
   --max-connections N    connections at once (default 1000)
   --max-connections-per-ip N
@@ -70,16 +97,12 @@ Options:
                          an IPv6 /64) in 15 minutes before AUTH from it
                          gets 454 4.7.0 for 15 minutes (default 10; 0
                          turns it off)
-  --command-timeout SECONDS
-                         time a command line may take from its first byte
-                         (default 60)
-  --session-timeout SECONDS
-                         time a whole session may take (default 1800;
-                         0 turns it off)
-  --workers N|auto       server processes sharing the port (default 1;
-                         auto: one per core); one that dies is replaced;
-                         the per-client limits count across the workers,
-                         --max-connections per worker
+  --command-timeout TIME time a command line may take from its first byte
+                         (default 1m; bare: seconds)
+  --session-timeout TIME time a whole session may take (default 30m;
+                         0 turns it off; bare: seconds)
+
+TLS and AUTH:
   --tls-cert FILE        PEM certificate chain: offer STARTTLS
   --tls-key FILE         PEM private key of --tls-cert
   --tls-implicit         TLS from the first byte (port 465 style) instead
@@ -88,22 +111,28 @@ Options:
   --auth-file FILE       require AUTH with these users: one user:hash per
                          line, hashes made by "smtpd hash-password"
   --allow-insecure-auth  allow AUTH without TLS (for local testing)
-  --dsn                  offer DSN (RFC 3461): accept RET, ENVID, NOTIFY
-                         and ORCPT (default off)
-  --no-chunking          do not offer CHUNKING (BDAT) and BINARYMIME
-                         (RFC 3030; offered by default)
+
+Proxy and processes:
   --proxy-protocol       every connection starts with a PROXY protocol v1
                          or v2 header (HAProxy send-proxy[-v2]); the
-                         client's address comes from it
+                         client's address comes from it (on a --socket,
+                         from any peer)
   --proxy-trusted LIST   comma-separated addresses and CIDR ranges allowed
-                         to send the header (default 127.0.0.0/8,::1)
-  --greeting-delay MS    wait this long before the greeting; clients that
-                         talk first get 554 and are disconnected (default 0)
+                         to send the header (default 127.0.0.0/8,::1;
+                         not with --socket)
+  --workers N|auto       server processes sharing the port (default 1;
+                         auto: one per core); one that dies is replaced;
+                         the per-client limits count across the workers,
+                         --max-connections per worker
+
+Logging:
   --log text|json        log format (default text)
-  --quiet                log errors of the server only (failures of
-                         clients are summarised, as without --quiet, in
-                         one line a minute at most)
-  --verbose              also log connections and the SMTP dialogue
+  --quiet                log the listening line and errors of the server
+                         only (failures of clients and AUTH lock-outs are
+                         summarised in one line a minute at most)
+  --verbose              also log connections, the SMTP dialogue and each
+                         failure of a client
+
   -h, --help             show this help
   --version              show the version
 
@@ -111,7 +140,10 @@ Commands:
   hash-password [USER]   read a password from standard input and print its
                          scrypt hash (as USER:hash when USER is given)
 
-Signals: SIGINT and SIGTERM stop the server gracefully.`;
+Signals: SIGINT and SIGTERM stop the server gracefully (messages in
+transfer finish, then a summary; a second signal stops at once). SIGHUP
+reloads --tls-cert, --tls-key and --auth-file for new connections; when
+one cannot be read or is invalid, the old ones stay and the log says why.`;
 
 /**
  * The server's settings, as the command line gives them.
@@ -276,15 +308,27 @@ const SERVE_FLAGS = {
   version: { type: "boolean" },
 } as const;
 
-/** parseArgs' errors, reworded to name the flag first. */
-function argsError(error: unknown): CliError {
+const HASH_PASSWORD_FLAGS = { help: { type: "boolean", short: "h" } } as const;
+
+/** parseArgs' errors, reworded to name the flag first (`known`: the flags parsed). */
+function argsError(error: unknown, known: object = SERVE_FLAGS): CliError {
   const e = error as { code?: string; message?: string };
   const message = String(e?.message ?? error);
   const quoted = /'([^']*)'/.exec(message)?.[1] ?? "";
   const flag = quoted.split(" ")[0] || null;
   switch (e?.code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return new CliError(flag, "unknown option (see smtpd --help)");
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      const near = flag === null ? undefined : suggest(
+        flag.replace(/^-+/, "").split("=")[0],
+        Object.keys(known),
+      );
+      return new CliError(
+        flag,
+        near !== undefined
+          ? `unknown option (did you mean --${near}?)`
+          : "unknown option (see smtpd --help)",
+      );
+    }
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
       return /does not take an argument/.test(message)
         ? new CliError(flag, "takes no value")
@@ -359,6 +403,48 @@ function integerFlag(
   return n;
 }
 
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+
+/** `90000` → `"90s"`, `1800000` → `"30m"`: the largest unit that divides it. */
+function formatDuration(ms: number): string {
+  for (const unit of ["h", "m", "s"] as const) {
+    if (ms >= UNIT_MS[unit] && ms % UNIT_MS[unit] === 0) {
+      return `${ms / UNIT_MS[unit]}${unit}`;
+    }
+  }
+  return ms === 0 ? "0s" : `${ms}ms`;
+}
+
+/**
+ * A duration flag in milliseconds: a whole number with a unit (`500ms`,
+ * `30s`, `5m`, `1h`), or a bare number in `bare` (the flag's unit before
+ * units), from `min` to `max` milliseconds.
+ */
+function durationFlag(
+  flag: string,
+  value: string | undefined,
+  bare: "ms" | "s",
+  min: number,
+  max: number,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+)(ms|s|m|h)?$/.exec(value.trim());
+  const ms = m === null ? NaN : Number(m[1]) * UNIT_MS[
+    (m[2] ?? bare) as keyof typeof UNIT_MS
+  ];
+  if (!(ms >= min && ms <= max)) {
+    throw new CliError(
+      flag,
+      `must be a time from ${formatDuration(min)} to ${
+        formatDuration(max)
+      } such as 500ms, 30s, 5m or 1h (a bare number is in ${
+        bare === "ms" ? "milliseconds" : "seconds"
+      }), not "${value}"`,
+    );
+  }
+  return ms;
+}
+
 /** The flags of per-address limits and deadlines; 0 means off where allowed. */
 function abuseFlags(values: {
   "max-connections-per-ip"?: string;
@@ -381,21 +467,23 @@ function abuseFlags(values: {
   if (failures !== undefined) {
     out.maxAuthFailuresPerIp = failures === 0 ? Infinity : failures;
   }
-  const command = integerFlag(
+  const command = durationFlag(
     "--command-timeout",
     values["command-timeout"],
-    1,
-    86400,
+    "s",
+    1000,
+    86_400_000,
   );
-  if (command !== undefined) out.commandTimeout = command * 1000;
-  const session = integerFlag(
+  if (command !== undefined) out.commandTimeout = command;
+  const session = durationFlag(
     "--session-timeout",
     values["session-timeout"],
+    "s",
     0,
-    864000,
+    864_000_000,
   );
   if (session !== undefined) {
-    out.sessionTimeout = session === 0 ? Infinity : session * 1000;
+    out.sessionTimeout = session === 0 ? Infinity : session;
   }
   return out;
 }
@@ -481,12 +569,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     try {
       parsed = parseArgs({
         args: argv.slice(1),
-        options: { help: { type: "boolean", short: "h" } },
+        options: HASH_PASSWORD_FLAGS,
         strict: true,
         allowPositionals: true,
       });
     } catch (error) {
-      throw argsError(error);
+      throw argsError(error, HASH_PASSWORD_FLAGS);
     }
     if (parsed.values.help) return { command: "help" };
     if (parsed.positionals.length > 1) {
@@ -605,11 +693,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     ...(webhook !== undefined
       ? {
         webhook,
-        webhookTimeout: integerFlag(
+        webhookTimeout: durationFlag(
           "--webhook-timeout",
           values["webhook-timeout"],
+          "ms",
           1,
-          600000,
+          600_000,
         ) ?? 30000,
         ...(values["webhook-header"] !== undefined
           ? { webhookHeaders: headerFlags(values["webhook-header"]) }
@@ -639,10 +728,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
     dsn: values.dsn ?? false,
     proxyProtocol: values["proxy-protocol"] ?? false,
     proxyTrusted: values["proxy-trusted"]?.split(",").map((t) => t.trim()),
-    greetingDelay: integerFlag(
+    greetingDelay: durationFlag(
       "--greeting-delay",
       values["greeting-delay"],
+      "ms",
       0,
+      600_000,
     ),
     log,
     quiet: values.quiet ?? false,
@@ -686,6 +777,12 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   if (options.proxyTrusted !== undefined) {
     if (!options.proxyProtocol) {
       throw new CliError("--proxy-trusted", "needs --proxy-protocol");
+    }
+    if (options.socket !== undefined) {
+      throw new CliError(
+        "--proxy-trusted",
+        "cannot be used with --socket (on a Unix socket every peer may send the PROXY header: the socket file's permissions say who connects)",
+      );
     }
     if (options.proxyTrusted.some((t) => t === "")) {
       throw new CliError("--proxy-trusted", "has an empty entry");

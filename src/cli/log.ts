@@ -6,7 +6,9 @@
  * timeouts, protocol errors) are not the server's errors: unless
  * `--verbose`, they are counted and summarised in one `client-failures`
  * line per interval at most (60 s; and at shutdown), so that a flood
- * cannot flood the log. The environment variable
+ * cannot flood the log. AUTH lock-outs get a line each, or with `--quiet`
+ * are counted in that summary too. The listening line is printed even
+ * with `--quiet` (it says which port `--port 0` chose). The environment variable
  * `SMTPD_LOG_SUMMARY_MS` shortens the interval (for tests). No line ever
  * holds a raw line break from an error message.
  *
@@ -14,7 +16,12 @@
  */
 
 import process from "node:process";
-import { clearTimeout, setTimeout } from "node:timers";
+import {
+  clearInterval,
+  clearTimeout,
+  setInterval,
+  setTimeout,
+} from "node:timers";
 import type { ErrorContext, LogEntry } from "../session.ts";
 import type { CliOptions } from "./args.ts";
 
@@ -27,7 +34,8 @@ export type ClientFailure =
   | "reset"
   | "timeout"
   | "protocol"
-  | "connection";
+  | "connection"
+  | "auth-lockout";
 
 /** The summary interval: SMTPD_LOG_SUMMARY_MS, else 60 s. */
 function summaryInterval(): number {
@@ -100,6 +108,16 @@ export class Log {
       }`,
       { seconds, counts },
     );
+  }
+
+  /** A line printed even with `--quiet` (the listening line). */
+  notice(event: string, text: string, fields: Fields = {}): void {
+    this.#write(false, event, text, fields);
+  }
+
+  /** Whether `--quiet` was given. */
+  get quiet(): boolean {
+    return this.#quiet;
   }
 
   info(event: string, text: string, fields: Fields = {}): void {
@@ -194,14 +212,69 @@ export function stoppedText(uptimeMs: number, t: Totals): string {
 }
 
 /**
+ * The environment variable naming the processes (pids, comma-separated)
+ * whose exit stops the server as SIGTERM does (set by the checkout's `npm
+ * start`: npm's shell dies of the SIGTERM that npm passes on, and passes
+ * nothing on itself; and npm killed leaves its shell behind).
+ */
+export const STOP_WITH_ENV = "SMTPD_STOP_WITH";
+
+/** How often the processes named by {@link STOP_WITH_ENV} are looked for. */
+const STOP_WITH_POLL_MS = 250;
+
+/** Why the server stops: a signal, or the exit of a process it stops with. */
+export type StopReason = "SIGINT" | "SIGTERM" | "parent exited";
+
+/** Whether process `pid` has exited (it is not, or no longer, our parent when it was). */
+function exited(pid: number, wasParent: boolean): boolean {
+  // A parent that exits leaves its children to another (init, or a
+  // subreaper), even before it is reaped.
+  if (wasParent) return process.ppid !== pid;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as { code?: unknown }).code === "ESRCH";
+  }
+}
+
+/**
+ * Calls `onGone` once a process named by {@link STOP_WITH_ENV} has
+ * exited; returns the function that stops watching. Takes the variable
+ * out of the environment, so that processes started later do not watch.
+ */
+function watchStopWith(onGone: () => void): () => void {
+  const text = process.env[STOP_WITH_ENV];
+  if (text === undefined) return () => {};
+  delete process.env[STOP_WITH_ENV];
+  const pids = text.split(",").map(Number).filter((pid) =>
+    Number.isSafeInteger(pid) && pid > 1
+  ).map((pid) => ({ pid, wasParent: process.ppid === pid }));
+  if (pids.length === 0) return () => {};
+  const timer = setInterval(() => {
+    if (!pids.some(({ pid, wasParent }) => exited(pid, wasParent))) return;
+    clearInterval(timer);
+    onGone();
+  }, STOP_WITH_POLL_MS);
+  timer.unref?.();
+  return () => clearInterval(timer);
+}
+
+/**
  * Calls `onSignal` on SIGINT and SIGTERM (a signal the platform cannot
- * watch is skipped); returns the function that stops watching.
+ * watch is skipped), and once when a process named by
+ * {@link STOP_WITH_ENV} exits (not after a signal: a terminal's Ctrl-C
+ * ends that process too); returns the function that stops watching.
  */
 export function watchStopSignals(
-  onSignal: (signal: "SIGINT" | "SIGTERM") => void,
+  onSignal: (why: StopReason) => void,
 ): () => void {
+  const unwatchParent = watchStopWith(() => onSignal("parent exited"));
   const removers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
-    const handler = () => onSignal(signal);
+    const handler = () => {
+      unwatchParent();
+      onSignal(signal);
+    };
     try {
       process.on(signal, handler);
     } catch { /* a signal this platform cannot watch */ }
@@ -212,7 +285,27 @@ export function watchStopSignals(
     };
   });
   return () => {
+    unwatchParent();
     for (const remove of removers) remove();
+  };
+}
+
+/**
+ * Calls `onReload` on each SIGHUP (where the platform has it); returns the
+ * function that stops watching. While watched, SIGHUP no longer ends the
+ * process.
+ */
+export function watchReloadSignal(onReload: () => void): () => void {
+  const handler = () => onReload();
+  try {
+    process.on("SIGHUP", handler);
+  } catch {
+    return () => {}; // a signal this platform cannot watch
+  }
+  return () => {
+    try {
+      process.off("SIGHUP", handler);
+    } catch { /* never added */ }
   };
 }
 
@@ -337,6 +430,11 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
       case "message":
         break; // the CLI logs the delivered message itself, with its file
       case "auth-lockout":
+        // One line per address, unless --quiet: then in the summary.
+        if (log.quiet) {
+          log.clientFailure("auth-lockout");
+          break;
+        }
         log.warn(
           "auth-lockout",
           `session=${entry.session} ${entry.remoteAddress} locked out of AUTH after ${entry.failures} failures`,

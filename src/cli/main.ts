@@ -12,7 +12,8 @@
  *
  * It prints one line when listening and one per message; SIGINT and SIGTERM
  * close it gracefully (a message in transfer finishes or gets a temporary
- * error) and print a summary. `smtpd hash-password` makes the password
+ * error) and print a summary; SIGHUP reloads the certificate and the auth
+ * file. `smtpd hash-password` makes the password
  * hashes of an `--auth-file`. Run `smtpd --help` for every option.
  *
  * @example
@@ -98,16 +99,33 @@ function isEntryPoint(): boolean {
   }
 }
 
-if (isEntryPoint()) {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-      leaveParent(code);
-    },
-    (error) => {
-      process.stderr.write(`smtpd: error: ${errorText(error)}\n`);
-      process.exitCode = 1;
-      leaveParent(1);
-    },
-  );
+/**
+ * Runs the command line as a program: {@link main} with the process's
+ * exit code set from its result, and a worker of `--workers` let go of
+ * its supervisor at the end. What `smtpd` does when it is started; also
+ * for a launcher that loads this module instead of running it (the
+ * checkout's `npm start`).
+ *
+ * @param argv the arguments after the program name (`process.argv.slice(2)`)
+ *
+ * @example
+ * ```ts
+ * import process from "node:process";
+ * import { runProgram } from "@smtpd/smtpd/cli";
+ *
+ * await runProgram(process.argv.slice(2)); // process.exitCode is set
+ * ```
+ */
+export async function runProgram(argv: string[]): Promise<void> {
+  let code: number;
+  try {
+    code = await main(argv);
+  } catch (error) {
+    process.stderr.write(`smtpd: error: ${errorText(error)}\n`);
+    code = 1;
+  }
+  process.exitCode = code;
+  leaveParent(code);
 }
+
+if (isEntryPoint()) void runProgram(process.argv.slice(2));

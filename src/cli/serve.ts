@@ -1,6 +1,7 @@
 /**
  * `smtpd [options]`: the server that delivers into a Maildir, posts to a
- * webhook (`--webhook`), or both, until SIGINT or SIGTERM.
+ * webhook (`--webhook`), or both, until SIGINT or SIGTERM. SIGHUP
+ * reloads the certificate and the auth file.
  *
  * With both, each message is written and synced into the Maildir's `tmp/`,
  * then posted, then renamed into `new/` (and `new/` synced) just before
@@ -38,8 +39,10 @@ import {
   Log,
   serverLogger,
   stoppedText,
+  watchReloadSignal,
   watchStopSignals,
 } from "./log.ts";
+import { subjectOf, subjectOfFile } from "./subject.ts";
 import { workerChannel } from "./workers.ts";
 
 function runtimeName(runtime: string | undefined): string {
@@ -95,7 +98,7 @@ function fileBody(path: string, offset: number): ReadableStream<Uint8Array> {
 async function deliverEach(
   maildir: Maildir,
   message: Message,
-  delivered: (to: string, delivery: Delivery) => void,
+  delivered: (to: string, delivery: Delivery) => Promise<void>,
   failed: (to: string, error: SmtpError) => void,
 ): Promise<void> {
   let first: Delivery | null = null;
@@ -114,11 +117,11 @@ async function deliverEach(
     };
     if (first === null) {
       first = await maildir.deliver(copy);
-      delivered(to, first);
+      await delivered(to, first);
       continue;
     }
     try {
-      delivered(to, await maildir.deliver(copy));
+      await delivered(to, await maildir.deliver(copy));
     } catch (error) {
       // The sender gave up meanwhile (or shutdown): every recipient fails.
       if (message.signal.aborted) throw error;
@@ -166,7 +169,9 @@ async function deliver(
   message: Message,
   maildir: Maildir | null,
   webhook: Webhook | null,
-): Promise<{ delivery: Delivery | null; status: number | null }> {
+): Promise<
+  { delivery: Delivery | null; status: number | null; raw?: Uint8Array }
+> {
   if (webhook === null) {
     return { delivery: await maildir!.deliver(message), status: null };
   }
@@ -194,7 +199,7 @@ async function deliver(
   };
   if (maildir === null) {
     await post();
-    return { delivery: null, status };
+    return { delivery: null, status, raw };
   }
   const delivery = await maildir.deliver(withBody(message, raw), {
     confirm: async (pending) => {
@@ -203,7 +208,7 @@ async function deliver(
       await post();
     },
   });
-  return { delivery, status };
+  return { delivery, status, raw };
 }
 
 export async function serveCommand(o: CliOptions): Promise<number> {
@@ -228,6 +233,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   // The tmp/ sweep starts once the server listens (see startTmpSweep).
   let stopSweep = () => {};
 
+  // Replaced by a reload (SIGHUP).
+  let users = loaded.users;
   const stats = { messages: 0, bytes: 0, failed: 0 };
   const listen: { runtime?: string } = {};
 
@@ -249,30 +256,46 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         },
       );
     };
-  const delivered = (message: Message) =>
-  (
-    to: readonly string[],
-    delivery: Delivery | null,
-    status: number | null,
-  ) => {
-    stats.messages++;
-    stats.bytes += message.size;
-    log.info(
-      "message",
-      `message id=${message.id} from=<${message.from}> to=${
-        to.map((a) => `<${a}>`).join(",")
-      } size=${message.size}` +
-        (delivery !== null ? ` file=${delivery.path}` : "") +
-        (status !== null ? ` webhook=${status}` : ""),
-      {
-        id: message.id,
-        from: message.from,
-        to,
-        size: message.size,
-        ...(delivery !== null ? { file: delivery.path } : {}),
-        ...(status !== null ? { webhook: status } : {}),
-      },
-    );
+  /**
+   * Logs a delivered message (or one recipient's copy under LMTP): one
+   * line with its Subject, read once per message from the header block
+   * (of the bytes in memory, or of the stored file).
+   */
+  const delivered = (message: Message) => {
+    let subject: Promise<string | null> | null = null;
+    return async (
+      to: readonly string[],
+      delivery: Delivery | null,
+      status: number | null,
+      raw?: Uint8Array,
+    ): Promise<void> => {
+      stats.messages++;
+      stats.bytes += message.size;
+      subject ??= raw !== undefined
+        ? Promise.resolve(subjectOf(raw))
+        : delivery !== null
+        ? subjectOfFile(delivery.path)
+        : Promise.resolve(null);
+      const s = await subject;
+      log.info(
+        "message",
+        `message id=${message.id} from=<${message.from}> to=${
+          to.map((a) => `<${a}>`).join(",")
+        } size=${message.size}` +
+          (s !== null ? ` subject="${s.replace(/"/g, '\\"')}"` : "") +
+          (delivery !== null ? ` file=${delivery.path}` : "") +
+          (status !== null ? ` webhook=${status}` : ""),
+        {
+          id: message.id,
+          from: message.from,
+          to,
+          size: message.size,
+          ...(s !== null ? { subject: s } : {}),
+          ...(delivery !== null ? { file: delivery.path } : {}),
+          ...(status !== null ? { webhook: status } : {}),
+        },
+      );
+    };
   };
 
   const options: ServeOptions = {
@@ -319,7 +342,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
           required: true,
           mechanisms: ["PLAIN", "LOGIN"],
           verify: ({ username, password }) =>
-            checkCredentials(loaded.users!, username, password ?? ""),
+            checkCredentials(users!, username, password ?? ""),
         },
       }
       : {}),
@@ -332,15 +355,20 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     async onMessage(message: Message) {
       try {
         if (o.lmtp) {
+          const logCopy = delivered(message);
           await deliverEach(
             maildir!,
             message,
-            (to, d) => delivered(message)([to], d, null),
+            (to, d) => logCopy([to], d, null),
             (to, error) => deliveryFailed(message, [to])(error),
           );
         } else {
-          const { delivery, status } = await deliver(message, maildir, webhook);
-          delivered(message)(message.to, delivery, status);
+          const { delivery, status, raw } = await deliver(
+            message,
+            maildir,
+            webhook,
+          );
+          await delivered(message)(message.to, delivery, status, raw);
         }
       } catch (error) {
         if (error instanceof SmtpError && error.cause !== undefined) {
@@ -377,6 +405,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   // A worker whose parent is already gone (it died while this one
   // started) does not listen at all.
   let orphan = false;
+  let server: Server | null = null;
   worker?.onStop((why) => {
     orphan = why === "parent gone";
     signalled(why);
@@ -391,12 +420,54 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     await worker!.stopped(stats);
     return 0;
   }
+  const unwatchReload = watchReloadSignal(() => {
+    if (server !== null) void reload(server);
+  });
 
-  let server: Server;
+  // SIGHUP: the certificate and the auth file are read and checked again,
+  // as at start-up, and used for new connections; when one fails, the old
+  // ones stay and the log says why.
+  let reloading = false;
+  const reload = async (server: Server): Promise<void> => {
+    if (reloading) return;
+    reloading = true;
+    const files = [
+      ...(o.tlsCert !== undefined ? ["--tls-cert", "--tls-key"] : []),
+      ...(o.authFile !== undefined ? ["--auth-file"] : []),
+    ];
+    try {
+      if (files.length === 0) {
+        log.info(
+          "reload",
+          "SIGHUP: nothing to reload (no --tls-cert or --auth-file)",
+        );
+        return;
+      }
+      const next = await loadFiles(o);
+      if (next.tls !== undefined) server.setTls(next.tls);
+      users = next.users;
+      for (const warning of next.warnings) {
+        log.warn("warning", warning, { warning });
+      }
+      log.info("reload", `SIGHUP: reloaded ${files.join(", ")}`, { files });
+    } catch (error) {
+      log.error(
+        "reload-failed",
+        `SIGHUP: reload failed, still using the previous ${files.join(", ")}: ${
+          errorText(error)
+        }`,
+        { files, error: errorText(error) },
+      );
+    } finally {
+      reloading = false;
+    }
+  };
+
   try {
     server = await serve(options);
   } catch (error) {
     unwatch();
+    unwatchReload();
     stopSweep();
     if (error instanceof CliError) throw error;
     throw listenError(error, o);
@@ -410,7 +481,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     : o.tlsImplicit
     ? ", implicit TLS"
     : ", STARTTLS";
-  log.info(
+  log.notice(
     "listening",
     `smtpd ${VERSION} listening on ${where} (${runtime}${tlsMode}${
       o.lmtp ? ", LMTP" : ""
@@ -446,6 +517,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   });
   await server.close();
   unwatch();
+  unwatchReload();
   stopSweep();
   log.flush();
   const uptime = Date.now() - started;

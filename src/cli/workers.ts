@@ -48,6 +48,7 @@ import {
   Log,
   stoppedText,
   type Totals,
+  watchReloadSignal,
   watchStopSignals,
 } from "./log.ts";
 
@@ -468,6 +469,14 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     process.exit(1);
   };
   const unwatch = watchStopSignals(onSignal);
+  // SIGHUP: every worker reloads its certificate and auth file.
+  const unwatchReload = watchReloadSignal(() => {
+    for (const w of workers) {
+      try {
+        process.kill(w.pid, "SIGHUP");
+      } catch { /* gone */ }
+    }
+  });
 
   try {
     // One worker first: a bad flag or file, or a port in use, shows once.
@@ -495,6 +504,7 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     await gone;
   } finally {
     unwatch();
+    unwatchReload();
   }
   const uptime = Date.now() - started;
   log.info(

@@ -220,8 +220,16 @@ export class Wire {
 
 /** Opens a plaintext connection to 127.0.0.1:port. */
 export function connectPlain(port: number): Promise<Wire> {
+  return connectWire({ port, host: "127.0.0.1" });
+}
+
+/**
+ * Opens a plaintext connection as `net.connect` takes it: a Unix socket's
+ * `path`, or a port with a `localAddress` to come from.
+ */
+export function connectWire(options: net.NetConnectOpts): Promise<Wire> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ port, host: "127.0.0.1" });
+    const socket = net.connect(options);
     socket.once("error", reject);
     socket.once("connect", () => {
       socket.off("error", reject);
