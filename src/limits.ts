@@ -309,6 +309,9 @@ export class FailureBudget {
  * ```
  */
 export function clientKey(address: string): string {
+  // A connection reset before it was accepted can come without an address
+  // (Bun): all such count under one key, as they did before keys.
+  if (!address) return "";
   if (address.indexOf(":") < 0) return address;
   const bytes = parseIp(address);
   if (bytes === null || bytes.length !== 16) return address;
