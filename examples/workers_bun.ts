@@ -43,7 +43,10 @@ if (process.env.SMTPD_EXAMPLE_WORKER === undefined) {
     children.add(child);
     await child.exited;
     children.delete(child);
-    if (stopping) return;
+    // Status 0: it stopped on purpose (a worker exits 0 only on SIGINT or
+    // SIGTERM). Ctrl-C reaches every process of the group, and the worker
+    // may be gone before this process has run its own handler.
+    if (stopping || child.exitCode === 0) return;
     console.log(
       `worker ${child.pid} died (${child.signalCode ?? child.exitCode})`,
     );

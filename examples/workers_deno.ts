@@ -25,7 +25,10 @@ if (Deno.env.get("SMTPD_EXAMPLE_WORKER") === undefined) {
     children.add(child);
     const status = await child.status;
     children.delete(child);
-    if (stopping) return;
+    // Status 0: it stopped on purpose (a worker exits 0 only on SIGINT or
+    // SIGTERM). Ctrl-C reaches every process of the group, and the worker
+    // may be gone before this process has run its own handler.
+    if (stopping || status.code === 0) return;
     console.log(`worker ${child.pid} died (${status.signal ?? status.code})`);
     await new Promise((r) => setTimeout(r, 1000)); // no crash loop
     return run();
