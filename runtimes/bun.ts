@@ -24,18 +24,20 @@
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import {
   type Connection,
-  ConnectionQueue,
-  fixedLocalAddr,
   HANDSHAKE_TIMEOUT_MS,
-  InputQueue,
   type Listener,
   type ListenOptions,
   type NetAddress,
-  readableFrom,
   type TlsInfo,
   type TlsOptions,
-  writableFrom,
 } from "../src/transport.ts";
+import {
+  ConnectionQueue,
+  fixedLocalAddr,
+  InputQueue,
+  readableFrom,
+  writableFrom,
+} from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
 

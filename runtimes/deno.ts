@@ -25,14 +25,13 @@
  */
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
-import {
-  type Connection,
-  type Listener,
-  type ListenOptions,
-  type NetAddress,
-  readableFrom,
-  writableFrom,
+import type {
+  Connection,
+  Listener,
+  ListenOptions,
+  NetAddress,
 } from "../src/transport.ts";
+import { readableFrom, writableFrom } from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
 

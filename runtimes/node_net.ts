@@ -29,20 +29,22 @@ import type * as tls from "node:tls";
 import {
   checkTlsOptions,
   type Connection,
-  ConnectionQueue,
-  fixedLocalAddr,
   HANDSHAKE_TIMEOUT_MS,
-  InputQueue,
   type Listener,
   type ListenOptions,
   matchServerName,
   type NetAddress,
-  readableFrom,
   type TlsCertificate,
   type TlsInfo,
   type TlsOptions,
-  writableFrom,
 } from "../src/transport.ts";
+import {
+  ConnectionQueue,
+  fixedLocalAddr,
+  InputQueue,
+  readableFrom,
+  writableFrom,
+} from "../src/shim_kit.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
 import { readProxyPreamble } from "./proxy_preamble.ts";
 import { stripMapped } from "../src/cidr.ts";

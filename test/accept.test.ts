@@ -14,7 +14,7 @@ import {
   type ListenFn,
 } from "../src/exports/transport.ts";
 import { listen as listenNode } from "../runtimes/node.ts";
-import { fixedLocalAddr } from "../src/transport.ts";
+import { fixedLocalAddr } from "../src/shim_kit.ts";
 
 /** Connects `n` times and resets each connection (SO_LINGER 0), from another process. */
 const RESETS = `
