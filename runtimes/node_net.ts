@@ -42,8 +42,7 @@ import {
   ConnectionQueue,
   fixedLocalAddr,
   InputQueue,
-  readableFrom,
-  writableFrom,
+  ShimConnection,
 } from "../src/shim_kit.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
 import { readProxyPreamble } from "./proxy_preamble.ts";
@@ -285,11 +284,10 @@ function onError(): void {/* surfaced as end of input / failed write */}
 
 /**
  * A `net.Socket` as a {@link Connection}: methods on the prototype, the
- * addresses and streams made when first asked.
+ * addresses and streams made when first asked (see {@link ShimConnection}).
  */
-class NodeConnection implements Connection {
+class NodeConnection extends ShimConnection {
   readonly sock: net.Socket;
-  readonly tls: TlsInfo | null;
   /**
    * Node's `data` chunks are fresh Buffers (each read allocates its own):
    * kept as they come, see `Connection`'s ownership rule. Above the
@@ -300,19 +298,14 @@ class NodeConnection implements Connection {
   /** The PROXY header the shim read (implicit TLS behind a proxy). */
   proxy?: ProxyHeader;
   #closing = false;
-  #readable: ReadableStream<Uint8Array> | null = null;
-  #writable: WritableStream<Uint8Array> | null = null;
-  #remoteAddr: NetAddress | null = null;
-  #localAddr: NetAddress | null = null;
 
   constructor(
     sock: net.Socket,
     info: TlsInfo | null,
     localAddr: NetAddress | null = null,
   ) {
+    super(info, localAddr);
     this.sock = sock;
-    this.tls = info;
-    this.#localAddr = localAddr;
     this.input = new InputQueue(sock);
     (sock as WithInput)[INPUT] = this.input;
     // on(), not once(): once() wraps the listener in a closure and a state
@@ -323,29 +316,23 @@ class NodeConnection implements Connection {
     sock.on("error", onError);
   }
 
-  get readable(): ReadableStream<Uint8Array> {
-    return this.#readable ??= readableFrom(
-      () => this.read(),
-      () => this.sock.destroy(),
-    );
-  }
-
-  get writable(): WritableStream<Uint8Array> {
-    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
-  }
-
-  get remoteAddr(): NetAddress {
-    return this.#remoteAddr ??= {
+  protected peerAddr(): NetAddress {
+    return {
       hostname: stripMapped(this.sock.remoteAddress ?? ""),
       port: this.sock.remotePort ?? 0,
     };
   }
 
-  get localAddr(): NetAddress {
-    return this.#localAddr ??= {
+  protected ownAddr(): NetAddress {
+    return {
       hostname: stripMapped(this.sock.localAddress ?? ""),
       port: this.sock.localPort ?? 0,
     };
+  }
+
+  /** Cancelling `readable` destroys the socket. */
+  protected override cancel(): void {
+    this.sock.destroy();
   }
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {

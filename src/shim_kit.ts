@@ -10,7 +10,7 @@
  */
 
 import { formatIp, parseIp, stripMapped } from "./cidr.ts";
-import type { Connection, NetAddress } from "./transport.ts";
+import type { Connection, NetAddress, TlsInfo } from "./transport.ts";
 
 /**
  * The accept side the shims share: the runtime's callbacks `push()`
@@ -258,4 +258,91 @@ export function writableFrom(
   write: (bytes: Uint8Array) => void | Promise<void>,
 ): WritableStream<Uint8Array> {
   return new WritableStream<Uint8Array>({ write: (chunk) => write(chunk) });
+}
+
+/**
+ * What the shims' connection classes share: `readable` and `writable`
+ * made on first use over `read()`/`write()`, and the addresses asked of
+ * the runtime on first use (the local one given up front when the
+ * listener knows it: see {@link fixedLocalAddr}). A subclass has `read()`,
+ * `write()` and `close()` on its own prototype (the hot path goes through
+ * nothing here) and says where its addresses come from. Not a public
+ * API: the shims share it.
+ *
+ * @example
+ * ```ts
+ * import { ShimConnection } from "./shim_kit.ts";
+ * import type { NetAddress } from "./transport.ts";
+ *
+ * class Silent extends ShimConnection {
+ *   read(): null {
+ *     return null;
+ *   }
+ *   write(_bytes: Uint8Array): void {}
+ *   close(): void {}
+ *   protected peerAddr(): NetAddress {
+ *     return { hostname: "127.0.0.1", port: 40000 };
+ *   }
+ *   protected ownAddr(): NetAddress {
+ *     return { hostname: "127.0.0.1", port: 25 };
+ *   }
+ * }
+ *
+ * const conn = new Silent(null);
+ * conn.remoteAddr; // { hostname: "127.0.0.1", port: 40000 }, asked once
+ * await conn.readable.getReader().read(); // { done: true, value: undefined }
+ * ```
+ */
+export abstract class ShimConnection implements Connection {
+  /** TLS details when the connection is encrypted, else `null`. */
+  readonly tls: TlsInfo | null;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #remoteAddr: NetAddress | null = null;
+  #localAddr: NetAddress | null;
+
+  /** `localAddr`, when known, spares asking the runtime for it. */
+  constructor(tls: TlsInfo | null, localAddr: NetAddress | null = null) {
+    this.tls = tls;
+    this.#localAddr = localAddr;
+  }
+
+  /** Bytes from the client, over `read()`; cancelling it calls `cancel()`. */
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= readableFrom(
+      () => this.read(),
+      () => this.cancel(),
+    );
+  }
+
+  /** Bytes to the client, over `write()`. */
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
+  }
+
+  /** The client's address (`peerAddr()`, asked once). */
+  get remoteAddr(): NetAddress {
+    return this.#remoteAddr ??= this.peerAddr();
+  }
+
+  /** The server's address on this connection (`ownAddr()`, asked once). */
+  get localAddr(): NetAddress {
+    return this.#localAddr ??= this.ownAddr();
+  }
+
+  /** See {@link Connection.read}. */
+  abstract read(): Uint8Array | null | Promise<Uint8Array | null>;
+  /** See {@link Connection.write}. */
+  abstract write(bytes: Uint8Array): void | Promise<void>;
+  /** See {@link Connection.close}. */
+  abstract close(abort?: boolean): void;
+  /** The client's address as the runtime tells it. */
+  protected abstract peerAddr(): NetAddress;
+  /** The server's address on this connection as the runtime tells it. */
+  protected abstract ownAddr(): NetAddress;
+
+  /** What cancelling `readable` does: `close()`. */
+  protected cancel(): void {
+    this.close();
+  }
 }
