@@ -43,7 +43,8 @@ export * from "../src/exports/runtime.ts";
 /** The parts of Bun's socket API this shim uses. */
 interface BunSocket {
   data: SocketState;
-  remoteAddress: string;
+  /** Missing once the peer has reset the connection (before it was accepted). */
+  remoteAddress?: string;
   remotePort?: number;
   localAddress?: string;
   localPort?: number;
@@ -278,7 +279,7 @@ class BunConnection extends ShimConnection {
 
   protected peerAddr(): NetAddress {
     return {
-      hostname: this.socket.remoteAddress,
+      hostname: this.socket.remoteAddress ?? "",
       port: this.socket.remotePort ?? 0,
     };
   }
