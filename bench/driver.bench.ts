@@ -31,12 +31,8 @@
 
 import process from "node:process";
 import { createServer } from "../src/server.ts";
-import {
-  type Connection,
-  InputQueue,
-  type Listener,
-  readableFrom,
-} from "../src/transport.ts";
+import type { Connection, Listener } from "../src/transport.ts";
+import { InputQueue, readableFrom } from "../src/shim_kit.ts";
 
 /** The name and version of the runtime running this file. */
 function runtimeName(): string {

@@ -24,25 +24,27 @@
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import {
   type Connection,
-  ConnectionQueue,
-  fixedLocalAddr,
   HANDSHAKE_TIMEOUT_MS,
-  InputQueue,
   type Listener,
   type ListenOptions,
   type NetAddress,
-  readableFrom,
   type TlsInfo,
   type TlsOptions,
-  writableFrom,
 } from "../src/transport.ts";
+import {
+  ConnectionQueue,
+  fixedLocalAddr,
+  InputQueue,
+  ShimConnection,
+} from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
 
 /** The parts of Bun's socket API this shim uses. */
 interface BunSocket {
   data: SocketState;
-  remoteAddress: string;
+  /** Missing once the peer has reset the connection (before it was accepted). */
+  remoteAddress?: string;
   remotePort?: number;
   localAddress?: string;
   localPort?: number;
@@ -255,52 +257,35 @@ function wrap(
 
 /**
  * A Bun socket as a {@link Connection}: methods on the prototype, the
- * addresses and streams made when first asked.
+ * addresses and streams made when first asked (see {@link ShimConnection}).
  */
-class BunConnection implements Connection {
+class BunConnection extends ShimConnection {
   readonly socket: BunSocket;
   readonly state: SocketState;
-  readonly tls: TlsInfo | null;
   startTls?: (reply: Uint8Array) => Promise<Connection>;
   /** The TLS socket while a STARTTLS handshake runs. */
   upgrading: BunSocket | null = null;
-  #readable: ReadableStream<Uint8Array> | null = null;
-  #writable: WritableStream<Uint8Array> | null = null;
-  #remoteAddr: NetAddress | null = null;
-  #localAddr: NetAddress | null = null;
 
   constructor(
     s: BunSocket,
     info: TlsInfo | null,
     localAddr: NetAddress | null,
   ) {
+    super(info, localAddr);
     this.socket = s;
     this.state = s.data;
     this.state.socket = s;
-    this.tls = info;
-    this.#localAddr = localAddr;
   }
 
-  get readable(): ReadableStream<Uint8Array> {
-    return this.#readable ??= readableFrom(
-      () => this.read(),
-      () => this.close(),
-    );
-  }
-
-  get writable(): WritableStream<Uint8Array> {
-    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
-  }
-
-  get remoteAddr(): NetAddress {
-    return this.#remoteAddr ??= {
-      hostname: this.socket.remoteAddress,
+  protected peerAddr(): NetAddress {
+    return {
+      hostname: this.socket.remoteAddress ?? "",
       port: this.socket.remotePort ?? 0,
     };
   }
 
-  get localAddr(): NetAddress {
-    return this.#localAddr ??= {
+  protected ownAddr(): NetAddress {
+    return {
       hostname: this.socket.localAddress ?? "",
       port: this.socket.localPort ?? 0,
     };

@@ -25,14 +25,13 @@
  */
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
-import {
-  type Connection,
-  type Listener,
-  type ListenOptions,
-  type NetAddress,
-  readableFrom,
-  writableFrom,
+import type {
+  Connection,
+  Listener,
+  ListenOptions,
+  NetAddress,
 } from "../src/transport.ts";
+import { ShimConnection } from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
 
@@ -98,7 +97,7 @@ function wrap(conn: DenoConn): Connection {
 
 /**
  * A `Deno.Conn` as a {@link Connection}: methods on the prototype, the
- * streams made when first asked.
+ * streams made when first asked (see {@link ShimConnection}).
  *
  * One read buffer per connection, reused: the bytes read are handed out
  * as a copy (see `Connection`'s ownership rule), or, when a read fills it,
@@ -107,37 +106,24 @@ function wrap(conn: DenoConn): Connection {
  * arrives); SHRINK_AFTER small reads in a row make it small again. An
  * idle connection holds MIN_READ: the pending read keeps its buffer.
  */
-class DenoConnection implements Connection {
-  readonly tls = null;
+class DenoConnection extends ShimConnection {
   #conn: DenoConn;
   #closed = false;
   #buf = new Uint8Array(MIN_READ);
   #small = 0;
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
-  #readable: ReadableStream<Uint8Array> | null = null;
-  #writable: WritableStream<Uint8Array> | null = null;
 
   constructor(conn: DenoConn) {
+    super(null);
     this.#conn = conn;
   }
 
-  get readable(): ReadableStream<Uint8Array> {
-    return this.#readable ??= readableFrom(
-      () => this.read(),
-      () => this.close(),
-    );
-  }
-
-  get writable(): WritableStream<Uint8Array> {
-    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
-  }
-
-  get remoteAddr(): NetAddress {
+  protected peerAddr(): NetAddress {
     return this.#conn.remoteAddr;
   }
 
-  get localAddr(): NetAddress {
+  protected ownAddr(): NetAddress {
     return this.#conn.localAddr;
   }
 

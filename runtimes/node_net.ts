@@ -29,20 +29,21 @@ import type * as tls from "node:tls";
 import {
   checkTlsOptions,
   type Connection,
-  ConnectionQueue,
-  fixedLocalAddr,
   HANDSHAKE_TIMEOUT_MS,
-  InputQueue,
   type Listener,
   type ListenOptions,
   matchServerName,
   type NetAddress,
-  readableFrom,
   type TlsCertificate,
   type TlsInfo,
   type TlsOptions,
-  writableFrom,
 } from "../src/transport.ts";
+import {
+  ConnectionQueue,
+  fixedLocalAddr,
+  InputQueue,
+  ShimConnection,
+} from "../src/shim_kit.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
 import { readProxyPreamble } from "./proxy_preamble.ts";
 import { stripMapped } from "../src/cidr.ts";
@@ -283,11 +284,10 @@ function onError(): void {/* surfaced as end of input / failed write */}
 
 /**
  * A `net.Socket` as a {@link Connection}: methods on the prototype, the
- * addresses and streams made when first asked.
+ * addresses and streams made when first asked (see {@link ShimConnection}).
  */
-class NodeConnection implements Connection {
+class NodeConnection extends ShimConnection {
   readonly sock: net.Socket;
-  readonly tls: TlsInfo | null;
   /**
    * Node's `data` chunks are fresh Buffers (each read allocates its own):
    * kept as they come, see `Connection`'s ownership rule. Above the
@@ -298,19 +298,14 @@ class NodeConnection implements Connection {
   /** The PROXY header the shim read (implicit TLS behind a proxy). */
   proxy?: ProxyHeader;
   #closing = false;
-  #readable: ReadableStream<Uint8Array> | null = null;
-  #writable: WritableStream<Uint8Array> | null = null;
-  #remoteAddr: NetAddress | null = null;
-  #localAddr: NetAddress | null = null;
 
   constructor(
     sock: net.Socket,
     info: TlsInfo | null,
     localAddr: NetAddress | null = null,
   ) {
+    super(info, localAddr);
     this.sock = sock;
-    this.tls = info;
-    this.#localAddr = localAddr;
     this.input = new InputQueue(sock);
     (sock as WithInput)[INPUT] = this.input;
     // on(), not once(): once() wraps the listener in a closure and a state
@@ -321,29 +316,23 @@ class NodeConnection implements Connection {
     sock.on("error", onError);
   }
 
-  get readable(): ReadableStream<Uint8Array> {
-    return this.#readable ??= readableFrom(
-      () => this.read(),
-      () => this.sock.destroy(),
-    );
-  }
-
-  get writable(): WritableStream<Uint8Array> {
-    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
-  }
-
-  get remoteAddr(): NetAddress {
-    return this.#remoteAddr ??= {
+  protected peerAddr(): NetAddress {
+    return {
       hostname: stripMapped(this.sock.remoteAddress ?? ""),
       port: this.sock.remotePort ?? 0,
     };
   }
 
-  get localAddr(): NetAddress {
-    return this.#localAddr ??= {
+  protected ownAddr(): NetAddress {
+    return {
       hostname: stripMapped(this.sock.localAddress ?? ""),
       port: this.sock.localPort ?? 0,
     };
+  }
+
+  /** Cancelling `readable` destroys the socket. */
+  protected override cancel(): void {
+    this.sock.destroy();
   }
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
@@ -389,28 +378,22 @@ class NodeConnection implements Connection {
 }
 
 /**
- * STARTTLS on a plaintext {@link NodeConnection}: see
- * {@link Connection.startTls}.
+ * The server side of a TLS handshake over `sock` (plaintext that must not
+ * be read any more: its buffered bytes are the handshake's), with the
+ * listener's certificates: STARTTLS, and implicit TLS behind a proxy.
+ * Resolves with what `secured` makes of the TLS socket, called as the
+ * handshake completes (so that the socket's listeners are in place before
+ * any of its events); rejects, with both sockets destroyed, when the
+ * handshake fails, does not complete within `handshakeTimeout`, or the
+ * client leaves.
  */
-function upgrade(
-  conn: NodeConnection,
-  starttls: { config: TlsConfig; handshakeTimeout: number },
-  reply: Uint8Array,
-): Promise<Connection> {
-  const sock = conn.sock;
-  return new Promise<Connection>((resolve, reject) => {
-    // RFC 3207 §4.2: stop reading plaintext before the 220 goes out,
-    // and drop what the client sent before it saw the 220 (command
-    // injection, CVE-2011-0411). What arrives after the 220 is the
-    // handshake: the TLS socket takes it from the socket's buffer.
-    sock.off("data", onData);
-    sock.pause();
-    sock.off("end", onEnd);
-    sock.off("close", onEnd);
-    conn.input.discard();
-    while (sock.read() !== null) { /* discard */ }
-    sock.write(reply);
-    const { config, handshakeTimeout } = starttls;
+function serverHandshake<T>(
+  sock: net.Socket,
+  config: TlsConfig,
+  handshakeTimeout: number,
+  secured: (secure: tls.TLSSocket) => T,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
     const secure = new (nodeTls().tls.TLSSocket)(sock, {
       isServer: true,
       secureContext: config.context,
@@ -438,7 +421,7 @@ function upgrade(
       secure.off("error", fail);
       secure.off("end", onClose);
       secure.off("close", onClose);
-      resolve(wrapSocket(secure, tlsInfo(secure)));
+      resolve(secured(secure));
     });
     // The client left: with allowHalfOpen (inherited from the
     // listener) its FIN gives "end" and no "close".
@@ -448,6 +431,36 @@ function upgrade(
     secure.once("end", onClose);
     secure.once("close", onClose);
   });
+}
+
+/**
+ * STARTTLS on a plaintext {@link NodeConnection}: see
+ * {@link Connection.startTls}.
+ */
+// deno-lint-ignore require-await -- a throw before the handshake rejects
+async function upgrade(
+  conn: NodeConnection,
+  starttls: { config: TlsConfig; handshakeTimeout: number },
+  reply: Uint8Array,
+): Promise<Connection> {
+  const sock = conn.sock;
+  // RFC 3207 §4.2: stop reading plaintext before the 220 goes out, and
+  // drop what the client sent before it saw the 220 (command injection,
+  // CVE-2011-0411). What arrives after the 220 is the handshake: the TLS
+  // socket takes it from the socket's buffer.
+  sock.off("data", onData);
+  sock.pause();
+  sock.off("end", onEnd);
+  sock.off("close", onEnd);
+  conn.input.discard();
+  while (sock.read() !== null) { /* discard */ }
+  sock.write(reply);
+  return serverHandshake(
+    sock,
+    starttls.config,
+    starttls.handshakeTimeout,
+    (secure) => wrapSocket(secure, tlsInfo(secure)),
+  );
 }
 
 /**
@@ -501,42 +514,16 @@ async function secureBehindProxy(
     unix,
   );
   if (header === null) return null;
-  return new Promise((resolve) => {
-    const secure = new (nodeTls().tls.TLSSocket)(sock, {
-      isServer: true,
-      secureContext: config.context,
-      SNICallback: config.sniCallback,
+  return serverHandshake(sock, config, handshakeTimeout, (secure) => {
+    const conn = wrapSocket(secure, tlsInfo(secure), undefined, header);
+    // Own properties over the connection's address getters (a Unix
+    // socket's are set by the listener).
+    if (unix) return conn;
+    return Object.defineProperties(conn, {
+      remoteAddr: { value: remoteAddr, enumerable: true },
+      localAddr: { value: localAddr, enumerable: true },
     });
-    let settled = false;
-    const fail = () => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      secure.destroy();
-      sock.destroy();
-      resolve(null);
-    };
-    const timer = setTimeout(fail, handshakeTimeout);
-    secure.once("secure", () => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      secure.off("error", fail);
-      secure.off("end", fail);
-      secure.off("close", fail);
-      const conn = wrapSocket(secure, tlsInfo(secure), undefined, header);
-      // Own properties over the connection's address getters (a Unix
-      // socket's are set by the listener).
-      if (unix) return resolve(conn);
-      resolve(Object.defineProperties(conn, {
-        remoteAddr: { value: remoteAddr, enumerable: true },
-        localAddr: { value: localAddr, enumerable: true },
-      }));
-    });
-    secure.once("error", fail);
-    secure.once("end", fail);
-    secure.once("close", fail);
-  });
+  }).catch(() => null);
 }
 
 /**

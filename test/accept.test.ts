@@ -14,7 +14,8 @@ import {
   type ListenFn,
 } from "../src/exports/transport.ts";
 import { listen as listenNode } from "../runtimes/node.ts";
-import { fixedLocalAddr } from "../src/transport.ts";
+import { fixedLocalAddr, ShimConnection } from "../src/shim_kit.ts";
+import type { NetAddress } from "../src/transport.ts";
 
 /** Connects `n` times and resets each connection (SO_LINGER 0), from another process. */
 const RESETS = `
@@ -149,5 +150,64 @@ describe("fixedLocalAddr", () => {
     ) {
       assert.equal(fixedLocalAddr(h, 25), null, h);
     }
+  });
+});
+
+describe("ShimConnection", () => {
+  /** A connection with one chunk to read, counting what the base asks. */
+  class Counted extends ShimConnection {
+    asked = { peer: 0, own: 0, closed: 0 };
+    sent: Uint8Array[] = [];
+    #input: Uint8Array | null = new Uint8Array([1, 2]);
+    read(): Uint8Array | null {
+      const chunk = this.#input;
+      this.#input = null;
+      return chunk;
+    }
+    write(bytes: Uint8Array): void {
+      this.sent.push(bytes);
+    }
+    close(): void {
+      this.asked.closed++;
+    }
+    protected peerAddr(): NetAddress {
+      this.asked.peer++;
+      return { hostname: "192.0.2.1", port: 40000 };
+    }
+    protected ownAddr(): NetAddress {
+      this.asked.own++;
+      return { hostname: "192.0.2.25", port: 25 };
+    }
+  }
+
+  it("asks the runtime for each address once, not at all for a local address given", () => {
+    const conn = new Counted(null);
+    assert.equal(conn.remoteAddr, conn.remoteAddr);
+    assert.deepEqual(conn.localAddr, { hostname: "192.0.2.25", port: 25 });
+    conn.localAddr;
+    assert.deepEqual(conn.asked, { peer: 1, own: 1, closed: 0 });
+    const known = { hostname: "127.0.0.1", port: 2525 };
+    const given = new Counted(null, known);
+    assert.equal(given.localAddr, known);
+    assert.equal(given.asked.own, 0);
+  });
+
+  it("makes its streams once, over read() and write(); cancelling closes", async () => {
+    const conn = new Counted({ version: "TLSv1.3", cipher: "x" });
+    assert.equal(conn.tls?.version, "TLSv1.3");
+    assert.equal(conn.readable, conn.readable);
+    assert.equal(conn.writable, conn.writable);
+    const reader = conn.readable.getReader();
+    assert.deepEqual(await reader.read(), {
+      done: false,
+      value: new Uint8Array([1, 2]),
+    });
+    assert.deepEqual(await reader.read(), { done: true, value: undefined });
+    const writer = conn.writable.getWriter();
+    await writer.write(new Uint8Array([3]));
+    assert.deepEqual(conn.sent, [new Uint8Array([3])]);
+    const other = new Counted(null);
+    await other.readable.cancel();
+    assert.equal(other.asked.closed, 1);
   });
 });

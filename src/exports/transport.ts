@@ -22,10 +22,10 @@ export { createServer } from "../server.ts";
 export { CidrSet } from "../cidr.ts";
 // The types createServer takes and returns, for this entry point's docs.
 export type * from "../api.ts";
+export { ConnectionQueue } from "../shim_kit.ts";
 export {
   checkTlsOptions,
   type Connection,
-  ConnectionQueue,
   HANDSHAKE_TIMEOUT_MS,
   type Listener,
   type ListenFn,

@@ -1,0 +1,348 @@
+/**
+ * The shims' toolkit: what the runtime shims in `runtimes/` share to
+ * implement the contract of `transport.ts` (the accept queue, the input
+ * queue with backpressure, Web Streams over `read()`/`write()`, the local
+ * address of a listener bound to one IP). Not a public API, except
+ * {@link ConnectionQueue} (exported by `smtpd/transport`). Nothing here
+ * knows a runtime.
+ *
+ * @module
+ */
+
+import { formatIp, parseIp, stripMapped } from "./cidr.ts";
+import type { Connection, NetAddress, TlsInfo } from "./transport.ts";
+
+/**
+ * The accept side the shims share: the runtime's callbacks `push()`
+ * connections, the driver pulls them with `for await`. After `close()`,
+ * pushed connections are closed and the iteration ends.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionQueue } from "@smtpd/smtpd/transport";
+ *
+ * const queue = new ConnectionQueue();
+ * queue.close();
+ * for await (const _conn of queue) { } // ends at once
+ * ```
+ */
+export class ConnectionQueue implements AsyncIterable<Connection> {
+  #pending: Connection[] = [];
+  #waiter: ((c: Connection | null) => void) | null = null;
+  #closed = false;
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Hands a new connection to the iteration (or closes it once closed). */
+  push(conn: Connection): void {
+    if (this.#closed) return conn.close();
+    const w = this.#waiter;
+    if (w) {
+      this.#waiter = null;
+      w(conn);
+    } else this.#pending.push(conn);
+  }
+
+  /** Ends the iteration; returns false when it was already closed. */
+  close(): boolean {
+    if (this.#closed) return false;
+    this.#closed = true;
+    this.#waiter?.(null);
+    this.#waiter = null;
+    return true;
+  }
+
+  /** Yields connections as they are pushed, until `close()`. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Connection> {
+    for (;;) {
+      const c = this.#pending.shift() ??
+        (this.#closed
+          ? null
+          : await new Promise<Connection | null>((r) => (this.#waiter = r)));
+      if (c === null) return;
+      yield c;
+    }
+  }
+}
+
+/** What {@link InputQueue} stops and restarts: the socket's reading. */
+export interface Pausable {
+  /** Stop delivering data. */
+  pause(): void;
+  /** Deliver data again. */
+  resume(): void;
+}
+
+/**
+ * The local address of every TCP connection accepted by a listener bound
+ * to one IP address: that address, so that a shim need not ask the kernel
+ * (getsockname) for each connection; written as the kernel's answer would
+ * be (canonical IPv6 text, IPv4-mapped addresses as IPv4). `null` for a
+ * wildcard (`0.0.0.0`, `::`, `::ffff:0.0.0.0`) or a name, where each
+ * connection's own address must be asked. Not a public API: the shims
+ * share it.
+ *
+ * @example
+ * ```ts
+ * import { fixedLocalAddr } from "./shim_kit.ts";
+ *
+ * fixedLocalAddr("127.0.0.1", 2525); // { hostname: "127.0.0.1", port: 2525 }
+ * fixedLocalAddr("0:0:0:0:0:0:0:1", 2525); // { hostname: "::1", port: 2525 }
+ * fixedLocalAddr("0.0.0.0", 2525); // null
+ * ```
+ */
+export function fixedLocalAddr(
+  hostname: string,
+  port: number,
+): NetAddress | null {
+  const ip = parseIp(hostname);
+  if (ip === null) return null;
+  const text = stripMapped(formatIp(ip));
+  if (text === "0.0.0.0" || text === "::") return null;
+  return Object.freeze({ hostname: text, port });
+}
+
+/** Default {@link InputQueue} high-water mark. */
+const INPUT_HIGH_WATER_MARK = 64 * 1024;
+
+/**
+ * Received bytes waiting for {@link Connection.read}: a shim's data
+ * callback `push()`es each chunk (kept as is, never copied), `read()` takes
+ * them one at a time, synchronously while some are queued. Past the
+ * high-water mark the source is paused until `read()` brings the queue
+ * below it again. Not a public API: the shims share it.
+ *
+ * @example
+ * ```ts
+ * import { InputQueue } from "./shim_kit.ts";
+ *
+ * const q = new InputQueue({ pause() {}, resume() {} });
+ * q.push(new Uint8Array([1]));
+ * q.read(); // Uint8Array [1], no promise
+ * q.end();
+ * q.read(); // null
+ * ```
+ */
+export class InputQueue {
+  #chunks: Uint8Array[] = [];
+  #head = 0;
+  #bytes = 0;
+  #ended = false;
+  #paused = false;
+  #waiter: ((chunk: Uint8Array | null) => void) | null = null;
+  readonly #source: Pausable;
+  readonly #highWaterMark: number;
+
+  /** `source` is paused above `highWaterMark` queued bytes. */
+  constructor(source: Pausable, highWaterMark = INPUT_HIGH_WATER_MARK) {
+    this.#source = source;
+    this.#highWaterMark = highWaterMark;
+  }
+
+  /** Whether `end()` or `discard()` was called. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Whether the queue paused its source (and has not resumed it). */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Adds received bytes (ignored once ended). */
+  push(chunk: Uint8Array): void {
+    if (this.#ended || chunk.byteLength === 0) return;
+    const w = this.#waiter;
+    if (w !== null) {
+      this.#waiter = null;
+      return w(chunk);
+    }
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.byteLength;
+    if (this.#bytes >= this.#highWaterMark && !this.#paused) {
+      this.#paused = true;
+      this.#source.pause();
+    }
+  }
+
+  /** No more input: reads return what is queued, then `null`. */
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.(null);
+  }
+
+  /**
+   * Drops what is queued and ends (STARTTLS: plaintext that came after the
+   * command is never read). Leaves the source paused if it was: see
+   * {@link InputQueue.paused}.
+   */
+  discard(): void {
+    this.#chunks = [];
+    this.#head = 0;
+    this.#bytes = 0;
+    this.end();
+  }
+
+  /** The next chunk: at once when one is queued; `null` at the end. */
+  read(): Uint8Array | null | Promise<Uint8Array | null> {
+    const chunks = this.#chunks;
+    if (this.#head < chunks.length) {
+      const chunk = chunks[this.#head];
+      if (++this.#head === chunks.length) {
+        chunks.length = 0;
+        this.#head = 0;
+      }
+      this.#bytes -= chunk.byteLength;
+      if (this.#paused && this.#bytes < this.#highWaterMark) {
+        this.#paused = false;
+        this.#source.resume();
+      }
+      return chunk;
+    }
+    if (this.#ended) return null;
+    return new Promise((resolve) => (this.#waiter = resolve));
+  }
+}
+
+/**
+ * A `ReadableStream` over a {@link Connection.read} function, for shims
+ * that build `readable` only when asked; cancelling it calls `cancel`.
+ *
+ * @example
+ * ```ts
+ * import { readableFrom } from "./shim_kit.ts";
+ *
+ * const stream = readableFrom(() => null, () => {});
+ * await stream.getReader().read(); // { done: true, value: undefined }
+ * ```
+ */
+export function readableFrom(
+  read: () => Uint8Array | null | Promise<Uint8Array | null>,
+  cancel: () => void,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await read();
+      } catch {
+        chunk = null;
+      }
+      if (chunk === null) c.close();
+      else c.enqueue(chunk);
+    },
+    cancel,
+  }, { highWaterMark: 0 });
+}
+
+/**
+ * A `WritableStream` over a {@link Connection.write} function, for shims
+ * that build `writable` only when asked.
+ *
+ * @example
+ * ```ts
+ * import { writableFrom } from "./shim_kit.ts";
+ *
+ * const sent: Uint8Array[] = [];
+ * const writer = writableFrom((b) => void sent.push(b)).getWriter();
+ * await writer.write(new Uint8Array([1]));
+ * ```
+ */
+export function writableFrom(
+  write: (bytes: Uint8Array) => void | Promise<void>,
+): WritableStream<Uint8Array> {
+  return new WritableStream<Uint8Array>({ write: (chunk) => write(chunk) });
+}
+
+/**
+ * What the shims' connection classes share: `readable` and `writable`
+ * made on first use over `read()`/`write()`, and the addresses asked of
+ * the runtime on first use (the local one given up front when the
+ * listener knows it: see {@link fixedLocalAddr}). A subclass has `read()`,
+ * `write()` and `close()` on its own prototype (the hot path goes through
+ * nothing here) and says where its addresses come from. Not a public
+ * API: the shims share it.
+ *
+ * @example
+ * ```ts
+ * import { ShimConnection } from "./shim_kit.ts";
+ * import type { NetAddress } from "./transport.ts";
+ *
+ * class Silent extends ShimConnection {
+ *   read(): null {
+ *     return null;
+ *   }
+ *   write(_bytes: Uint8Array): void {}
+ *   close(): void {}
+ *   protected peerAddr(): NetAddress {
+ *     return { hostname: "127.0.0.1", port: 40000 };
+ *   }
+ *   protected ownAddr(): NetAddress {
+ *     return { hostname: "127.0.0.1", port: 25 };
+ *   }
+ * }
+ *
+ * const conn = new Silent(null);
+ * conn.remoteAddr; // { hostname: "127.0.0.1", port: 40000 }, asked once
+ * await conn.readable.getReader().read(); // { done: true, value: undefined }
+ * ```
+ */
+export abstract class ShimConnection implements Connection {
+  /** TLS details when the connection is encrypted, else `null`. */
+  readonly tls: TlsInfo | null;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #remoteAddr: NetAddress | null = null;
+  #localAddr: NetAddress | null;
+
+  /** `localAddr`, when known, spares asking the runtime for it. */
+  constructor(tls: TlsInfo | null, localAddr: NetAddress | null = null) {
+    this.tls = tls;
+    this.#localAddr = localAddr;
+  }
+
+  /** Bytes from the client, over `read()`; cancelling it calls `cancel()`. */
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= readableFrom(
+      () => this.read(),
+      () => this.cancel(),
+    );
+  }
+
+  /** Bytes to the client, over `write()`. */
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
+  }
+
+  /** The client's address (`peerAddr()`, asked once). */
+  get remoteAddr(): NetAddress {
+    return this.#remoteAddr ??= this.peerAddr();
+  }
+
+  /** The server's address on this connection (`ownAddr()`, asked once). */
+  get localAddr(): NetAddress {
+    return this.#localAddr ??= this.ownAddr();
+  }
+
+  /** See {@link Connection.read}. */
+  abstract read(): Uint8Array | null | Promise<Uint8Array | null>;
+  /** See {@link Connection.write}. */
+  abstract write(bytes: Uint8Array): void | Promise<void>;
+  /** See {@link Connection.close}. */
+  abstract close(abort?: boolean): void;
+  /** The client's address as the runtime tells it. */
+  protected abstract peerAddr(): NetAddress;
+  /** The server's address on this connection as the runtime tells it. */
+  protected abstract ownAddr(): NetAddress;
+
+  /** What cancelling `readable` does: `close()`. */
+  protected cancel(): void {
+    this.close();
+  }
+}
