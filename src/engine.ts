@@ -34,129 +34,26 @@ import {
   type ResolvedEngineOptions,
   resolveEngineOptions,
 } from "./options.ts";
+import { CR, CRLF_BYTES, DOT, LF, TextScanner } from "./engine/scanner.ts";
+import type {
+  BodyType,
+  CloseReason,
+  Decision,
+  MailParams,
+  RcptParams,
+  Recipient,
+  SmtpEvent,
+} from "./engine/types.ts";
 
-/**
- * The body type of a transaction (BODY= of MAIL: RFC 6152, RFC 3030):
- * `"7BIT"` when the client declared none. A `"BINARYMIME"` body came with
- * BDAT and may hold any octets, bare CR and LF included.
- *
- * @example
- * ```ts
- * import type { BodyType } from "@smtpd/smtpd";
- *
- * const body: BodyType = "BINARYMIME";
- * ```
- */
-export type BodyType = "7BIT" | "8BITMIME" | "BINARYMIME";
-
-/** Parameters of MAIL FROM, decoded. `params` has every parameter as sent. */
-export interface MailParams {
-  /** Declared message size (SIZE=, RFC 1870). */
-  size?: number;
-  /** Declared body type (BODY=, RFC 6152; BINARYMIME: RFC 3030), when the client sent one. */
-  body?: BodyType;
-  /** The transaction may carry UTF-8 in addresses and headers (RFC 6531). */
-  smtputf8: boolean;
-  /** DSN return type (RET=, RFC 3461), only when DSN is enabled. */
-  ret?: "FULL" | "HDRS";
-  /** DSN envelope id (ENVID=, xtext-decoded), only when DSN is enabled. */
-  envid?: string;
-  /** The AUTH= identity (RFC 4954 §5, xtext-decoded; `"<>"` for none), only when AUTH is offered. */
-  auth?: string;
-  /** Every parameter by upper-cased keyword; `true` for a keyword without a value. */
-  params: Record<string, string | true>;
-}
-
-/** Parameters of RCPT TO, decoded. */
-export interface RcptParams {
-  /** DSN notify conditions (NOTIFY=), only when DSN is enabled. */
-  notify?: ("NEVER" | "SUCCESS" | "FAILURE" | "DELAY")[];
-  /** DSN original recipient (ORCPT=addr-type;xtext), only when DSN is enabled. */
-  orcpt?: { type: string; address: string };
-  /** Every parameter by upper-cased keyword. */
-  params: Record<string, string | true>;
-}
-
-/** An accepted recipient: the address and its parameters. */
-export interface Recipient {
-  /** The parsed address. */
-  mailbox: Mailbox;
-  /** The RCPT parameters. */
-  params: RcptParams;
-}
-
-/** Why the engine asks for the connection to be closed. */
-export type CloseReason =
-  | "quit"
-  | "rejected"
-  | "too-many-errors"
-  | "timeout"
-  | "eof"
-  | "shutdown"
-  /** The session cannot go on: a BDAT chunk whose size cannot be parsed (its end is unknown). */
-  | "protocol-error";
-
-/**
- * What the engine has to tell. Events marked "decision" wait for
- * {@link SmtpEngine.accept} or {@link SmtpEngine.reject} before the engine
- * reads further; the others are information.
- */
-export type SmtpEvent =
-  /** Nothing to do until more bytes arrive (or a timeout). */
-  | { type: "need-data" }
-  /** Decision: a client connected; accept sends the 220 greeting. */
-  | { type: "connect" }
-  /** Decision: EHLO or HELO (LHLO in LMTP) with the client's name. */
-  | { type: "helo"; verb: "EHLO" | "HELO" | "LHLO"; hostname: string }
-  /** Decision: MAIL FROM. */
-  | { type: "mail"; from: Mailbox; params: MailParams }
-  /** Decision: RCPT TO. */
-  | { type: "rcpt"; to: Mailbox; params: RcptParams }
-  /**
-   * A body starts: DATA was accepted (354 sent), or the first chunk of a
-   * BDAT transaction is on its way. Body chunks follow. `body` is the
-   * transaction's body type.
-   */
-  | { type: "message-start"; command: "DATA" | "BDAT"; body: BodyType }
-  /** A piece of the body (dot-unstuffed after DATA, as sent after BDAT); a view into received bytes, valid until the next `receive()`. */
-  | { type: "data"; chunk: Uint8Array }
-  /**
-   * Decision: the body ended (CRLF.CRLF, or the end of the BDAT ... LAST
-   * chunk); accept sends 250. `recipients` are the accepted recipients in
-   * RCPT order: in LMTP each gets its own reply (see
-   * {@link SmtpEngine.acceptEach}).
-   */
-  | {
-    type: "message-end";
-    size: number;
-    recipients: readonly Recipient[];
-  }
-  /**
-   * The body in transfer is refused or dropped (too large, bare line
-   * ending, timeout, disconnect, RSET or QUIT between BDAT chunks); nothing
-   * is to be delivered. The engine sends the reply itself, when it is due.
-   */
-  | { type: "message-abort"; error: SmtpError }
-  /** The transaction (if any) was dropped by RSET, HELO/EHLO or STARTTLS. */
-  | { type: "reset" }
-  /** Decision: STARTTLS; accept sends 220, then the driver upgrades and calls `tlsStarted()`. */
-  | { type: "starttls" }
-  /** Decision: AUTH credentials to verify; accept sends 235, reject sends the error (535 5.7.8 for wrong credentials). */
-  | { type: "auth"; credentials: AuthCredentials }
-  /** A command line, for logging (only with `traceCommands`). */
-  | { type: "command"; verb: string; line: string }
-  /** Write what `takeOutput()` has, then close the connection. */
-  | { type: "close"; reason: CloseReason };
-
-/** The kinds of event that wait for `accept()` or `reject()`. */
-export type Decision =
-  | "connect"
-  | "helo"
-  | "mail"
-  | "rcpt"
-  | "message-end"
-  | "starttls"
-  | "auth";
+export type {
+  BodyType,
+  CloseReason,
+  Decision,
+  MailParams,
+  RcptParams,
+  Recipient,
+  SmtpEvent,
+} from "./engine/types.ts";
 
 type Mode =
   | "connect" // before the greeting
@@ -169,9 +66,6 @@ type Mode =
   | "tls" // STARTTLS accepted: waiting for tlsStarted()
   | "closed";
 
-const CR = 13;
-const LF = 10;
-const DOT = 46;
 const EMPTY = new Uint8Array(0);
 const NEED_DATA: SmtpEvent = Object.freeze({ type: "need-data" });
 /** The parameters of a path without any (only read, never changed). */
@@ -1879,99 +1773,6 @@ export class SmtpEngine {
       return null;
     }
     return this.#messageEnd();
-  }
-}
-
-const CRLF_BYTES = new Uint8Array([CR, LF]);
-
-/** Spans shorter than this are scanned byte by byte (no word view). */
-const WORD_SCAN_MIN = 32;
-/** 0x0e in every byte of a 32-bit word: CR + 1. */
-const BELOW_CR_PLUS_1 = 0x0e0e0e0e;
-/** The high bit of every byte of a 32-bit word. */
-const HIGH_BITS = 0x80808080 | 0;
-const EMPTY_WORDS = new Int32Array(0);
-
-/**
- * Finds the next line end in a body that needs a look: text bytes (above
- * CR) are skipped a 32-bit word at a time, two words per step, other
- * control bytes one by one, and ordinary CRLFs without stopping (`next`).
- * `(x - 0x0e0e0e0e) & ~x & 0x80808080` is non-zero exactly when some byte
- * of `x` is below 0x0e (the "has a byte less than n" test), whatever the
- * byte order. The word view covers the chunk's whole ArrayBuffer and is
- * kept for the next call on the same chunk, and released with it (one per
- * engine, so that it holds no buffer the engine does not hold already).
- */
-class TextScanner {
-  /** The chunk `#words` views (all of its ArrayBuffer), or null. */
-  #chunk: Uint8Array | null = null;
-  #words: Int32Array = EMPTY_WORDS;
-
-  /**
-   * The index of the first CR or LF in `buf[q, end)` that is not an
-   * ordinary line break, or `end`. Ordinary: a CRLF whose next byte is at
-   * hand and, with `dots` (a DATA body), is not a dot. The caller handles
-   * every other case (a bare CR or LF, a CRLF at the end of what is at
-   * hand, a line that starts with a dot) without the scanner returning
-   * at every line.
-   */
-  next(buf: Uint8Array, q: number, end: number, dots: boolean): number {
-    for (;;) {
-      q = this.#skip(buf, q, end);
-      if (q >= end) return end;
-      const b = buf[q];
-      if (b === CR) {
-        const after = q + 2;
-        if (
-          after < end && buf[q + 1] === LF && (!dots || buf[after] !== DOT)
-        ) {
-          q = after;
-          continue;
-        }
-        return q;
-      }
-      if (b === LF) return q;
-      q++; // another control character (TAB, say)
-    }
-  }
-
-  /** The engine let go of its chunk: so does the word view. */
-  release(): void {
-    this.#chunk = null;
-    this.#words = EMPTY_WORDS;
-  }
-
-  /** The index of the first byte at or below CR in `buf[q, end)`, or `end`. */
-  #skip(buf: Uint8Array, q: number, end: number): number {
-    if (end - q >= WORD_SCAN_MIN) {
-      if (buf !== this.#chunk) {
-        // Once per chunk: `buffer` is a slow getter on V8 (a call, not a
-        // load), and the scanner runs once per line.
-        const ab = buf.buffer;
-        this.#words = new Int32Array(ab, 0, ab.byteLength >>> 2);
-        this.#chunk = buf;
-      }
-      const off = buf.byteOffset;
-      while (((off + q) & 3) !== 0) {
-        if (buf[q] <= CR) return q;
-        q++;
-      }
-      const words = this.#words;
-      let w = (off + q) >>> 2;
-      const last = ((off + end) >>> 2) - 1; // the pair w, w + 1 ends before `end`
-      while (w < last) {
-        const a = words[w];
-        const b = words[w + 1];
-        if (
-          (((a - BELOW_CR_PLUS_1) & ~a) | ((b - BELOW_CR_PLUS_1) & ~b)) &
-          HIGH_BITS
-        ) break;
-        w += 2;
-      }
-      q = w * 4 - off;
-    }
-    while (q < end && buf[q] > CR) q++;
-    return q;
   }
 }
 
