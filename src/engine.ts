@@ -22,7 +22,6 @@ import {
 } from "./address.ts";
 import { formatReply, SmtpError } from "./errors.ts";
 import {
-  type AuthCredentials,
   decodeBase64Text,
   encodeBase64Text,
   SaslExchange,
