@@ -12,14 +12,7 @@
  * @module
  */
 
-import {
-  decodeXtext,
-  isDomainOrLiteral,
-  type Mailbox,
-  type ParamsResult,
-  parseParams,
-  parsePath,
-} from "./address.ts";
+import { isDomainOrLiteral, type Mailbox } from "./address.ts";
 import { formatReply, SmtpError } from "./errors.ts";
 import {
   decodeBase64Text,
@@ -34,12 +27,17 @@ import {
   resolveEngineOptions,
 } from "./options.ts";
 import { CR, CRLF_BYTES, DOT, LF, TextScanner } from "./engine/scanner.ts";
+import {
+  parseChunkSize,
+  parseEnvelopeArg,
+  parseMailParams,
+  parseRcptParams,
+} from "./engine/params.ts";
 import type {
   BodyType,
   CloseReason,
   Decision,
   MailParams,
-  RcptParams,
   Recipient,
   SmtpEvent,
 } from "./engine/types.ts";
@@ -67,11 +65,6 @@ type Mode =
 
 const EMPTY = new Uint8Array(0);
 const NEED_DATA: SmtpEvent = Object.freeze({ type: "need-data" });
-/** The parameters of a path without any (only read, never changed). */
-const NO_PARAMS: ParamsResult = Object.freeze({
-  ok: true,
-  params: new Map<string, string | true>(),
-});
 const ENCODER = new TextEncoder();
 // The fixed replies, formatted once.
 const SENDER_OK = formatReply(250, "2.1.0", "Sender OK");
@@ -89,8 +82,6 @@ const TOO_LARGE = "Message size exceeds fixed maximum message size";
 /** The reason given to the application when a transaction drops a BDAT body. */
 const dropped = (): SmtpError =>
   new SmtpError(451, "4.3.0", "Message dropped before its last BDAT chunk");
-/** Longest chunk size BDAT accepts: larger ones cannot be counted exactly. */
-const MAX_CHUNK_DIGITS = String(Number.MAX_SAFE_INTEGER).length;
 const VRFY_REPLY = formatReply(
   252,
   "2.5.0",
@@ -774,6 +765,11 @@ export class SmtpEngine {
     return null;
   }
 
+  /** {@link SmtpEngine.#fail} with the codes and text of `error`. */
+  #failWith(error: SmtpError): null {
+    return this.#fail(error.code, error.enhancedCode, error.message);
+  }
+
   #close(reason: CloseReason): void {
     this.#mode = "closed";
     this.#closeReason = reason;
@@ -1055,58 +1051,6 @@ export class SmtpEngine {
     return this.#decide("helo", { type: "helo", verb, hostname: name });
   }
 
-  /**
-   * Parses the argument of MAIL ("FROM:<path> params") or RCPT ("TO:<path>
-   * params"); on a syntax error it sends the reply and returns null.
-   */
-  #envelopeArg(
-    arg: string,
-    recipient: boolean,
-  ): { mailbox: Mailbox; params: Map<string, string | true> } | null {
-    const prefix = recipient ? "TO:" : "FROM:";
-    if (arg.slice(0, prefix.length).toUpperCase() !== prefix) {
-      this.#fail(
-        501,
-        "5.5.4",
-        `Syntax: ${recipient ? "RCPT TO" : "MAIL FROM"}:<address>`,
-      );
-      return null;
-    }
-    let i = prefix.length;
-    while (arg.charCodeAt(i) === 0x20) i++; // tolerate "FROM: <a@b>"
-    const path = parsePath(arg, i, {
-      allowNull: !recipient,
-      allowPostmaster: recipient,
-      utf8: true,
-    });
-    if (!path.ok) {
-      const who = recipient ? "recipient" : "sender";
-      this.#fail(
-        501,
-        recipient ? "5.1.3" : "5.1.7",
-        path.error === "too-long"
-          ? `${recipient ? "Recipient" : "Sender"} address too long`
-          : `Bad ${who} address syntax`,
-      );
-      return null;
-    }
-    // Most paths have no parameters: no Map (and no result object) for them.
-    const parsed = path.end === arg.length
-      ? NO_PARAMS
-      : parseParams(arg.slice(path.end));
-    if (!parsed.ok) {
-      this.#fail(
-        501,
-        "5.5.4",
-        parsed.error === "duplicate"
-          ? "Duplicate parameter"
-          : "Bad parameter syntax",
-      );
-      return null;
-    }
-    return { mailbox: path.mailbox, params: parsed.params };
-  }
-
   #mail(arg: string): SmtpEvent | null {
     if (this.#heloName === null) {
       return this.#fail(503, "5.5.1", "Send EHLO or HELO first");
@@ -1120,99 +1064,19 @@ export class SmtpEngine {
     if (this.options.authRequired && this.#user === null) {
       return this.#fail(530, "5.7.0", "Authentication required");
     }
-    const env = this.#envelopeArg(arg, false);
-    if (env === null) return null;
+    const env = parseEnvelopeArg(arg, false);
+    if (env instanceof SmtpError) return this.#failWith(env);
     const o = this.options;
-    const params: MailParams = { smtputf8: false, params: {} };
-    for (const [key, value] of env.params) {
-      params.params[key] = value;
-      if (!this.#esmtp) {
-        return this.#fail(555, "5.5.4", "Parameters need EHLO");
-      }
-      switch (key) {
-        case "SIZE": {
-          if (value === true || !/^\d{1,20}$/.test(value)) {
-            return this.#fail(501, "5.5.4", "Bad SIZE parameter");
-          }
-          params.size = Number(value);
-          if (params.size > o.maxMessageSize) {
-            return this.#fail(
-              552,
-              "5.3.4",
-              "Message size exceeds fixed maximum message size",
-            );
-          }
-          break;
-        }
-        case "BODY": {
-          const body = value === true ? "" : value.toUpperCase();
-          if (body === "BINARYMIME") {
-            // RFC 3030 §3: only when offered, and only with CHUNKING.
-            if (!o.chunking || !o.binaryMime) {
-              return this.#fail(
-                555,
-                "5.5.4",
-                "BODY=BINARYMIME is not supported",
-              );
-            }
-          } else if (body !== "7BIT" && body !== "8BITMIME") {
-            return this.#fail(501, "5.5.4", "Bad BODY parameter");
-          }
-          params.body = body;
-          break;
-        }
-        case "SMTPUTF8":
-          if (!o.smtputf8) {
-            return this.#fail(555, "5.5.4", "SMTPUTF8 is not supported");
-          }
-          if (value !== true) {
-            return this.#fail(501, "5.5.4", "SMTPUTF8 takes no value");
-          }
-          params.smtputf8 = true;
-          break;
-        case "RET": {
-          if (!o.dsn) {
-            return this.#fail(555, "5.5.4", "Unsupported parameter RET");
-          }
-          const ret = value === true ? "" : value.toUpperCase();
-          if (ret !== "FULL" && ret !== "HDRS") {
-            return this.#fail(501, "5.5.4", "Bad RET parameter");
-          }
-          params.ret = ret;
-          break;
-        }
-        case "ENVID": {
-          if (!o.dsn) {
-            return this.#fail(555, "5.5.4", "Unsupported parameter ENVID");
-          }
-          const envid = value === true ? null : decodeXtext(value);
-          if (envid === null || envid.length > 100) {
-            return this.#fail(501, "5.5.4", "Bad ENVID parameter");
-          }
-          params.envid = envid;
-          break;
-        }
-        case "AUTH": {
-          // RFC 4954 §5: the identity that submitted the message, handed to
-          // the application as sent; "<>" when unknown.
-          if (!this.#authOffered()) {
-            return this.#fail(555, "5.5.4", "Unsupported parameter AUTH");
-          }
-          const auth = value === true ? null : decodeXtext(value);
-          if (auth === null) {
-            return this.#fail(501, "5.5.4", "Bad AUTH parameter");
-          }
-          params.auth = auth;
-          break;
-        }
-        default:
-          return this.#fail(
-            555,
-            "5.5.4",
-            `Unsupported parameter ${key.slice(0, 32)}`,
-          );
-      }
-    }
+    const params = parseMailParams(env.params, {
+      esmtp: this.#esmtp,
+      maxMessageSize: o.maxMessageSize,
+      chunking: o.chunking,
+      binaryMime: o.binaryMime,
+      smtputf8: o.smtputf8,
+      dsn: o.dsn,
+      auth: this.#authOffered(),
+    });
+    if (params instanceof SmtpError) return this.#failWith(params);
     if (NON_ASCII.test(env.mailbox.address) && !params.smtputf8) {
       return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
     }
@@ -1221,46 +1085,13 @@ export class SmtpEngine {
 
   #rcpt(arg: string): SmtpEvent | null {
     if (this.#from === null) return this.#fail(503, "5.5.1", "Send MAIL first");
-    const env = this.#envelopeArg(arg, true);
-    if (env === null) return null;
-    const params: RcptParams = { params: {} };
-    for (const [key, value] of env.params) {
-      params.params[key] = value;
-      // RCPT parameters are service extensions: only after EHLO (RFC 5321
-      // §4.1.1.3), as for MAIL.
-      if (!this.#esmtp) {
-        return this.#fail(555, "5.5.4", "Parameters need EHLO");
-      }
-      if (!this.options.dsn || (key !== "NOTIFY" && key !== "ORCPT")) {
-        return this.#fail(
-          555,
-          "5.5.4",
-          `Unsupported parameter ${key.slice(0, 32)}`,
-        );
-      }
-      if (value === true) {
-        return this.#fail(501, "5.5.4", `Bad ${key} parameter`);
-      }
-      if (key === "NOTIFY") {
-        const list = value.toUpperCase().split(",");
-        const ok = list.every((v) =>
-          ["NEVER", "SUCCESS", "FAILURE", "DELAY"].includes(v)
-        ) &&
-          new Set(list).size === list.length &&
-          (!list.includes("NEVER") || list.length === 1);
-        if (!ok) {
-          return this.#fail(501, "5.5.4", "Bad NOTIFY parameter");
-        }
-        params.notify = list as RcptParams["notify"];
-      } else {
-        const semi = value.indexOf(";");
-        const address = semi > 0 ? decodeXtext(value.slice(semi + 1)) : null;
-        if (address === null || !/^[A-Za-z0-9-]+$/.test(value.slice(0, semi))) {
-          return this.#fail(501, "5.5.4", "Bad ORCPT parameter");
-        }
-        params.orcpt = { type: value.slice(0, semi).toLowerCase(), address };
-      }
-    }
+    const env = parseEnvelopeArg(arg, true);
+    if (env instanceof SmtpError) return this.#failWith(env);
+    const params = parseRcptParams(env.params, {
+      esmtp: this.#esmtp,
+      dsn: this.options.dsn,
+    });
+    if (params instanceof SmtpError) return this.#failWith(params);
     if (NON_ASCII.test(env.mailbox.address) && !this.#mailParams!.smtputf8) {
       return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
     }
@@ -1773,24 +1604,6 @@ export class SmtpEngine {
     }
     return this.#messageEnd();
   }
-}
-
-/**
- * The size of a BDAT chunk: decimal digits (leading zeros allowed), at
- * most Number.MAX_SAFE_INTEGER; -1 for anything else, so that a size too
- * large to count exactly (2^64 + 1, say) never wraps to a small number.
- */
-function parseChunkSize(text: string): number {
-  let i = 0;
-  while (i < text.length - 1 && text.charCodeAt(i) === 0x30) i++;
-  const digits = text.slice(i);
-  if (digits.length === 0 || digits.length > MAX_CHUNK_DIGITS) return -1;
-  for (let k = 0; k < digits.length; k++) {
-    const c = digits.charCodeAt(k);
-    if (c < 0x30 || c > 0x39) return -1;
-  }
-  const n = Number(digits);
-  return n <= Number.MAX_SAFE_INTEGER ? n : -1;
 }
 
 /** A default reply, or the same codes with the text given to `accept(text)`. */
