@@ -63,6 +63,9 @@ type Mode =
   | "tls" // STARTTLS accepted: waiting for tlsStarted()
   | "closed";
 
+/** An event that waits for `accept()` or `reject()`. */
+type DecisionEvent = Extract<SmtpEvent, { type: Decision }>;
+
 const EMPTY = new Uint8Array(0);
 const NEED_DATA: SmtpEvent = Object.freeze({ type: "need-data" });
 const ENCODER = new TextEncoder();
@@ -145,8 +148,8 @@ export class SmtpEngine {
   readonly options: ResolvedEngineOptions;
 
   #mode: Mode = "connect";
-  #pending: Decision | null = null;
-  #pendingEvent: SmtpEvent | null = null;
+  /** The event that waits for accept() or reject(), or null. */
+  #pending: DecisionEvent | null = null;
   #queue: SmtpEvent[] = [];
   #closeReason: CloseReason | null = null;
 
@@ -436,7 +439,7 @@ export class SmtpEngine {
 
   /** The decision the engine waits for, or `null`. */
   get pendingDecision(): Decision | null {
-    return this.#pending;
+    return this.#pending?.type ?? null;
   }
 
   /** Whether the engine has asked to close (no more input is read). */
@@ -453,12 +456,10 @@ export class SmtpEngine {
    * answer each on its own).
    */
   accept(text?: string): void {
-    const decision = this.#takeDecision("accept");
-    if (decision === null) return;
-    const ev = this.#pendingEvent!;
-    this.#pendingEvent = null;
+    const ev = this.#takeDecision("accept");
+    if (ev === null) return;
     const o = this.options;
-    switch (decision) {
+    switch (ev.type) {
       case "connect":
         this.#write(
           formatReply(220, null, text ?? `${o.serverName} ${o.greeting}`),
@@ -466,7 +467,6 @@ export class SmtpEngine {
         this.#mode = "command";
         return;
       case "helo": {
-        if (ev.type !== "helo") throw new Error("unreachable");
         this.#heloName = ev.hostname;
         this.#esmtp = ev.verb !== "HELO";
         const greet = text ?? `${o.serverName} greets ${ev.hostname}`;
@@ -481,13 +481,11 @@ export class SmtpEngine {
         return;
       }
       case "mail":
-        if (ev.type !== "mail") throw new Error("unreachable");
         this.#from = ev.from;
         this.#mailParams = ev.params;
         this.#ok(orText(SENDER_OK, 250, "2.1.0", text));
         return;
       case "rcpt":
-        if (ev.type !== "rcpt") throw new Error("unreachable");
         this.#recipients.push({ mailbox: ev.to, params: ev.params });
         this.#ok(orText(RECIPIENT_OK, 250, "2.1.5", text));
         return;
@@ -512,7 +510,6 @@ export class SmtpEngine {
         this.#ok(orText(MESSAGE_OK, 250, "2.0.0", text));
         return;
       case "auth":
-        if (ev.type !== "auth") throw new Error("unreachable");
         this.#user = ev.credentials.username;
         this.#ok(orText(AUTH_OK, 235, "2.7.0", text));
         return;
@@ -524,7 +521,7 @@ export class SmtpEngine {
         this.#pos = 0;
         return;
       default:
-        return assertNever(decision);
+        return assertNever(ev);
     }
   }
 
@@ -533,12 +530,11 @@ export class SmtpEngine {
    * `message-end` gets it once per accepted recipient).
    */
   reject(error: SmtpError): void {
-    const decision = this.#takeDecision("reject");
-    if (decision === null) return;
-    const ev = this.#pendingEvent;
-    this.#pendingEvent = null;
+    const ev = this.#takeDecision("reject");
+    if (ev === null) return;
+    const decision = ev.type;
     if (decision === "auth") {
-      if (ev?.type === "auth" && ev.credentials.mechanism === "XOAUTH2") {
+      if (ev.credentials.mechanism === "XOAUTH2") {
         // XOAUTH2: a failure is a 334 with an error; the client answers with
         // an empty line, then gets the final reply.
         this.#write(`334 ${XOAUTH2_FAILURE}\r\n`);
@@ -596,7 +592,7 @@ export class SmtpEngine {
    */
   acceptEach(results: readonly (SmtpError | string | null)[]): void {
     if (this.#mode === "closed") return;
-    if (this.#pending !== "message-end") {
+    if (this.#pending?.type !== "message-end") {
       throw new Error(
         "Cannot answer per recipient: no message-end decision is pending",
       );
@@ -632,7 +628,6 @@ export class SmtpEngine {
       }
     }
     this.#pending = null;
-    this.#pendingEvent = null;
     this.#resetTransaction(false);
     // Any accepted recipient makes it a success for the bad-command count.
     if (results.some((r) => !(r instanceof SmtpError))) this.#ok(out);
@@ -684,14 +679,14 @@ export class SmtpEngine {
     if (this.#queue.length > 0) return this.#queue.shift()!;
     if (this.#pending !== null) {
       throw new Error(
-        `Cannot read the next event: the ${this.#pending} decision is pending`,
+        `Cannot read the next event: the ${this.#pending.type} decision is pending`,
       );
     }
     for (;;) {
       let ev: SmtpEvent | null;
       switch (this.#mode) {
         case "connect":
-          return this.#decide("connect", { type: "connect" });
+          return this.#decide({ type: "connect" });
         case "command":
           ev = this.#readCommand();
           break;
@@ -725,7 +720,7 @@ export class SmtpEngine {
 
   // ------------------------------------------------------------- internals
 
-  #takeDecision(what: string): Decision | null {
+  #takeDecision(what: string): DecisionEvent | null {
     const d = this.#pending;
     if (this.#mode === "closed") return null; // closed meanwhile: nothing to answer
     if (d === null) throw new Error(`Cannot ${what}: no decision is pending`);
@@ -733,9 +728,8 @@ export class SmtpEngine {
     return d;
   }
 
-  #decide(decision: Decision, ev: SmtpEvent): SmtpEvent {
-    this.#pending = decision;
-    this.#pendingEvent = ev;
+  #decide(ev: DecisionEvent): SmtpEvent {
+    this.#pending = ev;
     return ev;
   }
 
@@ -774,7 +768,6 @@ export class SmtpEngine {
     this.#mode = "closed";
     this.#closeReason = reason;
     this.#pending = null;
-    this.#pendingEvent = null;
     this.#buf = EMPTY;
     this.#pos = 0;
   }
@@ -1048,7 +1041,7 @@ export class SmtpEngine {
           isDomainOrLiteral(name, true));
     if (!valid) return this.#fail(501, "5.5.4", "Invalid domain name");
     this.#resetTransaction(true);
-    return this.#decide("helo", { type: "helo", verb, hostname: name });
+    return this.#decide({ type: "helo", verb, hostname: name });
   }
 
   #mail(arg: string): SmtpEvent | null {
@@ -1080,7 +1073,7 @@ export class SmtpEngine {
     if (NON_ASCII.test(env.mailbox.address) && !params.smtputf8) {
       return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
     }
-    return this.#decide("mail", { type: "mail", from: env.mailbox, params });
+    return this.#decide({ type: "mail", from: env.mailbox, params });
   }
 
   #rcpt(arg: string): SmtpEvent | null {
@@ -1101,7 +1094,7 @@ export class SmtpEngine {
       this.#write(formatReply(452, "4.5.3", "Too many recipients"));
       return null;
     }
-    return this.#decide("rcpt", { type: "rcpt", to: env.mailbox, params });
+    return this.#decide({ type: "rcpt", to: env.mailbox, params });
   }
 
   #data(arg: string): SmtpEvent | null {
@@ -1283,7 +1276,7 @@ export class SmtpEngine {
         return null;
       case "done":
         this.#endSasl();
-        return this.#decide("auth", {
+        return this.#decide({
           type: "auth",
           credentials: step.credentials,
         });
@@ -1329,7 +1322,7 @@ export class SmtpEngine {
     if (arg !== "") {
       return this.#fail(501, "5.5.4", "STARTTLS takes no arguments");
     }
-    return this.#decide("starttls", { type: "starttls" });
+    return this.#decide({ type: "starttls" });
   }
 
   // ----------------------------------------------------------------- body
@@ -1481,7 +1474,7 @@ export class SmtpEngine {
       return null;
     }
     this.#messageOpen = false;
-    return this.#decide("message-end", {
+    return this.#decide({
       type: "message-end",
       size: this.#size,
       recipients: this.#recipients.slice(),
