@@ -26,7 +26,11 @@ import {
   type ResolvedEngineOptions,
   resolveEngineOptions,
 } from "./options.ts";
-import { CR, CRLF_BYTES, DOT, LF, TextScanner } from "./engine/scanner.ts";
+import { Body, NEED_DATA, TOO_LARGE } from "./engine/body.ts";
+import { BdatReader, SkippedChunk } from "./engine/body_bdat.ts";
+import { DataReader } from "./engine/body_data.ts";
+import { CR, LF, TextScanner } from "./engine/scanner.ts";
+import { Transaction } from "./engine/transaction.ts";
 import {
   parseChunkSize,
   parseEnvelopeArg,
@@ -34,7 +38,6 @@ import {
   parseRcptParams,
 } from "./engine/params.ts";
 import type {
-  BodyType,
   CloseReason,
   Decision,
   MailParams,
@@ -67,7 +70,6 @@ type Mode =
 type DecisionEvent = Extract<SmtpEvent, { type: Decision }>;
 
 const EMPTY = new Uint8Array(0);
-const NEED_DATA: SmtpEvent = Object.freeze({ type: "need-data" });
 const ENCODER = new TextEncoder();
 // The fixed replies, formatted once.
 const SENDER_OK = formatReply(250, "2.1.0", "Sender OK");
@@ -81,7 +83,6 @@ const DATA_GO_AHEAD = formatReply(
   "End data with <CR><LF>.<CR><LF>",
 );
 const OK = formatReply(250, "2.0.0", "OK");
-const TOO_LARGE = "Message size exceeds fixed maximum message size";
 /** The reason given to the application when a transaction drops a BDAT body. */
 const dropped = (): SmtpError =>
   new SmtpError(451, "4.3.0", "Message dropped before its last BDAT chunk");
@@ -174,44 +175,20 @@ export class SmtpEngine {
   #esmtp = false;
   #secure: boolean;
 
-  // Transaction state.
-  #from: Mailbox | null = null;
-  #mailParams: MailParams | null = null;
-  #recipients: Recipient[] = [];
-  #rcptAttempts = 0;
-
-  // Body state.
-  #lineStart = true; // the next body byte starts a line (after CRLF)
+  /** The transaction in progress (after an accepted MAIL), or null. */
+  #tx: Transaction | null = null;
+  /** The reader of the DATA body in transfer, or null. */
+  #dataReader: DataReader | null = null;
+  /** The refused BDAT chunk being dropped, or null. */
+  #skipped: SkippedChunk | null = null;
   /** Finds line ends in bodies (made with the first body). */
   #text: TextScanner | null = null;
-  #size = 0;
-  #aborted: SmtpError | null = null;
-  /** message-start was sent and neither message-end nor message-abort yet. */
-  #messageOpen = false;
-
-  // BDAT state.
-  /** This transaction's body goes by BDAT (its first chunk was accepted). */
-  #bdat = false;
-  /** Octets of the accepted chunks of this transaction, as sent. */
-  #octets = 0;
-  /** Octets of the current chunk not yet read. */
-  #chunkLeft = 0;
-  #chunkSize = 0;
-  #chunkLast = false;
-  /** The current chunk is body (else it is read and discarded). */
-  #chunkDeliver = false;
-  /** The reply to a discarded chunk, sent when its last octet is read. */
-  #chunkReply = "";
   /**
    * LMTP: the accepted recipients of a transaction that a refused chunk
    * ended. A LAST chunk the client pipelined behind it still gets one
    * reply for each (RFC 2033 §4.3); any command but BDAT forgets them.
    */
   #owedReplies = 0;
-  /** A non-BINARYMIME chunk ended with a CR: the next octet decides. */
-  #pendingCR = false;
-  /** The body crossed maxMessageSize inside a chunk: the chunk gets 552. */
-  #tooLarge = false;
 
   // Command line being discarded (too long): was its last byte CR?
   #discardCR = false;
@@ -274,12 +251,13 @@ export class SmtpEngine {
    */
   end(): void {
     if (this.#mode === "closed") return;
-    if (this.#messageOpen) {
-      this.#abort(
+    const body = this.#openBody();
+    if (body !== null) {
+      body.abort(
         new SmtpError(
           451,
           "4.3.0",
-          this.#bdat
+          body.command === "BDAT"
             ? "Connection closed during BDAT"
             : "Connection closed during DATA",
         ),
@@ -305,7 +283,7 @@ export class SmtpEngine {
       "4.4.2",
       `${this.options.serverName} ${what}, closing connection`,
     );
-    if (this.#messageOpen) this.#abort(error);
+    this.#openBody()?.abort(error);
     this.#write(formatReply(error.code, error.enhancedCode, error.message));
     this.#close("timeout");
   }
@@ -325,7 +303,7 @@ export class SmtpEngine {
     );
     // A BDAT transaction has one deadline from its first chunk to the end
     // of its last, commands between chunks included.
-    const data = this.#mode === "data" || this.#bdat
+    const data = this.#mode === "data" || this.#tx?.bdat
       ? this.#dataStarted + o.dataTimeout
       : Infinity;
     if (this.#mode === "data") return Math.min(idle, data);
@@ -361,7 +339,7 @@ export class SmtpEngine {
    */
   shutdown(text = "Service shutting down"): void {
     if (this.#mode === "closed") return;
-    if (this.#messageOpen) this.#abort(new SmtpError(421, "4.3.2", text));
+    this.#openBody()?.abort(new SmtpError(421, "4.3.2", text));
     this.#pending = null;
     this.#write(
       formatReply(421, "4.3.2", `${this.options.serverName} ${text}`),
@@ -430,11 +408,10 @@ export class SmtpEngine {
     mailParams: MailParams | null;
     recipients: readonly Recipient[];
   } {
-    return {
-      from: this.#from,
-      mailParams: this.#mailParams,
-      recipients: this.#recipients,
-    };
+    const tx = this.#tx;
+    return tx === null
+      ? { from: null, mailParams: null, recipients: [] }
+      : { from: tx.from, mailParams: tx.mailParams, recipients: tx.recipients };
   }
 
   /** The decision the engine waits for, or `null`. */
@@ -481,19 +458,18 @@ export class SmtpEngine {
         return;
       }
       case "mail":
-        this.#from = ev.from;
-        this.#mailParams = ev.params;
+        this.#tx = new Transaction(ev.from, ev.params);
         this.#ok(orText(SENDER_OK, 250, "2.1.0", text));
         return;
       case "rcpt":
-        this.#recipients.push({ mailbox: ev.to, params: ev.params });
+        this.#tx!.recipients.push({ mailbox: ev.to, params: ev.params });
         this.#ok(orText(RECIPIENT_OK, 250, "2.1.5", text));
         return;
       case "message-end":
         if (o.lmtp) {
           // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
           let out = "";
-          for (const r of this.#recipients) {
+          for (const r of this.#tx!.recipients) {
             out += text === undefined || text === null
               ? formatReply(
                 250,
@@ -548,7 +524,7 @@ export class SmtpEngine {
     const reply = formatReply(error.code, error.enhancedCode, error.message);
     this.#write(
       decision === "message-end" && this.options.lmtp
-        ? reply.repeat(this.#recipients.length)
+        ? reply.repeat(this.#tx!.recipients.length)
         : reply,
     );
     switch (decision) {
@@ -600,7 +576,7 @@ export class SmtpEngine {
     if (!this.options.lmtp) {
       throw new Error("Cannot answer per recipient: LMTP is off");
     }
-    const recipients = this.#recipients;
+    const recipients = this.#tx!.recipients;
     if (!Array.isArray(results) || results.length !== recipients.length) {
       throw new TypeError(
         `Cannot answer per recipient: ${
@@ -698,7 +674,7 @@ export class SmtpEngine {
           ev = this.#readCommand();
           break;
         case "data":
-          ev = this.#readBody();
+          ev = this.#readData();
           break;
         case "bdat":
           ev = this.#readChunk();
@@ -803,18 +779,9 @@ export class SmtpEngine {
    * STARTTLS between chunks) is aborted first: nothing is delivered.
    */
   #resetTransaction(announce: boolean): void {
-    const had = this.#from !== null;
-    if (this.#messageOpen) this.#abort(dropped());
-    this.#from = null;
-    this.#mailParams = null;
-    this.#recipients = [];
-    this.#rcptAttempts = 0;
-    this.#aborted = null;
-    this.#size = 0;
-    this.#bdat = false;
-    this.#octets = 0;
-    this.#pendingCR = false;
-    this.#tooLarge = false;
+    const had = this.#tx !== null;
+    this.#openBody()?.abort(dropped());
+    this.#tx = null;
     if (announce && had) this.#queue.push({ type: "reset" });
   }
 
@@ -1048,7 +1015,7 @@ export class SmtpEngine {
     if (this.#heloName === null) {
       return this.#fail(503, "5.5.1", "Send EHLO or HELO first");
     }
-    if (this.#from !== null) {
+    if (this.#tx !== null) {
       return this.#fail(503, "5.5.1", "Nested MAIL command");
     }
     if (this.options.requireTls && !this.#secure) {
@@ -1077,7 +1044,8 @@ export class SmtpEngine {
   }
 
   #rcpt(arg: string): SmtpEvent | null {
-    if (this.#from === null) return this.#fail(503, "5.5.1", "Send MAIL first");
+    const tx = this.#tx;
+    if (tx === null) return this.#fail(503, "5.5.1", "Send MAIL first");
     const env = parseEnvelopeArg(arg, true);
     if (env instanceof SmtpError) return this.#failWith(env);
     const params = parseRcptParams(env.params, {
@@ -1085,11 +1053,11 @@ export class SmtpEngine {
       dsn: this.options.dsn,
     });
     if (params instanceof SmtpError) return this.#failWith(params);
-    if (NON_ASCII.test(env.mailbox.address) && !this.#mailParams!.smtputf8) {
+    if (NON_ASCII.test(env.mailbox.address) && !tx.mailParams.smtputf8) {
       return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
     }
-    this.#rcptAttempts++;
-    if (this.#recipients.length >= this.options.maxRecipients) {
+    tx.rcptAttempts++;
+    if (tx.recipients.length >= this.options.maxRecipients) {
       // Not a protocol error: the client sends the rest in another transaction.
       this.#write(formatReply(452, "4.5.3", "Too many recipients"));
       return null;
@@ -1099,43 +1067,44 @@ export class SmtpEngine {
 
   #data(arg: string): SmtpEvent | null {
     if (arg !== "") return this.#fail(501, "5.5.4", "DATA takes no arguments");
-    if (this.#from === null) return this.#fail(503, "5.5.1", "Send MAIL first");
-    if (this.#bdat) {
+    const tx = this.#tx;
+    if (tx === null) return this.#fail(503, "5.5.1", "Send MAIL first");
+    if (tx.bdat !== null) {
       // RFC 3030 §2: DATA and BDAT do not mix in one transaction.
       return this.#fail(503, "5.5.1", "DATA cannot follow BDAT");
     }
-    if (this.#mailParams!.body === "BINARYMIME") {
+    if (tx.mailParams.body === "BINARYMIME") {
       return this.#fail(503, "5.5.1", "BODY=BINARYMIME needs BDAT, not DATA");
     }
-    const refused = this.#noRecipients();
-    if (refused !== null) {
-      return this.#fail(refused.code, refused.enhancedCode, refused.message);
-    }
+    const refused = tx.noRecipients(this.options.lmtp);
+    if (refused !== null) return this.#failWith(refused);
     this.#ok(DATA_GO_AHEAD);
     this.#mode = "data";
-    this.#lineStart = true;
-    this.#size = 0;
-    this.#aborted = null;
+    const body = tx.body = this.#newBody("DATA");
+    this.#dataReader = new DataReader(
+      body,
+      this.#text ??= new TextScanner(),
+      this.#queue,
+    );
     this.#dataStarted = this.#lastActivity;
-    this.#messageOpen = true;
-    return { type: "message-start", command: "DATA", body: this.#bodyType() };
+    return { type: "message-start", command: "DATA", body: tx.bodyType };
   }
 
-  /** The refusal of a body without accepted recipients, or null. */
-  #noRecipients(): SmtpError | null {
-    if (this.#recipients.length > 0) return null;
-    // RFC 2033 §4.2: in LMTP, 503 whether or not RCPT was tried.
-    return this.#rcptAttempts === 0 || this.options.lmtp
-      ? new SmtpError(
-        503,
-        "5.5.1",
-        this.#rcptAttempts === 0 ? "Send RCPT first" : "No valid recipients",
-      )
-      : new SmtpError(554, "5.5.1", "No valid recipients");
+  /** The body of this transaction, as the options have it. */
+  #newBody(command: "DATA" | "BDAT"): Body {
+    const o = this.options;
+    return new Body(
+      command,
+      this.#queue,
+      o.maxMessageSize,
+      o.bareLineEnding === "normalize",
+    );
   }
 
-  #bodyType(): BodyType {
-    return this.#mailParams?.body ?? "7BIT";
+  /** The body in transfer (message-start sent, no end or abort yet), or null. */
+  #openBody(): Body | null {
+    const body = this.#tx?.body ?? null;
+    return body !== null && body.open ? body : null;
   }
 
   /**
@@ -1159,27 +1128,27 @@ export class SmtpEngine {
           `${this.options.serverName} Cannot find the end of the BDAT chunk, closing connection`,
         ),
       );
-      if (this.#messageOpen) {
-        this.#abort(new SmtpError(501, "5.5.4", "Bad BDAT chunk size"));
-      }
+      this.#openBody()?.abort(
+        new SmtpError(501, "5.5.4", "Bad BDAT chunk size"),
+      );
       this.#close("protocol-error");
       return null;
     }
     const rest = sp < 0 ? null : arg.slice(sp + 1);
     const last = rest !== null && rest.toUpperCase() === "LAST";
     this.#mode = "bdat";
-    this.#chunkLeft = size;
-    this.#chunkSize = size;
-    this.#chunkLast = last;
-    this.#chunkDeliver = false;
-    this.#chunkReply = "";
+    const tx = this.#tx;
+    const reader = tx?.bdat ?? null;
     let error: SmtpError | null = null;
     if (rest !== null && !last) {
       error = new SmtpError(501, "5.5.4", "Syntax: BDAT size [LAST]");
-    } else if (this.#from === null) {
+    } else if (tx === null) {
       error = new SmtpError(503, "5.5.1", "Send MAIL first");
-    } else error = this.#noRecipients();
-    if (error === null && this.#octets + size > this.options.maxMessageSize) {
+    } else error = tx.noRecipients(this.options.lmtp);
+    if (
+      error === null &&
+      (reader?.octets ?? 0) + size > this.options.maxMessageSize
+    ) {
       error = new SmtpError(552, "5.3.4", TOO_LARGE);
     }
     if (error !== null) {
@@ -1190,30 +1159,32 @@ export class SmtpEngine {
       // counts its accepted RCPTs and reads that many replies; it then
       // takes the transaction as over). Any other chunk gets one reply.
       const lmtp = this.options.lmtp;
-      const owed = this.#from !== null
-        ? this.#recipients.length
-        : this.#owedReplies;
-      this.#chunkReply = lmtp && last ? reply.repeat(owed) : reply;
-      if (this.#bdat || error.code === 552 || (lmtp && last)) {
-        if (this.#messageOpen) this.#abort(error);
+      const owed = tx !== null ? tx.recipients.length : this.#owedReplies;
+      this.#skipped = new SkippedChunk(
+        size,
+        lmtp && last ? reply.repeat(owed) : reply,
+      );
+      if (reader !== null || error.code === 552 || (lmtp && last)) {
+        this.#openBody()?.abort(error);
         this.#resetTransaction(false);
         this.#owedReplies = lmtp && !last ? owed : 0;
       }
       return null;
     }
-    this.#chunkDeliver = true;
-    this.#octets += size;
-    if (!this.#bdat) {
-      this.#bdat = true;
-      this.#messageOpen = true;
-      this.#size = 0;
-      this.#aborted = null;
-      this.#pendingCR = false;
-      this.#tooLarge = false;
-      this.#dataStarted = this.#lastActivity;
-      return { type: "message-start", command: "BDAT", body: this.#bodyType() };
+    if (reader !== null) {
+      reader.startChunk(size, last);
+      return null;
     }
-    return null;
+    const body = tx!.body = this.#newBody("BDAT");
+    const bdat = tx!.bdat = new BdatReader(
+      body,
+      this.#text ??= new TextScanner(),
+      this.#queue,
+      tx!.mailParams.body === "BINARYMIME",
+    );
+    bdat.startChunk(size, last);
+    this.#dataStarted = this.#lastActivity;
+    return { type: "message-start", command: "BDAT", body: tx!.bodyType };
   }
 
   #auth(arg: string): SmtpEvent | null {
@@ -1225,7 +1196,7 @@ export class SmtpEngine {
     if (this.#user !== null) {
       return this.#fail(503, "5.5.1", "Already authenticated");
     }
-    if (this.#from !== null) {
+    if (this.#tx !== null) {
       return this.#fail(
         503,
         "5.5.1",
@@ -1327,139 +1298,22 @@ export class SmtpEngine {
 
   // ----------------------------------------------------------------- body
 
-  /**
-   * Reads body bytes: returns one `data` event with as many whole lines as
-   * can be handed out as one view, or the end of the message.
-   *
-   * Line ends are found by a TextScanner, which tests four bytes at once
-   * (one 32-bit load) and passes over ordinary CRLFs itself: faster than a
-   * byte loop and than two indexOf() calls per line (one for LF, one for
-   * CR) on every runtime, and than a return to this loop at every line.
-   */
-  #readBody(): SmtpEvent | null {
-    const buf = this.#buf;
-    const len = buf.length;
-    let p = this.#pos;
-    let spanStart = p;
-    let lineStart = this.#lineStart;
-    const text = this.#text ??= new TextScanner();
-    for (;;) {
-      if (lineStart) {
-        if (p >= len) break;
-        if (buf[p] === DOT) {
-          // ".\r\n" ends the message; "." + anything else is dot-stuffing.
-          if (p + 1 >= len || (buf[p + 1] === CR && p + 2 >= len)) break;
-          if (buf[p + 1] === CR && buf[p + 2] === LF) {
-            this.#lineStart = true;
-            const ev = this.#emit(buf, spanStart, p);
-            this.#pos = p + 3;
-            if (ev !== null) this.#queue.push(ev);
-            const end = this.#messageEnd();
-            if (end !== null) this.#queue.push(end);
-            return null;
-          }
-          const ev = this.#emit(buf, spanStart, p);
-          p += 1; // drop the stuffed dot
-          spanStart = p;
-          lineStart = false;
-          if (ev !== null) {
-            this.#lineStart = false;
-            this.#pos = p;
-            return ev;
-          }
-          continue;
-        }
-        lineStart = false;
-      }
-      // The next CR or LF that is not an ordinary line break (the
-      // TextScanner passes over the bytes above CR a word at a time, and
-      // over CRLFs not followed by a dot).
-      const q = text.next(buf, p, len, true);
-      if (q + 1 < len && buf[q] === CR && buf[q + 1] === LF) {
-        p = q + 2;
-        lineStart = true;
-        continue;
-      }
-      this.#lineStart = false;
-      if (q >= len || (q === len - 1 && buf[q] === CR)) {
-        // An incomplete line: hand out all but a trailing CR (its LF may
-        // come with the next chunk).
-        const ev = this.#emit(buf, spanStart, q);
-        this.#pos = q;
-        return ev ?? NEED_DATA;
-      }
-      // A bare CR (not followed by LF) or a bare LF (not preceded by CR:
-      // the scan would have stopped at the CR).
-      const bareCR = buf[q] === CR;
-      if (this.#aborted !== null) {
-        // Already refused: keep looking for the end of the body.
-        this.#size += q + 1 - spanStart;
-        p = spanStart = q + 1;
-        continue;
-      }
-      // Hand out the bytes before the bare character, then either a CRLF
-      // in its place (normalize) or the refusal (reject).
-      const ev = this.#emit(buf, spanStart, q);
-      if (ev !== null) this.#queue.push(ev);
-      if (this.options.bareLineEnding === "normalize") {
-        const fixed = this.#emit(CRLF_BYTES.slice(), 0, 2); // a copy: the app may write into chunks
-        if (fixed !== null) this.#queue.push(fixed);
-      } else if (this.#aborted === null) {
-        const what = bareCR ? "CR" : "LF";
-        this.#abort(
-          new SmtpError(
-            550,
-            "5.6.0",
-            `Message refused: bare ${what} in body (RFC 5321 section 2.3.8)`,
-          ),
-        );
-      }
-      // Only a real CRLF may start a line (and so a terminator).
-      this.#pos = q + 1;
-      return null;
-    }
-    this.#lineStart = lineStart;
-    const ev = this.#emit(buf, spanStart, p);
-    this.#pos = p;
-    return ev ?? NEED_DATA;
+  /** Reads DATA body bytes with the DATA reader, up to the message's end. */
+  #readData(): SmtpEvent | null {
+    const reader = this.#dataReader!;
+    const ev = reader.read(this.#buf, this.#pos);
+    this.#pos = reader.pos;
+    if (!reader.ended) return ev;
+    this.#dataReader = null;
+    return this.#messageEnd();
   }
 
-  /**
-   * A `data` event for `buf[start, end)`, or null when empty or aborted.
-   * When the span crosses maxMessageSize, the bytes up to the limit are
-   * queued as a last `data` event before the `message-abort`, so that what
-   * the application sees does not depend on how the input was split.
-   */
-  #emit(buf: Uint8Array, start: number, end: number): SmtpEvent | null {
-    const n = end - start;
-    if (n <= 0) return null;
-    const room = this.options.maxMessageSize - this.#size;
-    this.#size += n;
-    if (this.#aborted !== null) return null;
-    if (n > room) {
-      if (room > 0) {
-        this.#queue.push({
-          type: "data",
-          chunk: buf.subarray(start, start + room),
-        });
-      }
-      this.#tooLarge = true;
-      this.#abort(new SmtpError(552, "5.3.4", TOO_LARGE));
-      return null;
-    }
-    return { type: "data", chunk: buf.subarray(start, end) };
-  }
-
-  /** Refuses the body in transfer: the application hears of it at once. */
-  #abort(error: SmtpError): void {
-    this.#aborted = error;
-    this.#messageOpen = false;
-    this.#queue.push({ type: "message-abort", error });
-  }
-
+  /** The body ended: its refusal, or the message-end decision. */
   #messageEnd(): SmtpEvent | null {
     this.#mode = "command";
-    const aborted = this.#aborted;
+    const tx = this.#tx!;
+    const body = tx.body!;
+    const aborted = body.aborted;
     if (aborted !== null) {
       const reply = formatReply(
         aborted.code,
@@ -1468,131 +1322,61 @@ export class SmtpEngine {
       );
       // LMTP: every accepted recipient gets the refusal.
       this.#write(
-        this.options.lmtp ? reply.repeat(this.#recipients.length) : reply,
+        this.options.lmtp ? reply.repeat(tx.recipients.length) : reply,
       );
       this.#resetTransaction(false);
       return null;
     }
-    this.#messageOpen = false;
+    body.open = false;
     return this.#decide({
       type: "message-end",
-      size: this.#size,
-      recipients: this.#recipients.slice(),
+      size: body.size,
+      recipients: tx.recipients.slice(),
     });
   }
 
   /**
-   * Reads the octets of a BDAT chunk: as `data` events (views, no copy)
-   * when it is accepted, else discarded. A BINARYMIME body is handed out
-   * untouched; any other body gets the bareLineEnding policy, with a CRLF
-   * split between two chunks recognized as one.
+   * Reads the octets of a BDAT chunk: with the transaction's BDAT reader
+   * when it is accepted, else dropped.
    */
   #readChunk(): SmtpEvent | null {
-    const buf = this.#buf;
-    const start = this.#pos;
-    const end = start + Math.min(buf.length - start, this.#chunkLeft);
-    this.#chunkLeft -= end - start;
-    this.#pos = end;
-    if (!this.#chunkDeliver) {
-      return this.#chunkLeft > 0 ? NEED_DATA : this.#chunkEnd();
-    }
-    if (this.#mailParams!.body === "BINARYMIME" || this.#aborted !== null) {
-      // Untouched (or refused already: counted, not handed out).
-      const ev = this.#emit(buf, start, end);
-      if (this.#chunkLeft > 0) return ev ?? NEED_DATA;
-      if (ev !== null) this.#queue.push(ev);
-      return this.#chunkEnd();
-    }
-    const text = this.#text ??= new TextScanner();
-    let p = start;
-    if (this.#pendingCR && p < end) {
-      this.#pendingCR = false;
-      if (buf[p] === LF) {
-        this.#queueEmit(CRLF_BYTES.slice(), 0, 2);
-        p++;
-      } else this.#bareLineEnding(true);
-    }
-    let span = p;
-    for (;;) {
-      // The next CR or LF that is not part of a CRLF (dots mean nothing
-      // here; a CRLF split between two reads comes back, as its CR is
-      // the last octet at hand).
-      const q = text.next(buf, p, end, false);
-      if (q >= end) break;
-      if (buf[q] === CR) {
-        if (q + 1 < end) {
-          if (buf[q + 1] === LF) {
-            p = q + 2;
-            continue;
-          }
-        } else {
-          // A CR as the last octet at hand: the next octet (in this chunk
-          // or the next) decides whether it is half of a CRLF.
-          this.#queueEmit(buf, span, q);
-          span = end;
-          this.#pendingCR = true;
-          break;
-        }
-      }
-      this.#queueEmit(buf, span, q);
-      this.#bareLineEnding(buf[q] === CR);
-      p = span = q + 1;
-    }
-    this.#queueEmit(buf, span, end);
-    if (this.#chunkLeft > 0) return this.#queue.length > 0 ? null : NEED_DATA;
-    return this.#chunkEnd();
-  }
-
-  #queueEmit(buf: Uint8Array, start: number, end: number): void {
-    const ev = this.#emit(buf, start, end);
-    if (ev !== null) this.#queue.push(ev);
-  }
-
-  /** A bare CR or LF in a BDAT body: normalized to CRLF, or the message refused. */
-  #bareLineEnding(cr: boolean): void {
-    if (this.options.bareLineEnding === "normalize") {
-      // A copy: the application may write into the chunks it gets.
-      this.#queueEmit(CRLF_BYTES.slice(), 0, 2);
-    } else if (this.#aborted === null) {
-      this.#abort(
-        new SmtpError(
-          550,
-          "5.6.0",
-          `Message refused: bare ${
-            cr ? "CR" : "LF"
-          } in body (RFC 5321 section 2.3.8)`,
-        ),
-      );
-    }
-  }
-
-  /** The last octet of a chunk was read: its reply, or the message's end. */
-  #chunkEnd(): SmtpEvent | null {
-    this.#mode = "command";
-    if (!this.#chunkDeliver) {
-      this.#write(this.#chunkReply);
-      this.#chunkReply = "";
+    const skipped = this.#skipped;
+    if (skipped !== null) {
+      this.#pos = skipped.skip(this.#buf, this.#pos);
+      if (skipped.left > 0) return NEED_DATA;
+      this.#skipped = null;
+      this.#mode = "command";
+      this.#write(skipped.reply);
       return null;
     }
-    if (this.#chunkLast && this.#pendingCR) {
-      // The body ends with a bare CR.
-      this.#pendingCR = false;
-      this.#bareLineEnding(true);
-    }
-    if (this.#tooLarge) {
+    const reader = this.#tx!.bdat!;
+    const ev = reader.read(this.#buf, this.#pos);
+    this.#pos = reader.pos;
+    return reader.chunkEnded ? this.#chunkEnd(reader) : ev;
+  }
+
+  /** The last octet of an accepted chunk was read: its reply, or the message's end. */
+  #chunkEnd(reader: BdatReader): SmtpEvent | null {
+    this.#mode = "command";
+    reader.finishChunk();
+    const tx = this.#tx!;
+    const last = reader.chunkLast;
+    if (tx.body!.tooLarge) {
       // Normalized line endings took the body past maxMessageSize.
       const reply = formatReply(552, "5.3.4", TOO_LARGE);
       const lmtp = this.options.lmtp;
-      const owed = this.#recipients.length;
-      this.#write(this.#chunkLast && lmtp ? reply.repeat(owed) : reply);
+      const owed = tx.recipients.length;
+      this.#write(last && lmtp ? reply.repeat(owed) : reply);
       this.#resetTransaction(false);
-      if (lmtp && !this.#chunkLast) this.#owedReplies = owed;
+      if (lmtp && !last) this.#owedReplies = owed;
       return null;
     }
-    if (!this.#chunkLast) {
+    if (!last) {
       // A refused body (bare line ending) still gets its refusal only
       // after the LAST chunk.
-      this.#ok(formatReply(250, "2.0.0", `${this.#chunkSize} octets received`));
+      this.#ok(
+        formatReply(250, "2.0.0", `${reader.chunkSize} octets received`),
+      );
       return null;
     }
     return this.#messageEnd();
