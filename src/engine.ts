@@ -30,6 +30,7 @@ import { Body, NEED_DATA, TOO_LARGE } from "./engine/body.ts";
 import { BdatReader, SkippedChunk } from "./engine/body_bdat.ts";
 import { DataReader } from "./engine/body_data.ts";
 import { CR, LF, TextScanner } from "./engine/scanner.ts";
+import { acceptedForEach, eachReply, perRecipient } from "./engine/lmtp.ts";
 import { Transaction } from "./engine/transaction.ts";
 import {
   parseChunkSize,
@@ -465,26 +466,15 @@ export class SmtpEngine {
         this.#tx!.recipients.push({ mailbox: ev.to, params: ev.params });
         this.#ok(orText(RECIPIENT_OK, 250, "2.1.5", text));
         return;
-      case "message-end":
-        if (o.lmtp) {
-          // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
-          let out = "";
-          for (const r of this.#tx!.recipients) {
-            out += text === undefined || text === null
-              ? formatReply(
-                250,
-                "2.0.0",
-                `Message accepted for <${r.mailbox.address}>`,
-              )
-              : formatReply(250, "2.0.0", text);
-          }
-          this.#resetTransaction(false);
-          this.#ok(out);
-          return;
-        }
+      case "message-end": {
+        // RFC 2033 §4.2: in LMTP one reply per accepted recipient, in RCPT order.
+        const out = o.lmtp
+          ? acceptedForEach(this.#tx!.recipients, text)
+          : orText(MESSAGE_OK, 250, "2.0.0", text);
         this.#resetTransaction(false);
-        this.#ok(orText(MESSAGE_OK, 250, "2.0.0", text));
+        this.#ok(out);
         return;
+      }
       case "auth":
         this.#user = ev.credentials.username;
         this.#ok(orText(AUTH_OK, 235, "2.7.0", text));
@@ -523,9 +513,7 @@ export class SmtpEngine {
     }
     const reply = formatReply(error.code, error.enhancedCode, error.message);
     this.#write(
-      decision === "message-end" && this.options.lmtp
-        ? reply.repeat(this.#tx!.recipients.length)
-        : reply,
+      decision === "message-end" ? this.#perRecipient(reply) : reply,
     );
     switch (decision) {
       case "connect":
@@ -584,25 +572,7 @@ export class SmtpEngine {
         } results for ${recipients.length} recipients`,
       );
     }
-    let out = "";
-    for (let i = 0; i < results.length; i++) {
-      const r = results[i];
-      if (r instanceof SmtpError) {
-        out += formatReply(r.code, r.enhancedCode, r.message);
-      } else if (typeof r === "string") {
-        out += formatReply(250, "2.0.0", r);
-      } else if (r === null || r === undefined) {
-        out += formatReply(
-          250,
-          "2.0.0",
-          `Message accepted for <${recipients[i].mailbox.address}>`,
-        );
-      } else {
-        throw new TypeError(
-          `Cannot answer per recipient: result ${i} is not an SmtpError, a string or null`,
-        );
-      }
-    }
+    const out = eachReply(recipients, results);
     this.#pending = null;
     this.#resetTransaction(false);
     // Any accepted recipient makes it a success for the bad-command count.
@@ -738,6 +708,14 @@ export class SmtpEngine {
   /** {@link SmtpEngine.#fail} with the codes and text of `error`. */
   #failWith(error: SmtpError): null {
     return this.#fail(error.code, error.enhancedCode, error.message);
+  }
+
+  /**
+   * A reply to the end of the message: in LMTP once per accepted recipient
+   * of the transaction.
+   */
+  #perRecipient(reply: string): string {
+    return perRecipient(reply, this.options.lmtp, this.#tx!.recipients.length);
   }
 
   #close(reason: CloseReason): void {
@@ -1162,7 +1140,7 @@ export class SmtpEngine {
       const owed = tx !== null ? tx.recipients.length : this.#owedReplies;
       this.#skipped = new SkippedChunk(
         size,
-        lmtp && last ? reply.repeat(owed) : reply,
+        perRecipient(reply, lmtp && last, owed),
       );
       if (reader !== null || error.code === 552 || (lmtp && last)) {
         this.#openBody()?.abort(error);
@@ -1321,9 +1299,7 @@ export class SmtpEngine {
         aborted.message,
       );
       // LMTP: every accepted recipient gets the refusal.
-      this.#write(
-        this.options.lmtp ? reply.repeat(tx.recipients.length) : reply,
-      );
+      this.#write(this.#perRecipient(reply));
       this.#resetTransaction(false);
       return null;
     }
@@ -1366,7 +1342,7 @@ export class SmtpEngine {
       const reply = formatReply(552, "5.3.4", TOO_LARGE);
       const lmtp = this.options.lmtp;
       const owed = tx.recipients.length;
-      this.#write(last && lmtp ? reply.repeat(owed) : reply);
+      this.#write(perRecipient(reply, last && lmtp, owed));
       this.#resetTransaction(false);
       if (lmtp && !last) this.#owedReplies = owed;
       return null;
