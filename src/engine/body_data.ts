@@ -8,8 +8,16 @@
 
 import { SmtpError } from "../errors.ts";
 import { type Body, NEED_DATA } from "./body.ts";
-import { CR, CRLF_BYTES, DOT, LF, type TextScanner } from "./scanner.ts";
+import { CRLF_BYTES, type TextScanner } from "./scanner.ts";
 import type { SmtpEvent } from "./types.ts";
+
+// Byte values as module-local constants, not imported: V8 folds a local
+// const into the code, while an import (or an export) is a load from a
+// module cell in the hot loops (the DATA reader scanned 1 MB bodies about
+// 10% slower with them imported).
+const CR = 13;
+const LF = 10;
+const DOT = 46;
 
 /**
  * Reads one DATA body from the bytes at hand, as `data` events (views, no

@@ -4,9 +4,11 @@
  * @module
  */
 
-export const CR = 13;
-export const LF = 10;
-export const DOT = 46;
+// Not exported: an exported const is a load from a module cell in the hot
+// loops, a local one is folded into the code (see body_data.ts).
+const CR = 13;
+const LF = 10;
+const DOT = 46;
 
 export const CRLF_BYTES = new Uint8Array([CR, LF]);
 
