@@ -19,10 +19,8 @@ import type { BodyType, MailParams, Recipient } from "./types.ts";
  * ```ts
  * import { Transaction } from "./transaction.ts";
  *
- * const tx = new Transaction({ address: "a@b.test", local: "a", domain: "b.test" }, {
- *   smtputf8: false,
- *   params: {},
- * });
+ * const from = { address: "a@b.test", localPart: "a", domain: "b.test" };
+ * const tx = new Transaction(from, { smtputf8: false, params: {} });
  * tx.noRecipients(false); // 503 5.5.1 Send RCPT first
  * ```
  */
