@@ -32,6 +32,8 @@ import { DataReader } from "./engine/body_data.ts";
 import { TextScanner } from "./engine/scanner.ts";
 import { acceptedForEach, eachReply, perRecipient } from "./engine/lmtp.ts";
 import { Transaction } from "./engine/transaction.ts";
+import { authOffered, capabilities, helpLines } from "./engine/capabilities.ts";
+import { decodeCommandLine, isAuthLine } from "./engine/command_line.ts";
 import {
   parseChunkSize,
   parseEnvelopeArg,
@@ -111,16 +113,9 @@ const SLAB_SIZE = 16 * 1024;
 const SLAB_MAX = 1024;
 let slab = new Uint8Array(SLAB_SIZE);
 let slabAt = 0;
-// ignoreBOM: keep a leading U+FEFF (by default the decoder drops it, and
-// "<BOM>MAIL FROM:..." would pass as MAIL).
-const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x1f\x7f]/;
 // deno-lint-ignore no-control-regex
 const NON_ASCII = /[^\x00-\x7f]/;
 const HELO_NAME = /^[A-Za-z0-9_.-]+$/;
-/** #command's scratch array of character codes (one engine runs at a time). */
-const CODES: number[] = [];
 const NOT_IMPLEMENTED = new Set([
   "EXPN",
   "TURN",
@@ -459,7 +454,7 @@ export class SmtpEngine {
           formatReply(
             250,
             null,
-            this.#esmtp ? [greet, ...this.#capabilities()] : greet,
+            this.#esmtp ? [greet, ...capabilities(o, this.#secure)] : greet,
           ),
         );
         this.#badCommands = 0;
@@ -733,30 +728,9 @@ export class SmtpEngine {
     this.#pos = 0;
   }
 
-  #capabilities(): string[] {
-    const o = this.options;
-    const caps = ["PIPELINING", "8BITMIME"];
-    caps.push(
-      o.maxMessageSize === Infinity ? "SIZE" : `SIZE ${o.maxMessageSize}`,
-    );
-    caps.push("ENHANCEDSTATUSCODES");
-    if (o.smtputf8) caps.push("SMTPUTF8");
-    if (o.dsn) caps.push("DSN");
-    if (o.chunking) {
-      caps.push("CHUNKING");
-      if (o.binaryMime) caps.push("BINARYMIME");
-    }
-    if (o.startTls && !this.#secure) caps.push("STARTTLS");
-    if (this.#authOffered()) caps.push(`AUTH ${o.authMechanisms.join(" ")}`);
-    caps.push("HELP");
-    return caps;
-  }
-
   /** AUTH is advertised and accepted: over TLS, or plaintext when allowed. */
   #authOffered(): boolean {
-    const o = this.options;
-    return o.authMechanisms.length > 0 &&
-      (this.#secure || (o.allowInsecureAuth && !o.requireTls));
+    return authOffered(this.options, this.#secure);
   }
 
   /**
@@ -861,39 +835,8 @@ export class SmtpEngine {
 
   /** Decodes and dispatches one command line (without CRLF). */
   #command(buf: Uint8Array, start: number, end: number): SmtpEvent | null {
-    let line = "";
-    const n = end - start;
-    let ascii = true;
-    // apply() passes every byte as an argument: only for short lines, or a
-    // long maxLineLength overflows the call stack (RangeError). The bytes
-    // go through a reused array: cheaper than apply() on a view.
-    if (n <= 1024) {
-      const codes = CODES;
-      codes.length = n;
-      for (let i = 0; i < n; i++) {
-        const b = buf[start + i];
-        if (b > 0x7e || b < 0x20) {
-          ascii = false;
-          break;
-        }
-        codes[i] = b;
-      }
-      if (ascii) line = String.fromCharCode.apply(null, codes);
-    } else ascii = false;
-    if (!ascii) {
-      try {
-        line = UTF8.decode(buf.subarray(start, end));
-      } catch {
-        return this.#fail(501, "5.5.2", "Invalid UTF-8 in command");
-      }
-      if (CONTROL.test(line)) {
-        return this.#fail(
-          501,
-          "5.5.2",
-          "Control characters are not allowed in commands",
-        );
-      }
-    }
+    const line = decodeCommandLine(buf, start, end);
+    if (typeof line !== "string") return this.#failWith(line);
     const sp = line.indexOf(" ");
     const verb = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();
     const arg = sp < 0 ? "" : line.slice(sp + 1);
@@ -952,21 +895,9 @@ export class SmtpEngine {
         this.#ok(VRFY_REPLY);
         return null;
       case "HELP":
-        this.#ok(formatReply(
-          214,
-          "2.0.0",
-          [
-            `Commands: ${
-              this.options.lmtp ? "LHLO" : "EHLO HELO"
-            } MAIL RCPT DATA${
-              this.options.chunking ? " BDAT" : ""
-            } RSET NOOP QUIT VRFY HELP` +
-            // What is available now, as in the EHLO reply.
-            (this.options.startTls && !this.#secure ? " STARTTLS" : "") +
-            (this.#authOffered() ? " AUTH" : ""),
-            "End of HELP info",
-          ].join("\n"),
-        ));
+        this.#ok(
+          formatReply(214, "2.0.0", helpLines(this.options, this.#secure)),
+        );
         return null;
       case "STARTTLS":
         return this.#starttls(arg);
@@ -1396,13 +1327,6 @@ function encodeReply(s: string): Uint8Array {
   }
   slabAt = start + n;
   return buf.subarray(start, start + n);
-}
-
-/** Whether the line at `start` begins with "AUTH " (any case). */
-function isAuthLine(buf: Uint8Array, start: number): boolean {
-  return buf.length - start >= 5 && (buf[start] | 0x20) === 0x61 &&
-    (buf[start + 1] | 0x20) === 0x75 && (buf[start + 2] | 0x20) === 0x74 &&
-    (buf[start + 3] | 0x20) === 0x68 && buf[start + 4] === 0x20;
 }
 
 function assertNever(x: never): never {
