@@ -942,16 +942,12 @@ export class SmtpEngine {
     }
     const env = parseEnvelopeArg(arg, false);
     if (env instanceof SmtpError) return this.#failWith(env);
-    const o = this.options;
-    const params = parseMailParams(env.params, {
-      esmtp: this.#esmtp,
-      maxMessageSize: o.maxMessageSize,
-      chunking: o.chunking,
-      binaryMime: o.binaryMime,
-      smtputf8: o.smtputf8,
-      dsn: o.dsn,
-      auth: this.#authOffered(),
-    });
+    const params = parseMailParams(
+      env.params,
+      this.options,
+      this.#esmtp,
+      this.#authOffered(),
+    );
     if (params instanceof SmtpError) return this.#failWith(params);
     if (NON_ASCII.test(env.mailbox.address) && !params.smtputf8) {
       return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
@@ -964,10 +960,7 @@ export class SmtpEngine {
     if (tx === null) return this.#fail(503, "5.5.1", "Send MAIL first");
     const env = parseEnvelopeArg(arg, true);
     if (env instanceof SmtpError) return this.#failWith(env);
-    const params = parseRcptParams(env.params, {
-      esmtp: this.#esmtp,
-      dsn: this.options.dsn,
-    });
+    const params = parseRcptParams(env.params, this.#esmtp, this.options.dsn);
     if (params instanceof SmtpError) return this.#failWith(params);
     if (NON_ASCII.test(env.mailbox.address) && !tx.mailParams.smtputf8) {
       return this.#fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");

@@ -4,15 +4,14 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SmtpError } from "../src/errors.ts";
 import {
-  type MailOffer,
   parseChunkSize,
   parseEnvelopeArg,
   parseMailParams,
   parseRcptParams,
 } from "../src/engine/params.ts";
 
-/** Everything offered. */
-const ALL: MailOffer = {
+/** Everything offered (with EHLO, and AUTH offered). */
+const ALL = {
   esmtp: true,
   maxMessageSize: 1000,
   chunking: true,
@@ -75,7 +74,7 @@ describe("parseMailParams", () => {
   const table: [
     string,
     [string, string | true][],
-    Partial<MailOffer>,
+    Partial<typeof ALL>,
     unknown,
   ][] = [
     ["no parameters", [], {}, { smtputf8: false, params: {} }],
@@ -207,7 +206,8 @@ describe("parseMailParams", () => {
   ];
   for (const [name, sent, offer, want] of table) {
     it(`decodes ${name}`, () => {
-      const r = parseMailParams(new Map(sent), { ...ALL, ...offer });
+      const o = { ...ALL, ...offer };
+      const r = parseMailParams(new Map(sent), o, o.esmtp, o.auth);
       assert.deepEqual(shown(r), want);
     });
   }
@@ -290,11 +290,11 @@ describe("parseRcptParams", () => {
   ];
   for (const [name, sent, offer, want] of table) {
     it(`decodes ${name}`, () => {
-      const r = parseRcptParams(new Map(sent), {
-        esmtp: true,
-        dsn: true,
-        ...offer,
-      });
+      const r = parseRcptParams(
+        new Map(sent),
+        offer.esmtp ?? true,
+        offer.dsn ?? true,
+      );
       assert.deepEqual(shown(r), want);
     });
   }

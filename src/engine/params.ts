@@ -14,6 +14,7 @@ import {
   parsePath,
 } from "../address.ts";
 import { SmtpError } from "../errors.ts";
+import type { ResolvedEngineOptions } from "../options.ts";
 import type { MailParams, RcptParams } from "./types.ts";
 
 /** The parameters of a path without any (only read, never changed). */
@@ -43,39 +44,26 @@ export interface EnvelopeArg {
 }
 
 /**
- * What the session offers that MAIL's parameters depend on.
+ * The options that MAIL's parameters depend on (the engine's resolved
+ * options fit).
  *
  * @example
  * ```ts
- * import type { MailOffer } from "./params.ts";
+ * import type { MailOptions } from "./params.ts";
  *
- * const offer: MailOffer = {
- *   esmtp: true,
+ * const o: MailOptions = {
  *   maxMessageSize: 1000,
  *   chunking: true,
  *   binaryMime: true,
  *   smtputf8: true,
  *   dsn: false,
- *   auth: false,
  * };
  * ```
  */
-export interface MailOffer {
-  /** The client greeted with EHLO (or LHLO): parameters are allowed. */
-  esmtp: boolean;
-  /** SIZE: the largest message accepted. */
-  maxMessageSize: number;
-  /** CHUNKING is offered (BODY=BINARYMIME needs it). */
-  chunking: boolean;
-  /** BINARYMIME is offered. */
-  binaryMime: boolean;
-  /** SMTPUTF8 is offered. */
-  smtputf8: boolean;
-  /** DSN is offered (RET, ENVID; NOTIFY, ORCPT). */
-  dsn: boolean;
-  /** AUTH is offered now (the AUTH= parameter). */
-  auth: boolean;
-}
+export type MailOptions = Pick<
+  ResolvedEngineOptions,
+  "maxMessageSize" | "chunking" | "binaryMime" | "smtputf8" | "dsn"
+>;
 
 /**
  * Parses the argument of MAIL ("FROM:<path> params") or RCPT ("TO:<path>
@@ -135,32 +123,34 @@ export function parseEnvelopeArg(
 }
 
 /**
- * Decodes the parameters of MAIL FROM against what the session offers; the
- * first bad one gives the error to reply with.
+ * Decodes the parameters of MAIL FROM against what the session offers
+ * (`esmtp`: the client greeted with EHLO or LHLO; `authOffered`: AUTH is
+ * offered now); the first bad one gives the error to reply with.
  *
  * @example
  * ```ts
  * import { parseMailParams } from "./params.ts";
  *
- * const params = parseMailParams(new Map([["SIZE", "100"]]), {
- *   esmtp: true,
+ * const options = {
  *   maxMessageSize: 1000,
  *   chunking: false,
  *   binaryMime: false,
  *   smtputf8: false,
  *   dsn: false,
- *   auth: false,
- * });
+ * };
+ * const params = parseMailParams(new Map([["SIZE", "100"]]), options, true, false);
  * ```
  */
 export function parseMailParams(
   sent: ReadonlyMap<string, string | true>,
-  o: MailOffer,
+  o: MailOptions,
+  esmtp: boolean,
+  authOffered: boolean,
 ): MailParams | SmtpError {
   const params: MailParams = { smtputf8: false, params: {} };
   for (const [key, value] of sent) {
     params.params[key] = value;
-    if (!o.esmtp) {
+    if (!esmtp) {
       return new SmtpError(555, "5.5.4", "Parameters need EHLO");
     }
     switch (key) {
@@ -229,7 +219,7 @@ export function parseMailParams(
       case "AUTH": {
         // RFC 4954 §5: the identity that submitted the message, handed to
         // the application as sent; "<>" when unknown.
-        if (!o.auth) {
+        if (!authOffered) {
           return new SmtpError(555, "5.5.4", "Unsupported parameter AUTH");
         }
         const auth = value === true ? null : decodeXtext(value);
@@ -251,32 +241,30 @@ export function parseMailParams(
 }
 
 /**
- * Decodes the parameters of RCPT TO (NOTIFY and ORCPT, only with DSN); the
- * first bad one gives the error to reply with.
+ * Decodes the parameters of RCPT TO (NOTIFY and ORCPT, only with `dsn`;
+ * none unless `esmtp`); the first bad one gives the error to reply with.
  *
  * @example
  * ```ts
  * import { parseRcptParams } from "./params.ts";
  *
- * const params = parseRcptParams(new Map([["NOTIFY", "NEVER"]]), {
- *   esmtp: true,
- *   dsn: true,
- * });
+ * const params = parseRcptParams(new Map([["NOTIFY", "NEVER"]]), true, true);
  * ```
  */
 export function parseRcptParams(
   sent: ReadonlyMap<string, string | true>,
-  o: { esmtp: boolean; dsn: boolean },
+  esmtp: boolean,
+  dsn: boolean,
 ): RcptParams | SmtpError {
   const params: RcptParams = { params: {} };
   for (const [key, value] of sent) {
     params.params[key] = value;
     // RCPT parameters are service extensions: only after EHLO (RFC 5321
     // §4.1.1.3), as for MAIL.
-    if (!o.esmtp) {
+    if (!esmtp) {
       return new SmtpError(555, "5.5.4", "Parameters need EHLO");
     }
-    if (!o.dsn || (key !== "NOTIFY" && key !== "ORCPT")) {
+    if (!dsn || (key !== "NOTIFY" && key !== "ORCPT")) {
       return new SmtpError(
         555,
         "5.5.4",
