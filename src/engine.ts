@@ -14,12 +14,7 @@
 
 import { isDomainOrLiteral, type Mailbox } from "./address.ts";
 import { formatReply, SmtpError } from "./errors.ts";
-import {
-  decodeBase64Text,
-  encodeBase64Text,
-  SaslExchange,
-  type SaslStep,
-} from "./sasl.ts";
+import { encodeBase64Text, SaslExchange, type SaslStep } from "./sasl.ts";
 import {
   type EngineOptions,
   isSharedEngineOptions,
@@ -35,10 +30,12 @@ import { Transaction } from "./engine/transaction.ts";
 import { authOffered, capabilities, helpLines } from "./engine/capabilities.ts";
 import { decodeCommandLine, isAuthLine } from "./engine/command_line.ts";
 import {
+  parseAuthArg,
   parseChunkSize,
   parseEnvelopeArg,
   parseMailParams,
   parseRcptParams,
+  parseSaslResponse,
 } from "./engine/params.ts";
 import type {
   CloseReason,
@@ -1121,23 +1118,10 @@ export class SmtpEngine {
           "Encryption required for requested authentication mechanism",
         );
     }
-    const sp = arg.indexOf(" ");
-    const mech = (sp < 0 ? arg : arg.slice(0, sp)).toUpperCase();
-    const rest = sp < 0 ? null : arg.slice(sp + 1);
-    if (mech === "") return this.#fail(501, "5.5.4", "Syntax: AUTH mechanism");
-    const mechanism = o.authMechanisms.find((m) => m === mech);
-    if (mechanism === undefined) {
-      return this.#fail(504, "5.5.4", "Unrecognized authentication type");
-    }
-    let initial: string | null = null;
-    if (rest !== null) {
-      initial = rest === "=" ? "" : decodeBase64Text(rest);
-      if (initial === null) {
-        return this.#fail(501, "5.5.2", "Invalid base64 data");
-      }
-    }
-    this.#sasl = new SaslExchange(mechanism, this.#challenge());
-    return this.#saslStep(this.#sasl.start(initial));
+    const parsed = parseAuthArg(arg, o.authMechanisms);
+    if (parsed instanceof SmtpError) return this.#failWith(parsed);
+    this.#sasl = new SaslExchange(parsed.mechanism, this.#challenge());
+    return this.#saslStep(this.#sasl.start(parsed.initial));
   }
 
   /** A CRAM-MD5 challenge: `<random.time@server>` (RFC 2195). */
@@ -1170,18 +1154,10 @@ export class SmtpEngine {
 
   /** One client response line during AUTH. */
   #saslResponse(buf: Uint8Array, start: number, end: number): SmtpEvent | null {
-    let text = "";
-    for (let i = start; i < end; i++) {
-      text += String.fromCharCode(buf[i]);
-    }
-    if (text === "*") {
+    const decoded = parseSaslResponse(buf, start, end);
+    if (decoded instanceof SmtpError) {
       this.#endSasl();
-      return this.#fail(501, "5.7.0", "Authentication cancelled");
-    }
-    const decoded = decodeBase64Text(text);
-    if (decoded === null) {
-      this.#endSasl();
-      return this.#fail(501, "5.5.2", "Invalid base64 data");
+      return this.#failWith(decoded);
     }
     return this.#saslStep(this.#sasl!.next(decoded));
   }

@@ -4,10 +4,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SmtpError } from "../src/errors.ts";
 import {
+  parseAuthArg,
   parseChunkSize,
   parseEnvelopeArg,
   parseMailParams,
   parseRcptParams,
+  parseSaslResponse,
 } from "../src/engine/params.ts";
 
 /** Everything offered (with EHLO, and AUTH offered). */
@@ -321,6 +323,43 @@ describe("parseChunkSize", () => {
   for (const [text, want] of table) {
     it(`reads ${JSON.stringify(text)} as ${want}`, () => {
       assert.equal(parseChunkSize(text), want);
+    });
+  }
+});
+
+describe("parseAuthArg", () => {
+  const offered = ["PLAIN", "LOGIN", "XOAUTH2"] as const;
+  const table: [string, unknown][] = [
+    ["PLAIN", { mechanism: "PLAIN", initial: null }],
+    ["login", { mechanism: "LOGIN", initial: null }],
+    ["PLAIN =", { mechanism: "PLAIN", initial: "" }],
+    ["PLAIN AGEAYg==", { mechanism: "PLAIN", initial: "\0a\0b" }],
+    ["", "501 5.5.4 Syntax: AUTH mechanism"],
+    [" PLAIN", "501 5.5.4 Syntax: AUTH mechanism"],
+    ["CRAM-MD5", "504 5.5.4 Unrecognized authentication type"],
+    ["GSSAPI", "504 5.5.4 Unrecognized authentication type"],
+    ["PLAIN !!!", "501 5.5.2 Invalid base64 data"],
+  ];
+  for (const [arg, want] of table) {
+    it(`parses ${JSON.stringify(arg)}`, () => {
+      assert.deepEqual(shown(parseAuthArg(arg, offered)), want);
+    });
+  }
+});
+
+describe("parseSaslResponse", () => {
+  const table: [string, string][] = [
+    ["dXNlcg==", "user"],
+    ["", ""],
+    ["*", "501 5.7.0 Authentication cancelled"],
+    ["**", "501 5.5.2 Invalid base64 data"],
+    ["not base64!", "501 5.5.2 Invalid base64 data"],
+  ];
+  for (const [line, want] of table) {
+    it(`decodes ${JSON.stringify(line)} inside a line`, () => {
+      // The line sits between other bytes: only [start, end) counts.
+      const buf = new TextEncoder().encode(`xx${line}\r\n`);
+      assert.equal(shown(parseSaslResponse(buf, 2, 2 + line.length)), want);
     });
   }
 });

@@ -14,6 +14,7 @@ import {
   parsePath,
 } from "../address.ts";
 import { SmtpError } from "../errors.ts";
+import { type AuthMechanism, decodeBase64Text } from "../sasl.ts";
 import type { ResolvedEngineOptions } from "../options.ts";
 import type { MailParams, RcptParams } from "./types.ts";
 
@@ -319,4 +320,71 @@ export function parseChunkSize(text: string): number {
   }
   const n = Number(digits);
   return n <= Number.MAX_SAFE_INTEGER ? n : -1;
+}
+
+/**
+ * The argument of AUTH ("mechanism [initial-response]", RFC 4954 §4): one
+ * of the `mechanisms` offered and the decoded initial response (`""` for
+ * "=", null when none was sent), or the error to reply with.
+ *
+ * @example
+ * ```ts
+ * import { parseAuthArg } from "./params.ts";
+ *
+ * parseAuthArg("plain AGEAYg==", ["PLAIN", "LOGIN"]);
+ * // { mechanism: "PLAIN", initial: "\0a\0b" }
+ * ```
+ */
+export function parseAuthArg(
+  arg: string,
+  mechanisms: readonly AuthMechanism[],
+): { mechanism: AuthMechanism; initial: string | null } | SmtpError {
+  const sp = arg.indexOf(" ");
+  const mech = (sp < 0 ? arg : arg.slice(0, sp)).toUpperCase();
+  const rest = sp < 0 ? null : arg.slice(sp + 1);
+  if (mech === "") return new SmtpError(501, "5.5.4", "Syntax: AUTH mechanism");
+  const mechanism = mechanisms.find((m) => m === mech);
+  if (mechanism === undefined) {
+    return new SmtpError(504, "5.5.4", "Unrecognized authentication type");
+  }
+  let initial: string | null = null;
+  if (rest !== null) {
+    initial = rest === "=" ? "" : decodeBase64Text(rest);
+    if (initial === null) {
+      return new SmtpError(501, "5.5.2", "Invalid base64 data");
+    }
+  }
+  return { mechanism, initial };
+}
+
+/**
+ * A client's response line during an AUTH exchange (`buf[start, end)`,
+ * without CRLF), decoded from base64; "*" cancels (RFC 4954 §4). Returns
+ * the text, or the error to reply with.
+ *
+ * @example
+ * ```ts
+ * import { parseSaslResponse } from "./params.ts";
+ *
+ * const line = new TextEncoder().encode("dXNlcg==");
+ * parseSaslResponse(line, 0, line.length); // "user"
+ * ```
+ */
+export function parseSaslResponse(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+): string | SmtpError {
+  let text = "";
+  for (let i = start; i < end; i++) {
+    text += String.fromCharCode(buf[i]);
+  }
+  if (text === "*") {
+    return new SmtpError(501, "5.7.0", "Authentication cancelled");
+  }
+  const decoded = decodeBase64Text(text);
+  if (decoded === null) {
+    return new SmtpError(501, "5.5.2", "Invalid base64 data");
+  }
+  return decoded;
 }
