@@ -10,6 +10,7 @@ const CR = 13;
 const LF = 10;
 const DOT = 46;
 
+/** CR LF: a bare line ending normalized (copied with `slice()` for each use). */
 export const CRLF_BYTES = new Uint8Array([CR, LF]);
 
 /** Spans shorter than this are scanned byte by byte (no word view). */
