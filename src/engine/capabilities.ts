@@ -1,0 +1,83 @@
+/**
+ * What the server offers, from its options and the session's TLS state: the
+ * EHLO keywords, the HELP text, and whether AUTH is offered.
+ *
+ * @module
+ */
+
+import type { ResolvedEngineOptions } from "../options.ts";
+
+/**
+ * AUTH is advertised and accepted: over TLS, or plaintext when allowed.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { authOffered } from "./capabilities.ts";
+ *
+ * authOffered(resolveEngineOptions({}), true);
+ * ```
+ */
+export function authOffered(
+  o: ResolvedEngineOptions,
+  secure: boolean,
+): boolean {
+  return o.authMechanisms.length > 0 &&
+    (secure || (o.allowInsecureAuth && !o.requireTls));
+}
+
+/**
+ * The EHLO (LHLO) keywords after the greeting line.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { capabilities } from "./capabilities.ts";
+ *
+ * capabilities(resolveEngineOptions({}), false); // ["PIPELINING", ...]
+ * ```
+ */
+export function capabilities(
+  o: ResolvedEngineOptions,
+  secure: boolean,
+): string[] {
+  const caps = ["PIPELINING", "8BITMIME"];
+  caps.push(
+    o.maxMessageSize === Infinity ? "SIZE" : `SIZE ${o.maxMessageSize}`,
+  );
+  caps.push("ENHANCEDSTATUSCODES");
+  if (o.smtputf8) caps.push("SMTPUTF8");
+  if (o.dsn) caps.push("DSN");
+  if (o.chunking) {
+    caps.push("CHUNKING");
+    if (o.binaryMime) caps.push("BINARYMIME");
+  }
+  if (o.startTls && !secure) caps.push("STARTTLS");
+  if (authOffered(o, secure)) caps.push(`AUTH ${o.authMechanisms.join(" ")}`);
+  caps.push("HELP");
+  return caps;
+}
+
+/**
+ * The lines of the HELP reply: the commands available now, as in the EHLO
+ * reply.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { helpLines } from "./capabilities.ts";
+ *
+ * helpLines(resolveEngineOptions({}), false).join("\n");
+ * ```
+ */
+export function helpLines(o: ResolvedEngineOptions, secure: boolean): string[] {
+  return [
+    `Commands: ${o.lmtp ? "LHLO" : "EHLO HELO"} MAIL RCPT DATA${
+      o.chunking ? " BDAT" : ""
+    } RSET NOOP QUIT VRFY HELP` +
+    // What is available now, as in the EHLO reply.
+    (o.startTls && !secure ? " STARTTLS" : "") +
+    (authOffered(o, secure) ? " AUTH" : ""),
+    "End of HELP info",
+  ];
+}

@@ -1,0 +1,390 @@
+/**
+ * The arguments of MAIL, RCPT and BDAT as pure functions: a string (and
+ * what the session offers) in, the decoded value or the `SmtpError` to
+ * reply with out. No engine state.
+ *
+ * @module
+ */
+
+import {
+  decodeXtext,
+  type Mailbox,
+  type ParamsResult,
+  parseParams,
+  parsePath,
+} from "../address.ts";
+import { SmtpError } from "../errors.ts";
+import { type AuthMechanism, decodeBase64Text } from "../sasl.ts";
+import type { ResolvedEngineOptions } from "../options.ts";
+import type { MailParams, RcptParams } from "./types.ts";
+
+/** The parameters of a path without any (only read, never changed). */
+const NO_PARAMS: ParamsResult = Object.freeze({
+  ok: true,
+  params: new Map<string, string | true>(),
+});
+/** Longest chunk size BDAT accepts: larger ones cannot be counted exactly. */
+const MAX_CHUNK_DIGITS = String(Number.MAX_SAFE_INTEGER).length;
+const NOTIFY_VALUES = ["NEVER", "SUCCESS", "FAILURE", "DELAY"];
+
+/**
+ * The address and the parameters of MAIL or RCPT, as sent.
+ *
+ * @example
+ * ```ts
+ * import { parseEnvelopeArg } from "./params.ts";
+ *
+ * const env = parseEnvelopeArg("FROM:<a@example.org> SIZE=10", false);
+ * ```
+ */
+export interface EnvelopeArg {
+  /** The parsed address. */
+  mailbox: Mailbox;
+  /** The parameters by upper-cased keyword; `true` for a keyword without a value. */
+  params: Map<string, string | true>;
+}
+
+/**
+ * The options that MAIL's parameters depend on (the engine's resolved
+ * options fit).
+ *
+ * @example
+ * ```ts
+ * import type { MailOptions } from "./params.ts";
+ *
+ * const o: MailOptions = {
+ *   maxMessageSize: 1000,
+ *   chunking: true,
+ *   binaryMime: true,
+ *   smtputf8: true,
+ *   dsn: false,
+ * };
+ * ```
+ */
+export type MailOptions = Pick<
+  ResolvedEngineOptions,
+  "maxMessageSize" | "chunking" | "binaryMime" | "smtputf8" | "dsn"
+>;
+
+/**
+ * Parses the argument of MAIL ("FROM:<path> params") or RCPT ("TO:<path>
+ * params"): the address and the parameters, or the syntax error to reply
+ * with.
+ *
+ * @example
+ * ```ts
+ * import { parseEnvelopeArg } from "./params.ts";
+ *
+ * const env = parseEnvelopeArg("TO:<postmaster>", true);
+ * ```
+ */
+export function parseEnvelopeArg(
+  arg: string,
+  recipient: boolean,
+): EnvelopeArg | SmtpError {
+  const prefix = recipient ? "TO:" : "FROM:";
+  if (arg.slice(0, prefix.length).toUpperCase() !== prefix) {
+    return new SmtpError(
+      501,
+      "5.5.4",
+      `Syntax: ${recipient ? "RCPT TO" : "MAIL FROM"}:<address>`,
+    );
+  }
+  let i = prefix.length;
+  while (arg.charCodeAt(i) === 0x20) i++; // tolerate "FROM: <a@b>"
+  const path = parsePath(arg, i, {
+    allowNull: !recipient,
+    allowPostmaster: recipient,
+    utf8: true,
+  });
+  if (!path.ok) {
+    const who = recipient ? "recipient" : "sender";
+    return new SmtpError(
+      501,
+      recipient ? "5.1.3" : "5.1.7",
+      path.error === "too-long"
+        ? `${recipient ? "Recipient" : "Sender"} address too long`
+        : `Bad ${who} address syntax`,
+    );
+  }
+  // Most paths have no parameters: no Map (and no result object) for them.
+  const parsed = path.end === arg.length
+    ? NO_PARAMS
+    : parseParams(arg.slice(path.end));
+  if (!parsed.ok) {
+    return new SmtpError(
+      501,
+      "5.5.4",
+      parsed.error === "duplicate"
+        ? "Duplicate parameter"
+        : "Bad parameter syntax",
+    );
+  }
+  return { mailbox: path.mailbox, params: parsed.params };
+}
+
+/**
+ * Decodes the parameters of MAIL FROM against what the session offers
+ * (`esmtp`: the client greeted with EHLO or LHLO; `authOffered`: AUTH is
+ * offered now); the first bad one gives the error to reply with.
+ *
+ * @example
+ * ```ts
+ * import { parseMailParams } from "./params.ts";
+ *
+ * const options = {
+ *   maxMessageSize: 1000,
+ *   chunking: false,
+ *   binaryMime: false,
+ *   smtputf8: false,
+ *   dsn: false,
+ * };
+ * const params = parseMailParams(new Map([["SIZE", "100"]]), options, true, false);
+ * ```
+ */
+export function parseMailParams(
+  sent: ReadonlyMap<string, string | true>,
+  o: MailOptions,
+  esmtp: boolean,
+  authOffered: boolean,
+): MailParams | SmtpError {
+  const params: MailParams = { smtputf8: false, params: {} };
+  for (const [key, value] of sent) {
+    params.params[key] = value;
+    if (!esmtp) {
+      return new SmtpError(555, "5.5.4", "Parameters need EHLO");
+    }
+    switch (key) {
+      case "SIZE": {
+        if (value === true || !/^\d{1,20}$/.test(value)) {
+          return new SmtpError(501, "5.5.4", "Bad SIZE parameter");
+        }
+        params.size = Number(value);
+        if (params.size > o.maxMessageSize) {
+          return new SmtpError(
+            552,
+            "5.3.4",
+            "Message size exceeds fixed maximum message size",
+          );
+        }
+        break;
+      }
+      case "BODY": {
+        const body = value === true ? "" : value.toUpperCase();
+        if (body === "BINARYMIME") {
+          // RFC 3030 §3: only when offered, and only with CHUNKING.
+          if (!o.chunking || !o.binaryMime) {
+            return new SmtpError(
+              555,
+              "5.5.4",
+              "BODY=BINARYMIME is not supported",
+            );
+          }
+        } else if (body !== "7BIT" && body !== "8BITMIME") {
+          return new SmtpError(501, "5.5.4", "Bad BODY parameter");
+        }
+        params.body = body;
+        break;
+      }
+      case "SMTPUTF8":
+        if (!o.smtputf8) {
+          return new SmtpError(555, "5.5.4", "SMTPUTF8 is not supported");
+        }
+        if (value !== true) {
+          return new SmtpError(501, "5.5.4", "SMTPUTF8 takes no value");
+        }
+        params.smtputf8 = true;
+        break;
+      case "RET": {
+        if (!o.dsn) {
+          return new SmtpError(555, "5.5.4", "Unsupported parameter RET");
+        }
+        const ret = value === true ? "" : value.toUpperCase();
+        if (ret !== "FULL" && ret !== "HDRS") {
+          return new SmtpError(501, "5.5.4", "Bad RET parameter");
+        }
+        params.ret = ret;
+        break;
+      }
+      case "ENVID": {
+        if (!o.dsn) {
+          return new SmtpError(555, "5.5.4", "Unsupported parameter ENVID");
+        }
+        const envid = value === true ? null : decodeXtext(value);
+        if (envid === null || envid.length > 100) {
+          return new SmtpError(501, "5.5.4", "Bad ENVID parameter");
+        }
+        params.envid = envid;
+        break;
+      }
+      case "AUTH": {
+        // RFC 4954 §5: the identity that submitted the message, handed to
+        // the application as sent; "<>" when unknown.
+        if (!authOffered) {
+          return new SmtpError(555, "5.5.4", "Unsupported parameter AUTH");
+        }
+        const auth = value === true ? null : decodeXtext(value);
+        if (auth === null) {
+          return new SmtpError(501, "5.5.4", "Bad AUTH parameter");
+        }
+        params.auth = auth;
+        break;
+      }
+      default:
+        return new SmtpError(
+          555,
+          "5.5.4",
+          `Unsupported parameter ${key.slice(0, 32)}`,
+        );
+    }
+  }
+  return params;
+}
+
+/**
+ * Decodes the parameters of RCPT TO (NOTIFY and ORCPT, only with `dsn`;
+ * none unless `esmtp`); the first bad one gives the error to reply with.
+ *
+ * @example
+ * ```ts
+ * import { parseRcptParams } from "./params.ts";
+ *
+ * const params = parseRcptParams(new Map([["NOTIFY", "NEVER"]]), true, true);
+ * ```
+ */
+export function parseRcptParams(
+  sent: ReadonlyMap<string, string | true>,
+  esmtp: boolean,
+  dsn: boolean,
+): RcptParams | SmtpError {
+  const params: RcptParams = { params: {} };
+  for (const [key, value] of sent) {
+    params.params[key] = value;
+    // RCPT parameters are service extensions: only after EHLO (RFC 5321
+    // §4.1.1.3), as for MAIL.
+    if (!esmtp) {
+      return new SmtpError(555, "5.5.4", "Parameters need EHLO");
+    }
+    if (!dsn || (key !== "NOTIFY" && key !== "ORCPT")) {
+      return new SmtpError(
+        555,
+        "5.5.4",
+        `Unsupported parameter ${key.slice(0, 32)}`,
+      );
+    }
+    if (value === true) {
+      return new SmtpError(501, "5.5.4", `Bad ${key} parameter`);
+    }
+    if (key === "NOTIFY") {
+      const list = value.toUpperCase().split(",");
+      const ok = list.every((v) => NOTIFY_VALUES.includes(v)) &&
+        new Set(list).size === list.length &&
+        (!list.includes("NEVER") || list.length === 1);
+      if (!ok) {
+        return new SmtpError(501, "5.5.4", "Bad NOTIFY parameter");
+      }
+      params.notify = list as RcptParams["notify"];
+    } else {
+      const semi = value.indexOf(";");
+      const address = semi > 0 ? decodeXtext(value.slice(semi + 1)) : null;
+      if (address === null || !/^[A-Za-z0-9-]+$/.test(value.slice(0, semi))) {
+        return new SmtpError(501, "5.5.4", "Bad ORCPT parameter");
+      }
+      params.orcpt = { type: value.slice(0, semi).toLowerCase(), address };
+    }
+  }
+  return params;
+}
+
+/**
+ * The size of a BDAT chunk: decimal digits (leading zeros allowed), at
+ * most Number.MAX_SAFE_INTEGER; -1 for anything else, so that a size too
+ * large to count exactly (2^64 + 1, say) never wraps to a small number.
+ *
+ * @example
+ * ```ts
+ * import { parseChunkSize } from "./params.ts";
+ *
+ * parseChunkSize("0042"); // 42
+ * parseChunkSize("-1"); // -1
+ * ```
+ */
+export function parseChunkSize(text: string): number {
+  let i = 0;
+  while (i < text.length - 1 && text.charCodeAt(i) === 0x30) i++;
+  const digits = text.slice(i);
+  if (digits.length === 0 || digits.length > MAX_CHUNK_DIGITS) return -1;
+  for (let k = 0; k < digits.length; k++) {
+    const c = digits.charCodeAt(k);
+    if (c < 0x30 || c > 0x39) return -1;
+  }
+  const n = Number(digits);
+  return n <= Number.MAX_SAFE_INTEGER ? n : -1;
+}
+
+/**
+ * The argument of AUTH ("mechanism [initial-response]", RFC 4954 §4): one
+ * of the `mechanisms` offered and the decoded initial response (`""` for
+ * "=", null when none was sent), or the error to reply with.
+ *
+ * @example
+ * ```ts
+ * import { parseAuthArg } from "./params.ts";
+ *
+ * parseAuthArg("plain AGEAYg==", ["PLAIN", "LOGIN"]);
+ * // { mechanism: "PLAIN", initial: "\0a\0b" }
+ * ```
+ */
+export function parseAuthArg(
+  arg: string,
+  mechanisms: readonly AuthMechanism[],
+): { mechanism: AuthMechanism; initial: string | null } | SmtpError {
+  const sp = arg.indexOf(" ");
+  const mech = (sp < 0 ? arg : arg.slice(0, sp)).toUpperCase();
+  const rest = sp < 0 ? null : arg.slice(sp + 1);
+  if (mech === "") return new SmtpError(501, "5.5.4", "Syntax: AUTH mechanism");
+  const mechanism = mechanisms.find((m) => m === mech);
+  if (mechanism === undefined) {
+    return new SmtpError(504, "5.5.4", "Unrecognized authentication type");
+  }
+  let initial: string | null = null;
+  if (rest !== null) {
+    initial = rest === "=" ? "" : decodeBase64Text(rest);
+    if (initial === null) {
+      return new SmtpError(501, "5.5.2", "Invalid base64 data");
+    }
+  }
+  return { mechanism, initial };
+}
+
+/**
+ * A client's response line during an AUTH exchange (`buf[start, end)`,
+ * without CRLF), decoded from base64; "*" cancels (RFC 4954 §4). Returns
+ * the text, or the error to reply with.
+ *
+ * @example
+ * ```ts
+ * import { parseSaslResponse } from "./params.ts";
+ *
+ * const line = new TextEncoder().encode("dXNlcg==");
+ * parseSaslResponse(line, 0, line.length); // "user"
+ * ```
+ */
+export function parseSaslResponse(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+): string | SmtpError {
+  let text = "";
+  for (let i = start; i < end; i++) {
+    text += String.fromCharCode(buf[i]);
+  }
+  if (text === "*") {
+    return new SmtpError(501, "5.7.0", "Authentication cancelled");
+  }
+  const decoded = decodeBase64Text(text);
+  if (decoded === null) {
+    return new SmtpError(501, "5.5.2", "Invalid base64 data");
+  }
+  return decoded;
+}
