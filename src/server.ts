@@ -56,6 +56,7 @@ import {
   type NetAddress,
   type TlsOptions,
 } from "./transport.ts";
+import { type Deadline, deadlines } from "./deadlines.ts";
 
 /**
  * PROXY protocol settings (the `proxyProtocol` option of {@link serve};
@@ -815,17 +816,6 @@ function newId(): string {
   return idBase + (++idCounter).toString(36);
 }
 
-/**
- * A deadline in {@link Deadlines}: `index` is its place in the heap (-1:
- * not in it). An entry is set again and again (one per driver and kind),
- * not made anew for each wait.
- */
-interface Deadline {
-  at: number;
-  index: number;
-  fire(): void;
-}
-
 /** A driver's read/hook deadline or its write deadline, as a heap entry. */
 class DriverDeadline implements Deadline {
   at = Infinity;
@@ -843,116 +833,6 @@ class DriverDeadline implements Deadline {
     else this.driver.onTimer();
   }
 }
-
-/**
- * Every connection's deadline on one runtime timer, set for the earliest
- * (a min-heap by time; entries are removed, not left to expire). A timer
- * per connection cost about 5 KB per idle connection on Deno 2.9 (bare
- * `Deno.listen` with a pending read: 15 KB, with a 300 s setTimeout as
- * well: 20 KB), a quarter of the whole.
- */
-class Deadlines {
-  #heap: Deadline[] = [];
-  #timer: ReturnType<typeof setTimeout> | null = null;
-  #timerAt = Infinity;
-
-  /** Calls `d.fire()` at `at` (ms since the epoch), unless removed first. */
-  set(d: Deadline, at: number): void {
-    if (d.index >= 0) this.remove(d);
-    d.at = at;
-    d.index = this.#heap.length;
-    this.#heap.push(d);
-    this.#up(d.index);
-    this.#arm();
-  }
-
-  /** Whether `d` is in the heap (set, not yet fired or removed). */
-  has(d: Deadline): boolean {
-    return d.index >= 0;
-  }
-
-  remove(d: Deadline): void {
-    const heap = this.#heap;
-    const i = d.index;
-    if (i < 0) return;
-    d.index = -1;
-    const last = heap.pop()!;
-    if (last !== d) {
-      heap[i] = last;
-      last.index = i;
-      this.#down(i);
-      this.#up(last.index);
-    }
-    // Nothing left: no timer may keep the process alive.
-    if (heap.length === 0 && this.#timer !== null) {
-      clearTimeout(this.#timer);
-      this.#timer = null;
-      this.#timerAt = Infinity;
-    }
-  }
-
-  #arm(): void {
-    const first = this.#heap[0];
-    if (first === undefined) return;
-    if (this.#timer !== null) {
-      if (this.#timerAt <= first.at) return;
-      clearTimeout(this.#timer);
-    }
-    this.#timerAt = first.at;
-    this.#timer = setTimeout(
-      () => this.#fire(),
-      Math.max(0, first.at - Date.now()),
-    );
-  }
-
-  #fire(): void {
-    this.#timer = null;
-    this.#timerAt = Infinity;
-    const now = Date.now();
-    const due: Deadline[] = [];
-    while (this.#heap.length > 0 && this.#heap[0].at <= now) {
-      const d = this.#heap[0];
-      this.remove(d);
-      due.push(d);
-    }
-    for (const d of due) d.fire();
-    this.#arm();
-  }
-
-  #up(i: number): void {
-    const heap = this.#heap;
-    const d = heap[i];
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (heap[p].at <= d.at) break;
-      heap[i] = heap[p];
-      heap[i].index = i;
-      i = p;
-    }
-    heap[i] = d;
-    d.index = i;
-  }
-
-  #down(i: number): void {
-    const heap = this.#heap;
-    const n = heap.length;
-    const d = heap[i];
-    for (;;) {
-      let c = 2 * i + 1;
-      if (c >= n) break;
-      if (c + 1 < n && heap[c + 1].at < heap[c].at) c++;
-      if (heap[c].at >= d.at) break;
-      heap[i] = heap[c];
-      heap[i].index = i;
-      i = c;
-    }
-    heap[i] = d;
-    d.index = i;
-  }
-}
-
-/** The deadlines of every connection in this process. */
-const deadlines = new Deadlines();
 
 /** What a wait (#wait) ends with: the hook's reply (null: accepted), or why it stopped. */
 type WaitResult = SmtpError | null | typeof HOOK_TIMEOUT | typeof FORCED;
