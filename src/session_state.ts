@@ -88,32 +88,14 @@ export class SessionState implements Session {
    * `JSON.stringify` of the session still holds them) whose getters read
    * the engine: one owner, no copy to keep up to date.
    */
-  static readonly #fromSource: PropertyDescriptorMap = {
-    heloName: {
+  static readonly #fromSource: PropertyDescriptorMap = Object.fromEntries(
+    (["heloName", "esmtp", "secure", "user"] as const).map((key) => [key, {
       enumerable: true,
       get(this: SessionState) {
-        return this.#source.heloName;
+        return this.#source[key];
       },
-    },
-    esmtp: {
-      enumerable: true,
-      get(this: SessionState) {
-        return this.#source.esmtp;
-      },
-    },
-    secure: {
-      enumerable: true,
-      get(this: SessionState) {
-        return this.#source.secure;
-      },
-    },
-    user: {
-      enumerable: true,
-      get(this: SessionState) {
-        return this.#source.user;
-      },
-    },
-  };
+    }]),
+  );
 
   /** The session of `conn`, whose protocol state `source` (its engine) owns. */
   constructor(conn: Connection, source: SessionSource, lmtp: boolean) {
