@@ -377,6 +377,19 @@ export class ConnectionDriver {
           this.hooks.error(error, "onClose");
         }
       }
+    } catch (error) {
+      // Before the session (the preamble, the count per address): a
+      // connection that cannot be admitted is closed alone, and `done`
+      // never rejects (a peer gone before it was accepted has no address
+      // on some runtimes).
+      this.host.logger?.({
+        type: "error",
+        message: "could not admit a connection",
+        error,
+      });
+      try {
+        this.conn.close(true);
+      } catch { /* gone already */ }
     } finally {
       this.host.driverEnded(this);
     }
