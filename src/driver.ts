@@ -205,7 +205,6 @@ export class ConnectionDriver {
         // Wake the loop wherever it waits: a hook, or a reader of `raw`
         // that stopped reading. The engine is closed, so their answers
         // no longer matter.
-        this.hooks.forced = true;
         this.delivery.abort(SHUTDOWN);
         this.hooks.force();
       }
@@ -457,7 +456,7 @@ export class ConnectionDriver {
   /**
    * The connection's one deadline (in {@link deadlines}, which shares one
    * runtime timer among all connections), for the idle/DATA deadline
-   * while reading and the hook deadline while waiting (#wait). Re-armed
+   * while reading and the hook deadline while waiting (HookCalls.wait). Re-armed
    * only when a deadline comes earlier than the one it is set for, or when
    * it fires early: with the default timeouts it is set about once a
    * minute, not once per command or message.

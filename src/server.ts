@@ -234,8 +234,8 @@ class SmtpServer implements Server, DriverHost {
     if (this.#drivers.size >= o.maxConnections) {
       return this.refuse(conn, ip, "too many connections");
     }
-    // Counted per IP address by the driver (#claimIp), by the client's
-    // real address once a PROXY header has named it.
+    // Counted per IP address by the driver (claimIp in preamble.ts), by
+    // the client's real address once a PROXY header has named it.
     // In the set before it runs: a session can end before its first await
     // (over maxConnectionsPerIp), and driverEnded() must find it.
     const driver = new ConnectionDriver(this, conn);
