@@ -27,7 +27,12 @@
  */
 
 import type * as net from "node:net";
-import { parseProxyHeader, type ProxyHeader } from "../src/proxy.ts";
+import type { ProxyHeader } from "../src/proxy.ts";
+import {
+  PREAMBLE_CLOSED,
+  preambleTimedOut,
+  ProxyPreamble,
+} from "../src/proxy_preamble.ts";
 import type { ProxyListenOptions } from "../src/transport.ts";
 import { stripMapped } from "../src/cidr.ts";
 
@@ -74,7 +79,7 @@ export function readProxyPreamble(
     return Promise.resolve(null);
   }
   return new Promise((resolve) => {
-    let buf = new Uint8Array(0);
+    const reader = new ProxyPreamble({ maxV2Length: options.maxV2Length });
     let done = false;
     const finish = (header: ProxyHeader | null, reason?: string): void => {
       if (done) return;
@@ -91,29 +96,24 @@ export function readProxyPreamble(
       resolve(header);
     };
     const onData = (chunk: Uint8Array): void => {
-      const merged = new Uint8Array(buf.length + chunk.length);
-      merged.set(buf);
-      merged.set(chunk, buf.length);
-      buf = merged;
-      const r = parseProxyHeader(buf, { maxV2Length: options.maxV2Length });
+      const r = reader.push(chunk);
       switch (r.status) {
         case "incomplete":
           return;
         case "error":
-          return finish(null, `bad PROXY header: ${r.reason}`);
+          return finish(null, r.reason);
         case "ok":
           // Synchronously, before the next chunk: no byte may be lost.
           sock.pause();
-          if (r.length < buf.length) sock.unshift(buf.subarray(r.length));
+          if (r.rest.length > 0) sock.unshift(r.rest);
           return finish(r.header);
         default:
           return ((x: never) => x)(r);
       }
     };
-    const onEnd = (): void =>
-      finish(null, "connection closed before the PROXY header");
+    const onEnd = (): void => finish(null, PREAMBLE_CLOSED);
     const timer = setTimeout(
-      () => finish(null, `no PROXY header within ${timeoutMs} ms`),
+      () => finish(null, preambleTimedOut(timeoutMs)),
       timeoutMs,
     );
     sock.on("data", onData);

@@ -12,11 +12,11 @@ export type { AuthOptions } from "./auth.ts";
 export type { AuthCredentials, AuthMechanism } from "./sasl.ts";
 export type {
   HookResult,
-  LoopMessage,
   ProxyProtocolOptions,
   ServeOptions,
-  Server,
-} from "./server.ts";
+} from "./serve_options.ts";
+export type { Server } from "./server.ts";
+export type { LoopMessage } from "./inbox.ts";
 export type { Email, Message } from "./message.ts";
 export type {
   AttemptVerdict,

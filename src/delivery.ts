@@ -1,0 +1,237 @@
+/**
+ * A connection's message in transfer: handed to the application when its
+ * body begins (onMessage, or the `for await` loop), fed the body with
+ * backpressure, given up when it cannot complete, and answered when the
+ * body ends (one reply, or one per recipient in LMTP).
+ *
+ * @module
+ */
+
+import type { SmtpEngine, SmtpEvent } from "./engine.ts";
+import type { SmtpError } from "./errors.ts";
+import { IncomingMessage } from "./message.ts";
+import type { HookResult } from "./serve_options.ts";
+import type { DriverHost } from "./host.ts";
+import {
+  FORCED,
+  HOOK_TIMEOUT,
+  type HookCalls,
+  isThenable,
+  TEMPORARY,
+  toSmtpError,
+} from "./hooks.ts";
+import { newId, type SessionState } from "./session_state.ts";
+
+/**
+ * Accepts a message in the engine: one reply in SMTP (`each` null); in
+ * LMTP one per recipient, in order, `OK <id> <recipient>` or the error
+ * `rejectRecipient()` gave. Returns the recipients accepted.
+ *
+ * @example
+ * ```ts
+ * import { acceptMessage } from "./delivery.ts";
+ * import type { SmtpEngine } from "./engine.ts";
+ * import type { IncomingMessage } from "./message.ts";
+ *
+ * declare const engine: SmtpEngine;
+ * declare const msg: IncomingMessage;
+ * const delivered = acceptMessage(engine, msg, msg.answer());
+ * ```
+ */
+export function acceptMessage(
+  engine: SmtpEngine,
+  msg: IncomingMessage,
+  each: readonly (SmtpError | null)[] | null,
+): readonly string[] {
+  if (each === null) {
+    engine.accept(`OK ${msg.id}`);
+    return msg.to;
+  }
+  engine.acceptEach(
+    each.map((e, i) =>
+      e === null ? `OK ${msg.id} <${msg.to[i]}>` : (toSmtpError(e) ?? TEMPORARY)
+    ),
+  );
+  return msg.to.filter((_, i) => !each[i]);
+}
+
+/** What a {@link MessageDelivery} needs of its connection's driver. */
+export interface DeliveryOwner {
+  readonly host: DriverHost;
+  readonly engine: SmtpEngine;
+  readonly session: SessionState;
+  readonly hooks: HookCalls;
+}
+
+/**
+ * The message in transfer on one connection (at most one at a time).
+ *
+ * @example
+ * ```ts
+ * import { type DeliveryOwner, MessageDelivery } from "./delivery.ts";
+ *
+ * declare const driver: DeliveryOwner;
+ * const delivery = new MessageDelivery(driver);
+ * delivery.message; // null: no message in transfer
+ * ```
+ */
+export class MessageDelivery {
+  /** The message whose body is arriving, or null. */
+  message: IncomingMessage | null = null;
+  /** The message hook's outcome: the reply (null: accepted), or its promise. */
+  #result: Promise<SmtpError | null> | SmtpError | null = null;
+  /** Set when the message hook stopped reading `raw` for hookTimeout. */
+  #stalled: SmtpError | null = null;
+  readonly #owner: DeliveryOwner;
+
+  /** The deliveries of `owner`'s connection. */
+  constructor(owner: DeliveryOwner) {
+    this.#owner = owner;
+  }
+
+  /** The engine aborted the message (`message-abort`): `error` to its reader. */
+  aborted(error: SmtpError): void {
+    this.abort(error);
+    this.message = null;
+    this.#result = null;
+    this.#stalled = null;
+  }
+
+  /**
+   * Waits until the message's reader wants more body. A hook that stops
+   * reading `raw` without settling would otherwise stop the loop for good
+   * (no more reads, so no idle timeout, no disconnect seen, and `close()`
+   * never resolving): after hookTimeout without a read, the message is
+   * given up (the reader gets an error, the rest of the body is dropped,
+   * the client gets 451 4.3.0 at its end).
+   */
+  async backpressure(wait: Promise<void>): Promise<void> {
+    const d = this.#owner;
+    if ((await d.hooks.wait(wait, false)) !== HOOK_TIMEOUT) return;
+    d.host.logger?.({
+      type: "error",
+      session: d.session.id,
+      message:
+        `message hook did not read the body for ${d.host.options.hookTimeout} ms`,
+      error: null,
+    });
+    this.#stalled = TEMPORARY;
+    this.abort(TEMPORARY);
+  }
+
+  /**
+   * The body will not complete: the reader of `raw` gets `error`, and a
+   * message still waiting for the `for await` loop is withdrawn (the loop
+   * used to get it later, already failed: a loop body without try/catch
+   * around its read then ended the application's loop).
+   */
+  abort(error: SmtpError): void {
+    const d = this.#owner;
+    const msg = this.message;
+    if (msg === null) return;
+    msg.abort(error);
+    msg.giveUp(error);
+    d.host.withdraw(msg);
+  }
+
+  /** A message begins: hands it to the application (onMessage or the loop). */
+  start(ev: Extract<SmtpEvent, { type: "message-start" }>): void {
+    const d = this.#owner;
+    const env = d.engine.envelope;
+    const msg = new IncomingMessage(
+      newId(),
+      { mailbox: env.from!, params: env.mailParams! },
+      env.recipients.slice(),
+      d.session,
+      {
+        bodyType: ev.body,
+        command: ev.command,
+        lmtp: d.engine.options.lmtp,
+      },
+    );
+    this.message = msg;
+    this.#stalled = null;
+    // The hook runs untimed while the body arrives (backpressure has its
+    // own deadline); once it is done, nobody reads `raw`: drop the rest of
+    // the body.
+    let r: HookResult;
+    try {
+      r = d.host.deliver(msg);
+    } catch (err) {
+      msg.drain();
+      this.#result = d.hooks.error(err, "onMessage", msg);
+      return;
+    }
+    if (!isThenable(r)) {
+      msg.drain();
+      this.#result = null;
+      return;
+    }
+    this.#result = Promise.resolve(r).then(
+      () => {
+        msg.drain();
+        return null;
+      },
+      (err) => {
+        msg.drain();
+        return d.hooks.error(err, "onMessage", msg);
+      },
+    );
+  }
+
+  /** The body ended: answers with the hook's outcome (at once if known). */
+  end(
+    ev: Extract<SmtpEvent, { type: "message-end" }>,
+  ): Promise<void> | undefined {
+    const d = this.#owner;
+    const msg = this.message!;
+    const result = this.#result;
+    const stalled = this.#stalled;
+    this.message = null;
+    this.#result = null;
+    this.#stalled = null;
+    msg.end();
+    // A hook that stopped reading already had its hookTimeout.
+    if (stalled !== null) return this.#done(msg, ev, stalled);
+    if (!(result instanceof Promise)) {
+      return this.#done(msg, ev, result);
+    }
+    return d.hooks.wait(result, true).then((w) => {
+      const reply = d.hooks.reply(w);
+      if (w === HOOK_TIMEOUT || w === FORCED) {
+        // The sender gets a failure and will retry: the application must
+        // not keep this copy (signal), and the loop must never hand it out.
+        msg.giveUp(reply!);
+        d.host.withdraw(msg);
+      }
+      return this.#done(msg, ev, reply);
+    });
+  }
+
+  /** Answers the message's sender: `error`, or accepted (see acceptMessage). */
+  #done(
+    msg: IncomingMessage,
+    ev: Extract<SmtpEvent, { type: "message-end" }>,
+    error: SmtpError | null,
+  ): undefined {
+    const d = this.#owner;
+    const each = msg.answer();
+    if (error !== null) {
+      d.engine.reject(error);
+      return undefined;
+    }
+    const to = acceptMessage(d.engine, msg, each);
+    if (to.length > 0) {
+      d.session.messages++;
+      d.host.logger?.({
+        type: "message",
+        session: d.session.id,
+        id: msg.id,
+        from: msg.from,
+        to,
+        size: ev.size,
+      });
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,584 @@
+/**
+ * The driver: one loop per connection that reads bytes, feeds the engine,
+ * awaits the application's hooks, writes replies with backpressure and
+ * keeps the deadlines. Its helpers each own a piece: the preamble
+ * (`preamble.ts`), the waits for hooks (`hooks.ts`), the message in
+ * transfer (`delivery.ts`) and AUTH (`auth_flow.ts`).
+ *
+ * Runtime-free: the shim (`runtimes/*.ts`) supplies the connection.
+ *
+ * @module
+ */
+
+import { SmtpEngine, type SmtpEvent } from "./engine.ts";
+import { SmtpError } from "./errors.ts";
+import type { HookName } from "./session.ts";
+import type { Connection } from "./transport.ts";
+import { type Deadline, deadlines } from "./deadlines.ts";
+import type { HookResult } from "./serve_options.ts";
+import type { DriverHost } from "./host.ts";
+import { HookCalls, isThenable, SHUTDOWN, TEMPORARY } from "./hooks.ts";
+import { MessageDelivery } from "./delivery.ts";
+import { authenticate } from "./auth_flow.ts";
+import { claimIp, preamble } from "./preamble.ts";
+import { SessionState } from "./session_state.ts";
+
+const EMPTY = new Uint8Array(0);
+/** A driver's `done` before start(). */
+const NOT_STARTED: Promise<void> = Promise.resolve();
+/** How long a forced close (after closeTimeout) waits for the 421 to go out. */
+const FORCED_FLUSH_MS = 500;
+
+/** A driver's read/hook deadline or its write deadline, as a heap entry. */
+class DriverDeadline implements Deadline {
+  at = Infinity;
+  index = -1;
+  readonly driver: ConnectionDriver;
+  readonly write: boolean;
+
+  constructor(driver: ConnectionDriver, write: boolean) {
+    this.driver = driver;
+    this.write = write;
+  }
+
+  fire(): void {
+    if (this.write) this.driver.onWriteTimer();
+    else this.driver.onTimer();
+  }
+}
+
+/** The events that ask a hook (or nobody) before the engine answers. */
+type DecisionEvent = Extract<
+  SmtpEvent,
+  { type: "connect" | "helo" | "mail" | "rcpt" }
+>;
+
+/** The hook a decision event asks. */
+const HOOK_OF: Readonly<Record<DecisionEvent["type"], HookName>> = {
+  connect: "onConnect",
+  helo: "onHelo",
+  mail: "onMailFrom",
+  rcpt: "onRcptTo",
+};
+
+/** A connection's read and write, from its fast path or its streams. */
+export interface Io {
+  read(): Uint8Array | null | Promise<Uint8Array | null>;
+  write(bytes: Uint8Array): void | Promise<void>;
+  /** Lets go of the streams (STARTTLS); absent on the fast path. */
+  release?(): void;
+}
+
+/**
+ * `conn.read`/`conn.write` when the shim has them (no stream machinery,
+ * no promise when bytes are buffered or the kernel takes a write), else
+ * a reader and a writer of its streams.
+ */
+export function connectionIo(conn: Connection): Io {
+  // The connection itself: no object or bound functions per connection.
+  if (conn.read !== undefined && conn.write !== undefined) {
+    return conn as Connection & Io;
+  }
+  const reader = conn.readable.getReader();
+  const writer = conn.writable.getWriter();
+  return {
+    read: () => reader.read().then((r) => r.done ? null : r.value),
+    write: (bytes) => writer.write(bytes),
+    release() {
+      reader.releaseLock();
+      writer.releaseLock();
+    },
+  };
+}
+
+/**
+ * Runs one connection.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionDriver } from "./driver.ts";
+ * import type { DriverHost } from "./host.ts";
+ * import type { Connection } from "./transport.ts";
+ *
+ * declare const host: DriverHost;
+ * declare const conn: Connection;
+ * const driver = new ConnectionDriver(host, conn);
+ * driver.start();
+ * await driver.done;
+ * ```
+ */
+export class ConnectionDriver {
+  readonly session: SessionState;
+  /** Settles when the session is over (see start()). */
+  done: Promise<void> = NOT_STARTED;
+  /** The connection (replaced by its TLS one after STARTTLS). */
+  conn: Connection;
+  readonly engine: SmtpEngine;
+  /** The connection's read and write. */
+  io: Io;
+  readonly host: DriverHost;
+  /** The application's hooks as this connection waits for them. */
+  readonly hooks: HookCalls;
+  /** The message in transfer, if any. */
+  readonly delivery: MessageDelivery;
+  /** The connection's deadline in {@link deadlines}, if one is set. */
+  #deadline: DriverDeadline | null = null;
+  #reading = false;
+  #upgrading = false; // waiting for a STARTTLS handshake
+  /** The server is closing. */
+  closing = false;
+  /** Set when the client stopped taking our replies. */
+  #writeStalled = false;
+  /**
+   * Writes pending, since when the oldest waits, and their watchdog (in
+   * {@link deadlines}: a runtime timer per connection cost Deno about 5 KB
+   * per idle connection, and on Deno every write is a promise).
+   */
+  #writes = 0;
+  #writeSince = 0;
+  #writeTimer: DriverDeadline | null = null;
+  /** The loop has ended: no timer may be armed any more. */
+  #ended = false;
+  /** The key counted for maxConnectionsPerIp (null: not counted). */
+  countedIp: string | null = null;
+  /** Reading the PROXY header or waiting out greetingDelay (see preamble()). */
+  inPreamble = false;
+  /** A read started during greetingDelay, for the loop to take over. */
+  pendingRead: Promise<Uint8Array | null> | null = null;
+
+  /** The driver of `conn`, accepted by `host`. */
+  constructor(host: DriverHost, conn: Connection) {
+    this.host = host;
+    this.conn = conn;
+    const options = host.engineOptionsFor(
+      conn.startTls !== undefined,
+      conn.tls !== null,
+    );
+    this.engine = new SmtpEngine(options, Date.now());
+    this.session = new SessionState(conn, this.engine, options.lmtp === true);
+    this.io = connectionIo(conn);
+    this.hooks = new HookCalls(this);
+    this.delivery = new MessageDelivery(this);
+  }
+
+  /** Runs the session (once; `done` settles when it is over). */
+  start(): void {
+    this.done = this.#run();
+  }
+
+  /** Ends a pause (pause()) early. */
+  #wake: (() => void) | null = null;
+
+  /** Waits `ms`, or less when the server closes (no timer left behind). */
+  pause(ms: number): Promise<void> {
+    if (ms <= 0 || this.closing) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#wake?.(), ms);
+      this.#wake = () => {
+        this.#wake = null;
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  /** Server shutdown: idle sessions end now, a message in transfer soon. */
+  shutdown(force: boolean): void {
+    this.closing = true;
+    this.#wake?.();
+    if (this.inPreamble) {
+      // No greeting yet: nothing to say; the preamble's read ends.
+      this.conn.close(true);
+      return;
+    }
+    if (this.#upgrading && !force) {
+      // Mid-handshake: nothing to say in plaintext; the shim fails the
+      // pending startTls() and the loop ends.
+      this.conn.close();
+      return;
+    }
+    // Between two BDAT chunks the message is open but nothing is in
+    // transfer: the engine aborts it (the client gets 421, `raw` errors).
+    if (force || (this.#reading && this.#idleOrBetweenChunks())) {
+      this.engine.shutdown();
+      if (force) {
+        // Wake the loop wherever it waits: a hook, or a reader of `raw`
+        // that stopped reading. The engine is closed, so their answers
+        // no longer matter.
+        this.delivery.abort(SHUTDOWN);
+        this.hooks.force();
+      }
+      void this.#flushAndClose(force);
+    }
+  }
+
+  /** No body in transfer: no message, or between two BDAT chunks. */
+  #idleOrBetweenChunks(): boolean {
+    return this.delivery.message === null || !this.engine.inBody;
+  }
+
+  /**
+   * Writes what the engine has, then closes. A forced close (after
+   * closeTimeout) waits FORCED_FLUSH_MS at most for the client to take it.
+   */
+  async #flushAndClose(force = false): Promise<void> {
+    const timer = force
+      ? setTimeout(() => this.#abort(), FORCED_FLUSH_MS)
+      : undefined;
+    try {
+      await this.#flush();
+    } catch { /* peer gone, or not reading */ }
+    clearTimeout(timer);
+    this.conn.close(this.#writeStalled);
+  }
+
+  /** Closes at once, dropping unsent replies: a pending write fails. */
+  #abort(): void {
+    this.#writeStalled = true;
+    this.conn.close(true);
+  }
+
+  async #run(): Promise<void> {
+    // The server forgets the connection here, not in a callback on
+    // `done`: no closure, promise and reaction kept per idle session.
+    try {
+      const server = this.host;
+      const engine = this.engine;
+      const log = server.logger;
+      const s = this.session;
+      const o = server.options;
+      if (o.proxyProtocol !== null || o.greetingDelay > 0) {
+        if (!(await preamble(this))) return;
+      } else if (!(await claimIp(this))) return;
+      log?.({
+        type: "connect",
+        session: s.id,
+        remoteAddress: s.remoteAddress,
+        remotePort: s.remotePort,
+        ...(s.proxy !== null
+          ? {
+            proxy: {
+              address: s.proxy.address,
+              port: s.proxy.port,
+              version: s.proxy.version,
+              command: s.proxy.command,
+              healthCheck: s.proxy.healthCheck,
+            },
+          }
+          : {}),
+      });
+      let reason = "eof";
+      try {
+        for (;;) {
+          const ev = engine.nextEvent();
+          switch (ev.type) {
+            case "need-data": {
+              const flushed = this.#flush();
+              if (flushed !== undefined) await flushed;
+              if (this.closing && this.#idleOrBetweenChunks()) {
+                engine.shutdown();
+                break;
+              }
+              let chunk: Uint8Array | null | Promise<Uint8Array | null>;
+              try {
+                const pending = this.pendingRead;
+                this.pendingRead = null;
+                chunk = pending ?? this.io.read();
+              } catch {
+                chunk = null;
+              }
+              if (isThenable(chunk)) {
+                // Nothing buffered: the client's silence counts from here.
+                this.armTimer(engine.deadline());
+                this.#reading = true;
+                try {
+                  chunk = await chunk;
+                } catch {
+                  chunk = null;
+                } finally {
+                  this.#reading = false;
+                }
+              }
+              if (chunk === null) engine.end();
+              else engine.receive(chunk, Date.now());
+              break;
+            }
+            case "connect":
+            case "helo":
+            case "mail":
+            case "rcpt": {
+              // Synchronous when there is no hook, or when it returns no
+              // promise: no await round trip per command.
+              const later = this.#decide(ev);
+              if (later !== undefined) await later;
+              break;
+            }
+            case "message-start":
+              this.delivery.start(ev);
+              break;
+            case "data": {
+              const wait = this.delivery.message!.push(ev.chunk);
+              if (wait !== undefined) await this.delivery.backpressure(wait);
+              break;
+            }
+            case "message-end": {
+              const later = this.delivery.end(ev);
+              if (later !== undefined) await later;
+              break;
+            }
+            case "message-abort":
+              this.delivery.aborted(ev.error);
+              break;
+            case "reset":
+              break;
+            case "starttls":
+              await this.#startTls();
+              break;
+            case "auth":
+              await authenticate(this, ev.credentials);
+              break;
+            case "command":
+              // The engine already replaced AUTH credentials with "***".
+              log?.({ type: "command", session: s.id, line: ev.line });
+              break;
+            case "close": {
+              reason = ev.reason;
+              const flushed = this.#flush();
+              if (flushed !== undefined) await flushed;
+              return;
+            }
+            default:
+              assertNever(ev);
+          }
+        }
+      } catch (error) {
+        reason = this.hooks.forced
+          ? "shutdown"
+          : this.#writeStalled
+          ? "timeout"
+          : "error";
+        log?.({
+          type: "error",
+          session: s.id,
+          message: "connection failed",
+          error,
+        });
+      } finally {
+        this.#ended = true;
+        if (this.#deadline !== null) deadlines.remove(this.#deadline);
+        if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
+        this.delivery.abort(TEMPORARY);
+        this.conn.close(this.#writeStalled);
+        log?.({ type: "close", session: s.id, reason, messages: s.messages });
+        try {
+          server.hooks.onClose?.(s);
+        } catch (error) {
+          this.hooks.error(error, "onClose");
+        }
+      }
+    } catch (error) {
+      // Before the session (the preamble, the count per address): a
+      // connection that cannot be admitted is closed alone, and `done`
+      // never rejects (a peer gone before it was accepted has no address
+      // on some runtimes).
+      this.host.logger?.({
+        type: "error",
+        message: "could not admit a connection",
+        error,
+      });
+      try {
+        this.conn.close(true);
+      } catch { /* gone already */ }
+    } finally {
+      this.host.driverEnded(this);
+    }
+  }
+
+  /** Writes the engine's replies; `undefined` when it has none. */
+  #flush(): Promise<void> | undefined {
+    const out = this.engine.takeOutput();
+    if (out === null) return undefined;
+    if (this.host.logger) {
+      this.host.logger({
+        type: "reply",
+        session: this.session.id,
+        text: new TextDecoder().decode(out),
+      });
+    }
+    return this.#write(out);
+  }
+
+  /** Writes `out`; a promise only while the client has not taken it. */
+  #write(out: Uint8Array): Promise<void> | undefined {
+    const pending = this.io.write(out);
+    if (!isThenable(pending)) return undefined;
+    if (this.#writes++ === 0) this.#writeSince = Date.now();
+    this.#watchWrites(this.engine.options.idleTimeout);
+    const done = () => {
+      // Progress: the oldest pending write (if any) is younger now.
+      this.#writeSince = --this.#writes === 0 ? 0 : Date.now();
+    };
+    return pending.then(done, (err) => {
+      done();
+      throw err;
+    });
+  }
+
+  /**
+   * A client that stops reading its replies (one that pipelines without
+   * end, say) used to hold this loop, its connection slot and close() for
+   * ever: a write the client does not take within idleTimeout ends the
+   * connection (the pending write fails). One timer per idleTimeout window
+   * while writes are pending, not one per write: a timer per reply cost up
+   * to 2.7 µs per command (Deno).
+   */
+  #watchWrites(delay: number): void {
+    if (delay === Infinity || this.#ended) return;
+    const d = this.#writeTimer ??= new DriverDeadline(this, true);
+    if (!deadlines.has(d)) deadlines.set(d, Date.now() + delay);
+  }
+
+  /** The write watchdog fired (see #watchWrites). */
+  onWriteTimer(): void {
+    if (this.#writes === 0) return;
+    const ms = this.engine.options.idleTimeout;
+    const left = this.#writeSince + ms - Date.now();
+    if (left > 0) return this.#watchWrites(left);
+    this.host.logger?.({
+      type: "error",
+      session: this.session.id,
+      message: `the client did not read its replies for ${ms} ms`,
+      error: null,
+    });
+    this.#abort();
+  }
+
+  /**
+   * The connection's one deadline (in {@link deadlines}, which shares one
+   * runtime timer among all connections), for the idle/DATA deadline
+   * while reading and the hook deadline while waiting (HookCalls.wait). Re-armed
+   * only when a deadline comes earlier than the one it is set for, or when
+   * it fires early: with the default timeouts it is set about once a
+   * minute, not once per command or message.
+   */
+  armTimer(deadline: number): void {
+    if (deadline === Infinity || this.#ended) return;
+    const d = this.#deadline ??= new DriverDeadline(this, false);
+    // Set already for an earlier time: it fires first and re-arms. A later
+    // one moves earlier (DATA started with a dataTimeout shorter than what
+    // was left of idleTimeout, or a hook wait began): set() moves it.
+    if (deadlines.has(d) && d.at <= deadline) return;
+    deadlines.set(d, deadline);
+  }
+
+  /** The connection's deadline fired (see armTimer()). */
+  onTimer(): void {
+    const now = Date.now();
+    // A wait past its deadline ends with HOOK_TIMEOUT.
+    this.hooks.onTimer(now);
+    // Only the client's silence counts: not our own backpressure or hooks.
+    if (!this.#reading) return;
+    const deadline = this.engine.deadline();
+    if (now < deadline) return this.armTimer(deadline);
+    this.engine.tick(now);
+    if (this.engine.closed) void this.#flushAndClose();
+  }
+
+  /**
+   * Calls the hook of a connect/helo/mail/rcpt decision (with the hook
+   * deadline) and answers the engine: at once when there is no hook or it
+   * returns no promise, else through the returned promise.
+   */
+  #decide(ev: DecisionEvent): Promise<void> | undefined {
+    const hooks = this.host.hooks;
+    const s = this.session;
+    let r: HookResult;
+    try {
+      switch (ev.type) {
+        case "connect":
+          if (hooks.onConnect === undefined) return this.#answer(ev, null);
+          r = hooks.onConnect(s);
+          break;
+        case "helo":
+          if (hooks.onHelo === undefined) return this.#answer(ev, null);
+          r = hooks.onHelo(ev.hostname, s);
+          break;
+        case "mail":
+          if (hooks.onMailFrom === undefined) return this.#answer(ev, null);
+          r = hooks.onMailFrom(ev.from.address, s, ev.params);
+          break;
+        case "rcpt":
+          if (hooks.onRcptTo === undefined) return this.#answer(ev, null);
+          r = hooks.onRcptTo(ev.to.address, s, ev.params);
+          break;
+        default:
+          return assertNever(ev);
+      }
+    } catch (err) {
+      return this.#answer(ev, this.hooks.error(err, HOOK_OF[ev.type]), true);
+    }
+    if (!isThenable(r)) return this.#answer(ev, null, true);
+    return this.hooks.wait(r, false, HOOK_OF[ev.type]).then((w) =>
+      this.#answer(ev, this.hooks.reply(w), true)
+    );
+  }
+
+  /** Answers the engine's decision; `hooked`: a hook was asked. */
+  #answer(
+    ev: DecisionEvent,
+    error: SmtpError | null,
+    hooked = false,
+  ): undefined {
+    if (error === null) {
+      // The engine keeps the HELO name and ESMTP (the session reads them).
+      if (ev.type === "mail") this.session.transactions++;
+      this.engine.accept();
+    } else this.engine.reject(error);
+    // The client's idle time starts when it has our answer, not when it
+    // sent the command (a slow hook must not eat the client's timeout).
+    if (hooked) this.engine.receive(EMPTY, Date.now());
+    return undefined;
+  }
+
+  async #startTls(): Promise<void> {
+    const upgrade = this.conn.startTls;
+    if (upgrade === undefined) {
+      this.engine.reject(new SmtpError(454, "4.7.0", "TLS not available"));
+      return;
+    }
+    this.engine.accept();
+    const reply = this.engine.takeOutput()!;
+    this.host.logger?.({
+      type: "reply",
+      session: this.session.id,
+      text: new TextDecoder().decode(reply),
+    });
+    this.io.release?.();
+    let conn: Connection;
+    this.#upgrading = true;
+    try {
+      conn = await upgrade(reply);
+    } catch (error) {
+      this.host.logger?.({
+        type: "error",
+        session: this.session.id,
+        message: "TLS handshake failed",
+        error,
+      });
+      this.engine.end();
+      return;
+    } finally {
+      this.#upgrading = false;
+    }
+    this.conn = conn;
+    this.io = connectionIo(conn);
+    // The engine forgets HELO, ESMTP and the user, and is secure now (the
+    // session reads them from it).
+    this.session.tls = conn.tls;
+    this.engine.tlsStarted();
+  }
+}
+
+function assertNever(x: never): never {
+  throw new Error(`Unexpected event: ${JSON.stringify(x)}`);
+}

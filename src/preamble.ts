@@ -1,0 +1,298 @@
+/**
+ * A connection's preamble, before the greeting: the PROXY protocol
+ * header (fed to the sans-IO {@link ProxyPreamble} reader), the count
+ * per client address (maxConnectionsPerIp), and greetingDelay with its
+ * early-talker check; and the refusals that end a connection before a
+ * session.
+ *
+ * @module
+ */
+
+import type { SmtpEngine } from "./engine.ts";
+import { clientKey } from "./limits.ts";
+import { stripMapped } from "./cidr.ts";
+import type { ProxyHeader } from "./proxy.ts";
+import {
+  PREAMBLE_CLOSED,
+  preambleTimedOut,
+  ProxyPreamble,
+} from "./proxy_preamble.ts";
+import type { SessionProxy } from "./session.ts";
+import type { Connection } from "./transport.ts";
+import type { DriverHost } from "./host.ts";
+import { isThenable } from "./hooks.ts";
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * What the preamble needs of a connection's driver.
+ *
+ * @example
+ * ```ts
+ * import { preamble, type PreambleDriver } from "./preamble.ts";
+ *
+ * declare const driver: PreambleDriver;
+ * if (!(await preamble(driver))) console.log("refused");
+ * ```
+ */
+export interface PreambleDriver {
+  readonly host: DriverHost;
+  readonly conn: Connection;
+  readonly io: {
+    read(): Uint8Array | null | Promise<Uint8Array | null>;
+    write(bytes: Uint8Array): void | Promise<void>;
+  };
+  readonly engine: SmtpEngine;
+  readonly session: {
+    remoteAddress: string;
+    remotePort: number;
+    proxy: SessionProxy | null;
+  };
+  /** The server is closing. */
+  readonly closing: boolean;
+  /** Set while the preamble runs (a shutdown then closes at once). */
+  inPreamble: boolean;
+  /** A read started during greetingDelay, for the loop to take over. */
+  pendingRead: Promise<Uint8Array | null> | null;
+  /** The key counted for maxConnectionsPerIp (null: not counted). */
+  countedIp: string | null;
+}
+
+/**
+ * Sends one last reply line, then closes: the refusals before a session
+ * (421 too many connections, 554 early talker). `write` is the driver's
+ * when it already holds the connection, else the shim's (or its
+ * stream's); a closed socket throws or rejects, and either way the
+ * connection is closed.
+ *
+ * @example
+ * ```ts
+ * import { replyAndClose } from "./preamble.ts";
+ * import type { Connection } from "./transport.ts";
+ *
+ * declare const conn: Connection;
+ * replyAndClose(conn, "421 4.7.0 mx Too many connections, try again later");
+ * ```
+ */
+export function replyAndClose(
+  conn: Connection,
+  line: string,
+  write?: (bytes: Uint8Array) => void | Promise<void>,
+): void {
+  const bytes = new TextEncoder().encode(`${line}\r\n`);
+  new Promise<void>((resolve) =>
+    resolve(
+      write !== undefined
+        ? write(bytes)
+        : conn.write !== undefined
+        ? conn.write(bytes)
+        : conn.writable.getWriter().write(bytes),
+    )
+  ).catch(() => {}).finally(() => conn.close());
+}
+
+/**
+ * Before the greeting: the PROXY header (read here for plaintext, or
+ * taken from the shim for implicit TLS), the per-IP count by the
+ * client's real address, and greetingDelay. Returns false when the
+ * connection was refused (a `refused` log entry; no session hooks, no
+ * connect/close entries) and is closed.
+ *
+ * @example
+ * ```ts
+ * import { preamble, type PreambleDriver } from "./preamble.ts";
+ *
+ * declare const driver: PreambleDriver;
+ * await preamble(driver);
+ * ```
+ */
+export async function preamble(d: PreambleDriver): Promise<boolean> {
+  const o = d.host.options;
+  d.inPreamble = true;
+  let rest: Uint8Array = EMPTY;
+  try {
+    if (o.proxyProtocol !== null) {
+      if (d.conn.proxy !== undefined) useProxy(d, d.conn.proxy);
+      else {
+        const r = await readProxyHeader(d, o.proxyProtocol.maxV2Length);
+        if (r === null) return false;
+        rest = r;
+      }
+    }
+    if (!(await claimIp(d))) return false;
+    if (o.greetingDelay > 0) {
+      if (!(await greetingDelay(d, o.greetingDelay, rest))) return false;
+    }
+  } finally {
+    d.inPreamble = false;
+  }
+  if (d.closing) {
+    refused(d, "server shutting down");
+    d.conn.close();
+    return false;
+  }
+  // The client's idle time starts now; bytes after the header are its.
+  d.engine.receive(rest, Date.now());
+  return true;
+}
+
+function refused(d: PreambleDriver, reason: string): void {
+  d.host.logger?.({
+    type: "refused",
+    remoteAddress: d.session.remoteAddress,
+    reason,
+  });
+}
+
+/** Reads the PROXY header; returns the bytes after it, or null (refused, closed). */
+async function readProxyHeader(
+  d: PreambleDriver,
+  maxV2Length: number,
+): Promise<Uint8Array | null> {
+  const ms = d.host.options.handshakeTimeout;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    d.conn.close(true);
+  }, ms);
+  const reader = new ProxyPreamble({ maxV2Length });
+  try {
+    for (;;) {
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await d.io.read();
+      } catch {
+        chunk = null;
+      }
+      if (chunk === null) {
+        refused(
+          d,
+          timedOut
+            ? preambleTimedOut(ms)
+            : d.closing
+            ? "server shutting down"
+            : PREAMBLE_CLOSED,
+        );
+        d.conn.close(true);
+        return null;
+      }
+      const p = reader.push(chunk);
+      switch (p.status) {
+        case "incomplete":
+          continue;
+        case "error":
+          refused(d, p.reason);
+          d.conn.close(true);
+          return null;
+        case "ok":
+          useProxy(d, p.header);
+          return p.rest;
+        default:
+          return ((x: never): never => x)(p);
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The session as the header tells it: the original client's address. */
+function useProxy(d: PreambleDriver, h: ProxyHeader): void {
+  const s = d.session;
+  const peer = d.conn.remoteAddr;
+  const relayed = h.command === "proxy" && h.family !== "unknown";
+  s.proxy = {
+    version: h.version,
+    command: h.command,
+    family: h.command === "local" ? "unknown" : h.family,
+    address: peer.hostname,
+    port: peer.port,
+    source: relayed ? h.source : null,
+    destination: relayed ? h.destination : null,
+    // HAProxy's v1 checks name the check's own connection as the client.
+    healthCheck: h.command === "local" ||
+      (relayed && h.family !== "unix" &&
+        stripMapped(h.source.address) === peer.hostname &&
+        h.source.port === peer.port),
+    tlvs: h.tlvs,
+  };
+  if (relayed && h.family !== "unix") {
+    s.remoteAddress = stripMapped(h.source.address);
+    s.remotePort = h.source.port;
+  }
+}
+
+/**
+ * Counts the connection for maxConnectionsPerIp; false: refused (421, closed).
+ *
+ * @example
+ * ```ts
+ * import { claimIp, type PreambleDriver } from "./preamble.ts";
+ *
+ * declare const driver: PreambleDriver;
+ * if (!(await claimIp(driver))) console.log("over the limit");
+ * ```
+ */
+export async function claimIp(d: PreambleDriver): Promise<boolean> {
+  const ip = d.session.remoteAddress;
+  const key = clientKey(ip);
+  let claimed = d.host.claimIp(key);
+  if (isThenable(claimed)) claimed = await claimed;
+  if (!claimed) {
+    d.host.refuse(
+      d.conn,
+      ip,
+      "too many connections from this address",
+      (bytes) => d.io.write(bytes),
+    );
+    return false;
+  }
+  if (d.host.options.path === null) d.countedIp = key;
+  return true;
+}
+
+/**
+ * Waits `ms` before the greeting; a client that sends anything first
+ * (`early`: bytes that came after the PROXY header) gets 554 5.7.1 and
+ * is closed. A read still pending when the wait ends is the loop's.
+ */
+async function greetingDelay(
+  d: PreambleDriver,
+  ms: number,
+  early: Uint8Array,
+): Promise<boolean> {
+  // A chunk, null (the client left), or undefined (it kept quiet).
+  let r: Uint8Array | null | undefined = early.length > 0 ? early : undefined;
+  if (r === undefined) {
+    const read = new Promise<Uint8Array | null>((resolve) =>
+      resolve(d.io.read())
+    ).catch(() => null);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), ms);
+    });
+    r = await Promise.race([read, waited]);
+    clearTimeout(timer);
+    if (r === undefined) {
+      d.pendingRead = read;
+      return true;
+    }
+  }
+  if (r === null) {
+    refused(
+      d,
+      d.closing
+        ? "server shutting down"
+        : "connection closed before the greeting",
+    );
+    d.conn.close(true);
+    return false;
+  }
+  refused(d, "sent data before the greeting");
+  replyAndClose(
+    d.conn,
+    `554 5.7.1 ${d.engine.options.serverName} Protocol error: talked before the greeting`,
+    (bytes) => d.io.write(bytes),
+  );
+  return false;
+}
