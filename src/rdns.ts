@@ -297,14 +297,16 @@ export class ReverseDns {
         resolve(null);
       }, this.#timeout);
     });
+    // The PTR names found before a timeout or a failure are kept.
+    const names: string[] = [];
     try {
-      const work = fcrdns(this.#resolver, address, v4, abort.signal);
+      const work = fcrdns(this.#resolver, address, v4, abort.signal, names);
       // A query that ignores the signal and rejects later is not unhandled.
       work.catch(() => {});
       return (await Promise.race([work, timedOut])) ??
-        result(address, "tempfail", []);
+        result(address, "tempfail", names);
     } catch {
-      return result(address, "tempfail", []);
+      return result(address, "tempfail", names);
     } finally {
       clearTimeout(timer);
       abort.abort();
@@ -332,8 +334,8 @@ async function fcrdns(
   address: string,
   v4: boolean,
   signal: AbortSignal,
+  names: string[],
 ): Promise<ReverseDnsResult> {
-  const names: string[] = [];
   for (const raw of await resolver.reverse(address, signal)) {
     const name = hostName(raw);
     if (name !== null && !names.includes(name)) names.push(name);
