@@ -31,6 +31,15 @@ import {
   type ReverseDnsOptions,
 } from "../src/rdns.ts";
 
+export {
+  type DnsResolver,
+  receivedFrom,
+  ReverseDns,
+  type ReverseDnsOptions,
+  type ReverseDnsResult,
+  type ReverseDnsStatus,
+} from "../src/rdns.ts";
+
 /** Codes of `node:dns` that mean "no such name" or "no such record". */
 const ABSENT: ReadonlySet<string> = new Set(["ENOTFOUND", "ENODATA"]);
 
@@ -99,8 +108,7 @@ export function createResolver(options: ResolverOptions = {}): DnsResolver {
  *
  * @example
  * ```ts
- * import { createReverseDns } from "./dns.ts";
- * import { receivedFrom } from "../src/rdns.ts";
+ * import { createReverseDns, receivedFrom } from "./dns.ts";
  *
  * const rdns = createReverseDns({ dnsServers: ["127.0.0.1:5353"] });
  * const r = await rdns.lookup("2001:db8::25");
