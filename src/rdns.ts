@@ -384,9 +384,12 @@ function hostName(raw: string): string | null {
 /**
  * The "from" part of the `Received` header as Postfix writes it:
  * `from HELO (NAME [ADDR])`, where NAME is the forward-confirmed name or
- * `unknown`, ADDR is the address with `IPv6:` before an IPv6 one, and the
- * client's name stands for the HELO when the client sent none. The HELO
- * name is the one the engine accepted (no spaces or control characters).
+ * `unknown` ({@link ReverseDnsResult.name}), ADDR the address with `IPv6:`
+ * before an IPv6 one, and the client's name stands for the HELO when the
+ * client sent none. With `name` null (no reverse DNS lookup) it is
+ * `from HELO ([ADDR])`, the Maildir's header today. Control characters
+ * are removed (nothing can break the header line); a Unix socket client
+ * (address `unix`) is `unix socket`, a missing address `unknown`.
  *
  * @example
  * ```ts
@@ -396,16 +399,32 @@ function hostName(raw: string): string | null {
  * // "from mx.example.org (mx.example.org [192.0.2.1])"
  * receivedFrom("pc", "unknown", "2001:db8::1");
  * // "from pc (unknown [IPv6:2001:db8::1])"
+ * receivedFrom("pc", null, "192.0.2.1");
+ * // "from pc ([192.0.2.1])"
  * ```
  */
 export function receivedFrom(
   helo: string | null,
-  name: string,
+  name: string | null,
   address: string,
 ): string {
-  const plain = stripMapped(address);
-  const literal = plain.includes(":") ? `IPv6:${plain}` : plain;
-  return `from ${helo || name} (${name} [${literal}])`;
+  const a = stripMapped(clean(address));
+  const literal = a === ""
+    ? "unknown"
+    : a === "unix"
+    ? "unix socket"
+    : a.includes(":")
+    ? `[IPv6:${a}]`
+    : `[${a}]`;
+  const n = name === null ? "" : clean(name);
+  const from = clean(helo ?? "") || n || "unknown";
+  return `from ${from} (${n === "" ? "" : `${n} `}${literal})`;
+}
+
+/** Removes what could break a header line: control characters (CR, LF and the others). */
+function clean(s: string): string {
+  // deno-lint-ignore no-control-regex
+  return s.replace(/[\x00-\x1f\x7f]/g, "");
 }
 
 /**

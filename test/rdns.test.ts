@@ -353,6 +353,25 @@ describe("receivedFrom", () => {
     );
   });
 
+  it("writes the address alone without a lookup (name null), as the Maildir does", () => {
+    assert.equal(
+      receivedFrom("pc.lan", null, "192.0.2.1"),
+      "from pc.lan ([192.0.2.1])",
+    );
+    assert.equal(
+      receivedFrom(null, null, "unix"),
+      "from unknown (unix socket)",
+    );
+    assert.equal(receivedFrom("a", null, ""), "from a (unknown)");
+  });
+
+  it("removes control characters", () => {
+    assert.equal(
+      receivedFrom("a\r\nX-Evil: 1", "b\n", "192.0.2.1\r"),
+      "from aX-Evil: 1 (b [192.0.2.1])",
+    );
+  });
+
   it("puts the client's name for a missing HELO", () => {
     assert.equal(
       receivedFrom(null, "unknown", "192.0.2.1"),
