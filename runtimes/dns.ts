@@ -8,6 +8,13 @@
  * both use the same resolver inside Deno, which answers PTR queries for
  * `127.0.0.0/8` itself (`localhost`) without asking any server.
  *
+ * A server that never answers: unless cancelled, Node's and Bun's resolver
+ * retries (after 2 s and 3 s) and gives up after about 24 s with
+ * `ENOTFOUND`, which reads as "no such name"; Deno's retries every second
+ * and gives up after 8 s with `ETIMEOUT`. {@link ReverseDns}'s own timeout
+ * (default 5 s) ends the lookup first and cancels its queries: keep it
+ * under 20 s, or a dead server may look like an address without PTR.
+ *
  * Each query has a `Resolver` of its own, so that a lookup that runs out of
  * time cancels its own queries and no other (`cancel()` acts on all the
  * queries of a `Resolver`) and leaves no timer behind.
