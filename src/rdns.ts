@@ -106,7 +106,7 @@ export interface ReverseDnsResult {
   readonly name: string;
   /** The first PTR name, confirmed or not, else `unknown`. */
   readonly reverseName: string;
-  /** Every well-formed PTR name found (at most {@link MAX_PTR_NAMES}). */
+  /** Every well-formed PTR name found (at most {@link MAX_PTR_NAMES}), also before a timeout. */
   readonly ptrNames: readonly string[];
 }
 
