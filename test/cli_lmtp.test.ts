@@ -159,7 +159,7 @@ describe("cli: --lmtp --socket", () => {
       "bob@example.org",
     ]);
 
-    process.kill(cli.child.pid!, "SIGTERM"); // as cli.test.ts signals it
+    process.kill(cli.child.pid!, "SIGTERM"); // as cli_smtp.test.ts signals it
     assert.equal(await cli.exited, 0);
     assert.equal(fs.existsSync(socket), false, "socket file left behind");
   });
@@ -190,7 +190,7 @@ describe("cli: --lmtp --socket", () => {
     );
     assert.equal(out.lhlo, 250);
     assert.equal(out.chunking, false);
-    process.kill(cli.child.pid!, "SIGTERM"); // as cli.test.ts signals it
+    process.kill(cli.child.pid!, "SIGTERM"); // as cli_smtp.test.ts signals it
     assert.equal(await cli.exited, 0);
   });
 
