@@ -23,9 +23,8 @@ import { hookErrorLogger, Log, serverLogger } from "../src/cli/log.ts";
 import { serve } from "../mod.ts";
 import { cliCommand } from "./helpers/run.ts";
 import {
-  type Exit,
-  listeningPort,
-  type Program,
+  type Listening,
+  listening,
   startCli as startCliProgram,
 } from "./helpers/cli.ts";
 
@@ -52,47 +51,9 @@ function freshPath(name = "md"): string {
 // ---------------------------------------------------------------------------
 // Child processes
 
-/** The CLI started by a test, with the port its listening line names. */
-interface Cli extends Program {
-  readonly port: number;
-}
-
-/** Starts the CLI and resolves once it prints its listening line. */
-async function startCli(args: string[]): Promise<Cli> {
-  const cli = startCliProgram(["--port", "0", ...args], { cwd: ROOT });
-  return Object.assign(cli, { port: await listeningPort(cli) });
-}
-
-/**
- * Sends a signal with `process.kill`: Deno's `child.kill()` marks the child
- * as killed by the signal, reporting exit code null even when the program
- * caught the signal and exited 0.
- */
-function signalCli(cli: Cli, signal: "SIGTERM" | "SIGINT" | "SIGKILL"): void {
-  process.kill(cli.child.pid!, signal);
-}
-
-/** Stops a CLI with a signal and waits (at most 45 s) for it to exit. */
-async function stopCli(
-  cli: Cli,
-  signal: "SIGTERM" | "SIGINT" | "SIGKILL" = "SIGTERM",
-): Promise<Exit> {
-  if (cli.child.exitCode === null && cli.child.signalCode === null) {
-    signalCli(cli, signal);
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const exit = await Promise.race([
-    cli.exited,
-    new Promise<null>((r) => (timer = setTimeout(() => r(null), 45000))),
-  ]);
-  clearTimeout(timer);
-  if (exit === null) {
-    cli.child.kill("SIGKILL");
-    throw new Error(
-      `CLI did not exit after ${signal}: ${cli.stdout()}${cli.stderr()}`,
-    );
-  }
-  return exit;
+/** Starts the CLI on a free port; resolves once it prints its listening line. */
+function startCli(args: string[]): Promise<Listening> {
+  return listening(startCliProgram(["--port", "0", ...args]));
 }
 
 interface Result {
@@ -645,7 +606,7 @@ describe("cli: the program", () => {
         /\.A line that starts with a dot[\s\S]*Grüße, ünïcödé/,
       );
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
@@ -688,7 +649,7 @@ describe("cli: the program", () => {
       assert.doesNotMatch(trace, /for </); // two recipients: Bcc stays private
       await cli.waitFor(/to=<rcpt@example\.net>,<other@example\.net>/);
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
@@ -698,7 +659,7 @@ describe("cli: the program", () => {
     const c = await openData(cli.port);
     c.send(MESSAGE.replace(/^\./gm, "..") + ".\r\n");
     const reply = await c.reply();
-    signalCli(cli, "SIGKILL");
+    cli.signal("SIGKILL");
     assert.match(reply, /^250 2\.0\.0 /);
     const exit = await cli.exited;
     assert.equal(exit.signal, "SIGKILL");
@@ -747,7 +708,7 @@ describe("cli: the program", () => {
       c.close();
       await files(`${maildir}/new`, 1);
     } finally {
-      const exit = await stopCli(cli);
+      const exit = await cli.stop();
       assert.equal(exit.code, 0);
     }
     assert.match(
@@ -761,7 +722,7 @@ describe("cli: the program", () => {
     const cli = await startCli(["--maildir", maildir]);
     const c = await openData(cli.port);
     c.send("Subject: in flight\r\n\r\nfirst half\r\n");
-    signalCli(cli, "SIGTERM");
+    cli.signal("SIGTERM");
     await cli.waitFor(/SIGTERM: closing/);
     c.send("second half\r\n.\r\n");
     assert.match(await c.reply(), /^250 2\.0\.0 /);
@@ -781,7 +742,7 @@ describe("cli: the program", () => {
 
   it("SIGINT stops an idle server with exit code 0", async () => {
     const cli = await startCli(["--maildir", freshPath()]);
-    const exit = await stopCli(cli, "SIGINT");
+    const exit = await cli.stop("SIGINT");
     assert.equal(exit.code, 0);
     assert.match(
       cli.stdout(),
@@ -828,7 +789,7 @@ describe("cli: the program", () => {
         /warning: refused 127\.0\.0\.1: too many connections/,
       );
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
@@ -876,7 +837,7 @@ describe("cli: the program", () => {
         "stderr",
       );
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
@@ -888,7 +849,7 @@ describe("cli: the program", () => {
     assert.match(await c.reply(), /^250 /);
     c.close();
     await cli.waitFor(/"event":"message"/);
-    await stopCli(cli);
+    await cli.stop();
     const lines = cli.stdout().trim().split("\n").map((l) => JSON.parse(l));
     assert.deepEqual(lines.map((l) => l.event), [
       "listening",
@@ -942,7 +903,7 @@ describe("cli: the program", () => {
         /\r\n\t\(using TLSv1\.[23] with cipher \S+\)\r\n\tby \S+ with ESMTPS id /,
       );
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
@@ -991,7 +952,7 @@ describe("cli: the program", () => {
       assert.match(await c.cmd("MAIL FROM:<a@b.test>"), /^250 /);
       c.close();
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 });

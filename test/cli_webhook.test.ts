@@ -2,18 +2,20 @@
 // process under the same runtime as the tests, posting to a local HTTP
 // endpoint (node:http on 127.0.0.1) while nodemailer sends.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import * as fs from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { Buffer } from "node:buffer";
-import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import nodemailer from "nodemailer";
 import { CliError, parseCliArgs, USAGE } from "../src/cli/args.ts";
 import type { WebhookPayload } from "../src/webhook.ts";
-import { cliCommand } from "./helpers/run.ts";
+import {
+  type Listening,
+  listening,
+  startCli as startCliProgram,
+} from "./helpers/cli.ts";
 import { type Endpoint, startEndpoint } from "./helpers/http.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -27,92 +29,12 @@ after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 
-interface Cli {
-  readonly child: ChildProcess;
-  readonly port: number;
-  output(): string;
-  waitFor(re: RegExp): Promise<RegExpExecArray>;
-  stop(): Promise<number | null>;
-}
-
-const running = new Set<ChildProcess>();
-after(() => {
-  for (const child of running) child.kill("SIGKILL");
-});
-
-async function startCli(
+/** Starts the CLI on a free port; resolves once it prints its listening line. */
+function startCli(
   args: string[],
   env: Record<string, string> = {},
-): Promise<Cli> {
-  const { cmd, args: base } = cliCommand();
-  const child = spawn(cmd, [...base, "--port", "0", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  running.add(child);
-  let out = "";
-  let exited = false;
-  const waiters: (() => void)[] = [];
-  const wake = () => {
-    for (const w of waiters.splice(0)) w();
-  };
-  for (const stream of [child.stdout!, child.stderr!]) {
-    stream.setEncoding("utf8");
-    stream.on("data", (d: string) => {
-      out += d;
-      wake();
-    });
-  }
-  const exit = new Promise<number | null>((resolve) => {
-    child.on("exit", (code) => {
-      exited = true;
-      running.delete(child);
-      setTimeout(() => {
-        resolve(code);
-        wake();
-      }, 50);
-    });
-  });
-  const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      const m = re.exec(out);
-      if (m !== null) return m;
-      if (exited || Date.now() > deadline) {
-        throw new Error(`CLI did not print ${re}:\n${out}`);
-      }
-      await new Promise<void>((r) => {
-        waiters.push(r);
-        setTimeout(r, 200);
-      });
-    }
-  };
-  const m = await waitFor(
-    /listening on \[?[^\s\]]+?\]?:(\d+) |"event":"listening".*"port":(\d+)/,
-  );
-  return {
-    child,
-    port: Number(m[1] ?? m[2]),
-    output: () => out,
-    waitFor,
-    async stop() {
-      if (!exited) process.kill(child.pid!, "SIGTERM");
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const code = await Promise.race([
-        exit,
-        new Promise<"timeout">((
-          r,
-        ) => (timer = setTimeout(r, 45000, "timeout"))),
-      ]);
-      clearTimeout(timer);
-      if (code === "timeout") {
-        child.kill("SIGKILL");
-        throw new Error(`CLI did not exit after SIGTERM:\n${out}`);
-      }
-      return code;
-    },
-  };
+): Promise<Listening> {
+  return listening(startCliProgram(["--port", "0", ...args], { env }));
 }
 
 const MESSAGE = [
@@ -304,7 +226,7 @@ describe("cli: --webhook arguments", () => {
 
 describe("cli: --webhook", () => {
   let endpoint: Endpoint;
-  let cli: Cli;
+  let cli: Listening;
   let maildir = "";
   before(async () => {
     endpoint = await startEndpoint();
@@ -319,7 +241,7 @@ describe("cli: --webhook", () => {
     ]);
   });
   after(async () => {
-    if (cli) assert.equal(await cli.stop(), 0);
+    if (cli) assert.equal((await cli.stop()).code, 0);
     await endpoint?.close();
   });
 
@@ -481,7 +403,7 @@ describe("cli: --webhook --no-maildir", () => {
       await endpoint.close(); // now nobody answers
       assert.match(await send(cli.port), /^451 4\.3\.0 /);
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal((await cli.stop()).code, 0);
       await endpoint.close();
     }
   });
@@ -557,7 +479,7 @@ describe("cli: webhook authentication", () => {
       assert.match(await send(cli.port), /^451 4\.3\.0 /);
       await cli.waitFor(/(delivery failed[^\n]*\n[^]*){4}/);
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal((await cli.stop()).code, 0);
       await endpoint.close();
     }
     const out = cli.output();
@@ -577,7 +499,7 @@ describe("cli: webhook authentication", () => {
       assert.match(await send(cli.port), /^250 /);
       assert.ok(verify(endpoint.requests[0], SECRET), "signature verifies");
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal((await cli.stop()).code, 0);
       await endpoint.close();
     }
   });
@@ -660,15 +582,14 @@ describe("cli: webhook durability under SIGKILL", () => {
       try {
         for (let round = 0; round < 2; round++) {
           await new Promise((r) => setTimeout(r, 150 + Math.random() * 350));
-          cli.child.kill("SIGKILL");
-          await new Promise((r) => cli.child.once("exit", r));
+          await cli.stop("SIGKILL");
           cli = await startCli(args);
         }
         await new Promise((r) => setTimeout(r, 200));
       } finally {
         stop = true;
         await Promise.all(clients);
-        assert.equal(await cli.stop(), 0);
+        assert.equal((await cli.stop()).code, 0);
         await endpoint.close();
       }
       const stored = new Set<string>();
