@@ -13,7 +13,7 @@ import { serve } from "../mod.ts";
 import { parseCliArgs } from "../src/cli/args.ts";
 import { hashPassword } from "../src/cli/password.ts";
 import { connect } from "./helpers/client.ts";
-import { startCli, startTs } from "./helpers/cli.ts";
+import { freePort, startCli, startTs } from "./helpers/cli.ts";
 import { RUNTIME } from "./helpers/run.ts";
 
 const [NODE_MAJOR, NODE_MINOR] = process.versions.node.split(".").map(Number);
@@ -39,18 +39,6 @@ after(() => {
     } catch { /* gone */ }
   }
 });
-
-/** A port that was free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Connects, reads the greeting, says QUIT; resolves to the greeting. */
 function greeting(port: number): Promise<string> {

@@ -11,23 +11,12 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type LogEntry, serve, type Server, type Session } from "../mod.ts";
-import { type Program, startProgram } from "./helpers/cli.ts";
+import { freePort, type Program, startProgram } from "./helpers/cli.ts";
 import { connectPlain, connectTls, ehlo, TLS, Wire } from "./helpers/tls.ts";
 
 const HAPROXY = "/usr/sbin/haproxy";
 const installed = existsSync(HAPROXY);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitListening(port: number, ms = 10000): Promise<void> {
   const until = Date.now() + ms;

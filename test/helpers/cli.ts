@@ -3,6 +3,7 @@
 // pattern, its listening line read, stopped by a signal; whatever a test
 // file leaves running is killed when the file ends.
 import { type ChildProcess, spawn } from "node:child_process";
+import * as net from "node:net";
 import process from "node:process";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -245,4 +246,16 @@ export interface Listening extends Program {
 /** Resolves with `p` and its port once it prints its listening line. */
 export async function listening(p: Program): Promise<Listening> {
   return Object.assign(p, { port: await listeningPort(p) });
+}
+
+/** A port on 127.0.0.1 that was free a moment ago, for a program told its port. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
 }
