@@ -11,11 +11,7 @@ import { fileURLToPath } from "node:url";
 import { CliError, parseCliArgs } from "../src/cli/args.ts";
 import { oneLine } from "../src/cli/log.ts";
 import { connect } from "./helpers/client.ts";
-import {
-  type Listening,
-  listening,
-  startCli as startCliProgram,
-} from "./helpers/cli.ts";
+import { startListeningCli } from "./helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
@@ -31,14 +27,6 @@ after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 const freshPath = () => `${tmp}/md${++counter}`;
-
-/** Starts the CLI on a free port; resolves once it prints its listening line. */
-function startCli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<Listening> {
-  return listening(startCliProgram(["--port", "0", ...args], { env }));
-}
 
 /** Connects and reads the first reply line (or "" if the peer closes first). */
 function firstLine(
@@ -59,7 +47,7 @@ function firstLine(
 
 describe("cli: --max-connections-per-ip", () => {
   it("with --max-connections-per-ip 200, 150 sessions from 127.0.0.1 all get 220", async () => {
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       freshPath(),
       "--max-connections-per-ip",
@@ -92,7 +80,7 @@ describe("cli: --max-connections-per-ip", () => {
   });
 
   it("without it, the library default (50) refuses the 51st", async () => {
-    const cli = await startCli(["--maildir", freshPath(), "--quiet"]);
+    const cli = await startListeningCli(["--maildir", freshPath(), "--quiet"]);
     const sockets: net.Socket[] = [];
     try {
       const batch = await Promise.all(
@@ -161,7 +149,7 @@ async function connectionFlood(port: number, n: number): Promise<void> {
 describe("cli: --quiet under attack", () => {
   for (const format of ["text", "json"] as const) {
     it(`prints only summary lines, none blank, under connection and TLS-garbage floods (--log ${format})`, async () => {
-      const cli = await startCli([
+      const cli = await startListeningCli([
         "--maildir",
         freshPath(),
         "--quiet",
@@ -173,7 +161,7 @@ describe("cli: --quiet under attack", () => {
         KEY,
         "--max-connections-per-ip",
         "5",
-      ], { SMTPD_LOG_SUMMARY_MS: "400" });
+      ], { env: { SMTPD_LOG_SUMMARY_MS: "400" } });
       try {
         await connectionFlood(cli.port, 60);
         for (let round = 0; round < 3; round++) {
@@ -243,7 +231,7 @@ describe("cli: Maildir tmp/ sweep", () => {
     const hours = (h: number) => new Date(Date.now() - h * 3600_000);
     await fs.utimes(old, hours(40), hours(40));
     await fs.utimes(oldish, hours(35), hours(35));
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     try {
       // The sweep runs once the server listens.
       await cli.waitFor(/removed \d+ orphan/, "stdout");
@@ -273,7 +261,7 @@ describe("cli: a large tmp/ sweep does not hold up start-up", () => {
         }),
       );
     }
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     try {
       const c = await connect(cli.port);
       await c.reply();

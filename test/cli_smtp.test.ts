@@ -22,11 +22,7 @@ import {
 import { hookErrorLogger, Log, serverLogger } from "../src/cli/log.ts";
 import { serve } from "../mod.ts";
 import { cliCommand } from "./helpers/run.ts";
-import {
-  type Listening,
-  listening,
-  startCli as startCliProgram,
-} from "./helpers/cli.ts";
+import { startListeningCli } from "./helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
@@ -50,11 +46,6 @@ function freshPath(name = "md"): string {
 
 // ---------------------------------------------------------------------------
 // Child processes
-
-/** Starts the CLI on a free port; resolves once it prints its listening line. */
-function startCli(args: string[]): Promise<Listening> {
-  return listening(startCliProgram(["--port", "0", ...args]));
-}
 
 interface Result {
   code: number | null;
@@ -525,7 +516,7 @@ describe("cli: the program", () => {
 
   it("stores what swaks sends in new/, byte-exact below the trace headers; Python reads it", async () => {
     const maildir = freshPath();
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       maildir,
       "--server-name",
@@ -612,7 +603,7 @@ describe("cli: the program", () => {
 
   it("stores what nodemailer sends, to two recipients, byte-exact", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     try {
       const transport = nodemailer.createTransport({
         host: "127.0.0.1",
@@ -655,7 +646,7 @@ describe("cli: the program", () => {
 
   it("a message that got 250 is in new/ after SIGKILL right after the reply", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     const c = await openData(cli.port);
     c.send(MESSAGE.replace(/^\./gm, "..") + ".\r\n");
     const reply = await c.reply();
@@ -674,7 +665,7 @@ describe("cli: the program", () => {
 
   it("an unwritable tmp/ gives 451 4.3.0, not 250, and delivery resumes once fixed", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     const asRoot = process.getuid?.() === 0;
     try {
       // chmod does not stop root from writing: as root, put a file where
@@ -719,7 +710,7 @@ describe("cli: the program", () => {
 
   it("SIGTERM lets a message in transfer finish, then exits 0 with a summary", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     const c = await openData(cli.port);
     c.send("Subject: in flight\r\n\r\nfirst half\r\n");
     cli.signal("SIGTERM");
@@ -741,7 +732,7 @@ describe("cli: the program", () => {
   });
 
   it("SIGINT stops an idle server with exit code 0", async () => {
-    const cli = await startCli(["--maildir", freshPath()]);
+    const cli = await startListeningCli(["--maildir", freshPath()]);
     const exit = await cli.stop("SIGINT");
     assert.equal(exit.code, 0);
     assert.match(
@@ -752,7 +743,7 @@ describe("cli: the program", () => {
   });
 
   it("passes --size, --max-recipients and --max-connections to the server; --verbose logs the dialogue", async () => {
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       freshPath(),
       "--size",
@@ -795,7 +786,7 @@ describe("cli: the program", () => {
 
   it("--proxy-protocol: Received names the original client, the log the proxy; no header, no greeting", async () => {
     const maildir = freshPath();
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       maildir,
       "--server-name",
@@ -843,7 +834,12 @@ describe("cli: the program", () => {
 
   it("--log json prints one JSON object a line", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir, "--log", "json"]);
+    const cli = await startListeningCli([
+      "--maildir",
+      maildir,
+      "--log",
+      "json",
+    ]);
     const c = await openData(cli.port);
     c.send("Subject: json\r\n\r\nhi\r\n.\r\n");
     assert.match(await c.reply(), /^250 /);
@@ -868,7 +864,7 @@ describe("cli: the program", () => {
 
   it("with a certificate, --require-tls refuses mail before STARTTLS and swaks --tls delivers (ESMTPS)", async () => {
     const maildir = freshPath();
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       maildir,
       "--tls-cert",
@@ -926,7 +922,7 @@ describe("cli: the program", () => {
 
     const users = freshPath("users");
     await fs.writeFile(users, `# test users\n${line}\n`, { mode: 0o600 });
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       freshPath(),
       "--auth-file",

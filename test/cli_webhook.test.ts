@@ -11,11 +11,7 @@ import { fileURLToPath } from "node:url";
 import nodemailer from "nodemailer";
 import { CliError, parseCliArgs, USAGE } from "../src/cli/args.ts";
 import type { WebhookPayload } from "../src/webhook.ts";
-import {
-  type Listening,
-  listening,
-  startCli as startCliProgram,
-} from "./helpers/cli.ts";
+import { type Listening, startListeningCli } from "./helpers/cli.ts";
 import { type Endpoint, startEndpoint } from "./helpers/http.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -28,14 +24,6 @@ before(async () => {
 after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
-
-/** Starts the CLI on a free port; resolves once it prints its listening line. */
-function startCli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<Listening> {
-  return listening(startCliProgram(["--port", "0", ...args], { env }));
-}
 
 const MESSAGE = [
   "From: Alice <sender@example.org>",
@@ -231,7 +219,7 @@ describe("cli: --webhook", () => {
   before(async () => {
     endpoint = await startEndpoint();
     maildir = `${tmp}/md${++counter}`;
-    cli = await startCli([
+    cli = await startListeningCli([
       "--maildir",
       maildir,
       "--webhook",
@@ -375,7 +363,7 @@ describe("cli: --webhook --no-maildir", () => {
     const endpoint = await startEndpoint();
     const cwdMaildir = `${ROOT}maildir`;
     const existed = await fs.stat(cwdMaildir).then(() => true, () => false);
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--webhook",
       endpoint.url,
       "--no-maildir",
@@ -441,7 +429,7 @@ describe("cli: webhook authentication", () => {
     url.password = PASSWORD;
     url.search = `?token=${TOKEN}`;
     const maildir = `${tmp}/md${++counter}`;
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       maildir,
       "--webhook",
@@ -491,9 +479,9 @@ describe("cli: webhook authentication", () => {
 
   it(`takes the secret from $SMTPD_WEBHOOK_SECRET; --no-maildir`, async () => {
     const endpoint = await startEndpoint();
-    const cli = await startCli(
+    const cli = await startListeningCli(
       ["--webhook", endpoint.url, "--no-maildir"],
-      { SMTPD_WEBHOOK_SECRET: SECRET },
+      { env: { SMTPD_WEBHOOK_SECRET: SECRET } },
     );
     try {
       assert.match(await send(cli.port), /^250 /);
@@ -514,7 +502,7 @@ describe("cli: webhook authentication", () => {
       ] as const
     ) {
       await assert.rejects(
-        startCli([
+        startListeningCli([
           "--webhook",
           "http://127.0.0.1:9/",
           "--no-maildir",
@@ -560,7 +548,7 @@ describe("cli: webhook durability under SIGKILL", () => {
         ...(mode === "maildir" ? ["--maildir", maildir] : ["--no-maildir"]),
       ];
       const replies = new Map<string, string>();
-      let cli = await startCli(args);
+      let cli = await startListeningCli(args);
       let stop = false;
       let n = 0;
       const client = async () => {
@@ -583,7 +571,7 @@ describe("cli: webhook durability under SIGKILL", () => {
         for (let round = 0; round < 2; round++) {
           await new Promise((r) => setTimeout(r, 150 + Math.random() * 350));
           await cli.stop("SIGKILL");
-          cli = await startCli(args);
+          cli = await startListeningCli(args);
         }
         await new Promise((r) => setTimeout(r, 200));
       } finally {

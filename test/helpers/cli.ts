@@ -228,6 +228,17 @@ export function startCli(
   return startProgram(cmd, [...base, ...args], options);
 }
 
+/**
+ * The CLI on a port it picks (`--port 0` before `args`), once it prints its
+ * listening line.
+ */
+export function startListeningCli(
+  args: readonly string[],
+  options?: StartOptions,
+): Promise<Listening> {
+  return listening(startCli(["--port", "0", ...args], options));
+}
+
 /** The port of a listening line (text or JSON). */
 export const LISTENING =
   /listening on \[?[^\s\]]+?\]?:(\d+)(?=\s|$)|"event":"listening".*"port":(\d+)/;
