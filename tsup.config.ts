@@ -5,7 +5,7 @@ import type { Options } from "tsup";
 /**
  * The npm build. The library: ES modules and one set of .d.ts from the
  * same entry points as the `exports` of deno.json and package.json
- * (test/exports.test.ts checks that the three agree). No CommonJS copy:
+ * (test/package_exports.test.ts checks that the three agree). No CommonJS copy:
  * it doubled the package, and `require()` loads ES modules on Node 20.19+,
  * 22.12+ and Bun. The CLI: one ES module, no types (it is the package's
  * bin, not an API), and only its own code: what it takes from the library

@@ -1,5 +1,5 @@
 // What scripts/test.mjs does to the output of the tools it runs, apart so
-// that test/scripts.test.ts can check it: no colours, and no warnings that
+// that test/package_scripts.test.ts can check it: no colours, and no warnings that
 // say nothing about the project.
 
 /**

@@ -21,7 +21,7 @@
 // `node scripts/build.mjs`, `node scripts/test.mjs` or
 // `node scripts/pack.mjs restore` puts the full one back.
 //
-// Also used by scripts/test.mjs and test/exports.test.ts: packCopy() packs
+// Also used by scripts/test.mjs and test/package_exports.test.ts: packCopy() packs
 // a copy of the package in a temporary folder, the way npm packs it, and
 // leaves the checkout alone.
 import { execFile, spawnSync } from "node:child_process";

@@ -3,17 +3,15 @@
 // connection flood and a TLS-garbage flood (summary lines only), the sweep
 // of the Maildir's tmp/ at start-up, and the new flags' parsing.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
-import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { CliError, parseCliArgs } from "../src/cli/args.ts";
 import { oneLine } from "../src/cli/log.ts";
 import { connect } from "./helpers/client.ts";
-import { cliCommand } from "./helpers/run.ts";
+import { startListeningCli } from "./helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
@@ -29,93 +27,6 @@ after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 const freshPath = () => `${tmp}/md${++counter}`;
-
-/** A free port on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-interface Cli {
-  child: ChildProcess;
-  port: number;
-  out: { stdout: string; stderr: string };
-  exited: Promise<number | null>;
-}
-
-const running = new Set<ChildProcess>();
-after(() => {
-  for (const child of running) child.kill("SIGKILL");
-});
-
-/** Starts the CLI on a free port and waits until it takes connections. */
-async function startCli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<Cli> {
-  const port = await freePort();
-  const { cmd, args: base } = cliCommand();
-  const child = spawn(cmd, [...base, "--port", String(port), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  running.add(child);
-  const out = { stdout: "", stderr: "" };
-  child.stdout!.setEncoding("utf8");
-  child.stderr!.setEncoding("utf8");
-  child.stdout!.on("data", (d: string) => (out.stdout += d));
-  child.stderr!.on("data", (d: string) => (out.stderr += d));
-  const exited = new Promise<number | null>((resolve) => {
-    child.on("exit", (code) => {
-      running.delete(child);
-      setTimeout(() => resolve(code), 50);
-    });
-  });
-  let gone = false;
-  void exited.then(() => (gone = true));
-  for (const t0 = Date.now();;) {
-    if (gone) throw new Error(`CLI exited: ${out.stdout}${out.stderr}`);
-    if (Date.now() - t0 > 20000) {
-      throw new Error(`CLI did not listen: ${out.stdout}${out.stderr}`);
-    }
-    // The probe says QUIT and waits for the server to close it, so that it
-    // no longer counts against the per-address limit the tests measure.
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ port, host: "127.0.0.1" });
-      s.once("data", () => s.write("QUIT\r\n"));
-      s.once("close", () => resolve(true));
-      s.once("error", () => resolve(false));
-    });
-    if (ok) {
-      await sleep(50); // the server ends its side of the probe
-      break;
-    }
-    await sleep(100);
-  }
-  return { child, port, out, exited };
-}
-
-async function stopCli(cli: Cli): Promise<number | null> {
-  if (cli.child.exitCode === null) process.kill(cli.child.pid!, "SIGTERM");
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const code = await Promise.race([
-    cli.exited,
-    new Promise<"hung">((r) => (timer = setTimeout(() => r("hung"), 45000))),
-  ]);
-  clearTimeout(timer);
-  if (code === "hung") {
-    cli.child.kill("SIGKILL");
-    throw new Error("CLI did not exit after SIGTERM");
-  }
-  return code;
-}
 
 /** Connects and reads the first reply line (or "" if the peer closes first). */
 function firstLine(
@@ -136,7 +47,7 @@ function firstLine(
 
 describe("cli: --max-connections-per-ip", () => {
   it("with --max-connections-per-ip 200, 150 sessions from 127.0.0.1 all get 220", async () => {
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       freshPath(),
       "--max-connections-per-ip",
@@ -164,12 +75,12 @@ describe("cli: --max-connections-per-ip", () => {
       assert.match(one.line, /^220 /);
     } finally {
       for (const s of sockets) s.destroy();
-      assert.equal(await stopCli(cli), 0);
+      assert.equal((await cli.stop()).code, 0);
     }
   });
 
   it("without it, the library default (50) refuses the 51st", async () => {
-    const cli = await startCli(["--maildir", freshPath(), "--quiet"]);
+    const cli = await startListeningCli(["--maildir", freshPath(), "--quiet"]);
     const sockets: net.Socket[] = [];
     try {
       const batch = await Promise.all(
@@ -185,7 +96,7 @@ describe("cli: --max-connections-per-ip", () => {
       assert.match(extra.line, /^421 4\.7\.0 /);
     } finally {
       for (const s of sockets) s.destroy();
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 });
@@ -238,7 +149,7 @@ async function connectionFlood(port: number, n: number): Promise<void> {
 describe("cli: --quiet under attack", () => {
   for (const format of ["text", "json"] as const) {
     it(`prints only summary lines, none blank, under connection and TLS-garbage floods (--log ${format})`, async () => {
-      const cli = await startCli([
+      const cli = await startListeningCli([
         "--maildir",
         freshPath(),
         "--quiet",
@@ -250,7 +161,7 @@ describe("cli: --quiet under attack", () => {
         KEY,
         "--max-connections-per-ip",
         "5",
-      ], { SMTPD_LOG_SUMMARY_MS: "400" });
+      ], { env: { SMTPD_LOG_SUMMARY_MS: "400" } });
       try {
         await connectionFlood(cli.port, 60);
         for (let round = 0; round < 3; round++) {
@@ -260,12 +171,12 @@ describe("cli: --quiet under attack", () => {
         }
         await sleep(600);
       } finally {
-        assert.equal(await stopCli(cli), 0);
+        assert.equal((await cli.stop()).code, 0);
       }
       // Standard output: the listening line only (printed even when quiet).
-      assert.equal(cli.out.stdout.split("\n").length, 2, cli.out.stdout);
-      assert.match(cli.out.stdout, /listening/);
-      const lines = cli.out.stderr.split("\n");
+      assert.equal(cli.stdout().split("\n").length, 2, cli.stdout());
+      assert.match(cli.stdout(), /listening/);
+      const lines = cli.stderr().split("\n");
       assert.equal(lines.pop(), "", "ends with a newline");
       assert.ok(lines.length >= 1, "at least one summary");
       // Several intervals passed, but the summaries are few.
@@ -320,20 +231,17 @@ describe("cli: Maildir tmp/ sweep", () => {
     const hours = (h: number) => new Date(Date.now() - h * 3600_000);
     await fs.utimes(old, hours(40), hours(40));
     await fs.utimes(oldish, hours(35), hours(35));
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     try {
       // The sweep runs once the server listens.
-      for (let i = 0; !/removed \d+ orphan/.test(cli.out.stdout); i++) {
-        if (i > 400) throw new Error(`no sweep line: ${cli.out.stdout}`);
-        await sleep(50);
-      }
+      await cli.waitFor(/removed \d+ orphan/, "stdout");
       assert.deepEqual(
         (await fs.readdir(`${maildir}/tmp`)).sort(),
         [fresh, oldish].map((p) => p.slice(p.lastIndexOf("/") + 1)).sort(),
       );
-      assert.match(cli.out.stdout, /removed 1 orphan file older than 36 hours/);
+      assert.match(cli.stdout(), /removed 1 orphan file older than 36 hours/);
     } finally {
-      assert.equal(await stopCli(cli), 0);
+      assert.equal((await cli.stop()).code, 0);
     }
   });
 });
@@ -353,7 +261,7 @@ describe("cli: a large tmp/ sweep does not hold up start-up", () => {
         }),
       );
     }
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     try {
       const c = await connect(cli.port);
       await c.reply();
@@ -365,16 +273,13 @@ describe("cli: a large tmp/ sweep does not hold up start-up", () => {
       assert.match(await c.reply(), /^250 /);
       await c.closed();
       const removed = `removed ${ORPHANS} orphan files older than 36 hours`;
-      for (let i = 0; !cli.out.stdout.includes(removed); i++) {
-        if (i > 600) throw new Error(`no sweep line: ${cli.out.stdout}`);
-        await sleep(50);
-      }
-      const listening = cli.out.stdout.indexOf("listening on");
-      assert.ok(listening >= 0 && listening < cli.out.stdout.indexOf(removed));
+      await cli.waitFor(new RegExp(removed), "stdout");
+      const listening = cli.stdout().indexOf("listening on");
+      assert.ok(listening >= 0 && listening < cli.stdout().indexOf(removed));
       assert.deepEqual(await fs.readdir(`${maildir}/tmp`), []);
       assert.equal((await fs.readdir(`${maildir}/new`)).length, 1);
     } finally {
-      assert.equal(await stopCli(cli), 0);
+      assert.equal((await cli.stop()).code, 0);
     }
   });
 });

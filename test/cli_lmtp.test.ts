@@ -3,14 +3,13 @@
 // Python's smtplib.LMTP over the Unix socket; each accepted recipient gets
 // its own file in the Maildir and its own reply.
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { cliCommand } from "./helpers/run.ts";
+import { startCli } from "./helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -19,64 +18,10 @@ let counter = 0;
 before(() => {
   tmp = fs.mkdtempSync(join(tmpdir(), "smtpd-cli-lmtp-"));
 });
-const running = new Set<ChildProcess>();
 after(() => {
-  for (const child of running) child.kill("SIGKILL");
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 const fresh = (name: string) => join(tmp, `${name}${++counter}`);
-
-interface Cli {
-  child: ChildProcess;
-  output(): string;
-  waitFor(re: RegExp): Promise<void>;
-  exited: Promise<number | null>;
-}
-
-function startCli(args: string[]): Cli {
-  const { cmd, args: base } = cliCommand();
-  const child = spawn(cmd, [...base, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  running.add(child);
-  let out = "";
-  const waiters: (() => void)[] = [];
-  const onData = (d: string) => {
-    out += d;
-    for (const w of waiters.splice(0)) w();
-  };
-  child.stdout!.setEncoding("utf8").on("data", onData);
-  child.stderr!.setEncoding("utf8").on("data", onData);
-  const exited = new Promise<number | null>((resolve) => {
-    child.on("exit", (code) => {
-      running.delete(child);
-      setTimeout(() => {
-        resolve(code);
-        for (const w of waiters.splice(0)) w();
-      }, 50);
-    });
-  });
-  let done = false;
-  void exited.then(() => (done = true));
-  return {
-    child,
-    output: () => out,
-    exited,
-    async waitFor(re) {
-      const deadline = Date.now() + 60000;
-      while (!re.test(out)) {
-        if (done) assert.fail(`the CLI exited; it printed:\n${out}`);
-        if (Date.now() > deadline) assert.fail(`no ${re} in:\n${out}`);
-        await new Promise<void>((r) => {
-          waiters.push(r);
-          setTimeout(r, 500);
-        });
-      }
-    },
-  };
-}
 
 function run(file: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -159,8 +104,7 @@ describe("cli: --lmtp --socket", () => {
       "bob@example.org",
     ]);
 
-    process.kill(cli.child.pid!, "SIGTERM"); // as cli.test.ts signals it
-    assert.equal(await cli.exited, 0);
+    assert.equal((await cli.stop()).code, 0);
     assert.equal(fs.existsSync(socket), false, "socket file left behind");
   });
 
@@ -190,15 +134,14 @@ describe("cli: --lmtp --socket", () => {
     );
     assert.equal(out.lhlo, 250);
     assert.equal(out.chunking, false);
-    process.kill(cli.child.pid!, "SIGTERM"); // as cli.test.ts signals it
-    assert.equal(await cli.exited, 0);
+    assert.equal((await cli.stop()).code, 0);
   });
 
   it("a --socket path that is not a socket exits non-zero with one line naming --socket", async () => {
     const path = fresh("file");
     fs.writeFileSync(path, "keep me");
     const cli = startCli(["--socket", path, "--maildir", fresh("md")]);
-    assert.notEqual(await cli.exited, 0);
+    assert.notEqual((await cli.exited).code, 0);
     assert.match(
       cli.output(),
       /^smtpd: --socket: cannot listen on \S+: the path exists and is not a socket\n$/,

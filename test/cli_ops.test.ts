@@ -7,15 +7,12 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { listeningPort, startCli, startProgram } from "./helpers/cli.ts";
 import { connectWire, ehlo, Wire } from "./helpers/tls.ts";
 import { hashPassword } from "../src/cli/password.ts";
 import { subjectOf, subjectOfFile } from "../src/cli/subject.ts";
 import { CliError, parseCliArgs, USAGE } from "../src/cli/args.ts";
 import { connectTls, FINGERPRINT, fixture } from "./helpers/tls.ts";
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 let tmp = "";
 let counter = 0;
@@ -94,11 +91,10 @@ describe("cli: npm start", () => {
     const npm = startProgram(
       "npm",
       ["start", "--", "--port", "0", "--maildir", maildir],
-      { cwd: ROOT },
     );
     const port = await listeningPort(npm);
     assert.equal(await listening(port), true);
-    process.kill(npm.child.pid!, signal);
+    npm.signal(signal);
     // "close" comes once every process holding npm's output has exited.
     const exit = await within(npm.exited, 20000);
     const left = await processesNaming(maildir);
@@ -126,19 +122,12 @@ async function sendOne(
   return w.command(`${headers}\r\n\r\n${body}.`);
 }
 
-/** Stops a CLI with SIGTERM and waits for it. */
-async function stop(p: { child: { pid?: number }; exited: Promise<unknown> }) {
-  process.kill(p.child.pid!, "SIGTERM");
-  assert.notEqual(await within(p.exited, 20000), null, "did not stop");
-}
-
 describe("cli: --socket with --proxy-protocol", () => {
   it("takes the PROXY header from the Unix socket's peer and stores the message", async () => {
     const maildir = freshPath();
     const socket = freshPath("sock");
     const cli = startCli(
       ["--socket", socket, "--proxy-protocol", "--maildir", maildir],
-      { cwd: ROOT },
     );
     await cli.waitFor(/listening on /);
     const w = await connectWire({ path: socket });
@@ -149,7 +138,7 @@ describe("cli: --socket with --proxy-protocol", () => {
     const [name] = await fs.readdir(`${maildir}/new`);
     const stored = await fs.readFile(`${maildir}/new/${name}`, "utf8");
     assert.match(stored, /^Received: from client\.test \(\[192\.0\.2\.10\]/m);
-    await stop(cli);
+    await cli.stop("SIGTERM", 20000);
   });
 
   it("refuses --proxy-trusted with --socket, naming the flag", async () => {
@@ -161,7 +150,6 @@ describe("cli: --socket with --proxy-protocol", () => {
         "--proxy-trusted",
         "10.0.0.5",
       ],
-      { cwd: ROOT },
     );
     const exit = await within(cli.exited, 20000);
     assert.equal(exit?.code, 2, cli.stdout());
@@ -177,11 +165,10 @@ describe("cli: --quiet", () => {
     for (const format of ["text", "json"]) {
       const cli = startCli(
         ["--port", "0", "--quiet", "--log", format, "--maildir", freshPath()],
-        { cwd: ROOT },
       );
       const port = await listeningPort(cli);
       assert.equal(await listening(port), true);
-      await stop(cli);
+      await cli.stop("SIGTERM", 20000);
       assert.equal(cli.stdout().trim().split("\n").length, 1, cli.stdout());
     }
   });
@@ -200,7 +187,7 @@ describe("cli: --quiet", () => {
       "--allow-insecure-auth",
       "--max-auth-failures-per-ip",
       "2",
-    ], { cwd: ROOT, env: { SMTPD_LOG_SUMMARY_MS: "300" } });
+    ], { env: { SMTPD_LOG_SUMMARY_MS: "300" } });
     const port = await listeningPort(cli);
     const wrong = btoa("\0alice\0wrong");
     for (const from of ["127.0.0.2", "127.0.0.3", "127.0.0.4"]) {
@@ -221,7 +208,7 @@ describe("cli: --quiet", () => {
       await w.close();
     }
     await cli.waitFor(/auth-lockout/, "stderr");
-    await stop(cli);
+    await cli.stop("SIGTERM", 20000);
     assert.doesNotMatch(cli.stderr(), /locked out/);
     const summaries = cli.stderr().match(/(\d+) auth-lockout/g) ?? [];
     const total = summaries.reduce((n, m) => n + parseInt(m), 0);
@@ -370,7 +357,7 @@ describe("cli: SIGHUP", () => {
       "--tls-implicit",
       "--auth-file",
       users,
-    ], { cwd: ROOT });
+    ]);
     const port = await listeningPort(cli);
     assert.equal(await certificateOf(port), FINGERPRINT.localhost);
     assert.match(await authAs(port, "first"), /^235 /);
@@ -378,7 +365,7 @@ describe("cli: SIGHUP", () => {
     await fs.copyFile(fixture("tls/other-cert.pem"), cert);
     await fs.copyFile(fixture("tls/other-key.pem"), key);
     await writeUsers(users, "second");
-    process.kill(cli.child.pid!, "SIGHUP");
+    cli.signal("SIGHUP");
     await cli.waitFor(/SIGHUP: reloaded --tls-cert, --tls-key, --auth-file/);
     assert.equal(await certificateOf(port), FINGERPRINT.other);
     assert.match(await authAs(port, "second"), /^235 /);
@@ -386,7 +373,7 @@ describe("cli: SIGHUP", () => {
 
     // A plaintext password: refused, the previous files stay in use.
     await fs.writeFile(users, "alice:second\n");
-    process.kill(cli.child.pid!, "SIGHUP");
+    cli.signal("SIGHUP");
     await cli.waitFor(
       /SIGHUP: reload failed, still using the previous .*--auth-file/,
       "stderr",
@@ -395,7 +382,7 @@ describe("cli: SIGHUP", () => {
     assert.equal(await certificateOf(port), FINGERPRINT.other);
     assert.match(await authAs(port, "second"), /^235 /);
 
-    await stop(cli);
+    await cli.stop("SIGTERM", 20000);
     assert.match(cli.stdout(), /stopped after \d+s: 0 messages/);
   });
 });
@@ -439,7 +426,6 @@ describe("cli: the Subject in the message line", () => {
       const maildir = freshPath();
       const cli = startCli(
         ["--port", "0", "--log", format, "--maildir", maildir],
-        { cwd: ROOT },
       );
       const port = await listeningPort(cli);
       const w = await connectWire({
@@ -457,7 +443,7 @@ describe("cli: the Subject in the message line", () => {
       const line = await cli.waitFor(
         /^.*(?: message id=|"event":"message").*$/m,
       );
-      await stop(cli);
+      await cli.stop("SIGTERM", 20000);
       if (format === "text") {
         assert.match(line[0], / subject="Grüße \\"quoted\\"\\x1b\[31m" file=/);
       } else {
@@ -487,11 +473,11 @@ describe("cli: SIGHUP under --workers", () => {
       "--auth-file",
       users,
       "--allow-insecure-auth",
-    ], { cwd: ROOT });
+    ]);
     const port = await listeningPort(cli);
     await cli.waitFor(/2 workers on /);
     await writeUsers(users, "second");
-    process.kill(cli.child.pid!, "SIGHUP");
+    cli.signal("SIGHUP");
     await cli.waitFor(
       /SIGHUP: reloaded --auth-file[^]*SIGHUP: reloaded --auth-file/,
     );
@@ -509,7 +495,7 @@ describe("cli: SIGHUP under --workers", () => {
       );
       await w.close();
     }
-    await stop(cli);
+    await cli.stop("SIGTERM", 20000);
     assert.match(
       cli.stdout(),
       /stopped after \d+s: 0 messages, 0 bytes \(2 workers\)/,

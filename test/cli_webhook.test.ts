@@ -2,18 +2,16 @@
 // process under the same runtime as the tests, posting to a local HTTP
 // endpoint (node:http on 127.0.0.1) while nodemailer sends.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import * as fs from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { Buffer } from "node:buffer";
-import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import nodemailer from "nodemailer";
 import { CliError, parseCliArgs, USAGE } from "../src/cli/args.ts";
 import type { WebhookPayload } from "../src/webhook.ts";
-import { cliCommand } from "./helpers/run.ts";
+import { type Listening, startListeningCli } from "./helpers/cli.ts";
 import { type Endpoint, startEndpoint } from "./helpers/http.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -26,94 +24,6 @@ before(async () => {
 after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
-
-interface Cli {
-  readonly child: ChildProcess;
-  readonly port: number;
-  output(): string;
-  waitFor(re: RegExp): Promise<RegExpExecArray>;
-  stop(): Promise<number | null>;
-}
-
-const running = new Set<ChildProcess>();
-after(() => {
-  for (const child of running) child.kill("SIGKILL");
-});
-
-async function startCli(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<Cli> {
-  const { cmd, args: base } = cliCommand();
-  const child = spawn(cmd, [...base, "--port", "0", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  running.add(child);
-  let out = "";
-  let exited = false;
-  const waiters: (() => void)[] = [];
-  const wake = () => {
-    for (const w of waiters.splice(0)) w();
-  };
-  for (const stream of [child.stdout!, child.stderr!]) {
-    stream.setEncoding("utf8");
-    stream.on("data", (d: string) => {
-      out += d;
-      wake();
-    });
-  }
-  const exit = new Promise<number | null>((resolve) => {
-    child.on("exit", (code) => {
-      exited = true;
-      running.delete(child);
-      setTimeout(() => {
-        resolve(code);
-        wake();
-      }, 50);
-    });
-  });
-  const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      const m = re.exec(out);
-      if (m !== null) return m;
-      if (exited || Date.now() > deadline) {
-        throw new Error(`CLI did not print ${re}:\n${out}`);
-      }
-      await new Promise<void>((r) => {
-        waiters.push(r);
-        setTimeout(r, 200);
-      });
-    }
-  };
-  const m = await waitFor(
-    /listening on \[?[^\s\]]+?\]?:(\d+) |"event":"listening".*"port":(\d+)/,
-  );
-  return {
-    child,
-    port: Number(m[1] ?? m[2]),
-    output: () => out,
-    waitFor,
-    async stop() {
-      if (!exited) process.kill(child.pid!, "SIGTERM");
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const code = await Promise.race([
-        exit,
-        new Promise<"timeout">((
-          r,
-        ) => (timer = setTimeout(r, 45000, "timeout"))),
-      ]);
-      clearTimeout(timer);
-      if (code === "timeout") {
-        child.kill("SIGKILL");
-        throw new Error(`CLI did not exit after SIGTERM:\n${out}`);
-      }
-      return code;
-    },
-  };
-}
 
 const MESSAGE = [
   "From: Alice <sender@example.org>",
@@ -304,12 +214,12 @@ describe("cli: --webhook arguments", () => {
 
 describe("cli: --webhook", () => {
   let endpoint: Endpoint;
-  let cli: Cli;
+  let cli: Listening;
   let maildir = "";
   before(async () => {
     endpoint = await startEndpoint();
     maildir = `${tmp}/md${++counter}`;
-    cli = await startCli([
+    cli = await startListeningCli([
       "--maildir",
       maildir,
       "--webhook",
@@ -319,7 +229,7 @@ describe("cli: --webhook", () => {
     ]);
   });
   after(async () => {
-    if (cli) assert.equal(await cli.stop(), 0);
+    if (cli) assert.equal((await cli.stop()).code, 0);
     await endpoint?.close();
   });
 
@@ -453,7 +363,7 @@ describe("cli: --webhook --no-maildir", () => {
     const endpoint = await startEndpoint();
     const cwdMaildir = `${ROOT}maildir`;
     const existed = await fs.stat(cwdMaildir).then(() => true, () => false);
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--webhook",
       endpoint.url,
       "--no-maildir",
@@ -481,7 +391,7 @@ describe("cli: --webhook --no-maildir", () => {
       await endpoint.close(); // now nobody answers
       assert.match(await send(cli.port), /^451 4\.3\.0 /);
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal((await cli.stop()).code, 0);
       await endpoint.close();
     }
   });
@@ -519,7 +429,7 @@ describe("cli: webhook authentication", () => {
     url.password = PASSWORD;
     url.search = `?token=${TOKEN}`;
     const maildir = `${tmp}/md${++counter}`;
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       maildir,
       "--webhook",
@@ -557,7 +467,7 @@ describe("cli: webhook authentication", () => {
       assert.match(await send(cli.port), /^451 4\.3\.0 /);
       await cli.waitFor(/(delivery failed[^\n]*\n[^]*){4}/);
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal((await cli.stop()).code, 0);
       await endpoint.close();
     }
     const out = cli.output();
@@ -569,15 +479,15 @@ describe("cli: webhook authentication", () => {
 
   it(`takes the secret from $SMTPD_WEBHOOK_SECRET; --no-maildir`, async () => {
     const endpoint = await startEndpoint();
-    const cli = await startCli(
+    const cli = await startListeningCli(
       ["--webhook", endpoint.url, "--no-maildir"],
-      { SMTPD_WEBHOOK_SECRET: SECRET },
+      { env: { SMTPD_WEBHOOK_SECRET: SECRET } },
     );
     try {
       assert.match(await send(cli.port), /^250 /);
       assert.ok(verify(endpoint.requests[0], SECRET), "signature verifies");
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal((await cli.stop()).code, 0);
       await endpoint.close();
     }
   });
@@ -592,7 +502,7 @@ describe("cli: webhook authentication", () => {
       ] as const
     ) {
       await assert.rejects(
-        startCli([
+        startListeningCli([
           "--webhook",
           "http://127.0.0.1:9/",
           "--no-maildir",
@@ -638,7 +548,7 @@ describe("cli: webhook durability under SIGKILL", () => {
         ...(mode === "maildir" ? ["--maildir", maildir] : ["--no-maildir"]),
       ];
       const replies = new Map<string, string>();
-      let cli = await startCli(args);
+      let cli = await startListeningCli(args);
       let stop = false;
       let n = 0;
       const client = async () => {
@@ -660,15 +570,14 @@ describe("cli: webhook durability under SIGKILL", () => {
       try {
         for (let round = 0; round < 2; round++) {
           await new Promise((r) => setTimeout(r, 150 + Math.random() * 350));
-          cli.child.kill("SIGKILL");
-          await new Promise((r) => cli.child.once("exit", r));
-          cli = await startCli(args);
+          await cli.stop("SIGKILL");
+          cli = await startListeningCli(args);
         }
         await new Promise((r) => setTimeout(r, 200));
       } finally {
         stop = true;
         await Promise.all(clients);
-        assert.equal(await cli.stop(), 0);
+        assert.equal((await cli.stop()).code, 0);
         await endpoint.close();
       }
       const stored = new Set<string>();

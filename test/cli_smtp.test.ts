@@ -22,12 +22,7 @@ import {
 import { hookErrorLogger, Log, serverLogger } from "../src/cli/log.ts";
 import { serve } from "../mod.ts";
 import { cliCommand } from "./helpers/run.ts";
-import {
-  type Exit,
-  listeningPort,
-  type Program,
-  startCli as startCliProgram,
-} from "./helpers/cli.ts";
+import { startListeningCli } from "./helpers/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
@@ -51,49 +46,6 @@ function freshPath(name = "md"): string {
 
 // ---------------------------------------------------------------------------
 // Child processes
-
-/** The CLI started by a test, with the port its listening line names. */
-interface Cli extends Program {
-  readonly port: number;
-}
-
-/** Starts the CLI and resolves once it prints its listening line. */
-async function startCli(args: string[]): Promise<Cli> {
-  const cli = startCliProgram(["--port", "0", ...args], { cwd: ROOT });
-  return Object.assign(cli, { port: await listeningPort(cli) });
-}
-
-/**
- * Sends a signal with `process.kill`: Deno's `child.kill()` marks the child
- * as killed by the signal, reporting exit code null even when the program
- * caught the signal and exited 0.
- */
-function signalCli(cli: Cli, signal: "SIGTERM" | "SIGINT" | "SIGKILL"): void {
-  process.kill(cli.child.pid!, signal);
-}
-
-/** Stops a CLI with a signal and waits (at most 45 s) for it to exit. */
-async function stopCli(
-  cli: Cli,
-  signal: "SIGTERM" | "SIGINT" | "SIGKILL" = "SIGTERM",
-): Promise<Exit> {
-  if (cli.child.exitCode === null && cli.child.signalCode === null) {
-    signalCli(cli, signal);
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const exit = await Promise.race([
-    cli.exited,
-    new Promise<null>((r) => (timer = setTimeout(() => r(null), 45000))),
-  ]);
-  clearTimeout(timer);
-  if (exit === null) {
-    cli.child.kill("SIGKILL");
-    throw new Error(
-      `CLI did not exit after ${signal}: ${cli.stdout()}${cli.stderr()}`,
-    );
-  }
-  return exit;
-}
 
 interface Result {
   code: number | null;
@@ -564,7 +516,7 @@ describe("cli: the program", () => {
 
   it("stores what swaks sends in new/, byte-exact below the trace headers; Python reads it", async () => {
     const maildir = freshPath();
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       maildir,
       "--server-name",
@@ -645,13 +597,13 @@ describe("cli: the program", () => {
         /\.A line that starts with a dot[\s\S]*Grüße, ünïcödé/,
       );
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
   it("stores what nodemailer sends, to two recipients, byte-exact", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     try {
       const transport = nodemailer.createTransport({
         host: "127.0.0.1",
@@ -688,17 +640,17 @@ describe("cli: the program", () => {
       assert.doesNotMatch(trace, /for </); // two recipients: Bcc stays private
       await cli.waitFor(/to=<rcpt@example\.net>,<other@example\.net>/);
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
   it("a message that got 250 is in new/ after SIGKILL right after the reply", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     const c = await openData(cli.port);
     c.send(MESSAGE.replace(/^\./gm, "..") + ".\r\n");
     const reply = await c.reply();
-    signalCli(cli, "SIGKILL");
+    cli.signal("SIGKILL");
     assert.match(reply, /^250 2\.0\.0 /);
     const exit = await cli.exited;
     assert.equal(exit.signal, "SIGKILL");
@@ -713,7 +665,7 @@ describe("cli: the program", () => {
 
   it("an unwritable tmp/ gives 451 4.3.0, not 250, and delivery resumes once fixed", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     const asRoot = process.getuid?.() === 0;
     try {
       // chmod does not stop root from writing: as root, put a file where
@@ -747,7 +699,7 @@ describe("cli: the program", () => {
       c.close();
       await files(`${maildir}/new`, 1);
     } finally {
-      const exit = await stopCli(cli);
+      const exit = await cli.stop();
       assert.equal(exit.code, 0);
     }
     assert.match(
@@ -758,10 +710,10 @@ describe("cli: the program", () => {
 
   it("SIGTERM lets a message in transfer finish, then exits 0 with a summary", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir]);
+    const cli = await startListeningCli(["--maildir", maildir]);
     const c = await openData(cli.port);
     c.send("Subject: in flight\r\n\r\nfirst half\r\n");
-    signalCli(cli, "SIGTERM");
+    cli.signal("SIGTERM");
     await cli.waitFor(/SIGTERM: closing/);
     c.send("second half\r\n.\r\n");
     assert.match(await c.reply(), /^250 2\.0\.0 /);
@@ -780,8 +732,8 @@ describe("cli: the program", () => {
   });
 
   it("SIGINT stops an idle server with exit code 0", async () => {
-    const cli = await startCli(["--maildir", freshPath()]);
-    const exit = await stopCli(cli, "SIGINT");
+    const cli = await startListeningCli(["--maildir", freshPath()]);
+    const exit = await cli.stop("SIGINT");
     assert.equal(exit.code, 0);
     assert.match(
       cli.stdout(),
@@ -791,7 +743,7 @@ describe("cli: the program", () => {
   });
 
   it("passes --size, --max-recipients and --max-connections to the server; --verbose logs the dialogue", async () => {
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       freshPath(),
       "--size",
@@ -828,13 +780,13 @@ describe("cli: the program", () => {
         /warning: refused 127\.0\.0\.1: too many connections/,
       );
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
   it("--proxy-protocol: Received names the original client, the log the proxy; no header, no greeting", async () => {
     const maildir = freshPath();
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       maildir,
       "--server-name",
@@ -876,19 +828,24 @@ describe("cli: the program", () => {
         "stderr",
       );
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
   it("--log json prints one JSON object a line", async () => {
     const maildir = freshPath();
-    const cli = await startCli(["--maildir", maildir, "--log", "json"]);
+    const cli = await startListeningCli([
+      "--maildir",
+      maildir,
+      "--log",
+      "json",
+    ]);
     const c = await openData(cli.port);
     c.send("Subject: json\r\n\r\nhi\r\n.\r\n");
     assert.match(await c.reply(), /^250 /);
     c.close();
     await cli.waitFor(/"event":"message"/);
-    await stopCli(cli);
+    await cli.stop();
     const lines = cli.stdout().trim().split("\n").map((l) => JSON.parse(l));
     assert.deepEqual(lines.map((l) => l.event), [
       "listening",
@@ -907,7 +864,7 @@ describe("cli: the program", () => {
 
   it("with a certificate, --require-tls refuses mail before STARTTLS and swaks --tls delivers (ESMTPS)", async () => {
     const maildir = freshPath();
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       maildir,
       "--tls-cert",
@@ -942,7 +899,7 @@ describe("cli: the program", () => {
         /\r\n\t\(using TLSv1\.[23] with cipher \S+\)\r\n\tby \S+ with ESMTPS id /,
       );
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 
@@ -965,7 +922,7 @@ describe("cli: the program", () => {
 
     const users = freshPath("users");
     await fs.writeFile(users, `# test users\n${line}\n`, { mode: 0o600 });
-    const cli = await startCli([
+    const cli = await startListeningCli([
       "--maildir",
       freshPath(),
       "--auth-file",
@@ -991,7 +948,7 @@ describe("cli: the program", () => {
       assert.match(await c.cmd("MAIL FROM:<a@b.test>"), /^250 /);
       c.close();
     } finally {
-      await stopCli(cli);
+      await cli.stop();
     }
   });
 });

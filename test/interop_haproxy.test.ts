@@ -6,29 +6,17 @@
 // child process with a config in a temporary directory, stopped by PID.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { type LogEntry, serve, type Server, type Session } from "../mod.ts";
+import { freePort, type Program, startProgram } from "./helpers/cli.ts";
 import { connectPlain, connectTls, ehlo, TLS, Wire } from "./helpers/tls.ts";
 
 const HAPROXY = "/usr/sbin/haproxy";
 const installed = existsSync(HAPROXY);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitListening(port: number, ms = 10000): Promise<void> {
   const until = Date.now() + ms;
@@ -47,12 +35,6 @@ async function waitListening(port: number, ms = 10000): Promise<void> {
   }
 }
 
-/** A running HAProxy and what it printed. */
-interface Haproxy {
-  stderr(): string;
-  stop(): Promise<void>;
-}
-
 /**
  * Starts HAProxy with `config` (written to `dir`) and resolves once it
  * listens on every port of `ports`.
@@ -61,24 +43,12 @@ async function startHaproxy(
   dir: string,
   config: string,
   ports: number[],
-): Promise<Haproxy> {
+): Promise<Program> {
   const cfg = join(dir, "haproxy.cfg");
   writeFileSync(cfg, config);
-  const child = spawn(HAPROXY, ["-f", cfg, "-db"], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (x) => (stderr += x));
+  const haproxy = startProgram(HAPROXY, ["-f", cfg, "-db"]);
   await Promise.all(ports.map((p) => waitListening(p)));
-  return {
-    stderr: () => stderr,
-    async stop() {
-      if (child.pid === undefined || child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once("exit", r));
-      process.kill(child.pid, "SIGTERM");
-      await exited;
-    },
-  };
+  return haproxy;
 }
 
 /** One backend smtpd and what it saw. */
@@ -131,7 +101,7 @@ describe("behind HAProxy", {
   skip: !installed && `${HAPROXY} is not installed`,
 }, () => {
   let dir = "";
-  let haproxy: Haproxy | null = null;
+  let haproxy: Program | null = null;
   const ports = { v1: 0, v2: 0, tls: 0 };
   let a: Backend, b: Backend, c: Backend, d: Backend;
 
@@ -299,7 +269,7 @@ describe("behind HAProxy, to Unix sockets", {
   skip: !installed && `${HAPROXY} is not installed`,
 }, () => {
   let dir = "";
-  let haproxy: Haproxy | null = null;
+  let haproxy: Program | null = null;
   const ports = { v1: 0, v2: 0 };
   let v1: Backend, v2: Backend;
 

@@ -3,27 +3,19 @@
 // summary on SIGTERM, many workers delivering into one Maildir). Children
 // run under the runtime that runs these tests; only loopback is used.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { Buffer } from "node:buffer";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
 import { availableParallelism, tmpdir } from "node:os";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { serve } from "../mod.ts";
 import { parseCliArgs } from "../src/cli/args.ts";
 import { hashPassword } from "../src/cli/password.ts";
 import { connect } from "./helpers/client.ts";
-import { tsCommand as runCommand } from "./helpers/run.ts";
+import { freePort, startCli, startTs } from "./helpers/cli.ts";
+import { RUNTIME } from "./helpers/run.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const g = globalThis as { Deno?: unknown; Bun?: unknown };
-const RUNTIME = g.Deno !== undefined
-  ? "deno"
-  : g.Bun !== undefined
-  ? "bun"
-  : "node";
 const [NODE_MAJOR, NODE_MINOR] = process.versions.node.split(".").map(Number);
 /** Whether serve({ reusePort }) works here (Node 22.12+, 23.1+, Deno, Bun). */
 const HAS_REUSE_PORT = RUNTIME !== "node" || NODE_MAJOR > 23 ||
@@ -38,104 +30,15 @@ after(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 
-interface Child {
-  readonly child: ChildProcess;
-  output(): string;
-  waitFor(re: RegExp, count?: number): Promise<RegExpExecArray[]>;
-  readonly exited: Promise<{ code: number | null; signal: string | null }>;
-}
-
-const running = new Set<ChildProcess>();
+/** Worker pids a test learnt: killed at the end, whatever is left. */
 const pids = new Set<number>();
 after(() => {
-  for (const child of running) child.kill("SIGKILL");
   for (const pid of pids) {
     try {
       process.kill(pid, "SIGKILL");
     } catch { /* gone */ }
   }
 });
-
-function start(
-  file: string,
-  args: string[],
-  env: Record<string, string> = {},
-  /** In a process group of its own (to send it a Ctrl-C: see ctrlC). */
-  group = false,
-): Child {
-  const { cmd, args: base } = runCommand(file);
-  const child = spawn(cmd, [...base, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: group,
-  });
-  running.add(child);
-  // The whole group goes at the end, whatever the test left running.
-  if (group) pids.add(-child.pid!);
-  let out = "";
-  let done = false;
-  const waiters: (() => void)[] = [];
-  const wake = () => {
-    for (const w of waiters.splice(0)) w();
-  };
-  child.stdout!.setEncoding("utf8");
-  child.stderr!.setEncoding("utf8");
-  child.stdout!.on("data", (d: string) => {
-    out += d;
-    wake();
-  });
-  child.stderr!.on("data", (d: string) => {
-    out += d;
-    wake();
-  });
-  const exited = new Promise<{ code: number | null; signal: string | null }>(
-    (resolve) => {
-      child.on("exit", (code, signal) => {
-        running.delete(child);
-        setTimeout(() => {
-          done = true;
-          resolve({ code, signal });
-          wake();
-        }, 100);
-      });
-    },
-  );
-  const waitFor = async (re: RegExp, count = 1) => {
-    const deadline = Date.now() + 60000;
-    for (;;) {
-      const all = [
-        ...out.matchAll(new RegExp(re.source, re.flags.replace("g", "") + "g")),
-      ];
-      if (all.length >= count) return all;
-      if (done || Date.now() > deadline) {
-        throw new Error(`${file} did not print ${re} (x${count}): ${out}`);
-      }
-      await new Promise<void>((r) => {
-        waiters.push(r);
-        setTimeout(r, 200);
-      });
-    }
-  };
-  return { child, output: () => out, waitFor, exited };
-}
-
-/** What a terminal's Ctrl-C does: SIGINT to every process of the group. */
-function ctrlC(child: ChildProcess): void {
-  process.kill(-child.pid!, "SIGINT");
-}
-
-/** A port that was free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Connects, reads the greeting, says QUIT; resolves to the greeting. */
 function greeting(port: number): Promise<string> {
@@ -266,9 +169,9 @@ describe("serve({ reusePort })", () => {
     { skip: !HAS_REUSE_PORT },
     async () => {
       const port = await freePort();
-      const a = start("test/fixtures/reuse_port_server.ts", [String(port)]);
+      const a = startTs("test/fixtures/reuse_port_server.ts", [String(port)]);
       await a.waitFor(/listening/);
-      const b = start("test/fixtures/reuse_port_server.ts", [String(port)]);
+      const b = startTs("test/fixtures/reuse_port_server.ts", [String(port)]);
       await b.waitFor(/listening/);
       const greetings = await pool(60, 10, () => greeting(port));
       const seen = new Set(greetings.map((l) => /^220 (pid\d+)/.exec(l)?.[1]));
@@ -276,7 +179,7 @@ describe("serve({ reusePort })", () => {
         [...seen].sort(),
         [`pid${a.child.pid}`, `pid${b.child.pid}`].sort(),
       );
-      for (const c of [a, b]) process.kill(c.child.pid!, "SIGTERM");
+      for (const c of [a, b]) c.signal("SIGTERM");
       assert.equal((await a.exited).code, 0);
       assert.equal((await b.exited).code, 0);
     },
@@ -286,7 +189,7 @@ describe("serve({ reusePort })", () => {
 describe("smtpd --workers", () => {
   it("shares the port, replaces a killed worker, delivers each message once, stops with one summary", async () => {
     const maildir = `${tmp}/md`;
-    const cli = start("src/cli/main.ts", [
+    const cli = startCli([
       "--port",
       "0",
       "--workers",
@@ -294,7 +197,7 @@ describe("smtpd --workers", () => {
       "--maildir",
       maildir,
     ]);
-    const [m] = await cli.waitFor(
+    const m = await cli.waitFor(
       /2 workers on 127\.0\.0\.1:(\d+) \((SO_REUSEPORT|node:cluster)\), pids (\d+), (\d+)/,
     );
     const port = Number(m[1]);
@@ -330,7 +233,7 @@ describe("smtpd --workers", () => {
         `worker ${killed} exited with signal SIGKILL; starting another`,
       ),
     );
-    await cli.waitFor(/listening on 127\.0\.0\.1:\d+ /, 3);
+    await cli.waitForAll(/listening on 127\.0\.0\.1:\d+ /, 3);
     const more = await pool(20, 5, (i) => sendMessage(port, `n${i}`));
     for (const r of more) assert.match(r, /^250 /);
     by = await filesByPid(maildir);
@@ -339,7 +242,7 @@ describe("smtpd --workers", () => {
     const lost = by.get(killed)?.length ?? 0; // counted by the dead worker
 
     // SIGTERM to the parent: every worker stops, one summary with the total.
-    process.kill(cli.child.pid!, "SIGTERM");
+    cli.signal("SIGTERM");
     const exit = await cli.exited;
     const out = cli.output();
     assert.equal(exit.code, 0, out);
@@ -353,7 +256,7 @@ describe("smtpd --workers", () => {
   });
 
   it("workers stop when the parent dies", async () => {
-    const cli = start("src/cli/main.ts", [
+    const cli = startCli([
       "--port",
       "0",
       "--workers",
@@ -361,13 +264,13 @@ describe("smtpd --workers", () => {
       "--maildir",
       `${tmp}/orphans`,
     ]);
-    const [m] = await cli.waitFor(
+    const m = await cli.waitFor(
       /2 workers on \S+ \(\S+\), pids (\d+), (\d+)/,
     );
     const workerPids = [Number(m[1]), Number(m[2])];
     for (const pid of workerPids) pids.add(pid);
-    process.kill(cli.child.pid!, "SIGKILL");
-    await cli.exited;
+    cli.signal("SIGKILL");
+    await cli.processExited; // its workers may live on
     const alive = () =>
       workerPids.filter((pid) => {
         try {
@@ -405,14 +308,14 @@ describe("smtpd --workers", () => {
   });
 
   it("refuses a bad --workers value", async () => {
-    const cli = start("src/cli/main.ts", ["--workers", "0"]);
+    const cli = startCli(["--workers", "0"]);
     const exit = await cli.exited;
     assert.equal(exit.code, 2);
     assert.match(cli.output(), /--workers: must be "auto" or a whole number/);
   });
 
   it("exits with the first worker's status when it cannot start", async () => {
-    const cli = start("src/cli/main.ts", [
+    const cli = startCli([
       "--port",
       "0",
       "--workers",
@@ -465,7 +368,7 @@ const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
 
 describe("smtpd --workers: limits shared by the workers", () => {
   it("--max-connections-per-ip counts across the workers", async () => {
-    const cli = start("src/cli/main.ts", [
+    const cli = startCli([
       "--port",
       "0",
       "--workers",
@@ -476,7 +379,7 @@ describe("smtpd --workers: limits shared by the workers", () => {
       "4",
     ]);
     try {
-      const [m] = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
+      const m = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
       const port = Number(m[1]);
       // 20 connections at once (the kernel spreads them over both workers).
       const clients = await Promise.all(
@@ -496,7 +399,7 @@ describe("smtpd --workers: limits shared by the workers", () => {
       for (const c of again) assert.match(await c.reply(), /^220 /);
       await Promise.all(again.map((c) => c.close()));
     } finally {
-      process.kill(cli.child.pid!, "SIGTERM");
+      cli.signal("SIGTERM");
       assert.equal((await cli.exited).code, 0, cli.output());
     }
   });
@@ -504,7 +407,7 @@ describe("smtpd --workers: limits shared by the workers", () => {
   it("--max-auth-failures-per-ip counts across the workers: 3 means 3 passwords checked", async () => {
     const users = `${tmp}/users`;
     await fs.writeFile(users, `alice:${await hashPassword("right")}\n`);
-    const cli = start("src/cli/main.ts", [
+    const cli = startCli([
       "--port",
       "0",
       "--workers",
@@ -518,7 +421,7 @@ describe("smtpd --workers: limits shared by the workers", () => {
       "3",
     ]);
     try {
-      const [m] = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
+      const m = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
       const port = Number(m[1]);
       const attempt = async (password: string) => {
         const c = await connect(port);
@@ -544,7 +447,7 @@ describe("smtpd --workers: limits shared by the workers", () => {
       );
       assert.deepEqual(right, Array(6).fill("454 4.7.0"));
     } finally {
-      process.kill(cli.child.pid!, "SIGTERM");
+      cli.signal("SIGTERM");
       assert.equal((await cli.exited).code, 0, cli.output());
     }
   });
@@ -559,15 +462,15 @@ describe("smtpd --workers: supervisor killed", () => {
     async () => {
       const tag = `smtpd-test-${process.pid}-graceful`;
       const maildir = `${tmp}/graceful`;
-      const cli = start("src/cli/main.ts", [
+      const cli = startCli([
         "--port",
         "0",
         "--workers",
         "2",
         "--maildir",
         maildir,
-      ], { SMTPD_TEST_TAG: tag });
-      const [m] = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
+      ], { env: { SMTPD_TEST_TAG: tag } });
+      const m = await cli.waitFor(/2 workers on 127\.0\.0\.1:(\d+) /);
       const c = await connect(Number(m[1]));
       try {
         assert.match(await c.reply(), /^220 /);
@@ -583,8 +486,8 @@ describe("smtpd --workers: supervisor killed", () => {
           assert.match(await c.reply(), /^[23]\d\d[ -]/);
         }
         await c.send("Subject: in-transfer\r\n\r\nfirst half\r\n");
-        process.kill(cli.child.pid!, "SIGKILL");
-        await cli.exited;
+        cli.signal("SIGKILL");
+        await cli.processExited; // its workers may live on
         await new Promise((r) => setTimeout(r, 1500)); // the worker saw it
         await c.send("second half\r\n.\r\n");
         assert.match(await c.reply(), /^250 /);
@@ -610,14 +513,14 @@ describe("smtpd --workers: supervisor killed", () => {
     for (let round = 0; round < moments.length; round++) {
       const tag = `smtpd-test-${process.pid}-r${round}`;
       const port = await freePort();
-      const cli = start("src/cli/main.ts", [
+      const cli = startCli([
         "--port",
         String(port),
         "--workers",
         "2",
         "--maildir",
         maildir,
-      ], { SMTPD_TEST_TAG: tag });
+      ], { env: { SMTPD_TEST_TAG: tag } });
       // Senders keep sending until the supervisor has been dead a while;
       // the kill comes at a random moment from start-up to full service.
       let killed = 0;
@@ -649,9 +552,9 @@ describe("smtpd --workers: supervisor killed", () => {
           await new Promise((r) => setTimeout(r, 10));
         }
       }
-      process.kill(cli.child.pid!, "SIGKILL");
+      cli.signal("SIGKILL");
       killed = Date.now();
-      await cli.exited;
+      await cli.processExited; // its workers may live on
       await Promise.all(senders);
       assert.deepEqual(await noneLeft(tag, 15000), [], cli.output());
     }
@@ -670,18 +573,18 @@ describe("smtpd --workers: supervisor killed", () => {
 describe(`examples/workers_${RUNTIME}.ts`, () => {
   it("runs two workers on one port, both receiving, and stops on SIGTERM", async () => {
     const port = await freePort();
-    const ex = start(`examples/workers_${RUNTIME}.ts`, [String(port)], {
-      WORKERS: "2",
+    const ex = startTs(`examples/workers_${RUNTIME}.ts`, [String(port)], {
+      env: { WORKERS: "2" },
     });
-    await ex.waitFor(/worker \d+ listening on/, 2);
+    await ex.waitForAll(/worker \d+ listening on/, 2);
     const replies = await pool(30, 6, (i) => sendMessage(port, `e${i}`));
     for (const r of replies) assert.match(r, /^250 /);
-    const lines = await ex.waitFor(
+    const lines = await ex.waitForAll(
       /message from=<a@example\.org> worker=(\d+)/,
       30,
     );
     assert.equal(new Set(lines.map((m) => m[1])).size, 2, ex.output());
-    process.kill(ex.child.pid!, "SIGTERM");
+    ex.signal("SIGTERM");
     const exit = await ex.exited;
     assert.equal(exit.code, 0, ex.output());
     assert.match(ex.output(), /^stopped$/m);
@@ -692,11 +595,12 @@ describe(`examples/workers_${RUNTIME}.ts`, () => {
     // order they handle it in.
     for (let run = 1; run <= 6; run++) {
       const port = await freePort();
-      const ex = start(`examples/workers_${RUNTIME}.ts`, [String(port)], {
-        WORKERS: "2",
-      }, true);
-      await ex.waitFor(/worker \d+ listening on/, 2);
-      ctrlC(ex.child);
+      const ex = startTs(`examples/workers_${RUNTIME}.ts`, [String(port)], {
+        env: { WORKERS: "2" },
+        group: true, // a Ctrl-C reaches the whole group
+      });
+      await ex.waitForAll(/worker \d+ listening on/, 2);
+      ex.signal("SIGINT"); // what a terminal's Ctrl-C does
       const exit = await ex.exited;
       assert.equal(exit.code, 0, `run ${run}: ${ex.output()}`);
       assert.match(ex.output(), /^stopped$/m, `run ${run}`);

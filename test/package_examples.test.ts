@@ -5,120 +5,30 @@
 // imported (its startVerifier takes the DNS resolver the test needs) and
 // fed messages DKIM-signed here with a fresh RSA key.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHmac, generateKeyPairSync } from "node:crypto";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { dkimSign } from "mailauth";
 import nodemailer from "nodemailer";
 import { startVerifier, type Verdict } from "../examples/verify_auth.ts";
 import type { WebhookPayload } from "../src/webhook.ts";
 import type { Message, Server } from "../mod.ts";
-import { tsCommand as runCommand } from "./helpers/run.ts";
+import {
+  type Listening,
+  listening,
+  startProgram,
+  startTs,
+} from "./helpers/cli.ts";
 import { type Endpoint, startEndpoint } from "./helpers/http.ts";
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const g = globalThis as { Deno?: unknown; Bun?: unknown };
-const RUNTIME = g.Deno !== undefined
-  ? "deno"
-  : g.Bun !== undefined
-  ? "bun"
-  : "node";
-
-interface Example {
-  readonly child: ChildProcess;
-  readonly port: number;
-  output(): string;
-  waitFor(re: RegExp): Promise<RegExpExecArray>;
-  /** Sends a signal and resolves to the exit code (null: killed). */
-  stop(signal?: "SIGINT" | "SIGTERM"): Promise<number | null>;
-}
-
-const running = new Set<ChildProcess>();
-after(() => {
-  for (const child of running) child.kill("SIGKILL");
-});
+import { RUNTIME } from "./helpers/run.ts";
 
 /** Starts examples/<file> and resolves once it prints its listening line. */
-async function startExample(
+function startExample(
   file: string,
   args: string[] = [],
   env: Record<string, string> = {},
-): Promise<Example> {
-  const { cmd, args: base } = runCommand(`examples/${file}`);
-  const child = spawn(cmd, [...base, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  running.add(child);
-  let out = "";
-  let exited = false;
-  const waiters: (() => void)[] = [];
-  const wake = () => {
-    for (const w of waiters.splice(0)) w();
-  };
-  child.stdout!.setEncoding("utf8");
-  child.stderr!.setEncoding("utf8");
-  child.stdout!.on("data", (d: string) => {
-    out += d;
-    wake();
-  });
-  child.stderr!.on("data", (d: string) => {
-    out += d;
-    wake();
-  });
-  const exit = new Promise<number | null>((resolve) => {
-    child.on("exit", (code, signal) => {
-      exited = true;
-      if (signal !== null) out += `\n[killed by ${signal}]\n`;
-      running.delete(child);
-      setTimeout(() => {
-        resolve(code);
-        wake();
-      }, 50);
-    });
-  });
-  const waitFor = async (re: RegExp): Promise<RegExpExecArray> => {
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      const m = re.exec(out);
-      if (m !== null) return m;
-      if (exited || Date.now() > deadline) {
-        throw new Error(`${file} did not print ${re}:\n${out}`);
-      }
-      await new Promise<void>((r) => {
-        waiters.push(r);
-        setTimeout(r, 200);
-      });
-    }
-  };
-  const m = await waitFor(/listening on [^\s]+:(\d+)/);
-  return {
-    child,
-    port: Number(m[1]),
-    output: () => out,
-    waitFor,
-    async stop(signal = "SIGTERM") {
-      // process.kill, not child.kill: Deno reports a child killed by
-      // child.kill() as killed even when it caught the signal and exited 0.
-      if (!exited) process.kill(child.pid!, signal);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const code = await Promise.race([
-        exit,
-        new Promise<"timeout">((
-          r,
-        ) => (timer = setTimeout(r, 20000, "timeout"))),
-      ]);
-      clearTimeout(timer);
-      if (code === "timeout") {
-        child.kill("SIGKILL");
-        throw new Error(`${file} did not exit after ${signal}:\n${out}`);
-      }
-      return code;
-    },
-  };
+): Promise<Listening> {
+  return listening(startTs(`examples/${file}`, args, { env }));
 }
 
 interface SmtpFailure {
@@ -189,7 +99,7 @@ describe("examples: minimal receivers", () => {
         line[0],
         /^message from=<alice@example\.com> to=<bob@example\.org>,<carol@example\.org> subject="Hello from the test" size=\d+$/,
       );
-      assert.equal(await ex.stop("SIGINT"), 0);
+      assert.equal((await ex.stop("SIGINT")).code, 0);
       assert.match(ex.output(), /\nstopped\n/);
     });
 
@@ -197,7 +107,7 @@ describe("examples: minimal receivers", () => {
       if (RUNTIME !== runtime) return t.skip(`runs under ${runtime} only`);
       const ex = await startExample(file, [], { PORT: "0" });
       assert.ok(ex.port > 0 && ex.port !== 2525);
-      assert.equal(await ex.stop("SIGTERM"), 0, ex.output());
+      assert.equal((await ex.stop("SIGTERM")).code, 0, ex.output());
       assert.match(ex.output(), /\nstopped\n/);
     });
   }
@@ -207,7 +117,7 @@ describe("examples: minimal receivers", () => {
 
 describe("examples: webhook.ts", () => {
   let endpoint: Endpoint;
-  let ex: Example;
+  let ex: Listening;
   before(async () => {
     endpoint = await startEndpoint();
     ex = await startExample("webhook.ts", [endpoint.url], {
@@ -216,7 +126,7 @@ describe("examples: webhook.ts", () => {
     });
   });
   after(async () => {
-    if (ex) assert.equal(await ex.stop("SIGTERM"), 0);
+    if (ex) assert.equal((await ex.stop("SIGTERM")).code, 0);
     await endpoint?.close();
   });
 
@@ -332,7 +242,7 @@ describe("examples: webhook.ts", () => {
           .update(`${timestamp}.${body}`).digest("hex"),
       );
     } finally {
-      assert.equal(await ex2.stop("SIGINT"), 0);
+      assert.equal((await ex2.stop("SIGINT")).code, 0);
     }
   });
 
@@ -352,7 +262,7 @@ describe("examples: webhook.ts", () => {
       });
       assert.match(reply, /^451 4\.3\.0 /);
     } finally {
-      assert.equal(await ex2.stop("SIGINT"), 0);
+      assert.equal((await ex2.stop("SIGINT")).code, 0);
     }
   });
 });
@@ -535,7 +445,7 @@ describe("examples: verify_auth.ts as a program", () => {
   it("starts from $PORT and stops on SIGTERM", async () => {
     const ex = await startExample("verify_auth.ts", [], { PORT: "0" });
     assert.ok(ex.port > 0);
-    assert.equal(await ex.stop("SIGTERM"), 0, ex.output());
+    assert.equal((await ex.stop("SIGTERM")).code, 0, ex.output());
   });
 });
 
@@ -550,26 +460,12 @@ describe("examples: test_inbox.ts", () => {
       : major > 23 || (major === 23 && minor >= 6)
       ? ["--test", file]
       : ["--import", "tsx", "--test", file];
-    const result = await new Promise<{ code: number | null; out: string }>(
-      (resolve) => {
-        // Without NODE_TEST_CONTEXT: Node's runner, seeing it, would take
-        // the child for one of its own files and run nothing.
-        const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-        const child = spawn(process.execPath, args, {
-          cwd: ROOT,
-          env: { ...env, NO_COLOR: "1" },
-          stdio: ["ignore", "pipe", "pipe"],
-        });
-        running.add(child);
-        let out = "";
-        child.stdout!.on("data", (d) => (out += d));
-        child.stderr!.on("data", (d) => (out += d));
-        child.on("close", (code) => {
-          running.delete(child);
-          resolve({ code, out });
-        });
-      },
-    );
+    // Without NODE_TEST_CONTEXT: Node's runner, seeing it, would take the
+    // child for one of its own files and run nothing.
+    const child = startProgram(process.execPath, args, {
+      env: { NODE_TEST_CONTEXT: undefined },
+    });
+    const result = { code: (await child.exited).code, out: child.output() };
     assert.equal(result.code, 0, result.out);
     // Both tests ran and passed, in the runner's own words.
     assert.match(
