@@ -1,7 +1,7 @@
 // ReverseDns with a resolver made of records in memory: the FCrDNS
 // outcomes, the cache's bounds, coalescing, the timeout, option
 // validation; the Received header's from part and the dnsServers option.
-// test/rdns_dnsmasq.test.ts runs the same lookups against a real server.
+// test/unit_rdns_dnsmasq.test.ts runs the same lookups against a real server.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
