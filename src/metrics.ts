@@ -155,13 +155,24 @@ function seriesKey(
 /** What counters, gauges and histograms share: one family's series. */
 class Family {
   readonly #series = new Map<string, Series>();
+  readonly name: string;
+  readonly help: string;
+  readonly type: MetricType;
+  readonly labelNames: readonly string[];
+  readonly buckets: readonly number[] | undefined;
   constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly type: MetricType,
-    readonly labelNames: readonly string[],
-    readonly buckets: readonly number[] | undefined,
-  ) {}
+    name: string,
+    help: string,
+    type: MetricType,
+    labelNames: readonly string[],
+    buckets: readonly number[] | undefined,
+  ) {
+    this.name = name;
+    this.help = help;
+    this.type = type;
+    this.labelNames = labelNames;
+    this.buckets = buckets;
+  }
 
   protected series(labels: LabelValues): Series {
     const key = seriesKey(this.name, this.labelNames, labels);
