@@ -90,8 +90,18 @@ export interface FamilySnapshot {
  */
 export type Snapshot = readonly FamilySnapshot[];
 
-/** Label name → value, as given to `inc`, `set` and `observe`. */
-type LabelValues = Readonly<Record<string, string>>;
+/**
+ * Label name → value, as given to `inc`, `set` and `observe`: exactly the
+ * label names the family was registered with.
+ *
+ * @example
+ * ```ts
+ * import type { Labels } from "@smtpd/smtpd/metrics";
+ *
+ * const labels: Labels = { hook: "onMessage" };
+ * ```
+ */
+export type Labels = Readonly<Record<string, string>>;
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
@@ -136,7 +146,7 @@ interface Series {
 function seriesKey(
   name: string,
   labelNames: readonly string[],
-  labels: LabelValues,
+  labels: Labels,
 ): string {
   const given = Object.keys(labels);
   if (
@@ -152,14 +162,32 @@ function seriesKey(
   return JSON.stringify(labelNames.map((l) => labels[l]));
 }
 
-/** What counters, gauges and histograms share: one family's series. */
-class Family {
+/**
+ * What counters, gauges and histograms share: one metric family (a name,
+ * its help text, label names) and its series, one per set of label values.
+ * Made by a {@link Registry}, never directly.
+ *
+ * @example
+ * ```ts
+ * import { type Metric, Registry } from "@smtpd/smtpd/metrics";
+ *
+ * const m: Metric = new Registry().gauge("app_open", "Open things.");
+ * console.log(m.name, m.snapshot().series.length);
+ * ```
+ */
+export class Metric {
   readonly #series = new Map<string, Series>();
+  /** The metric name. */
   readonly name: string;
+  /** The `# HELP` text. */
   readonly help: string;
+  /** Counter, gauge or histogram. */
   readonly type: MetricType;
+  /** The label names each series carries. */
   readonly labelNames: readonly string[];
+  /** A histogram's bucket upper bounds (without `+Inf`). */
   readonly buckets: readonly number[] | undefined;
+  /** Called by {@link Registry}, which checks the arguments. */
   constructor(
     name: string,
     help: string,
@@ -174,7 +202,28 @@ class Family {
     this.buckets = buckets;
   }
 
-  protected series(labels: LabelValues): Series {
+  /** Adds `by` to the value of the series of `labels` (created at 0). */
+  protected add(labels: Labels, by: number): void {
+    this.#get(labels).value += by;
+  }
+
+  /** Sets the value of the series of `labels`. */
+  protected assign(labels: Labels, value: number): void {
+    this.#get(labels).value = value;
+  }
+
+  /** Counts `value` in the first bucket whose bound is ≥ it. */
+  protected record(labels: Labels, value: number): void {
+    const s = this.#get(labels);
+    const bounds = this.buckets!;
+    let i = 0;
+    while (i < bounds.length && value > bounds[i]) i++;
+    s.counts[i]++;
+    s.sum += value;
+    s.count++;
+  }
+
+  #get(labels: Labels): Series {
     const key = seriesKey(this.name, this.labelNames, labels);
     let s = this.#series.get(key);
     if (s === undefined) {
@@ -192,6 +241,7 @@ class Family {
     return s;
   }
 
+  /** This family's current state. */
   snapshot(): FamilySnapshot {
     const series: SeriesSnapshot[] = [];
     for (const s of this.#series.values()) {
@@ -230,15 +280,15 @@ class Family {
  * c.inc({ result: "ok" }, 2);
  * ```
  */
-export class Counter extends Family {
+export class Counter extends Metric {
   /** Adds `by` (default 1, never negative) to the series of `labels`. */
-  inc(labels: LabelValues = {}, by = 1): void {
+  inc(labels: Labels = {}, by = 1): void {
     if (!(by >= 0) || by === Infinity) {
       throw new TypeError(
         `Cannot increase counter ${this.name}: amount ${by} is not a finite non-negative number`,
       );
     }
-    this.series(labels).value += by;
+    this.add(labels, by);
   }
 }
 
@@ -256,18 +306,18 @@ export class Counter extends Family {
  * g.set({}, 4);
  * ```
  */
-export class Gauge extends Family {
+export class Gauge extends Metric {
   /** Adds `by` (default 1). */
-  inc(labels: LabelValues = {}, by = 1): void {
-    this.series(labels).value += by;
+  inc(labels: Labels = {}, by = 1): void {
+    this.add(labels, by);
   }
   /** Subtracts `by` (default 1). */
-  dec(labels: LabelValues = {}, by = 1): void {
-    this.series(labels).value -= by;
+  dec(labels: Labels = {}, by = 1): void {
+    this.add(labels, -by);
   }
   /** Sets the value. */
-  set(labels: LabelValues, value: number): void {
-    this.series(labels).value = value;
+  set(labels: Labels, value: number): void {
+    this.assign(labels, value);
   }
 }
 
@@ -283,21 +333,15 @@ export class Gauge extends Family {
  * h.observe({}, 0.05);
  * ```
  */
-export class Histogram extends Family {
+export class Histogram extends Metric {
   /** Counts `value` in the first bucket whose bound is ≥ it. */
-  observe(labels: LabelValues, value: number): void {
+  observe(labels: Labels, value: number): void {
     if (Number.isNaN(value)) {
       throw new TypeError(
         `Cannot observe histogram ${this.name}: value is NaN`,
       );
     }
-    const s = this.series(labels);
-    const bounds = this.buckets!;
-    let i = 0;
-    while (i < bounds.length && value > bounds[i]) i++;
-    s.counts[i]++;
-    s.sum += value;
-    s.count++;
+    this.record(labels, value);
   }
 }
 
@@ -317,7 +361,7 @@ export class Histogram extends Family {
  * ```
  */
 export class Registry {
-  readonly #families: Family[] = [];
+  readonly #families: Metric[] = [];
 
   /** Registers a counter (`name` ends with `_total`). */
   counter(name: string, help: string, labelNames: string[] = []): Counter {
@@ -418,7 +462,7 @@ export class Registry {
     return [name, help];
   }
 
-  #add<F extends Family>(family: F): F {
+  #add<F extends Metric>(family: F): F {
     this.#families.push(family);
     return family;
   }

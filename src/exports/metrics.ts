@@ -23,4 +23,6 @@
  */
 
 export * from "../metrics.ts";
+// The types the metric set's logger takes, for this entry point's docs.
+export type { HookName, LogEntry, Logger } from "../session.ts";
 export * from "../metrics_http.ts";
