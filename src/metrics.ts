@@ -1067,10 +1067,13 @@ export function createMetrics(options: MetricsOptions = {}): SmtpdMetrics {
   const instrument = <O extends object>(o: O): O => {
     const out: Record<string, unknown> = { ...o } as Record<string, unknown>;
     const given = out.logger as Logger | undefined;
-    out.logger = given === undefined ? logger : (entry: LogEntry) => {
-      logger(entry);
-      given(entry);
-    };
+    // The metrics' own logger given already is not chained twice.
+    out.logger = given === undefined || given === logger
+      ? logger
+      : (entry: LogEntry) => {
+        logger(entry);
+        given(entry);
+      };
     for (const name of HOOKS) {
       const fn = out[name];
       if (typeof fn === "function") {

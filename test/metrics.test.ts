@@ -207,6 +207,8 @@ const message = (id: string, size: number): LogEntry => ({
   size,
 });
 
+const text0 = (m: { render(): string }) => m.render();
+
 describe("createMetrics: the metric set from log entries", () => {
   it("counts connections, refusals and session outcomes, and the open gauge goes back to 0", () => {
     const m = createMetrics();
@@ -507,6 +509,14 @@ describe("createMetrics: the metric set from log entries", () => {
     assert.deepEqual(options.auth.mechanisms, ["PLAIN"]);
     options.logger({ type: "refused", remoteAddress: "x", reason: "y" });
     assert.deepEqual(seen, ["refused"]);
+    // Its own logger given already is taken once, not twice.
+    const again = m.instrument({ logger: m.logger });
+    assert.equal(again.logger, m.logger);
+    again.logger({ type: "refused", remoteAddress: "x", reason: "z" });
+    assert.match(
+      text0(m),
+      /^smtpd_connections_refused_total\{reason="other"\} 2$/m,
+    );
     m.observeMilter("inet:127.0.0.1:11332", "eom", 0.02);
     const text = m.render();
     assert.match(
