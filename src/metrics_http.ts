@@ -7,7 +7,49 @@
  * @module
  */
 
-import type { IncomingMessage, ServerResponse } from "node:http";
+/**
+ * What {@link toNodeListener} reads of a `node:http` request (an
+ * `IncomingMessage`), written out so that the types need no `@types/node`.
+ *
+ * @example
+ * ```ts
+ * import type { NodeRequest } from "@smtpd/smtpd/metrics";
+ *
+ * const req: NodeRequest = { method: "GET", url: "/metrics", headers: {} };
+ * ```
+ */
+export interface NodeRequest {
+  /** The request method. */
+  readonly method?: string;
+  /** The request target (path and query). */
+  readonly url?: string;
+  /** The request headers, names in lower case. */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+}
+
+/**
+ * What {@link toNodeListener} uses of a `node:http` response (a
+ * `ServerResponse`).
+ *
+ * @example
+ * ```ts
+ * import type { NodeResponse } from "@smtpd/smtpd/metrics";
+ *
+ * const res: NodeResponse = {
+ *   headersSent: false,
+ *   writeHead: (status, headers) => console.log(status, headers),
+ *   end: () => {},
+ * };
+ * ```
+ */
+export interface NodeResponse {
+  /** Whether the status line and headers are out already. */
+  readonly headersSent: boolean;
+  /** Sends the status and headers. */
+  writeHead(status: number, headers: Record<string, string>): unknown;
+  /** Sends the body (if any) and ends the response. */
+  end(body?: string | Uint8Array): unknown;
+}
 
 /**
  * The content type of the Prometheus text exposition format 0.0.4.
@@ -116,7 +158,7 @@ export function metricsHandler(
  */
 export function toNodeListener(
   handler: (request: Request) => Response | Promise<Response>,
-): (req: IncomingMessage, res: ServerResponse) => void {
+): (req: NodeRequest, res: NodeResponse) => void {
   return (req, res) => {
     const host = req.headers.host ?? "localhost";
     const url = new URL(req.url ?? "/", `http://${host}`);
