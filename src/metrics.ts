@@ -853,6 +853,9 @@ export interface SmtpdMetrics {
  * ```
  */
 export function createMetrics(options: MetricsOptions = {}): SmtpdMetrics {
+  if (options.now !== undefined && typeof options.now !== "function") {
+    throw new TypeError("Cannot create metrics: now is not a function");
+  }
   const now = options.now ?? (() => performance.now());
   const buckets = options.latencyBuckets ?? LATENCY_BUCKETS;
   const r = new Registry();

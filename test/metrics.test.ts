@@ -541,6 +541,14 @@ describe("createMetrics: the metric set from log entries", () => {
       /^smtpd_milter_duration_seconds_bucket\{milter="inet:127.0.0.1:11332",stage="eom",le="0.025"\} 1$/m,
     );
     assert.equal(LATENCY_BUCKETS.at(-1), 30);
+    assert.throws(
+      () => createMetrics({ now: 5 as never }),
+      /now is not a function/,
+    );
+    assert.throws(
+      () => createMetrics({ latencyBuckets: [1, 0.5] }),
+      /buckets must be finite and ascending/,
+    );
   });
 });
 
