@@ -24,6 +24,7 @@ const library: Options = {
     maildir: "src/maildir.ts",
     webhook: "src/webhook.ts",
     testing: "src/testing.ts",
+    metrics: "src/exports/metrics.ts",
   },
   format: ["esm"],
   dts: true,
