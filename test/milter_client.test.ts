@@ -496,6 +496,21 @@ describe("milter client error paths", () => {
       failure: /change-sender: not negotiated/,
     },
     {
+      name: "modifications beyond maxModificationBytes",
+      fake: {
+        handler: (c) =>
+          c.type === "eob"
+            ? [
+              encodePacket("b", new Uint8Array(40000)),
+              encodePacket("b", new Uint8Array(40000)),
+              encodePacket("a"),
+            ]
+            : undefined,
+      },
+      options: { maxModificationBytes: 70000 },
+      failure: /modifications: more than 70000 bytes/,
+    },
+    {
       name: "protocol steps that were not offered",
       fake: { protocol: SMFIP.RCPT_REJ },
       failure: /includes steps not offered/,

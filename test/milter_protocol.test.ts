@@ -394,6 +394,14 @@ describe("milter options", () => {
       ],
       [{ address: "inet:1@h", timeouts: { eom: 5 } }, /unknown stage/],
       [{ address: "inet:1@h", maxPacket: 10 }, /maxPacket: 10/],
+      [
+        { address: "inet:1@h", maxModificationBytes: 0 },
+        /maxModificationBytes: 0 is not/,
+      ],
+      [
+        { address: "inet:1@h", maxModificationBytes: "1" },
+        /maxModificationBytes: 1 is not/,
+      ],
     ];
     for (const [o, re] of bad) {
       assert.throws(

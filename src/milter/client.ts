@@ -35,7 +35,15 @@ import {
 } from "./protocol.ts";
 import type { HeaderModification } from "./headers.ts";
 
-/** Where a filter listens, parsed from `inet:PORT@HOST`, `inet:HOST:PORT` or `unix:/path`. */
+/**
+ * Where a filter listens, parsed from `inet:PORT@HOST`, `inet:HOST:PORT` or `unix:/path`.
+ *
+ * @example
+ * ```ts
+ * import type { MilterAddress } from "./client.ts";
+ * const opendkim: MilterAddress = { kind: "tcp", host: "127.0.0.1", port: 8891 };
+ * ```
+ */
 export type MilterAddress =
   | { kind: "tcp"; host: string; port: number }
   | { kind: "unix"; path: string };
@@ -106,10 +114,26 @@ export function parseMilterAddress(address: string): MilterAddress {
   return { kind: "tcp", host, port: n };
 }
 
-/** What to do when a filter is down, slow, or speaks garbage. */
+/**
+ * What to do when a filter is down, slow, or speaks garbage.
+ *
+ * @example
+ * ```ts
+ * import type { MilterErrorPolicy } from "./client.ts";
+ * const optional: MilterErrorPolicy = "accept"; // go on without the filter
+ * ```
+ */
 export type MilterErrorPolicy = "tempfail" | "accept" | "reject";
 
-/** Time limits in milliseconds, per stage. */
+/**
+ * Time limits in milliseconds, per stage.
+ *
+ * @example
+ * ```ts
+ * import type { MilterTimeouts } from "./client.ts";
+ * const quick: MilterTimeouts = { connect: 5_000, command: 10_000, endOfMessage: 60_000 };
+ * ```
+ */
 export interface MilterTimeouts {
   /** Connecting and option negotiation (default 30,000, Postfix's `milter_connect_timeout`). */
   connect?: number;
@@ -119,7 +143,15 @@ export interface MilterTimeouts {
   endOfMessage?: number;
 }
 
-/** One filter. */
+/**
+ * One filter.
+ *
+ * @example
+ * ```ts
+ * import type { MilterOptions } from "./client.ts";
+ * const rspamd: MilterOptions = { address: "inet:11332@127.0.0.1", onError: "tempfail" };
+ * ```
+ */
 export interface MilterOptions {
   /** `inet:PORT@HOST`, `inet:HOST:PORT` or `unix:/path`. */
   address: string;
@@ -129,9 +161,24 @@ export interface MilterOptions {
   timeouts?: MilterTimeouts;
   /** The largest packet accepted from the filter, in bytes (default 1 MiB + 1). */
   maxPacket?: number;
+  /**
+   * The most bytes of modifications (header names and values, recipients,
+   * replacement body) one end-of-message may bring, in bytes (default
+   * 26,214,400, the server's default `maxMessageSize`); more is a failure
+   * of the filter. Bounds the memory a filter can make the client hold.
+   */
+  maxModificationBytes?: number;
 }
 
-/** The filter's answer, or the error policy's, at one stage. */
+/**
+ * The filter's answer, or the error policy's, at one stage.
+ *
+ * @example
+ * ```ts
+ * import type { MilterVerdict } from "./client.ts";
+ * const spam: MilterVerdict = { action: "reject", code: 554, enhancedCode: "5.7.1", text: "Gtube pattern" };
+ * ```
+ */
 export type MilterVerdict =
   /** Go on with the next stage (and the next filter). */
   | { action: "continue" }
@@ -146,7 +193,20 @@ export type MilterVerdict =
   /** Reply 4xx. */
   | MilterRejection & { action: "tempfail" };
 
-/** The reply that goes with a reject or tempfail verdict. */
+/**
+ * The reply that goes with a reject or tempfail verdict.
+ *
+ * @example
+ * ```ts
+ * import type { MilterRejection } from "./client.ts";
+ * const down: MilterRejection = {
+ *   code: 451,
+ *   enhancedCode: "4.7.1",
+ *   text: "Service unavailable - try again later",
+ *   failure: "Cannot talk to milter: connect ECONNREFUSED 127.0.0.1:11332",
+ * };
+ * ```
+ */
 export interface MilterRejection {
   /** Reply code, 4xx or 5xx. */
   code: number;
@@ -158,7 +218,15 @@ export interface MilterRejection {
   failure?: string;
 }
 
-/** A modification a filter asked for at end-of-message, in the order it asked. */
+/**
+ * A modification a filter asked for at end-of-message, in the order it asked.
+ *
+ * @example
+ * ```ts
+ * import type { MilterModification } from "./client.ts";
+ * const bcc: MilterModification = { type: "add-recipient", recipient: "<archive@example.org>" };
+ * ```
+ */
 export type MilterModification =
   | HeaderModification
   | { type: "add-recipient"; recipient: string; params?: string }
@@ -168,7 +236,18 @@ export type MilterModification =
   | { type: "replace-body"; chunk: Uint8Array }
   | { type: "quarantine"; reason: string };
 
-/** The outcome of end-of-message. */
+/**
+ * The outcome of end-of-message.
+ *
+ * @example
+ * ```ts
+ * import type { MilterEndOfMessage } from "./client.ts";
+ * const ham: MilterEndOfMessage = {
+ *   verdict: { action: "accept" },
+ *   modifications: [{ type: "add-header", name: "X-Spam", value: "No" }],
+ * };
+ * ```
+ */
 export interface MilterEndOfMessage {
   /** The final verdict. */
   verdict: MilterVerdict;
@@ -176,7 +255,15 @@ export interface MilterEndOfMessage {
   modifications: MilterModification[];
 }
 
-/** The client side of a connection, for the connect stage. */
+/**
+ * The client side of a connection, for the connect stage.
+ *
+ * @example
+ * ```ts
+ * import type { MilterConnectInfo } from "./client.ts";
+ * const info: MilterConnectInfo = { hostname: "[192.0.2.1]", family: "4", port: 50000, address: "192.0.2.1" };
+ * ```
+ */
 export interface MilterConnectInfo {
   /** The client's host name, or `[address]` when unknown. */
   hostname: string;
@@ -188,7 +275,15 @@ export interface MilterConnectInfo {
   address: string;
 }
 
-/** Macros for a stage: name (`j`, `{daemon_name}`, `i`, …) to value. */
+/**
+ * Macros for a stage: name (`j`, `{daemon_name}`, `i`, …) to value.
+ *
+ * @example
+ * ```ts
+ * import type { MilterMacros } from "./client.ts";
+ * const connect: MilterMacros = { j: "mx.example.org", "{daemon_name}": "smtpd", "{client_addr}": "192.0.2.1" };
+ * ```
+ */
 export type MilterMacros = Readonly<Record<string, string>>;
 
 const DEFAULT_TIMEOUTS: Required<MilterTimeouts> = {
@@ -226,6 +321,7 @@ export function resolveMilterOptions(options: MilterOptions): {
   onError: MilterErrorPolicy;
   timeouts: Required<MilterTimeouts>;
   maxPacket: number;
+  maxModificationBytes: number;
 } {
   if (typeof options !== "object" || options === null) {
     throw new TypeError(
@@ -263,7 +359,16 @@ export function resolveMilterOptions(options: MilterOptions): {
       `Cannot use milter option maxPacket: ${maxPacket} is not an integer of at least 65536`,
     );
   }
-  return { address, onError, timeouts, maxPacket };
+  const maxModificationBytes = options.maxModificationBytes ?? 26_214_400;
+  if (
+    typeof maxModificationBytes !== "number" ||
+    !Number.isInteger(maxModificationBytes) || maxModificationBytes < 1
+  ) {
+    throw new TypeError(
+      `Cannot use milter option maxModificationBytes: ${maxModificationBytes} is not a positive integer`,
+    );
+  }
+  return { address, onError, timeouts, maxPacket, maxModificationBytes };
 }
 
 function rejection(
@@ -318,6 +423,16 @@ function parseReply(reply: string): MilterVerdict | undefined {
   };
 }
 
+/** Roughly the bytes a modification holds (strings counted in UTF-16 units). */
+function size(r: MilterResponse): number {
+  let n = 0;
+  for (const v of Object.values(r)) {
+    if (typeof v === "string") n += v.length;
+    else if (v instanceof Uint8Array) n += v.length;
+  }
+  return n;
+}
+
 /** Internal: a failure of the filter connection (down, timeout, garbage). */
 class MilterFailure extends Error {}
 
@@ -365,6 +480,7 @@ export class MilterClient {
   readonly #onError: MilterErrorPolicy;
   readonly #timeouts: Required<MilterTimeouts>;
   readonly #maxPacket: number;
+  readonly #maxModificationBytes: number;
   #socket: net.Socket | undefined;
   #decoder: MilterDecoder | undefined;
   #queue: MilterResponse[] = [];
@@ -377,21 +493,45 @@ export class MilterClient {
   #skipBody = false;
   #busy = false;
 
-  /** @param options the filter's address, error policy and time limits (validated here) */
+  /**
+   * Makes a client; connects at {@link MilterClient.connect}. Throws a
+   * `TypeError` for bad options.
+   *
+   * @param options the filter's address, error policy and time limits (validated here) */
   constructor(options: MilterOptions) {
     const o = resolveMilterOptions(options);
     this.#address = o.address;
     this.#onError = o.onError;
     this.#timeouts = o.timeouts;
     this.#maxPacket = o.maxPacket;
+    this.#maxModificationBytes = o.maxModificationBytes;
   }
 
-  /** What the filter negotiated, once connected; `undefined` before or after a failure to connect. */
+  /**
+   * What the filter negotiated, once connected; `undefined` before or after a failure to connect.
+   *
+   * @example
+   * ```ts
+   * import type { MilterClient } from "./client.ts";
+   * declare const m: MilterClient;
+   * const skipsHelo = ((m.negotiation?.protocol ?? 0) & 0x2) !== 0;
+   * ```
+   */
   get negotiation(): MilterNegotiation | undefined {
     return this.#negotiation;
   }
 
-  /** Why the filter failed (the error policy is in force), or `undefined`. */
+  /**
+   * Why the filter failed (the error policy is in force), or `undefined`;
+   * for the log line.
+   *
+   * @example
+   * ```ts
+   * import type { MilterClient } from "./client.ts";
+   * declare const m: MilterClient;
+   * if (m.failure !== undefined) console.warn(`milter: ${m.failure}`);
+   * ```
+   */
   get failure(): string | undefined {
     return this.#failure;
   }
@@ -881,6 +1021,7 @@ export class MilterClient {
       }
       await this.#write(encodePacket(SMFIC.BODYEOB));
       const modifications: MilterModification[] = [];
+      let bytes = 0;
       const actions = this.#negotiation?.actions ?? 0;
       for (;;) {
         const r = await this.#read(this.#timeouts.endOfMessage);
@@ -898,6 +1039,12 @@ export class MilterClient {
           if ((actions & allowed) === 0) {
             throw new MilterProtocolError(
               `Cannot use milter modification ${r.type}: not negotiated`,
+            );
+          }
+          bytes += size(r);
+          if (bytes > this.#maxModificationBytes) {
+            throw new MilterFailure(
+              `Cannot use milter modifications: more than ${this.#maxModificationBytes} bytes`,
             );
           }
           if (r.type === "change-header" && r.value === "") {

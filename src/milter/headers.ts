@@ -6,7 +6,15 @@
  * @module
  */
 
-/** A header change requested by a filter at end-of-message. */
+/**
+ * A header change requested by a filter at end-of-message.
+ *
+ * @example
+ * ```ts
+ * import type { HeaderModification } from "./headers.ts";
+ * const sign: HeaderModification = { type: "insert-header", index: 0, name: "DKIM-Signature", value: "v=1; ..." };
+ * ```
+ */
 export type HeaderModification =
   /** Appends `name: value` after the last field. */
   | { type: "add-header"; name: string; value: string }

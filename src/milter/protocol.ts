@@ -11,10 +11,26 @@
  * @module
  */
 
-/** The protocol version this codec speaks. */
+/**
+ * The protocol version this codec speaks.
+ *
+ * @example
+ * ```ts
+ * import { MILTER_VERSION } from "./protocol.ts";
+ * console.log(MILTER_VERSION); // 6
+ * ```
+ */
 export const MILTER_VERSION = 6;
 
-/** The largest body chunk sent in one `SMFIC_BODY` packet (64 KB − 1). */
+/**
+ * The largest body chunk sent in one `SMFIC_BODY` packet (64 KB − 1).
+ *
+ * @example
+ * ```ts
+ * import { MILTER_CHUNK_SIZE } from "./protocol.ts";
+ * const packets = Math.ceil(150000 / MILTER_CHUNK_SIZE); // 3
+ * ```
+ */
 export const MILTER_CHUNK_SIZE = 65535;
 
 /**
@@ -133,20 +149,48 @@ export const SMFIP = {
   HDR_LEADSPC: 0x100000,
 } as const;
 
-/** Every action flag: what this MTA lets a filter do. */
+/**
+ * Every action flag: what this MTA lets a filter do.
+ *
+ * @example
+ * ```ts
+ * import { ALL_ACTIONS, SMFIF } from "./protocol.ts";
+ * console.log((ALL_ACTIONS & SMFIF.CHGBODY) !== 0); // true
+ * ```
+ */
 export const ALL_ACTIONS: number = 0x1ff;
 
 /**
  * The protocol steps this MTA offers: every skip and no-reply step and
  * SMFIR_SKIP. Not offered: rejected recipients (`RCPT_REJ`), leading
  * space in header values (`HDR_LEADSPC`) and larger packets (`MDS_*`).
+ *
+ * @example
+ * ```ts
+ * import { OFFERED_PROTOCOL, SMFIP } from "./protocol.ts";
+ * console.log((OFFERED_PROTOCOL & SMFIP.NR_HDR) !== 0); // true
+ * ```
  */
 export const OFFERED_PROTOCOL: number = 0x1fffff & ~SMFIP.RCPT_REJ &
   ~SMFIP.HDR_LEADSPC;
 
-/** A protocol violation by the peer: a malformed or unexpected packet. */
+/**
+ * A protocol violation by the peer: a malformed or unexpected packet.
+ *
+ * @example
+ * ```ts
+ * import { MilterDecoder, MilterProtocolError } from "./protocol.ts";
+ * try {
+ *   new MilterDecoder().push(new Uint8Array([0, 0, 0, 0]));
+ * } catch (e) {
+ *   console.log(e instanceof MilterProtocolError); // true
+ * }
+ * ```
+ */
 export class MilterProtocolError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message what was wrong, in std style
    *
    * @example
@@ -161,7 +205,15 @@ export class MilterProtocolError extends Error {
   }
 }
 
-/** One milter packet: its command byte (as a one-character string) and payload. */
+/**
+ * One milter packet: its command byte (as a one-character string) and payload.
+ *
+ * @example
+ * ```ts
+ * import type { MilterPacket } from "./protocol.ts";
+ * const accept: MilterPacket = { code: "a", payload: new Uint8Array(0) };
+ * ```
+ */
 export interface MilterPacket {
   /** The command or response byte, such as `"O"` or `"c"`. */
   code: string;
@@ -256,7 +308,15 @@ export function encodeMacro(
   );
 }
 
-/** Address family of a connection as the milter protocol names it. */
+/**
+ * Address family of a connection as the milter protocol names it.
+ *
+ * @example
+ * ```ts
+ * import type { MilterFamily } from "./protocol.ts";
+ * const family: MilterFamily = "6";
+ * ```
+ */
 export type MilterFamily = "4" | "6" | "L" | "U";
 
 /**
@@ -337,7 +397,10 @@ export class MilterDecoder {
   #buf: Uint8Array = new Uint8Array(0);
   readonly #max: number;
 
-  /** @param maxPacket the largest packet length accepted, in bytes (default 1 MiB + 1) */
+  /**
+   * Makes a decoder with an empty buffer.
+   *
+   * @param maxPacket the largest packet length accepted, in bytes (default 1 MiB + 1) */
   constructor(maxPacket = 1024 * 1024 + 1) {
     if (!Number.isInteger(maxPacket) || maxPacket < 1) {
       throw new TypeError(
@@ -347,12 +410,32 @@ export class MilterDecoder {
     this.#max = maxPacket;
   }
 
-  /** Bytes held for a packet not yet complete. */
+  /**
+   * Bytes held for a packet not yet complete.
+   *
+   * @example
+   * ```ts
+   * import { MilterDecoder } from "./protocol.ts";
+   * const d = new MilterDecoder();
+   * d.push(new Uint8Array([0, 0]));
+   * console.log(d.buffered); // 2
+   * ```
+   */
   get buffered(): number {
     return this.#buf.length;
   }
 
-  /** Adds bytes; returns the packets they complete, in order. */
+  /**
+   * Adds bytes; returns the packets they complete, in order. Throws
+   * {@link MilterProtocolError} for a length of zero or over the limit.
+   *
+   * @example
+   * ```ts
+   * import { encodePacket, MilterDecoder } from "./protocol.ts";
+   * const packets = new MilterDecoder().push(encodePacket("a"));
+   * console.log(packets[0].code); // "a"
+   * ```
+   */
   push(chunk: Uint8Array): MilterPacket[] {
     let buf = this.#buf.length === 0 ? chunk : concat([this.#buf, chunk]);
     const out: MilterPacket[] = [];
@@ -412,7 +495,15 @@ function readUint32(payload: Uint8Array, at: number, what: string): number {
   return new DataView(payload.buffer, payload.byteOffset + at, 4).getUint32(0);
 }
 
-/** What a filter answered to option negotiation. */
+/**
+ * What a filter answered to option negotiation.
+ *
+ * @example
+ * ```ts
+ * import type { MilterNegotiation } from "./protocol.ts";
+ * const rspamd: MilterNegotiation = { version: 6, actions: 0x1ff, protocol: 0xff080, macros: {} };
+ * ```
+ */
 export interface MilterNegotiation {
   /** The filter's protocol version (2 to 6). */
   version: number;
@@ -424,7 +515,15 @@ export interface MilterNegotiation {
   macros: Record<number, string[]>;
 }
 
-/** A response from the filter, decoded. */
+/**
+ * A response from the filter, decoded.
+ *
+ * @example
+ * ```ts
+ * import type { MilterResponse } from "./protocol.ts";
+ * const add: MilterResponse = { type: "add-header", name: "X-Spam", value: "No" };
+ * ```
+ */
 export type MilterResponse =
   | { type: "optneg"; negotiation: MilterNegotiation }
   | { type: "accept" }
@@ -568,7 +667,15 @@ export function parseResponse(packet: MilterPacket): MilterResponse {
   }
 }
 
-/** A command from the MTA, decoded (what a filter sees). */
+/**
+ * A command from the MTA, decoded (what a filter sees).
+ *
+ * @example
+ * ```ts
+ * import type { MilterCommand } from "./protocol.ts";
+ * const helo: MilterCommand = { type: "helo", name: "client.example" };
+ * ```
+ */
 export type MilterCommand =
   | { type: "optneg"; version: number; actions: number; protocol: number }
   | { type: "macro"; stage: string; macros: Record<string, string> }

@@ -74,6 +74,10 @@ export function startFakeMilter(
           cmd.type === "body" ? { ...cmd, chunk: cmd.chunk.slice() } : cmd,
         );
         let action = options.handler?.(cmd, log.length - 1);
+        if (action === undefined && cmd.type === "quit") {
+          socket.end();
+          return;
+        }
         if (action === undefined) {
           if (cmd.type === "optneg") {
             action = options.optneg ?? [
