@@ -235,7 +235,7 @@ describe("milter client stages", () => {
     });
   });
 
-  it("tempfail, discard and accept end the message for the filter; the next message is sent again", async () => {
+  it("tempfail, discard and accept hold for the rest of the message; the next message is sent again", async () => {
     let n = 0;
     const handler = (c: MilterCommand): FakeAction => {
       if (c.type === "mail") n++;
@@ -246,17 +246,29 @@ describe("milter client stages", () => {
     };
     await withFilter({ handler }, {}, async (m, f) => {
       await m.connect(CLIENT);
+      // A verdict holds for the rest of its message, end-of-message
+      // included, and nothing more of that message goes to the filter.
       const first = await message(m);
       assert.equal(first.data, "tempfail");
-      assert.equal(first.header, "continue");
+      assert.equal(first.header, "tempfail");
+      assert.equal(first.body, "tempfail");
+      assert.equal(
+        (first.eom as { verdict: MilterVerdict }).verdict.action,
+        "tempfail",
+      );
       await m.abort();
       const second = await message(m);
       assert.equal(second.eoh, "discard");
+      assert.deepEqual(second.eom, {
+        verdict: { action: "discard" },
+        modifications: [],
+      });
       await m.abort();
       const third = await message(m);
       assert.deepEqual(third.rcpt, ["accept"]);
+      assert.equal(third.data, "accept");
       assert.deepEqual(third.eom, {
-        verdict: { action: "continue" },
+        verdict: { action: "accept" },
         modifications: [],
       });
       const fourth = await message(m);
@@ -294,6 +306,26 @@ describe("milter client stages", () => {
         "macro",
         "eob",
       ]);
+    });
+  });
+
+  it("a reject at connect holds for the whole session", async () => {
+    const handler = (c: MilterCommand): FakeAction =>
+      c.type === "connect"
+        ? [encodeStrings("y", ["554 5.7.1 Not from you"])]
+        : undefined;
+    await withFilter({ handler }, {}, async (m, f) => {
+      const rejected = {
+        action: "reject",
+        code: 554,
+        enhancedCode: "5.7.1",
+        text: "Not from you",
+      };
+      assert.deepEqual(await m.connect(CLIENT), rejected);
+      assert.deepEqual(await m.helo("client.example"), rejected);
+      assert.deepEqual(await m.mail("<a@example.org>", []), rejected);
+      assert.deepEqual((await m.endOfMessage()).verdict, rejected);
+      assert.deepEqual(types(f.connections[0]), ["optneg", "connect"]);
     });
   });
 

@@ -436,8 +436,14 @@ function size(r: MilterResponse): number {
 /** Internal: a failure of the filter connection (down, timeout, garbage). */
 class MilterFailure extends Error {}
 
-/** What the filter stopped wanting. */
-type Scope = "none" | "message" | "session";
+/**
+ * A verdict that holds for the rest of the message or session: accept,
+ * discard, reject or tempfail (other than one recipient's).
+ */
+interface Held {
+  scope: "message" | "session";
+  verdict: MilterVerdict;
+}
 
 /**
  * A connection to one filter for one SMTP session. Call the stages in
@@ -450,6 +456,12 @@ type Scope = "none" | "message" | "session";
  * after a transaction that did not reach end-of-message; and
  * {@link MilterClient.close} at the end of the session. Stages the filter
  * asked to skip are not sent and resolve to `continue`.
+ *
+ * A verdict other than `continue` holds: after an accept, discard, reject
+ * or tempfail (except a reject of one recipient), the later stages of that
+ * message are not sent and resolve to the same verdict, end-of-message
+ * included; one given at connect or HELO holds for the whole session.
+ * `mail()` and `abort()` start afresh.
  *
  * @example
  * ```ts
@@ -489,7 +501,7 @@ export class MilterClient {
   #failed: MilterVerdict | undefined;
   #failure: string | undefined;
   #negotiation: MilterNegotiation | undefined;
-  #done: Scope = "none";
+  #held: Held | undefined;
   #skipBody = false;
   #busy = false;
 
@@ -729,21 +741,36 @@ export class MilterClient {
     return v;
   }
 
-  /** Remembers what an accept, discard or reject ends. */
+  /**
+   * Remembers a verdict that ends the filter's part in the message (or,
+   * at connect and HELO, the session); a reject at RCPT is that
+   * recipient's only.
+   */
   #scope(v: MilterVerdict, stage: string): void {
-    const session = stage === "connect" || stage === "helo";
-    if (v.action === "accept" || v.action === "discard") {
-      this.#done = session && v.action === "accept" ? "session" : "message";
-    } else if (
-      (v.action === "reject" || v.action === "tempfail") && stage !== "rcpt"
+    if (v.action === "continue") return;
+    if (
+      (v.action === "reject" || v.action === "tempfail") && stage === "rcpt"
     ) {
-      this.#done = session ? "session" : "message";
+      return;
     }
+    const session = stage === "connect" || stage === "helo";
+    this.#held = { scope: session ? "session" : "message", verdict: v };
   }
 
   /** True when the filter wants nothing more now. */
   #idle(): boolean {
-    return this.#done !== "none" || this.#socket === undefined;
+    return this.#held !== undefined || this.#socket === undefined;
+  }
+
+  /** The verdict in force: the held one, or continue. */
+  #heldVerdict(): MilterVerdict {
+    return this.#held?.verdict ?? CONTINUE;
+  }
+
+  /** Ends the message's held verdict (a new transaction starts). */
+  #endMessage(): void {
+    if (this.#held?.scope === "message") this.#held = undefined;
+    this.#skipBody = false;
   }
 
   /**
@@ -820,7 +847,8 @@ export class MilterClient {
    */
   helo(name: string, macros?: MilterMacros): Promise<MilterVerdict> {
     return this.#stage(async () => {
-      if (this.#idle() || this.#has(SMFIP.NOHELO)) return CONTINUE;
+      if (this.#idle()) return this.#heldVerdict();
+      if (this.#has(SMFIP.NOHELO)) return CONTINUE;
       return await this.#send(
         "helo",
         SMFIC.HELO,
@@ -850,9 +878,9 @@ export class MilterClient {
     macros?: MilterMacros,
   ): Promise<MilterVerdict> {
     return this.#stage(async () => {
-      if (this.#done === "message") this.#done = "none";
-      this.#skipBody = false;
-      if (this.#idle() || this.#has(SMFIP.NOMAIL)) return CONTINUE;
+      this.#endMessage();
+      if (this.#idle()) return this.#heldVerdict();
+      if (this.#has(SMFIP.NOMAIL)) return CONTINUE;
       return await this.#send(
         "mail",
         SMFIC.MAIL,
@@ -881,7 +909,8 @@ export class MilterClient {
     macros?: MilterMacros,
   ): Promise<MilterVerdict> {
     return this.#stage(async () => {
-      if (this.#idle() || this.#has(SMFIP.NORCPT)) return CONTINUE;
+      if (this.#idle()) return this.#heldVerdict();
+      if (this.#has(SMFIP.NORCPT)) return CONTINUE;
       return await this.#send(
         "rcpt",
         SMFIC.RCPT,
@@ -905,7 +934,8 @@ export class MilterClient {
    */
   data(macros?: MilterMacros): Promise<MilterVerdict> {
     return this.#stage(async () => {
-      if (this.#idle() || this.#has(SMFIP.NODATA)) return CONTINUE;
+      if (this.#idle()) return this.#heldVerdict();
+      if (this.#has(SMFIP.NODATA)) return CONTINUE;
       return await this.#send(
         "data",
         SMFIC.DATA,
@@ -930,7 +960,8 @@ export class MilterClient {
    */
   header(name: string, value: string): Promise<MilterVerdict> {
     return this.#stage(async () => {
-      if (this.#idle() || this.#has(SMFIP.NOHDRS)) return CONTINUE;
+      if (this.#idle()) return this.#heldVerdict();
+      if (this.#has(SMFIP.NOHDRS)) return CONTINUE;
       return await this.#send(
         "header",
         SMFIC.HEADER,
@@ -954,7 +985,8 @@ export class MilterClient {
    */
   endOfHeaders(macros?: MilterMacros): Promise<MilterVerdict> {
     return this.#stage(async () => {
-      if (this.#idle() || this.#has(SMFIP.NOEOH)) return CONTINUE;
+      if (this.#idle()) return this.#heldVerdict();
+      if (this.#has(SMFIP.NOEOH)) return CONTINUE;
       return await this.#send(
         "end-of-headers",
         SMFIC.EOH,
@@ -981,8 +1013,9 @@ export class MilterClient {
    */
   body(chunk: Uint8Array): Promise<MilterVerdict> {
     return this.#stage(async () => {
+      if (this.#idle()) return this.#heldVerdict();
       for (const packet of encodeBody(chunk)) {
-        if (this.#idle() || this.#skipBody || this.#has(SMFIP.NOBODY)) break;
+        if (this.#skipBody || this.#has(SMFIP.NOBODY)) break;
         const v = await this.#send(
           "body",
           SMFIC.BODY,
@@ -1013,8 +1046,9 @@ export class MilterClient {
   endOfMessage(macros?: MilterMacros): Promise<MilterEndOfMessage> {
     return this.#stage<MilterEndOfMessage>(async () => {
       if (this.#idle()) {
-        if (this.#done === "message") this.#done = "none";
-        return { verdict: CONTINUE, modifications: [] };
+        const verdict = this.#heldVerdict();
+        this.#endMessage();
+        return { verdict, modifications: [] };
       }
       if (macros !== undefined && Object.keys(macros).length > 0) {
         await this.#write(encodeMacro(SMFIC.BODYEOB, macros));
@@ -1059,7 +1093,7 @@ export class MilterClient {
           continue;
         }
         let verdict = this.#verdict(r, "end-of-message");
-        this.#done = "none";
+        this.#endMessage();
         const q = modifications.find((m) => m.type === "quarantine");
         if (
           q !== undefined &&
@@ -1088,8 +1122,7 @@ export class MilterClient {
    */
   abort(): Promise<void> {
     return this.#stage(async () => {
-      if (this.#done === "message") this.#done = "none";
-      this.#skipBody = false;
+      this.#endMessage();
       if (this.#socket === undefined) return;
       await this.#write(encodePacket(SMFIC.ABORT));
     }, () => undefined);
