@@ -124,6 +124,19 @@ describe("milter packets", () => {
     });
   });
 
+  it("encodes a header value given as bytes byte for byte", () => {
+    const value = new Uint8Array([0x63, 0x61, 0x66, 0xe9]); // "café" in Latin-1
+    const b = encodeStrings(SMFIC.HEADER, ["Subject", value]);
+    assert.deepEqual([...b.subarray(5)], [
+      ...te.encode("Subject\0"),
+      0x63,
+      0x61,
+      0x66,
+      0xe9,
+      0,
+    ]);
+  });
+
   it("encodes macros after the stage byte as name/value pairs", () => {
     const b = encodeMacro(SMFIC.CONNECT, { j: "mx", "{daemon_name}": "smtpd" });
     assert.equal(td.decode(b.subarray(5)), "Cj\0mx\0{daemon_name}\0smtpd\0");

@@ -948,7 +948,9 @@ export class MilterClient {
 
   /**
    * One header field: its name and its value without the space after the
-   * colon (folded lines keep their line breaks).
+   * colon, folded lines keeping their CRLF line breaks (as OpenDKIM's
+   * `simple` canonicalization needs them). Give the value as bytes to send
+   * 8-bit header bytes unchanged.
    *
    * @example
    * ```ts
@@ -958,7 +960,7 @@ export class MilterClient {
    * await m.header("From", "a@example.org");
    * ```
    */
-  header(name: string, value: string): Promise<MilterVerdict> {
+  header(name: string, value: string | Uint8Array): Promise<MilterVerdict> {
     return this.#stage(async () => {
       if (this.#idle()) return this.#heldVerdict();
       if (this.#has(SMFIP.NOHDRS)) return CONTINUE;

@@ -258,9 +258,15 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Encodes strings each followed by a NUL byte. */
-function cstrings(...values: string[]): Uint8Array {
-  return concat(values.map((v) => encoder.encode(v + "\0")));
+/** Encodes strings (UTF-8) or bytes (as they are), each followed by a NUL byte. */
+function cstrings(...values: (string | Uint8Array)[]): Uint8Array {
+  return concat(
+    values.map((v) =>
+      typeof v === "string"
+        ? encoder.encode(v + "\0")
+        : concat([v, new Uint8Array(1)])
+    ),
+  );
 }
 
 function uint32(...values: number[]): Uint8Array {
@@ -348,6 +354,8 @@ export function encodeConnect(
 /**
  * A packet whose payload is NUL-terminated strings: HELO (`["name"]`),
  * MAIL and RCPT (`["<addr>", ...esmtpParams]`), HEADER (`[name, value]`).
+ * A string goes as UTF-8; a `Uint8Array` goes byte for byte (a header
+ * value in 8-bit bytes that a signature must cover as they are).
  *
  * @example
  * ```ts
@@ -355,7 +363,10 @@ export function encodeConnect(
  * encodeStrings(SMFIC.MAIL, ["<a@example.org>", "SIZE=100"]);
  * ```
  */
-export function encodeStrings(code: string, values: string[]): Uint8Array {
+export function encodeStrings(
+  code: string,
+  values: (string | Uint8Array)[],
+): Uint8Array {
   return encodePacket(code, cstrings(...values));
 }
 
