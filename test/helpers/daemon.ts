@@ -49,8 +49,8 @@ export interface Daemon {
   output(): string;
   /** True until it exits. */
   alive(): boolean;
-  /** Sends SIGTERM and waits for the exit. */
-  stop(): Promise<void>;
+  /** Sends SIGTERM, then SIGKILL after `graceMs`; waits for the exit. */
+  stop(graceMs?: number): Promise<void>;
 }
 
 /** Starts `cmd` with `args` in the foreground, output captured. */
@@ -69,10 +69,14 @@ export function startDaemon(cmd: string, args: string[]): Daemon {
   return {
     output: () => output,
     alive: () => !exited,
-    async stop() {
+    async stop(graceMs = 10_000) {
       if (exited || child.pid === undefined) return;
       process.kill(child.pid, "SIGTERM");
+      const timer = setTimeout(() => {
+        if (!exited) process.kill(child.pid!, "SIGKILL");
+      }, graceMs);
       await exit;
+      clearTimeout(timer);
     },
   };
 }
