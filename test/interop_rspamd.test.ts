@@ -1,0 +1,216 @@
+// The milter client against a real rspamd (Debian's /usr/bin/rspamd,
+// installed by .ci/run): its proxy worker in milter mode in front of a
+// normal worker, no Redis, ports and a temporary directory of the test's
+// own, started once for the file. GTUBE gets a 5xx; ham gets rspamd's
+// headers, applied here to the header block.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { MilterClient, type MilterModification } from "../src/milter/client.ts";
+import { applyHeaderModifications } from "../src/milter/headers.ts";
+import {
+  type Daemon,
+  freePort,
+  startDaemon,
+  waitListening,
+} from "./helpers/daemon.ts";
+
+const RSPAMD = "/usr/bin/rspamd";
+const installed = existsSync(RSPAMD);
+const te = new TextEncoder();
+const td = new TextDecoder();
+const GTUBE =
+  "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+const HEADERS: [string, string][] = [
+  ["From", "Alice <alice@example.org>"],
+  ["To", "bob@example.com"],
+  ["Subject", "Lunch on Friday"],
+  ["Date", "Sat, 05 Dec 2026 12:00:00 +0000"],
+  ["Message-ID", "<lunch.1@example.org>"],
+];
+
+/** One message through `m`; the end-of-message outcome. */
+async function send(m: MilterClient, body: string, queueId: string) {
+  for (
+    const v of [
+      await m.mail("<alice@example.org>", [], {
+        "{mail_addr}": "alice@example.org",
+      }),
+      await m.rcpt("<bob@example.com>", [], {
+        "{rcpt_addr}": "bob@example.com",
+      }),
+      await m.data(),
+    ]
+  ) assert.equal(v.action, "continue");
+  for (const [name, value] of HEADERS) await m.header(name, value);
+  await m.endOfHeaders();
+  await m.body(te.encode(body));
+  return await m.endOfMessage({ i: queueId });
+}
+
+async function session(address: string): Promise<MilterClient> {
+  const m = new MilterClient({ address });
+  assert.equal(
+    (await m.connect(
+      {
+        hostname: "mail.example.net",
+        family: "4",
+        port: 40000,
+        address: "192.0.2.7",
+      },
+      { j: "mx.example.com", "{daemon_name}": "smtpd" },
+    )).action,
+    "continue",
+  );
+  assert.equal((await m.helo("mail.example.net")).action, "continue");
+  return m;
+}
+
+function names(mods: MilterModification[]): string[] {
+  return mods.map((x) => "name" in x ? `${x.type} ${x.name}` : x.type);
+}
+
+describe("milter client with rspamd", {
+  skip: !installed && `${RSPAMD} is not installed`,
+}, () => {
+  let dir: string;
+  let rspamd: Daemon;
+  let address: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "smtpd-rspamd-"));
+    chmodSync(dir, 0o755);
+    for (const d of ["local.d", "run", "db", "log"]) mkdirSync(join(dir, d));
+    const [proxy, normal, controller] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
+    const local = join(dir, "local.d");
+    writeFileSync(
+      join(local, "worker-proxy.inc"),
+      `bind_socket = "127.0.0.1:${proxy}";\nmilter = yes;\n` +
+        `upstream "local" {\n  default = yes;\n  hosts = "127.0.0.1:${normal}";\n}\n`,
+    );
+    writeFileSync(
+      join(local, "worker-normal.inc"),
+      `bind_socket = "127.0.0.1:${normal}";\n`,
+    );
+    writeFileSync(
+      join(local, "worker-controller.inc"),
+      `bind_socket = "127.0.0.1:${controller}";\n`,
+    );
+    // The X-Spamd-Result, X-Rspamd-* headers on every message, whatever
+    // the client's address.
+    writeFileSync(
+      join(local, "milter_headers.conf"),
+      "extended_spam_headers = true;\nskip_local = false;\nskip_authenticated = false;\n",
+    );
+    const args = [
+      "-f",
+      `--var=LOCAL_CONFDIR=${dir}`,
+      `--var=RUNDIR=${dir}/run`,
+      `--var=DBDIR=${dir}/db`,
+      `--var=LOGDIR=${dir}/log`,
+    ];
+    // As root, rspamd must be told whom to run as (and that user must own
+    // its directories); as anyone else it runs as that user.
+    if (process.getuid?.() === 0) {
+      const uid = Number(execFileSync("id", ["-u", "_rspamd"]).toString());
+      const gid = Number(execFileSync("id", ["-g", "_rspamd"]).toString());
+      for (const d of ["run", "db", "log"]) chownSync(join(dir, d), uid, gid);
+      args.unshift("-u", "_rspamd", "-g", "_rspamd");
+    }
+    const started = Date.now();
+    rspamd = startDaemon(RSPAMD, args);
+    try {
+      await waitListening(proxy, 90_000, rspamd.alive);
+      await waitListening(normal, 90_000, rspamd.alive);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${rspamd.output()}`);
+    }
+    console.log(`rspamd listening after ${Date.now() - started} ms`);
+    address = `inet:${proxy}@127.0.0.1`;
+  });
+
+  after(async () => {
+    await rspamd?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("ham is accepted with rspamd's headers, which apply to the header block", async () => {
+    const m = await session(address);
+    try {
+      const eom = await send(m, "See you at noon.\r\n", "4Bham1");
+      assert.equal(eom.verdict.action, "accept");
+      assert.equal(m.negotiation?.version, 6);
+      const added = names(eom.modifications);
+      assert.ok(added.includes("add-header X-Spamd-Result"), added.join());
+      // The queue id went over as macro i.
+      assert.ok(
+        eom.modifications.some((x) =>
+          x.type === "add-header" && x.name === "X-Rspamd-Queue-Id" &&
+          x.value === "4Bham1"
+        ),
+      );
+      const block = HEADERS.map(([n, v]) => `${n}: ${v}\r\n`).join("");
+      const out = td.decode(
+        applyHeaderModifications(
+          te.encode(block),
+          eom.modifications.filter((x) => x.type.endsWith("-header")) as never,
+        ),
+      );
+      assert.ok(out.startsWith(block));
+      assert.match(out, /\r\nX-Spamd-Result: default: False \[[^\]]+\];\r\n\t/);
+      assert.doesNotMatch(out, /[^\r]\n/);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it("GTUBE is rejected with rspamd's 5xx and nothing to apply", async () => {
+    const m = await session(address);
+    try {
+      const eom = await send(m, `Buy now\r\n${GTUBE}\r\n`, "4Bspam1");
+      assert.equal(eom.verdict.action, "reject");
+      assert.ok(eom.verdict.action === "reject");
+      assert.equal(Math.floor(eom.verdict.code / 100), 5);
+      assert.match(eom.verdict.enhancedCode, /^5\./);
+      assert.deepEqual(eom.modifications, []);
+    } finally {
+      await m.close();
+    }
+  });
+
+  it("one connection carries a session's transactions: aborted, ham, then spam", async () => {
+    const m = await session(address);
+    try {
+      assert.equal((await m.mail("<x@example.org>", [])).action, "continue");
+      assert.equal((await m.rcpt("<y@example.com>", [])).action, "continue");
+      await m.abort();
+      assert.equal(
+        (await send(m, "Second try.\r\n", "4Bham2")).verdict.action,
+        "accept",
+      );
+      assert.equal(
+        (await send(m, `${GTUBE}\r\n`, "4Bspam2")).verdict.action,
+        "reject",
+      );
+      assert.equal(m.failure, undefined);
+    } finally {
+      await m.close();
+    }
+  });
+});
