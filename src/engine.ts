@@ -993,7 +993,12 @@ export class SmtpEngine {
       this.#queue,
     );
     this.#dataStarted = this.#lastActivity;
-    return { type: "message-start", command: "DATA", body: tx.bodyType };
+    return {
+      type: "message-start",
+      command: "DATA",
+      body: tx.bodyType,
+      envelope: tx.envelope(),
+    };
   }
 
   /** The body of this transaction, as the options have it. */
@@ -1090,7 +1095,12 @@ export class SmtpEngine {
     );
     bdat.startChunk(size, last);
     this.#dataStarted = this.#lastActivity;
-    return { type: "message-start", command: "BDAT", body: tx!.bodyType };
+    return {
+      type: "message-start",
+      command: "BDAT",
+      body: tx!.bodyType,
+      envelope: tx!.envelope(),
+    };
   }
 
   #auth(arg: string): SmtpEvent | null {
