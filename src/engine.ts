@@ -22,6 +22,7 @@ import {
 } from "./options.ts";
 import { NEED_DATA, TOO_LARGE } from "./engine/body.ts";
 import type { BdatReader } from "./engine/body_bdat.ts";
+import { readData } from "./engine/body_data.ts";
 import { discardLine, readCommand } from "./engine/commands.ts";
 import { assertNever, EngineCore } from "./engine/core.ts";
 import { accept, acceptEach, reject } from "./engine/decisions.ts";
@@ -387,7 +388,7 @@ export class SmtpEngine {
           ev = readCommand(c);
           break;
         case "data":
-          ev = readData(c);
+          ev = readDataBody(c);
           break;
         case "bdat":
           ev = readChunk(c);
@@ -434,10 +435,9 @@ function commandDeadline(c: EngineCore): number {
 // ----------------------------------------------------------------- body
 
 /** Reads DATA body bytes with the DATA reader, up to the message's end. */
-function readData(c: EngineCore): SmtpEvent | null {
+function readDataBody(c: EngineCore): SmtpEvent | null {
   const reader = c.dataReader!;
-  const ev = reader.read(c.buf, c.pos);
-  c.pos = reader.pos;
+  const ev = readData(c, reader);
   if (!reader.ended) return ev;
   c.dataReader = null;
   return messageEnd(c);
