@@ -12,7 +12,16 @@ import { type Body, NEED_DATA } from "./body.ts";
 import { CRLF_BYTES, type TextScanner } from "./scanner.ts";
 import type { SmtpEvent } from "./types.ts";
 
-/** Where the bytes come from: the engine core's buffer and read position. */
+/**
+ * Where the bytes come from: the engine core's buffer and read position.
+ *
+ * @example
+ * ```ts
+ * import type { ByteInput } from "./body_data.ts";
+ *
+ * const input: ByteInput = { buf: new Uint8Array(8), pos: 0 };
+ * ```
+ */
 export interface ByteInput {
   /** The bytes received. */
   buf: Uint8Array;

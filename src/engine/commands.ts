@@ -56,7 +56,21 @@ const NOT_IMPLEMENTED = new Set([
 /** RFC 4954 §4: AUTH lines and SASL responses may be this long. */
 const AUTH_LINE_MAX = 12288;
 
-/** Reads one command line; returns an event, or null to go on reading. */
+/**
+ * Reads one command line; returns an event, or null to go on reading.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { readCommand } from "./commands.ts";
+ * import { EngineCore } from "./core.ts";
+ *
+ * const core = new EngineCore(resolveEngineOptions({}), 0);
+ * core.mode = "command";
+ * core.buf = new TextEncoder().encode("NOOP\r\n");
+ * readCommand(core); // null; core.out is "250 2.0.0 OK\r\n"
+ * ```
+ */
 export function readCommand(core: EngineCore): SmtpEvent | null {
   const buf = core.buf;
   const start = core.pos;
@@ -111,7 +125,21 @@ export function readCommand(core: EngineCore): SmtpEvent | null {
   return command(core, buf, start, lf - 1);
 }
 
-/** Reads up to the end of a line that is too long, then replies 500 5.5.2. */
+/**
+ * Reads up to the end of a line that is too long, then replies 500 5.5.2.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { discardLine } from "./commands.ts";
+ * import { EngineCore } from "./core.ts";
+ *
+ * const core = new EngineCore(resolveEngineOptions({}), 0);
+ * core.mode = "discard-line";
+ * core.buf = new TextEncoder().encode("xyz\r\n");
+ * discardLine(core); // null; core.out is "500 5.5.2 Line too long\r\n"
+ * ```
+ */
 export function discardLine(core: EngineCore): SmtpEvent | null {
   const buf = core.buf;
   let i = core.pos;
@@ -144,7 +172,20 @@ export function discardLine(core: EngineCore): SmtpEvent | null {
   return core.fail(500, "5.5.2", "Line too long");
 }
 
-/** Decodes and dispatches one command line (without CRLF). */
+/**
+ * Decodes and dispatches one command line: `buf[start, end)`, without CRLF.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { command } from "./commands.ts";
+ * import { EngineCore } from "./core.ts";
+ *
+ * const core = new EngineCore(resolveEngineOptions({}), 0);
+ * const line = new TextEncoder().encode("EHLO c.test");
+ * command(core, line, 0, line.length); // the "helo" decision event
+ * ```
+ */
 export function command(
   core: EngineCore,
   buf: Uint8Array,

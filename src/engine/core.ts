@@ -22,7 +22,16 @@ import type { TextScanner } from "./scanner.ts";
 import type { Transaction } from "./transaction.ts";
 import type { CloseReason, Decision, SmtpEvent } from "./types.ts";
 
-/** What the engine reads next. */
+/**
+ * What the engine reads next.
+ *
+ * @example
+ * ```ts
+ * import type { Mode } from "./core.ts";
+ *
+ * const mode: Mode = "command";
+ * ```
+ */
 export type Mode =
   | "connect" // before the greeting
   | "command" // reading command lines
@@ -34,10 +43,28 @@ export type Mode =
   | "tls" // STARTTLS accepted: waiting for tlsStarted()
   | "closed";
 
-/** An event that waits for `accept()` or `reject()`. */
+/**
+ * An event that waits for `accept()` or `reject()`.
+ *
+ * @example
+ * ```ts
+ * import type { DecisionEvent } from "./core.ts";
+ *
+ * const ev: DecisionEvent = { type: "starttls" };
+ * ```
+ */
 export type DecisionEvent = Extract<SmtpEvent, { type: Decision }>;
 
-/** The empty buffer (nothing received, or all consumed). */
+/**
+ * The empty buffer (nothing received, or all consumed).
+ *
+ * @example
+ * ```ts
+ * import { EMPTY } from "./core.ts";
+ *
+ * EMPTY.length; // 0
+ * ```
+ */
 export const EMPTY: Uint8Array = new Uint8Array(0);
 
 /** The reason given to the application when a transaction drops a BDAT body. */

@@ -23,10 +23,18 @@ const TLS_READY = formatReply(220, "2.0.0", "Ready to start TLS");
 const XOAUTH2_FAILURE = encodeBase64Text('{"status":"401","schemes":"bearer"}');
 
 /**
- * Accepts the pending decision with its default reply (or `text` in place
- * of the default text). In LMTP an accepted `message-end` answers every
- * accepted recipient with 250 (see {@link SmtpEngine.acceptEach} to
- * answer each on its own).
+ * Accepts the pending decision (see `SmtpEngine.accept`).
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { EngineCore } from "./core.ts";
+ * import { accept } from "./decisions.ts";
+ *
+ * const core = new EngineCore(resolveEngineOptions({}), 0);
+ * core.decide({ type: "connect" });
+ * accept(core); // core.out: the 220 greeting
+ * ```
  */
 export function accept(core: EngineCore, text?: string): void {
   const ev = core.takeDecision("accept");
@@ -86,8 +94,19 @@ export function accept(core: EngineCore, text?: string): void {
 }
 
 /**
- * Rejects the pending decision with `error`'s reply (in LMTP, a
- * `message-end` gets it once per accepted recipient).
+ * Rejects the pending decision with `error`'s reply (see `SmtpEngine.reject`).
+ *
+ * @example
+ * ```ts
+ * import { SmtpError } from "../errors.ts";
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { EngineCore } from "./core.ts";
+ * import { reject } from "./decisions.ts";
+ *
+ * const core = new EngineCore(resolveEngineOptions({}), 0);
+ * core.decide({ type: "connect" });
+ * reject(core, new SmtpError(554, "5.7.1", "No")); // 554, then closed
+ * ```
  */
 export function reject(core: EngineCore, error: SmtpError): void {
   const ev = core.takeDecision("reject");
@@ -128,24 +147,19 @@ export function reject(core: EngineCore, error: SmtpError): void {
 }
 
 /**
- * Answers the pending `message-end` of an LMTP session recipient by
- * recipient (RFC 2033 §4.2): `results[i]` is the outcome for the i-th
- * accepted recipient of the event's `recipients` (in RCPT order): `null`
- * accepts with the default reply, a string accepts with that text, an
- * {@link SmtpError} refuses with its reply. `accept()` and `reject()`
- * still answer every recipient alike.
- *
- * Throws when no `message-end` is pending, when LMTP is off (SMTP has one
- * reply per message), or when `results` does not have one entry per
- * recipient; the decision then stays pending.
+ * Answers the pending LMTP `message-end` recipient by recipient (see
+ * `SmtpEngine.acceptEach`, which documents when it throws).
  *
  * @example
  * ```ts
- * import { SmtpEngine, SmtpError } from "@smtpd/smtpd/engine";
+ * import { SmtpError } from "../errors.ts";
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { EngineCore } from "./core.ts";
+ * import { acceptEach } from "./decisions.ts";
  *
- * const engine = new SmtpEngine({ lmtp: true });
+ * const core = new EngineCore(resolveEngineOptions({ lmtp: true }), 0);
  * // ... on a message-end event with two recipients:
- * // engine.acceptEach([null, new SmtpError(452, "4.2.2", "Mailbox full")]);
+ * // acceptEach(core, [null, new SmtpError(452, "4.2.2", "Mailbox full")]);
  * ```
  */
 export function acceptEach(

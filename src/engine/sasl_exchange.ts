@@ -12,6 +12,24 @@ import { assertNever, type EngineCore } from "./core.ts";
 import { parseAuthArg, parseSaslResponse } from "./params.ts";
 import type { SmtpEvent } from "./types.ts";
 
+/**
+ * AUTH <mechanism> [initial-response]: the checks, then the first step of
+ * the exchange (a 334 challenge, or the `auth` decision).
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { EngineCore } from "./core.ts";
+ * import { auth } from "./sasl_exchange.ts";
+ *
+ * const core = new EngineCore(
+ *   resolveEngineOptions({ authMechanisms: ["PLAIN"], secure: true }),
+ *   0,
+ * );
+ * core.esmtp = true;
+ * auth(core, "PLAIN"); // null; core.out is "334 \r\n"
+ * ```
+ */
 export function auth(core: EngineCore, arg: string): SmtpEvent | null {
   const o = core.options;
   if (o.authMechanisms.length === 0) {
@@ -50,6 +68,7 @@ function challenge(core: EngineCore): string {
   return `<${r[0]}${r[1]}.${core.lastActivity}@${core.options.serverName}>`;
 }
 
+/** Acts on one step of the exchange: a challenge, the credentials, or an error. */
 function saslStep(core: EngineCore, step: SaslStep): SmtpEvent | null {
   switch (step.type) {
     case "challenge":
@@ -71,7 +90,25 @@ function saslStep(core: EngineCore, step: SaslStep): SmtpEvent | null {
   }
 }
 
-/** One client response line during AUTH. */
+/**
+ * One client response line during AUTH: `buf[start, end)`, without CRLF.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { EngineCore } from "./core.ts";
+ * import { auth, saslResponse } from "./sasl_exchange.ts";
+ *
+ * const core = new EngineCore(
+ *   resolveEngineOptions({ authMechanisms: ["PLAIN"], secure: true }),
+ *   0,
+ * );
+ * core.esmtp = true;
+ * auth(core, "PLAIN");
+ * const line = new TextEncoder().encode("AHVzZXIAcGFzcw==");
+ * saslResponse(core, line, 0, line.length); // the "auth" decision event
+ * ```
+ */
 export function saslResponse(
   core: EngineCore,
   buf: Uint8Array,
