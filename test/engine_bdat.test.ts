@@ -83,6 +83,14 @@ describe("engine: BDAT", () => {
       type: "message-start",
       command: "BDAT",
       body: "7BIT",
+      envelope: {
+        from: { address: "a@b.test", localPart: "a", domain: "b.test" },
+        mailParams: { smtputf8: false, params: {} },
+        recipients: [{
+          mailbox: { address: "x@y.test", localPart: "x", domain: "y.test" },
+          params: { params: {} },
+        }],
+      },
     }]);
   });
 
@@ -475,6 +483,18 @@ describe("engine: BINARYMIME", () => {
       type: "message-start",
       command: "DATA",
       body: "8BITMIME",
+      envelope: {
+        from: { address: "a@b", localPart: "a", domain: "b" },
+        mailParams: {
+          body: "8BITMIME",
+          smtputf8: false,
+          params: { BODY: "8BITMIME" },
+        },
+        recipients: [{
+          mailbox: { address: "x@y", localPart: "x", domain: "y" },
+          params: { params: {} },
+        }],
+      },
     }]);
   });
 });

@@ -52,6 +52,19 @@ export class Transaction {
     return this.mailParams.body ?? "7BIT";
   }
 
+  /** The envelope as `message-start` carries it: the recipients copied. */
+  envelope(): {
+    from: Mailbox;
+    mailParams: MailParams;
+    recipients: readonly Recipient[];
+  } {
+    return {
+      from: this.from,
+      mailParams: this.mailParams,
+      recipients: this.recipients.slice(),
+    };
+  }
+
   /** The refusal of a body without accepted recipients, or null. */
   noRecipients(lmtp: boolean): SmtpError | null {
     if (this.recipients.length > 0) return null;

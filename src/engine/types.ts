@@ -89,9 +89,19 @@ export type SmtpEvent =
   /**
    * A body starts: DATA was accepted (354 sent), or the first chunk of a
    * BDAT transaction is on its way. Body chunks follow. `body` is the
-   * transaction's body type.
+   * transaction's body type, `envelope` its sender, MAIL parameters and
+   * the recipients accepted so far (in RCPT order).
    */
-  | { type: "message-start"; command: "DATA" | "BDAT"; body: BodyType }
+  | {
+    type: "message-start";
+    command: "DATA" | "BDAT";
+    body: BodyType;
+    envelope: {
+      from: Mailbox;
+      mailParams: MailParams;
+      recipients: readonly Recipient[];
+    };
+  }
   /** A piece of the body (dot-unstuffed after DATA, as sent after BDAT); a view into received bytes, valid until the next `receive()`. */
   | { type: "data"; chunk: Uint8Array }
   /**

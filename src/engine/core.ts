@@ -1,0 +1,304 @@
+/**
+ * The engine's core: the one owner of a session's state (mode, framing
+ * buffer, deadlines' times, HELO name, ESMTP, user, TLS, the transaction,
+ * the pending decision and the event queue) and the few operations every
+ * part of the engine shares on it (write a reply, count an error, close,
+ * end the transaction). The command handlers (commands.ts), the SASL
+ * exchange (sasl_exchange.ts), the decisions (decisions.ts) and the body
+ * readers take it; `SmtpEngine` is its public face.
+ *
+ * @module
+ */
+
+import { formatReply, SmtpError } from "../errors.ts";
+import type { SaslExchange } from "../sasl.ts";
+import type { ResolvedEngineOptions } from "../options.ts";
+import { Body } from "./body.ts";
+import type { SkippedChunk } from "./body_bdat.ts";
+import type { DataReader } from "./body_data.ts";
+import { authOffered } from "./capabilities.ts";
+import { perRecipient } from "./lmtp.ts";
+import type { TextScanner } from "./scanner.ts";
+import type { Transaction } from "./transaction.ts";
+import type { CloseReason, Decision, SmtpEvent } from "./types.ts";
+
+/**
+ * What the engine reads next.
+ *
+ * @example
+ * ```ts
+ * import type { Mode } from "./core.ts";
+ *
+ * const mode: Mode = "command";
+ * ```
+ */
+export type Mode =
+  | "connect" // before the greeting
+  | "command" // reading command lines
+  | "discard-line" // inside a command line that is too long
+  | "data" // inside a DATA body
+  | "bdat" // inside a BDAT chunk (delivered or discarded)
+  | "sasl" // AUTH exchange: reading a client response line
+  | "sasl-failed" // XOAUTH2 failed: reading the client's empty response
+  | "tls" // STARTTLS accepted: waiting for tlsStarted()
+  | "closed";
+
+/**
+ * An event that waits for `accept()` or `reject()`.
+ *
+ * @example
+ * ```ts
+ * import type { DecisionEvent } from "./core.ts";
+ *
+ * const ev: DecisionEvent = { type: "starttls" };
+ * ```
+ */
+export type DecisionEvent = Extract<SmtpEvent, { type: Decision }>;
+
+/**
+ * The empty buffer (nothing received, or all consumed).
+ *
+ * @example
+ * ```ts
+ * import { EMPTY } from "./core.ts";
+ *
+ * EMPTY.length; // 0
+ * ```
+ */
+export const EMPTY: Uint8Array = new Uint8Array(0);
+
+/** The reason given to the application when a transaction drops a BDAT body. */
+const dropped = (): SmtpError =>
+  new SmtpError(451, "4.3.0", "Message dropped before its last BDAT chunk");
+
+/**
+ * The state of one session, owned here and nowhere else.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { EngineCore } from "./core.ts";
+ *
+ * const core = new EngineCore(resolveEngineOptions({}), 0);
+ * core.fail(500, "5.5.1", "Command unrecognized");
+ * core.out; // "500 5.5.1 Command unrecognized\r\n"
+ * ```
+ */
+export class EngineCore {
+  /** The validated options. */
+  readonly options: ResolvedEngineOptions;
+
+  /** What is read next. */
+  mode: Mode = "connect";
+  /** The event that waits for accept() or reject(), or null. */
+  pending: DecisionEvent | null = null;
+  /** Events to hand out before reading further. */
+  readonly queue: SmtpEvent[] = [];
+  /** Why the session closed, once it did. */
+  closeReason: CloseReason | null = null;
+
+  /** The bytes received and not yet consumed, from {@link EngineCore.pos}. */
+  buf: Uint8Array = EMPTY;
+  /** Where reading goes on in {@link EngineCore.buf}. */
+  pos = 0;
+  /** When bytes last came (idleTimeout). */
+  lastActivity: number;
+  /** When the body started (dataTimeout). */
+  dataStarted = 0;
+  /** When the session started (sessionTimeout). */
+  sessionStarted: number;
+  /** When the first byte of the command line in progress came. */
+  lineStarted = 0;
+
+  /** Replies not yet taken. */
+  out = "";
+  /** Protocol errors in a row. */
+  badCommands = 0;
+
+  /** The name the client gave with HELO/EHLO, or null. */
+  heloName: string | null = null;
+  /** The client greeted with EHLO (or LHLO). */
+  esmtp = false;
+  /** The authenticated user, or null. */
+  user: string | null = null;
+  /** The connection is encrypted (implicit TLS or after STARTTLS). */
+  secure: boolean;
+  /** Failed AUTH attempts. */
+  authFailures = 0;
+  /** The AUTH exchange in progress, or null. */
+  sasl: SaslExchange | null = null;
+  /** XOAUTH2: the refusal sent after the client's empty line. */
+  saslError: SmtpError | null = null;
+
+  /** The transaction in progress (after an accepted MAIL), or null. */
+  tx: Transaction | null = null;
+  /** The reader of the DATA body in transfer, or null. */
+  dataReader: DataReader | null = null;
+  /** The refused BDAT chunk being dropped, or null. */
+  skipped: SkippedChunk | null = null;
+  /** Finds line ends in bodies (made with the first body). */
+  text: TextScanner | null = null;
+  /**
+   * LMTP: the accepted recipients of a transaction that a refused chunk
+   * ended. A LAST chunk the client pipelined behind it still gets one
+   * reply for each (RFC 2033 §4.3); any command but BDAT forgets them.
+   */
+  owedReplies = 0;
+  /** Command line being discarded (too long): was its last byte CR? */
+  discardCR = false;
+
+  /**
+   * @param options the validated options
+   * @param now the current time in milliseconds
+   */
+  constructor(options: ResolvedEngineOptions, now: number) {
+    this.options = options;
+    this.secure = options.secure;
+    this.lastActivity = now;
+    this.sessionStarted = now;
+  }
+
+  /**
+   * Takes the pending decision to answer it (`what`: "accept", "reject"),
+   * or null when the session closed meanwhile; throws when none is pending.
+   */
+  takeDecision(what: string): DecisionEvent | null {
+    const d = this.pending;
+    if (this.mode === "closed") return null; // closed meanwhile: nothing to answer
+    if (d === null) throw new Error(`Cannot ${what}: no decision is pending`);
+    this.pending = null;
+    return d;
+  }
+
+  /** `ev` becomes the pending decision. */
+  decide(ev: DecisionEvent): SmtpEvent {
+    this.pending = ev;
+    return ev;
+  }
+
+  /** Queues a reply (formatted). */
+  write(reply: string): void {
+    this.out += reply;
+  }
+
+  /** A positive reply (formatted): the error count starts over. */
+  ok(reply: string): void {
+    this.badCommands = 0;
+    this.out += reply;
+  }
+
+  /** A protocol error reply; too many in a row close the session. */
+  fail(code: number, enhanced: string, text: string): null {
+    this.write(formatReply(code, enhanced, text));
+    if (++this.badCommands >= this.options.maxBadCommands) {
+      this.write(
+        formatReply(
+          421,
+          "4.7.0",
+          `${this.options.serverName} Too many errors, closing connection`,
+        ),
+      );
+      this.close("too-many-errors");
+    }
+    return null;
+  }
+
+  /** {@link EngineCore.fail} with the codes and text of `error`. */
+  failWith(error: SmtpError): null {
+    return this.fail(error.code, error.enhancedCode, error.message);
+  }
+
+  /** A failed AUTH: the reply, and 421 after too many failures. */
+  authFailed(error: SmtpError): void {
+    this.write(formatReply(error.code, error.enhancedCode, error.message));
+    if (++this.authFailures >= this.options.maxAuthFailures) {
+      this.write(
+        formatReply(
+          421,
+          "4.7.0",
+          `${this.options.serverName} Too many failed authentications, closing connection`,
+        ),
+      );
+      this.close("too-many-errors");
+    }
+  }
+
+  /** The AUTH exchange is over: back to commands (unless closed). */
+  endSasl(): void {
+    this.sasl = null;
+    this.saslError = null;
+    if (this.mode !== "closed") this.mode = "command";
+  }
+
+  /**
+   * A reply to the end of the message: in LMTP once per accepted recipient
+   * of the transaction.
+   */
+  perRecipient(reply: string): string {
+    return perRecipient(reply, this.options.lmtp, this.tx!.recipients.length);
+  }
+
+  /** Asks for the connection to be closed; no more input is read. */
+  close(reason: CloseReason): void {
+    this.mode = "closed";
+    this.closeReason = reason;
+    this.pending = null;
+    this.buf = EMPTY;
+    this.pos = 0;
+  }
+
+  /** Drops what was received and not read (RFC 3207 §4.2 around STARTTLS). */
+  dropInput(): void {
+    this.buf = EMPTY;
+    this.pos = 0;
+  }
+
+  /** AUTH is advertised and accepted: over TLS, or plaintext when allowed. */
+  authOffered(): boolean {
+    return authOffered(this.options, this.secure);
+  }
+
+  /**
+   * Ends the transaction. A BDAT body still open (RSET, QUIT, HELO/EHLO or
+   * STARTTLS between chunks) is aborted first: nothing is delivered.
+   */
+  resetTransaction(announce: boolean): void {
+    const had = this.tx !== null;
+    this.openBody()?.abort(dropped());
+    this.tx = null;
+    if (announce && had) this.queue.push({ type: "reset" });
+  }
+
+  /** The body of this transaction, as the options have it. */
+  newBody(command: "DATA" | "BDAT"): Body {
+    const o = this.options;
+    return new Body(
+      command,
+      this.queue,
+      o.maxMessageSize,
+      o.bareLineEnding === "normalize",
+    );
+  }
+
+  /** The body in transfer (message-start sent, no end or abort yet), or null. */
+  openBody(): Body | null {
+    const body = this.tx?.body ?? null;
+    return body !== null && body.open ? body : null;
+  }
+}
+
+/**
+ * For the exhaustive switches: a value of type `never`.
+ *
+ * @example
+ * ```ts
+ * import { assertNever } from "./core.ts";
+ *
+ * type T = "a";
+ * const t = "a" as T;
+ * if (t !== "a") assertNever(t);
+ * ```
+ */
+export function assertNever(x: never): never {
+  throw new Error(`Unexpected value: ${String(x)}`);
+}
