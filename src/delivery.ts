@@ -137,11 +137,11 @@ export class MessageDelivery {
   /** A message begins: hands it to the application (onMessage or the loop). */
   start(ev: Extract<SmtpEvent, { type: "message-start" }>): void {
     const d = this.#owner;
-    const env = d.engine.envelope;
+    const env = ev.envelope;
     const msg = new IncomingMessage(
       newId(),
-      { mailbox: env.from!, params: env.mailParams! },
-      env.recipients.slice(),
+      { mailbox: env.from, params: env.mailParams },
+      env.recipients,
       d.session,
       {
         bodyType: ev.body,
