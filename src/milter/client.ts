@@ -364,6 +364,26 @@ export class MilterClient {
   }
 
   /** Sends macros (if any) and a command, then reads its reply unless the filter said it sends none. */
+  /**
+   * A stage of one command: the verdict held for the message or session,
+   * `continue` when the filter asked to skip it, else the filter's answer
+   * (none awaited for a no-reply step).
+   */
+  #step(
+    stage: string,
+    code: string,
+    skip: number,
+    noReply: number,
+    packet: () => Uint8Array,
+    macros: MilterMacros | undefined,
+  ): Promise<MilterVerdict> {
+    return this.#stage(async () => {
+      if (this.#idle()) return this.#heldVerdict();
+      if (this.#has(skip)) return CONTINUE;
+      return await this.#send(stage, code, [packet()], macros, noReply);
+    }, (v) => v);
+  }
+
   async #send(
     stage: string,
     code: string,
@@ -487,17 +507,14 @@ export class MilterClient {
    * ```
    */
   helo(name: string, macros?: MilterMacros): Promise<MilterVerdict> {
-    return this.#stage(async () => {
-      if (this.#idle()) return this.#heldVerdict();
-      if (this.#has(SMFIP.NOHELO)) return CONTINUE;
-      return await this.#send(
-        "helo",
-        SMFIC.HELO,
-        [encodeStrings(SMFIC.HELO, [name])],
-        macros,
-        SMFIP.NR_HELO,
-      );
-    }, (v) => v);
+    return this.#step(
+      "helo",
+      SMFIC.HELO,
+      SMFIP.NOHELO,
+      SMFIP.NR_HELO,
+      () => encodeStrings(SMFIC.HELO, [name]),
+      macros,
+    );
   }
 
   /**
@@ -549,17 +566,14 @@ export class MilterClient {
     params: readonly string[],
     macros?: MilterMacros,
   ): Promise<MilterVerdict> {
-    return this.#stage(async () => {
-      if (this.#idle()) return this.#heldVerdict();
-      if (this.#has(SMFIP.NORCPT)) return CONTINUE;
-      return await this.#send(
-        "rcpt",
-        SMFIC.RCPT,
-        [encodeStrings(SMFIC.RCPT, [recipient, ...params])],
-        macros,
-        SMFIP.NR_RCPT,
-      );
-    }, (v) => v);
+    return this.#step(
+      "rcpt",
+      SMFIC.RCPT,
+      SMFIP.NORCPT,
+      SMFIP.NR_RCPT,
+      () => encodeStrings(SMFIC.RCPT, [recipient, ...params]),
+      macros,
+    );
   }
 
   /**
@@ -574,17 +588,14 @@ export class MilterClient {
    * ```
    */
   data(macros?: MilterMacros): Promise<MilterVerdict> {
-    return this.#stage(async () => {
-      if (this.#idle()) return this.#heldVerdict();
-      if (this.#has(SMFIP.NODATA)) return CONTINUE;
-      return await this.#send(
-        "data",
-        SMFIC.DATA,
-        [encodePacket(SMFIC.DATA)],
-        macros,
-        SMFIP.NR_DATA,
-      );
-    }, (v) => v);
+    return this.#step(
+      "data",
+      SMFIC.DATA,
+      SMFIP.NODATA,
+      SMFIP.NR_DATA,
+      () => encodePacket(SMFIC.DATA),
+      macros,
+    );
   }
 
   /**
@@ -602,17 +613,14 @@ export class MilterClient {
    * ```
    */
   header(name: string, value: string | Uint8Array): Promise<MilterVerdict> {
-    return this.#stage(async () => {
-      if (this.#idle()) return this.#heldVerdict();
-      if (this.#has(SMFIP.NOHDRS)) return CONTINUE;
-      return await this.#send(
-        "header",
-        SMFIC.HEADER,
-        [encodeStrings(SMFIC.HEADER, [name, value])],
-        undefined,
-        SMFIP.NR_HDR,
-      );
-    }, (v) => v);
+    return this.#step(
+      "header",
+      SMFIC.HEADER,
+      SMFIP.NOHDRS,
+      SMFIP.NR_HDR,
+      () => encodeStrings(SMFIC.HEADER, [name, value]),
+      undefined,
+    );
   }
 
   /**
@@ -627,17 +635,14 @@ export class MilterClient {
    * ```
    */
   endOfHeaders(macros?: MilterMacros): Promise<MilterVerdict> {
-    return this.#stage(async () => {
-      if (this.#idle()) return this.#heldVerdict();
-      if (this.#has(SMFIP.NOEOH)) return CONTINUE;
-      return await this.#send(
-        "end-of-headers",
-        SMFIC.EOH,
-        [encodePacket(SMFIC.EOH)],
-        macros,
-        SMFIP.NR_EOH,
-      );
-    }, (v) => v);
+    return this.#step(
+      "end-of-headers",
+      SMFIC.EOH,
+      SMFIP.NOEOH,
+      SMFIP.NR_EOH,
+      () => encodePacket(SMFIC.EOH),
+      macros,
+    );
   }
 
   /**
