@@ -304,7 +304,7 @@ describe("reverseDns options", () => {
         /reverseDns\.cacheSize: value is less than 0/,
       ],
       [
-        { reverseDns: { cacheTtl: NaN } },
+        { reverseDns: { cacheTtl: "60" } },
         /reverseDns\.cacheTtl: value is not a number/,
       ],
       [
