@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as net from "node:net";
 import { serve, type ServeOptions, type Session } from "../mod.ts";
 import { createServer } from "../src/server.ts";
 import { listen } from "../runtimes/node_net.ts";
@@ -243,6 +244,38 @@ describe("reverseDns with a DNS server that never answers", () => {
     assert.equal(r.seen.length, 1);
     assert.equal(r.seen[0].hostname, "unknown");
     assert.equal(r.seen[0].result?.status, "tempfail");
+  });
+
+  it("makes no lookup on a Unix socket (clientHostname stays null)", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "smtpd-rdns-unix-"));
+    const path = join(dir, "smtp.sock");
+    const r = recorder();
+    const server = await serve({
+      ...options(r.options),
+      proxyProtocol: false,
+      reverseDns: true, // 5 s: a lookup would hold the greeting that long
+      path,
+    });
+    try {
+      const transcript = await within(
+        new Promise<string>((resolve, reject) => {
+          const s = net.connect({ path });
+          let out = "";
+          s.setEncoding("latin1");
+          s.on("data", (d: string) => (out += d));
+          s.on("error", reject);
+          s.on("close", () => resolve(out));
+          s.write("QUIT\r\n");
+        }),
+        10_000,
+        "a session",
+      );
+      assert.match(transcript, /^220 [^\r]*\r\n221 /);
+    } finally {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+    assert.deepEqual(r.seen, [{ hostname: null, result: null }]);
   });
 
   it("without greetingDelay, reads what the client sent during the lookup after the greeting", async () => {
