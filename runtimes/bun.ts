@@ -22,6 +22,7 @@
  */
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
+import { dnsResolver } from "./dns_lazy.ts";
 import {
   type Connection,
   HANDSHAKE_TIMEOUT_MS,
@@ -482,5 +483,5 @@ export async function listen(options: ListenOptions): Promise<Listener> {
  * ```
  */
 export function serve(options: ServeOptions = {}): Promise<Server> {
-  return createServer(listen, "bun", options);
+  return createServer(listen, "bun", options, { dnsResolver });
 }

@@ -25,6 +25,7 @@
  */
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
+import { dnsResolver } from "./dns_lazy.ts";
 import type {
   Connection,
   Listener,
@@ -275,5 +276,5 @@ export async function listen(options: ListenOptions): Promise<Listener> {
  * ```
  */
 export function serve(options: ServeOptions = {}): Promise<Server> {
-  return createServer(listen, "deno", options);
+  return createServer(listen, "deno", options, { dnsResolver });
 }

@@ -14,6 +14,7 @@
  */
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
+import { dnsResolver } from "./dns_lazy.ts";
 import { listen } from "./node_net.ts";
 
 export * from "../src/exports/runtime.ts";
@@ -38,5 +39,5 @@ export {
  * ```
  */
 export function serve(options: ServeOptions = {}): Promise<Server> {
-  return createServer(listen, "node", options);
+  return createServer(listen, "node", options, { dnsResolver });
 }

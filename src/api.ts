@@ -13,8 +13,10 @@ export type { AuthCredentials, AuthMechanism } from "./sasl.ts";
 export type {
   HookResult,
   ProxyProtocolOptions,
+  ReverseDnsServeOptions,
   ServeOptions,
 } from "./serve_options.ts";
+export type { ReverseDnsResult, ReverseDnsStatus } from "./rdns.ts";
 export type { Server } from "./server.ts";
 export type { LoopMessage } from "./inbox.ts";
 export type { Email, Message } from "./message.ts";

@@ -247,7 +247,10 @@ export class ConnectionDriver {
       const log = server.logger;
       const s = this.session;
       const o = server.options;
-      if (o.proxyProtocol !== null || o.greetingDelay > 0) {
+      if (
+        o.proxyProtocol !== null || o.greetingDelay > 0 ||
+        server.reverseDns !== null
+      ) {
         if (!(await preamble(this))) return;
       } else if (!(await claimIp(this))) return;
       log?.({
@@ -266,6 +269,7 @@ export class ConnectionDriver {
             },
           }
           : {}),
+        ...(s.reverseDns !== null ? { reverseDns: s.reverseDns } : {}),
       });
       let reason = "eof";
       try {

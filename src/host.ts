@@ -12,6 +12,7 @@ import type { IncomingMessage } from "./message.ts";
 import type { ClientLimits } from "./limits.ts";
 import type { ErrorContext, Logger } from "./session.ts";
 import type { Connection } from "./transport.ts";
+import type { ReverseDns } from "./rdns.ts";
 import type {
   HookResult,
   ResolvedServeOptions,
@@ -41,6 +42,8 @@ export interface DriverHost {
   readonly reportError: (error: unknown, context: ErrorContext) => void;
   /** Where connections and AUTH failures per client address are counted. */
   readonly limits: ClientLimits;
+  /** The `reverseDns` lookups, shared by every session; null when off. */
+  readonly reverseDns: ReverseDns | null;
   /** The engine options of a connection of this kind (shared, not copied). */
   engineOptionsFor(startTls: boolean, secure: boolean): EngineOptions;
   /** Counts a connection for maxConnectionsPerIp: false when over. */

@@ -35,6 +35,7 @@ import process from "node:process";
 import { SmtpError } from "./errors.ts";
 import { concat, type Message } from "./message.ts";
 import type { Session } from "./session.ts";
+import { clean, receivedFrom } from "./rdns.ts";
 
 // The types a deliverable message is made of, for this entry point's docs.
 export type * from "./api.ts";
@@ -183,7 +184,7 @@ export type TraceMessage = Pick<Message, "id" | "from" | "to" | "mailFrom"> & {
       Session,
       "heloName" | "remoteAddress" | "esmtp" | "secure" | "tls" | "user"
     >
-    & Partial<Pick<Session, "lmtp">>;
+    & Partial<Pick<Session, "lmtp" | "clientHostname">>;
 };
 
 /** What {@link Maildir.deliver} reads of a {@link Message}: the trace header parts and the body. */
@@ -641,8 +642,12 @@ export function receivedProtocol(
  *         for <rcpt@example.net>; Tue, 3 Jun 2025 10:00:00 +0200
  * ```
  *
- * The client is named by its HELO name and address literal (no reverse DNS
- * lookup), TLS by version and cipher in a comment. `for` is given only for
+ * The client is named as Postfix names it: its HELO name, then in
+ * parentheses its name from reverse DNS (`session.clientHostname`, with
+ * the server's `reverseDns` option: the forward-confirmed name or
+ * `unknown`) and its address literal, `from client.example.org
+ * (mail.example.org [192.0.2.1])`; without a lookup, the address literal
+ * alone. TLS is named by version and cipher in a comment. `for` is given only for
  * a single recipient, so that Bcc recipients are not disclosed to each other.
  *
  * @example
@@ -664,10 +669,10 @@ export function traceHeaders(
   options: { serverName: string; date: Date },
 ): string {
   const s = message.session;
-  const helo = clean(s.heloName ?? "") || "unknown";
-  const address = addressLiteral(s.remoteAddress);
   const smtputf8 = message.mailFrom.params.smtputf8 === true;
-  let received = `Received: from ${helo} (${address})`;
+  let received = `Received: ${
+    receivedFrom(s.heloName, s.clientHostname ?? null, s.remoteAddress)
+  }`;
   if (s.tls !== null) {
     received += `\r\n\t(using ${clean(s.tls.version)} with cipher ${
       clean(s.tls.cipher)
@@ -720,20 +725,6 @@ export function rfc5322Date(date: Date): string {
   } ${date.getFullYear()} ${two(date.getHours())}:${two(date.getMinutes())}:${
     two(date.getSeconds())
   } ${zone}`;
-}
-
-/** `192.0.2.1` → `[192.0.2.1]`, `::1` → `[IPv6:::1]` (RFC 5321 address literals). */
-function addressLiteral(ip: string): string {
-  const a = clean(ip);
-  if (a === "") return "unknown";
-  if (a === "unix") return "unix socket"; // a Unix domain socket client
-  return a.includes(":") ? `[IPv6:${a}]` : `[${a}]`;
-}
-
-/** Removes what could break a header line: control characters (CR, LF and the others). */
-function clean(s: string): string {
-  // deno-lint-ignore no-control-regex
-  return s.replace(/[\x00-\x1f\x7f]/g, "");
 }
 
 /** The reply a file-system failure becomes; the error is kept as `cause`. */

@@ -1,9 +1,9 @@
 /**
  * A connection's preamble, before the greeting: the PROXY protocol
  * header (fed to the sans-IO {@link ProxyPreamble} reader), the count
- * per client address (maxConnectionsPerIp), and greetingDelay with its
- * early-talker check; and the refusals that end a connection before a
- * session.
+ * per client address (maxConnectionsPerIp), the reverse DNS lookup, and
+ * greetingDelay with its early-talker check; and the refusals that end a
+ * connection before a session.
  *
  * @module
  */
@@ -18,6 +18,7 @@ import {
   ProxyPreamble,
 } from "./proxy_preamble.ts";
 import type { SessionProxy } from "./session.ts";
+import type { ReverseDnsResult } from "./rdns.ts";
 import type { Connection } from "./transport.ts";
 import type { DriverHost } from "./host.ts";
 import { isThenable } from "./hooks.ts";
@@ -47,12 +48,14 @@ export interface PreambleDriver {
     remoteAddress: string;
     remotePort: number;
     proxy: SessionProxy | null;
+    clientHostname: string | null;
+    reverseDns: ReverseDnsResult | null;
   };
   /** The server is closing. */
   readonly closing: boolean;
   /** Set while the preamble runs (a shutdown then closes at once). */
   inPreamble: boolean;
-  /** A read started during greetingDelay, for the loop to take over. */
+  /** A read started before the greeting, for the loop to take over. */
   pendingRead: Promise<Uint8Array | null> | null;
   /** The key counted for maxConnectionsPerIp (null: not counted). */
   countedIp: string | null;
@@ -94,7 +97,8 @@ export function replyAndClose(
 /**
  * Before the greeting: the PROXY header (read here for plaintext, or
  * taken from the shim for implicit TLS), the per-IP count by the
- * client's real address, and greetingDelay. Returns false when the
+ * client's real address, then the reverse DNS lookup and greetingDelay
+ * side by side (the greeting waits for both). Returns false when the
  * connection was refused (a `refused` log entry; no session hooks, no
  * connect/close entries) and is closed.
  *
@@ -120,8 +124,11 @@ export async function preamble(d: PreambleDriver): Promise<boolean> {
       }
     }
     if (!(await claimIp(d))) return false;
-    if (o.greetingDelay > 0) {
-      if (!(await greetingDelay(d, o.greetingDelay, rest))) return false;
+    const lookup = reverseDns(d);
+    if (o.greetingDelay > 0 || lookup !== null) {
+      if (!(await holdGreeting(d, o.greetingDelay, lookup, rest))) {
+        return false;
+      }
     }
   } finally {
     d.inPreamble = false;
@@ -252,26 +259,70 @@ export async function claimIp(d: PreambleDriver): Promise<boolean> {
 }
 
 /**
- * Waits `ms` before the greeting; a client that sends anything first
- * (`early`: bytes that came after the PROXY header) gets 554 5.7.1 and
- * is closed. A read still pending when the wait ends is the loop's.
+ * Starts the reverse DNS lookup of the client, which fills in the
+ * session's `reverseDns` and `clientHostname` when it settles (it never
+ * rejects, and settles by its timeout); null when reverseDns is off, on
+ * a Unix socket, for a proxy's health check or a header without the
+ * client's address.
  */
-async function greetingDelay(
+function reverseDns(d: PreambleDriver): Promise<void> | null {
+  const rdns = d.host.reverseDns;
+  const s = d.session;
+  const proxy = s.proxy;
+  if (
+    rdns === null || d.host.options.path !== null ||
+    (proxy !== null && (proxy.healthCheck || proxy.source === null ||
+      proxy.family === "unix"))
+  ) return null;
+  let lookup: Promise<ReverseDnsResult>;
+  try {
+    lookup = rdns.lookup(s.remoteAddress);
+  } catch {
+    return null; // no IP address (a peer gone before it was accepted)
+  }
+  return lookup.then((r) => {
+    s.reverseDns = r;
+    s.clientHostname = r.name;
+  });
+}
+
+/**
+ * Holds the greeting until `ms` have passed and `lookup` (if any) has
+ * settled. With `ms` > 0, a client that sends anything first (`early`:
+ * bytes that came after the PROXY header) gets 554 5.7.1 and is closed;
+ * without, what it sends is read after the greeting, as it would be
+ * without the wait. A client that leaves (or a shutdown, which closes
+ * the connection) ends the wait. A read still pending when the wait ends
+ * is the loop's.
+ */
+async function holdGreeting(
   d: PreambleDriver,
   ms: number,
+  lookup: Promise<void> | null,
   early: Uint8Array,
 ): Promise<boolean> {
   // A chunk, null (the client left), or undefined (it kept quiet).
-  let r: Uint8Array | null | undefined = early.length > 0 ? early : undefined;
+  let r: Uint8Array | null | undefined = ms > 0 && early.length > 0
+    ? early
+    : undefined;
   if (r === undefined) {
     const read = new Promise<Uint8Array | null>((resolve) =>
       resolve(d.io.read())
     ).catch(() => null);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const waited = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), ms);
-    });
+    const waits: Promise<unknown>[] = lookup === null ? [] : [lookup];
+    if (ms > 0) {
+      waits.push(
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, ms);
+        }),
+      );
+    }
+    const waited = Promise.all(waits).then(() => undefined);
     r = await Promise.race([read, waited]);
+    // Without greetingDelay, talking first is no offence: its bytes wait
+    // for the loop, after the greeting.
+    if (r != null && ms === 0) r = await waited;
     clearTimeout(timer);
     if (r === undefined) {
       d.pendingRead = read;

@@ -60,6 +60,27 @@ export interface DnsResolver {
 }
 
 /**
+ * Makes the {@link DnsResolver} of a server's `reverseDns`, asking
+ * `dnsServers` when given (else the system's servers): what a runtime
+ * gives `createServer` (`runtimes/dns.ts`'s `createResolver` on Deno, Bun
+ * and Node).
+ *
+ * @example
+ * ```ts
+ * import type { DnsResolverFactory } from "./rdns.ts";
+ *
+ * const nothing: DnsResolverFactory = () => ({
+ *   reverse: () => Promise.resolve([]),
+ *   resolve4: () => Promise.resolve([]),
+ *   resolve6: () => Promise.resolve([]),
+ * });
+ * ```
+ */
+export type DnsResolverFactory = (
+  options: { dnsServers?: readonly string[] },
+) => DnsResolver | Promise<DnsResolver>;
+
+/**
  * How the lookup of a client address ended:
  * - `confirmed`: a PTR name resolves back to the address (`name` is it);
  * - `unconfirmed`: PTR names exist but none resolves back to the address
@@ -421,8 +442,18 @@ export function receivedFrom(
   return `from ${from} (${n === "" ? "" : `${n} `}${literal})`;
 }
 
-/** Removes what could break a header line: control characters (CR, LF and the others). */
-function clean(s: string): string {
+/**
+ * Removes what could break a header line: control characters (CR, LF and
+ * the others).
+ *
+ * @example
+ * ```ts
+ * import { clean } from "./rdns.ts";
+ *
+ * clean("evil\r\nBcc: x"); // "evilBcc: x"
+ * ```
+ */
+export function clean(s: string): string {
   // deno-lint-ignore no-control-regex
   return s.replace(/[\x00-\x1f\x7f]/g, "");
 }

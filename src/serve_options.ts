@@ -32,6 +32,7 @@ import {
   PROXY_V2_MIN_MAX_LENGTH,
 } from "./proxy.ts";
 import { HANDSHAKE_TIMEOUT_MS, type TlsOptions } from "./transport.ts";
+import { dnsServersOption, REVERSE_DNS_DEFAULTS } from "./rdns.ts";
 
 /**
  * PROXY protocol settings (the `proxyProtocol` option of {@link serve};
@@ -65,6 +66,38 @@ export interface ProxyProtocolOptions {
    * A v1 header is at most 107 bytes, as the protocol says.
    */
   maxV2Length?: number;
+}
+
+/**
+ * Reverse DNS settings (the `reverseDns` option of {@link serve}; `true`
+ * means all defaults). Times are in milliseconds.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@smtpd/smtpd";
+ *
+ * await serve({
+ *   port: 2525,
+ *   reverseDns: { timeout: 3000, cacheSize: 10000 },
+ *   onConnect(session) {
+ *     console.log(session.remoteAddress, session.clientHostname);
+ *   },
+ * });
+ * ```
+ */
+export interface ReverseDnsServeOptions {
+  /**
+   * Time for the whole lookup of one client (its PTR names and their
+   * A/AAAA records); past it the result is `tempfail` and the name
+   * `unknown`. The greeting waits this long at most. Default 5000.
+   */
+  timeout?: number;
+  /** Most client addresses whose result is kept; 0 keeps none. Default 1000. */
+  cacheSize?: number;
+  /** How long a `confirmed` or `unconfirmed` result is kept. Default 3600000 (1 hour). */
+  cacheTtl?: number;
+  /** How long a `none` or `tempfail` result is kept. Default 60000. */
+  negativeCacheTtl?: number;
 }
 
 /** A hook's result: nothing (accept), or a promise of nothing. Throw {@link SmtpError} to reject. */
@@ -226,6 +259,45 @@ export interface ServeOptions extends
    */
   greetingDelay?: number;
   /**
+   * Look up each client's name before the greeting, as Postfix does:
+   * the PTR names of its address, of which one counts only when its A
+   * (IPv4) or AAAA (IPv6) records give the address back (forward-confirmed
+   * reverse DNS). `session.clientHostname` is then that name, or
+   * `unknown`; `session.reverseDns` holds the whole result (`confirmed`,
+   * `unconfirmed` for a PTR that does not resolve back, `none`, `tempfail`
+   * for a failure or the timeout); a `Received` header written by the
+   * Maildir names the client `from HELO (NAME [ADDRESS])`.
+   *
+   * One lookup per connection, started once the client's address is known
+   * (after the PROXY header) and run alongside `greetingDelay`; the
+   * greeting waits for it, `timeout` at most. Results are cached per
+   * address (all sessions of the server share the cache, and concurrent
+   * lookups of one address send one set of queries). Skipped on a Unix
+   * socket and for a proxy's health check (`clientHostname` stays `null`).
+   * Off by default; `true` or an object turns it on.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   *
+   * await serve({
+   *   hostname: "0.0.0.0",
+   *   port: 25,
+   *   reverseDns: { timeout: 3000 },
+   *   onMailFrom(address, session) {
+   *     console.log(session.clientHostname, session.reverseDns?.status);
+   *   },
+   * });
+   * ```
+   */
+  reverseDns?: ReverseDnsServeOptions | boolean;
+  /**
+   * The DNS servers `reverseDns` asks, each `IP` or `IP:port`
+   * (`[IPv6]:port`): `["127.0.0.1:5353", "[::1]:53"]`. Default the
+   * system's (`/etc/resolv.conf`).
+   */
+  dnsServers?: readonly string[];
+  /**
    * Listen with `SO_REUSEPORT`, so that several processes (each calling
    * `serve()` with the same `hostname`, `port` and `reusePort: true`) share
    * the port: the kernel hands each new connection to one of them (by a
@@ -343,6 +415,8 @@ export const SERVE_DEFAULTS = Object.freeze(
     handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     proxyProtocol: null,
     greetingDelay: 0,
+    reverseDns: null,
+    dnsServers: null,
     reusePort: false,
     auth: undefined,
   } as const,
@@ -379,6 +453,10 @@ export interface ResolvedServeOptions {
   handshakeTimeout: number;
   proxyProtocol: { trusted: CidrSet; maxV2Length: number } | null;
   greetingDelay: number;
+  /** `reverseDns` with its defaults, or null (off). */
+  reverseDns: Required<ReverseDnsServeOptions> | null;
+  /** `dnsServers` as `node:dns` takes them, or null (the system's). */
+  dnsServers: string[] | null;
   /** The engine's options out of serve()'s, with AUTH resolved (validated). */
   engine: EngineOptions;
   /** The `logger` option, its exceptions swallowed. */
@@ -445,6 +523,9 @@ const TLS_KEYS: ReadonlySet<string> = new Set([
 ]);
 const CERT_KEYS: ReadonlySet<string> = new Set(["key", "cert"]);
 const PROXY_KEYS: ReadonlySet<string> = new Set(["trusted", "maxV2Length"]);
+const REVERSE_DNS_KEYS: ReadonlySet<string> = new Set(
+  Object.keys(REVERSE_DNS_DEFAULTS),
+);
 
 /**
  * Throws a `TypeError` for an option name serve() does not know, at any
@@ -460,6 +541,9 @@ function checkOptionNames(o: ServeOptions): void {
   if (isObject(o.auth)) checkKeys(o.auth, AUTH_KEYS, "auth");
   if (isObject(o.proxyProtocol)) {
     checkKeys(o.proxyProtocol, PROXY_KEYS, "proxyProtocol");
+  }
+  if (isObject(o.reverseDns)) {
+    checkKeys(o.reverseDns, REVERSE_DNS_KEYS, "reverseDns");
   }
   if (isObject(o.tls)) {
     checkKeys(o.tls, TLS_KEYS, "tls");
@@ -514,6 +598,28 @@ function resolveProxyProtocol(
     );
   }
   return { trusted: new CidrSet(trusted), maxV2Length };
+}
+
+function resolveReverseDns(
+  value: unknown,
+): ResolvedServeOptions["reverseDns"] {
+  if (value === undefined || value === false) return null;
+  if (value === true) value = {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(
+      "Cannot use option reverseDns: value is not an object or a boolean",
+    );
+  }
+  const o = value as ReverseDnsServeOptions;
+  const d = REVERSE_DNS_DEFAULTS;
+  const ms = (key: keyof ReverseDnsServeOptions, min: number) =>
+    limitOption(`reverseDns.${key}`, o[key], d[key], { min });
+  return {
+    timeout: ms("timeout", 1),
+    cacheSize: ms("cacheSize", 0),
+    cacheTtl: ms("cacheTtl", 0),
+    negativeCacheTtl: ms("negativeCacheTtl", 0),
+  };
 }
 
 function resolveLimits(limits: ClientLimits | undefined): ClientLimits | null {
@@ -638,6 +744,10 @@ export function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
         min: 0,
       },
     ),
+    reverseDns: resolveReverseDns(o.reverseDns),
+    dnsServers: o.dnsServers === undefined
+      ? null
+      : dnsServersOption(o.dnsServers),
     logger: safeLogger(o.logger),
   };
   // After serve()'s own: a bad engine or auth option throws a TypeError.

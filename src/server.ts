@@ -32,6 +32,7 @@ import { errorReporter } from "./hooks.ts";
 import { Inbox, type LoopMessage } from "./inbox.ts";
 import { replyAndClose } from "./preamble.ts";
 import { ConnectionDriver } from "./driver.ts";
+import { type DnsResolverFactory, ReverseDns } from "./rdns.ts";
 
 export type {
   HookResult,
@@ -116,14 +117,18 @@ class SmtpServer implements Server, DriverHost {
   readonly limits: ClientLimits;
   /** Messages for the `for await` loop (when there is no onMessage). */
   #inbox = new Inbox();
+  /** The lookups of `reverseDns`, shared by every session; null: off. */
+  readonly reverseDns: ReverseDns | null;
 
   constructor(
     listener: Listener,
     options: ServeOptions,
     resolved: ResolvedServeOptions,
     runtime: string,
+    reverseDns: ReverseDns | null = null,
   ) {
     this.options = resolved;
+    this.reverseDns = reverseDns;
     this.engineOptions = resolved.engine;
     this.hooks = options;
     this.limits = this.options.limits ?? new LocalClientLimits({
@@ -330,7 +335,9 @@ class SmtpServer implements Server, DriverHost {
 /**
  * Starts a server on the listener of a runtime shim. `serve()` (in `mod.ts`
  * and in each `runtimes/*.ts`) calls this with its shim; call it directly
- * to bring your own {@link Listener}.
+ * to bring your own {@link Listener}. `runtimeServices.dnsResolver` makes
+ * the DNS resolver of the `reverseDns` option (each shim passes its
+ * runtime's); without it, `reverseDns` throws a `TypeError`.
  *
  * @example
  * ```ts
@@ -345,9 +352,11 @@ export async function createServer(
   listen: ListenFn,
   runtime: string,
   options: ServeOptions = {},
+  runtimeServices: { dnsResolver?: DnsResolverFactory } = {},
 ): Promise<Server> {
   // Validate everything before anything listens.
   const resolved = resolveServeOptions(options);
+  const reverseDns = await reverseDnsOf(resolved, runtimeServices.dnsResolver);
   const proxy = resolved.proxyProtocol;
   const logger = resolved.logger;
   const listener = await listen({
@@ -369,5 +378,22 @@ export async function createServer(
       : {}),
     reusePort: resolved.reusePort,
   });
-  return new SmtpServer(listener, options, resolved, runtime);
+  return new SmtpServer(listener, options, resolved, runtime, reverseDns);
+}
+
+/** The server's one {@link ReverseDns} (its cache and lookups shared), or null. */
+async function reverseDnsOf(
+  o: ResolvedServeOptions,
+  dnsResolver: DnsResolverFactory | undefined,
+): Promise<ReverseDns | null> {
+  if (o.reverseDns === null) return null;
+  if (typeof dnsResolver !== "function") {
+    throw new TypeError(
+      "Cannot use option reverseDns: createServer was given no dnsResolver",
+    );
+  }
+  const resolver = await dnsResolver(
+    o.dnsServers === null ? {} : { dnsServers: o.dnsServers },
+  );
+  return new ReverseDns(resolver, o.reverseDns);
 }

@@ -7,6 +7,7 @@
 import type { TlsInfo } from "./transport.ts";
 import type { ProxyEndpoint, ProxyTlvs } from "./proxy.ts";
 import type { Message } from "./message.ts";
+import type { ReverseDnsResult } from "./rdns.ts";
 
 /**
  * What a PROXY protocol header said about a connection (see
@@ -85,6 +86,21 @@ export interface Session {
   readonly remoteAddress: string;
   /** The client's port: the original client's behind a proxy, 0 on a Unix domain socket. */
   readonly remotePort: number;
+  /**
+   * With the `reverseDns` option: the client's forward-confirmed name
+   * (lower case, as Postfix's `client_name`), or `"unknown"` when its
+   * address has no PTR name that resolves back to it, or the lookup failed
+   * or timed out. `null` when `reverseDns` is off, and on a Unix socket or
+   * a proxy's health check (no lookup is made). Known before `onConnect`.
+   */
+  readonly clientHostname: string | null;
+  /**
+   * With the `reverseDns` option: the whole lookup (`status`: `confirmed`,
+   * `unconfirmed`, `none` or `tempfail`; `reverseName`: the first PTR name,
+   * confirmed or not; `ptrNames`), else `null` (see
+   * {@link Session.clientHostname}).
+   */
+  readonly reverseDns: ReverseDnsResult | null;
   /** The server's IP address on this connection; `"unix"` on a Unix domain socket. */
   readonly localAddress: string;
   /** The server's port on this connection; 0 on a Unix domain socket. */
@@ -135,6 +151,8 @@ export type LogEntry =
       command: "proxy" | "local";
       healthCheck: boolean;
     };
+    /** With `reverseDns`: the lookup's result (see `Session.reverseDns`). */
+    reverseDns?: ReverseDnsResult;
   }
   | { type: "refused"; remoteAddress: string; reason: string }
   | { type: "command"; session: string; line: string }

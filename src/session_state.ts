@@ -9,6 +9,7 @@
 
 import type { Session, SessionProxy } from "./session.ts";
 import type { Connection } from "./transport.ts";
+import type { ReverseDnsResult } from "./rdns.ts";
 
 let idCounter = 0;
 /**
@@ -55,6 +56,7 @@ export interface SessionSource {
  * import { SessionState } from "./session_state.ts";
  * import { SmtpEngine } from "./engine.ts";
  * import type { Connection } from "./transport.ts";
+import type { ReverseDnsResult } from "./rdns.ts";
  *
  * declare const conn: Connection;
  * const engine = new SmtpEngine();
@@ -69,6 +71,9 @@ export class SessionState implements Session {
   // driver sets the addresses from the header before the greeting.
   remoteAddress: string;
   remotePort: number;
+  // Set by the driver before the greeting when reverseDns is on.
+  clientHostname: string | null = null;
+  reverseDns: ReverseDnsResult | null = null;
   readonly localAddress: string;
   readonly localPort: number;
   declare readonly heloName: string | null;

@@ -40,11 +40,12 @@ const cliEntries = cli.entry as Record<string, string>;
 const ROOT_EXPORTS = ["SmtpError", "serve"];
 
 /**
- * The most `npm pack` may weigh: 60% of the 268 kB it weighed while the
- * CLI carried its own copy of the library and the build came twice (ESM
- * and CommonJS, with two sets of types).
+ * The most `npm pack` may weigh: about 60% of the 268 kB it weighed while
+ * the CLI carried its own copy of the library and the build came twice (ESM
+ * and CommonJS, with two sets of types); 160 kB until reverse DNS (its
+ * code, typed docs and README section) took it to 166 kB.
  */
-const PACKED_BUDGET = 160_000;
+const PACKED_BUDGET = 170_000;
 /** The most it may weigh unpacked (it was 1.0 MB). */
 const UNPACKED_BUDGET = 600_000;
 

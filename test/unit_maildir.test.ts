@@ -562,6 +562,35 @@ describe("trace headers", () => {
     assert.match(h, /\tby mx\.test with ESMTPSA id /);
   });
 
+  it("name the client by its reverse DNS name as Postfix does, when the session has one", () => {
+    const received = (remote: string, clientHostname: string | null) => {
+      const m = fakeMessage([], { remote });
+      const h = traceHeaders(
+        { ...m, session: { ...m.session, clientHostname } },
+        { serverName: "mx.test", date },
+      );
+      return /^Received: ([^\r]*)\r\n/m.exec(h)?.[1];
+    };
+    assert.equal(
+      received("192.0.2.7", "mail.example.org"),
+      "from client.example.org (mail.example.org [192.0.2.7])",
+    );
+    assert.equal(
+      received("2001:db8::7", "unknown"),
+      "from client.example.org (unknown [IPv6:2001:db8::7])",
+    );
+    // No lookup (reverseDns off): as without the field.
+    assert.equal(
+      received("192.0.2.7", null),
+      "from client.example.org ([192.0.2.7])",
+    );
+    // A name cannot break the header line.
+    assert.equal(
+      received("192.0.2.7", "evil\r\nBcc: x"),
+      "from client.example.org (evilBcc: x [192.0.2.7])",
+    );
+  });
+
   it("leave out 'for' with several recipients (Bcc stays private)", () => {
     const h = traceHeaders(fakeMessage([], { to: ["a@x.test", "b@x.test"] }), {
       serverName: "mx.test",

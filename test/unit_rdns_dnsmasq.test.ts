@@ -6,29 +6,17 @@
 // servers, on 127.0.0.1, are ever contacted.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import * as dgram from "node:dgram";
-import { startProgram } from "./helpers/cli.ts";
-import type { Program } from "./helpers/cli.ts";
+import {
+  DNSMASQ,
+  type Dnsmasq,
+  dnsmasqInstalled,
+  startDnsmasq,
+  udpSocket,
+} from "./helpers/dnsmasq.ts";
 import { createResolver, createReverseDns } from "../runtimes/dns.ts";
 import type { ReverseDnsResult } from "../src/rdns.ts";
 
-const DNSMASQ = "/usr/sbin/dnsmasq";
-const installed = existsSync(DNSMASQ);
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** A UDP socket on a free loopback port; `onMessage` counts what it reads. */
-async function udpSocket(
-  onMessage: () => void = () => {},
-): Promise<{ port: number; close(): Promise<void> }> {
-  const s = dgram.createSocket("udp4");
-  s.on("message", onMessage);
-  await new Promise<void>((resolve) => s.bind(0, "127.0.0.1", resolve));
-  return {
-    port: s.address().port,
-    close: () => new Promise<void>((resolve) => s.close(() => resolve())),
-  };
-}
 
 /** The name of the PTR query dnsmasq logs for an IPv4 address. */
 const arpa = (ip: string) =>
@@ -58,45 +46,19 @@ const RECORDS = [
 ];
 
 describe("reverse DNS against dnsmasq", {
-  skip: !installed && `${DNSMASQ} is not installed`,
+  skip: !dnsmasqInstalled && `${DNSMASQ} is not installed`,
 }, () => {
-  let dnsmasq: Program | null = null;
+  let dnsmasq: Dnsmasq | null = null;
   let server = "";
   let markers = 0;
 
   before(async () => {
-    for (let attempt = 0;; attempt++) {
-      // A free UDP port (dnsmasq takes TCP on it too; try again if taken).
-      const probe = await udpSocket();
-      await probe.close();
-      dnsmasq = startProgram(DNSMASQ, [
-        "--keep-in-foreground",
-        "--no-daemon",
-        `--port=${probe.port}`,
-        "--listen-address=127.0.0.1",
-        "--bind-interfaces",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--log-queries",
-        "--log-facility=-",
-        ...RECORDS,
-      ], { cwd: "/" });
-      try {
-        await dnsmasq.waitFor(/cleared cache/, "stderr");
-        server = `127.0.0.1:${probe.port}`;
-        return;
-      } catch (e) {
-        if (attempt === 3) throw e;
-      }
-    }
+    dnsmasq = await startDnsmasq(RECORDS);
+    server = dnsmasq.server;
   });
 
   after(async () => {
-    if (dnsmasq !== null && dnsmasq.child.exitCode === null) {
-      dnsmasq.child.kill("SIGTERM");
-      await dnsmasq.exited;
-    }
+    await dnsmasq?.stop();
   });
 
   /**
@@ -109,8 +71,11 @@ describe("reverse DNS against dnsmasq", {
       marker,
       new AbortController().signal,
     );
-    await dnsmasq!.waitFor(new RegExp(`query\\[A\\] ${marker} `), "stderr");
-    const lines = dnsmasq!.stderr().split("\n");
+    await dnsmasq!.program.waitFor(
+      new RegExp(`query\\[A\\] ${marker} `),
+      "stderr",
+    );
+    const lines = dnsmasq!.program.stderr().split("\n");
     return lines.filter((l) => l.includes(`] ${name} from `)).length;
   }
 

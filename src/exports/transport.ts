@@ -23,6 +23,8 @@ export { CidrSet } from "../cidr.ts";
 // The types createServer takes and returns, for this entry point's docs.
 export type * from "../api.ts";
 export { ConnectionQueue } from "../shim_kit.ts";
+// What createServer's runtimeServices.dnsResolver makes (reverseDns).
+export type { DnsResolver, DnsResolverFactory } from "../rdns.ts";
 export {
   checkTlsOptions,
   type Connection,
