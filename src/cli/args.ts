@@ -244,6 +244,9 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
       "cannot be used with --socket (on a Unix socket every peer may send the PROXY header: the socket file's permissions say who connects)",
     );
   }
+  if (options.allowInsecureAuth && options.authFile === undefined) {
+    throw new CliError("--allow-insecure-auth", "needs --auth-file");
+  }
   if (options.authFile !== undefined && !tls && !options.allowInsecureAuth) {
     throw new CliError(
       "--auth-file",

@@ -155,7 +155,8 @@ export interface Flag<F extends Field = Field> {
   readonly default?: CliOptions[F] | (() => CliOptions[F]);
   /**
    * Another flag this one is meaningless without: given alone, it is
-   * refused ("needs --webhook"), and its default applies only with it.
+   * refused ("needs --webhook"), and its field, default included, is set
+   * only with it (so the field must be optional in {@link CliOptions}).
    */
   readonly needs?: string;
   /** The server option the field is, as is (set when the field is defined). */
@@ -452,7 +453,6 @@ export const FLAGS: readonly Flag[] = [
     kind: on,
     field: "allowInsecureAuth",
     default: false,
-    needs: "auth-file",
     serve: "allowInsecureAuth",
     help: "allow AUTH without TLS (for local testing)",
   }),
