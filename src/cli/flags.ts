@@ -156,9 +156,9 @@ export interface Flag<F extends Field = Field> {
   /**
    * Another flag this one is meaningless without: given alone, it is
    * refused ("needs --webhook"), and its field, default included, is set
-   * only with it (so the field must be optional in {@link CliOptions}).
+   * only with it (so only a field optional in {@link CliOptions} may).
    */
-  readonly needs?: string;
+  readonly needs?: undefined extends CliOptions[F] ? string : never;
   /** The server option the field is, as is (set when the field is defined). */
   readonly serve?: ServeKey<ValueOf<F>>;
   /**
