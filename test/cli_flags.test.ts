@@ -1,11 +1,13 @@
 // The table of the CLI's flags (src/cli/flags.ts) and what it yields: the
 // --help entries, parseArgs' options, the values read into CliOptions and
 // the server options that are a field as is.
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { CliError, USAGE } from "../src/cli/args.ts";
 import {
   FLAGS,
+  flagSpec,
   helpEntry,
   PARSE_OPTIONS,
   readFlags,
@@ -118,5 +120,37 @@ describe("cli: the table of flags", () => {
       requireTls: false,
       allowInsecureAuth: false,
     });
+  });
+
+  it("is what README's flag tables list, group by group, each flag with its value", () => {
+    const readme = readFileSync(
+      new URL("../README.md", import.meta.url),
+      "utf8",
+    );
+    const listed = new Map<string, string[]>();
+    for (
+      const [, group, table] of readme.matchAll(
+        /\*\*([^*\n]+)\*\*\n\n((?:\|.*\n)+)/g,
+      )
+    ) {
+      const specs = table.split("\n").flatMap((row) =>
+        /^\| `(--[^|]*?)` +\|/.exec(row.replaceAll("\\|", "/"))?.[1] ?? []
+      ).flatMap((cell) => cell.split(/ (?=--)/));
+      listed.set(group, specs.map((spec) => spec.replaceAll("/", "|")));
+    }
+    const expected = new Map<string, string[]>();
+    for (const f of FLAGS) {
+      if (f.group === "") continue;
+      const specs = expected.get(f.group) ?? [];
+      specs.push(flagSpec(f));
+      expected.set(f.group, specs);
+    }
+    const inReadme = [...expected.keys()].map((
+      group,
+    ) => [group, (listed.get(group) ?? []).sort()]);
+    const inTable = [...expected].map((
+      [group, specs],
+    ) => [group, specs.sort()]);
+    assert.deepEqual(inReadme, inTable);
   });
 });

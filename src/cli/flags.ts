@@ -564,6 +564,23 @@ export function helpEntry(spec: string, text: string): string {
 }
 
 /**
+ * A flag as `--help` and the README show it: with its value's placeholder.
+ *
+ * @param f the flag
+ *
+ * @example
+ * ```ts
+ * import { FLAGS, flagSpec } from "./flags.ts";
+ *
+ * flagSpec(FLAGS.find((f) => f.name === "size")!); // "--size BYTES"
+ * ```
+ */
+export function flagSpec(f: Flag): string {
+  const value = f.arg ?? f.kind.arg;
+  return `--${f.name}${value !== undefined ? ` ${value}` : ""}`;
+}
+
+/**
  * The flags' part of `--help`: each group under its heading, groups apart
  * by a blank line.
  *
@@ -579,9 +596,8 @@ export function helpEntry(spec: string, text: string): string {
 export function flagsHelp(flags: readonly Flag[] = FLAGS): string {
   const groups = new Map<string, string[]>();
   for (const f of flags) {
-    const value = f.arg ?? f.kind.arg;
-    const spec = `${f.short !== undefined ? `-${f.short}, ` : ""}--${f.name}${
-      value !== undefined ? ` ${value}` : ""
+    const spec = `${f.short !== undefined ? `-${f.short}, ` : ""}${
+      flagSpec(f)
     }`;
     const entries = groups.get(f.group) ?? [];
     entries.push(helpEntry(spec, f.help));
