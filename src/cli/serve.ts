@@ -29,9 +29,10 @@ import {
   webhookPayload,
 } from "../webhook.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
+import { serveOptionsOf } from "./flags.ts";
 import { listenError, loadFiles, openMaildir } from "./files.ts";
 import { checkCredentials } from "./password.ts";
-import { abuseOptions, startTmpSweep } from "./abuse.ts";
+import { startTmpSweep } from "./abuse.ts";
 import {
   errorText,
   hookErrorLogger,
@@ -299,29 +300,18 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   };
 
   const options: ServeOptions = {
+    // The flags that are a server option as is (lmtp, chunking, dsn, the
+    // limits and deadlines, requireTls, ...; see flags.ts).
+    ...serveOptionsOf(o),
     ...(o.socket !== undefined
       ? { path: o.socket }
       : { hostname: o.host, port: worker?.port ?? o.port }),
-    lmtp: o.lmtp,
-    chunking: o.chunking,
-    serverName: o.serverName,
     ...(worker?.reusePort ? { reusePort: true } : {}),
     // Counted by the parent for every worker.
     ...(worker !== null ? { limits: worker.limits } : {}),
-    ...(o.size !== undefined ? { maxMessageSize: o.size } : {}),
-    ...(o.maxRecipients !== undefined
-      ? { maxRecipients: o.maxRecipients }
-      : {}),
-    ...(o.maxConnections !== undefined
-      ? { maxConnections: o.maxConnections }
-      : {}),
-    ...abuseOptions(o),
     ...(loaded.tls !== undefined
       ? { tls: loaded.tls, implicitTls: o.tlsImplicit }
       : {}),
-    // The engine enforces these: MAIL (and AUTH) before STARTTLS get 530
-    // 5.7.0; with an auth file, MAIL before a successful AUTH gets 530.
-    requireTls: o.requireTls,
     ...(o.proxyProtocol
       ? {
         proxyProtocol: o.proxyTrusted !== undefined
@@ -329,11 +319,6 @@ export async function serveCommand(o: CliOptions): Promise<number> {
           : true,
       }
       : {}),
-    ...(o.greetingDelay !== undefined
-      ? { greetingDelay: o.greetingDelay }
-      : {}),
-    allowInsecureAuth: o.allowInsecureAuth,
-    dsn: o.dsn,
     // The auth file holds scrypt hashes, never passwords, so CRAM-MD5
     // (which needs the plaintext password) is not offered.
     ...(loaded.users !== undefined
