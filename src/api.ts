@@ -15,7 +15,7 @@ export type {
   ProxyProtocolOptions,
   ServeOptions,
 } from "./serve_options.ts";
-export type { Server } from "./server.ts";
+export type { Server, ServerStats } from "./server.ts";
 export type { LoopMessage } from "./inbox.ts";
 export type { Email, Message } from "./message.ts";
 export type {

@@ -250,6 +250,7 @@ export class ConnectionDriver {
       if (o.proxyProtocol !== null || o.greetingDelay > 0) {
         if (!(await preamble(this))) return;
       } else if (!(await claimIp(this))) return;
+      server.counters.connections++;
       log?.({
         type: "connect",
         session: s.id,
@@ -317,6 +318,7 @@ export class ConnectionDriver {
               this.delivery.start(ev);
               break;
             case "data": {
+              server.counters.bodyBytes += ev.chunk.length;
               const wait = this.delivery.message!.push(ev.chunk);
               if (wait !== undefined) await this.delivery.backpressure(wait);
               break;
@@ -327,6 +329,7 @@ export class ConnectionDriver {
               break;
             }
             case "message-abort":
+              server.counters.aborted++;
               this.delivery.aborted(ev.error);
               break;
             case "reset":
@@ -369,6 +372,7 @@ export class ConnectionDriver {
         if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
         this.delivery.abort(TEMPORARY);
         this.conn.close(this.#writeStalled);
+        server.counters.sessionEnded(reason);
         log?.({ type: "close", session: s.id, reason, messages: s.messages });
         try {
           server.hooks.onClose?.(s);
@@ -492,6 +496,8 @@ export class ConnectionDriver {
   #decide(ev: DecisionEvent): Promise<void> | undefined {
     const hooks = this.host.hooks;
     const s = this.session;
+    // Timed only when there is a hook (see #timed).
+    const since = performance.now();
     let r: HookResult;
     try {
       switch (ev.type) {
@@ -515,12 +521,23 @@ export class ConnectionDriver {
           return assertNever(ev);
       }
     } catch (err) {
+      this.#timed(ev, since);
       return this.#answer(ev, this.hooks.error(err, HOOK_OF[ev.type]), true);
     }
-    if (!isThenable(r)) return this.#answer(ev, null, true);
-    return this.hooks.wait(r, false, HOOK_OF[ev.type]).then((w) =>
-      this.#answer(ev, this.hooks.reply(w), true)
-    );
+    if (!isThenable(r)) {
+      this.#timed(ev, since);
+      return this.#answer(ev, null, true);
+    }
+    return this.hooks.wait(r, false, HOOK_OF[ev.type]).then((w) => {
+      // Up to its end, or to hookTimeout.
+      this.#timed(ev, since);
+      return this.#answer(ev, this.hooks.reply(w), true);
+    });
+  }
+
+  /** Counts the time a decision's hook took, from `since`. */
+  #timed(ev: DecisionEvent, since: number): void {
+    this.host.counters.hook(HOOK_OF[ev.type], performance.now() - since);
   }
 
   /** Answers the engine's decision; `hooked`: a hook was asked. */
@@ -559,6 +576,7 @@ export class ConnectionDriver {
     try {
       conn = await upgrade(reply);
     } catch (error) {
+      this.host.counters.starttlsFailure++;
       this.host.logger?.({
         type: "error",
         session: this.session.id,
@@ -570,6 +588,7 @@ export class ConnectionDriver {
     } finally {
       this.#upgrading = false;
     }
+    this.host.counters.starttlsSuccess++;
     this.conn = conn;
     this.io = connectionIo(conn);
     // The engine forgets HELO, ESMTP and the user, and is secure now (the

@@ -12,6 +12,7 @@ import type { IncomingMessage } from "./message.ts";
 import type { ClientLimits } from "./limits.ts";
 import type { ErrorContext, Logger } from "./session.ts";
 import type { Connection } from "./transport.ts";
+import type { RefusalCode, ServerCounters } from "./stats.ts";
 import type {
   HookResult,
   ResolvedServeOptions,
@@ -41,14 +42,17 @@ export interface DriverHost {
   readonly reportError: (error: unknown, context: ErrorContext) => void;
   /** Where connections and AUTH failures per client address are counted. */
   readonly limits: ClientLimits;
+  /** The server's counters (`server.stats()`), incremented where things happen. */
+  readonly counters: ServerCounters;
   /** The engine options of a connection of this kind (shared, not copied). */
   engineOptionsFor(startTls: boolean, secure: boolean): EngineOptions;
   /** Counts a connection for maxConnectionsPerIp: false when over. */
   claimIp(key: string): boolean | Promise<boolean>;
-  /** Refuses a connection: 421 4.7.0, then close. */
+  /** Refuses a connection (counted under `code`, logged with `reason`): 421 4.7.0, then close. */
   refuse(
     conn: Connection,
     ip: string,
+    code: RefusalCode,
     reason: string,
     write?: (bytes: Uint8Array) => void | Promise<void>,
   ): void;

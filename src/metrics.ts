@@ -1,8 +1,10 @@
 /**
  * Numbers an operator can watch: a small registry of counters, gauges and
  * histograms with labels, rendered in the Prometheus text exposition
- * format 0.0.4, and {@link createMetrics}, which builds the server's metric
- * set from its structured log entries (`serve({ logger: metrics.logger })`).
+ * format 0.0.4 (as `server.stats()` is, see `stats.ts`), and
+ * {@link createMetrics}: the server's metric set with `server.stats()`
+ * first, or inferred from its structured log entries
+ * (`serve({ logger: metrics.logger })`) for compatibility.
  *
  * Runtime-free: no timers, no I/O. Snapshots are plain data (JSON-safe), so
  * that worker processes can send theirs to the primary, which sums them
@@ -12,83 +14,28 @@
  */
 
 import type { LogEntry, Logger } from "./session.ts";
+import {
+  type FamilySnapshot,
+  LATENCY_BUCKETS,
+  type MetricType,
+  refusalReason,
+  type SeriesSnapshot,
+  SESSION_OUTCOMES,
+  SMTPD_FAMILIES,
+  type Snapshot,
+} from "./stats.ts";
 
-/** The kind of a metric family, as its `# TYPE` line says. */
-export type MetricType = "counter" | "gauge" | "histogram";
-
-/**
- * One time series of a family in a {@link Snapshot}: its label values and,
- * for a counter or gauge, its value; for a histogram, the count of
- * observations per bucket (not cumulative, one more than the bounds: the
- * last is the `+Inf` bucket), their sum and their count.
- *
- * @example
- * ```ts
- * import type { SeriesSnapshot } from "@smtpd/smtpd/metrics";
- *
- * const series: SeriesSnapshot = { labels: { hook: "onMessage" }, value: 3 };
- * ```
- */
-export interface SeriesSnapshot {
-  /** Label name → value (the family's label names, every one of them). */
-  readonly labels: Readonly<Record<string, string>>;
-  /** A counter's or gauge's value. */
-  readonly value?: number;
-  /** A histogram's observations per bucket (not cumulative; last: `+Inf`). */
-  readonly counts?: readonly number[];
-  /** A histogram's sum of observations. */
-  readonly sum?: number;
-  /** A histogram's number of observations. */
-  readonly count?: number;
-}
-
-/**
- * One metric family in a {@link Snapshot}.
- *
- * @example
- * ```ts
- * import type { FamilySnapshot } from "@smtpd/smtpd/metrics";
- *
- * const family: FamilySnapshot = {
- *   name: "smtpd_connections_total",
- *   help: "Connections admitted.",
- *   type: "counter",
- *   labelNames: [],
- *   series: [{ labels: {}, value: 12 }],
- * };
- * ```
- */
-export interface FamilySnapshot {
-  /** The metric name (counters end with `_total`). */
-  readonly name: string;
-  /** The `# HELP` text. */
-  readonly help: string;
-  /** Counter, gauge or histogram. */
-  readonly type: MetricType;
-  /** The label names every series carries, in order. */
-  readonly labelNames: readonly string[];
-  /** A histogram's bucket upper bounds, ascending, without `+Inf`. */
-  readonly buckets?: readonly number[];
-  /** The family's series. */
-  readonly series: readonly SeriesSnapshot[];
-}
-
-/**
- * The state of a {@link Registry} at one moment: its families in
- * registration order. Plain data: it survives `JSON.stringify` and
- * `postMessage`.
- *
- * @example
- * ```ts
- * import { Registry, type Snapshot } from "@smtpd/smtpd/metrics";
- *
- * const registry = new Registry();
- * registry.counter("app_jobs_total", "Jobs done.").inc();
- * const snapshot: Snapshot = registry.snapshot();
- * console.log(JSON.stringify(snapshot));
- * ```
- */
-export type Snapshot = readonly FamilySnapshot[];
+export {
+  type FamilySnapshot,
+  LATENCY_BUCKETS,
+  type MetricType,
+  type RefusalCode,
+  refusalReason,
+  type SeriesSnapshot,
+  type ServerStats,
+  SMTPD_FAMILIES,
+  type Snapshot,
+} from "./stats.ts";
 
 /**
  * Label name → value, as given to `inc`, `set` and `observe`: exactly the
@@ -105,34 +52,6 @@ export type Labels = Readonly<Record<string, string>>;
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
-
-/**
- * Bucket bounds in seconds for hook and filter latencies: 1 ms to 30 s.
- *
- * @example
- * ```ts
- * import { LATENCY_BUCKETS, Registry } from "@smtpd/smtpd/metrics";
- *
- * const h = new Registry().histogram("app_wait_seconds", "Waits.", [], LATENCY_BUCKETS);
- * h.observe({}, 0.2);
- * ```
- */
-export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
-  0.001,
-  0.0025,
-  0.005,
-  0.01,
-  0.025,
-  0.05,
-  0.1,
-  0.25,
-  0.5,
-  1,
-  2.5,
-  5,
-  10,
-  30,
-]);
 
 interface Series {
   labels: Record<string, string>;
@@ -683,46 +602,7 @@ export function mergeSnapshots(
   }));
 }
 
-/**
- * A connection's refusal reason (the `refused` log entry's prose) as a
- * label value from a small fixed set, so that addresses and durations in
- * the prose do not make a series each; `"other"` for prose it does not know.
- *
- * @example
- * ```ts
- * import { refusalReason } from "@smtpd/smtpd/metrics";
- *
- * refusalReason("no PROXY header within 5000 ms"); // "proxy_timeout"
- * ```
- */
-export function refusalReason(reason: string): string {
-  if (reason === "too many connections") return "too_many_connections";
-  if (reason === "too many connections from this address") {
-    return "too_many_connections_per_ip";
-  }
-  if (reason === "server shutting down") return "shutdown";
-  if (reason === "connection closed before the greeting") {
-    return "closed_before_greeting";
-  }
-  if (reason === "sent data before the greeting") return "early_talker";
-  if (reason.startsWith("no PROXY header")) return "proxy_timeout";
-  if (reason.startsWith("bad PROXY header")) return "proxy_bad_header";
-  if (reason === "PROXY header from an untrusted address") {
-    return "proxy_untrusted";
-  }
-  return "other";
-}
-
-const SESSION_OUTCOMES = new Set([
-  "quit",
-  "rejected",
-  "too-many-errors",
-  "timeout",
-  "eof",
-  "shutdown",
-  "protocol-error",
-  "error",
-]);
+const OUTCOMES = new Set(SESSION_OUTCOMES);
 
 /** The hooks whose latency {@link SmtpdMetrics.instrument} measures. */
 const HOOKS = [
@@ -776,6 +656,14 @@ export interface MetricsOptions {
   readonly now?: () => number;
   /** Bucket bounds (seconds) of the latency histograms. Default {@link LATENCY_BUCKETS}. */
   readonly latencyBuckets?: readonly number[];
+  /**
+   * The server to count: its own counters (`server.stats()`, kept by the
+   * driver where things happen) replace the families otherwise inferred
+   * from log entries, so that neither {@link SmtpdMetrics.logger} nor
+   * {@link SmtpdMetrics.instrument} is needed. The registry's other
+   * families (the milter histogram, your own) follow them.
+   */
+  readonly server?: { stats(): Snapshot };
 }
 
 /**
@@ -837,8 +725,13 @@ export interface SmtpdMetrics {
  *   `smtpd_hook_duration_seconds{hook}`,
  *   `smtpd_milter_duration_seconds{milter,stage}`.
  *
- * Pass {@link SmtpdMetrics.logger} as `serve()`'s `logger` (or
- * {@link SmtpdMetrics.instrument} the options) and serve
+ * With `server` (see {@link MetricsOptions.server}) those families are
+ * the server's own counters (`server.stats()`, which also has
+ * `smtpd_messages_aborted_total`, `smtpd_body_bytes_total` and implicit
+ * TLS handshakes), followed by the registry's other families: nothing to
+ * wire. Without it, pass {@link SmtpdMetrics.logger} as `serve()`'s
+ * `logger` (or {@link SmtpdMetrics.instrument} the options): the counts
+ * are then inferred from log entries (kept for compatibility). Serve
  * {@link SmtpdMetrics.render} on `/metrics` (see `metricsHandler`).
  *
  * @example
@@ -846,8 +739,9 @@ export interface SmtpdMetrics {
  * import { serve } from "@smtpd/smtpd";
  * import { createMetrics } from "@smtpd/smtpd/metrics";
  *
- * const metrics = createMetrics();
- * const server = await serve({ port: 0, logger: metrics.logger });
+ * const server = await serve({ port: 0 });
+ * const metrics = createMetrics({ server });
+ * metrics.observeMilter("rspamd", "eom", 0.012);
  * console.log(metrics.render());
  * await server.close();
  * ```
@@ -856,65 +750,72 @@ export function createMetrics(options: MetricsOptions = {}): SmtpdMetrics {
   if (options.now !== undefined && typeof options.now !== "function") {
     throw new TypeError("Cannot create metrics: now is not a function");
   }
+  if (
+    options.server !== undefined &&
+    typeof options.server?.stats !== "function"
+  ) {
+    throw new TypeError("Cannot create metrics: server has no stats()");
+  }
   const now = options.now ?? (() => performance.now());
   const buckets = options.latencyBuckets ?? LATENCY_BUCKETS;
   const r = new Registry();
-  const open = r.gauge("smtpd_connections_open", "Connections open now.");
+  const F = SMTPD_FAMILIES;
+  const open = r.gauge(F.open.name, F.open.help);
   const connections = r.counter(
-    "smtpd_connections_total",
-    "Connections admitted (past the connection limits and the PROXY header).",
+    F.connections.name,
+    F.connections.help,
   );
   const refused = r.counter(
-    "smtpd_connections_refused_total",
-    "Connections refused before the greeting, by reason.",
+    F.refused.name,
+    F.refused.help,
     ["reason"],
   );
   const sessions = r.counter(
-    "smtpd_sessions_total",
-    "Sessions ended, by how they ended.",
+    F.sessions.name,
+    F.sessions.help,
     ["outcome"],
   );
   const messages = r.counter(
-    "smtpd_messages_total",
-    "Messages whose data was received, by the reply at its end: accepted (2xx) or rejected (4xx, 5xx).",
+    F.messages.name,
+    F.messages.help,
     ["result", "class"],
   );
   const bytes = r.counter(
-    "smtpd_received_bytes_total",
-    "Bytes of the accepted messages, as received.",
+    F.bytes.name,
+    F.bytes.help,
   );
   const auth = r.counter(
-    "smtpd_auth_attempts_total",
-    "AUTH exchanges that reached a verdict, by mechanism and result.",
+    F.auth.name,
+    F.auth.help,
     ["mechanism", "result"],
   );
   const lockouts = r.counter(
-    "smtpd_auth_lockouts_total",
-    "Client addresses locked out of AUTH after too many failures.",
+    F.lockouts.name,
+    F.lockouts.help,
   );
   const tls = r.counter(
-    "smtpd_tls_handshakes_total",
-    "STARTTLS handshakes, by result.",
+    F.tls.name,
+    F.tls.help,
     ["result"],
   );
   const hookErrors = r.counter(
-    "smtpd_hook_errors_total",
-    "Application hooks that threw or rejected, by hook.",
+    F.hookErrors.name,
+    F.hookErrors.help,
     ["hook"],
   );
   const hookTimeouts = r.counter(
-    "smtpd_hook_timeouts_total",
-    "Hooks that did not settle within hookTimeout.",
+    F.hookTimeouts.name,
+    F.hookTimeouts.help,
   );
   const hookSeconds = r.histogram(
-    "smtpd_hook_duration_seconds",
-    "Time the application's hooks took, by hook.",
+    F.hookSeconds.name,
+    F.hookSeconds.help,
     ["hook"],
     buckets,
   );
   const milterSeconds = r.histogram(
-    "smtpd_milter_duration_seconds",
-    "Time milter filters took to answer, by filter and stage.",
+    F.milterSeconds.name,
+    F.milterSeconds.help,
     ["milter", "stage"],
     buckets,
   );
@@ -968,7 +869,7 @@ export function createMetrics(options: MetricsOptions = {}): SmtpdMetrics {
           open.dec();
         }
         sessions.inc({
-          outcome: SESSION_OUTCOMES.has(entry.reason) ? entry.reason : "other",
+          outcome: OUTCOMES.has(entry.reason) ? entry.reason : "other",
         });
         break;
       }
@@ -1097,6 +998,16 @@ export function createMetrics(options: MetricsOptions = {}): SmtpdMetrics {
     return out as O;
   };
 
+  const server = options.server;
+  // The server's own counts replace the families inferred from its log.
+  const snapshot = (): Snapshot => {
+    const own = r.snapshot();
+    if (server === undefined) return own;
+    const stats = server.stats();
+    const names = new Set(stats.map((f) => f.name));
+    return [...stats, ...own.filter((f) => !names.has(f.name))];
+  };
+
   return {
     registry: r,
     logger,
@@ -1104,7 +1015,7 @@ export function createMetrics(options: MetricsOptions = {}): SmtpdMetrics {
     observeHook: (hook, seconds) => hookSeconds.observe({ hook }, seconds),
     observeMilter: (milter, stage, seconds) =>
       milterSeconds.observe({ milter, stage }, seconds),
-    snapshot: () => r.snapshot(),
-    render: () => r.render(),
+    snapshot,
+    render: () => formatPrometheus(snapshot()),
   };
 }

@@ -20,6 +20,7 @@ import {
 import type { SessionProxy } from "./session.ts";
 import type { Connection } from "./transport.ts";
 import type { DriverHost } from "./host.ts";
+import type { RefusalCode } from "./stats.ts";
 import { isThenable } from "./hooks.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -127,7 +128,7 @@ export async function preamble(d: PreambleDriver): Promise<boolean> {
     d.inPreamble = false;
   }
   if (d.closing) {
-    refused(d, "server shutting down");
+    refused(d, "shutdown", "server shutting down");
     d.conn.close();
     return false;
   }
@@ -136,7 +137,8 @@ export async function preamble(d: PreambleDriver): Promise<boolean> {
   return true;
 }
 
-function refused(d: PreambleDriver, reason: string): void {
+function refused(d: PreambleDriver, code: RefusalCode, reason: string): void {
+  d.host.counters.refuse(code);
   d.host.logger?.({
     type: "refused",
     remoteAddress: d.session.remoteAddress,
@@ -165,14 +167,9 @@ async function readProxyHeader(
         chunk = null;
       }
       if (chunk === null) {
-        refused(
-          d,
-          timedOut
-            ? preambleTimedOut(ms)
-            : d.closing
-            ? "server shutting down"
-            : PREAMBLE_CLOSED,
-        );
+        if (timedOut) refused(d, "proxy_timeout", preambleTimedOut(ms));
+        else if (d.closing) refused(d, "shutdown", "server shutting down");
+        else refused(d, "closed_before_greeting", PREAMBLE_CLOSED);
         d.conn.close(true);
         return null;
       }
@@ -181,7 +178,7 @@ async function readProxyHeader(
         case "incomplete":
           continue;
         case "error":
-          refused(d, p.reason);
+          refused(d, "proxy_bad_header", p.reason);
           d.conn.close(true);
           return null;
         case "ok":
@@ -242,6 +239,7 @@ export async function claimIp(d: PreambleDriver): Promise<boolean> {
     d.host.refuse(
       d.conn,
       ip,
+      "too_many_connections_per_ip",
       "too many connections from this address",
       (bytes) => d.io.write(bytes),
     );
@@ -279,16 +277,18 @@ async function greetingDelay(
     }
   }
   if (r === null) {
-    refused(
-      d,
-      d.closing
-        ? "server shutting down"
-        : "connection closed before the greeting",
-    );
+    if (d.closing) refused(d, "shutdown", "server shutting down");
+    else {
+      refused(
+        d,
+        "closed_before_greeting",
+        "connection closed before the greeting",
+      );
+    }
     d.conn.close(true);
     return false;
   }
-  refused(d, "sent data before the greeting");
+  refused(d, "early_talker", "sent data before the greeting");
   replyAndClose(
     d.conn,
     `554 5.7.1 ${d.engine.options.serverName} Protocol error: talked before the greeting`,

@@ -32,6 +32,12 @@ import { errorReporter } from "./hooks.ts";
 import { Inbox, type LoopMessage } from "./inbox.ts";
 import { replyAndClose } from "./preamble.ts";
 import { ConnectionDriver } from "./driver.ts";
+import {
+  type RefusalCode,
+  refusalReason,
+  ServerCounters,
+  type ServerStats,
+} from "./stats.ts";
 
 export type {
   HookResult,
@@ -39,6 +45,7 @@ export type {
   ServeOptions,
 } from "./serve_options.ts";
 export type { LoopMessage } from "./inbox.ts";
+export type { ServerStats } from "./stats.ts";
 
 /**
  * A running SMTP server.
@@ -93,6 +100,36 @@ export interface Server extends AsyncIterable<LoopMessage> {
    * ```
    */
   setTls(tls: TlsOptions): void;
+  /**
+   * The server's counters since it started, counted by the driver where
+   * things happen: connections open, admitted and refused (by reason
+   * code), sessions by outcome, messages by the reply at the end of their
+   * data (DATA, BDAT LAST; in LMTP one per recipient), message bodies
+   * aborted, body bytes read and bytes of accepted messages, AUTH verdicts
+   * by mechanism and lock-outs, TLS handshakes (STARTTLS and implicit) by
+   * result, hook errors, hook timeouts and hook latency histograms
+   * (seconds, each wait up to its end or `hookTimeout`).
+   *
+   * A fresh snapshot of plain data (JSON-safe: workers can send it to
+   * their parent) in the shape of `smtpd/metrics`: `formatPrometheus()`
+   * renders it, `mergeSnapshots()` sums several servers' or workers'.
+   * Counting costs an integer increment per event; the snapshot is built
+   * only when asked for.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   * import { formatPrometheus } from "@smtpd/smtpd/metrics";
+   *
+   * const server = await serve({ port: 0 });
+   * const text = formatPrometheus(server.stats()); // for /metrics
+   * const total = server.stats()
+   *   .find((f) => f.name === "smtpd_connections_total")!.series[0].value;
+   * console.log(text, total);
+   * await server.close();
+   * ```
+   */
+  stats(): ServerStats;
 }
 
 /** Pause before iterating a listener again after its iteration threw. */
@@ -114,6 +151,8 @@ class SmtpServer implements Server, DriverHost {
   #closing: Promise<void> | null = null;
   /** Where connections and AUTH failures per client address are counted. */
   readonly limits: ClientLimits;
+  /** The counters behind stats(). */
+  readonly counters: ServerCounters;
   /** Messages for the `for await` loop (when there is no onMessage). */
   #inbox = new Inbox();
 
@@ -122,7 +161,9 @@ class SmtpServer implements Server, DriverHost {
     options: ServeOptions,
     resolved: ResolvedServeOptions,
     runtime: string,
+    counters: ServerCounters,
   ) {
+    this.counters = counters;
     this.options = resolved;
     this.engineOptions = resolved.engine;
     this.hooks = options;
@@ -214,6 +255,9 @@ class SmtpServer implements Server, DriverHost {
   #admit(conn: Connection): void {
     const ip = conn.remoteAddr.hostname;
     const o = this.options;
+    // Implicit TLS: the shim hands out a connection once its handshake is
+    // done (a failed one is counted by onTlsFailure).
+    if (o.implicitTls && conn.tls !== null) this.counters.implicitSuccess++;
     // PROXY protocol: a peer that may not send a header gets nothing at
     // all (a shim that read the header itself checked already). One with
     // no address left before it was accepted (a proxy's connect-only
@@ -223,6 +267,7 @@ class SmtpServer implements Server, DriverHost {
       !proxyTrusts(o, ip)
     ) {
       if (ip === "") return conn.close(true);
+      this.counters.refuse("proxy_untrusted");
       this.logger?.({
         type: "refused",
         remoteAddress: ip,
@@ -232,7 +277,12 @@ class SmtpServer implements Server, DriverHost {
       return;
     }
     if (this.#drivers.size >= o.maxConnections) {
-      return this.refuse(conn, ip, "too many connections");
+      return this.refuse(
+        conn,
+        ip,
+        "too_many_connections",
+        "too many connections",
+      );
     }
     // Counted per IP address by the driver (claimIp in preamble.ts), by
     // the client's real address once a PROXY header has named it.
@@ -263,15 +313,17 @@ class SmtpServer implements Server, DriverHost {
   }
 
   /**
-   * Refuses a connection: 421 4.7.0, then close (see {@link replyAndClose}
-   * for `write`).
+   * Refuses a connection, counted under `code` and logged with `reason`:
+   * 421 4.7.0, then close (see {@link replyAndClose} for `write`).
    */
   refuse(
     conn: Connection,
     ip: string,
+    code: RefusalCode,
     reason: string,
     write?: (bytes: Uint8Array) => void | Promise<void>,
   ): void {
+    this.counters.refuse(code);
     this.logger?.({ type: "refused", remoteAddress: ip, reason });
     const name = this.engineOptions.serverName ?? "localhost";
     replyAndClose(
@@ -292,6 +344,10 @@ class SmtpServer implements Server, DriverHost {
   /** Takes a message out of the `for await` inbox, if it is still there. */
   withdraw(message: IncomingMessage): void {
     this.#inbox.withdraw(message);
+  }
+
+  stats(): ServerStats {
+    return this.counters.snapshot();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<LoopMessage> {
@@ -350,6 +406,7 @@ export async function createServer(
   const resolved = resolveServeOptions(options);
   const proxy = resolved.proxyProtocol;
   const logger = resolved.logger;
+  const counters = new ServerCounters();
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,
@@ -362,12 +419,16 @@ export async function createServer(
         proxyProtocol: {
           trusted: (address: string) => proxyTrusts(resolved, address),
           maxV2Length: proxy.maxV2Length,
-          onRefused: (remoteAddress: string, reason: string) =>
-            logger?.({ type: "refused", remoteAddress, reason }),
+          onRefused: (remoteAddress: string, reason: string) => {
+            // The shim's prose (its PROXY header checks) as a code.
+            counters.refuse(refusalReason(reason));
+            logger?.({ type: "refused", remoteAddress, reason });
+          },
         },
       }
       : {}),
     reusePort: resolved.reusePort,
+    onTlsFailure: () => counters.implicitFailure++,
   });
-  return new SmtpServer(listener, options, resolved, runtime);
+  return new SmtpServer(listener, options, resolved, runtime, counters);
 }
