@@ -340,7 +340,7 @@ function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
  * const c = new ServerCounters();
  * c.connections++;
  * c.endOfData(250, 1);
- * c.snapshot(1);
+ * c.snapshot();
  * ```
  */
 export class ServerCounters {
