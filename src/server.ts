@@ -101,20 +101,9 @@ export interface Server extends AsyncIterable<LoopMessage> {
    */
   setTls(tls: TlsOptions): void;
   /**
-   * The server's counters since it started, counted by the driver where
-   * things happen: connections open, admitted and refused (by reason
-   * code), sessions by outcome, messages by the reply at the end of their
-   * data (DATA, BDAT LAST; in LMTP one per recipient), message bodies
-   * aborted, body bytes read and bytes of accepted messages, AUTH verdicts
-   * by mechanism and lock-outs, TLS handshakes (STARTTLS and implicit) by
-   * result, hook errors, hook timeouts and hook latency histograms
-   * (seconds, each wait up to its end or `hookTimeout`).
-   *
-   * A fresh snapshot of plain data (JSON-safe: workers can send it to
-   * their parent) in the shape of `smtpd/metrics`: `formatPrometheus()`
-   * renders it, `mergeSnapshots()` sums several servers' or workers'.
-   * Counting costs an integer increment per event; the snapshot is built
-   * only when asked for.
+   * The counters the driver keeps (the README lists them), as a fresh
+   * snapshot of plain, JSON-safe data: `formatPrometheus()` of
+   * `smtpd/metrics` renders it, `mergeSnapshots()` sums workers'.
    *
    * @example
    * ```ts
@@ -122,10 +111,7 @@ export interface Server extends AsyncIterable<LoopMessage> {
    * import { formatPrometheus } from "@smtpd/smtpd/metrics";
    *
    * const server = await serve({ port: 0 });
-   * const text = formatPrometheus(server.stats()); // for /metrics
-   * const total = server.stats()
-   *   .find((f) => f.name === "smtpd_connections_total")!.series[0].value;
-   * console.log(text, total);
+   * console.log(formatPrometheus(server.stats())); // for /metrics
    * await server.close();
    * ```
    */

@@ -102,11 +102,7 @@ export type Snapshot = readonly FamilySnapshot[];
  * ```ts
  * import { serve, type ServerStats } from "@smtpd/smtpd";
  *
- * const server = await serve({ port: 0 });
- * const stats: ServerStats = server.stats();
- * const total = stats.find((f) => f.name === "smtpd_connections_total");
- * console.log(total?.series[0].value); // 0
- * await server.close();
+ * const stats: ServerStats = (await serve({ port: 0 })).stats();
  * ```
  */
 export type ServerStats = Snapshot;
@@ -162,33 +158,15 @@ export type RefusalCode =
   | "other";
 
 /**
- * A connection's refusal reason (the `refused` log entry's prose) as a
- * label value from a small fixed set, so that addresses and durations in
- * the prose do not make a series each; `"other"` for prose it does not know.
- *
- * @example
- * ```ts
- * import { refusalReason } from "@smtpd/smtpd/metrics";
- *
- * refusalReason("no PROXY header within 5000 ms"); // "proxy_timeout"
- * ```
+ * The refusal code of a reason a shim gives in prose (its checks of a
+ * PROXY header in front of implicit TLS: untrusted peer, timeout, closed,
+ * bad header).
  */
 export function refusalReason(reason: string): RefusalCode {
-  if (reason === "too many connections") return "too_many_connections";
-  if (reason === "too many connections from this address") {
-    return "too_many_connections_per_ip";
-  }
-  if (reason === "server shutting down") return "shutdown";
-  if (reason === "connection closed before the greeting") {
-    return "closed_before_greeting";
-  }
-  if (reason === "sent data before the greeting") return "early_talker";
   if (reason.startsWith("no PROXY header")) return "proxy_timeout";
-  if (reason.startsWith("bad PROXY header")) return "proxy_bad_header";
-  if (reason === "PROXY header from an untrusted address") {
-    return "proxy_untrusted";
-  }
-  return "other";
+  if (reason.includes("untrusted")) return "proxy_untrusted";
+  if (reason.startsWith("connection closed")) return "closed_before_greeting";
+  return "proxy_bad_header";
 }
 
 /** Every {@link RefusalCode}, in the order a snapshot lists them. */
@@ -208,7 +186,7 @@ const REFUSAL_CODES: readonly RefusalCode[] = [
  * How sessions end: the `outcome` label of `smtpd_sessions_total` (the
  * `close` log entry's reasons; `other` for any new one).
  */
-export const SESSION_OUTCOMES: readonly string[] = [
+const SESSION_OUTCOMES: readonly string[] = [
   "quit",
   "eof",
   "timeout",
@@ -229,17 +207,7 @@ const TIMED_HOOKS: readonly HookName[] = [
   "auth",
 ];
 
-/**
- * Names and help texts of the server's metric families, shared by
- * `server.stats()` and `createMetrics()`.
- *
- * @example
- * ```ts
- * import { SMTPD_FAMILIES } from "@smtpd/smtpd/metrics";
- *
- * console.log(SMTPD_FAMILIES.messages.name); // "smtpd_messages_total"
- * ```
- */
+/** Names and help texts of the server's metric families (`stats()`, `createMetrics()`). */
 export const SMTPD_FAMILIES = {
   open: {
     name: "smtpd_connections_open",
@@ -260,13 +228,11 @@ export const SMTPD_FAMILIES = {
   },
   messages: {
     name: "smtpd_messages_total",
-    help:
-      "Messages whose data was received, by the reply at its end: accepted (2xx) or rejected (4xx, 5xx).",
+    help: "Replies at the end of a message's data, by result and class.",
   },
   aborted: {
     name: "smtpd_messages_aborted_total",
-    help:
-      "Message bodies that did not complete: over maxMessageSize, client gone, timeout, shutdown.",
+    help: "Message bodies that did not complete.",
   },
   bytes: {
     name: "smtpd_received_bytes_total",
@@ -274,7 +240,7 @@ export const SMTPD_FAMILIES = {
   },
   bodyBytes: {
     name: "smtpd_body_bytes_total",
-    help: "Message body bytes read (DATA and BDAT), accepted or not.",
+    help: "Body bytes read, accepted or not.",
   },
   auth: {
     name: "smtpd_auth_attempts_total",
@@ -286,7 +252,7 @@ export const SMTPD_FAMILIES = {
   },
   tls: {
     name: "smtpd_tls_handshakes_total",
-    help: "TLS handshakes (STARTTLS and implicit TLS), by result.",
+    help: "TLS handshakes, by mode and result.",
   },
   hookErrors: {
     name: "smtpd_hook_errors_total",
@@ -419,95 +385,61 @@ export class ServerCounters {
   /** The counters as {@link ServerStats}. */
   snapshot(): ServerStats {
     const F = SMTPD_FAMILIES;
+    /** A counter family: one series per [labels, value]. */
     const counter = (
       f: { name: string; help: string },
       labelNames: string[],
-      series: SeriesSnapshot[],
-    ): FamilySnapshot => ({ ...f, type: "counter", labelNames, series });
-    const one = (value: number): SeriesSnapshot[] => [{ labels: {}, value }];
+      series: [Record<string, string>, number][],
+    ): FamilySnapshot => ({
+      ...f,
+      type: "counter",
+      labelNames,
+      series: series.map(([labels, value]) => ({ labels, value })),
+    });
+    /** A series per key of `counts`, labelled `label`. */
+    const each = (label: string, counts: Record<string, number>) =>
+      Object.keys(counts).map((k): [Record<string, string>, number] => [
+        { [label]: k },
+        counts[k],
+      ]);
     let ended = 0;
     for (const k in this.sessions) ended += this.sessions[k];
-    const mechanisms = Object.keys(this.authSuccess);
+    const tls = (mode: string, ok: number, failed: number) =>
+      [[{ mode, result: "success" }, ok], [
+        { mode, result: "failure" },
+        failed,
+      ]] as [Record<string, string>, number][];
     return [
       {
-        ...F.open,
+        ...counter(F.open, [], [[{}, this.connections - ended]]),
         type: "gauge",
-        labelNames: [],
-        series: one(this.connections - ended),
       },
-      counter(F.connections, [], one(this.connections)),
-      counter(
-        F.refused,
-        ["reason"],
-        REFUSAL_CODES.map((reason) => ({
-          labels: { reason },
-          value: this.refused[reason],
-        })),
-      ),
-      counter(
-        F.sessions,
-        ["outcome"],
-        Object.keys(this.sessions).map((outcome) => ({
-          labels: { outcome },
-          value: this.sessions[outcome],
-        })),
-      ),
+      counter(F.connections, [], [[{}, this.connections]]),
+      counter(F.refused, ["reason"], each("reason", this.refused)),
+      counter(F.sessions, ["outcome"], each("outcome", this.sessions)),
       counter(F.messages, ["result", "class"], [
-        { labels: { result: "accepted", class: "2xx" }, value: this.accepted },
-        {
-          labels: { result: "rejected", class: "4xx" },
-          value: this.rejected4xx,
-        },
-        {
-          labels: { result: "rejected", class: "5xx" },
-          value: this.rejected5xx,
-        },
+        [{ result: "accepted", class: "2xx" }, this.accepted],
+        [{ result: "rejected", class: "4xx" }, this.rejected4xx],
+        [{ result: "rejected", class: "5xx" }, this.rejected5xx],
       ]),
-      counter(F.aborted, [], one(this.aborted)),
-      counter(F.bytes, [], one(this.acceptedBytes)),
-      counter(F.bodyBytes, [], one(this.bodyBytes)),
+      counter(F.aborted, [], [[{}, this.aborted]]),
+      counter(F.bytes, [], [[{}, this.acceptedBytes]]),
+      counter(F.bodyBytes, [], [[{}, this.bodyBytes]]),
       counter(
         F.auth,
         ["mechanism", "result"],
-        mechanisms.flatMap((mechanism) => [
-          {
-            labels: { mechanism, result: "success" },
-            value: this.authSuccess[mechanism],
-          },
-          {
-            labels: { mechanism, result: "failure" },
-            value: this.authFailure[mechanism] ?? 0,
-          },
+        Object.keys(this.authSuccess).flatMap((mechanism) => [
+          [{ mechanism, result: "success" }, this.authSuccess[mechanism]],
+          [{ mechanism, result: "failure" }, this.authFailure[mechanism] ?? 0],
         ]),
       ),
-      counter(F.lockouts, [], one(this.lockouts)),
+      counter(F.lockouts, [], [[{}, this.lockouts]]),
       counter(F.tls, ["mode", "result"], [
-        {
-          labels: { mode: "starttls", result: "success" },
-          value: this.starttlsSuccess,
-        },
-        {
-          labels: { mode: "starttls", result: "failure" },
-          value: this.starttlsFailure,
-        },
-        {
-          labels: { mode: "implicit", result: "success" },
-          value: this.implicitSuccess,
-        },
-        {
-          labels: { mode: "implicit", result: "failure" },
-          value: this.implicitFailure,
-        },
+        ...tls("starttls", this.starttlsSuccess, this.starttlsFailure),
+        ...tls("implicit", this.implicitSuccess, this.implicitFailure),
       ]),
-      counter(
-        F.hookErrors,
-        ["hook"],
-        Object.keys(this.hookErrors).map((hook) => ({
-          labels: { hook },
-          value: this.hookErrors[hook],
-        })),
-      ),
-      counter(F.hookTimeouts, [], one(this.hookTimeouts)),
+      counter(F.hookErrors, ["hook"], each("hook", this.hookErrors)),
+      counter(F.hookTimeouts, [], [[{}, this.hookTimeouts]]),
       {
         ...F.hookSeconds,
         type: "histogram",

@@ -228,10 +228,7 @@ export interface ListenOptions {
    * kernel spreads new connections among them. Default `false`.
    */
   reusePort?: boolean;
-  /**
-   * Told about each implicit-TLS connection whose handshake failed or
-   * timed out (it never becomes a `Connection`), for the server's counts.
-   */
+  /** Told about each failed implicit-TLS handshake (for the counts). */
   onTlsFailure?(): void;
 }
 

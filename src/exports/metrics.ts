@@ -3,8 +3,7 @@
  * ({@link formatPrometheus}) of `server.stats()`, the sum of several
  * workers' snapshots ({@link mergeSnapshots}), a small registry of
  * counters, gauges and histograms for metrics of your own
- * ({@link createMetrics}, which can also infer the counts from the
- * server's log entries), and a Web-standard handler for `/metrics` and
+ * ({@link createMetrics}), and a Web-standard handler for `/metrics` and
  * `/healthz` ({@link metricsHandler}, {@link toNodeListener} for node:http).
  *
  * @example
@@ -23,6 +22,4 @@
  */
 
 export * from "../metrics.ts";
-// The types the metric set's logger takes, for this entry point's docs.
-export type { HookName, LogEntry, Logger } from "../session.ts";
 export * from "../metrics_http.ts";
