@@ -496,26 +496,23 @@ export class ConnectionDriver {
   #decide(ev: DecisionEvent): Promise<void> | undefined {
     const hooks = this.host.hooks;
     const s = this.session;
+    if (hooks[HOOK_OF[ev.type]] === undefined) return this.#answer(ev, null);
     // Timed only when there is a hook (see #timed).
     const since = performance.now();
     let r: HookResult;
     try {
       switch (ev.type) {
         case "connect":
-          if (hooks.onConnect === undefined) return this.#answer(ev, null);
-          r = hooks.onConnect(s);
+          r = hooks.onConnect!(s);
           break;
         case "helo":
-          if (hooks.onHelo === undefined) return this.#answer(ev, null);
-          r = hooks.onHelo(ev.hostname, s);
+          r = hooks.onHelo!(ev.hostname, s);
           break;
         case "mail":
-          if (hooks.onMailFrom === undefined) return this.#answer(ev, null);
-          r = hooks.onMailFrom(ev.from.address, s, ev.params);
+          r = hooks.onMailFrom!(ev.from.address, s, ev.params);
           break;
         case "rcpt":
-          if (hooks.onRcptTo === undefined) return this.#answer(ev, null);
-          r = hooks.onRcptTo(ev.to.address, s, ev.params);
+          r = hooks.onRcptTo!(ev.to.address, s, ev.params);
           break;
         default:
           return assertNever(ev);
