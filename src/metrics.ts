@@ -25,7 +25,6 @@ export {
   type FamilySnapshot,
   LATENCY_BUCKETS,
   type MetricType,
-  type RefusalCode,
   type SeriesSnapshot,
   type ServerStats,
   type Snapshot,

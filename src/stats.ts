@@ -135,17 +135,7 @@ export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
   30,
 ]);
 
-/**
- * Why a connection was refused before its greeting: the `reason` label of
- * `smtpd_connections_refused_total`.
- *
- * @example
- * ```ts
- * import type { RefusalCode } from "@smtpd/smtpd/metrics";
- *
- * const code: RefusalCode = "too_many_connections";
- * ```
- */
+/** Why a connection was refused: the `reason` label of `smtpd_connections_refused_total`. */
 export type RefusalCode =
   | "too_many_connections"
   | "too_many_connections_per_ip"
