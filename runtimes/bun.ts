@@ -437,7 +437,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         s.data.input.end();
         handshake(s, tls).then(
           (t) => push(wrap(t, bunTlsInfo(t), null, local)),
-          () => {/* failed handshake: nothing to deliver */},
+          // A failed handshake: nothing to deliver.
+          () => options.onTlsFailure?.(),
         );
       },
     },

@@ -495,6 +495,7 @@ async function secureBehindProxy(
   handshakeTimeout: number,
   proxyProtocol: NonNullable<ListenOptions["proxyProtocol"]>,
   unix: boolean,
+  onTlsFailure: (() => void) | undefined,
 ): Promise<Connection | null> {
   sock.on("error", () => {/* surfaced by the steps below */});
   // The addresses as accepted: a peer that leaves right after the
@@ -523,7 +524,10 @@ async function secureBehindProxy(
       remoteAddr: { value: remoteAddr, enumerable: true },
       localAddr: { value: localAddr, enumerable: true },
     });
-  }).catch(() => null);
+  }).catch(() => {
+    onTlsFailure?.();
+    return null;
+  });
 }
 
 /**
@@ -592,6 +596,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
           handshakeTimeout,
           proxyProtocol,
           unix !== null,
+          options.onTlsFailure,
         )
           .then((c) => c && push(c))
       : (s) =>
@@ -610,6 +615,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     (_err: Error, s: tls.TLSSocket | undefined) => {
       // A failed (or timed out) handshake: nothing reached the engine.
       s?.destroy();
+      options.onTlsFailure?.();
     },
   );
   return new Promise((resolve, reject) => {

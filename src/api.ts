@@ -17,7 +17,7 @@ export type {
   ServeOptions,
 } from "./serve_options.ts";
 export type { ReverseDnsResult, ReverseDnsStatus } from "./rdns.ts";
-export type { Server } from "./server.ts";
+export type { Server, ServerStats } from "./server.ts";
 export type { LoopMessage } from "./inbox.ts";
 export type { Email, Message } from "./message.ts";
 export type {

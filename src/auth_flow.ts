@@ -97,6 +97,7 @@ export async function authenticate(
     );
   }
   let error: SmtpError | null = AUTH_TEMPORARY;
+  const asked = performance.now();
   try {
     const check = (async (): Promise<SmtpError | null> => {
       try {
@@ -106,12 +107,14 @@ export async function authenticate(
       }
     })();
     error = d.hooks.reply(await d.hooks.wait(check, true));
+    d.host.counters.hook("auth", performance.now() - asked);
     if (error === TEMPORARY) error = AUTH_TEMPORARY;
   } finally {
     const failed = error !== null && error.code === 535;
     const ended = limits.authEnd(key, failed);
     const { failures, lockedOut } = isThenable(ended) ? await ended : ended;
     if (lockedOut) {
+      d.host.counters.lockouts++;
       d.host.logger?.({
         type: "auth-lockout",
         session: s.id,
@@ -131,6 +134,7 @@ function authDone(
   error: SmtpError | null,
 ): void {
   const s = d.session;
+  d.host.counters.auth(credentials.mechanism, error === null);
   d.host.logger?.({
     type: "auth",
     session: s.id,

@@ -82,6 +82,8 @@ export class MessageDelivery {
   #result: Promise<SmtpError | null> | SmtpError | null = null;
   /** Set when the message hook stopped reading `raw` for hookTimeout. */
   #stalled: SmtpError | null = null;
+  /** When the message hook in progress began (-1: timed already). */
+  #since = -1;
   readonly #owner: DeliveryOwner;
 
   /** The deliveries of `owner`'s connection. */
@@ -108,6 +110,7 @@ export class MessageDelivery {
   async backpressure(wait: Promise<void>): Promise<void> {
     const d = this.#owner;
     if ((await d.hooks.wait(wait, false)) !== HOOK_TIMEOUT) return;
+    d.host.counters.hookTimeouts++;
     d.host.logger?.({
       type: "error",
       session: d.session.id,
@@ -155,28 +158,44 @@ export class MessageDelivery {
     // own deadline); once it is done, nobody reads `raw`: drop the rest of
     // the body.
     let r: HookResult;
+    const since = this.#since = performance.now();
     try {
       r = d.host.deliver(msg);
     } catch (err) {
+      this.#timed(since);
       msg.drain();
       this.#result = d.hooks.error(err, "onMessage", msg);
       return;
     }
     if (!isThenable(r)) {
+      this.#timed(since);
       msg.drain();
       this.#result = null;
       return;
     }
     this.#result = Promise.resolve(r).then(
       () => {
+        this.#timed(since);
         msg.drain();
         return null;
       },
       (err) => {
+        this.#timed(since);
         msg.drain();
         return d.hooks.error(err, "onMessage", msg);
       },
     );
+  }
+
+  /**
+   * Counts the time the message hook that began at `since` took: once,
+   * when it settles or its wait ends (hookTimeout, forced close), and not
+   * when a hook given up on settles after the next message began.
+   */
+  #timed(since: number): void {
+    if (this.#since !== since) return;
+    this.#since = -1;
+    this.#owner.host.counters.hook("onMessage", performance.now() - since);
   }
 
   /** The body ended: answers with the hook's outcome (at once if known). */
@@ -196,7 +215,9 @@ export class MessageDelivery {
     if (!(result instanceof Promise)) {
       return this.#done(msg, ev, result);
     }
+    const since = this.#since;
     return d.hooks.wait(result, true).then((w) => {
+      this.#timed(since);
       const reply = d.hooks.reply(w);
       if (w === HOOK_TIMEOUT || w === FORCED) {
         // The sender gets a failure and will retry: the application must
@@ -216,12 +237,26 @@ export class MessageDelivery {
   ): undefined {
     const d = this.#owner;
     const each = msg.answer();
+    const counters = d.host.counters;
+    // In LMTP one reply per recipient, each counted.
+    const lmtp = d.engine.options.lmtp === true;
     if (error !== null) {
+      counters.endOfData(error.code, lmtp ? msg.to.length : 1);
       d.engine.reject(error);
       return undefined;
     }
     const to = acceptMessage(d.engine, msg, each);
+    if (each === null) counters.endOfData(250, lmtp ? msg.to.length : 1);
+    else {
+      for (const e of each) {
+        counters.endOfData(
+          e === null ? 250 : (toSmtpError(e) ?? TEMPORARY).code,
+          1,
+        );
+      }
+    }
     if (to.length > 0) {
+      counters.acceptedBytes += ev.size;
       d.session.messages++;
       d.host.logger?.({
         type: "message",

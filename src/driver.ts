@@ -253,6 +253,7 @@ export class ConnectionDriver {
       ) {
         if (!(await preamble(this))) return;
       } else if (!(await claimIp(this))) return;
+      server.counters.connections++;
       log?.({
         type: "connect",
         session: s.id,
@@ -321,6 +322,7 @@ export class ConnectionDriver {
               this.delivery.start(ev);
               break;
             case "data": {
+              server.counters.bodyBytes += ev.chunk.length;
               const wait = this.delivery.message!.push(ev.chunk);
               if (wait !== undefined) await this.delivery.backpressure(wait);
               break;
@@ -331,6 +333,7 @@ export class ConnectionDriver {
               break;
             }
             case "message-abort":
+              server.counters.aborted++;
               this.delivery.aborted(ev.error);
               break;
             case "reset":
@@ -373,6 +376,7 @@ export class ConnectionDriver {
         if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
         this.delivery.abort(TEMPORARY);
         this.conn.close(this.#writeStalled);
+        server.counters.sessionEnded(reason);
         log?.({ type: "close", session: s.id, reason, messages: s.messages });
         try {
           server.hooks.onClose?.(s);
@@ -496,35 +500,45 @@ export class ConnectionDriver {
   #decide(ev: DecisionEvent): Promise<void> | undefined {
     const hooks = this.host.hooks;
     const s = this.session;
+    if (hooks[HOOK_OF[ev.type]] === undefined) return this.#answer(ev, null);
+    // Timed only when there is a hook (see #timed).
+    const since = performance.now();
     let r: HookResult;
     try {
       switch (ev.type) {
         case "connect":
-          if (hooks.onConnect === undefined) return this.#answer(ev, null);
-          r = hooks.onConnect(s);
+          r = hooks.onConnect!(s);
           break;
         case "helo":
-          if (hooks.onHelo === undefined) return this.#answer(ev, null);
-          r = hooks.onHelo(ev.hostname, s);
+          r = hooks.onHelo!(ev.hostname, s);
           break;
         case "mail":
-          if (hooks.onMailFrom === undefined) return this.#answer(ev, null);
-          r = hooks.onMailFrom(ev.from.address, s, ev.params);
+          r = hooks.onMailFrom!(ev.from.address, s, ev.params);
           break;
         case "rcpt":
-          if (hooks.onRcptTo === undefined) return this.#answer(ev, null);
-          r = hooks.onRcptTo(ev.to.address, s, ev.params);
+          r = hooks.onRcptTo!(ev.to.address, s, ev.params);
           break;
         default:
           return assertNever(ev);
       }
     } catch (err) {
+      this.#timed(ev, since);
       return this.#answer(ev, this.hooks.error(err, HOOK_OF[ev.type]), true);
     }
-    if (!isThenable(r)) return this.#answer(ev, null, true);
-    return this.hooks.wait(r, false, HOOK_OF[ev.type]).then((w) =>
-      this.#answer(ev, this.hooks.reply(w), true)
-    );
+    if (!isThenable(r)) {
+      this.#timed(ev, since);
+      return this.#answer(ev, null, true);
+    }
+    return this.hooks.wait(r, false, HOOK_OF[ev.type]).then((w) => {
+      // Up to its end, or to hookTimeout.
+      this.#timed(ev, since);
+      return this.#answer(ev, this.hooks.reply(w), true);
+    });
+  }
+
+  /** Counts the time a decision's hook took, from `since`. */
+  #timed(ev: DecisionEvent, since: number): void {
+    this.host.counters.hook(HOOK_OF[ev.type], performance.now() - since);
   }
 
   /** Answers the engine's decision; `hooked`: a hook was asked. */
@@ -563,6 +577,7 @@ export class ConnectionDriver {
     try {
       conn = await upgrade(reply);
     } catch (error) {
+      this.host.counters.starttlsFailure++;
       this.host.logger?.({
         type: "error",
         session: this.session.id,
@@ -574,6 +589,7 @@ export class ConnectionDriver {
     } finally {
       this.#upgrading = false;
     }
+    this.host.counters.starttlsSuccess++;
     this.conn = conn;
     this.io = connectionIo(conn);
     // The engine forgets HELO, ESMTP and the user, and is secure now (the

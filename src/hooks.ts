@@ -213,6 +213,7 @@ export class HookCalls {
     if (r === FORCED) return SHUTDOWN;
     if (r === HOOK_TIMEOUT) {
       const host = this.#owner.host;
+      host.counters.hookTimeouts++;
       host.logger?.({
         type: "error",
         session: this.#owner.session.id,
@@ -238,6 +239,7 @@ export class HookCalls {
     const smtp = toSmtpError(err);
     if (smtp !== null) return smtp;
     const { host, session } = this.#owner;
+    host.counters.hookErrors[hook]++;
     host.logger?.({
       type: "error",
       session: session.id,

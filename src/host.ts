@@ -13,6 +13,7 @@ import type { ClientLimits } from "./limits.ts";
 import type { ErrorContext, Logger } from "./session.ts";
 import type { Connection } from "./transport.ts";
 import type { ReverseDns } from "./rdns.ts";
+import type { RefusalCode, ServerCounters } from "./stats.ts";
 import type {
   HookResult,
   ResolvedServeOptions,
@@ -44,14 +45,17 @@ export interface DriverHost {
   readonly limits: ClientLimits;
   /** The `reverseDns` lookups, shared by every session; null when off. */
   readonly reverseDns: ReverseDns | null;
+  /** The server's counters (`server.stats()`), incremented where things happen. */
+  readonly counters: ServerCounters;
   /** The engine options of a connection of this kind (shared, not copied). */
   engineOptionsFor(startTls: boolean, secure: boolean): EngineOptions;
   /** Counts a connection for maxConnectionsPerIp: false when over. */
   claimIp(key: string): boolean | Promise<boolean>;
-  /** Refuses a connection: 421 4.7.0, then close. */
+  /** Refuses a connection (counted under `code`, logged with `reason`): 421 4.7.0, then close. */
   refuse(
     conn: Connection,
     ip: string,
+    code: RefusalCode,
     reason: string,
     write?: (bytes: Uint8Array) => void | Promise<void>,
   ): void;

@@ -1,8 +1,9 @@
 /**
  * Numbers an operator can watch: a small registry of counters, gauges and
  * histograms with labels, rendered in the Prometheus text exposition
- * format 0.0.4, and {@link createMetrics}, which builds the server's metric
- * set from its structured log entries (`serve({ logger: metrics.logger })`).
+ * format 0.0.4 (as `server.stats()` is, see `stats.ts`), and
+ * {@link createMetrics}: the server's stats followed by families of the
+ * registry (the milter histogram, your own).
  *
  * Runtime-free: no timers, no I/O. Snapshots are plain data (JSON-safe), so
  * that worker processes can send theirs to the primary, which sums them
@@ -11,84 +12,23 @@
  * @module
  */
 
-import type { LogEntry, Logger } from "./session.ts";
+import {
+  type FamilySnapshot,
+  LATENCY_BUCKETS,
+  type MetricType,
+  type SeriesSnapshot,
+  SMTPD_FAMILIES,
+  type Snapshot,
+} from "./stats.ts";
 
-/** The kind of a metric family, as its `# TYPE` line says. */
-export type MetricType = "counter" | "gauge" | "histogram";
-
-/**
- * One time series of a family in a {@link Snapshot}: its label values and,
- * for a counter or gauge, its value; for a histogram, the count of
- * observations per bucket (not cumulative, one more than the bounds: the
- * last is the `+Inf` bucket), their sum and their count.
- *
- * @example
- * ```ts
- * import type { SeriesSnapshot } from "@smtpd/smtpd/metrics";
- *
- * const series: SeriesSnapshot = { labels: { hook: "onMessage" }, value: 3 };
- * ```
- */
-export interface SeriesSnapshot {
-  /** Label name → value (the family's label names, every one of them). */
-  readonly labels: Readonly<Record<string, string>>;
-  /** A counter's or gauge's value. */
-  readonly value?: number;
-  /** A histogram's observations per bucket (not cumulative; last: `+Inf`). */
-  readonly counts?: readonly number[];
-  /** A histogram's sum of observations. */
-  readonly sum?: number;
-  /** A histogram's number of observations. */
-  readonly count?: number;
-}
-
-/**
- * One metric family in a {@link Snapshot}.
- *
- * @example
- * ```ts
- * import type { FamilySnapshot } from "@smtpd/smtpd/metrics";
- *
- * const family: FamilySnapshot = {
- *   name: "smtpd_connections_total",
- *   help: "Connections admitted.",
- *   type: "counter",
- *   labelNames: [],
- *   series: [{ labels: {}, value: 12 }],
- * };
- * ```
- */
-export interface FamilySnapshot {
-  /** The metric name (counters end with `_total`). */
-  readonly name: string;
-  /** The `# HELP` text. */
-  readonly help: string;
-  /** Counter, gauge or histogram. */
-  readonly type: MetricType;
-  /** The label names every series carries, in order. */
-  readonly labelNames: readonly string[];
-  /** A histogram's bucket upper bounds, ascending, without `+Inf`. */
-  readonly buckets?: readonly number[];
-  /** The family's series. */
-  readonly series: readonly SeriesSnapshot[];
-}
-
-/**
- * The state of a {@link Registry} at one moment: its families in
- * registration order. Plain data: it survives `JSON.stringify` and
- * `postMessage`.
- *
- * @example
- * ```ts
- * import { Registry, type Snapshot } from "@smtpd/smtpd/metrics";
- *
- * const registry = new Registry();
- * registry.counter("app_jobs_total", "Jobs done.").inc();
- * const snapshot: Snapshot = registry.snapshot();
- * console.log(JSON.stringify(snapshot));
- * ```
- */
-export type Snapshot = readonly FamilySnapshot[];
+export {
+  type FamilySnapshot,
+  LATENCY_BUCKETS,
+  type MetricType,
+  type SeriesSnapshot,
+  type ServerStats,
+  type Snapshot,
+} from "./stats.ts";
 
 /**
  * Label name → value, as given to `inc`, `set` and `observe`: exactly the
@@ -105,34 +45,6 @@ export type Labels = Readonly<Record<string, string>>;
 
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
-
-/**
- * Bucket bounds in seconds for hook and filter latencies: 1 ms to 30 s.
- *
- * @example
- * ```ts
- * import { LATENCY_BUCKETS, Registry } from "@smtpd/smtpd/metrics";
- *
- * const h = new Registry().histogram("app_wait_seconds", "Waits.", [], LATENCY_BUCKETS);
- * h.observe({}, 0.2);
- * ```
- */
-export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
-  0.001,
-  0.0025,
-  0.005,
-  0.01,
-  0.025,
-  0.05,
-  0.1,
-  0.25,
-  0.5,
-  1,
-  2.5,
-  5,
-  10,
-  30,
-]);
 
 interface Series {
   labels: Record<string, string>;
@@ -684,427 +596,99 @@ export function mergeSnapshots(
 }
 
 /**
- * A connection's refusal reason (the `refused` log entry's prose) as a
- * label value from a small fixed set, so that addresses and durations in
- * the prose do not make a series each; `"other"` for prose it does not know.
- *
- * @example
- * ```ts
- * import { refusalReason } from "@smtpd/smtpd/metrics";
- *
- * refusalReason("no PROXY header within 5000 ms"); // "proxy_timeout"
- * ```
- */
-export function refusalReason(reason: string): string {
-  if (reason === "too many connections") return "too_many_connections";
-  if (reason === "too many connections from this address") {
-    return "too_many_connections_per_ip";
-  }
-  if (reason === "server shutting down") return "shutdown";
-  if (reason === "connection closed before the greeting") {
-    return "closed_before_greeting";
-  }
-  if (reason === "sent data before the greeting") return "early_talker";
-  if (reason.startsWith("no PROXY header")) return "proxy_timeout";
-  if (reason.startsWith("bad PROXY header")) return "proxy_bad_header";
-  if (reason === "PROXY header from an untrusted address") {
-    return "proxy_untrusted";
-  }
-  return "other";
-}
-
-const SESSION_OUTCOMES = new Set([
-  "quit",
-  "rejected",
-  "too-many-errors",
-  "timeout",
-  "eof",
-  "shutdown",
-  "protocol-error",
-  "error",
-]);
-
-/** The hooks whose latency {@link SmtpdMetrics.instrument} measures. */
-const HOOKS = [
-  "onConnect",
-  "onHelo",
-  "onMailFrom",
-  "onRcptTo",
-  "onMessage",
-  "onClose",
-] as const;
-const AUTH_HOOKS = ["verify", "lookupPassword", "authorize"] as const;
-
-/** The first code of each complete reply in a `reply` entry's text. */
-function replyCodes(text: string): number[] {
-  const codes: number[] = [];
-  for (const line of text.split("\r\n")) {
-    // "250-…" continues a reply; "250 …" or a bare "250" ends it.
-    if (line.length >= 3 && line[3] !== "-") {
-      const code = Number(line.slice(0, 3));
-      if (Number.isInteger(code)) codes.push(code);
-    }
-  }
-  return codes;
-}
-
-/** What the collector follows of one session between log entries. */
-interface SessionState {
-  /** A command whose reply tells an outcome, and commands logged after it. */
-  watch: { kind: "data" | "bdat" | "starttls"; after: number } | null;
-  /** DATA got 354: the next reply ends the message. */
-  inData: boolean;
-  /** The client greeted with LHLO: one reply per recipient after the data. */
-  lmtp: boolean;
-  /** STARTTLS got 220: the handshake's outcome is the next entry's. */
-  tlsPending: boolean;
-}
-
-/**
  * Options of {@link createMetrics}.
  *
  * @example
  * ```ts
- * import { createMetrics } from "@smtpd/smtpd/metrics";
+ * import { serve } from "@smtpd/smtpd";
+ * import { createMetrics, type MetricsOptions } from "@smtpd/smtpd/metrics";
  *
- * let t = 0;
- * const metrics = createMetrics({ now: () => (t += 5) }); // a fake clock in ms
+ * const server = await serve({ port: 0 });
+ * const options: MetricsOptions = { server, latencyBuckets: [0.01, 0.1, 1] };
+ * await server.close();
  * ```
  */
 export interface MetricsOptions {
-  /** A monotonic clock in milliseconds, for hook latencies. Default `performance.now()`. */
-  readonly now?: () => number;
-  /** Bucket bounds (seconds) of the latency histograms. Default {@link LATENCY_BUCKETS}. */
+  /**
+   * The server to count: its counters (`server.stats()`, kept by the
+   * driver where things happen) come first in every snapshot.
+   */
+  readonly server?: { stats(): Snapshot };
+  /** Bucket bounds (seconds) of the milter latency histogram. Default {@link LATENCY_BUCKETS}. */
   readonly latencyBuckets?: readonly number[];
 }
 
 /**
- * The server's metric set, fed by its log entries ({@link SmtpdMetrics.logger})
- * and, for hook latencies, by hooks wrapped with {@link SmtpdMetrics.instrument}.
+ * A server's metric set: its counters (`server.stats()`), then the
+ * families of {@link SmtpdMetrics.registry} (the milter latency histogram,
+ * and any of your own).
  *
  * @example
  * ```ts
  * import { serve } from "@smtpd/smtpd";
  * import { createMetrics } from "@smtpd/smtpd/metrics";
  *
- * const metrics = createMetrics();
- * const server = await serve(metrics.instrument({
- *   port: 0,
- *   logger: metrics.logger,
- *   async onMessage(message) {
- *     await message.bytes();
- *   },
- * }));
+ * const server = await serve({ port: 0 });
+ * const metrics = createMetrics({ server });
+ * metrics.registry.counter("app_spam_total", "Spam seen.").inc();
  * console.log(metrics.render());
  * await server.close();
  * ```
  */
 export interface SmtpdMetrics {
-  /** The registry holding the families (add your own to it if you like). */
+  /** The registry holding the families besides the server's (add your own to it). */
   readonly registry: Registry;
-  /** A `logger` for `serve()`: counts what the entries tell. */
-  readonly logger: Logger;
-  /**
-   * Chains `logger` after the one already in `options` (if any), and wraps
-   * the hooks (and the `auth` callbacks) to time them in
-   * `smtpd_hook_duration_seconds`. Returns new options; the hooks'
-   * results and errors pass through unchanged.
-   */
-  instrument<O extends object>(options: O): O;
-  /** Records a hook's latency in seconds (for hooks timed elsewhere). */
-  observeHook(hook: string, seconds: number): void;
   /** Records a milter filter's latency for one stage, in seconds. */
   observeMilter(milter: string, stage: string, seconds: number): void;
-  /** The registry's {@link Snapshot} (for {@link mergeSnapshots}). */
+  /** The server's stats, then the registry's families (for {@link mergeSnapshots}). */
   snapshot(): Snapshot;
-  /** The Prometheus text exposition. */
+  /** The Prometheus text exposition of {@link SmtpdMetrics.snapshot}. */
   render(): string;
 }
 
 /**
- * Creates the server's metric set:
- *
- * - `smtpd_connections_open` (gauge), `smtpd_connections_total`,
- *   `smtpd_connections_refused_total{reason}`;
- * - `smtpd_sessions_total{outcome}` (quit, eof, timeout, rejected,
- *   too-many-errors, protocol-error, shutdown, error);
- * - `smtpd_messages_total{result,class}`: accepted (2xx) and rejected at
- *   the end of the data (4xx, 5xx); `smtpd_received_bytes_total`: the
- *   accepted messages' bytes;
- * - `smtpd_auth_attempts_total{mechanism,result}`, `smtpd_auth_lockouts_total`;
- * - `smtpd_tls_handshakes_total{result}` (STARTTLS);
- * - `smtpd_hook_errors_total{hook}`, `smtpd_hook_timeouts_total`,
- *   `smtpd_hook_duration_seconds{hook}`,
- *   `smtpd_milter_duration_seconds{milter,stage}`.
- *
- * Pass {@link SmtpdMetrics.logger} as `serve()`'s `logger` (or
- * {@link SmtpdMetrics.instrument} the options) and serve
- * {@link SmtpdMetrics.render} on `/metrics` (see `metricsHandler`).
+ * Creates a server's metric set: `server.stats()` (connections, refusals,
+ * sessions, messages by reply class, bytes, AUTH, TLS handshakes, hook
+ * errors, timeouts and latencies: see the README's list), followed by
+ * `smtpd_milter_duration_seconds{milter,stage}` and the families you add
+ * to {@link SmtpdMetrics.registry}. Serve {@link SmtpdMetrics.render} on
+ * `/metrics` (see `metricsHandler`). Without `server`, only the registry's
+ * families.
  *
  * @example
  * ```ts
  * import { serve } from "@smtpd/smtpd";
  * import { createMetrics } from "@smtpd/smtpd/metrics";
  *
- * const metrics = createMetrics();
- * const server = await serve({ port: 0, logger: metrics.logger });
+ * const server = await serve({ port: 0 });
+ * const metrics = createMetrics({ server });
+ * metrics.observeMilter("rspamd", "eom", 0.012);
  * console.log(metrics.render());
  * await server.close();
  * ```
  */
 export function createMetrics(options: MetricsOptions = {}): SmtpdMetrics {
-  if (options.now !== undefined && typeof options.now !== "function") {
-    throw new TypeError("Cannot create metrics: now is not a function");
+  const server = options.server;
+  if (server !== undefined && typeof server?.stats !== "function") {
+    throw new TypeError("Cannot create metrics: server has no stats()");
   }
-  const now = options.now ?? (() => performance.now());
-  const buckets = options.latencyBuckets ?? LATENCY_BUCKETS;
   const r = new Registry();
-  const open = r.gauge("smtpd_connections_open", "Connections open now.");
-  const connections = r.counter(
-    "smtpd_connections_total",
-    "Connections admitted (past the connection limits and the PROXY header).",
-  );
-  const refused = r.counter(
-    "smtpd_connections_refused_total",
-    "Connections refused before the greeting, by reason.",
-    ["reason"],
-  );
-  const sessions = r.counter(
-    "smtpd_sessions_total",
-    "Sessions ended, by how they ended.",
-    ["outcome"],
-  );
-  const messages = r.counter(
-    "smtpd_messages_total",
-    "Messages whose data was received, by the reply at its end: accepted (2xx) or rejected (4xx, 5xx).",
-    ["result", "class"],
-  );
-  const bytes = r.counter(
-    "smtpd_received_bytes_total",
-    "Bytes of the accepted messages, as received.",
-  );
-  const auth = r.counter(
-    "smtpd_auth_attempts_total",
-    "AUTH exchanges that reached a verdict, by mechanism and result.",
-    ["mechanism", "result"],
-  );
-  const lockouts = r.counter(
-    "smtpd_auth_lockouts_total",
-    "Client addresses locked out of AUTH after too many failures.",
-  );
-  const tls = r.counter(
-    "smtpd_tls_handshakes_total",
-    "STARTTLS handshakes, by result.",
-    ["result"],
-  );
-  const hookErrors = r.counter(
-    "smtpd_hook_errors_total",
-    "Application hooks that threw or rejected, by hook.",
-    ["hook"],
-  );
-  const hookTimeouts = r.counter(
-    "smtpd_hook_timeouts_total",
-    "Hooks that did not settle within hookTimeout.",
-  );
-  const hookSeconds = r.histogram(
-    "smtpd_hook_duration_seconds",
-    "Time the application's hooks took, by hook.",
-    ["hook"],
-    buckets,
-  );
+  const F = SMTPD_FAMILIES.milterSeconds;
   const milterSeconds = r.histogram(
-    "smtpd_milter_duration_seconds",
-    "Time milter filters took to answer, by filter and stage.",
+    F.name,
+    F.help,
     ["milter", "stage"],
-    buckets,
+    options.latencyBuckets ?? LATENCY_BUCKETS,
   );
-  // Series that exist from the start, so that a query finds a 0.
-  open.set({}, 0);
-  connections.inc({}, 0);
-  messages.inc({ result: "accepted", class: "2xx" }, 0);
-  messages.inc({ result: "rejected", class: "4xx" }, 0);
-  messages.inc({ result: "rejected", class: "5xx" }, 0);
-  bytes.inc({}, 0);
-  lockouts.inc({}, 0);
-  tls.inc({ result: "success" }, 0);
-  tls.inc({ result: "failure" }, 0);
-  hookTimeouts.inc({}, 0);
-
-  const states = new Map<string, SessionState>();
-  const rejected = (code: number) => {
-    if (code >= 400 && code < 600) {
-      messages.inc({
-        result: "rejected",
-        class: `${Math.floor(code / 100)}xx`,
-      });
-    }
+  const snapshot = (): Snapshot => {
+    const own = r.snapshot();
+    return server === undefined ? own : [...server.stats(), ...own];
   };
-  const tlsDone = (st: SessionState, ok: boolean) => {
-    if (!st.tlsPending) return;
-    st.tlsPending = false;
-    tls.inc({ result: ok ? "success" : "failure" });
-  };
-
-  const logger: Logger = (entry: LogEntry) => {
-    switch (entry.type) {
-      case "connect":
-        open.inc();
-        connections.inc();
-        states.set(entry.session, {
-          watch: null,
-          inData: false,
-          lmtp: false,
-          tlsPending: false,
-        });
-        break;
-      case "refused":
-        refused.inc({ reason: refusalReason(entry.reason) });
-        break;
-      case "close": {
-        const st = states.get(entry.session);
-        if (st !== undefined) {
-          tlsDone(st, true);
-          states.delete(entry.session);
-          open.dec();
-        }
-        sessions.inc({
-          outcome: SESSION_OUTCOMES.has(entry.reason) ? entry.reason : "other",
-        });
-        break;
-      }
-      case "message":
-        messages.inc({ result: "accepted", class: "2xx" });
-        bytes.inc({}, entry.size);
-        break;
-      case "auth":
-        auth.inc({
-          mechanism: entry.mechanism.toUpperCase(),
-          result: entry.success ? "success" : "failure",
-        });
-        break;
-      case "auth-lockout":
-        lockouts.inc();
-        break;
-      case "error": {
-        if (entry.hook !== undefined) hookErrors.inc({ hook: entry.hook });
-        else if (entry.message.startsWith("hook did not settle")) {
-          hookTimeouts.inc();
-        }
-        const st = entry.session === undefined
-          ? undefined
-          : states.get(entry.session);
-        if (st !== undefined && entry.message === "TLS handshake failed") {
-          tlsDone(st, false);
-        }
-        break;
-      }
-      case "command": {
-        const st = states.get(entry.session);
-        if (st === undefined) break;
-        tlsDone(st, true);
-        if (st.watch !== null) st.watch.after++;
-        const line = entry.line;
-        const sp = line.indexOf(" ");
-        const verb = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();
-        if (verb === "LHLO") st.lmtp = true;
-        else if (verb === "DATA") st.watch = { kind: "data", after: 0 };
-        else if (verb === "STARTTLS") st.watch = { kind: "starttls", after: 0 };
-        else if (verb === "BDAT" && /\sLAST\s*$/i.test(line)) {
-          st.watch = { kind: "bdat", after: 0 };
-        }
-        break;
-      }
-      case "reply": {
-        const st = states.get(entry.session);
-        if (st === undefined) break;
-        let codes = replyCodes(entry.text);
-        if (st.inData) {
-          // The reply (LMTP: one per recipient) at the end of the data.
-          st.inData = false;
-          const ends = st.lmtp ? codes : codes.slice(0, 1);
-          if (ends.length > 0 && !ends.some((c) => c >= 200 && c < 300)) {
-            rejected(ends[0]);
-          }
-          codes = codes.slice(ends.length);
-        }
-        const w = st.watch;
-        if (w === null) break;
-        // Commands pipelined after the watched one each have a reply after its.
-        const at = codes.length - 1 - w.after;
-        if (at < 0) break;
-        st.watch = null;
-        const code = codes[at];
-        if (w.kind === "data") {
-          if (code === 354) st.inData = true;
-        } else if (w.kind === "bdat") {
-          rejected(code);
-        } else if (code === 220) st.tlsPending = true;
-        break;
-      }
-    }
-  };
-
-  const timed = <F extends (...args: never[]) => unknown>(
-    hook: string,
-    fn: F,
-  ): F =>
-    function (this: unknown, ...args: Parameters<F>): ReturnType<F> {
-      const start = now();
-      const done = () => hookSeconds.observe({ hook }, (now() - start) / 1000);
-      let result: ReturnType<F>;
-      try {
-        result = fn.apply(this, args) as ReturnType<F>;
-      } catch (error) {
-        done();
-        throw error;
-      }
-      if (
-        result !== null && typeof result === "object" &&
-        typeof (result as { then?: unknown }).then === "function"
-      ) {
-        (result as unknown as PromiseLike<unknown>).then(done, done);
-      } else done();
-      return result;
-    } as F;
-
-  const instrument = <O extends object>(o: O): O => {
-    const out: Record<string, unknown> = { ...o } as Record<string, unknown>;
-    const given = out.logger as Logger | undefined;
-    // The metrics' own logger given already is not chained twice.
-    out.logger = given === undefined || given === logger
-      ? logger
-      : (entry: LogEntry) => {
-        logger(entry);
-        given(entry);
-      };
-    for (const name of HOOKS) {
-      const fn = out[name];
-      if (typeof fn === "function") {
-        out[name] = timed(name, fn as () => unknown);
-      }
-    }
-    const a = out.auth;
-    if (a !== null && typeof a === "object") {
-      const wrapped: Record<string, unknown> = { ...a };
-      for (const name of AUTH_HOOKS) {
-        const fn = wrapped[name];
-        if (typeof fn === "function") {
-          wrapped[name] = timed("auth", fn as () => unknown);
-        }
-      }
-      out.auth = wrapped;
-    }
-    return out as O;
-  };
-
   return {
     registry: r,
-    logger,
-    instrument,
-    observeHook: (hook, seconds) => hookSeconds.observe({ hook }, seconds),
     observeMilter: (milter, stage, seconds) =>
       milterSeconds.observe({ milter, stage }, seconds),
-    snapshot: () => r.snapshot(),
-    render: () => r.render(),
+    snapshot,
+    render: () => formatPrometheus(snapshot()),
   };
 }

@@ -21,6 +21,7 @@ import type { SessionProxy } from "./session.ts";
 import type { ReverseDnsResult } from "./rdns.ts";
 import type { Connection } from "./transport.ts";
 import type { DriverHost } from "./host.ts";
+import type { RefusalCode } from "./stats.ts";
 import { isThenable } from "./hooks.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -134,7 +135,7 @@ export async function preamble(d: PreambleDriver): Promise<boolean> {
     d.inPreamble = false;
   }
   if (d.closing) {
-    refused(d, "server shutting down");
+    refused(d, "shutdown", "server shutting down");
     d.conn.close();
     return false;
   }
@@ -143,7 +144,8 @@ export async function preamble(d: PreambleDriver): Promise<boolean> {
   return true;
 }
 
-function refused(d: PreambleDriver, reason: string): void {
+function refused(d: PreambleDriver, code: RefusalCode, reason: string): void {
+  d.host.counters.refuse(code);
   d.host.logger?.({
     type: "refused",
     remoteAddress: d.session.remoteAddress,
@@ -172,14 +174,9 @@ async function readProxyHeader(
         chunk = null;
       }
       if (chunk === null) {
-        refused(
-          d,
-          timedOut
-            ? preambleTimedOut(ms)
-            : d.closing
-            ? "server shutting down"
-            : PREAMBLE_CLOSED,
-        );
+        if (timedOut) refused(d, "proxy_timeout", preambleTimedOut(ms));
+        else if (d.closing) refused(d, "shutdown", "server shutting down");
+        else refused(d, "closed_before_greeting", PREAMBLE_CLOSED);
         d.conn.close(true);
         return null;
       }
@@ -188,7 +185,7 @@ async function readProxyHeader(
         case "incomplete":
           continue;
         case "error":
-          refused(d, p.reason);
+          refused(d, "proxy_bad_header", p.reason);
           d.conn.close(true);
           return null;
         case "ok":
@@ -249,6 +246,7 @@ export async function claimIp(d: PreambleDriver): Promise<boolean> {
     d.host.refuse(
       d.conn,
       ip,
+      "too_many_connections_per_ip",
       "too many connections from this address",
       (bytes) => d.io.write(bytes),
     );
@@ -330,16 +328,18 @@ async function holdGreeting(
     }
   }
   if (r === null) {
-    refused(
-      d,
-      d.closing
-        ? "server shutting down"
-        : "connection closed before the greeting",
-    );
+    if (d.closing) refused(d, "shutdown", "server shutting down");
+    else {
+      refused(
+        d,
+        "closed_before_greeting",
+        "connection closed before the greeting",
+      );
+    }
     d.conn.close(true);
     return false;
   }
-  refused(d, "sent data before the greeting");
+  refused(d, "early_talker", "sent data before the greeting");
   replyAndClose(
     d.conn,
     `554 5.7.1 ${d.engine.options.serverName} Protocol error: talked before the greeting`,

@@ -33,6 +33,12 @@ import { Inbox, type LoopMessage } from "./inbox.ts";
 import { replyAndClose } from "./preamble.ts";
 import { ConnectionDriver } from "./driver.ts";
 import { type DnsResolverFactory, ReverseDns } from "./rdns.ts";
+import {
+  type RefusalCode,
+  refusalReason,
+  ServerCounters,
+  type ServerStats,
+} from "./stats.ts";
 
 export type {
   HookResult,
@@ -40,6 +46,7 @@ export type {
   ServeOptions,
 } from "./serve_options.ts";
 export type { LoopMessage } from "./inbox.ts";
+export type { ServerStats } from "./stats.ts";
 
 /**
  * A running SMTP server.
@@ -94,6 +101,22 @@ export interface Server extends AsyncIterable<LoopMessage> {
    * ```
    */
   setTls(tls: TlsOptions): void;
+  /**
+   * The counters the driver keeps (the README lists them), as a fresh
+   * snapshot of plain, JSON-safe data: `formatPrometheus()` of
+   * `smtpd/metrics` renders it, `mergeSnapshots()` sums workers'.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   * import { formatPrometheus } from "@smtpd/smtpd/metrics";
+   *
+   * const server = await serve({ port: 0 });
+   * console.log(formatPrometheus(server.stats())); // for /metrics
+   * await server.close();
+   * ```
+   */
+  stats(): ServerStats;
 }
 
 /** Pause before iterating a listener again after its iteration threw. */
@@ -115,6 +138,8 @@ class SmtpServer implements Server, DriverHost {
   #closing: Promise<void> | null = null;
   /** Where connections and AUTH failures per client address are counted. */
   readonly limits: ClientLimits;
+  /** The counters behind stats(). */
+  readonly counters: ServerCounters;
   /** Messages for the `for await` loop (when there is no onMessage). */
   #inbox = new Inbox();
   /** The lookups of `reverseDns`, shared by every session; null: off. */
@@ -125,8 +150,10 @@ class SmtpServer implements Server, DriverHost {
     options: ServeOptions,
     resolved: ResolvedServeOptions,
     runtime: string,
+    counters: ServerCounters,
     reverseDns: ReverseDns | null = null,
   ) {
+    this.counters = counters;
     this.options = resolved;
     this.reverseDns = reverseDns;
     this.engineOptions = resolved.engine;
@@ -219,6 +246,9 @@ class SmtpServer implements Server, DriverHost {
   #admit(conn: Connection): void {
     const ip = conn.remoteAddr.hostname;
     const o = this.options;
+    // Implicit TLS: the shim hands out a connection once its handshake is
+    // done (a failed one is counted by onTlsFailure).
+    if (o.implicitTls && conn.tls !== null) this.counters.implicitSuccess++;
     // PROXY protocol: a peer that may not send a header gets nothing at
     // all (a shim that read the header itself checked already). One with
     // no address left before it was accepted (a proxy's connect-only
@@ -228,6 +258,7 @@ class SmtpServer implements Server, DriverHost {
       !proxyTrusts(o, ip)
     ) {
       if (ip === "") return conn.close(true);
+      this.counters.refuse("proxy_untrusted");
       this.logger?.({
         type: "refused",
         remoteAddress: ip,
@@ -237,7 +268,12 @@ class SmtpServer implements Server, DriverHost {
       return;
     }
     if (this.#drivers.size >= o.maxConnections) {
-      return this.refuse(conn, ip, "too many connections");
+      return this.refuse(
+        conn,
+        ip,
+        "too_many_connections",
+        "too many connections",
+      );
     }
     // Counted per IP address by the driver (claimIp in preamble.ts), by
     // the client's real address once a PROXY header has named it.
@@ -268,15 +304,17 @@ class SmtpServer implements Server, DriverHost {
   }
 
   /**
-   * Refuses a connection: 421 4.7.0, then close (see {@link replyAndClose}
-   * for `write`).
+   * Refuses a connection, counted under `code` and logged with `reason`:
+   * 421 4.7.0, then close (see {@link replyAndClose} for `write`).
    */
   refuse(
     conn: Connection,
     ip: string,
+    code: RefusalCode,
     reason: string,
     write?: (bytes: Uint8Array) => void | Promise<void>,
   ): void {
+    this.counters.refuse(code);
     this.logger?.({ type: "refused", remoteAddress: ip, reason });
     const name = this.engineOptions.serverName ?? "localhost";
     replyAndClose(
@@ -297,6 +335,10 @@ class SmtpServer implements Server, DriverHost {
   /** Takes a message out of the `for await` inbox, if it is still there. */
   withdraw(message: IncomingMessage): void {
     this.#inbox.withdraw(message);
+  }
+
+  stats(): ServerStats {
+    return this.counters.snapshot();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<LoopMessage> {
@@ -359,6 +401,7 @@ export async function createServer(
   const reverseDns = await reverseDnsOf(resolved, runtimeServices.dnsResolver);
   const proxy = resolved.proxyProtocol;
   const logger = resolved.logger;
+  const counters = new ServerCounters();
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,
@@ -371,14 +414,25 @@ export async function createServer(
         proxyProtocol: {
           trusted: (address: string) => proxyTrusts(resolved, address),
           maxV2Length: proxy.maxV2Length,
-          onRefused: (remoteAddress: string, reason: string) =>
-            logger?.({ type: "refused", remoteAddress, reason }),
+          onRefused: (remoteAddress: string, reason: string) => {
+            // The shim's prose (its PROXY header checks) as a code.
+            counters.refuse(refusalReason(reason));
+            logger?.({ type: "refused", remoteAddress, reason });
+          },
         },
       }
       : {}),
     reusePort: resolved.reusePort,
+    onTlsFailure: () => counters.implicitFailure++,
   });
-  return new SmtpServer(listener, options, resolved, runtime, reverseDns);
+  return new SmtpServer(
+    listener,
+    options,
+    resolved,
+    runtime,
+    counters,
+    reverseDns,
+  );
 }
 
 /** The server's one {@link ReverseDns} (its cache and lookups shared), or null. */

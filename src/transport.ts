@@ -228,6 +228,8 @@ export interface ListenOptions {
    * kernel spreads new connections among them. Default `false`.
    */
   reusePort?: boolean;
+  /** Told about each failed implicit-TLS handshake (for the counts). */
+  onTlsFailure?(): void;
 }
 
 /**

@@ -1,8 +1,7 @@
 // The metrics module on its own: the registry, the Prometheus text format
 // 0.0.4 (escaping, histogram buckets, ordering), the sum of workers'
-// snapshots, the metric set built from log entries (fed here by hand, in
-// the order the driver logs them), hook timing, and the HTTP handler with
-// its node:http adapter. test/server_metrics.test.ts runs it on a real
+// snapshots, the server's families as its counters build them, and the
+// HTTP handler with its node:http adapter. test/server_metrics.test.ts runs it on a real
 // server, through promtool and a real Prometheus.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -15,12 +14,11 @@ import {
   mergeSnapshots,
   metricsHandler,
   PROMETHEUS_CONTENT_TYPE,
-  refusalReason,
   Registry,
   type Snapshot,
   toNodeListener,
 } from "../src/exports/metrics.ts";
-import type { LogEntry } from "../mod.ts";
+import { refusalReason, ServerCounters } from "../src/stats.ts";
 
 /** The value of one counter or gauge series (undefined: no such series). */
 function value(
@@ -175,303 +173,20 @@ describe("mergeSnapshots", () => {
   });
 });
 
-/** A session's entries as the driver logs them. */
-function session(
-  id: string,
-  ...rest: Array<["c", string] | ["r", string] | LogEntry>
-): LogEntry[] {
-  const out: LogEntry[] = [{
-    type: "connect",
-    session: id,
-    remoteAddress: "127.0.0.1",
-    remotePort: 40000,
-  }, { type: "reply", session: id, text: "220 mx.test ESMTP\r\n" }];
-  for (const e of rest) {
-    if (Array.isArray(e)) {
-      out.push(
-        e[0] === "c"
-          ? { type: "command", session: id, line: e[1] }
-          : { type: "reply", session: id, text: e[1] },
-      );
-    } else out.push(e);
-  }
-  return out;
-}
-
-const message = (id: string, size: number): LogEntry => ({
-  type: "message",
-  session: id,
-  id: "m",
-  from: "a@example.org",
-  to: ["b@example.org"],
-  size,
-});
-
-const text0 = (m: { render(): string }) => m.render();
-
-describe("createMetrics: the metric set from log entries", () => {
-  it("counts connections, refusals and session outcomes, and the open gauge goes back to 0", () => {
-    const m = createMetrics();
-    const log = (entries: LogEntry[]) => entries.forEach(m.logger);
-    log(session("s1"));
-    log(session("s2"));
-    assert.equal(value(m.snapshot(), "smtpd_connections_open"), 2);
-    m.logger({ type: "close", session: "s1", reason: "quit", messages: 0 });
-    m.logger({ type: "close", session: "s2", reason: "timeout", messages: 0 });
-    m.logger({
-      type: "refused",
-      remoteAddress: "::1",
-      reason: "too many connections",
-    });
-    m.logger({
-      type: "refused",
-      remoteAddress: "::1",
-      reason: "no PROXY header within 5000 ms",
-    });
-    const s = m.snapshot();
-    assert.equal(value(s, "smtpd_connections_open"), 0);
-    assert.equal(value(s, "smtpd_connections_total"), 2);
-    assert.equal(
-      value(s, "smtpd_connections_refused_total", {
-        reason: "too_many_connections",
-      }),
-      1,
-    );
-    assert.equal(
-      value(s, "smtpd_connections_refused_total", { reason: "proxy_timeout" }),
-      1,
-    );
-    assert.equal(value(s, "smtpd_sessions_total", { outcome: "quit" }), 1);
-    assert.equal(value(s, "smtpd_sessions_total", { outcome: "timeout" }), 1);
-  });
-
-  it("maps every refusal prose of the driver to a fixed reason", () => {
-    assert.equal(
-      refusalReason("too many connections from this address"),
-      "too_many_connections_per_ip",
-    );
-    assert.equal(refusalReason("server shutting down"), "shutdown");
-    assert.equal(
-      refusalReason("connection closed before the greeting"),
-      "closed_before_greeting",
-    );
-    assert.equal(
-      refusalReason("sent data before the greeting"),
-      "early_talker",
-    );
-    assert.equal(
-      refusalReason("bad PROXY header: no CRLF"),
-      "proxy_bad_header",
-    );
-    assert.equal(
-      refusalReason("PROXY header from an untrusted address"),
-      "proxy_untrusted",
-    );
-    assert.equal(refusalReason("something new"), "other");
-  });
-
-  it("counts messages accepted and rejected at the end of DATA, pipelined or not, and their bytes", () => {
-    const m = createMetrics();
-    for (
-      const e of session(
-        "s",
-        ["c", "EHLO c"],
-        ["r", "250-mx.test\r\n250 PIPELINING\r\n"],
-        // Pipelined: MAIL, RCPT, DATA in one flush of replies.
-        ["c", "MAIL FROM:<a@example.org>"],
-        ["c", "RCPT TO:<b@example.org>"],
-        ["c", "DATA"],
-        ["r", "250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 Go ahead\r\n"],
-        message("s", 100),
-        ["r", "250 2.0.0 OK m\r\n"],
-        // DATA refused (no recipients): no message.
-        ["c", "MAIL FROM:<a@example.org>"],
-        ["r", "250 2.1.0 OK\r\n"],
-        ["c", "RCPT TO:<nobody@example.org>"],
-        ["r", "550 5.1.1 No such user\r\n"],
-        ["c", "DATA"],
-        ["r", "554 5.5.1 No valid recipients\r\n"],
-        // The application says 550 at the end of the data.
-        ["c", "MAIL FROM:<a@example.org>"],
-        ["r", "250 2.1.0 OK\r\n"],
-        ["c", "RCPT TO:<b@example.org>"],
-        ["r", "250 2.1.5 OK\r\n"],
-        ["c", "DATA"],
-        ["r", "354 Go ahead\r\n"],
-        ["r", "550 5.7.1 Spam\r\n"],
-        // 451 at the end, then QUIT pipelined nowhere near it.
-        ["c", "MAIL FROM:<a@example.org>"],
-        ["c", "RCPT TO:<b@example.org>"],
-        ["c", "DATA"],
-        ["r", "250 2.1.0 OK\r\n250 2.1.5 OK\r\n354 Go ahead\r\n"],
-        ["r", "451 4.3.0 Try later\r\n"],
-        ["c", "QUIT"],
-        ["r", "221 2.0.0 Bye\r\n"],
-        { type: "close", session: "s", reason: "quit", messages: 1 },
-      )
-    ) m.logger(e);
-    const s = m.snapshot();
-    assert.equal(
-      value(s, "smtpd_messages_total", { result: "accepted", class: "2xx" }),
-      1,
-    );
-    assert.equal(
-      value(s, "smtpd_messages_total", { result: "rejected", class: "5xx" }),
-      1,
-    );
-    assert.equal(
-      value(s, "smtpd_messages_total", { result: "rejected", class: "4xx" }),
-      1,
-    );
-    assert.equal(value(s, "smtpd_received_bytes_total"), 100);
-  });
-
-  it("counts a message rejected at BDAT LAST, with commands pipelined after it", () => {
-    const m = createMetrics();
-    for (
-      const e of session(
-        "s",
-        ["c", "MAIL FROM:<a@example.org>"],
-        ["c", "RCPT TO:<b@example.org>"],
-        ["c", "BDAT 10"],
-        ["c", "BDAT 5 LAST"],
-        ["c", "NOOP"],
-        ["r", "250 OK\r\n250 OK\r\n250 OK\r\n552 5.3.4 Too big\r\n250 OK\r\n"],
-      )
-    ) m.logger(e);
-    assert.equal(
-      value(m.snapshot(), "smtpd_messages_total", {
-        result: "rejected",
-        class: "5xx",
-      }),
-      1,
-    );
-  });
-
-  it("counts an LMTP message rejected only when every recipient's reply is", () => {
-    const m = createMetrics();
-    for (
-      const e of session(
-        "s",
-        ["c", "LHLO c"],
-        ["r", "250 mx.test\r\n"],
-        ["c", "DATA"],
-        ["r", "354 Go\r\n"],
-        ["r", "452 4.2.2 Full\r\n550 5.1.1 Gone\r\n"],
-        ["c", "DATA"],
-        ["r", "354 Go\r\n"],
-        message("s", 5),
-        ["r", "250 OK\r\n550 5.1.1 Gone\r\n"],
-      )
-    ) m.logger(e);
-    const s = m.snapshot();
-    assert.equal(
-      value(s, "smtpd_messages_total", { result: "rejected", class: "4xx" }),
-      1,
-    );
-    assert.equal(
-      value(s, "smtpd_messages_total", { result: "rejected", class: "5xx" }),
-      0,
-    );
-    assert.equal(
-      value(s, "smtpd_messages_total", { result: "accepted", class: "2xx" }),
-      1,
-    );
-  });
-
-  it("counts STARTTLS handshakes that succeed and fail, AUTH results, lock-outs and hook errors", () => {
-    const m = createMetrics();
-    for (
-      const e of [
-        ...session("ok", ["c", "STARTTLS"], ["r", "220 2.0.0 Ready\r\n"], [
-          "c",
-          "EHLO c",
-        ]),
-        ...session("bad", ["c", "STARTTLS"], ["r", "220 2.0.0 Ready\r\n"], {
-          type: "error",
-          session: "bad",
-          message: "TLS handshake failed",
-          error: new Error("x"),
-        }, { type: "close", session: "bad", reason: "eof", messages: 0 }),
-        ...session("no", ["c", "STARTTLS"], [
-          "r",
-          "454 4.7.0 TLS not available\r\n",
-        ], ["c", "QUIT"]),
-        ...session(
-          "a",
-          {
-            type: "auth",
-            session: "a",
-            mechanism: "PLAIN",
-            username: "u",
-            success: true,
-          },
-          {
-            type: "auth",
-            session: "a",
-            mechanism: "login",
-            username: "u",
-            success: false,
-          },
-          {
-            type: "auth-lockout",
-            session: "a",
-            remoteAddress: "127.0.0.1",
-            failures: 5,
-          },
-          {
-            type: "error",
-            session: "a",
-            message: "onMessage failed",
-            error: null,
-            hook: "onMessage",
-          },
-          {
-            type: "error",
-            session: "a",
-            message: "hook did not settle within 30000 ms",
-            error: null,
-          },
-        ),
-      ]
-    ) m.logger(e);
-    const s = m.snapshot();
-    assert.equal(
-      value(s, "smtpd_tls_handshakes_total", { result: "success" }),
-      1,
-    );
-    assert.equal(
-      value(s, "smtpd_tls_handshakes_total", { result: "failure" }),
-      1,
-    );
-    assert.equal(
-      value(s, "smtpd_auth_attempts_total", {
-        mechanism: "PLAIN",
-        result: "success",
-      }),
-      1,
-    );
-    assert.equal(
-      value(s, "smtpd_auth_attempts_total", {
-        mechanism: "LOGIN",
-        result: "failure",
-      }),
-      1,
-    );
-    assert.equal(value(s, "smtpd_auth_lockouts_total"), 1);
-    assert.equal(value(s, "smtpd_hook_errors_total", { hook: "onMessage" }), 1);
-    assert.equal(value(s, "smtpd_hook_timeouts_total"), 1);
-  });
-
+describe("createMetrics and the server's families", () => {
   it("names every family smtpd_*, counters *_total, durations in seconds", () => {
-    const names = createMetrics().snapshot().map((f) => `${f.type} ${f.name}`);
+    const counters = new ServerCounters();
+    const m = createMetrics({ server: { stats: () => counters.snapshot() } });
+    const names = m.snapshot().map((f) => `${f.type} ${f.name}`);
     assert.deepEqual(names, [
       "gauge smtpd_connections_open",
       "counter smtpd_connections_total",
       "counter smtpd_connections_refused_total",
       "counter smtpd_sessions_total",
       "counter smtpd_messages_total",
+      "counter smtpd_messages_aborted_total",
       "counter smtpd_received_bytes_total",
+      "counter smtpd_body_bytes_total",
       "counter smtpd_auth_attempts_total",
       "counter smtpd_auth_lockouts_total",
       "counter smtpd_tls_handshakes_total",
@@ -482,43 +197,37 @@ describe("createMetrics: the metric set from log entries", () => {
     ]);
   });
 
-  it("instrument() times hooks (sync, async, throwing, auth) and chains the application's logger", async () => {
-    let t = 0;
-    const m = createMetrics({ now: () => t });
-    const seen: string[] = [];
-    const options = m.instrument({
-      logger: (e: LogEntry) => seen.push(e.type),
-      onHelo: () => {
-        t += 2; // ms
-      },
-      onMessage: async () => {
-        t += 300;
-        await Promise.resolve();
-        return "kept";
-      },
-      onRcptTo: () => {
-        t += 20;
-        throw new Error("no");
-      },
-      auth: { verify: () => (t += 1, true), mechanisms: ["PLAIN"] as const },
-    });
-    options.onHelo();
-    assert.equal(await options.onMessage(), "kept");
-    assert.throws(() => options.onRcptTo(), /no/);
-    assert.equal(options.auth.verify(), true);
-    assert.deepEqual(options.auth.mechanisms, ["PLAIN"]);
-    options.logger({ type: "refused", remoteAddress: "x", reason: "y" });
-    assert.deepEqual(seen, ["refused"]);
-    // Its own logger given already is taken once, not twice.
-    const again = m.instrument({ logger: m.logger });
-    assert.equal(again.logger, m.logger);
-    again.logger({ type: "refused", remoteAddress: "x", reason: "z" });
-    assert.match(
-      text0(m),
-      /^smtpd_connections_refused_total\{reason="other"\} 2$/m,
+  it("counts what the driver tells the counters, and open is admitted minus ended", () => {
+    const c = new ServerCounters();
+    c.connections += 3;
+    c.sessionEnded("quit");
+    c.sessionEnded("something new");
+    c.refuse("too_many_connections");
+    c.endOfData(250, 2);
+    c.endOfData(452, 1);
+    c.endOfData(554, 1);
+    c.auth("PLAIN", false);
+    c.hook("onHelo", 2); // ms
+    c.hook("onMessage", 300);
+    const s = c.snapshot();
+    assert.equal(value(s, "smtpd_connections_open"), 1);
+    assert.equal(value(s, "smtpd_sessions_total", { outcome: "other" }), 1);
+    assert.equal(
+      value(s, "smtpd_messages_total", { result: "accepted", class: "2xx" }),
+      2,
     );
-    m.observeMilter("inet:127.0.0.1:11332", "eom", 0.02);
-    const text = m.render();
+    assert.equal(
+      value(s, "smtpd_messages_total", { result: "rejected", class: "4xx" }),
+      1,
+    );
+    assert.equal(
+      value(s, "smtpd_auth_attempts_total", {
+        mechanism: "PLAIN",
+        result: "failure",
+      }),
+      1,
+    );
+    const text = formatPrometheus(s);
     assert.match(
       text,
       /^smtpd_hook_duration_seconds_bucket\{hook="onHelo",le="0.0025"\} 1$/m,
@@ -531,19 +240,38 @@ describe("createMetrics: the metric set from log entries", () => {
       text,
       /^smtpd_hook_duration_seconds_sum\{hook="onMessage"\} 0.3$/m,
     );
-    assert.match(
-      text,
-      /^smtpd_hook_duration_seconds_count\{hook="onRcptTo"\} 1$/m,
+  });
+
+  it("maps a shim's refusal prose to a fixed reason", () => {
+    assert.equal(
+      refusalReason("no PROXY header within 5000 ms"),
+      "proxy_timeout",
     );
-    assert.match(text, /^smtpd_hook_duration_seconds_count\{hook="auth"\} 1$/m);
+    assert.equal(
+      refusalReason("connection closed before the PROXY header"),
+      "closed_before_greeting",
+    );
+    assert.equal(
+      refusalReason("bad PROXY header: no CRLF"),
+      "proxy_bad_header",
+    );
+    assert.equal(
+      refusalReason("PROXY header from an untrusted address"),
+      "proxy_untrusted",
+    );
+  });
+
+  it("observes milter latencies, and checks its options", () => {
+    const m = createMetrics();
+    m.observeMilter("inet:127.0.0.1:11332", "eom", 0.02);
     assert.match(
-      text,
+      m.render(),
       /^smtpd_milter_duration_seconds_bucket\{milter="inet:127.0.0.1:11332",stage="eom",le="0.025"\} 1$/m,
     );
     assert.equal(LATENCY_BUCKETS.at(-1), 30);
     assert.throws(
-      () => createMetrics({ now: 5 as never }),
-      /now is not a function/,
+      () => createMetrics({ server: 5 as never }),
+      /server has no stats\(\)/,
     );
     assert.throws(
       () => createMetrics({ latencyBuckets: [1, 0.5] }),

@@ -1,19 +1,18 @@
 /**
- * Prometheus metrics for an smtpd server: the metric set built from the
- * server's log entries ({@link createMetrics}), a small registry of
- * counters, gauges and histograms, the text exposition format 0.0.4
- * ({@link formatPrometheus}), the sum of several workers' snapshots
- * ({@link mergeSnapshots}), and a Web-standard handler for `/metrics` and
+ * Prometheus metrics for an smtpd server: the text exposition format 0.0.4
+ * ({@link formatPrometheus}) of `server.stats()`, the sum of several
+ * workers' snapshots ({@link mergeSnapshots}), a small registry of
+ * counters, gauges and histograms for metrics of your own
+ * ({@link createMetrics}), and a Web-standard handler for `/metrics` and
  * `/healthz` ({@link metricsHandler}, {@link toNodeListener} for node:http).
  *
  * @example
  * ```ts
  * import { serve } from "@smtpd/smtpd";
- * import { createMetrics, metricsHandler } from "@smtpd/smtpd/metrics";
+ * import { formatPrometheus, metricsHandler } from "@smtpd/smtpd/metrics";
  *
- * const metrics = createMetrics();
- * const server = await serve({ port: 0, logger: metrics.logger });
- * const handler = metricsHandler({ render: () => metrics.render() });
+ * const server = await serve({ port: 0 });
+ * const handler = metricsHandler({ render: () => formatPrometheus(server.stats()) });
  * const response = await handler(new Request("http://localhost/metrics"));
  * console.log(await response.text());
  * await server.close();
@@ -23,6 +22,4 @@
  */
 
 export * from "../metrics.ts";
-// The types the metric set's logger takes, for this entry point's docs.
-export type { HookName, LogEntry, Logger } from "../session.ts";
 export * from "../metrics_http.ts";
