@@ -160,8 +160,18 @@ export function toNodeListener(
   handler: (request: Request) => Response | Promise<Response>,
 ): (req: NodeRequest, res: NodeResponse) => void {
   return (req, res) => {
-    const host = req.headers.host ?? "localhost";
-    const url = new URL(req.url ?? "/", `http://${host}`);
+    let url: URL;
+    try {
+      url = new URL(
+        req.url ?? "/",
+        `http://${req.headers.host ?? "localhost"}`,
+      );
+    } catch {
+      // A Host header or path that makes no URL is the client's mistake.
+      res.writeHead(400, { "content-type": "text/plain" });
+      res.end();
+      return;
+    }
     const headers = new Headers();
     for (const [k, v] of Object.entries(req.headers)) {
       if (typeof v === "string") headers.set(k, v);

@@ -6,7 +6,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect } from "node:net";
 import {
   createMetrics,
   formatPrometheus,
@@ -334,6 +334,21 @@ describe("metricsHandler", () => {
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
       assert.equal(health.status, 503);
       assert.equal(await health.text(), "unhealthy\n");
+      // A Host header that makes no URL: 400, and the server goes on.
+      const bad = await new Promise<string>((resolve, reject) => {
+        const s = connect(port, "127.0.0.1");
+        let got = "";
+        s.setEncoding("latin1");
+        s.on("data", (d: string) => got += d);
+        s.on("end", () => resolve(got));
+        s.on("error", reject);
+        s.end("GET /metrics HTTP/1.1\r\nHost: [\r\nConnection: close\r\n\r\n");
+      });
+      assert.match(bad, /^HTTP\/1\.1 400 /);
+      assert.equal(
+        (await fetch(`http://127.0.0.1:${port}/metrics`)).status,
+        200,
+      );
     } finally {
       http.closeAllConnections?.();
       await new Promise((r) => http.close(r));
