@@ -101,7 +101,7 @@ export class Body {
     this.#events.push({ type: "message-abort", error });
   }
 
-  /** A bare CR or LF in a BDAT body: normalized to CRLF, or the message refused. */
+  /** A bare CR or LF in a DATA or BDAT body: normalized to CRLF, or the message refused. */
   bareLineEnding(cr: boolean): void {
     if (this.normalize) {
       // A copy: the application may write into the chunks it gets.

@@ -41,7 +41,9 @@ export class BdatReader {
   /** Where reading stopped in the bytes last given to {@link BdatReader.read}. */
   pos = 0;
   /** The last octet of the current chunk was read. */
-  chunkEnded = false;
+  get chunkEnded(): boolean {
+    return this.#chunkLeft === 0;
+  }
   /** Octets of the accepted chunks of this transaction, as sent. */
   octets = 0;
   /** The size of the current chunk. */
@@ -82,7 +84,6 @@ export class BdatReader {
     this.#chunkLeft = size;
     this.chunkSize = size;
     this.chunkLast = last;
-    this.chunkEnded = false;
     this.octets += size;
   }
 
@@ -96,7 +97,6 @@ export class BdatReader {
       const ev = body.emit(buf, start, end);
       if (this.#chunkLeft > 0) return ev ?? NEED_DATA;
       if (ev !== null) this.#events.push(ev);
-      this.chunkEnded = true;
       return null;
     }
     const text = this.#text;
@@ -136,7 +136,6 @@ export class BdatReader {
     }
     body.queueEmit(buf, span, end);
     if (this.#chunkLeft > 0) return this.#events.length > 0 ? null : NEED_DATA;
-    this.chunkEnded = true;
     return null;
   }
 

@@ -7,9 +7,8 @@
  * @module
  */
 
-import { SmtpError } from "../errors.ts";
 import { type Body, NEED_DATA } from "./body.ts";
-import { CRLF_BYTES, type TextScanner } from "./scanner.ts";
+import type { TextScanner } from "./scanner.ts";
 import type { SmtpEvent } from "./types.ts";
 
 /**
@@ -180,21 +179,8 @@ export function readData(
     }
     // Hand out the bytes before the bare character, then either a CRLF
     // in its place (normalize) or the refusal (reject).
-    const ev = body.emit(buf, spanStart, q);
-    if (ev !== null) reader.events.push(ev);
-    if (body.normalize) {
-      const fixed = body.emit(CRLF_BYTES.slice(), 0, 2); // a copy: the app may write into chunks
-      if (fixed !== null) reader.events.push(fixed);
-    } else if (body.aborted === null) {
-      const what = bareCR ? "CR" : "LF";
-      body.abort(
-        new SmtpError(
-          550,
-          "5.6.0",
-          `Message refused: bare ${what} in body (RFC 5321 section 2.3.8)`,
-        ),
-      );
-    }
+    body.queueEmit(buf, spanStart, q);
+    body.bareLineEnding(bareCR);
     // Only a real CRLF may start a line (and so a terminator).
     input.pos = q + 1;
     return null;

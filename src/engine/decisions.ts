@@ -134,9 +134,8 @@ export function reject(core: EngineCore, error: SmtpError): void {
       return;
     case "helo":
     case "mail":
-    case "starttls":
-      return;
     case "rcpt":
+    case "starttls":
       return;
     case "message-end":
       core.resetTransaction(false);
