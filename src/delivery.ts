@@ -21,36 +21,45 @@ import {
   toSmtpError,
 } from "./hooks.ts";
 import { newId, type SessionState } from "./session_state.ts";
+import type { ServerCounters } from "./stats.ts";
 
 /**
  * Accepts a message in the engine: one reply in SMTP (`each` null); in
  * LMTP one per recipient, in order, `OK <id> <recipient>` or the error
- * `rejectRecipient()` gave. Returns the recipients accepted.
+ * `rejectRecipient()` gave. Each reply is counted in `counters`. Returns
+ * the recipients accepted.
  *
  * @example
  * ```ts
  * import { acceptMessage } from "./delivery.ts";
  * import type { SmtpEngine } from "./engine.ts";
  * import type { IncomingMessage } from "./message.ts";
+ * import { ServerCounters } from "./stats.ts";
  *
  * declare const engine: SmtpEngine;
  * declare const msg: IncomingMessage;
- * const delivered = acceptMessage(engine, msg, msg.answer());
+ * const delivered = acceptMessage(engine, msg, msg.answer(), new ServerCounters());
  * ```
  */
 export function acceptMessage(
   engine: SmtpEngine,
   msg: IncomingMessage,
   each: readonly (SmtpError | null)[] | null,
+  counters: ServerCounters,
 ): readonly string[] {
   if (each === null) {
     engine.accept(`OK ${msg.id}`);
+    counters.endOfData(250, 1);
     return msg.to;
   }
   engine.acceptEach(
-    each.map((e, i) =>
-      e === null ? `OK ${msg.id} <${msg.to[i]}>` : (toSmtpError(e) ?? TEMPORARY)
-    ),
+    each.map((e, i) => {
+      const reply = e === null
+        ? `OK ${msg.id} <${msg.to[i]}>`
+        : (toSmtpError(e) ?? TEMPORARY);
+      counters.endOfData(typeof reply === "string" ? 250 : reply.code, 1);
+      return reply;
+    }),
   );
   return msg.to.filter((_, i) => !each[i]);
 }
@@ -245,16 +254,7 @@ export class MessageDelivery {
       d.engine.reject(error);
       return undefined;
     }
-    const to = acceptMessage(d.engine, msg, each);
-    if (each === null) counters.endOfData(250, lmtp ? msg.to.length : 1);
-    else {
-      for (const e of each) {
-        counters.endOfData(
-          e === null ? 250 : (toSmtpError(e) ?? TEMPORARY).code,
-          1,
-        );
-      }
-    }
+    const to = acceptMessage(d.engine, msg, each, counters);
     if (to.length > 0) {
       counters.acceptedBytes += ev.size;
       d.session.messages++;

@@ -56,7 +56,6 @@ export interface SessionSource {
  * import { SessionState } from "./session_state.ts";
  * import { SmtpEngine } from "./engine.ts";
  * import type { Connection } from "./transport.ts";
-import type { ReverseDnsResult } from "./rdns.ts";
  *
  * declare const conn: Connection;
  * const engine = new SmtpEngine();
