@@ -41,8 +41,6 @@ async function readFlagFile(flag: string, path: string): Promise<string> {
 export interface Loaded {
   tls?: TlsOptions;
   users?: Map<string, string>;
-  /** The webhook's signing secret (`--webhook-secret-file` or the environment). */
-  webhookSecret?: string;
   warnings: string[];
 }
 
@@ -103,10 +101,6 @@ export async function loadFiles(o: CliOptions): Promise<Loaded> {
       }
     } catch { /* read above; a stat failure is no reason to stop */ }
   }
-  if (o.webhook !== undefined) {
-    const secret = await webhookSecret(o);
-    if (secret !== undefined) loaded.webhookSecret = secret;
-  }
   return loaded;
 }
 
@@ -116,8 +110,14 @@ export async function loadFiles(o: CliOptions): Promise<Loaded> {
  */
 export const WEBHOOK_SECRET_ENV = "SMTPD_WEBHOOK_SECRET";
 
-/** The signing secret: the file's content (less its line end) or the environment's. */
-async function webhookSecret(o: CliOptions): Promise<string | undefined> {
+/**
+ * The webhook's signing secret: `--webhook-secret-file`'s content (less its
+ * line end) or the environment's. Read once at start-up (SIGHUP reloads
+ * {@link loadFiles}' files only).
+ */
+export async function webhookSecret(
+  o: CliOptions,
+): Promise<string | undefined> {
   if (o.webhookSecretFile === undefined) {
     const env = process.env[WEBHOOK_SECRET_ENV];
     return env === undefined || env === "" ? undefined : env;

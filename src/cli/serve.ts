@@ -30,7 +30,7 @@ import {
 } from "../webhook.ts";
 import { CliError, type CliOptions, VERSION } from "./args.ts";
 import { serveOptionsOf } from "./flags.ts";
-import { listenError, loadFiles, openMaildir } from "./files.ts";
+import { listenError, loadFiles, openMaildir, webhookSecret } from "./files.ts";
 import { checkCredentials } from "./password.ts";
 import { startTmpSweep } from "./abuse.ts";
 import {
@@ -226,14 +226,11 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     url: new URL(o.webhook),
     timeout: o.webhookTimeout ?? 30000,
     headers: o.webhookHeaders ?? {},
-    secret: loaded.webhookSecret,
+    secret: await webhookSecret(o),
   };
   for (const warning of loaded.warnings) {
     log.warn("warning", warning, { warning });
   }
-  // The tmp/ sweep starts once the server listens (see startTmpSweep).
-  let stopSweep = () => {};
-
   // Replaced by a reload (SIGHUP).
   let users = loaded.users;
   const stats = { messages: 0, bytes: 0, failed: 0 };
@@ -397,7 +394,6 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   });
   if (orphan) {
     unwatch();
-    stopSweep();
     log.info("stopping", "parent gone: not listening", {
       reason: "parent gone",
     });
@@ -453,7 +449,6 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   } catch (error) {
     unwatch();
     unwatchReload();
-    stopSweep();
     if (error instanceof CliError) throw error;
     throw listenError(error, o);
   }
@@ -492,7 +487,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     },
   );
   worker?.listening(server.addr.port);
-  if (maildir !== null) stopSweep = startTmpSweep(maildir, log);
+  // The tmp/ sweep starts once the server listens (see startTmpSweep).
+  const stopSweep = maildir === null ? () => {} : startTmpSweep(maildir, log);
   const why = await Promise.race([
     stopSignal,
     server.finished.then(() => "listener closed"),
