@@ -259,16 +259,16 @@ export async function claimIp(d: PreambleDriver): Promise<boolean> {
 /**
  * Starts the reverse DNS lookup of the client, which fills in the
  * session's `reverseDns` and `clientHostname` when it settles (it never
- * rejects, and settles by its timeout); null when reverseDns is off, on
- * a Unix socket, for a proxy's health check or a header without the
- * client's address.
+ * rejects, and settles by its timeout); null when reverseDns is off
+ * (as on a Unix socket: see reverseDnsOf in server.ts), for a proxy's
+ * health check or a header without the client's address.
  */
 function reverseDns(d: PreambleDriver): Promise<void> | null {
   const rdns = d.host.reverseDns;
   const s = d.session;
   const proxy = s.proxy;
   if (
-    rdns === null || d.host.options.path !== null ||
+    rdns === null ||
     (proxy !== null && (proxy.healthCheck || proxy.source === null ||
       proxy.family === "unix"))
   ) return null;

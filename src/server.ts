@@ -446,6 +446,8 @@ async function reverseDnsOf(
       "Cannot use option reverseDns: createServer was given no dnsResolver",
     );
   }
+  // A Unix socket's clients have no address to look up.
+  if (o.path !== null) return null;
   const resolver = await dnsResolver(
     o.dnsServers === null ? {} : { dnsServers: o.dnsServers },
   );
