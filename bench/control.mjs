@@ -22,14 +22,15 @@ function procMemory() {
   }
 }
 
-/** The `stats` answer: CPU µs and memory, as one JSON line. */
-export function stats() {
+/** The `stats` answer: CPU µs and memory (and `extra`'s fields), as one JSON line. */
+export function stats(extra) {
   const cpu = process.cpuUsage();
   return JSON.stringify({
     userUs: cpu.user,
     systemUs: cpu.system,
     rss: process.memoryUsage().rss,
     ...procMemory(),
+    ...extra?.(),
   });
 }
 
@@ -65,8 +66,11 @@ function gcStats() {
   });
 }
 
-/** Says READY (with `loaded`, if given) and serves `stats` and `gc` until stdin ends. */
-export function control(port, loaded) {
+/**
+ * Says READY (with `loaded`, if given) and serves `stats` (with the fields
+ * `extra()` returns, if given) and `gc` until stdin ends.
+ */
+export function control(port, loaded, extra) {
   let pending = "";
   process.stdin.setEncoding("utf8");
   process.stdin.on("data", (d) => {
@@ -74,7 +78,7 @@ export function control(port, loaded) {
     for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
       const line = pending.slice(0, nl).trim();
       pending = pending.slice(nl + 1);
-      if (line === "stats") process.stdout.write(stats() + "\n");
+      if (line === "stats") process.stdout.write(stats(extra) + "\n");
       else if (line === "gc") process.stdout.write(gcStats() + "\n");
     }
   });

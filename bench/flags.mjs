@@ -11,7 +11,15 @@ const value = (name) => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 export const ALL_PARTS = ["engine", "load", "memory"];
-export const ALL_SERVERS = ["smtpd", "smtp-server", "floor", "smtp-sink"];
+export const ALL_SERVERS = [
+  "smtpd",
+  "smtpd-byob",
+  "smtpd-cli",
+  "smtp-server",
+  "floor",
+  "floor-reuse",
+  "smtp-sink",
+];
 export const ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"];
 const pick = (text, all) =>
   text === undefined ? all : text.split(",").filter((x) => all.includes(x));

@@ -7,13 +7,29 @@
 //
 //   <runtime> bench/floor.mjs        # prints READY <port>; `stats` on stdin
 //
+//   <runtime> bench/floor.mjs --reuse   # the reused-read-buffer floor (below)
+//
 // Deno: Deno.listen + conn.read/conn.write (runtimes/deno.ts's path), into
 // one buffer per connection that starts at 256 bytes and grows 4-fold on a
 // full read (up to 64 KiB), reused for every read: an idle connection holds
 // 256 bytes, and a body passes through the same memory (no chunk is handed
 // on). Bun: Bun.listen (runtimes/bun.ts's). Node: node:net
 // (runtimes/node_net.ts's); there the runtime allocates each read itself.
+//
+// `--reuse`: the reused-read-buffer floor, what a receiver costs when no
+// read allocates. Node: every accepted socket reads into one 64 KiB buffer
+// of the process (node:net's `onread`, public for client sockets only:
+// here the accepted socket's handle is taken with `pauseOnConnect` and
+// wrapped in `new net.Socket({ handle, onread })`, as node:net's own
+// server wraps it; the buffer is free again when the callback returns, so
+// one serves every connection). Deno: the same as the plain floor, which
+// reads with Deno.Conn.read into a buffer of its own per connection
+// already (run.mjs reports the plain floor's figures for it). Bun: not
+// possible, Bun.listen hands a fresh copy per read; the process prints
+// `UNSUPPORTED <why>` and exits 3. Node without the handle (a runtime
+// whose node:net has none) does the same.
 // Loopback only (127.0.0.1, a free port).
+import process from "node:process";
 import { control } from "./control.mjs";
 
 const enc = new TextEncoder();
@@ -151,9 +167,81 @@ async function nodeServer() {
   return server.address().port;
 }
 
-const port = globalThis.Deno
-  ? denoServer()
-  : globalThis.Bun
-  ? bunServer()
-  : await nodeServer();
+/** The reused-buffer floor's one read buffer (Node): 64 KiB, as libuv reads. */
+const SHARED = new Uint8Array(64 * 1024);
+
+/**
+ * The reused-buffer floor on node:net: each accepted socket's handle
+ * wrapped in a socket that reads into SHARED (`onread`). Null when this
+ * node:net hands out no handle to wrap.
+ */
+async function nodeReuseServer() {
+  const net = await import("node:net");
+  let wrapped = 0;
+  const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
+    const handle = accepted._handle;
+    if (!handle || typeof handle.readStart !== "function") {
+      accepted.destroy();
+      return;
+    }
+    // The accepted socket lets go of the handle: the new one owns it.
+    accepted._handle = null;
+    const s = state();
+    const sock = new net.Socket({
+      handle,
+      readable: true,
+      writable: true,
+      onread: {
+        buffer: SHARED,
+        callback(n, buf) {
+          const out = feed(s, buf.subarray(0, n));
+          if (out !== null) sock.write(out);
+        },
+      },
+    });
+    wrapped++;
+    sock.setNoDelay(true);
+    sock.on("error", () => {});
+    sock.write(GREETING);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  // Feature check: one connection of our own must get the greeting
+  // through a wrapped socket.
+  const ok = await new Promise((resolve) => {
+    const c = net.connect(server.address().port, "127.0.0.1");
+    const t = setTimeout(() => resolve(false), 5000);
+    c.once("data", () => {
+      clearTimeout(t);
+      c.destroy();
+      resolve(wrapped === 1);
+    });
+    c.once("error", () => resolve(false));
+  });
+  if (!ok) {
+    server.close();
+    return null;
+  }
+  return server.address().port;
+}
+
+const reuse = process.argv.includes("--reuse");
+let port;
+if (globalThis.Deno) port = denoServer();
+else if (globalThis.Bun) {
+  if (reuse) {
+    process.stdout.write(
+      "UNSUPPORTED Bun.listen hands a fresh copy of every read: no reused buffer\n",
+    );
+    process.exit(3);
+  }
+  port = bunServer();
+} else if (reuse) {
+  port = await nodeReuseServer();
+  if (port === null) {
+    process.stdout.write(
+      "UNSUPPORTED node:net gave no handle to read into a reused buffer\n",
+    );
+    process.exit(3);
+  }
+} else port = await nodeServer();
 control(port);

@@ -6,14 +6,22 @@ import { log, Noise, spread } from "./common.mjs";
 import { fmtLoad } from "./format.mjs";
 import { RUNS, RUNTIME_NAMES } from "./flags.mjs";
 import { ehloKeywords, runLoad } from "./load_gen.mjs";
-import { cpuDelta, serverList, settle, startAll } from "./server_proc.mjs";
-import { perUnit, sized, WARMUP_RUNS, WORKLOADS } from "./workloads.mjs";
+import {
+  cpuDelta,
+  REUSE_FLOOR_NOTE,
+  serverList,
+  settle,
+  startAll,
+} from "./server_proc.mjs";
+import { perUnit, sized, warmedUp, WORKLOADS } from "./workloads.mjs";
 import { HAVE_POSTFIX } from "./launch.mjs";
 
 /**
  * One workload, or a DATA and a BDAT workload together (workloadPlan):
- * fresh server processes, then RUNS + 1 rounds (the first is the warm-up,
- * a shorter load, the same for every server, discarded). In each round
+ * fresh server processes, each warmed up to steady state (batches of one
+ * run's load until its CPU per message stops falling: WARMUP, warmedUp;
+ * discarded, but reported), then RUNS rounds, the same load for every
+ * server. In each round
  * every runtime's group (smtpd, smtp-server, smtp-sink) runs back to back,
  * in the order A B C on even rounds and C B A on odd ones; the order of the
  * groups rotates every round. smtp-sink thus runs once per group, and the
@@ -43,8 +51,7 @@ export async function benchWorkloads(names) {
   for (const { name, w } of ws) {
     log(
       `\n${name}: ${w.desc}: ${w.messages} messages of ${w.size} B` +
-        (w.smtpServer !== w.messages ? ` (smtp-server ${w.smtpServer})` : "") +
-        ` (warm-up: ${WARMUP_RUNS} runs' worth)` +
+        ` per run, every server (warm-up: batches of that size until the CPU per message stops falling)` +
         (ws.length > 1
           ? `; run together with ${
             ws.filter((y) => y.name !== name).map((y) => y.name).join(", ")
@@ -57,9 +64,11 @@ export async function benchWorkloads(names) {
   /** The servers each workload runs on (BDAT: those offering CHUNKING). */
   const runsOn = new Map();
   for (const x of ws) {
-    // The runtime floor is for scale under smtp-source's loads only.
+    // The runtime floors are for scale under smtp-source's loads only.
     const all = new Set(
-      servers.filter((s) => s.kind !== "floor" || x.w.tool === "source"),
+      servers.filter((s) =>
+        !s.kind.startsWith("floor") || x.w.tool === "source"
+      ),
     );
     if (x.w.tool !== "bdat") {
       runsOn.set(x.name, all);
@@ -87,6 +96,7 @@ export async function benchWorkloads(names) {
           server: s.kind,
           runtime: s.runtime,
           runs: [],
+          warmup: [],
           errors: [],
         }]),
       ),
@@ -108,8 +118,33 @@ export async function benchWorkloads(names) {
     ? [{ rt: null, seq: [sink] }]
     : [];
   try {
-    for (let round = 0; round <= RUNS; round++) {
-      const warmup = round === 0;
+    // Warm-up: each server process on its own, batch after batch, until
+    // every workload it runs has stopped getting cheaper.
+    for (const s of servers) {
+      const mine = ws.filter((x) => runsOn.get(x.name).has(s));
+      for (let batch = 0;; batch++) {
+        for (const x of batch % 2 === 1 ? [...mine].reverse() : mine) {
+          const row = rows.get(x.name).get(s.name);
+          const run = await measure(s, x.w, 0, null);
+          const tag = `warm-up ${batch + 1}` +
+            (ws.length > 1 ? ` ${x.name}` : "");
+          if (!run.ok) {
+            row.errors.push(`${tag}: ${run.error}`);
+            row.warmup.push(NaN);
+            log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${run.error}`);
+            continue;
+          }
+          row.warmup.push(run.cpuUsPerMsg);
+          logRun(s, x.w, run, tag, null);
+        }
+        const done = mine.every((x) => {
+          const xs = rows.get(x.name).get(s.name).warmup;
+          return xs.some((v) => !Number.isFinite(v)) || warmedUp(xs);
+        });
+        if (done) break;
+      }
+    }
+    for (let round = 1; round <= RUNS; round++) {
       const order = round % 2 === 1 ? [...ws].reverse() : ws;
       for (let g = 0; g < groups.length; g++) {
         const group = groups[(g + round) % groups.length];
@@ -118,26 +153,16 @@ export async function benchWorkloads(names) {
           for (const x of order) {
             if (!runsOn.get(x.name).has(s)) continue;
             const row = rows.get(x.name).get(s.name);
-            const run = await measure(s, x.w, warmup, round, group.rt);
-            const tag = (warmup ? "warm-up" : `run ${round}`) +
-              (ws.length > 1 ? ` ${x.name}` : "");
+            const run = await measure(s, x.w, round, group.rt);
+            const tag = `run ${round}` + (ws.length > 1 ? ` ${x.name}` : "");
             if (!run.ok) {
               row.errors.push(`${tag}: ${run.error}`);
-              if (!warmup) row.runs.push({ round, group: group.rt, ok: false });
+              row.runs.push({ round, group: group.rt, ok: false });
               log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${run.error}`);
               continue;
             }
-            if (!warmup) row.runs.push(run);
-            log(
-              `  ${s.name.padEnd(20)} ${tag.padEnd(10)}: ${
-                run.msgPerS.toFixed(0).padStart(6)
-              } msg/s ${
-                perUnit(x.w, run.cpuUsPerMsg).toFixed(1).padStart(8)
-              } µs CPU/${x.w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU` +
-                (s.kind === "smtp-sink" && group.rt
-                  ? ` (with ${group.rt})`
-                  : ""),
-            );
+            row.runs.push(run);
+            logRun(s, x.w, run, tag, group.rt);
           }
         }
       }
@@ -173,18 +198,27 @@ export async function benchWorkloads(names) {
   return results;
 }
 
+/** The progress line of one run. */
+function logRun(s, w, run, tag, group) {
+  log(
+    `  ${s.name.padEnd(20)} ${tag.padEnd(12)}: ${
+      run.msgPerS.toFixed(0).padStart(6)
+    } msg/s ${
+      perUnit(w, run.cpuUsPerMsg).toFixed(1).padStart(8)
+    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU` +
+      (s.kind === "smtp-sink" && group ? ` (with ${group})` : ""),
+  );
+}
+
 /**
- * One run of workload `w` against server `s`: CPU before, the load, a
- * pause until the server's CPU stops moving, CPU after. The warm-up run
- * sends `w.warmup` messages, a measured one `w.messages`.
+ * One run of workload `w` (`w.messages` messages, every server) against
+ * server `s`: CPU before, the load, a pause until the server's CPU stops
+ * moving, CPU after.
  */
-async function measure(s, w, warmup, round, group) {
-  const peer = s.kind === "smtp-server";
-  const messages = peer
-    ? (warmup ? w.smtpServerWarmup : w.smtpServer)
-    : (warmup ? w.warmup : w.messages);
+async function measure(s, w, round, group) {
+  const messages = w.messages;
   const a = await s.cpu();
-  const r = await runLoad({ ...w, messages }, s.port);
+  const r = await runLoad(w, s.port);
   await settle(s);
   const b = await s.cpu();
   if (!r.ok) return { round, group, ok: false, error: r.error };
@@ -230,6 +264,13 @@ function summarize(w, rows) {
       user: spread(ok.map((r) => perUnit(w, r.userUsPerMsg))),
       msgPerS: spread(ok.map((r) => r.msgPerS)),
       peakRssKb: row.peakRssKb,
+      // CPU per unit of each warm-up batch, and the last batch ÷ the
+      // measured median (about 1 when the warm-up reached steady state).
+      warmup: row.warmup.map((v) => perUnit(w, v)),
+      warmupVsMeasured: row.warmup.length > 0
+        ? perUnit(w, row.warmup[row.warmup.length - 1]) /
+          spread(ok.map((r) => perUnit(w, r.cpuUsPerMsg))).median
+        : NaN,
       errors: row.errors,
       raw: row.runs,
     };
@@ -240,9 +281,15 @@ function summarize(w, rows) {
     if (!smtpd) continue;
     const peer = byKey("smtp-server", rt);
     const floor = byKey("floor", rt);
+    // Deno's floor reads into a reused buffer already: it stands for both.
+    const reuse = byKey("floor-reuse", rt) ??
+      (REUSE_FLOOR_NOTE[rt] && rt === "deno" ? floor : undefined);
     ratios.push({
       runtime: rt,
       cpuVsFloor: paired(smtpd, floor, "cpuUsPerMsg"),
+      cpuVsReuseFloor: paired(smtpd, reuse, "cpuUsPerMsg"),
+      reuseFloorNote: REUSE_FLOOR_NOTE[rt] ?? null,
+      floorVsSmtpServer: paired(floor, peer, "cpuUsPerMsg"),
       floorCpuVsSink: paired(floor, sink, "cpuUsPerMsg"),
       cpuVsSmtpServer: paired(smtpd, peer, "cpuUsPerMsg"),
       speedVsSmtpServer: paired(smtpd, peer, "msgPerS"),

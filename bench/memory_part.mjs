@@ -1,6 +1,6 @@
 // run.mjs's memory part: the bare runtime's RSS, then per server a fresh
-// process's idle RSS, its RSS per idle session (without and after a full
-// GC) and its growth with one big message.
+// process's idle RSS and its RSS per idle session (without and after a
+// full GC), and another fresh process's growth with one big message.
 import { writeFileSync } from "node:fs";
 import { log, Noise, sleep, spread } from "./common.mjs";
 import { fmt, mb } from "./format.mjs";
@@ -38,9 +38,17 @@ async function warmUpMemory(s, row) {
   if (!warm.ok) row.errors.push(`warm-up: ${warm.error}`);
 }
 
-/** One fresh server process through the memory measurements. */
-async function memoryOnce(kind, rt) {
-  const [s] = await startAll([[kind, rt]]);
+/**
+ * One fresh server process, started with a full GC exposed, through the
+ * idle measurements: its RSS 1 s after it listens; 20 warm-up messages and
+ * a full GC (the baseline then holds no warm-up garbage); RSS with
+ * IDLE_CONNECTIONS sessions held open after EHLO, as it is (garbage and
+ * the room the runtime grew its heap by included), then after a full GC
+ * (what the sessions keep: RSS, JS heap in use, memory outside it); each
+ * minus the baseline, ÷ IDLE_CONNECTIONS.
+ */
+async function idleOnce(kind, rt) {
+  const [s] = await startAll([[kind, rt]], { gc: true });
   if (!s) return null;
   const row = { errors: [] };
   try {
@@ -48,15 +56,44 @@ async function memoryOnce(kind, rt) {
     row.idleRssKb = s.mem().rss;
     await warmUpMemory(s, row);
     await sleep(500);
+    const before = await s.gcMem();
+    if (before === null) row.errors.push("no full GC on this runtime");
     row.beforeIdleKb = s.mem().rss;
     const h = await holdIdle(s.port, IDLE_CONNECTIONS);
     if (h.ok) {
       await sleep(1000);
       row.withIdleKb = s.mem().rss;
       row.perIdleKb = (row.withIdleKb - row.beforeIdleKb) / IDLE_CONNECTIONS;
+      const after = before === null ? null : await s.gcMem();
+      if (after !== null) {
+        row.retainedRssKb = (after.rss - before.rss) / 1024 / IDLE_CONNECTIONS;
+        row.retainedHeapKb = (after.heapUsed - before.heapUsed) / 1024 /
+          IDLE_CONNECTIONS;
+        row.retainedExternalKb = (after.external - before.external) / 1024 /
+          IDLE_CONNECTIONS;
+      }
     } else row.errors.push(`idle sessions: ${h.error}`);
     await h.release();
-    await sleep(1000);
+  } finally {
+    await s.stop();
+  }
+  return row;
+}
+
+/**
+ * One fresh server process through the big message (nothing else ran in
+ * it but 20 warm-up messages): RSS before, peak RSS while one BIG_MB MB
+ * message goes through (VmHWM, reset just before) and the growth; for the
+ * BYOB server, the reader its hook got.
+ */
+async function bigOnce(kind, rt) {
+  const [s] = await startAll([[kind, rt]]);
+  if (!s) return null;
+  const row = { errors: [] };
+  try {
+    await sleep(500);
+    await warmUpMemory(s, row);
+    await sleep(500);
     row.peakReset = resetPeak(s.pid);
     const before = s.mem();
     row.beforeBigKb = before.rss;
@@ -73,58 +110,23 @@ async function memoryOnce(kind, rt) {
       row.bigGrowthKb = row.peakReset ? after.hwm - before.rss : NaN;
       row.bigSeconds = big.ms / 1000;
     } else row.errors.push(`${BIG_MB} MB message: ${big.error}`);
+    row.reader = (await s.notes()).reader;
   } finally {
     await s.stop();
   }
   return row;
 }
 
-/**
- * What 1,000 idle sessions keep after a full GC, in a fresh process started
- * with the GC exposed (its own, so that the collections do not touch the
- * figures of memoryOnce): 20 warm-up messages, a full GC, the sessions held
- * open after EHLO, a full GC again; the RSS and JS heap deltas ÷ sessions.
- * RSS without a GC (memoryOnce) also counts garbage not yet collected and
- * the room the runtime grew its heap by; this is what the sessions hold.
- */
-async function retainedOnce(kind, rt) {
-  const [s] = await startAll([[kind, rt]], { gc: true });
-  if (!s) return null;
-  const row = { errors: [] };
-  try {
-    await warmUpMemory(s, row);
-    await sleep(500);
-    const before = await s.gcMem();
-    if (before === null) {
-      row.errors.push("no full GC on this runtime");
-      return row;
-    }
-    const h = await holdIdle(s.port, IDLE_CONNECTIONS);
-    if (h.ok) {
-      await sleep(1000);
-      const after = await s.gcMem();
-      if (after !== null) {
-        row.rssKb = (after.rss - before.rss) / 1024 / IDLE_CONNECTIONS;
-        row.heapKb = (after.heapUsed - before.heapUsed) / 1024 /
-          IDLE_CONNECTIONS;
-        row.externalKb = (after.external - before.external) / 1024 /
-          IDLE_CONNECTIONS;
-      }
-    } else row.errors.push(`idle sessions: ${h.error}`);
-    await h.release();
-  } finally {
-    await s.stop();
-  }
-  return row;
-}
+/** The servers measured idle (the BYOB and CLI arms differ only in how a body is read). */
+const IDLE_KINDS = ["smtpd", "smtp-server", "floor", "floor-reuse"];
 
 /**
  * The memory bench: the bare runtime's RSS; then for every server a fresh
- * process: its idle RSS (1 s after READY), 20 warm-up messages, the RSS
- * delta with IDLE_CONNECTIONS idle sessions held open (after EHLO), and
- * the peak RSS growth while one BIG_MB MB message goes through. With
- * MEM_RUNS > 1 every figure is the median over that many fresh processes
- * (servers interleaved), and the bare runtime's too.
+ * process through the idle measurements (idleOnce: smtpd, smtp-server and
+ * the floors) and another through the big message (bigOnce: those, smtpd
+ * reading with a BYOB reader and smtpd's CLI delivering into a Maildir).
+ * With MEM_RUNS > 1 every figure is the median over that many fresh
+ * processes (servers interleaved), and the bare runtime's too.
  */
 export async function benchMemory() {
   const noise = new Noise();
@@ -148,49 +150,48 @@ export async function benchMemory() {
     bare[rt] = spread(xs).median;
     log(`  bare ${rt.padEnd(15)} RSS ${mb(bare[rt])} MB`);
   }
-  // smtp-sink is left out: the goals compare smtpd with smtp-server and the
-  // bare runtime, and smtp-sink stalls with 1,000 sessions held open. The
-  // runtime floor is in, for scale: what a receiver that keeps nothing
-  // costs per idle session and lets the runtime grow by with a big message.
-  const specs = serverList().filter(([k]) => k !== "smtp-sink");
+  // smtp-sink is left out: the goals compare smtpd with the runtime floors,
+  // and smtp-sink stalls with 1,000 sessions held open.
+  const specs = serverList("memory").filter(([k]) => k !== "smtp-sink");
   const samples = new Map(specs.map(([k, rt]) => [`${k}@${rt}`, []]));
   for (let rep = 0; rep < MEM_RUNS; rep++) {
     for (const [kind, rt] of specs) {
-      const one = await memoryOnce(kind, rt);
-      if (!one) continue;
+      const idle = IDLE_KINDS.includes(kind) ? await idleOnce(kind, rt) : null;
+      const big = await bigOnce(kind, rt);
+      if (!idle && !big) continue;
+      const one = {
+        ...idle,
+        ...big,
+        errors: [...idle?.errors ?? [], ...big?.errors ?? []],
+      };
       samples.get(`${kind}@${rt}`).push(one);
       log(
-        `  ${`${kind}@${rt}`.padEnd(20)} idle RSS ${mb(one.idleRssKb)} MB, ` +
-          `${fmt(one.perIdleKb, 1)} KB per idle session, ` +
+        `  ${`${kind}@${rt}`.padEnd(20)} ` +
+          (idle
+            ? `idle RSS ${mb(one.idleRssKb)} MB, ${
+              fmt(one.perIdleKb, 1)
+            } KB per idle session (after a full GC ${
+              fmt(one.retainedRssKb, 1)
+            }), `
+            : "") +
           `+${mb(one.bigGrowthKb)} MB peak with ${BIG_MB} MB` +
+          (one.reader ? ` (reader: ${one.reader})` : "") +
           (one.errors.length ? ` (${one.errors.join("; ")})` : ""),
       );
     }
-  }
-  const retained = new Map();
-  for (const [kind, rt] of specs) {
-    const r = await retainedOnce(kind, rt);
-    if (!r) continue;
-    retained.set(`${kind}@${rt}`, r);
-    log(
-      `  ${`${kind}@${rt}`.padEnd(20)} after a full GC: ${
-        fmt(r.rssKb, 1)
-      } KB RSS, ${fmt(r.heapKb, 2)} KB JS heap, ${
-        fmt(r.externalKb, 2)
-      } KB outside it per idle session` +
-        (r.errors.length ? ` (${r.errors.join("; ")})` : ""),
-    );
   }
   const rows = [];
   for (const [kind, rt] of specs) {
     const xs = samples.get(`${kind}@${rt}`);
     if (xs.length === 0) continue;
     const row = { server: kind, runtime: rt, errors: [], spreads: {} };
-    row.retained = retained.get(`${kind}@${rt}`) ?? null;
     for (
       const f of [
         "idleRssKb",
         "perIdleKb",
+        "retainedRssKb",
+        "retainedHeapKb",
+        "retainedExternalKb",
         "beforeBigKb",
         "bigPeakKb",
         "bigGrowthKb",
@@ -200,6 +201,8 @@ export async function benchMemory() {
       row.spreads[f] = spread(xs.map((x) => x[f]));
       row[f] = row.spreads[f].median;
     }
+    row.idle = IDLE_KINDS.includes(kind);
+    row.reader = xs.map((x) => x.reader).find((r) => r !== undefined);
     row.idleVsBare = spread(xs.map((x) => x.idleRssKb - bare[rt]));
     row.errors = xs.flatMap((x) => x.errors);
     row.samples = xs;

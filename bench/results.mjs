@@ -88,7 +88,7 @@ export function writeResults(
     "Written by `node bench/run.mjs` (never by hand). How to read it: bench/README.md.",
     "",
     `Date: ${date} UTC. Mode: ${MODE}, ${RUNS} measured rounds per workload ` +
-    `after one warm-up round (discarded), servers alternating A B C / C B A. Took ${
+    `after each server process warmed up to steady state (discarded, reported per workload), servers alternating A B C / C B A. Took ${
       Math.round(elapsed)
     } s.`,
     "",
@@ -217,7 +217,12 @@ function workloadNotes() {
     "Servers: `bench/server.mjs smtpd` (serve() from the code above; onMessage reads `message.raw` to the end), " +
     "`bench/server.mjs smtp-server` (authOptional, AUTH and STARTTLS disabled, no reverse DNS, onData drains the stream; " +
     "its default 100 ms wait before each greeting is left on), `floor` (bench/floor.mjs, W1–W4 and memory: fixed replies on the runtime's own " +
-    "listener, no parsing, no hooks: what the runtime costs by itself), and `smtp-sink` (C, Postfix). " +
+    "listener, no parsing, no hooks: what the runtime costs by itself), `floor-reuse` (bench/floor.mjs --reuse: the same with every read into one " +
+    "reused buffer: node:net `onread` on the accepted socket's handle; on Deno the floor itself, which reads with Deno.Conn.read into a buffer " +
+    "of its own; none on Bun, whose listener hands a fresh copy per read), and `smtp-sink` (C, Postfix). Memory only: `smtpd-byob` " +
+    "(`bench/server.mjs smtpd --byob`: onMessage reads `message.raw` with a BYOB reader into a buffer of its own, or with the default " +
+    'reader where `getReader({ mode: "byob" })` throws: the row says which) and `smtpd-cli` (the CLI delivering into a Maildir). ' +
+    "Every server gets the same load in a round. " +
     "Server CPU is user + system time of the server process: the JS servers' own `process.cpuUsage()` " +
     "(all threads), smtp-sink's from /proc/<pid>/task/*/sched. Peak RSS is VmHWM of the workload's " +
     "server process (fresh per workload; W5 and W6, W8 and W7 share theirs). Ratios pair runs taken " +

@@ -6,6 +6,8 @@
 //   <runtime> bench/server.mjs smtp-server  # nodemailer's smtp-server (npm)
 //   <runtime> bench/server.mjs smtpd --proxy-protocol  # expects a PROXY header (bench/proxy.mjs)
 //   <runtime> bench/server.mjs smtpd --lib src|dist    # the sources (mod.ts) or the npm build
+//   <runtime> bench/server.mjs smtpd --byob # the hook reads message.raw with a BYOB reader
+//   <runtime> bench/server.mjs smtpd --milter inet:127.0.0.1:PORT  # serve({ milters }) (repeatable)
 //
 // smtpd's code, by default: on Node and Bun the npm build, the file that
 // package.json's exports give the runtime (bench/library_file.mjs: what
@@ -28,6 +30,19 @@ const kind = argv[0];
 /** smtpd with `proxyProtocol: true` (PROXY v1/v2 from loopback peers). */
 const proxyProtocol = argv.includes("--proxy-protocol");
 const libAt = argv.indexOf("--lib");
+/**
+ * `--byob`: the hook reads message.raw with a BYOB reader into one 64 KiB
+ * buffer of its own (what an application that wants no per-chunk garbage
+ * does). While message.raw is no byte stream, getReader({ mode: "byob" })
+ * throws and the hook falls back to the default reader; `stats` says which
+ * reader it got (`reader`: "byob" or "default (no byte stream)").
+ */
+const byob = argv.includes("--byob");
+/** `--milter ADDRESS` (repeatable): serve({ milters: [{ address }] }). */
+const milters = argv.flatMap((a, i) =>
+  a === "--milter" ? [{ address: argv[i + 1] }] : []
+);
+let readerUsed;
 const runtime = typeof globalThis.Deno !== "undefined"
   ? "deno"
   : process.versions.bun
@@ -48,12 +63,40 @@ async function startSmtpd(file) {
     maxConnectionsPerIp: Infinity,
     maxMessageSize: 200 * 1024 * 1024,
     ...(proxyProtocol ? { proxyProtocol: true } : {}),
-    async onMessage(message) {
-      const reader = message.raw.getReader();
-      while (!(await reader.read()).done) { /* discard */ }
-    },
+    ...(milters.length > 0 ? { milters } : {}),
+    onMessage: byob ? readByob : readDefault,
   });
   return server.addr.port;
+}
+
+/** The hook of the default bench server: message.raw's default reader. */
+async function readDefault(message) {
+  const reader = message.raw.getReader();
+  while (!(await reader.read()).done) { /* discard */ }
+}
+
+/** The BYOB reader's buffers (64 KiB each), one taken per body being read, given back after. */
+const byobBuffers = [];
+
+/** The `--byob` hook: message.raw into byobBuffer, else (no byte stream) the default reader. */
+async function readByob(message) {
+  let reader;
+  try {
+    reader = message.raw.getReader({ mode: "byob" });
+  } catch {
+    readerUsed = "default (no byte stream)";
+    return await readDefault(message);
+  }
+  readerUsed = "byob";
+  // Sessions read bodies concurrently: each read has a buffer of its own.
+  let buf = byobBuffers.pop() ?? new ArrayBuffer(64 * 1024);
+  for (;;) {
+    const { value, done } = await reader.read(new Uint8Array(buf));
+    // The buffer comes back (transferred) with the bytes, or empty at the end.
+    if (value) buf = value.buffer;
+    if (done) break;
+  }
+  byobBuffers.push(buf);
 }
 
 async function startSmtpServer() {
@@ -93,11 +136,15 @@ async function main() {
     port = await startSmtpServer();
   } else {
     console.error(
-      "Usage: bench/server.mjs smtpd|smtp-server [--proxy-protocol] [--lib src|dist]",
+      "Usage: bench/server.mjs smtpd|smtp-server [--proxy-protocol] [--byob] [--milter ADDRESS] [--lib src|dist]",
     );
     process.exit(2);
   }
-  control(port, loaded);
+  control(
+    port,
+    loaded,
+    byob ? () => ({ reader: readerUsed ?? "none yet" }) : undefined,
+  );
 }
 
 await main();

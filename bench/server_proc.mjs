@@ -3,7 +3,9 @@
 // the bare runtime (bench/bare.mjs); their CPU time and memory, read through
 // the control channel (bench/control.mjs) and /proc; which servers a run
 // starts.
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import process from "node:process";
 import {
   canConnect,
@@ -14,7 +16,7 @@ import {
   sleep,
   statCpuUs,
 } from "./common.mjs";
-import { HAVE_POSTFIX, root, scriptArgv, SMTP_SINK } from "./launch.mjs";
+import { BIN, HAVE_POSTFIX, root, scriptArgv, SMTP_SINK } from "./launch.mjs";
 import { LIB, RUNTIME_NAMES, RUNTIMES, SERVER_KINDS } from "./flags.mjs";
 
 /** Runtime flags that expose a full GC to bench/control.mjs (Bun has Bun.gc). */
@@ -23,6 +25,53 @@ const GC_FLAGS = {
   node20: ["--expose-gc"],
   node24: ["--expose-gc"],
 };
+
+/**
+ * The reused-read-buffer floor (`bench/floor.mjs --reuse`) where it is not
+ * a process of its own: why, per runtime. On Deno the plain floor already
+ * reads into a buffer of its own per connection, so its figures stand for
+ * both; on Bun there is none.
+ */
+export const REUSE_FLOOR_NOTE = {
+  deno: "the floor itself: Deno.Conn.read into one buffer per connection",
+  bun: "not possible: Bun.listen hands a fresh copy of every read",
+};
+
+/** The kinds whose process is one of smtpd's (their `loaded` line counts). */
+const SMTPD_KINDS = ["smtpd", "smtpd-byob"];
+
+/**
+ * The CLI on `rt` (src/cli/main.ts on Deno and with `--lib src`, else the
+ * npm bin, dist/cli.js), listening on a free port and delivering into
+ * `maildir`, quiet, with the bench server's limits.
+ */
+function cliArgv(rt, maildir, lib) {
+  const flags = [
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--maildir",
+    maildir,
+    "--size",
+    String(200 * 1024 * 1024),
+    "--max-connections",
+    "10000",
+    "--max-connections-per-ip",
+    "10000",
+    "--server-name",
+    "bench.smtpd",
+    "--quiet",
+  ];
+  const bin = BIN[rt];
+  if (!bin) throw new Error(`${rt} is not installed`);
+  if (lib !== "src") return [bin, "dist/cli.js", ...flags];
+  if (rt === "deno") return [bin, "run", "-A", "src/cli/main.ts", ...flags];
+  if (rt === "node20") {
+    return [bin, "--import", "tsx", "src/cli/main.ts", ...flags];
+  }
+  return [bin, "src/cli/main.ts", ...flags];
+}
 
 /** "runtime\tfile" for each library file an smtpd server said it loaded. */
 export const loaded = new Set();
@@ -69,16 +118,43 @@ export class ServerProc {
           lib: LIB[this.runtime],
           flags,
         })
-        : this.kind === "floor"
-        ? scriptArgv(this.runtime, "bench/floor.mjs", [], { flags })
-        : scriptArgv(this.runtime, "bench/server.mjs", [this.kind], {
-          lib: LIB[this.runtime],
-          flags,
-        });
+        : this.kind === "floor" || this.kind === "floor-reuse"
+        ? scriptArgv(
+          this.runtime,
+          "bench/floor.mjs",
+          this.kind === "floor-reuse" ? ["--reuse"] : [],
+          { flags },
+        )
+        : this.kind === "smtpd-cli"
+        ? cliArgv(
+          this.runtime,
+          this.maildir = mkdtempSync(join(tmpdir(), "smtpd-bench-maildir-")),
+          LIB[this.runtime] === "src" || this.runtime === "deno"
+            ? "src"
+            : "dist",
+        )
+        : scriptArgv(
+          this.runtime,
+          "bench/server.mjs",
+          this.kind === "smtpd-byob" ? ["smtpd", "--byob"] : [this.kind],
+          { lib: LIB[this.runtime], flags },
+        );
     }
     this.child = new ServerChild(cmd, args, root);
     this.pid = this.child.pid;
-    if (this.kind === "smtp-sink") {
+    if (this.kind === "smtpd-cli") {
+      // The CLI's listening line names the port it chose (--port 0).
+      for (let i = 0; i < 50 && this.port === undefined; i++) {
+        const line = await this.child.nextLine(30_000);
+        if (line === null) break;
+        const m = /listening on 127\.0\.0\.1:(\d+)/.exec(line);
+        if (m) this.port = Number(m[1]);
+      }
+      if (this.port === undefined) {
+        throw new Error(`${this.name} did not start: ${this.child.stderr}`);
+      }
+      loaded.add(`${this.runtime}\t${args.find((a) => /cli/.test(a))} (CLI)`);
+    } else if (this.kind === "smtp-sink") {
       for (let i = 0; i < 100 && !(await canConnect(this.port)); i++) {
         await sleep(50);
       }
@@ -88,12 +164,20 @@ export class ServerProc {
     } else {
       const ready = await this.child.nextLine(30_000);
       const m = /^READY (\d+) ?(.*)/.exec(ready ?? "");
+      const no = /^UNSUPPORTED (.*)/.exec(ready ?? "");
+      if (no) {
+        const e = new Error(`${this.name}: ${no[1]}`);
+        e.unsupported = no[1];
+        throw e;
+      }
       if (!m) {
         throw new Error(`${this.name} did not start: ${this.child.stderr}`);
       }
       this.port = Number(m[1]);
       // What the server says it loaded (bench/server.mjs).
-      if (this.kind === "smtpd") loaded.add(`${this.runtime}\t${m[2]}`);
+      if (SMTPD_KINDS.includes(this.kind)) {
+        loaded.add(`${this.runtime}\t${m[2]}`);
+      }
     }
     return this;
   }
@@ -102,7 +186,10 @@ export class ServerProc {
   async cpu() {
     const ext = schedCpuUs(this.pid);
     const stat = statCpuUs(this.pid);
-    if (this.kind === "smtp-sink" || this.kind === "bare") {
+    if (
+      this.kind === "smtp-sink" || this.kind === "bare" ||
+      this.kind === "smtpd-cli"
+    ) {
       return { own: NaN, ownUser: NaN, sched: ext, stat };
     }
     this.child.send("stats");
@@ -121,6 +208,21 @@ export class ServerProc {
     return memKb(this.pid);
   }
 
+  /**
+   * What the server's own stats say beyond CPU and memory (bench/server.mjs
+   * --byob: `reader`, the reader its hook got), or {}.
+   */
+  async notes() {
+    if (!["smtpd", "smtpd-byob"].includes(this.kind)) return {};
+    this.child.send("stats");
+    try {
+      const { reader } = JSON.parse(await this.child.nextLine(10_000));
+      return reader === undefined ? {} : { reader };
+    } catch {
+      return {};
+    }
+  }
+
   /** A full GC in the server, then its memory (bench/control.mjs `gc`), or null. */
   async gcMem() {
     this.child.send("gc");
@@ -134,7 +236,12 @@ export class ServerProc {
   }
 
   async stop() {
-    await this.child?.stop(this.kind === "smtp-sink" ? "SIGTERM" : undefined);
+    await this.child?.stop(
+      this.kind === "smtp-sink" || this.kind === "smtpd-cli"
+        ? "SIGTERM"
+        : undefined,
+    );
+    if (this.maildir) rmSync(this.maildir, { recursive: true, force: true });
   }
 }
 
@@ -160,12 +267,29 @@ export function cpuDelta(a, b) {
   };
 }
 
-/** The servers to run, as [kind, runtime] (smtp-sink's runtime is null). */
-export function serverList() {
+/**
+ * The servers to run, as [kind, runtime] (smtp-sink's runtime is null):
+ * for the load part (`part` "load": smtpd, smtp-server, the floors,
+ * smtp-sink) or the memory part ("memory": also smtpd with a BYOB reader
+ * and smtpd's CLI). The reused-buffer floor runs where it is a process of
+ * its own (not on Deno or Bun: REUSE_FLOOR_NOTE).
+ */
+export function serverList(part = "load") {
   const out = [];
+  const kinds = part === "memory"
+    ? [
+      "smtpd",
+      "smtpd-byob",
+      "smtpd-cli",
+      "smtp-server",
+      "floor",
+      "floor-reuse",
+    ]
+    : ["smtpd", "smtp-server", "floor", "floor-reuse"];
   for (const rt of RUNTIME_NAMES) {
     if (!RUNTIMES[rt].ok) continue;
-    for (const k of ["smtpd", "smtp-server", "floor"]) {
+    for (const k of kinds) {
+      if (k === "floor-reuse" && REUSE_FLOOR_NOTE[rt]) continue;
       if (SERVER_KINDS.includes(k)) out.push([k, rt]);
     }
   }
@@ -184,7 +308,7 @@ export async function startAll(specs, options = {}) {
       await s.start();
       servers.push(s);
     } catch (e) {
-      log(`  ${s.name}: ${e.message}`);
+      log(`  ${e.unsupported ? "" : `${s.name}: `}${e.message}`);
       await s.stop().catch(() => {});
     }
   }

@@ -9,11 +9,11 @@ export const MB = 1024 * KB;
  * (the quick mode shrinks counts, never the number of rounds). The quick
  * counts give a measured run about 0.3–1 s of server CPU (W1 and W4, the
  * goals' per-message workloads, the most) and keep the quick bench within
- * about 8 minutes on 2 cores. `quickSmtpServer`: smtp-server's quick count
- * where it differs (W2: its 100 ms wait before each greeting holds it near
- * 180 connections a second, so a run of it is long in wall time and short
- * in CPU). `unit` is what the CPU is reported per: a message, a connection
- * (W2 sends one message per connection), or a MiB of message (W3).
+ * about 6 minutes on 2 cores. Every server gets the same count in a round
+ * (W2's quick count is small because smtp-server's 100 ms wait before each
+ * greeting holds it near 200 connections a second). `unit` is what the CPU
+ * is reported per: a message, a connection (W2 sends one message per
+ * connection), or a MiB of message (W3).
  */
 export const WORKLOADS = {
   W1: {
@@ -30,8 +30,7 @@ export const WORKLOADS = {
     desc: "20 sessions, 1 KB, one per connection (smtp-source)",
     sessions: 20,
     messages: 5000,
-    quick: 1000,
-    quickSmtpServer: 300,
+    quick: 500,
     size: KB,
     tool: "source",
     reuse: false,
@@ -113,29 +112,30 @@ export const BDAT_PAIRS = [
 ];
 
 /**
- * The workload at the mode's size: `messages` per measured run, and
- * `warmup` for the warm-up round: two runs' worth (WARMUP_RUNS). JIT
- * tiering goes on for thousands of messages: on Node 24, smtpd's CPU per
- * 1,000 W2 connections in one process fell 54 → 40 → 29 → 28 → 27 ticks
- * batch after batch (the runtime floor's: 24 → 17 → 16 → 15), so a warm-up
- * of a quarter run left the first measured rounds still compiling, their
- * ratios drifting down round after round and favouring the smallest code.
+ * The warm-up before the measured rounds, per server process: batches of
+ * one measured run's load, back to back, until the CPU per message stops
+ * falling — the last batch within `settle` (3 %) of the one before, or
+ * above it — after at least `min` batches and at most `max`. JIT tiering
+ * goes on for thousands of messages: on Node 24, smtpd's CPU per 1,000 W2
+ * connections in one process fell 54 → 40 → 29 → 28 → 27 ticks batch after
+ * batch (the runtime floor's: 24 → 17 → 16 → 15), so a fixed short warm-up
+ * left the first measured rounds compiling, their ratios drifting down
+ * round after round and favouring the smallest code. The report gives each
+ * server's batches and its last ones beside the measured median.
  */
-export const WARMUP_RUNS = 2;
+export const WARMUP = { min: 2, max: FULL ? 8 : 4, settle: 0.03 };
 
+/** Whether warm-up batches `xs` (CPU µs per message, in order) stopped falling. */
+export function warmedUp(xs) {
+  if (xs.length >= WARMUP.max) return true;
+  if (xs.length < WARMUP.min) return false;
+  const [prev, last] = xs.slice(-2);
+  return !(last < prev * (1 - WARMUP.settle));
+}
+
+/** The workload at the mode's size: `messages` per run (warm-up batch or measured), every server. */
 export function sized(w) {
-  const messages = MESSAGES || (FULL ? w.messages : w.quick);
-  const smtpServer = MESSAGES || FULL
-    ? messages
-    : w.quickSmtpServer ?? messages;
-  const warmup = (n) => Math.max(w.sessions, n * WARMUP_RUNS);
-  return {
-    ...w,
-    messages,
-    warmup: warmup(messages),
-    smtpServer,
-    smtpServerWarmup: warmup(smtpServer),
-  };
+  return { ...w, messages: MESSAGES || (FULL ? w.messages : w.quick) };
 }
 
 /** CPU per unit from CPU per message. */
