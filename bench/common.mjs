@@ -31,6 +31,11 @@ export class ServerChild {
     });
     this.pid = this.child.pid;
     this.exited = new Promise((r) => this.child.once("exit", r));
+    // A process that exits answers no more: whoever waits for a line gets null.
+    this.child.stdout.once("end", () => {
+      for (const w of this.waiters.splice(0)) w(null);
+      this.ended = true;
+    });
     let buf = "";
     this.child.stdout.setEncoding("utf8");
     this.child.stdout.on("data", (d) => {
@@ -52,6 +57,7 @@ export class ServerChild {
   /** The next line on stdout, or null after `ms`. */
   nextLine(ms) {
     if (this.lines.length > 0) return Promise.resolve(this.lines.shift());
+    if (this.ended) return Promise.resolve(null);
     return new Promise((resolve) => {
       const t = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== done);

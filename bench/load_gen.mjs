@@ -10,7 +10,10 @@ import { LOAD_TIMEOUT } from "./flags.mjs";
 /** The runtime that runs bench/client.mjs. */
 const clientNode = BIN.node24 ?? process.execPath;
 
-/** Runs one load against `port`; resolves {ok, skipped, ms, error}. */
+/**
+ * Runs one load against `port` (`w.sourceArgs`: more smtp-source
+ * arguments); resolves {ok, skipped, ms, error}.
+ */
 export function runLoad(w, port) {
   let cmd;
   let args;
@@ -24,6 +27,7 @@ export function runLoad(w, port) {
       String(w.messages),
       "-l",
       String(w.size),
+      ...(w.sourceArgs ?? []),
       `127.0.0.1:${port}`,
     ];
   } else {

@@ -6,6 +6,7 @@ import { spread } from "./common.mjs";
 import { MEM_RUNS, RUNS, RUNTIME_NAMES } from "./flags.mjs";
 import { fmt, loadLine, mb, mbs, ms, raw, rtLabel } from "./format.mjs";
 import { BIG_MB, IDLE_CONNECTIONS } from "./memory_part.mjs";
+import { MILTER_LOAD } from "./milter_part.mjs";
 import { REUSE_FLOOR_NOTE } from "./server_proc.mjs";
 import { BDAT_PAIRS, KB, MB, WARMUP } from "./workloads.mjs";
 
@@ -351,4 +352,60 @@ export function goals(workloads, memory) {
     ...out,
     "",
   ];
+}
+
+/**
+ * What a milter filter costs per message (issue 22): per runtime, smtpd
+ * with no filter, with rspamd and with OpenDKIM; or why it was not
+ * measured (the probe: the option not available in this build).
+ */
+export function milterTable(milter) {
+  if (!milter) return [];
+  const out = [
+    "### Milter cost (issue 22)",
+    "",
+    `Load: ${MILTER_LOAD.desc}, ${MILTER_LOAD.messages} messages per run, the same for every arm; each smtpd ` +
+    "process warmed up (batches until its CPU per message stops falling), then measured rounds in alternating " +
+    "order. smtpd's CPU is its own process's; the filter's is its daemon's whole process tree (from /proc, " +
+    'background work included), in its own column. Ratios to "no filter" are taken round by round. ' +
+    (milter.load ? `Machine: ${loadLine(milter.load)}.` : ""),
+    "",
+  ];
+  for (const [rt, p] of Object.entries(milter.probes)) {
+    if (!p.ok) {
+      out.push(`- ${rt}: milter option not available in this build (${p.why})`);
+    }
+  }
+  for (const [name, state] of Object.entries(milter.daemons)) {
+    if (state !== "started") out.push(`- ${name}: ${state}`);
+  }
+  if (milter.skipped) out.push(`- skipped: ${milter.skipped}`);
+  if (out[out.length - 1] !== "") out.push("");
+  if (milter.rows.length === 0) return out;
+  out.push(
+    "| runtime | smtpd with | ok runs | warm-up messages | smtpd CPU µs/msg median [min–max] | ÷ no filter | msg/s median [min–max] | ÷ no filter | the filter's own CPU µs/msg |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+  );
+  for (const r of milter.rows) {
+    if (!r.cpu) {
+      out.push(
+        `| ${r.runtime} | ${r.filter} | – | – | – | – | – | – | – | failed: ${
+          r.errors.join("; ")
+        }`,
+      );
+      continue;
+    }
+    out.push(
+      `| ${r.runtime} | ${r.filter} | ${r.okRuns}/${r.runs} | ${r.warmupMessages} | ${
+        ms(r.cpu, 1)
+      } | ${r.cpuVsNone ? ms(r.cpuVsNone) : "–"} | ${ms(r.msgPerS, 0)} | ${
+        r.speedVsNone ? ms(r.speedVsNone) : "–"
+      } | ${ms(r.daemonCpu, 1)} |` +
+        (r.errors.length > 0
+          ? ` failed: ${r.errors.slice(0, 3).join("; ")}`
+          : ""),
+    );
+  }
+  out.push("");
+  return out;
 }

@@ -21,7 +21,7 @@ import {
   RUNTIME_NAMES,
   RUNTIMES,
 } from "./flags.mjs";
-import { bdatVsData, goals, tables } from "./report.mjs";
+import { bdatVsData, goals, milterTable, tables } from "./report.mjs";
 import { loaded } from "./server_proc.mjs";
 
 const { deno, bun, node20, node24 } = BIN;
@@ -56,7 +56,7 @@ export function toolVersions() {
  * --no-write). `date`: when the run started, "YYYY-MM-DD HH:MM" UTC.
  */
 export function writeResults(
-  { date, elapsed, versions, build, engine, workloads, memory },
+  { date, elapsed, versions, build, engine, workloads, memory, milter },
 ) {
   const command = `node bench/run.mjs ${argv.join(" ")}`.trim();
   const head = version("git", ["-C", root, "log", "-1", "--format=%h %s"]);
@@ -81,6 +81,7 @@ export function writeResults(
     ...goals(workloads, memory),
     ...bdatVsData(workloads),
     ...tables(engine, workloads, memory),
+    ...milterTable(milter),
   ];
   const md = [
     "# Benchmark results",
@@ -136,6 +137,7 @@ export function writeResults(
         engine,
         workloads,
         memory,
+        milter,
       },
       null,
       1,

@@ -8,14 +8,15 @@
 // report and writes it (bench/RESULTS.md for the default selection; raw
 // figures next to it in .tmp/bench-results.json).
 //
-//   node bench/run.mjs            # quick: shorter loads, 5 measured rounds (≈8 min on 2 cores)
+//   node bench/run.mjs            # quick: shorter loads, 5 measured rounds (≈6 min on 2 cores)
 //   node bench/run.mjs --full     # the workloads at full size (7 rounds)
 //
 // Options:
 //   --full                 full message counts (default: quick)
 //   --runs N               measured rounds per workload (default 5 quick, 7 full);
 //                          one more warm-up round runs first and is discarded
-//   --only engine,load,memory     parts to run (default all); a runtime list
+//   --only engine,load,memory,milter  parts to run (default engine,load,memory;
+//                          milter: smtpd with rspamd / OpenDKIM); a runtime list
 //                          (--only bun,node24) is taken as --runtimes
 //   --runtimes deno,bun,node20,node24
 //   --servers smtpd,smtp-server,floor,smtp-sink
@@ -62,6 +63,7 @@ import { fmtLoad } from "./format.mjs";
 import { ensureBuilt } from "./launch.mjs";
 import { benchWorkloads } from "./load_part.mjs";
 import { benchMemory } from "./memory_part.mjs";
+import { benchMilter } from "./milter_part.mjs";
 import { toolVersions, writeResults } from "./results.mjs";
 import { workloadPlan } from "./workloads.mjs";
 
@@ -71,11 +73,11 @@ async function main() {
   const date = new Date().toISOString().slice(0, 16).replace("T", " ");
   const versions = toolVersions();
   log(
-    `bench: ${MODE}, ${RUNS} measured rounds + 1 warm-up, parts ${
+    `bench: ${MODE}, ${RUNS} measured rounds after a warm-up to steady state, parts ${
       PARTS.join(",")
     }, runtimes ${RUNTIME_NAMES.join(",")}; load average ${fmtLoad(loadavg())}`,
   );
-  const needsBuild = (PARTS.includes("load") || PARTS.includes("memory")) &&
+  const needsBuild = PARTS.some((p) => p !== "engine") &&
     RUNTIME_NAMES.some((rt) => RUNTIMES[rt].ok && LIB[rt] === "dist");
   const build = needsBuild ? ensureBuilt(log) : null;
   let engine = null;
@@ -94,8 +96,18 @@ async function main() {
     );
   }
   const memory = PARTS.includes("memory") ? await benchMemory() : null;
+  const milter = PARTS.includes("milter") ? await benchMilter() : null;
   const elapsed = (Date.now() - started) / 1000;
-  writeResults({ date, elapsed, versions, build, engine, workloads, memory });
+  writeResults({
+    date,
+    elapsed,
+    versions,
+    build,
+    engine,
+    workloads,
+    memory,
+    milter,
+  });
 }
 
 await main();

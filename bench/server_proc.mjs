@@ -91,12 +91,17 @@ function memKb(pid) {
 
 /** A server process: smtpd or smtp-server on a runtime, smtp-sink, or the bare runtime. */
 export class ServerProc {
-  /** `gc`: start the runtime with a full GC exposed (the `gc` control command). */
-  constructor(kind, runtime, { gc = false } = {}) {
+  /**
+   * `gc`: start the runtime with a full GC exposed (the `gc` control
+   * command); `args`: more arguments for bench/server.mjs (smtpd's
+   * `--milter ADDRESS`), `label` the name then shown instead of the kind.
+   */
+  constructor(kind, runtime, { gc = false, args = [], label = kind } = {}) {
     this.kind = kind;
     this.runtime = runtime;
     this.gc = gc;
-    this.name = runtime ? `${kind}@${runtime}` : kind;
+    this.args = args;
+    this.name = runtime ? `${label}@${runtime}` : label;
   }
 
   async start() {
@@ -136,7 +141,10 @@ export class ServerProc {
         : scriptArgv(
           this.runtime,
           "bench/server.mjs",
-          this.kind === "smtpd-byob" ? ["smtpd", "--byob"] : [this.kind],
+          [
+            ...(this.kind === "smtpd-byob" ? ["smtpd", "--byob"] : [this.kind]),
+            ...this.args,
+          ],
           { lib: LIB[this.runtime], flags },
         );
     }
