@@ -279,7 +279,9 @@ export function goals(workloads, memory) {
     for (const rt of RUNTIME_NAMES) {
       const floor = row("floor", rt);
       const reuse = row("floor-reuse", rt);
-      const floors = `floor ${mbs(kb(floor, "bigGrowthKb"))}${
+      const floors = `floor${
+        rt === "deno" ? " (reads into a reused buffer)" : ""
+      } ${mbs(kb(floor, "bigGrowthKb"))}${
         reuse ? `, reused-buffer floor ${mbs(kb(reuse, "bigGrowthKb"))}` : ""
       }, smtpd with the default reader ${
         mbs(kb(row("smtpd", rt), "bigGrowthKb"))

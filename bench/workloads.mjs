@@ -30,7 +30,7 @@ export const WORKLOADS = {
     desc: "20 sessions, 1 KB, one per connection (smtp-source)",
     sessions: 20,
     messages: 5000,
-    quick: 500,
+    quick: 400,
     size: KB,
     tool: "source",
     reuse: false,
