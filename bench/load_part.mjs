@@ -1,5 +1,5 @@
 // run.mjs's load part: each workload against every server, in rounds
-// (fresh server processes per workload, a discarded warm-up round, the
+// (fresh server processes per workload, each warmed up to steady state, the
 // servers alternating A B C / C B A), and the per-server and per-runtime
 // figures taken from them.
 import { log, Noise, spread } from "./common.mjs";

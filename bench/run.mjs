@@ -14,7 +14,7 @@
 // Options:
 //   --full                 full message counts (default: quick)
 //   --runs N               measured rounds per workload (default 5 quick, 7 full);
-//                          one more warm-up round runs first and is discarded
+//                          after each server's warm-up to steady state (discarded)
 //   --only engine,load,memory,milter  parts to run (default engine,load,memory;
 //                          milter: smtpd with rspamd / OpenDKIM); a runtime list
 //                          (--only bun,node24) is taken as --runtimes
