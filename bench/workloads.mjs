@@ -123,7 +123,7 @@ export const BDAT_PAIRS = [
  * round after round and favouring the smallest code. The report gives each
  * server's batches and its last ones beside the measured median.
  */
-export const WARMUP = { min: 2, max: FULL ? 8 : 4, settle: 0.03 };
+export const WARMUP = { min: 2, max: FULL ? 8 : 3, settle: 0.03 };
 
 /** Whether warm-up batches `xs` (CPU µs per message, in order) stopped falling. */
 export function warmedUp(xs) {
