@@ -223,7 +223,8 @@ function workloadNotes() {
     "reused buffer: node:net `onread` on the accepted socket's handle; on Deno the floor itself, which reads with Deno.Conn.read into a buffer " +
     "of its own; none on Bun, whose listener hands a fresh copy per read), and `smtp-sink` (C, Postfix). Memory only: `smtpd-byob` " +
     "(`bench/server.mjs smtpd --byob`: onMessage reads `message.raw` with a BYOB reader into a buffer of its own, or with the default " +
-    'reader where `getReader({ mode: "byob" })` throws: the row says which) and `smtpd-cli` (the CLI delivering into a Maildir). ' +
+    'reader where `getReader({ mode: "byob" })` throws: the row says which) and `smtpd-cli` (the CLI delivering into a Maildir: ' +
+    "`dist/cli.js` on Node and Bun, `src/cli/main.ts` on Deno, the sources everywhere with `--lib src`). " +
     "Every server gets the same load in a round. " +
     "Server CPU is user + system time of the server process: the JS servers' own `process.cpuUsage()` " +
     "(all threads), smtp-sink's from /proc/<pid>/task/*/sched. Peak RSS is VmHWM of the workload's " +

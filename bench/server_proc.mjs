@@ -161,7 +161,6 @@ export class ServerProc {
       if (this.port === undefined) {
         throw new Error(`${this.name} did not start: ${this.child.stderr}`);
       }
-      loaded.add(`${this.runtime}\t${args.find((a) => /cli/.test(a))} (CLI)`);
     } else if (this.kind === "smtp-sink") {
       for (let i = 0; i < 100 && !(await canConnect(this.port)); i++) {
         await sleep(50);
