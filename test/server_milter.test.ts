@@ -610,6 +610,70 @@ describe("serve({ milters })", () => {
     });
   });
 
+  it("finds the header fields when the header block comes a byte at a time", async () => {
+    const headers = "From: a@example.org\r\nSubject: a long subject\r\n" +
+      " folded\r\nX-Empty:\r\n\r\n";
+    const body = "Line one\r\n\r\nLine three\r\n";
+    await withMilter({}, {}, async ({ open, got, fake }) => {
+      const c = await open();
+      await hello(c);
+      for (
+        const line of [
+          "MAIL FROM:<a@example.org>",
+          "RCPT TO:<b@example.org>",
+          "DATA",
+        ]
+      ) {
+        await c.send(line + "\r\n");
+        await c.reply();
+      }
+      for (const ch of headers) await c.send(ch);
+      await c.send(body + ".\r\n");
+      assert.match(await c.reply(), /^250 /);
+      assert.equal(got[0].text, headers + body);
+      const cmds = fake.connections[0];
+      assert.deepEqual(
+        cmds.flatMap((x) => x.type === "header" ? [[x.name, x.value]] : []),
+        [
+          ["From", "a@example.org"],
+          ["Subject", "a long subject\r\n folded"],
+          ["X-Empty", ""],
+        ],
+      );
+      assert.equal(
+        td.decode(
+          new Uint8Array(
+            cmds.flatMap((x) => x.type === "body" ? [...x.chunk] : []),
+          ),
+        ),
+        body,
+      );
+    });
+  });
+
+  it("aborts the application's message.signal when the filters and onMessage outlast hookTimeout", async () => {
+    let aborted: boolean | null = null;
+    await withMilter({}, {
+      hookTimeout: 300,
+      async onMessage(m) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 5000);
+          m.signal.addEventListener("abort", () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        aborted = m.signal.aborted;
+      },
+    }, async ({ open }) => {
+      const c = await open();
+      await hello(c);
+      assert.match((await transaction(c)).at(-1)!, /^451 4\.3\.0 /);
+      while (aborted === null) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(aborted, true);
+    });
+  });
+
   it("times each filter stage in server.stats()", async () => {
     await withMilter({}, {}, async ({ open, server, fake }) => {
       const c = await open();

@@ -123,23 +123,42 @@ function replyOf(v: MilterRejection): SmtpError {
 class HeaderReader {
   #parts: Uint8Array[] = [];
   #size = 0;
+  /** The last bytes seen (an empty line may straddle two chunks). */
+  #tail = new Uint8Array(0);
   /** Set once the block is whole: the block, and the body bytes after it. */
   done: { block: Uint8Array; rest: Uint8Array } | null = null;
 
-  /** Adds bytes; true once the header block is complete. */
+  /**
+   * Adds bytes; true once the header block is complete. Only the new bytes
+   * (and the three before them) are searched: a header block that comes a
+   * byte at a time costs no more than one that comes at once.
+   */
   push(chunk: Uint8Array): boolean {
+    const before = this.#size;
     this.#parts.push(chunk);
     this.#size += chunk.length;
-    const all = concat(this.#parts);
-    this.#parts = [all];
-    const end = endOfHeaders(all);
-    if (end >= 0) {
-      this.done = { block: all.subarray(0, end), rest: all.subarray(end) };
-    } else if (this.#size > MAX_HEADER_BYTES) {
-      // No end in sight: what came is the header block, the rest body.
-      this.done = { block: all, rest: new Uint8Array(0) };
+    let end: number;
+    if (before < 2) {
+      end = endOfHeaders(concat(this.#parts));
+    } else {
+      const probe = concat([this.#tail, chunk]);
+      const e = blankLine(probe);
+      end = e < 0 ? -1 : before - this.#tail.length + e;
+      this.#tail = probe.slice(Math.max(0, probe.length - 3));
     }
-    return this.done !== null;
+    if (before < 2) {
+      const all = concat(this.#parts);
+      this.#tail = all.slice(Math.max(0, all.length - 3));
+    }
+    if (end < 0 && this.#size <= MAX_HEADER_BYTES) return false;
+    const all = concat(this.#parts);
+    this.#parts = [];
+    // No end in sight past MAX_HEADER_BYTES: what came is the header
+    // block, the rest body.
+    this.done = end >= 0
+      ? { block: all.subarray(0, end), rest: all.subarray(end) }
+      : { block: all, rest: new Uint8Array(0) };
+    return true;
   }
 
   /** The body ended inside the header block. */
@@ -153,6 +172,11 @@ class HeaderReader {
 function endOfHeaders(b: Uint8Array): number {
   if (b[0] === 13 && b[1] === 10) return 2;
   if (b[0] === 10) return 1;
+  return blankLine(b);
+}
+
+/** Index after the first empty line that follows a line end, or -1. */
+function blankLine(b: Uint8Array): number {
   for (
     let i = b.indexOf(10);
     i >= 0 && i + 1 < b.length;
@@ -588,14 +612,17 @@ export class MilterSession {
         msg.milter = this.#results(stop);
         return;
       }
+      // From here on the filters' transaction ends at end-of-message (a
+      // next MAIL may come while the application still has this one).
       ended = true;
+      this.#open = false;
       await this.#endOfMessage(msg, headers.done!.block, hold);
     } finally {
       reader.releaseLock();
       if (!ended) {
         this.#open = true;
         await this.#abort();
-      } else this.#open = false;
+      }
       await hold.dispose();
     }
   }
@@ -725,8 +752,6 @@ export class MilterSession {
       final.abort(reason);
       this.#server.withdraw(final);
     };
-    if (signal.aborted) giveUp();
-    else signal.addEventListener("abort", giveUp, { once: true });
     let settled = false;
     let hook: Promise<void>;
     try {
@@ -735,6 +760,8 @@ export class MilterSession {
       final.drain();
       throw err;
     }
+    if (signal.aborted) giveUp();
+    else signal.addEventListener("abort", giveUp, { once: true });
     hook = hook.finally(() => {
       settled = true;
       final.drain();
@@ -742,8 +769,47 @@ export class MilterSession {
     // A rejection is awaited below; not unhandled meanwhile.
     hook.catch(() => {});
     try {
+      await this.#feed(
+        final,
+        signal,
+        () => settled,
+        headerBytes,
+        newBody,
+        hold,
+      );
+      await hook;
+    } finally {
+      signal.removeEventListener("abort", giveUp);
+    }
+    if (lmtp) {
+      // The application's refusals of recipients the client gave.
+      const errors = final.answer() ?? [];
+      errors.forEach((e, k) => {
+        if (e === null) return;
+        const want = final.to[k].toLowerCase();
+        const j = msg.to.findIndex((t) => t.toLowerCase() === want);
+        // (Unless the sender was answered already: hookTimeout.)
+        if (j >= 0 && !msg.givenUp) msg.rejectRecipient(j, e);
+      });
+    }
+  }
+
+  /**
+   * Pushes the message's bytes into `final` with backpressure, until the
+   * application is done with it (`settled`) or the sender's copy is given up.
+   */
+  async #feed(
+    final: IncomingMessage,
+    signal: AbortSignal,
+    settled: () => boolean,
+    headerBytes: Uint8Array,
+    newBody: Uint8Array[] | null,
+    hold: Hold,
+  ): Promise<void> {
+    const stop = () => settled() || signal.aborted;
+    try {
       const feed = async (chunk: Uint8Array) => {
-        if (settled || signal.aborted || chunk.length === 0) return;
+        if (stop() || chunk.length === 0) return;
         const wait = final.push(chunk);
         if (wait !== undefined) await wait;
       };
@@ -752,7 +818,7 @@ export class MilterSession {
         for (const c of newBody) await feed(c);
       } else {
         for await (const c of hold.read()) {
-          if (settled || signal.aborted) break;
+          if (stop()) break;
           await feed(c);
         }
       }
@@ -760,19 +826,6 @@ export class MilterSession {
     } catch (err) {
       final.abort(err instanceof Error ? err : new Error(String(err)));
       throw err;
-    } finally {
-      signal.removeEventListener("abort", giveUp);
-    }
-    await hook;
-    if (lmtp) {
-      // The application's refusals of recipients the client gave.
-      const errors = final.answer() ?? [];
-      errors.forEach((e, k) => {
-        if (e === null) return;
-        const want = final.to[k].toLowerCase();
-        const j = msg.to.findIndex((t) => t.toLowerCase() === want);
-        if (j >= 0) msg.rejectRecipient(j, e);
-      });
     }
   }
 
