@@ -8,6 +8,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
+import process from "node:process";
 import {
   type LogEntry,
   type Message,
@@ -672,6 +673,45 @@ describe("serve({ milters })", () => {
       while (aborted === null) await new Promise((r) => setTimeout(r, 10));
       assert.equal(aborted, true);
     });
+  });
+
+  it("talks to a filter on a Unix socket, and hands the changed message to the for await loop", async () => {
+    const path = `${tmpdir()}/smtpd-milter-test-${process.pid}.sock`;
+    const fake = await startFakeMilter({
+      path,
+      handler: (cmd) =>
+        cmd.type === "eob"
+          ? [encodeStrings("h", ["X-Scanned", "yes"]), encodePacket("a")]
+          : undefined,
+    });
+    const server = await serve({
+      port: 0,
+      milters: [{ address: `unix:${path}` }],
+    });
+    // The loop takes the message, then asks for the next one (which
+    // acknowledges it).
+    const messages = server[Symbol.asyncIterator]();
+    const loop = (async () => {
+      const { value: m } = await messages.next();
+      const text = await m!.text();
+      void messages.next();
+      return { text, milter: m!.milter };
+    })();
+    try {
+      const c = await connect(server.addr.port);
+      await hello(c);
+      assert.match((await transaction(c)).at(-1)!, /^250 /);
+      await c.close();
+      const got = await loop;
+      assert.equal(
+        got?.text,
+        MESSAGE.replace("\r\n\r\n", "\r\nX-Scanned: yes\r\n\r\n"),
+      );
+      assert.equal(got?.milter?.[0].address, `unix:${path}`);
+    } finally {
+      await server.close();
+      await fake.close();
+    }
   });
 
   it("times each filter stage in server.stats()", async () => {
