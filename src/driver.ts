@@ -211,6 +211,8 @@ export class ConnectionDriver {
         // no longer matter.
         this.delivery.abort(SHUTDOWN);
         this.hooks.force();
+        // A filter's answer no longer matters either.
+        if (this.milter !== null) void this.milter.close();
       }
       void this.#flushAndClose(force);
     }
@@ -348,6 +350,10 @@ export class ConnectionDriver {
               break;
             case "auth":
               await authenticate(this, ev.credentials);
+              // The filters' {auth_type} macro.
+              if (this.milter !== null && s.user !== null) {
+                this.milter.authType = ev.credentials.mechanism;
+              }
               break;
             case "command":
               // The engine already replaced AUTH credentials with "***".

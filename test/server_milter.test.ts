@@ -232,6 +232,23 @@ describe("serve({ milters })", () => {
     });
   });
 
+  it("tells the filter who authenticated, and how, at MAIL", async () => {
+    await withMilter({}, {
+      allowInsecureAuth: true,
+      auth: { verify: () => true },
+    }, async ({ open, fake }) => {
+      const c = await open();
+      await hello(c);
+      const plain = btoa("\0alice\0secret");
+      await c.send(`AUTH PLAIN ${plain}\r\n`);
+      assert.match(await c.reply(), /^235 /);
+      assert.match((await transaction(c)).at(-1)!, /^250 /);
+      const m = macros(fake.connections[0], "M");
+      assert.equal(m["{auth_authen}"], "alice");
+      assert.equal(m["{auth_type}"], "PLAIN");
+    });
+  });
+
   it("refuses the greeting when a filter rejects (554 5.7.1) or tempfails (421 4.7.1) at connect", async () => {
     for (
       const [answer, reply] of [
@@ -710,6 +727,30 @@ describe("serve({ milters })", () => {
       assert.equal(got?.milter?.[0].address, `unix:${path}`);
     } finally {
       await server.close();
+      await fake.close();
+    }
+  });
+
+  it("closes the server past closeTimeout while a filter keeps it waiting", async () => {
+    const fake = await startFakeMilter({
+      handler: (cmd) => cmd.type === "helo" ? "silent" : undefined,
+    });
+    const server = await serve({
+      port: 0,
+      closeTimeout: 100,
+      milters: [{ address: fake.address, timeouts: { command: 600_000 } }],
+    });
+    try {
+      const c = await connect(server.addr.port);
+      assert.match(await c.reply(), /^220 /);
+      await c.send("EHLO client.example\r\n");
+      // The filter has the HELO stage and does not answer.
+      while (!types(fake.connections[0] ?? []).includes("helo")) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await server.close();
+      await c.closed();
+    } finally {
       await fake.close();
     }
   });

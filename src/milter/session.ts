@@ -320,6 +320,8 @@ export class MilterSession {
   #open = false;
   /** A filter discarded the transaction (or, at connect/HELO, the session). */
   #discard = false;
+  /** The SASL mechanism of a successful AUTH: the `{auth_type}` macro. */
+  authType: string | null = null;
 
   /**
    * The filters of `session`, in order (options validated by serve()).
@@ -443,7 +445,10 @@ export class MilterSession {
       m["{tls_version}"] = s.tls.version;
       m["{cipher}"] = s.tls.cipher;
     }
-    if (s.user !== null) m["{auth_authen}"] = s.user;
+    if (s.user !== null) {
+      m["{auth_authen}"] = s.user;
+      if (this.authType !== null) m["{auth_type}"] = this.authType;
+    }
     return m;
   }
 
@@ -490,6 +495,8 @@ export class MilterSession {
         );
       }
       case "helo": {
+        // HELO/EHLO ends a transaction in progress.
+        await this.#abort();
         const macros = this.#sessionMacros();
         v = await this.#each("helo", (c) => c.helo(ev.hostname, macros));
         break;
