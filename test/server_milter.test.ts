@@ -18,6 +18,7 @@ import {
   SmtpError,
 } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
+import { createMetrics } from "../src/exports/metrics.ts";
 import {
   be32,
   type FakeAction,
@@ -755,7 +756,7 @@ describe("serve({ milters })", () => {
     }
   });
 
-  it("times each filter stage in server.stats()", async () => {
+  it("times each filter stage in server.stats(), which createMetrics() shows as one family", async () => {
     await withMilter({}, {}, async ({ open, server, fake }) => {
       const c = await open();
       await hello(c);
@@ -768,7 +769,72 @@ describe("serve({ milters })", () => {
         s.labels.stage === "eom" && s.labels.milter === fake.address
       ) as { count: number } | undefined;
       assert.equal(eom?.count, 1);
+      const metrics = createMetrics({ server });
+      metrics.observeMilter("other", "eom", 0.01);
+      const families = metrics.snapshot().filter((x) =>
+        x.name === "smtpd_milter_duration_seconds"
+      );
+      assert.equal(families.length, 1);
+      assert.deepEqual(
+        families[0].series.filter((x) => x.labels.stage === "eom").map((x) =>
+          x.labels.milter
+        ),
+        [fake.address, "other"],
+      );
     });
+  });
+
+  it("asks several filters in order: the first refusal ends the round, and every filter's changes apply", async () => {
+    const a = await startFakeMilter({
+      handler: (cmd) =>
+        cmd.type === "rcpt" && cmd.args[0] === "<no@example.org>"
+          ? [encodePacket("r")]
+          : cmd.type === "eob"
+          ? [encodeStrings("h", ["X-A", "1"]), encodePacket("c")]
+          : undefined,
+    });
+    const b = await startFakeMilter({
+      handler: (cmd) =>
+        cmd.type === "eob"
+          ? [encodeStrings("h", ["X-B", "2"]), encodePacket("c")]
+          : undefined,
+    });
+    const got: Got[] = [];
+    try {
+      await withServerUsing(
+        {
+          milters: [{ address: a.address }, { address: b.address }],
+          async onMessage(m) {
+            const text = await m.text();
+            got.push({ from: m.from, to: m.to, text, milter: m.milter });
+          },
+        },
+        connect,
+        async (_server, open) => {
+          const c = await open();
+          await hello(c);
+          const r = await transaction(c, ["no@example.org", "b@example.org"]);
+          assert.match(r[1], /^550 5\.7\.1 /);
+          assert.match(r.at(-1)!, /^250 /);
+        },
+      );
+      assert.equal(
+        got[0].text,
+        MESSAGE.replace("\r\n\r\n", "\r\nX-A: 1\r\nX-B: 2\r\n\r\n"),
+      );
+      assert.deepEqual(got[0].milter!.map((m) => m.address), [
+        a.address,
+        b.address,
+      ]);
+      // B never heard of the recipient A refused.
+      assert.deepEqual(
+        b.connections[0].flatMap((x) => x.type === "rcpt" ? [x.args[0]] : []),
+        ["<b@example.org>"],
+      );
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 
   it("checks the option at serve()", async () => {
