@@ -48,6 +48,17 @@ const READ_BYTES = 64 * 1024;
 
 const decoder = new TextDecoder();
 
+const TEMPFAIL = new SmtpError(
+  451,
+  "4.7.1",
+  "Service unavailable - try again later",
+);
+const TEMPFAIL_CONNECT = new SmtpError(
+  421,
+  "4.7.1",
+  "Service unavailable - try again later",
+);
+
 /** The decision events a filter is asked about after the hook accepted. */
 export type MilterDecision =
   | { type: "connect" }
@@ -477,6 +488,22 @@ export class MilterSession {
    * ```
    */
   async decide(ev: MilterDecision): Promise<SmtpError | null> {
+    try {
+      return await this.#decide(ev);
+    } catch (error) {
+      // Not the filter's answer (the client turns those into verdicts):
+      // a fault of ours, answered as a filter failure.
+      this.#server.logger?.({
+        type: "error",
+        session: this.#session.id,
+        message: `milter ${ev.type} stage failed`,
+        error,
+      });
+      return ev.type === "connect" ? TEMPFAIL_CONNECT : TEMPFAIL;
+    }
+  }
+
+  async #decide(ev: MilterDecision): Promise<SmtpError | null> {
     let v: MilterVerdict | null;
     switch (ev.type) {
       case "connect": {
