@@ -19,6 +19,7 @@ import {
 } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
 import { createMetrics } from "../src/exports/metrics.ts";
+import { newId } from "../src/session_state.ts";
 import {
   be32,
   type FakeAction,
@@ -44,9 +45,14 @@ interface Got {
 const MESSAGE = "From: a@example.org\r\nTo: b@example.org\r\n" +
   "Subject: hi\r\n\r\nHello\r\n";
 
-/** Temporary files of held bodies left in the temporary directory. */
+/**
+ * This process's temporary files of held bodies in the temporary directory
+ * (named by message id; the ids of a process share their first 16
+ * characters, so that another test process's files do not count).
+ */
 function heldFiles(): string[] {
-  return readdirSync(tmpdir()).filter((f) => f.startsWith("smtpd-milter-"));
+  const mine = `smtpd-milter-${newId().slice(0, 16)}`;
+  return readdirSync(tmpdir()).filter((f) => f.startsWith(mine));
 }
 
 /**
