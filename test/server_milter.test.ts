@@ -6,6 +6,7 @@
 // connection per SMTP session.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import process from "node:process";
@@ -20,6 +21,7 @@ import {
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
 import { createMetrics } from "../src/exports/metrics.ts";
 import { newId } from "../src/session_state.ts";
+import { TLS } from "./helpers/tls.ts";
 import {
   be32,
   type FakeAction,
@@ -253,6 +255,37 @@ describe("serve({ milters })", () => {
       const m = macros(fake.connections[0], "M");
       assert.equal(m["{auth_authen}"], "alice");
       assert.equal(m["{auth_type}"], "PLAIN");
+    });
+  });
+
+  it("tells the filter the TLS version and cipher after STARTTLS (swaks --tls)", async () => {
+    await withMilter({}, { tls: TLS }, async ({ server, fake, got }) => {
+      const out = await new Promise<string>((resolve) => {
+        execFile("swaks", [
+          "--server",
+          "127.0.0.1",
+          "--port",
+          String(server.addr.port),
+          "--tls",
+          "--from",
+          "a@example.org",
+          "--to",
+          "b@example.org",
+        ], (_err, stdout, stderr) => resolve(stdout + stderr));
+      });
+      assert.match(out, /<~ {2}250 2\.0\.0 OK/, out);
+      assert.equal(got.length, 1);
+      const cmds = fake.connections[0];
+      // HELO twice (before and after STARTTLS); the second one with TLS.
+      const helos = cmds.filter((x) => x.type === "macro" && x.stage === "H");
+      const last = helos.at(-1);
+      assert.ok(last?.type === "macro");
+      assert.match(last.macros["{tls_version}"], /^TLSv1\.[23]$/);
+      assert.ok(last.macros["{cipher}"].length > 0);
+      assert.equal(
+        macros(cmds, "M")["{tls_version}"],
+        last.macros["{tls_version}"],
+      );
     });
   });
 
