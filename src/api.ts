@@ -17,6 +17,16 @@ export type {
   ServeOptions,
 } from "./serve_options.ts";
 export type { ReverseDnsResult, ReverseDnsStatus } from "./rdns.ts";
+export type {
+  MilterErrorPolicy,
+  MilterModification,
+  MilterOptions,
+  MilterRejection,
+  MilterResult,
+  MilterTimeouts,
+  MilterVerdict,
+} from "./milter/options.ts";
+export type { HeaderModification } from "./milter/headers.ts";
 export type { Server, ServerStats } from "./server.ts";
 export type { LoopMessage } from "./inbox.ts";
 export type { Email, Message } from "./message.ts";

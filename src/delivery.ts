@@ -22,6 +22,8 @@ import {
 } from "./hooks.ts";
 import { newId, type SessionState } from "./session_state.ts";
 import type { ServerCounters } from "./stats.ts";
+import type { MilterSession } from "./milter/session.ts";
+import { milterOutcome } from "./milter/options.ts";
 
 /**
  * Accepts a message in the engine: one reply in SMTP (`each` null); in
@@ -70,6 +72,8 @@ export interface DeliveryOwner {
   readonly engine: SmtpEngine;
   readonly session: SessionState;
   readonly hooks: HookCalls;
+  /** The session's `milters` filters, which see each message first; or null. */
+  readonly milter: MilterSession | null;
 }
 
 /**
@@ -169,7 +173,7 @@ export class MessageDelivery {
     let r: HookResult;
     const since = this.#since = performance.now();
     try {
-      r = d.host.deliver(msg);
+      r = d.milter === null ? d.host.deliver(msg) : d.milter.message(msg);
     } catch (err) {
       this.#timed(since);
       msg.drain();
@@ -265,6 +269,9 @@ export class MessageDelivery {
         from: msg.from,
         to,
         size: ev.size,
+        ...(msg.milter === undefined
+          ? {}
+          : { milter: milterOutcome(msg.milter) }),
       });
     }
     return undefined;

@@ -22,6 +22,7 @@ import { MessageDelivery } from "./delivery.ts";
 import { authenticate } from "./auth_flow.ts";
 import { claimIp, preamble } from "./preamble.ts";
 import { SessionState } from "./session_state.ts";
+import type { MilterSession } from "./milter/session.ts";
 
 const EMPTY = new Uint8Array(0);
 /** A driver's `done` before start(). */
@@ -121,6 +122,8 @@ export class ConnectionDriver {
   readonly hooks: HookCalls;
   /** The message in transfer, if any. */
   readonly delivery: MessageDelivery;
+  /** The session's `milters` filters; null when there are none. */
+  readonly milter: MilterSession | null;
   /** The connection's deadline in {@link deadlines}, if one is set. */
   #deadline: DriverDeadline | null = null;
   #reading = false;
@@ -158,6 +161,7 @@ export class ConnectionDriver {
     this.session = new SessionState(conn, this.engine, options.lmtp === true);
     this.io = connectionIo(conn);
     this.hooks = new HookCalls(this);
+    this.milter = host.milters === null ? null : host.milters(this.session);
     this.delivery = new MessageDelivery(this);
   }
 
@@ -207,6 +211,8 @@ export class ConnectionDriver {
         // no longer matter.
         this.delivery.abort(SHUTDOWN);
         this.hooks.force();
+        // A filter's answer no longer matters either.
+        if (this.milter !== null) void this.milter.close();
       }
       void this.#flushAndClose(force);
     }
@@ -337,12 +343,17 @@ export class ConnectionDriver {
               this.delivery.aborted(ev.error);
               break;
             case "reset":
+              if (this.milter !== null) await this.milter.reset();
               break;
             case "starttls":
               await this.#startTls();
               break;
             case "auth":
               await authenticate(this, ev.credentials);
+              // The filters' {auth_type} macro.
+              if (this.milter !== null && s.user !== null) {
+                this.milter.authType = ev.credentials.mechanism;
+              }
               break;
             case "command":
               // The engine already replaced AUTH credentials with "***".
@@ -375,6 +386,7 @@ export class ConnectionDriver {
         if (this.#deadline !== null) deadlines.remove(this.#deadline);
         if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
         this.delivery.abort(TEMPORARY);
+        if (this.milter !== null) void this.milter.close();
         this.conn.close(this.#writeStalled);
         server.counters.sessionEnded(reason);
         log?.({ type: "close", session: s.id, reason, messages: s.messages });
@@ -541,11 +553,26 @@ export class ConnectionDriver {
     this.host.counters.hook(HOOK_OF[ev.type], performance.now() - since);
   }
 
-  /** Answers the engine's decision; `hooked`: a hook was asked. */
+  /**
+   * Answers the engine's decision; `hooked`: a hook was asked. What the
+   * hook accepted goes to the `milters` filters first.
+   */
   #answer(
     ev: DecisionEvent,
     error: SmtpError | null,
     hooked = false,
+  ): Promise<void> | undefined {
+    if (error === null && this.milter !== null) {
+      return this.milter.decide(ev).then((e) => this.#reply(ev, e, true));
+    }
+    return this.#reply(ev, error, hooked);
+  }
+
+  /** Gives the engine the decision's answer. */
+  #reply(
+    ev: DecisionEvent,
+    error: SmtpError | null,
+    hooked: boolean,
   ): undefined {
     if (error === null) {
       // The engine keeps the HELO name and ESMTP (the session reads them).

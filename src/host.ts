@@ -10,7 +10,8 @@
 import type { EngineOptions } from "./options.ts";
 import type { IncomingMessage } from "./message.ts";
 import type { ClientLimits } from "./limits.ts";
-import type { ErrorContext, Logger } from "./session.ts";
+import type { ErrorContext, Logger, Session } from "./session.ts";
+import type { MilterSession } from "./milter/session.ts";
 import type { Connection } from "./transport.ts";
 import type { ReverseDns } from "./rdns.ts";
 import type { RefusalCode, ServerCounters } from "./stats.ts";
@@ -45,6 +46,8 @@ export interface DriverHost {
   readonly limits: ClientLimits;
   /** The `reverseDns` lookups, shared by every session; null when off. */
   readonly reverseDns: ReverseDns | null;
+  /** Makes a session's `milters` filters; null when there are none. */
+  readonly milters: ((session: Session) => MilterSession) | null;
   /** The server's counters (`server.stats()`), incremented where things happen. */
   readonly counters: ServerCounters;
   /** The engine options of a connection of this kind (shared, not copied). */

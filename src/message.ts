@@ -10,6 +10,7 @@ import type { Mailbox } from "./address.ts";
 import type { BodyType, MailParams, Recipient } from "./engine.ts";
 import type { SmtpError } from "./errors.ts";
 import type { Session } from "./session.ts";
+import type { MilterResult } from "./milter/options.ts";
 
 /**
  * A message as postal-mime parses it (`message.parse()`): headers,
@@ -148,6 +149,28 @@ export interface Message {
    * error.
    */
   readonly signal: AbortSignal;
+  /**
+   * With `milters`: what each filter made of the message, in the order of
+   * the option (its verdict, the modifications applied to this message,
+   * the header fields it added such as `Authentication-Results` or
+   * `X-Spam-Status`, its quarantine reason); `undefined` without filters.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   *
+   * await serve({
+   *   port: 2525,
+   *   milters: [{ address: "inet:11332@127.0.0.1" }],
+   *   onMessage(message) {
+   *     for (const r of message.milter ?? []) {
+   *       console.log(r.address, r.verdict.action, r.addedHeaders, r.quarantine);
+   *     }
+   *   },
+   * });
+   * ```
+   */
+  readonly milter?: readonly MilterResult[];
 }
 
 /**
@@ -169,6 +192,8 @@ export class IncomingMessage implements Message {
   readonly session: Session;
   readonly bodyType: BodyType;
   readonly command: "DATA" | "BDAT";
+  /** Set by the milter filters (see {@link Message.milter}). */
+  milter?: readonly MilterResult[];
 
   #size = 0;
   /** LMTP: one entry per recipient (null: not refused); null in SMTP mode. */

@@ -614,7 +614,13 @@ export interface MetricsOptions {
    * driver where things happen) come first in every snapshot.
    */
   readonly server?: { stats(): Snapshot };
-  /** Bucket bounds (seconds) of the milter latency histogram. Default {@link LATENCY_BUCKETS}. */
+  /**
+   * Bucket bounds (seconds) of the milter latency histogram. Default
+   * {@link LATENCY_BUCKETS}. A server with `milters` times its filters
+   * itself, with the default buckets; what `observeMilter()` records is
+   * added to its series when the buckets are the same (else only the
+   * server's are shown).
+   */
   readonly latencyBuckets?: readonly number[];
 }
 
@@ -682,7 +688,24 @@ export function createMetrics(options: MetricsOptions = {}): SmtpdMetrics {
   );
   const snapshot = (): Snapshot => {
     const own = r.snapshot();
-    return server === undefined ? own : [...server.stats(), ...own];
+    if (server === undefined) return own;
+    const stats = server.stats();
+    const theirs = stats.find((f) => f.name === F.name);
+    if (theirs === undefined) return [...stats, ...own];
+    // The server times its filters (`milters`) itself: one family, with
+    // the series observeMilter() added when the buckets agree.
+    const mine = own.find((f) => f.name === F.name)!;
+    const rest = own.filter((f) => f !== mine);
+    const same = (theirs.buckets ?? []).join() === (mine.buckets ?? []).join();
+    return [
+      ...(same && mine.series.length > 0
+        ? mergeSnapshots([{ worker: "server", snapshot: stats }, {
+          worker: "metrics",
+          snapshot: [mine],
+        }])
+        : stats),
+      ...rest,
+    ];
   };
   return {
     registry: r,

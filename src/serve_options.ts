@@ -33,6 +33,7 @@ import {
 } from "./proxy.ts";
 import { HANDSHAKE_TIMEOUT_MS, type TlsOptions } from "./transport.ts";
 import { dnsServersOption, REVERSE_DNS_DEFAULTS } from "./rdns.ts";
+import { type MilterOptions, resolveMilterOptions } from "./milter/options.ts";
 
 /**
  * PROXY protocol settings (the `proxyProtocol` option of {@link serve};
@@ -298,6 +299,47 @@ export interface ServeOptions extends
    */
   dnsServers?: readonly string[];
   /**
+   * Milter filters (rspamd, OpenDKIM, OpenDMARC, clamav-milter, …), asked
+   * in order as Postfix's `smtpd_milters` asks them: each its `address`
+   * (`inet:PORT@HOST`, `inet:HOST:PORT` or `unix:/path`), its `onError`
+   * policy when it is down, slow or speaks garbage (`"tempfail"`, the
+   * default: 451 4.7.1; `"accept"`: go on without it; `"reject"`: 550
+   * 5.7.1) and its `timeouts` per stage (connect 30 s, each command 30 s,
+   * end-of-message 300 s).
+   *
+   * Each SMTP session opens one connection per filter once `onConnect`
+   * accepted (before the greeting), reuses it for its transactions and
+   * closes it at the end. A filter's verdict applies at the stage it
+   * comes in: at connect a reject refuses the greeting (554 5.7.1; a
+   * tempfail 421 4.7.1), at HELO, MAIL or RCPT (one recipient) the command
+   * gets the filter's reply, from DATA to end-of-message the message
+   * does; `discard` answers 250 and delivers to nobody. With filters, the
+   * application gets the message only after end-of-message, as the
+   * filters changed it (headers, body, sender, recipients), with
+   * `message.milter`: the body is held meanwhile (in memory up to
+   * 256 KiB, then in a temporary file removed afterwards). The filters'
+   * time at end-of-data counts in `hookTimeout`. Default none.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "@smtpd/smtpd";
+   *
+   * await serve({
+   *   port: 25,
+   *   hostname: "0.0.0.0",
+   *   serverName: "mx.example.org",
+   *   milters: [
+   *     { address: "inet:11332@127.0.0.1" }, // rspamd's proxy worker
+   *     { address: "unix:/run/opendkim/opendkim.sock", onError: "accept" },
+   *   ],
+   *   onMessage(message) {
+   *     console.log(message.milter?.map((r) => r.verdict.action));
+   *   },
+   * });
+   * ```
+   */
+  milters?: readonly MilterOptions[];
+  /**
    * Listen with `SO_REUSEPORT`, so that several processes (each calling
    * `serve()` with the same `hostname`, `port` and `reusePort: true`) share
    * the port: the kernel hands each new connection to one of them (by a
@@ -417,6 +459,7 @@ export const SERVE_DEFAULTS = Object.freeze(
     greetingDelay: 0,
     reverseDns: null,
     dnsServers: null,
+    milters: null,
     reusePort: false,
     auth: undefined,
   } as const,
@@ -457,6 +500,8 @@ export interface ResolvedServeOptions {
   reverseDns: Required<ReverseDnsServeOptions> | null;
   /** `dnsServers` as `node:dns` takes them, or null (the system's). */
   dnsServers: string[] | null;
+  /** The `milters` option, validated; null when none. */
+  milters: readonly MilterOptions[] | null;
   /** The engine's options out of serve()'s, with AUTH resolved (validated). */
   engine: EngineOptions;
   /** The `logger` option, its exceptions swallowed. */
@@ -748,12 +793,30 @@ export function resolveServeOptions(o: ServeOptions): ResolvedServeOptions {
     dnsServers: o.dnsServers === undefined
       ? null
       : dnsServersOption(o.dnsServers),
+    milters: resolveMilters(o.milters),
     logger: safeLogger(o.logger),
   };
   // After serve()'s own: a bad engine or auth option throws a TypeError.
   const engine = engineOptionsOf(o);
   resolveEngineOptions(engine);
   return { ...resolved, engine };
+}
+
+/** The `milters` option, each filter's options checked; null when empty. */
+function resolveMilters(
+  milters: readonly MilterOptions[] | undefined,
+): readonly MilterOptions[] | null {
+  if (milters === undefined) return null;
+  if (!Array.isArray(milters)) {
+    throw new TypeError(
+      "Cannot use option milters: value is not an array of filters",
+    );
+  }
+  const out = milters.map((m: MilterOptions) => {
+    resolveMilterOptions(m);
+    return { ...m };
+  });
+  return out.length === 0 ? null : out;
 }
 
 /** A logger whose exceptions are swallowed (a throwing logger must not break a loop). */

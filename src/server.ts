@@ -9,10 +9,10 @@
  */
 
 import type { EngineOptions } from "./options.ts";
-import { sharedEngineOptions } from "./options.ts";
+import { ENGINE_DEFAULTS, sharedEngineOptions } from "./options.ts";
 import type { IncomingMessage } from "./message.ts";
 import { type ClientLimits, LocalClientLimits } from "./limits.ts";
-import type { ErrorContext, Logger } from "./session.ts";
+import type { ErrorContext, Logger, Session } from "./session.ts";
 import type {
   Connection,
   Listener,
@@ -33,6 +33,7 @@ import { Inbox, type LoopMessage } from "./inbox.ts";
 import { replyAndClose } from "./preamble.ts";
 import { ConnectionDriver } from "./driver.ts";
 import { type DnsResolverFactory, ReverseDns } from "./rdns.ts";
+import type { MilterServer, MilterSession } from "./milter/session.ts";
 import {
   type RefusalCode,
   refusalReason,
@@ -144,6 +145,8 @@ class SmtpServer implements Server, DriverHost {
   #inbox = new Inbox();
   /** The lookups of `reverseDns`, shared by every session; null: off. */
   readonly reverseDns: ReverseDns | null;
+  /** A session's `milters` filters; null when there are none. */
+  readonly milters: ((session: Session) => MilterSession) | null = null;
 
   constructor(
     listener: Listener,
@@ -152,8 +155,22 @@ class SmtpServer implements Server, DriverHost {
     runtime: string,
     counters: ServerCounters,
     reverseDns: ReverseDns | null = null,
+    milter: MilterModule | null = null,
   ) {
     this.counters = counters;
+    const milters = resolved.milters;
+    if (milter !== null && milters !== null) {
+      const server: MilterServer = {
+        serverName: resolved.engine.serverName ?? ENGINE_DEFAULTS.serverName,
+        lmtp: resolved.engine.lmtp === true,
+        logger: resolved.logger,
+        observe: (m, stage, ms) => counters.milter(m, stage, ms),
+        deliver: (message) => this.deliver(message),
+        withdraw: (message) => this.withdraw(message),
+      };
+      this.milters = (session) =>
+        new milter.MilterSession(milters, session, server);
+    }
     this.options = resolved;
     this.reverseDns = reverseDns;
     this.engineOptions = resolved.engine;
@@ -399,6 +416,10 @@ export async function createServer(
   // Validate everything before anything listens.
   const resolved = resolveServeOptions(options);
   const reverseDns = await reverseDnsOf(resolved, runtimeServices.dnsResolver);
+  // Loaded only with filters: node:net and node:fs.
+  const milter = resolved.milters === null
+    ? null
+    : await import("./milter/session.ts");
   const proxy = resolved.proxyProtocol;
   const logger = resolved.logger;
   const counters = new ServerCounters();
@@ -432,8 +453,12 @@ export async function createServer(
     runtime,
     counters,
     reverseDns,
+    milter,
   );
 }
+
+/** The module of the `milters` option. */
+type MilterModule = typeof import("./milter/session.ts");
 
 /** The server's one {@link ReverseDns} (its cache and lookups shared), or null. */
 async function reverseDnsOf(

@@ -164,6 +164,27 @@ export type LogEntry =
     from: string;
     to: readonly string[];
     size: number;
+    /** With `milters`: `accept`, `quarantine` or `discard`. */
+    milter?: string;
+  }
+  | {
+    /**
+     * A milter filter refused (`reject`, `tempfail`) or discarded at
+     * `stage` (`connect`, `helo`, `mail`, `rcpt`, `data`, `header`,
+     * `eoh`, `body`, `eom`); `failure` when the verdict is its error
+     * policy's (the filter was down, slow or spoke garbage); the
+     * message's `id`, `from` and `to` from DATA on.
+     */
+    type: "milter";
+    session: string;
+    milter: string;
+    stage: string;
+    action: string;
+    reply?: string;
+    failure?: string;
+    id?: string;
+    from?: string;
+    to?: readonly string[];
   }
   | {
     type: "auth";

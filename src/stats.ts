@@ -338,6 +338,11 @@ export class ServerCounters {
   ]);
   hookTimeouts = 0;
   readonly #latency: Record<string, Latency> = {};
+  /** Milter latencies by filter and stage (`milters`). */
+  readonly #milter = new Map<
+    string,
+    { milter: string; stage: string; latency: Latency }
+  >();
 
   constructor() {
     for (const h of TIMED_HOOKS) this.#latency[h] = new Latency();
@@ -370,6 +375,17 @@ export class ServerCounters {
   /** A wait for `hook` that took `ms` milliseconds. */
   hook(hook: HookName, ms: number): void {
     this.#latency[hook]?.observe(ms / 1000);
+  }
+
+  /** A milter filter's answer at `stage` that took `ms` milliseconds. */
+  milter(milter: string, stage: string, ms: number): void {
+    const key = `${milter}\0${stage}`;
+    let m = this.#milter.get(key);
+    if (m === undefined) {
+      m = { milter, stage, latency: new Latency() };
+      this.#milter.set(key, m);
+    }
+    m.latency.observe(ms / 1000);
   }
 
   /** The counters as {@link ServerStats}. */
@@ -445,6 +461,22 @@ export class ServerCounters {
           };
         }),
       },
+      // Only once a filter answered (`milters`): a server without filters
+      // leaves the family to createMetrics().
+      ...(this.#milter.size === 0 ? [] : [{
+        ...F.milterSeconds,
+        type: "histogram",
+        labelNames: ["milter", "stage"],
+        buckets: [...LATENCY_BUCKETS],
+        series: [...this.#milter.values()].map((
+          { milter, stage, latency },
+        ) => ({
+          labels: { milter, stage },
+          counts: [...latency.counts],
+          sum: latency.sum,
+          count: latency.count,
+        })),
+      } as FamilySnapshot]),
     ];
   }
 }

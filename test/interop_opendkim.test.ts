@@ -1,7 +1,8 @@
 // The milter client against a real OpenDKIM (Debian's /usr/sbin/opendkim,
 // installed by .ci/run) in signing mode, with a key the test generates
 // (opendkim-genkey). The DKIM-Signature it asks to insert is applied to
-// the message, and mailauth verifies it against the generated public key.
+// the message, and mailauth verifies it against the generated public key;
+// and through serve({ milters }), the message onMessage gets is signed.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -17,6 +18,8 @@ import { join } from "node:path";
 import { dkimVerify } from "mailauth";
 import { MilterClient } from "../src/milter/client.ts";
 import { applyHeaderModifications } from "../src/milter/headers.ts";
+import { serve } from "../mod.ts";
+import { connect } from "./helpers/client.ts";
 import {
   type Daemon,
   freePort,
@@ -39,6 +42,11 @@ const HEADERS: [string, string][] = [
   ["Message-ID", "<signed.1@example.org>"],
 ];
 const BODY = "Hello Bob,\r\n\r\nthe report is attached.\r\n  -- Alice\r\n";
+
+/** The header block of HEADERS. */
+function block(): string {
+  return HEADERS.map(([n, v]) => `${n}: ${v}\r\n`).join("");
+}
 
 /** Sends the message from `client` through a new session; the outcome. */
 async function sign(address: string, client: string, from = HEADERS) {
@@ -160,5 +168,50 @@ describe("milter client with OpenDKIM", {
     const eom = await sign(address, "127.0.0.1", other);
     assert.equal(eom.verdict.action, "accept");
     assert.deepEqual(eom.modifications, []);
+  });
+  it("through serve(): the message onMessage gets is signed, and the signature verifies", async () => {
+    const got: string[] = [];
+    const server = await serve({
+      port: 0,
+      serverName: "mx.example.org",
+      milters: [{ address }],
+      async onMessage(m) {
+        got.push(await m.text());
+      },
+    });
+    try {
+      const c = await connect(server.addr.port);
+      await c.reply();
+      for (
+        const line of [
+          "EHLO localhost",
+          "MAIL FROM:<alice@example.org>",
+          "RCPT TO:<bob@example.com>",
+          "DATA",
+        ]
+      ) {
+        await c.send(line + "\r\n");
+        assert.match(await c.reply(), /^[23]\d\d[ -]/, line);
+      }
+      await c.send(block() + "\r\n" + BODY + ".\r\n");
+      assert.match(await c.reply(), /^250 /);
+      await c.close();
+    } finally {
+      await server.close();
+    }
+    assert.equal(got.length, 1);
+    const message = got[0];
+    assert.match(message, /^DKIM-Signature: v=1; a=rsa-sha256; [^]*s=sel;/);
+    assert.ok(message.endsWith(block() + "\r\n" + BODY));
+    const result = await dkimVerify(message, {
+      resolver: (name: string, type: string) =>
+        type === "TXT" && name === "sel._domainkey.example.org"
+          ? Promise.resolve([[txt]])
+          : Promise.reject(
+            Object.assign(new Error("not found"), { code: "ENOTFOUND" }),
+          ),
+    } as never);
+    assert.equal(result.results.length, 1);
+    assert.equal(result.results[0].status.result, "pass");
   });
 });

@@ -2,7 +2,9 @@
 // installed by .ci/run): its proxy worker in milter mode in front of a
 // normal worker, no Redis, ports and a temporary directory of the test's
 // own, started once for the file. GTUBE gets a 5xx; ham gets rspamd's
-// headers, applied here to the header block.
+// headers, applied here to the header block. Then through serve({ milters })
+// and the CLI's --milter: ham reaches onMessage and the Maildir with
+// rspamd's headers; GTUBE gets 5xx at the end of data and is not delivered.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -12,6 +14,8 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
+  readFileSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -26,6 +30,9 @@ import {
   startDaemon,
   waitListening,
 } from "./helpers/daemon.ts";
+import { type Message, serve } from "../mod.ts";
+import { type Client, connect } from "./helpers/client.ts";
+import { startListeningCli } from "./helpers/cli.ts";
 
 const RSPAMD = "/usr/bin/rspamd";
 const installed = existsSync(RSPAMD);
@@ -80,6 +87,36 @@ async function session(address: string): Promise<MilterClient> {
 
 function names(mods: MilterModification[]): string[] {
   return mods.map((x) => "name" in x ? `${x.type} ${x.name}` : x.type);
+}
+
+/** The message of HEADERS and `body`, as sent after DATA (dot-stuffing aside). */
+function wire(body: string): string {
+  return HEADERS.map(([n, v]) => `${n}: ${v}\r\n`).join("") + "\r\n" + body;
+}
+
+/** One SMTP transaction over `c` (greeted); the end-of-data reply. */
+async function smtpSend(c: Client, body: string): Promise<string> {
+  for (
+    const line of [
+      "MAIL FROM:<alice@example.org>",
+      "RCPT TO:<bob@example.com>",
+      "DATA",
+    ]
+  ) {
+    await c.send(line + "\r\n");
+    assert.match(await c.reply(), /^[23]\d\d /, line);
+  }
+  await c.send(wire(body) + ".\r\n");
+  return await c.reply();
+}
+
+/** A greeted client of `port`. */
+async function client(port: number): Promise<Client> {
+  const c = await connect(port);
+  assert.match(await c.reply(), /^220 /);
+  await c.send("EHLO mail.example.net\r\n");
+  assert.match(await c.reply(), /^250/);
+  return c;
 }
 
 describe("milter client with rspamd", {
@@ -211,6 +248,73 @@ describe("milter client with rspamd", {
       assert.equal(m.failure, undefined);
     } finally {
       await m.close();
+    }
+  });
+  it("through serve(): ham reaches onMessage with rspamd's headers, GTUBE gets 5xx at the end of data and is not delivered", async () => {
+    const got: { text: string; milter: Message["milter"] }[] = [];
+    const server = await serve({
+      port: 0,
+      serverName: "mx.example.com",
+      milters: [{ address }],
+      async onMessage(m) {
+        got.push({ text: await m.text(), milter: m.milter });
+      },
+    });
+    try {
+      const c = await client(server.addr.port);
+      const ham = await smtpSend(c, "See you at noon.\r\n");
+      assert.match(ham, /^250 /);
+      const id = /OK (\S+)/.exec(ham)![1];
+      const spam = await smtpSend(c, `Buy now\r\n${GTUBE}\r\n`);
+      assert.match(spam, /^5\d\d 5\.\d+\.\d+ /);
+      await c.close();
+      assert.equal(got.length, 1);
+      const text = got[0].text;
+      assert.match(text, /^X-Spamd-Result: default: False \[/m);
+      assert.match(text, new RegExp(`^X-Rspamd-Queue-Id: ${id}\r$`, "m"));
+      assert.ok(text.endsWith("\r\n\r\nSee you at noon.\r\n"));
+      assert.equal(got[0].milter?.[0].verdict.action, "accept");
+      assert.ok(
+        got[0].milter![0].addedHeaders.some((h) => h.name === "X-Spamd-Result"),
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("the CLI with --milter: ham lands in the Maildir with rspamd's headers, GTUBE is refused and nothing is in new/ or tmp/", async () => {
+    const maildir = join(dir, "maildir-cli");
+    const cli = await startListeningCli([
+      "--maildir",
+      maildir,
+      "--server-name",
+      "mx.example.com",
+      "--milter",
+      address,
+    ]);
+    try {
+      const c = await client(cli.port);
+      const spam = await smtpSend(c, `${GTUBE}\r\n`);
+      assert.match(spam, /^5\d\d 5\.\d+\.\d+ /);
+      assert.deepEqual(readdirSync(join(maildir, "new")), []);
+      assert.deepEqual(readdirSync(join(maildir, "tmp")), []);
+      await cli.waitFor(/rejected by milter [^\n]* at eom: 5\d\d /);
+      const ham = await smtpSend(c, "See you at noon.\r\n");
+      assert.match(ham, /^250 /);
+      const id = /OK (\S+)/.exec(ham)![1];
+      await c.close();
+      const line = await cli.waitFor(
+        new RegExp(`message id=${id} .* milter=accept`),
+      );
+      assert.ok(line);
+      const [name, ...more] = readdirSync(join(maildir, "new"));
+      assert.deepEqual(more, []);
+      assert.deepEqual(readdirSync(join(maildir, "tmp")), []);
+      const file = readFileSync(join(maildir, "new", name), "utf8");
+      assert.match(file, /^X-Spamd-Result: default: False \[/m);
+      assert.ok(file.endsWith("\r\n\r\nSee you at noon.\r\n"));
+    } finally {
+      await cli.stop();
     }
   });
 });

@@ -8,7 +8,7 @@
  */
 
 import * as os from "node:os";
-import { CidrSet } from "../exports/transport.ts";
+import { CidrSet, parseMilterAddress } from "../exports/transport.ts";
 
 /**
  * A bad command line or an unusable file: printed as one line,
@@ -458,5 +458,34 @@ export const headers: Kind<Record<string, string>> = {
       out[name] = value;
     }
     return out;
+  },
+};
+
+/**
+ * Milter filter addresses (`inet:PORT@HOST`, `inet:HOST:PORT`,
+ * `unix:/path`), repeatable, in the order given.
+ *
+ * @example
+ * ```ts
+ * import { milterAddresses } from "./flag_kinds.ts";
+ *
+ * milterAddresses.parse(["inet:11332@127.0.0.1"], "--milter"); // ["inet:11332@127.0.0.1"]
+ * ```
+ */
+export const milterAddresses: Kind<string[]> = {
+  type: "string",
+  multiple: true,
+  parse(raw, flag) {
+    return (raw as string[]).map((address) => {
+      try {
+        parseMilterAddress(address);
+      } catch (e) {
+        throw new CliError(
+          flag,
+          (e as Error).message.replace(/^Cannot parse milter address /, ""),
+        );
+      }
+      return address;
+    });
   },
 };

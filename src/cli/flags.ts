@@ -26,6 +26,7 @@ import {
   httpUrl,
   integer,
   type Kind,
+  milterAddresses,
   nonEmpty,
   off,
   on,
@@ -69,6 +70,10 @@ export interface CliOptions {
   webhookHeaders?: Record<string, string>;
   /** `--webhook-secret-file`: the file holding the signing secret (set only when given). */
   webhookSecretFile?: string;
+  /** `--milter`: milter filters, in order (set only when given). */
+  milter?: string[];
+  /** `--milter-on-error`: what a filter that fails gives (set with `milter`; default tempfail). */
+  milterOnError?: "tempfail" | "accept" | "reject";
   /** `--server-name`: name in the greeting and the Received headers. */
   serverName: string;
   /** `--size`: largest message in bytes, or `undefined` for the default. */
@@ -339,6 +344,26 @@ export const FLAGS: readonly Flag[] = [
     needs: "webhook",
     help:
       "sign each post with the secret in FILE (or in $SMTPD_WEBHOOK_SECRET): X-Smtpd-Timestamp and X-Smtpd-Signature: v1=HMAC-SHA256 hex",
+  }),
+  flag({
+    name: "milter",
+    group: DELIVERY,
+    arg: "ADDRESS",
+    kind: milterAddresses,
+    field: "milter",
+    help:
+      "pass each message through this milter filter (rspamd, OpenDKIM, ...) at inet:PORT@HOST, inet:HOST:PORT or\u00a0unix:/path, before it is delivered (repeatable, asked in order)",
+  }),
+  flag({
+    name: "milter-on-error",
+    group: DELIVERY,
+    arg: "tempfail|accept|reject",
+    kind: oneOf("tempfail", "accept", "reject"),
+    field: "milterOnError",
+    default: "tempfail",
+    needs: "milter",
+    help:
+      "when a filter is down, slow or speaks garbage: tempfail (451\u00a04.7.1, the default), accept (go on without it) or reject (550\u00a05.7.1)",
   }),
   flag({
     name: "size",

@@ -429,6 +429,28 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
         break;
       case "message":
         break; // the CLI logs the delivered message itself, with its file
+      case "milter": {
+        // A filter refused or discarded: a message (from DATA on) or a
+        // command. A delivered message's line says milter=... itself.
+        const what = entry.action === "discard"
+          ? "discarded"
+          : entry.action === "tempfail"
+          ? "deferred"
+          : "rejected";
+        const tail = `${what} by milter ${entry.milter} at ${entry.stage}${
+          entry.reply !== undefined ? `: ${entry.reply}` : ""
+        }${entry.failure !== undefined ? ` (${entry.failure})` : ""}`;
+        log.info(
+          "milter",
+          entry.id !== undefined
+            ? `message id=${entry.id} from=<${entry.from}> to=${
+              (entry.to ?? []).map((a) => `<${a}>`).join(",")
+            } ${tail}`
+            : `session=${entry.session} ${tail}`,
+          entry,
+        );
+        break;
+      }
       case "auth-lockout":
         // One line per address, unless --quiet: then in the summary.
         if (log.quiet) {

@@ -275,6 +275,10 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         ? subjectOfFile(delivery.path)
         : Promise.resolve(null);
       const s = await subject;
+      const q = message.milter?.find((r) => r.quarantine !== undefined);
+      const milter = q !== undefined
+        ? `quarantine quarantine="${q.quarantine!.replace(/"/g, '\\"')}"`
+        : "accept";
       log.info(
         "message",
         `message id=${message.id} from=<${message.from}> to=${
@@ -282,7 +286,8 @@ export async function serveCommand(o: CliOptions): Promise<number> {
         } size=${message.size}` +
           (s !== null ? ` subject="${s.replace(/"/g, '\\"')}"` : "") +
           (delivery !== null ? ` file=${delivery.path}` : "") +
-          (status !== null ? ` webhook=${status}` : ""),
+          (status !== null ? ` webhook=${status}` : "") +
+          (message.milter !== undefined ? ` milter=${milter}` : ""),
         {
           id: message.id,
           from: message.from,
@@ -291,6 +296,12 @@ export async function serveCommand(o: CliOptions): Promise<number> {
           ...(s !== null ? { subject: s } : {}),
           ...(delivery !== null ? { file: delivery.path } : {}),
           ...(status !== null ? { webhook: status } : {}),
+          ...(message.milter !== undefined
+            ? {
+              milter: q !== undefined ? "quarantine" : "accept",
+              ...(q !== undefined ? { quarantine: q.quarantine } : {}),
+            }
+            : {}),
         },
       );
     };
@@ -331,6 +342,14 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     // The hook waits for the webhook: give it the webhook's time and more.
     ...(webhook !== null && webhook.timeout + 30000 > 60000
       ? { hookTimeout: webhook.timeout + 30000 }
+      : {}),
+    ...(o.milter !== undefined
+      ? {
+        milters: o.milter.map((address) => ({
+          address,
+          onError: o.milterOnError ?? "tempfail",
+        })),
+      }
       : {}),
     logger: serverLogger(log, listen),
     onError: hookErrorLogger(log),

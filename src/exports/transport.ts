@@ -20,6 +20,8 @@
 
 export { createServer } from "../server.ts";
 export { CidrSet } from "../cidr.ts";
+// The `milters` option's address syntax (the CLI's --milter checks with it).
+export { type MilterAddress, parseMilterAddress } from "../milter/options.ts";
 // The types createServer takes and returns, for this entry point's docs.
 export type * from "../api.ts";
 export { ConnectionQueue } from "../shim_kit.ts";

@@ -401,3 +401,52 @@ export function parseReply(reply: string): MilterVerdict | undefined {
     text: text.join("\n"),
   };
 }
+
+/**
+ * What one filter made of a message (`message.milter`, in the order of the
+ * `milters` option).
+ *
+ * @example
+ * ```ts
+ * import type { MilterResult } from "./options.ts";
+ * const r: MilterResult = {
+ *   address: "inet:11332@127.0.0.1",
+ *   verdict: { action: "accept" },
+ *   modifications: [{ type: "add-header", name: "X-Spam", value: "No" }],
+ *   addedHeaders: [{ name: "X-Spam", value: "No" }],
+ * };
+ * ```
+ */
+export interface MilterResult {
+  /** The filter's address, as given in `milters`. */
+  readonly address: string;
+  /**
+   * Its last verdict for this message: `continue` or `accept` (deliver),
+   * `quarantine`, or `discard`; an error policy's verdict carries
+   * `failure`. (A message a filter rejected never reaches the
+   * application.)
+   */
+  readonly verdict: MilterVerdict;
+  /** The modifications it asked for at end-of-message, in order (applied). */
+  readonly modifications: readonly MilterModification[];
+  /** The header fields it added or inserted (such as `Authentication-Results`, `X-Spam-*`). */
+  readonly addedHeaders: readonly { name: string; value: string }[];
+  /** Set when it quarantined the message: its reason. */
+  readonly quarantine?: string;
+}
+
+/**
+ * A word for the filters' outcome of a message, for a log line:
+ * `quarantine` when one quarantined it, `discard`, else `accept`.
+ *
+ * @example
+ * ```ts
+ * import { milterOutcome } from "./options.ts";
+ * milterOutcome([{ address: "inet:1@h", verdict: { action: "accept" }, modifications: [], addedHeaders: [] }]); // "accept"
+ * ```
+ */
+export function milterOutcome(results: readonly MilterResult[]): string {
+  if (results.some((r) => r.verdict.action === "discard")) return "discard";
+  const q = results.find((r) => r.quarantine !== undefined);
+  return q !== undefined ? "quarantine" : "accept";
+}
