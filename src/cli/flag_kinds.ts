@@ -9,6 +9,7 @@
 
 import * as os from "node:os";
 import { CidrSet } from "../exports/transport.ts";
+import { dnsServersOption } from "../rdns.ts";
 
 /**
  * A bad command line or an unusable file: printed as one line,
@@ -458,5 +459,68 @@ export const headers: Kind<Record<string, string>> = {
       out[name] = value;
     }
     return out;
+  },
+};
+
+/** An address and port to listen on, as {@link hostAndPort} reads it. */
+export interface HostAndPort {
+  /** The host name or IP address (an IPv6 address without brackets). */
+  host: string;
+  /** The port (0: any free one). */
+  port: number;
+}
+
+/**
+ * `HOST:PORT` (`[IPv6]:PORT` for an IPv6 address), a port from 0 to 65535.
+ *
+ * @example
+ * ```ts
+ * import { hostAndPort } from "./flag_kinds.ts";
+ *
+ * hostAndPort.parse("127.0.0.1:9465", "--metrics"); // { host: "127.0.0.1", port: 9465 }
+ * hostAndPort.parse("[::1]:9465", "--metrics"); // { host: "::1", port: 9465 }
+ * ```
+ */
+export const hostAndPort: Kind<HostAndPort> = {
+  type: "string",
+  arg: "HOST:PORT",
+  parse(raw, flag) {
+    const value = word.parse(raw, flag);
+    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(value);
+    const port = m === null ? NaN : Number(m[3]);
+    if (m === null || !(port <= 65535)) {
+      throw new CliError(
+        flag,
+        `must be HOST:PORT (such as 127.0.0.1:9465, [::1]:9465), not "${value}"`,
+      );
+    }
+    return { host: m[1] ?? m[2], port };
+  },
+};
+
+/**
+ * A repeatable DNS server, `IP` or `IP:PORT` (`[IPv6]:PORT`), checked as
+ * the library's `dnsServers` option checks it.
+ *
+ * @example
+ * ```ts
+ * import { dnsServers } from "./flag_kinds.ts";
+ *
+ * dnsServers.parse(["127.0.0.1:5353"], "--dns-server"); // ["127.0.0.1:5353"]
+ * ```
+ */
+export const dnsServers: Kind<string[]> = {
+  type: "string",
+  multiple: true,
+  arg: "IP[:PORT]",
+  parse(raw, flag) {
+    try {
+      return dnsServersOption(raw);
+    } catch (error) {
+      throw new CliError(
+        flag,
+        (error as Error).message.replace(/^Cannot use option dnsServers: /, ""),
+      );
+    }
   },
 };
