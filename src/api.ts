@@ -18,6 +18,7 @@ export type {
 } from "./serve_options.ts";
 export type { ReverseDnsResult, ReverseDnsStatus } from "./rdns.ts";
 export type { Server, ServerStats } from "./server.ts";
+export type { RefusalCode } from "./stats.ts";
 export type { LoopMessage } from "./inbox.ts";
 export type { Email, Message } from "./message.ts";
 export type {
