@@ -10,6 +10,7 @@
 import * as os from "node:os";
 import { CidrSet } from "../exports/transport.ts";
 import { dnsServersOption } from "../rdns.ts";
+import { checkWebhookHeaders, webhookUrl } from "../webhook.ts";
 
 /**
  * A bad command line or an unusable file: printed as one line,
@@ -201,17 +202,17 @@ export function oneOf<const C extends string>(...choices: C[]): Kind<C> {
 export const httpUrl: Kind<string> = {
   type: "string",
   parse(raw, flag) {
-    let url: URL | null = null;
     try {
-      url = new URL(raw as string);
-    } catch { /* reported below */ }
-    if (
-      url === null || (url.protocol !== "http:" && url.protocol !== "https:")
-    ) {
+      webhookUrl(raw as string);
+    } catch {
+      let protocol: string | null = null;
+      try {
+        protocol = new URL(raw as string).protocol;
+      } catch { /* not a URL at all */ }
       throw new CliError(
         flag,
         `must be an http:// or https:// URL${
-          url === null ? "" : `, not ${url.protocol}`
+          protocol === null ? "" : `, not ${protocol}`
         }`,
       );
     }
@@ -408,18 +409,29 @@ export const cidrList: Kind<string[]> = {
   },
 };
 
-/** Headers smtpd sets itself on a webhook's post. */
-const OWN_HEADERS = [
-  "content-type",
-  "content-length",
-  "host",
-  "x-smtpd-timestamp",
-  "x-smtpd-signature",
-];
+/**
+ * What a `checkWebhookHeaders` error says, without its "Cannot use
+ * option headers: " (for a {@link CliError} naming the flag).
+ *
+ * @param error what it threw
+ *
+ * @example
+ * ```ts
+ * import { webhookProblem } from "./flag_kinds.ts";
+ *
+ * webhookProblem(new TypeError("Cannot use option headers: Host is set by smtpd"));
+ * // "Host is set by smtpd"
+ * ```
+ */
+export function webhookProblem(error: unknown): string {
+  return String((error as Error)?.message ?? error)
+    .replace(/^Cannot use option headers: /, "");
+}
 
 /**
- * Repeatable `"Name: value"`s as headers; an error names the header,
- * never its value.
+ * Repeatable `"Name: value"`s as headers, each checked as `postWebhook`
+ * checks it (`checkWebhookHeaders`); an error names the header, never its
+ * value.
  *
  * @example
  * ```ts
@@ -438,22 +450,19 @@ export const headers: Kind<Record<string, string>> = {
       const colon = item.indexOf(":");
       const name = colon < 0 ? "" : item.slice(0, colon).trim();
       const value = colon < 0 ? "" : item.slice(colon + 1).trim();
-      if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+      if (name === "") {
         throw new CliError(
           flag,
           'must be "Name: value" with a header name before the colon',
         );
       }
-      if (value === "" || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
-        throw new CliError(
-          flag,
-          `${name} needs a value of one line of Latin-1 text`,
-        );
+      if (value === "") throw new CliError(flag, `${name} needs a value`);
+      try {
+        checkWebhookHeaders({ [name]: value });
+      } catch (error) {
+        throw new CliError(flag, webhookProblem(error));
       }
       const key = name.toLowerCase();
-      if (OWN_HEADERS.includes(key)) {
-        throw new CliError(flag, `${name} is set by smtpd`);
-      }
       if (seen.has(key)) throw new CliError(flag, `${name} is given twice`);
       seen.add(key);
       out[name] = value;
