@@ -13,6 +13,8 @@ import { tmpdir } from "node:os";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
 import nodemailer from "nodemailer";
+import { type MetricsWorker, WorkerMetrics } from "../src/cli/metrics.ts";
+import { Registry } from "../src/exports/metrics.ts";
 import { connect } from "./helpers/client.ts";
 import { freePort, listening, startCli } from "./helpers/cli.ts";
 import {
@@ -393,5 +395,59 @@ describe("smtpd --reverse-dns against dnsmasq", {
       assert.equal(exit.code, 2, cli.output());
       assert.match(cli.stderr(), re);
     }
+  });
+});
+
+describe("WorkerMetrics (the supervisor's side)", () => {
+  /** A worker whose server counted `accepted` messages (or never answers). */
+  function worker(
+    m: WorkerMetrics,
+    name: string,
+    accepted: () => number | null,
+  ): MetricsWorker {
+    return {
+      name,
+      send(request) {
+        const n = accepted();
+        if (n === null) return; // stuck
+        const r = new Registry();
+        r.counter("smtpd_messages_total", "Messages.").inc({}, n);
+        r.gauge("smtpd_connections_open", "Open.").set({}, 1);
+        queueMicrotask(() =>
+          m.handle(name, {
+            smtpd: "stats-reply",
+            id: request.id,
+            snapshot: JSON.parse(JSON.stringify(r.snapshot())),
+          })
+        );
+      },
+    };
+  }
+
+  it("a worker that does not answer cannot hang a scrape: its last counts are used", async () => {
+    const m = new WorkerMetrics(50);
+    let stuck = false;
+    const a = worker(m, "1", () => stuck ? null : 5);
+    const b = worker(m, "2", () => 2);
+    assert.equal(sample(await m.render([a, b]), "smtpd_messages_total"), 7);
+    stuck = true;
+    const text = await m.render([a, b]);
+    assert.equal(sample(text, "smtpd_messages_total"), 7);
+    assert.equal(sample(text, 'smtpd_worker_messages_total{worker="1"}'), 5);
+  });
+
+  it("keeps a gone worker's counts in the sum, its gauges at 0", async () => {
+    const m = new WorkerMetrics(50);
+    const a = worker(m, "1", () => 5);
+    const b = worker(m, "2", () => 2);
+    let text = await m.render([a, b]);
+    assert.equal(sample(text, "smtpd_connections_open"), 2);
+    m.gone("1");
+    const c = worker(m, "3", () => 1);
+    text = await m.render([b, c]);
+    assert.equal(sample(text, "smtpd_messages_total"), 8);
+    assert.equal(sample(text, "smtpd_connections_open"), 2);
+    assert.equal(sample(text, 'smtpd_worker_messages_total{worker="1"}'), null);
+    assert.equal(sample(text, 'smtpd_worker_messages_total{worker="3"}'), 1);
   });
 });
