@@ -8,8 +8,7 @@
  */
 
 import * as os from "node:os";
-import { CidrSet } from "../exports/transport.ts";
-import { dnsServersOption } from "../rdns.ts";
+import { CidrSet, dnsServersOption } from "../exports/transport.ts";
 import { checkWebhookHeaders, webhookUrl } from "../webhook.ts";
 
 /**

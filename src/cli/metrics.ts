@@ -14,10 +14,11 @@ import type { AddressInfo } from "node:net";
 import {
   formatPrometheus,
   mergeSnapshots,
+  metricsHandler,
   type Snapshot,
+  toNodeListener,
   type WorkerSnapshot,
-} from "../metrics.ts";
-import { metricsHandler, toNodeListener } from "../metrics_http.ts";
+} from "../exports/metrics.ts";
 import { CliError, type HostAndPort } from "./flag_kinds.ts";
 import { errorText, hostPort } from "./log.ts";
 

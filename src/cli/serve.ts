@@ -45,7 +45,7 @@ import {
 } from "./log.ts";
 import { subjectOf, subjectOfFile } from "./subject.ts";
 import { workerChannel } from "./workers.ts";
-import { createMetrics } from "../metrics.ts";
+import { createMetrics } from "../exports/metrics.ts";
 import { type MetricsEndpoint, serveMetrics } from "./metrics.ts";
 
 function runtimeName(runtime: string | undefined): string {

@@ -33,7 +33,7 @@ import type { ChildProcess } from "node:child_process";
 import { hasReusePort } from "../../runtimes/node.ts";
 import type { CliOptions } from "./args.ts";
 import type { ClientLimits } from "../limits.ts";
-import type { Snapshot } from "../metrics.ts";
+import type { Snapshot } from "../exports/metrics.ts";
 import {
   isStatsRequest,
   type MetricsEndpoint,
