@@ -348,6 +348,7 @@ describe("smtpd --reverse-dns against dnsmasq", {
       "--reverse-dns",
       "--dns-server",
       dnsmasq!.server,
+      "--verbose",
     ]));
     const c = await connect(cli.port);
     await c.send("PROXY TCP4 192.0.2.10 198.51.100.25 40000 25\r\n");
@@ -366,6 +367,10 @@ describe("smtpd --reverse-dns against dnsmasq", {
       assert.match(await c.reply(), code);
     }
     await cli.waitFor(/message id=\S+ .* client=mx4\.example\.test /);
+    assert.match(
+      cli.output(),
+      /connect from 192\.0\.2\.10:40000 \(mx4\.example\.test\) via proxy/,
+    );
     const [name] = await fs.readdir(`${maildir}/new`);
     const text = await fs.readFile(`${maildir}/new/${name}`, "latin1");
     assert.match(
