@@ -34,6 +34,7 @@ import {
   ProxyPreamble,
 } from "../src/proxy_preamble.ts";
 import type { ProxyListenOptions } from "../src/transport.ts";
+import type { RefusalCode } from "../src/stats.ts";
 import { stripMapped } from "../src/cidr.ts";
 
 /**
@@ -75,13 +76,21 @@ export function readProxyPreamble(
   const peer = unix ? "unix" : stripMapped(sock.remoteAddress ?? "");
   if (!options.trusted(peer)) {
     sock.destroy();
-    options.onRefused?.(peer, "PROXY header from an untrusted address");
+    options.onRefused?.(
+      peer,
+      "PROXY header from an untrusted address",
+      "proxy_untrusted",
+    );
     return Promise.resolve(null);
   }
   return new Promise((resolve) => {
     const reader = new ProxyPreamble({ maxV2Length: options.maxV2Length });
     let done = false;
-    const finish = (header: ProxyHeader | null, reason?: string): void => {
+    const finish = (
+      header: ProxyHeader | null,
+      reason?: string,
+      code?: RefusalCode,
+    ): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
@@ -91,7 +100,7 @@ export function readProxyPreamble(
       sock.off("error", onEnd);
       if (header === null) {
         sock.destroy();
-        options.onRefused?.(peer, reason!);
+        options.onRefused?.(peer, reason!, code!);
       }
       resolve(header);
     };
@@ -101,7 +110,7 @@ export function readProxyPreamble(
         case "incomplete":
           return;
         case "error":
-          return finish(null, r.reason);
+          return finish(null, r.reason, "proxy_bad_header");
         case "ok":
           // Synchronously, before the next chunk: no byte may be lost.
           sock.pause();
@@ -111,9 +120,10 @@ export function readProxyPreamble(
           return ((x: never) => x)(r);
       }
     };
-    const onEnd = (): void => finish(null, PREAMBLE_CLOSED);
+    const onEnd = (): void =>
+      finish(null, PREAMBLE_CLOSED, "closed_before_greeting");
     const timer = setTimeout(
-      () => finish(null, preambleTimedOut(timeoutMs)),
+      () => finish(null, preambleTimedOut(timeoutMs), "proxy_timeout"),
       timeoutMs,
     );
     sock.on("data", onData);

@@ -28,6 +28,7 @@ export type {
 } from "./milter/options.ts";
 export type { HeaderModification } from "./milter/headers.ts";
 export type { Server, ServerStats } from "./server.ts";
+export type { RefusalCode } from "./stats.ts";
 export type { LoopMessage } from "./inbox.ts";
 export type { Email, Message } from "./message.ts";
 export type {

@@ -28,8 +28,8 @@ import type {
  * ```ts
  * import type { DriverHost } from "./host.ts";
  *
- * function logRefusal(host: DriverHost, ip: string): void {
- *   host.logger?.({ type: "refused", remoteAddress: ip, reason: "example" });
+ * function countRefusal(host: DriverHost, ip: string): void {
+ *   host.refused(ip, "other", "example");
  * }
  * ```
  */
@@ -54,7 +54,9 @@ export interface DriverHost {
   engineOptionsFor(startTls: boolean, secure: boolean): EngineOptions;
   /** Counts a connection for maxConnectionsPerIp: false when over. */
   claimIp(key: string): boolean | Promise<boolean>;
-  /** Refuses a connection (counted under `code`, logged with `reason`): 421 4.7.0, then close. */
+  /** A connection refused before its greeting: counted under `code`, logged with `reason`. */
+  refused(ip: string, code: RefusalCode, reason: string): void;
+  /** Refuses a connection ({@link DriverHost.refused}): 421 4.7.0, then close. */
   refuse(
     conn: Connection,
     ip: string,

@@ -144,13 +144,9 @@ export async function preamble(d: PreambleDriver): Promise<boolean> {
   return true;
 }
 
+/** A refusal of this connection: counted and logged by the server. */
 function refused(d: PreambleDriver, code: RefusalCode, reason: string): void {
-  d.host.counters.refuse(code);
-  d.host.logger?.({
-    type: "refused",
-    remoteAddress: d.session.remoteAddress,
-    reason,
-  });
+  d.host.refused(d.session.remoteAddress, code, reason);
 }
 
 /** Reads the PROXY header; returns the bytes after it, or null (refused, closed). */

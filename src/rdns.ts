@@ -466,7 +466,7 @@ export function clean(s: string): string {
  *
  * @example
  * ```ts
- * import { dnsServersOption } from "./rdns.ts";
+ * import { dnsServersOption } from "@smtpd/smtpd/transport";
  *
  * dnsServersOption(["127.0.0.1:5353", "[::1]:53"]); // ["127.0.0.1:5353", "[::1]:53"]
  * dnsServersOption(["127.0.0.1:0"]); // throws TypeError

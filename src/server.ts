@@ -34,12 +34,7 @@ import { replyAndClose } from "./preamble.ts";
 import { ConnectionDriver } from "./driver.ts";
 import { type DnsResolverFactory, ReverseDns } from "./rdns.ts";
 import type { MilterServer, MilterSession } from "./milter/session.ts";
-import {
-  type RefusalCode,
-  refusalReason,
-  ServerCounters,
-  type ServerStats,
-} from "./stats.ts";
+import { type RefusalCode, ServerCounters, type ServerStats } from "./stats.ts";
 
 export type {
   HookResult,
@@ -275,12 +270,11 @@ class SmtpServer implements Server, DriverHost {
       !proxyTrusts(o, ip)
     ) {
       if (ip === "") return conn.close(true);
-      this.counters.refuse("proxy_untrusted");
-      this.logger?.({
-        type: "refused",
-        remoteAddress: ip,
-        reason: "PROXY header from an untrusted address",
-      });
+      this.refused(
+        ip,
+        "proxy_untrusted",
+        "PROXY header from an untrusted address",
+      );
       conn.close();
       return;
     }
@@ -320,8 +314,14 @@ class SmtpServer implements Server, DriverHost {
     return this.limits.connect(key);
   }
 
+  /** A connection refused before its greeting: counted under `code`, logged with `reason`. */
+  refused(ip: string, code: RefusalCode, reason: string): void {
+    this.counters.refuse(code);
+    this.logger?.({ type: "refused", remoteAddress: ip, reason, code });
+  }
+
   /**
-   * Refuses a connection, counted under `code` and logged with `reason`:
+   * Refuses a connection ({@link refused}):
    * 421 4.7.0, then close (see {@link replyAndClose} for `write`).
    */
   refuse(
@@ -331,8 +331,7 @@ class SmtpServer implements Server, DriverHost {
     reason: string,
     write?: (bytes: Uint8Array) => void | Promise<void>,
   ): void {
-    this.counters.refuse(code);
-    this.logger?.({ type: "refused", remoteAddress: ip, reason });
+    this.refused(ip, code, reason);
     const name = this.engineOptions.serverName ?? "localhost";
     replyAndClose(
       conn,
@@ -421,8 +420,9 @@ export async function createServer(
     ? null
     : await import("./milter/session.ts");
   const proxy = resolved.proxyProtocol;
-  const logger = resolved.logger;
   const counters = new ServerCounters();
+  // Made once listen() resolves: no connection is refused before.
+  let server: SmtpServer | undefined = undefined;
   const listener = await listen({
     hostname: resolved.hostname,
     port: resolved.port,
@@ -435,18 +435,15 @@ export async function createServer(
         proxyProtocol: {
           trusted: (address: string) => proxyTrusts(resolved, address),
           maxV2Length: proxy.maxV2Length,
-          onRefused: (remoteAddress: string, reason: string) => {
-            // The shim's prose (its PROXY header checks) as a code.
-            counters.refuse(refusalReason(reason));
-            logger?.({ type: "refused", remoteAddress, reason });
-          },
+          onRefused: (remoteAddress, reason, code) =>
+            server?.refused(remoteAddress, code, reason),
         },
       }
       : {}),
     reusePort: resolved.reusePort,
     onTlsFailure: () => counters.implicitFailure++,
   });
-  return new SmtpServer(
+  server = new SmtpServer(
     listener,
     options,
     resolved,
@@ -455,6 +452,7 @@ export async function createServer(
     reverseDns,
     milter,
   );
+  return server;
 }
 
 /** The module of the `milters` option. */

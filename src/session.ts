@@ -8,6 +8,7 @@ import type { TlsInfo } from "./transport.ts";
 import type { ProxyEndpoint, ProxyTlvs } from "./proxy.ts";
 import type { Message } from "./message.ts";
 import type { ReverseDnsResult } from "./rdns.ts";
+import type { RefusalCode } from "./stats.ts";
 
 /**
  * What a PROXY protocol header said about a connection (see
@@ -154,7 +155,13 @@ export type LogEntry =
     /** With `reverseDns`: the lookup's result (see `Session.reverseDns`). */
     reverseDns?: ReverseDnsResult;
   }
-  | { type: "refused"; remoteAddress: string; reason: string }
+  | {
+    type: "refused";
+    remoteAddress: string;
+    reason: string;
+    /** The `reason` label it is counted under in `smtpd_connections_refused_total`. */
+    code: RefusalCode;
+  }
   | { type: "command"; session: string; line: string }
   | { type: "reply"; session: string; text: string }
   | {

@@ -135,7 +135,18 @@ export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
   30,
 ]);
 
-/** Why a connection was refused: the `reason` label of `smtpd_connections_refused_total`. */
+/**
+ * Why a connection was refused before its greeting: the `reason` label of
+ * `smtpd_connections_refused_total`, and the `code` of the `refused` log
+ * entry.
+ *
+ * @example
+ * ```ts
+ * import type { RefusalCode } from "@smtpd/smtpd";
+ *
+ * const code: RefusalCode = "too_many_connections_per_ip";
+ * ```
+ */
 export type RefusalCode =
   | "too_many_connections"
   | "too_many_connections_per_ip"
@@ -146,18 +157,6 @@ export type RefusalCode =
   | "closed_before_greeting"
   | "shutdown"
   | "other";
-
-/**
- * The refusal code of a reason a shim gives in prose (its checks of a
- * PROXY header in front of implicit TLS: untrusted peer, timeout, closed,
- * bad header).
- */
-export function refusalReason(reason: string): RefusalCode {
-  if (reason.startsWith("no PROXY header")) return "proxy_timeout";
-  if (reason.includes("untrusted")) return "proxy_untrusted";
-  if (reason.startsWith("connection closed")) return "closed_before_greeting";
-  return "proxy_bad_header";
-}
 
 /** Every {@link RefusalCode}, in the order a snapshot lists them. */
 const REFUSAL_CODES: readonly RefusalCode[] = [

@@ -9,6 +9,7 @@
  */
 
 import type { ProxyHeader } from "./proxy.ts";
+import type { RefusalCode } from "./stats.ts";
 
 /** A network address. */
 export interface NetAddress {
@@ -243,7 +244,7 @@ export interface ListenOptions {
  * const proxyProtocol: ProxyListenOptions = {
  *   trusted: (address) => address === "127.0.0.1",
  *   maxV2Length: 4096,
- *   onRefused: (address, reason) => console.warn(address, reason),
+ *   onRefused: (address, reason, code) => console.warn(address, reason, code),
  * };
  * ```
  */
@@ -252,8 +253,12 @@ export interface ProxyListenOptions {
   trusted(address: string): boolean;
   /** Largest v2 header accepted, in bytes. */
   maxV2Length: number;
-  /** Told about each connection closed before the handshake (untrusted, bad header, timeout). */
-  onRefused?(remoteAddress: string, reason: string): void;
+  /**
+   * Told about each connection closed before the handshake (untrusted,
+   * bad header, timeout, closed): why in prose for the log, and the code
+   * it is counted under.
+   */
+  onRefused?(remoteAddress: string, reason: string, code: RefusalCode): void;
 }
 
 /** Default of {@link ListenOptions.handshakeTimeout}. */

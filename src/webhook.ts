@@ -405,23 +405,8 @@ export async function postWebhook(
   // Everything that must not show in an error text.
   const secrets: string[] = [];
   const headers = new Headers();
+  checkWebhookHeaders(options.headers ?? {}, target);
   for (const [name, value] of Object.entries(options.headers ?? {})) {
-    if (!HEADER_NAME.test(name)) {
-      throw new TypeError(
-        `Cannot use option headers: "${name}" is not a header name`,
-      );
-    }
-    // What HTTP can carry (and fetch takes): one line of Latin-1.
-    if (typeof value !== "string" || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
-      throw new TypeError(
-        `Cannot use option headers: the value of ${name} is not one line of text`,
-      );
-    }
-    if (OWN_HEADERS.has(name.toLowerCase())) {
-      throw new TypeError(
-        `Cannot use option headers: ${name} is set by smtpd`,
-      );
-    }
     headers.set(name, value);
     secrets.push(value.trim());
   }
@@ -429,11 +414,6 @@ export async function postWebhook(
   for (const value of target.searchParams.values()) secrets.push(value);
   if (target.search.length > 1) secrets.push(target.search.slice(1));
   if (target.username !== "" || target.password !== "") {
-    if (headers.has("authorization")) {
-      throw new TypeError(
-        "Cannot use option headers: authorization is set by the URL's user name",
-      );
-    }
     const user = decodeURIComponent(target.username);
     const password = decodeURIComponent(target.password);
     secrets.push(target.username, target.password, user, password);
@@ -602,6 +582,63 @@ export function webhookUrl(url: string | URL): URL {
     );
   }
   return parsed;
+}
+
+/**
+ * Checks the extra headers of a webhook's post, as {@link postWebhook}
+ * does before it sends anything: each name an HTTP token, each value one
+ * line of Latin-1 text (what HTTP carries), none of the headers smtpd sets
+ * itself (`content-type`, `content-length`, `host`, `x-smtpd-timestamp`,
+ * `x-smtpd-signature`), and no `authorization` when `url` has a user name
+ * (sent as Basic auth). Throws a `TypeError` naming the header, never its
+ * value.
+ *
+ * @param headers the extra headers, name → value
+ * @param url the endpoint (for its user name), if known
+ *
+ * @example
+ * ```ts
+ * import { checkWebhookHeaders } from "@smtpd/smtpd/webhook";
+ *
+ * checkWebhookHeaders({ "X-Team": "mail" }); // fine
+ * checkWebhookHeaders({ "Content-Type": "text/plain" }); // throws TypeError
+ * checkWebhookHeaders(
+ *   { Authorization: "Bearer x" },
+ *   new URL("https://u:p@example.org/in"),
+ * ); // throws TypeError
+ * ```
+ */
+export function checkWebhookHeaders(
+  headers: Readonly<Record<string, string>>,
+  url?: URL,
+): void {
+  for (const [name, value] of Object.entries(headers)) {
+    if (!HEADER_NAME.test(name)) {
+      throw new TypeError(
+        `Cannot use option headers: "${name}" is not a header name`,
+      );
+    }
+    // What HTTP can carry (and fetch takes): one line of Latin-1.
+    if (typeof value !== "string" || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
+      throw new TypeError(
+        `Cannot use option headers: the value of ${name} is not one line of text`,
+      );
+    }
+    const key = name.toLowerCase();
+    if (OWN_HEADERS.has(key)) {
+      throw new TypeError(
+        `Cannot use option headers: ${name} is set by smtpd`,
+      );
+    }
+    if (
+      key === "authorization" && url !== undefined &&
+      (url.username !== "" || url.password !== "")
+    ) {
+      throw new TypeError(
+        `Cannot use option headers: ${name} is set by the URL's user name`,
+      );
+    }
+  }
 }
 
 /**

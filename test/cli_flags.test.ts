@@ -89,6 +89,7 @@ describe("cli: the table of flags", () => {
       chunking: true,
       requireTls: false,
       allowInsecureAuth: false,
+      reverseDns: false,
     });
     const o = serveOptionsOf(readFlags({
       "no-chunking": true,
@@ -119,6 +120,7 @@ describe("cli: the table of flags", () => {
       sessionTimeout: 3_600_000,
       requireTls: false,
       allowInsecureAuth: false,
+      reverseDns: false,
     });
   });
 

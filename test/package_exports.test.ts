@@ -43,11 +43,12 @@ const ROOT_EXPORTS = ["SmtpError", "serve"];
  * The most `npm pack` may weigh: about 60% of the 268 kB it weighed while
  * the CLI carried its own copy of the library and the build came twice (ESM
  * and CommonJS, with two sets of types); 160 kB until reverse DNS (its
- * code, typed docs and README section) took it to 166 kB.
+ * code, typed docs and README section) took it to 166 kB, 170 kB until the
+ * CLI's --metrics (its worker side, README sections) took it to 171 kB.
  */
-const PACKED_BUDGET = 170_000;
-/** The most it may weigh unpacked (it was 1.0 MB). */
-const UNPACKED_BUDGET = 600_000;
+const PACKED_BUDGET = 175_000;
+/** The most it may weigh unpacked (it was 1.0 MB; 600 kB until --metrics). */
+const UNPACKED_BUDGET = 615_000;
 
 /** deno.json's exports without the CLI (the npm package's bin). */
 const denoLibrary = Object.fromEntries(

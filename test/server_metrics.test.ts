@@ -10,11 +10,8 @@
 // tests are skipped with a message.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server as HttpServer } from "node:http";
-import { type AddressInfo, createServer as createNetServer } from "node:net";
-import { tmpdir } from "node:os";
+import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import nodemailer from "nodemailer";
@@ -28,36 +25,14 @@ import {
   type Snapshot,
   toNodeListener,
 } from "../src/exports/metrics.ts";
+import {
+  PROMETHEUS,
+  PROMTOOL,
+  run,
+  startPrometheus,
+} from "./helpers/prometheus.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
-
-/** The first of `names` that exists, or null. */
-function which(...paths: string[]): string | null {
-  return paths.find((p) => existsSync(p)) ?? null;
-}
-const PROMTOOL = which("/usr/bin/promtool", "/usr/local/bin/promtool");
-const PROMETHEUS = which("/usr/bin/prometheus", "/usr/local/bin/prometheus");
-
-/** Runs a program with `input` on stdin; resolves with its exit code and output. */
-function run(
-  file: string,
-  args: string[],
-  input = "",
-): Promise<{ code: number; out: string }> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(
-      file,
-      args,
-      { timeout: 60000 },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : (error as { code?: unknown }).code;
-        if (typeof code !== "number") reject(error);
-        else resolve({ code, out: String(stdout) + String(stderr) });
-      },
-    );
-    child.stdin!.end(input);
-  });
-}
 
 /** Waits until `check()` is true (polling every 20 ms, up to `ms`). */
 async function until(
@@ -307,55 +282,18 @@ describe("metrics of a real server under a known load", () => {
       : "prometheus not installed (Debian package prometheus)",
     timeout: 120000,
   }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "smtpd-prometheus-"));
-    // A free loopback port for Prometheus' own web server.
-    const probe = createNetServer();
-    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-    const promPort = (probe.address() as AddressInfo).port;
-    await new Promise((r) => probe.close(r));
-    writeFileSync(
-      join(dir, "prometheus.yml"),
-      [
-        "global:",
-        "  scrape_interval: 1s",
-        "scrape_configs:",
-        "  - job_name: smtpd",
-        "    static_configs:",
-        `      - targets: ["127.0.0.1:${httpPort}"]`,
-        "",
-      ].join("\n"),
-    );
-    let log = "";
-    const prom = spawn(PROMETHEUS!, [
-      `--config.file=${join(dir, "prometheus.yml")}`,
-      `--storage.tsdb.path=${join(dir, "data")}`,
-      `--web.listen-address=127.0.0.1:${promPort}`,
-    ], { stdio: ["ignore", "ignore", "pipe"] });
-    prom.stderr!.on("data", (d) => log = (log + String(d)).slice(-4000));
-    const exited = new Promise((r) => prom.once("exit", r));
+    const prom = await startPrometheus(httpPort);
     try {
-      const query = async (q: string): Promise<string | null> => {
-        try {
-          const res = await fetch(
-            `http://127.0.0.1:${promPort}/api/v1/query?query=${
-              encodeURIComponent(q)
-            }`,
-          );
-          const body = await res.json() as {
-            data?: { result?: { value: [number, string] }[] };
-          };
-          return body.data?.result?.[0]?.value[1] ?? null;
-        } catch {
-          return null; // not listening yet
-        }
-      };
-      let got: string | null = null;
-      for (let i = 0; i < 200 && got !== String(N); i++) {
-        if (prom.exitCode !== null) assert.fail(`prometheus exited:\n${log}`);
-        await new Promise((r) => setTimeout(r, 250));
-        got = await query('smtpd_messages_total{result="accepted"}');
-      }
-      assert.equal(got, String(N), `Prometheus' value; its log:\n${log}`);
+      const query = prom.query;
+      const got = await prom.waitFor(
+        'smtpd_messages_total{result="accepted"}',
+        String(N),
+      );
+      assert.equal(
+        got,
+        String(N),
+        `Prometheus' value; its log:\n${prom.log()}`,
+      );
       assert.equal(
         // A series per mechanism, from the start: their sum.
         await query('sum(smtpd_auth_attempts_total{result="failure"})'),
@@ -363,9 +301,7 @@ describe("metrics of a real server under a known load", () => {
       );
       assert.equal(await query('up{job="smtpd"}'), "1");
     } finally {
-      prom.kill();
-      await exited;
-      rmSync(dir, { recursive: true, force: true });
+      await prom.stop();
     }
   });
 });

@@ -14,7 +14,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import nodemailer from "nodemailer";
-import { serve, type ServerStats, SmtpError } from "../mod.ts";
+import { type LogEntry, serve, type ServerStats, SmtpError } from "../mod.ts";
 import {
   connectPlain,
   connectTls,
@@ -340,6 +340,71 @@ describe("server.stats() under a known load", () => {
       });
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe("refusals: counted and logged in one place, under one code", () => {
+  it("logs each refusal with the code it is counted under", async () => {
+    const log: LogEntry[] = [];
+    const server = await serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      maxConnections: 1,
+      greetingDelay: 300,
+      logger: (e) => log.push(e),
+    });
+    const untrusted = await serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      proxyProtocol: { trusted: ["192.0.2.0/24"] },
+      logger: (e) => log.push(e),
+    });
+    try {
+      const port = server.addr.port;
+      // Talks before the greeting: 554, early_talker.
+      const early = await connectPlain(port);
+      await early.send("EHLO early\r\n");
+      assert.match(await early.reply(), /^554 5\.7\.1 /);
+      await early.waitClosed();
+      await idle(server);
+      // One session open, a second over maxConnections: 421.
+      const first = await connectPlain(port);
+      assert.match(await first.reply(), /^220 /);
+      const second = await connectPlain(port);
+      assert.match(await second.reply(), /^421 4\.7\.0 /);
+      await second.waitClosed();
+      assert.match(await first.command("QUIT"), /^221 /);
+      await first.waitClosed();
+      // A PROXY header from a peer not trusted: closed, proxy_untrusted.
+      const proxied = await connectPlain(untrusted.addr.port);
+      await proxied.waitClosed();
+      await idle(server);
+      await idle(untrusted);
+      const refused = log.filter((e) => e.type === "refused");
+      assert.deepEqual(
+        refused.map((e) => e.type === "refused" && [e.code, e.reason]),
+        [
+          ["early_talker", "sent data before the greeting"],
+          ["too_many_connections", "too many connections"],
+          ["proxy_untrusted", "PROXY header from an untrusted address"],
+        ],
+      );
+      const counted = {
+        ...values(server.stats()),
+        ...values(untrusted.stats()),
+      };
+      for (const e of refused) {
+        if (e.type !== "refused") continue;
+        assert.equal(
+          counted[`smtpd_connections_refused_total{reason="${e.code}"}`],
+          1,
+          e.code,
+        );
+      }
+    } finally {
+      await server.close();
+      await untrusted.close();
     }
   });
 });

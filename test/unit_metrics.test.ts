@@ -18,7 +18,13 @@ import {
   type Snapshot,
   toNodeListener,
 } from "../src/exports/metrics.ts";
-import { refusalReason, ServerCounters } from "../src/stats.ts";
+import { ServerCounters } from "../src/stats.ts";
+import type { LogEntry } from "../mod.ts";
+import {
+  createServer as createSmtpServer,
+  type ListenFn,
+  type ProxyListenOptions,
+} from "../src/exports/transport.ts";
 
 /** The value of one counter or gauge series (undefined: no such series). */
 function value(
@@ -242,23 +248,47 @@ describe("createMetrics and the server's families", () => {
     );
   });
 
-  it("maps a shim's refusal prose to a fixed reason", () => {
-    assert.equal(
-      refusalReason("no PROXY header within 5000 ms"),
-      "proxy_timeout",
-    );
-    assert.equal(
-      refusalReason("connection closed before the PROXY header"),
-      "closed_before_greeting",
-    );
-    assert.equal(
-      refusalReason("bad PROXY header: no CRLF"),
-      "proxy_bad_header",
-    );
-    assert.equal(
-      refusalReason("PROXY header from an untrusted address"),
-      "proxy_untrusted",
-    );
+  it("counts a shim's refusal under the code it gives (its prose is for the log only)", async () => {
+    let shim: ProxyListenOptions | undefined;
+    let stop = () => {};
+    const stopped = new Promise<void>((r) => stop = r);
+    const listen: ListenFn = (o) => {
+      shim = o.proxyProtocol;
+      return Promise.resolve({
+        addr: { hostname: "127.0.0.1", port: 2525 },
+        close: stop,
+        // No connection comes; the loop ends when the server closes.
+        [Symbol.asyncIterator]: () => ({
+          next: () =>
+            stopped.then(() => ({ done: true as const, value: undefined })),
+        }),
+      });
+    };
+    const log: LogEntry[] = [];
+    const server = await createSmtpServer(listen, "test", {
+      proxyProtocol: true,
+      logger: (e) => log.push(e),
+    });
+    try {
+      // Prose that reads like another refusal: the code decides.
+      shim!.onRefused!(
+        "192.0.2.1",
+        "connection closed before the PROXY header",
+        "proxy_timeout",
+      );
+      const refused = (reason: string) =>
+        value(server.stats(), "smtpd_connections_refused_total", { reason });
+      assert.equal(refused("proxy_timeout"), 1);
+      assert.equal(refused("closed_before_greeting"), 0);
+      assert.deepEqual(log.filter((e) => e.type === "refused"), [{
+        type: "refused",
+        remoteAddress: "192.0.2.1",
+        reason: "connection closed before the PROXY header",
+        code: "proxy_timeout",
+      }]);
+    } finally {
+      await server.close();
+    }
   });
 
   it("observes milter latencies, and checks its options", () => {

@@ -9,7 +9,8 @@
 
 import { parseArgs } from "node:util";
 import { suggest } from "../keys.ts";
-import { CliError } from "./flag_kinds.ts";
+import { CliError, webhookProblem } from "./flag_kinds.ts";
+import { checkWebhookHeaders } from "../webhook.ts";
 import {
   type CliOptions,
   flagsHelp,
@@ -211,13 +212,19 @@ export function parseCliArgs(argv: readonly string[]): CliCommand {
   if (options.noMaildir && values.maildir !== undefined) {
     throw new CliError("--no-maildir", "cannot be used with --maildir");
   }
-  const hookAuth = Object.keys(options.webhookHeaders ?? {})
-    .some((n) => n.toLowerCase() === "authorization");
-  if (hookAuth && /^[^:]+:\/\/[^/?#]*@/.test(options.webhook ?? "")) {
-    throw new CliError(
-      "--webhook-header",
-      "Authorization cannot be given with a user name in the --webhook URL (sent as Basic auth)",
-    );
+  if (options.webhook !== undefined) {
+    // As postWebhook checks them: Authorization and a user name in the URL.
+    try {
+      checkWebhookHeaders(
+        options.webhookHeaders ?? {},
+        new URL(options.webhook),
+      );
+    } catch (error) {
+      throw new CliError(
+        "--webhook-header",
+        `${webhookProblem(error)} in --webhook (sent as Basic auth)`,
+      );
+    }
   }
   if (options.workers > 1 && options.socket !== undefined) {
     throw new CliError(

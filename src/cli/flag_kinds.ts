@@ -8,7 +8,12 @@
  */
 
 import * as os from "node:os";
-import { CidrSet, parseMilterAddress } from "../exports/transport.ts";
+import {
+  CidrSet,
+  dnsServersOption,
+  parseMilterAddress,
+} from "../exports/transport.ts";
+import { checkWebhookHeaders, webhookUrl } from "../webhook.ts";
 
 /**
  * A bad command line or an unusable file: printed as one line,
@@ -200,17 +205,17 @@ export function oneOf<const C extends string>(...choices: C[]): Kind<C> {
 export const httpUrl: Kind<string> = {
   type: "string",
   parse(raw, flag) {
-    let url: URL | null = null;
     try {
-      url = new URL(raw as string);
-    } catch { /* reported below */ }
-    if (
-      url === null || (url.protocol !== "http:" && url.protocol !== "https:")
-    ) {
+      webhookUrl(raw as string);
+    } catch {
+      let protocol: string | null = null;
+      try {
+        protocol = new URL(raw as string).protocol;
+      } catch { /* not a URL at all */ }
       throw new CliError(
         flag,
         `must be an http:// or https:// URL${
-          url === null ? "" : `, not ${url.protocol}`
+          protocol === null ? "" : `, not ${protocol}`
         }`,
       );
     }
@@ -407,18 +412,29 @@ export const cidrList: Kind<string[]> = {
   },
 };
 
-/** Headers smtpd sets itself on a webhook's post. */
-const OWN_HEADERS = [
-  "content-type",
-  "content-length",
-  "host",
-  "x-smtpd-timestamp",
-  "x-smtpd-signature",
-];
+/**
+ * What a `checkWebhookHeaders` error says, without its "Cannot use
+ * option headers: " (for a {@link CliError} naming the flag).
+ *
+ * @param error what it threw
+ *
+ * @example
+ * ```ts
+ * import { webhookProblem } from "./flag_kinds.ts";
+ *
+ * webhookProblem(new TypeError("Cannot use option headers: Host is set by smtpd"));
+ * // "Host is set by smtpd"
+ * ```
+ */
+export function webhookProblem(error: unknown): string {
+  return String((error as Error)?.message ?? error)
+    .replace(/^Cannot use option headers: /, "");
+}
 
 /**
- * Repeatable `"Name: value"`s as headers; an error names the header,
- * never its value.
+ * Repeatable `"Name: value"`s as headers, each checked as `postWebhook`
+ * checks it (`checkWebhookHeaders`); an error names the header, never its
+ * value.
  *
  * @example
  * ```ts
@@ -437,22 +453,19 @@ export const headers: Kind<Record<string, string>> = {
       const colon = item.indexOf(":");
       const name = colon < 0 ? "" : item.slice(0, colon).trim();
       const value = colon < 0 ? "" : item.slice(colon + 1).trim();
-      if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+      if (name === "") {
         throw new CliError(
           flag,
           'must be "Name: value" with a header name before the colon',
         );
       }
-      if (value === "" || /[^\t\x20-\x7e\x80-\xff]/.test(value)) {
-        throw new CliError(
-          flag,
-          `${name} needs a value of one line of Latin-1 text`,
-        );
+      if (value === "") throw new CliError(flag, `${name} needs a value`);
+      try {
+        checkWebhookHeaders({ [name]: value });
+      } catch (error) {
+        throw new CliError(flag, webhookProblem(error));
       }
       const key = name.toLowerCase();
-      if (OWN_HEADERS.includes(key)) {
-        throw new CliError(flag, `${name} is set by smtpd`);
-      }
       if (seen.has(key)) throw new CliError(flag, `${name} is given twice`);
       seen.add(key);
       out[name] = value;
@@ -487,5 +500,68 @@ export const milterAddresses: Kind<string[]> = {
       }
       return address;
     });
+  },
+};
+
+/** An address and port to listen on, as {@link hostAndPort} reads it. */
+export interface HostAndPort {
+  /** The host name or IP address (an IPv6 address without brackets). */
+  host: string;
+  /** The port (0: any free one). */
+  port: number;
+}
+
+/**
+ * `HOST:PORT` (`[IPv6]:PORT` for an IPv6 address), a port from 0 to 65535.
+ *
+ * @example
+ * ```ts
+ * import { hostAndPort } from "./flag_kinds.ts";
+ *
+ * hostAndPort.parse("127.0.0.1:9465", "--metrics"); // { host: "127.0.0.1", port: 9465 }
+ * hostAndPort.parse("[::1]:9465", "--metrics"); // { host: "::1", port: 9465 }
+ * ```
+ */
+export const hostAndPort: Kind<HostAndPort> = {
+  type: "string",
+  arg: "HOST:PORT",
+  parse(raw, flag) {
+    const value = word.parse(raw, flag);
+    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(value);
+    const port = m === null ? NaN : Number(m[3]);
+    if (m === null || !(port <= 65535)) {
+      throw new CliError(
+        flag,
+        `must be HOST:PORT (such as 127.0.0.1:9465, [::1]:9465), not "${value}"`,
+      );
+    }
+    return { host: m[1] ?? m[2], port };
+  },
+};
+
+/**
+ * A repeatable DNS server, `IP` or `IP:PORT` (`[IPv6]:PORT`), checked as
+ * the library's `dnsServers` option checks it.
+ *
+ * @example
+ * ```ts
+ * import { dnsServers } from "./flag_kinds.ts";
+ *
+ * dnsServers.parse(["127.0.0.1:5353"], "--dns-server"); // ["127.0.0.1:5353"]
+ * ```
+ */
+export const dnsServers: Kind<string[]> = {
+  type: "string",
+  multiple: true,
+  arg: "IP[:PORT]",
+  parse(raw, flag) {
+    try {
+      return dnsServersOption(raw);
+    } catch (error) {
+      throw new CliError(
+        flag,
+        (error as Error).message.replace(/^Cannot use option dnsServers: /, ""),
+      );
+    }
   },
 };

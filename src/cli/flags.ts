@@ -21,7 +21,10 @@ import {
   bytes,
   cidrList,
   CliError,
+  dnsServers,
   headers,
+  type HostAndPort,
+  hostAndPort,
   hostName,
   httpUrl,
   integer,
@@ -112,6 +115,12 @@ export interface CliOptions {
   proxyTrusted?: string[];
   /** `--greeting-delay`: milliseconds before the greeting. */
   greetingDelay?: number;
+  /** `--reverse-dns`: look up each client's name (forward-confirmed). */
+  reverseDns: boolean;
+  /** `--dns-server`: the DNS servers it asks (set only when given). */
+  dnsServers?: string[];
+  /** `--metrics`: where to serve `/metrics` and `/healthz` (set only when given). */
+  metrics?: HostAndPort;
   /** `--log`. */
   log: "text" | "json";
   /** `--quiet`. */
@@ -290,6 +299,26 @@ export const FLAGS: readonly Flag[] = [
     serve: "greetingDelay",
     help:
       "wait this long before the greeting; clients that talk first get 554 and are disconnected (default\u00a00s; bare: ms)",
+  }),
+  flag({
+    name: "reverse-dns",
+    group: LISTENING,
+    kind: on,
+    field: "reverseDns",
+    default: false,
+    serve: "reverseDns",
+    help:
+      "look up each client's name before the greeting (PTR, confirmed by its A/AAAA records), for the Received header and the log (default off)",
+  }),
+  flag({
+    name: "dns-server",
+    group: LISTENING,
+    kind: dnsServers,
+    field: "dnsServers",
+    needs: "reverse-dns",
+    serve: "dnsServers",
+    help:
+      "the DNS server --reverse-dns asks (repeatable; default: the system's)",
   }),
   flag({
     name: "maildir",
@@ -518,6 +547,14 @@ export const FLAGS: readonly Flag[] = [
     field: "log",
     default: "text",
     help: "log format (default text)",
+  }),
+  flag({
+    name: "metrics",
+    group: LOGGING,
+    kind: hostAndPort,
+    field: "metrics",
+    help:
+      "serve Prometheus metrics on http://HOST:PORT/metrics and /healthz (such as 127.0.0.1:9465; keep it on a loopback or internal address); under --workers, summed and per worker",
   }),
   flag({
     name: "quiet",

@@ -392,6 +392,10 @@ export function serverLogger(log: Log, listen: { runtime?: string }) {
             : `session=${entry.session} connect from ${
               hostPort(entry.remoteAddress, entry.remotePort)
             }${
+              // --reverse-dns: the name, when its A/AAAA records confirm it.
+              entry.reverseDns?.status === "confirmed"
+                ? ` (${entry.reverseDns.name})`
+                : ""}${
               entry.proxy
                 ? ` via proxy ${
                   hostPort(entry.proxy.address, entry.proxy.port)

@@ -45,6 +45,8 @@ import {
 } from "./log.ts";
 import { subjectOf, subjectOfFile } from "./subject.ts";
 import { workerChannel } from "./workers.ts";
+import { createMetrics } from "../exports/metrics.ts";
+import { type MetricsEndpoint, serveMetrics } from "./metrics.ts";
 
 function runtimeName(runtime: string | undefined): string {
   const versions = process.versions as Record<string, string | undefined>;
@@ -279,11 +281,16 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       const milter = q !== undefined
         ? `quarantine quarantine="${q.quarantine!.replace(/"/g, '\\"')}"`
         : "accept";
+      // The client's name, when --reverse-dns confirmed one.
+      const client = message.session.reverseDns?.status === "confirmed"
+        ? message.session.clientHostname
+        : null;
       log.info(
         "message",
         `message id=${message.id} from=<${message.from}> to=${
           to.map((a) => `<${a}>`).join(",")
         } size=${message.size}` +
+          (client !== null ? ` client=${client}` : "") +
           (s !== null ? ` subject="${s.replace(/"/g, '\\"')}"` : "") +
           (delivery !== null ? ` file=${delivery.path}` : "") +
           (status !== null ? ` webhook=${status}` : "") +
@@ -293,6 +300,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
           from: message.from,
           to,
           size: message.size,
+          ...(client !== null ? { client } : {}),
           ...(s !== null ? { subject: s } : {}),
           ...(delivery !== null ? { file: delivery.path } : {}),
           ...(status !== null ? { webhook: status } : {}),
@@ -407,6 +415,7 @@ export async function serveCommand(o: CliOptions): Promise<number> {
   // started) does not listen at all.
   let orphan = false;
   let server: Server | null = null;
+  let stopping = false;
   worker?.onStop((why) => {
     orphan = why === "parent gone";
     signalled(why);
@@ -471,6 +480,25 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     if (error instanceof CliError) throw error;
     throw listenError(error, o);
   }
+  // --metrics: served here, or by the parent with every worker's counts.
+  const metrics = o.metrics !== undefined ? createMetrics({ server }) : null;
+  let endpoint: MetricsEndpoint | null = null;
+  if (worker !== null) {
+    if (metrics !== null) worker.onStats(() => metrics.snapshot());
+  } else if (metrics !== null) {
+    try {
+      endpoint = await serveMetrics(
+        o.metrics!,
+        () => metrics.render(),
+        () => !stopping,
+      );
+    } catch (error) {
+      unwatch();
+      unwatchReload();
+      await server.close();
+      throw error;
+    }
+  }
 
   const where = server.addr.path ??
     hostPort(server.addr.hostname, server.addr.port);
@@ -505,6 +533,13 @@ export async function serveCommand(o: CliOptions): Promise<number> {
       ...(webhook !== null ? { webhook: safeUrl(webhook.url) } : {}),
     },
   );
+  if (endpoint !== null) {
+    log.notice(
+      "metrics",
+      `metrics on http://${hostPort(o.metrics!.host, endpoint.port)}/metrics`,
+      { host: o.metrics!.host, port: endpoint.port },
+    );
+  }
   worker?.listening(server.addr.port);
   // The tmp/ sweep starts once the server listens (see startTmpSweep).
   const stopSweep = maildir === null ? () => {} : startTmpSweep(maildir, log);
@@ -512,10 +547,12 @@ export async function serveCommand(o: CliOptions): Promise<number> {
     stopSignal,
     server.finished.then(() => "listener closed"),
   ]);
+  stopping = true;
   log.info("stopping", `${why}: closing (messages in transfer may finish)`, {
     reason: why,
   });
   await server.close();
+  await endpoint?.close();
   unwatch();
   unwatchReload();
   stopSweep();

@@ -33,6 +33,15 @@ import type { ChildProcess } from "node:child_process";
 import { hasReusePort } from "../../runtimes/node.ts";
 import type { CliOptions } from "./args.ts";
 import type { ClientLimits } from "../limits.ts";
+import type { Snapshot } from "../exports/metrics.ts";
+import {
+  isStatsRequest,
+  type MetricsEndpoint,
+  serveMetrics,
+  type StatsReply,
+  type StatsRequest,
+  WorkerMetrics,
+} from "./metrics.ts";
 import {
   isLimitsReply,
   LimitsHolder,
@@ -75,7 +84,9 @@ type WorkerMessage =
   | { smtpd: "listening"; port: number }
   | ({ smtpd: "stopped" } & WorkerStats)
   | { smtpd: "stop" }
-  | LimitsReply;
+  | LimitsReply
+  | StatsRequest
+  | StatsReply;
 
 function isWorkerMessage(m: unknown): m is WorkerMessage {
   return typeof m === "object" && m !== null &&
@@ -97,6 +108,8 @@ export interface WorkerChannel {
    * is gone already).
    */
   onStop(stop: (why: string) => void): void;
+  /** Answers the parent's requests for metrics with `snapshot()`. */
+  onStats(snapshot: () => Snapshot): void;
   /** Reports the counts to the parent (instead of printing a summary). */
   stopped(stats: WorkerStats): Promise<void>;
 }
@@ -148,6 +161,7 @@ export function workerChannel(o: CliOptions): WorkerChannel | null {
     ? Number(parentText)
     : process.ppid;
   let stopFn: ((why: string) => void) | null = null;
+  let statsFn: (() => Snapshot) | null = null;
   let why: string | null = null;
   const stop = (reason: string) => {
     if (why !== null) return;
@@ -170,7 +184,13 @@ export function workerChannel(o: CliOptions): WorkerChannel | null {
   });
   const onMessage = (m: unknown) => {
     if (isLimitsReply(m)) limits.handle(m);
-    else if (isWorkerMessage(m) && m.smtpd === "stop") stop("SIGTERM");
+    else if (isStatsRequest(m)) {
+      void send({
+        smtpd: "stats-reply",
+        id: m.id,
+        snapshot: statsFn?.() ?? [],
+      });
+    } else if (isWorkerMessage(m) && m.smtpd === "stop") stop("SIGTERM");
   };
   const onDisconnect = () => stop("parent gone");
   process.on("message", onMessage);
@@ -191,6 +211,9 @@ export function workerChannel(o: CliOptions): WorkerChannel | null {
     onStop(fn) {
       stopFn = fn;
       if (why !== null) fn(why);
+    },
+    onStats(fn) {
+      statsFn = fn;
     },
     async stopped(stats) {
       clearInterval(watch);
@@ -234,6 +257,8 @@ function freePort(host: string): Promise<number> {
 
 /** One running worker, whichever way it was started. */
 interface WorkerHandle {
+  /** Its number, from 1 in order of starting (the `worker` label of its metrics). */
+  id: number;
   pid: number;
   started: number;
   listening: boolean;
@@ -344,6 +369,27 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
   const gone = new Promise<void>((r) => (allGone = r));
   // Why the first worker died before it listened (bad flag, port taken).
   let firstCode = 1;
+  // --metrics: served here, with what the workers count.
+  const metrics = o.metrics === undefined ? null : new WorkerMetrics();
+  let endpoint: MetricsEndpoint | null = null;
+  if (o.metrics !== undefined) {
+    endpoint = await serveMetrics(
+      o.metrics,
+      () =>
+        metrics!.render(
+          [...workers].filter((w) => w.listening).map((w) => ({
+            name: String(w.id),
+            send: (request) => w.send(request),
+          })),
+        ),
+      () => !stopping && [...workers].some((w) => w.listening),
+    );
+    log.notice(
+      "metrics",
+      `metrics on http://${hostPort(o.metrics.host, endpoint.port)}/metrics`,
+      { host: o.metrics.host, port: endpoint.port },
+    );
+  }
 
   const stopAll = () => {
     if (stopping) return;
@@ -354,7 +400,9 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
 
   const start = async (): Promise<WorkerHandle> => {
     let ready: (ok: boolean) => void = () => {};
+    const id = ++serial;
     const h: WorkerHandle = {
+      id,
       pid: -1,
       started: Date.now(),
       listening: false,
@@ -363,10 +411,10 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
       ready: new Promise<boolean>((r) => (ready = r)),
     };
     workers.add(h);
-    const id = ++serial;
     const onMessage = (m: unknown) => {
       const reply = limits.handle(id, m);
       if (reply !== null) return h.send(reply);
+      if (metrics?.handle(String(id), m)) return;
       if (!isWorkerMessage(m)) return;
       if (m.smtpd === "listening") {
         h.listening = true;
@@ -382,6 +430,7 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
     const onExit = (code: number | null, signal: string | null) => {
       workers.delete(h);
       limits.release(id);
+      metrics?.gone(String(id));
       if (h.stats) {
         total.messages += h.stats.messages;
         total.bytes += h.stats.bytes;
@@ -505,6 +554,7 @@ export async function superviseWorkers(o: CliOptions): Promise<number> {
   } finally {
     unwatch();
     unwatchReload();
+    await endpoint?.close();
   }
   const uptime = Date.now() - started;
   log.info(

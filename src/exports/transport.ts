@@ -27,6 +27,8 @@ export type * from "../api.ts";
 export { ConnectionQueue } from "../shim_kit.ts";
 // What createServer's runtimeServices.dnsResolver makes (reverseDns).
 export type { DnsResolver, DnsResolverFactory } from "../rdns.ts";
+// How serve() checks its dnsServers option (for a resolver's own, the CLI's).
+export { dnsServersOption } from "../rdns.ts";
 export {
   checkTlsOptions,
   type Connection,
