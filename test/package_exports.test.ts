@@ -44,11 +44,15 @@ const ROOT_EXPORTS = ["SmtpError", "serve"];
  * the CLI carried its own copy of the library and the build came twice (ESM
  * and CommonJS, with two sets of types); 160 kB until reverse DNS (its
  * code, typed docs and README section) took it to 166 kB, 170 kB until the
- * CLI's --metrics (its worker side, README sections) took it to 171 kB.
+ * CLI's --metrics (its worker side, README sections) took it to 171 kB,
+ * 175 kB until the milter client (protocol, per-session filters, the held
+ * message, README section; loaded only when `milters` is set) took it to
+ * 194 kB. The budget catches a second copy of the library or a stray file,
+ * not new features.
  */
-const PACKED_BUDGET = 175_000;
-/** The most it may weigh unpacked (it was 1.0 MB; 600 kB until --metrics). */
-const UNPACKED_BUDGET = 615_000;
+const PACKED_BUDGET = 200_000;
+/** The most it may weigh unpacked (it was 1.0 MB; 615 kB until the milter client). */
+const UNPACKED_BUDGET = 700_000;
 
 /** deno.json's exports without the CLI (the npm package's bin). */
 const denoLibrary = Object.fromEntries(
