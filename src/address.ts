@@ -159,7 +159,10 @@ export function parsePath(
       ? { ok: true, mailbox: { address: "", localPart: "", domain: "" }, end }
       : { ok: false, error: "syntax" };
   }
-  if (utf8Length(inner) + 2 > 256) return { ok: false, error: "too-long" };
+  // Tested once: an ASCII path (nearly all) is measured by its length.
+  let nonAscii = HAS_NON_ASCII.test(inner);
+  const octets = nonAscii ? utf8Length(inner) : inner.length;
+  if (octets + 2 > 256) return { ok: false, error: "too-long" };
   // Source route: "@a,@b:" before the mailbox, ignored (RFC 5321 §4.1.2, C.).
   if (inner.charCodeAt(0) === 0x40 /* @ */) {
     const colon = inner.indexOf(":");
@@ -170,6 +173,7 @@ export function parsePath(
       }
     }
     inner = inner.slice(colon + 1);
+    if (nonAscii) nonAscii = HAS_NON_ASCII.test(inner);
   }
   if (opts.allowPostmaster && inner.toLowerCase() === "postmaster") {
     return {
@@ -182,7 +186,6 @@ export function parsePath(
   if (at <= 0) return { ok: false, error: "syntax" };
   const localPart = inner.slice(0, at);
   const domain = inner.slice(at + 1);
-  const nonAscii = HAS_NON_ASCII.test(inner);
   const utf8 = opts.utf8 && nonAscii;
   if (
     !(utf8 ? LOCAL_UTF8 : LOCAL_ASCII).test(localPart) ||
@@ -197,7 +200,11 @@ export function parsePath(
     }
     return { ok: false, error: "syntax" };
   }
-  if (utf8Length(localPart) > 64 || utf8Length(domain) > 255) {
+  if (
+    nonAscii
+      ? utf8Length(localPart) > 64 || utf8Length(domain) > 255
+      : localPart.length > 64 || domain.length > 255
+  ) {
     return { ok: false, error: "too-long" };
   }
   return { ok: true, mailbox: { address: inner, localPart, domain }, end };
