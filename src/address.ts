@@ -50,8 +50,63 @@ function buildDomain(utf8: boolean): RegExp {
 
 const LOCAL_ASCII = buildLocal(false);
 const LOCAL_UTF8 = buildLocal(true);
-const DOMAIN_ASCII = buildDomain(false);
 const DOMAIN_UTF8 = buildDomain(true);
+
+/**
+ * The ASCII forms nearly every address takes, scanned by character instead
+ * of by the regular expressions above (which cost up to 1 µs a message on
+ * Bun): 1 for a character of atext (RFC 5321 §4.1.2), 2 also for a letter
+ * or digit (a domain's label).
+ */
+const CHARS = new Uint8Array(128);
+for (const c of "!#$%&'*+-/=?^_`{|}~") CHARS[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) CHARS[c] = 3;
+for (let c = 0x41; c <= 0x5a; c++) CHARS[c] = CHARS[c + 0x20] = 3;
+
+/** An ASCII dot-atom: atext runs joined by single dots (LOCAL_ASCII's unquoted form). */
+function isDotAtom(s: string): boolean {
+  let dot = true; // at the start, or just after a dot
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x2e /* . */) {
+      if (dot) return false;
+      dot = true;
+    } else if (c < 0x80 && (CHARS[c] & 1) !== 0) dot = false;
+    else return false;
+  }
+  return !dot;
+}
+
+/**
+ * An ASCII domain: labels of letters, digits and inner hyphens, joined by
+ * single dots (what buildDomain(false) matches).
+ */
+function isAsciiDomain(s: string): boolean {
+  let start = true; // at the start of a label
+  let hyphen = false; // the last character was "-"
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x2e /* . */) {
+      if (start || hyphen) return false;
+      start = true;
+    } else if (c === 0x2d /* - */) {
+      if (start) return false;
+      hyphen = true;
+    } else if (c < 0x80 && (CHARS[c] & 2) !== 0) {
+      start = false;
+      hyphen = false;
+    } else return false;
+  }
+  return !start && !hyphen;
+}
+
+/** The local part as LOCAL_ASCII or LOCAL_UTF8 checks it. */
+function isLocalPart(s: string, utf8: boolean): boolean {
+  if (utf8 || s.charCodeAt(0) === 0x22 /* " */) {
+    return (utf8 ? LOCAL_UTF8 : LOCAL_ASCII).test(s);
+  }
+  return isDotAtom(s);
+}
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 const GENERAL_LITERAL = /^[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+$/;
 const HEX16 = /^[0-9A-Fa-f]{1,4}$/;
@@ -103,7 +158,7 @@ export function isDomainOrLiteral(s: string, utf8: boolean): boolean {
     if (/^IPv6:/i.test(lit)) return isIPv6(lit.slice(5));
     return GENERAL_LITERAL.test(lit);
   }
-  return (utf8 ? DOMAIN_UTF8 : DOMAIN_ASCII).test(s);
+  return utf8 ? DOMAIN_UTF8.test(s) : isAsciiDomain(s);
 }
 
 /** Octets a string takes in UTF-8 (addresses are measured in octets). */
@@ -188,7 +243,7 @@ export function parsePath(
   const domain = inner.slice(at + 1);
   const utf8 = opts.utf8 && nonAscii;
   if (
-    !(utf8 ? LOCAL_UTF8 : LOCAL_ASCII).test(localPart) ||
+    !isLocalPart(localPart, utf8) ||
     !isDomainOrLiteral(domain, utf8)
   ) {
     // Well-formed with UTF-8 allowed, but SMTPUTF8 was not requested.
