@@ -60,11 +60,12 @@ let slabAt = 0;
 /**
  * The bytes of replies already encoded, by their text: most replies are
  * the same few strings (250 Sender OK, 354, ...), and a lookup costs a
- * tenth of encoding them again (60–130 ns a reply). Bounded: the first
- * REPLY_CACHE_SIZE short replies seen are kept (at most about 40 KB),
- * nothing is evicted.
+ * tenth of encoding them again (60–130 ns a reply). Bounded: at most
+ * REPLY_CACHE_SIZE short replies (about 40 KB, with REPLY_SEEN's text).
  */
 const REPLY_CACHE = new Map<string, Uint8Array>();
+/** Short replies encoded once so far (see encodeReply). */
+const REPLY_SEEN = new Set<string>();
 const REPLY_CACHE_SIZE = 256;
 /** Replies longer than this are not kept in REPLY_CACHE. */
 const REPLY_CACHE_MAX = 128;
@@ -548,9 +549,18 @@ function encodeReply(s: string): Uint8Array {
   }
   slabAt = start + n;
   const bytes = buf.subarray(start, start + n);
-  if (n <= REPLY_CACHE_MAX && REPLY_CACHE.size < REPLY_CACHE_SIZE) {
-    // A copy of its own: a view would keep its whole slab alive.
-    REPLY_CACHE.set(s, bytes.slice());
+  if (n <= REPLY_CACHE_MAX) {
+    // Kept the second time it is seen: a reply made once (each message's
+    // "OK <id>", a client's name in HELO's) costs no copy. Each set is
+    // emptied when full; the frequent replies come back at once.
+    if (REPLY_SEEN.has(s)) {
+      if (REPLY_CACHE.size >= REPLY_CACHE_SIZE) REPLY_CACHE.clear();
+      // A copy of its own: a view would keep its whole slab alive.
+      REPLY_CACHE.set(s, bytes.slice());
+    } else {
+      if (REPLY_SEEN.size >= REPLY_CACHE_SIZE) REPLY_SEEN.clear();
+      REPLY_SEEN.add(s);
+    }
   }
   return bytes;
 }
