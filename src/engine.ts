@@ -57,18 +57,6 @@ const SLAB_SIZE = 16 * 1024;
 const SLAB_MAX = 1024;
 let slab = new Uint8Array(SLAB_SIZE);
 let slabAt = 0;
-/**
- * The bytes of replies already encoded, by their text: most replies are
- * the same few strings (250 Sender OK, 354, ...), and a lookup costs a
- * tenth of encoding them again (60–130 ns a reply). Bounded: at most
- * REPLY_CACHE_SIZE short replies (about 40 KB, with REPLY_SEEN's text).
- */
-const REPLY_CACHE = new Map<string, Uint8Array>();
-/** Short replies encoded once so far (see encodeReply). */
-const REPLY_SEEN = new Set<string>();
-const REPLY_CACHE_SIZE = 256;
-/** Replies longer than this are not kept in REPLY_CACHE. */
-const REPLY_CACHE_MAX = 128;
 
 /**
  * One SMTP session as a pure state machine.
@@ -245,9 +233,8 @@ export class SmtpEngine {
 
   /**
    * The bytes to write to the client, or `null` when there are none: a
-   * view that may share its `ArrayBuffer` with other replies, and may be
-   * the same view as an earlier identical reply's (its bytes never change).
-   * Keep it as long as needed; do not write into it.
+   * view that may share its `ArrayBuffer` with other replies (which is
+   * never written again). Keep it as long as needed; do not write into it.
    */
   takeOutput(): Uint8Array | null {
     const c = this.#core;
@@ -531,10 +518,6 @@ function chunkEnd(c: EngineCore, reader: BdatReader): SmtpEvent | null {
 /** Replies as bytes: ASCII (nearly always) copied into the slab, else UTF-8. */
 function encodeReply(s: string): Uint8Array {
   const n = s.length;
-  if (n <= REPLY_CACHE_MAX) {
-    const known = REPLY_CACHE.get(s);
-    if (known !== undefined) return known;
-  }
   if (n > SLAB_MAX) return ENCODER.encode(s);
   if (slabAt + n > SLAB_SIZE) {
     slab = new Uint8Array(SLAB_SIZE);
@@ -548,19 +531,5 @@ function encodeReply(s: string): Uint8Array {
     buf[start + i] = c;
   }
   slabAt = start + n;
-  const bytes = buf.subarray(start, start + n);
-  if (n <= REPLY_CACHE_MAX) {
-    // Kept the second time it is seen: a reply made once (each message's
-    // "OK <id>", a client's name in HELO's) costs no copy. Each set is
-    // emptied when full; the frequent replies come back at once.
-    if (REPLY_SEEN.has(s)) {
-      if (REPLY_CACHE.size >= REPLY_CACHE_SIZE) REPLY_CACHE.clear();
-      // A copy of its own: a view would keep its whole slab alive.
-      REPLY_CACHE.set(s, bytes.slice());
-    } else {
-      if (REPLY_SEEN.size >= REPLY_CACHE_SIZE) REPLY_SEEN.clear();
-      REPLY_SEEN.add(s);
-    }
-  }
-  return bytes;
+  return buf.subarray(start, start + n);
 }
