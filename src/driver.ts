@@ -252,12 +252,7 @@ export class ConnectionDriver {
         server.reverseDns !== null
       ) {
         if (!(await preamble(this))) return;
-      } else {
-        // Synchronous unless the count lives elsewhere (ClientLimits).
-        let claimed = claimIp(this);
-        if (claimed !== true && claimed !== false) claimed = await claimed;
-        if (!claimed) return;
-      }
+      } else if (!(await claimIp(this))) return;
       server.counters.connections++;
       log?.({
         type: "connect",

@@ -237,19 +237,11 @@ function useProxy(d: PreambleDriver, h: ProxyHeader): void {
  * if (!(await claimIp(driver))) console.log("over the limit");
  * ```
  */
-export function claimIp(d: PreambleDriver): boolean | Promise<boolean> {
-  const key = clientKey(d.session.remoteAddress);
-  const claimed = d.host.claimIp(key);
-  // No promise (and no await) when the count is kept in this process.
-  if (isThenable(claimed)) {
-    return Promise.resolve(claimed).then((ok) => claimedIp(d, key, ok));
-  }
-  return claimedIp(d, key, claimed);
-}
-
-/** claimIp()'s answer `claimed` for `key`: refuses, or counts it. */
-function claimedIp(d: PreambleDriver, key: string, claimed: boolean): boolean {
+export async function claimIp(d: PreambleDriver): Promise<boolean> {
   const ip = d.session.remoteAddress;
+  const key = clientKey(ip);
+  let claimed = d.host.claimIp(key);
+  if (isThenable(claimed)) claimed = await claimed;
   if (!claimed) {
     d.host.refuse(
       d.conn,
