@@ -50,8 +50,63 @@ function buildDomain(utf8: boolean): RegExp {
 
 const LOCAL_ASCII = buildLocal(false);
 const LOCAL_UTF8 = buildLocal(true);
-const DOMAIN_ASCII = buildDomain(false);
 const DOMAIN_UTF8 = buildDomain(true);
+
+/**
+ * The ASCII forms nearly every address takes, scanned by character instead
+ * of by the regular expressions above (which cost up to 1 µs a message on
+ * Bun): 1 for a character of atext (RFC 5321 §4.1.2), 2 also for a letter
+ * or digit (a domain's label).
+ */
+const CHARS = new Uint8Array(128);
+for (const c of "!#$%&'*+-/=?^_`{|}~") CHARS[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) CHARS[c] = 3;
+for (let c = 0x41; c <= 0x5a; c++) CHARS[c] = CHARS[c + 0x20] = 3;
+
+/** An ASCII dot-atom: atext runs joined by single dots (LOCAL_ASCII's unquoted form). */
+function isDotAtom(s: string): boolean {
+  let dot = true; // at the start, or just after a dot
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x2e /* . */) {
+      if (dot) return false;
+      dot = true;
+    } else if (c < 0x80 && (CHARS[c] & 1) !== 0) dot = false;
+    else return false;
+  }
+  return !dot;
+}
+
+/**
+ * An ASCII domain: labels of letters, digits and inner hyphens, joined by
+ * single dots (what buildDomain(false) matches).
+ */
+function isAsciiDomain(s: string): boolean {
+  let start = true; // at the start of a label
+  let hyphen = false; // the last character was "-"
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x2e /* . */) {
+      if (start || hyphen) return false;
+      start = true;
+    } else if (c === 0x2d /* - */) {
+      if (start) return false;
+      hyphen = true;
+    } else if (c < 0x80 && (CHARS[c] & 2) !== 0) {
+      start = false;
+      hyphen = false;
+    } else return false;
+  }
+  return !start && !hyphen;
+}
+
+/** The local part as LOCAL_ASCII or LOCAL_UTF8 checks it. */
+function isLocalPart(s: string, utf8: boolean): boolean {
+  if (utf8 || s.charCodeAt(0) === 0x22 /* " */) {
+    return (utf8 ? LOCAL_UTF8 : LOCAL_ASCII).test(s);
+  }
+  return isDotAtom(s);
+}
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 const GENERAL_LITERAL = /^[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+$/;
 const HEX16 = /^[0-9A-Fa-f]{1,4}$/;
@@ -103,7 +158,7 @@ export function isDomainOrLiteral(s: string, utf8: boolean): boolean {
     if (/^IPv6:/i.test(lit)) return isIPv6(lit.slice(5));
     return GENERAL_LITERAL.test(lit);
   }
-  return (utf8 ? DOMAIN_UTF8 : DOMAIN_ASCII).test(s);
+  return utf8 ? DOMAIN_UTF8.test(s) : isAsciiDomain(s);
 }
 
 /** Octets a string takes in UTF-8 (addresses are measured in octets). */
@@ -159,7 +214,10 @@ export function parsePath(
       ? { ok: true, mailbox: { address: "", localPart: "", domain: "" }, end }
       : { ok: false, error: "syntax" };
   }
-  if (utf8Length(inner) + 2 > 256) return { ok: false, error: "too-long" };
+  // Tested once: an ASCII path (nearly all) is measured by its length.
+  let nonAscii = HAS_NON_ASCII.test(inner);
+  const octets = nonAscii ? utf8Length(inner) : inner.length;
+  if (octets + 2 > 256) return { ok: false, error: "too-long" };
   // Source route: "@a,@b:" before the mailbox, ignored (RFC 5321 §4.1.2, C.).
   if (inner.charCodeAt(0) === 0x40 /* @ */) {
     const colon = inner.indexOf(":");
@@ -170,6 +228,7 @@ export function parsePath(
       }
     }
     inner = inner.slice(colon + 1);
+    if (nonAscii) nonAscii = HAS_NON_ASCII.test(inner);
   }
   if (opts.allowPostmaster && inner.toLowerCase() === "postmaster") {
     return {
@@ -182,10 +241,9 @@ export function parsePath(
   if (at <= 0) return { ok: false, error: "syntax" };
   const localPart = inner.slice(0, at);
   const domain = inner.slice(at + 1);
-  const nonAscii = HAS_NON_ASCII.test(inner);
   const utf8 = opts.utf8 && nonAscii;
   if (
-    !(utf8 ? LOCAL_UTF8 : LOCAL_ASCII).test(localPart) ||
+    !isLocalPart(localPart, utf8) ||
     !isDomainOrLiteral(domain, utf8)
   ) {
     // Well-formed with UTF-8 allowed, but SMTPUTF8 was not requested.
@@ -197,7 +255,11 @@ export function parsePath(
     }
     return { ok: false, error: "syntax" };
   }
-  if (utf8Length(localPart) > 64 || utf8Length(domain) > 255) {
+  if (
+    nonAscii
+      ? utf8Length(localPart) > 64 || utf8Length(domain) > 255
+      : localPart.length > 64 || domain.length > 255
+  ) {
     return { ok: false, error: "too-long" };
   }
   return { ok: true, mailbox: { address: inner, localPart, domain }, end };

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SmtpError } from "../mod.ts";
 import { formatReply } from "../src/exports/engine.ts";
+import { bytes, run } from "./helpers/transcript.ts";
 
 /** The rule formatReply implements, written out line by line (no shortcut). */
 function reference(
@@ -98,5 +99,37 @@ describe("formatReply", () => {
       new SmtpError(550, "5.1.1", "No such user").toString(),
       "550 5.1.1 No such user",
     );
+  });
+});
+
+describe("takeOutput", () => {
+  it("gives each reply's bytes, the frequent ones among many made once", () => {
+    // The engine keeps the bytes of replies it sends often; names and
+    // message ids make replies seen once, which must not disturb them.
+    for (let i = 0; i < 700; i++) {
+      const lines = [
+        `HELO c${i}.test`,
+        "MAIL FROM:<a@b.test>",
+        "RCPT TO:<c@d.test>",
+        "DATA",
+        "x\r\n.",
+        "QUIT",
+      ];
+      const r = run(
+        lines.map((l) => bytes(l + "\r\n")),
+        { serverName: "mx.test" },
+        (ev) => ev.type === "message-end" ? `OK ${i}` : undefined,
+      );
+      assert.equal(
+        r.output,
+        "220 mx.test ESMTP smtpd\r\n" +
+          `250 mx.test greets c${i}.test\r\n` +
+          "250 2.1.0 Sender OK\r\n" +
+          "250 2.1.5 Recipient OK\r\n" +
+          "354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n" +
+          `250 2.0.0 OK ${i}\r\n` +
+          "221 2.0.0 mx.test Bye\r\n",
+      );
+    }
   });
 });
