@@ -408,7 +408,7 @@ export class IncomingMessage implements Message {
    */
   push(chunk: Uint8Array): Promise<void> | undefined {
     this.#size += chunk.byteLength;
-    if (this.#done) return undefined;
+    if (this.#done || chunk.byteLength === 0) return undefined;
     const c = this.#controller;
     if (c !== null) {
       const request = c.byobRequest;
