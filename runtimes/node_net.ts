@@ -326,13 +326,50 @@ function finishWrap(
   return conn;
 }
 
+/** node:net's own `onread` slots on a socket (`kBuffer`, `kBufferCb`, `kBufferGen`). */
+interface OnreadSlots {
+  buffer: symbol;
+  callback: symbol;
+  generator: symbol;
+}
+/** Found on the first socket accepted (null: this node:net has none). */
+let onreadSlots: OnreadSlots | null | undefined;
+
+/**
+ * The `onread` slots of `sock`, found by their names once: what
+ * `new net.Socket({ onread })` sets, for a socket the server made. Null
+ * when this node:net has not got them, or they are in use.
+ */
+function slotsOf(sock: net.Socket): OnreadSlots | null {
+  if (onreadSlots === undefined) {
+    const named = new Map<string | undefined, symbol>();
+    for (const s of Object.getOwnPropertySymbols(sock)) {
+      named.set(s.description, s);
+    }
+    const buffer = named.get("kBuffer");
+    const callback = named.get("kBufferCb");
+    const generator = named.get("kBufferGen");
+    onreadSlots = buffer && callback && generator
+      ? { buffer, callback, generator }
+      : null;
+  }
+  const slots = onreadSlots;
+  if (slots === null) return null;
+  const own = sock as unknown as Record<symbol, unknown>;
+  return own[slots.buffer] === null && own[slots.callback] === null &&
+      own[slots.generator] === null
+    ? slots
+    : null;
+}
+
 /**
  * A plaintext socket accepted paused (`pauseOnConnect`) as a
  * {@link Connection} that reads into buffers of its own (see
- * {@link LentInput}): its handle goes to a new `net.Socket` with `onread`
- * (the accepted one forgets it and is destroyed, which the server counts
- * as closed). Falls back to the `data` path (and resumes the socket) when
- * the handle is not what `onread` needs.
+ * {@link LentInput}): node:net's `onread` (public for the sockets
+ * `net.connect` makes) set up on it as `net.Socket`'s constructor does —
+ * its three slots, and the handle told to read into the first buffer —
+ * before reading starts. Falls back to the `data` path (and resumes the
+ * socket) when the socket or its handle is not what that needs.
  */
 function wrapPaused(
   sock: net.Socket,
@@ -341,25 +378,24 @@ function wrapPaused(
 ): Connection {
   const handle = (sock as net.Socket & { _handle?: StreamHandle | null })
     ._handle;
+  const slots = slotsOf(sock);
   if (
-    handle == null || typeof handle.useUserBuffer !== "function" ||
-    handle.reading === true
+    slots === null || handle == null ||
+    typeof handle.useUserBuffer !== "function" || handle.reading === true
   ) {
     sock.resume();
     return wrapAccepted(sock, null, starttls, undefined, localAddr);
   }
-  (sock as net.Socket & { _handle: StreamHandle | null })._handle = null;
-  sock.destroy();
   const input = new LentInput();
-  const own = new net.Socket(
-    {
-      handle,
-      allowHalfOpen: true,
-      onread: { buffer: input.nextBuffer, callback: onLentRead },
-    } as net.SocketConstructorOpts & { handle: unknown },
-  );
-  input.sock = own;
-  const conn = new NodeConnection(own, null, localAddr, input);
+  input.sock = sock;
+  const first = input.nextBuffer();
+  const own = sock as unknown as Record<symbol, unknown>;
+  own[slots.buffer] = first;
+  own[slots.callback] = onLentRead;
+  own[slots.generator] = input.nextBuffer;
+  (handle.useUserBuffer as (buf: Uint8Array) => void).call(handle, first);
+  const conn = new NodeConnection(sock, null, localAddr, input);
+  sock.resume();
   return finishWrap(conn, null, starttls, undefined);
 }
 

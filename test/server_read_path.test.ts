@@ -167,7 +167,9 @@ describe("read path", () => {
 
 // On Node both read paths; elsewhere the runtime's own.
 for (const reuse of RUNTIME === "node" ? [true, false] : [true]) {
-  const label = RUNTIME === "node" ? (reuse ? " (onread)" : " (data path)") : "";
+  const label = RUNTIME === "node"
+    ? (reuse ? " (onread)" : " (data path)")
+    : "";
 
   describe(`message.raw as a byte stream over a real server${label}`, () => {
     async function withServer(
