@@ -412,8 +412,16 @@ function onLentRead(this: WithInput, n: number, buf: Uint8Array): boolean {
  * the socket goes on reading into the other buffer meanwhile. When a read
  * arrives before the driver asked for it, it is held and the socket stops
  * reading until the driver takes it and asks again (both buffers are then
- * free): at most two reads are out, and nothing is copied.
+ * free): at most two reads are out, and nothing is copied. A small buffer
+ * given back goes to a few spares that every connection shares.
  */
+/**
+ * Small read buffers that no connection holds (see {@link LentInput}),
+ * at most SPARE_MAX of them.
+ */
+const spare: Uint8Array[] = [];
+const SPARE_MAX = 64;
+
 class LentInput {
   sock: net.Socket | null = null;
   readonly #sizer = new ReadSizer();
@@ -436,7 +444,8 @@ class LentInput {
     const next = this.#slot ^ 1;
     let b = bufs[next];
     if (b === null || b.byteLength !== size) {
-      bufs[next] = b = new Uint8Array(size);
+      bufs[next] = b = (size === MIN_READ ? spare.pop() : undefined) ??
+        new Uint8Array(size);
     }
     this.#slot = next;
     return b;
@@ -469,6 +478,17 @@ class LentInput {
       return held;
     }
     if (this.#ended) return null;
+    // The chunk lent last is given back: a small buffer it was read into
+    // goes to the spares while this connection waits (an idle session
+    // holds one buffer, the one the socket reads into).
+    const bufs = this.#bufs;
+    const free = bufs[this.#slot ^ 1];
+    if (
+      free !== null && free.byteLength === MIN_READ && spare.length < SPARE_MAX
+    ) {
+      bufs[this.#slot ^ 1] = null;
+      spare.push(free);
+    }
     if (this.#stopped) {
       this.#stopped = false;
       const sock = this.sock!;
