@@ -32,7 +32,7 @@ import type {
   ListenOptions,
   NetAddress,
 } from "../src/transport.ts";
-import { ShimConnection } from "../src/shim_kit.ts";
+import { MIN_READ, ReadSizer, ShimConnection } from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
 
@@ -74,18 +74,6 @@ interface DenoApi {
   listenDatagram?: unknown;
 }
 
-/**
- * The read buffer of a new or idle connection: a command line, or a
- * pipelined group of a few, fits; longer input fills it and the next read
- * gets one 4 times larger. An idle session's pending read holds it: 1 KiB
- * cost 1.3 KB more RSS per idle session than 256 bytes.
- */
-const MIN_READ = 256;
-/** The largest read buffer (a body arriving). */
-const MAX_READ = 64 * 1024;
-/** After this many reads in a row that fit MIN_READ, the buffer shrinks back. */
-const SHRINK_AFTER = 8;
-
 /** A failed read ends the input, as the end of the stream does. */
 const readFailed = (): null => null;
 
@@ -100,18 +88,17 @@ function wrap(conn: DenoConn): Connection {
  * A `Deno.Conn` as a {@link Connection}: methods on the prototype, the
  * streams made when first asked (see {@link ShimConnection}).
  *
- * One read buffer per connection, reused: the bytes read are handed out
- * as a copy (see `Connection`'s ownership rule), or, when a read fills it,
- * the buffer itself (no copy: the next read gets a new one). A read that
- * fills it makes the next buffer 4 times larger (up to MAX_READ: a body
- * arrives); SHRINK_AFTER small reads in a row make it small again. An
- * idle connection holds MIN_READ: the pending read keeps its buffer.
+ * One read buffer per connection, reused: a chunk read is lent (a view of
+ * the buffer, valid until the next read: see `Connection`), and the next
+ * read goes into the same memory. The buffer's size follows the input
+ * ({@link ReadSizer}): small while idle (the pending read keeps it),
+ * larger while a body arrives.
  */
 class DenoConnection extends ShimConnection {
   #conn: DenoConn;
   #closed = false;
   #buf = new Uint8Array(MIN_READ);
-  #small = 0;
+  readonly #sizer = new ReadSizer();
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
 
@@ -138,19 +125,11 @@ class DenoConnection extends ShimConnection {
   #took(n: number | null): Uint8Array | null {
     if (n === null) return null;
     const buf = this.#buf;
-    const size = buf.byteLength;
-    if (n === size) {
-      this.#small = 0;
-      this.#buf = new Uint8Array(Math.min(size * 4, MAX_READ));
-      return buf;
-    }
-    const chunk = buf.slice(0, n);
-    if (n > MIN_READ) this.#small = 0;
-    else if (size > MIN_READ && ++this.#small >= SHRINK_AFTER) {
-      this.#small = 0;
-      this.#buf = new Uint8Array(MIN_READ);
-    }
-    return chunk;
+    const size = this.#sizer.next(buf.byteLength, n);
+    // A new buffer for the next read when the size changes: the chunk lent
+    // now keeps the old one.
+    if (size !== buf.byteLength) this.#buf = new Uint8Array(size);
+    return buf.subarray(0, n);
   }
 
   write(chunk: Uint8Array): Promise<void> {

@@ -42,6 +42,8 @@ import {
   ConnectionQueue,
   fixedLocalAddr,
   InputQueue,
+  MIN_READ,
+  ReadSizer,
   ShimConnection,
 } from "../src/shim_kit.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
@@ -251,6 +253,51 @@ export function wrapSocket(
   return wrapAccepted(sock, info, starttls, proxy, null);
 }
 
+/**
+ * Whether accepted plaintext sockets read into buffers of their own
+ * (node:net's `onread`) where the runtime allows it; see
+ * {@link useReusedReadBuffers}.
+ */
+let reuseReadBuffers = true;
+
+/**
+ * Turns the reused read buffers of accepted sockets on (the default) or
+ * off (each read then allocates its own buffer, the `data` path), for the
+ * listeners opened from now on. Not a public API: for tests and the bench.
+ *
+ * @example
+ * ```ts
+ * import { useReusedReadBuffers } from "./node_net.ts";
+ *
+ * useReusedReadBuffers(false);
+ * ```
+ */
+export function useReusedReadBuffers(on: boolean): void {
+  reuseReadBuffers = on;
+}
+
+/** The part of a libuv stream handle (`sock._handle`) that `onread` needs. */
+interface StreamHandle {
+  reading?: boolean;
+  useUserBuffer?: unknown;
+  readStart(): number;
+  readStop(): number;
+}
+
+/**
+ * Whether this runtime's accepted sockets can read into buffers of their
+ * own: Node's node:net (`onread`, public for client sockets, takes an
+ * accepted socket's handle through `new net.Socket({ handle })`). Deno's
+ * and Bun's node:net are other implementations: they keep the `data` path.
+ */
+function canReuseReadBuffers(): boolean {
+  if (!reuseReadBuffers) return false;
+  const v = (globalThis as { process?: { versions?: Record<string, string> } })
+    .process?.versions;
+  return v !== undefined && typeof v.node === "string" &&
+    v.deno === undefined && v.bun === undefined;
+}
+
 /** wrapSocket(), with the listener's address when it is every connection's. */
 function wrapAccepted(
   sock: net.Socket,
@@ -262,6 +309,16 @@ function wrapAccepted(
   // A no-op on Node for the listener's sockets (`noDelay` below did it).
   sock.setNoDelay(true);
   const conn = new NodeConnection(sock, info, localAddr);
+  return finishWrap(conn, info, starttls, proxy);
+}
+
+/** wrapAccepted() for the rest: PROXY header, STARTTLS. */
+function finishWrap(
+  conn: NodeConnection,
+  info: TlsInfo | null,
+  starttls: { config: TlsConfig; handshakeTimeout: number } | undefined,
+  proxy: ProxyHeader | undefined,
+): Connection {
   if (proxy !== undefined) conn.proxy = proxy;
   if (starttls && info === null) {
     conn.startTls = (reply) => upgrade(conn, starttls, reply);
@@ -269,13 +326,204 @@ function wrapAccepted(
   return conn;
 }
 
+/** node:net's own `onread` slots on a socket (`kBuffer`, `kBufferCb`, `kBufferGen`). */
+interface OnreadSlots {
+  buffer: symbol;
+  callback: symbol;
+  generator: symbol;
+}
+/** Found on the first socket accepted (null: this node:net has none). */
+let onreadSlots: OnreadSlots | null | undefined;
+
+/**
+ * The `onread` slots of `sock`, found by their names once: what
+ * `new net.Socket({ onread })` sets, for a socket the server made. Null
+ * when this node:net has not got them, or they are in use.
+ */
+function slotsOf(sock: net.Socket): OnreadSlots | null {
+  if (onreadSlots === undefined) {
+    const named = new Map<string | undefined, symbol>();
+    for (const s of Object.getOwnPropertySymbols(sock)) {
+      named.set(s.description, s);
+    }
+    const buffer = named.get("kBuffer");
+    const callback = named.get("kBufferCb");
+    const generator = named.get("kBufferGen");
+    onreadSlots = buffer && callback && generator
+      ? { buffer, callback, generator }
+      : null;
+  }
+  const slots = onreadSlots;
+  if (slots === null) return null;
+  const own = sock as unknown as Record<symbol, unknown>;
+  return own[slots.buffer] === null && own[slots.callback] === null &&
+      own[slots.generator] === null
+    ? slots
+    : null;
+}
+
+/**
+ * A plaintext socket accepted paused (`pauseOnConnect`) as a
+ * {@link Connection} that reads into buffers of its own (see
+ * {@link LentInput}): node:net's `onread` (public for the sockets
+ * `net.connect` makes) set up on it as `net.Socket`'s constructor does —
+ * its three slots, and the handle told to read into the first buffer —
+ * before reading starts. Falls back to the `data` path (and resumes the
+ * socket) when the socket or its handle is not what that needs.
+ */
+function wrapPaused(
+  sock: net.Socket,
+  starttls: { config: TlsConfig; handshakeTimeout: number } | undefined,
+  localAddr: NetAddress | null,
+): Connection {
+  const handle = (sock as net.Socket & { _handle?: StreamHandle | null })
+    ._handle;
+  const slots = slotsOf(sock);
+  if (
+    slots === null || handle == null ||
+    typeof handle.useUserBuffer !== "function" || handle.reading === true
+  ) {
+    sock.resume();
+    return wrapAccepted(sock, null, starttls, undefined, localAddr);
+  }
+  const input = new LentInput();
+  input.sock = sock;
+  const first = input.nextBuffer();
+  const own = sock as unknown as Record<symbol, unknown>;
+  own[slots.buffer] = first;
+  own[slots.callback] = onLentRead;
+  own[slots.generator] = input.nextBuffer;
+  (handle.useUserBuffer as (buf: Uint8Array) => void).call(handle, first);
+  const conn = new NodeConnection(sock, null, localAddr, input);
+  sock.resume();
+  return finishWrap(conn, null, starttls, undefined);
+}
+
+/** `onread.callback` (`this` is the socket): see {@link LentInput.took}. */
+function onLentRead(this: WithInput, n: number, buf: Uint8Array): boolean {
+  return (this[INPUT] as LentInput).took(n, buf);
+}
+
+/**
+ * The input of a socket that reads into buffers of its own (node:net's
+ * `onread`): two per connection, taking turns, each sized by a
+ * {@link ReadSizer} (256 bytes while idle). A read is lent to the driver
+ * (`read()`; see `Connection`'s ownership rule) until its next `read()`;
+ * the socket goes on reading into the other buffer meanwhile. When a read
+ * arrives before the driver asked for it, it is held and the socket stops
+ * reading until the driver takes it and asks again (both buffers are then
+ * free): at most two reads are out, and nothing is copied. A small buffer
+ * given back goes to a few spares that every connection shares.
+ */
+/**
+ * Small read buffers that no connection holds (see {@link LentInput}),
+ * at most SPARE_MAX of them.
+ */
+const spare: Uint8Array[] = [];
+const SPARE_MAX = 64;
+
+class LentInput {
+  sock: net.Socket | null = null;
+  readonly #sizer = new ReadSizer();
+  #bufs: (Uint8Array | null)[] = [null, null];
+  /** The buffer the socket reads into (index into #bufs). */
+  #slot = 1;
+  /** Bytes of the last read (-1 before the first). */
+  #last = -1;
+  #held: Uint8Array | null = null;
+  #waiter: ((chunk: Uint8Array | null) => void) | null = null;
+  #ended = false;
+  #stopped = false;
+
+  /** `onread.buffer`: the buffer for the next read (the other one). */
+  readonly nextBuffer = (): Uint8Array => {
+    const bufs = this.#bufs;
+    const size = this.#last < 0
+      ? MIN_READ
+      : this.#sizer.next(bufs[this.#slot]!.byteLength, this.#last);
+    const next = this.#slot ^ 1;
+    let b = bufs[next];
+    if (b === null || b.byteLength !== size) {
+      bufs[next] = b = (size === MIN_READ ? spare.pop() : undefined) ??
+        new Uint8Array(size);
+    }
+    this.#slot = next;
+    return b;
+  };
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** A read of `n` bytes into `buf`: lent, or held (false stops reading). */
+  took(n: number, buf: Uint8Array): boolean {
+    this.#last = n;
+    const chunk = buf.subarray(0, n);
+    const w = this.#waiter;
+    if (w !== null) {
+      this.#waiter = null;
+      w(chunk);
+      return true;
+    }
+    if (this.#ended) return true;
+    this.#held = chunk;
+    this.#stopped = true;
+    return false;
+  }
+
+  read(): Uint8Array | null | Promise<Uint8Array | null> {
+    const held = this.#held;
+    if (held !== null) {
+      this.#held = null;
+      return held;
+    }
+    if (this.#ended) return null;
+    // The chunk lent last is given back: a small buffer it was read into
+    // goes to the spares while this connection waits (an idle session
+    // holds one buffer, the one the socket reads into).
+    const bufs = this.#bufs;
+    const free = bufs[this.#slot ^ 1];
+    if (
+      free !== null && free.byteLength === MIN_READ && spare.length < SPARE_MAX
+    ) {
+      bufs[this.#slot ^ 1] = null;
+      spare.push(free);
+    }
+    if (this.#stopped) {
+      this.#stopped = false;
+      const sock = this.sock!;
+      const handle = (sock as net.Socket & { _handle?: StreamHandle | null })
+        ._handle;
+      if (handle != null && handle.reading !== true) {
+        handle.reading = true;
+        const err = handle.readStart();
+        if (err) sock.destroy();
+      }
+    }
+    return new Promise((resolve) => (this.#waiter = resolve));
+  }
+
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.(null);
+  }
+
+  discard(): void {
+    this.#held = null;
+    this.end();
+  }
+}
+
 /** The received bytes of a socket that a {@link NodeConnection} reads. */
 const INPUT = Symbol("input");
-type WithInput = net.Socket & { [INPUT]: InputQueue };
+type WithInput = net.Socket & { [INPUT]: InputQueue | LentInput };
 
 // Shared listeners (`this` is the socket): no closures per connection.
 function onData(this: WithInput, d: Uint8Array): void {
-  this[INPUT].push(d);
+  (this[INPUT] as InputQueue).push(d);
 }
 function onEnd(this: WithInput): void {
   this[INPUT].end();
@@ -289,11 +537,12 @@ function onError(): void {/* surfaced as end of input / failed write */}
 class NodeConnection extends ShimConnection {
   readonly sock: net.Socket;
   /**
-   * Node's `data` chunks are fresh Buffers (each read allocates its own):
-   * kept as they come, see `Connection`'s ownership rule. Above the
-   * queue's high-water mark the socket is paused until the driver reads.
+   * Reads into buffers of the connection's own ({@link LentInput}), or
+   * Node's `data` chunks, fresh Buffers (each read allocates its own) kept
+   * as they come: above the queue's high-water mark the socket is paused
+   * until the driver reads.
    */
-  readonly input: InputQueue;
+  readonly input: InputQueue | LentInput;
   startTls?: (reply: Uint8Array) => Promise<Connection>;
   /** The PROXY header the shim read (implicit TLS behind a proxy). */
   proxy?: ProxyHeader;
@@ -303,14 +552,15 @@ class NodeConnection extends ShimConnection {
     sock: net.Socket,
     info: TlsInfo | null,
     localAddr: NetAddress | null = null,
+    lent: LentInput | null = null,
   ) {
     super(info, localAddr);
     this.sock = sock;
-    this.input = new InputQueue(sock);
+    this.input = lent ?? new InputQueue(sock);
     (sock as WithInput)[INPUT] = this.input;
     // on(), not once(): once() wraps the listener in a closure and a state
     // object per socket, kept while the session idles; end() is idempotent.
-    sock.on("data", onData);
+    if (lent === null) sock.on("data", onData);
     sock.on("end", onEnd);
     sock.on("close", onEnd);
     sock.on("error", onError);
@@ -333,6 +583,11 @@ class NodeConnection extends ShimConnection {
   /** Cancelling `readable` destroys the socket. */
   protected override cancel(): void {
     this.sock.destroy();
+  }
+
+  /** How this connection reads: `"onread"` (buffers of its own) or `"data"`. */
+  get readPath(): "onread" | "data" {
+    return this.input instanceof LentInput ? "onread" : "data";
   }
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
@@ -586,19 +841,30 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       (s) => push(wrapAccepted(s, tlsInfo(s), undefined, undefined, local)),
     )
     : null;
+  const behindProxy = !!(options.implicitTls && config && proxyProtocol);
+  const lend = !behindProxy && canReuseReadBuffers();
   const server = tlsServer ?? net.createServer(
-    { allowHalfOpen: true, noDelay: true },
-    options.implicitTls && config && proxyProtocol
+    { allowHalfOpen: true, noDelay: true, pauseOnConnect: lend },
+    behindProxy
       ? (s) =>
         void secureBehindProxy(
           s,
-          config,
+          config!,
           handshakeTimeout,
-          proxyProtocol,
+          proxyProtocol!,
           unix !== null,
           options.onTlsFailure,
         )
           .then((c) => c && push(c))
+      : lend
+      ? (s) =>
+        push(
+          wrapPaused(
+            s,
+            config ? { config, handshakeTimeout } : undefined,
+            local,
+          ),
+        )
       : (s) =>
         push(
           wrapAccepted(

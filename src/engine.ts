@@ -98,8 +98,9 @@ export class SmtpEngine {
 
   /**
    * Hands received bytes to the engine. The engine keeps a view of `chunk`
-   * (no copy) until it has been consumed, so do not reuse its memory until
-   * `nextEvent()` returns `need-data`.
+   * (no copy) until `nextEvent()` returns `need-data`: then it has copied
+   * what it still needs (part of a line, of a line ending), and the
+   * chunk's memory may be read into again.
    */
   receive(chunk: Uint8Array, now: number): void {
     const c = this.#core;
@@ -404,9 +405,23 @@ export class SmtpEngine {
         if (ev !== null) c.queue.push(ev);
         return c.queue.shift()!;
       }
+      if (ev === NEED_DATA && c.pos < c.buf.length) keepRest(c);
       if (ev !== null) return ev;
     }
   }
+}
+
+/**
+ * Copies the bytes received and not consumed yet (a line without its CRLF
+ * so far, a CR whose LF may follow) out of the chunk they came in: the
+ * shim may read into that chunk's memory again once the engine asks for
+ * data (see `Connection`'s ownership rule). Short: a line is at most
+ * `maxLineLength`.
+ */
+function keepRest(c: EngineCore): void {
+  // A copy (a Buffer's slice() would be a view).
+  c.buf = new Uint8Array(c.buf.subarray(c.pos));
+  c.pos = 0;
 }
 
 /** When the command line in progress times out (commandTimeout). */

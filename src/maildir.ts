@@ -33,7 +33,7 @@ import * as nodeFs from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import process from "node:process";
 import { SmtpError } from "./errors.ts";
-import { concat, type Message } from "./message.ts";
+import type { Message } from "./message.ts";
 import type { Session } from "./session.ts";
 import { clean, receivedFrom } from "./rdns.ts";
 
@@ -341,14 +341,14 @@ export class Maildir {
     let open = true;
     let size = 0;
     const stream: { error?: { value: unknown } } = {};
-    const reader = message.raw.getReader();
+    const reader = bodyReader(message.raw);
     try {
-      let pending: Uint8Array[] = [];
-      let pendingBytes = 0;
-      const flush = async () => {
-        const data = pending.length === 1 ? pending[0] : concat(pending);
-        pending = [];
-        pendingBytes = 0;
+      // The body goes through one buffer of this delivery's own, filled by
+      // a BYOB reader (straight from the server's read buffer, nothing
+      // allocated per chunk) and written whenever it is full.
+      let buf = new ArrayBuffer(WRITE_SIZE);
+      let filled = 0;
+      const flush = async (data: Uint8Array) => {
         await writeAll(file, data);
         size += data.byteLength;
       };
@@ -359,23 +359,54 @@ export class Maildir {
             date: new Date(this.#now()),
           }),
         );
-        pending.push(head);
-        pendingBytes += head.byteLength;
+        if (head.byteLength >= WRITE_SIZE) await flush(head);
+        else {
+          new Uint8Array(buf).set(head);
+          filled = head.byteLength;
+        }
       }
       for (;;) {
         let r: ReadableStreamReadResult<Uint8Array>;
         try {
-          r = await reader.read();
+          r = reader.byob
+            ? await reader.byob.read(
+              new Uint8Array(buf, filled, WRITE_SIZE - filled),
+            )
+            : await reader.plain!.read();
         } catch (error) {
           stream.error = { value: error };
           throw error;
         }
-        if (r.done) break;
-        pending.push(r.value);
-        pendingBytes += r.value.byteLength;
-        if (pendingBytes >= WRITE_SIZE) await flush();
+        if (reader.byob) {
+          const value = r.value;
+          // The read hands the buffer back (transferred) with the bytes
+          // in; at the end, empty (undefined if the stream was cancelled).
+          if (value !== undefined) buf = value.buffer as ArrayBuffer;
+          if (r.done) break;
+          filled += value!.byteLength;
+        } else {
+          if (r.done) break;
+          // A default reader's chunk, gathered into the buffer.
+          const chunk = r.value;
+          let at = 0;
+          while (at < chunk.byteLength) {
+            const n = Math.min(chunk.byteLength - at, WRITE_SIZE - filled);
+            new Uint8Array(buf, filled, n).set(chunk.subarray(at, at + n));
+            filled += n;
+            at += n;
+            if (filled === WRITE_SIZE) {
+              await flush(new Uint8Array(buf));
+              filled = 0;
+            }
+          }
+          continue;
+        }
+        if (filled === WRITE_SIZE) {
+          await flush(new Uint8Array(buf, 0, filled));
+          filled = 0;
+        }
       }
-      if (pendingBytes > 0) await flush();
+      if (filled > 0) await flush(new Uint8Array(buf, 0, filled));
       await file.sync();
       open = false;
       await file.close();
@@ -400,14 +431,16 @@ export class Maildir {
       }
       await this.#renameIntoNew(tmpPath, newPath);
     } catch (error) {
-      if (stream.error === undefined) reader.cancel().catch(() => {});
+      if (stream.error === undefined) {
+        (reader.byob ?? reader.plain!).cancel().catch(() => {});
+      }
       if (open) await file.close().catch(() => {});
       await this.#fs.unlink(tmpPath).catch(() => {});
       throw stream.error !== undefined
         ? stream.error.value
         : deliveryError(error);
     } finally {
-      reader.releaseLock();
+      (reader.byob ?? reader.plain!).releaseLock();
     }
     try {
       await this.#syncDir(`${this.path}/new`);
@@ -745,6 +778,22 @@ function deliveryError(error: unknown): SmtpError {
 function errorCode(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * A BYOB reader of `raw` when it is a byte stream (`message.raw` is), else
+ * a default reader.
+ */
+function bodyReader(raw: ReadableStream<Uint8Array>): {
+  byob: ReadableStreamBYOBReader | null;
+  plain: ReadableStreamDefaultReader<Uint8Array> | null;
+} {
+  try {
+    return { byob: raw.getReader({ mode: "byob" }), plain: null };
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    return { byob: null, plain: raw.getReader() };
+  }
 }
 
 async function writeAll(file: MaildirFile, data: Uint8Array): Promise<void> {

@@ -66,15 +66,20 @@ export interface Message {
    * DATA, exactly as sent after BDAT (a `BINARYMIME` body may hold any
    * octet, bare CR and LF included).
    *
-   * Every chunk is the application's to keep: the server never writes
-   * into a chunk's memory again (a chunk is a view of the memory one read
-   * received, never of a buffer the server reuses), so collecting chunks,
-   * or handing `raw` to `new Response()` or to a writer that queues them,
-   * is safe. The cost of that rule: a large body passes through memory
-   * that the runtime's garbage collector frees late (V8 lets tens of MB of
-   * it pile up before it collects), so a 100 MB message raises the
-   * process's RSS by about 20–70 MB for a while, whatever the application
-   * does with the chunks (bench/RESULTS.md, "100 MB message").
+   * A byte stream (`type: "bytes"`), read either way:
+   *
+   * - a default reader (`getReader()`, `for await`, `new Response(raw)`)
+   *   gets chunks that are the application's to keep: each is a copy, made
+   *   for it, that the server never writes into again;
+   * - a BYOB reader (`getReader({ mode: "byob" })`) gets the body copied
+   *   straight from the server's read buffer into the application's own
+   *   buffer, with no memory allocated per chunk: the way to take a large
+   *   body with the least garbage (on Node and Deno a 100 MB message then
+   *   raises the process's RSS by a few MB, where chunks of its own raise
+   *   it by tens of MB until the garbage collector catches up).
+   *
+   * While the application does not read, the server stops reading from
+   * the client (after up to 256 KiB queued for a default reader).
    */
   readonly raw: ReadableStream<Uint8Array>;
   /**
@@ -201,9 +206,17 @@ export class IncomingMessage implements Message {
   #answered = false;
   #stream: ReadableStream<Uint8Array> | null = null;
   /** The stream's controller while it takes chunks (null once closed, errored or cancelled). */
-  #controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+  #controller: ReadableByteStreamController | null = null;
+  /**
+   * The part of the driver's chunk that the stream's reader has not taken
+   * yet: lent (a view of the read buffer), so the driver waits until it
+   * has been taken (see `push()`).
+   */
+  #lent: Uint8Array | null = null;
+  /** A default reader asked (it gets copies, queued up to HIGH_WATER_MARK). */
+  #copies = false;
   /** Chunks received before anyone read: no stream yet, no bytes() yet. */
-  #queue: Uint8Array[] | null = null;
+  #queue: Uint8Array<ArrayBuffer>[] | null = null;
   #queued = 0;
   /** bytes() without a stream: the chunks so far, and how it settles. */
   #collector: Collector | null = null;
@@ -344,29 +357,54 @@ export class IncomingMessage implements Message {
     // bytes() already takes the body: the stream is locked, as it was
     // when bytes() read it through a reader.
     const taken = this.#bytes !== null;
-    const stream = new ReadableStream<Uint8Array>(
+    const stream = new ReadableStream(
       {
+        type: "bytes",
         start: (c) => {
           if (taken) return;
+          // Copies already (see push()): the stream may take them over.
           if (queue !== null) { for (const chunk of queue) c.enqueue(chunk); }
           if (this.#state === "ended") c.close();
           else if (this.#state === "aborted") c.error(this.#reason);
           else this.#controller = c;
         },
-        pull: () => this.#wake(),
+        pull: (c) => this.#pull(c),
         cancel: () => {
           // The reader is done with the body: end() or abort() must not
           // touch the controller again (close() on a cancelled stream
           // throws, which killed the connection).
           this.#controller = null;
+          this.#lent = null;
           this.#done = true;
           this.#wake();
         },
       },
-      { highWaterMark: HIGH_WATER_MARK, size: (c) => c.byteLength },
-    );
+      { highWaterMark: 0 },
+    ) as ReadableStream<Uint8Array>;
     if (taken) stream.getReader();
     return stream;
+  }
+
+  /**
+   * A reader asks for more: a BYOB reader gets the lent chunk copied into
+   * its buffer, a default reader a copy of it; with nothing lent, the
+   * driver may push again.
+   */
+  #pull(c: ReadableByteStreamController): void {
+    const request = c.byobRequest;
+    if (request === null) this.#copies = true;
+    const lent = this.#lent;
+    if (lent !== null) {
+      if (request !== null) {
+        const rest = fill(request, lent);
+        this.#lent = rest.byteLength > 0 ? rest : null;
+      } else {
+        this.#lent = null;
+        c.enqueue(new Uint8Array(lent));
+      }
+      if (this.#lent !== null) return;
+    }
+    this.#wake();
   }
 
   #wake(): void {
@@ -384,21 +422,43 @@ export class IncomingMessage implements Message {
   /**
    * Adds body bytes. Returns a promise when the reader is behind (resolve it
    * before pushing more), else `undefined`.
+   *
+   * `chunk` is lent (a view of the connection's read buffer): it stays
+   * valid until the returned promise resolves (the driver reads nothing
+   * meanwhile), or until `push()` returns `undefined`. What is kept past
+   * that is a copy: for a default reader, the queue, `bytes()`; a BYOB
+   * reader takes the bytes straight into its buffer. Copies are made with
+   * `new Uint8Array(chunk)`: a runtime's Buffer `slice()` is a view, and
+   * a view enqueued in a byte stream would detach the read buffer.
    */
   push(chunk: Uint8Array): Promise<void> | undefined {
     this.#size += chunk.byteLength;
-    if (this.#done) return undefined;
+    if (this.#done || chunk.byteLength === 0) return undefined;
     const c = this.#controller;
     if (c !== null) {
-      c.enqueue(chunk);
-      return (c.desiredSize ?? 1) > 0 ? undefined : this.#behind();
+      const request = c.byobRequest;
+      if (request !== null) {
+        chunk = fill(request, chunk);
+        if (chunk.byteLength === 0) return undefined;
+      }
+      const queued = -(c.desiredSize ?? 0);
+      if (this.#copies && queued < HIGH_WATER_MARK) {
+        c.enqueue(new Uint8Array(chunk));
+        return queued + chunk.byteLength < HIGH_WATER_MARK
+          ? undefined
+          : this.#behind();
+      }
+      // No reader waiting (or a BYOB one behind): the driver waits until
+      // a read takes the chunk.
+      this.#lent = chunk;
+      return this.#behind();
     }
     if (this.#collector !== null) {
-      this.#collector.parts.push(chunk);
+      this.#collector.parts.push(new Uint8Array(chunk));
       return undefined;
     }
     if (this.#stream !== null) return undefined; // a stream that takes no more
-    (this.#queue ??= []).push(chunk);
+    (this.#queue ??= []).push(new Uint8Array(chunk));
     this.#queued += chunk.byteLength;
     return this.#queued < HIGH_WATER_MARK ? undefined : this.#behind();
   }
@@ -406,6 +466,7 @@ export class IncomingMessage implements Message {
   /** Nobody will read further (the hook finished): drop what comes next. */
   drain(): void {
     this.#done = true;
+    this.#lent = null;
     this.#wake();
   }
 
@@ -414,9 +475,14 @@ export class IncomingMessage implements Message {
     if (this.#state !== "open") return;
     this.#state = "ended";
     this.#done = true;
+    this.#lent = null;
     const c = this.#controller;
     this.#controller = null;
-    c?.close();
+    if (c !== null) {
+      c.close();
+      // A BYOB read waiting is answered "done" (a byte stream needs it).
+      c.byobRequest?.respond(0);
+    }
     this.#collector?.resolve(concat(this.#collector.parts));
     this.#wake();
   }
@@ -427,6 +493,7 @@ export class IncomingMessage implements Message {
     this.#state = "aborted";
     this.#reason = reason;
     this.#done = true;
+    this.#lent = null;
     const c = this.#controller;
     this.#controller = null;
     c?.error(reason);
@@ -462,6 +529,23 @@ export class IncomingMessage implements Message {
     return PostalMime.parse(await this.bytes());
   }
 }
+
+/**
+ * Copies as much of `chunk` as fits into a BYOB reader's buffer and
+ * answers its read; returns the rest of `chunk`.
+ */
+function fill(
+  request: ReadableStreamBYOBRequest,
+  chunk: Uint8Array,
+): Uint8Array {
+  const view = request.view as Uint8Array;
+  const n = Math.min(view.byteLength, chunk.byteLength);
+  view.set(n === chunk.byteLength ? chunk : chunk.subarray(0, n));
+  request.respond(n);
+  return n === chunk.byteLength ? EMPTY : chunk.subarray(n);
+}
+
+const EMPTY = new Uint8Array(0);
 
 /** bytes() collecting without a stream. */
 interface Collector {

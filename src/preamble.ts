@@ -186,7 +186,9 @@ async function readProxyHeader(
           return null;
         case "ok":
           useProxy(d, p.header);
-          return p.rest;
+          // Kept while the greeting waits (reads may come meanwhile): a
+          // copy, see `Connection`'s ownership rule.
+          return p.rest.length > 0 ? new Uint8Array(p.rest) : EMPTY;
         default:
           return ((x: never): never => x)(p);
       }

@@ -92,10 +92,12 @@ export class ProxyPreamble {
       merged.set(chunk, buf.length);
       buf = merged;
     }
-    this.#buf = buf;
     const p = parseProxyHeader(buf, this.#options);
     switch (p.status) {
       case "incomplete":
+        // Kept past this read: a copy (the shim may read into a chunk's
+        // memory again, see `Connection`).
+        this.#buf = buf === chunk ? new Uint8Array(chunk) : buf;
         return p;
       case "error":
         return { status: "error", reason: `bad PROXY header: ${p.reason}` };

@@ -210,9 +210,56 @@ export class InputQueue {
   }
 }
 
+/** The read buffer of a new or idle connection (see {@link ReadSizer}). */
+export const MIN_READ = 256;
+/** The largest read buffer (a body arriving). */
+export const MAX_READ = 64 * 1024;
+/** After this many reads in a row that fit MIN_READ, the buffer shrinks back. */
+const SHRINK_AFTER = 8;
+
+/**
+ * The size of a connection's reused read buffer, for shims that read into
+ * memory of their own: small while the client sends commands (a command
+ * line, or a pipelined group of a few, fits in {@link MIN_READ}; an idle
+ * session's pending read holds its buffer, and 1 KiB cost 1.3 KB more RSS
+ * per idle session than 256 bytes on Deno), 4 times larger after a read
+ * that filled it (up to {@link MAX_READ}: a body arrives), small again
+ * after SHRINK_AFTER small reads in a row. Not a public API: the shims
+ * share it.
+ *
+ * @example
+ * ```ts
+ * import { MIN_READ, ReadSizer } from "./shim_kit.ts";
+ *
+ * const sizer = new ReadSizer();
+ * sizer.next(MIN_READ, MIN_READ); // 1024: the read filled the buffer
+ * sizer.next(1024, 10); // 1024: one small read does not shrink it
+ * ```
+ */
+export class ReadSizer {
+  #small = 0;
+
+  /** The size for the next read, after `n` bytes were read into `size`. */
+  next(size: number, n: number): number {
+    if (n >= size) {
+      this.#small = 0;
+      return Math.min(size * 4, MAX_READ);
+    }
+    if (n > MIN_READ) this.#small = 0;
+    else if (size > MIN_READ && ++this.#small >= SHRINK_AFTER) {
+      this.#small = 0;
+      return MIN_READ;
+    }
+    return size;
+  }
+}
+
 /**
  * A `ReadableStream` over a {@link Connection.read} function, for shims
  * that build `readable` only when asked; cancelling it calls `cancel`.
+ * `read()` lends its chunks (valid until the next call): the stream hands
+ * out copies, which its reader owns (`new Uint8Array(chunk)`: a Buffer's
+ * `slice()` is a view).
  *
  * @example
  * ```ts
@@ -235,7 +282,7 @@ export function readableFrom(
         chunk = null;
       }
       if (chunk === null) c.close();
-      else c.enqueue(chunk);
+      else c.enqueue(new Uint8Array(chunk));
     },
     cancel,
   }, { highWaterMark: 0 });

@@ -45,13 +45,15 @@ export interface TlsInfo {
  *   only when someone asks (over `read()`/`write()`). Use one side or the
  *   other on a connection, never both.
  *
- * Ownership of chunks: a chunk handed out by `read()` or `readable`
- * belongs to the reader. The shim never writes into its memory again (the
- * engine keeps views of it, and `message.raw` hands views of it to the
- * application, which may keep them); a shim that reads into a reused
- * buffer hands out copies. A chunk given to `write()` or `writable` must
- * not be changed by the caller until the write has settled (the runtime
- * may still be sending it).
+ * Ownership of chunks: a chunk handed out by `read()` is lent: it stays
+ * valid until the next `read()` call, and the shim may then read into the
+ * same memory again (node:net's `onread`, `Deno.Conn.read` into a buffer of
+ * the connection's own). The driver copies what it keeps past that point
+ * (the part of a command line still waiting for its CRLF, body bytes the
+ * application has not taken yet). A chunk of `readable` belongs to its
+ * reader (a copy). A chunk given to `write()` or `writable` must not be
+ * changed by the caller until the write has settled (the runtime may
+ * still be sending it).
  *
  * @example
  * ```ts
@@ -100,7 +102,7 @@ export interface Connection {
    * The next bytes received, optional (see above): the chunk itself when
    * some are already buffered (no promise), else a promise of it; `null`
    * at the end of input (the client's FIN, an error, `close()`). One read
-   * at a time.
+   * at a time. The chunk is lent until the next call (see above).
    */
   read?(): Uint8Array | null | Promise<Uint8Array | null>;
   /**

@@ -196,3 +196,111 @@ describe("IncomingMessage", () => {
     assert.deepEqual(m.to, ["c@d.test"]);
   });
 });
+
+/**
+ * Feeds `body` to `m` as the driver does from a reused read buffer: each
+ * piece is a view of one buffer, lent until push() settles, and the buffer
+ * is overwritten (with "#") before the next piece is read into it.
+ */
+async function pushLent(
+  m: IncomingMessage,
+  body: Uint8Array,
+  cuts: readonly number[],
+): Promise<void> {
+  const buf = new Uint8Array(body.length + 1);
+  let at = 0;
+  for (const end of [...cuts, body.length]) {
+    buf.fill(35);
+    buf.set(body.subarray(at, end), 1);
+    const wait = m.push(buf.subarray(1, 1 + end - at));
+    if (wait !== undefined) await wait;
+    at = end;
+  }
+  buf.fill(35);
+  m.end();
+}
+
+/** Reads `stream` with a BYOB reader into buffers of `size` bytes. */
+async function readByob(
+  stream: ReadableStream<Uint8Array>,
+  size: number,
+): Promise<string> {
+  const reader = stream.getReader({ mode: "byob" });
+  let buf = new ArrayBuffer(size);
+  let out = "";
+  for (;;) {
+    const { done, value } = await reader.read(new Uint8Array(buf));
+    if (value !== undefined) buf = value.buffer as ArrayBuffer;
+    if (done) return out;
+    out += dec.decode(value);
+  }
+}
+
+describe("IncomingMessage.raw as a byte stream", () => {
+  const text = "Subject: lent\r\n\r\nline one\r\nline two\r\n";
+  const body = enc.encode(text);
+
+  it("a BYOB reader gets the body exact, split at every offset, into buffers of 1, 3, 7 and 64 bytes", async () => {
+    for (const size of [1, 3, 7, 64]) {
+      for (let cut = 0; cut <= body.length; cut++) {
+        const m = message();
+        const got = readByob(m.raw, size);
+        await pushLent(m, body, [cut]);
+        assert.equal(await got, text, `buffer ${size}, cut at ${cut}`);
+        assert.equal(m.size, body.length);
+      }
+    }
+  });
+
+  it("a BYOB reader that starts late takes the chunk the driver still lends", async () => {
+    const m = message();
+    const raw = m.raw;
+    const feeding = pushLent(m, body, [5, 20]);
+    assert.equal(await settled(feeding), false); // the driver waits
+    assert.equal(await readByob(raw, 4), text);
+    await feeding;
+  });
+
+  it("a default reader gets chunks of its own: kept whole after the read buffer is reused", async () => {
+    for (let cut = 0; cut <= body.length; cut++) {
+      const m = message();
+      const kept: Uint8Array[] = [];
+      const reading = (async () => {
+        for await (const chunk of m.raw) kept.push(chunk);
+      })();
+      await pushLent(m, body, [cut]);
+      await reading;
+      assert.equal(join(kept), text, `cut at ${cut}`);
+    }
+  });
+
+  it("bytes() and text() get the body when every chunk was lent", async () => {
+    for (const order of ["before", "after"]) {
+      const m = message();
+      const got = order === "before" ? m.text() : null;
+      await pushLent(m, body, [3, 17, 30]);
+      assert.equal(await (got ?? m.text()), text, order);
+      assert.equal(dec.decode(await m.bytes()), text, order);
+    }
+  });
+
+  it("a BYOB reader that cancels mid-body lets the waiting driver go on and drops the rest", async () => {
+    const m = message();
+    const reader = m.raw.getReader({ mode: "byob" });
+    const feeding = pushLent(m, body, [10, 20]);
+    const first = await reader.read(new Uint8Array(4));
+    assert.equal(dec.decode(first.value), text.slice(0, 4));
+    await reader.cancel();
+    await feeding; // not left waiting
+    assert.equal(m.size, body.length);
+  });
+
+  it("end() answers a BYOB read in progress with done", async () => {
+    const m = message();
+    const reader = m.raw.getReader({ mode: "byob" });
+    const read = reader.read(new Uint8Array(8));
+    m.end();
+    const r = await read;
+    assert.equal(r.done, true);
+  });
+});

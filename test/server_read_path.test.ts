@@ -1,0 +1,297 @@
+// The read path of each runtime (node:net's `onread` into buffers of the
+// connection's own on Node, `Deno.Conn.read` into one buffer on Deno, and
+// the `data` path elsewhere or when turned off), and `message.raw` as a
+// byte stream over a real server: chunks lent by the shim must never reach
+// the application or outlive the read (pipelined commands and bodies that
+// cross read boundaries, BDAT, BYOB and default readers, a reader that
+// cancels mid-body).
+import assert from "node:assert/strict";
+import * as net from "node:net";
+import { after, describe, it } from "node:test";
+import { type Message, serve, SmtpError } from "../mod.ts";
+import { listen, useReusedReadBuffers } from "../runtimes/node_net.ts";
+import type { Connection } from "../src/transport.ts";
+import { type Client, connect } from "./helpers/client.ts";
+import { RUNTIME } from "./helpers/run.ts";
+
+const dec = new TextDecoder();
+
+after(() => useReusedReadBuffers(true));
+
+/** Reads `stream` with a BYOB reader into one buffer of `size` bytes. */
+async function readByob(
+  stream: ReadableStream<Uint8Array>,
+  size: number,
+): Promise<string> {
+  const reader = stream.getReader({ mode: "byob" });
+  let buf = new ArrayBuffer(size);
+  let out = "";
+  for (;;) {
+    const { done, value } = await reader.read(new Uint8Array(buf));
+    if (value !== undefined) buf = value.buffer as ArrayBuffer;
+    if (done) return out;
+    out += dec.decode(value, { stream: true });
+  }
+}
+
+/** Reads `stream` with a default reader, keeping every chunk until the end. */
+async function readKept(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const kept: Uint8Array[] = [];
+  for await (const chunk of stream) kept.push(chunk);
+  return kept.map((c) => dec.decode(c)).join("");
+}
+
+/** A body of `lines` numbered lines (some dot-stuffed on the wire). */
+function bodyOf(lines: number): { text: string; wire: string } {
+  const out: string[] = ["Subject: read path\r\n", "\r\n"];
+  for (let i = 0; i < lines; i++) {
+    out.push(`${i % 7 === 0 ? "." : ""}line ${i} ${"x".repeat(i % 97)}\r\n`);
+  }
+  const text = out.join("");
+  return { text, wire: text.replace(/^\./gm, "..") };
+}
+
+/** Sends `data` in pieces of the given sizes (cycling), each flushed. */
+async function sendInPieces(
+  c: Client,
+  data: string,
+  sizes: readonly number[],
+): Promise<void> {
+  let at = 0;
+  for (let i = 0; at < data.length; i++) {
+    const n = sizes[i % sizes.length];
+    await c.send(data.slice(at, at + n));
+    at += n;
+  }
+}
+
+/** The first connection `listen()` accepts, with a connected client socket. */
+async function accepted(): Promise<
+  { conn: Connection; client: net.Socket; close(): void }
+> {
+  const listener = await listen({ hostname: "127.0.0.1", port: 0 });
+  const client = net.connect({ port: listener.addr.port, host: "127.0.0.1" });
+  const it = listener[Symbol.asyncIterator]();
+  const { value: conn } = await it.next();
+  return {
+    conn: conn as Connection,
+    client,
+    close() {
+      client.destroy();
+      (conn as Connection).close(true);
+      listener.close();
+    },
+  };
+}
+
+/** Reads until `want` bytes came; returns the chunks as read (views kept). */
+async function readChunks(
+  conn: Connection,
+  client: net.Socket,
+  pieces: readonly string[],
+): Promise<Uint8Array[]> {
+  const chunks: Uint8Array[] = [];
+  for (const piece of pieces) {
+    client.write(piece);
+    const chunk = await conn.read!();
+    assert.ok(chunk !== null);
+    assert.equal(dec.decode(chunk), piece);
+    chunks.push(chunk);
+  }
+  return chunks;
+}
+
+describe("read path", () => {
+  const onNode = RUNTIME === "node";
+
+  it(`accepted node:net sockets read with ${onNode ? "onread" : "the data path"} here, and with the data path when turned off`, async () => {
+    for (const on of [true, false]) {
+      useReusedReadBuffers(on);
+      const a = await accepted();
+      try {
+        const path = (a.conn as Connection & { readPath?: string }).readPath;
+        assert.equal(path, on && onNode ? "onread" : "data", `turned ${on}`);
+        // Either way the bytes come through, read after read.
+        await readChunks(a.conn, a.client, ["EHLO a\r\n", "NOOP\r\n"]);
+      } finally {
+        a.close();
+        useReusedReadBuffers(true);
+      }
+    }
+  });
+
+  it("onread reads go into two buffers of the connection's own, taking turns", {
+    skip: !onNode,
+  }, async () => {
+    const a = await accepted();
+    try {
+      const chunks = await readChunks(a.conn, a.client, [
+        "EHLO a\r\n",
+        "MAIL FROM:<a@b.test>\r\n",
+        "RCPT TO:<c@d.test>\r\n",
+        "NOOP\r\n",
+      ]);
+      const buffers = new Set(chunks.map((c) => c.buffer));
+      assert.equal(buffers.size, 2);
+      assert.notEqual(chunks[0].buffer, chunks[1].buffer);
+      assert.equal(chunks[0].buffer, chunks[2].buffer);
+    } finally {
+      a.close();
+    }
+  });
+
+  it("Deno reads into one buffer of the connection's own", {
+    skip: RUNTIME !== "deno",
+  }, async () => {
+    const { listen: denoListen } = await import("../runtimes/deno.ts");
+    const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+    const client = net.connect({
+      port: listener.addr.port,
+      host: "127.0.0.1",
+    });
+    const { value: conn } = await listener[Symbol.asyncIterator]().next();
+    try {
+      const chunks = await readChunks(conn as Connection, client, [
+        "EHLO a\r\n",
+        "NOOP\r\n",
+        "NOOP\r\n",
+      ]);
+      assert.equal(new Set(chunks.map((c) => c.buffer)).size, 1);
+    } finally {
+      client.destroy();
+      (conn as Connection).close(true);
+      listener.close();
+    }
+  });
+});
+
+// On Node both read paths; elsewhere the runtime's own.
+for (const reuse of RUNTIME === "node" ? [true, false] : [true]) {
+  const label = RUNTIME === "node"
+    ? (reuse ? " (onread)" : " (data path)")
+    : "";
+
+  describe(`message.raw as a byte stream over a real server${label}`, () => {
+    async function withServer(
+      onMessage: (m: Message) => Promise<void>,
+      fn: (c: Client) => Promise<void>,
+    ): Promise<void> {
+      useReusedReadBuffers(reuse);
+      const server = await serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        serverName: "mx.test",
+        onMessage,
+      });
+      useReusedReadBuffers(true);
+      const c = await connect(server.addr.port);
+      try {
+        await fn(c);
+      } finally {
+        await c.close();
+        await server.close();
+      }
+    }
+
+    it("pipelined transactions, DATA and BDAT bodies crossing read boundaries, BYOB and default readers", async () => {
+      const one = bodyOf(3000);
+      const two = bodyOf(500);
+      const got: string[] = [];
+      let n = 0;
+      await withServer(async (m) => {
+        got.push(
+          n++ % 2 === 0 ? await readByob(m.raw, 1000) : await readKept(m.raw),
+        );
+      }, async (c) => {
+        await c.reply(); // greeting
+        await sendInPieces(
+          c,
+          "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+          [7, 13],
+        );
+        const head = await c.replies(4);
+        assert.match(head[3], /^354 /);
+        // The body, its end and the next transaction (BDAT) pipelined
+        // behind it, in pieces of odd sizes.
+        const bdat = two.text;
+        await sendInPieces(
+          c,
+          `${one.wire}.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n` +
+            `BDAT ${bdat.length} LAST\r\n${bdat}NOOP\r\n`,
+          [1, 7, 1000, 65537, 3, 4096],
+        );
+        const rest = await c.replies(5);
+        assert.match(rest[0], /^250 2\.0\.0 OK /);
+        assert.match(rest[1], /^250 /);
+        assert.match(rest[2], /^250 /);
+        assert.match(rest[3], /^250 2\.0\.0 OK /);
+        assert.match(rest[4], /^250 /);
+      });
+      assert.equal(got.length, 2);
+      assert.equal(got[0], one.text);
+      assert.equal(got[1], two.text);
+    });
+
+    it("a BYOB reader with a 1-byte buffer gets the body exact", async () => {
+      const body = bodyOf(40);
+      let got = "";
+      await withServer(async (m) => {
+        got = await readByob(m.raw, 1);
+      }, async (c) => {
+        await c.reply();
+        await c.send(
+          "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+        );
+        await c.replies(4);
+        await sendInPieces(c, `${body.wire}.\r\n`, [5, 11]);
+        assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+      });
+      assert.equal(got, body.text);
+    });
+
+    it("a reader that cancels mid-body: the client gets the hook's refusal after the body, and the session goes on", async () => {
+      const body = bodyOf(20000); // a few hundred KB
+      await withServer(async (m) => {
+        const reader = m.raw.getReader({ mode: "byob" });
+        await reader.read(new Uint8Array(10));
+        await reader.cancel();
+        throw new SmtpError(552, "5.3.4", "Not this one");
+      }, async (c) => {
+        await c.reply();
+        await c.send(
+          "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+        );
+        await c.replies(4);
+        await sendInPieces(c, `${body.wire}.\r\n`, [65536, 1000]);
+        assert.match(await c.reply(), /^552 5\.3\.4 Not this one/);
+        await c.send("MAIL FROM:<a@b.test>\r\nRSET\r\nQUIT\r\n");
+        const r = await c.replies(3);
+        assert.match(r[0], /^250 /);
+        assert.match(r[1], /^250 /);
+        assert.match(r[2], /^221 /);
+      });
+    });
+
+    it("a default reader that reads after the body ended leaves the pipelined QUIT whole", async () => {
+      // The copies it gets are enqueued in a byte stream, which takes over
+      // their memory: a view of the read chunk (a Buffer's slice()) would
+      // have taken the QUIT behind the body with it.
+      let got = "";
+      await withServer(async (m) => {
+        await new Promise((r) => setTimeout(r, 20));
+        got = await readKept(m.raw);
+        throw new SmtpError(451, "4.3.0", "Try later");
+      }, async (c) => {
+        await c.reply();
+        await c.send(
+          "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+        );
+        await c.replies(4);
+        await c.send("Subject: 1\r\n\r\nx\r\n.\r\nQUIT\r\n");
+        assert.match(await c.reply(), /^451 4\.3\.0 Try later/);
+        assert.match(await c.reply(), /^221 /);
+      });
+      assert.equal(got, "Subject: 1\r\n\r\nx\r\n");
+    });
+  });
+}
