@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import * as net from "node:net";
 import { join } from "node:path";
 import {
   MilterClient,
@@ -146,6 +147,51 @@ describe("milter client stages", () => {
       });
       assert.equal(m.negotiation?.version, 6);
     });
+  });
+
+  it("sends a stage's macros and its command in one write: the filter reads them together", async () => {
+    await withFilter({}, {}, async (m, f) => {
+      await m.connect(CLIENT, { j: "mx.example.org" });
+      await m.helo("client.example");
+      await message(m);
+      await m.close();
+      // Every stage awaits its reply, so each read holds one stage whole;
+      // a macro packet written apart from its command would wait for the
+      // peer's delayed ACK under Nagle's algorithm.
+      assert.deepEqual(f.reads[0], [
+        ["optneg"],
+        ["macro", "connect"],
+        ["helo"],
+        ["macro", "mail"],
+        ["rcpt"],
+        ["data"],
+        ["header"],
+        ["eoh"],
+        ["body"],
+        ["macro", "eob"],
+        ["quit"],
+      ]);
+    });
+  });
+
+  it("turns Nagle's algorithm off on a TCP filter connection", async () => {
+    const calls: unknown[] = [];
+    const original = net.Socket.prototype.setNoDelay;
+    net.Socket.prototype.setNoDelay = function (
+      this: net.Socket,
+      ...args: Parameters<typeof original>
+    ) {
+      calls.push(args[0]);
+      return original.apply(this, args);
+    };
+    try {
+      await withFilter({}, {}, async (m) => {
+        assert.equal((await m.connect(CLIENT)).action, "continue");
+      });
+    } finally {
+      net.Socket.prototype.setNoDelay = original;
+    }
+    assert.deepEqual(calls, [true]);
   });
 
   it("sends no stage the filter skips and waits for no reply it said it will not send", async () => {

@@ -74,6 +74,33 @@ function size(r: MilterResponse): number {
   return n;
 }
 
+/**
+ * A stage's bytes for one write: its macro packet (when there are macros)
+ * and its command packets, so that the filter gets them in one segment.
+ */
+function withMacros(
+  code: string,
+  macros: MilterMacros | undefined,
+  packets: Uint8Array[],
+): Uint8Array {
+  let hasMacros = false;
+  for (const _ in macros) {
+    hasMacros = true;
+    break;
+  }
+  if (!hasMacros && packets.length === 1) return packets[0];
+  const parts = hasMacros ? [encodeMacro(code, macros!), ...packets] : packets;
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  n = 0;
+  for (const p of parts) {
+    out.set(p, n);
+    n += p.length;
+  }
+  return out;
+}
+
 /** Internal: a failure of the filter connection (down, timeout, garbage). */
 class MilterFailure extends Error {}
 
@@ -243,6 +270,10 @@ export class MilterClient {
       }, this.#timeouts.connect);
       socket.once("connect", () => {
         clearTimeout(timer);
+        // Each stage is one small write answered by the filter: with
+        // Nagle's algorithm, a write after a no-reply stage (a header, the
+        // end-of-headers) waits for the peer's delayed ACK, some 40 ms.
+        if (a.kind === "tcp") socket.setNoDelay(true);
         resolve();
       });
       socket.on("data", (chunk: Uint8Array) => {
@@ -363,7 +394,6 @@ export class MilterClient {
     );
   }
 
-  /** Sends macros (if any) and a command, then reads its reply unless the filter said it sends none. */
   /**
    * A stage of one command: the verdict held for the message or session,
    * `continue` when the filter asked to skip it, else the filter's answer
@@ -392,10 +422,7 @@ export class MilterClient {
     noReply: number,
     timeout = this.#timeouts.command,
   ): Promise<MilterVerdict> {
-    if (macros !== undefined && Object.keys(macros).length > 0) {
-      await this.#write(encodeMacro(code, macros));
-    }
-    for (const p of packets) await this.#write(p);
+    await this.#write(withMacros(code, macros, packets));
     if (this.#has(noReply)) return CONTINUE;
     const v = this.#verdict(await this.#read(timeout), stage);
     this.#scope(v, stage);
@@ -698,10 +725,9 @@ export class MilterClient {
         this.#endMessage();
         return { verdict, modifications: [] };
       }
-      if (macros !== undefined && Object.keys(macros).length > 0) {
-        await this.#write(encodeMacro(SMFIC.BODYEOB, macros));
-      }
-      await this.#write(encodePacket(SMFIC.BODYEOB));
+      await this.#write(
+        withMacros(SMFIC.BODYEOB, macros, [encodePacket(SMFIC.BODYEOB)]),
+      );
       const modifications: MilterModification[] = [];
       let bytes = 0;
       const actions = this.#negotiation?.actions ?? 0;
