@@ -843,7 +843,8 @@ export class MilterClient {
     return this.#stage(async () => {
       this.#endMessage();
       if (this.#socket === undefined) return;
-      await this.#defer(encodePacket(SMFIC.ABORT));
+      // Written now (with any stage held): the filter frees the message.
+      await this.#write(encodePacket(SMFIC.ABORT));
     }, () => undefined);
   }
 
