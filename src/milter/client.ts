@@ -285,9 +285,9 @@ export class MilterClient {
       }, this.#timeouts.connect);
       socket.once("connect", () => {
         clearTimeout(timer);
-        // Each stage is one small write answered by the filter: with
-        // Nagle's algorithm, a write after a no-reply stage (a header, the
-        // end-of-headers) waits for the peer's delayed ACK, some 40 ms.
+        // Stages are small writes: with Nagle's algorithm, one written
+        // before the filter acknowledged the last (no reply between them)
+        // waits for the filter's delayed ACK, some 40 ms.
         if (a.kind === "tcp") socket.setNoDelay(true);
         resolve();
       });
