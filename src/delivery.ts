@@ -262,12 +262,15 @@ export class MessageDelivery {
     if (to.length > 0) {
       counters.acceptedBytes += ev.size;
       d.session.messages++;
+      // With filters: the envelope they delivered (changed sender, added
+      // or deleted recipients).
+      const delivered = d.milter?.delivered(msg);
       d.host.logger?.({
         type: "message",
         session: d.session.id,
         id: msg.id,
-        from: msg.from,
-        to,
+        from: delivered?.from ?? msg.from,
+        to: delivered?.to ?? to,
         size: ev.size,
         ...(msg.milter === undefined
           ? {}

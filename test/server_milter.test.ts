@@ -466,7 +466,7 @@ describe("serve({ milters })", () => {
         handler: (cmd) => cmd.type === "eob" ? mods : undefined,
       },
       {},
-      async ({ open, got, fake }) => {
+      async ({ open, got, fake, log }) => {
         const c = await open();
         await hello(c);
         const r = await transaction(c, ["b@example.org", "x@example.org"]);
@@ -475,6 +475,11 @@ describe("serve({ milters })", () => {
         const g = got[0];
         assert.equal(g.from, "bounce@example.org");
         assert.deepEqual(g.to, ["x@example.org", "c@example.org"]);
+        // The log entry tells the envelope delivered, not the client's.
+        const entry = log.find((e) => e.type === "message");
+        assert.ok(entry?.type === "message");
+        assert.equal(entry.from, "bounce@example.org");
+        assert.deepEqual(entry.to, ["x@example.org", "c@example.org"]);
         assert.equal(
           g.text,
           "Authentication-Results: mx.test; dkim=pass\r\n" +
@@ -648,7 +653,7 @@ describe("serve({ milters })", () => {
           new SmtpError(452, "4.2.2", "Mailbox full"),
         );
       },
-    }, async ({ open }) => {
+    }, async ({ open, log }) => {
       const c = await open();
       await c.reply();
       await c.send("LHLO client.example\r\n");
@@ -665,6 +670,9 @@ describe("serve({ milters })", () => {
       const [one, two] = await c.replies(2);
       assert.match(one, /^250 /);
       assert.match(two, /^452 4\.2\.2 Mailbox full/);
+      const entry = log.find((e) => e.type === "message");
+      assert.ok(entry?.type === "message");
+      assert.deepEqual(entry.to, ["b@example.org"]);
     });
   });
 

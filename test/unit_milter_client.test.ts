@@ -6,6 +6,7 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import * as net from "node:net";
 import { join } from "node:path";
 import {
   MilterClient,
@@ -79,6 +80,31 @@ async function message(
   return out;
 }
 
+/**
+ * How many times `fn` writes to a socket connected to `port` (the
+ * client's writes to the filter; the filter's own sockets are connected
+ * to the client's port).
+ */
+async function countWrites(
+  port: number,
+  fn: () => Promise<void>,
+): Promise<number> {
+  let n = 0;
+  const original = net.Socket.prototype.write;
+  // deno-lint-ignore no-explicit-any
+  net.Socket.prototype.write = function (this: net.Socket, ...args: any[]) {
+    if (this.remotePort === port) n++;
+    // deno-lint-ignore no-explicit-any
+    return (original as any).apply(this, args);
+  };
+  try {
+    await fn();
+  } finally {
+    net.Socket.prototype.write = original;
+  }
+  return n;
+}
+
 function types(log: MilterCommand[]): string[] {
   return log.map((c) => c.type);
 }
@@ -146,6 +172,112 @@ describe("milter client stages", () => {
       });
       assert.equal(m.negotiation?.version, 6);
     });
+  });
+
+  it("sends a stage's macros and its command in one write: the filter reads them together", async () => {
+    await withFilter({}, {}, async (m, f) => {
+      await m.connect(CLIENT, { j: "mx.example.org" });
+      await m.helo("client.example");
+      await message(m);
+      await m.close();
+      // Every stage awaits its reply, so each read holds one stage whole;
+      // a macro packet written apart from its command would wait for the
+      // peer's delayed ACK under Nagle's algorithm.
+      assert.deepEqual(f.reads[0], [
+        ["optneg"],
+        ["macro", "connect"],
+        ["helo"],
+        ["macro", "mail"],
+        ["rcpt"],
+        ["data"],
+        ["header"],
+        ["eoh"],
+        ["body"],
+        ["macro", "eob"],
+        ["quit"],
+      ]);
+    });
+  });
+
+  it("sends the stages a filter does not answer with the next one it answers, in one write", async () => {
+    // rspamd's negotiation: no reply before end-of-message.
+    const protocol = SMFIP.NR_CONN | SMFIP.NR_HELO | SMFIP.NR_MAIL |
+      SMFIP.NR_RCPT | SMFIP.NR_DATA | SMFIP.NR_HDR | SMFIP.NR_EOH |
+      SMFIP.NR_BODY;
+    await withFilter({ protocol }, {}, async (m, f) => {
+      const port = Number(/^inet:(\d+)@/.exec(f.address)![1]);
+      const writes = await countWrites(port, async () => {
+        await m.connect(CLIENT, { j: "mx.example.org" });
+        await m.helo("client.example");
+        assert.equal((await message(m)).body, "continue");
+      });
+      // The option negotiation, then everything up to end-of-message.
+      assert.equal(writes, 2);
+      assert.deepEqual(types(f.connections[0]), [
+        "optneg",
+        "macro",
+        "connect",
+        "helo",
+        "macro",
+        "mail",
+        "rcpt",
+        "data",
+        "header",
+        "eoh",
+        "body",
+        "macro",
+        "eob",
+      ]);
+      // A large body is not held back whole: written once 64 KB wait.
+      const log = f.connections[0];
+      const before = log.length;
+      await m.mail("<a@example.org>", []);
+      await m.rcpt("<b@example.org>", []);
+      await m.data();
+      const chunk = new Uint8Array(40_000).fill(0x78);
+      await m.body(chunk);
+      await m.body(chunk);
+      const arrived = async (n: number) => {
+        for (let i = 0; i < 500 && log.length < n; i++) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      };
+      await arrived(before + 5);
+      assert.deepEqual(types(log.slice(before)), [
+        "mail",
+        "rcpt",
+        "data",
+        "body",
+        "body",
+      ]);
+      // An abort is not held: the filter frees the message at once.
+      await m.mail("<a@example.org>", []);
+      await m.abort();
+      await arrived(before + 7);
+      assert.deepEqual(types(log.slice(before + 5)), ["mail", "abort"]);
+      await m.close();
+      assert.equal(log.at(-1)?.type, "quit");
+    });
+  });
+
+  it("turns Nagle's algorithm off on a TCP filter connection", async () => {
+    const calls: unknown[] = [];
+    const original = net.Socket.prototype.setNoDelay;
+    net.Socket.prototype.setNoDelay = function (
+      this: net.Socket,
+      ...args: Parameters<typeof original>
+    ) {
+      calls.push(args[0]);
+      return original.apply(this, args);
+    };
+    try {
+      await withFilter({}, {}, async (m) => {
+        assert.equal((await m.connect(CLIENT)).action, "continue");
+      });
+    } finally {
+      net.Socket.prototype.setNoDelay = original;
+    }
+    assert.deepEqual(calls, [true]);
   });
 
   it("sends no stage the filter skips and waits for no reply it said it will not send", async () => {

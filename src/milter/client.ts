@@ -22,6 +22,7 @@ import {
   encodeOptneg,
   encodePacket,
   encodeStrings,
+  MILTER_CHUNK_SIZE,
   MilterDecoder,
   type MilterNegotiation,
   MilterProtocolError,
@@ -72,6 +73,38 @@ function size(r: MilterResponse): number {
     else if (v instanceof Uint8Array) n += v.length;
   }
   return n;
+}
+
+/**
+ * A stage's bytes for one write: its macro packet (when there are macros)
+ * and its command packets, so that the filter gets them in one segment.
+ */
+function withMacros(
+  code: string,
+  macros: MilterMacros | undefined,
+  packets: Uint8Array[],
+): Uint8Array {
+  let hasMacros = false;
+  for (const _ in macros) {
+    hasMacros = true;
+    break;
+  }
+  if (!hasMacros && packets.length === 1) return packets[0];
+  return concat(hasMacros ? [encodeMacro(code, macros!), ...packets] : packets);
+}
+
+/** One array of `parts`' bytes (the part itself when there is one). */
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  n = 0;
+  for (const p of parts) {
+    out.set(p, n);
+    n += p.length;
+  }
+  return out;
 }
 
 /** Internal: a failure of the filter connection (down, timeout, garbage). */
@@ -145,6 +178,13 @@ export class MilterClient {
   #held: Held | undefined;
   #skipBody = false;
   #busy = false;
+  /**
+   * Stages the filter does not answer, not yet written: they go with the
+   * next stage it answers (one write, one wake-up of the filter), or once
+   * they reach {@link MILTER_CHUNK_SIZE} bytes.
+   */
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
 
   /**
    * Makes a client; connects at {@link MilterClient.connect}. Throws a
@@ -219,6 +259,8 @@ export class MilterClient {
       : rejection(this.#onError, failure);
     this.#socket?.destroy();
     this.#socket = undefined;
+    this.#pending = [];
+    this.#pendingBytes = 0;
   }
 
   #has(flag: number): boolean {
@@ -243,6 +285,10 @@ export class MilterClient {
       }, this.#timeouts.connect);
       socket.once("connect", () => {
         clearTimeout(timer);
+        // Stages are small writes: with Nagle's algorithm, one written
+        // before the filter acknowledged the last (no reply between them)
+        // waits for the filter's delayed ACK, some 40 ms.
+        if (a.kind === "tcp") socket.setNoDelay(true);
         resolve();
       });
       socket.on("data", (chunk: Uint8Array) => {
@@ -305,12 +351,38 @@ export class MilterClient {
     }
   }
 
-  async #write(bytes: Uint8Array): Promise<void> {
+  /** The socket to write to; throws when the connection is gone. */
+  #writable(): net.Socket {
     const s = this.#socket;
     if (s === undefined || this.#closedError !== undefined) {
       throw this.#closedError ??
         new MilterFailure("Cannot write to milter: not connected");
     }
+    return s;
+  }
+
+  /**
+   * Holds the bytes of a stage the filter does not answer, to go with the
+   * next write; writes them all once they reach 64 KB.
+   */
+  async #defer(bytes: Uint8Array): Promise<void> {
+    this.#writable();
+    this.#pending.push(bytes);
+    this.#pendingBytes += bytes.length;
+    if (this.#pendingBytes >= MILTER_CHUNK_SIZE) {
+      await this.#write(new Uint8Array(0));
+    }
+  }
+
+  /** Writes the held bytes, then `bytes`, in one write. */
+  async #write(bytes: Uint8Array): Promise<void> {
+    const s = this.#writable();
+    if (this.#pending.length > 0) {
+      bytes = concat([...this.#pending, bytes]);
+      this.#pending = [];
+      this.#pendingBytes = 0;
+    }
+    if (bytes.length === 0) return;
     if (!s.write(bytes)) {
       await new Promise<void>((resolve) => {
         const done = () => {
@@ -363,7 +435,6 @@ export class MilterClient {
     );
   }
 
-  /** Sends macros (if any) and a command, then reads its reply unless the filter said it sends none. */
   /**
    * A stage of one command: the verdict held for the message or session,
    * `continue` when the filter asked to skip it, else the filter's answer
@@ -392,11 +463,12 @@ export class MilterClient {
     noReply: number,
     timeout = this.#timeouts.command,
   ): Promise<MilterVerdict> {
-    if (macros !== undefined && Object.keys(macros).length > 0) {
-      await this.#write(encodeMacro(code, macros));
+    const bytes = withMacros(code, macros, packets);
+    if (this.#has(noReply)) {
+      await this.#defer(bytes);
+      return CONTINUE;
     }
-    for (const p of packets) await this.#write(p);
-    if (this.#has(noReply)) return CONTINUE;
+    await this.#write(bytes);
     const v = this.#verdict(await this.#read(timeout), stage);
     this.#scope(v, stage);
     return v;
@@ -698,10 +770,9 @@ export class MilterClient {
         this.#endMessage();
         return { verdict, modifications: [] };
       }
-      if (macros !== undefined && Object.keys(macros).length > 0) {
-        await this.#write(encodeMacro(SMFIC.BODYEOB, macros));
-      }
-      await this.#write(encodePacket(SMFIC.BODYEOB));
+      await this.#write(
+        withMacros(SMFIC.BODYEOB, macros, [encodePacket(SMFIC.BODYEOB)]),
+      );
       const modifications: MilterModification[] = [];
       let bytes = 0;
       const actions = this.#negotiation?.actions ?? 0;
@@ -772,6 +843,7 @@ export class MilterClient {
     return this.#stage(async () => {
       this.#endMessage();
       if (this.#socket === undefined) return;
+      // Written now (with any stage held): the filter frees the message.
       await this.#write(encodePacket(SMFIC.ABORT));
     }, () => undefined);
   }
@@ -791,11 +863,14 @@ export class MilterClient {
     const s = this.#socket;
     this.#socket = undefined;
     this.#failed ??= { action: "accept" };
+    const pending = this.#pending;
+    this.#pending = [];
+    this.#pendingBytes = 0;
     if (s === undefined || s.destroyed) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await new Promise<void>((resolve) => {
       s.once("close", () => resolve());
-      s.end(encodePacket(SMFIC.QUIT));
+      s.end(concat([...pending, encodePacket(SMFIC.QUIT)]));
       timer = setTimeout(() => s.destroy(), 1000);
     });
     clearTimeout(timer);

@@ -333,6 +333,11 @@ export class MilterSession {
   #discard = false;
   /** The SASL mechanism of a successful AUTH: the `{auth_type}` macro. */
   authType: string | null = null;
+  /** The envelope each message was handed to the application with. */
+  readonly #delivered = new WeakMap<
+    IncomingMessage,
+    { from: string; to: readonly string[] }
+  >();
 
   /**
    * The filters of `session`, in order (options validated by serve()).
@@ -815,9 +820,14 @@ export class MilterSession {
     } finally {
       signal.removeEventListener("abort", giveUp);
     }
+    const refused = final.answer();
+    this.#delivered.set(msg, {
+      from: final.from,
+      to: final.to.filter((_, k) => !refused?.[k]),
+    });
     if (lmtp) {
       // The application's refusals of recipients the client gave.
-      const errors = final.answer() ?? [];
+      const errors = refused ?? [];
       errors.forEach((e, k) => {
         if (e === null) return;
         const want = final.to[k].toLowerCase();
@@ -861,6 +871,27 @@ export class MilterSession {
       final.abort(err instanceof Error ? err : new Error(String(err)));
       throw err;
     }
+  }
+
+  /**
+   * The sender and recipients `msg` was delivered with, as the filters
+   * changed them (and less those the application refused, in LMTP); for
+   * the `message` log entry. `undefined` when it was not delivered.
+   *
+   * @example
+   * ```ts
+   * import type { MilterSession } from "./session.ts";
+   * import type { IncomingMessage } from "../message.ts";
+   * declare const filters: MilterSession;
+   * declare const msg: IncomingMessage;
+   * await filters.message(msg);
+   * console.log(filters.delivered(msg)?.to);
+   * ```
+   */
+  delivered(
+    msg: IncomingMessage,
+  ): { from: string; to: readonly string[] } | undefined {
+    return this.#delivered.get(msg);
   }
 
   /**

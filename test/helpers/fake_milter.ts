@@ -28,6 +28,11 @@ export interface FakeMilter {
   address: string;
   /** The commands each connection received, in order. */
   connections: MilterCommand[][];
+  /**
+   * Per connection, the command types of each TCP read that completed
+   * packets (which commands arrived together).
+   */
+  reads: MilterCommand["type"][][][];
   /** Stops listening and drops every connection. */
   close(): Promise<void>;
 }
@@ -58,6 +63,7 @@ export function startFakeMilter(
   } = {},
 ): Promise<FakeMilter> {
   const connections: MilterCommand[][] = [];
+  const reads: MilterCommand["type"][][][] = [];
   const sockets = new Set<net.Socket>();
   const protocol = options.protocol ?? 0;
   const server = net.createServer((socket) => {
@@ -66,10 +72,15 @@ export function startFakeMilter(
     socket.on("error", () => {});
     const log: MilterCommand[] = [];
     connections.push(log);
+    const readLog: MilterCommand["type"][][] = [];
+    reads.push(readLog);
     const decoder = new MilterDecoder();
     socket.on("data", (chunk: Uint8Array) => {
-      for (const packet of decoder.push(chunk)) {
+      const packets = decoder.push(chunk);
+      if (packets.length > 0) readLog.push([]);
+      for (const packet of packets) {
         const cmd = parseCommand(packet);
+        readLog.at(-1)!.push(cmd.type);
         log.push(
           cmd.type === "body" ? { ...cmd, chunk: cmd.chunk.slice() } : cmd,
         );
@@ -117,6 +128,7 @@ export function startFakeMilter(
       resolve({
         address,
         connections,
+        reads,
         close: () =>
           new Promise<void>((done) => {
             for (const s of sockets) s.destroy();
