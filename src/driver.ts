@@ -564,7 +564,7 @@ export class ConnectionDriver {
       this.#timed(name, since);
       return this.#answer(ev, null, true);
     }
-    return this.hooks.wait(r, false, name).then((w) => {
+    return this.hooks.wait<void>(r, false, name, (w) => {
       // Up to its end, or to hookTimeout.
       this.#timed(name, since);
       return this.#answer(ev, this.hooks.reply(w), true);
