@@ -133,9 +133,14 @@ export class MessageDelivery {
    * given up (the reader gets an error, the rest of the body is dropped,
    * the client gets 451 4.3.0 at its end).
    */
-  async backpressure(wait: Promise<void>): Promise<void> {
+  backpressure(wait: Promise<void>): Promise<void> {
+    return this.#owner.hooks.wait(wait, false, "onMessage", this.#read);
+  }
+
+  /** Backpressure's wait ended (one function per connection, not per wait). */
+  readonly #read = (w: WaitResult): void => {
+    if (w !== HOOK_TIMEOUT) return;
     const d = this.#owner;
-    if ((await d.hooks.wait(wait, false)) !== HOOK_TIMEOUT) return;
     d.host.counters.hookTimeouts++;
     d.host.logger?.({
       type: "error",
@@ -146,7 +151,7 @@ export class MessageDelivery {
     });
     this.#stalled = TEMPORARY;
     this.abort(TEMPORARY);
-  }
+  };
 
   /**
    * The body will not complete: the reader of `raw` gets `error`, and a
