@@ -1,7 +1,7 @@
 // How many promise steps the driver takes between the application's answer
-// and the reply it writes: the end of data is answered within a few
-// microtask turns of onMessage settling, and at once when it settled before
-// the body ended. Connections are in memory (the shims' read()/write() fast
+// and the reply it writes: a decision (RCPT) and the end of data are
+// answered within a few microtask turns of their hook settling, and the end
+// of data at once when onMessage settled before the body ended. Connections are in memory (the shims' read()/write() fast
 // path), so that nothing but promise reactions runs in between; the counts
 // are turns of the microtask queue, not time.
 import assert from "node:assert/strict";
@@ -43,11 +43,8 @@ class MemoryConnection extends ShimConnection {
   }
 }
 
-/**
- * Runs `fn` with one in-memory connection to a server made with `options`,
- * greeted and past its transaction's DATA (354 received).
- */
-async function withMessage(
+/** Runs `fn` with one in-memory connection to a server made with `options`. */
+async function withConnection(
   options: ServeOptions,
   fn: (conn: MemoryConnection) => Promise<void>,
 ): Promise<void> {
@@ -65,6 +62,22 @@ async function withMessage(
   const conn = new MemoryConnection(null);
   try {
     queue.push(conn);
+    await fn(conn);
+  } finally {
+    conn.close();
+    await server.close();
+  }
+}
+
+/**
+ * Runs `fn` with one in-memory connection to a server made with `options`,
+ * greeted and past its transaction's DATA (354 received).
+ */
+function withMessage(
+  options: ServeOptions,
+  fn: (conn: MemoryConnection) => Promise<void>,
+): Promise<void> {
+  return withConnection(options, async (conn) => {
     conn.send(
       "HELO client.test\r\nMAIL FROM:<a@example.org>\r\n" +
         "RCPT TO:<b@example.org>\r\nDATA\r\n",
@@ -74,10 +87,7 @@ async function withMessage(
     }
     assert.match(conn.replies, /354 /);
     await fn(conn);
-  } finally {
-    conn.close();
-    await server.close();
-  }
+  });
 }
 
 /** Microtask turns until `done()` (at most 50). */
@@ -93,8 +103,27 @@ async function turnsUntil(done: () => boolean): Promise<number> {
 const accepted = (conn: MemoryConnection) =>
   / OK [0-9a-z]+\r\n/.test(conn.replies);
 
+describe("server: promise steps to a decision's reply", () => {
+  it("answers RCPT within 2 microtask turns of onRcptTo settling", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await withConnection({ onRcptTo: () => gate }, async (conn) => {
+      conn.send(
+        "HELO client.test\r\nMAIL FROM:<a@example.org>\r\n" +
+          "RCPT TO:<b@example.org>\r\n",
+      );
+      // The driver now waits for onRcptTo.
+      await sleep(5);
+      assert.doesNotMatch(conn.replies, / 2\.1\.5 /);
+      release();
+      const turns = await turnsUntil(() => / 2\.1\.5 /.test(conn.replies));
+      assert.ok(turns <= 2, `the 250 came ${turns} turns after onRcptTo`);
+    });
+  });
+});
+
 describe("server: promise steps to the end-of-data reply", () => {
-  it("answers within 3 microtask turns of onMessage settling", async () => {
+  it("answers within 2 microtask turns of onMessage settling", async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     await withMessage({ onMessage: () => gate }, async (conn) => {
@@ -104,7 +133,7 @@ describe("server: promise steps to the end-of-data reply", () => {
       assert.equal(accepted(conn), false);
       release();
       const turns = await turnsUntil(() => accepted(conn));
-      assert.ok(turns <= 3, `the 250 came ${turns} turns after onMessage`);
+      assert.ok(turns <= 2, `the 250 came ${turns} turns after onMessage`);
     });
   });
 
