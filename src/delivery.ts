@@ -19,11 +19,15 @@ import {
   isThenable,
   TEMPORARY,
   toSmtpError,
+  type WaitResult,
 } from "./hooks.ts";
 import { newId, type SessionState } from "./session_state.ts";
 import type { ServerCounters } from "./stats.ts";
 import type { MilterSession } from "./milter/session.ts";
 import { milterOutcome } from "./milter/options.ts";
+
+/** A message hook that has not settled yet (see MessageDelivery.end()). */
+const PENDING: unique symbol = Symbol("pending");
 
 /**
  * Accepts a message in the engine: one reply in SMTP (`each` null); in
@@ -91,8 +95,16 @@ export interface DeliveryOwner {
 export class MessageDelivery {
   /** The message whose body is arriving, or null. */
   message: IncomingMessage | null = null;
-  /** The message hook's outcome: the reply (null: accepted), or its promise. */
-  #result: Promise<SmtpError | null> | SmtpError | null = null;
+  /** The message hook's outcome: the reply (null: accepted), or PENDING. */
+  #result: SmtpError | null | typeof PENDING = null;
+  /**
+   * The message whose hook has not settled and whose outcome is still
+   * wanted (null: none): its hook's answer goes to `#result`, or to
+   * `#waiting` once the body has ended.
+   */
+  #pending: IncomingMessage | null = null;
+  /** Ends the end-of-data wait (see end()); null when none is in progress. */
+  #waiting: ((result: WaitResult) => void) | null = null;
   /** Set when the message hook stopped reading `raw` for hookTimeout. */
   #stalled: SmtpError | null = null;
   /** When the message hook in progress began (-1: timed already). */
@@ -109,6 +121,7 @@ export class MessageDelivery {
     this.abort(error);
     this.message = null;
     this.#result = null;
+    this.#pending = null;
     this.#stalled = null;
   }
 
@@ -120,9 +133,14 @@ export class MessageDelivery {
    * given up (the reader gets an error, the rest of the body is dropped,
    * the client gets 451 4.3.0 at its end).
    */
-  async backpressure(wait: Promise<void>): Promise<void> {
+  backpressure(wait: Promise<void>): Promise<void> {
+    return this.#owner.hooks.wait(wait, false, "onMessage", this.#read);
+  }
+
+  /** Backpressure's wait ended (one function per connection, not per wait). */
+  readonly #read = (w: WaitResult): void => {
+    if (w !== HOOK_TIMEOUT) return;
     const d = this.#owner;
-    if ((await d.hooks.wait(wait, false)) !== HOOK_TIMEOUT) return;
     d.host.counters.hookTimeouts++;
     d.host.logger?.({
       type: "error",
@@ -133,7 +151,7 @@ export class MessageDelivery {
     });
     this.#stalled = TEMPORARY;
     this.abort(TEMPORARY);
-  }
+  };
 
   /**
    * The body will not complete: the reader of `raw` gets `error`, and a
@@ -186,18 +204,39 @@ export class MessageDelivery {
       this.#result = null;
       return;
     }
-    this.#result = Promise.resolve(r).then(
-      () => {
-        this.#timed(since);
-        msg.drain();
-        return null;
-      },
-      (err) => {
-        this.#timed(since);
-        msg.drain();
-        return d.hooks.error(err, "onMessage", msg);
-      },
+    // One reaction on the hook's promise, which hands its outcome straight
+    // to the end-of-data wait when the body has ended (no promise between).
+    this.#result = PENDING;
+    this.#pending = msg;
+    // Promise.resolve: a thenable whose then() throws counts as a rejection.
+    Promise.resolve(r).then(
+      () => this.#settled(msg, since, false, undefined),
+      (err) => this.#settled(msg, since, true, err),
     );
+  }
+
+  /**
+   * The hook of `msg` (begun at `since`) settled: rejected with `error`
+   * when `failed`. Its outcome goes to the wait at the end of data, or is kept
+   * for it; one given up on (hookTimeout, a forced close, an aborted
+   * body) is only timed, drained and, if it failed, reported.
+   */
+  #settled(
+    msg: IncomingMessage,
+    since: number,
+    failed: boolean,
+    error: unknown,
+  ): void {
+    this.#timed(since);
+    msg.drain();
+    const reply = failed
+      ? this.#owner.hooks.error(error, "onMessage", msg)
+      : null;
+    if (this.#pending !== msg) return;
+    this.#pending = null;
+    const waiting = this.#waiting;
+    if (waiting !== null) waiting(reply);
+    else this.#result = reply;
   }
 
   /**
@@ -224,21 +263,41 @@ export class MessageDelivery {
     this.#stalled = null;
     msg.end();
     // A hook that stopped reading already had its hookTimeout.
-    if (stalled !== null) return this.#done(msg, ev, stalled);
-    if (!(result instanceof Promise)) {
-      return this.#done(msg, ev, result);
+    if (stalled !== null) {
+      this.#pending = null;
+      return this.#done(msg, ev, stalled);
     }
+    // Settled already (or synchronous): answered at once.
+    if (result !== PENDING) return this.#done(msg, ev, result);
     const since = this.#since;
-    return d.hooks.wait(result, true).then((w) => {
-      this.#timed(since);
-      const reply = d.hooks.reply(w);
-      if (w === HOOK_TIMEOUT || w === FORCED) {
-        // The sender gets a failure and will retry: the application must
-        // not keep this copy (signal), and the loop must never hand it out.
-        msg.giveUp(reply!);
-        d.host.withdraw(msg);
-      }
-      return this.#done(msg, ev, reply);
+    // One promise for the driver to await, ended by the hook's outcome
+    // (#settled), the hook deadline or a forced close, whichever is first.
+    return new Promise<void>((resolve, reject) => {
+      const finish = (w: WaitResult) => {
+        if (this.#waiting !== finish) return;
+        this.#waiting = null;
+        this.#pending = null;
+        d.hooks.end(finish);
+        // Called from the hook's reaction or a timer: what fails here
+        // fails the driver's wait, as it would have in a `then`.
+        try {
+          this.#timed(since);
+          const reply = d.hooks.reply(w);
+          if (w === HOOK_TIMEOUT || w === FORCED) {
+            // The sender gets a failure and will retry: the application
+            // must not keep this copy (signal), and the loop must never
+            // hand it out.
+            msg.giveUp(reply!);
+            d.host.withdraw(msg);
+          }
+          this.#done(msg, ev, reply);
+          resolve();
+        } catch (error) {
+          reject(error);
+        }
+      };
+      this.#waiting = finish;
+      d.hooks.begin(finish);
     });
   }
 

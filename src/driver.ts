@@ -25,6 +25,8 @@ import { SessionState } from "./session_state.ts";
 import type { MilterSession } from "./milter/session.ts";
 
 const EMPTY = new Uint8Array(0);
+/** Replies as text for the logger: one decoder (not streaming, so shared). */
+const DECODER = new TextDecoder();
 /** A driver's `done` before start(). */
 const NOT_STARTED: Promise<void> = Promise.resolve();
 /** How long a forced close (after closeTimeout) waits for the 421 to go out. */
@@ -422,7 +424,7 @@ export class ConnectionDriver {
       this.host.logger({
         type: "reply",
         session: this.session.id,
-        text: new TextDecoder().decode(out),
+        text: DECODER.decode(out),
       });
     }
     return this.#write(out);
@@ -564,7 +566,7 @@ export class ConnectionDriver {
       this.#timed(name, since);
       return this.#answer(ev, null, true);
     }
-    return this.hooks.wait(r, false, name).then((w) => {
+    return this.hooks.wait<void>(r, false, name, (w) => {
       // Up to its end, or to hookTimeout.
       this.#timed(name, since);
       return this.#answer(ev, this.hooks.reply(w), true);
@@ -619,7 +621,7 @@ export class ConnectionDriver {
     this.host.logger?.({
       type: "reply",
       session: this.session.id,
-      text: new TextDecoder().decode(reply),
+      text: DECODER.decode(reply),
     });
     this.io.release?.();
     let conn: Connection;

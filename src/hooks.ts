@@ -37,6 +37,11 @@ export type WaitResult =
   | typeof HOOK_TIMEOUT
   | typeof FORCED;
 
+/** wait()'s default continuation. */
+function identity<T>(x: T): T {
+  return x;
+}
+
 /**
  * Whether a hook returned a promise (or any thenable) to wait for.
  *
@@ -166,29 +171,61 @@ export class HookCalls {
   }
 
   /**
-   * Waits for `p` (a hook, or the reader of `raw`) until the hook deadline
-   * (hookTimeout from now) or a forced close, whichever comes first. One
-   * promise and one reaction on `p` per wait, and no timer of its own (see
-   * the driver's armTimer): no Promise.race, no reaction left behind on a
-   * long-lived promise. `p`'s value is the result when `valued` (a promise
-   * that never rejects, of null or the reply); otherwise fulfilment means
-   * null and a rejection (before the deadline) the hook's error.
+   * Begins a wait that `settle` ends: with HOOK_TIMEOUT at the hook
+   * deadline (hookTimeout from now), with FORCED when close() gives up
+   * (at once if it has already). The waiter ends it itself with
+   * {@link HookCalls.end} when its answer comes first. No promise of its
+   * own: the waiter's answer and these two reach `settle` directly.
    */
-  wait(
+  begin(settle: (result: WaitResult) => void): void {
+    if (this.forced) return settle(FORCED);
+    this.#settle = settle;
+    const ms = this.#owner.host.options.hookTimeout;
+    if (ms !== Infinity) {
+      this.#deadline = Date.now() + ms;
+      this.#owner.armTimer(this.#deadline);
+    }
+  }
+
+  /** Ends the wait `settle` began (see begin()), if it is still the one in progress. */
+  end(settle: (result: WaitResult) => void): void {
+    if (this.#settle === settle) {
+      this.#settle = null;
+      this.#deadline = Infinity;
+    }
+  }
+
+  /**
+   * Waits for `p` (a hook, or the reader of `raw`) until the hook deadline
+   * (hookTimeout from now) or a forced close, whichever comes first, and
+   * gives the result to `then` (the identity by default): its value is the
+   * wait's. One promise and one reaction on `p` per wait, and no timer of
+   * its own (see the driver's armTimer): no Promise.race, no reaction left
+   * behind on a long-lived promise, no second promise for what the caller
+   * does with the result. `p`'s value is the result when `valued` (a
+   * promise that never rejects, of null or the reply); otherwise
+   * fulfilment means null and a rejection (before the deadline) the hook's
+   * error.
+   */
+  wait<R = WaitResult>(
     p: PromiseLike<unknown>,
     valued: boolean,
     hook: HookName = "onMessage",
-  ): Promise<WaitResult> {
-    return new Promise<WaitResult>((resolve) => {
+    then: (result: WaitResult) => R | PromiseLike<R> = identity as (
+      result: WaitResult,
+    ) => R,
+  ): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
       let done = false;
       const settle = (result: WaitResult) => {
         if (done) return;
         done = true;
-        if (this.#settle === settle) {
-          this.#settle = null;
-          this.#deadline = Infinity;
+        this.end(settle);
+        try {
+          resolve(then(result));
+        } catch (error) {
+          reject(error);
         }
-        resolve(result);
       };
       // Promise.resolve: a thenable whose then() throws counts as a
       // rejection. Always subscribed, so that no rejection goes unhandled.
@@ -198,13 +235,7 @@ export class HookCalls {
           if (!done) settle(this.error(err, hook));
         },
       );
-      if (this.forced) return settle(FORCED);
-      this.#settle = settle;
-      const ms = this.#owner.host.options.hookTimeout;
-      if (ms !== Infinity) {
-        this.#deadline = Date.now() + ms;
-        this.#owner.armTimer(this.#deadline);
-      }
+      this.begin(settle);
     });
   }
 
