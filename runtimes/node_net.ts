@@ -392,16 +392,33 @@ function wrapPaused(
   const own = sock as unknown as Record<symbol, unknown>;
   own[slots.buffer] = first;
   own[slots.callback] = onLentRead;
-  own[slots.generator] = input.nextBuffer;
+  own[slots.generator] = nextLentBuffer;
   (handle.useUserBuffer as (buf: Uint8Array) => void).call(handle, first);
   const conn = new NodeConnection(sock, null, localAddr, input);
   sock.resume();
   return finishWrap(conn, null, starttls, undefined);
 }
 
+/**
+ * The input whose socket read last: node:net asks for the next buffer
+ * (`onread.buffer` as a function, called with no `this`) right after the
+ * callback, in the same turn. One function for every connection instead
+ * of a closure (and its context) per connection.
+ */
+let lastRead: LentInput | null = null;
+
 /** `onread.callback` (`this` is the socket): see {@link LentInput.took}. */
 function onLentRead(this: WithInput, n: number, buf: Uint8Array): boolean {
-  return (this[INPUT] as LentInput).took(n, buf);
+  const input = this[INPUT] as LentInput;
+  lastRead = input;
+  return input.took(n, buf);
+}
+
+/** `onread.buffer`: the next buffer of the input that just read. */
+function nextLentBuffer(): Uint8Array {
+  const input = lastRead!;
+  lastRead = null;
+  return input.nextBuffer();
 }
 
 /**
@@ -425,8 +442,10 @@ const SPARE_MAX = 64;
 class LentInput {
   sock: net.Socket | null = null;
   readonly #sizer = new ReadSizer();
-  #bufs: (Uint8Array | null)[] = [null, null];
-  /** The buffer the socket reads into (index into #bufs). */
+  // The two buffers (fields, not an array: one object less per connection).
+  #buf0: Uint8Array | null = null;
+  #buf1: Uint8Array | null = null;
+  /** The buffer the socket reads into (0: #buf0, 1: #buf1). */
   #slot = 1;
   /** Bytes of the last read (-1 before the first). */
   #last = -1;
@@ -435,21 +454,22 @@ class LentInput {
   #ended = false;
   #stopped = false;
 
-  /** `onread.buffer`: the buffer for the next read (the other one). */
-  readonly nextBuffer = (): Uint8Array => {
-    const bufs = this.#bufs;
-    const size = this.#last < 0
-      ? MIN_READ
-      : this.#sizer.next(bufs[this.#slot]!.byteLength, this.#last);
+  /** The buffer for the next read (the other one); see nextLentBuffer(). */
+  nextBuffer(): Uint8Array {
     const next = this.#slot ^ 1;
-    let b = bufs[next];
+    const size = this.#last < 0 ? MIN_READ : this.#sizer.next(
+      (next === 0 ? this.#buf1 : this.#buf0)!.byteLength,
+      this.#last,
+    );
+    let b = next === 0 ? this.#buf0 : this.#buf1;
     if (b === null || b.byteLength !== size) {
-      bufs[next] = b = (size === MIN_READ ? spare.pop() : undefined) ??
-        new Uint8Array(size);
+      b = (size === MIN_READ ? spare.pop() : undefined) ?? new Uint8Array(size);
+      if (next === 0) this.#buf0 = b;
+      else this.#buf1 = b;
     }
     this.#slot = next;
     return b;
-  };
+  }
 
   get ended(): boolean {
     return this.#ended;
@@ -481,12 +501,12 @@ class LentInput {
     // The chunk lent last is given back: a small buffer it was read into
     // goes to the spares while this connection waits (an idle session
     // holds one buffer, the one the socket reads into).
-    const bufs = this.#bufs;
-    const free = bufs[this.#slot ^ 1];
+    const free = this.#slot === 0 ? this.#buf1 : this.#buf0;
     if (
       free !== null && free.byteLength === MIN_READ && spare.length < SPARE_MAX
     ) {
-      bufs[this.#slot ^ 1] = null;
+      if (this.#slot === 0) this.#buf1 = null;
+      else this.#buf0 = null;
       spare.push(free);
     }
     if (this.#stopped) {

@@ -120,10 +120,16 @@ export class ConnectionDriver {
   /** The connection's read and write. */
   io: Io;
   readonly host: DriverHost;
-  /** The application's hooks as this connection waits for them. */
-  readonly hooks: HookCalls;
-  /** The message in transfer, if any. */
-  readonly delivery: MessageDelivery;
+  /** The application's hooks as this connection waits for them (made when first waited for). */
+  get hooks(): HookCalls {
+    return this.#hooks ??= new HookCalls(this);
+  }
+  #hooks: HookCalls | null = null;
+  /** The message in transfer, if any (made with the first message). */
+  get delivery(): MessageDelivery {
+    return this.#delivery ??= new MessageDelivery(this);
+  }
+  #delivery: MessageDelivery | null = null;
   /** The session's `milters` filters; null when there are none. */
   readonly milter: MilterSession | null;
   /** The connection's deadline in {@link deadlines}, if one is set. */
@@ -162,9 +168,7 @@ export class ConnectionDriver {
     this.engine = new SmtpEngine(options, Date.now());
     this.session = new SessionState(conn, this.engine, options.lmtp === true);
     this.io = connectionIo(conn);
-    this.hooks = new HookCalls(this);
     this.milter = host.milters === null ? null : host.milters(this.session);
-    this.delivery = new MessageDelivery(this);
   }
 
   /** Runs the session (once; `done` settles when it is over). */
@@ -211,7 +215,7 @@ export class ConnectionDriver {
         // Wake the loop wherever it waits: a hook, or a reader of `raw`
         // that stopped reading. The engine is closed, so their answers
         // no longer matter.
-        this.delivery.abort(SHUTDOWN);
+        this.#delivery?.abort(SHUTDOWN);
         this.hooks.force();
         // A filter's answer no longer matters either.
         if (this.milter !== null) void this.milter.close();
@@ -222,7 +226,8 @@ export class ConnectionDriver {
 
   /** No body in transfer: no message, or between two BDAT chunks. */
   #idleOrBetweenChunks(): boolean {
-    return this.delivery.message === null || !this.engine.inBody;
+    return this.#delivery === null || this.#delivery.message === null ||
+      !this.engine.inBody;
   }
 
   /**
@@ -497,7 +502,7 @@ export class ConnectionDriver {
   onTimer(): void {
     const now = Date.now();
     // A wait past its deadline ends with HOOK_TIMEOUT.
-    this.hooks.onTimer(now);
+    this.#hooks?.onTimer(now);
     // Only the client's silence counts: not our own backpressure or hooks.
     if (!this.#reading) return;
     const deadline = this.engine.deadline();

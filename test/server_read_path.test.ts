@@ -140,6 +140,37 @@ describe("read path", () => {
     }
   });
 
+  it(
+    "onread: every connection asks node:net for its next buffer through one shared function",
+    {
+      skip: !onNode,
+    },
+    async () => {
+      const a = await accepted();
+      const b = await accepted();
+      try {
+        await readChunks(a.conn, a.client, ["EHLO a\r\n", "NOOP\r\n"]);
+        await readChunks(b.conn, b.client, ["EHLO b\r\n"]);
+        const gen = (c: Connection) => {
+          const sock = (c as Connection & { sock: object }).sock;
+          const slot = Object.getOwnPropertySymbols(sock).find((s) =>
+            s.description === "kBufferGen"
+          )!;
+          return (sock as Record<symbol, unknown>)[slot];
+        };
+        assert.equal(typeof gen(a.conn), "function");
+        // No closure per connection (an idle session keeps it).
+        assert.equal(gen(a.conn), gen(b.conn));
+        // Each still reads into buffers of its own.
+        await readChunks(a.conn, a.client, ["MAIL FROM:<a@b.test>\r\n"]);
+        await readChunks(b.conn, b.client, ["NOOP\r\n", "RSET\r\n"]);
+      } finally {
+        a.close();
+        b.close();
+      }
+    },
+  );
+
   it("Deno reads into one buffer of the connection's own", {
     skip: RUNTIME !== "deno",
   }, async () => {

@@ -1,0 +1,69 @@
+// What an idle session keeps: the parts of a connection that only a
+// message or a hook needs are made when first needed, not with every
+// connection (counted with node:v8's queryObjects, where the runtime has
+// it: Node 22 and later).
+import assert from "node:assert/strict";
+import * as v8 from "node:v8";
+import { describe, it } from "node:test";
+import { serve } from "../mod.ts";
+import { MessageDelivery } from "../src/delivery.ts";
+import { HookCalls } from "../src/hooks.ts";
+import { connect } from "./helpers/client.ts";
+import { RUNTIME } from "./helpers/run.ts";
+
+type QueryObjects = (
+  ctor: abstract new (...args: never[]) => unknown,
+  options: { format: "count" },
+) => number;
+const queryObjects = (v8 as unknown as { queryObjects?: QueryObjects })
+  .queryObjects;
+
+/** Live instances of `ctor` (queryObjects collects garbage first). */
+function live(ctor: abstract new (...args: never[]) => unknown): number {
+  return queryObjects!(ctor, { format: "count" });
+}
+
+describe("idle session", () => {
+  it(
+    "a session idle after EHLO has no message delivery and no hook waiter; the first message makes its delivery",
+    {
+      skip: RUNTIME !== "node" || typeof queryObjects !== "function"
+        ? "needs node:v8 queryObjects"
+        : false,
+    },
+    async () => {
+      const server = await serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        onMessage: async (message) => {
+          for await (const _ of message.raw) { /* discard */ }
+        },
+      });
+      // Counted before the connection: none of its objects exist yet.
+      const deliveries = live(MessageDelivery);
+      const hooks = live(HookCalls);
+      const c = await connect(server.addr.port);
+      try {
+        assert.match(await c.reply(), /^220 /);
+        await c.send("EHLO client.test\r\n");
+        assert.match(await c.reply(), /^250-/);
+        assert.equal(live(MessageDelivery), deliveries, "MessageDelivery");
+        assert.equal(live(HookCalls), hooks, "HookCalls");
+        await c.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n");
+        assert.deepEqual((await c.replies(3)).map((r) => r.slice(0, 3)), [
+          "250",
+          "250",
+          "354",
+        ]);
+        await c.send("Subject: x\r\n\r\nbody\r\n.\r\n");
+        assert.match(await c.reply(), /^250 /);
+        assert.equal(live(MessageDelivery), deliveries + 1);
+        await c.send("QUIT\r\n");
+        assert.match(await c.reply(), /^221 /);
+      } finally {
+        await c.close();
+        await server.close();
+      }
+    },
+  );
+});
