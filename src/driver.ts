@@ -377,7 +377,7 @@ export class ConnectionDriver {
           }
         }
       } catch (error) {
-        reason = this.hooks.forced
+        reason = this.#hooks?.forced === true
           ? "shutdown"
           : this.#writeStalled
           ? "timeout"
@@ -392,7 +392,7 @@ export class ConnectionDriver {
         this.#ended = true;
         if (this.#deadline !== null) deadlines.remove(this.#deadline);
         if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
-        this.delivery.abort(TEMPORARY);
+        this.#delivery?.abort(TEMPORARY);
         if (this.milter !== null) void this.milter.close();
         this.conn.close(this.#writeStalled);
         server.counters.sessionEnded(reason);
