@@ -47,12 +47,14 @@ const ROOT_EXPORTS = ["SmtpError", "serve"];
  * CLI's --metrics (its worker side, README sections) took it to 171 kB,
  * 175 kB until the milter client (protocol, per-session filters, the held
  * message, README section; loaded only when `milters` is set) took it to
- * 194 kB. The budget catches a second copy of the library or a stray file,
- * not new features.
+ * 194 kB, 200 kB until the reused read buffers and the byte-stream
+ * `message.raw` took it to 199 kB (701 kB unpacked). The budget catches a
+ * second copy of the library or a stray file (the test below checks the
+ * CLI carries no copy), not new features.
  */
-const PACKED_BUDGET = 200_000;
-/** The most it may weigh unpacked (it was 1.0 MB; 615 kB until the milter client). */
-const UNPACKED_BUDGET = 700_000;
+const PACKED_BUDGET = 215_000;
+/** The most it may weigh unpacked (it was 1.0 MB; 700 kB until the read path's rework). */
+const UNPACKED_BUDGET = 760_000;
 
 /** deno.json's exports without the CLI (the npm package's bin). */
 const denoLibrary = Object.fromEntries(
