@@ -26,6 +26,7 @@ import { readData } from "./engine/body_data.ts";
 import { discardLine, readCommand } from "./engine/commands.ts";
 import { assertNever, EngineCore } from "./engine/core.ts";
 import { accept, acceptEach, reject } from "./engine/decisions.ts";
+import { fixedBytes } from "./engine/fixed_replies.ts";
 import { perRecipient } from "./engine/lmtp.ts";
 import type {
   Decision,
@@ -242,7 +243,7 @@ export class SmtpEngine {
     const s = c.out;
     if (s === "") return null;
     c.out = "";
-    return encodeReply(s);
+    return fixedBytes(s) ?? encodeReply(s);
   }
 
   /** Whether replies are waiting in {@link SmtpEngine.takeOutput}. */

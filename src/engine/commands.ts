@@ -15,6 +15,7 @@ import { DataReader } from "./body_data.ts";
 import { helpLines } from "./capabilities.ts";
 import { decodeCommandLine, isAuthLine } from "./command_line.ts";
 import { EMPTY, type EngineCore } from "./core.ts";
+import { fixedReply } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import {
   parseChunkSize,
@@ -30,8 +31,8 @@ import type { SmtpEvent } from "./types.ts";
 const CR = 13;
 const LF = 10;
 
-const OK = formatReply(250, "2.0.0", "OK");
-const DATA_GO_AHEAD = formatReply(
+const OK = fixedReply(250, "2.0.0", "OK");
+const DATA_GO_AHEAD = fixedReply(
   354,
   "2.0.0",
   "End data with <CR><LF>.<CR><LF>",
