@@ -236,7 +236,8 @@ export class SmtpEngine {
   /**
    * The bytes to write to the client, or `null` when there are none: a
    * view that may share its `ArrayBuffer` with other replies (which is
-   * never written again). Keep it as long as needed; do not write into it.
+   * never written again), or the same array every time for a fixed reply
+   * (every session's). Keep it as long as needed; do not write into it.
    */
   takeOutput(): Uint8Array | null {
     const c = this.#core;
