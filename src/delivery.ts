@@ -269,37 +269,68 @@ export class MessageDelivery {
     }
     // Settled already (or synchronous): answered at once.
     if (result !== PENDING) return this.#done(msg, ev, result);
-    const since = this.#since;
     // One promise for the driver to await, ended by the hook's outcome
     // (#settled), the hook deadline or a forced close, whichever is first.
-    return new Promise<void>((resolve, reject) => {
-      const finish = (w: WaitResult) => {
-        if (this.#waiting !== finish) return;
-        this.#waiting = null;
-        this.#pending = null;
-        d.hooks.end(finish);
-        // Called from the hook's reaction or a timer: what fails here
-        // fails the driver's wait, as it would have in a `then`.
-        try {
-          this.#timed(since);
-          const reply = d.hooks.reply(w);
-          if (w === HOOK_TIMEOUT || w === FORCED) {
-            // The sender gets a failure and will retry: the application
-            // must not keep this copy (signal), and the loop must never
-            // hand it out.
-            msg.giveUp(reply!);
-            d.host.withdraw(msg);
-          }
-          this.#done(msg, ev, reply);
-          resolve();
-        } catch (error) {
-          reject(error);
-        }
-      };
-      this.#waiting = finish;
-      d.hooks.begin(finish);
-    });
+    // The wait's state is kept in fields and ended by one function per
+    // connection (#finish): no closures per message.
+    this.#endMsg = msg;
+    this.#endEv = ev;
+    this.#endSince = this.#since;
+    const promise = new Promise<void>(this.#executor);
+    this.#waiting = this.#finish;
+    d.hooks.begin(this.#finish);
+    return promise;
   }
+
+  /** The end-of-data wait in progress (see end()): its message, event and hook start. */
+  #endMsg: IncomingMessage | null = null;
+  #endEv: Extract<SmtpEvent, { type: "message-end" }> | null = null;
+  #endSince = -1;
+  /** The resolvers of the end-of-data wait's promise. */
+  #endResolve: (() => void) | null = null;
+  #endReject: ((error: unknown) => void) | null = null;
+  /** Keeps the resolvers of the end-of-data wait's promise (see end()). */
+  readonly #executor = (
+    resolve: () => void,
+    reject: (error: unknown) => void,
+  ): void => {
+    this.#endResolve = resolve;
+    this.#endReject = reject;
+  };
+
+  /** Ends the end-of-data wait in progress with `w` (see end()). */
+  readonly #finish = (w: WaitResult): void => {
+    if (this.#waiting !== this.#finish) return;
+    const d = this.#owner;
+    const msg = this.#endMsg!;
+    const ev = this.#endEv!;
+    const resolve = this.#endResolve!;
+    const reject = this.#endReject!;
+    this.#endMsg = null;
+    this.#endEv = null;
+    this.#endResolve = null;
+    this.#endReject = null;
+    this.#waiting = null;
+    this.#pending = null;
+    d.hooks.end(this.#finish);
+    // Called from the hook's reaction or a timer: what fails here
+    // fails the driver's wait, as it would have in a `then`.
+    try {
+      this.#timed(this.#endSince);
+      const reply = d.hooks.reply(w);
+      if (w === HOOK_TIMEOUT || w === FORCED) {
+        // The sender gets a failure and will retry: the application
+        // must not keep this copy (signal), and the loop must never
+        // hand it out.
+        msg.giveUp(reply!);
+        d.host.withdraw(msg);
+      }
+      this.#done(msg, ev, reply);
+      resolve();
+    } catch (error) {
+      reject(error);
+    }
+  };
 
   /** Answers the message's sender: `error`, or accepted (see acceptMessage). */
   #done(

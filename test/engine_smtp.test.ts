@@ -292,6 +292,42 @@ describe("engine: EHLO and HELO", () => {
     ]);
     assert.deepEqual(r.messages, ["x\r\n"]);
   });
+
+  it("a verb is a whole word: followed by a space or the line's end", () => {
+    const r = transcript(
+      "NOOPX\r\nnoop\r\nNOOP \r\nMAILFROM:<a@b.test>\r\nSTARTTLSX\r\n" +
+        "STAR\r\nHEL\r\nQUITE\r\nNOOP\tx\r\nnoop \xff\r\nrset\r\n",
+    );
+    assert.deepEqual(codesAfter(r.output, 1), [
+      "500 5.5.1",
+      "250 2.0.0",
+      "250 2.0.0",
+      "500 5.5.1",
+      "500 5.5.1",
+      "500 5.5.1",
+      "500 5.5.1",
+      "500 5.5.1",
+      "501 5.5.2",
+      "250 2.0.0",
+      "250 2.0.0",
+    ]);
+  });
+
+  it("an argument with a bad byte is refused after a known verb too", () => {
+    const r = run([
+      bytes("EHLO c.test\r\n"),
+      Uint8Array.of(...bytes("NOOP "), 0xff, 13, 10),
+      Uint8Array.of(...bytes("MAIL FROM:<a@b.test>"), 1, 13, 10),
+      Uint8Array.of(...bytes("mAiL FROM:<a@b.test> "), 0xc3, 0xa9, 13, 10),
+      Uint8Array.of(...bytes("MAIL"), 0xff, 13, 10),
+    ]);
+    assert.deepEqual(codesAfter(r.output, 2), [
+      "501 5.5.2",
+      "501 5.5.2",
+      "501 5.5.4",
+      "501 5.5.2",
+    ]);
+  });
 });
 
 describe("engine: other commands", () => {

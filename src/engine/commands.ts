@@ -15,6 +15,7 @@ import { DataReader } from "./body_data.ts";
 import { helpLines } from "./capabilities.ts";
 import { decodeCommandLine, isAuthLine } from "./command_line.ts";
 import { EMPTY, type EngineCore } from "./core.ts";
+import { fixedReply } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import {
   parseChunkSize,
@@ -30,8 +31,8 @@ import type { SmtpEvent } from "./types.ts";
 const CR = 13;
 const LF = 10;
 
-const OK = formatReply(250, "2.0.0", "OK");
-const DATA_GO_AHEAD = formatReply(
+const OK = fixedReply(250, "2.0.0", "OK");
+const DATA_GO_AHEAD = fixedReply(
   354,
   "2.0.0",
   "End data with <CR><LF>.<CR><LF>",
@@ -192,6 +193,16 @@ export function command(
   start: number,
   end: number,
 ): SmtpEvent | null {
+  // A known verb in ASCII is read from the bytes: only its argument is
+  // made a string (no line, slice or toUpperCase per command). Anything
+  // else (and a traced line) takes the general path below.
+  const known = core.options.traceCommands ? null : knownVerb(buf, start, end);
+  if (known !== null) {
+    const from = start + known.length + 1;
+    const arg = from > end ? "" : decodeCommandLine(buf, from, end);
+    if (typeof arg !== "string") return core.failWith(arg);
+    return dispatch(core, known, arg, false);
+  }
   const line = decodeCommandLine(buf, start, end);
   if (typeof line !== "string") return core.failWith(line);
   const sp = line.indexOf(" ");
@@ -204,6 +215,106 @@ export function command(
       : line;
     core.queue.push({ type: "command", verb, line: shown });
   }
+  return dispatch(core, verb, arg, line === "");
+}
+
+/** Four ASCII letters as one number, each folded to lower case. */
+function word(s: string): number {
+  return (s.charCodeAt(0) << 24 | s.charCodeAt(1) << 16 |
+    s.charCodeAt(2) << 8 | s.charCodeAt(3)) >>> 0;
+}
+
+const W_MAIL = word("mail");
+const W_RCPT = word("rcpt");
+const W_DATA = word("data");
+const W_BDAT = word("bdat");
+const W_EHLO = word("ehlo");
+const W_HELO = word("helo");
+const W_LHLO = word("lhlo");
+const W_RSET = word("rset");
+const W_NOOP = word("noop");
+const W_QUIT = word("quit");
+const W_VRFY = word("vrfy");
+const W_HELP = word("help");
+const W_AUTH = word("auth");
+const W_STAR = word("star");
+const W_TTLS = word("ttls");
+
+/** The four bytes at `i` as one number, ASCII letters folded to lower case. */
+function foldedWord(buf: Uint8Array, i: number): number {
+  return ((buf[i] | 0x20) << 24 | (buf[i + 1] | 0x20) << 16 |
+    (buf[i + 2] | 0x20) << 8 | (buf[i + 3] | 0x20)) >>> 0;
+}
+
+/**
+ * The verb of the line `buf[start, end)` when it is one that command()
+ * handles, in ASCII letters of any case and followed by a space or the
+ * end of the line; else null. (`| 0x20` maps no byte but the two cases
+ * of a letter to a lower-case letter.)
+ */
+function knownVerb(buf: Uint8Array, start: number, end: number): string | null {
+  if (end - start < 4) return null;
+  let verb: string;
+  switch (foldedWord(buf, start)) {
+    case W_MAIL:
+      verb = "MAIL";
+      break;
+    case W_RCPT:
+      verb = "RCPT";
+      break;
+    case W_DATA:
+      verb = "DATA";
+      break;
+    case W_BDAT:
+      verb = "BDAT";
+      break;
+    case W_EHLO:
+      verb = "EHLO";
+      break;
+    case W_HELO:
+      verb = "HELO";
+      break;
+    case W_LHLO:
+      verb = "LHLO";
+      break;
+    case W_RSET:
+      verb = "RSET";
+      break;
+    case W_NOOP:
+      verb = "NOOP";
+      break;
+    case W_QUIT:
+      verb = "QUIT";
+      break;
+    case W_VRFY:
+      verb = "VRFY";
+      break;
+    case W_HELP:
+      verb = "HELP";
+      break;
+    case W_AUTH:
+      verb = "AUTH";
+      break;
+    case W_STAR:
+      if (end - start < 8 || foldedWord(buf, start + 4) !== W_TTLS) {
+        return null;
+      }
+      verb = "STARTTLS";
+      break;
+    default:
+      return null;
+  }
+  const after = start + verb.length;
+  return after === end || buf[after] === 0x20 ? verb : null;
+}
+
+/** Runs the command `verb` (upper case) with its argument. */
+function dispatch(
+  core: EngineCore,
+  verb: string,
+  arg: string,
+  empty: boolean,
+): SmtpEvent | null {
   if (verb !== "BDAT") core.owedReplies = 0;
   switch (verb) {
     case "EHLO":
@@ -264,7 +375,7 @@ export function command(
       if (NOT_IMPLEMENTED.has(verb)) {
         return core.fail(502, "5.5.1", "Command not implemented");
       }
-      if (line === "") return core.fail(500, "5.5.2", "Empty command");
+      if (empty) return core.fail(500, "5.5.2", "Empty command");
       return core.fail(500, "5.5.1", "Command unrecognized");
   }
 }

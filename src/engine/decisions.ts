@@ -9,14 +9,15 @@
 import { formatReply, SmtpError } from "../errors.ts";
 import { encodeBase64Text } from "../sasl.ts";
 import { capabilities } from "./capabilities.ts";
+import { fixedReply } from "./fixed_replies.ts";
 import { assertNever, type EngineCore } from "./core.ts";
 import { acceptedForEach, eachReply } from "./lmtp.ts";
 import { Transaction } from "./transaction.ts";
 
 // The fixed replies, formatted once.
-const SENDER_OK = formatReply(250, "2.1.0", "Sender OK");
-const RECIPIENT_OK = formatReply(250, "2.1.5", "Recipient OK");
-const MESSAGE_OK = formatReply(250, "2.0.0", "Message accepted");
+const SENDER_OK = fixedReply(250, "2.1.0", "Sender OK");
+const RECIPIENT_OK = fixedReply(250, "2.1.5", "Recipient OK");
+const MESSAGE_OK = fixedReply(250, "2.0.0", "Message accepted");
 const AUTH_OK = formatReply(235, "2.7.0", "Authentication successful");
 const TLS_READY = formatReply(220, "2.0.0", "Ready to start TLS");
 /** The XOAUTH2 failure challenge: {"status":"401","schemes":"bearer"}. */
