@@ -53,7 +53,10 @@ export interface TlsInfo {
  * application has not taken yet). A chunk of `readable` belongs to its
  * reader (a copy). A chunk given to `write()` or `writable` must not be
  * changed by the caller until the write has settled (the runtime may
- * still be sending it).
+ * still be sending it); the shim must neither change nor transfer it
+ * (no `enqueue()` into a byte stream, no `postMessage` transfer): the
+ * driver writes the bytes of frequent fixed replies from one array that
+ * every session shares.
  *
  * @example
  * ```ts
