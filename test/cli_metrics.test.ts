@@ -12,10 +12,13 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
-import nodemailer from "nodemailer";
 import { type MetricsWorker, WorkerMetrics } from "../src/cli/metrics.ts";
 import { Registry } from "../src/exports/metrics.ts";
-import { connect } from "./helpers/client.ts";
+import {
+  connect,
+  sendWithNodemailer,
+  SHORT_MESSAGE,
+} from "./helpers/client.ts";
 import { freePort, listening, startCli } from "./helpers/cli.ts";
 import {
   DNSMASQ,
@@ -48,29 +51,7 @@ after(() => {
   }
 });
 
-const RAW =
-  "From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n";
-
-/** Sends `count` messages with nodemailer, one connection each. */
-async function send(port: number, count: number): Promise<void> {
-  const transport = nodemailer.createTransport({
-    host: "127.0.0.1",
-    port,
-    secure: false,
-    ignoreTLS: true,
-    name: "nodemailer.test",
-  });
-  try {
-    for (let i = 0; i < count; i++) {
-      await transport.sendMail({
-        envelope: { from: "a@example.org", to: ["b@example.org"] },
-        raw: RAW,
-      });
-    }
-  } finally {
-    transport.close();
-  }
-}
+const RAW = SHORT_MESSAGE;
 
 /** GETs (or HEADs) a path of the metrics endpoint. */
 async function get(
@@ -137,7 +118,7 @@ describe("smtpd --metrics", () => {
       new RegExp(`metrics on http://127\\.0\\.0\\.1:${metricsPort}/metrics`),
     );
     const N = 4;
-    await send(cli.port, N);
+    await sendWithNodemailer(cli.port, N);
     const text = await settled(metricsPort);
     assert.equal(sample(text, ACCEPTED), N, text);
     assert.equal(sample(text, "smtpd_connections_total"), N, text);
@@ -243,7 +224,7 @@ describe("smtpd --workers 2 --metrics", () => {
       for (const pid of workerPids) pids.add(pid);
 
       const N = 12;
-      await send(port, N);
+      await sendWithNodemailer(port, N);
       let text = await settled(metricsPort);
       assert.equal(sample(text, ACCEPTED), N, text);
       // Per worker: both are there, and they add up to the sum, whichever
@@ -292,7 +273,7 @@ describe("smtpd --workers 2 --metrics", () => {
       }
       assert.deepEqual(workersIn(text), ["2", "3"], text);
       const M = 3;
-      await send(port, M);
+      await sendWithNodemailer(port, M);
       text = await settled(metricsPort);
       assert.equal(sample(text, ACCEPTED), N + M, text);
 

@@ -13,7 +13,6 @@ import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import nodemailer from "nodemailer";
 import { type LogEntry, serve, type ServerStats, SmtpError } from "../mod.ts";
 import {
   connectPlain,
@@ -29,6 +28,7 @@ import {
   LATENCY_BUCKETS,
   mergeSnapshots,
 } from "../src/exports/metrics.ts";
+import { sendWithNodemailer, SHORT_MESSAGE } from "./helpers/client.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const PROMTOOL = ["/usr/bin/promtool", "/usr/local/bin/promtool"].find((p) =>
@@ -82,29 +82,7 @@ async function idle(server: { connections: number }): Promise<void> {
   }
 }
 
-const RAW =
-  "From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n";
-
-/** Sends `count` messages with nodemailer, one connection each. */
-async function nodemailerSend(port: number, count: number): Promise<void> {
-  const transport = nodemailer.createTransport({
-    host: "127.0.0.1",
-    port,
-    secure: false,
-    ignoreTLS: true,
-    name: "nodemailer.test",
-  });
-  try {
-    for (let i = 0; i < count; i++) {
-      await transport.sendMail({
-        envelope: { from: "nm@example.org", to: ["b@example.org"] },
-        raw: RAW,
-      });
-    }
-  } finally {
-    transport.close();
-  }
-}
+const RAW = SHORT_MESSAGE;
 
 /** An AUTH PLAIN command line. */
 const plain = (user: string, pass: string) =>
@@ -141,7 +119,7 @@ describe("server.stats() under a known load", () => {
       assert.deepEqual(empty, {}, "a new server counted nothing");
 
       // 3 messages with nodemailer (a connection each), 2 with smtplib.
-      await nodemailerSend(port, 3);
+      await sendWithNodemailer(port, 3, "nm@example.org");
       const py = await run("python3", [
         join(here, "fixtures", "smtplib_send.py"),
         String(port),
@@ -421,8 +399,8 @@ describe("server.stats() in the shape of smtpd/metrics", () => {
     const one = await serve(options);
     const two = await serve(options);
     try {
-      await nodemailerSend(one.addr.port, 2);
-      await nodemailerSend(two.addr.port, 1);
+      await sendWithNodemailer(one.addr.port, 2, "nm@example.org");
+      await sendWithNodemailer(two.addr.port, 1, "nm@example.org");
       await idle(one);
       await idle(two);
       const merged = mergeSnapshots([

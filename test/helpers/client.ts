@@ -3,6 +3,7 @@
 // `reply()` returns the reply bytes as they came (latin1-decoded, CRLFs kept).
 import * as net from "node:net";
 import { Buffer } from "node:buffer";
+import nodemailer from "nodemailer";
 import { serve, type ServeOptions, type Server } from "../../mod.ts";
 
 /** A connected test client. */
@@ -145,5 +146,37 @@ export async function withServerUsing<C extends { close(): Promise<void> }>(
   } finally {
     await Promise.all(clients.map((c) => c.close()));
     await server.close();
+  }
+}
+
+/** A short message, as nodemailer's `raw`. */
+export const SHORT_MESSAGE: string =
+  "From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nHello.\r\n";
+
+/**
+ * Sends `count` copies of {@link SHORT_MESSAGE} with nodemailer, one
+ * connection each, from `from` to b@example.org; the first failure throws.
+ */
+export async function sendWithNodemailer(
+  port: number,
+  count: number,
+  from = "a@example.org",
+): Promise<void> {
+  const transport = nodemailer.createTransport({
+    host: "127.0.0.1",
+    port,
+    secure: false,
+    ignoreTLS: true,
+    name: "nodemailer.test",
+  });
+  try {
+    for (let i = 0; i < count; i++) {
+      await transport.sendMail({
+        envelope: { from, to: ["b@example.org"] },
+        raw: SHORT_MESSAGE,
+      });
+    }
+  } finally {
+    transport.close();
   }
 }
