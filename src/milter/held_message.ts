@@ -60,16 +60,14 @@ export class HeaderReader {
     this.#size += chunk.length;
     let end: number;
     if (before < 2) {
-      end = endOfHeaders(concat(this.#parts));
+      const all = concat(this.#parts);
+      end = endOfHeaders(all);
+      this.#tail = all.slice(Math.max(0, all.length - 3));
     } else {
       const probe = concat([this.#tail, chunk]);
       const e = blankLine(probe);
       end = e < 0 ? -1 : before - this.#tail.length + e;
       this.#tail = probe.slice(Math.max(0, probe.length - 3));
-    }
-    if (before < 2) {
-      const all = concat(this.#parts);
-      this.#tail = all.slice(Math.max(0, all.length - 3));
     }
     if (end < 0 && this.#size <= MAX_HEADER_BYTES) return false;
     const all = concat(this.#parts);
