@@ -142,6 +142,36 @@ function counts(runtime, out) {
   return p ? { passed: +p[1], failed: f ? +f[1] : 0 } : null;
 }
 
+/**
+ * The names of the failed tests in a runtime's output, so that the summary
+ * (the last lines, which are what a CI log shows first) says which ones.
+ */
+function failedNames(runtime, out) {
+  const s = strip(out);
+  const names = new Set();
+  if (runtime === "deno") {
+    // The "FAILURES" list at the end: "name => ./test/x.test.ts:12:6".
+    const at = s.lastIndexOf("\nFAILURES");
+    if (at !== -1) {
+      for (const line of s.slice(at).split("\n")) {
+        if (line.includes(" => ")) names.add(line.trim());
+      }
+    }
+  } else if (runtime === "bun") {
+    for (const m of s.matchAll(/^\(fail\) (.+)$/gm)) names.add(m[1].trim());
+  } else {
+    // node:test: "✖ name (12ms)" for a failed test (and again for its suite).
+    for (
+      const m of s.matchAll(
+        /^\s*(?:✖|not ok \d+ -) (.+?)(?: \([\d.]+m?s\))?$/gm,
+      )
+    ) {
+      if (m[1] !== "failing tests:") names.add(m[1].trim());
+    }
+  }
+  return [...names];
+}
+
 const failures = [];
 const summary = [];
 const want = (name) => only === null || only.includes(name);
@@ -252,6 +282,12 @@ for (const [name, cmd, a] of runtimes) {
     totalPassed += c.passed;
     totalFailed += c.failed;
     if (c.passed === 0) failures.push(`${name}: ran zero tests`);
+    if (c.failed > 0) {
+      const kind = name === "deno" || name === "bun" ? name : "node";
+      for (const t of failedNames(kind, r.out).slice(0, 20)) {
+        summary.push(`  ${name} failed: ${t}`);
+      }
+    }
   }
   if (r.code !== 0) failures.push(`${name}: exited ${r.code}`);
 }
