@@ -151,14 +151,18 @@ function failedNames(runtime, out) {
   const names = new Set();
   if (runtime === "deno") {
     // The "FAILURES" list at the end: "name => ./test/x.test.ts:12:6".
-    const at = s.lastIndexOf("\nFAILURES");
+    const at = s.search(/\n\s*FAILURES\s*\n(?![\s\S]*\n\s*FAILURES\s*\n)/);
     if (at !== -1) {
       for (const line of s.slice(at).split("\n")) {
-        if (line.includes(" => ")) names.add(line.trim());
+        if (line.includes(" => ")) {
+          names.add(line.replace(/ => ext:\S+$/, "").trim());
+        }
       }
     }
   } else if (runtime === "bun") {
-    for (const m of s.matchAll(/^\(fail\) (.+)$/gm)) names.add(m[1].trim());
+    for (const m of s.matchAll(/^\(fail\) (.+?)(?: \[[\d.]+m?s\])?$/gm)) {
+      names.add(m[1].trim());
+    }
   } else {
     // node:test: "✖ name (12ms)" for a failed test (and again for its suite).
     for (
