@@ -23,6 +23,7 @@ import {
   SMFIP,
 } from "../src/milter/protocol.ts";
 import { applyHeaderModifications } from "../src/milter/headers.ts";
+import { fieldsOf } from "../src/milter/held_message.ts";
 import {
   MilterClient,
   parseMilterAddress,
@@ -351,6 +352,35 @@ describe("applyHeaderModifications", () => {
     assert.deepEqual([...out.subarray(0, raw.length)], [...raw]);
     assert.equal(td.decode(out.subarray(raw.length)), "X: é\r\n");
   });
+});
+
+describe("the fields a filter is shown and the fields it changes agree", () => {
+  // fieldsOf (what each header stage shows a filter) and
+  // applyHeaderModifications (what its changes apply to) read the header
+  // block with one scan (fieldEnd): the same fields, the same block end.
+  const cases: [string, string[], string][] = [
+    // block, the names shown, what deleting each shown name leaves
+    ["A: 1\r\n\tfolded\r\nB: 2\r\n\r\nbody\r\n", ["A", "B"], "\r\nbody\r\n"],
+    ["A: 1\nB: 2\n\nbody\n", ["A", "B"], "\nbody\n"],
+    // A bare CR at the start of a line is no empty line: the block goes on.
+    ["A: 1\r\n\rx\r\nB: 2\r\n\r\nbody", ["A", "B"], "\rx\r\n\r\nbody"],
+    ["A: 1\r\nno colon\r\nB: 2\r\n", ["A", "B"], "no colon\r\n"],
+  ];
+  for (const [block, names, left] of cases) {
+    it(JSON.stringify(block), () => {
+      const shown = fieldsOf(te.encode(block)).map((f) => f.name);
+      assert.deepEqual(shown, names);
+      const mods = shown.map((name) => ({
+        type: "delete-header" as const,
+        index: 1,
+        name,
+      }));
+      assert.equal(
+        td.decode(applyHeaderModifications(te.encode(block), mods)),
+        left,
+      );
+    });
+  }
 });
 
 describe("milter options", () => {

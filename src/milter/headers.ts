@@ -41,25 +41,38 @@ interface Field {
   bytes: Uint8Array;
 }
 
+/**
+ * Where the field that starts at `at` in a header block ends (past its
+ * last line's LF, folded lines included), or -1 when `at` is the empty
+ * line that ends the block (CRLF or a bare LF) or the block's end.
+ *
+ * @example
+ * ```ts
+ * import { fieldEnd } from "./headers.ts";
+ * const block = new TextEncoder().encode("A: 1\r\n 2\r\nB: 3\r\n\r\n");
+ * fieldEnd(block, 0); // 11: "A: 1\r\n 2\r\n"
+ * fieldEnd(block, 17); // -1: the empty line
+ * ```
+ */
+export function fieldEnd(block: Uint8Array, at: number): number {
+  if (at >= block.length || block[at] === LF) return -1;
+  if (block[at] === CR && block[at + 1] === LF) return -1;
+  let end = at;
+  for (;;) {
+    const nl = block.indexOf(LF, end);
+    if (nl < 0) return block.length;
+    end = nl + 1;
+    if (end >= block.length || (block[end] !== SP && block[end] !== HT)) {
+      return end;
+    }
+  }
+}
+
 function split(block: Uint8Array): { fields: Field[]; rest: Uint8Array } {
   const fields: Field[] = [];
   let at = 0;
-  while (at < block.length) {
-    // An empty line ends the header block; keep it and what follows as is.
-    if (block[at] === CR && block[at + 1] === LF) break;
-    if (block[at] === LF) break;
-    let end = at;
-    for (;;) {
-      const nl = block.indexOf(LF, end);
-      if (nl < 0) {
-        end = block.length;
-        break;
-      }
-      end = nl + 1;
-      if (end >= block.length || (block[end] !== SP && block[end] !== HT)) {
-        break;
-      }
-    }
+  // An empty line ends the header block; keep it and what follows as is.
+  for (let end = fieldEnd(block, at); end >= 0; end = fieldEnd(block, at)) {
     const bytes = block.subarray(at, end);
     const colon = bytes.indexOf(COLON);
     const key = colon < 0 ? "" : new TextDecoder().decode(

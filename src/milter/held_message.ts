@@ -11,6 +11,7 @@ import { open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { concat } from "../message.ts";
+import { fieldEnd } from "./headers.ts";
 
 /**
  * Body bytes held in memory before the rest goes to a temporary file.
@@ -122,20 +123,7 @@ export function fieldsOf(
 ): { name: string; value: Uint8Array }[] {
   const out: { name: string; value: Uint8Array }[] = [];
   let at = 0;
-  while (at < block.length) {
-    if (block[at] === 13 || block[at] === 10) break;
-    let end = at;
-    for (;;) {
-      const nl = block.indexOf(10, end);
-      if (nl < 0) {
-        end = block.length;
-        break;
-      }
-      end = nl + 1;
-      if (end >= block.length || (block[end] !== 32 && block[end] !== 9)) {
-        break;
-      }
-    }
+  for (let end = fieldEnd(block, at); end >= 0; end = fieldEnd(block, at)) {
     const field = block.subarray(at, end);
     at = end;
     const colon = field.indexOf(58);
