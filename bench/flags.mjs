@@ -23,6 +23,7 @@ export const ALL_SERVERS = [
   "smtp-server",
   "floor",
   "floor-reuse",
+  "floor-contract",
   "smtp-sink",
 ];
 export const ALL_WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"];

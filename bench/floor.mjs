@@ -9,12 +9,23 @@
 //
 //   <runtime> bench/floor.mjs --reuse   # the reused-read-buffer floor (below)
 //
+//   <runtime> bench/floor.mjs --contract   # the contract floor (below)
+//
 // Deno: Deno.listen + conn.read/conn.write (runtimes/deno.ts's path), into
 // one buffer per connection that starts at 256 bytes and grows 4-fold on a
 // full read (up to 64 KiB), reused for every read: an idle connection holds
 // 256 bytes, and a body passes through the same memory (no chunk is handed
 // on). Bun: Bun.listen (runtimes/bun.ts's). Node: node:net
 // (runtimes/node_net.ts's); there the runtime allocates each read itself.
+//
+// `--contract`: the contract floor, the same listeners and replies plus
+// only what smtpd's public contract makes every conforming server do (an
+// awaited promise-returning hook per MAIL and RCPT; per message a byte
+// ReadableStream of copies of the body, closed at its end, read to the end
+// by an async message hook that is awaited before the 250; what exactly:
+// bench/floor_feed.mjs). smtpd ÷ contract floor is what the library adds
+// beyond its contract; contract floor ÷ floor what the contract itself
+// costs on the runtime.
 //
 // `--reuse`: the reused-read-buffer floor, what a receiver costs when no
 // read allocates. Node: every accepted socket reads into one 64 KiB buffer
@@ -31,106 +42,75 @@
 // Loopback only (127.0.0.1, a free port).
 import process from "node:process";
 import { control } from "./control.mjs";
+import {
+  contractFeed,
+  contractRead,
+  contractState,
+  feed,
+  GREETING,
+  state,
+} from "./floor_feed.mjs";
 
-const enc = new TextEncoder();
-const GREETING = enc.encode("220 floor ESMTP\r\n");
-const EHLO = enc.encode("250-floor\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
-const OK = enc.encode("250 2.0.0 OK\r\n");
-const GO = enc.encode("354 Go ahead\r\n");
-const BYE = enc.encode("221 2.0.0 Bye\r\n");
-const CR = 13, LF = 10, DOT = 46;
-
-/**
- * One connection's state: the replies for the bytes in `chunk`, in one
- * array (or null). `s.body` while a body arrives; `s.tail` the last four
- * bytes seen (to find "\r\n.\r\n" across reads); `s.partial` the first
- * letter of a command line that a read cut. Line ends are found with
- * indexOf (memchr-like), as a receiver that cares about large bodies would.
- */
-function feed(s, chunk) {
-  let out = null;
-  let i = 0;
-  const n = chunk.length;
-  while (i < n) {
-    const j = chunk.indexOf(LF, i);
-    if (j < 0) {
-      if (!s.body && s.partial === null) s.partial = chunk[i] | 0x20;
-      break;
-    }
-    if (s.body) {
-      // "\r\n.\r" then LF: the end of the body (the CRLF before the dot
-      // may be DATA's own).
-      if (last4(s.tail, chunk, j) === END) {
-        s.body = false;
-        out = add(out, OK);
-      }
-    } else {
-      // The first letter tells the command apart (D is only DATA).
-      const c0 = s.partial ?? (chunk[i] | 0x20);
-      s.partial = null;
-      if (c0 === 0x64) { // DATA
-        s.body = true;
-        out = add(out, GO);
-      } else if (c0 === 0x65 || c0 === 0x68) out = add(out, EHLO); // EHLO/HELO
-      else if (c0 === 0x71) out = add(out, BYE); // QUIT
-      else out = add(out, OK);
-    }
-    i = j + 1;
-  }
-  s.tail = last4(s.tail, chunk, n);
-  return out;
-}
-
-/** "\r\n.\r" as four bytes. */
-const END = ((CR << 24) | (LF << 16) | (DOT << 8) | CR) >>> 0;
-
-/** The four bytes before `end` in `chunk`, earlier reads' from `prev`. */
-function last4(prev, chunk, end) {
-  if (end >= 4) {
-    return ((chunk[end - 4] << 24) | (chunk[end - 3] << 16) |
-      (chunk[end - 2] << 8) | chunk[end - 1]) >>> 0;
-  }
-  let t = prev;
-  for (let k = 0; k < end; k++) t = ((t << 8) | chunk[k]) >>> 0;
-  return t;
-}
-
-function add(out, reply) {
-  if (out === null) return reply;
-  const r = new Uint8Array(out.length + reply.length);
-  r.set(out);
-  r.set(reply, out.length);
-  return r;
-}
-
-const state = () => ({ body: false, tail: 0, partial: null });
-
-function denoServer() {
+/** Deno.listen, each connection served by `serveConn` (denoFloor or denoContract). */
+function denoServer(serveConn) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   (async () => {
-    for await (const conn of listener) {
-      (async () => {
-        conn.setNoDelay(true);
-        const s = state();
-        let buf = new Uint8Array(256);
-        try {
-          await conn.write(GREETING);
-          for (;;) {
-            const n = await conn.read(buf);
-            if (n === null) break;
-            const out = feed(s, buf.subarray(0, n));
-            // feed() keeps no view of the chunk: the buffer is free again.
-            if (n === buf.length && n < 64 * 1024) buf = new Uint8Array(n * 4);
-            if (out !== null) await conn.write(out);
-          }
-        } catch { /* peer gone */ }
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      })();
-    }
+    for await (const conn of listener) serveConn(conn);
   })();
   return listener.addr.port;
+}
+
+/** The floor's connection on Deno: one read buffer, reused. */
+async function denoFloor(conn) {
+  conn.setNoDelay(true);
+  const s = state();
+  let buf = new Uint8Array(256);
+  try {
+    await conn.write(GREETING);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      const out = feed(s, buf.subarray(0, n));
+      // feed() keeps no view of the chunk: the buffer is free again.
+      if (n === buf.length && n < 64 * 1024) buf = new Uint8Array(n * 4);
+      if (out !== null) await conn.write(out);
+    }
+  } catch { /* peer gone */ }
+  try {
+    conn.close();
+  } catch { /* closed */ }
+}
+
+/**
+ * The contract floor's connection on Deno: the floor's reads, each fed to
+ * contractFeed() (which hands its replies over once per read) before the
+ * next.
+ */
+async function denoContract(conn) {
+  conn.setNoDelay(true);
+  let replies = null;
+  const s = contractState((out) => {
+    replies = out;
+  });
+  let buf = new Uint8Array(256);
+  try {
+    await conn.write(GREETING);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      await contractFeed(s, buf.subarray(0, n));
+      // contractFeed() is done with the chunk: the buffer is free again.
+      if (n === buf.length && n < 64 * 1024) buf = new Uint8Array(n * 4);
+      if (replies !== null) {
+        const out = replies;
+        replies = null;
+        await conn.write(out);
+      }
+    }
+  } catch { /* peer gone */ }
+  try {
+    conn.close();
+  } catch { /* closed */ }
 }
 
 function bunServer() {
@@ -152,6 +132,25 @@ function bunServer() {
   return server.port;
 }
 
+/** The contract floor on Bun.listen: each read a fresh copy, queued while a hook is awaited. */
+function bunContractServer() {
+  const server = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(sock) {
+        sock.data = contractState((out) => sock.write(out));
+        sock.write(GREETING);
+      },
+      data(sock, chunk) {
+        contractRead(sock.data, chunk);
+      },
+      error() {},
+    },
+  });
+  return server.port;
+}
+
 async function nodeServer() {
   const net = await import("node:net");
   const server = net.createServer({ noDelay: true }, (sock) => {
@@ -161,6 +160,19 @@ async function nodeServer() {
       const out = feed(s, chunk);
       if (out !== null) sock.write(out);
     });
+    sock.write(GREETING);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return server.address().port;
+}
+
+/** The contract floor on node:net: each read a fresh Buffer, queued while a hook is awaited. */
+async function nodeContractServer() {
+  const net = await import("node:net");
+  const server = net.createServer({ noDelay: true }, (sock) => {
+    const s = contractState((out) => sock.write(out));
+    sock.on("error", () => {});
+    sock.on("data", (chunk) => contractRead(s, chunk));
     sock.write(GREETING);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
@@ -225,8 +237,17 @@ async function nodeReuseServer() {
 }
 
 const reuse = process.argv.includes("--reuse");
+/** `--contract`: the contract floor (bench/floor_feed.mjs's contractFeed). */
+const contract = process.argv.includes("--contract");
+if (reuse && contract) {
+  // The reused buffer is read into again while a hook is awaited.
+  process.stderr.write("Usage: bench/floor.mjs [--reuse | --contract]\n");
+  process.exit(2);
+}
 let port;
-if (globalThis.Deno) port = denoServer();
+if (globalThis.Deno) port = denoServer(contract ? denoContract : denoFloor);
+else if (globalThis.Bun && contract) port = bunContractServer();
+else if (contract) port = await nodeContractServer();
 else if (globalThis.Bun) {
   if (reuse) {
     process.stdout.write(

@@ -284,11 +284,14 @@ function summarize(w, rows) {
     // Deno's floor reads into a reused buffer already: it stands for both.
     const reuse = byKey("floor-reuse", rt) ??
       (REUSE_FLOOR_NOTE[rt] && rt === "deno" ? floor : undefined);
+    const contract = byKey("floor-contract", rt);
     ratios.push({
       runtime: rt,
       cpuVsFloor: paired(smtpd, floor, "cpuUsPerMsg"),
       cpuVsReuseFloor: paired(smtpd, reuse, "cpuUsPerMsg"),
       reuseFloorNote: REUSE_FLOOR_NOTE[rt] ?? null,
+      cpuVsContractFloor: paired(smtpd, contract, "cpuUsPerMsg"),
+      contractFloorVsFloor: paired(contract, floor, "cpuUsPerMsg"),
       floorVsSmtpServer: paired(floor, peer, "cpuUsPerMsg"),
       floorCpuVsSink: paired(floor, sink, "cpuUsPerMsg"),
       cpuVsSmtpServer: paired(smtpd, peer, "cpuUsPerMsg"),

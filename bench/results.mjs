@@ -221,7 +221,10 @@ function workloadNotes() {
     "its default 100 ms wait before each greeting is left on), `floor` (bench/floor.mjs, W1–W4 and memory: fixed replies on the runtime's own " +
     "listener, no parsing, no hooks: what the runtime costs by itself), `floor-reuse` (bench/floor.mjs --reuse: the same with every read into one " +
     "reused buffer: node:net `onread` on the accepted socket's handle; on Deno the floor itself, which reads with Deno.Conn.read into a buffer " +
-    "of its own; none on Bun, whose listener hands a fresh copy per read), and `smtp-sink` (C, Postfix). Memory only: `smtpd-byob` " +
+    "of its own; none on Bun, whose listener hands a fresh copy per read), `floor-contract` (bench/floor.mjs --contract, W1–W4: the floor plus " +
+    "only what smtpd's public contract makes every conforming server do: an awaited hook promise per MAIL and RCPT, and per message a byte " +
+    "ReadableStream of copies of the body, closed at its end and read to the end by an async hook awaited before the 250; no parsing, no " +
+    "limits), and `smtp-sink` (C, Postfix). Memory only: `smtpd-byob` " +
     "(`bench/server.mjs smtpd --byob`: onMessage reads `message.raw` with a BYOB reader into a buffer of its own, or with the default " +
     'reader where `getReader({ mode: "byob" })` throws: the row says which) and `smtpd-cli` (the CLI delivering into a Maildir: ' +
     "`dist/cli.js` on Node and Bun, `src/cli/main.ts` on Deno, the sources everywhere with `--lib src`). " +

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The one benchmark command (`npm run bench`): the engine micro-benchmark on
-// every runtime, then smtpd, nodemailer's smtp-server, the runtime floor
+// every runtime, then smtpd, nodemailer's smtp-server, the runtime floors
 // (bench/floor.mjs: fixed replies on the runtime's own listener, for scale;
-// each on Deno, Bun, Node 20 and Node 24) and Postfix's smtp-sink under the
+// `--reuse` reading into one reused buffer, `--contract` adding only what
+// smtpd's contract demands; each on Deno, Bun, Node 20 and Node 24) and Postfix's smtp-sink under the
 // same loads, one
 // server at a time, alternating A B A B; then the memory bench. Prints the
 // report and writes it (bench/RESULTS.md for the default selection; raw
@@ -19,7 +20,7 @@
 //                          milter: smtpd with rspamd / OpenDKIM); a runtime list
 //                          (--only bun,node24) is taken as --runtimes
 //   --runtimes deno,bun,node20,node24
-//   --servers smtpd,smtp-server,floor,smtp-sink
+//   --servers smtpd,smtpd-byob,smtpd-cli,smtp-server,floor,floor-reuse,floor-contract,smtp-sink
 //   --workloads W1,W2,W3,W4,W5,W6,W7,W8
 //   --out PATH             where to write the report (default: bench/RESULTS.md
 //                          for the default selection, else .tmp/bench-results.md)

@@ -37,6 +37,16 @@ export const REUSE_FLOOR_NOTE = {
   bun: "not possible: Bun.listen hands a fresh copy of every read",
 };
 
+/**
+ * bench/floor.mjs's arguments per floor kind: the runtime floor, the
+ * reused-read-buffer floor and the contract floor.
+ */
+const FLOOR_ARGS = {
+  floor: [],
+  "floor-reuse": ["--reuse"],
+  "floor-contract": ["--contract"],
+};
+
 /** The kinds whose process is one of smtpd's (their `loaded` line counts). */
 const SMTPD_KINDS = ["smtpd", "smtpd-byob"];
 
@@ -123,11 +133,11 @@ export class ServerProc {
           lib: LIB[this.runtime],
           flags,
         })
-        : this.kind === "floor" || this.kind === "floor-reuse"
+        : this.kind.startsWith("floor")
         ? scriptArgv(
           this.runtime,
           "bench/floor.mjs",
-          this.kind === "floor-reuse" ? ["--reuse"] : [],
+          FLOOR_ARGS[this.kind],
           { flags },
         )
         : this.kind === "smtpd-cli"
@@ -278,8 +288,9 @@ export function cpuDelta(a, b) {
  * The servers to run, as [kind, runtime] (smtp-sink's runtime is null):
  * for the load part (`part` "load": smtpd, smtp-server, the floors,
  * smtp-sink) or the memory part ("memory": also smtpd with a BYOB reader
- * and smtpd's CLI). The reused-buffer floor runs where it is a process of
- * its own (not on Deno or Bun: REUSE_FLOOR_NOTE).
+ * and smtpd's CLI; not the contract floor, which is for the CPU goals).
+ * The reused-buffer floor runs where it is a process of its own (not on
+ * Deno or Bun: REUSE_FLOOR_NOTE).
  */
 export function serverList(part = "load") {
   const out = [];
@@ -292,7 +303,7 @@ export function serverList(part = "load") {
       "floor",
       "floor-reuse",
     ]
-    : ["smtpd", "smtp-server", "floor", "floor-reuse"];
+    : ["smtpd", "smtp-server", "floor", "floor-reuse", "floor-contract"];
   for (const rt of RUNTIME_NAMES) {
     if (!RUNTIMES[rt].ok) continue;
     for (const k of kinds) {

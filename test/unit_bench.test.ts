@@ -1,0 +1,278 @@
+// The bench's own modules in process (nothing measured, nothing on the
+// wire): the contract floor's replies and hooks (bench/floor_feed.mjs, what
+// `bench/floor.mjs --contract` runs per read) and the report's contract
+// floor columns (bench/report.mjs).
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  contractFeed,
+  contractRead,
+  contractState,
+  feed,
+  state,
+} from "../bench/floor_feed.mjs";
+import { goals, tables } from "../bench/report.mjs";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const BODY = "Subject: hi\r\n\r\nline one\r\nline two\r\n";
+const SESSION = "EHLO client\r\nMAIL FROM:<a@example.com>\r\n" +
+  "RCPT TO:<b@example.com>\r\nRSET\r\nMAIL FROM:<a@example.com>\r\n" +
+  "RCPT TO:<b@example.com>\r\nDATA\r\n" + BODY + ".\r\nQUIT\r\n";
+
+/** Resolves on the next macrotask: every microtask before it has run. */
+const settle = () => new Promise<void>((r) => setTimeout(r, 0));
+
+/** A gate: a promise and its resolver. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((r) => open = r);
+  return { promise, open };
+}
+
+/**
+ * A contract floor connection whose replies and hook calls are recorded
+ * in `events` ("reply: ..." per write, "mail/rcpt hook", "message hook
+ * done"), and the bodies its message hook read (each chunk kept).
+ */
+function recorder(hooks: { command?: () => Promise<void> } = {}) {
+  const events: string[] = [];
+  const bodies: Uint8Array[][] = [];
+  const byteStreams: boolean[] = [];
+  const s = contractState(
+    (out: Uint8Array) => events.push(`reply: ${dec.decode(out)}`),
+    {
+      onCommand: async () => {
+        events.push("mail/rcpt hook");
+        await hooks.command?.();
+      },
+      onMessage: async (raw: ReadableStream<Uint8Array>) => {
+        // A byte stream: a BYOB reader can be had (then let go).
+        let byob = true;
+        try {
+          raw.getReader({ mode: "byob" }).releaseLock();
+        } catch {
+          byob = false;
+        }
+        byteStreams.push(byob);
+        const chunks: Uint8Array[] = [];
+        bodies.push(chunks);
+        const reader = raw.getReader();
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          chunks.push(value);
+        }
+        events.push("message hook done");
+      },
+    },
+  );
+  return { s, events, bodies, byteStreams };
+}
+
+const text = (chunks: Uint8Array[]) =>
+  chunks.map((c) => dec.decode(c)).join("");
+const replies = (events: string[]) =>
+  events.filter((e) => e.startsWith("reply: ")).map((e) => e.slice(7)).join(
+    "",
+  );
+
+describe("bench/floor.mjs --contract (floor_feed.mjs's contractFeed)", () => {
+  it("answers what the floor answers, with a hook awaited per MAIL and RCPT and the body read by the message hook", async () => {
+    const bytes = enc.encode(SESSION);
+    const floorReplies = dec.decode(feed(state(), bytes));
+    const r = recorder();
+    await contractFeed(r.s, bytes);
+    assert.equal(replies(r.events), floorReplies);
+    assert.equal(
+      r.events.filter((e) => e === "mail/rcpt hook").length,
+      4,
+      "MAIL, RCPT, MAIL, RCPT; not RSET",
+    );
+    assert.deepEqual(r.byteStreams, [true]);
+    assert.equal(r.bodies.length, 1);
+    assert.equal(text(r.bodies[0]), BODY);
+    // One write per read, after the message hook.
+    assert.deepEqual(r.events.slice(-2), [
+      "message hook done",
+      `reply: ${floorReplies}`,
+    ]);
+  });
+
+  it("gives the same replies and body when reads cut the session anywhere (but in the final dot line)", async () => {
+    const bytes = enc.encode(SESSION);
+    const floorReplies = dec.decode(feed(state(), bytes));
+    const dot = SESSION.indexOf("\r\n.\r\n") + 2;
+    for (let at = 1; at < bytes.length; at++) {
+      const r = recorder();
+      // Deno's loop: one read buffer, read into again once the feed is done.
+      const buf = new Uint8Array(bytes.length);
+      for (const part of [bytes.subarray(0, at), bytes.subarray(at)]) {
+        buf.set(part);
+        await contractFeed(r.s, buf.subarray(0, part.length));
+        buf.fill(0x58); // what the next read would overwrite
+      }
+      assert.equal(replies(r.events), floorReplies, `cut at ${at}`);
+      // The body's chunks are copies: overwriting the read buffer left them.
+      const body = text(r.bodies[0]);
+      if (at <= dot || at > dot + 3) assert.equal(body, BODY, `cut at ${at}`);
+      else assert.ok(body.startsWith(BODY), `cut at ${at}`);
+    }
+  });
+
+  it("sends the 250 after a MAIL only once the hook's promise resolves, and queues the reads that come meanwhile", async () => {
+    const g = gate();
+    const r = recorder({ command: () => g.promise });
+    contractRead(r.s, enc.encode("EHLO client\r\n"));
+    contractRead(r.s, enc.encode("MAIL FROM:<a@example.com>\r\n"));
+    contractRead(r.s, enc.encode("NOOP\r\n"));
+    await settle();
+    assert.deepEqual(r.events, [
+      `reply: 250-floor\r\n250-PIPELINING\r\n250 8BITMIME\r\n`,
+      "mail/rcpt hook",
+    ]);
+    g.open();
+    await settle();
+    assert.deepEqual(r.events.slice(2), [
+      "reply: 250 2.0.0 OK\r\n",
+      "reply: 250 2.0.0 OK\r\n",
+    ]);
+    assert.equal(r.s.busy, false);
+  });
+
+  it("sends the 250 after the body only once the message hook has read it to the end", async () => {
+    const g = gate();
+    let read = "";
+    const events: string[] = [];
+    const s = contractState(
+      (out: Uint8Array) => events.push(dec.decode(out)),
+      {
+        onMessage: async (raw: ReadableStream<Uint8Array>) => {
+          const reader = raw.getReader();
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            read += dec.decode(value);
+          }
+          await g.promise;
+        },
+      },
+    );
+    contractRead(s, enc.encode("DATA\r\n"));
+    contractRead(s, enc.encode("Subject: x\r\n\r\n"));
+    contractRead(s, enc.encode("more\r\n.\r\n"));
+    await settle();
+    assert.deepEqual(events, ["354 Go ahead\r\n"]);
+    assert.equal(read, "Subject: x\r\n\r\nmore\r\n");
+    g.open();
+    await settle();
+    assert.deepEqual(events, ["354 Go ahead\r\n", "250 2.0.0 OK\r\n"]);
+  });
+});
+
+/** A spread as bench/common.mjs's spread() gives it. */
+const sp = (...values: number[]) => {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return {
+    median: s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2,
+    min: s[0],
+    max: s[s.length - 1],
+    values,
+  };
+};
+
+const LOAD = {
+  before: [1, 1, 1],
+  after: [1, 1, 1],
+  duringMean: 1,
+  duringMax: 1,
+  otherCores: 0.1,
+  seconds: 10,
+};
+
+/** A workload result as bench/load_part.mjs's benchWorkloads() returns it, for node24. */
+function workload(
+  name: string,
+  unit: string,
+  ratios: Record<string, unknown>,
+) {
+  return {
+    name,
+    w: { desc: `${name} load`, messages: 100, size: 1024, unit },
+    load: LOAD,
+    skipped: [],
+    together: null,
+    rows: [{
+      server: "smtpd",
+      runtime: "node24",
+      okRuns: 3,
+      runs: 3,
+      cpuS: sp(0.5),
+      cpu: sp(50),
+      user: sp(40),
+      msgPerS: sp(9000),
+      peakRssKb: 60_000,
+      warmup: [60, 50],
+      warmupVsMeasured: 1,
+      errors: [],
+    }],
+    ratios: [{ runtime: "node24", reuseFloorNote: null, ...ratios }],
+  };
+}
+
+describe("bench/report.mjs: the contract floor", () => {
+  const w1 = workload("W1", "msg", {
+    cpuVsFloor: sp(1.5, 1.4, 1.6),
+    cpuVsContractFloor: sp(1.2, 1.1, 1.3),
+    contractFloorVsFloor: sp(1.1, 1.05, 1.15),
+  });
+  const w3 = workload("W3", "MB", {
+    cpuVsFloor: sp(1.3),
+    cpuVsContractFloor: sp(1.2),
+    contractFloorVsFloor: sp(1.08),
+  });
+
+  it("shows smtpd ÷ contract floor and contract floor ÷ floor (its share of the allowance) in the goal table", () => {
+    const lines = goals([w1, w3], null);
+    const header = lines.find((l) => l.startsWith("| goal |"));
+    assert.ok(header?.includes("| smtpd ÷ contract floor |"), header);
+    assert.ok(header?.includes("| contract floor ÷ floor |"), header);
+    const row = lines.find((l) => l.startsWith("| W1 CPU/msg"));
+    assert.ok(row, lines.join("\n"));
+    const cells = row.split(" | ");
+    assert.equal(cells[3], "1.20 [1.10–1.30]");
+    assert.equal(cells[4], "1.10 [1.05–1.15]: 40 % of the 0.25 allowance");
+    assert.equal(cells[5], "**missed** |");
+  });
+
+  it("says so when the contract floor alone misses a goal", () => {
+    const row = goals([w1, w3], null).find((l) => l.startsWith("| W3 CPU/MB"));
+    assert.ok(row);
+    const cells = row.split(" | ");
+    assert.equal(cells[4], "1.08: no allowance above the floor");
+    assert.match(
+      cells[5],
+      /^\*\*missed\*\*; the contract floor alone is above the limit \(1\.08×\): the goal is below what the contract allows on this runtime \|$/,
+    );
+  });
+
+  it("has the contract floor's columns in each workload's ratio table", () => {
+    const lines = tables(null, [w1], null);
+    const header = lines.find((l) => l.startsWith("| runtime | CPU/msg"));
+    assert.ok(header, lines.join("\n"));
+    const names = header.split(" | ");
+    const row = lines.find((l) => l.startsWith("| node24 |"));
+    assert.ok(row);
+    const cells = row.split(" | ");
+    assert.equal(cells.length, names.length);
+    assert.equal(
+      cells[names.indexOf("smtpd ÷ contract floor")],
+      "1.20 [1.10–1.30]",
+    );
+    assert.equal(
+      cells[names.indexOf("contract floor ÷ floor")],
+      "1.10 [1.05–1.15]",
+    );
+  });
+});
