@@ -11,6 +11,7 @@ import {
   feed,
   state,
 } from "../bench/floor_feed.mjs";
+import { spread } from "../bench/common.mjs";
 import { goals, tables } from "../bench/report.mjs";
 
 const enc = new TextEncoder();
@@ -170,17 +171,8 @@ describe("bench/floor.mjs --contract (floor_feed.mjs's contractFeed)", () => {
   });
 });
 
-/** A spread as bench/common.mjs's spread() gives it. */
-const sp = (...values: number[]) => {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return {
-    median: s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2,
-    min: s[0],
-    max: s[s.length - 1],
-    values,
-  };
-};
+/** A spread of these values, as the bench gives it. */
+const sp = (...values: number[]) => spread(values);
 
 const LOAD = {
   before: [1, 1, 1],
