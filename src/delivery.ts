@@ -209,11 +209,43 @@ export class MessageDelivery {
     this.#result = PENDING;
     this.#pending = msg;
     // Promise.resolve: a thenable whose then() throws counts as a rejection.
-    Promise.resolve(r).then(
-      () => this.#settled(msg, since, false, undefined),
-      (err) => this.#settled(msg, since, true, err),
-    );
+    const p = Promise.resolve(r);
+    if (this.#reacting === null) {
+      // The connection's own handlers: no closures per message.
+      this.#reacting = msg;
+      this.#reactingSince = since;
+      p.then(this.#hookDone, this.#hookFailed);
+    } else {
+      // They still wait on a hook given up on (hookTimeout, an aborted
+      // body) that has not settled: this one gets handlers of its own.
+      p.then(
+        () => this.#settled(msg, since, false, undefined),
+        (err) => this.#settled(msg, since, true, err),
+      );
+    }
   }
+
+  /**
+   * The message whose hook's promise has the connection's own handlers
+   * (#hookDone, #hookFailed) waiting on it, and when that hook began; null
+   * when none does.
+   */
+  #reacting: IncomingMessage | null = null;
+  #reactingSince = -1;
+
+  /** The hook of the message in `#reacting` resolved. */
+  readonly #hookDone = (): void => {
+    const msg = this.#reacting!;
+    this.#reacting = null;
+    this.#settled(msg, this.#reactingSince, false, undefined);
+  };
+
+  /** The hook of the message in `#reacting` rejected with `error`. */
+  readonly #hookFailed = (error: unknown): void => {
+    const msg = this.#reacting!;
+    this.#reacting = null;
+    this.#settled(msg, this.#reactingSince, true, error);
+  };
 
   /**
    * The hook of `msg` (begun at `since`) settled: rejected with `error`

@@ -351,38 +351,58 @@ export class IncomingMessage implements Message {
   }
 
   #openStream(): ReadableStream<Uint8Array> {
+    // One source object with shared methods, not three closures per stream.
+    const stream = new ReadableStream(new IncomingMessage.#Source(this), {
+      highWaterMark: 0,
+    }) as ReadableStream<Uint8Array>;
+    // bytes() already takes the body: the stream is locked, as it was
+    // when bytes() read it through a reader.
+    if (this.#bytes !== null) stream.getReader();
+    return stream;
+  }
+
+  /** `raw`'s underlying source: the message's own methods, called by the stream. */
+  static readonly #Source = class BodySource implements UnderlyingByteSource {
+    readonly type = "bytes";
+    readonly msg: IncomingMessage;
+    constructor(msg: IncomingMessage) {
+      this.msg = msg;
+    }
+    start(c: ReadableByteStreamController): void {
+      this.msg.#start(c);
+    }
+    pull(c: ReadableByteStreamController): void {
+      this.msg.#pull(c);
+    }
+    cancel(): void {
+      this.msg.#cancel();
+    }
+  };
+
+  /** The stream starts (in its constructor): it takes what arrived so far. */
+  #start(c: ReadableByteStreamController): void {
     const queue = this.#queue;
     this.#queue = null;
     this.#queued = 0;
-    // bytes() already takes the body: the stream is locked, as it was
-    // when bytes() read it through a reader.
-    const taken = this.#bytes !== null;
-    const stream = new ReadableStream(
-      {
-        type: "bytes",
-        start: (c) => {
-          if (taken) return;
-          // Copies already (see push()): the stream may take them over.
-          if (queue !== null) { for (const chunk of queue) c.enqueue(chunk); }
-          if (this.#state === "ended") c.close();
-          else if (this.#state === "aborted") c.error(this.#reason);
-          else this.#controller = c;
-        },
-        pull: (c) => this.#pull(c),
-        cancel: () => {
-          // The reader is done with the body: end() or abort() must not
-          // touch the controller again (close() on a cancelled stream
-          // throws, which killed the connection).
-          this.#controller = null;
-          this.#lent = null;
-          this.#done = true;
-          this.#wake();
-        },
-      },
-      { highWaterMark: 0 },
-    ) as ReadableStream<Uint8Array>;
-    if (taken) stream.getReader();
-    return stream;
+    // bytes() already takes the body (see #openStream()).
+    if (this.#bytes !== null) return;
+    // Copies already (see push()): the stream may take them over.
+    if (queue !== null) { for (const chunk of queue) c.enqueue(chunk); }
+    if (this.#state === "ended") c.close();
+    else if (this.#state === "aborted") c.error(this.#reason);
+    else this.#controller = c;
+  }
+
+  /**
+   * The reader is done with the body: end() or abort() must not touch the
+   * controller again (close() on a cancelled stream throws, which killed
+   * the connection).
+   */
+  #cancel(): void {
+    this.#controller = null;
+    this.#lent = null;
+    this.#done = true;
+    this.#wake();
   }
 
   /**

@@ -156,6 +156,25 @@ describe("engine: BDAT", () => {
     ]);
   });
 
+  it("a RCPT between two chunks leaves the message-start recipients as they were", () => {
+    const r = transcript(
+      TX + bdat("one") + "RCPT TO:<late@y.test>\r\n" + bdat("two", true),
+    );
+    const [start] = starts(r.raw);
+    assert.deepEqual(
+      start.envelope.recipients.map((rc) => rc.mailbox.address),
+      [
+        "x@y.test",
+      ],
+    );
+    const end = r.raw.find((ev) => ev.type === "message-end");
+    assert.ok(end?.type === "message-end");
+    assert.deepEqual(end.recipients.map((rc) => rc.mailbox.address), [
+      "x@y.test",
+      "late@y.test",
+    ]);
+  });
+
   it("two BDAT messages in one session", () => {
     const r = transcript(
       TX + bdat("one", true) + MAIL + bdat("tw") + bdat("o", true),

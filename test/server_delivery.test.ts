@@ -4,7 +4,7 @@
 // for-await loop never hands out a message the sender was answered for).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type Message, serve, type ServeOptions } from "../mod.ts";
+import { type Message, serve, type ServeOptions, SmtpError } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -205,6 +205,46 @@ describe("delivered once or not at all", () => {
       await server.close();
       await loop;
       assert.deepEqual(taken, ["late@example.org"]);
+    });
+  });
+
+  it("answers each message by its own hook when a hook given up on settles during a later message", async () => {
+    // Gates the test opens: the first message's hook settles while the
+    // second's still runs, and the second's after the first's.
+    const gates = new Map<string, () => void>();
+    const opened = (from: string) =>
+      new Promise<void>((r) => gates.set(from, r));
+    const reported: unknown[] = [];
+    await withServer({
+      hookTimeout: 200,
+      onError: (e) => reported.push(e),
+      async onMessage(m) {
+        await m.bytes();
+        if (m.from === "third@example.org") return;
+        await opened(m.from);
+        if (m.from === "first@example.org") throw new Error("late failure");
+        throw new SmtpError(550, "5.7.1", `Refused ${m.from}`);
+      },
+    }, async (_server, open) => {
+      const c = await greeted(open);
+      assert.equal(
+        await sendMessage(c, "first@example.org"),
+        "451 4.3.0 Temporary local problem, try again later\r\n",
+      );
+      const second = sendMessage(c, "second@example.org");
+      while (!gates.has("second@example.org")) await sleep(10);
+      gates.get("first@example.org")!(); // the first hook fails now
+      await sleep(50);
+      // Failing once given up on is the abort itself: not an error to report.
+      assert.deepEqual(reported, []);
+      gates.get("second@example.org")!();
+      assert.equal(
+        await second,
+        "550 5.7.1 Refused second@example.org\r\n",
+      );
+      assert.match(await sendMessage(c, "third@example.org"), /^250 /);
+      await c.send("QUIT\r\n");
+      await c.reply();
     });
   });
 

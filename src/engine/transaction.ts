@@ -52,7 +52,12 @@ export class Transaction {
     return this.mailParams.body ?? "7BIT";
   }
 
-  /** The envelope as `message-start` carries it: the recipients copied. */
+  /**
+   * The envelope as `message-start` carries it. After DATA the recipients
+   * are the transaction's own array: no RCPT is read while the body
+   * arrives, and the transaction ends with it (a new one has a new
+   * array). After BDAT a RCPT may still come between chunks: a copy.
+   */
   envelope(): {
     from: Mailbox;
     mailParams: MailParams;
@@ -61,7 +66,9 @@ export class Transaction {
     return {
       from: this.from,
       mailParams: this.mailParams,
-      recipients: this.recipients.slice(),
+      recipients: this.bdat === null
+        ? this.recipients
+        : this.recipients.slice(),
     };
   }
 
