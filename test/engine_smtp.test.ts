@@ -21,6 +21,7 @@ import {
   transcript,
 } from "./helpers/transcript.ts";
 
+const dec = new TextDecoder();
 const EHLO = "EHLO c.test\r\n";
 const TX = EHLO + "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n";
 /** Codes of the replies to TX (greeting, EHLO, MAIL, RCPT, DATA). */
@@ -841,6 +842,52 @@ describe("engine: DATA", () => {
     const r = transcript(input);
     assert.equal(r.messages.length, 1);
     assert.deepEqual(r.events.at(-1), "message-end:6");
+  });
+
+  it("a line end or control byte at any offset of a long run is found where it is", () => {
+    // The body scan tests several bytes at once: each special byte (or
+    // pair) at every offset of a run long enough for that, with the body
+    // at each alignment in its buffer, among text bytes near the line-end
+    // bytes (0x0e just above CR) and 8-bit ones.
+    const specials: [string, string | null, string][] = [
+      // [sent, delivered with bareLineEnding "reject" (null: refused), with "normalize"]
+      ["\r\n", "\r\n", "\r\n"],
+      ["\r\n..z", "\r\n.z", "\r\n.z"],
+      ["\r\n\r\n", "\r\n\r\n", "\r\n\r\n"],
+      ["\t\0\x0c", "\t\0\x0c", "\t\0\x0c"],
+      ["\x0e\r\n\x0e", "\x0e\r\n\x0e", "\x0e\r\n\x0e"],
+      ["\r", null, "\r\n"],
+      ["\n", null, "\r\n"],
+      ["\x01\r", null, "\x01\r\n"],
+      ["\x0e\n\r\n", null, "\x0e\r\n\r\n"],
+    ];
+    const octets = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
+    const head = bytes(TX);
+    const tail = "x\x0e".repeat(24) + "\r\n";
+    for (const [sent, rejected, normalized] of specials) {
+      for (let at = 0; at < 24; at++) {
+        const before = "\x80y".repeat(at).slice(0, at);
+        const body = octets(before + sent + tail + ".\r\n");
+        for (let offset = 0; offset < 4; offset++) {
+          const all = new Uint8Array(offset + head.length + body.length);
+          all.set(head, offset);
+          all.set(body, offset + head.length);
+          for (
+            const [policy, want] of [
+              ["reject", rejected],
+              ["normalize", normalized],
+            ] as const
+          ) {
+            const r = run([all.subarray(offset)], { bareLineEnding: policy });
+            assert.deepEqual(
+              r.messages,
+              want === null ? [] : [dec.decode(octets(before + want + tail))],
+              `${JSON.stringify(sent)} at ${at}, offset ${offset}, ${policy}`,
+            );
+          }
+        }
+      }
+    }
   });
 
   it("a body with a bare LF is refused with 550 5.6.0 after the end", () => {
