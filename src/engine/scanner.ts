@@ -20,12 +20,6 @@ const BELOW_CR_PLUS_1 = 0x0e0e0e0e;
 /** The high bit of every byte of a 32-bit word. */
 const HIGH_BITS = 0x80808080 | 0;
 const EMPTY_WORDS = new Int32Array(0);
-/**
- * The platform stores the low byte of a word first (every runtime's usual
- * hardware): the first byte at or below CR in a word is then found from
- * the word test's bits, not by a byte loop.
- */
-const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
  * Finds the next line end in a body that needs a look: text bytes (above
@@ -104,19 +98,6 @@ export class TextScanner {
         w += 2;
       }
       q = w * 4 - off;
-      if (LITTLE_ENDIAN && w < last) {
-        // The pair has a byte at or below CR: the lowest flagged byte of
-        // its first word that has one is the first such byte (a borrow
-        // only ever flags bytes above a real one).
-        const a = words[w];
-        let m = (a - BELOW_CR_PLUS_1) & ~a & HIGH_BITS;
-        if (m === 0) {
-          const b = words[w + 1];
-          m = (b - BELOW_CR_PLUS_1) & ~b & HIGH_BITS;
-          q += 4;
-        }
-        return q + ((31 - Math.clz32(m & -m)) >>> 3);
-      }
     }
     while (q < end && buf[q] > CR) q++;
     return q;
