@@ -813,6 +813,60 @@ describe("engine: DATA", () => {
     assert.deepEqual(r.events.at(-1), "message-end:19");
   });
 
+  it("dot-stuffed lines in a chunk go out as one data event", () => {
+    const input = bytes(TX + "..a\r\nb\r\n..\r\n...c\r\nd\r\n.\r\n");
+    const engine = new SmtpEngine();
+    engine.receive(input, 0);
+    const datas: string[] = [];
+    for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
+      if (ev.type === "data") datas.push(dec.decode(ev.chunk));
+      if (engine.pendingDecision !== null) engine.accept();
+      ev = engine.nextEvent();
+    }
+    assert.deepEqual(datas, [".a\r\nb\r\n.\r\n..c\r\nd\r\n"]);
+  });
+
+  it("joining dot-stuffed lines allocates for the bytes joined, not for the rest of the chunk", () => {
+    // Each bare LF ends a data event: a new array the size of the rest of
+    // the chunk at each would allocate quadratically in the chunk's length.
+    const input = bytes(TX + "a\r\n..b\n".repeat(2000) + "\r\n.\r\n");
+    const engine = new SmtpEngine({ bareLineEnding: "normalize" });
+    engine.receive(input, 0);
+    let allocated = 0;
+    let events = 0;
+    for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
+      if (ev.type === "data" && ev.chunk.buffer !== input.buffer) {
+        allocated += ev.chunk.buffer.byteLength;
+      }
+      if (ev.type === "data") events++;
+      if (engine.pendingDecision !== null) engine.accept();
+      ev = engine.nextEvent();
+    }
+    assert.ok(events >= 2000, `${events} data events`);
+    assert.ok(allocated <= 2000 * 512, `${allocated} bytes allocated`);
+  });
+
+  it("joined dot-stuffed lines keep the bare line ending and size rules", () => {
+    const normalized = transcript(TX + "..a\r\nb\nc\r\n..d\r\re\r\n.\r\n", {
+      bareLineEnding: "normalize",
+    });
+    assert.deepEqual(normalized.messages, [".a\r\nb\r\nc\r\n.d\r\n\r\ne\r\n"]);
+    const refused = transcript(TX + "..a\r\n..b\rc\r\n.\r\nNOOP\r\n");
+    assert.deepEqual(codesAfter(refused.output, 5), ["550 5.6.0", "250 2.0.0"]);
+    assert.deepEqual(refused.events.slice(4, 6), [
+      "message-start",
+      "data:.a\r\n.b",
+    ]);
+    const large = transcript(TX + "..ab\r\n..cd\r\n..ef\r\n.\r\n", {
+      maxMessageSize: 9,
+    });
+    assert.deepEqual(large.events.slice(4, 7), [
+      "message-start",
+      "data:.ab\r\n.cd\r",
+      "message-abort:552 5.3.4",
+    ]);
+  });
+
   it("an empty body is delivered", () => {
     const r = transcript(TX + ".\r\nNOOP\r\n");
     assert.deepEqual(r.messages, [""]);

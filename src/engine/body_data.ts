@@ -81,7 +81,7 @@ export class DataReader {
 /**
  * Reads body bytes from `input` (at `input.pos`, which it moves on) into
  * `reader`'s body: returns one `data` event with as many whole lines as
- * can be handed out as one view, or the end of the message
+ * can be handed out at once, or the end of the message
  * ({@link DataReader.ended}). Returns an event, `need-data`, or null when
  * events were queued.
  *
@@ -90,11 +90,18 @@ export class DataReader {
  * byte loop and than two indexOf() calls per line (one for LF, one for
  * CR) on every runtime, and than a return to this loop at every line.
  *
- * A function, not a method of DataReader: a dot-stuffed line returns here
- * once per line, and V8 ran the same loop 3–8% slower on 1 MB bodies with
- * every 10th line dot-stuffed as a method of the reader (called from the
- * engine) than as a function that reads and moves the engine's position
- * itself.
+ * Dot-stuffed lines do not split the event: the bytes around the stuffed
+ * dots are joined into one new array, so that the chunk still goes out as
+ * one event (a view of received bytes when no line in it was stuffed).
+ * Handing out one event per stuffed line cost 2.4× the CPU per MiB with
+ * the default reader of `message.raw` and 4.5× with a BYOB reader (every
+ * 10th line stuffed, Node 24), as each event is a read for the
+ * application.
+ *
+ * A function, not a method of DataReader: V8 ran the same loop 3–8% slower
+ * on 1 MB bodies with every 10th line dot-stuffed as a method of the
+ * reader (called from the engine) than as a function that reads and moves
+ * the engine's position itself.
  *
  * @example
  * ```ts
@@ -124,6 +131,11 @@ export function readData(
   let spanStart = p;
   let lineStart = reader.lineStart;
   const text = reader.text;
+  // The bytes before stuffed dots in this call, unstuffed (see room()):
+  // the rest of the chunk then goes out as one event, not one event per
+  // dot-stuffed line (each costs the application a read).
+  let out: Uint8Array | null = null;
+  let outLen = 0;
   for (;;) {
     if (lineStart) {
       if (p >= len) break;
@@ -132,21 +144,24 @@ export function readData(
         if (p + 1 >= len || (buf[p + 1] === CR && p + 2 >= len)) break;
         if (buf[p + 1] === CR && buf[p + 2] === LF) {
           reader.lineStart = true;
-          const ev = body.emit(buf, spanStart, p);
+          const ev = emitJoined(body, out, outLen, buf, spanStart, p);
           input.pos = p + 3;
           if (ev !== null) reader.events.push(ev);
           reader.ended = true;
           return null;
         }
-        const ev = body.emit(buf, spanStart, p);
+        if (body.aborted === null) {
+          if (p > spanStart) {
+            out = room(out, outLen, p - spanStart, outLen + len - spanStart);
+            out.set(buf.subarray(spanStart, p), outLen);
+            outLen += p - spanStart;
+          }
+        } else {
+          body.emit(buf, spanStart, p); // refused: only counted
+        }
         p += 1; // drop the stuffed dot
         spanStart = p;
         lineStart = false;
-        if (ev !== null) {
-          reader.lineStart = false;
-          input.pos = p;
-          return ev;
-        }
         continue;
       }
       lineStart = false;
@@ -164,7 +179,7 @@ export function readData(
     if (q >= len || (q === len - 1 && buf[q] === CR)) {
       // An incomplete line: hand out all but a trailing CR (its LF may
       // come with the next chunk).
-      const ev = body.emit(buf, spanStart, q);
+      const ev = emitJoined(body, out, outLen, buf, spanStart, q);
       input.pos = q;
       return ev ?? NEED_DATA;
     }
@@ -179,14 +194,55 @@ export function readData(
     }
     // Hand out the bytes before the bare character, then either a CRLF
     // in its place (normalize) or the refusal (reject).
-    body.queueEmit(buf, spanStart, q);
+    const ev = emitJoined(body, out, outLen, buf, spanStart, q);
+    if (ev !== null) reader.events.push(ev);
     body.bareLineEnding(bareCR);
     // Only a real CRLF may start a line (and so a terminator).
     input.pos = q + 1;
     return null;
   }
   reader.lineStart = lineStart;
-  const ev = body.emit(buf, spanStart, p);
+  const ev = emitJoined(body, out, outLen, buf, spanStart, p);
   input.pos = p;
   return ev ?? NEED_DATA;
+}
+
+/**
+ * The `data` event for `buf[start, end)`, after the `outLen` bytes of
+ * `out` when there are some (the span joins them in `out`).
+ */
+function emitJoined(
+  body: Body,
+  out: Uint8Array | null,
+  outLen: number,
+  buf: Uint8Array,
+  start: number,
+  end: number,
+): SmtpEvent | null {
+  if (out === null) return body.emit(buf, start, end);
+  out = room(out, outLen, end - start, outLen + end - start);
+  out.set(buf.subarray(start, end), outLen);
+  return body.emit(out, 0, outLen + end - start);
+}
+
+/**
+ * `out` (its first `outLen` bytes), with room for `extra` more: itself, or
+ * a larger copy (twice the size, at least 256 bytes, at most `most`). Not
+ * the whole rest of the chunk at once: a chunk cut short by many bare line
+ * endings would then allocate that much at each of them.
+ */
+function room(
+  out: Uint8Array | null,
+  outLen: number,
+  extra: number,
+  most: number,
+): Uint8Array {
+  if (out !== null && outLen + extra <= out.length) return out;
+  const size = Math.min(
+    most,
+    Math.max(outLen + extra, 2 * (out?.length ?? 0), 256),
+  );
+  const grown = new Uint8Array(size);
+  if (out !== null) grown.set(out.subarray(0, outLen));
+  return grown;
 }
