@@ -65,6 +65,17 @@ export class DataReader {
   readonly text: TextScanner;
   /** The engine's event queue. */
   readonly events: SmtpEvent[];
+  /**
+   * Where the bytes around stuffed dots are joined (see {@link readData}):
+   * one array per chunk, as long as the rest of the chunk at the first
+   * stuffed line, that later calls on the same chunk go on filling after
+   * what was handed out.
+   */
+  joined: Uint8Array | null = null;
+  /** The chunk that `joined` is for. */
+  joinedFor: Uint8Array | null = null;
+  /** Where the free part of `joined` starts. */
+  joinedAt = 0;
 
   /**
    * @param body the body the bytes go to
@@ -131,10 +142,12 @@ export function readData(
   let spanStart = p;
   let lineStart = reader.lineStart;
   const text = reader.text;
-  // The bytes before stuffed dots in this call, unstuffed (see room()):
-  // the rest of the chunk then goes out as one event, not one event per
-  // dot-stuffed line (each costs the application a read).
+  // The bytes before stuffed dots in this call, unstuffed, at
+  // out[base, base + outLen): the rest of the chunk then goes out as one
+  // event, not one event per dot-stuffed line (each costs the application
+  // a read).
   let out: Uint8Array | null = null;
+  let base = 0;
   let outLen = 0;
   for (;;) {
     if (lineStart) {
@@ -144,7 +157,8 @@ export function readData(
         if (p + 1 >= len || (buf[p + 1] === CR && p + 2 >= len)) break;
         if (buf[p + 1] === CR && buf[p + 2] === LF) {
           reader.lineStart = true;
-          const ev = emitJoined(body, out, outLen, buf, spanStart, p);
+          const ev = emitJoined(reader, out, base, outLen, buf, spanStart, p);
+          reader.joined = reader.joinedFor = null;
           input.pos = p + 3;
           if (ev !== null) reader.events.push(ev);
           reader.ended = true;
@@ -152,8 +166,18 @@ export function readData(
         }
         if (body.aborted === null) {
           if (p > spanStart) {
-            out = room(out, outLen, p - spanStart, outLen + len - spanStart);
-            out.set(buf.subarray(spanStart, p), outLen);
+            if (out === null) {
+              // What was handed out and the rest of the chunk fit (each
+              // input byte gives at most one output byte).
+              if (reader.joinedFor !== buf) {
+                reader.joined = new Uint8Array(len - spanStart);
+                reader.joinedFor = buf;
+                reader.joinedAt = 0;
+              }
+              out = reader.joined!;
+              base = reader.joinedAt;
+            }
+            out.set(buf.subarray(spanStart, p), base + outLen);
             outLen += p - spanStart;
           }
         } else {
@@ -179,7 +203,8 @@ export function readData(
     if (q >= len || (q === len - 1 && buf[q] === CR)) {
       // An incomplete line: hand out all but a trailing CR (its LF may
       // come with the next chunk).
-      const ev = emitJoined(body, out, outLen, buf, spanStart, q);
+      const ev = emitJoined(reader, out, base, outLen, buf, spanStart, q);
+      reader.joined = reader.joinedFor = null; // the chunk is read
       input.pos = q;
       return ev ?? NEED_DATA;
     }
@@ -194,7 +219,7 @@ export function readData(
     }
     // Hand out the bytes before the bare character, then either a CRLF
     // in its place (normalize) or the refusal (reject).
-    const ev = emitJoined(body, out, outLen, buf, spanStart, q);
+    const ev = emitJoined(reader, out, base, outLen, buf, spanStart, q);
     if (ev !== null) reader.events.push(ev);
     body.bareLineEnding(bareCR);
     // Only a real CRLF may start a line (and so a terminator).
@@ -202,47 +227,29 @@ export function readData(
     return null;
   }
   reader.lineStart = lineStart;
-  const ev = emitJoined(body, out, outLen, buf, spanStart, p);
+  const ev = emitJoined(reader, out, base, outLen, buf, spanStart, p);
+  reader.joined = reader.joinedFor = null; // the chunk is read
   input.pos = p;
   return ev ?? NEED_DATA;
 }
 
 /**
- * The `data` event for `buf[start, end)`, after the `outLen` bytes of
- * `out` when there are some (the span joins them in `out`).
+ * The `data` event for `buf[start, end)`, after the `outLen` bytes at
+ * `out[base]` when there are some (the span joins them there, and the
+ * reader's free part of `out` starts after them).
  */
 function emitJoined(
-  body: Body,
+  reader: DataReader,
   out: Uint8Array | null,
+  base: number,
   outLen: number,
   buf: Uint8Array,
   start: number,
   end: number,
 ): SmtpEvent | null {
-  if (out === null) return body.emit(buf, start, end);
-  out = room(out, outLen, end - start, outLen + end - start);
-  out.set(buf.subarray(start, end), outLen);
-  return body.emit(out, 0, outLen + end - start);
-}
-
-/**
- * `out` (its first `outLen` bytes), with room for `extra` more: itself, or
- * a larger copy (twice the size, at least 256 bytes, at most `most`). Not
- * the whole rest of the chunk at once: a chunk cut short by many bare line
- * endings would then allocate that much at each of them.
- */
-function room(
-  out: Uint8Array | null,
-  outLen: number,
-  extra: number,
-  most: number,
-): Uint8Array {
-  if (out !== null && outLen + extra <= out.length) return out;
-  const size = Math.min(
-    most,
-    Math.max(outLen + extra, 2 * (out?.length ?? 0), 256),
-  );
-  const grown = new Uint8Array(size);
-  if (out !== null) grown.set(out.subarray(0, outLen));
-  return grown;
+  if (out === null) return reader.body.emit(buf, start, end);
+  out.set(buf.subarray(start, end), base + outLen);
+  const stop = base + outLen + end - start;
+  reader.joinedAt = stop;
+  return reader.body.emit(out, base, stop);
 }
