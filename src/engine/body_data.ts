@@ -105,7 +105,7 @@ export class DataReader {
  * dots are joined into one new array, so that the chunk still goes out as
  * one event (a view of received bytes when no line in it was stuffed).
  * Handing out one event per stuffed line cost 2.4× the CPU per MiB with
- * the default reader of `message.raw` and 4.5× with a BYOB reader (every
+ * the default reader of `message.raw` and 4.3× with a BYOB reader (every
  * 10th line stuffed, Node 24), as each event is a read for the
  * application.
  *
