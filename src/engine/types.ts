@@ -102,7 +102,7 @@ export type SmtpEvent =
       recipients: readonly Recipient[];
     };
   }
-  /** A piece of the body (dot-unstuffed after DATA, as sent after BDAT); a view into received bytes, valid until the next `receive()`. */
+  /** A piece of the body (dot-unstuffed after DATA, as sent after BDAT); a view into received bytes (or, where a DATA line in it lost a stuffed dot, a new array of them), valid until the next `receive()`. */
   | { type: "data"; chunk: Uint8Array }
   /**
    * Decision: the body ended (CRLF.CRLF, or the end of the BDAT ... LAST
