@@ -28,7 +28,7 @@ import type { MilterSession } from "./milter/session.ts";
 const EMPTY = new Uint8Array(0);
 /** Replies as text for the logger: one decoder (not streaming, so shared). */
 const DECODER = new TextDecoder();
-/** A driver's `done` before start() and after the session. */
+/** A driver's `done` after the session. */
 const SETTLED: Promise<void> = Promise.resolve();
 /** How long a forced close (after closeTimeout) waits for the 421 to go out. */
 const FORCED_FLUSH_MS = 500;
@@ -123,13 +123,11 @@ export class ConnectionDriver implements ReadWaiter {
    * asked (server.close()), not kept by every session.
    */
   get done(): Promise<void> {
-    if (!this.#live) return SETTLED;
+    if (this.#ended) return SETTLED;
     return this.#done ??= new Promise((resolve) => (this.#settle = resolve));
   }
   #done: Promise<void> | null = null;
   #settle: (() => void) | null = null;
-  /** Between start() and the end of the session. */
-  #live = false;
   /** The connection (replaced by its TLS one after STARTTLS). */
   conn: Connection;
   readonly engine: SmtpEngine;
@@ -164,7 +162,7 @@ export class ConnectionDriver implements ReadWaiter {
   #writes = 0;
   #writeSince = 0;
   #writeTimer: DriverDeadline | null = null;
-  /** The loop has ended: no timer may be armed any more. */
+  /** The loop has ended: no timer may be armed any more, `done` is settled. */
   #ended = false;
   /** The key counted for maxConnectionsPerIp (null: not counted). */
   countedIp: string | null = null;
@@ -189,7 +187,6 @@ export class ConnectionDriver implements ReadWaiter {
 
   /** Runs the session (once; `done` settles when it is over). */
   start(): void {
-    this.#live = true;
     void this.#run();
   }
 
@@ -461,8 +458,8 @@ export class ConnectionDriver implements ReadWaiter {
       } catch { /* gone already */ }
     } finally {
       if (!parked) {
+        this.#ended = true;
         this.host.driverEnded(this);
-        this.#live = false;
         this.#settle?.();
       }
     }
