@@ -37,6 +37,7 @@ import {
   ReadSizer,
   type ReadWaiter,
   ShimConnection,
+  smallReadBuffer,
 } from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
@@ -99,7 +100,7 @@ function wrap(conn: DenoConn): Connection {
 class DenoConnection extends ShimConnection {
   #conn: DenoConn;
   #closed = false;
-  #buf = new Uint8Array(MIN_READ);
+  #buf = smallReadBuffer();
   readonly #sizer = new ReadSizer();
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
@@ -150,7 +151,9 @@ class DenoConnection extends ShimConnection {
     const size = this.#sizer.next(buf.byteLength, n);
     // A new buffer for the next read when the size changes: the chunk lent
     // now keeps the old one.
-    if (size !== buf.byteLength) this.#buf = new Uint8Array(size);
+    if (size !== buf.byteLength) {
+      this.#buf = size === MIN_READ ? smallReadBuffer() : new Uint8Array(size);
+    }
     return buf.subarray(0, n);
   }
 

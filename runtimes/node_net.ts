@@ -46,6 +46,7 @@ import {
   ReadSizer,
   type ReadWaiter,
   ShimConnection,
+  smallReadBuffer,
 } from "../src/shim_kit.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
 import { readProxyPreamble } from "./proxy_preamble.ts";
@@ -464,7 +465,9 @@ class LentInput {
     );
     let b = next === 0 ? this.#buf0 : this.#buf1;
     if (b === null || b.byteLength !== size) {
-      b = (size === MIN_READ ? spare.pop() : undefined) ?? new Uint8Array(size);
+      b = size === MIN_READ
+        ? spare.pop() ?? smallReadBuffer()
+        : new Uint8Array(size);
       if (next === 0) this.#buf0 = b;
       else this.#buf1 = b;
     }
