@@ -496,20 +496,23 @@ class LentInput {
   }
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
-    const chunk = this.#take();
+    const chunk = this.poll();
     if (chunk !== undefined) return chunk;
     return new Promise((resolve) => (this.#waiter = { onRead: resolve }));
   }
 
   /** read() without a promise (see `InputQueue.readOr`). */
   readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
-    const chunk = this.#take();
+    const chunk = this.poll();
     if (chunk === undefined) this.#waiter = waiter;
     return chunk;
   }
 
-  /** The held chunk, `null` at the end, `undefined`: wait for the next. */
-  #take(): Uint8Array | null | undefined {
+  /**
+   * The held chunk, `null` at the end, `undefined` when none (nothing
+   * waits for one). Not a private method: that costs each input a field.
+   */
+  poll(): Uint8Array | null | undefined {
     const held = this.#held;
     if (held !== null) {
       this.#held = null;

@@ -33,21 +33,21 @@ const SETTLED: Promise<void> = Promise.resolve();
 /** How long a forced close (after closeTimeout) waits for the 421 to go out. */
 const FORCED_FLUSH_MS = 500;
 
-/** A driver's read/hook deadline or its write deadline, as a heap entry. */
-class DriverDeadline implements Deadline {
+/**
+ * A driver's write watchdog, as a heap entry (its read/hook deadline is
+ * the driver itself: no object more per idle session).
+ */
+class WriteDeadline implements Deadline {
   at = Infinity;
   index = -1;
   readonly driver: ConnectionDriver;
-  readonly write: boolean;
 
-  constructor(driver: ConnectionDriver, write: boolean) {
+  constructor(driver: ConnectionDriver) {
     this.driver = driver;
-    this.write = write;
   }
 
   fire(): void {
-    if (this.write) this.driver.onWriteTimer();
-    else this.driver.onTimer();
+    this.driver.onWriteTimer();
   }
 }
 
@@ -116,7 +116,7 @@ export function connectionIo(conn: Connection): Io {
  * await driver.done;
  * ```
  */
-export class ConnectionDriver implements ReadWaiter {
+export class ConnectionDriver implements ReadWaiter, Deadline {
   readonly session: SessionState;
   /**
    * Settles when the session is over (see start()); made when first
@@ -146,8 +146,13 @@ export class ConnectionDriver implements ReadWaiter {
   #delivery: MessageDelivery | null = null;
   /** The session's `milters` filters; null when there are none. */
   readonly milter: MilterSession | null;
-  /** The connection's deadline in {@link deadlines}, if one is set. */
-  #deadline: DriverDeadline | null = null;
+  /**
+   * When the connection's deadline in {@link deadlines} fires (the driver
+   * is that entry: see armTimer()).
+   */
+  at = Infinity;
+  /** The deadline's place in {@link deadlines} (-1: not set). */
+  index = -1;
   #reading = false;
   #upgrading = false; // waiting for a STARTTLS handshake
   /** The server is closing. */
@@ -161,7 +166,7 @@ export class ConnectionDriver implements ReadWaiter {
    */
   #writes = 0;
   #writeSince = 0;
-  #writeTimer: DriverDeadline | null = null;
+  #writeTimer: WriteDeadline | null = null;
   /** The loop has ended: no timer may be armed any more, `done` is settled. */
   #ended = false;
   /** The key counted for maxConnectionsPerIp (null: not counted). */
@@ -424,7 +429,7 @@ export class ConnectionDriver implements ReadWaiter {
       } finally {
         if (!parked) {
           this.#ended = true;
-          if (this.#deadline !== null) deadlines.remove(this.#deadline);
+          deadlines.remove(this);
           if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
           this.#delivery?.abort(TEMPORARY);
           if (this.milter !== null) void this.milter.close();
@@ -541,7 +546,7 @@ export class ConnectionDriver implements ReadWaiter {
    */
   #watchWrites(delay: number): void {
     if (delay === Infinity || this.#ended) return;
-    const d = this.#writeTimer ??= new DriverDeadline(this, true);
+    const d = this.#writeTimer ??= new WriteDeadline(this);
     if (!deadlines.has(d)) deadlines.set(d, Date.now() + delay);
   }
 
@@ -570,16 +575,15 @@ export class ConnectionDriver implements ReadWaiter {
    */
   armTimer(deadline: number): void {
     if (deadline === Infinity || this.#ended) return;
-    const d = this.#deadline ??= new DriverDeadline(this, false);
     // Set already for an earlier time: it fires first and re-arms. A later
     // one moves earlier (DATA started with a dataTimeout shorter than what
     // was left of idleTimeout, or a hook wait began): set() moves it.
-    if (deadlines.has(d) && d.at <= deadline) return;
-    deadlines.set(d, deadline);
+    if (deadlines.has(this) && this.at <= deadline) return;
+    deadlines.set(this, deadline);
   }
 
   /** The connection's deadline fired (see armTimer()). */
-  onTimer(): void {
+  fire(): void {
     const now = Date.now();
     // A wait past its deadline ends with HOOK_TIMEOUT.
     this.#hooks?.onTimer(now);
