@@ -15,10 +15,11 @@
  * `1m`: 1 MiB bodies in lines of 78 characters (smtp-source's, W3's),
  * sent in 64 KiB chunks, 4 sessions × 25 messages a round; the figure is
  * then CPU µs per MiB of body: `1m raw` against `1m none` and `1m byob`
- * is what handing the body to the application costs. Connections: by default they offer
- * `read()`/`write()` as the runtime shims do (a client's answer comes in a
- * microtask, as a socket's data callback comes later: the driver's read
- * waits for it); with `streams`, only `readable`/`writable`, as a custom
+ * is what handing the body to the application costs. Connections: by
+ * default they offer `read()`/`readOr()`/`write()` as the runtime shims do
+ * (a client's answer comes in a microtask, as a socket's data callback
+ * comes later: the driver's read waits for it, without a promise); with
+ * `streams`, only `readable`/`writable`, as a custom
  * transport may (the driver's fallback).
  *
  * ```sh
@@ -38,7 +39,7 @@
 import process from "node:process";
 import { createServer } from "../src/server.ts";
 import type { Connection, Listener } from "../src/transport.ts";
-import { InputQueue, readableFrom } from "../src/shim_kit.ts";
+import { InputQueue, readableFrom, type ReadWaiter } from "../src/shim_kit.ts";
 
 /** The name and version of the runtime running this file. */
 function runtimeName(): string {
@@ -132,6 +133,8 @@ function fastConnection(done: () => void): Connection {
   const input = new InputQueue({ pause() {}, resume() {} });
   const state = { step: 0 };
   const read = () => input.read();
+  // As the shims do: the driver waits for a read without a promise.
+  const readOr = (w: ReadWaiter) => input.readOr(w);
   const close = () => input.end();
   const write = (chunk: Uint8Array): undefined => {
     // The client answers later, as a socket's data callback would.
@@ -143,7 +146,7 @@ function fastConnection(done: () => void): Connection {
     );
     return undefined;
   };
-  return {
+  const conn: Connection & { readOr: typeof readOr } = {
     get readable() {
       return readableFrom(read, close);
     },
@@ -154,9 +157,11 @@ function fastConnection(done: () => void): Connection {
     localAddr: { hostname: "127.0.0.1", port: 25 },
     tls: null,
     read,
+    readOr,
     write,
     close,
   };
+  return conn;
 }
 
 /** One client: sends the next line of the script for every final reply. */

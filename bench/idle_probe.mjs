@@ -15,6 +15,13 @@
 // the sessions (a bare Bun.listen measured that way showed 9.5 KB per
 // session; measured here, 3.7–3.9 whatever its socket options).
 // Not a benchmark run: one server, no other load; never two at once.
+//
+// `--warm N` (before the runtime): N idle sessions opened and closed
+// before the baseline, so that what opening sessions costs once (code the
+// runtime compiles, its heap and its threads' memory growing) is not
+// counted per session; what is left is what each idle session keeps:
+//
+//   node bench/idle_probe.mjs --warm 1000 node24 bench/server.mjs smtpd
 import { spawn } from "node:child_process";
 import process from "node:process";
 import { sleep } from "./common.mjs";
@@ -22,10 +29,15 @@ import { BIN, root } from "./launch.mjs";
 import { holdIdle, runClient } from "./load_gen.mjs";
 import { IDLE_CONNECTIONS } from "./memory_part.mjs";
 
-const [rt, script, ...args] = process.argv.slice(2);
+const argv = process.argv.slice(2);
+const warmAt = argv.indexOf("--warm");
+const warm = warmAt === 0 ? Number(argv.splice(0, 2)[1]) : 0;
+const [rt, script, ...args] = argv;
 const bin = BIN[rt];
 if (!bin || !script) {
-  console.error("usage: node bench/idle_probe.mjs <runtime> <script> [args]");
+  console.error(
+    "usage: node bench/idle_probe.mjs [--warm N] <runtime> <script> [args]",
+  );
   process.exit(2);
 }
 /** Each runtime's flag for a full GC (Bun has Bun.gc). */
@@ -68,6 +80,12 @@ await runClient([
   "1024",
 ]);
 await sleep(500);
+if (warm > 0) {
+  const warming = await holdIdle(port, warm);
+  await sleep(1000);
+  await warming.release();
+  await sleep(1500);
+}
 const before = await ask("gc");
 const base = await ask("stats");
 const held = await holdIdle(port, IDLE_CONNECTIONS);
@@ -76,13 +94,13 @@ const withIdle = await ask("stats");
 const after = await ask("gc");
 const per = (bytes) => (bytes / 1024 / IDLE_CONNECTIONS).toFixed(2);
 console.log(
-  `${rt} ${[script, ...args].join(" ")}: ${
-    held.ok ? "" : `(idle sessions: ${held.error}) `
-  }${per(withIdle.rss - base.rss)} KB per idle session; after a full GC ${
-    per(after.rss - before.rss)
-  } RSS, ${per(after.heapUsed - before.heapUsed)} JS heap, ${
-    per(after.external - before.external)
-  } outside it`,
+  `${rt} ${[script, ...args].join(" ")}${
+    warm > 0 ? ` (after ${warm} idle sessions opened and closed)` : ""
+  }: ${held.ok ? "" : `(idle sessions: ${held.error}) `}${
+    per(withIdle.rss - base.rss)
+  } KB per idle session; after a full GC ${per(after.rss - before.rss)} RSS, ${
+    per(after.heapUsed - before.heapUsed)
+  } JS heap, ${per(after.external - before.external)} outside it`,
 );
 await held.release();
 child.stdin.end();

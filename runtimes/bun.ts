@@ -36,6 +36,7 @@ import {
   ConnectionQueue,
   fixedLocalAddr,
   InputQueue,
+  type ReadWaiter,
   ShimConnection,
 } from "../src/shim_kit.ts";
 
@@ -294,6 +295,11 @@ class BunConnection extends ShimConnection {
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
     return this.state.input.read();
+  }
+
+  /** read() without a promise (see `InputQueue.readOr`). */
+  readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
+    return this.state.input.readOr(waiter);
   }
 
   write(chunk: Uint8Array): void | Promise<void> {

@@ -32,7 +32,13 @@ import type {
   ListenOptions,
   NetAddress,
 } from "../src/transport.ts";
-import { MIN_READ, ReadSizer, ShimConnection } from "../src/shim_kit.ts";
+import {
+  MIN_READ,
+  ReadSizer,
+  type ReadWaiter,
+  ShimConnection,
+  smallReadBuffer,
+} from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
 
@@ -74,9 +80,6 @@ interface DenoApi {
   listenDatagram?: unknown;
 }
 
-/** A failed read ends the input, as the end of the stream does. */
-const readFailed = (): null => null;
-
 function wrap(conn: DenoConn): Connection {
   try {
     conn.setNoDelay?.(true);
@@ -97,7 +100,7 @@ function wrap(conn: DenoConn): Connection {
 class DenoConnection extends ShimConnection {
   #conn: DenoConn;
   #closed = false;
-  #buf = new Uint8Array(MIN_READ);
+  #buf = smallReadBuffer();
   readonly #sizer = new ReadSizer();
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
@@ -115,20 +118,42 @@ class DenoConnection extends ShimConnection {
     return this.#conn.localAddr;
   }
 
-  /** One handler per connection, not two closures per read (one is pending while idle). */
-  #onRead = (n: number | null): Uint8Array | null => this.#took(n);
+  /** Who waits for the read in progress (readOr()), if anyone. */
+  #waiter: ReadWaiter | null = null;
+
+  /**
+   * One handler per connection, not two closures per read (one is pending
+   * while idle): the chunk read, or null at the end or when the read
+   * failed (`n` is then null or the error); readOr()'s waiter is told.
+   */
+  #onRead = (n: unknown): Uint8Array | null => {
+    const chunk = typeof n === "number" ? this.#took(n) : null;
+    const w = this.#waiter;
+    if (w === null) return chunk;
+    this.#waiter = null;
+    w.onRead(chunk);
+    return null;
+  };
 
   read(): Promise<Uint8Array | null> {
-    return this.#conn.read(this.#buf).then(this.#onRead, readFailed);
+    return this.#conn.read(this.#buf).then(this.#onRead, this.#onRead);
   }
 
-  #took(n: number | null): Uint8Array | null {
-    if (n === null) return null;
+  /** read() without a promise to wait for (see `InputQueue.readOr`): always waits. */
+  readOr(waiter: ReadWaiter): undefined {
+    this.#waiter = waiter;
+    this.#conn.read(this.#buf).then(this.#onRead, this.#onRead);
+    return undefined;
+  }
+
+  #took(n: number): Uint8Array {
     const buf = this.#buf;
     const size = this.#sizer.next(buf.byteLength, n);
     // A new buffer for the next read when the size changes: the chunk lent
     // now keeps the old one.
-    if (size !== buf.byteLength) this.#buf = new Uint8Array(size);
+    if (size !== buf.byteLength) {
+      this.#buf = size === MIN_READ ? smallReadBuffer() : new Uint8Array(size);
+    }
     return buf.subarray(0, n);
   }
 

@@ -44,7 +44,9 @@ import {
   InputQueue,
   MIN_READ,
   ReadSizer,
+  type ReadWaiter,
   ShimConnection,
+  smallReadBuffer,
 } from "../src/shim_kit.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
 import { readProxyPreamble } from "./proxy_preamble.ts";
@@ -450,7 +452,7 @@ class LentInput {
   /** Bytes of the last read (-1 before the first). */
   #last = -1;
   #held: Uint8Array | null = null;
-  #waiter: ((chunk: Uint8Array | null) => void) | null = null;
+  #waiter: ReadWaiter | null = null;
   #ended = false;
   #stopped = false;
 
@@ -463,7 +465,9 @@ class LentInput {
     );
     let b = next === 0 ? this.#buf0 : this.#buf1;
     if (b === null || b.byteLength !== size) {
-      b = (size === MIN_READ ? spare.pop() : undefined) ?? new Uint8Array(size);
+      b = size === MIN_READ
+        ? spare.pop() ?? smallReadBuffer()
+        : new Uint8Array(size);
       if (next === 0) this.#buf0 = b;
       else this.#buf1 = b;
     }
@@ -482,7 +486,7 @@ class LentInput {
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
-      w(chunk);
+      w.onRead(chunk);
       return true;
     }
     if (this.#ended) return true;
@@ -492,6 +496,23 @@ class LentInput {
   }
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
+    const chunk = this.poll();
+    if (chunk !== undefined) return chunk;
+    return new Promise((resolve) => (this.#waiter = { onRead: resolve }));
+  }
+
+  /** read() without a promise (see `InputQueue.readOr`). */
+  readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
+    const chunk = this.poll();
+    if (chunk === undefined) this.#waiter = waiter;
+    return chunk;
+  }
+
+  /**
+   * The held chunk, `null` at the end, `undefined` when none (nothing
+   * waits for one). Not a private method: that costs each input a field.
+   */
+  poll(): Uint8Array | null | undefined {
     const held = this.#held;
     if (held !== null) {
       this.#held = null;
@@ -520,7 +541,7 @@ class LentInput {
         if (err) sock.destroy();
       }
     }
-    return new Promise((resolve) => (this.#waiter = resolve));
+    return undefined;
   }
 
   end(): void {
@@ -528,7 +549,7 @@ class LentInput {
     this.#ended = true;
     const w = this.#waiter;
     this.#waiter = null;
-    w?.(null);
+    w?.onRead(null);
   }
 
   discard(): void {
@@ -612,6 +633,11 @@ class NodeConnection extends ShimConnection {
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
     return this.input.read();
+  }
+
+  /** read() without a promise (see `InputQueue.readOr`). */
+  readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
+    return this.input.readOr(waiter);
   }
 
   write(chunk: Uint8Array): void | Promise<void> {

@@ -14,6 +14,7 @@ import { SmtpEngine, type SmtpEvent } from "./engine.ts";
 import { SmtpError } from "./errors.ts";
 import type { HookName } from "./session.ts";
 import type { Connection } from "./transport.ts";
+import type { ReadWaiter } from "./shim_kit.ts";
 import { type Deadline, deadlines } from "./deadlines.ts";
 import type { HookResult } from "./serve_options.ts";
 import type { DriverHost } from "./host.ts";
@@ -27,26 +28,26 @@ import type { MilterSession } from "./milter/session.ts";
 const EMPTY = new Uint8Array(0);
 /** Replies as text for the logger: one decoder (not streaming, so shared). */
 const DECODER = new TextDecoder();
-/** A driver's `done` before start(). */
-const NOT_STARTED: Promise<void> = Promise.resolve();
+/** A driver's `done` after the session. */
+const SETTLED: Promise<void> = Promise.resolve();
 /** How long a forced close (after closeTimeout) waits for the 421 to go out. */
 const FORCED_FLUSH_MS = 500;
 
-/** A driver's read/hook deadline or its write deadline, as a heap entry. */
-class DriverDeadline implements Deadline {
+/**
+ * A driver's write watchdog, as a heap entry (its read/hook deadline is
+ * the driver itself: no object more per idle session).
+ */
+class WriteDeadline implements Deadline {
   at = Infinity;
   index = -1;
   readonly driver: ConnectionDriver;
-  readonly write: boolean;
 
-  constructor(driver: ConnectionDriver, write: boolean) {
+  constructor(driver: ConnectionDriver) {
     this.driver = driver;
-    this.write = write;
   }
 
   fire(): void {
-    if (this.write) this.driver.onWriteTimer();
-    else this.driver.onTimer();
+    this.driver.onWriteTimer();
   }
 }
 
@@ -67,6 +68,11 @@ const HOOK_OF: Readonly<Record<DecisionEvent["type"], HookName>> = {
 /** A connection's read and write, from its fast path or its streams. */
 export interface Io {
   read(): Uint8Array | null | Promise<Uint8Array | null>;
+  /**
+   * read() without a promise, where the shim has it (`InputQueue.readOr`):
+   * `undefined` when nothing is buffered, and `waiter` is told later.
+   */
+  readOr?(waiter: ReadWaiter): Uint8Array | null | undefined;
   write(bytes: Uint8Array): void | Promise<void>;
   /** Lets go of the streams (STARTTLS); absent on the fast path. */
   release?(): void;
@@ -110,10 +116,18 @@ export function connectionIo(conn: Connection): Io {
  * await driver.done;
  * ```
  */
-export class ConnectionDriver {
+export class ConnectionDriver implements ReadWaiter, Deadline {
   readonly session: SessionState;
-  /** Settles when the session is over (see start()). */
-  done: Promise<void> = NOT_STARTED;
+  /**
+   * Settles when the session is over (see start()); made when first
+   * asked (server.close()), not kept by every session.
+   */
+  get done(): Promise<void> {
+    if (this.#ended) return SETTLED;
+    return this.#done ??= new Promise((resolve) => (this.#settle = resolve));
+  }
+  #done: Promise<void> | null = null;
+  #settle: (() => void) | null = null;
   /** The connection (replaced by its TLS one after STARTTLS). */
   conn: Connection;
   readonly engine: SmtpEngine;
@@ -132,8 +146,13 @@ export class ConnectionDriver {
   #delivery: MessageDelivery | null = null;
   /** The session's `milters` filters; null when there are none. */
   readonly milter: MilterSession | null;
-  /** The connection's deadline in {@link deadlines}, if one is set. */
-  #deadline: DriverDeadline | null = null;
+  /**
+   * When the connection's deadline in {@link deadlines} fires (the driver
+   * is that entry: see armTimer()).
+   */
+  at = Infinity;
+  /** The deadline's place in {@link deadlines} (-1: not set). */
+  index = -1;
   #reading = false;
   #upgrading = false; // waiting for a STARTTLS handshake
   /** The server is closing. */
@@ -147,8 +166,8 @@ export class ConnectionDriver {
    */
   #writes = 0;
   #writeSince = 0;
-  #writeTimer: DriverDeadline | null = null;
-  /** The loop has ended: no timer may be armed any more. */
+  #writeTimer: WriteDeadline | null = null;
+  /** The loop has ended: no timer may be armed any more, `done` is settled. */
   #ended = false;
   /** The key counted for maxConnectionsPerIp (null: not counted). */
   countedIp: string | null = null;
@@ -173,7 +192,21 @@ export class ConnectionDriver {
 
   /** Runs the session (once; `done` settles when it is over). */
   start(): void {
-    this.done = this.#run();
+    void this.#run();
+  }
+
+  /**
+   * The read the session waits for came (see the `need-data` case of
+   * #run): the session goes on in a microtask, after the runtime's
+   * callback that brought it.
+   */
+  onRead(chunk: Uint8Array | null): void {
+    if (ready.push(this, chunk) === 2) queueMicrotask(resumeReady);
+  }
+
+  /** Goes on with the session with the chunk that onRead() brought. */
+  resume(chunk: Uint8Array | null): void {
+    void this.#run(chunk);
   }
 
   /** Ends a pause (pause()) early. */
@@ -251,42 +284,30 @@ export class ConnectionDriver {
     this.conn.close(true);
   }
 
-  async #run(): Promise<void> {
+  /**
+   * The session: from the start (`resumed` undefined), or going on with
+   * the chunk (null: the end of input) of a read it waited for without a
+   * promise (see `need-data`): this frame then ended, so that an idle
+   * session keeps no suspended frame, promise or closures.
+   */
+  async #run(resumed?: Uint8Array | null): Promise<void> {
     // The server forgets the connection here, not in a callback on
     // `done`: no closure, promise and reaction kept per idle session.
+    /** Waiting for a read: onRead() goes on with the session. */
+    let parked = false;
     try {
       const server = this.host;
       const engine = this.engine;
       const log = server.logger;
       const s = this.session;
-      const o = server.options;
-      if (
-        o.proxyProtocol !== null || o.greetingDelay > 0 ||
-        server.reverseDns !== null
-      ) {
-        if (!(await preamble(this))) return;
-      } else if (!(await claimIp(this))) return;
-      server.counters.connections++;
-      log?.({
-        type: "connect",
-        session: s.id,
-        remoteAddress: s.remoteAddress,
-        remotePort: s.remotePort,
-        ...(s.proxy !== null
-          ? {
-            proxy: {
-              address: s.proxy.address,
-              port: s.proxy.port,
-              version: s.proxy.version,
-              command: s.proxy.command,
-              healthCheck: s.proxy.healthCheck,
-            },
-          }
-          : {}),
-        ...(s.reverseDns !== null ? { reverseDns: s.reverseDns } : {}),
-      });
+      if (resumed === undefined && !(await this.#admit())) return;
       let reason = "eof";
       try {
+        if (resumed !== undefined) {
+          this.#reading = false;
+          if (resumed === null) engine.end();
+          else engine.receive(resumed, Date.now());
+        }
         for (;;) {
           const ev = engine.nextEvent();
           switch (ev.type) {
@@ -297,13 +318,30 @@ export class ConnectionDriver {
                 engine.shutdown();
                 break;
               }
-              let chunk: Uint8Array | null | Promise<Uint8Array | null>;
+              let chunk:
+                | Uint8Array
+                | null
+                | undefined
+                | Promise<Uint8Array | null>;
               try {
                 const pending = this.pendingRead;
                 this.pendingRead = null;
-                chunk = pending ?? this.io.read();
+                const io = this.io;
+                chunk = pending !== null
+                  ? pending
+                  : io.readOr !== undefined
+                  ? io.readOr(this)
+                  : io.read();
               } catch {
                 chunk = null;
+              }
+              if (chunk === undefined) {
+                // Nothing buffered: the client's silence counts from here,
+                // and onRead() goes on with the session.
+                this.armTimer(engine.deadline());
+                this.#reading = true;
+                parked = true;
+                return;
               }
               if (isThenable(chunk)) {
                 // Nothing buffered: the client's silence counts from here.
@@ -389,18 +427,25 @@ export class ConnectionDriver {
           error,
         });
       } finally {
-        this.#ended = true;
-        if (this.#deadline !== null) deadlines.remove(this.#deadline);
-        if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
-        this.#delivery?.abort(TEMPORARY);
-        if (this.milter !== null) void this.milter.close();
-        this.conn.close(this.#writeStalled);
-        server.counters.sessionEnded(reason);
-        log?.({ type: "close", session: s.id, reason, messages: s.messages });
-        try {
-          server.hooks.onClose?.(s);
-        } catch (error) {
-          this.hooks.error(error, "onClose");
+        if (!parked) {
+          this.#ended = true;
+          deadlines.remove(this);
+          if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
+          this.#delivery?.abort(TEMPORARY);
+          if (this.milter !== null) void this.milter.close();
+          this.conn.close(this.#writeStalled);
+          server.counters.sessionEnded(reason);
+          log?.({
+            type: "close",
+            session: s.id,
+            reason,
+            messages: s.messages,
+          });
+          try {
+            server.hooks.onClose?.(s);
+          } catch (error) {
+            this.hooks.error(error, "onClose");
+          }
         }
       }
     } catch (error) {
@@ -417,8 +462,48 @@ export class ConnectionDriver {
         this.conn.close(true);
       } catch { /* gone already */ }
     } finally {
-      this.host.driverEnded(this);
+      if (!parked) {
+        this.#ended = true;
+        this.host.driverEnded(this);
+        this.#settle?.();
+      }
     }
+  }
+
+  /**
+   * Admits the connection (the preamble, or the count per address) and
+   * logs it; false: it was refused (and closed).
+   */
+  async #admit(): Promise<boolean> {
+    const server = this.host;
+    const s = this.session;
+    const o = server.options;
+    if (
+      o.proxyProtocol !== null || o.greetingDelay > 0 ||
+      server.reverseDns !== null
+    ) {
+      if (!(await preamble(this))) return false;
+    } else if (!(await claimIp(this))) return false;
+    server.counters.connections++;
+    server.logger?.({
+      type: "connect",
+      session: s.id,
+      remoteAddress: s.remoteAddress,
+      remotePort: s.remotePort,
+      ...(s.proxy !== null
+        ? {
+          proxy: {
+            address: s.proxy.address,
+            port: s.proxy.port,
+            version: s.proxy.version,
+            command: s.proxy.command,
+            healthCheck: s.proxy.healthCheck,
+          },
+        }
+        : {}),
+      ...(s.reverseDns !== null ? { reverseDns: s.reverseDns } : {}),
+    });
+    return true;
   }
 
   /** Writes the engine's replies; `undefined` when it has none. */
@@ -461,7 +546,7 @@ export class ConnectionDriver {
    */
   #watchWrites(delay: number): void {
     if (delay === Infinity || this.#ended) return;
-    const d = this.#writeTimer ??= new DriverDeadline(this, true);
+    const d = this.#writeTimer ??= new WriteDeadline(this);
     if (!deadlines.has(d)) deadlines.set(d, Date.now() + delay);
   }
 
@@ -490,16 +575,15 @@ export class ConnectionDriver {
    */
   armTimer(deadline: number): void {
     if (deadline === Infinity || this.#ended) return;
-    const d = this.#deadline ??= new DriverDeadline(this, false);
     // Set already for an earlier time: it fires first and re-arms. A later
     // one moves earlier (DATA started with a dataTimeout shorter than what
     // was left of idleTimeout, or a hook wait began): set() moves it.
-    if (deadlines.has(d) && d.at <= deadline) return;
-    deadlines.set(d, deadline);
+    if (deadlines.has(this) && this.at <= deadline) return;
+    deadlines.set(this, deadline);
   }
 
   /** The connection's deadline fired (see armTimer()). */
-  onTimer(): void {
+  fire(): void {
     const now = Date.now();
     // A wait past its deadline ends with HOOK_TIMEOUT.
     this.#hooks?.onTimer(now);
@@ -654,6 +738,20 @@ export class ConnectionDriver {
     this.session.tls = conn.tls;
     this.engine.tlsStarted();
   }
+}
+
+/**
+ * Drivers whose read came, each followed by its chunk: resumed together
+ * in one microtask (see ConnectionDriver.onRead()).
+ */
+const ready: (ConnectionDriver | Uint8Array | null)[] = [];
+
+function resumeReady(): void {
+  // A driver that reads again in the same turn is appended and resumed here.
+  for (let i = 0; i < ready.length; i += 2) {
+    (ready[i] as ConnectionDriver).resume(ready[i + 1] as Uint8Array | null);
+  }
+  ready.length = 0;
 }
 
 function assertNever(x: never): never {

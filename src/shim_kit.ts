@@ -105,6 +105,29 @@ export function fixedLocalAddr(
   return Object.freeze({ hostname: text, port });
 }
 
+/**
+ * Who waits for a connection's next read without a promise (the driver):
+ * see {@link InputQueue.readOr}. Not a public API: the shims share it.
+ *
+ * @example
+ * ```ts
+ * import { InputQueue, type ReadWaiter } from "./shim_kit.ts";
+ *
+ * const waiter: ReadWaiter = { onRead: (chunk) => console.log(chunk) };
+ * const q = new InputQueue({ pause() {}, resume() {} });
+ * q.readOr(waiter); // undefined: nothing queued, the waiter is told later
+ * q.push(new Uint8Array([1])); // logs Uint8Array [1]
+ * ```
+ */
+export interface ReadWaiter {
+  /**
+   * The next chunk (lent as {@link Connection.read}'s are), or `null` at
+   * the end of input. Called from the runtime's data or close callback:
+   * take the chunk and go on later (in a microtask), not in the callback.
+   */
+  onRead(chunk: Uint8Array | null): void;
+}
+
 /** Default {@link InputQueue} high-water mark. */
 const INPUT_HIGH_WATER_MARK = 64 * 1024;
 
@@ -132,7 +155,7 @@ export class InputQueue {
   #bytes = 0;
   #ended = false;
   #paused = false;
-  #waiter: ((chunk: Uint8Array | null) => void) | null = null;
+  #waiter: ReadWaiter | null = null;
   readonly #source: Pausable;
   readonly #highWaterMark: number;
 
@@ -158,7 +181,7 @@ export class InputQueue {
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
-      return w(chunk);
+      return w.onRead(chunk);
     }
     this.#chunks.push(chunk);
     this.#bytes += chunk.byteLength;
@@ -174,7 +197,7 @@ export class InputQueue {
     this.#ended = true;
     const w = this.#waiter;
     this.#waiter = null;
-    w?.(null);
+    w?.onRead(null);
   }
 
   /**
@@ -191,6 +214,29 @@ export class InputQueue {
 
   /** The next chunk: at once when one is queued; `null` at the end. */
   read(): Uint8Array | null | Promise<Uint8Array | null> {
+    const chunk = this.poll();
+    if (chunk !== undefined) return chunk;
+    return new Promise((resolve) => (this.#waiter = { onRead: resolve }));
+  }
+
+  /**
+   * {@link InputQueue.read} without a promise: the next chunk when one is
+   * queued, `null` at the end; else `undefined`, and `waiter` gets the
+   * next chunk (or `null`) when it comes. An idle connection then keeps
+   * no promise, no resolving functions and no suspended reader.
+   */
+  readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
+    const chunk = this.poll();
+    if (chunk === undefined) this.#waiter = waiter;
+    return chunk;
+  }
+
+  /**
+   * The next queued chunk, `null` at the end, `undefined` when none (and
+   * nothing waits for one). A method, not a private one: a private method
+   * costs every instance a field (V8's brand).
+   */
+  poll(): Uint8Array | null | undefined {
     const chunks = this.#chunks;
     if (this.#head < chunks.length) {
       const chunk = chunks[this.#head];
@@ -205,8 +251,7 @@ export class InputQueue {
       }
       return chunk;
     }
-    if (this.#ended) return null;
-    return new Promise((resolve) => (this.#waiter = resolve));
+    return this.#ended ? null : undefined;
   }
 }
 
@@ -216,6 +261,36 @@ export const MIN_READ = 256;
 export const MAX_READ = 64 * 1024;
 /** After this many reads in a row that fit MIN_READ, the buffer shrinks back. */
 const SHRINK_AFTER = 8;
+
+/** How many {@link MIN_READ} buffers a slab of {@link smallReadBuffer} holds. */
+const SLAB_BUFFERS = 32;
+let readSlab: ArrayBuffer | null = null;
+let readSlabAt = 0;
+
+/**
+ * A new read buffer of {@link MIN_READ} bytes (an idle connection's): a
+ * view of a slab shared with up to 31 others, as Node's Buffer pool
+ * does, not an ArrayBuffer of its own, which cost an idle session about
+ * 250 bytes more on Node (the ArrayBuffer object and the runtime's record
+ * of its memory). A slab lives as long as one of its views: the shims
+ * keep the views they let go of as spares. Not a public API.
+ *
+ * @example
+ * ```ts
+ * import { MIN_READ, smallReadBuffer } from "./shim_kit.ts";
+ *
+ * smallReadBuffer().byteLength === MIN_READ; // true
+ * ```
+ */
+export function smallReadBuffer(): Uint8Array {
+  if (readSlab === null || readSlabAt === readSlab.byteLength) {
+    readSlab = new ArrayBuffer(SLAB_BUFFERS * MIN_READ);
+    readSlabAt = 0;
+  }
+  const b = new Uint8Array(readSlab, readSlabAt, MIN_READ);
+  readSlabAt += MIN_READ;
+  return b;
+}
 
 /**
  * The size of a connection's reused read buffer, for shims that read into

@@ -3,6 +3,7 @@
 // connection (counted with node:v8's queryObjects, where the runtime has
 // it: Node 22 and later).
 import assert from "node:assert/strict";
+import * as net from "node:net";
 import * as v8 from "node:v8";
 import { describe, it } from "node:test";
 import { serve } from "../mod.ts";
@@ -23,7 +24,63 @@ function live(ctor: abstract new (...args: never[]) => unknown): number {
   return queryObjects!(ctor, { format: "count" });
 }
 
+const needsQueryObjects =
+  RUNTIME !== "node" || typeof queryObjects !== "function"
+    ? "needs node:v8 queryObjects"
+    : false;
+
+/**
+ * Opens a raw connection (no promise kept by the client while it idles)
+ * and sends EHLO; resolves once the EHLO reply came.
+ */
+function idleAfterEhlo(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ port, host: "127.0.0.1" });
+    let got = "";
+    let greeted = false;
+    const onData = (d: Uint8Array) => {
+      got += new TextDecoder().decode(d);
+      if (!greeted && /^220 .*\r\n$/.test(got)) {
+        greeted = true;
+        got = "";
+        sock.write("EHLO client.test\r\n");
+      } else if (greeted && /(^|\n)250 [^\r]*\r\n$/.test(got)) {
+        sock.off("data", onData);
+        sock.off("error", reject);
+        resolve(sock);
+      }
+    };
+    sock.on("data", onData);
+    sock.on("error", reject);
+  });
+}
+
 describe("idle session", () => {
+  it(
+    "an idle session keeps no promise: its read waits without one",
+    { skip: needsQueryObjects },
+    async () => {
+      const server = await serve({ hostname: "127.0.0.1", port: 0 });
+      const socks: net.Socket[] = [];
+      try {
+        // One session first: what the first connection makes once (the
+        // accept loop's own promises) is not counted.
+        socks.push(await idleAfterEhlo(server.addr.port));
+        const before = live(Promise);
+        const n = 20;
+        for (let i = 0; i < n; i++) {
+          socks.push(await idleAfterEhlo(server.addr.port));
+        }
+        // A pending read and the suspended loop were 2 promises a session.
+        const added = live(Promise) - before;
+        assert.ok(added < n, `${added} promises kept by ${n} idle sessions`);
+      } finally {
+        for (const s of socks) s.destroy();
+        await server.close();
+      }
+    },
+  );
+
   it(
     "a session idle after EHLO has no message delivery and no hook waiter; the first message makes its delivery",
     {
