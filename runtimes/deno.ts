@@ -26,13 +26,14 @@
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import { dnsResolver } from "./dns_lazy.ts";
+import type { UnixSocketFile } from "./unix_path.ts";
 import type {
   Connection,
   Listener,
   ListenOptions,
   NetAddress,
 } from "../src/transport.ts";
-import { MIN_READ, ReadSizer, ShimConnection } from "../src/shim_kit.ts";
+import { MIN_READ, nextReadSize, ShimConnection } from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
 
@@ -91,20 +92,30 @@ function wrap(conn: DenoConn): Connection {
  * One read buffer per connection, reused: a chunk read is lent (a view of
  * the buffer, valid until the next read: see `Connection`), and the next
  * read goes into the same memory. The buffer's size follows the input
- * ({@link ReadSizer}): small while idle (the pending read keeps it),
+ * ({@link nextReadSize}): small while idle (the pending read keeps it),
  * larger while a body arrives.
+ *
+ * What an idle session keeps here is small on purpose (on Deno every byte
+ * of it that survives counts about twice toward growing V8's young
+ * generation, which 1000 idle sessions push from 4 to 8 MB): the sizer's
+ * state is a number field, and the read handler a bound function (half
+ * the size of a closure and its context).
  */
 class DenoConnection extends ShimConnection {
   #conn: DenoConn;
   #closed = false;
   #buf = new Uint8Array(MIN_READ);
-  readonly #sizer = new ReadSizer();
+  /** Small reads in a row (see nextReadSize). */
+  #small = 0;
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
+  /** One handler per connection, not two closures per read (one is pending while idle). */
+  readonly #onRead: (n: number | null) => Uint8Array | null;
 
   constructor(conn: DenoConn) {
     super(null);
     this.#conn = conn;
+    this.#onRead = this.#took.bind(this);
   }
 
   protected peerAddr(): NetAddress {
@@ -115,9 +126,6 @@ class DenoConnection extends ShimConnection {
     return this.#conn.localAddr;
   }
 
-  /** One handler per connection, not two closures per read (one is pending while idle). */
-  #onRead = (n: number | null): Uint8Array | null => this.#took(n);
-
   read(): Promise<Uint8Array | null> {
     return this.#conn.read(this.#buf).then(this.#onRead, readFailed);
   }
@@ -125,10 +133,11 @@ class DenoConnection extends ShimConnection {
   #took(n: number | null): Uint8Array | null {
     if (n === null) return null;
     const buf = this.#buf;
-    const size = this.#sizer.next(buf.byteLength, n);
+    const next = nextReadSize(buf.byteLength, n, this.#small);
+    this.#small = next & 15;
     // A new buffer for the next read when the size changes: the chunk lent
     // now keeps the old one.
-    if (size !== buf.byteLength) this.#buf = new Uint8Array(size);
+    if (next >>> 4 !== buf.byteLength) this.#buf = new Uint8Array(next >>> 4);
     return buf.subarray(0, n);
   }
 
@@ -200,6 +209,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   );
   unix?.bound();
   let closed = false;
+  const isClosed = () => closed;
   return {
     addr: unix !== null
       ? unix.addr
@@ -212,35 +222,86 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       } catch { /* already closed */ }
       unix?.remove();
     },
-    // One accept at a time; an error of one connection (a client that
-    // reset before the accept: Deno then fails to read its address), or
-    // running out of descriptors, must not end the listener: that stopped
-    // the server accepting for good.
-    async *[Symbol.asyncIterator]() {
-      while (!closed) {
-        let conn: DenoConn;
-        try {
-          conn = await l.accept();
-        } catch (err) {
-          if (closed || (err as Error)?.name === "BadResource") return;
-          if (!CONNECTION_GONE.has((err as Error)?.name)) {
-            await new Promise((r) => setTimeout(r, ACCEPT_RETRY_MS));
-          }
-          continue;
-        }
-        let wrapped: Connection;
-        try {
-          wrapped = unix !== null ? unix.wrap(wrap(conn)) : wrap(conn);
-        } catch {
-          try {
-            conn.close();
-          } catch { /* gone already */ }
-          continue;
-        }
-        yield wrapped;
-      }
-    },
+    [Symbol.asyncIterator]: () => new Accepts(l, unix, isClosed),
   };
+}
+
+/** The end of the accepted connections. */
+const DONE: IteratorResult<Connection> = Object.freeze({
+  done: true,
+  value: undefined,
+});
+
+/**
+ * The iteration of a listener's connections: one accept at a time; an
+ * error of one connection (a client that reset before the accept: Deno
+ * then fails to read its address), or running out of descriptors, must
+ * not end it: that stopped the server accepting for good. An iterator of
+ * its own rather than an async generator: each connection costs one
+ * promise and its reaction, not a generator's awaits and yield (less to
+ * allocate and collect per connection).
+ */
+class Accepts implements AsyncIterator<Connection> {
+  readonly #l: DenoListener;
+  readonly #unix: UnixSocketFile | null;
+  readonly #closed: () => boolean;
+  /** return() was called (a `for await` left early). */
+  #done = false;
+  readonly #accepted = (conn: DenoConn) => this.#wrap(conn);
+  readonly #failed = (err: unknown) => this.#retry(err);
+
+  constructor(
+    l: DenoListener,
+    unix: UnixSocketFile | null,
+    closed: () => boolean,
+  ) {
+    this.#l = l;
+    this.#unix = unix;
+    this.#closed = closed;
+  }
+
+  next(): Promise<IteratorResult<Connection>> {
+    if (this.#done || this.#closed()) return Promise.resolve(DONE);
+    let accepted: Promise<DenoConn>;
+    try {
+      accepted = this.#l.accept();
+    } catch (err) {
+      accepted = Promise.reject(err);
+    }
+    return accepted.then(this.#accepted, this.#failed);
+  }
+
+  return(): Promise<IteratorResult<Connection>> {
+    this.#done = true;
+    return Promise.resolve(DONE);
+  }
+
+  #wrap(
+    conn: DenoConn,
+  ): IteratorResult<Connection> | Promise<IteratorResult<Connection>> {
+    try {
+      const unix = this.#unix;
+      return {
+        done: false,
+        value: unix !== null ? unix.wrap(wrap(conn)) : wrap(conn),
+      };
+    } catch {
+      try {
+        conn.close();
+      } catch { /* gone already */ }
+      return this.next();
+    }
+  }
+
+  async #retry(err: unknown): Promise<IteratorResult<Connection>> {
+    if (
+      this.#done || this.#closed() || (err as Error)?.name === "BadResource"
+    ) return DONE;
+    if (!CONNECTION_GONE.has((err as Error)?.name)) {
+      await new Promise((r) => setTimeout(r, ACCEPT_RETRY_MS));
+    }
+    return this.next();
+  }
 }
 
 /**

@@ -171,6 +171,39 @@ describe("read path", () => {
     },
   );
 
+  it(
+    "Deno's read buffer grows after a read that fills it and shrinks back after 8 small reads",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const { listen: denoListen } = await import("../runtimes/deno.ts");
+      const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+      const client = net.connect({
+        port: listener.addr.port,
+        host: "127.0.0.1",
+      });
+      const { value: conn } = await listener[Symbol.asyncIterator]().next();
+      try {
+        const line = (n: number) => "x".repeat(n - 2) + "\r\n";
+        const chunks = await readChunks(conn as Connection, client, [
+          line(256), // fills the 256-byte buffer: the next one is 1024
+          line(300), // more than 256: no small read
+          ...Array.from({ length: 8 }, () => "NOOP\r\n"), // 8 small reads
+          "NOOP\r\n",
+        ]);
+        assert.deepEqual(
+          chunks.map((c) => c.buffer.byteLength),
+          [256, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 256],
+        );
+      } finally {
+        client.destroy();
+        (conn as Connection).close(true);
+        listener.close();
+      }
+    },
+  );
+
   it("Deno reads into one buffer of the connection's own", {
     skip: RUNTIME !== "deno",
   }, async () => {
