@@ -103,7 +103,8 @@ function wrap(conn: DenoConn): Connection {
  */
 class DenoConnection extends ShimConnection {
   #conn: DenoConn;
-  #closed = false;
+  /** Writes started (the last one to end forgets #tail); -1 once closed. */
+  #writes = 0;
   #buf = new Uint8Array(MIN_READ);
   /** Small reads in a row (see nextReadSize). */
   #small = 0;
@@ -142,30 +143,41 @@ class DenoConnection extends ShimConnection {
   }
 
   write(chunk: Uint8Array): Promise<void> {
-    if (this.#closed) throw new Error("Connection closed");
+    if (this.#writes < 0) throw new Error("Connection closed");
     // conn.write may take part of a chunk: writes run one after the other.
-    const prev = this.#tail;
-    const p = prev === null
-      ? this.#writeAll(chunk)
-      : prev.then(() => this.#writeAll(chunk), () => this.#writeAll(chunk));
+    const p = this.#send(chunk, this.#tail, ++this.#writes);
     this.#tail = p;
-    const settled = () => {
-      if (this.#tail === p) this.#tail = null;
-    };
-    p.then(settled, settled);
     return p;
   }
 
-  async #writeAll(chunk: Uint8Array): Promise<void> {
-    let off = await this.#conn.write(chunk);
-    while (off < chunk.byteLength) {
-      off += await this.#conn.write(chunk.subarray(off));
+  /**
+   * Writes all of `chunk` once `prev` (the write before, if pending) is
+   * done; the last write to end forgets the tail (no reaction or closure
+   * per write for that).
+   */
+  async #send(
+    chunk: Uint8Array,
+    prev: Promise<void> | null,
+    seq: number,
+  ): Promise<void> {
+    try {
+      if (prev !== null) {
+        try {
+          await prev;
+        } catch { /* its caller has the error */ }
+      }
+      let off = await this.#conn.write(chunk);
+      while (off < chunk.byteLength) {
+        off += await this.#conn.write(chunk.subarray(off));
+      }
+    } finally {
+      if (this.#writes === seq) this.#tail = null;
     }
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.#writes < 0) return;
+    this.#writes = -1;
     try {
       this.#conn.close();
     } catch { /* already closed */ }

@@ -204,6 +204,63 @@ describe("read path", () => {
     },
   );
 
+  it(
+    "Deno writes run one after the other, whole, while the client does not read, and leave the chunks as they were",
+    {
+      skip: RUNTIME !== "deno",
+      timeout: 20_000,
+    },
+    async () => {
+      const { listen: denoListen } = await import("../runtimes/deno.ts");
+      const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+      const client = net.connect({
+        port: listener.addr.port,
+        host: "127.0.0.1",
+      });
+      client.pause();
+      const { value: conn } = await listener[Symbol.asyncIterator]().next();
+      try {
+        // More than the sockets' buffers hold: conn.write takes part of a
+        // chunk, and the writes after it wait.
+        const size = 512 * 1024;
+        const chunks = Array.from(
+          { length: 8 },
+          (_, i) => new Uint8Array(size).fill(i + 1),
+        );
+        const writes = chunks.map((c) => (conn as Connection).write!(c));
+        const got: Buffer[] = [];
+        let bytes = 0;
+        const all = new Promise<void>((resolve) => {
+          client.on("data", (d: Buffer) => {
+            got.push(d);
+            bytes += d.length;
+            if (bytes >= size * chunks.length) resolve();
+          });
+        });
+        client.resume();
+        await Promise.all(writes);
+        await all;
+        const data = Buffer.concat(got);
+        assert.equal(data.length, size * chunks.length);
+        for (let i = 0; i < chunks.length; i++) {
+          const part = data.subarray(i * size, (i + 1) * size);
+          assert.ok(part.every((b) => b === i + 1), `chunk ${i} in place`);
+          assert.ok(
+            chunks[i].every((b) => b === i + 1),
+            `chunk ${i} unchanged`,
+          );
+          assert.equal(chunks[i].byteLength, size);
+        }
+        // A write after the others ended goes out alone.
+        await (conn as Connection).write!(new Uint8Array([10]));
+      } finally {
+        client.destroy();
+        (conn as Connection).close(true);
+        listener.close();
+      }
+    },
+  );
+
   it("Deno reads into one buffer of the connection's own", {
     skip: RUNTIME !== "deno",
   }, async () => {
