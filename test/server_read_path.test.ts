@@ -222,11 +222,10 @@ describe("read path", () => {
       try {
         // More than the sockets' buffers hold: conn.write takes part of a
         // chunk, and the writes after it wait.
-        const size = 512 * 1024;
-        const chunks = Array.from(
-          { length: 8 },
-          (_, i) => new Uint8Array(size).fill(i + 1),
-        );
+        // The first larger than the sockets' buffers hold at once.
+        const sizes = [16 * 1024 * 1024, ...Array(7).fill(512 * 1024)];
+        const chunks = sizes.map((n, i) => new Uint8Array(n).fill(i + 1));
+        const total = sizes.reduce((a, b) => a + b, 0);
         const writes = chunks.map((c) => (conn as Connection).write!(c));
         const got: Buffer[] = [];
         let bytes = 0;
@@ -234,22 +233,23 @@ describe("read path", () => {
           client.on("data", (d: Buffer) => {
             got.push(d);
             bytes += d.length;
-            if (bytes >= size * chunks.length) resolve();
+            if (bytes >= total) resolve();
           });
         });
         client.resume();
         await Promise.all(writes);
         await all;
         const data = Buffer.concat(got);
-        assert.equal(data.length, size * chunks.length);
+        assert.equal(data.length, total);
+        let at = 0;
         for (let i = 0; i < chunks.length; i++) {
-          const part = data.subarray(i * size, (i + 1) * size);
+          const part = data.subarray(at, at += sizes[i]);
           assert.ok(part.every((b) => b === i + 1), `chunk ${i} in place`);
           assert.ok(
             chunks[i].every((b) => b === i + 1),
             `chunk ${i} unchanged`,
           );
-          assert.equal(chunks[i].byteLength, size);
+          assert.equal(chunks[i].byteLength, sizes[i]);
         }
         // A write after the others ended goes out alone.
         await (conn as Connection).write!(new Uint8Array([10]));
