@@ -26,6 +26,7 @@
 
 import { createServer, type ServeOptions, type Server } from "../src/server.ts";
 import { dnsResolver } from "./dns_lazy.ts";
+import type { UnixSocketFile } from "./unix_path.ts";
 import type {
   Connection,
   Listener,
@@ -34,7 +35,7 @@ import type {
 } from "../src/transport.ts";
 import {
   MIN_READ,
-  ReadSizer,
+  nextReadSize,
   type ReadWaiter,
   ShimConnection,
   smallReadBuffer,
@@ -94,14 +95,22 @@ function wrap(conn: DenoConn): Connection {
  * One read buffer per connection, reused: a chunk read is lent (a view of
  * the buffer, valid until the next read: see `Connection`), and the next
  * read goes into the same memory. The buffer's size follows the input
- * ({@link ReadSizer}): small while idle (the pending read keeps it),
+ * ({@link nextReadSize}): small while idle (the pending read keeps it),
  * larger while a body arrives.
+ *
+ * What an idle session keeps here is small on purpose (on Deno every byte
+ * of it that survives counts about twice toward growing V8's young
+ * generation, which 1000 idle sessions push from 4 to 8 MB): the sizer's
+ * state is a number field, the read handler one per connection, and the
+ * idle read buffer a view of a shared slab.
  */
 class DenoConnection extends ShimConnection {
   #conn: DenoConn;
-  #closed = false;
+  /** Writes started (the last one to end forgets #tail); -1 once closed. */
+  #writes = 0;
   #buf = smallReadBuffer();
-  readonly #sizer = new ReadSizer();
+  /** Small reads in a row (see nextReadSize). */
+  #small = 0;
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
 
@@ -148,9 +157,11 @@ class DenoConnection extends ShimConnection {
 
   #took(n: number): Uint8Array {
     const buf = this.#buf;
-    const size = this.#sizer.next(buf.byteLength, n);
+    const next = nextReadSize(buf.byteLength, n, this.#small);
+    this.#small = next & 15;
     // A new buffer for the next read when the size changes: the chunk lent
     // now keeps the old one.
+    const size = next >>> 4;
     if (size !== buf.byteLength) {
       this.#buf = size === MIN_READ ? smallReadBuffer() : new Uint8Array(size);
     }
@@ -158,30 +169,62 @@ class DenoConnection extends ShimConnection {
   }
 
   write(chunk: Uint8Array): Promise<void> {
-    if (this.#closed) throw new Error("Connection closed");
+    if (this.#writes < 0) throw new Error("Connection closed");
     // conn.write may take part of a chunk: writes run one after the other.
+    const seq = ++this.#writes;
     const prev = this.#tail;
+    // Nothing pending (the usual case): the write and one reaction, no
+    // async function (its frame and awaits were the largest allocation
+    // per connection on this path).
     const p = prev === null
-      ? this.#writeAll(chunk)
-      : prev.then(() => this.#writeAll(chunk), () => this.#writeAll(chunk));
+      ? this.#start(chunk).then((n) =>
+        n < chunk.byteLength ? this.#rest(chunk, n, seq) : this.#wrote(seq)
+      )
+      : this.#after(prev, chunk, seq);
     this.#tail = p;
-    const settled = () => {
-      if (this.#tail === p) this.#tail = null;
-    };
-    p.then(settled, settled);
     return p;
   }
 
-  async #writeAll(chunk: Uint8Array): Promise<void> {
-    let off = await this.#conn.write(chunk);
-    while (off < chunk.byteLength) {
-      off += await this.#conn.write(chunk.subarray(off));
+  /** `conn.write(chunk)`, a failure as a rejection (as from an async function). */
+  #start(chunk: Uint8Array): Promise<number> {
+    try {
+      return this.#conn.write(chunk);
+    } catch (err) {
+      return Promise.reject(err);
     }
   }
 
+  /** Write number `seq` is done: the last one forgets the tail. */
+  #wrote(seq: number): void {
+    if (this.#writes === seq) this.#tail = null;
+  }
+
+  /** Writes what is left of `chunk` from `off` on. */
+  async #rest(chunk: Uint8Array, off: number, seq: number): Promise<void> {
+    try {
+      while (off < chunk.byteLength) {
+        off += await this.#conn.write(chunk.subarray(off));
+      }
+    } finally {
+      this.#wrote(seq);
+    }
+  }
+
+  /** Writes all of `chunk` once `prev` (the write before) is done. */
+  async #after(
+    prev: Promise<void>,
+    chunk: Uint8Array,
+    seq: number,
+  ): Promise<void> {
+    try {
+      await prev;
+    } catch { /* its caller has the error */ }
+    return this.#rest(chunk, 0, seq);
+  }
+
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.#writes < 0) return;
+    this.#writes = -1;
     try {
       this.#conn.close();
     } catch { /* already closed */ }
@@ -225,6 +268,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   );
   unix?.bound();
   let closed = false;
+  const isClosed = () => closed;
   return {
     addr: unix !== null
       ? unix.addr
@@ -237,35 +281,86 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       } catch { /* already closed */ }
       unix?.remove();
     },
-    // One accept at a time; an error of one connection (a client that
-    // reset before the accept: Deno then fails to read its address), or
-    // running out of descriptors, must not end the listener: that stopped
-    // the server accepting for good.
-    async *[Symbol.asyncIterator]() {
-      while (!closed) {
-        let conn: DenoConn;
-        try {
-          conn = await l.accept();
-        } catch (err) {
-          if (closed || (err as Error)?.name === "BadResource") return;
-          if (!CONNECTION_GONE.has((err as Error)?.name)) {
-            await new Promise((r) => setTimeout(r, ACCEPT_RETRY_MS));
-          }
-          continue;
-        }
-        let wrapped: Connection;
-        try {
-          wrapped = unix !== null ? unix.wrap(wrap(conn)) : wrap(conn);
-        } catch {
-          try {
-            conn.close();
-          } catch { /* gone already */ }
-          continue;
-        }
-        yield wrapped;
-      }
-    },
+    [Symbol.asyncIterator]: () => new Accepts(l, unix, isClosed),
   };
+}
+
+/** The end of the accepted connections. */
+const DONE: IteratorResult<Connection> = Object.freeze({
+  done: true,
+  value: undefined,
+});
+
+/**
+ * The iteration of a listener's connections: one accept at a time; an
+ * error of one connection (a client that reset before the accept: Deno
+ * then fails to read its address), or running out of descriptors, must
+ * not end it: that stopped the server accepting for good. An iterator of
+ * its own rather than an async generator: each connection costs one
+ * promise and its reaction, not a generator's awaits and yield (less to
+ * allocate and collect per connection).
+ */
+class Accepts implements AsyncIterator<Connection> {
+  readonly #l: DenoListener;
+  readonly #unix: UnixSocketFile | null;
+  readonly #closed: () => boolean;
+  /** return() was called (a `for await` left early). */
+  #done = false;
+  readonly #accepted = (conn: DenoConn) => this.#wrap(conn);
+  readonly #failed = (err: unknown) => this.#retry(err);
+
+  constructor(
+    l: DenoListener,
+    unix: UnixSocketFile | null,
+    closed: () => boolean,
+  ) {
+    this.#l = l;
+    this.#unix = unix;
+    this.#closed = closed;
+  }
+
+  next(): Promise<IteratorResult<Connection>> {
+    if (this.#done || this.#closed()) return Promise.resolve(DONE);
+    let accepted: Promise<DenoConn>;
+    try {
+      accepted = this.#l.accept();
+    } catch (err) {
+      accepted = Promise.reject(err);
+    }
+    return accepted.then(this.#accepted, this.#failed);
+  }
+
+  return(): Promise<IteratorResult<Connection>> {
+    this.#done = true;
+    return Promise.resolve(DONE);
+  }
+
+  #wrap(
+    conn: DenoConn,
+  ): IteratorResult<Connection> | Promise<IteratorResult<Connection>> {
+    try {
+      const unix = this.#unix;
+      return {
+        done: false,
+        value: unix !== null ? unix.wrap(wrap(conn)) : wrap(conn),
+      };
+    } catch {
+      try {
+        conn.close();
+      } catch { /* gone already */ }
+      return this.next();
+    }
+  }
+
+  async #retry(err: unknown): Promise<IteratorResult<Connection>> {
+    if (
+      this.#done || this.#closed() || (err as Error)?.name === "BadResource"
+    ) return DONE;
+    if (!CONNECTION_GONE.has((err as Error)?.name)) {
+      await new Promise((r) => setTimeout(r, ACCEPT_RETRY_MS));
+    }
+    return this.next();
+  }
 }
 
 /**

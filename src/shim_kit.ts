@@ -316,17 +316,37 @@ export class ReadSizer {
 
   /** The size for the next read, after `n` bytes were read into `size`. */
   next(size: number, n: number): number {
-    if (n >= size) {
-      this.#small = 0;
-      return Math.min(size * 4, MAX_READ);
-    }
-    if (n > MIN_READ) this.#small = 0;
-    else if (size > MIN_READ && ++this.#small >= SHRINK_AFTER) {
-      this.#small = 0;
-      return MIN_READ;
-    }
-    return size;
+    const next = nextReadSize(size, n, this.#small);
+    this.#small = next & SMALL_MASK;
+    return next >>> SMALL_BITS;
   }
+}
+
+/** The bits of {@link nextReadSize}'s result that hold the count of small reads. */
+const SMALL_BITS = 4;
+const SMALL_MASK = (1 << SMALL_BITS) - 1;
+
+/**
+ * {@link ReadSizer}'s rule for a shim that keeps the state in a number
+ * field of its connection (no object per connection): `small` is the
+ * count of small reads in a row (0 at first); returns the next size and
+ * the new count as one number, `size * 16 + count` (sizes are multiples
+ * of 16). Not a public API: the shims share it.
+ *
+ * @example
+ * ```ts
+ * import { MIN_READ, nextReadSize } from "./shim_kit.ts";
+ *
+ * const next = nextReadSize(MIN_READ, MIN_READ, 0);
+ * next >>> 4; // 1024: the read filled the buffer
+ * next & 15; // 0 small reads in a row
+ * ```
+ */
+export function nextReadSize(size: number, n: number, small: number): number {
+  if (n >= size) return Math.min(size * 4, MAX_READ) << SMALL_BITS;
+  if (n > MIN_READ) return size << SMALL_BITS;
+  if (size > MIN_READ && ++small >= SHRINK_AFTER) return MIN_READ << SMALL_BITS;
+  return (size << SMALL_BITS) | small;
 }
 
 /**

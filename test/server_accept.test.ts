@@ -14,7 +14,14 @@ import {
   type ListenFn,
 } from "../src/exports/transport.ts";
 import { listen as listenNode } from "../runtimes/node.ts";
-import { fixedLocalAddr, ShimConnection } from "../src/shim_kit.ts";
+import {
+  fixedLocalAddr,
+  MAX_READ,
+  MIN_READ,
+  nextReadSize,
+  ReadSizer,
+  ShimConnection,
+} from "../src/shim_kit.ts";
 import type { NetAddress } from "../src/transport.ts";
 
 /** Connects `n` times and resets each connection (SO_LINGER 0), from another process. */
@@ -123,6 +130,105 @@ describe("accepting", () => {
       ]);
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe("the Deno listener's iteration", () => {
+  it(
+    "ends when the listener closes, and after return(); goes on after a connection it could not take",
+    {
+      skip: (globalThis as { Deno?: unknown }).Deno === undefined,
+    },
+    async () => {
+      const { listen: denoListen } = await import("../runtimes/deno.ts");
+      const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+      const port = listener.addr.port;
+      const it = listener[Symbol.asyncIterator]();
+      try {
+        // Clients reset before their accept, then one that stays.
+        execFileSync("python3", ["-c", RESETS, String(port), "20"]);
+        const client = net.connect({ port, host: "127.0.0.1" });
+        const first = await it.next();
+        assert.equal(first.done, false);
+        const conn = first.value as Connection;
+        client.write("NOOP\r\n");
+        let got = "";
+        while (!got.endsWith("\r\n")) {
+          const chunk = await conn.read!();
+          if (chunk === null) break;
+          got += new TextDecoder().decode(chunk);
+        }
+        // A reset client's connection may have been taken (its read ends
+        // at once): the one that stays is found by what it sent.
+        if (got !== "NOOP\r\n") {
+          for (;;) {
+            conn.close();
+            const next = await it.next();
+            assert.equal(next.done, false);
+            const c = next.value as Connection;
+            const chunk = await c.read!();
+            if (chunk !== null) {
+              assert.equal(new TextDecoder().decode(chunk), "NOOP\r\n");
+              c.close();
+              break;
+            }
+          }
+        } else conn.close();
+        client.destroy();
+        // A pending accept ends when the listener closes.
+        const pending = it.next();
+        listener.close();
+        assert.deepEqual(await pending, { done: true, value: undefined });
+        assert.deepEqual(await it.next(), { done: true, value: undefined });
+      } finally {
+        listener.close();
+      }
+      // return() ends an iteration whose listener is still open.
+      const open = await denoListen({ hostname: "127.0.0.1", port: 0 });
+      try {
+        const it2 = open[Symbol.asyncIterator]();
+        await it2.return!();
+        assert.deepEqual(await it2.next(), { done: true, value: undefined });
+      } finally {
+        open.close();
+      }
+    },
+  );
+});
+
+describe("nextReadSize", () => {
+  it("grows 4-fold after a full read (up to MAX_READ), shrinks to MIN_READ after 8 small reads in a row", () => {
+    const step = (size: number, n: number, small: number) => {
+      const next = nextReadSize(size, n, small);
+      return [next >>> 4, next & 15];
+    };
+    assert.deepEqual(step(MIN_READ, MIN_READ, 0), [1024, 0]);
+    assert.deepEqual(step(16384, 16384, 3), [MAX_READ, 0]);
+    assert.deepEqual(step(MAX_READ, MAX_READ, 0), [MAX_READ, 0]);
+    assert.deepEqual(step(MIN_READ, 10, 0), [MIN_READ, 0]); // small already
+    assert.deepEqual(step(1024, 10, 0), [1024, 1]);
+    assert.deepEqual(step(1024, 300, 5), [1024, 0]); // not small: count again
+    assert.deepEqual(step(1024, 10, 7), [MIN_READ, 0]); // the 8th
+  });
+
+  it("agrees with ReadSizer read after read", () => {
+    const sizer = new ReadSizer();
+    let size = MIN_READ;
+    let packed = size << 4;
+    let seed = 7;
+    for (let i = 0; i < 2000; i++) {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      // Mostly small reads, some full ones, some in between.
+      const n = seed % 5 === 0
+        ? size
+        : seed % 7 === 0
+        ? 1 + seed % size
+        : 1 + seed % 64;
+      const a = sizer.next(size, n);
+      packed = nextReadSize(size, n, packed & 15);
+      assert.equal(packed >>> 4, a, `read ${i}`);
+      size = a;
     }
   });
 });

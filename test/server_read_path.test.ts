@@ -217,6 +217,103 @@ describe("read path", () => {
     },
   );
 
+  it(
+    "Deno's read buffer grows after a read that fills it and shrinks back after 8 small reads",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const { listen: denoListen } = await import("../runtimes/deno.ts");
+      const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+      const client = net.connect({
+        port: listener.addr.port,
+        host: "127.0.0.1",
+      });
+      const { value: conn } = await listener[Symbol.asyncIterator]().next();
+      try {
+        const line = (n: number) => "x".repeat(n - 2) + "\r\n";
+        const chunks = await readChunks(conn as Connection, client, [
+          line(256), // fills the 256-byte buffer: the next one is 1024
+          line(300), // more than 256: no small read
+          ...Array.from({ length: 8 }, () => "NOOP\r\n"), // 8 small reads
+          "NOOP\r\n",
+        ]);
+        // The buffer each chunk was read into: a small one is a MIN_READ
+        // view of a shared slab (its ArrayBuffer is the slab), a larger one
+        // an ArrayBuffer of its own.
+        const capacity = (c: Uint8Array) =>
+          c.byteOffset % 256 === 0 && c.buffer.byteLength > 1024
+            ? 256
+            : c.buffer.byteLength;
+        assert.deepEqual(
+          chunks.map(capacity),
+          [256, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 256],
+        );
+      } finally {
+        client.destroy();
+        (conn as Connection).close(true);
+        listener.close();
+      }
+    },
+  );
+
+  it(
+    "Deno writes run one after the other, whole, while the client does not read, and leave the chunks as they were",
+    {
+      skip: RUNTIME !== "deno",
+      timeout: 20_000,
+    },
+    async () => {
+      const { listen: denoListen } = await import("../runtimes/deno.ts");
+      const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+      const client = net.connect({
+        port: listener.addr.port,
+        host: "127.0.0.1",
+      });
+      client.pause();
+      const { value: conn } = await listener[Symbol.asyncIterator]().next();
+      try {
+        // More than the sockets' buffers hold: conn.write takes part of a
+        // chunk, and the writes after it wait.
+        // The first larger than the sockets' buffers hold at once.
+        const sizes = [16 * 1024 * 1024, ...Array(7).fill(512 * 1024)];
+        const chunks = sizes.map((n, i) => new Uint8Array(n).fill(i + 1));
+        const total = sizes.reduce((a, b) => a + b, 0);
+        const writes = chunks.map((c) => (conn as Connection).write!(c));
+        const got: Buffer[] = [];
+        let bytes = 0;
+        const all = new Promise<void>((resolve) => {
+          client.on("data", (d: Buffer) => {
+            got.push(d);
+            bytes += d.length;
+            if (bytes >= total) resolve();
+          });
+        });
+        client.resume();
+        await Promise.all(writes);
+        await all;
+        const data = Buffer.concat(got);
+        assert.equal(data.length, total);
+        let at = 0;
+        for (let i = 0; i < chunks.length; i++) {
+          const part = data.subarray(at, at += sizes[i]);
+          assert.ok(part.every((b) => b === i + 1), `chunk ${i} in place`);
+          assert.ok(
+            chunks[i].every((b) => b === i + 1),
+            `chunk ${i} unchanged`,
+          );
+          assert.equal(chunks[i].byteLength, sizes[i]);
+        }
+        // A write after the others ended goes out alone.
+        await (conn as Connection).write!(new Uint8Array([10]));
+      } finally {
+        client.destroy();
+        (conn as Connection).close(true);
+        listener.close();
+      }
+    },
+  );
+
   it("Deno reads into one buffer of the connection's own", {
     skip: RUNTIME !== "deno",
   }, async () => {
