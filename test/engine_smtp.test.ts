@@ -5,6 +5,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SmtpError } from "../mod.ts";
+import { formatReply } from "../src/errors.ts";
+import { resolveEngineOptions } from "../src/options.ts";
+import { capabilities, ehloReply } from "../src/engine/capabilities.ts";
 import {
   type EngineOptions,
   type MailParams,
@@ -182,6 +185,28 @@ describe("engine: EHLO and HELO", () => {
   it("EHLO leaves out SMTPUTF8 when it is disabled", () => {
     const r = transcript("EHLO c.test\r\n", { smtputf8: false });
     assert.ok(!replies(r.output).includes("250-SMTPUTF8"));
+  });
+
+  it("EHLO's reply is formatReply of the greeting and the capabilities, whatever the greeting, formatted once per server and TLS state", () => {
+    for (const secure of [false, true]) {
+      const o = resolveEngineOptions({ startTls: true, dsn: true });
+      for (
+        const greet of [
+          "mx greets c.test",
+          "",
+          "two\nlines",
+          "trailing space ",
+          "a\x00control",
+          "mx greets c.test", // again: from the cache
+        ]
+      ) {
+        assert.equal(
+          ehloReply(o, secure, greet),
+          formatReply(250, null, [greet, ...capabilities(o, secure)]),
+          JSON.stringify({ secure, greet }),
+        );
+      }
+    }
   });
 
   it("HELO replies with one 250 line and no capabilities", () => {

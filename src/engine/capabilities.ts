@@ -5,6 +5,7 @@
  * @module
  */
 
+import { formatReply } from "../errors.ts";
 import type { ResolvedEngineOptions } from "../options.ts";
 
 /**
@@ -80,4 +81,46 @@ export function helpLines(o: ResolvedEngineOptions, secure: boolean): string[] {
     (authOffered(o, secure) ? " AUTH" : ""),
     "End of HELP info",
   ];
+}
+
+/** The formatted capability lines of an EHLO reply, by options and TLS. */
+const ehloTails = new WeakMap<
+  ResolvedEngineOptions,
+  [string | undefined, string | undefined]
+>();
+
+/**
+ * The whole EHLO reply: `greet` on the first line, then the capabilities.
+ * The capability lines are formatted once per options and TLS state (they
+ * are the same for every session of a server), so a session's EHLO costs
+ * one short string.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { ehloReply } from "./capabilities.ts";
+ * const o = resolveEngineOptions({ serverName: "mx.test" });
+ * ehloReply(o, false, "mx.test greets c.test").startsWith("250-mx.test greets c.test\r\n250-PIPELINING\r\n"); // true
+ * ```
+ */
+export function ehloReply(
+  o: ResolvedEngineOptions,
+  secure: boolean,
+  greet: string,
+): string {
+  let tails = ehloTails.get(o);
+  if (tails === undefined) ehloTails.set(o, tails = [undefined, undefined]);
+  const i = secure ? 1 : 0;
+  let tail = tails[i];
+  if (tail === undefined) {
+    const all = formatReply(250, null, ["-", ...capabilities(o, secure)]);
+    tail = tails[i] = all.slice(all.indexOf("\r\n") + 2);
+  }
+  const head = formatReply(250, null, greet);
+  // A greeting of more than one line (a hook's text with line breaks) or
+  // none: formatted whole, as before.
+  if (!head.startsWith("250 ") || head.indexOf("\r\n") !== head.length - 2) {
+    return formatReply(250, null, [greet, ...capabilities(o, secure)]);
+  }
+  return "250-" + head.slice(4) + tail;
 }

@@ -8,7 +8,7 @@
 
 import { formatReply, SmtpError } from "../errors.ts";
 import { encodeBase64Text } from "../sasl.ts";
-import { capabilities } from "./capabilities.ts";
+import { ehloReply } from "./capabilities.ts";
 import { fixedReply } from "./fixed_replies.ts";
 import { assertNever, type EngineCore } from "./core.ts";
 import { acceptedForEach, eachReply } from "./lmtp.ts";
@@ -53,11 +53,9 @@ export function accept(core: EngineCore, text?: string): void {
       core.esmtp = ev.verb !== "HELO";
       const greet = text ?? `${o.serverName} greets ${ev.hostname}`;
       core.write(
-        formatReply(
-          250,
-          null,
-          core.esmtp ? [greet, ...capabilities(o, core.secure)] : greet,
-        ),
+        core.esmtp
+          ? ehloReply(o, core.secure, greet)
+          : formatReply(250, null, greet),
       );
       core.badCommands = 0;
       return;
