@@ -1,0 +1,100 @@
+// What opening an idle session allocates and keeps, in bytes (V8's own
+// counts: deterministic, unlike RSS, so no need for a quiet machine): one
+// server script under bench/alloc_wrap.mjs, 1000 idle sessions opened and
+// closed once (warm-up), then 1000 more held; prints per session the bytes
+// allocated while they opened, the heap they keep after a full GC, how
+// much the heap's spaces grew (V8's young generation, `new`, grows with
+// the bytes that survive its collections) and RSS. Deno and Node.
+//
+//   node bench/alloc_probe.mjs deno bench/server.mjs smtpd
+//   node bench/alloc_probe.mjs deno bench/floor.mjs
+//   PROF=/tmp/p.txt node bench/alloc_probe.mjs deno bench/server.mjs smtpd
+//       # and where it was allocated (see alloc_wrap.mjs; PROF_LIVE=1: kept);
+//       # the profiler itself takes memory: RSS is then no figure to quote
+//
+// Wrap it in the measuring lock as any measurement (`flock
+// /tmp/smtpd-measure.lock node bench/alloc_probe.mjs ...`).
+import { spawn } from "node:child_process";
+import process from "node:process";
+import { sleep } from "./common.mjs";
+import { BIN, root } from "./launch.mjs";
+import { holdIdle, runClient } from "./load_gen.mjs";
+
+const N = 1000;
+const [rt, script, ...args] = process.argv.slice(2);
+if (!BIN[rt] || !script || rt === "bun") {
+  console.error(
+    "usage: node bench/alloc_probe.mjs <deno|node|node24> <script> [args]",
+  );
+  process.exit(2);
+}
+const flags = rt === "deno"
+  ? ["run", "-A", "--v8-flags=--expose-gc"]
+  : ["--expose-gc"];
+const child = spawn(
+  BIN[rt],
+  [...flags, "bench/alloc_wrap.mjs", script, ...args],
+  {
+    cwd: root,
+    stdio: ["pipe", "pipe", "inherit"],
+    env: { ...process.env, SESSIONS: String(N) },
+  },
+);
+let pending = "";
+const waiters = [];
+child.stdout.setEncoding("utf8");
+child.stdout.on("data", (d) => {
+  pending += d;
+  for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+    const line = pending.slice(0, nl);
+    pending = pending.slice(nl + 1);
+    waiters.shift()?.(line);
+  }
+});
+const nextLine = () => new Promise((r) => waiters.push(r));
+const ask = async (command) => {
+  child.stdin.write(command + "\n");
+  return JSON.parse(await nextLine());
+};
+
+const port = Number((await nextLine()).split(" ")[1]);
+await runClient([
+  "--port",
+  String(port),
+  "--sessions",
+  "1",
+  "--messages",
+  "20",
+  "--size",
+  "1024",
+]);
+let held = await holdIdle(port, N);
+await sleep(500);
+await held.release();
+await sleep(500);
+await ask("gc"); // answer 1
+const before = await ask("stats"); // 2: the profile starts
+held = await holdIdle(port, N);
+await sleep(1000);
+const opened = await ask("stats"); // 3: the profile ends
+const after = await ask("gc");
+const kb = (bytes) => (bytes / 1024).toFixed(0);
+const grew = Object.keys(opened.spaces)
+  .filter((s) => opened.spaces[s] !== before.spaces[s])
+  .map((s) => `${s} ${kb(opened.spaces[s] - before.spaces[s])}`)
+  .join(", ");
+console.log(
+  `${rt} ${[script, ...args].join(" ")}: ${
+    held.ok ? "" : "(idle sessions: " + held.error + ") "
+  }` +
+    `${
+      ((opened.alloc - before.alloc) / N).toFixed(0)
+    } B allocated per session opened, ` +
+    `${((after.used - before.used) / N).toFixed(0)} B kept after a full GC; ` +
+    `heap +${kb(opened.physical - before.physical)} KB (${
+      grew || "no space grew"
+    }), ` +
+    `RSS +${((opened.rss - before.rss) / 1024 / N).toFixed(2)} KB per session`,
+);
+await held.release();
+child.stdin.end();
