@@ -1,7 +1,7 @@
 // What opening an idle session allocates and keeps, in bytes (V8's own
 // counts: deterministic, unlike RSS, so no need for a quiet machine): one
 // server script under bench/alloc_wrap.mjs, 1000 idle sessions opened and
-// closed once (warm-up), then 1000 more held; prints per session the bytes
+// closed once (warm-up; not with `--cold`), then 1000 more held; prints per session the bytes
 // allocated while they opened, the heap they keep after a full GC, how
 // much the heap's spaces grew (V8's young generation, `new`, grows with
 // the bytes that survive its collections) and RSS. Deno and Node.
@@ -21,10 +21,13 @@ import { BIN, root } from "./launch.mjs";
 import { holdIdle, runClient } from "./load_gen.mjs";
 
 const N = 1000;
-const [rt, script, ...args] = process.argv.slice(2);
+const argv = process.argv.slice(2);
+/** `--cold` (first): no warm-up, as bench/idle_probe.mjs measures by default. */
+const cold = argv[0] === "--cold" ? argv.shift() !== undefined : false;
+const [rt, script, ...args] = argv;
 if (!BIN[rt] || !script || rt === "bun") {
   console.error(
-    "usage: node bench/alloc_probe.mjs <deno|node|node24> <script> [args]",
+    "usage: node bench/alloc_probe.mjs [--cold] <deno|node|node24> <script> [args]",
   );
   process.exit(2);
 }
@@ -68,10 +71,13 @@ await runClient([
   "--size",
   "1024",
 ]);
-let held = await holdIdle(port, N);
-await sleep(500);
-await held.release();
-await sleep(500);
+let held;
+if (!cold) {
+  held = await holdIdle(port, N);
+  await sleep(500);
+  await held.release();
+  await sleep(500);
+}
 await ask("gc"); // answer 1
 const before = await ask("stats"); // 2: the profile starts
 held = await holdIdle(port, N);
@@ -84,7 +90,7 @@ const grew = Object.keys(opened.spaces)
   .map((s) => `${s} ${kb(opened.spaces[s] - before.spaces[s])}`)
   .join(", ");
 console.log(
-  `${rt} ${[script, ...args].join(" ")}: ${
+  `${rt} ${[script, ...args].join(" ")}${cold ? " (cold)" : ""}: ${
     held.ok ? "" : "(idle sessions: " + held.error + ") "
   }` +
     `${

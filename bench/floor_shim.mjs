@@ -5,7 +5,7 @@
 // or the engine: what the shim itself costs an idle session over
 // bench/floor.mjs.
 //
-//   node bench/idle_probe.mjs deno bench/floor_deno_shim.mjs [--no-addr]
+//   node bench/idle_probe.mjs deno bench/floor_shim.mjs [--no-addr]
 import process from "node:process";
 import { control } from "./control.mjs";
 import { feed, GREETING, state } from "./floor_feed.mjs";
