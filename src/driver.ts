@@ -300,7 +300,11 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       const engine = this.engine;
       const log = server.logger;
       const s = this.session;
-      if (resumed === undefined && !(await this.#admit())) return;
+      if (resumed === undefined) {
+        let admitted = this.#admit();
+        if (isThenable(admitted)) admitted = await admitted;
+        if (!admitted) return;
+      }
       let reason = "eof";
       try {
         if (resumed !== undefined) {
@@ -472,18 +476,25 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /**
    * Admits the connection (the preamble, or the count per address) and
-   * logs it; false: it was refused (and closed).
+   * logs it; false: it was refused (and closed). A promise only when
+   * something is waited for (a preamble, a shared count): opening a plain
+   * session makes none.
    */
-  async #admit(): Promise<boolean> {
+  #admit(): boolean | Promise<boolean> {
+    const o = this.host.options;
+    const admitted = o.proxyProtocol !== null || o.greetingDelay > 0 ||
+        this.host.reverseDns !== null
+      ? preamble(this)
+      : claimIp(this);
+    return isThenable(admitted)
+      ? admitted.then((ok) => ok && this.#connected())
+      : admitted && this.#connected();
+  }
+
+  /** An admitted connection: counted and logged (see #admit); true. */
+  #connected(): true {
     const server = this.host;
     const s = this.session;
-    const o = server.options;
-    if (
-      o.proxyProtocol !== null || o.greetingDelay > 0 ||
-      server.reverseDns !== null
-    ) {
-      if (!(await preamble(this))) return false;
-    } else if (!(await claimIp(this))) return false;
     server.counters.connections++;
     server.logger?.({
       type: "connect",

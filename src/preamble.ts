@@ -226,6 +226,8 @@ function useProxy(d: PreambleDriver, h: ProxyHeader): void {
 
 /**
  * Counts the connection for maxConnectionsPerIp; false: refused (421, closed).
+ * A promise only when the host counts with one (a shared store): with the
+ * local count, opening a session makes no promise here.
  *
  * @example
  * ```ts
@@ -235,15 +237,20 @@ function useProxy(d: PreambleDriver, h: ProxyHeader): void {
  * if (!(await claimIp(driver))) console.log("over the limit");
  * ```
  */
-export async function claimIp(d: PreambleDriver): Promise<boolean> {
-  const ip = d.session.remoteAddress;
-  const key = clientKey(ip);
-  let claimed = d.host.claimIp(key);
-  if (isThenable(claimed)) claimed = await claimed;
+export function claimIp(d: PreambleDriver): boolean | Promise<boolean> {
+  const key = clientKey(d.session.remoteAddress);
+  const claimed = d.host.claimIp(key);
+  return isThenable(claimed)
+    ? claimed.then((ok) => claimedIp(d, key, ok))
+    : claimedIp(d, key, claimed);
+}
+
+/** The answer of the count per address (see claimIp). */
+function claimedIp(d: PreambleDriver, key: string, claimed: boolean): boolean {
   if (!claimed) {
     d.host.refuse(
       d.conn,
-      ip,
+      d.session.remoteAddress,
       "too_many_connections_per_ip",
       "too many connections from this address",
       (bytes) => d.io.write(bytes),
