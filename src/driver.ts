@@ -15,7 +15,7 @@ import { SmtpError } from "./errors.ts";
 import type { HookName } from "./session.ts";
 import type { Connection } from "./transport.ts";
 import type { ReadWaiter } from "./shim_kit.ts";
-import { type Deadline, deadlines } from "./deadlines.ts";
+import { type Deadline, deadlines, now } from "./deadlines.ts";
 import type { HookResult } from "./serve_options.ts";
 import type { DriverHost } from "./host.ts";
 import { HookCalls, isThenable, SHUTDOWN, TEMPORARY } from "./hooks.ts";
@@ -148,9 +148,11 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   readonly milter: MilterSession | null;
   /**
    * When the connection's deadline in {@link deadlines} fires (the driver
-   * is that entry: see armTimer()).
+   * is that entry: see armTimer()); meaningful while set. A small integer
+   * (see `now` in deadlines.ts), not Infinity: a field that ever holds a
+   * fraction or Infinity is a boxed number in every driver.
    */
-  at = Infinity;
+  at = 0;
   /** The deadline's place in {@link deadlines} (-1: not set). */
   index = -1;
   #reading = false;
@@ -184,7 +186,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       conn.startTls !== undefined,
       conn.tls !== null,
     );
-    this.engine = new SmtpEngine(options, Date.now());
+    this.engine = new SmtpEngine(options, now());
     this.session = new SessionState(conn, this.engine, options.lmtp === true);
     this.io = connectionIo(conn);
     this.milter = host.milters === null ? null : host.milters(this.session);
@@ -310,7 +312,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
         if (resumed !== undefined) {
           this.#reading = false;
           if (resumed === null) engine.end();
-          else engine.receive(resumed, Date.now());
+          else engine.receive(resumed, now());
         }
         for (;;) {
           const ev = engine.nextEvent();
@@ -360,7 +362,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
                 }
               }
               if (chunk === null) engine.end();
-              else engine.receive(chunk, Date.now());
+              else engine.receive(chunk, now());
               break;
             }
             case "connect":
@@ -535,11 +537,11 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #write(out: Uint8Array): Promise<void> | undefined {
     const pending = this.io.write(out);
     if (!isThenable(pending)) return undefined;
-    if (this.#writes++ === 0) this.#writeSince = Date.now();
+    if (this.#writes++ === 0) this.#writeSince = now();
     this.#watchWrites(this.engine.options.idleTimeout);
     const done = () => {
       // Progress: the oldest pending write (if any) is younger now.
-      this.#writeSince = --this.#writes === 0 ? 0 : Date.now();
+      this.#writeSince = --this.#writes === 0 ? 0 : now();
     };
     return pending.then(done, (err) => {
       done();
@@ -558,14 +560,14 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #watchWrites(delay: number): void {
     if (delay === Infinity || this.#ended) return;
     const d = this.#writeTimer ??= new WriteDeadline(this);
-    if (!deadlines.has(d)) deadlines.set(d, Date.now() + delay);
+    if (!deadlines.has(d)) deadlines.set(d, now() + delay);
   }
 
   /** The write watchdog fired (see #watchWrites). */
   onWriteTimer(): void {
     if (this.#writes === 0) return;
     const ms = this.engine.options.idleTimeout;
-    const left = this.#writeSince + ms - Date.now();
+    const left = this.#writeSince + ms - now();
     if (left > 0) return this.#watchWrites(left);
     this.host.logger?.({
       type: "error",
@@ -595,14 +597,14 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /** The connection's deadline fired (see armTimer()). */
   fire(): void {
-    const now = Date.now();
+    const t = now();
     // A wait past its deadline ends with HOOK_TIMEOUT.
-    this.#hooks?.onTimer(now);
+    this.#hooks?.onTimer(t);
     // Only the client's silence counts: not our own backpressure or hooks.
     if (!this.#reading) return;
     const deadline = this.engine.deadline();
-    if (now < deadline) return this.armTimer(deadline);
-    this.engine.tick(now);
+    if (t < deadline) return this.armTimer(deadline);
+    this.engine.tick(t);
     if (this.engine.closed) void this.#flushAndClose();
   }
 
@@ -706,7 +708,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     } else this.engine.reject(error);
     // The client's idle time starts when it has our answer, not when it
     // sent the command (a slow hook must not eat the client's timeout).
-    if (hooked) this.engine.receive(EMPTY, Date.now());
+    if (hooked) this.engine.receive(EMPTY, now());
     return undefined;
   }
 

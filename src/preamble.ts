@@ -23,6 +23,7 @@ import type { Connection } from "./transport.ts";
 import type { DriverHost } from "./host.ts";
 import type { RefusalCode } from "./stats.ts";
 import { isThenable } from "./hooks.ts";
+import { now } from "./deadlines.ts";
 
 const EMPTY = new Uint8Array(0);
 
@@ -140,7 +141,7 @@ export async function preamble(d: PreambleDriver): Promise<boolean> {
     return false;
   }
   // The client's idle time starts now; bytes after the header are its.
-  d.engine.receive(rest, Date.now());
+  d.engine.receive(rest, now());
   return true;
 }
 
