@@ -489,8 +489,13 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       ? preamble(this)
       : claimIp(this);
     return isThenable(admitted)
-      ? admitted.then((ok) => ok && this.#connected())
+      ? this.#admitLater(admitted)
       : admitted && this.#connected();
+  }
+
+  /** #admit once `admitted` settles (apart: no closure context per session). */
+  #admitLater(admitted: Promise<boolean>): Promise<boolean> {
+    return admitted.then((ok) => ok && this.#connected());
   }
 
   /** An admitted connection: counted and logged (see #admit); true. */
@@ -537,6 +542,14 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #write(out: Uint8Array): Promise<void> | undefined {
     const pending = this.io.write(out);
     if (!isThenable(pending)) return undefined;
+    return this.#writing(pending);
+  }
+
+  /**
+   * A write the client has not taken yet (see #write), watched. Apart
+   * from #write: its closure's context would be made with every write.
+   */
+  #writing(pending: Promise<void>): Promise<void> {
     if (this.#writes++ === 0) this.#writeSince = now();
     this.#watchWrites(this.engine.options.idleTimeout);
     const done = () => {
@@ -668,6 +681,20 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       this.#timed(name, since);
       return this.#answer(ev, null, true);
     }
+    return this.#waitHook(ev, r, name, since);
+  }
+
+  /**
+   * Waits for a hook's promise `r` (see #decide), then answers. Apart from
+   * #decide: the closure's variables would be allocated with every call of
+   * it, a hook or not (V8 makes a function's context on entry).
+   */
+  #waitHook(
+    ev: DecisionEvent,
+    r: PromiseLike<unknown>,
+    name: HookName,
+    since: number,
+  ): Promise<void> {
     return this.hooks.wait<void>(r, false, name, (w) => {
       // Up to its end, or to hookTimeout.
       this.#timed(name, since);
@@ -689,10 +716,13 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     error: SmtpError | null,
     hooked = false,
   ): Promise<void> | undefined {
-    if (error === null && this.milter !== null) {
-      return this.milter.decide(ev).then((e) => this.#reply(ev, e, true));
-    }
+    if (error === null && this.milter !== null) return this.#filter(ev);
     return this.#reply(ev, error, hooked);
+  }
+
+  /** The filters' answer on `ev` (see #answer; apart for the same reason as #waitHook). */
+  #filter(ev: DecisionEvent): Promise<void> {
+    return this.milter!.decide(ev).then((e) => this.#reply(ev, e, true));
   }
 
   /** Gives the engine the decision's answer. */

@@ -242,8 +242,20 @@ export function claimIp(d: PreambleDriver): boolean | Promise<boolean> {
   const key = clientKey(d.session.remoteAddress);
   const claimed = d.host.claimIp(key);
   return isThenable(claimed)
-    ? claimed.then((ok) => claimedIp(d, key, ok))
+    ? claimLater(d, key, claimed)
     : claimedIp(d, key, claimed);
+}
+
+/**
+ * claimIp with a count that is a promise. Apart from claimIp: a closure's
+ * variables are allocated whenever the function that holds them runs.
+ */
+function claimLater(
+  d: PreambleDriver,
+  key: string,
+  claimed: Promise<boolean>,
+): Promise<boolean> {
+  return claimed.then((ok) => claimedIp(d, key, ok));
 }
 
 /** The answer of the count per address (see claimIp). */
