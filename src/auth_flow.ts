@@ -15,6 +15,7 @@ import { type AuthStart, clientKey, failureDelay } from "./limits.ts";
 import type { Session } from "./session.ts";
 import type { DriverHost } from "./host.ts";
 import { type HookCalls, isThenable, TEMPORARY } from "./hooks.ts";
+import { now } from "./deadlines.ts";
 
 const AUTH_INVALID = new SmtpError(
   535,
@@ -144,5 +145,5 @@ function authDone(
   });
   if (error === null) d.engine.accept();
   else d.engine.reject(error);
-  d.engine.receive(EMPTY, Date.now());
+  d.engine.receive(EMPTY, now());
 }

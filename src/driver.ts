@@ -15,7 +15,7 @@ import { SmtpError } from "./errors.ts";
 import type { HookName } from "./session.ts";
 import type { Connection } from "./transport.ts";
 import type { ReadWaiter } from "./shim_kit.ts";
-import { type Deadline, deadlines } from "./deadlines.ts";
+import { type Deadline, deadlines, now } from "./deadlines.ts";
 import type { HookResult } from "./serve_options.ts";
 import type { DriverHost } from "./host.ts";
 import { HookCalls, isThenable, SHUTDOWN, TEMPORARY } from "./hooks.ts";
@@ -148,9 +148,11 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   readonly milter: MilterSession | null;
   /**
    * When the connection's deadline in {@link deadlines} fires (the driver
-   * is that entry: see armTimer()).
+   * is that entry: see armTimer()); meaningful while set. A small integer
+   * (see `now` in deadlines.ts), not Infinity: a field that ever holds a
+   * fraction or Infinity is a boxed number in every driver.
    */
-  at = Infinity;
+  at = 0;
   /** The deadline's place in {@link deadlines} (-1: not set). */
   index = -1;
   #reading = false;
@@ -184,7 +186,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       conn.startTls !== undefined,
       conn.tls !== null,
     );
-    this.engine = new SmtpEngine(options, Date.now());
+    this.engine = new SmtpEngine(options, now());
     this.session = new SessionState(conn, this.engine, options.lmtp === true);
     this.io = connectionIo(conn);
     this.milter = host.milters === null ? null : host.milters(this.session);
@@ -300,13 +302,17 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       const engine = this.engine;
       const log = server.logger;
       const s = this.session;
-      if (resumed === undefined && !(await this.#admit())) return;
+      if (resumed === undefined) {
+        let admitted = this.#admit();
+        if (isThenable(admitted)) admitted = await admitted;
+        if (!admitted) return;
+      }
       let reason = "eof";
       try {
         if (resumed !== undefined) {
           this.#reading = false;
           if (resumed === null) engine.end();
-          else engine.receive(resumed, Date.now());
+          else engine.receive(resumed, now());
         }
         for (;;) {
           const ev = engine.nextEvent();
@@ -356,7 +362,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
                 }
               }
               if (chunk === null) engine.end();
-              else engine.receive(chunk, Date.now());
+              else engine.receive(chunk, now());
               break;
             }
             case "connect":
@@ -472,18 +478,30 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /**
    * Admits the connection (the preamble, or the count per address) and
-   * logs it; false: it was refused (and closed).
+   * logs it; false: it was refused (and closed). A promise only when
+   * something is waited for (a preamble, a shared count): opening a plain
+   * session makes none.
    */
-  async #admit(): Promise<boolean> {
+  #admit(): boolean | Promise<boolean> {
+    const o = this.host.options;
+    const admitted = o.proxyProtocol !== null || o.greetingDelay > 0 ||
+        this.host.reverseDns !== null
+      ? preamble(this)
+      : claimIp(this);
+    return isThenable(admitted)
+      ? this.#admitLater(admitted)
+      : admitted && this.#connected();
+  }
+
+  /** #admit once `admitted` settles (apart: no closure context per session). */
+  #admitLater(admitted: Promise<boolean>): Promise<boolean> {
+    return admitted.then((ok) => ok && this.#connected());
+  }
+
+  /** An admitted connection: counted and logged (see #admit); true. */
+  #connected(): true {
     const server = this.host;
     const s = this.session;
-    const o = server.options;
-    if (
-      o.proxyProtocol !== null || o.greetingDelay > 0 ||
-      server.reverseDns !== null
-    ) {
-      if (!(await preamble(this))) return false;
-    } else if (!(await claimIp(this))) return false;
     server.counters.connections++;
     server.logger?.({
       type: "connect",
@@ -524,11 +542,19 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #write(out: Uint8Array): Promise<void> | undefined {
     const pending = this.io.write(out);
     if (!isThenable(pending)) return undefined;
-    if (this.#writes++ === 0) this.#writeSince = Date.now();
+    return this.#writing(pending);
+  }
+
+  /**
+   * A write the client has not taken yet (see #write), watched. Apart
+   * from #write: its closure's context would be made with every write.
+   */
+  #writing(pending: Promise<void>): Promise<void> {
+    if (this.#writes++ === 0) this.#writeSince = now();
     this.#watchWrites(this.engine.options.idleTimeout);
     const done = () => {
       // Progress: the oldest pending write (if any) is younger now.
-      this.#writeSince = --this.#writes === 0 ? 0 : Date.now();
+      this.#writeSince = --this.#writes === 0 ? 0 : now();
     };
     return pending.then(done, (err) => {
       done();
@@ -547,14 +573,14 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #watchWrites(delay: number): void {
     if (delay === Infinity || this.#ended) return;
     const d = this.#writeTimer ??= new WriteDeadline(this);
-    if (!deadlines.has(d)) deadlines.set(d, Date.now() + delay);
+    if (!deadlines.has(d)) deadlines.set(d, now() + delay);
   }
 
   /** The write watchdog fired (see #watchWrites). */
   onWriteTimer(): void {
     if (this.#writes === 0) return;
     const ms = this.engine.options.idleTimeout;
-    const left = this.#writeSince + ms - Date.now();
+    const left = this.#writeSince + ms - now();
     if (left > 0) return this.#watchWrites(left);
     this.host.logger?.({
       type: "error",
@@ -584,14 +610,14 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /** The connection's deadline fired (see armTimer()). */
   fire(): void {
-    const now = Date.now();
+    const t = now();
     // A wait past its deadline ends with HOOK_TIMEOUT.
-    this.#hooks?.onTimer(now);
+    this.#hooks?.onTimer(t);
     // Only the client's silence counts: not our own backpressure or hooks.
     if (!this.#reading) return;
     const deadline = this.engine.deadline();
-    if (now < deadline) return this.armTimer(deadline);
-    this.engine.tick(now);
+    if (t < deadline) return this.armTimer(deadline);
+    this.engine.tick(t);
     if (this.engine.closed) void this.#flushAndClose();
   }
 
@@ -655,6 +681,20 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       this.#timed(name, since);
       return this.#answer(ev, null, true);
     }
+    return this.#waitHook(ev, r, name, since);
+  }
+
+  /**
+   * Waits for a hook's promise `r` (see #decide), then answers. Apart from
+   * #decide: the closure's variables would be allocated with every call of
+   * it, a hook or not (V8 makes a function's context on entry).
+   */
+  #waitHook(
+    ev: DecisionEvent,
+    r: PromiseLike<unknown>,
+    name: HookName,
+    since: number,
+  ): Promise<void> {
     return this.hooks.wait<void>(r, false, name, (w) => {
       // Up to its end, or to hookTimeout.
       this.#timed(name, since);
@@ -676,10 +716,13 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     error: SmtpError | null,
     hooked = false,
   ): Promise<void> | undefined {
-    if (error === null && this.milter !== null) {
-      return this.milter.decide(ev).then((e) => this.#reply(ev, e, true));
-    }
+    if (error === null && this.milter !== null) return this.#filter(ev);
     return this.#reply(ev, error, hooked);
+  }
+
+  /** The filters' answer on `ev` (see #answer; apart for the same reason as #waitHook). */
+  #filter(ev: DecisionEvent): Promise<void> {
+    return this.milter!.decide(ev).then((e) => this.#reply(ev, e, true));
   }
 
   /** Gives the engine the decision's answer. */
@@ -695,7 +738,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     } else this.engine.reject(error);
     // The client's idle time starts when it has our answer, not when it
     // sent the command (a slow hook must not eat the client's timeout).
-    if (hooked) this.engine.receive(EMPTY, Date.now());
+    if (hooked) this.engine.receive(EMPTY, now());
     return undefined;
   }
 

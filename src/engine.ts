@@ -26,7 +26,7 @@ import { readData } from "./engine/body_data.ts";
 import { discardLine, readCommand } from "./engine/commands.ts";
 import { assertNever, EngineCore } from "./engine/core.ts";
 import { accept, acceptEach, reject } from "./engine/decisions.ts";
-import { fixedBytes } from "./engine/fixed_replies.ts";
+import { fixedBytes, greetingBytes } from "./engine/fixed_replies.ts";
 import { perRecipient } from "./engine/lmtp.ts";
 import type {
   Decision,
@@ -237,14 +237,14 @@ export class SmtpEngine {
    * The bytes to write to the client, or `null` when there are none: a
    * view that may share its `ArrayBuffer` with other replies (which is
    * never written again), or the same array every time for a fixed reply
-   * (every session's). Keep it as long as needed; do not write into it.
+   * (every session's, the default greeting included). Keep it as long as needed; do not write into it.
    */
   takeOutput(): Uint8Array | null {
     const c = this.#core;
     const s = c.out;
     if (s === "") return null;
     c.out = "";
-    return fixedBytes(s) ?? encodeReply(s);
+    return fixedBytes(s) ?? greetingBytes(c.options, s) ?? encodeReply(s);
   }
 
   /** Whether replies are waiting in {@link SmtpEngine.takeOutput}. */

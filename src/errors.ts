@@ -68,6 +68,23 @@ export class SmtpError extends Error {
 }
 
 /**
+ * Whether `text` is one reply line {@link formatReply} takes as it is (no
+ * line break or other control character, no trailing white space, not
+ * empty): then its reply is `${code} ${text}\r\n`.
+ *
+ * @example
+ * ```ts
+ * import { isPlainReplyText } from "./errors.ts";
+ *
+ * isPlainReplyText("mx.test greets c.test"); // true
+ * isPlainReplyText("two\nlines"); // false
+ * ```
+ */
+export function isPlainReplyText(text: string): boolean {
+  return !NOT_PLAIN.test(text);
+}
+
+/**
  * Formats one SMTP reply: every line carries the code (with `-` on all lines
  * but the last) and, when given, the enhanced status code. Control characters
  * in the text are replaced by spaces so that a reply can never inject a line.

@@ -12,6 +12,7 @@ import type { IncomingMessage } from "./message.ts";
 import type { ErrorContext, HookName, Session } from "./session.ts";
 import type { ServeOptions } from "./serve_options.ts";
 import type { DriverHost } from "./host.ts";
+import { now } from "./deadlines.ts";
 
 /** 451 4.3.0: what a hook's failure (not an SmtpError) answers. */
 export const TEMPORARY: SmtpError = new SmtpError(
@@ -182,7 +183,7 @@ export class HookCalls {
     this.#settle = settle;
     const ms = this.#owner.host.options.hookTimeout;
     if (ms !== Infinity) {
-      this.#deadline = Date.now() + ms;
+      this.#deadline = now() + ms;
       this.#owner.armTimer(this.#deadline);
     }
   }

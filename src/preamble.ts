@@ -23,6 +23,7 @@ import type { Connection } from "./transport.ts";
 import type { DriverHost } from "./host.ts";
 import type { RefusalCode } from "./stats.ts";
 import { isThenable } from "./hooks.ts";
+import { now } from "./deadlines.ts";
 
 const EMPTY = new Uint8Array(0);
 
@@ -140,7 +141,7 @@ export async function preamble(d: PreambleDriver): Promise<boolean> {
     return false;
   }
   // The client's idle time starts now; bytes after the header are its.
-  d.engine.receive(rest, Date.now());
+  d.engine.receive(rest, now());
   return true;
 }
 
@@ -226,6 +227,8 @@ function useProxy(d: PreambleDriver, h: ProxyHeader): void {
 
 /**
  * Counts the connection for maxConnectionsPerIp; false: refused (421, closed).
+ * A promise only when the host counts with one (a shared store): with the
+ * local count, opening a session makes no promise here.
  *
  * @example
  * ```ts
@@ -235,15 +238,32 @@ function useProxy(d: PreambleDriver, h: ProxyHeader): void {
  * if (!(await claimIp(driver))) console.log("over the limit");
  * ```
  */
-export async function claimIp(d: PreambleDriver): Promise<boolean> {
-  const ip = d.session.remoteAddress;
-  const key = clientKey(ip);
-  let claimed = d.host.claimIp(key);
-  if (isThenable(claimed)) claimed = await claimed;
+export function claimIp(d: PreambleDriver): boolean | Promise<boolean> {
+  const key = clientKey(d.session.remoteAddress);
+  const claimed = d.host.claimIp(key);
+  return isThenable(claimed)
+    ? claimLater(d, key, claimed)
+    : claimedIp(d, key, claimed);
+}
+
+/**
+ * claimIp with a count that is a promise. Apart from claimIp: a closure's
+ * variables are allocated whenever the function that holds them runs.
+ */
+function claimLater(
+  d: PreambleDriver,
+  key: string,
+  claimed: Promise<boolean>,
+): Promise<boolean> {
+  return claimed.then((ok) => claimedIp(d, key, ok));
+}
+
+/** The answer of the count per address (see claimIp). */
+function claimedIp(d: PreambleDriver, key: string, claimed: boolean): boolean {
   if (!claimed) {
     d.host.refuse(
       d.conn,
-      ip,
+      d.session.remoteAddress,
       "too_many_connections_per_ip",
       "too many connections from this address",
       (bytes) => d.io.write(bytes),

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SmtpError } from "../mod.ts";
 import { formatReply } from "../src/exports/engine.ts";
+import { SmtpEngine } from "../src/engine.ts";
+import { type EngineOptions, sharedEngineOptions } from "../src/options.ts";
 import { bytes, run } from "./helpers/transcript.ts";
 
 /** The rule formatReply implements, written out line by line (no shortcut). */
@@ -131,5 +133,52 @@ describe("takeOutput", () => {
           "221 2.0.0 mx.test Bye\r\n",
       );
     }
+  });
+});
+
+describe("the default greeting", () => {
+  /** The greeting a new engine on `options` writes. */
+  function greet(options: EngineOptions): Uint8Array {
+    const engine = new SmtpEngine(options);
+    assert.equal(engine.nextEvent().type, "connect");
+    engine.accept();
+    return engine.takeOutput()!;
+  }
+
+  it("is formatted and encoded once for the sessions of shared options", () => {
+    const options = sharedEngineOptions({ serverName: "mx.test" });
+    const first = greet(options);
+    assert.equal(
+      new TextDecoder().decode(first),
+      "220 mx.test ESMTP smtpd\r\n",
+    );
+    // The same bytes for every session of these options.
+    assert.equal(greet(options), first);
+    // Other options greet with their own text.
+    const lmtp = sharedEngineOptions({ serverName: "mx.test", lmtp: true });
+    assert.equal(
+      new TextDecoder().decode(greet(lmtp)),
+      "220 mx.test LMTP smtpd\r\n",
+    );
+    assert.equal(greet(options), first);
+  });
+
+  it("is the application's text when it gives one", () => {
+    const options = sharedEngineOptions({ serverName: "mx.test" });
+    const engine = new SmtpEngine(options);
+    engine.nextEvent();
+    engine.accept("mx.test Welcome");
+    assert.equal(
+      new TextDecoder().decode(engine.takeOutput()!),
+      "220 mx.test Welcome\r\n",
+    );
+    // The default text, given as text, is the same reply.
+    const again = new SmtpEngine(options);
+    again.nextEvent();
+    again.accept("mx.test ESMTP smtpd");
+    assert.equal(
+      new TextDecoder().decode(again.takeOutput()!),
+      "220 mx.test ESMTP smtpd\r\n",
+    );
   });
 });

@@ -7,6 +7,7 @@ import {
   type Deadline,
   type DeadlineClock,
   Deadlines,
+  now,
 } from "../src/deadlines.ts";
 
 /** A clock whose time moves only when told; its timers run on advance(). */
@@ -177,5 +178,22 @@ describe("Deadlines", () => {
     clock.advance(4000);
     assert.equal(fired.length, left);
     assert.deepEqual(fired, [...fired].sort((x, y) => x - y));
+  });
+});
+
+describe("now", () => {
+  it("counts whole milliseconds from the process's start: small integers, on Date.now's pace", () => {
+    // A time a session keeps (its deadline, its engine's last activity)
+    // is one of these: a small integer is kept in the object itself, a
+    // Date.now() value (over 2^31) was a boxed number of its own.
+    const t = now();
+    assert.ok(Number.isInteger(t), `${t}`);
+    assert.ok(t >= 0 && t < 2 ** 30, `${t}`);
+    const epoch = Date.now() - now();
+    const later = now();
+    assert.ok(later >= t);
+    // The same pace as Date.now(): only the origin differs.
+    assert.ok(Math.abs(Date.now() - now() - epoch) <= 2);
+    assert.ok(epoch > 1_600_000_000_000 && epoch <= Date.now());
   });
 });

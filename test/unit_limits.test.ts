@@ -8,6 +8,7 @@ import {
   failureDelay,
   LocalClientLimits,
 } from "../src/limits.ts";
+import { claimIp, type PreambleDriver } from "../src/preamble.ts";
 
 const MIN = 60_000;
 
@@ -213,5 +214,50 @@ describe("failureDelay", () => {
       [0, 250, 500, 1000, 3000, 3000, 3000],
     );
     assert.equal(failureDelay(3, 100, 250), 250);
+  });
+});
+
+describe("claimIp", () => {
+  /** A driver whose host counts with `count`; what it refused, in `refused`. */
+  function driverOf(count: (key: string) => boolean | Promise<boolean>) {
+    const refused: string[] = [];
+    const d = {
+      session: { remoteAddress: "::ffff:192.0.2.7" },
+      host: {
+        options: { path: null },
+        claimIp: count,
+        refuse: (_conn: unknown, ip: string, code: string) => {
+          refused.push(`${ip} ${code}`);
+        },
+      },
+      conn: {},
+      io: { write: () => {} },
+      countedIp: null,
+    } as unknown as PreambleDriver;
+    return { d, refused };
+  }
+
+  it("answers at once when the count does: opening a session waits for no promise", () => {
+    const ok = driverOf(() => true);
+    assert.equal(claimIp(ok.d), true);
+    assert.equal(ok.d.countedIp, "192.0.2.7");
+    const over = driverOf(() => false);
+    assert.equal(claimIp(over.d), false);
+    assert.equal(over.d.countedIp, null);
+    assert.deepEqual(over.refused, [
+      "::ffff:192.0.2.7 too_many_connections_per_ip",
+    ]);
+  });
+
+  it("waits for a count that is a promise (a shared store)", async () => {
+    const ok = driverOf(() => Promise.resolve(true));
+    const claimed = claimIp(ok.d);
+    assert.ok(claimed instanceof Promise);
+    assert.equal(await claimed, true);
+    assert.equal(ok.d.countedIp, "192.0.2.7");
+    const over = driverOf(() => Promise.resolve(false));
+    assert.equal(await claimIp(over.d), false);
+    assert.equal(over.d.countedIp, null);
+    assert.equal(over.refused.length, 1);
   });
 });

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { formatReply } from "../errors.ts";
+import { formatReply, isPlainReplyText } from "../errors.ts";
 import type { ResolvedEngineOptions } from "../options.ts";
 
 /**
@@ -116,6 +116,8 @@ export function ehloReply(
     const all = formatReply(250, null, ["-", ...capabilities(o, secure)]);
     tail = tails[i] = all.slice(all.indexOf("\r\n") + 2);
   }
+  // The common case, one plain line: no reply formatted to be cut up.
+  if (isPlainReplyText(greet)) return `250-${greet}\r\n${tail}`;
   const head = formatReply(250, null, greet);
   // A greeting of more than one line (a hook's text with line breaks) or
   // none: formatted whole, as before.

@@ -9,7 +9,7 @@
 import { formatReply, SmtpError } from "../errors.ts";
 import { encodeBase64Text } from "../sasl.ts";
 import { ehloReply } from "./capabilities.ts";
-import { fixedReply } from "./fixed_replies.ts";
+import { fixedReply, greetingReply } from "./fixed_replies.ts";
 import { assertNever, type EngineCore } from "./core.ts";
 import { acceptedForEach, eachReply } from "./lmtp.ts";
 import { Transaction } from "./transaction.ts";
@@ -43,8 +43,9 @@ export function accept(core: EngineCore, text?: string): void {
   const o = core.options;
   switch (ev.type) {
     case "connect":
+      // The default greeting: formatted once per server (see greetingReply).
       core.write(
-        formatReply(220, null, text ?? `${o.serverName} ${o.greeting}`),
+        text === undefined ? greetingReply(o) : formatReply(220, null, text),
       );
       core.mode = "command";
       return;

@@ -7,6 +7,7 @@
  */
 
 import { formatReply } from "../errors.ts";
+import type { ResolvedEngineOptions } from "../options.ts";
 
 /** The bytes of each fixed reply, by its text. */
 const FIXED = new Map<string, Uint8Array>();
@@ -47,4 +48,55 @@ export function fixedReply(
  */
 export function fixedBytes(reply: string): Uint8Array | undefined {
   return FIXED.get(reply);
+}
+
+/** The default 220 greeting of each server's options, formatted and encoded. */
+const GREETINGS = new WeakMap<
+  ResolvedEngineOptions,
+  { text: string; bytes: Uint8Array }
+>();
+
+/**
+ * The default 220 greeting (`serverName greeting`), formatted once per
+ * options (every session of a server greets the same way), whose bytes
+ * {@link greetingBytes} then has.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { greetingReply } from "./fixed_replies.ts";
+ *
+ * greetingReply(resolveEngineOptions({ serverName: "mx.test" }));
+ * // "220 mx.test ESMTP smtpd\r\n"
+ * ```
+ */
+export function greetingReply(o: ResolvedEngineOptions): string {
+  let g = GREETINGS.get(o);
+  if (g === undefined) {
+    const text = formatReply(220, null, `${o.serverName} ${o.greeting}`);
+    GREETINGS.set(o, g = { text, bytes: new TextEncoder().encode(text) });
+  }
+  return g.text;
+}
+
+/**
+ * The bytes of `reply` when it is the default greeting of `o` (see
+ * {@link greetingReply}), else undefined. Shared by every session: never
+ * written into.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { greetingBytes, greetingReply } from "./fixed_replies.ts";
+ *
+ * const o = resolveEngineOptions({});
+ * greetingBytes(o, greetingReply(o)); // its bytes
+ * ```
+ */
+export function greetingBytes(
+  o: ResolvedEngineOptions,
+  reply: string,
+): Uint8Array | undefined {
+  const g = GREETINGS.get(o);
+  return g !== undefined && g.text === reply ? g.bytes : undefined;
 }
