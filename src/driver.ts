@@ -88,6 +88,15 @@ export function connectionIo(conn: Connection): Io {
   if (conn.read !== undefined && conn.write !== undefined) {
     return conn as Connection & Io;
   }
+  return streamIo(conn);
+}
+
+/**
+ * {@link connectionIo} over the connection's streams. A function of its
+ * own: one whose variables closures capture gets a scope object at every
+ * call on JavaScriptCore (Bun), also when it returns before making them.
+ */
+function streamIo(conn: Connection): Io {
   const reader = conn.readable.getReader();
   const writer = conn.writable.getWriter();
   return {
@@ -524,6 +533,15 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #write(out: Uint8Array): Promise<void> | undefined {
     const pending = this.io.write(out);
     if (!isThenable(pending)) return undefined;
+    return this.#writing(pending);
+  }
+
+  /**
+   * Watches a write the client has not taken yet. Apart from #write() so
+   * that a write taken at once allocates no scope for the closures here
+   * (see streamIo).
+   */
+  #writing(pending: Promise<void>): Promise<void> {
     if (this.#writes++ === 0) this.#writeSince = Date.now();
     this.#watchWrites(this.engine.options.idleTimeout);
     const done = () => {
