@@ -251,10 +251,18 @@ function wrap(
   localAddr: NetAddress | null = null,
 ): Connection {
   const conn = new BunConnection(s, info, localAddr);
-  if (tls !== null && info === null) {
-    conn.startTls = (reply) => upgrade(conn, tls, reply);
-  }
+  if (tls !== null && info === null) offerStartTls(conn, tls);
   return conn;
+}
+
+/**
+ * Gives `conn` its `startTls`. Apart from {@link wrap}: a function whose
+ * variables a closure captures gets a scope object on the heap at every
+ * call (JavaScriptCore), also when the closure is never made; wrap() runs
+ * for every connection, TLS or not.
+ */
+function offerStartTls(conn: BunConnection, tls: TlsState): void {
+  conn.startTls = (reply) => upgrade(conn, tls, reply);
 }
 
 /**
@@ -317,10 +325,7 @@ class BunConnection extends ShimConnection {
     const n = this.socket.write(chunk);
     if (n >= chunk.byteLength) return;
     st.rest = chunk.subarray(Math.max(n, 0));
-    return st.pending = new Promise<void>((resolve, reject) => {
-      st.drained = resolve;
-      st.failed = reject;
-    });
+    return st.pending = drained(st);
   }
 
   close(abort?: boolean): void {
@@ -337,6 +342,18 @@ class BunConnection extends ShimConnection {
     if (abort) this.socket.terminate();
     else this.socket.end();
   }
+}
+
+/**
+ * A promise of the drain callback's having written `st.rest`. Apart from
+ * `write()` so that a write that needs none allocates no scope for the
+ * closure's captured variables (see {@link offerStartTls}).
+ */
+function drained(st: SocketState): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    st.drained = resolve;
+    st.failed = reject;
+  });
 }
 
 /** STARTTLS on a plaintext {@link BunConnection}: see {@link Connection.startTls}. */

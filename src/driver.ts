@@ -88,6 +88,15 @@ export function connectionIo(conn: Connection): Io {
   if (conn.read !== undefined && conn.write !== undefined) {
     return conn as Connection & Io;
   }
+  return streamIo(conn);
+}
+
+/**
+ * {@link connectionIo} over the connection's streams. A function of its
+ * own: one whose variables closures capture gets a scope object at every
+ * call on JavaScriptCore (Bun), also when it returns before making them.
+ */
+function streamIo(conn: Connection): Io {
   const reader = conn.readable.getReader();
   const writer = conn.writable.getWriter();
   return {

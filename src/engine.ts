@@ -532,21 +532,21 @@ function chunkEnd(c: EngineCore, reader: BdatReader): SmtpEvent | null {
   return messageEnd(c);
 }
 
-/** Replies as bytes: ASCII (nearly always) copied into the slab, else UTF-8. */
+/**
+ * Replies as bytes (UTF-8) in the slab. `encodeInto` rather than a loop
+ * over the characters: that loop, run for every reply of every session,
+ * was the one function JavaScriptCore compiled with its top tier (FTL)
+ * while a thousand sessions opened, a one-off 2-5 MB of RSS on Bun.
+ */
 function encodeReply(s: string): Uint8Array {
   const n = s.length;
   if (n > SLAB_MAX) return ENCODER.encode(s);
-  if (slabAt + n > SLAB_SIZE) {
+  if (slabAt + 3 * n > SLAB_SIZE) {
     slab = new Uint8Array(SLAB_SIZE);
     slabAt = 0;
   }
   const start = slabAt;
-  const buf = slab;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c > 0x7f) return ENCODER.encode(s); // the bytes written stay unused
-    buf[start + i] = c;
-  }
-  slabAt = start + n;
-  return buf.subarray(start, start + n);
+  const { written } = ENCODER.encodeInto(s, slab.subarray(start));
+  slabAt = start + written;
+  return slab.subarray(start, slabAt);
 }
