@@ -16,7 +16,7 @@
 // /tmp/smtpd-measure.lock node bench/alloc_probe.mjs ...`).
 import { spawn } from "node:child_process";
 import process from "node:process";
-import { sleep } from "./common.mjs";
+import { lineChannel, sleep } from "./common.mjs";
 import { BIN, root } from "./launch.mjs";
 import { holdIdle, runClient } from "./load_gen.mjs";
 
@@ -43,22 +43,7 @@ const child = spawn(
     env: { ...process.env, SESSIONS: String(N) },
   },
 );
-let pending = "";
-const waiters = [];
-child.stdout.setEncoding("utf8");
-child.stdout.on("data", (d) => {
-  pending += d;
-  for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
-    const line = pending.slice(0, nl);
-    pending = pending.slice(nl + 1);
-    waiters.shift()?.(line);
-  }
-});
-const nextLine = () => new Promise((r) => waiters.push(r));
-const ask = async (command) => {
-  child.stdin.write(command + "\n");
-  return JSON.parse(await nextLine());
-};
+const { nextLine, ask } = lineChannel(child);
 
 const port = Number((await nextLine()).split(" ")[1]);
 await runClient([

@@ -228,3 +228,28 @@ export class Noise {
     };
   }
 }
+
+/**
+ * The control channel of a child that answers one line per command
+ * (bench/control.mjs): `nextLine()` resolves with its next line of stdout,
+ * `ask(command)` writes a command and parses the JSON line it answers.
+ */
+export function lineChannel(child) {
+  let pending = "";
+  const waiters = [];
+  child.stdout.setEncoding("utf8");
+  child.stdout.on("data", (d) => {
+    pending += d;
+    for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      waiters.shift()?.(line);
+    }
+  });
+  const nextLine = () => new Promise((r) => waiters.push(r));
+  const ask = async (command) => {
+    child.stdin.write(command + "\n");
+    return JSON.parse(await nextLine());
+  };
+  return { nextLine, ask };
+}

@@ -24,7 +24,7 @@
 //   node bench/idle_probe.mjs --warm 1000 node24 bench/server.mjs smtpd
 import { spawn } from "node:child_process";
 import process from "node:process";
-import { sleep } from "./common.mjs";
+import { lineChannel, sleep } from "./common.mjs";
 import { BIN, root } from "./launch.mjs";
 import { holdIdle, runClient } from "./load_gen.mjs";
 import { IDLE_CONNECTIONS } from "./memory_part.mjs";
@@ -50,22 +50,7 @@ const child = spawn(bin, [...gcFlags, script, ...args], {
   cwd: root,
   stdio: ["pipe", "pipe", "inherit"],
 });
-let pending = "";
-const waiters = [];
-child.stdout.setEncoding("utf8");
-child.stdout.on("data", (d) => {
-  pending += d;
-  for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
-    const line = pending.slice(0, nl);
-    pending = pending.slice(nl + 1);
-    waiters.shift()?.(line);
-  }
-});
-const nextLine = () => new Promise((r) => waiters.push(r));
-const ask = async (command) => {
-  child.stdin.write(command + "\n");
-  return JSON.parse(await nextLine());
-};
+const { nextLine, ask } = lineChannel(child);
 
 const port = Number((await nextLine()).split(" ")[1]);
 await sleep(1000);
