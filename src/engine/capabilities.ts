@@ -116,13 +116,8 @@ export function ehloReply(
     const all = formatReply(250, null, ["-", ...capabilities(o, secure)]);
     tail = tails[i] = all.slice(all.indexOf("\r\n") + 2);
   }
-  // The common case, one plain line: no reply formatted to be cut up.
+  // The common case, one plain line; any other (a hook's text with line
+  // breaks, control characters, trailing blanks, none) formatted whole.
   if (isPlainReplyText(greet)) return `250-${greet}\r\n${tail}`;
-  const head = formatReply(250, null, greet);
-  // A greeting of more than one line (a hook's text with line breaks) or
-  // none: formatted whole, as before.
-  if (!head.startsWith("250 ") || head.indexOf("\r\n") !== head.length - 2) {
-    return formatReply(250, null, [greet, ...capabilities(o, secure)]);
-  }
-  return "250-" + head.slice(4) + tail;
+  return formatReply(250, null, [greet, ...capabilities(o, secure)]);
 }
