@@ -34,9 +34,9 @@ export function tables(engine, workloads, memory) {
       `${w.messages} messages of ${
         w.size >= MB ? `${w.size / MB} MB` : `${w.size / KB} KB`
       } per run, every server; ${RUNS} measured rounds after each server process warmed up: batches of ${w.messages} ` +
-        `until the CPU per ${w.unit} stopped falling (the last batch within ${
+        `until the CPU per ${w.unit} stopped falling (two batches in a row within ${
           WARMUP.settle * 100
-        } % of the one before, or above it; ${WARMUP.min} to ${WARMUP.max} batches).` +
+        } % of the cheapest before them, or above it; ${WARMUP.min} to ${WARMUP.max} batches).` +
         (r.together
           ? ` Run together with ${
             r.together.filter((n) => n !== r.name).join(", ")

@@ -114,23 +114,29 @@ export const BDAT_PAIRS = [
 /**
  * The warm-up before the measured rounds, per server process: batches of
  * one measured run's load, back to back, until the CPU per message stops
- * falling — the last batch within `settle` (3 %) of the one before, or
- * above it — after at least `min` batches and at most `max`. JIT tiering
- * goes on for thousands of messages: on Node 24, smtpd's CPU per 1,000 W2
+ * falling — the last two batches each within `settle` (3 %) of the
+ * cheapest batch before them, or above it: two batches in a row set no new
+ * low — after at least `min` batches and at most `max`. JIT tiering goes on
+ * for thousands of messages: on Node 24, smtpd's CPU per 1,000 W2
  * connections in one process fell 54 → 40 → 29 → 28 → 27 ticks batch after
- * batch (the runtime floor's: 24 → 17 → 16 → 15), so a fixed short warm-up
- * left the first measured rounds compiling, their ratios drifting down
- * round after round and favouring the smallest code. The report gives each
- * server's batches and its last ones beside the measured median.
+ * batch (the runtime floor's: 24 → 17 → 16 → 15), and on Bun,
+ * JavaScriptCore still compiled smtpd's largest functions to its top tier
+ * (and again after throwing a first build away) until about 16,000 W4
+ * messages. A short warm-up (at most 3 batches, stopped by one batch that
+ * came out dearer than the one before) left the measured rounds compiling,
+ * their ratios drifting down round after round and favouring the smallest
+ * code. The report gives each server's batches and its last ones beside
+ * the measured median.
  */
-export const WARMUP = { min: 2, max: FULL ? 8 : 3, settle: 0.03 };
+export const WARMUP = { min: 3, max: FULL ? 12 : 10, settle: 0.03 };
 
 /** Whether warm-up batches `xs` (CPU µs per message, in order) stopped falling. */
 export function warmedUp(xs) {
   if (xs.length >= WARMUP.max) return true;
   if (xs.length < WARMUP.min) return false;
-  const [prev, last] = xs.slice(-2);
-  return !(last < prev * (1 - WARMUP.settle));
+  const floor = (end) => Math.min(...xs.slice(0, end)) * (1 - WARMUP.settle);
+  const n = xs.length;
+  return xs[n - 1] >= floor(n - 2) && xs[n - 2] >= floor(n - 2);
 }
 
 /** The workload at the mode's size: `messages` per run (warm-up batch or measured), every server. */
