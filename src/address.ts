@@ -195,14 +195,20 @@ export function parsePath(
   if (line.charCodeAt(start) !== 0x3c /* < */) {
     return { ok: false, error: "syntax" };
   }
+  // Whether the path has a character above U+007F, seen on the way to its
+  // end (no regular expression run over it again): an ASCII path (nearly
+  // all) is measured by its length.
+  let nonAscii = false;
   // Find the closing ">" outside a quoted string.
   let i = start + 1;
   let quoted = false;
   for (; i < line.length; i++) {
     const c = line.charCodeAt(i);
-    if (quoted) {
-      if (c === 0x5c /* \ */) i++;
-      else if (c === 0x22 /* " */) quoted = false;
+    if (c > 0x7f) nonAscii = true;
+    else if (quoted) {
+      if (c === 0x5c /* \ */) {
+        if (line.charCodeAt(++i) > 0x7f) nonAscii = true;
+      } else if (c === 0x22 /* " */) quoted = false;
     } else if (c === 0x22) quoted = true;
     else if (c === 0x3e /* > */) break;
   }
@@ -214,8 +220,6 @@ export function parsePath(
       ? { ok: true, mailbox: { address: "", localPart: "", domain: "" }, end }
       : { ok: false, error: "syntax" };
   }
-  // Tested once: an ASCII path (nearly all) is measured by its length.
-  let nonAscii = HAS_NON_ASCII.test(inner);
   const octets = nonAscii ? utf8Length(inner) : inner.length;
   if (octets + 2 > 256) return { ok: false, error: "too-long" };
   // Source route: "@a,@b:" before the mailbox, ignored (RFC 5321 §4.1.2, C.).
@@ -230,7 +234,11 @@ export function parsePath(
     inner = inner.slice(colon + 1);
     if (nonAscii) nonAscii = HAS_NON_ASCII.test(inner);
   }
-  if (opts.allowPostmaster && inner.toLowerCase() === "postmaster") {
+  // The length first: no lower-cased copy of every recipient.
+  if (
+    opts.allowPostmaster && inner.length === 10 &&
+    inner.toLowerCase() === "postmaster"
+  ) {
     return {
       ok: true,
       mailbox: { address: inner, localPart: inner, domain: "" },

@@ -176,6 +176,14 @@ describe("parsePath", () => {
     assert.equal(address(`<${ok}x>`), "error:too-long");
   });
 
+  it("measures in octets a character escaped in a quoted string", () => {
+    // 209 characters inside the brackets, but each escaped "é" is 3
+    // octets: 309.
+    const path = `<"${"\\é".repeat(100)}"@x.test>`;
+    assert.equal(path.length, 211);
+    assert.equal(address(path), "error:too-long");
+  });
+
   it("rejects domain labels that start or end with a hyphen", () => {
     assert.equal(address("<a@b-.test>"), "error:syntax");
     assert.equal(address("<a@-b.test>"), "error:syntax");

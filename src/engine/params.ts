@@ -83,7 +83,7 @@ export function parseEnvelopeArg(
   recipient: boolean,
 ): EnvelopeArg | SmtpError {
   const prefix = recipient ? "TO:" : "FROM:";
-  if (arg.slice(0, prefix.length).toUpperCase() !== prefix) {
+  if (!startsWithUpper(arg, prefix)) {
     return new SmtpError(
       501,
       "5.5.4",
@@ -121,6 +121,21 @@ export function parseEnvelopeArg(
     );
   }
   return { mailbox: path.mailbox, params: parsed.params };
+}
+
+/**
+ * Whether `s` starts with `prefix` (capital letters and punctuation) in any
+ * case of the letters: what `s.slice(0, n).toUpperCase() === prefix` tells
+ * for an ASCII prefix, without the two strings it made per command.
+ */
+function startsWithUpper(s: string, prefix: string): boolean {
+  if (s.length < prefix.length) return false;
+  for (let k = 0; k < prefix.length; k++) {
+    const p = prefix.charCodeAt(k);
+    const c = s.charCodeAt(k);
+    if (c !== p && (p < 0x41 || p > 0x5a || c !== p + 0x20)) return false;
+  }
+  return true;
 }
 
 /**
