@@ -247,6 +247,16 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     this.#loop(chunk);
   }
 
+  /** The answer to a message that the loop left waiting was given (see MessageDelivery.end()). */
+  goOn(): void {
+    if (!this.#ended) this.#loop(undefined);
+  }
+
+  /** Giving the answer to a message failed: the session ends with `error`. */
+  fail(error: unknown): void {
+    this.#failed(error);
+  }
+
   /** Ends a pause (pause()) early. */
   #wake: (() => void) | null = null;
 
@@ -374,7 +384,8 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
             break;
           }
           case "message-end":
-            wait = this.delivery.end(ev);
+            // The hook's answer goes on with the session (goOn()).
+            if (this.delivery.end(ev)) return;
             break;
           case "message-abort":
             this.host.counters.aborted++;
