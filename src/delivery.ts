@@ -58,6 +58,19 @@ export function acceptMessage(
     counters.endOfData(250, 1);
     return msg.to;
   }
+  return acceptEach(engine, msg, each, counters);
+}
+
+/**
+ * {@link acceptMessage} in LMTP. Apart: a function with closures makes
+ * their scope at every call (JavaScriptCore), an SMTP message's too.
+ */
+function acceptEach(
+  engine: SmtpEngine,
+  msg: IncomingMessage,
+  each: readonly (SmtpError | null)[],
+  counters: ServerCounters,
+): readonly string[] {
   engine.acceptEach(
     each.map((e, i) => {
       const reply = e === null
@@ -231,14 +244,20 @@ export class MessageDelivery {
       this.#reacting = msg;
       this.#reactingSince = since;
       p.then(this.#hookDone, this.#hookFailed);
-    } else {
-      // They still wait on a hook given up on (hookTimeout, an aborted
-      // body) that has not settled: this one gets handlers of its own.
-      p.then(
-        () => this.#settled(msg, since, false, undefined),
-        (err) => this.#settled(msg, since, true, err),
-      );
-    }
+    } else this.#react(p, msg, since);
+  }
+
+  /**
+   * The connection's own handlers still wait on a hook given up on
+   * (hookTimeout, an aborted body) that has not settled: the hook of `msg`
+   * (begun at `since`) gets handlers of its own. Apart from start(): a
+   * function with closures makes their scope at every call (JavaScriptCore).
+   */
+  #react(p: Promise<unknown>, msg: IncomingMessage, since: number): void {
+    p.then(
+      () => this.#settled(msg, since, false, undefined),
+      (err) => this.#settled(msg, since, true, err),
+    );
   }
 
   /**
