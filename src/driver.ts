@@ -367,11 +367,15 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
           case "connect":
           case "helo":
           case "mail":
-          case "rcpt":
+          case "rcpt": {
             // Synchronous when there is no hook, or when it returns no
-            // promise: no wait per command.
-            wait = this.#decide(ev);
+            // promise: no wait per command. A hook's promise goes on
+            // with the session itself (true).
+            const later = this.#decide(ev);
+            if (later === true) return;
+            wait = later;
             break;
+          }
           case "message-start":
             this.delivery.start(ev);
             break;
@@ -742,9 +746,10 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   /**
    * Calls the hook of a connect/helo/mail/rcpt decision (with the hook
    * deadline) and answers the engine: at once when there is no hook or it
-   * returns no promise, else through the returned promise.
+   * returns no promise; a promise when the filters decide; true when the
+   * hook's promise goes on with the session once it settles (#waitHook).
    */
-  #decide(ev: DecisionEvent): Promise<void> | undefined {
+  #decide(ev: DecisionEvent): Promise<void> | undefined | true {
     const hooks = this.host.hooks;
     const s = this.session;
     // A switch, not a lookup by name: hooks[HOOK_OF[ev.type]] made two
@@ -803,7 +808,8 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   }
 
   /**
-   * Waits for a hook's promise `r` (see #decide), then answers. Apart from
+   * Waits for a hook's promise `r` (see #decide), then answers, and the
+   * session goes on (true: the loop returns meanwhile). Apart from
    * #decide: the closure's variables would be allocated with every call of
    * it, a hook or not (V8 makes a function's context on entry).
    */
@@ -812,12 +818,16 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     r: PromiseLike<unknown>,
     name: HookName,
     since: number,
-  ): Promise<void> {
-    return this.hooks.wait<void>(r, false, name, (w) => {
+  ): true {
+    const k = this.#continuations();
+    this.hooks.waitThen(r, name, (w) => {
       // Up to its end, or to hookTimeout.
       this.#timed(name, since);
-      return this.#answer(ev, this.hooks.reply(w), true);
-    });
+      const later = this.#answer(ev, this.hooks.reply(w), true);
+      if (later === undefined) k.goOn();
+      else later.then(k.goOn, k.fail);
+    }, k.fail);
+    return true;
   }
 
   /** Counts the time a decision's hook took, from `since`. */

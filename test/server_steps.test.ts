@@ -120,6 +120,23 @@ describe("server: promise steps to a decision's reply", () => {
       assert.ok(turns <= 2, `the 250 came ${turns} turns after onRcptTo`);
     });
   });
+
+  it("answers RCPT in the turn after onRcptTo's promise settles", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await withConnection({ onRcptTo: () => gate }, async (conn) => {
+      conn.send(
+        "HELO client.test\r\nMAIL FROM:<a@example.org>\r\n" +
+          "RCPT TO:<b@example.org>\r\n",
+      );
+      await sleep(5);
+      assert.doesNotMatch(conn.replies, / 2\.1\.5 /);
+      release();
+      // The driver's reaction on the hook's promise writes the reply.
+      const turns = await turnsUntil(() => / 2\.1\.5 /.test(conn.replies));
+      assert.equal(turns, 1, `the 250 came ${turns} turns after onRcptTo`);
+    });
+  });
 });
 
 describe("server: promise steps to the end-of-data reply", () => {
