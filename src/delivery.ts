@@ -58,6 +58,19 @@ export function acceptMessage(
     counters.endOfData(250, 1);
     return msg.to;
   }
+  return acceptEach(engine, msg, each, counters);
+}
+
+/**
+ * {@link acceptMessage} in LMTP. Apart: a function with closures makes
+ * their scope at every call (JavaScriptCore), an SMTP message's too.
+ */
+function acceptEach(
+  engine: SmtpEngine,
+  msg: IncomingMessage,
+  each: readonly (SmtpError | null)[],
+  counters: ServerCounters,
+): readonly string[] {
   engine.acceptEach(
     each.map((e, i) => {
       const reply = e === null
@@ -78,6 +91,22 @@ export interface DeliveryOwner {
   readonly hooks: HookCalls;
   /** The session's `milters` filters, which see each message first; or null. */
   readonly milter: MilterSession | null;
+  /** The answer that end() left pending was given: the session goes on. */
+  goOn(): void;
+  /** Giving the answer that end() left pending failed with `error`. */
+  fail(error: unknown): void;
+}
+
+/**
+ * The owner goes on in a microtask (see MessageDelivery's #answer): apart,
+ * as its closure would make a context at every call of its caller.
+ */
+function goOnLater(
+  owner: DeliveryOwner,
+  failed: boolean,
+  error: unknown,
+): void {
+  queueMicrotask(() => failed ? owner.fail(error) : owner.goOn());
 }
 
 /**
@@ -215,14 +244,20 @@ export class MessageDelivery {
       this.#reacting = msg;
       this.#reactingSince = since;
       p.then(this.#hookDone, this.#hookFailed);
-    } else {
-      // They still wait on a hook given up on (hookTimeout, an aborted
-      // body) that has not settled: this one gets handlers of its own.
-      p.then(
-        () => this.#settled(msg, since, false, undefined),
-        (err) => this.#settled(msg, since, true, err),
-      );
-    }
+    } else this.#react(p, msg, since);
+  }
+
+  /**
+   * The connection's own handlers still wait on a hook given up on
+   * (hookTimeout, an aborted body) that has not settled: the hook of `msg`
+   * (begun at `since`) gets handlers of its own. Apart from start(): a
+   * function with closures makes their scope at every call (JavaScriptCore).
+   */
+  #react(p: Promise<unknown>, msg: IncomingMessage, since: number): void {
+    p.then(
+      () => this.#settled(msg, since, false, undefined),
+      (err) => this.#settled(msg, since, true, err),
+    );
   }
 
   /**
@@ -266,8 +301,7 @@ export class MessageDelivery {
       : null;
     if (this.#pending !== msg) return;
     this.#pending = null;
-    const waiting = this.#waiting;
-    if (waiting !== null) waiting(reply);
+    if (this.#waiting !== null) this.#answer(reply, true);
     else this.#result = reply;
   }
 
@@ -282,10 +316,12 @@ export class MessageDelivery {
     this.#owner.host.counters.hook("onMessage", performance.now() - since);
   }
 
-  /** The body ended: answers with the hook's outcome (at once if known). */
-  end(
-    ev: Extract<SmtpEvent, { type: "message-end" }>,
-  ): Promise<void> | undefined {
+  /**
+   * The body ended: answers with the hook's outcome, at once if it is
+   * known (false). True when the answer waits for the hook: the owner's
+   * goOn() (or fail()) is called once it is given.
+   */
+  end(ev: Extract<SmtpEvent, { type: "message-end" }>): boolean {
     const d = this.#owner;
     const msg = this.message!;
     const result = this.#result;
@@ -297,56 +333,55 @@ export class MessageDelivery {
     // A hook that stopped reading already had its hookTimeout.
     if (stalled !== null) {
       this.#pending = null;
-      return this.#done(msg, ev, stalled);
+      this.#done(msg, ev, stalled);
+      return false;
     }
     // Settled already (or synchronous): answered at once.
-    if (result !== PENDING) return this.#done(msg, ev, result);
-    // One promise for the driver to await, ended by the hook's outcome
-    // (#settled), the hook deadline or a forced close, whichever is first.
-    // The wait's state is kept in fields and ended by one function per
-    // connection (#finish): no closures per message.
+    if (result !== PENDING) {
+      this.#done(msg, ev, result);
+      return false;
+    }
+    // Ended by the hook's outcome (#settled), the hook deadline or a
+    // forced close, whichever is first. The wait's state is kept in
+    // fields and ended by one function per connection (#finish): no
+    // promise or closures per message.
     this.#endMsg = msg;
     this.#endEv = ev;
     this.#endSince = this.#since;
-    const promise = new Promise<void>(this.#executor);
     this.#waiting = this.#finish;
     d.hooks.begin(this.#finish);
-    return promise;
+    return true;
   }
 
   /** The end-of-data wait in progress (see end()): its message, event and hook start. */
   #endMsg: IncomingMessage | null = null;
   #endEv: Extract<SmtpEvent, { type: "message-end" }> | null = null;
   #endSince = -1;
-  /** The resolvers of the end-of-data wait's promise. */
-  #endResolve: (() => void) | null = null;
-  #endReject: ((error: unknown) => void) | null = null;
-  /** Keeps the resolvers of the end-of-data wait's promise (see end()). */
-  readonly #executor = (
-    resolve: () => void,
-    reject: (error: unknown) => void,
-  ): void => {
-    this.#endResolve = resolve;
-    this.#endReject = reject;
-  };
 
-  /** Ends the end-of-data wait in progress with `w` (see end()). */
-  readonly #finish = (w: WaitResult): void => {
+  /**
+   * Ends the end-of-data wait in progress with `w` (see end()): from the
+   * hook deadline or a forced close, so the owner goes on in a microtask
+   * (not inside the timer or close() that ended the wait).
+   */
+  readonly #finish = (w: WaitResult): void => this.#answer(w, false);
+
+  /**
+   * Ends the end-of-data wait in progress with `w`, and the owner goes
+   * on: at once when `now` (the hook's own reaction), else in a
+   * microtask.
+   */
+  #answer(w: WaitResult, now: boolean): void {
     if (this.#waiting !== this.#finish) return;
     const d = this.#owner;
     const msg = this.#endMsg!;
     const ev = this.#endEv!;
-    const resolve = this.#endResolve!;
-    const reject = this.#endReject!;
     this.#endMsg = null;
     this.#endEv = null;
-    this.#endResolve = null;
-    this.#endReject = null;
     this.#waiting = null;
     this.#pending = null;
     d.hooks.end(this.#finish);
-    // Called from the hook's reaction or a timer: what fails here
-    // fails the driver's wait, as it would have in a `then`.
+    let failure: unknown = undefined;
+    let failed = false;
     try {
       this.#timed(this.#endSince);
       const reply = d.hooks.reply(w);
@@ -358,11 +393,16 @@ export class MessageDelivery {
         d.host.withdraw(msg);
       }
       this.#done(msg, ev, reply);
-      resolve();
     } catch (error) {
-      reject(error);
+      // What fails here fails the owner's session, as in its own loop.
+      failure = error;
+      failed = true;
     }
-  };
+    if (now) {
+      if (failed) d.fail(failure);
+      else d.goOn();
+    } else goOnLater(d, failed, failure);
+  }
 
   /** Answers the message's sender: `error`, or accepted (see acceptMessage). */
   #done(

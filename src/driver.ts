@@ -24,8 +24,19 @@ import { authenticate } from "./auth_flow.ts";
 import { claimIp, preamble } from "./preamble.ts";
 import { SessionState } from "./session_state.ts";
 import type { MilterSession } from "./milter/session.ts";
+import type { AuthCredentials } from "./sasl.ts";
 
 const EMPTY = new Uint8Array(0);
+
+/** What goes on with a session after a wait (see ConnectionDriver.#loop). */
+interface Continuations {
+  /** On with the session. */
+  readonly goOn: () => void;
+  /** The wait failed: the session ends with the error. */
+  readonly fail: (error: unknown) => void;
+  /** The replies went out: the read at `need-data`, then on. */
+  readonly read: () => void;
+}
 /** Replies as text for the logger: one decoder (not streaming, so shared). */
 const DECODER = new TextDecoder();
 /** A driver's `done` after the session. */
@@ -203,12 +214,28 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /** Runs the session (once; `done` settles when it is over). */
   start(): void {
-    void this.#run();
+    let admitted: boolean | Promise<boolean>;
+    try {
+      admitted = this.#admit();
+    } catch (error) {
+      return this.#refused(error);
+    }
+    if (isThenable(admitted)) this.#admitLater(admitted);
+    else if (admitted) this.#loop(undefined);
+    else this.#over();
+  }
+
+  /** Goes on when the admission settles (see start()). */
+  #admitLater(admitted: Promise<boolean>): void {
+    admitted.then(
+      (ok) => ok ? this.#loop(undefined) : this.#over(),
+      (error) => this.#refused(error),
+    );
   }
 
   /**
    * The read the session waits for came (see the `need-data` case of
-   * #run): the session goes on in a microtask, after the runtime's
+   * #read): the session goes on in a microtask, after the runtime's
    * callback that brought it.
    */
   onRead(chunk: Uint8Array | null): void {
@@ -217,7 +244,17 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /** Goes on with the session with the chunk that onRead() brought. */
   resume(chunk: Uint8Array | null): void {
-    void this.#run(chunk);
+    this.#loop(chunk);
+  }
+
+  /** The answer to a message that the loop left waiting was given (see MessageDelivery.end()). */
+  goOn(): void {
+    if (!this.#ended) this.#loop(undefined);
+  }
+
+  /** Giving the answer to a message failed: the session ends with `error`. */
+  fail(error: unknown): void {
+    this.#failed(error);
   }
 
   /** Ends a pause (pause()) early. */
@@ -296,178 +333,249 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   }
 
   /**
-   * The session: from the start (`resumed` undefined), or going on with
-   * the chunk (null: the end of input) of a read it waited for without a
-   * promise (see `need-data`): this frame then ended, so that an idle
-   * session keeps no suspended frame, promise or closures.
+   * The session until it must wait: from a start (`resumed` undefined)
+   * or after a wait, or going on with the chunk (null: the end of input)
+   * of a read it waited for without a promise (see #read). A plain
+   * method, not an async function: a read that parks, a hook or a write
+   * that has to be waited for ends this call, and what ends the wait
+   * calls it again (#goOn, onRead). No promise or suspended frame per
+   * resumed read, and an idle session keeps none.
    */
-  async #run(resumed?: Uint8Array | null): Promise<void> {
-    // The server forgets the connection here, not in a callback on
-    // `done`: no closure, promise and reaction kept per idle session.
-    /** Waiting for a read: onRead() goes on with the session. */
-    let parked = false;
+  #loop(resumed: Uint8Array | null | undefined): void {
+    const engine = this.engine;
     try {
-      const server = this.host;
-      const engine = this.engine;
-      const log = server.logger;
-      const s = this.session;
-      if (resumed === undefined) {
-        let admitted = this.#admit();
-        if (isThenable(admitted)) admitted = await admitted;
-        if (!admitted) return;
+      if (resumed !== undefined) {
+        this.#reading = false;
+        if (resumed === null) engine.end();
+        else engine.receive(resumed, now());
       }
-      let reason = "eof";
-      try {
-        if (resumed !== undefined) {
-          this.#reading = false;
-          if (resumed === null) engine.end();
-          else engine.receive(resumed, now());
-        }
-        for (;;) {
-          const ev = engine.nextEvent();
-          switch (ev.type) {
-            case "need-data": {
-              const flushed = this.#flush();
-              if (flushed !== undefined) await flushed;
-              if (this.closing && this.#idleOrBetweenChunks()) {
-                engine.shutdown();
-                break;
-              }
-              let chunk:
-                | Uint8Array
-                | null
-                | undefined
-                | Promise<Uint8Array | null>;
-              try {
-                const pending = this.pendingRead;
-                this.pendingRead = null;
-                const io = this.io;
-                chunk = pending !== null
-                  ? pending
-                  : io.readOr !== undefined
-                  ? io.readOr(this)
-                  : io.read();
-              } catch {
-                chunk = null;
-              }
-              if (chunk === undefined) {
-                // Nothing buffered: the client's silence counts from here,
-                // and onRead() goes on with the session.
-                this.armTimer(engine.deadline());
-                this.#reading = true;
-                parked = true;
-                return;
-              }
-              if (isThenable(chunk)) {
-                // Nothing buffered: the client's silence counts from here.
-                this.armTimer(engine.deadline());
-                this.#reading = true;
-                try {
-                  chunk = await chunk;
-                } catch {
-                  chunk = null;
-                } finally {
-                  this.#reading = false;
-                }
-              }
-              if (chunk === null) engine.end();
-              else engine.receive(chunk, now());
-              break;
-            }
-            case "connect":
-            case "helo":
-            case "mail":
-            case "rcpt": {
-              // Synchronous when there is no hook, or when it returns no
-              // promise: no await round trip per command.
-              const later = this.#decide(ev);
-              if (later !== undefined) await later;
-              break;
-            }
-            case "message-start":
-              this.delivery.start(ev);
-              break;
-            case "data": {
-              server.counters.bodyBytes += ev.chunk.length;
-              const wait = this.delivery.message!.push(ev.chunk);
-              if (wait !== undefined) await this.delivery.backpressure(wait);
-              break;
-            }
-            case "message-end": {
-              const later = this.delivery.end(ev);
-              if (later !== undefined) await later;
-              break;
-            }
-            case "message-abort":
-              server.counters.aborted++;
-              this.delivery.aborted(ev.error);
-              break;
-            case "reset":
-              if (this.milter !== null) await this.milter.reset();
-              break;
-            case "starttls":
-              await this.#startTls();
-              break;
-            case "auth":
-              await authenticate(this, ev.credentials);
-              // The filters' {auth_type} macro.
-              if (this.milter !== null && s.user !== null) {
-                this.milter.authType = ev.credentials.mechanism;
-              }
-              break;
-            case "command":
-              // The engine already replaced AUTH credentials with "***".
-              log?.({ type: "command", session: s.id, line: ev.line });
-              break;
-            case "close": {
-              reason = ev.reason;
-              const flushed = this.#flush();
-              if (flushed !== undefined) await flushed;
+      for (;;) {
+        const ev = engine.nextEvent();
+        let wait: Promise<unknown> | undefined;
+        switch (ev.type) {
+          case "need-data": {
+            const flushed = this.#flush();
+            if (flushed !== undefined) {
+              // The replies first, then the read (see #flushedRead).
+              const k = this.#continuations();
+              flushed.then(k.read, k.fail);
               return;
             }
-            default:
-              assertNever(ev);
+            if (this.#read()) return;
+            break;
           }
+          case "connect":
+          case "helo":
+          case "mail":
+          case "rcpt": {
+            // Synchronous when there is no hook, or when it returns no
+            // promise: no wait per command. A hook's promise goes on
+            // with the session itself (true).
+            const later = this.#decide(ev);
+            if (later === true) return;
+            wait = later;
+            break;
+          }
+          case "message-start":
+            this.delivery.start(ev);
+            break;
+          case "data": {
+            this.host.counters.bodyBytes += ev.chunk.length;
+            const pushed = this.delivery.message!.push(ev.chunk);
+            if (pushed !== undefined) {
+              wait = this.delivery.backpressure(pushed);
+            }
+            break;
+          }
+          case "message-end":
+            // The hook's answer goes on with the session (goOn()).
+            if (this.delivery.end(ev)) return;
+            break;
+          case "message-abort":
+            this.host.counters.aborted++;
+            this.delivery.aborted(ev.error);
+            break;
+          case "reset":
+            if (this.milter !== null) wait = this.milter.reset();
+            break;
+          case "starttls":
+            wait = this.#startTls();
+            break;
+          case "auth":
+            wait = this.#authenticate(ev.credentials);
+            break;
+          case "command":
+            // The engine already replaced AUTH credentials with "***".
+            this.host.logger?.({
+              type: "command",
+              session: this.session.id,
+              line: ev.line,
+            });
+            break;
+          case "close": {
+            const flushed = this.#flush();
+            if (flushed === undefined) return this.#finish(ev.reason);
+            return this.#finishAfter(flushed, ev.reason);
+          }
+          default:
+            assertNever(ev);
         }
-      } catch (error) {
-        reason = this.#hooks?.forced === true
-          ? "shutdown"
-          : this.#writeStalled
-          ? "timeout"
-          : "error";
-        log?.({
-          type: "error",
-          session: s.id,
-          message: "connection failed",
-          error,
-        });
-      } finally {
-        if (!parked) {
-          this.#ended = true;
-          deadlines.remove(this);
-          if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
-          this.#delivery?.abort(TEMPORARY);
-          if (this.milter !== null) void this.milter.close();
-          this.conn.close(this.#writeStalled);
-          server.counters.sessionEnded(reason);
-          log?.({
-            type: "close",
-            session: s.id,
-            reason,
-            messages: s.messages,
-          });
-          try {
-            server.hooks.onClose?.(s);
-          } catch (error) {
-            this.hooks.error(error, "onClose");
-          }
+        if (wait !== undefined) {
+          const k = this.#continuations();
+          wait.then(k.goOn, k.fail);
+          return;
         }
       }
     } catch (error) {
-      // Before the session (the preamble, the count per address): a
-      // connection that cannot be admitted is closed alone, and `done`
-      // never rejects (a peer gone before it was accepted has no address
-      // on some runtimes).
+      this.#failed(error);
+    }
+  }
+
+  /** The continuations of the session's waits (see #loop); null until its first wait. */
+  #then: Continuations | null = null;
+
+  /** The session's continuations (see #then). */
+  #continuations(): Continuations {
+    return this.#then ??= this.#makeContinuations();
+  }
+
+  /**
+   * Makes the session's continuations, once (apart from #continuations
+   * and #loop: a function with closures makes their context at every call).
+   */
+  #makeContinuations(): Continuations {
+    return {
+      goOn: () => this.#loop(undefined),
+      fail: (error) => this.#failed(error),
+      read: () => this.#readOn(),
+    };
+  }
+
+  /** Ends the session (`reason`) once the last replies went out. */
+  #finishAfter(flushed: Promise<void>, reason: string): void {
+    flushed.then(() => this.#finish(reason), this.#continuations().fail);
+  }
+
+  /** The replies went out at `need-data`: the read, then on (see #loop). */
+  #readOn(): void {
+    try {
+      if (this.#read()) return;
+    } catch (error) {
+      return this.#failed(error);
+    }
+    this.#loop(undefined);
+  }
+
+  /**
+   * Gives the engine the next chunk at `need-data`, if one is buffered;
+   * true when the session waits for it instead: onRead() (or the read's
+   * promise, on a connection without readOr) goes on with it.
+   */
+  #read(): boolean {
+    const engine = this.engine;
+    if (this.closing && this.#idleOrBetweenChunks()) {
+      engine.shutdown();
+      return false;
+    }
+    let chunk: Uint8Array | null | undefined | Promise<Uint8Array | null>;
+    try {
+      const pending = this.pendingRead;
+      this.pendingRead = null;
+      const io = this.io;
+      chunk = pending !== null
+        ? pending
+        : io.readOr !== undefined
+        ? io.readOr(this)
+        : io.read();
+    } catch {
+      chunk = null;
+    }
+    if (chunk === undefined || isThenable(chunk)) {
+      // Nothing buffered: the client's silence counts from here.
+      this.armTimer(engine.deadline());
+      this.#reading = true;
+      if (chunk !== undefined) this.#readLater(chunk);
+      return true;
+    }
+    if (chunk === null) engine.end();
+    else engine.receive(chunk, now());
+    return false;
+  }
+
+  /**
+   * Goes on with the chunk of a read's promise (a connection without
+   * readOr); a failed read is the end of input.
+   */
+  #readLater(chunk: Promise<Uint8Array | null>): void {
+    chunk.then((c) => this.#loop(c), () => this.#loop(null));
+  }
+
+  /** AUTH (see #loop), and the filters' {auth_type} macro. */
+  async #authenticate(credentials: AuthCredentials): Promise<void> {
+    await authenticate(this, credentials);
+    if (this.milter !== null && this.session.user !== null) {
+      this.milter.authType = credentials.mechanism;
+    }
+  }
+
+  /** The session failed with `error` (a wait rejected, or the loop threw). */
+  #failed(error: unknown): void {
+    if (this.#ended) return;
+    const reason = this.#hooks?.forced === true
+      ? "shutdown"
+      : this.#writeStalled
+      ? "timeout"
+      : "error";
+    try {
+      this.host.logger?.({
+        type: "error",
+        session: this.session.id,
+        message: "connection failed",
+        error,
+      });
+    } finally {
+      this.#finish(reason);
+    }
+  }
+
+  /** The session is over (`reason`): its bookkeeping, once. */
+  #finish(reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    const server = this.host;
+    const s = this.session;
+    try {
+      deadlines.remove(this);
+      if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
+      this.#delivery?.abort(TEMPORARY);
+      if (this.milter !== null) void this.milter.close();
+      this.conn.close(this.#writeStalled);
+      server.counters.sessionEnded(reason);
+      server.logger?.({
+        type: "close",
+        session: s.id,
+        reason,
+        messages: s.messages,
+      });
+      try {
+        server.hooks.onClose?.(s);
+      } catch (error) {
+        this.hooks.error(error, "onClose");
+      }
+    } catch (error) {
+      this.#refused(error);
+      return;
+    }
+    this.#over();
+  }
+
+  /**
+   * A connection that could not be admitted (or whose bookkeeping failed)
+   * is closed alone, and `done` never rejects (a peer gone before it was
+   * accepted has no address on some runtimes).
+   */
+  #refused(error: unknown): void {
+    try {
       this.host.logger?.({
         type: "error",
         message: "could not admit a connection",
@@ -477,12 +585,17 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
         this.conn.close(true);
       } catch { /* gone already */ }
     } finally {
-      if (!parked) {
-        this.#ended = true;
-        this.host.driverEnded(this);
-        this.#settle?.();
-      }
+      this.#over();
     }
+  }
+
+  /** The driver is done: the server forgets it, `done` settles. */
+  #over(): void {
+    this.#ended = true;
+    // The server forgets the connection here, not in a callback on
+    // `done`: no closure, promise and reaction kept per idle session.
+    this.host.driverEnded(this);
+    this.#settle?.();
   }
 
   /**
@@ -498,12 +611,12 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       ? preamble(this)
       : claimIp(this);
     return isThenable(admitted)
-      ? this.#admitLater(admitted)
+      ? this.#connectedLater(admitted)
       : admitted && this.#connected();
   }
 
   /** #admit once `admitted` settles (apart: no closure context per session). */
-  #admitLater(admitted: Promise<boolean>): Promise<boolean> {
+  #connectedLater(admitted: Promise<boolean>): Promise<boolean> {
     return admitted.then((ok) => ok && this.#connected());
   }
 
@@ -633,9 +746,10 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   /**
    * Calls the hook of a connect/helo/mail/rcpt decision (with the hook
    * deadline) and answers the engine: at once when there is no hook or it
-   * returns no promise, else through the returned promise.
+   * returns no promise; a promise when the filters decide; true when the
+   * hook's promise goes on with the session once it settles (#waitHook).
    */
-  #decide(ev: DecisionEvent): Promise<void> | undefined {
+  #decide(ev: DecisionEvent): Promise<void> | undefined | true {
     const hooks = this.host.hooks;
     const s = this.session;
     // A switch, not a lookup by name: hooks[HOOK_OF[ev.type]] made two
@@ -694,7 +808,8 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   }
 
   /**
-   * Waits for a hook's promise `r` (see #decide), then answers. Apart from
+   * Waits for a hook's promise `r` (see #decide), then answers, and the
+   * session goes on (true: the loop returns meanwhile). Apart from
    * #decide: the closure's variables would be allocated with every call of
    * it, a hook or not (V8 makes a function's context on entry).
    */
@@ -703,12 +818,16 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     r: PromiseLike<unknown>,
     name: HookName,
     since: number,
-  ): Promise<void> {
-    return this.hooks.wait<void>(r, false, name, (w) => {
+  ): true {
+    const k = this.#continuations();
+    this.hooks.waitThen(r, name, (w) => {
       // Up to its end, or to hookTimeout.
       this.#timed(name, since);
-      return this.#answer(ev, this.hooks.reply(w), true);
-    });
+      const later = this.#answer(ev, this.hooks.reply(w), true);
+      if (later === undefined) k.goOn();
+      else later.then(k.goOn, k.fail);
+    }, k.fail);
+    return true;
   }
 
   /** Counts the time a decision's hook took, from `since`. */

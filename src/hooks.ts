@@ -43,6 +43,19 @@ function identity<T>(x: T): T {
   return x;
 }
 
+/** Gives `then` the wait's `result`; what it throws goes to `failed`. */
+function call(
+  then: (result: WaitResult) => void,
+  failed: (error: unknown) => void,
+  result: WaitResult,
+): void {
+  try {
+    then(result);
+  } catch (error) {
+    failed(error);
+  }
+}
+
 /**
  * Whether a hook returned a promise (or any thenable) to wait for.
  *
@@ -238,6 +251,38 @@ export class HookCalls {
       );
       this.begin(settle);
     });
+  }
+
+  /**
+   * {@link HookCalls.wait} without a promise of its own: `then` gets the
+   * result once, and what it throws goes to `failed`. From `p`'s reaction
+   * they are called at once; when the hook deadline or a forced close ends
+   * the wait, in a microtask (not inside the timer, close() or this call).
+   */
+  waitThen(
+    p: PromiseLike<unknown>,
+    hook: HookName,
+    then: (result: WaitResult) => void,
+    failed: (error: unknown) => void,
+  ): void {
+    let done = false;
+    const settle = (result: WaitResult, now: boolean) => {
+      if (done) return;
+      done = true;
+      this.end(ended);
+      if (now) call(then, failed, result);
+      else queueMicrotask(() => call(then, failed, result));
+    };
+    const ended = (result: WaitResult) => settle(result, false);
+    // Promise.resolve: a thenable whose then() throws counts as a
+    // rejection. Always subscribed, so that no rejection goes unhandled.
+    Promise.resolve(p).then(
+      () => settle(null, true),
+      (err) => {
+        if (!done) settle(this.error(err, hook), true);
+      },
+    );
+    this.begin(ended);
   }
 
   /** A hook's wait result as the reply to send (null: accepted). */

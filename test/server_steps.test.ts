@@ -120,6 +120,23 @@ describe("server: promise steps to a decision's reply", () => {
       assert.ok(turns <= 2, `the 250 came ${turns} turns after onRcptTo`);
     });
   });
+
+  it("answers RCPT in the turn after onRcptTo's promise settles", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await withConnection({ onRcptTo: () => gate }, async (conn) => {
+      conn.send(
+        "HELO client.test\r\nMAIL FROM:<a@example.org>\r\n" +
+          "RCPT TO:<b@example.org>\r\n",
+      );
+      await sleep(5);
+      assert.doesNotMatch(conn.replies, / 2\.1\.5 /);
+      release();
+      // The driver's reaction on the hook's promise writes the reply.
+      const turns = await turnsUntil(() => / 2\.1\.5 /.test(conn.replies));
+      assert.equal(turns, 1, `the 250 came ${turns} turns after onRcptTo`);
+    });
+  });
 });
 
 describe("server: promise steps to the end-of-data reply", () => {
@@ -137,6 +154,21 @@ describe("server: promise steps to the end-of-data reply", () => {
     });
   });
 
+  it("answers in the turn after onMessage's promise settles (no wait of the driver's own in between)", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await withMessage({ onMessage: () => gate }, async (conn) => {
+      conn.send("Subject: steps\r\n\r\nbody\r\n.\r\n");
+      await sleep(5);
+      assert.equal(accepted(conn), false);
+      release();
+      // The driver's reaction on the hook's promise runs in the first
+      // turn, and writes the 250 there.
+      const turns = await turnsUntil(() => accepted(conn));
+      assert.equal(turns, 1, `the 250 came ${turns} turns after onMessage`);
+    });
+  });
+
   it("answers in the turn the body ends when onMessage settled before", async () => {
     await withMessage({ onMessage: () => Promise.resolve() }, async (conn) => {
       // onMessage has settled long before the body ends.
@@ -147,3 +179,129 @@ describe("server: promise steps to the end-of-data reply", () => {
     });
   });
 });
+
+/** A connection whose writes fail once `failAfter` replies went out. */
+class FailingConnection extends MemoryConnection {
+  failAfter = Infinity;
+  override write(bytes: Uint8Array): void {
+    if (this.failAfter-- <= 0) throw new Error("peer gone");
+    super.write(bytes);
+  }
+}
+
+describe("server: a session that waited for reads and hooks ends once", () => {
+  const cases: {
+    name: string;
+    reason: string;
+    run: (conn: FailingConnection) => Promise<void>;
+  }[] = [
+    {
+      name: "QUIT in a read it waited for",
+      reason: "quit",
+      run: async (conn) => {
+        await exchange(conn);
+        conn.send("QUIT\r\n");
+      },
+    },
+    {
+      name: "the end of input while it waits for a read",
+      reason: "eof",
+      run: async (conn) => {
+        await exchange(conn);
+        conn.close();
+      },
+    },
+    {
+      name: "a write that fails after a message",
+      reason: "error",
+      run: async (conn) => {
+        await exchange(conn);
+        conn.failAfter = 0;
+        conn.send("NOOP\r\n");
+      },
+    },
+  ];
+  for (const { name, reason, run } of cases) {
+    it(name, async () => {
+      const closes: string[] = [];
+      let onClose = 0;
+      const queue = new ConnectionQueue();
+      const server = await createServer(
+        () =>
+          Promise.resolve({
+            addr: { hostname: "127.0.0.1", port: 25 },
+            close: () => void queue.close(),
+            [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
+          }),
+        "memory",
+        {
+          serverName: "steps.test",
+          // A promise per decision and message: the loop waits for each.
+          onMailFrom: () => Promise.resolve(),
+          async onMessage(message) {
+            await message.text();
+          },
+          onClose: () => void onClose++,
+          logger: (e) => {
+            if (e.type === "close") closes.push(e.reason);
+          },
+        },
+      );
+      const conn = new FailingConnection(null);
+      try {
+        queue.push(conn);
+        await run(conn);
+        for (let i = 0; i < 100 && closes.length === 0; i++) await sleep(1);
+        // Anything late would come within these turns.
+        await sleep(5);
+        assert.deepEqual(closes, [reason]);
+        assert.equal(onClose, 1);
+        // One session ended, counted once, by how it ended.
+        const ended = server.stats().find((f) =>
+          f.name === "smtpd_sessions_total"
+        )!.series.filter((x) => x.value !== 0);
+        assert.deepEqual(
+          ended.map((x) => [x.labels.outcome, x.value]),
+          [[reason, 1]],
+        );
+      } finally {
+        conn.close();
+        await server.close();
+      }
+    });
+  }
+});
+
+/**
+ * Two messages, each command sent in a read of its own after the reply
+ * to the one before: the session waits for every read.
+ */
+async function exchange(conn: MemoryConnection): Promise<void> {
+  const lines = ["HELO client.test\r\n"];
+  for (let i = 0; i < 2; i++) {
+    lines.push(
+      "MAIL FROM:<a@example.org>\r\n",
+      "RCPT TO:<b@example.org>\r\n",
+      "DATA\r\n",
+      "Subject: once\r\n\r\nbody\r\n.\r\n",
+    );
+  }
+  let seen = 0;
+  for (const line of lines) {
+    // The greeting, then one reply per line.
+    await waitFor(() => replyCount(conn.replies) > seen);
+    seen++;
+    conn.send(line);
+  }
+  await waitFor(() => replyCount(conn.replies) > seen);
+}
+
+/** Final replies so far (a space after the code). */
+function replyCount(replies: string): number {
+  return replies.split("\r\n").filter((l) => /^\d{3} /.test(l)).length;
+}
+
+async function waitFor(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await sleep(1);
+  assert.ok(ok(), "no reply");
+}
