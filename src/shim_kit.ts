@@ -28,7 +28,8 @@ import type { Connection, NetAddress, TlsInfo } from "./transport.ts";
  */
 export class ConnectionQueue implements AsyncIterable<Connection> {
   #pending: Connection[] = [];
-  #waiter: ((c: Connection | null) => void) | null = null;
+  /** The iteration's next() calls waiting for a connection, in order. */
+  #waiters: ((r: IteratorResult<Connection, undefined>) => void)[] = [];
   #closed = false;
 
   /** Whether `close()` was called. */
@@ -39,34 +40,46 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
   /** Hands a new connection to the iteration (or closes it once closed). */
   push(conn: Connection): void {
     if (this.#closed) return conn.close();
-    const w = this.#waiter;
-    if (w) {
-      this.#waiter = null;
-      w(conn);
-    } else this.#pending.push(conn);
+    const w = this.#waiters.shift();
+    if (w !== undefined) w({ value: conn, done: false });
+    else this.#pending.push(conn);
   }
 
   /** Ends the iteration; returns false when it was already closed. */
   close(): boolean {
     if (this.#closed) return false;
     this.#closed = true;
-    this.#waiter?.(null);
-    this.#waiter = null;
+    for (const w of this.#waiters.splice(0)) w(DONE);
     return true;
   }
 
-  /** Yields connections as they are pushed, until `close()`. */
-  async *[Symbol.asyncIterator](): AsyncGenerator<Connection> {
-    for (;;) {
-      const c = this.#pending.shift() ??
-        (this.#closed
-          ? null
-          : await new Promise<Connection | null>((r) => (this.#waiter = r)));
-      if (c === null) return;
-      yield c;
-    }
+  /**
+   * Yields connections as they are pushed, until `close()`. A plain
+   * iterator, not an async generator: a connection pushed while the loop
+   * waits resolves the promise its `for await` awaits, with no generator
+   * to resume in between (one promise per connection, one microtask turn
+   * to the loop).
+   */
+  [Symbol.asyncIterator](): AsyncIterator<Connection, undefined> {
+    return {
+      next: () => this.#next(),
+      return: () => Promise.resolve(DONE),
+    };
+  }
+
+  #next(): Promise<IteratorResult<Connection, undefined>> {
+    const c = this.#pending.shift();
+    if (c !== undefined) return Promise.resolve({ value: c, done: false });
+    if (this.#closed) return Promise.resolve(DONE);
+    return new Promise((resolve) => void this.#waiters.push(resolve));
   }
 }
+
+/** The end of a {@link ConnectionQueue}'s iteration. */
+const DONE: IteratorReturnResult<undefined> = Object.freeze({
+  value: undefined,
+  done: true,
+});
 
 /** What {@link InputQueue} stops and restarts: the socket's reading. */
 export interface Pausable {
