@@ -96,15 +96,15 @@ interface BunApi {
 }
 
 /**
- * Per-socket state: the received bytes waiting to be read (Bun's `data`
- * chunks are fresh arrays: kept as they come, see `Connection`'s ownership
- * rule) and the pending write.
+ * Per-socket state: the received bytes waiting to be read (the state is
+ * its own input queue, one object per socket instead of two; ended by the
+ * peer's FIN, a close, or STARTTLS; Bun's `data` chunks are fresh arrays:
+ * kept as they come, see `Connection`'s ownership rule) and the pending
+ * write.
  */
-class SocketState {
+class SocketState extends InputQueue {
   /** The socket, once known (a TLS socket's state exists before it). */
   socket: BunSocket | null = null;
-  /** Received bytes; ended by the peer's FIN, a close, or STARTTLS. */
-  readonly input: InputQueue = new InputQueue(this);
   /** The socket is closed (by the peer, an error or `close()`): writes fail. */
   closed = false;
   rest: Uint8Array | null = null; // unwritten tail of the pending writes
@@ -113,6 +113,10 @@ class SocketState {
   failed: ((e: Error) => void) | null = null;
   /** Set while a TLS handshake runs on this socket. */
   onHandshake: ((ok: boolean, err: Error | null) => void) | null = null;
+
+  constructor() {
+    super(null);
+  }
 
   pause(): void {
     this.socket?.pause();
@@ -125,7 +129,7 @@ class SocketState {
 
 const handlers: Handlers = {
   data(s, chunk) {
-    s.data.input.push(chunk);
+    s.data.push(chunk);
   },
   drain(s) {
     const st = s.data;
@@ -157,7 +161,7 @@ const handlers: Handlers = {
 };
 
 function endInput(st: SocketState | undefined): void {
-  st?.input.end();
+  st?.end();
 }
 
 function finish(st: SocketState | undefined): void {
@@ -302,12 +306,12 @@ class BunConnection extends ShimConnection {
   }
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
-    return this.state.input.read();
+    return this.state.read();
   }
 
   /** read() without a promise (see `InputQueue.readOr`). */
   readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
-    return this.state.input.readOr(waiter);
+    return this.state.readOr(waiter);
   }
 
   write(chunk: Uint8Array): void | Promise<void> {
@@ -366,7 +370,7 @@ async function upgrade(
   // goes out, and drop what was received and not read yet. Bun delivers
   // data in callbacks only, so nothing can arrive between here and
   // upgradeTLS().
-  const input = conn.state.input;
+  const input = conn.state;
   input.discard();
   if (input.paused) conn.socket.resume();
   // A 220 the kernel did not take at once goes out before the upgrade.
@@ -457,7 +461,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         // Implicit TLS: the driver gets the connection once it is
         // encrypted (so that session.tls tells the negotiated version and
         // cipher); a failed handshake never reaches it.
-        s.data.input.end();
+        s.data.end();
         handshake(s, tls).then(
           (t) => push(wrap(t, bunTlsInfo(t), null, local)),
           // A failed handshake: nothing to deliver.

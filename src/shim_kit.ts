@@ -163,7 +163,12 @@ const INPUT_HIGH_WATER_MARK = 64 * 1024;
  * ```
  */
 export class InputQueue {
-  #chunks: Uint8Array[] = [];
+  /**
+   * What is queued, made when a chunk first comes with no read waiting:
+   * an idle session's reads wait (see {@link InputQueue.readOr}) and
+   * never queue, so its connection keeps no array.
+   */
+  #chunks: Uint8Array[] | null = null;
   #head = 0;
   #bytes = 0;
   #ended = false;
@@ -172,9 +177,16 @@ export class InputQueue {
   readonly #source: Pausable;
   readonly #highWaterMark: number;
 
-  /** `source` is paused above `highWaterMark` queued bytes. */
-  constructor(source: Pausable, highWaterMark = INPUT_HIGH_WATER_MARK) {
-    this.#source = source;
+  /**
+   * `source` is paused above `highWaterMark` queued bytes; `null` for a
+   * subclass that is its own source (its `pause()` and `resume()`: a
+   * shim's per-socket state, one object instead of two).
+   */
+  constructor(
+    source: Pausable | null,
+    highWaterMark: number = INPUT_HIGH_WATER_MARK,
+  ) {
+    this.#source = source ?? (this as unknown as Pausable);
     this.#highWaterMark = highWaterMark;
   }
 
@@ -196,7 +208,7 @@ export class InputQueue {
       this.#waiter = null;
       return w.onRead(chunk);
     }
-    this.#chunks.push(chunk);
+    (this.#chunks ??= []).push(chunk);
     this.#bytes += chunk.byteLength;
     if (this.#bytes >= this.#highWaterMark && !this.#paused) {
       this.#paused = true;
@@ -219,7 +231,7 @@ export class InputQueue {
    * {@link InputQueue.paused}.
    */
   discard(): void {
-    this.#chunks = [];
+    this.#chunks = null;
     this.#head = 0;
     this.#bytes = 0;
     this.end();
@@ -251,7 +263,7 @@ export class InputQueue {
    */
   poll(): Uint8Array | null | undefined {
     const chunks = this.#chunks;
-    if (this.#head < chunks.length) {
+    if (chunks !== null && this.#head < chunks.length) {
       const chunk = chunks[this.#head];
       if (++this.#head === chunks.length) {
         chunks.length = 0;
