@@ -35,7 +35,7 @@ import {
 import {
   ConnectionQueue,
   fixedLocalAddr,
-  InputQueue,
+  InputBuffer,
   type ReadWaiter,
   ShimConnection,
 } from "../src/shim_kit.ts";
@@ -102,7 +102,7 @@ interface BunApi {
  * kept as they come, see `Connection`'s ownership rule) and the pending
  * write.
  */
-class SocketState extends InputQueue {
+class SocketState extends InputBuffer {
   /** The socket, once known (a TLS socket's state exists before it). */
   socket: BunSocket | null = null;
   /** The socket is closed (by the peer, an error or `close()`): writes fail. */
@@ -114,14 +114,12 @@ class SocketState extends InputQueue {
   /** Set while a TLS handshake runs on this socket. */
   onHandshake: ((ok: boolean, err: Error | null) => void) | null = null;
 
-  constructor() {
-    super(null);
-  }
-
+  /** Stops reading from the socket (the input queued too much). */
   pause(): void {
     this.socket?.pause();
   }
 
+  /** Reads from the socket again. */
   resume(): void {
     this.socket?.resume();
   }
@@ -276,7 +274,12 @@ function offerStartTls(conn: BunConnection, tls: TlsState): void {
 class BunConnection extends ShimConnection {
   readonly socket: BunSocket;
   readonly state: SocketState;
-  startTls?: (reply: Uint8Array) => Promise<Connection>;
+  /**
+   * Set by offerStartTls() where STARTTLS is offered; declared only, so
+   * that a plaintext connection has no field for it (one field more took
+   * the next size of heap cell).
+   */
+  declare startTls?: (reply: Uint8Array) => Promise<Connection>;
   /** The TLS socket while a STARTTLS handshake runs. */
   upgrading: BunSocket | null = null;
 
@@ -309,7 +312,7 @@ class BunConnection extends ShimConnection {
     return this.state.read();
   }
 
-  /** read() without a promise (see `InputQueue.readOr`). */
+  /** read() without a promise (see `InputBuffer.readOr`). */
   readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
     return this.state.readOr(waiter);
   }

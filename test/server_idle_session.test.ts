@@ -145,7 +145,11 @@ describe("idle connection on Bun", () => {
     async () => {
       type HeapStats = () => { objectTypeCounts: Record<string, number> };
       const jsc = "bun:jsc";
-      const { heapStats } = (await import(jsc)) as { heapStats: HeapStats };
+      const { heapStats, estimateShallowMemoryUsageOf: size } =
+        (await import(jsc)) as {
+          heapStats: HeapStats;
+          estimateShallowMemoryUsageOf(o: object): number;
+        };
       const gc = (globalThis as unknown as {
         Bun: { gc(full: boolean): void };
       }).Bun.gc;
@@ -184,6 +188,15 @@ describe("idle connection on Bun", () => {
         // SocketState (with the input queue) and BunConnection; an
         // InputQueue and its array made 4.
         assert.ok(per <= 2.5, `${per} objects per idle connection`);
+        // Their heap cells: a field more than 12 (SocketState) or 8
+        // (BunConnection) takes the next size (160 or 112 bytes).
+        const conn = conns[0] as Connection & {
+          state: object & { input?: object };
+        };
+        const input = conn.state.input;
+        const bytes = size(conn) + size(conn.state) +
+          (input !== undefined && input !== conn.state ? size(input) : 0);
+        assert.ok(bytes <= 192, `${bytes} bytes of connection and state`);
       } finally {
         client.stdin!.end();
         for (const c of conns) c.close();
