@@ -60,11 +60,14 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
    * to resume in between (one promise per connection, one microtask turn
    * to the loop).
    */
-  [Symbol.asyncIterator](): AsyncIterator<Connection, undefined> {
-    return {
+  [Symbol.asyncIterator](): AsyncIterableIterator<Connection, undefined> {
+    const it: AsyncIterableIterator<Connection, undefined> = {
       next: () => this.#next(),
       return: () => Promise.resolve(DONE),
+      // Iterable itself, as the async generator it replaces was.
+      [Symbol.asyncIterator]: () => it,
     };
+    return it;
   }
 
   #next(): Promise<IteratorResult<Connection, undefined>> {

@@ -388,6 +388,18 @@ describe("ConnectionQueue", () => {
     assert.equal(queue.closed, true);
   });
 
+  it("its iterator is iterable itself", async () => {
+    const queue = new ConnectionQueue();
+    const a = new Stub(null);
+    queue.push(a);
+    queue.close();
+    const it = queue[Symbol.asyncIterator]();
+    assert.equal(it[Symbol.asyncIterator](), it);
+    const got: Connection[] = [];
+    for await (const c of it) got.push(c);
+    assert.deepEqual(got, [a]);
+  });
+
   it("a loop left with break can be started again", async () => {
     const queue = new ConnectionQueue();
     const [a, b] = [new Stub(null), new Stub(null)];
