@@ -31,6 +31,14 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
   /** The iteration's next() calls waiting for a connection, in order. */
   #waiters: ((r: IteratorResult<Connection, undefined>) => void)[] = [];
   #closed = false;
+  /**
+   * The waiting next()'s promise executor, made once: one made per call
+   * cost each accepted connection a closure and a scope for `this`
+   * (JavaScriptCore).
+   */
+  readonly #wait = (
+    resolve: (r: IteratorResult<Connection, undefined>) => void,
+  ): void => void this.#waiters.push(resolve);
 
   /** Whether `close()` was called. */
   get closed(): boolean {
@@ -74,7 +82,7 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
     const c = this.#pending.shift();
     if (c !== undefined) return Promise.resolve({ value: c, done: false });
     if (this.#closed) return Promise.resolve(DONE);
-    return new Promise((resolve) => void this.#waiters.push(resolve));
+    return new Promise(this.#wait);
   }
 }
 
