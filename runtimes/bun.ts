@@ -35,7 +35,7 @@ import {
 import {
   ConnectionQueue,
   fixedLocalAddr,
-  InputQueue,
+  InputBuffer,
   type ReadWaiter,
   ShimConnection,
 } from "../src/shim_kit.ts";
@@ -96,15 +96,15 @@ interface BunApi {
 }
 
 /**
- * Per-socket state: the received bytes waiting to be read (Bun's `data`
- * chunks are fresh arrays: kept as they come, see `Connection`'s ownership
- * rule) and the pending write.
+ * Per-socket state: the received bytes waiting to be read (the state is
+ * its own input queue, one object per socket instead of two; ended by the
+ * peer's FIN, a close, or STARTTLS; Bun's `data` chunks are fresh arrays:
+ * kept as they come, see `Connection`'s ownership rule) and the pending
+ * write.
  */
-class SocketState {
+class SocketState extends InputBuffer {
   /** The socket, once known (a TLS socket's state exists before it). */
   socket: BunSocket | null = null;
-  /** Received bytes; ended by the peer's FIN, a close, or STARTTLS. */
-  readonly input: InputQueue = new InputQueue(this);
   /** The socket is closed (by the peer, an error or `close()`): writes fail. */
   closed = false;
   rest: Uint8Array | null = null; // unwritten tail of the pending writes
@@ -114,10 +114,12 @@ class SocketState {
   /** Set while a TLS handshake runs on this socket. */
   onHandshake: ((ok: boolean, err: Error | null) => void) | null = null;
 
+  /** Stops reading from the socket (the input queued too much). */
   pause(): void {
     this.socket?.pause();
   }
 
+  /** Reads from the socket again. */
   resume(): void {
     this.socket?.resume();
   }
@@ -125,7 +127,7 @@ class SocketState {
 
 const handlers: Handlers = {
   data(s, chunk) {
-    s.data.input.push(chunk);
+    s.data.push(chunk);
   },
   drain(s) {
     const st = s.data;
@@ -157,7 +159,7 @@ const handlers: Handlers = {
 };
 
 function endInput(st: SocketState | undefined): void {
-  st?.input.end();
+  st?.end();
 }
 
 function finish(st: SocketState | undefined): void {
@@ -272,7 +274,12 @@ function offerStartTls(conn: BunConnection, tls: TlsState): void {
 class BunConnection extends ShimConnection {
   readonly socket: BunSocket;
   readonly state: SocketState;
-  startTls?: (reply: Uint8Array) => Promise<Connection>;
+  /**
+   * Set by offerStartTls() where STARTTLS is offered; declared only, so
+   * that a plaintext connection has no field for it (one field more took
+   * the next size of heap cell).
+   */
+  declare startTls?: (reply: Uint8Array) => Promise<Connection>;
   /** The TLS socket while a STARTTLS handshake runs. */
   upgrading: BunSocket | null = null;
 
@@ -302,12 +309,12 @@ class BunConnection extends ShimConnection {
   }
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
-    return this.state.input.read();
+    return this.state.read();
   }
 
-  /** read() without a promise (see `InputQueue.readOr`). */
+  /** read() without a promise (see `InputBuffer.readOr`). */
   readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
-    return this.state.input.readOr(waiter);
+    return this.state.readOr(waiter);
   }
 
   write(chunk: Uint8Array): void | Promise<void> {
@@ -366,7 +373,7 @@ async function upgrade(
   // goes out, and drop what was received and not read yet. Bun delivers
   // data in callbacks only, so nothing can arrive between here and
   // upgradeTLS().
-  const input = conn.state.input;
+  const input = conn.state;
   input.discard();
   if (input.paused) conn.socket.resume();
   // A 220 the kernel did not take at once goes out before the upgrade.
@@ -457,7 +464,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         // Implicit TLS: the driver gets the connection once it is
         // encrypted (so that session.tls tells the negotiated version and
         // cipher); a failed handshake never reaches it.
-        s.data.input.end();
+        s.data.end();
         handshake(s, tls).then(
           (t) => push(wrap(t, bunTlsInfo(t), null, local)),
           // A failed handshake: nothing to deliver.

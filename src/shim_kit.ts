@@ -28,8 +28,17 @@ import type { Connection, NetAddress, TlsInfo } from "./transport.ts";
  */
 export class ConnectionQueue implements AsyncIterable<Connection> {
   #pending: Connection[] = [];
-  #waiter: ((c: Connection | null) => void) | null = null;
+  /** The iteration's next() calls waiting for a connection, in order. */
+  #waiters: ((r: IteratorResult<Connection, undefined>) => void)[] = [];
   #closed = false;
+  /**
+   * The waiting next()'s promise executor, made once: one made per call
+   * cost each accepted connection a closure and a scope for `this`
+   * (JavaScriptCore).
+   */
+  readonly #wait = (
+    resolve: (r: IteratorResult<Connection, undefined>) => void,
+  ): void => void this.#waiters.push(resolve);
 
   /** Whether `close()` was called. */
   get closed(): boolean {
@@ -39,36 +48,51 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
   /** Hands a new connection to the iteration (or closes it once closed). */
   push(conn: Connection): void {
     if (this.#closed) return conn.close();
-    const w = this.#waiter;
-    if (w) {
-      this.#waiter = null;
-      w(conn);
-    } else this.#pending.push(conn);
+    const w = this.#waiters.shift();
+    if (w !== undefined) w({ value: conn, done: false });
+    else this.#pending.push(conn);
   }
 
   /** Ends the iteration; returns false when it was already closed. */
   close(): boolean {
     if (this.#closed) return false;
     this.#closed = true;
-    this.#waiter?.(null);
-    this.#waiter = null;
+    for (const w of this.#waiters.splice(0)) w(DONE);
     return true;
   }
 
-  /** Yields connections as they are pushed, until `close()`. */
-  async *[Symbol.asyncIterator](): AsyncGenerator<Connection> {
-    for (;;) {
-      const c = this.#pending.shift() ??
-        (this.#closed
-          ? null
-          : await new Promise<Connection | null>((r) => (this.#waiter = r)));
-      if (c === null) return;
-      yield c;
-    }
+  /**
+   * Yields connections as they are pushed, until `close()`. A plain
+   * iterator, not an async generator: a connection pushed while the loop
+   * waits resolves the promise its `for await` awaits, with no generator
+   * to resume in between (one promise per connection, one microtask turn
+   * to the loop).
+   */
+  [Symbol.asyncIterator](): AsyncIterableIterator<Connection, undefined> {
+    const it: AsyncIterableIterator<Connection, undefined> = {
+      next: () => this.#next(),
+      return: () => Promise.resolve(DONE),
+      // Iterable itself, as the async generator it replaces was.
+      [Symbol.asyncIterator]: () => it,
+    };
+    return it;
+  }
+
+  #next(): Promise<IteratorResult<Connection, undefined>> {
+    const c = this.#pending.shift();
+    if (c !== undefined) return Promise.resolve({ value: c, done: false });
+    if (this.#closed) return Promise.resolve(DONE);
+    return new Promise(this.#wait);
   }
 }
 
-/** What {@link InputQueue} stops and restarts: the socket's reading. */
+/** The end of a {@link ConnectionQueue}'s iteration. */
+const DONE: IteratorReturnResult<undefined> = Object.freeze({
+  value: undefined,
+  done: true,
+});
+
+/** What {@link InputBuffer} stops and restarts: the socket's reading. */
 export interface Pausable {
   /** Stop delivering data. */
   pause(): void;
@@ -107,7 +131,7 @@ export function fixedLocalAddr(
 
 /**
  * Who waits for a connection's next read without a promise (the driver):
- * see {@link InputQueue.readOr}. Not a public API: the shims share it.
+ * see {@link InputBuffer.readOr}. Not a public API: the shims share it.
  *
  * @example
  * ```ts
@@ -128,73 +152,87 @@ export interface ReadWaiter {
   onRead(chunk: Uint8Array | null): void;
 }
 
-/** Default {@link InputQueue} high-water mark. */
+/** The queued bytes above which an input's source is paused. */
 const INPUT_HIGH_WATER_MARK = 64 * 1024;
+/** {@link InputBuffer}'s flag: no more input (`end()` or `discard()`). */
+const ENDED = 1;
+/** {@link InputBuffer}'s flag: it paused its source. */
+const PAUSED = 2;
 
 /**
  * Received bytes waiting for {@link Connection.read}: a shim's data
  * callback `push()`es each chunk (kept as is, never copied), `read()` takes
- * them one at a time, synchronously while some are queued. Past the
- * high-water mark the source is paused until `read()` brings the queue
- * below it again. Not a public API: the shims share it.
+ * them one at a time, synchronously while some are queued. Past a
+ * high-water mark (64 KiB) the source is paused until `read()` brings the
+ * queue below it again. The subclass is the source (its `pause()` and
+ * `resume()`): a shim's per-socket state can be its input, one object per
+ * socket instead of two; {@link InputQueue} is one over a given source.
+ * Not a public API: the shims share it.
  *
  * @example
  * ```ts
- * import { InputQueue } from "./shim_kit.ts";
+ * import { InputBuffer } from "./shim_kit.ts";
  *
- * const q = new InputQueue({ pause() {}, resume() {} });
+ * class Input extends InputBuffer {
+ *   pause(): void {}
+ *   resume(): void {}
+ * }
+ * const q = new Input();
  * q.push(new Uint8Array([1]));
  * q.read(); // Uint8Array [1], no promise
- * q.end();
- * q.read(); // null
  * ```
  */
-export class InputQueue {
-  #chunks: Uint8Array[] = [];
+export abstract class InputBuffer implements Pausable {
+  /**
+   * What is queued, made when a chunk first comes with no read waiting:
+   * an idle session's reads wait (see {@link InputBuffer.readOr}) and
+   * never queue, so its connection keeps no array.
+   */
+  #chunks: Uint8Array[] | null = null;
   #head = 0;
   #bytes = 0;
-  #ended = false;
-  #paused = false;
+  /**
+   * {@link ENDED} and {@link PAUSED}: one field for both (a shim's state
+   * object with one field more took the next size of heap cell on Bun).
+   */
+  #flags = 0;
   #waiter: ReadWaiter | null = null;
-  readonly #source: Pausable;
-  readonly #highWaterMark: number;
 
-  /** `source` is paused above `highWaterMark` queued bytes. */
-  constructor(source: Pausable, highWaterMark = INPUT_HIGH_WATER_MARK) {
-    this.#source = source;
-    this.#highWaterMark = highWaterMark;
-  }
+  /** Stops the source's delivering data (above the high-water mark). */
+  abstract pause(): void;
+  /** Lets the source deliver data again. */
+  abstract resume(): void;
 
   /** Whether `end()` or `discard()` was called. */
   get ended(): boolean {
-    return this.#ended;
+    return (this.#flags & ENDED) !== 0;
   }
 
   /** Whether the queue paused its source (and has not resumed it). */
   get paused(): boolean {
-    return this.#paused;
+    return (this.#flags & PAUSED) !== 0;
   }
 
   /** Adds received bytes (ignored once ended). */
   push(chunk: Uint8Array): void {
-    if (this.#ended || chunk.byteLength === 0) return;
+    if ((this.#flags & ENDED) !== 0 || chunk.byteLength === 0) return;
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
       return w.onRead(chunk);
     }
-    this.#chunks.push(chunk);
+    (this.#chunks ??= []).push(chunk);
     this.#bytes += chunk.byteLength;
-    if (this.#bytes >= this.#highWaterMark && !this.#paused) {
-      this.#paused = true;
-      this.#source.pause();
+    if (this.#bytes >= INPUT_HIGH_WATER_MARK && (this.#flags & PAUSED) === 0) {
+      this.#flags |= PAUSED;
+      this.pause();
     }
   }
 
   /** No more input: reads return what is queued, then `null`. */
   end(): void {
-    if (this.#ended) return;
-    this.#ended = true;
+    if ((this.#flags & ENDED) !== 0) return;
+    this.#flags |= ENDED;
     const w = this.#waiter;
     this.#waiter = null;
     w?.onRead(null);
@@ -203,10 +241,10 @@ export class InputQueue {
   /**
    * Drops what is queued and ends (STARTTLS: plaintext that came after the
    * command is never read). Leaves the source paused if it was: see
-   * {@link InputQueue.paused}.
+   * {@link InputBuffer.paused}.
    */
   discard(): void {
-    this.#chunks = [];
+    this.#chunks = null;
     this.#head = 0;
     this.#bytes = 0;
     this.end();
@@ -220,7 +258,7 @@ export class InputQueue {
   }
 
   /**
-   * {@link InputQueue.read} without a promise: the next chunk when one is
+   * {@link InputBuffer.read} without a promise: the next chunk when one is
    * queued, `null` at the end; else `undefined`, and `waiter` gets the
    * next chunk (or `null`) when it comes. An idle connection then keeps
    * no promise, no resolving functions and no suspended reader.
@@ -238,20 +276,55 @@ export class InputQueue {
    */
   poll(): Uint8Array | null | undefined {
     const chunks = this.#chunks;
-    if (this.#head < chunks.length) {
+    if (chunks !== null && this.#head < chunks.length) {
       const chunk = chunks[this.#head];
       if (++this.#head === chunks.length) {
         chunks.length = 0;
         this.#head = 0;
       }
       this.#bytes -= chunk.byteLength;
-      if (this.#paused && this.#bytes < this.#highWaterMark) {
-        this.#paused = false;
-        this.#source.resume();
+      if ((this.#flags & PAUSED) !== 0 && this.#bytes < INPUT_HIGH_WATER_MARK) {
+        this.#flags &= ~PAUSED;
+        this.resume();
       }
       return chunk;
     }
-    return this.#ended ? null : undefined;
+    return (this.#flags & ENDED) !== 0 ? null : undefined;
+  }
+}
+
+/**
+ * An {@link InputBuffer} that pauses and resumes a given source (a
+ * runtime's socket). Not a public API: the shims share it.
+ *
+ * @example
+ * ```ts
+ * import { InputQueue } from "./shim_kit.ts";
+ *
+ * const q = new InputQueue({ pause() {}, resume() {} });
+ * q.push(new Uint8Array([1]));
+ * q.read(); // Uint8Array [1], no promise
+ * q.end();
+ * q.read(); // null
+ * ```
+ */
+export class InputQueue extends InputBuffer {
+  readonly #source: Pausable;
+
+  /** `source` is paused above the high-water mark (64 KiB queued). */
+  constructor(source: Pausable) {
+    super();
+    this.#source = source;
+  }
+
+  /** Pauses the source. */
+  pause(): void {
+    this.#source.pause();
+  }
+
+  /** Resumes the source. */
+  resume(): void {
+    this.#source.resume();
   }
 }
 

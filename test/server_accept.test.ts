@@ -15,6 +15,7 @@ import {
 } from "../src/exports/transport.ts";
 import { listen as listenNode } from "../runtimes/node.ts";
 import {
+  ConnectionQueue,
   fixedLocalAddr,
   MAX_READ,
   MIN_READ,
@@ -315,5 +316,102 @@ describe("ShimConnection", () => {
     const other = new Counted(null);
     await other.readable.cancel();
     assert.equal(other.asked.closed, 1);
+  });
+});
+
+describe("ConnectionQueue", () => {
+  /** A connection that only counts its close() calls. */
+  class Stub extends ShimConnection {
+    closed = 0;
+    read(): null {
+      return null;
+    }
+    write(_bytes: Uint8Array): void {}
+    close(): void {
+      this.closed++;
+    }
+    protected peerAddr(): NetAddress {
+      return { hostname: "192.0.2.1", port: 40000 };
+    }
+    protected ownAddr(): NetAddress {
+      return { hostname: "192.0.2.25", port: 25 };
+    }
+  }
+
+  /** Microtask turns until `done()` (at most 20). */
+  async function turnsUntil(done: () => boolean): Promise<number> {
+    let turns = 0;
+    while (!done() && turns < 20) {
+      await Promise.resolve();
+      turns++;
+    }
+    return turns;
+  }
+
+  it("hands a connection pushed while the loop waits to its for await in one microtask turn", async () => {
+    const queue = new ConnectionQueue();
+    const got: Connection[] = [];
+    const loop = (async () => {
+      for await (const c of queue) got.push(c);
+    })();
+    await turnsUntil(() => false); // the loop waits for a connection
+    const a = new Stub(null);
+    queue.push(a);
+    // An async generator in between took 3 turns (its await, its yield's
+    // await, then the loop's).
+    assert.equal(await turnsUntil(() => got.length === 1), 1);
+    assert.equal(got[0], a);
+    queue.close();
+    await loop;
+  });
+
+  it("yields what was pushed before, in order; close() ends every waiting next() and closes later pushes", async () => {
+    const queue = new ConnectionQueue();
+    const a = new Stub(null);
+    const b = new Stub(null);
+    queue.push(a);
+    queue.push(b);
+    const it = queue[Symbol.asyncIterator]();
+    assert.deepEqual(await it.next(), { value: a, done: false });
+    assert.deepEqual(await it.next(), { value: b, done: false });
+    const waiting = [it.next(), it.next()];
+    const c = new Stub(null);
+    queue.push(c);
+    assert.deepEqual(await waiting[0], { value: c, done: false });
+    assert.equal(queue.close(), true);
+    assert.equal(queue.close(), false);
+    assert.deepEqual(await waiting[1], { value: undefined, done: true });
+    assert.deepEqual(await it.next(), { value: undefined, done: true });
+    const late = new Stub(null);
+    queue.push(late);
+    assert.equal(late.closed, 1);
+    assert.equal(queue.closed, true);
+  });
+
+  it("its iterator is iterable itself", async () => {
+    const queue = new ConnectionQueue();
+    const a = new Stub(null);
+    queue.push(a);
+    queue.close();
+    const it = queue[Symbol.asyncIterator]();
+    assert.equal(it[Symbol.asyncIterator](), it);
+    const got: Connection[] = [];
+    for await (const c of it) got.push(c);
+    assert.deepEqual(got, [a]);
+  });
+
+  it("a loop left with break can be started again", async () => {
+    const queue = new ConnectionQueue();
+    const [a, b] = [new Stub(null), new Stub(null)];
+    queue.push(a);
+    queue.push(b);
+    for await (const c of queue) {
+      assert.equal(c, a);
+      break;
+    }
+    for await (const c of queue) {
+      assert.equal(c, b);
+      break;
+    }
   });
 });

@@ -3,6 +3,7 @@
 // connection (counted with node:v8's queryObjects, where the runtime has
 // it: Node 22 and later).
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import * as net from "node:net";
 import * as v8 from "node:v8";
 import { describe, it } from "node:test";
@@ -11,6 +12,9 @@ import { MessageDelivery } from "../src/delivery.ts";
 import { HookCalls } from "../src/hooks.ts";
 import { connect } from "./helpers/client.ts";
 import { RUNTIME } from "./helpers/run.ts";
+import { listen as listenBun } from "../runtimes/bun.ts";
+import type { ReadWaiter } from "../src/shim_kit.ts";
+import type { Connection } from "../src/transport.ts";
 
 type QueryObjects = (
   ctor: abstract new (...args: never[]) => unknown,
@@ -120,6 +124,84 @@ describe("idle session", () => {
       } finally {
         await c.close();
         await server.close();
+      }
+    },
+  );
+});
+
+/** Opens `n` connections to `port` from another process and holds them until its stdin ends. */
+const HOLD = `
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+print("held", flush=True)
+sys.stdin.read()
+`;
+
+describe("idle connection on Bun", () => {
+  it(
+    "keeps its socket state and its connection object, nothing more (no input queue or array of its own)",
+    { skip: RUNTIME !== "bun" ? "needs bun:jsc" : false },
+    async () => {
+      type HeapStats = () => { objectTypeCounts: Record<string, number> };
+      const jsc = "bun:jsc";
+      const { heapStats, estimateShallowMemoryUsageOf: size } =
+        (await import(jsc)) as {
+          heapStats: HeapStats;
+          estimateShallowMemoryUsageOf(o: object): number;
+        };
+      const gc = (globalThis as unknown as {
+        Bun: { gc(full: boolean): void };
+      }).Bun.gc;
+      /** Live plain objects and arrays after a full collection. */
+      const objects = () => {
+        gc(true);
+        const c = heapStats().objectTypeCounts;
+        return (c.Object ?? 0) + (c.Array ?? 0);
+      };
+      const listener = await listenBun({ hostname: "127.0.0.1", port: 0 });
+      const n = 50;
+      const conns: Connection[] = [];
+      let all!: () => void;
+      const accepted = new Promise<void>((r) => (all = r));
+      const waiter: ReadWaiter = { onRead() {} };
+      const loop = (async () => {
+        for await (const conn of listener) {
+          conns.push(conn);
+          // Waits for input as the driver does, without a promise.
+          (conn as Connection & { readOr(w: ReadWaiter): unknown }).readOr(
+            waiter,
+          );
+          if (conns.length === n) all();
+        }
+      })();
+      const before = objects();
+      const client = spawn("python3", [
+        "-c",
+        HOLD,
+        String(listener.addr.port),
+        String(n),
+      ], { stdio: ["pipe", "pipe", "inherit"] });
+      try {
+        await accepted;
+        const per = (objects() - before) / n;
+        // SocketState (with the input queue) and BunConnection; an
+        // InputQueue and its array made 4.
+        assert.ok(per <= 2.5, `${per} objects per idle connection`);
+        // Their heap cells: a field more than 12 (SocketState) or 8
+        // (BunConnection) takes the next size (160 or 112 bytes).
+        const conn = conns[0] as Connection & {
+          state: object & { input?: object };
+        };
+        const input = conn.state.input;
+        const bytes = size(conn) + size(conn.state) +
+          (input !== undefined && input !== conn.state ? size(input) : 0);
+        assert.ok(bytes <= 192, `${bytes} bytes of connection and state`);
+      } finally {
+        client.stdin!.end();
+        for (const c of conns) c.close();
+        listener.close();
+        await loop;
       }
     },
   );
