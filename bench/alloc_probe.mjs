@@ -78,9 +78,11 @@ console.log(
   `${rt} ${[script, ...args].join(" ")}${cold ? " (cold)" : ""}: ${
     held.ok ? "" : "(idle sessions: " + held.error + ") "
   }` +
-    `${
-      ((opened.alloc - before.alloc) / N).toFixed(0)
-    } B allocated per session opened, ` +
+    (typeof opened.alloc === "number"
+      ? `${((opened.alloc - before.alloc) / N).toFixed(0)} B allocated`
+      : "(bytes allocated not counted: Node's v8.getHeapStatistics() " +
+        "has no total_allocated_bytes)") +
+    " per session opened, " +
     `${((after.used - before.used) / N).toFixed(0)} B kept after a full GC; ` +
     `heap +${kb(opened.physical - before.physical)} KB (${
       grew || "no space grew"
