@@ -40,6 +40,7 @@
  */
 
 import process from "node:process";
+import v8 from "node:v8";
 import { createServer } from "../src/server.ts";
 import type { Connection, Listener } from "../src/transport.ts";
 import { InputQueue, readableFrom, type ReadWaiter } from "../src/shim_kit.ts";
@@ -272,13 +273,26 @@ async function round(): Promise<number> {
     if (--left === 0) finished();
     else if (toOpen > 0) open();
   };
+  const a0 = allocated();
   const c0 = process.cpuUsage();
   for (let i = 0; i < SESSIONS; i++) open();
   await all;
   const c = process.cpuUsage(c0);
   const units = big ? body.length / (1 << 20) : 1;
+  bytes.push((allocated() - a0) / (ROUND * PER_SESSION * units));
   return (c.user + c.system) / (ROUND * PER_SESSION * units);
 }
+
+/**
+ * Bytes allocated on the JS heap so far, where V8 tells it (Deno:
+ * `total_allocated_bytes`; deterministic, unlike CPU time), else NaN.
+ */
+function allocated(): number {
+  const h = v8.getHeapStatistics() as { total_allocated_bytes?: number };
+  return h.total_allocated_bytes ?? NaN;
+}
+/** Bytes allocated per unit, each round. */
+const bytes: number[] = [];
 
 const figures: number[] = [];
 for (let r = 0; r < 7; r++) {
@@ -295,7 +309,11 @@ console.log(
       : perConnection
       ? "connection (one 1 KB message)"
       : "1 KB message"
-  } (min ${figures[0].toFixed(2)})`,
+  } (min ${figures[0].toFixed(2)})${
+    Number.isNaN(bytes[0])
+      ? ""
+      : `, ${bytes.slice(2).sort((a, b) => a - b)[2].toFixed(0)} B allocated`
+  }`,
 );
 await server.close();
 process.exit(0);
