@@ -163,7 +163,28 @@ describe("the default greeting", () => {
     assert.equal(greet(options), first);
   });
 
-  it("the 221 to QUIT is formatted and encoded once for the sessions of shared options", () => {
+  it("is the application's text when it gives one", () => {
+    const options = sharedEngineOptions({ serverName: "mx.test" });
+    const engine = new SmtpEngine(options);
+    engine.nextEvent();
+    engine.accept("mx.test Welcome");
+    assert.equal(
+      new TextDecoder().decode(engine.takeOutput()!),
+      "220 mx.test Welcome\r\n",
+    );
+    // The default text, given as text, is the same reply.
+    const again = new SmtpEngine(options);
+    again.nextEvent();
+    again.accept("mx.test ESMTP smtpd");
+    assert.equal(
+      new TextDecoder().decode(again.takeOutput()!),
+      "220 mx.test ESMTP smtpd\r\n",
+    );
+  });
+});
+
+describe("the 221 to QUIT", () => {
+  it("is formatted and encoded once for the sessions of shared options", () => {
     /** What a new engine on `options` replies to QUIT. */
     function bye(options: EngineOptions): Uint8Array {
       const engine = new SmtpEngine(options);
@@ -183,25 +204,6 @@ describe("the default greeting", () => {
     assert.equal(
       new TextDecoder().decode(bye(other)),
       "221 2.0.0 other.test Bye\r\n",
-    );
-  });
-
-  it("is the application's text when it gives one", () => {
-    const options = sharedEngineOptions({ serverName: "mx.test" });
-    const engine = new SmtpEngine(options);
-    engine.nextEvent();
-    engine.accept("mx.test Welcome");
-    assert.equal(
-      new TextDecoder().decode(engine.takeOutput()!),
-      "220 mx.test Welcome\r\n",
-    );
-    // The default text, given as text, is the same reply.
-    const again = new SmtpEngine(options);
-    again.nextEvent();
-    again.accept("mx.test ESMTP smtpd");
-    assert.equal(
-      new TextDecoder().decode(again.takeOutput()!),
-      "220 mx.test ESMTP smtpd\r\n",
     );
   });
 });
