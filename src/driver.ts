@@ -196,7 +196,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       conn.tls !== null,
     );
     this.session = new SessionState(conn, options.lmtp === true);
-    // The engine keeps its HELO name, ESMTP, user and `secure` in the session.
+    // The engine writes its protocol state (HELO name, user...) into the session.
     this.engine = new SmtpEngine(options, now(), this.session);
     this.io = connectionIo(conn);
     this.milter = host.milters === null ? null : host.milters(this.session);

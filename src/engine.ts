@@ -89,10 +89,9 @@ export class SmtpEngine {
    *
    * @param options engine options (validated; see {@link EngineOptions})
    * @param now the current time in milliseconds, for the idle deadline
-   * @param view where the engine keeps the HELO name, ESMTP, `secure`
-   *   and the user (it resets them): the driver's session, whose fields
-   *   are then plain data, with no getter per session; by default an
-   *   object of the engine's own
+   * @param view kept equal to the engine's HELO name, ESMTP, `secure` and
+   *   user from now on (written as they change: the driver's session,
+   *   whose fields are then plain data, no getter per session)
    */
   constructor(
     options: EngineOptions = {},
@@ -364,6 +363,7 @@ export class SmtpEngine {
     c.heloName = null;
     c.esmtp = false;
     c.user = null;
+    c.showState();
     // A transaction started before STARTTLS is dropped: say so with a
     // `reset` event, as SmtpEvent documents.
     c.resetTransaction(true);

@@ -41,7 +41,7 @@ export function newId(): string {
  * The mutable side of a {@link Session}. What the protocol decides (the
  * HELO name, ESMTP, the user, whether the connection is encrypted) is the
  * engine's: the engine the session is given to as its view (the third
- * argument of `new SmtpEngine()`) keeps it here, and only it writes it.
+ * argument of `new SmtpEngine()`) writes it here whenever it changes.
  * Plain own data properties, not getters: a spread or `JSON.stringify` of
  * the session holds them, and opening a session defines no property (four
  * accessors per session cost Node 0.8 µs and JavaScriptCore four cells).

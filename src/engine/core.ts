@@ -115,43 +115,14 @@ export class EngineCore {
   /** Protocol errors in a row. */
   badCommands = 0;
 
-  /**
-   * Where the HELO name, ESMTP, the user and `secure` are kept: the
-   * driver's session when it gave one (the session then shows them as
-   * plain data, with no copy to keep up to date and no field more per
-   * session), else an object of the engine's own. Read and written
-   * through the accessors below.
-   */
-  readonly view: SessionView;
-
   /** The name the client gave with HELO/EHLO, or null. */
-  get heloName(): string | null {
-    return this.view.heloName;
-  }
-  set heloName(name: string | null) {
-    this.view.heloName = name;
-  }
+  heloName: string | null = null;
   /** The client greeted with EHLO (or LHLO). */
-  get esmtp(): boolean {
-    return this.view.esmtp;
-  }
-  set esmtp(on: boolean) {
-    this.view.esmtp = on;
-  }
+  esmtp = false;
   /** The authenticated user, or null. */
-  get user(): string | null {
-    return this.view.user;
-  }
-  set user(name: string | null) {
-    this.view.user = name;
-  }
+  user: string | null = null;
   /** The connection is encrypted (implicit TLS or after STARTTLS). */
-  get secure(): boolean {
-    return this.view.secure;
-  }
-  set secure(on: boolean) {
-    this.view.secure = on;
-  }
+  secure: boolean;
   /** Failed AUTH attempts. */
   authFailures = 0;
   /** The AUTH exchange in progress, or null. */
@@ -175,12 +146,13 @@ export class EngineCore {
   owedReplies = 0;
   /** Command line being discarded (too long): was its last byte CR? */
   discardCR = false;
+  /** Told the HELO name, ESMTP, `secure` and the user as they change, or null. */
+  readonly view: SessionView | null;
 
   /**
    * @param options the validated options
    * @param now the current time in milliseconds
-   * @param view where to keep the HELO name, ESMTP, the user and
-   *   `secure` (see {@link EngineCore.view}); null: an object of its own
+   * @param view see {@link EngineCore.showState}
    */
   constructor(
     options: ResolvedEngineOptions,
@@ -188,17 +160,25 @@ export class EngineCore {
     view: SessionView | null = null,
   ) {
     this.options = options;
+    this.secure = options.secure;
     this.lastActivity = now;
     this.sessionStarted = now;
-    if (view === null) {
-      view = { heloName: null, esmtp: false, secure: false, user: null };
-    } else {
-      view.heloName = null;
-      view.esmtp = false;
-      view.user = null;
-    }
-    view.secure = options.secure;
     this.view = view;
+    this.showState();
+  }
+
+  /**
+   * Copies the HELO name, ESMTP, `secure` and the user to the view (the
+   * driver's session): called wherever one of them changes, so that the
+   * view always shows what this core owns.
+   */
+  showState(): void {
+    const v = this.view;
+    if (v === null) return;
+    v.heloName = this.heloName;
+    v.esmtp = this.esmtp;
+    v.secure = this.secure;
+    v.user = this.user;
   }
 
   /**

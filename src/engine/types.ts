@@ -133,9 +133,9 @@ export type SmtpEvent =
   | { type: "close"; reason: CloseReason };
 
 /**
- * Where an engine keeps part of the protocol state it owns (see the third
- * argument of `new SmtpEngine()`): the driver's session, whose hooks read
- * these as plain data. Only the engine writes them.
+ * What an engine keeps up to date of the protocol state it owns (see the
+ * third argument of `new SmtpEngine()`): the driver's session, whose
+ * hooks read these as plain data.
  */
 export interface SessionView {
   /** The name the client gave with HELO/EHLO/LHLO, or `null`. */
