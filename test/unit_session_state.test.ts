@@ -78,6 +78,22 @@ describe("SessionState", () => {
     assert.equal(s.user, null);
   });
 
+  it("a hook that writes them does not change what the engine decides", () => {
+    const { s, engine } = open({ serverName: "mx", authRequired: true });
+    pump(engine);
+    engine.receive(enc.encode("EHLO client.example\r\n"), 0);
+    pump(engine);
+    engine.takeOutput();
+    // Plain data: an application may write them, but the engine owns them.
+    s.user = "mallory";
+    s.secure = true;
+    engine.receive(enc.encode("MAIL FROM:<a@b.example>\r\n"), 0);
+    pump(engine);
+    assert.match(new TextDecoder().decode(engine.takeOutput()!), /^530 /);
+    assert.equal(engine.user, null);
+    assert.equal(engine.secure, false);
+  });
+
   it("shows them as own enumerable data properties (spread, JSON), no accessors", () => {
     const { s, engine } = open();
     pump(engine);
