@@ -70,7 +70,8 @@ export class SessionState implements Session, SessionView {
   reverseDns: ReverseDnsResult | null = null;
   readonly localAddress: string;
   readonly localPort: number;
-  // The engine's (see SessionView): written by the engine only.
+  // The engine's (see SessionView), copied here as they change: a write
+  // by the application changes this copy only, never what the engine decides.
   heloName: string | null = null;
   esmtp = false;
   readonly lmtp: boolean;
