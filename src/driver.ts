@@ -206,8 +206,9 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       conn.startTls !== undefined,
       conn.tls !== null,
     );
-    this.engine = new SmtpEngine(options, now());
-    this.session = new SessionState(conn, this.engine, options.lmtp === true);
+    this.session = new SessionState(conn, options.lmtp === true);
+    // The engine writes its protocol state (HELO name, user...) into the session.
+    this.engine = new SmtpEngine(options, now(), this.session);
     this.io = connectionIo(conn);
     this.milter = host.milters === null ? null : host.milters(this.session);
   }

@@ -32,6 +32,7 @@ import type {
   Decision,
   MailParams,
   Recipient,
+  SessionView,
   SmtpEvent,
 } from "./engine/types.ts";
 
@@ -42,6 +43,7 @@ export type {
   MailParams,
   RcptParams,
   Recipient,
+  SessionView,
   SmtpEvent,
 } from "./engine/types.ts";
 
@@ -87,12 +89,19 @@ export class SmtpEngine {
    *
    * @param options engine options (validated; see {@link EngineOptions})
    * @param now the current time in milliseconds, for the idle deadline
+   * @param view kept equal to the engine's HELO name, ESMTP, `secure` and
+   *   user from now on (written as they change: the driver's session,
+   *   whose fields are then plain data, no getter per session)
    */
-  constructor(options: EngineOptions = {}, now = 0) {
+  constructor(
+    options: EngineOptions = {},
+    now = 0,
+    view: SessionView | null = null,
+  ) {
     this.options = isSharedEngineOptions(options)
       ? options
       : resolveEngineOptions(options);
-    this.#core = new EngineCore(this.options, now);
+    this.#core = new EngineCore(this.options, now, view);
   }
 
   // ---------------------------------------------------------------- input
@@ -354,6 +363,7 @@ export class SmtpEngine {
     c.heloName = null;
     c.esmtp = false;
     c.user = null;
+    c.showState();
     // A transaction started before STARTTLS is dropped: say so with a
     // `reset` event, as SmtpEvent documents.
     c.resetTransaction(true);

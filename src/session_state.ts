@@ -1,6 +1,6 @@
 /**
  * The {@link Session} the hooks see, kept by the driver: its own fields
- * (addresses, counters, the PROXY header) and, read from the one place
+ * (addresses, counters, the PROXY header) and, written by the one place
  * that owns them, what the protocol decides (the HELO name, ESMTP, the
  * user, whether the connection is encrypted): the engine's state.
  *
@@ -8,6 +8,7 @@
  */
 
 import type { Session, SessionProxy } from "./session.ts";
+import type { SessionView } from "./engine.ts";
 import type { Connection } from "./transport.ts";
 import type { ReverseDnsResult } from "./rdns.ts";
 
@@ -36,20 +37,14 @@ export function newId(): string {
   return idBase + (++idCounter).toString(36);
 }
 
-/** Where a session's protocol state lives: the connection's engine. */
-export interface SessionSource {
-  /** The name the client gave with HELO/EHLO/LHLO, or `null`. */
-  readonly heloName: string | null;
-  /** Whether the client greeted with EHLO (or LHLO). */
-  readonly esmtp: boolean;
-  /** Whether the connection is encrypted. */
-  readonly secure: boolean;
-  /** The authenticated user, or `null`. */
-  readonly user: string | null;
-}
-
 /**
- * The mutable side of a {@link Session}.
+ * The mutable side of a {@link Session}. What the protocol decides (the
+ * HELO name, ESMTP, the user, whether the connection is encrypted) is the
+ * engine's: the engine the session is given to as its view (the third
+ * argument of `new SmtpEngine()`) writes it here whenever it changes.
+ * Plain own data properties, not getters: a spread or `JSON.stringify` of
+ * the session holds them, and opening a session defines no property (four
+ * accessors per session cost Node 0.8 µs and JavaScriptCore four cells).
  *
  * @example
  * ```ts
@@ -58,12 +53,12 @@ export interface SessionSource {
  * import type { Connection } from "./transport.ts";
  *
  * declare const conn: Connection;
- * const engine = new SmtpEngine();
- * const session = new SessionState(conn, engine, false);
+ * const session = new SessionState(conn, false);
+ * const engine = new SmtpEngine({}, 0, session);
  * session.heloName; // the engine's: null before HELO
  * ```
  */
-export class SessionState implements Session {
+export class SessionState implements Session, SessionView {
   readonly id: string;
   // Own data properties, not getters on the prototype: applications may
   // spread or serialize the session. Behind a PROXY protocol proxy, the
@@ -75,46 +70,30 @@ export class SessionState implements Session {
   reverseDns: ReverseDnsResult | null = null;
   readonly localAddress: string;
   readonly localPort: number;
-  declare readonly heloName: string | null;
-  declare readonly esmtp: boolean;
+  // The engine's (see SessionView), copied here as they change: a write
+  // by the application changes this copy only, never what the engine decides.
+  heloName: string | null = null;
+  esmtp = false;
   readonly lmtp: boolean;
-  declare readonly secure: boolean;
+  secure = false;
   tls: Session["tls"];
-  declare readonly user: string | null;
+  user: string | null = null;
   messages = 0;
   transactions = 0;
   readonly openedAt: number = Date.now();
   proxy: SessionProxy | null = null;
-  #source: SessionSource;
 
   /**
-   * The engine's part, as own enumerable properties (a spread or
-   * `JSON.stringify` of the session still holds them) whose getters read
-   * the engine: one owner, no copy to keep up to date. One descriptor per
-   * key, made once: four defineProperty() calls cost half of one
-   * defineProperties() with a descriptor map (0.3 µs a session on Node).
+   * The session of `conn`; the engine it is then given to as its view
+   * fills in the protocol state.
    */
-  static readonly #fromSource: readonly [string, PropertyDescriptor][] =
-    (["heloName", "esmtp", "secure", "user"] as const).map((key) => [key, {
-      enumerable: true,
-      get(this: SessionState) {
-        return this.#source[key];
-      },
-    }]);
-
-  /** The session of `conn`, whose protocol state `source` (its engine) owns. */
-  constructor(conn: Connection, source: SessionSource, lmtp: boolean) {
+  constructor(conn: Connection, lmtp: boolean) {
     this.id = newId();
-    this.#source = source;
     this.lmtp = lmtp;
     this.remoteAddress = conn.remoteAddr.hostname;
     this.remotePort = conn.remoteAddr.port;
     this.localAddress = conn.localAddr.hostname;
     this.localPort = conn.localAddr.port;
     this.tls = conn.tls;
-    const d = SessionState.#fromSource;
-    for (let i = 0; i < d.length; i++) {
-      Object.defineProperty(this, d[i][0], d[i][1]);
-    }
   }
 }

@@ -182,3 +182,28 @@ describe("the default greeting", () => {
     );
   });
 });
+
+describe("the 221 to QUIT", () => {
+  it("is formatted and encoded once for the sessions of shared options", () => {
+    /** What a new engine on `options` replies to QUIT. */
+    function bye(options: EngineOptions): Uint8Array {
+      const engine = new SmtpEngine(options);
+      engine.nextEvent();
+      engine.accept();
+      engine.takeOutput();
+      engine.receive(bytes("QUIT\r\n"), 0);
+      assert.equal(engine.nextEvent().type, "close");
+      return engine.takeOutput()!;
+    }
+    const options = sharedEngineOptions({ serverName: "mx.test" });
+    const first = bye(options);
+    assert.equal(new TextDecoder().decode(first), "221 2.0.0 mx.test Bye\r\n");
+    // The same bytes for every session of these options.
+    assert.equal(bye(options), first);
+    const other = sharedEngineOptions({ serverName: "other.test" });
+    assert.equal(
+      new TextDecoder().decode(bye(other)),
+      "221 2.0.0 other.test Bye\r\n",
+    );
+  });
+});

@@ -15,7 +15,7 @@ import { DataReader } from "./body_data.ts";
 import { helpLines } from "./capabilities.ts";
 import { decodeCommandLine, isAuthLine } from "./command_line.ts";
 import { EMPTY, type EngineCore } from "./core.ts";
-import { fixedReply } from "./fixed_replies.ts";
+import { byeReply, fixedReply } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import {
   parseChunkSize,
@@ -350,9 +350,8 @@ function dispatch(
       if (arg !== "") {
         return core.fail(501, "5.5.4", "QUIT takes no arguments");
       }
-      core.write(
-        formatReply(221, "2.0.0", `${core.options.serverName} Bye`),
-      );
+      // Formatted once per server (see byeReply).
+      core.write(byeReply(core.options));
       core.resetTransaction(true);
       core.close("quit");
       return null;

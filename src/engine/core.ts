@@ -20,7 +20,7 @@ import { authOffered } from "./capabilities.ts";
 import { perRecipient } from "./lmtp.ts";
 import type { TextScanner } from "./scanner.ts";
 import type { Transaction } from "./transaction.ts";
-import type { CloseReason, Decision, SmtpEvent } from "./types.ts";
+import type { CloseReason, Decision, SessionView, SmtpEvent } from "./types.ts";
 
 /**
  * What the engine reads next.
@@ -146,16 +146,39 @@ export class EngineCore {
   owedReplies = 0;
   /** Command line being discarded (too long): was its last byte CR? */
   discardCR = false;
+  /** Told the HELO name, ESMTP, `secure` and the user as they change, or null. */
+  readonly view: SessionView | null;
 
   /**
    * @param options the validated options
    * @param now the current time in milliseconds
+   * @param view see {@link EngineCore.showState}
    */
-  constructor(options: ResolvedEngineOptions, now: number) {
+  constructor(
+    options: ResolvedEngineOptions,
+    now: number,
+    view: SessionView | null = null,
+  ) {
     this.options = options;
     this.secure = options.secure;
     this.lastActivity = now;
     this.sessionStarted = now;
+    this.view = view;
+    this.showState();
+  }
+
+  /**
+   * Copies the HELO name, ESMTP, `secure` and the user to the view (the
+   * driver's session): called wherever one of them changes, so that the
+   * view always shows what this core owns.
+   */
+  showState(): void {
+    const v = this.view;
+    if (v === null) return;
+    v.heloName = this.heloName;
+    v.esmtp = this.esmtp;
+    v.secure = this.secure;
+    v.user = this.user;
   }
 
   /**

@@ -52,6 +52,7 @@ export function accept(core: EngineCore, text?: string): void {
     case "helo": {
       core.heloName = ev.hostname;
       core.esmtp = ev.verb !== "HELO";
+      core.showState();
       const greet = text ?? `${o.serverName} greets ${ev.hostname}`;
       core.write(
         core.esmtp
@@ -80,6 +81,7 @@ export function accept(core: EngineCore, text?: string): void {
     }
     case "auth":
       core.user = ev.credentials.username;
+      core.showState();
       core.ok(orText(AUTH_OK, 235, "2.7.0", text));
       return;
     case "starttls":

@@ -50,11 +50,40 @@ export function fixedBytes(reply: string): Uint8Array | undefined {
   return FIXED.get(reply);
 }
 
-/** The default 220 greeting of each server's options, formatted and encoded. */
-const GREETINGS = new WeakMap<
+/** A reply formatted and encoded once. */
+interface Encoded {
+  text: string;
+  bytes: Uint8Array;
+}
+
+/**
+ * The replies each server's options make the same way for every session:
+ * the default 220 greeting and the 221 to QUIT, formatted and encoded.
+ */
+const BY_OPTIONS = new WeakMap<
   ResolvedEngineOptions,
-  { text: string; bytes: Uint8Array }
+  { greeting: Encoded; bye: Encoded }
 >();
+
+/** The replies of `o` (see BY_OPTIONS), made on first use. */
+function repliesOf(
+  o: ResolvedEngineOptions,
+): { greeting: Encoded; bye: Encoded } {
+  let r = BY_OPTIONS.get(o);
+  if (r === undefined) {
+    const encoder = new TextEncoder();
+    const greeting = formatReply(220, null, `${o.serverName} ${o.greeting}`);
+    const bye = formatReply(221, "2.0.0", `${o.serverName} Bye`);
+    BY_OPTIONS.set(
+      o,
+      r = {
+        greeting: { text: greeting, bytes: encoder.encode(greeting) },
+        bye: { text: bye, bytes: encoder.encode(bye) },
+      },
+    );
+  }
+  return r;
+}
 
 /**
  * The default 220 greeting (`serverName greeting`), formatted once per
@@ -71,18 +100,30 @@ const GREETINGS = new WeakMap<
  * ```
  */
 export function greetingReply(o: ResolvedEngineOptions): string {
-  let g = GREETINGS.get(o);
-  if (g === undefined) {
-    const text = formatReply(220, null, `${o.serverName} ${o.greeting}`);
-    GREETINGS.set(o, g = { text, bytes: new TextEncoder().encode(text) });
-  }
-  return g.text;
+  return repliesOf(o).greeting.text;
 }
 
 /**
- * The bytes of `reply` when it is the default greeting of `o` (see
- * {@link greetingReply}), else undefined. Shared by every session: never
- * written into.
+ * The 221 reply to QUIT (`serverName Bye`), formatted once per options,
+ * whose bytes {@link greetingBytes} then has.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { byeReply } from "./fixed_replies.ts";
+ *
+ * byeReply(resolveEngineOptions({ serverName: "mx.test" }));
+ * // "221 2.0.0 mx.test Bye\r\n"
+ * ```
+ */
+export function byeReply(o: ResolvedEngineOptions): string {
+  return repliesOf(o).bye.text;
+}
+
+/**
+ * The bytes of `reply` when it is the default greeting or the 221 of `o`
+ * (see {@link greetingReply}, {@link byeReply}), else undefined. Shared
+ * by every session: never written into.
  *
  * @example
  * ```ts
@@ -97,6 +138,11 @@ export function greetingBytes(
   o: ResolvedEngineOptions,
   reply: string,
 ): Uint8Array | undefined {
-  const g = GREETINGS.get(o);
-  return g !== undefined && g.text === reply ? g.bytes : undefined;
+  const r = BY_OPTIONS.get(o);
+  if (r === undefined) return undefined;
+  return r.greeting.text === reply
+    ? r.greeting.bytes
+    : r.bye.text === reply
+    ? r.bye.bytes
+    : undefined;
 }

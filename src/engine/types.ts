@@ -132,6 +132,22 @@ export type SmtpEvent =
   /** Write what `takeOutput()` has, then close the connection. */
   | { type: "close"; reason: CloseReason };
 
+/**
+ * What an engine keeps up to date of the protocol state it owns (see the
+ * third argument of `new SmtpEngine()`): the driver's session, whose
+ * hooks read these as plain data.
+ */
+export interface SessionView {
+  /** The name the client gave with HELO/EHLO/LHLO, or `null`. */
+  heloName: string | null;
+  /** Whether the client greeted with EHLO (or LHLO). */
+  esmtp: boolean;
+  /** Whether the connection is encrypted. */
+  secure: boolean;
+  /** The authenticated user, or `null`. */
+  user: string | null;
+}
+
 /** The kinds of event that wait for `accept()` or `reject()`. */
 export type Decision =
   | "connect"

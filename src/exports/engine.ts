@@ -32,6 +32,7 @@ export {
   type MailParams,
   type RcptParams,
   type Recipient,
+  type SessionView,
   SmtpEngine,
   type SmtpEvent,
 } from "../engine.ts";
