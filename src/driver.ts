@@ -120,6 +120,19 @@ function streamIo(conn: Connection): Io {
   };
 }
 
+/** A promise and the function that settles it (see `ConnectionDriver.done`). */
+interface Awaitable {
+  readonly promise: Promise<void>;
+  settle: () => void;
+}
+
+/** A new {@link Awaitable}. */
+function awaitable(): Awaitable {
+  const a = { promise: SETTLED, settle: () => {} };
+  a.promise = new Promise((resolve) => (a.settle = resolve));
+  return a;
+}
+
 /**
  * Runs one connection.
  *
@@ -144,10 +157,13 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
    */
   get done(): Promise<void> {
     if (this.#ended) return SETTLED;
-    return this.#done ??= new Promise((resolve) => (this.#settle = resolve));
+    return (this.#done ??= awaitable()).promise;
   }
-  #done: Promise<void> | null = null;
-  #settle: (() => void) | null = null;
+  /**
+   * `done` and what settles it, in one field: a field fewer in every
+   * driver (JavaScriptCore takes the next size of heap cell past 24).
+   */
+  #done: Awaitable | null = null;
   /** The connection (replaced by its TLS one after STARTTLS). */
   conn: Connection;
   readonly engine: SmtpEngine;
@@ -596,7 +612,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     // The server forgets the connection here, not in a callback on
     // `done`: no closure, promise and reaction kept per idle session.
     this.host.driverEnded(this);
-    this.#settle?.();
+    this.#done?.settle();
   }
 
   /**
