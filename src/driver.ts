@@ -52,6 +52,9 @@ class WriteDeadline implements Deadline {
   at = Infinity;
   index = -1;
   readonly driver: ConnectionDriver;
+  /** Writes pending, and since when the oldest waits (see #writing). */
+  writes = 0;
+  since = 0;
 
   constructor(driver: ConnectionDriver) {
     this.driver = driver;
@@ -121,6 +124,41 @@ function streamIo(conn: Connection): Io {
 }
 
 /**
+ * What only some sessions use: a preamble (PROXY header, greetingDelay,
+ * reverse DNS), a pause, STARTTLS, a client that stops reading, a server
+ * close that waits for the session. Made when first needed: fields of the
+ * driver itself cost every idle session (past 18 of them JavaScriptCore
+ * takes the next size of heap cell, 224 bytes instead of 160).
+ */
+class DriverExtras {
+  /** `done` and what settles it (made when first asked for). */
+  done: Awaitable | null = null;
+  /** Ends a pause (pause()) early. */
+  wake: (() => void) | null = null;
+  /** Reading the PROXY header or waiting out greetingDelay. */
+  inPreamble = false;
+  /** A read started during greetingDelay, for the loop to take over. */
+  pendingRead: Promise<Uint8Array | null> | null = null;
+  /** Waiting for a STARTTLS handshake. */
+  upgrading = false;
+  /** The client stopped taking our replies. */
+  writeStalled = false;
+}
+
+/** A promise and the function that settles it (see `ConnectionDriver.done`). */
+interface Awaitable {
+  readonly promise: Promise<void>;
+  settle: () => void;
+}
+
+/** A new {@link Awaitable}. */
+function awaitable(): Awaitable {
+  const a = { promise: SETTLED, settle: () => {} };
+  a.promise = new Promise((resolve) => (a.settle = resolve));
+  return a;
+}
+
+/**
  * Runs one connection.
  *
  * @example
@@ -144,10 +182,13 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
    */
   get done(): Promise<void> {
     if (this.#ended) return SETTLED;
-    return this.#done ??= new Promise((resolve) => (this.#settle = resolve));
+    return (this.#x().done ??= awaitable()).promise;
   }
-  #done: Promise<void> | null = null;
-  #settle: (() => void) | null = null;
+  /** What only some sessions use (see DriverExtras), or null. */
+  #extras: DriverExtras | null = null;
+  #x(): DriverExtras {
+    return this.#extras ??= new DriverExtras();
+  }
   /** The connection (replaced by its TLS one after STARTTLS). */
   conn: Connection;
   readonly engine: SmtpEngine;
@@ -176,27 +217,37 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   /** The deadline's place in {@link deadlines} (-1: not set). */
   index = -1;
   #reading = false;
-  #upgrading = false; // waiting for a STARTTLS handshake
   /** The server is closing. */
   closing = false;
-  /** Set when the client stopped taking our replies. */
-  #writeStalled = false;
   /**
-   * Writes pending, since when the oldest waits, and their watchdog (in
-   * {@link deadlines}: a runtime timer per connection cost Deno about 5 KB
-   * per idle connection, and on Deno every write is a promise).
+   * The watchdog of pending writes, with their count and since when the
+   * oldest waits (in {@link deadlines}: a runtime timer per connection
+   * cost Deno about 5 KB per idle connection, and on Deno every write is
+   * a promise); made with the first write that has to be waited for.
    */
-  #writes = 0;
-  #writeSince = 0;
   #writeTimer: WriteDeadline | null = null;
   /** The loop has ended: no timer may be armed any more, `done` is settled. */
   #ended = false;
   /** The key counted for maxConnectionsPerIp (null: not counted). */
   countedIp: string | null = null;
   /** Reading the PROXY header or waiting out greetingDelay (see preamble()). */
-  inPreamble = false;
+  get inPreamble(): boolean {
+    return this.#extras !== null && this.#extras.inPreamble;
+  }
+  set inPreamble(on: boolean) {
+    if (on || this.#extras !== null) this.#x().inPreamble = on;
+  }
   /** A read started during greetingDelay, for the loop to take over. */
-  pendingRead: Promise<Uint8Array | null> | null = null;
+  get pendingRead(): Promise<Uint8Array | null> | null {
+    return this.#extras === null ? null : this.#extras.pendingRead;
+  }
+  set pendingRead(read: Promise<Uint8Array | null> | null) {
+    if (read !== null || this.#extras !== null) this.#x().pendingRead = read;
+  }
+  /** The client stopped taking our replies. */
+  #writeStalled(): boolean {
+    return this.#extras !== null && this.#extras.writeStalled;
+  }
 
   /** The driver of `conn`, accepted by `host`. */
   constructor(host: DriverHost, conn: Connection) {
@@ -258,16 +309,14 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     this.#failed(error);
   }
 
-  /** Ends a pause (pause()) early. */
-  #wake: (() => void) | null = null;
-
   /** Waits `ms`, or less when the server closes (no timer left behind). */
   pause(ms: number): Promise<void> {
     if (ms <= 0 || this.closing) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => this.#wake?.(), ms);
-      this.#wake = () => {
-        this.#wake = null;
+      const x = this.#x();
+      const timer = setTimeout(() => x.wake?.(), ms);
+      x.wake = () => {
+        x.wake = null;
         clearTimeout(timer);
         resolve();
       };
@@ -277,13 +326,14 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   /** Server shutdown: idle sessions end now, a message in transfer soon. */
   shutdown(force: boolean): void {
     this.closing = true;
-    this.#wake?.();
-    if (this.inPreamble) {
+    const x = this.#extras;
+    x?.wake?.();
+    if (x !== null && x.inPreamble) {
       // No greeting yet: nothing to say; the preamble's read ends.
       this.conn.close(true);
       return;
     }
-    if (this.#upgrading && !force) {
+    if (x !== null && x.upgrading && !force) {
       // Mid-handshake: nothing to say in plaintext; the shim fails the
       // pending startTls() and the loop ends.
       this.conn.close();
@@ -324,12 +374,12 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       await this.#flush();
     } catch { /* peer gone, or not reading */ }
     clearTimeout(timer);
-    this.conn.close(this.#writeStalled);
+    this.conn.close(this.#writeStalled());
   }
 
   /** Closes at once, dropping unsent replies: a pending write fails. */
   #abort(): void {
-    this.#writeStalled = true;
+    this.#x().writeStalled = true;
     this.conn.close(true);
   }
 
@@ -480,8 +530,9 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     }
     let chunk: Uint8Array | null | undefined | Promise<Uint8Array | null>;
     try {
-      const pending = this.pendingRead;
-      this.pendingRead = null;
+      const x = this.#extras;
+      const pending = x !== null ? x.pendingRead : null;
+      if (pending !== null) x!.pendingRead = null;
       const io = this.io;
       chunk = pending !== null
         ? pending
@@ -524,7 +575,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     if (this.#ended) return;
     const reason = this.#hooks?.forced === true
       ? "shutdown"
-      : this.#writeStalled
+      : this.#writeStalled()
       ? "timeout"
       : "error";
     try {
@@ -550,7 +601,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
       this.#delivery?.abort(TEMPORARY);
       if (this.milter !== null) void this.milter.close();
-      this.conn.close(this.#writeStalled);
+      this.conn.close(this.#writeStalled());
       server.counters.sessionEnded(reason);
       server.logger?.({
         type: "close",
@@ -596,7 +647,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     // The server forgets the connection here, not in a callback on
     // `done`: no closure, promise and reaction kept per idle session.
     this.host.driverEnded(this);
-    this.#settle?.();
+    this.#extras?.done?.settle();
   }
 
   /**
@@ -673,11 +724,12 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
    * from #write: its closure's context would be made with every write.
    */
   #writing(pending: Promise<void>): Promise<void> {
-    if (this.#writes++ === 0) this.#writeSince = now();
+    const w = this.#writeTimer ??= new WriteDeadline(this);
+    if (w.writes++ === 0) w.since = now();
     this.#watchWrites(this.engine.options.idleTimeout);
     const done = () => {
       // Progress: the oldest pending write (if any) is younger now.
-      this.#writeSince = --this.#writes === 0 ? 0 : now();
+      w.since = --w.writes === 0 ? 0 : now();
     };
     return pending.then(done, (err) => {
       done();
@@ -701,9 +753,10 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /** The write watchdog fired (see #watchWrites). */
   onWriteTimer(): void {
-    if (this.#writes === 0) return;
+    const w = this.#writeTimer;
+    if (w === null || w.writes === 0) return;
     const ms = this.engine.options.idleTimeout;
-    const left = this.#writeSince + ms - now();
+    const left = w.since + ms - now();
     if (left > 0) return this.#watchWrites(left);
     this.host.logger?.({
       type: "error",
@@ -886,7 +939,8 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     });
     this.io.release?.();
     let conn: Connection;
-    this.#upgrading = true;
+    const x = this.#x();
+    x.upgrading = true;
     try {
       conn = await upgrade(reply);
     } catch (error) {
@@ -900,7 +954,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       this.engine.end();
       return;
     } finally {
-      this.#upgrading = false;
+      x.upgrading = false;
     }
     this.host.counters.starttlsSuccess++;
     this.conn = conn;

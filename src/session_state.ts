@@ -20,8 +20,10 @@ let idCounter = 0;
  * `Math.random`: ids need to be unique, not secret, and the Web Crypto
  * global costs Node 1.5–3 MB of RSS when first used.
  */
-const idBase = Math.floor(Math.random() * 0x100000000).toString(16)
-  .padStart(8, "0") + Date.now().toString(36);
+const idBase = [
+  Math.floor(Math.random() * 0x100000000).toString(16).padStart(8, "0"),
+  Date.now().toString(36),
+].join("");
 
 /**
  * A new session or message id, unique across processes.
@@ -34,7 +36,10 @@ const idBase = Math.floor(Math.random() * 0x100000000).toString(16)
  * ```
  */
 export function newId(): string {
-  return idBase + (++idCounter).toString(36);
+  // join() makes one flat string; `+` a rope on JavaScriptCore (a cell
+  // for the counter's digits besides, kept with every session) and a
+  // cons string on V8 (its pieces kept: 36 bytes against 32 flat).
+  return [idBase, (++idCounter).toString(36)].join("");
 }
 
 /**

@@ -118,7 +118,7 @@ export function readCommand(core: EngineCore): SmtpEvent | null {
   // 0.4 µs on a small chunk (Bun and V8 then move its bytes off the heap).
   if (core.mode === "sasl") return saslResponse(core, buf, start, lf - 1);
   if (core.mode === "sasl-failed") {
-    const error = core.saslError!;
+    const error = core.auth!.error!;
     core.endSasl();
     core.authFailed(error);
     return null;

@@ -72,6 +72,27 @@ const dropped = (): SmtpError =>
   new SmtpError(451, "4.3.0", "Message dropped before its last BDAT chunk");
 
 /**
+ * A session's AUTH state: the exchange in progress and the failures so far
+ * (see {@link EngineCore.auth}).
+ *
+ * @example
+ * ```ts
+ * import { AuthState } from "./core.ts";
+ *
+ * const auth = new AuthState();
+ * auth.failures; // 0
+ * ```
+ */
+export class AuthState {
+  /** The AUTH exchange in progress, or null. */
+  exchange: SaslExchange | null = null;
+  /** XOAUTH2: the refusal sent after the client's empty line. */
+  error: SmtpError | null = null;
+  /** Failed AUTH attempts. */
+  failures = 0;
+}
+
+/**
  * The state of one session, owned here and nowhere else.
  *
  * @example
@@ -123,12 +144,12 @@ export class EngineCore {
   user: string | null = null;
   /** The connection is encrypted (implicit TLS or after STARTTLS). */
   secure: boolean;
-  /** Failed AUTH attempts. */
-  authFailures = 0;
-  /** The AUTH exchange in progress, or null. */
-  sasl: SaslExchange | null = null;
-  /** XOAUTH2: the refusal sent after the client's empty line. */
-  saslError: SmtpError | null = null;
+  /**
+   * The AUTH state (made with the first AUTH command): a session that
+   * never authenticates keeps no fields for it (two fields fewer took
+   * this object down a size of heap cell on JavaScriptCore).
+   */
+  auth: AuthState | null = null;
 
   /** The transaction in progress (after an accepted MAIL), or null. */
   tx: Transaction | null = null;
@@ -231,10 +252,15 @@ export class EngineCore {
     return this.fail(error.code, error.enhancedCode, error.message);
   }
 
+  /** The AUTH state, made when first needed. */
+  authState(): AuthState {
+    return this.auth ??= new AuthState();
+  }
+
   /** A failed AUTH: the reply, and 421 after too many failures. */
   authFailed(error: SmtpError): void {
     this.write(formatReply(error.code, error.enhancedCode, error.message));
-    if (++this.authFailures >= this.options.maxAuthFailures) {
+    if (++this.authState().failures >= this.options.maxAuthFailures) {
       this.write(
         formatReply(
           421,
@@ -248,8 +274,11 @@ export class EngineCore {
 
   /** The AUTH exchange is over: back to commands (unless closed). */
   endSasl(): void {
-    this.sasl = null;
-    this.saslError = null;
+    const a = this.auth;
+    if (a !== null) {
+      a.exchange = null;
+      a.error = null;
+    }
     if (this.mode !== "closed") this.mode = "command";
   }
 

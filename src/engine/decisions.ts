@@ -119,7 +119,7 @@ export function reject(core: EngineCore, error: SmtpError): void {
       // XOAUTH2: a failure is a 334 with an error; the client answers with
       // an empty line, then gets the final reply.
       core.write(`334 ${XOAUTH2_FAILURE}\r\n`);
-      core.saslError = error;
+      core.authState().error = error;
       core.mode = "sasl-failed";
       return;
     }

@@ -57,8 +57,9 @@ export function auth(core: EngineCore, arg: string): SmtpEvent | null {
   }
   const parsed = parseAuthArg(arg, o.authMechanisms);
   if (parsed instanceof SmtpError) return core.failWith(parsed);
-  core.sasl = new SaslExchange(parsed.mechanism, challenge(core));
-  return saslStep(core, core.sasl.start(parsed.initial));
+  const sasl = new SaslExchange(parsed.mechanism, challenge(core));
+  core.authState().exchange = sasl;
+  return saslStep(core, sasl.start(parsed.initial));
 }
 
 /** A CRAM-MD5 challenge: `<random.time@server>` (RFC 2195). */
@@ -120,5 +121,5 @@ export function saslResponse(
     core.endSasl();
     return core.failWith(decoded);
   }
-  return saslStep(core, core.sasl!.next(decoded));
+  return saslStep(core, core.auth!.exchange!.next(decoded));
 }
