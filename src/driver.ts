@@ -446,7 +446,9 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
    */
   #makeContinuations(): Continuations {
     return {
-      goOn: () => this.#loop(undefined),
+      // A wait that ends after the session did (a hook, as the session
+      // timed out): the engine's input is no longer the session's.
+      goOn: () => this.#ended ? undefined : this.#loop(undefined),
       fail: (error) => this.#failed(error),
       read: () => this.#readOn(),
     };
@@ -550,6 +552,9 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
       if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
       this.#delivery?.abort(TEMPORARY);
       if (this.milter !== null) void this.milter.close();
+      // No chunk read is used from here on (the loop does not run again):
+      // the shim may give its read buffers to other connections.
+      this.conn.readDone?.();
       this.conn.close(this.#writeStalled);
       server.counters.sessionEnded(reason);
       server.logger?.({

@@ -109,6 +109,13 @@ export interface Connection {
    */
   read?(): Uint8Array | null | Promise<Uint8Array | null>;
   /**
+   * Optional: the caller is done with every chunk `read()` lent and will
+   * read no more (the driver, as a session ends). A shim may then reuse
+   * the memory of those chunks (give its read buffers to other
+   * connections) once the socket can no longer read into it.
+   */
+  readDone?(): void;
+  /**
    * Sends `bytes`, optional (see above): `undefined` when the runtime took
    * them at once, else a promise that resolves once it has (backpressure)
    * or rejects when the connection is closed. Writes go out in call order.
