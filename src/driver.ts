@@ -161,7 +161,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #hooks: HookCalls | null = null;
   /** The message in transfer, if any (made with the first message). */
   get delivery(): MessageDelivery {
-    return this.#delivery ??= new MessageDelivery(this);
+    return this.#delivery ??= MessageDelivery.for(this);
   }
   #delivery: MessageDelivery | null = null;
   /** The session's `milters` filters; null when there are none. */
@@ -550,7 +550,13 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     try {
       deadlines.remove(this);
       if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
-      this.#delivery?.abort(TEMPORARY);
+      const delivery = this.#delivery;
+      if (delivery !== null) {
+        delivery.abort(TEMPORARY);
+        // Unused from here on: to the next connection, if idle.
+        this.#delivery = null;
+        delivery.release();
+      }
       if (this.milter !== null) void this.milter.close();
       // No chunk read is used from here on (the loop does not run again):
       // the shim may give its read buffers to other connections.
