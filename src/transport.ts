@@ -46,9 +46,9 @@ export interface TlsInfo {
  *   other on a connection, never both.
  *
  * Ownership of chunks: a chunk handed out by `read()` is lent: it stays
- * valid until the next `read()` call, and the shim may then read into the
- * same memory again (node:net's `onread`, `Deno.Conn.read` into a buffer of
- * the connection's own). The driver copies what it keeps past that point
+ * valid until the next `read()` call (or `readDone()`), and the shim may
+ * then read into the same memory again (node:net's `onread`,
+ * `Deno.Conn.read` into a buffer of the connection's own). The driver copies what it keeps past that point
  * (the part of a command line still waiting for its CRLF, body bytes the
  * application has not taken yet). A chunk of `readable` belongs to its
  * reader (a copy). A chunk given to `write()` or `writable` must not be
