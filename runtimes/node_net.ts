@@ -435,11 +435,34 @@ function nextLentBuffer(): Uint8Array {
  * given back goes to a few spares that every connection shares.
  */
 /**
- * Small read buffers that no connection holds (see {@link LentInput}),
- * at most SPARE_MAX of them.
+ * Read buffers that no connection holds (see {@link LentInput}), shared
+ * by every connection: `spare[0]` the small ones ({@link MIN_READ}),
+ * `spare[1]` and `spare[2]` those of 1 and 4 KiB (a command grown past
+ * the small buffer, a small message's body), each at most SPARE_MAX.
+ * A session gives its buffers back when the driver is done with its
+ * chunks and the socket is closed (see {@link LentInput.readDone}), so a
+ * connection that carries one message allocates none.
  */
-const spare: Uint8Array[] = [];
+const spare: Uint8Array[][] = [[], [], []];
 const SPARE_MAX = 64;
+
+/** The spares for buffers of `size` bytes, or undefined for other sizes. */
+function sparesOf(size: number): Uint8Array[] | undefined {
+  return size === MIN_READ
+    ? spare[0]
+    : size === MIN_READ * 4
+    ? spare[1]
+    : size === MIN_READ * 16
+    ? spare[2]
+    : undefined;
+}
+
+/** Gives `buf` to the spares of its size (when there is room). */
+function giveBack(buf: Uint8Array | null): void {
+  if (buf === null) return;
+  const spares = sparesOf(buf.byteLength);
+  if (spares !== undefined && spares.length < SPARE_MAX) spares.push(buf);
+}
 
 class LentInput {
   sock: net.Socket | null = null;
@@ -455,6 +478,7 @@ class LentInput {
   #waiter: ReadWaiter | null = null;
   #ended = false;
   #stopped = false;
+  #readDone = false;
 
   /** The buffer for the next read (the other one); see nextLentBuffer(). */
   nextBuffer(): Uint8Array {
@@ -465,9 +489,12 @@ class LentInput {
     );
     let b = next === 0 ? this.#buf0 : this.#buf1;
     if (b === null || b.byteLength !== size) {
-      b = size === MIN_READ
-        ? spare.pop() ?? smallReadBuffer()
-        : new Uint8Array(size);
+      // The one replaced goes to the spares when nothing holds it: its
+      // chunk was given back when the driver asked for the read just
+      // done (a read held instead leaves the driver holding it).
+      if (this.#held === null && !this.#ended) giveBack(b);
+      b = sparesOf(size)?.pop() ??
+        (size === MIN_READ ? smallReadBuffer() : new Uint8Array(size));
       if (next === 0) this.#buf0 = b;
       else this.#buf1 = b;
     }
@@ -524,11 +551,12 @@ class LentInput {
     // holds one buffer, the one the socket reads into).
     const free = this.#slot === 0 ? this.#buf1 : this.#buf0;
     if (
-      free !== null && free.byteLength === MIN_READ && spare.length < SPARE_MAX
+      free !== null && free.byteLength === MIN_READ &&
+      spare[0].length < SPARE_MAX
     ) {
       if (this.#slot === 0) this.#buf1 = null;
       else this.#buf0 = null;
-      spare.push(free);
+      spare[0].push(free);
     }
     if (this.#stopped) {
       this.#stopped = false;
@@ -556,6 +584,32 @@ class LentInput {
     this.#held = null;
     this.end();
   }
+
+  /**
+   * The driver is done with the chunks (see `Connection.readDone`): no
+   * more reads. Its buffers go to the spares once the socket cannot read
+   * into them either: now if it is closed, else when it closes.
+   */
+  readDone(): void {
+    if (this.#readDone) return;
+    this.#readDone = true;
+    this.discard();
+    if (this.sock === null) this.#giveBuffers();
+  }
+
+  /** The socket closed (its handle reads no more); see readDone(). */
+  closed(): void {
+    this.end();
+    if (this.sock === null) return;
+    this.sock = null;
+    if (this.#readDone) this.#giveBuffers();
+  }
+
+  #giveBuffers(): void {
+    giveBack(this.#buf0);
+    giveBack(this.#buf1);
+    this.#buf0 = this.#buf1 = null;
+  }
 }
 
 /** The received bytes of a socket that a {@link NodeConnection} reads. */
@@ -568,6 +622,9 @@ function onData(this: WithInput, d: Uint8Array): void {
 }
 function onEnd(this: WithInput): void {
   this[INPUT].end();
+}
+function onLentClose(this: WithInput): void {
+  (this[INPUT] as LentInput).closed();
 }
 function onError(): void {/* surfaced as end of input / failed write */}
 
@@ -603,7 +660,7 @@ class NodeConnection extends ShimConnection {
     // object per socket, kept while the session idles; end() is idempotent.
     if (lent === null) sock.on("data", onData);
     sock.on("end", onEnd);
-    sock.on("close", onEnd);
+    sock.on("close", lent === null ? onEnd : onLentClose);
     sock.on("error", onError);
   }
 
@@ -638,6 +695,12 @@ class NodeConnection extends ShimConnection {
   /** read() without a promise (see `InputQueue.readOr`). */
   readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
     return this.input.readOr(waiter);
+  }
+
+  /** See {@link Connection.readDone}: the read buffers go to the spares. */
+  readDone(): void {
+    const input = this.input;
+    if (input instanceof LentInput) input.readDone();
   }
 
   write(chunk: Uint8Array): void | Promise<void> {
@@ -753,6 +816,7 @@ async function upgrade(
   sock.pause();
   sock.off("end", onEnd);
   sock.off("close", onEnd);
+  sock.off("close", onLentClose);
   conn.input.discard();
   while (sock.read() !== null) { /* discard */ }
   sock.write(reply);

@@ -26,6 +26,17 @@ import type { ServerCounters } from "./stats.ts";
 import type { MilterSession } from "./milter/session.ts";
 import { milterOutcome } from "./milter/options.ts";
 
+/**
+ * Deliveries of ended connections, for the next ones (see
+ * MessageDelivery.release()): a connection that carries one message makes
+ * none.
+ */
+const free: MessageDelivery[] = [];
+const FREE_MAX = 256;
+
+/** The owner of a delivery in {@link free}: nobody's. */
+const NO_OWNER = null as unknown as DeliveryOwner;
+
 /** A message hook that has not settled yet (see MessageDelivery.end()). */
 const PENDING: unique symbol = Symbol("pending");
 
@@ -138,11 +149,47 @@ export class MessageDelivery {
   #stalled: SmtpError | null = null;
   /** When the message hook in progress began (-1: timed already). */
   #since = -1;
-  readonly #owner: DeliveryOwner;
+  /** Message hooks whose promise has a reaction of this object's waiting. */
+  #unsettled = 0;
+  #owner: DeliveryOwner;
 
   /** The deliveries of `owner`'s connection. */
   constructor(owner: DeliveryOwner) {
     this.#owner = owner;
+  }
+
+  /**
+   * The deliveries of `owner`'s connection: one that an ended connection
+   * gave back (see {@link MessageDelivery.release}), else a new one.
+   */
+  static for(owner: DeliveryOwner): MessageDelivery {
+    const d = free.pop();
+    if (d === undefined) return new MessageDelivery(owner);
+    d.#owner = owner;
+    return d;
+  }
+
+  /**
+   * The connection has ended: when nothing refers to this object any more
+   * (no message in transfer, no hook's reaction or wait pending), it goes
+   * to the next connection (see {@link MessageDelivery.for}) instead of
+   * being made anew. The owner must not use it afterwards.
+   */
+  release(): void {
+    if (
+      this.message !== null || this.#unsettled !== 0 ||
+      this.#waiting !== null || this.#pending !== null ||
+      this.#reacting !== null || free.length >= FREE_MAX
+    ) return;
+    this.#result = null;
+    this.#stalled = null;
+    this.#since = -1;
+    this.#reactingSince = -1;
+    this.#endMsg = null;
+    this.#endEv = null;
+    this.#endSince = -1;
+    this.#owner = NO_OWNER;
+    free.push(this);
   }
 
   /** The engine aborted the message (`message-abort`): `error` to its reader. */
@@ -239,6 +286,7 @@ export class MessageDelivery {
     this.#pending = msg;
     // Promise.resolve: a thenable whose then() throws counts as a rejection.
     const p = Promise.resolve(r);
+    this.#unsettled++;
     if (this.#reacting === null) {
       // The connection's own handlers: no closures per message.
       this.#reacting = msg;
@@ -294,6 +342,7 @@ export class MessageDelivery {
     failed: boolean,
     error: unknown,
   ): void {
+    this.#unsettled--;
     this.#timed(since);
     msg.drain();
     const reply = failed

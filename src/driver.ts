@@ -202,7 +202,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #hooks: HookCalls | null = null;
   /** The message in transfer, if any (made with the first message). */
   get delivery(): MessageDelivery {
-    return this.#delivery ??= new MessageDelivery(this);
+    return this.#delivery ??= MessageDelivery.for(this);
   }
   #delivery: MessageDelivery | null = null;
   /** The session's `milters` filters; null when there are none. */
@@ -296,7 +296,9 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /** Goes on with the session with the chunk that onRead() brought. */
   resume(chunk: Uint8Array | null): void {
-    this.#loop(chunk);
+    // A read that comes after the session ended (its end of input) has
+    // nothing left to go on with.
+    if (!this.#ended) this.#loop(chunk);
   }
 
   /** The answer to a message that the loop left waiting was given (see MessageDelivery.end()). */
@@ -496,7 +498,9 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
    */
   #makeContinuations(): Continuations {
     return {
-      goOn: () => this.#loop(undefined),
+      // A wait that ends after the session did (a hook, as the session
+      // timed out): the engine's input is no longer the session's.
+      goOn: () => this.#ended ? undefined : this.#loop(undefined),
       fail: (error) => this.#failed(error),
       read: () => this.#readOn(),
     };
@@ -599,8 +603,17 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     try {
       deadlines.remove(this);
       if (this.#writeTimer !== null) deadlines.remove(this.#writeTimer);
-      this.#delivery?.abort(TEMPORARY);
+      const delivery = this.#delivery;
+      if (delivery !== null) {
+        delivery.abort(TEMPORARY);
+        // Unused from here on: to the next connection, if idle.
+        this.#delivery = null;
+        delivery.release();
+      }
       if (this.milter !== null) void this.milter.close();
+      // No chunk read is used from here on (the loop does not run again):
+      // the shim may give its read buffers to other connections.
+      this.conn.readDone?.();
       this.conn.close(this.#writeStalled());
       server.counters.sessionEnded(reason);
       server.logger?.({

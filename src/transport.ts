@@ -46,9 +46,9 @@ export interface TlsInfo {
  *   other on a connection, never both.
  *
  * Ownership of chunks: a chunk handed out by `read()` is lent: it stays
- * valid until the next `read()` call, and the shim may then read into the
- * same memory again (node:net's `onread`, `Deno.Conn.read` into a buffer of
- * the connection's own). The driver copies what it keeps past that point
+ * valid until the next `read()` call (or `readDone()`), and the shim may
+ * then read into the same memory again (node:net's `onread`,
+ * `Deno.Conn.read` into a buffer of the connection's own). The driver copies what it keeps past that point
  * (the part of a command line still waiting for its CRLF, body bytes the
  * application has not taken yet). A chunk of `readable` belongs to its
  * reader (a copy). A chunk given to `write()` or `writable` must not be
@@ -108,6 +108,13 @@ export interface Connection {
    * at a time. The chunk is lent until the next call (see above).
    */
   read?(): Uint8Array | null | Promise<Uint8Array | null>;
+  /**
+   * Optional: the caller is done with every chunk `read()` lent and will
+   * read no more (the driver, as a session ends). A shim may then reuse
+   * the memory of those chunks (give its read buffers to other
+   * connections) once the socket can no longer read into it.
+   */
+  readDone?(): void;
   /**
    * Sends `bytes`, optional (see above): `undefined` when the runtime took
    * them at once, else a promise that resolves once it has (backpressure)

@@ -327,3 +327,21 @@ describe("Maildir and message.signal", () => {
     }
   });
 });
+
+describe("delivery objects", () => {
+  it("a connection that ended with no message in transfer gives its delivery object to the next one, one with a message keeps it", async () => {
+    const { MessageDelivery } = await import("../src/delivery.ts");
+    type Owner = Parameters<typeof MessageDelivery.for>[0];
+    const owner = () => ({}) as Owner;
+    const a = MessageDelivery.for(owner());
+    a.release();
+    const b = MessageDelivery.for(owner());
+    assert.equal(b, a);
+    // A message in transfer (its hook may still use it): not given.
+    b.message = {} as typeof b.message;
+    b.release();
+    const c = MessageDelivery.for(owner());
+    assert.notEqual(c, b);
+    assert.equal(c.message, null);
+  });
+});

@@ -10,6 +10,7 @@ import * as net from "node:net";
 import { after, describe, it } from "node:test";
 import { type Message, serve, SmtpError } from "../mod.ts";
 import { listen, useReusedReadBuffers } from "../runtimes/node_net.ts";
+import { createServer } from "../src/server.ts";
 import type { Connection } from "../src/transport.ts";
 import { type Client, connect } from "./helpers/client.ts";
 import { RUNTIME } from "./helpers/run.ts";
@@ -336,6 +337,119 @@ describe("read path", () => {
       (conn as Connection).close(true);
       listener.close();
     }
+  });
+
+  it(
+    "onread: a connection's read buffers go to the next connections once it is done with its chunks and its socket closed, not before",
+    { skip: !onNode },
+    async () => {
+      const listener = await listen({ hostname: "127.0.0.1", port: 0 });
+      const it = listener[Symbol.asyncIterator]();
+      const open = async () => {
+        const client = net.connect({
+          port: listener.addr.port,
+          host: "127.0.0.1",
+        });
+        const conn = (await it.next()).value as Connection & {
+          sock: net.Socket;
+          readDone(): void;
+        };
+        return { client, conn };
+      };
+      const line = (n: number) => "x".repeat(n - 2) + "\r\n";
+      /** The memory of the 1 KiB buffers a connection reads into. */
+      const kib = async (c: { client: net.Socket; conn: Connection }) =>
+        (await readChunks(c.conn, c.client, [
+          line(256), // fills the small buffer: the next one is 1 KiB
+          line(300), // more than a small one: the other one is 1 KiB too
+          "NOOP\r\n",
+        ])).slice(1).map(memoryOf);
+      const all: { client: net.Socket; conn: Connection }[] = [];
+      try {
+        const a = await open();
+        all.push(a);
+        const aKib = await kib(a);
+        assert.equal(new Set(aKib).size, 2);
+        // Done with its chunks, its socket still open (it may still read
+        // into one of them): nobody gets them yet.
+        a.conn.readDone();
+        const b = await open();
+        all.push(b);
+        const bKib = await kib(b);
+        assert.ok(bKib.every((m) => !aKib.includes(m)), "not reused yet");
+        const closed = new Promise((r) => a.conn.sock.once("close", r));
+        a.client.destroy();
+        a.conn.close();
+        await closed;
+        // Now the next connection reads into them.
+        const c = await open();
+        all.push(c);
+        assert.deepEqual((await kib(c)).sort(), [...aKib].sort());
+        // A closed connection whose reader did not say it is done keeps
+        // them (its last chunk may still be in use).
+        const closedB = new Promise((r) => b.conn.sock.once("close", r));
+        b.client.destroy();
+        b.conn.close();
+        await closedB;
+        const d = await open();
+        all.push(d);
+        const dKib = await kib(d);
+        assert.ok(dKib.every((m) => !bKib.includes(m)), "b's not reused");
+      } finally {
+        for (const { client, conn } of all) {
+          client.destroy();
+          conn.close(true);
+        }
+        listener.close();
+      }
+    },
+  );
+
+  it("a session tells its connection it is done with the chunks read before closing it", async () => {
+    const calls: string[] = [];
+    const spied: typeof listen = async (options) => {
+      const inner = await listen(options);
+      return {
+        addr: inner.addr,
+        close: () => inner.close(),
+        async *[Symbol.asyncIterator]() {
+          for await (const conn of inner) {
+            const c = conn as Connection & { readDone?(): void };
+            const { readDone, close } = c;
+            c.readDone = () => {
+              calls.push("readDone");
+              readDone?.call(c);
+            };
+            c.close = (abort) => {
+              calls.push("close");
+              close.call(c, abort);
+            };
+            yield c;
+          }
+        },
+      };
+    };
+    const server = await createServer(spied, "node", {
+      hostname: "127.0.0.1",
+      port: 0,
+      serverName: "mx.test",
+      onMessage: async (m) => void await readKept(m.raw),
+    });
+    try {
+      const c = await connect(server.addr.port);
+      await c.reply();
+      await c.send(
+        "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+      );
+      await c.replies(4);
+      await c.send(`${bodyOf(40).wire}.\r\nQUIT\r\n`);
+      assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+      assert.match(await c.reply(), /^221 /);
+      await c.close();
+    } finally {
+      await server.close();
+    }
+    assert.deepEqual(calls.slice(0, 2), ["readDone", "close"]);
   });
 });
 
