@@ -253,6 +253,8 @@ export class SmtpEngine {
     const s = c.out;
     if (s === "") return null;
     c.out = "";
+    // One fixed reply queued as its bytes (EngineCore.okFixed): no lookup.
+    if (typeof s !== "string") return s;
     return fixedBytes(s) ?? greetingBytes(c.options, s) ?? encodeReply(s);
   }
 

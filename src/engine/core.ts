@@ -17,6 +17,7 @@ import { Body } from "./body.ts";
 import type { SkippedChunk } from "./body_bdat.ts";
 import type { DataReader } from "./body_data.ts";
 import { authOffered } from "./capabilities.ts";
+import { fixedText } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import type { TextScanner } from "./scanner.ts";
 import type { Transaction } from "./transaction.ts";
@@ -110,8 +111,11 @@ export class EngineCore {
   /** When the first byte of the command line in progress came. */
   lineStarted = 0;
 
-  /** Replies not yet taken. */
-  out = "";
+  /**
+   * Replies not yet taken: their text, or the bytes of one fixed reply
+   * queued alone (see {@link EngineCore.okFixed}).
+   */
+  out: string | Uint8Array = "";
   /** Protocol errors in a row. */
   badCommands = 0;
 
@@ -201,13 +205,25 @@ export class EngineCore {
 
   /** Queues a reply (formatted). */
   write(reply: string): void {
-    this.out += reply;
+    const out = this.out;
+    this.out = (typeof out === "string" ? out : fixedText(out)) + reply;
   }
 
   /** A positive reply (formatted): the error count starts over. */
   ok(reply: string): void {
     this.badCommands = 0;
-    this.out += reply;
+    this.write(reply);
+  }
+
+  /**
+   * A positive fixed reply (made by fixedReply()) with its `bytes`
+   * (fixedBytes()): queued as those bytes when nothing else is, which
+   * takeOutput() then hands out without looking the text up.
+   */
+  okFixed(reply: string, bytes: Uint8Array): void {
+    this.badCommands = 0;
+    if (this.out === "") this.out = bytes;
+    else this.write(reply);
   }
 
   /** A protocol error reply; too many in a row close the session. */
