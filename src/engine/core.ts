@@ -17,7 +17,6 @@ import { Body } from "./body.ts";
 import type { SkippedChunk } from "./body_bdat.ts";
 import type { DataReader } from "./body_data.ts";
 import { authOffered } from "./capabilities.ts";
-import { fixedText } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import type { TextScanner } from "./scanner.ts";
 import type { Transaction } from "./transaction.ts";
@@ -111,11 +110,14 @@ export class EngineCore {
   /** When the first byte of the command line in progress came. */
   lineStarted = 0;
 
+  /** Replies not yet taken. */
+  out = "";
   /**
-   * Replies not yet taken: their text, or the bytes of one fixed reply
-   * queued alone (see {@link EngineCore.okFixed}).
+   * The bytes of `out` when it is one fixed reply queued alone (see
+   * {@link EngineCore.okFixed}), else null. A field of its own: `out`
+   * holding either text or bytes cost V8 about 0.8 µs per message.
    */
-  out: string | Uint8Array = "";
+  outFixed: Uint8Array | null = null;
   /** Protocol errors in a row. */
   badCommands = 0;
 
@@ -205,14 +207,15 @@ export class EngineCore {
 
   /** Queues a reply (formatted). */
   write(reply: string): void {
-    const out = this.out;
-    this.out = (typeof out === "string" ? out : fixedText(out)) + reply;
+    this.out += reply;
+    this.outFixed = null;
   }
 
   /** A positive reply (formatted): the error count starts over. */
   ok(reply: string): void {
     this.badCommands = 0;
-    this.write(reply);
+    this.out += reply;
+    this.outFixed = null;
   }
 
   /**
@@ -222,8 +225,13 @@ export class EngineCore {
    */
   okFixed(reply: string, bytes: Uint8Array): void {
     this.badCommands = 0;
-    if (this.out === "") this.out = bytes;
-    else this.write(reply);
+    if (this.out === "") {
+      this.out = reply;
+      this.outFixed = bytes;
+    } else {
+      this.out += reply;
+      this.outFixed = null;
+    }
   }
 
   /** A protocol error reply; too many in a row close the session. */

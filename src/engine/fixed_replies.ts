@@ -11,8 +11,6 @@ import type { ResolvedEngineOptions } from "../options.ts";
 
 /** The bytes of each fixed reply, by its text. */
 const FIXED = new Map<string, Uint8Array>();
-/** The text of each fixed reply, by its bytes (see {@link fixedText}). */
-const TEXT = new Map<Uint8Array, string>();
 
 /**
  * A fixed reply's text, formatted (see formatReply), whose bytes
@@ -32,31 +30,8 @@ export function fixedReply(
   text: string,
 ): string {
   const reply = formatReply(code, enhancedCode, text);
-  const bytes = new TextEncoder().encode(reply);
-  FIXED.set(reply, bytes);
-  TEXT.set(bytes, reply);
+  FIXED.set(reply, new TextEncoder().encode(reply));
   return reply;
-}
-
-/**
- * The text of a fixed reply from its bytes (as {@link fixedBytes} gave
- * them): for an engine that queued a fixed reply as bytes (see
- * `EngineCore.okFixed`) and must add another reply after it.
- *
- * @example
- * ```ts
- * import { fixedBytes, fixedReply, fixedText } from "./fixed_replies.ts";
- *
- * const OK = fixedReply(250, "2.0.0", "OK");
- * fixedText(fixedBytes(OK)!); // "250 2.0.0 OK\r\n"
- * ```
- */
-export function fixedText(bytes: Uint8Array): string {
-  const text = TEXT.get(bytes);
-  if (text === undefined) {
-    throw new TypeError("Cannot find a fixed reply: bytes are not one");
-  }
-  return text;
 }
 
 /**
