@@ -253,6 +253,12 @@ export class SmtpEngine {
     const s = c.out;
     if (s === "") return null;
     c.out = "";
+    // One fixed reply queued with its bytes (EngineCore.okFixed): no lookup.
+    const fixed = c.outFixed;
+    if (fixed !== null) {
+      c.outFixed = null;
+      return fixed;
+    }
     return fixedBytes(s) ?? greetingBytes(c.options, s) ?? encodeReply(s);
   }
 

@@ -247,7 +247,13 @@ export class IncomingMessage implements Message {
     this.mailFrom = mailFrom;
     this.from = mailFrom.mailbox.address;
     this.recipients = recipients;
-    this.to = recipients.map((r) => r.mailbox.address);
+    // A loop, not map(): JavaScriptCore's map() is a builtin written in
+    // JavaScript, with a callback per recipient (about 1 µs per message).
+    const to: string[] = [];
+    for (let i = 0; i < recipients.length; i++) {
+      to.push(recipients[i].mailbox.address);
+    }
+    this.to = to;
     this.session = session;
   }
 
@@ -352,9 +358,10 @@ export class IncomingMessage implements Message {
 
   #openStream(): ReadableStream<Uint8Array> {
     // One source object with shared methods, not three closures per stream.
-    const stream = new ReadableStream(new IncomingMessage.#Source(this), {
-      highWaterMark: 0,
-    }) as ReadableStream<Uint8Array>;
+    // No strategy: a byte stream's highWaterMark is 0 by default.
+    const stream = new ReadableStream(
+      new IncomingMessage.#Source(this),
+    ) as ReadableStream<Uint8Array>;
     // bytes() already takes the body: the stream is locked, as it was
     // when bytes() read it through a reader.
     if (this.#bytes !== null) stream.getReader();

@@ -1484,6 +1484,33 @@ describe("engine: pipelining", () => {
     assert.equal(codes(whole.output).length, 9);
   });
 
+  it("a fixed reply queued alone, then with a reply after it, comes out whole", () => {
+    const out = (e: SmtpEngine) => new TextDecoder().decode(e.takeOutput()!);
+    const a = new SmtpEngine();
+    a.receive(bytes(EHLO + "MAIL FROM:<a@b.test>\r\n"), 0);
+    a.nextEvent(); // connect
+    a.accept();
+    a.nextEvent(); // helo
+    a.accept();
+    out(a);
+    assert.equal(a.nextEvent().type, "mail");
+    a.accept();
+    const first = a.takeOutput()!;
+    assert.equal(new TextDecoder().decode(first), "250 2.1.0 Sender OK\r\n");
+    // The next reply is queued after the fixed one, not in its place.
+    a.receive(bytes("RCPT TO:<c@d.test>\r\nNOOP\r\n"), 0);
+    assert.equal(a.nextEvent().type, "rcpt");
+    a.accept();
+    assert.equal(a.hasOutput, true);
+    assert.equal(a.nextEvent().type, "need-data");
+    assert.equal(
+      out(a),
+      "250 2.1.5 Recipient OK\r\n250 2.0.0 OK\r\n",
+    );
+    assert.equal(a.takeOutput(), null);
+    assert.equal(a.hasOutput, false);
+  });
+
   it("the engine reads no further while a decision is pending", () => {
     const engine = new SmtpEngine();
     engine.receive(bytes(EHLO + "MAIL FROM:<a@b>\r\nNOOP\r\n"), 0);

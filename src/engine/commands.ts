@@ -15,7 +15,7 @@ import { DataReader } from "./body_data.ts";
 import { helpLines } from "./capabilities.ts";
 import { decodeCommandLine, isAuthLine } from "./command_line.ts";
 import { EMPTY, type EngineCore } from "./core.ts";
-import { byeReply, fixedReply } from "./fixed_replies.ts";
+import { byeReply, fixedBytes, fixedReply } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import {
   parseChunkSize,
@@ -37,6 +37,7 @@ const DATA_GO_AHEAD = fixedReply(
   "2.0.0",
   "End data with <CR><LF>.<CR><LF>",
 );
+const DATA_GO_AHEAD_BYTES = fixedBytes(DATA_GO_AHEAD)!;
 const VRFY_REPLY = formatReply(
   252,
   "2.5.0",
@@ -458,7 +459,7 @@ function data(core: EngineCore, arg: string): SmtpEvent | null {
   }
   const refused = tx.noRecipients(core.options.lmtp);
   if (refused !== null) return core.failWith(refused);
-  core.ok(DATA_GO_AHEAD);
+  core.okFixed(DATA_GO_AHEAD, DATA_GO_AHEAD_BYTES);
   core.mode = "data";
   const body = tx.body = core.newBody("DATA");
   core.dataReader = new DataReader(

@@ -9,7 +9,7 @@
 import { formatReply, SmtpError } from "../errors.ts";
 import { encodeBase64Text } from "../sasl.ts";
 import { ehloReply } from "./capabilities.ts";
-import { fixedReply, greetingReply } from "./fixed_replies.ts";
+import { fixedBytes, fixedReply, greetingReply } from "./fixed_replies.ts";
 import { assertNever, type EngineCore } from "./core.ts";
 import { acceptedForEach, eachReply } from "./lmtp.ts";
 import { Transaction } from "./transaction.ts";
@@ -18,6 +18,9 @@ import { Transaction } from "./transaction.ts";
 const SENDER_OK = fixedReply(250, "2.1.0", "Sender OK");
 const RECIPIENT_OK = fixedReply(250, "2.1.5", "Recipient OK");
 const MESSAGE_OK = fixedReply(250, "2.0.0", "Message accepted");
+const SENDER_OK_BYTES = fixedBytes(SENDER_OK)!;
+const RECIPIENT_OK_BYTES = fixedBytes(RECIPIENT_OK)!;
+const MESSAGE_OK_BYTES = fixedBytes(MESSAGE_OK)!;
 const AUTH_OK = formatReply(235, "2.7.0", "Authentication successful");
 const TLS_READY = formatReply(220, "2.0.0", "Ready to start TLS");
 /** The XOAUTH2 failure challenge: {"status":"401","schemes":"bearer"}. */
@@ -64,19 +67,22 @@ export function accept(core: EngineCore, text?: string): void {
     }
     case "mail":
       core.tx = new Transaction(ev.from, ev.params);
-      core.ok(orText(SENDER_OK, 250, "2.1.0", text));
+      okOr(core, SENDER_OK, SENDER_OK_BYTES, 250, "2.1.0", text);
       return;
     case "rcpt":
       core.tx!.recipients.push({ mailbox: ev.to, params: ev.params });
-      core.ok(orText(RECIPIENT_OK, 250, "2.1.5", text));
+      okOr(core, RECIPIENT_OK, RECIPIENT_OK_BYTES, 250, "2.1.5", text);
       return;
     case "message-end": {
       // RFC 2033 §4.2: in LMTP one reply per accepted recipient, in RCPT order.
-      const out = o.lmtp
-        ? acceptedForEach(core.tx!.recipients, text)
-        : orText(MESSAGE_OK, 250, "2.0.0", text);
-      core.resetTransaction(false);
-      core.ok(out);
+      if (o.lmtp) {
+        const out = acceptedForEach(core.tx!.recipients, text);
+        core.resetTransaction(false);
+        core.ok(out);
+      } else {
+        core.resetTransaction(false);
+        okOr(core, MESSAGE_OK, MESSAGE_OK_BYTES, 250, "2.0.0", text);
+      }
       return;
     }
     case "auth":
@@ -193,6 +199,22 @@ export function acceptEach(
 }
 
 /** A default reply, or the same codes with the text given to `accept(text)`. */
+/**
+ * Queues the positive reply `fixed` (its bytes `bytes`), or the
+ * application's `text` in its place (see orText).
+ */
+function okOr(
+  core: EngineCore,
+  fixed: string,
+  bytes: Uint8Array,
+  code: number,
+  enhanced: string,
+  text: string | undefined,
+): void {
+  if (text === undefined || text === null) core.okFixed(fixed, bytes);
+  else core.ok(formatReply(code, enhanced, text));
+}
+
 function orText(
   fixed: string,
   code: number,
