@@ -10,11 +10,12 @@ export const MB = 1024 * KB;
  * counts give a measured run about 0.3–1 s of server CPU (W1 and W4, the
  * goals' per-message workloads, the most) and keep the quick bench within
  * about 12 minutes on 2 cores (the warm-up runs until steady state).
- * Every server gets the same count in a round (W2's quick count is smaller because smtp-server's 100 ms wait before
- * each greeting holds it near 200 connections a second: 1,200 take it about
- * 6 s a run; at 400, smtpd's run was 40 ms of CPU and its ratio to the
- * floor moved 0.9–2.5× from run to run). `unit` is what the CPU
- * is reported per: a message, a connection (W2 sends one message per
+ * Every server gets the same count in a round (W2's quick count is
+ * smaller because smtp-server's 100 ms wait before each greeting holds it
+ * near 200 connections a second: 1,200 take it about 6 s a run; at 400,
+ * smtpd's run was 40 ms of CPU and its ratio to the floor moved 0.9–2.5×
+ * from run to run). `unit` is what the CPU is reported per: a message, a
+ * connection (W2 sends one message per
  * connection), or a MiB of message (W3).
  */
 export const WORKLOADS = {
