@@ -15,8 +15,8 @@ export const MB = 1024 * KB;
  * near 200 connections a second: 1,200 take it about 6 s a run; at 400,
  * smtpd's run was 40 ms of CPU and its ratio to the floor moved 0.9–2.5×
  * from run to run). `unit` is what the CPU is reported per: a message, a
- * connection (W2 sends one message per
- * connection), or a MiB of message (W3).
+ * connection (W2 sends one message per connection), or a MiB of message
+ * (W3).
  */
 export const WORKLOADS = {
   W1: {
