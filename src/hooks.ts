@@ -230,26 +230,13 @@ export class HookCalls {
     ) => R,
   ): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      let done = false;
-      const settle = (result: WaitResult) => {
-        if (done) return;
-        done = true;
-        this.end(settle);
+      this.#watch(p, valued, hook, (result) => {
         try {
           resolve(then(result));
         } catch (error) {
           reject(error);
         }
-      };
-      // Promise.resolve: a thenable whose then() throws counts as a
-      // rejection. Always subscribed, so that no rejection goes unhandled.
-      Promise.resolve(p).then(
-        valued ? (v) => settle(v as SmtpError | null) : () => settle(null),
-        (err) => {
-          if (!done) settle(this.error(err, hook));
-        },
-      );
-      this.begin(settle);
+      });
     });
   }
 
@@ -265,21 +252,40 @@ export class HookCalls {
     then: (result: WaitResult) => void,
     failed: (error: unknown) => void,
   ): void {
+    this.#watch(p, false, hook, (result, fromHook) => {
+      if (fromHook) call(then, failed, result);
+      else queueMicrotask(() => call(then, failed, result));
+    });
+  }
+
+  /**
+   * The wait of {@link HookCalls.wait} and {@link HookCalls.waitThen}:
+   * `settle` gets the result once, `fromHook` true when it came from `p`'s
+   * reaction, false when the hook deadline or a forced close ended the
+   * wait (from a timer, close() or begin() itself).
+   */
+  #watch(
+    p: PromiseLike<unknown>,
+    valued: boolean,
+    hook: HookName,
+    settle: (result: WaitResult, fromHook: boolean) => void,
+  ): void {
     let done = false;
-    const settle = (result: WaitResult, now: boolean) => {
+    const finish = (result: WaitResult, fromHook: boolean) => {
       if (done) return;
       done = true;
       this.end(ended);
-      if (now) call(then, failed, result);
-      else queueMicrotask(() => call(then, failed, result));
+      settle(result, fromHook);
     };
-    const ended = (result: WaitResult) => settle(result, false);
+    const ended = (result: WaitResult) => finish(result, false);
     // Promise.resolve: a thenable whose then() throws counts as a
     // rejection. Always subscribed, so that no rejection goes unhandled.
     Promise.resolve(p).then(
-      () => settle(null, true),
+      valued
+        ? (v) => finish(v as SmtpError | null, true)
+        : () => finish(null, true),
       (err) => {
-        if (!done) settle(this.error(err, hook), true);
+        if (!done) finish(this.error(err, hook), true);
       },
     );
     this.begin(ended);
