@@ -296,14 +296,12 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /** Goes on with the session with the chunk that onRead() brought. */
   resume(chunk: Uint8Array | null): void {
-    // A read that comes after the session ended (its end of input) has
-    // nothing left to go on with.
-    if (!this.#ended) this.#loop(chunk);
+    this.#loop(chunk);
   }
 
   /** The answer to a message that the loop left waiting was given (see MessageDelivery.end()). */
   goOn(): void {
-    if (!this.#ended) this.#loop(undefined);
+    this.#loop(undefined);
   }
 
   /** Giving the answer to a message failed: the session ends with `error`. */
@@ -391,10 +389,14 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
    * of a read it waited for without a promise (see #read). A plain
    * method, not an async function: a read that parks, a hook or a write
    * that has to be waited for ends this call, and what ends the wait
-   * calls it again (#goOn, onRead). No promise or suspended frame per
-   * resumed read, and an idle session keeps none.
+   * calls it again (goOn(), onRead()). No promise or suspended frame per
+   * resumed read, and an idle session keeps none. A wait that ends after
+   * the session did (a hook as the session timed out, a read's end of
+   * input after the close) goes on with nothing: the engine's input is no
+   * longer the session's.
    */
   #loop(resumed: Uint8Array | null | undefined): void {
+    if (this.#ended) return;
     const engine = this.engine;
     try {
       if (resumed !== undefined) {
@@ -409,7 +411,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
           case "need-data": {
             const flushed = this.#flush();
             if (flushed !== undefined) {
-              // The replies first, then the read (see #flushedRead).
+              // The replies first, then the read (see #readOn).
               const k = this.#continuations();
               flushed.then(k.read, k.fail);
               return;
@@ -498,9 +500,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
    */
   #makeContinuations(): Continuations {
     return {
-      // A wait that ends after the session did (a hook, as the session
-      // timed out): the engine's input is no longer the session's.
-      goOn: () => this.#ended ? undefined : this.#loop(undefined),
+      goOn: () => this.#loop(undefined),
       fail: (error) => this.#failed(error),
       read: () => this.#readOn(),
     };
@@ -513,6 +513,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
 
   /** The replies went out at `need-data`: the read, then on (see #loop). */
   #readOn(): void {
+    if (this.#ended) return;
     try {
       if (this.#read()) return;
     } catch (error) {
