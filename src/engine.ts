@@ -246,7 +246,8 @@ export class SmtpEngine {
    * The bytes to write to the client, or `null` when there are none: a
    * view that may share its `ArrayBuffer` with other replies (which is
    * never written again), or the same array every time for a fixed reply
-   * (every session's, the default greeting included). Keep it as long as needed; do not write into it.
+   * (every session's, the default greeting included). Keep it as long as
+   * needed; do not write into it.
    */
   takeOutput(): Uint8Array | null {
     const c = this.#core;

@@ -48,15 +48,15 @@ export interface TlsInfo {
  * Ownership of chunks: a chunk handed out by `read()` is lent: it stays
  * valid until the next `read()` call (or `readDone()`), and the shim may
  * then read into the same memory again (node:net's `onread`,
- * `Deno.Conn.read` into a buffer of the connection's own). The driver copies what it keeps past that point
- * (the part of a command line still waiting for its CRLF, body bytes the
- * application has not taken yet). A chunk of `readable` belongs to its
- * reader (a copy). A chunk given to `write()` or `writable` must not be
- * changed by the caller until the write has settled (the runtime may
- * still be sending it); the shim must neither change nor transfer it
- * (no `enqueue()` into a byte stream, no `postMessage` transfer): the
- * driver writes the bytes of frequent fixed replies from one array that
- * every session shares.
+ * `Deno.Conn.read` into a buffer of the connection's own). The driver
+ * copies what it keeps past that point (the part of a command line still
+ * waiting for its CRLF, body bytes the application has not taken yet). A
+ * chunk of `readable` belongs to its reader (a copy). A chunk given to
+ * `write()` or `writable` must not be changed by the caller until the
+ * write has settled (the runtime may still be sending it); the shim must
+ * neither change nor transfer it (no `enqueue()` into a byte stream, no
+ * `postMessage` transfer): the driver writes the bytes of frequent fixed
+ * replies from one array that every session shares.
  *
  * @example
  * ```ts

@@ -198,7 +198,6 @@ export function acceptEach(
   else core.write(out);
 }
 
-/** A default reply, or the same codes with the text given to `accept(text)`. */
 /**
  * Queues the positive reply `fixed` (its bytes `bytes`), or the
  * application's `text` in its place (see orText).
@@ -215,6 +214,7 @@ function okOr(
   else core.ok(formatReply(code, enhanced, text));
 }
 
+/** A default reply, or the same codes with the text given to `accept(text)`. */
 function orText(
   fixed: string,
   code: number,
