@@ -103,70 +103,69 @@ async function turnsUntil(done: () => boolean): Promise<number> {
 const accepted = (conn: MemoryConnection) =>
   / OK [0-9a-z]+\r\n/.test(conn.replies);
 
+/**
+ * Microtask turns from the moment onRcptTo's promise settles to the
+ * moment the RCPT reply is written (the driver waits for the hook first).
+ */
+function rcptTurns(): Promise<number> {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let turns = -1;
+  return withConnection({ onRcptTo: () => gate }, async (conn) => {
+    conn.send(
+      "HELO client.test\r\nMAIL FROM:<a@example.org>\r\n" +
+        "RCPT TO:<b@example.org>\r\n",
+    );
+    // The driver now waits for onRcptTo.
+    await sleep(5);
+    assert.doesNotMatch(conn.replies, / 2\.1\.5 /);
+    release();
+    turns = await turnsUntil(() => / 2\.1\.5 /.test(conn.replies));
+  }).then(() => turns);
+}
+
+/**
+ * Microtask turns from the moment onMessage's promise settles to the
+ * moment the end-of-data reply is written (the driver waits at the end
+ * of data first).
+ */
+function messageTurns(): Promise<number> {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let turns = -1;
+  return withMessage({ onMessage: () => gate }, async (conn) => {
+    conn.send("Subject: steps\r\n\r\nbody\r\n.\r\n");
+    await sleep(5);
+    assert.equal(accepted(conn), false);
+    release();
+    turns = await turnsUntil(() => accepted(conn));
+  }).then(() => turns);
+}
+
 describe("server: promise steps to a decision's reply", () => {
   it("answers RCPT within 2 microtask turns of onRcptTo settling", async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    await withConnection({ onRcptTo: () => gate }, async (conn) => {
-      conn.send(
-        "HELO client.test\r\nMAIL FROM:<a@example.org>\r\n" +
-          "RCPT TO:<b@example.org>\r\n",
-      );
-      // The driver now waits for onRcptTo.
-      await sleep(5);
-      assert.doesNotMatch(conn.replies, / 2\.1\.5 /);
-      release();
-      const turns = await turnsUntil(() => / 2\.1\.5 /.test(conn.replies));
-      assert.ok(turns <= 2, `the 250 came ${turns} turns after onRcptTo`);
-    });
+    const turns = await rcptTurns();
+    assert.ok(turns <= 2, `the 250 came ${turns} turns after onRcptTo`);
   });
 
   it("answers RCPT in the turn after onRcptTo's promise settles", async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    await withConnection({ onRcptTo: () => gate }, async (conn) => {
-      conn.send(
-        "HELO client.test\r\nMAIL FROM:<a@example.org>\r\n" +
-          "RCPT TO:<b@example.org>\r\n",
-      );
-      await sleep(5);
-      assert.doesNotMatch(conn.replies, / 2\.1\.5 /);
-      release();
-      // The driver's reaction on the hook's promise writes the reply.
-      const turns = await turnsUntil(() => / 2\.1\.5 /.test(conn.replies));
-      assert.equal(turns, 1, `the 250 came ${turns} turns after onRcptTo`);
-    });
+    // The driver's reaction on the hook's promise writes the reply.
+    const turns = await rcptTurns();
+    assert.equal(turns, 1, `the 250 came ${turns} turns after onRcptTo`);
   });
 });
 
 describe("server: promise steps to the end-of-data reply", () => {
   it("answers within 2 microtask turns of onMessage settling", async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    await withMessage({ onMessage: () => gate }, async (conn) => {
-      conn.send("Subject: steps\r\n\r\nbody\r\n.\r\n");
-      // The driver now waits at the end of data.
-      await sleep(5);
-      assert.equal(accepted(conn), false);
-      release();
-      const turns = await turnsUntil(() => accepted(conn));
-      assert.ok(turns <= 2, `the 250 came ${turns} turns after onMessage`);
-    });
+    const turns = await messageTurns();
+    assert.ok(turns <= 2, `the 250 came ${turns} turns after onMessage`);
   });
 
   it("answers in the turn after onMessage's promise settles (no wait of the driver's own in between)", async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    await withMessage({ onMessage: () => gate }, async (conn) => {
-      conn.send("Subject: steps\r\n\r\nbody\r\n.\r\n");
-      await sleep(5);
-      assert.equal(accepted(conn), false);
-      release();
-      // The driver's reaction on the hook's promise runs in the first
-      // turn, and writes the 250 there.
-      const turns = await turnsUntil(() => accepted(conn));
-      assert.equal(turns, 1, `the 250 came ${turns} turns after onMessage`);
-    });
+    // The driver's reaction on the hook's promise runs in the first
+    // turn, and writes the 250 there.
+    const turns = await messageTurns();
+    assert.equal(turns, 1, `the 250 came ${turns} turns after onMessage`);
   });
 
   it("answers in the turn the body ends when onMessage settled before", async () => {
