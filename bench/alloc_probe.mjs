@@ -18,7 +18,7 @@ import { spawn } from "node:child_process";
 import process from "node:process";
 import { lineChannel, sleep } from "./common.mjs";
 import { BIN, root } from "./launch.mjs";
-import { holdIdle, runClient } from "./load_gen.mjs";
+import { holdIdle, warmUpClient } from "./load_gen.mjs";
 
 const N = 1000;
 const argv = process.argv.slice(2);
@@ -46,16 +46,7 @@ const child = spawn(
 const { nextLine, ask } = lineChannel(child);
 
 const port = Number((await nextLine()).split(" ")[1]);
-await runClient([
-  "--port",
-  String(port),
-  "--sessions",
-  "1",
-  "--messages",
-  "20",
-  "--size",
-  "1024",
-]);
+await warmUpClient(port);
 let held;
 if (!cold) {
   held = await holdIdle(port, N);

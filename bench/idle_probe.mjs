@@ -26,7 +26,7 @@ import { spawn } from "node:child_process";
 import process from "node:process";
 import { lineChannel, sleep } from "./common.mjs";
 import { BIN, root } from "./launch.mjs";
-import { holdIdle, runClient } from "./load_gen.mjs";
+import { holdIdle, warmUpClient } from "./load_gen.mjs";
 import { IDLE_CONNECTIONS } from "./memory_part.mjs";
 
 const argv = process.argv.slice(2);
@@ -54,16 +54,7 @@ const { nextLine, ask } = lineChannel(child);
 
 const port = Number((await nextLine()).split(" ")[1]);
 await sleep(1000);
-await runClient([
-  "--port",
-  String(port),
-  "--sessions",
-  "1",
-  "--messages",
-  "20",
-  "--size",
-  "1024",
-]);
+await warmUpClient(port);
 await sleep(500);
 if (warm > 0) {
   const warming = await holdIdle(port, warm);

@@ -105,6 +105,23 @@ export function runClient(args) {
   });
 }
 
+/**
+ * The memory probes' warm-up (memory_part, idle_probe, alloc_probe): 20
+ * messages of 1 KB on one session; resolves as runClient().
+ */
+export function warmUpClient(port) {
+  return runClient([
+    "--port",
+    String(port),
+    "--sessions",
+    "1",
+    "--messages",
+    "20",
+    "--size",
+    "1024",
+  ]);
+}
+
 /** The EHLO keywords a server offers. */
 export async function ehloKeywords(port) {
   const r = await runClient(["--port", String(port), "--probe"]);

@@ -5,7 +5,7 @@ import { writeFileSync } from "node:fs";
 import { log, Noise, sleep, spread } from "./common.mjs";
 import { fmt, mb } from "./format.mjs";
 import { MEM_RUNS, RUNTIME_NAMES, RUNTIMES } from "./flags.mjs";
-import { holdIdle, runClient } from "./load_gen.mjs";
+import { holdIdle, runClient, warmUpClient } from "./load_gen.mjs";
 import { serverList, ServerProc, startAll } from "./server_proc.mjs";
 
 /** Idle sessions held open to measure the memory of one. */
@@ -25,16 +25,7 @@ function resetPeak(pid) {
 
 /** The memory bench's warm-up: 20 messages of 1 KB on one session. */
 async function warmUpMemory(s, row) {
-  const warm = await runClient([
-    "--port",
-    String(s.port),
-    "--sessions",
-    "1",
-    "--messages",
-    "20",
-    "--size",
-    "1024",
-  ]);
+  const warm = await warmUpClient(s.port);
   if (!warm.ok) row.errors.push(`warm-up: ${warm.error}`);
 }
 
