@@ -424,17 +424,6 @@ function nextLentBuffer(): Uint8Array {
 }
 
 /**
- * The input of a socket that reads into buffers of its own (node:net's
- * `onread`): two per connection, taking turns, each sized by a
- * {@link ReadSizer} (256 bytes while idle). A read is lent to the driver
- * (`read()`; see `Connection`'s ownership rule) until its next `read()`;
- * the socket goes on reading into the other buffer meanwhile. When a read
- * arrives before the driver asked for it, it is held and the socket stops
- * reading until the driver takes it and asks again (both buffers are then
- * free): at most two reads are out, and nothing is copied. A small buffer
- * given back goes to a few spares that every connection shares.
- */
-/**
  * Read buffers that no connection holds (see {@link LentInput}), shared
  * by every connection: `spare[0]` the small ones ({@link MIN_READ}),
  * `spare[1]` and `spare[2]` those of 1 and 4 KiB (a command grown past
@@ -457,13 +446,26 @@ function sparesOf(size: number): Uint8Array[] | undefined {
     : undefined;
 }
 
-/** Gives `buf` to the spares of its size (when there is room). */
-function giveBack(buf: Uint8Array | null): void {
-  if (buf === null) return;
+/** Gives `buf` to the spares of its size; false when there is no room. */
+function giveBack(buf: Uint8Array | null): boolean {
+  if (buf === null) return false;
   const spares = sparesOf(buf.byteLength);
-  if (spares !== undefined && spares.length < SPARE_MAX) spares.push(buf);
+  if (spares === undefined || spares.length >= SPARE_MAX) return false;
+  spares.push(buf);
+  return true;
 }
 
+/**
+ * The input of a socket that reads into buffers of its own (node:net's
+ * `onread`): two per connection, taking turns, each sized by a
+ * {@link ReadSizer} (256 bytes while idle). A read is lent to the driver
+ * (`read()`; see `Connection`'s ownership rule) until its next `read()`;
+ * the socket goes on reading into the other buffer meanwhile. When a read
+ * arrives before the driver asked for it, it is held and the socket stops
+ * reading until the driver takes it and asks again (both buffers are then
+ * free): at most two reads are out, and nothing is copied. A small buffer
+ * given back goes to a few spares that every connection shares.
+ */
 class LentInput {
   sock: net.Socket | null = null;
   readonly #sizer = new ReadSizer();
@@ -550,13 +552,9 @@ class LentInput {
     // goes to the spares while this connection waits (an idle session
     // holds one buffer, the one the socket reads into).
     const free = this.#slot === 0 ? this.#buf1 : this.#buf0;
-    if (
-      free !== null && free.byteLength === MIN_READ &&
-      spare[0].length < SPARE_MAX
-    ) {
+    if (free !== null && free.byteLength === MIN_READ && giveBack(free)) {
       if (this.#slot === 0) this.#buf1 = null;
       else this.#buf0 = null;
-      spare[0].push(free);
     }
     if (this.#stopped) {
       this.#stopped = false;
