@@ -65,7 +65,7 @@ export function acceptMessage(
   counters: ServerCounters,
 ): readonly string[] {
   if (each === null) {
-    engine.accept(`OK ${msg.id}`);
+    engine.acceptQueued(msg.id);
     counters.endOfData(250, 1);
     return msg.to;
   }
