@@ -368,9 +368,11 @@ export class MessageDelivery {
   /**
    * The body ended: answers with the hook's outcome, at once if it is
    * known (false). True when the answer waits for the hook: the owner's
-   * goOn() (or fail()) is called once it is given.
+   * goOn() (or fail()) is called once it is given. `at`: the driver's
+   * time now (`now()`), when it read the clock in this run already (for
+   * the chunk that ended the body): the hook deadline starts from it.
    */
-  end(ev: Extract<SmtpEvent, { type: "message-end" }>): boolean {
+  end(ev: Extract<SmtpEvent, { type: "message-end" }>, at?: number): boolean {
     const d = this.#owner;
     const msg = this.message!;
     const result = this.#result;
@@ -398,7 +400,7 @@ export class MessageDelivery {
     this.#endEv = ev;
     this.#endSince = this.#since;
     this.#waiting = this.#finish;
-    d.hooks.begin(this.#finish);
+    d.hooks.begin(this.#finish, at);
     return true;
   }
 
