@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { SmtpEngine, SmtpEvent } from "./engine.ts";
+import type { BodyType, SmtpEngine, SmtpEvent } from "./engine.ts";
 import type { SmtpError } from "./errors.ts";
 import { IncomingMessage } from "./message.ts";
 import type { HookResult } from "./serve_options.ts";
@@ -92,6 +92,29 @@ function acceptEach(
     }),
   );
   return msg.to.filter((_, i) => !each[i]);
+}
+
+/**
+ * The `kind` argument of `new IncomingMessage()`: one object, written
+ * anew for each message (the constructor copies its fields and keeps
+ * nothing of it), not one made per message.
+ */
+const KIND: {
+  bodyType: BodyType;
+  command: "DATA" | "BDAT";
+  lmtp: boolean;
+} = { bodyType: "7BIT", command: "DATA", lmtp: false };
+
+/** {@link KIND} with these fields. */
+function kindOf(
+  bodyType: BodyType,
+  command: "DATA" | "BDAT",
+  lmtp: boolean,
+): typeof KIND {
+  KIND.bodyType = bodyType;
+  KIND.command = command;
+  KIND.lmtp = lmtp;
+  return KIND;
 }
 
 /** What a {@link MessageDelivery} needs of its connection's driver. */
@@ -253,11 +276,7 @@ export class MessageDelivery {
       { mailbox: env.from, params: env.mailParams },
       env.recipients,
       d.session,
-      {
-        bodyType: ev.body,
-        command: ev.command,
-        lmtp: d.engine.options.lmtp,
-      },
+      kindOf(ev.body, ev.command, d.engine.options.lmtp),
     );
     this.message = msg;
     this.#stalled = null;
