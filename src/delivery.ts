@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { SmtpEngine, SmtpEvent } from "./engine.ts";
+import type { BodyType, SmtpEngine, SmtpEvent } from "./engine.ts";
 import type { SmtpError } from "./errors.ts";
 import { IncomingMessage } from "./message.ts";
 import type { HookResult } from "./serve_options.ts";
@@ -65,7 +65,7 @@ export function acceptMessage(
   counters: ServerCounters,
 ): readonly string[] {
   if (each === null) {
-    engine.accept(`OK ${msg.id}`);
+    engine.acceptQueued(msg.id);
     counters.endOfData(250, 1);
     return msg.to;
   }
@@ -92,6 +92,29 @@ function acceptEach(
     }),
   );
   return msg.to.filter((_, i) => !each[i]);
+}
+
+/**
+ * The `kind` argument of `new IncomingMessage()`: one object, written
+ * anew for each message (the constructor copies its fields and keeps
+ * nothing of it), not one made per message.
+ */
+const KIND: {
+  bodyType: BodyType;
+  command: "DATA" | "BDAT";
+  lmtp: boolean;
+} = { bodyType: "7BIT", command: "DATA", lmtp: false };
+
+/** {@link KIND} with these fields. */
+function kindOf(
+  bodyType: BodyType,
+  command: "DATA" | "BDAT",
+  lmtp: boolean,
+): typeof KIND {
+  KIND.bodyType = bodyType;
+  KIND.command = command;
+  KIND.lmtp = lmtp;
+  return KIND;
 }
 
 /** What a {@link MessageDelivery} needs of its connection's driver. */
@@ -253,11 +276,7 @@ export class MessageDelivery {
       { mailbox: env.from, params: env.mailParams },
       env.recipients,
       d.session,
-      {
-        bodyType: ev.body,
-        command: ev.command,
-        lmtp: d.engine.options.lmtp,
-      },
+      kindOf(ev.body, ev.command, d.engine.options.lmtp),
     );
     this.message = msg;
     this.#stalled = null;
@@ -368,9 +387,11 @@ export class MessageDelivery {
   /**
    * The body ended: answers with the hook's outcome, at once if it is
    * known (false). True when the answer waits for the hook: the owner's
-   * goOn() (or fail()) is called once it is given.
+   * goOn() (or fail()) is called once it is given. `at`: the driver's
+   * time now (`now()`), when it read the clock in this run already (for
+   * the chunk that ended the body): the hook deadline starts from it.
    */
-  end(ev: Extract<SmtpEvent, { type: "message-end" }>): boolean {
+  end(ev: Extract<SmtpEvent, { type: "message-end" }>, at?: number): boolean {
     const d = this.#owner;
     const msg = this.message!;
     const result = this.#result;
@@ -398,7 +419,7 @@ export class MessageDelivery {
     this.#endEv = ev;
     this.#endSince = this.#since;
     this.#waiting = this.#finish;
-    d.hooks.begin(this.#finish);
+    d.hooks.begin(this.#finish, at);
     return true;
   }
 

@@ -398,11 +398,12 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #loop(resumed: Uint8Array | null | undefined): void {
     if (this.#ended) return;
     const engine = this.engine;
+    const t = resumed ? now() : undefined; // this run's time, read once (see MessageDelivery.end)
     try {
       if (resumed !== undefined) {
         this.#reading = false;
         if (resumed === null) engine.end();
-        else engine.receive(resumed, now());
+        else engine.receive(resumed, t!);
       }
       for (;;) {
         const ev = engine.nextEvent();
@@ -444,7 +445,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
           }
           case "message-end":
             // The hook's answer goes on with the session (goOn()).
-            if (this.delivery.end(ev)) return;
+            if (this.delivery.end(ev, t)) return;
             break;
           case "message-abort":
             this.host.counters.aborted++;

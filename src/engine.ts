@@ -25,7 +25,12 @@ import type { BdatReader } from "./engine/body_bdat.ts";
 import { readData } from "./engine/body_data.ts";
 import { discardLine, readCommand } from "./engine/commands.ts";
 import { assertNever, EngineCore } from "./engine/core.ts";
-import { accept, acceptEach, reject } from "./engine/decisions.ts";
+import {
+  accept,
+  acceptEach,
+  acceptEncoded,
+  reject,
+} from "./engine/decisions.ts";
 import { fixedBytes, greetingBytes } from "./engine/fixed_replies.ts";
 import { perRecipient } from "./engine/lmtp.ts";
 import type {
@@ -333,6 +338,32 @@ export class SmtpEngine {
   }
 
   /**
+   * Accepts the pending `message-end` with `250 2.0.0 OK <id>`: the reply
+   * `accept("OK " + id)` gives (and does give in LMTP, and for an `id`
+   * with a space or a character outside printable ASCII), queued as bytes
+   * without formatting and encoding text: its fixed part encoded once,
+   * `id` written into the output character by character. The reply
+   * serve() gives every message it takes.
+   *
+   * @example
+   * ```ts
+   * import { SmtpEngine } from "@smtpd/smtpd/engine";
+   *
+   * const engine = new SmtpEngine({});
+   * // ... on a message-end event:
+   * // engine.acceptQueued("m1"); // "250 2.0.0 OK m1\r\n"
+   * ```
+   */
+  acceptQueued(id: string): void {
+    const c = this.#core;
+    const bytes = c.options.lmtp || c.pending?.type !== "message-end"
+      ? null
+      : queuedBytes(id);
+    if (bytes === null) accept(c, `OK ${id}`);
+    else acceptEncoded(c, QUEUED + id + "\r\n", bytes);
+  }
+
+  /**
    * Answers the pending `message-end` of an LMTP session recipient by
    * recipient (RFC 2033 §4.2): `results[i]` is the outcome for the i-th
    * accepted recipient of the event's `recipients` (in RCPT order): `null`
@@ -547,6 +578,40 @@ function chunkEnd(c: EngineCore, reader: BdatReader): SmtpEvent | null {
     return null;
   }
   return messageEnd(c);
+}
+
+/** The fixed part of the reply to a message taken (SmtpEngine.acceptQueued). */
+const QUEUED = "250 2.0.0 OK ";
+const QUEUED_BYTES = ENCODER.encode(QUEUED);
+
+/**
+ * `QUEUED + id + "\r\n"` as bytes in the slab, or null when `id` is not
+ * plain (empty, too long, a space, a control or a non-ASCII character:
+ * formatReply's work then). A loop rather than set() and encodeInto():
+ * two calls into native code per message cost more than 20 characters.
+ */
+function queuedBytes(id: string): Uint8Array | null {
+  const n = id.length;
+  if (n === 0 || n > 200) return null;
+  const head = QUEUED_BYTES;
+  const size = head.length + n + 2;
+  if (slabAt + size > SLAB_SIZE) {
+    slab = new Uint8Array(SLAB_SIZE);
+    slabAt = 0;
+  }
+  const s = slab;
+  const start = slabAt;
+  let at = start;
+  for (let i = 0; i < head.length; i++) s[at++] = head[i];
+  for (let i = 0; i < n; i++) {
+    const ch = id.charCodeAt(i);
+    if (ch <= 0x20 || ch >= 0x7f) return null; // nothing taken of the slab
+    s[at++] = ch;
+  }
+  s[at++] = 13;
+  s[at++] = 10;
+  slabAt = at;
+  return s.subarray(start, at);
 }
 
 /**

@@ -189,14 +189,16 @@ export class HookCalls {
    * deadline (hookTimeout from now), with FORCED when close() gives up
    * (at once if it has already). The waiter ends it itself with
    * {@link HookCalls.end} when its answer comes first. No promise of its
-   * own: the waiter's answer and these two reach `settle` directly.
+   * own: the waiter's answer and these two reach `settle` directly. `at`:
+   * the time now (the driver's, see `now()`) when the caller has read it
+   * already, so that the clock is not read again.
    */
-  begin(settle: (result: WaitResult) => void): void {
+  begin(settle: (result: WaitResult) => void, at?: number): void {
     if (this.forced) return settle(FORCED);
     this.#settle = settle;
     const ms = this.#owner.host.options.hookTimeout;
     if (ms !== Infinity) {
-      this.#deadline = now() + ms;
+      this.#deadline = (at ?? now()) + ms;
       this.#owner.armTimer(this.#deadline);
     }
   }

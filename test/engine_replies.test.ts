@@ -207,3 +207,97 @@ describe("the 221 to QUIT", () => {
     );
   });
 });
+
+describe("acceptQueued", () => {
+  /**
+   * A new engine on `options` at the message-end of one message (two
+   * recipients), its replies so far taken; `after` is sent with the body.
+   */
+  function atMessageEnd(options: EngineOptions, after = ""): SmtpEngine {
+    const engine = new SmtpEngine(options, 0);
+    const session = [
+      "LHLO c.test\r\nMAIL FROM:<a@b.test>\r\n",
+      "RCPT TO:<c@d.test>\r\nRCPT TO:<e@f.test>\r\nDATA\r\n",
+      "x\r\n.\r\n" + after,
+    ];
+    if (!options.lmtp) session[0] = session[0].replace("LHLO", "EHLO");
+    for (;;) {
+      const ev = engine.nextEvent();
+      if (ev.type === "message-end") break;
+      if (ev.type === "need-data") {
+        engine.receive(bytes(session.shift()!), 0);
+      } else if (ev.type !== "message-start" && ev.type !== "data") {
+        engine.accept();
+      }
+    }
+    engine.takeOutput();
+    return engine;
+  }
+  const text = (out: Uint8Array | null) => new TextDecoder().decode(out!);
+  const options = sharedEngineOptions({ serverName: "mx.test" });
+
+  it("replies 250 2.0.0 OK <id>, each reply's bytes kept as the next ones are written", () => {
+    const taken: [string, Uint8Array][] = [];
+    // Enough replies to fill more than one slab of output.
+    for (let i = 0; i < 1500; i++) {
+      const id = `${"0123456789abcdef".slice(i % 16)}${i.toString(36)}`;
+      const engine = atMessageEnd(options);
+      engine.acceptQueued(id);
+      const out = engine.takeOutput();
+      assert.equal(text(out), `250 2.0.0 OK ${id}\r\n`);
+      assert.equal(engine.takeOutput(), null);
+      assert.equal(engine.nextEvent().type, "need-data");
+      taken.push([id, out!]);
+    }
+    for (const [id, out] of taken) {
+      assert.equal(text(out), `250 2.0.0 OK ${id}\r\n`);
+    }
+  });
+
+  it("is accept(`OK ${id}`) for any id, in SMTP and in LMTP, and with pipelined commands", () => {
+    const ids = [
+      "m1",
+      "a b",
+      "é1",
+      "x\r\ny",
+      " ",
+      "",
+      "t\x7f",
+      "z".repeat(300),
+    ];
+    for (const lmtp of [false, true]) {
+      const o = sharedEngineOptions({ serverName: "mx.test", lmtp });
+      for (const after of ["", "QUIT\r\n"]) {
+        for (const id of ids) {
+          const queued = atMessageEnd(o, after);
+          const accepted = atMessageEnd(o, after);
+          queued.acceptQueued(id);
+          accepted.accept(`OK ${id}`);
+          let a = "";
+          let b = "";
+          for (;;) {
+            const x = queued.nextEvent().type;
+            const y = accepted.nextEvent().type;
+            assert.equal(x, y);
+            a += queued.hasOutput ? text(queued.takeOutput()) : "";
+            b += accepted.hasOutput ? text(accepted.takeOutput()) : "";
+            if (x === "need-data" || x === "close") break;
+          }
+          assert.equal(a, b, JSON.stringify({ lmtp, after, id }));
+          assert.match(a, /^250[ -]/);
+        }
+      }
+    }
+  });
+
+  it("throws as accept() does when no message-end is pending, and does nothing once closed", () => {
+    const engine = new SmtpEngine(options, 0);
+    assert.throws(() => engine.acceptQueued("m1"), /no decision is pending/);
+    const closed = atMessageEnd(options);
+    closed.end();
+    while (closed.nextEvent().type !== "close") { /* to the close */ }
+    closed.takeOutput();
+    closed.acceptQueued("m1");
+    assert.equal(closed.takeOutput(), null);
+  });
+});

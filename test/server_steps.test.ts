@@ -179,6 +179,37 @@ describe("server: promise steps to the end-of-data reply", () => {
   });
 });
 
+describe("server: the clock at the end of data", () => {
+  it("is read once for the chunk that ends the body, the hook deadline taken from that reading", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let reads = -1;
+    await withMessage(
+      { onMessage: () => gate, hookTimeout: 60_000 },
+      async (conn) => {
+        const clock = Date.now;
+        let n = 0;
+        Date.now = () => (n++, clock());
+        try {
+          conn.send("Subject: clock\r\n\r\nbody\r\n.\r\n");
+          // The driver takes the chunk and waits for onMessage, its hook
+          // deadline set (the shared timer armed for it).
+          await turnsUntil(() => false);
+        } finally {
+          Date.now = clock;
+        }
+        reads = n;
+        assert.equal(accepted(conn), false);
+        release();
+        await turnsUntil(() => accepted(conn));
+        assert.equal(accepted(conn), true);
+      },
+    );
+    // One for the chunk (the engine's time), one to arm the shared timer.
+    assert.equal(reads, 2);
+  });
+});
+
 /** A connection whose writes fail once `failAfter` replies went out. */
 class FailingConnection extends MemoryConnection {
   failAfter = Infinity;

@@ -102,6 +102,33 @@ export function accept(core: EngineCore, text?: string): void {
 }
 
 /**
+ * Accepts the pending SMTP `message-end` with `reply`, already encoded as
+ * `bytes` (see `SmtpEngine.acceptQueued`): what accept(core, text) does
+ * for it, without formatting and encoding the text.
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { EngineCore } from "./core.ts";
+ * import { acceptEncoded } from "./decisions.ts";
+ *
+ * const core = new EngineCore(resolveEngineOptions({}), 0);
+ * const reply = "250 2.0.0 OK 1\r\n";
+ * // ... on a message-end event:
+ * // acceptEncoded(core, reply, new TextEncoder().encode(reply));
+ * ```
+ */
+export function acceptEncoded(
+  core: EngineCore,
+  reply: string,
+  bytes: Uint8Array,
+): void {
+  if (core.takeDecision("accept") === null) return;
+  core.resetTransaction(false);
+  core.okFixed(reply, bytes);
+}
+
+/**
  * Rejects the pending decision with `error`'s reply (see `SmtpEngine.reject`).
  *
  * @example
