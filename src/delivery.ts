@@ -10,6 +10,7 @@
 import type { BodyType, SmtpEngine, SmtpEvent } from "./engine.ts";
 import type { SmtpError } from "./errors.ts";
 import { IncomingMessage } from "./message.ts";
+import { now } from "./deadlines.ts";
 import type { HookResult } from "./serve_options.ts";
 import type { DriverHost } from "./host.ts";
 import {
@@ -33,6 +34,9 @@ import { milterOutcome } from "./milter/options.ts";
  */
 const free: MessageDelivery[] = [];
 const FREE_MAX = 256;
+
+/** The driver's "the hook has answered" (see SmtpEngine.receive). */
+const EMPTY_CHUNK = new Uint8Array(0);
 
 /** The owner of a delivery in {@link free}: nobody's. */
 const NO_OWNER = null as unknown as DeliveryOwner;
@@ -377,11 +381,14 @@ export class MessageDelivery {
    * Counts the time the message hook that began at `since` took: once,
    * when it settles or its wait ends (hookTimeout, forced close), and not
    * when a hook given up on settles after the next message began.
+   * Returns the time counted in milliseconds, NaN when it was not counted.
    */
-  #timed(since: number): void {
-    if (this.#since !== since) return;
+  #timed(since: number): number {
+    if (this.#since !== since) return NaN;
     this.#since = -1;
-    this.#owner.host.counters.hook("onMessage", performance.now() - since);
+    const took = performance.now() - since;
+    this.#owner.host.counters.hook("onMessage", took);
+    return took;
   }
 
   /**
@@ -437,10 +444,10 @@ export class MessageDelivery {
 
   /**
    * Ends the end-of-data wait in progress with `w`, and the owner goes
-   * on: at once when `now` (the hook's own reaction), else in a
+   * on: at once when `inReaction` (the hook's own reaction), else in a
    * microtask.
    */
-  #answer(w: WaitResult, now: boolean): void {
+  #answer(w: WaitResult, inReaction: boolean): void {
     if (this.#waiting !== this.#finish) return;
     const d = this.#owner;
     const msg = this.#endMsg!;
@@ -453,7 +460,7 @@ export class MessageDelivery {
     let failure: unknown = undefined;
     let failed = false;
     try {
-      this.#timed(this.#endSince);
+      const took = this.#timed(this.#endSince);
       const reply = d.hooks.reply(w);
       if (w === HOOK_TIMEOUT || w === FORCED) {
         // The sender gets a failure and will retry: the application
@@ -463,12 +470,16 @@ export class MessageDelivery {
         d.host.withdraw(msg);
       }
       this.#done(msg, ev, reply);
+      // The client's idle time starts when it has our answer, as after
+      // the other hooks. A hook that took under a millisecond since the
+      // message began moved the clock less than its resolution: no read.
+      if (!(took < 1)) d.engine.receive(EMPTY_CHUNK, now());
     } catch (error) {
       // What fails here fails the owner's session, as in its own loop.
       failure = error;
       failed = true;
     }
-    if (now) {
+    if (inReaction) {
       if (failed) d.fail(failure);
       else d.goOn();
     } else goOnLater(d, failed, failure);

@@ -592,6 +592,37 @@ describe("server", () => {
     });
   });
 
+  // The client's idle time starts when it has our answer: a hook that
+  // takes longer than idleTimeout (but less than hookTimeout) must not
+  // get the session closed for idleness right after its answer.
+  for (const slow of ["onMailFrom", "onMessage"] as const) {
+    it(`counts idleTimeout from the answer, not from the command, after a slow ${slow}`, async () => {
+      const options: ServeOptions = {
+        idleTimeout: 300,
+        hookTimeout: 5000,
+        async onMessage(m) {
+          await m.bytes();
+          if (slow === "onMessage") await sleep(600);
+        },
+      };
+      if (slow === "onMailFrom") options.onMailFrom = () => sleep(600);
+      await withServer(options, async (_server, open) => {
+        const c = await greeted(open);
+        await c.send("MAIL FROM:<a@example.org>\r\n");
+        assert.equal(await c.reply(), "250 2.1.0 Sender OK\r\n");
+        await c.send("RCPT TO:<b@example.org>\r\nDATA\r\n");
+        await c.replies(2);
+        await c.send("Subject: x\r\n\r\nhello\r\n.\r\n");
+        assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+        // Answered at once, not with 421 4.4.2 Timeout.
+        await c.send("NOOP\r\n");
+        assert.equal(await c.reply(), "250 2.0.0 OK\r\n");
+        await c.send("QUIT\r\n");
+        assert.match(await c.reply(), /^221 /);
+      });
+    });
+  }
+
   it("ends a DATA phase longer than dataTimeout with 421 4.4.2, on time", async () => {
     let failed: (message: string) => void;
     const hookError = new Promise<string>((r) => (failed = r));
