@@ -26,7 +26,7 @@ import { readData } from "./engine/body_data.ts";
 import { discardLine, readCommand } from "./engine/commands.ts";
 import { assertNever, EngineCore } from "./engine/core.ts";
 import { accept, acceptEach, reject } from "./engine/decisions.ts";
-import { fixedBytes, greetingBytes } from "./engine/fixed_replies.ts";
+import { fixedBytes } from "./engine/fixed_replies.ts";
 import { perRecipient } from "./engine/lmtp.ts";
 import type {
   Decision,
@@ -260,7 +260,7 @@ export class SmtpEngine {
       c.outFixed = null;
       return fixed;
     }
-    return fixedBytes(s) ?? greetingBytes(c.options, s) ?? encodeReply(s);
+    return fixedBytes(s) ?? encodeReply(s);
   }
 
   /** Whether replies are waiting in {@link SmtpEngine.takeOutput}. */
