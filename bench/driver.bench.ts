@@ -42,7 +42,7 @@
 import process from "node:process";
 import v8 from "node:v8";
 import { createServer } from "../src/server.ts";
-import type { Connection, Listener } from "../src/transport.ts";
+import type { Connection } from "../src/transport.ts";
 import {
   ACCEPT,
   ConnectionQueue,
