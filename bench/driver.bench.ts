@@ -42,8 +42,15 @@
 import process from "node:process";
 import v8 from "node:v8";
 import { createServer } from "../src/server.ts";
-import type { Connection, Listener } from "../src/transport.ts";
-import { InputQueue, readableFrom, type ReadWaiter } from "../src/shim_kit.ts";
+import type { Connection } from "../src/transport.ts";
+import {
+  ACCEPT,
+  ConnectionQueue,
+  type DirectListener,
+  InputQueue,
+  readableFrom,
+  type ReadWaiter,
+} from "../src/shim_kit.ts";
 
 /** The name and version of the runtime running this file. */
 function runtimeName(): string {
@@ -204,34 +211,18 @@ function connection(done: () => void): Connection {
   };
 }
 
-/** A listener that yields the connections handed to `open()`. */
-function memoryListener(): Listener & { open(c: Connection): void } {
-  const pending: Connection[] = [];
-  let waiter: ((c: Connection | null) => void) | null = null;
-  let closed = false;
+/**
+ * A listener over the shims' accept queue, as `Bun.listen`'s: `open()`
+ * pushes a connection, which the server takes at once (see ACCEPT).
+ */
+function memoryListener(): DirectListener & { open(c: Connection): void } {
+  const queue = new ConnectionQueue();
   return {
     addr: { hostname: "127.0.0.1", port: 25 },
-    open(c) {
-      if (waiter) {
-        const w = waiter;
-        waiter = null;
-        w(c);
-      } else pending.push(c);
-    },
-    close() {
-      closed = true;
-      waiter?.(null);
-    },
-    async *[Symbol.asyncIterator]() {
-      for (;;) {
-        const c = pending.shift() ??
-          (closed ? null : await new Promise<Connection | null>((r) => {
-            waiter = r;
-          }));
-        if (c === null) return;
-        yield c;
-      }
-    },
+    open: (c) => queue.push(c),
+    close: () => void queue.close(),
+    [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
+    [ACCEPT]: (take) => queue[ACCEPT](take),
   };
 }
 

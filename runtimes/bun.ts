@@ -33,7 +33,9 @@ import {
   type TlsOptions,
 } from "../src/transport.ts";
 import {
+  ACCEPT,
   ConnectionQueue,
+  type DirectListener,
   fixedLocalAddr,
   InputBuffer,
   type ReadWaiter,
@@ -477,7 +479,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   // Every connection's local address when bound to one IP: no getsockname
   // per connection (the open handler runs only after this).
   local = unix === null ? fixedLocalAddr(server.hostname, server.port) : null;
-  const listener: Listener = {
+  const listener: DirectListener = {
     addr: unix !== null
       ? unix.addr
       : { hostname: server.hostname, port: server.port },
@@ -487,6 +489,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       unix?.remove();
     },
     [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
+    // The server takes each connection in the open callback (no promise
+    // and resumed accept loop per connection).
+    [ACCEPT]: (take) => queue[ACCEPT](take),
   };
   if (tls !== null && nodeNet !== null) {
     listener.setTls = (tlsOptions) => {

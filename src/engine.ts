@@ -31,7 +31,7 @@ import {
   acceptEncoded,
   reject,
 } from "./engine/decisions.ts";
-import { fixedBytes, greetingBytes } from "./engine/fixed_replies.ts";
+import { fixedBytes } from "./engine/fixed_replies.ts";
 import { perRecipient } from "./engine/lmtp.ts";
 import type {
   Decision,
@@ -265,7 +265,7 @@ export class SmtpEngine {
       c.outFixed = null;
       return fixed;
     }
-    return fixedBytes(s) ?? greetingBytes(c.options, s) ?? encodeReply(s);
+    return fixedBytes(s) ?? encodeReply(s);
   }
 
   /** Whether replies are waiting in {@link SmtpEngine.takeOutput}. */

@@ -35,6 +35,7 @@ import { ConnectionDriver } from "./driver.ts";
 import { type DnsResolverFactory, ReverseDns } from "./rdns.ts";
 import type { MilterServer, MilterSession } from "./milter/session.ts";
 import { type RefusalCode, ServerCounters, type ServerStats } from "./stats.ts";
+import { ACCEPT, type DirectListener } from "./shim_kit.ts";
 
 export type {
   HookResult,
@@ -216,30 +217,26 @@ class SmtpServer implements Server, DriverHost {
   }
 
   async #acceptLoop(): Promise<void> {
-    // A listener whose iteration throws is iterated again after a pause,
-    // and a connection that cannot be admitted is closed alone: the server
-    // must never stop accepting in silence. It ends when the listener
-    // does (close()).
+    // A shim's listener hands each connection over in its accept callback
+    // (no promise and resumed loop per connection); another is iterated.
+    const direct = (this.#listener as DirectListener)[ACCEPT];
+    if (direct !== undefined) {
+      await direct.call(this.#listener, (conn) => this.#accepted(conn));
+    } else await this.#iterate();
+    await Promise.all([...this.#drivers].map((d) => d.done));
+    this.#inbox.end();
+  }
+
+  /**
+   * Takes the listener's connections by its iteration, until it ends. A
+   * listener whose iteration throws is iterated again after a pause: the
+   * server must never stop accepting in silence. It ends when the
+   * listener does (close()).
+   */
+  async #iterate(): Promise<void> {
     while (!this.#closing) {
       try {
-        for await (const conn of this.#listener) {
-          if (this.#closing) {
-            conn.close();
-            continue;
-          }
-          try {
-            this.#admit(conn);
-          } catch (error) {
-            this.logger?.({
-              type: "error",
-              message: "could not admit a connection",
-              error,
-            });
-            try {
-              conn.close(true);
-            } catch { /* gone already */ }
-          }
-        }
+        for await (const conn of this.#listener) this.#accepted(conn);
         break;
       } catch (error) {
         if (this.#closing) break;
@@ -251,8 +248,26 @@ class SmtpServer implements Server, DriverHost {
         await new Promise((r) => setTimeout(r, LISTENER_RETRY_MS));
       }
     }
-    await Promise.all([...this.#drivers].map((d) => d.done));
-    this.#inbox.end();
+  }
+
+  /**
+   * A connection from the listener: admitted, or closed once the server
+   * closes; one that cannot be admitted is closed alone (never throws).
+   */
+  #accepted(conn: Connection): void {
+    try {
+      if (this.#closing) return conn.close();
+      this.#admit(conn);
+    } catch (error) {
+      this.logger?.({
+        type: "error",
+        message: "could not admit a connection",
+        error,
+      });
+      try {
+        conn.close(true);
+      } catch { /* gone already */ }
+    }
   }
 
   #admit(conn: Connection): void {

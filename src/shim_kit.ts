@@ -10,7 +10,45 @@
  */
 
 import { formatIp, parseIp, stripMapped } from "./cidr.ts";
-import type { Connection, NetAddress, TlsInfo } from "./transport.ts";
+import type { Connection, Listener, NetAddress, TlsInfo } from "./transport.ts";
+
+/**
+ * The key of a listener's direct accept: `listener[ACCEPT](take)` hands
+ * each connection to `take` from the runtime's accept callback, instead of
+ * to the listener's async iteration, and resolves when the listener
+ * closes (see `ConnectionQueue[ACCEPT]`). Optional: the server uses it
+ * where a listener has it, else iterates. Not a public API: the shims and
+ * the server share it.
+ *
+ * @example
+ * ```ts
+ * import { ACCEPT, ConnectionQueue } from "./shim_kit.ts";
+ *
+ * const queue = new ConnectionQueue();
+ * const closed = queue[ACCEPT]((conn) => conn.close());
+ * queue.close();
+ * await closed;
+ * ```
+ */
+export const ACCEPT: unique symbol = Symbol("smtpd.accept");
+
+/**
+ * A listener that may hand its connections to a callback (see
+ * {@link ACCEPT}). Not a public API.
+ *
+ * @example
+ * ```ts
+ * import { ACCEPT, type DirectListener } from "./shim_kit.ts";
+ * import type { Listener } from "./transport.ts";
+ *
+ * declare const listener: Listener;
+ * const direct = (listener as DirectListener)[ACCEPT];
+ * ```
+ */
+export interface DirectListener extends Listener {
+  /** See {@link ACCEPT}. */
+  [ACCEPT]?: (take: (conn: Connection) => void) => Promise<void>;
+}
 
 /**
  * The accept side the shims share: the runtime's callbacks `push()`
@@ -28,6 +66,10 @@ import type { Connection, NetAddress, TlsInfo } from "./transport.ts";
  */
 export class ConnectionQueue implements AsyncIterable<Connection> {
   #pending: Connection[] = [];
+  /** Who takes each connection as it is pushed (see [ACCEPT]), or null. */
+  #take: ((conn: Connection) => void) | null = null;
+  /** Settles the promise of [ACCEPT] when the queue closes. */
+  #taken: (() => void) | null = null;
   /** The iteration's next() calls waiting for a connection, in order. */
   #waiters: ((r: IteratorResult<Connection, undefined>) => void)[] = [];
   #closed = false;
@@ -48,6 +90,8 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
   /** Hands a new connection to the iteration (or closes it once closed). */
   push(conn: Connection): void {
     if (this.#closed) return conn.close();
+    const take = this.#take;
+    if (take !== null) return take(conn);
     const w = this.#waiters.shift();
     if (w !== undefined) w({ value: conn, done: false });
     else this.#pending.push(conn);
@@ -58,7 +102,22 @@ export class ConnectionQueue implements AsyncIterable<Connection> {
     if (this.#closed) return false;
     this.#closed = true;
     for (const w of this.#waiters.splice(0)) w(DONE);
+    this.#taken?.();
     return true;
+  }
+
+  /**
+   * Hands every connection to `take` as it is pushed, in the runtime's
+   * callback, instead of to the iteration (the ones pushed before first):
+   * no promise, iterator result and resumed `for await` per connection.
+   * Resolves when the queue closes. Use one way or the other, not both.
+   * Not a public API: a shim's listener offers it as its `[ACCEPT]`.
+   */
+  [ACCEPT](take: (conn: Connection) => void): Promise<void> {
+    this.#take = take;
+    for (const c of this.#pending.splice(0)) take(c);
+    if (this.#closed) return Promise.resolve();
+    return new Promise((resolve) => (this.#taken = resolve));
   }
 
   /**

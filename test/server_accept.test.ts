@@ -15,12 +15,16 @@ import {
 } from "../src/exports/transport.ts";
 import { listen as listenNode } from "../runtimes/node.ts";
 import {
+  ACCEPT,
   ConnectionQueue,
+  type DirectListener,
   fixedLocalAddr,
+  InputQueue,
   MAX_READ,
   MIN_READ,
   nextReadSize,
   ReadSizer,
+  type ReadWaiter,
   ShimConnection,
 } from "../src/shim_kit.ts";
 import type { NetAddress } from "../src/transport.ts";
@@ -319,6 +323,55 @@ describe("ShimConnection", () => {
   });
 });
 
+describe("a listener's direct accept", () => {
+  /** A connection that records what the server writes; its input never comes. */
+  class Recorder extends ShimConnection {
+    written = "";
+    readonly input = new InputQueue({ pause() {}, resume() {} });
+    read(): Uint8Array | null | Promise<Uint8Array | null> {
+      return this.input.read();
+    }
+    readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
+      return this.input.readOr(waiter);
+    }
+    write(bytes: Uint8Array): void {
+      this.written += new TextDecoder().decode(bytes);
+    }
+    close(): void {
+      this.input.end();
+    }
+    protected peerAddr(): NetAddress {
+      return { hostname: "192.0.2.1", port: 40000 };
+    }
+    protected ownAddr(): NetAddress {
+      return { hostname: "192.0.2.25", port: 25 };
+    }
+  }
+
+  it("the server takes each connection as it is pushed: greeted before push() returns", async () => {
+    const queue = new ConnectionQueue();
+    const listener: DirectListener = {
+      addr: { hostname: "192.0.2.25", port: 25 },
+      close: () => void queue.close(),
+      [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
+      [ACCEPT]: (take) => queue[ACCEPT](take),
+    };
+    const server = await createServer(
+      () => Promise.resolve(listener),
+      "memory",
+      { serverName: "mx.test" },
+    );
+    const conn = new Recorder(null);
+    queue.push(conn);
+    // No microtask turn in between: no promise per accepted connection.
+    assert.equal(conn.written, "220 mx.test ESMTP smtpd\r\n");
+    assert.equal(server.connections, 1);
+    await server.close();
+    assert.match(conn.written, /^421 4\.3\.2 /m);
+    assert.equal(server.connections, 0);
+  });
+});
+
 describe("ConnectionQueue", () => {
   /** A connection that only counts its close() calls. */
   class Stub extends ShimConnection {
@@ -398,6 +451,26 @@ describe("ConnectionQueue", () => {
     const got: Connection[] = [];
     for await (const c of it) got.push(c);
     assert.deepEqual(got, [a]);
+  });
+
+  it("[ACCEPT] takes what was pushed before, then each push in push() itself; resolves on close()", async () => {
+    const queue = new ConnectionQueue();
+    const [a, b] = [new Stub(null), new Stub(null)];
+    queue.push(a);
+    const got: Connection[] = [];
+    let ended = false;
+    const taking = queue[ACCEPT]((c) => got.push(c)).then(() => ended = true);
+    assert.deepEqual(got, [a]);
+    queue.push(b);
+    assert.deepEqual(got, [a, b]);
+    await turnsUntil(() => false);
+    assert.equal(ended, false);
+    queue.close();
+    await taking;
+    const late = new Stub(null);
+    queue.push(late);
+    assert.equal(late.closed, 1);
+    assert.deepEqual(got, [a, b]);
   });
 
   it("a loop left with break can be started again", async () => {

@@ -15,7 +15,7 @@ import { DataReader } from "./body_data.ts";
 import { helpLines } from "./capabilities.ts";
 import { decodeCommandLine, isAuthLine } from "./command_line.ts";
 import { EMPTY, type EngineCore } from "./core.ts";
-import { byeReply, fixedBytes, fixedReply } from "./fixed_replies.ts";
+import { bye, fixedBytes, fixedReply } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import {
   parseChunkSize,
@@ -351,8 +351,11 @@ function dispatch(
       if (arg !== "") {
         return core.fail(501, "5.5.4", "QUIT takes no arguments");
       }
-      // Formatted once per server (see byeReply).
-      core.write(byeReply(core.options));
+      {
+        // Formatted and encoded once per server.
+        const b = bye(core.options);
+        core.writeFixed(b.text, b.bytes);
+      }
       core.resetTransaction(true);
       core.close("quit");
       return null;

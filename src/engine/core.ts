@@ -246,6 +246,14 @@ export class EngineCore {
    */
   okFixed(reply: string, bytes: Uint8Array): void {
     this.badCommands = 0;
+    this.writeFixed(reply, bytes);
+  }
+
+  /**
+   * Queues a reply formatted once (made by fixedReply(), or the greeting
+   * and the 221 of fixed_replies.ts) with its `bytes`: see okFixed().
+   */
+  writeFixed(reply: string, bytes: Uint8Array): void {
     if (this.out === "") {
       this.out = reply;
       this.outFixed = bytes;

@@ -9,7 +9,7 @@
 import { formatReply, SmtpError } from "../errors.ts";
 import { encodeBase64Text } from "../sasl.ts";
 import { ehloReply } from "./capabilities.ts";
-import { fixedBytes, fixedReply, greetingReply } from "./fixed_replies.ts";
+import { fixedBytes, fixedReply, greeting } from "./fixed_replies.ts";
 import { assertNever, type EngineCore } from "./core.ts";
 import { acceptedForEach, eachReply } from "./lmtp.ts";
 import { Transaction } from "./transaction.ts";
@@ -46,10 +46,11 @@ export function accept(core: EngineCore, text?: string): void {
   const o = core.options;
   switch (ev.type) {
     case "connect":
-      // The default greeting: formatted once per server (see greetingReply).
-      core.write(
-        text === undefined ? greetingReply(o) : formatReply(220, null, text),
-      );
+      if (text === undefined) {
+        // The default greeting: formatted and encoded once per server.
+        const g = greeting(o);
+        core.writeFixed(g.text, g.bytes);
+      } else core.write(formatReply(220, null, text));
       core.mode = "command";
       return;
     case "helo": {

@@ -50,10 +50,15 @@ export function fixedBytes(reply: string): Uint8Array | undefined {
   return FIXED.get(reply);
 }
 
-/** A reply formatted and encoded once. */
-interface Encoded {
-  text: string;
-  bytes: Uint8Array;
+/**
+ * A reply formatted and encoded once: its text and its bytes, which the
+ * engine queues together (`EngineCore.writeFixed`), so that takeOutput()
+ * hands out the bytes without looking the text up. The bytes are shared
+ * by every session: never written into.
+ */
+export interface Encoded {
+  readonly text: string;
+  readonly bytes: Uint8Array;
 }
 
 /**
@@ -86,63 +91,35 @@ function repliesOf(
 }
 
 /**
- * The default 220 greeting (`serverName greeting`), formatted once per
- * options (every session of a server greets the same way), whose bytes
- * {@link greetingBytes} then has.
+ * The default 220 greeting (`serverName greeting`), formatted and encoded
+ * once per options: every session of a server greets the same way.
  *
  * @example
  * ```ts
  * import { resolveEngineOptions } from "../options.ts";
- * import { greetingReply } from "./fixed_replies.ts";
+ * import { greeting } from "./fixed_replies.ts";
  *
- * greetingReply(resolveEngineOptions({ serverName: "mx.test" }));
+ * greeting(resolveEngineOptions({ serverName: "mx.test" })).text;
  * // "220 mx.test ESMTP smtpd\r\n"
  * ```
  */
-export function greetingReply(o: ResolvedEngineOptions): string {
-  return repliesOf(o).greeting.text;
+export function greeting(o: ResolvedEngineOptions): Encoded {
+  return repliesOf(o).greeting;
 }
 
 /**
- * The 221 reply to QUIT (`serverName Bye`), formatted once per options,
- * whose bytes {@link greetingBytes} then has.
+ * The 221 reply to QUIT (`serverName Bye`), formatted and encoded once
+ * per options.
  *
  * @example
  * ```ts
  * import { resolveEngineOptions } from "../options.ts";
- * import { byeReply } from "./fixed_replies.ts";
+ * import { bye } from "./fixed_replies.ts";
  *
- * byeReply(resolveEngineOptions({ serverName: "mx.test" }));
+ * bye(resolveEngineOptions({ serverName: "mx.test" })).text;
  * // "221 2.0.0 mx.test Bye\r\n"
  * ```
  */
-export function byeReply(o: ResolvedEngineOptions): string {
-  return repliesOf(o).bye.text;
-}
-
-/**
- * The bytes of `reply` when it is the default greeting or the 221 of `o`
- * (see {@link greetingReply}, {@link byeReply}), else undefined. Shared
- * by every session: never written into.
- *
- * @example
- * ```ts
- * import { resolveEngineOptions } from "../options.ts";
- * import { greetingBytes, greetingReply } from "./fixed_replies.ts";
- *
- * const o = resolveEngineOptions({});
- * greetingBytes(o, greetingReply(o)); // its bytes
- * ```
- */
-export function greetingBytes(
-  o: ResolvedEngineOptions,
-  reply: string,
-): Uint8Array | undefined {
-  const r = BY_OPTIONS.get(o);
-  if (r === undefined) return undefined;
-  return r.greeting.text === reply
-    ? r.greeting.bytes
-    : r.bye.text === reply
-    ? r.bye.bytes
-    : undefined;
+export function bye(o: ResolvedEngineOptions): Encoded {
+  return repliesOf(o).bye;
 }
