@@ -434,6 +434,8 @@ function nextLentBuffer(): Uint8Array {
  */
 const spare: Uint8Array[][] = [[], [], []];
 const SPARE_MAX = 64;
+/** The read buffer for a body's first read (see LentInput.expectBody): `spare[2]`'s size. */
+const BODY_READ = MIN_READ * 16;
 
 /** The spares for buffers of `size` bytes, or undefined for other sizes. */
 function sparesOf(size: number): Uint8Array[] | undefined {
@@ -506,6 +508,35 @@ class LentInput {
 
   get ended(): boolean {
     return this.#ended;
+  }
+
+  /**
+   * A body is coming (see `Connection.expectBody`): the buffer the socket
+   * reads into next becomes one of {@link BODY_READ} bytes when it is
+   * smaller, so that a small message's body comes in one read, not a full
+   * small one and then another. Only while the socket reads (nothing held,
+   * not stopped): that buffer then holds nothing anyone uses (the chunk
+   * lent last is in the other one).
+   */
+  expectBody(): void {
+    const sock = this.sock;
+    const slots = onreadSlots;
+    if (
+      sock === null || slots == null || this.#held !== null ||
+      this.#stopped || this.#ended
+    ) return;
+    const slot = this.#slot;
+    const cur = slot === 0 ? this.#buf0 : this.#buf1;
+    if (cur === null || cur.byteLength >= BODY_READ) return;
+    const handle = (sock as net.Socket & { _handle?: StreamHandle | null })
+      ._handle;
+    if (handle == null || typeof handle.useUserBuffer !== "function") return;
+    const b = spare[2].pop() ?? new Uint8Array(BODY_READ);
+    (sock as unknown as Record<symbol, unknown>)[slots.buffer] = b;
+    (handle.useUserBuffer as (buf: Uint8Array) => void).call(handle, b);
+    if (slot === 0) this.#buf0 = b;
+    else this.#buf1 = b;
+    giveBack(cur);
   }
 
   /** A read of `n` bytes into `buf`: lent, or held (false stops reading). */
@@ -693,6 +724,12 @@ class NodeConnection extends ShimConnection {
   /** read() without a promise (see `InputQueue.readOr`). */
   readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
     return this.input.readOr(waiter);
+  }
+
+  /** See {@link Connection.expectBody}: a larger buffer for the next read. */
+  expectBody(): void {
+    const input = this.input;
+    if (input instanceof LentInput) input.expectBody();
   }
 
   /** See {@link Connection.readDone}: the read buffers go to the spares. */

@@ -432,6 +432,8 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
             break;
           }
           case "message-start":
+            // Before the 354 goes out: the body's first read can be larger.
+            this.conn.expectBody?.();
             this.delivery.start(ev);
             break;
           case "data": {
