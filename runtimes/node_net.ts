@@ -465,8 +465,9 @@ function giveBack(buf: Uint8Array | null): boolean {
  * the socket goes on reading into the other buffer meanwhile. When a read
  * arrives before the driver asked for it, it is held and the socket stops
  * reading until the driver takes it and asks again (both buffers are then
- * free): at most two reads are out, and nothing is copied. A small buffer
- * given back goes to a few spares that every connection shares.
+ * free): at most two reads are out, and nothing is copied. While the driver
+ * waits for a read, the buffer of the chunk lent before goes to a few
+ * spares that every connection shares: an idle session holds one buffer.
  */
 class LentInput {
   sock: net.Socket | null = null;
@@ -579,11 +580,13 @@ class LentInput {
       return held;
     }
     if (this.#ended) return null;
-    // The chunk lent last is given back: a small buffer it was read into
-    // goes to the spares while this connection waits (an idle session
-    // holds one buffer, the one the socket reads into).
+    // The chunk lent last is given back: the buffer it was read into (of
+    // a size the spares keep: 256 B, 1 or 4 KiB) goes to the spares while
+    // this connection waits (an idle session holds one buffer, the one the
+    // socket reads into, also after a message; the next read's buffer
+    // comes back from the spares).
     const free = this.#slot === 0 ? this.#buf1 : this.#buf0;
-    if (free !== null && free.byteLength === MIN_READ && giveBack(free)) {
+    if (giveBack(free)) {
       if (this.#slot === 0) this.#buf1 = null;
       else this.#buf0 = null;
     }

@@ -429,6 +429,41 @@ describe("read path", () => {
     },
   );
 
+  it(
+    "onread: while the driver waits for a command after a body, the body's buffer goes to the spares (an idle session holds one buffer)",
+    { skip: !onNode },
+    async () => {
+      const a = await accepted();
+      const b = await accepted();
+      try {
+        await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        const body = bodyOf(40).wire + ".\r\n";
+        a.client.write(body);
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body);
+        // The driver is done with the body and waits for a command.
+        const next = a.conn.read!();
+        // The next connection's body goes into that buffer.
+        await readChunks(b.conn, b.client, ["DATA\r\n"]);
+        b.conn.expectBody?.();
+        b.client.write(body);
+        const other = await b.conn.read!();
+        assert.ok(other !== null);
+        assert.equal(dec.decode(other), body);
+        assert.equal(memoryOf(other), memoryOf(chunk));
+        a.client.write("QUIT\r\n");
+        const quit = await next;
+        assert.ok(quit !== null);
+        assert.equal(dec.decode(quit), "QUIT\r\n");
+      } finally {
+        a.close();
+        b.close();
+      }
+    },
+  );
+
   it("a session tells its connection that a body is coming when DATA or BDAT is accepted", async () => {
     const calls: string[] = [];
     const spied: typeof listen = async (options) => {
