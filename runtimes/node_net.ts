@@ -659,6 +659,10 @@ function onLentClose(this: WithInput): void {
   (this[INPUT] as LentInput).closed();
 }
 function onError(): void {/* surfaced as end of input / failed write */}
+/** Destroys the socket once what was written went out (see close()). */
+function destroyOnFinish(this: net.Socket): void {
+  this.destroy();
+}
 
 /**
  * A `net.Socket` as a {@link Connection}: methods on the prototype, the
@@ -772,7 +776,13 @@ class NodeConnection extends ShimConnection {
     // holds bytes: it always gets the timer.
     const queued = sock.writableLength > 0 || this.tls !== null ||
       (sock as net.Socket & { encrypted?: boolean }).encrypted === true;
-    sock.end(() => sock.destroy());
+    // A shared listener, not end()'s callback: that is a closure per
+    // connection, and an array of callbacks in the socket's state.
+    if (sock.writableFinished) sock.destroy();
+    else {
+      sock.on("finish", destroyOnFinish);
+      sock.end();
+    }
     if (!queued) return;
     const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
     sock.once("close", () => clearTimeout(timer));

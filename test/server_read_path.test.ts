@@ -186,6 +186,39 @@ describe("read path", () => {
     },
   );
 
+  it("close() destroys the socket once its replies went out, through one listener every connection shares", async () => {
+    const a = await accepted();
+    const b = await accepted();
+    try {
+      const closed = (c: Connection) => {
+        const sock = (c as Connection & { sock: net.Socket }).sock;
+        return new Promise<net.Socket>((resolve) =>
+          sock.once("close", () => resolve(sock))
+        );
+      };
+      const gone = [closed(a.conn), closed(b.conn)];
+      const got: string[] = [];
+      a.client.on("data", (d) => got.push(dec.decode(d)));
+      a.conn.write!(new TextEncoder().encode("221 bye\r\n"));
+      a.conn.close();
+      b.conn.close();
+      const finish = (c: Connection) =>
+        (c as Connection & { sock: net.Socket }).sock.listeners("finish");
+      // No closure per connection: the same function on both sockets.
+      assert.equal(finish(a.conn).length, 1);
+      assert.equal(finish(a.conn)[0], finish(b.conn)[0]);
+      // Both sockets are destroyed without the clients closing theirs.
+      for (const sock of await Promise.all(gone)) {
+        assert.equal(sock.destroyed, true);
+      }
+      await new Promise((r) => a.client.once("end", r));
+      assert.equal(got.join(""), "221 bye\r\n");
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
   it(
     "idle connections' small read buffers are views of one shared slab, not an ArrayBuffer each",
     {
