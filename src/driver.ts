@@ -993,6 +993,8 @@ const ready: (ConnectionDriver | Uint8Array | null)[] = [];
  * backing store, and each turn's first push then allocated a new one.
  */
 let readyCount = 0;
+/** The most entries {@link ready} keeps between turns. */
+const READY_KEPT = 64;
 
 /** Queues `driver` to go on with `chunk`; true when it is the turn's first. */
 function pushReady(
@@ -1011,8 +1013,10 @@ function resumeReady(): void {
   for (let i = 0; i < readyCount; i += 2) {
     (ready[i] as ConnectionDriver).resume(ready[i + 1] as Uint8Array | null);
   }
-  // No reference to a driver or a lent chunk stays behind.
-  ready.fill(null, 0, readyCount);
+  // No reference to a driver or a lent chunk stays behind; after a burst
+  // (many connections opening at once) the array itself goes.
+  if (readyCount > READY_KEPT) ready.length = 0;
+  else ready.fill(null, 0, readyCount);
   readyCount = 0;
 }
 
