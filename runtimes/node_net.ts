@@ -434,6 +434,8 @@ function nextLentBuffer(): Uint8Array {
  */
 const spare: Uint8Array[][] = [[], [], []];
 const SPARE_MAX = 64;
+/** The read buffer for a body's first read (see LentInput.expectBody): `spare[2]`'s size. */
+const BODY_READ = MIN_READ * 16;
 
 /** The spares for buffers of `size` bytes, or undefined for other sizes. */
 function sparesOf(size: number): Uint8Array[] | undefined {
@@ -463,8 +465,9 @@ function giveBack(buf: Uint8Array | null): boolean {
  * the socket goes on reading into the other buffer meanwhile. When a read
  * arrives before the driver asked for it, it is held and the socket stops
  * reading until the driver takes it and asks again (both buffers are then
- * free): at most two reads are out, and nothing is copied. A small buffer
- * given back goes to a few spares that every connection shares.
+ * free): at most two reads are out, and nothing is copied. While the driver
+ * waits for a read, the buffer of the chunk lent before goes to a few
+ * spares that every connection shares: an idle session holds one buffer.
  */
 class LentInput {
   sock: net.Socket | null = null;
@@ -508,6 +511,35 @@ class LentInput {
     return this.#ended;
   }
 
+  /**
+   * A body is coming (see `Connection.expectBody`): the buffer the socket
+   * reads into next becomes one of {@link BODY_READ} bytes when it is
+   * smaller, so that a small message's body comes in one read, not a full
+   * small one and then another. Only while the socket reads (nothing held,
+   * not stopped): that buffer then holds nothing anyone uses (the chunk
+   * lent last is in the other one).
+   */
+  expectBody(): void {
+    const sock = this.sock;
+    const slots = onreadSlots;
+    if (
+      sock === null || slots == null || this.#held !== null ||
+      this.#stopped || this.#ended
+    ) return;
+    const slot = this.#slot;
+    const cur = slot === 0 ? this.#buf0 : this.#buf1;
+    if (cur === null || cur.byteLength >= BODY_READ) return;
+    const handle = (sock as net.Socket & { _handle?: StreamHandle | null })
+      ._handle;
+    if (handle == null || typeof handle.useUserBuffer !== "function") return;
+    const b = spare[2].pop() ?? new Uint8Array(BODY_READ);
+    (sock as unknown as Record<symbol, unknown>)[slots.buffer] = b;
+    (handle.useUserBuffer as (buf: Uint8Array) => void).call(handle, b);
+    if (slot === 0) this.#buf0 = b;
+    else this.#buf1 = b;
+    giveBack(cur);
+  }
+
   /** A read of `n` bytes into `buf`: lent, or held (false stops reading). */
   took(n: number, buf: Uint8Array): boolean {
     this.#last = n;
@@ -548,11 +580,13 @@ class LentInput {
       return held;
     }
     if (this.#ended) return null;
-    // The chunk lent last is given back: a small buffer it was read into
-    // goes to the spares while this connection waits (an idle session
-    // holds one buffer, the one the socket reads into).
+    // The chunk lent last is given back: the buffer it was read into (of
+    // a size the spares keep: 256 B, 1 or 4 KiB) goes to the spares while
+    // this connection waits (an idle session holds one buffer, the one the
+    // socket reads into, also after a message; the next read's buffer
+    // comes back from the spares).
     const free = this.#slot === 0 ? this.#buf1 : this.#buf0;
-    if (free !== null && free.byteLength === MIN_READ && giveBack(free)) {
+    if (giveBack(free)) {
       if (this.#slot === 0) this.#buf1 = null;
       else this.#buf0 = null;
     }
@@ -625,6 +659,10 @@ function onLentClose(this: WithInput): void {
   (this[INPUT] as LentInput).closed();
 }
 function onError(): void {/* surfaced as end of input / failed write */}
+/** Destroys the socket once what was written went out (see close()). */
+function destroyOnFinish(this: net.Socket): void {
+  this.destroy();
+}
 
 /**
  * A `net.Socket` as a {@link Connection}: methods on the prototype, the
@@ -695,6 +733,12 @@ class NodeConnection extends ShimConnection {
     return this.input.readOr(waiter);
   }
 
+  /** See {@link Connection.expectBody}: a larger buffer for the next read. */
+  expectBody(): void {
+    const input = this.input;
+    if (input instanceof LentInput) input.expectBody();
+  }
+
   /** See {@link Connection.readDone}: the read buffers go to the spares. */
   readDone(): void {
     const input = this.input;
@@ -732,7 +776,13 @@ class NodeConnection extends ShimConnection {
     // holds bytes: it always gets the timer.
     const queued = sock.writableLength > 0 || this.tls !== null ||
       (sock as net.Socket & { encrypted?: boolean }).encrypted === true;
-    sock.end(() => sock.destroy());
+    // A shared listener, not end()'s callback: that is a closure per
+    // connection, and an array of callbacks in the socket's state.
+    if (sock.writableFinished) sock.destroy();
+    else {
+      sock.on("finish", destroyOnFinish);
+      sock.end();
+    }
     if (!queued) return;
     const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
     sock.once("close", () => clearTimeout(timer));

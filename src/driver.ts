@@ -291,7 +291,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
    * callback that brought it.
    */
   onRead(chunk: Uint8Array | null): void {
-    if (ready.push(this, chunk) === 2) queueMicrotask(resumeReady);
+    if (pushReady(this, chunk)) queueMicrotask(resumeReady);
   }
 
   /** Goes on with the session with the chunk that onRead() brought. */
@@ -433,6 +433,8 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
             break;
           }
           case "message-start":
+            // Before the 354 goes out: the body's first read can be larger.
+            this.conn.expectBody?.();
             this.delivery.start(ev);
             break;
           case "data": {
@@ -986,13 +988,37 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
  * in one microtask (see ConnectionDriver.onRead()).
  */
 const ready: (ConnectionDriver | Uint8Array | null)[] = [];
+/**
+ * How many entries of {@link ready} are in use. The array keeps its
+ * length (its entries emptied) between turns: `length = 0` let go of its
+ * backing store, and each turn's first push then allocated a new one.
+ */
+let readyCount = 0;
+/** The most entries {@link ready} keeps between turns. */
+const READY_KEPT = 64;
+
+/** Queues `driver` to go on with `chunk`; true when it is the turn's first. */
+function pushReady(
+  driver: ConnectionDriver,
+  chunk: Uint8Array | null,
+): boolean {
+  const at = readyCount;
+  ready[at] = driver;
+  ready[at + 1] = chunk;
+  readyCount = at + 2;
+  return at === 0;
+}
 
 function resumeReady(): void {
   // A driver that reads again in the same turn is appended and resumed here.
-  for (let i = 0; i < ready.length; i += 2) {
+  for (let i = 0; i < readyCount; i += 2) {
     (ready[i] as ConnectionDriver).resume(ready[i + 1] as Uint8Array | null);
   }
-  ready.length = 0;
+  // No reference to a driver or a lent chunk stays behind; after a burst
+  // (many connections opening at once) the array itself goes.
+  if (readyCount > READY_KEPT) ready.length = 0;
+  else ready.fill(null, 0, readyCount);
+  readyCount = 0;
 }
 
 function assertNever(x: never): never {

@@ -116,6 +116,14 @@ export interface Connection {
    */
   readDone?(): void;
   /**
+   * Optional hint: a message body is coming (DATA or BDAT was accepted),
+   * so the next reads may be larger than commands are. A shim that reads
+   * into buffers of its own may size its next read buffer for a body
+   * (a small message's body then comes in one read, not two). Changes
+   * nothing else: `read()` behaves as before.
+   */
+  expectBody?(): void;
+  /**
    * Sends `bytes`, optional (see above): `undefined` when the runtime took
    * them at once, else a promise that resolves once it has (backpressure)
    * or rejects when the connection is closed. Writes go out in call order.

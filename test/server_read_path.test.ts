@@ -186,6 +186,39 @@ describe("read path", () => {
     },
   );
 
+  it("close() destroys the socket once its replies went out, through one listener every connection shares", async () => {
+    const a = await accepted();
+    const b = await accepted();
+    try {
+      const closed = (c: Connection) => {
+        const sock = (c as Connection & { sock: net.Socket }).sock;
+        return new Promise<net.Socket>((resolve) =>
+          sock.once("close", () => resolve(sock))
+        );
+      };
+      const gone = [closed(a.conn), closed(b.conn)];
+      const got: string[] = [];
+      a.client.on("data", (d) => got.push(dec.decode(d)));
+      a.conn.write!(new TextEncoder().encode("221 bye\r\n"));
+      a.conn.close();
+      b.conn.close();
+      const finish = (c: Connection) =>
+        (c as Connection & { sock: net.Socket }).sock.listeners("finish");
+      // No closure per connection: the same function on both sockets.
+      assert.equal(finish(a.conn).length, 1);
+      assert.equal(finish(a.conn)[0], finish(b.conn)[0]);
+      // Both sockets are destroyed without the clients closing theirs.
+      for (const sock of await Promise.all(gone)) {
+        assert.equal(sock.destroyed, true);
+      }
+      await new Promise((r) => a.client.once("end", r));
+      assert.equal(got.join(""), "221 bye\r\n");
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+
   it(
     "idle connections' small read buffers are views of one shared slab, not an ArrayBuffer each",
     {
@@ -404,6 +437,118 @@ describe("read path", () => {
       }
     },
   );
+
+  it(
+    "onread: a body announced with expectBody() comes in one read, into a buffer other than the chunk lent before",
+    { skip: !onNode },
+    async () => {
+      const a = await accepted();
+      try {
+        const [data] = await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        assert.equal(dec.decode(data), "DATA\r\n", "the lent chunk stays");
+        const body = bodyOf(40).wire + ".\r\n";
+        assert.ok(body.length > 1024 && body.length < 4096);
+        a.client.write(body);
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body);
+        assert.notEqual(memoryOf(chunk), memoryOf(data));
+        // Commands after it still come through, read after read.
+        await readChunks(a.conn, a.client, ["QUIT\r\n", "NOOP\r\n"]);
+      } finally {
+        a.close();
+      }
+    },
+  );
+
+  it(
+    "onread: while the driver waits for a command after a body, the body's buffer goes to the spares (an idle session holds one buffer)",
+    { skip: !onNode },
+    async () => {
+      const a = await accepted();
+      const b = await accepted();
+      try {
+        await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        const body = bodyOf(40).wire + ".\r\n";
+        a.client.write(body);
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body);
+        // The driver is done with the body and waits for a command.
+        const next = a.conn.read!();
+        // The next connection's body goes into that buffer.
+        await readChunks(b.conn, b.client, ["DATA\r\n"]);
+        b.conn.expectBody?.();
+        b.client.write(body);
+        const other = await b.conn.read!();
+        assert.ok(other !== null);
+        assert.equal(dec.decode(other), body);
+        assert.equal(memoryOf(other), memoryOf(chunk));
+        a.client.write("QUIT\r\n");
+        const quit = await next;
+        assert.ok(quit !== null);
+        assert.equal(dec.decode(quit), "QUIT\r\n");
+      } finally {
+        a.close();
+        b.close();
+      }
+    },
+  );
+
+  it("a session tells its connection that a body is coming when DATA or BDAT is accepted", async () => {
+    const calls: string[] = [];
+    const spied: typeof listen = async (options) => {
+      const inner = await listen(options);
+      return {
+        addr: inner.addr,
+        close: () => inner.close(),
+        async *[Symbol.asyncIterator]() {
+          for await (const conn of inner) {
+            const c = conn as Connection;
+            const { expectBody } = c;
+            c.expectBody = () => {
+              calls.push("expectBody");
+              expectBody?.call(c);
+            };
+            yield c;
+          }
+        },
+      };
+    };
+    const server = await createServer(spied, "node", {
+      hostname: "127.0.0.1",
+      port: 0,
+      serverName: "mx.test",
+      onMessage: async (m) => void await readKept(m.raw),
+    });
+    try {
+      const c = await connect(server.addr.port);
+      await c.reply();
+      await c.send("EHLO c.test\r\n");
+      await c.replies(1);
+      const { text, wire } = bodyOf(40);
+      await c.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n");
+      await c.replies(2);
+      assert.deepEqual(calls, []);
+      await c.send("DATA\r\n");
+      assert.match(await c.reply(), /^354 /);
+      assert.deepEqual(calls, ["expectBody"]);
+      await c.send(`${wire}.\r\n`);
+      assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+      await c.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n");
+      await c.replies(2);
+      await c.send(`BDAT ${text.length} LAST\r\n${text}`);
+      assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+      assert.deepEqual(calls, ["expectBody", "expectBody"]);
+      await c.send("QUIT\r\n");
+      assert.match(await c.reply(), /^221 /);
+      await c.close();
+    } finally {
+      await server.close();
+    }
+  });
 
   it("a session tells its connection it is done with the chunks read before closing it", async () => {
     const calls: string[] = [];
