@@ -49,7 +49,8 @@ const FORCED_FLUSH_MS = 500;
  * the driver itself: no object more per idle session).
  */
 class WriteDeadline implements Deadline {
-  at = Infinity;
+  /** Meaningful while set (index >= 0); a small integer, as the driver's. */
+  at = 0;
   index = -1;
   readonly driver: ConnectionDriver;
   /** Writes pending, and since when the oldest waits (see #writing). */
@@ -131,6 +132,8 @@ function streamIo(conn: Connection): Io {
  * takes the next size of heap cell, 224 bytes instead of 160).
  */
 class DriverExtras {
+  /** The connection's streams as an Io, when it has no read/write of its own. */
+  streams: Io | null = null;
   /** `done` and what settles it (made when first asked for). */
   done: Awaitable | null = null;
   /** Ends a pause (pause()) early. */
@@ -192,8 +195,22 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   /** The connection (replaced by its TLS one after STARTTLS). */
   conn: Connection;
   readonly engine: SmtpEngine;
-  /** The connection's read and write. */
-  io: Io;
+  /**
+   * The connection's read and write: the connection itself on the fast
+   * path (no field for it in every driver), else its streams.
+   */
+  get io(): Io {
+    const x = this.#extras;
+    return x !== null && x.streams !== null
+      ? x.streams
+      : this.conn as Connection & Io;
+  }
+  /** Reads and writes `conn` from now on (see connectionIo()). */
+  #useIo(conn: Connection): void {
+    const io = connectionIo(conn);
+    if (io !== conn) this.#x().streams = io;
+    else if (this.#extras !== null) this.#extras.streams = null;
+  }
   readonly host: DriverHost;
   /** The application's hooks as this connection waits for them (made when first waited for). */
   get hooks(): HookCalls {
@@ -260,7 +277,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     this.session = new SessionState(conn, options.lmtp === true);
     // The engine writes its protocol state (HELO name, user...) into the session.
     this.engine = new SmtpEngine(options, now(), this.session);
-    this.io = connectionIo(conn);
+    this.#useIo(conn);
     this.milter = host.milters === null ? null : host.milters(this.session);
   }
 
@@ -972,7 +989,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     }
     this.host.counters.starttlsSuccess++;
     this.conn = conn;
-    this.io = connectionIo(conn);
+    this.#useIo(conn);
     // The engine forgets HELO, ESMTP and the user, and is secure now (the
     // session reads them from it).
     this.session.tls = conn.tls;
