@@ -132,17 +132,22 @@ class DenoConnection extends ShimConnection {
 
   /**
    * One handler per connection, not two closures per read (one is pending
-   * while idle): the chunk read, or null at the end or when the read
-   * failed (`n` is then null or the error); readOr()'s waiter is told.
+   * while idle), bound (48 bytes kept; an arrow and its context were 96).
    */
-  #onRead = (n: unknown): Uint8Array | null => {
+  #onRead = this.#settled.bind(this);
+
+  /**
+   * The chunk read, or null at the end or when the read failed (`n` is
+   * then null or the error); readOr()'s waiter is told.
+   */
+  #settled(n: unknown): Uint8Array | null {
     const chunk = typeof n === "number" ? this.#took(n) : null;
     const w = this.#waiter;
     if (w === null) return chunk;
     this.#waiter = null;
     w.onRead(chunk);
     return null;
-  };
+  }
 
   read(): Promise<Uint8Array | null> {
     return this.#conn.read(this.#buf).then(this.#onRead, this.#onRead);

@@ -42,7 +42,10 @@ const EPOCH = Date.now();
  * write watchdog. Small integers: a time a session keeps in a field is
  * stored in the object itself (a V8 small integer, for the first 12 days
  * of a process), where a `Date.now()` value took a boxed number of its
- * own (seven a session).
+ * own (seven a session). `Math.floor`, though the difference is whole
+ * already: V8 boxes the result of subtracting two boxed numbers (Ignition
+ * and optimized code alike: 16 bytes per call, and per field that keeps
+ * it), where Math.floor hands out a small integer.
  *
  * @example
  * ```ts
@@ -53,7 +56,7 @@ const EPOCH = Date.now();
  * ```
  */
 export function now(): number {
-  return Date.now() - EPOCH;
+  return Math.floor(Date.now() - EPOCH);
 }
 
 /** The runtime's clock: {@link now} and `setTimeout`. */

@@ -84,10 +84,16 @@ let slabAt = 0;
  * ```
  */
 export class SmtpEngine {
-  /** The validated options. */
-  readonly options: ResolvedEngineOptions;
   /** The session's state, shared with the command handlers and readers. */
   readonly #core: EngineCore;
+
+  /**
+   * The validated options (the core's: a getter, not a second field in
+   * every session).
+   */
+  get options(): ResolvedEngineOptions {
+    return this.#core.options;
+  }
 
   /**
    * Makes the engine of one connection; throws a `TypeError` on a bad option.
@@ -103,10 +109,11 @@ export class SmtpEngine {
     now = 0,
     view: SessionView | null = null,
   ) {
-    this.options = isSharedEngineOptions(options)
-      ? options
-      : resolveEngineOptions(options);
-    this.#core = new EngineCore(this.options, now, view);
+    this.#core = new EngineCore(
+      isSharedEngineOptions(options) ? options : resolveEngineOptions(options),
+      now,
+      view,
+    );
   }
 
   // ---------------------------------------------------------------- input
@@ -417,7 +424,8 @@ export class SmtpEngine {
    */
   nextEvent(): SmtpEvent {
     const c = this.#core;
-    if (c.queue.length > 0) return c.queue.shift()!;
+    const queue = c.queue;
+    if (queue !== null && queue.length > 0) return queue.shift()!;
     if (c.pending !== null) {
       throw new Error(
         `Cannot read the next event: the ${c.pending.type} decision is pending`,
@@ -451,9 +459,10 @@ export class SmtpEngine {
         default:
           return assertNever(c.mode);
       }
-      if (c.queue.length > 0) {
-        if (ev !== null) c.queue.push(ev);
-        return c.queue.shift()!;
+      const q = c.queue;
+      if (q !== null && q.length > 0) {
+        if (ev !== null) q.push(ev);
+        return q.shift()!;
       }
       if (ev === NEED_DATA && c.pos < c.buf.length) keepRest(c);
       if (ev !== null) return ev;

@@ -214,7 +214,7 @@ export function command(
     const shown = verb === "AUTH" && arg.includes(" ")
       ? `${line.slice(0, sp)} ${arg.slice(0, arg.indexOf(" "))} ***`
       : line;
-    core.queue.push({ type: "command", verb, line: shown });
+    core.events().push({ type: "command", verb, line: shown });
   }
   return dispatch(core, verb, arg, line === "");
 }
@@ -468,7 +468,7 @@ function data(core: EngineCore, arg: string): SmtpEvent | null {
   core.dataReader = new DataReader(
     body,
     core.text ??= new TextScanner(),
-    core.queue,
+    core.events(),
   );
   core.dataStarted = core.lastActivity;
   return {
@@ -551,7 +551,7 @@ function bdatCommand(core: EngineCore, arg: string): SmtpEvent | null {
   const bdat = tx!.bdat = new BdatReader(
     body,
     core.text ??= new TextScanner(),
-    core.queue,
+    core.events(),
     tx!.mailParams.body === "BINARYMIME",
   );
   bdat.startChunk(size, last);
