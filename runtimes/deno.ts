@@ -81,6 +81,56 @@ interface DenoApi {
   listenDatagram?: unknown;
 }
 
+/** {@link DenoConnection}'s state bit for "a body arrives" (see expectBody). */
+const BODY = 16;
+/** The read buffer for a body's first read (see expectBody). */
+const BODY_READ = MIN_READ * 16;
+/** Most spares kept per size. */
+const SPARE_MAX = 64;
+/**
+ * Read buffers no connection holds, shared by all: those of MIN_READ, 1
+ * KiB and 4 KiB (see {@link takeBuffer}). A connection whose next read
+ * needs another size gives its buffer back once no chunk lent from it is
+ * in use, so a session that carries small messages allocates none.
+ */
+const spare: Uint8Array[][] = [[], [], []];
+
+/** The spares for buffers of `size` bytes, or undefined for other sizes. */
+function sparesOf(size: number): Uint8Array[] | undefined {
+  return size === MIN_READ
+    ? spare[0]
+    : size === MIN_READ * 4
+    ? spare[1]
+    : size === BODY_READ
+    ? spare[2]
+    : undefined;
+}
+
+/** A read buffer of `size` bytes: a spare, else a new one. */
+function takeBuffer(size: number): Uint8Array {
+  return sparesOf(size)?.pop() ??
+    (size === MIN_READ ? smallReadBuffer() : new Uint8Array(size));
+}
+
+/** Gives `buf` (no longer used) to the spares of its size, if there is room. */
+function giveBack(buf: Uint8Array): void {
+  const spares = sparesOf(buf.byteLength);
+  if (spares !== undefined && spares.length < SPARE_MAX) spares.push(buf);
+}
+
+/**
+ * Whether the `n` bytes read into `buf` end a DATA body (its last line,
+ * `.` CRLF, after a CRLF), in a read that did not fill the buffer (a full
+ * one is followed by more). A body's bytes cannot end so before its end
+ * (dot-stuffing); a BDAT chunk may, which only makes its next read start
+ * small.
+ */
+function bodyEnded(buf: Uint8Array, n: number): boolean {
+  return n < buf.byteLength && n >= 3 && buf[n - 1] === 10 &&
+    buf[n - 2] === 13 && buf[n - 3] === 46 &&
+    (n === 3 || (buf[n - 4] === 10 && buf[n - 5] === 13));
+}
+
 function wrap(conn: DenoConn): Connection {
   try {
     conn.setNoDelay?.(true);
@@ -109,8 +159,15 @@ class DenoConnection extends ShimConnection {
   /** Writes started (the last one to end forgets #tail); -1 once closed. */
   #writes = 0;
   #buf = smallReadBuffer();
-  /** Small reads in a row (see nextReadSize). */
+  /**
+   * Small reads in a row (see nextReadSize), and {@link BODY} while a body
+   * arrives (from expectBody() to its end).
+   */
   #small = 0;
+  /** The buffer of the chunk lent last when the next read goes into another. */
+  #lent: Uint8Array | null = null;
+  /** A read is in progress (it reads into #buf). */
+  #reading = false;
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
 
@@ -141,6 +198,7 @@ class DenoConnection extends ShimConnection {
    * then null or the error); readOr()'s waiter is told.
    */
   #settled(n: unknown): Uint8Array | null {
+    this.#reading = false;
     const chunk = typeof n === "number" ? this.#took(n) : null;
     const w = this.#waiter;
     if (w === null) return chunk;
@@ -150,27 +208,72 @@ class DenoConnection extends ShimConnection {
   }
 
   read(): Promise<Uint8Array | null> {
-    return this.#conn.read(this.#buf).then(this.#onRead, this.#onRead);
+    return this.#conn.read(this.#lend()).then(this.#onRead, this.#onRead);
   }
 
   /** read() without a promise to wait for (see `InputQueue.readOr`): always waits. */
   readOr(waiter: ReadWaiter): undefined {
     this.#waiter = waiter;
-    this.#conn.read(this.#buf).then(this.#onRead, this.#onRead);
+    this.#conn.read(this.#lend()).then(this.#onRead, this.#onRead);
     return undefined;
   }
 
   #took(n: number): Uint8Array {
     const buf = this.#buf;
-    const next = nextReadSize(buf.byteLength, n, this.#small);
-    this.#small = next & 15;
+    let state = this.#small;
+    let size: number;
+    if (state & BODY && bodyEnded(buf, n)) {
+      // The end of a DATA body: what comes next are commands (or nothing,
+      // an idle session), so the next read goes into a small buffer and
+      // the body's goes to the spares (see #lend).
+      size = MIN_READ;
+      state = 0;
+    } else {
+      const next = nextReadSize(buf.byteLength, n, state & 15);
+      size = next >>> 4;
+      state = (next & 15) | (state & BODY);
+    }
+    this.#small = state;
     // A new buffer for the next read when the size changes: the chunk lent
-    // now keeps the old one.
-    const size = next >>> 4;
+    // now keeps the old one until the next read (then a spare).
     if (size !== buf.byteLength) {
-      this.#buf = size === MIN_READ ? smallReadBuffer() : new Uint8Array(size);
+      this.#lent = buf;
+      this.#buf = takeBuffer(size);
     }
     return buf.subarray(0, n);
+  }
+
+  /**
+   * The chunk lent last is no longer used (a read is starting): the buffer
+   * it was in, when not the one read into next, goes to the spares.
+   */
+  #lend(): Uint8Array {
+    const lent = this.#lent;
+    if (lent !== null) {
+      this.#lent = null;
+      giveBack(lent);
+    }
+    this.#reading = true;
+    return this.#buf;
+  }
+
+  /**
+   * See {@link Connection.expectBody}: a body is coming, so the next read
+   * goes into a buffer of {@link BODY_READ} bytes when the current one is
+   * smaller (a small message's body then comes in one read, not a full
+   * small one and then another). The chunk lent last stays where it is
+   * (its buffer goes to the spares at the next read). Nothing while a read
+   * is in progress: it reads into the current buffer.
+   */
+  expectBody(): void {
+    if (this.#reading || this.#writes < 0) return;
+    this.#small = BODY;
+    const buf = this.#buf;
+    if (buf.byteLength >= BODY_READ) return;
+    // The current buffer holds the chunk lent last unless #took replaced it.
+    if (this.#lent === null) this.#lent = buf;
+    else giveBack(buf);
+    this.#buf = takeBuffer(BODY_READ);
   }
 
   write(chunk: Uint8Array): Promise<void> {

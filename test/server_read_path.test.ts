@@ -372,6 +372,91 @@ describe("read path", () => {
     }
   });
 
+  /** Like accepted(), on Deno's own listener (runtimes/deno.ts). */
+  async function denoAccepted(): Promise<
+    { conn: Connection; client: net.Socket; close(): void }
+  > {
+    const { listen: denoListen } = await import("../runtimes/deno.ts");
+    const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+    const client = net.connect({
+      port: listener.addr.port,
+      host: "127.0.0.1",
+    });
+    const { value: conn } = await listener[Symbol.asyncIterator]().next();
+    return {
+      conn: conn as Connection,
+      client,
+      close() {
+        client.destroy();
+        (conn as Connection).close(true);
+        listener.close();
+      },
+    };
+  }
+
+  it(
+    "Deno: a body announced with expectBody() comes in one read, into a buffer other than the chunk lent before",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const a = await denoAccepted();
+      try {
+        const [data] = await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        assert.equal(dec.decode(data), "DATA\r\n", "the lent chunk stays");
+        const body = bodyOf(40).wire + ".\r\n";
+        assert.ok(body.length > 1024 && body.length < 4096);
+        a.client.write(body);
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body);
+        assert.notEqual(memoryOf(chunk), memoryOf(data));
+        // Commands after it still come through, read after read.
+        await readChunks(a.conn, a.client, ["QUIT\r\n", "NOOP\r\n"]);
+      } finally {
+        a.close();
+      }
+    },
+  );
+
+  it(
+    "Deno: after a body's end the next read goes into a small buffer, and the body's to the next connection's body",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const a = await denoAccepted();
+      const b = await denoAccepted();
+      try {
+        await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        const body = bodyOf(40).wire + ".\r\n";
+        a.client.write(body);
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body);
+        // The session waits for a command (idle, say): a small buffer.
+        const next = a.conn.read!();
+        await readChunks(b.conn, b.client, ["DATA\r\n"]);
+        b.conn.expectBody?.();
+        b.client.write(body);
+        const other = await b.conn.read!();
+        assert.ok(other !== null);
+        assert.equal(dec.decode(other), body);
+        assert.equal(memoryOf(other), memoryOf(chunk), "the body's buffer");
+        a.client.write("x".repeat(300) + "\r\n");
+        const line = await next;
+        assert.ok(line !== null);
+        assert.equal(line.byteLength, 256, "a small buffer");
+        assert.notEqual(memoryOf(line), memoryOf(chunk));
+      } finally {
+        a.close();
+        b.close();
+      }
+    },
+  );
+
   it(
     "onread: a connection's read buffers go to the next connections once it is done with its chunks and its socket closed, not before",
     { skip: !onNode },
