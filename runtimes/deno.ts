@@ -68,6 +68,11 @@ const CONNECTION_GONE = new Set([
   "ConnectionAborted",
   "Interrupted",
 ]);
+/**
+ * How long close() lets a pending write go on (a client that does not read
+ * its replies cannot keep the connection open longer).
+ */
+const CLOSE_GRACE_MS = 5000;
 /** After any other accept error (EMFILE, say), wait this long, then go on. */
 const ACCEPT_RETRY_MS = 100;
 interface DenoApi {
@@ -276,21 +281,40 @@ class DenoConnection extends ShimConnection {
     this.#buf = takeBuffer(BODY_READ);
   }
 
-  write(chunk: Uint8Array): Promise<void> {
+  /**
+   * See {@link Connection.write}: `undefined` when no write is pending
+   * (the usual case: Deno takes the bytes, and a failure closes the
+   * connection, which ends its read), else a promise once the writes
+   * before it are done. The driver then watches only writes that queue up
+   * behind one the client has not taken: an idle session keeps no write
+   * watchdog, and a reply costs no promise of the driver's.
+   */
+  write(chunk: Uint8Array): Promise<void> | undefined {
     if (this.#writes < 0) throw new Error("Connection closed");
     // conn.write may take part of a chunk: writes run one after the other.
     const seq = ++this.#writes;
     const prev = this.#tail;
-    // Nothing pending (the usual case): the write and one reaction, no
-    // async function (its frame and awaits were the largest allocation
-    // per connection on this path).
-    const p = prev === null
-      ? this.#start(chunk).then((n) =>
-        n < chunk.byteLength ? this.#rest(chunk, n, seq) : this.#wrote(seq)
-      )
-      : this.#after(prev, chunk, seq);
-    this.#tail = p;
-    return p;
+    if (prev !== null) return this.#tail = this.#after(prev, chunk, seq);
+    // Nothing pending: the write and one reaction, no async function (its
+    // frame and awaits were the largest allocation per connection here).
+    const failed = () => this.#writeFailed();
+    this.#tail = this.#start(chunk).then(
+      (n) =>
+        n < chunk.byteLength
+          ? this.#rest(chunk, n, seq).then(undefined, failed)
+          : this.#wrote(seq),
+      failed,
+    );
+    return undefined;
+  }
+
+  /**
+   * A write nobody waits for failed (the client left, say): the connection
+   * closes, so its pending read ends and the session with it.
+   */
+  #writeFailed(): void {
+    this.#tail = null;
+    this.close(true);
   }
 
   /** `conn.write(chunk)`, a failure as a rejection (as from an async function). */
@@ -330,9 +354,30 @@ class DenoConnection extends ShimConnection {
     return this.#rest(chunk, 0, seq);
   }
 
-  close(): void {
-    if (this.#writes < 0) return;
+  /**
+   * See {@link Connection.close}: a write still pending goes out first,
+   * within {@link CLOSE_GRACE_MS} (closing the conn would cancel it);
+   * with `abort` the conn closes now.
+   */
+  close(abort?: boolean): void {
+    const tail = this.#tail;
+    if (this.#writes < 0) {
+      if (abort && tail !== null) this.#closeNow();
+      return;
+    }
     this.#writes = -1;
+    if (tail === null || abort) return this.#closeNow();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      this.#closeNow();
+    };
+    timer = setTimeout(done, CLOSE_GRACE_MS);
+    tail.then(done, done);
+  }
+
+  #closeNow(): void {
+    this.#tail = null;
     try {
       this.#conn.close();
     } catch { /* already closed */ }

@@ -348,6 +348,37 @@ describe("read path", () => {
     },
   );
 
+  it(
+    "Deno: a write with none pending needs no promise, the next one waits for it, and close() lets them go out first",
+    { skip: RUNTIME !== "deno", timeout: 20_000 },
+    async () => {
+      const a = await denoAccepted();
+      a.client.pause();
+      try {
+        // More than the sockets' buffers hold: still pending at close().
+        const big = new Uint8Array(16 * 1024 * 1024).fill(1);
+        assert.equal(a.conn.write!(big), undefined);
+        const next = a.conn.write!(new Uint8Array([2, 2, 2]));
+        assert.ok(next instanceof Promise);
+        a.conn.close();
+        const got: Buffer[] = [];
+        const ended = new Promise<void>((resolve) => {
+          a.client.on("data", (d: Buffer) => got.push(d));
+          a.client.once("end", resolve);
+        });
+        a.client.resume();
+        await ended;
+        await next;
+        const data = Buffer.concat(got);
+        assert.equal(data.length, big.byteLength + 3);
+        assert.ok(data.subarray(0, big.byteLength).every((b) => b === 1));
+        assert.deepEqual([...data.subarray(big.byteLength)], [2, 2, 2]);
+      } finally {
+        a.close();
+      }
+    },
+  );
+
   it("Deno reads into one buffer of the connection's own", {
     skip: RUNTIME !== "deno",
   }, async () => {
