@@ -88,6 +88,8 @@ interface DenoApi {
 
 /** {@link DenoConnection}'s state bit for "a body arrives" (see expectBody). */
 const BODY = 16;
+/** {@link DenoConnection}'s state bit for "the driver reads no more" (see readDone). */
+const READ_DONE = 32;
 /** The read buffer for a body's first read (see expectBody). */
 const BODY_READ = MIN_READ * 16;
 /** Most spares kept per size. */
@@ -165,8 +167,8 @@ class DenoConnection extends ShimConnection {
   #writes = 0;
   #buf = smallReadBuffer();
   /**
-   * Small reads in a row (see nextReadSize), and {@link BODY} while a body
-   * arrives (from expectBody() to its end).
+   * Small reads in a row (see nextReadSize), {@link BODY} while a body
+   * arrives (from expectBody() to its end), {@link READ_DONE} after readDone().
    */
   #small = 0;
   /** The buffer of the chunk lent last when the next read goes into another. */
@@ -204,6 +206,11 @@ class DenoConnection extends ShimConnection {
    */
   #settled(n: unknown): Uint8Array | null {
     this.#reading = false;
+    if (this.#small & READ_DONE) {
+      // Nobody uses what it read (see readDone()).
+      this.#giveBuffers();
+      n = null;
+    }
     const chunk = typeof n === "number" ? this.#took(n) : null;
     const w = this.#waiter;
     if (w === null) return chunk;
@@ -263,6 +270,26 @@ class DenoConnection extends ShimConnection {
   }
 
   /**
+   * See {@link Connection.readDone}: the driver reads no more and uses no
+   * chunk lent: the read buffers go to the spares, now or, while a read is
+   * in progress (it reads into one), once it ends (close() ends it).
+   */
+  readDone(): void {
+    if (this.#small & READ_DONE) return;
+    this.#small |= READ_DONE;
+    if (!this.#reading) this.#giveBuffers();
+  }
+
+  #giveBuffers(): void {
+    giveBack(this.#buf);
+    const lent = this.#lent;
+    if (lent !== null) {
+      this.#lent = null;
+      giveBack(lent);
+    }
+  }
+
+  /**
    * See {@link Connection.expectBody}: a body is coming, so the next read
    * goes into a buffer of {@link BODY_READ} bytes when the current one is
    * smaller (a small message's body then comes in one read, not a full
@@ -271,7 +298,7 @@ class DenoConnection extends ShimConnection {
    * is in progress: it reads into the current buffer.
    */
   expectBody(): void {
-    if (this.#reading || this.#writes < 0) return;
+    if (this.#reading || this.#writes < 0 || this.#small & READ_DONE) return;
     this.#small = BODY;
     const buf = this.#buf;
     if (buf.byteLength >= BODY_READ) return;

@@ -349,6 +349,42 @@ describe("read path", () => {
   );
 
   it(
+    "Deno: a connection's read buffers go to the next connection once the driver is done with its chunks and its read ended",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const a = await denoAccepted();
+      const b = await denoAccepted();
+      try {
+        await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        const body = bodyOf(40).wire + ".\r\n";
+        // The body and the next command in one read: the read after it
+        // goes into the same (body-sized) buffer.
+        a.client.write(body + "QUIT\r\n");
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body + "QUIT\r\n");
+        const last = a.conn.read!();
+        (a.conn as Connection & { readDone(): void }).readDone();
+        a.conn.close();
+        assert.equal(await last, null);
+        await readChunks(b.conn, b.client, ["DATA\r\n"]);
+        b.conn.expectBody?.();
+        b.client.write(body);
+        const other = await b.conn.read!();
+        assert.ok(other !== null);
+        assert.equal(dec.decode(other), body);
+        assert.equal(memoryOf(other), memoryOf(chunk));
+      } finally {
+        a.close();
+        b.close();
+      }
+    },
+  );
+
+  it(
     "Deno: a write with none pending needs no promise, the next one waits for it, and close() lets them go out first",
     { skip: RUNTIME !== "deno", timeout: 20_000 },
     async () => {
