@@ -90,6 +90,8 @@ interface DenoApi {
 const BODY = 16;
 /** {@link DenoConnection}'s state bit for "the driver reads no more" (see readDone). */
 const READ_DONE = 32;
+/** {@link DenoConnection}'s state bit for "a read is in progress". */
+const READING = 64;
 /** The read buffer for a body's first read (see expectBody). */
 const BODY_READ = MIN_READ * 16;
 /** Most spares kept per size. */
@@ -153,13 +155,17 @@ function wrap(conn: DenoConn): Connection {
  * the buffer, valid until the next read: see `Connection`), and the next
  * read goes into the same memory. The buffer's size follows the input
  * ({@link nextReadSize}): small while idle (the pending read keeps it),
- * larger while a body arrives.
+ * 4 KiB for a body's first read (expectBody()), larger while a big body
+ * arrives, small again after a DATA body's end. A buffer replaced goes to
+ * spares that every connection shares once its chunk is no longer lent
+ * (at the next read, or readDone()).
  *
  * What an idle session keeps here is small on purpose (on Deno every byte
  * of it that survives counts about twice toward growing V8's young
  * generation, which 1000 idle sessions push from 4 to 8 MB): the sizer's
- * state is a number field, the read handler one per connection, and the
- * idle read buffer a view of a shared slab.
+ * and the read's state are one number field, the read handler one per
+ * connection, the idle read buffer a view of a shared slab, and a write
+ * with none pending gives the driver no promise to watch.
  */
 class DenoConnection extends ShimConnection {
   #conn: DenoConn;
@@ -167,14 +173,14 @@ class DenoConnection extends ShimConnection {
   #writes = 0;
   #buf = smallReadBuffer();
   /**
-   * Small reads in a row (see nextReadSize), {@link BODY} while a body
-   * arrives (from expectBody() to its end), {@link READ_DONE} after readDone().
+   * Bits: the count of small reads in a row (the low 4; see
+   * nextReadSize), {@link BODY} while a body arrives (from expectBody() to
+   * its end), {@link READ_DONE} after readDone(), {@link READING} while a
+   * read is in progress (it reads into #buf). One number field, not four.
    */
-  #small = 0;
+  #state = 0;
   /** The buffer of the chunk lent last when the next read goes into another. */
   #lent: Uint8Array | null = null;
-  /** A read is in progress (it reads into #buf). */
-  #reading = false;
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
 
@@ -205,8 +211,8 @@ class DenoConnection extends ShimConnection {
    * then null or the error); readOr()'s waiter is told.
    */
   #settled(n: unknown): Uint8Array | null {
-    this.#reading = false;
-    if (this.#small & READ_DONE) {
+    this.#state &= ~READING;
+    if (this.#state & READ_DONE) {
       // Nobody uses what it read (see readDone()).
       this.#giveBuffers();
       n = null;
@@ -232,7 +238,7 @@ class DenoConnection extends ShimConnection {
 
   #took(n: number): Uint8Array {
     const buf = this.#buf;
-    let state = this.#small;
+    let state = this.#state;
     let size: number;
     if (state & BODY && bodyEnded(buf, n)) {
       // The end of a DATA body: what comes next are commands (or nothing,
@@ -245,7 +251,7 @@ class DenoConnection extends ShimConnection {
       size = next >>> 4;
       state = (next & 15) | (state & BODY);
     }
-    this.#small = state;
+    this.#state = state;
     // A new buffer for the next read when the size changes: the chunk lent
     // now keeps the old one until the next read (then a spare).
     if (size !== buf.byteLength) {
@@ -265,7 +271,7 @@ class DenoConnection extends ShimConnection {
       this.#lent = null;
       giveBack(lent);
     }
-    this.#reading = true;
+    this.#state |= READING;
     return this.#buf;
   }
 
@@ -275,9 +281,9 @@ class DenoConnection extends ShimConnection {
    * in progress (it reads into one), once it ends (close() ends it).
    */
   readDone(): void {
-    if (this.#small & READ_DONE) return;
-    this.#small |= READ_DONE;
-    if (!this.#reading) this.#giveBuffers();
+    if (this.#state & READ_DONE) return;
+    this.#state |= READ_DONE;
+    if (!(this.#state & READING)) this.#giveBuffers();
   }
 
   #giveBuffers(): void {
@@ -298,8 +304,8 @@ class DenoConnection extends ShimConnection {
    * is in progress: it reads into the current buffer.
    */
   expectBody(): void {
-    if (this.#reading || this.#writes < 0 || this.#small & READ_DONE) return;
-    this.#small = BODY;
+    if (this.#writes < 0 || this.#state & (READING | READ_DONE)) return;
+    this.#state = BODY;
     const buf = this.#buf;
     if (buf.byteLength >= BODY_READ) return;
     // The current buffer holds the chunk lent last unless #took replaced it.
