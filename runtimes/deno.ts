@@ -400,12 +400,11 @@ class DenoConnection extends ShimConnection {
     }
     this.#writes = -1;
     if (tail === null || abort) return this.#closeNow();
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timer = setTimeout(() => this.#closeNow(), CLOSE_GRACE_MS);
     const done = () => {
       clearTimeout(timer);
       this.#closeNow();
     };
-    timer = setTimeout(done, CLOSE_GRACE_MS);
     tail.then(done, done);
   }
 
