@@ -68,6 +68,11 @@ const CONNECTION_GONE = new Set([
   "ConnectionAborted",
   "Interrupted",
 ]);
+/**
+ * How long close() lets a pending write go on (a client that does not read
+ * its replies cannot keep the connection open longer).
+ */
+const CLOSE_GRACE_MS = 5000;
 /** After any other accept error (EMFILE, say), wait this long, then go on. */
 const ACCEPT_RETRY_MS = 100;
 interface DenoApi {
@@ -79,6 +84,60 @@ interface DenoApi {
   ): DenoListener;
   /** Present only with `--unstable-net` (as is `reusePort` in `listen`). */
   listenDatagram?: unknown;
+}
+
+/** {@link DenoConnection}'s state bit for "a body arrives" (see expectBody). */
+const BODY = 16;
+/** {@link DenoConnection}'s state bit for "the driver reads no more" (see readDone). */
+const READ_DONE = 32;
+/** {@link DenoConnection}'s state bit for "a read is in progress". */
+const READING = 64;
+/** The read buffer for a body's first read (see expectBody). */
+const BODY_READ = MIN_READ * 16;
+/** Most spares kept per size. */
+const SPARE_MAX = 64;
+/**
+ * Read buffers no connection holds, shared by all: those of MIN_READ, 1
+ * KiB and 4 KiB (see {@link takeBuffer}). A connection whose next read
+ * needs another size gives its buffer back once no chunk lent from it is
+ * in use, so a session that carries small messages allocates none.
+ */
+const spare: Uint8Array[][] = [[], [], []];
+
+/** The spares for buffers of `size` bytes, or undefined for other sizes. */
+function sparesOf(size: number): Uint8Array[] | undefined {
+  return size === MIN_READ
+    ? spare[0]
+    : size === MIN_READ * 4
+    ? spare[1]
+    : size === BODY_READ
+    ? spare[2]
+    : undefined;
+}
+
+/** A read buffer of `size` bytes: a spare, else a new one. */
+function takeBuffer(size: number): Uint8Array {
+  return sparesOf(size)?.pop() ??
+    (size === MIN_READ ? smallReadBuffer() : new Uint8Array(size));
+}
+
+/** Gives `buf` (no longer used) to the spares of its size, if there is room. */
+function giveBack(buf: Uint8Array): void {
+  const spares = sparesOf(buf.byteLength);
+  if (spares !== undefined && spares.length < SPARE_MAX) spares.push(buf);
+}
+
+/**
+ * Whether the `n` bytes read into `buf` end a DATA body (its last line,
+ * `.` CRLF, after a CRLF), in a read that did not fill the buffer (a full
+ * one is followed by more). A body's bytes cannot end so before its end
+ * (dot-stuffing); a BDAT chunk may, which only makes its next read start
+ * small.
+ */
+function bodyEnded(buf: Uint8Array, n: number): boolean {
+  return n < buf.byteLength && n >= 3 && buf[n - 1] === 10 &&
+    buf[n - 2] === 13 && buf[n - 3] === 46 &&
+    (n === 3 || (buf[n - 4] === 10 && buf[n - 5] === 13));
 }
 
 function wrap(conn: DenoConn): Connection {
@@ -96,21 +155,32 @@ function wrap(conn: DenoConn): Connection {
  * the buffer, valid until the next read: see `Connection`), and the next
  * read goes into the same memory. The buffer's size follows the input
  * ({@link nextReadSize}): small while idle (the pending read keeps it),
- * larger while a body arrives.
+ * 4 KiB for a body's first read (expectBody()), larger while a big body
+ * arrives, small again after a DATA body's end. A buffer replaced goes to
+ * spares that every connection shares once its chunk is no longer lent
+ * (at the next read, or readDone()).
  *
  * What an idle session keeps here is small on purpose (on Deno every byte
  * of it that survives counts about twice toward growing V8's young
  * generation, which 1000 idle sessions push from 4 to 8 MB): the sizer's
- * state is a number field, the read handler one per connection, and the
- * idle read buffer a view of a shared slab.
+ * and the read's state are one number field, the read handler one per
+ * connection, the idle read buffer a view of a shared slab, and a write
+ * with none pending gives the driver no promise to watch.
  */
 class DenoConnection extends ShimConnection {
   #conn: DenoConn;
   /** Writes started (the last one to end forgets #tail); -1 once closed. */
   #writes = 0;
   #buf = smallReadBuffer();
-  /** Small reads in a row (see nextReadSize). */
-  #small = 0;
+  /**
+   * Bits: the count of small reads in a row (the low 4; see
+   * nextReadSize), {@link BODY} while a body arrives (from expectBody() to
+   * its end), {@link READ_DONE} after readDone(), {@link READING} while a
+   * read is in progress (it reads into #buf). One number field, not four.
+   */
+  #state = 0;
+  /** The buffer of the chunk lent last when the next read goes into another. */
+  #lent: Uint8Array | null = null;
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
 
@@ -141,6 +211,12 @@ class DenoConnection extends ShimConnection {
    * then null or the error); readOr()'s waiter is told.
    */
   #settled(n: unknown): Uint8Array | null {
+    this.#state &= ~READING;
+    if (this.#state & READ_DONE) {
+      // Nobody uses what it read (see readDone()).
+      this.#giveBuffers();
+      n = null;
+    }
     const chunk = typeof n === "number" ? this.#took(n) : null;
     const w = this.#waiter;
     if (w === null) return chunk;
@@ -150,44 +226,128 @@ class DenoConnection extends ShimConnection {
   }
 
   read(): Promise<Uint8Array | null> {
-    return this.#conn.read(this.#buf).then(this.#onRead, this.#onRead);
+    return this.#conn.read(this.#lend()).then(this.#onRead, this.#onRead);
   }
 
   /** read() without a promise to wait for (see `InputQueue.readOr`): always waits. */
   readOr(waiter: ReadWaiter): undefined {
     this.#waiter = waiter;
-    this.#conn.read(this.#buf).then(this.#onRead, this.#onRead);
+    this.#conn.read(this.#lend()).then(this.#onRead, this.#onRead);
     return undefined;
   }
 
   #took(n: number): Uint8Array {
     const buf = this.#buf;
-    const next = nextReadSize(buf.byteLength, n, this.#small);
-    this.#small = next & 15;
+    let state = this.#state;
+    let size: number;
+    if (state & BODY && bodyEnded(buf, n)) {
+      // The end of a DATA body: what comes next are commands (or nothing,
+      // an idle session), so the next read goes into a small buffer and
+      // the body's goes to the spares (see #lend).
+      size = MIN_READ;
+      state = 0;
+    } else {
+      const next = nextReadSize(buf.byteLength, n, state & 15);
+      size = next >>> 4;
+      state = (next & 15) | (state & BODY);
+    }
+    this.#state = state;
     // A new buffer for the next read when the size changes: the chunk lent
-    // now keeps the old one.
-    const size = next >>> 4;
+    // now keeps the old one until the next read (then a spare).
     if (size !== buf.byteLength) {
-      this.#buf = size === MIN_READ ? smallReadBuffer() : new Uint8Array(size);
+      this.#lent = buf;
+      this.#buf = takeBuffer(size);
     }
     return buf.subarray(0, n);
   }
 
-  write(chunk: Uint8Array): Promise<void> {
+  /**
+   * The chunk lent last is no longer used (a read is starting): the buffer
+   * it was in, when not the one read into next, goes to the spares.
+   */
+  #lend(): Uint8Array {
+    const lent = this.#lent;
+    if (lent !== null) {
+      this.#lent = null;
+      giveBack(lent);
+    }
+    this.#state |= READING;
+    return this.#buf;
+  }
+
+  /**
+   * See {@link Connection.readDone}: the driver reads no more and uses no
+   * chunk lent: the read buffers go to the spares, now or, while a read is
+   * in progress (it reads into one), once it ends (close() ends it).
+   */
+  readDone(): void {
+    if (this.#state & READ_DONE) return;
+    this.#state |= READ_DONE;
+    if (!(this.#state & READING)) this.#giveBuffers();
+  }
+
+  #giveBuffers(): void {
+    giveBack(this.#buf);
+    const lent = this.#lent;
+    if (lent !== null) {
+      this.#lent = null;
+      giveBack(lent);
+    }
+  }
+
+  /**
+   * See {@link Connection.expectBody}: a body is coming, so the next read
+   * goes into a buffer of {@link BODY_READ} bytes when the current one is
+   * smaller (a small message's body then comes in one read, not a full
+   * small one and then another). The chunk lent last stays where it is
+   * (its buffer goes to the spares at the next read). Nothing while a read
+   * is in progress: it reads into the current buffer.
+   */
+  expectBody(): void {
+    if (this.#writes < 0 || this.#state & (READING | READ_DONE)) return;
+    this.#state = BODY;
+    const buf = this.#buf;
+    if (buf.byteLength >= BODY_READ) return;
+    // The current buffer holds the chunk lent last unless #took replaced it.
+    if (this.#lent === null) this.#lent = buf;
+    else giveBack(buf);
+    this.#buf = takeBuffer(BODY_READ);
+  }
+
+  /**
+   * See {@link Connection.write}: `undefined` when no write is pending
+   * (the usual case: Deno takes the bytes, and a failure closes the
+   * connection, which ends its read), else a promise once the writes
+   * before it are done. The driver then watches only writes that queue up
+   * behind one the client has not taken: an idle session keeps no write
+   * watchdog, and a reply costs no promise of the driver's.
+   */
+  write(chunk: Uint8Array): Promise<void> | undefined {
     if (this.#writes < 0) throw new Error("Connection closed");
     // conn.write may take part of a chunk: writes run one after the other.
     const seq = ++this.#writes;
     const prev = this.#tail;
-    // Nothing pending (the usual case): the write and one reaction, no
-    // async function (its frame and awaits were the largest allocation
-    // per connection on this path).
-    const p = prev === null
-      ? this.#start(chunk).then((n) =>
-        n < chunk.byteLength ? this.#rest(chunk, n, seq) : this.#wrote(seq)
-      )
-      : this.#after(prev, chunk, seq);
-    this.#tail = p;
-    return p;
+    if (prev !== null) return this.#tail = this.#after(prev, chunk, seq);
+    // Nothing pending: the write and one reaction, no async function (its
+    // frame and awaits were the largest allocation per connection here).
+    const failed = () => this.#writeFailed();
+    this.#tail = this.#start(chunk).then(
+      (n) =>
+        n < chunk.byteLength
+          ? this.#rest(chunk, n, seq).then(undefined, failed)
+          : this.#wrote(seq),
+      failed,
+    );
+    return undefined;
+  }
+
+  /**
+   * A write nobody waits for failed (the client left, say): the connection
+   * closes, so its pending read ends and the session with it.
+   */
+  #writeFailed(): void {
+    this.#tail = null;
+    this.close(true);
   }
 
   /** `conn.write(chunk)`, a failure as a rejection (as from an async function). */
@@ -227,9 +387,29 @@ class DenoConnection extends ShimConnection {
     return this.#rest(chunk, 0, seq);
   }
 
-  close(): void {
-    if (this.#writes < 0) return;
+  /**
+   * See {@link Connection.close}: a write still pending goes out first,
+   * within {@link CLOSE_GRACE_MS} (closing the conn would cancel it);
+   * with `abort` the conn closes now.
+   */
+  close(abort?: boolean): void {
+    const tail = this.#tail;
+    if (this.#writes < 0) {
+      if (abort && tail !== null) this.#closeNow();
+      return;
+    }
     this.#writes = -1;
+    if (tail === null || abort) return this.#closeNow();
+    const timer = setTimeout(() => this.#closeNow(), CLOSE_GRACE_MS);
+    const done = () => {
+      clearTimeout(timer);
+      this.#closeNow();
+    };
+    tail.then(done, done);
+  }
+
+  #closeNow(): void {
+    this.#tail = null;
     try {
       this.#conn.close();
     } catch { /* already closed */ }

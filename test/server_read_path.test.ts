@@ -348,6 +348,73 @@ describe("read path", () => {
     },
   );
 
+  it(
+    "Deno: a connection's read buffers go to the next connection once the driver is done with its chunks and its read ended",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const a = await denoAccepted();
+      const b = await denoAccepted();
+      try {
+        await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        const body = bodyOf(40).wire + ".\r\n";
+        // The body and the next command in one read: the read after it
+        // goes into the same (body-sized) buffer.
+        a.client.write(body + "QUIT\r\n");
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body + "QUIT\r\n");
+        const last = a.conn.read!();
+        (a.conn as Connection & { readDone(): void }).readDone();
+        a.conn.close();
+        assert.equal(await last, null);
+        await readChunks(b.conn, b.client, ["DATA\r\n"]);
+        b.conn.expectBody?.();
+        b.client.write(body);
+        const other = await b.conn.read!();
+        assert.ok(other !== null);
+        assert.equal(dec.decode(other), body);
+        assert.equal(memoryOf(other), memoryOf(chunk));
+      } finally {
+        a.close();
+        b.close();
+      }
+    },
+  );
+
+  it(
+    "Deno: a write with none pending needs no promise, the next one waits for it, and close() lets them go out first",
+    { skip: RUNTIME !== "deno", timeout: 20_000 },
+    async () => {
+      const a = await denoAccepted();
+      a.client.pause();
+      try {
+        // More than the sockets' buffers hold: still pending at close().
+        const big = new Uint8Array(16 * 1024 * 1024).fill(1);
+        assert.equal(a.conn.write!(big), undefined);
+        const next = a.conn.write!(new Uint8Array([2, 2, 2]));
+        assert.ok(next instanceof Promise);
+        a.conn.close();
+        const got: Buffer[] = [];
+        const ended = new Promise<void>((resolve) => {
+          a.client.on("data", (d: Buffer) => got.push(d));
+          a.client.once("end", resolve);
+        });
+        a.client.resume();
+        await ended;
+        await next;
+        const data = Buffer.concat(got);
+        assert.equal(data.length, big.byteLength + 3);
+        assert.ok(data.subarray(0, big.byteLength).every((b) => b === 1));
+        assert.deepEqual([...data.subarray(big.byteLength)], [2, 2, 2]);
+      } finally {
+        a.close();
+      }
+    },
+  );
+
   it("Deno reads into one buffer of the connection's own", {
     skip: RUNTIME !== "deno",
   }, async () => {
@@ -371,6 +438,91 @@ describe("read path", () => {
       listener.close();
     }
   });
+
+  /** Like accepted(), on Deno's own listener (runtimes/deno.ts). */
+  async function denoAccepted(): Promise<
+    { conn: Connection; client: net.Socket; close(): void }
+  > {
+    const { listen: denoListen } = await import("../runtimes/deno.ts");
+    const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+    const client = net.connect({
+      port: listener.addr.port,
+      host: "127.0.0.1",
+    });
+    const { value: conn } = await listener[Symbol.asyncIterator]().next();
+    return {
+      conn: conn as Connection,
+      client,
+      close() {
+        client.destroy();
+        (conn as Connection).close(true);
+        listener.close();
+      },
+    };
+  }
+
+  it(
+    "Deno: a body announced with expectBody() comes in one read, into a buffer other than the chunk lent before",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const a = await denoAccepted();
+      try {
+        const [data] = await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        assert.equal(dec.decode(data), "DATA\r\n", "the lent chunk stays");
+        const body = bodyOf(40).wire + ".\r\n";
+        assert.ok(body.length > 1024 && body.length < 4096);
+        a.client.write(body);
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body);
+        assert.notEqual(memoryOf(chunk), memoryOf(data));
+        // Commands after it still come through, read after read.
+        await readChunks(a.conn, a.client, ["QUIT\r\n", "NOOP\r\n"]);
+      } finally {
+        a.close();
+      }
+    },
+  );
+
+  it(
+    "Deno: after a body's end the next read goes into a small buffer, and the body's to the next connection's body",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const a = await denoAccepted();
+      const b = await denoAccepted();
+      try {
+        await readChunks(a.conn, a.client, ["DATA\r\n"]);
+        a.conn.expectBody?.();
+        const body = bodyOf(40).wire + ".\r\n";
+        a.client.write(body);
+        const chunk = await a.conn.read!();
+        assert.ok(chunk !== null);
+        assert.equal(dec.decode(chunk), body);
+        // The session waits for a command (idle, say): a small buffer.
+        const next = a.conn.read!();
+        await readChunks(b.conn, b.client, ["DATA\r\n"]);
+        b.conn.expectBody?.();
+        b.client.write(body);
+        const other = await b.conn.read!();
+        assert.ok(other !== null);
+        assert.equal(dec.decode(other), body);
+        assert.equal(memoryOf(other), memoryOf(chunk), "the body's buffer");
+        a.client.write("x".repeat(300) + "\r\n");
+        const line = await next;
+        assert.ok(line !== null);
+        assert.equal(line.byteLength, 256, "a small buffer");
+        assert.notEqual(memoryOf(line), memoryOf(chunk));
+      } finally {
+        a.close();
+        b.close();
+      }
+    },
+  );
 
   it(
     "onread: a connection's read buffers go to the next connections once it is done with its chunks and its socket closed, not before",
