@@ -313,21 +313,10 @@ function wrapAccepted(
 ): Connection {
   // A no-op on Node for the listener's sockets (`noDelay` below did it).
   sock.setNoDelay(true);
-  const conn = new NodeConnection(sock, info, localAddr, false);
-  return finishWrap(conn, info, starttls, proxy);
-}
-
-/** wrapAccepted() for the rest: PROXY header, STARTTLS. */
-function finishWrap(
-  conn: NodeConnection,
-  info: TlsInfo | null,
-  starttls: { config: TlsConfig; handshakeTimeout: number } | undefined,
-  proxy: ProxyHeader | undefined,
-): Connection {
+  const conn = info === null && starttls !== undefined
+    ? new StartTlsConnection(sock, null, localAddr, false, starttls)
+    : new NodeConnection(sock, info, localAddr, false);
   if (proxy !== undefined) conn.proxy = proxy;
-  if (starttls && info === null) {
-    conn.startTls = (reply) => upgrade(conn, starttls, reply);
-  }
   return conn;
 }
 
@@ -391,7 +380,9 @@ function wrapPaused(
     sock.resume();
     return wrapAccepted(sock, null, starttls, undefined, localAddr);
   }
-  const conn = new NodeConnection(sock, null, localAddr, true);
+  const conn = starttls !== undefined
+    ? new StartTlsConnection(sock, null, localAddr, true, starttls)
+    : new NodeConnection(sock, null, localAddr, true);
   const first = conn.nextBuffer();
   const own = sock as unknown as Record<symbol, unknown>;
   own[slots.buffer] = first;
@@ -399,7 +390,7 @@ function wrapPaused(
   own[slots.generator] = nextLentBuffer;
   (handle.useUserBuffer as (buf: Uint8Array) => void).call(handle, first);
   sock.resume();
-  return finishWrap(conn, null, starttls, undefined);
+  return conn;
 }
 
 /**
@@ -566,7 +557,6 @@ class NodeConnection implements Connection {
   /** TLS details when the connection is encrypted, else `null`. */
   readonly tls: TlsInfo | null;
   readonly sock: net.Socket;
-  startTls?: (reply: Uint8Array) => Promise<Connection>;
   /** The PROXY header the shim read (implicit TLS behind a proxy). */
   declare proxy?: ProxyHeader;
   /** The `data` path's input; null when reading into buffers of its own. */
@@ -883,6 +873,40 @@ class NodeConnection implements Connection {
   }
 }
 
+/** How a listener's plaintext connections upgrade (one for all of them). */
+interface StartTls {
+  config: TlsConfig;
+  handshakeTimeout: number;
+}
+
+/**
+ * A plaintext connection of a listener that has a certificate: with
+ * `startTls` (from the prototype, not a closure kept per connection).
+ */
+class StartTlsConnection extends NodeConnection {
+  readonly #starttls: StartTls;
+
+  constructor(
+    sock: net.Socket,
+    info: null,
+    localAddr: NetAddress | null,
+    lent: boolean,
+    starttls: StartTls,
+  ) {
+    super(sock, info, localAddr, lent);
+    this.#starttls = starttls;
+  }
+
+  /**
+   * See {@link Connection.startTls}: a function made when asked (callers
+   * may call it detached), not kept by every connection.
+   */
+  get startTls(): (reply: Uint8Array) => Promise<Connection> {
+    const starttls = this.#starttls;
+    return (reply) => upgrade(this, starttls, reply);
+  }
+}
+
 /**
  * The server side of a TLS handshake over `sock` (plaintext that must not
  * be read any more: its buffered bytes are the handshake's), with the
@@ -1071,6 +1095,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     return Promise.reject(err);
   }
   const handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
+  /** STARTTLS for plaintext sockets, one for every connection (setTls() replaces the config's contents). */
+  const starttls = config ? { config, handshakeTimeout } : undefined;
   const queue = new ConnectionQueue();
   /** Every connection's local address when bound to one IP (set on listening). */
   let local: NetAddress | null = null;
@@ -1113,7 +1139,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         push(
           wrapPaused(
             s,
-            config ? { config, handshakeTimeout } : undefined,
+            starttls,
             local,
           ),
         )
@@ -1122,7 +1148,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
           wrapAccepted(
             s,
             null,
-            config ? { config, handshakeTimeout } : undefined,
+            starttls,
             undefined,
             local,
           ),
