@@ -39,14 +39,17 @@ import {
   type TlsOptions,
 } from "../src/transport.ts";
 import {
+  ACCEPT,
   ConnectionQueue,
+  type DirectListener,
   fixedLocalAddr,
   InputQueue,
   MIN_READ,
-  ReadSizer,
+  nextReadSize,
+  readableFrom,
   type ReadWaiter,
-  ShimConnection,
   smallReadBuffer,
+  writableFrom,
 } from "../src/shim_kit.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
 import { readProxyPreamble } from "./proxy_preamble.ts";
@@ -310,21 +313,10 @@ function wrapAccepted(
 ): Connection {
   // A no-op on Node for the listener's sockets (`noDelay` below did it).
   sock.setNoDelay(true);
-  const conn = new NodeConnection(sock, info, localAddr);
-  return finishWrap(conn, info, starttls, proxy);
-}
-
-/** wrapAccepted() for the rest: PROXY header, STARTTLS. */
-function finishWrap(
-  conn: NodeConnection,
-  info: TlsInfo | null,
-  starttls: { config: TlsConfig; handshakeTimeout: number } | undefined,
-  proxy: ProxyHeader | undefined,
-): Connection {
+  const conn = info === null && starttls !== undefined
+    ? new StartTlsConnection(sock, null, localAddr, false, starttls)
+    : new NodeConnection(sock, info, localAddr, false);
   if (proxy !== undefined) conn.proxy = proxy;
-  if (starttls && info === null) {
-    conn.startTls = (reply) => upgrade(conn, starttls, reply);
-  }
   return conn;
 }
 
@@ -367,7 +359,7 @@ function slotsOf(sock: net.Socket): OnreadSlots | null {
 /**
  * A plaintext socket accepted paused (`pauseOnConnect`) as a
  * {@link Connection} that reads into buffers of its own (see
- * {@link LentInput}): node:net's `onread` (public for the sockets
+ * {@link NodeConnection}): node:net's `onread` (public for the sockets
  * `net.connect` makes) set up on it as `net.Socket`'s constructor does —
  * its three slots, and the handle told to read into the first buffer —
  * before reading starts. Falls back to the `data` path (and resumes the
@@ -388,53 +380,53 @@ function wrapPaused(
     sock.resume();
     return wrapAccepted(sock, null, starttls, undefined, localAddr);
   }
-  const input = new LentInput();
-  input.sock = sock;
-  const first = input.nextBuffer();
+  const conn = starttls !== undefined
+    ? new StartTlsConnection(sock, null, localAddr, true, starttls)
+    : new NodeConnection(sock, null, localAddr, true);
+  const first = conn.nextBuffer();
   const own = sock as unknown as Record<symbol, unknown>;
   own[slots.buffer] = first;
   own[slots.callback] = onLentRead;
   own[slots.generator] = nextLentBuffer;
   (handle.useUserBuffer as (buf: Uint8Array) => void).call(handle, first);
-  const conn = new NodeConnection(sock, null, localAddr, input);
   sock.resume();
-  return finishWrap(conn, null, starttls, undefined);
+  return conn;
 }
 
 /**
- * The input whose socket read last: node:net asks for the next buffer
+ * The connection whose socket read last: node:net asks for the next buffer
  * (`onread.buffer` as a function, called with no `this`) right after the
  * callback, in the same turn. One function for every connection instead
  * of a closure (and its context) per connection.
  */
-let lastRead: LentInput | null = null;
+let lastRead: NodeConnection | null = null;
 
-/** `onread.callback` (`this` is the socket): see {@link LentInput.took}. */
+/** `onread.callback` (`this` is the socket): see {@link NodeConnection.took}. */
 function onLentRead(this: WithInput, n: number, buf: Uint8Array): boolean {
-  const input = this[INPUT] as LentInput;
-  lastRead = input;
-  return input.took(n, buf);
+  const conn = this[INPUT] as NodeConnection;
+  lastRead = conn;
+  return conn.took(n, buf);
 }
 
-/** `onread.buffer`: the next buffer of the input that just read. */
+/** `onread.buffer`: the next buffer of the connection that just read. */
 function nextLentBuffer(): Uint8Array {
-  const input = lastRead!;
+  const conn = lastRead!;
   lastRead = null;
-  return input.nextBuffer();
+  return conn.nextBuffer();
 }
 
 /**
- * Read buffers that no connection holds (see {@link LentInput}), shared
+ * Read buffers that no connection holds (see {@link NodeConnection}), shared
  * by every connection: `spare[0]` the small ones ({@link MIN_READ}),
  * `spare[1]` and `spare[2]` those of 1 and 4 KiB (a command grown past
  * the small buffer, a small message's body), each at most SPARE_MAX.
  * A session gives its buffers back when the driver is done with its
- * chunks and the socket is closed (see {@link LentInput.readDone}), so a
+ * chunks and the socket is closed (see {@link NodeConnection.readDone}), so a
  * connection that carries one message allocates none.
  */
 const spare: Uint8Array[][] = [[], [], []];
 const SPARE_MAX = 64;
-/** The read buffer for a body's first read (see LentInput.expectBody): `spare[2]`'s size. */
+/** The read buffer for a body's first read (see NodeConnection.expectBody): `spare[2]`'s size. */
 const BODY_READ = MIN_READ * 16;
 
 /** The spares for buffers of `size` bytes, or undefined for other sizes. */
@@ -457,58 +449,233 @@ function giveBack(buf: Uint8Array | null): boolean {
   return true;
 }
 
+/** The received bytes of a socket that a {@link NodeConnection} reads. */
+const INPUT = Symbol("input");
+type WithInput = net.Socket & { [INPUT]: InputQueue | NodeConnection };
+
+// Shared listeners (`this` is the socket): no closures per connection.
+function onData(this: WithInput, d: Uint8Array): void {
+  (this[INPUT] as InputQueue).push(d);
+}
+function onEnd(this: WithInput): void {
+  this[INPUT].end();
+}
+function onLentClose(this: WithInput): void {
+  (this[INPUT] as NodeConnection).closed();
+}
+function onError(): void {/* surfaced as end of input / failed write */}
+/** Destroys the socket once what was written went out (see close()). */
+function destroyOnFinish(this: net.Socket): void {
+  this.destroy();
+}
+
+// NodeConnection's #state bits (one number field for what were six).
+/** The socket reads into `#buf1` (else `#buf0`). */
+const SLOT1 = 1;
+const ENDED = 2;
+/** A read is held: the socket stopped reading until the driver takes it. */
+const STOPPED = 4;
+const READ_DONE = 8;
+const CLOSING = 16;
+/** The socket closed (its handle reads no more). */
+const CLOSED = 32;
+/** Above these bits: the count of small reads in a row (see nextReadSize). */
+const SMALL_SHIFT = 6;
+const FLAGS = ENDED | STOPPED | READ_DONE | CLOSING | CLOSED;
+
+/** The libuv handle's address calls, which fill in the object they are given. */
+interface AddressHandle {
+  getpeername?(out: { address?: string; port?: number }): number;
+  getsockname?(out: { address?: string; port?: number }): number;
+}
+/** What the handle's address calls fill in, shared: read at once, never kept. */
+const scratch: { address?: string; port?: number; family?: string } = {};
+
 /**
- * The input of a socket that reads into buffers of its own (node:net's
- * `onread`): two per connection, taking turns, each sized by a
- * {@link ReadSizer} (256 bytes while idle). A read is lent to the driver
- * (`read()`; see `Connection`'s ownership rule) until its next `read()`;
- * the socket goes on reading into the other buffer meanwhile. When a read
- * arrives before the driver asked for it, it is held and the socket stops
- * reading until the driver takes it and asks again (both buffers are then
- * free): at most two reads are out, and nothing is copied. While the driver
- * waits for a read, the buffer of the chunk lent before goes to a few
- * spares that every connection shares: an idle session holds one buffer.
+ * The client's (`peer`) or the server's address as the socket tells
+ * it. With `fromHandle` (the lent path: Node's own node:net) from the
+ * handle, into a shared object: the socket's `remoteAddress` would keep
+ * one of its own (`_peername`) for as long as the session lasts.
  */
-class LentInput {
-  sock: net.Socket | null = null;
-  readonly #sizer = new ReadSizer();
-  // The two buffers (fields, not an array: one object less per connection).
+function addressOf(
+  sock: net.Socket,
+  fromHandle: boolean,
+  peer: boolean,
+): NetAddress {
+  const handle = fromHandle
+    ? (sock as net.Socket & { _handle?: AddressHandle | null })._handle
+    : null;
+  const ask = peer ? handle?.getpeername : handle?.getsockname;
+  if (typeof ask === "function" && ask.call(handle, scratch) === 0) {
+    const a = {
+      hostname: stripMapped(scratch.address ?? ""),
+      port: scratch.port ?? 0,
+    };
+    scratch.address = scratch.port = scratch.family = undefined;
+    return a;
+  }
+  return peer
+    ? {
+      hostname: stripMapped(sock.remoteAddress ?? ""),
+      port: sock.remotePort ?? 0,
+    }
+    : {
+      hostname: stripMapped(sock.localAddress ?? ""),
+      port: sock.localPort ?? 0,
+    };
+}
+
+/**
+ * A connection's `readable` and `writable`, made when first asked (few
+ * applications ask): kept here, not in two fields of every connection.
+ */
+const readables = new WeakMap<NodeConnection, ReadableStream<Uint8Array>>();
+const writables = new WeakMap<NodeConnection, WritableStream<Uint8Array>>();
+
+/**
+ * A `net.Socket` as a {@link Connection}, in one object: its input, its
+ * read buffers and its addresses are fields of its own, not objects of
+ * their own (an idle session keeps it).
+ *
+ * On Node a plaintext socket reads into buffers of the connection's own
+ * (node:net's `onread`; the "lent" path): two, taking turns, each sized
+ * by {@link nextReadSize} (256 bytes while idle). A read is lent to the
+ * driver (`read()`; see `Connection`'s ownership rule) until its next
+ * `read()`; the socket goes on reading into the other buffer meanwhile.
+ * When a read arrives before the driver asked for it, it is held and the
+ * socket stops reading until the driver takes it and asks again (both
+ * buffers are then free): at most two reads are out, and nothing is
+ * copied. While the driver waits for a read, the buffer of the chunk lent
+ * before goes to a few spares that every connection shares: an idle
+ * session holds one buffer.
+ *
+ * Otherwise (TLS sockets, Deno's and Bun's node:net) Node's `data`
+ * chunks, fresh Buffers, go to an {@link InputQueue}: above its
+ * high-water mark the socket is paused until the driver reads.
+ */
+class NodeConnection implements Connection {
+  /** TLS details when the connection is encrypted, else `null`. */
+  readonly tls: TlsInfo | null;
+  readonly sock: net.Socket;
+  /** The PROXY header the shim read (implicit TLS behind a proxy). */
+  declare proxy?: ProxyHeader;
+  /** The `data` path's input; null when reading into buffers of its own. */
+  readonly #queue: InputQueue | null;
+  // The lent path's two buffers (fields, not an array).
   #buf0: Uint8Array | null = null;
   #buf1: Uint8Array | null = null;
-  /** The buffer the socket reads into (0: #buf0, 1: #buf1). */
-  #slot = 1;
-  /** Bytes of the last read (-1 before the first). */
-  #last = -1;
   #held: Uint8Array | null = null;
   #waiter: ReadWaiter | null = null;
-  #ended = false;
-  #stopped = false;
-  #readDone = false;
+  /** Bytes of the last read (-1 before the first). */
+  #last = -1;
+  /** SLOT1, ENDED, STOPPED, READ_DONE, CLOSING, small reads (see above). */
+  #state = SLOT1;
+  /** The client's address, asked once. */
+  #remote: NetAddress | null = null;
+  #local: NetAddress | null;
+
+  constructor(
+    sock: net.Socket,
+    info: TlsInfo | null,
+    localAddr: NetAddress | null,
+    lent: boolean,
+  ) {
+    this.tls = info;
+    this.sock = sock;
+    this.#local = localAddr;
+    if (lent) {
+      this.#queue = null;
+      (sock as WithInput)[INPUT] = this;
+    } else {
+      const queue = this.#queue = new InputQueue(sock);
+      (sock as WithInput)[INPUT] = queue;
+      sock.on("data", onData);
+    }
+    // on(), not once(): once() wraps the listener in a closure and a state
+    // object per socket, kept while the session idles; end() is idempotent.
+    // node:net's own "end" listener does nothing with allowHalfOpen (it
+    // stops writes after the client's FIN otherwise): ours replaces it,
+    // so that the socket keeps one listener, not an array of two.
+    if (lent && sock.allowHalfOpen) {
+      const own = (sock as net.Socket & { _events?: { end?: unknown } })
+        ._events?.end;
+      if (
+        typeof own === "function" && own.name === "onReadableStreamEnd"
+      ) sock.off("end", own as () => void);
+    }
+    sock.on("end", onEnd);
+    sock.on("close", lent ? onLentClose : onEnd);
+    sock.on("error", onError);
+  }
+
+  /** Bytes from the client, over `read()`; cancelling it destroys the socket. */
+  get readable(): ReadableStream<Uint8Array> {
+    let r = readables.get(this);
+    if (r === undefined) {
+      r = readableFrom(() => this.read(), () => this.sock.destroy());
+      readables.set(this, r);
+    }
+    return r;
+  }
+
+  /** Bytes to the client, over `write()`. */
+  get writable(): WritableStream<Uint8Array> {
+    let w = writables.get(this);
+    if (w === undefined) {
+      w = writableFrom((chunk) => this.write(chunk));
+      writables.set(this, w);
+    }
+    return w;
+  }
+
+  /**
+   * The client's address, asked once. On the lent path (Node's own
+   * node:net) from the handle into a shared object: `remoteAddress` keeps
+   * one of its own on the socket.
+   */
+  get remoteAddr(): NetAddress {
+    return this.#remote ??= addressOf(this.sock, this.#queue === null, true);
+  }
+
+  /** The server's address on this connection (the listener's when it is every connection's). */
+  get localAddr(): NetAddress {
+    return this.#local ??= addressOf(this.sock, this.#queue === null, false);
+  }
+
+  /** How this connection reads: `"onread"` (buffers of its own) or `"data"`. */
+  get readPath(): "onread" | "data" {
+    return this.#queue === null ? "onread" : "data";
+  }
 
   /** The buffer for the next read (the other one); see nextLentBuffer(). */
   nextBuffer(): Uint8Array {
-    const next = this.#slot ^ 1;
-    const size = this.#last < 0 ? MIN_READ : this.#sizer.next(
-      (next === 0 ? this.#buf1 : this.#buf0)!.byteLength,
-      this.#last,
-    );
+    const state = this.#state;
+    const next = (state & SLOT1) ^ SLOT1;
+    let size = MIN_READ;
+    let small = state >>> SMALL_SHIFT;
+    if (this.#last >= 0) {
+      // nextReadSize's answer: size * 16 + small reads in a row.
+      const r = nextReadSize(
+        (next === 0 ? this.#buf1 : this.#buf0)!.byteLength,
+        this.#last,
+        small,
+      );
+      size = r >>> 4;
+      small = r & 15;
+    }
     let b = next === 0 ? this.#buf0 : this.#buf1;
     if (b === null || b.byteLength !== size) {
       // The one replaced goes to the spares when nothing holds it: its
       // chunk was given back when the driver asked for the read just
       // done (a read held instead leaves the driver holding it).
-      if (this.#held === null && !this.#ended) giveBack(b);
+      if (this.#held === null && (state & ENDED) === 0) giveBack(b);
       b = sparesOf(size)?.pop() ??
         (size === MIN_READ ? smallReadBuffer() : new Uint8Array(size));
       if (next === 0) this.#buf0 = b;
       else this.#buf1 = b;
     }
-    this.#slot = next;
+    this.#state = (state & FLAGS) | next | (small << SMALL_SHIFT);
     return b;
-  }
-
-  get ended(): boolean {
-    return this.#ended;
   }
 
   /**
@@ -520,13 +687,14 @@ class LentInput {
    * lent last is in the other one).
    */
   expectBody(): void {
-    const sock = this.sock;
     const slots = onreadSlots;
+    const state = this.#state;
     if (
-      sock === null || slots == null || this.#held !== null ||
-      this.#stopped || this.#ended
+      this.#queue !== null || slots == null || this.#held !== null ||
+      (state & (STOPPED | ENDED | CLOSED)) !== 0
     ) return;
-    const slot = this.#slot;
+    const sock = this.sock;
+    const slot = state & SLOT1;
     const cur = slot === 0 ? this.#buf0 : this.#buf1;
     if (cur === null || cur.byteLength >= BODY_READ) return;
     const handle = (sock as net.Socket & { _handle?: StreamHandle | null })
@@ -543,20 +711,23 @@ class LentInput {
   /** A read of `n` bytes into `buf`: lent, or held (false stops reading). */
   took(n: number, buf: Uint8Array): boolean {
     this.#last = n;
-    const chunk = buf.subarray(0, n);
+    // A full read is lent as the buffer itself: no view to make.
+    const chunk = n === buf.byteLength ? buf : buf.subarray(0, n);
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
       w.onRead(chunk);
       return true;
     }
-    if (this.#ended) return true;
+    if ((this.#state & ENDED) !== 0) return true;
     this.#held = chunk;
-    this.#stopped = true;
+    this.#state |= STOPPED;
     return false;
   }
 
   read(): Uint8Array | null | Promise<Uint8Array | null> {
+    const queue = this.#queue;
+    if (queue !== null) return queue.read();
     const chunk = this.poll();
     if (chunk !== undefined) return chunk;
     return new Promise((resolve) => (this.#waiter = { onRead: resolve }));
@@ -564,14 +735,17 @@ class LentInput {
 
   /** read() without a promise (see `InputQueue.readOr`). */
   readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
+    const queue = this.#queue;
+    if (queue !== null) return queue.readOr(waiter);
     const chunk = this.poll();
     if (chunk === undefined) this.#waiter = waiter;
     return chunk;
   }
 
   /**
-   * The held chunk, `null` at the end, `undefined` when none (nothing
-   * waits for one). Not a private method: that costs each input a field.
+   * The lent path's held chunk, `null` at the end, `undefined` when none
+   * (nothing waits for one). Not a private method: that costs each
+   * connection a field.
    */
   poll(): Uint8Array | null | undefined {
     const held = this.#held;
@@ -579,20 +753,21 @@ class LentInput {
       this.#held = null;
       return held;
     }
-    if (this.#ended) return null;
+    const state = this.#state;
+    if ((state & ENDED) !== 0) return null;
     // The chunk lent last is given back: the buffer it was read into (of
     // a size the spares keep: 256 B, 1 or 4 KiB) goes to the spares while
     // this connection waits (an idle session holds one buffer, the one the
     // socket reads into, also after a message; the next read's buffer
     // comes back from the spares).
-    const free = this.#slot === 0 ? this.#buf1 : this.#buf0;
-    if (giveBack(free)) {
-      if (this.#slot === 0) this.#buf1 = null;
+    const slot = state & SLOT1;
+    if (giveBack(slot === 0 ? this.#buf1 : this.#buf0)) {
+      if (slot === 0) this.#buf1 = null;
       else this.#buf0 = null;
     }
-    if (this.#stopped) {
-      this.#stopped = false;
-      const sock = this.sock!;
+    if ((state & STOPPED) !== 0) {
+      this.#state = state & ~STOPPED;
+      const sock = this.sock;
       const handle = (sock as net.Socket & { _handle?: StreamHandle | null })
         ._handle;
       if (handle != null && handle.reading !== true) {
@@ -604,145 +779,53 @@ class LentInput {
     return undefined;
   }
 
+  /** The input ended (the client's FIN, the socket closed). */
   end(): void {
-    if (this.#ended) return;
-    this.#ended = true;
+    const queue = this.#queue;
+    if (queue !== null) return queue.end();
+    const state = this.#state;
+    if ((state & ENDED) !== 0) return;
+    this.#state = state | ENDED;
     const w = this.#waiter;
     this.#waiter = null;
     w?.onRead(null);
   }
 
+  /** Drops what was received and not read; the input ends. */
   discard(): void {
+    const queue = this.#queue;
+    if (queue !== null) return queue.discard();
     this.#held = null;
     this.end();
   }
 
   /**
-   * The driver is done with the chunks (see `Connection.readDone`): no
-   * more reads. Its buffers go to the spares once the socket cannot read
-   * into them either: now if it is closed, else when it closes.
+   * See {@link Connection.readDone}: the driver is done with the chunks,
+   * no more reads. The read buffers go to the spares once the socket
+   * cannot read into them either: now if it is closed, else when it
+   * closes (see closed()).
    */
   readDone(): void {
-    if (this.#readDone) return;
-    this.#readDone = true;
+    const state = this.#state;
+    if (this.#queue !== null || (state & READ_DONE) !== 0) return;
+    this.#state = state | READ_DONE;
     this.discard();
-    if (this.sock === null) this.#giveBuffers();
+    if ((state & CLOSED) === 0) return;
+    giveBack(this.#buf0);
+    giveBack(this.#buf1);
+    this.#buf0 = this.#buf1 = null;
   }
 
   /** The socket closed (its handle reads no more); see readDone(). */
   closed(): void {
     this.end();
-    if (this.sock === null) return;
-    this.sock = null;
-    if (this.#readDone) this.#giveBuffers();
-  }
-
-  #giveBuffers(): void {
+    const state = this.#state;
+    if ((state & CLOSED) !== 0) return;
+    this.#state = state | CLOSED;
+    if ((state & READ_DONE) === 0) return;
     giveBack(this.#buf0);
     giveBack(this.#buf1);
     this.#buf0 = this.#buf1 = null;
-  }
-}
-
-/** The received bytes of a socket that a {@link NodeConnection} reads. */
-const INPUT = Symbol("input");
-type WithInput = net.Socket & { [INPUT]: InputQueue | LentInput };
-
-// Shared listeners (`this` is the socket): no closures per connection.
-function onData(this: WithInput, d: Uint8Array): void {
-  (this[INPUT] as InputQueue).push(d);
-}
-function onEnd(this: WithInput): void {
-  this[INPUT].end();
-}
-function onLentClose(this: WithInput): void {
-  (this[INPUT] as LentInput).closed();
-}
-function onError(): void {/* surfaced as end of input / failed write */}
-/** Destroys the socket once what was written went out (see close()). */
-function destroyOnFinish(this: net.Socket): void {
-  this.destroy();
-}
-
-/**
- * A `net.Socket` as a {@link Connection}: methods on the prototype, the
- * addresses and streams made when first asked (see {@link ShimConnection}).
- */
-class NodeConnection extends ShimConnection {
-  readonly sock: net.Socket;
-  /**
-   * Reads into buffers of the connection's own ({@link LentInput}), or
-   * Node's `data` chunks, fresh Buffers (each read allocates its own) kept
-   * as they come: above the queue's high-water mark the socket is paused
-   * until the driver reads.
-   */
-  readonly input: InputQueue | LentInput;
-  startTls?: (reply: Uint8Array) => Promise<Connection>;
-  /** The PROXY header the shim read (implicit TLS behind a proxy). */
-  proxy?: ProxyHeader;
-  #closing = false;
-
-  constructor(
-    sock: net.Socket,
-    info: TlsInfo | null,
-    localAddr: NetAddress | null = null,
-    lent: LentInput | null = null,
-  ) {
-    super(info, localAddr);
-    this.sock = sock;
-    this.input = lent ?? new InputQueue(sock);
-    (sock as WithInput)[INPUT] = this.input;
-    // on(), not once(): once() wraps the listener in a closure and a state
-    // object per socket, kept while the session idles; end() is idempotent.
-    if (lent === null) sock.on("data", onData);
-    sock.on("end", onEnd);
-    sock.on("close", lent === null ? onEnd : onLentClose);
-    sock.on("error", onError);
-  }
-
-  protected peerAddr(): NetAddress {
-    return {
-      hostname: stripMapped(this.sock.remoteAddress ?? ""),
-      port: this.sock.remotePort ?? 0,
-    };
-  }
-
-  protected ownAddr(): NetAddress {
-    return {
-      hostname: stripMapped(this.sock.localAddress ?? ""),
-      port: this.sock.localPort ?? 0,
-    };
-  }
-
-  /** Cancelling `readable` destroys the socket. */
-  protected override cancel(): void {
-    this.sock.destroy();
-  }
-
-  /** How this connection reads: `"onread"` (buffers of its own) or `"data"`. */
-  get readPath(): "onread" | "data" {
-    return this.input instanceof LentInput ? "onread" : "data";
-  }
-
-  read(): Uint8Array | null | Promise<Uint8Array | null> {
-    return this.input.read();
-  }
-
-  /** read() without a promise (see `InputQueue.readOr`). */
-  readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
-    return this.input.readOr(waiter);
-  }
-
-  /** See {@link Connection.expectBody}: a larger buffer for the next read. */
-  expectBody(): void {
-    const input = this.input;
-    if (input instanceof LentInput) input.expectBody();
-  }
-
-  /** See {@link Connection.readDone}: the read buffers go to the spares. */
-  readDone(): void {
-    const input = this.input;
-    if (input instanceof LentInput) input.readDone();
   }
 
   write(chunk: Uint8Array): void | Promise<void> {
@@ -767,8 +850,9 @@ class NodeConnection extends ShimConnection {
     const sock = this.sock;
     if (sock.destroyed) return;
     if (abort) return void sock.destroy();
-    if (this.#closing) return;
-    this.#closing = true;
+    const state = this.#state;
+    if ((state & CLOSING) !== 0) return;
+    this.#state = state | CLOSING;
     // end() sends FIN only once Node's queue is written: a peer that does
     // not read would keep the socket (and its descriptor) for ever. With
     // nothing queued the FIN goes now: no timer (one per connection). A
@@ -786,6 +870,40 @@ class NodeConnection extends ShimConnection {
     if (!queued) return;
     const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
     sock.once("close", () => clearTimeout(timer));
+  }
+}
+
+/** How a listener's plaintext connections upgrade (one for all of them). */
+interface StartTls {
+  config: TlsConfig;
+  handshakeTimeout: number;
+}
+
+/**
+ * A plaintext connection of a listener that has a certificate: with
+ * `startTls` (from the prototype, not a closure kept per connection).
+ */
+class StartTlsConnection extends NodeConnection {
+  readonly #starttls: StartTls;
+
+  constructor(
+    sock: net.Socket,
+    info: null,
+    localAddr: NetAddress | null,
+    lent: boolean,
+    starttls: StartTls,
+  ) {
+    super(sock, info, localAddr, lent);
+    this.#starttls = starttls;
+  }
+
+  /**
+   * See {@link Connection.startTls}: a function made when asked (callers
+   * may call it detached), not kept by every connection.
+   */
+  get startTls(): (reply: Uint8Array) => Promise<Connection> {
+    const starttls = this.#starttls;
+    return (reply) => upgrade(this, starttls, reply);
   }
 }
 
@@ -865,7 +983,7 @@ async function upgrade(
   sock.off("end", onEnd);
   sock.off("close", onEnd);
   sock.off("close", onLentClose);
-  conn.input.discard();
+  conn.discard();
   while (sock.read() !== null) { /* discard */ }
   sock.write(reply);
   return serverHandshake(
@@ -977,6 +1095,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     return Promise.reject(err);
   }
   const handshakeTimeout = options.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS;
+  /** STARTTLS for plaintext sockets, one for every connection (setTls() replaces the config's contents). */
+  const starttls = config ? { config, handshakeTimeout } : undefined;
   const queue = new ConnectionQueue();
   /** Every connection's local address when bound to one IP (set on listening). */
   let local: NetAddress | null = null;
@@ -1019,7 +1139,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
         push(
           wrapPaused(
             s,
-            config ? { config, handshakeTimeout } : undefined,
+            starttls,
             local,
           ),
         )
@@ -1028,7 +1148,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
           wrapAccepted(
             s,
             null,
-            config ? { config, handshakeTimeout } : undefined,
+            starttls,
             undefined,
             local,
           ),
@@ -1050,7 +1170,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       const a = server.address() as net.AddressInfo;
       unix?.bound();
       if (unix === null) local = fixedLocalAddr(a.address, a.port);
-      const listener: Listener = {
+      const listener: DirectListener = {
         addr: unix !== null ? unix.addr : { hostname: a.address, port: a.port },
         close() {
           if (!queue.close()) return;
@@ -1058,6 +1178,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
           unix?.remove();
         },
         [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
+        // The server takes each connection in the accept callback: no
+        // promise, iterator result and resumed loop per connection.
+        [ACCEPT]: (take) => queue[ACCEPT](take),
       };
       if (config) {
         listener.setTls = (tlsOptions) => {

@@ -370,6 +370,33 @@ describe("a listener's direct accept", () => {
     assert.match(conn.written, /^421 4\.3\.2 /m);
     assert.equal(server.connections, 0);
   });
+  it("the node:net listener offers it: the server greets a connection without iterating the listener", async () => {
+    const listener = await listenNode({ hostname: "127.0.0.1", port: 0 });
+    assert.equal(typeof (listener as DirectListener)[ACCEPT], "function");
+    let iterated = false;
+    const iterate = listener[Symbol.asyncIterator];
+    listener[Symbol.asyncIterator] = () => {
+      iterated = true;
+      return iterate.call(listener);
+    };
+    const server = await createServer(
+      () => Promise.resolve(listener),
+      "node",
+      { serverName: "mx.test" },
+    );
+    try {
+      const client = net.connect({ port: server.addr.port, host: "127.0.0.1" });
+      const greeting = await new Promise<string>((resolve, reject) => {
+        client.once("data", (d) => resolve(String(d)));
+        client.once("error", reject);
+      });
+      client.destroy();
+      assert.match(greeting, /^220 mx\.test /);
+      assert.equal(iterated, false);
+    } finally {
+      await server.close();
+    }
+  });
 });
 
 describe("ConnectionQueue", () => {

@@ -156,6 +156,43 @@ describe("read path", () => {
   });
 
   it(
+    "onread: a connection keeps its input, buffers and addresses in itself: the socket keeps no address object and one end listener",
+    {
+      skip: !onNode,
+    },
+    async () => {
+      const a = await accepted();
+      try {
+        await readChunks(a.conn, a.client, ["EHLO a\r\n"]);
+        assert.equal(a.conn.remoteAddr.hostname, "127.0.0.1");
+        assert.equal(a.conn.remoteAddr.port, a.client.localPort);
+        assert.equal(a.conn.localAddr.port, a.client.remotePort);
+        const sock = (a.conn as Connection & { sock: net.Socket }).sock;
+        // Asked from the handle: node:net's remoteAddress keeps `_peername`.
+        assert.equal(
+          (sock as net.Socket & { _peername?: object })._peername,
+          undefined,
+        );
+        // node:net's own "end" listener (a no-op with allowHalfOpen) is
+        // replaced: one listener, not an array of two.
+        assert.equal(sock.listenerCount("end"), 1);
+        // No input, sizer or address object of its own besides the socket.
+        for (const value of Object.values(a.conn)) {
+          assert.ok(
+            value === null || typeof value !== "object" || value === sock,
+            `a field holds ${value?.constructor?.name}`,
+          );
+        }
+        // A client's FIN still ends the input (the replaced listener).
+        a.client.end();
+        assert.equal(await a.conn.read!(), null);
+      } finally {
+        a.close();
+      }
+    },
+  );
+
+  it(
     "onread: every connection asks node:net for its next buffer through one shared function",
     {
       skip: !onNode,
