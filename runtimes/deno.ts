@@ -34,11 +34,13 @@ import type {
   NetAddress,
 } from "../src/transport.ts";
 import {
+  BODY_READ,
+  giveReadBuffer,
   MIN_READ,
   nextReadSize,
   type ReadWaiter,
   ShimConnection,
-  smallReadBuffer,
+  takeReadBuffer,
 } from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
@@ -92,41 +94,6 @@ const BODY = 16;
 const READ_DONE = 32;
 /** {@link DenoConnection}'s state bit for "a read is in progress". */
 const READING = 64;
-/** The read buffer for a body's first read (see expectBody). */
-const BODY_READ = MIN_READ * 16;
-/** Most spares kept per size. */
-const SPARE_MAX = 64;
-/**
- * Read buffers no connection holds, shared by all: those of MIN_READ, 1
- * KiB and 4 KiB (see {@link takeBuffer}). A connection whose next read
- * needs another size gives its buffer back once no chunk lent from it is
- * in use, so a session that carries small messages allocates none.
- */
-const spare: Uint8Array[][] = [[], [], []];
-
-/** The spares for buffers of `size` bytes, or undefined for other sizes. */
-function sparesOf(size: number): Uint8Array[] | undefined {
-  return size === MIN_READ
-    ? spare[0]
-    : size === MIN_READ * 4
-    ? spare[1]
-    : size === BODY_READ
-    ? spare[2]
-    : undefined;
-}
-
-/** A read buffer of `size` bytes: a spare, else a new one. */
-function takeBuffer(size: number): Uint8Array {
-  return sparesOf(size)?.pop() ??
-    (size === MIN_READ ? smallReadBuffer() : new Uint8Array(size));
-}
-
-/** Gives `buf` (no longer used) to the spares of its size, if there is room. */
-function giveBack(buf: Uint8Array): void {
-  const spares = sparesOf(buf.byteLength);
-  if (spares !== undefined && spares.length < SPARE_MAX) spares.push(buf);
-}
-
 /**
  * Whether the `n` bytes read into `buf` end a DATA body (its last line,
  * `.` CRLF, after a CRLF), in a read that did not fill the buffer (a full
@@ -171,7 +138,7 @@ class DenoConnection extends ShimConnection {
   #conn: DenoConn;
   /** Writes started (the last one to end forgets #tail); -1 once closed. */
   #writes = 0;
-  #buf = smallReadBuffer();
+  #buf = takeReadBuffer(MIN_READ);
   /**
    * Bits: the count of small reads in a row (the low 4; see
    * nextReadSize), {@link BODY} while a body arrives (from expectBody() to
@@ -256,7 +223,7 @@ class DenoConnection extends ShimConnection {
     // now keeps the old one until the next read (then a spare).
     if (size !== buf.byteLength) {
       this.#lent = buf;
-      this.#buf = takeBuffer(size);
+      this.#buf = takeReadBuffer(size);
     }
     return buf.subarray(0, n);
   }
@@ -269,7 +236,7 @@ class DenoConnection extends ShimConnection {
     const lent = this.#lent;
     if (lent !== null) {
       this.#lent = null;
-      giveBack(lent);
+      giveReadBuffer(lent);
     }
     this.#state |= READING;
     return this.#buf;
@@ -287,11 +254,11 @@ class DenoConnection extends ShimConnection {
   }
 
   #giveBuffers(): void {
-    giveBack(this.#buf);
+    giveReadBuffer(this.#buf);
     const lent = this.#lent;
     if (lent !== null) {
       this.#lent = null;
-      giveBack(lent);
+      giveReadBuffer(lent);
     }
   }
 
@@ -310,8 +277,8 @@ class DenoConnection extends ShimConnection {
     if (buf.byteLength >= BODY_READ) return;
     // The current buffer holds the chunk lent last unless #took replaced it.
     if (this.#lent === null) this.#lent = buf;
-    else giveBack(buf);
-    this.#buf = takeBuffer(BODY_READ);
+    else giveReadBuffer(buf);
+    this.#buf = takeReadBuffer(BODY_READ);
   }
 
   /**

@@ -40,15 +40,17 @@ import {
 } from "../src/transport.ts";
 import {
   ACCEPT,
+  BODY_READ,
   ConnectionQueue,
   type DirectListener,
   fixedLocalAddr,
+  giveReadBuffer,
   InputQueue,
   MIN_READ,
   nextReadSize,
   readableFrom,
   type ReadWaiter,
-  smallReadBuffer,
+  takeReadBuffer,
   writableFrom,
 } from "../src/shim_kit.ts";
 import type { ProxyHeader } from "../src/proxy.ts";
@@ -415,40 +417,6 @@ function nextLentBuffer(): Uint8Array {
   return conn.nextBuffer();
 }
 
-/**
- * Read buffers that no connection holds (see {@link NodeConnection}), shared
- * by every connection: `spare[0]` the small ones ({@link MIN_READ}),
- * `spare[1]` and `spare[2]` those of 1 and 4 KiB (a command grown past
- * the small buffer, a small message's body), each at most SPARE_MAX.
- * A session gives its buffers back when the driver is done with its
- * chunks and the socket is closed (see {@link NodeConnection.readDone}), so a
- * connection that carries one message allocates none.
- */
-const spare: Uint8Array[][] = [[], [], []];
-const SPARE_MAX = 64;
-/** The read buffer for a body's first read (see NodeConnection.expectBody): `spare[2]`'s size. */
-const BODY_READ = MIN_READ * 16;
-
-/** The spares for buffers of `size` bytes, or undefined for other sizes. */
-function sparesOf(size: number): Uint8Array[] | undefined {
-  return size === MIN_READ
-    ? spare[0]
-    : size === MIN_READ * 4
-    ? spare[1]
-    : size === MIN_READ * 16
-    ? spare[2]
-    : undefined;
-}
-
-/** Gives `buf` to the spares of its size; false when there is no room. */
-function giveBack(buf: Uint8Array | null): boolean {
-  if (buf === null) return false;
-  const spares = sparesOf(buf.byteLength);
-  if (spares === undefined || spares.length >= SPARE_MAX) return false;
-  spares.push(buf);
-  return true;
-}
-
 /** The received bytes of a socket that a {@link NodeConnection} reads. */
 const INPUT = Symbol("input");
 type WithInput = net.Socket & { [INPUT]: InputQueue | NodeConnection };
@@ -668,9 +636,8 @@ class NodeConnection implements Connection {
       // The one replaced goes to the spares when nothing holds it: its
       // chunk was given back when the driver asked for the read just
       // done (a read held instead leaves the driver holding it).
-      if (this.#held === null && (state & ENDED) === 0) giveBack(b);
-      b = sparesOf(size)?.pop() ??
-        (size === MIN_READ ? smallReadBuffer() : new Uint8Array(size));
+      if (this.#held === null && (state & ENDED) === 0) giveReadBuffer(b);
+      b = takeReadBuffer(size);
       if (next === 0) this.#buf0 = b;
       else this.#buf1 = b;
     }
@@ -700,12 +667,12 @@ class NodeConnection implements Connection {
     const handle = (sock as net.Socket & { _handle?: StreamHandle | null })
       ._handle;
     if (handle == null || typeof handle.useUserBuffer !== "function") return;
-    const b = spare[2].pop() ?? new Uint8Array(BODY_READ);
+    const b = takeReadBuffer(BODY_READ);
     (sock as unknown as Record<symbol, unknown>)[slots.buffer] = b;
     (handle.useUserBuffer as (buf: Uint8Array) => void).call(handle, b);
     if (slot === 0) this.#buf0 = b;
     else this.#buf1 = b;
-    giveBack(cur);
+    giveReadBuffer(cur);
   }
 
   /** A read of `n` bytes into `buf`: lent, or held (false stops reading). */
@@ -761,7 +728,7 @@ class NodeConnection implements Connection {
     // socket reads into, also after a message; the next read's buffer
     // comes back from the spares).
     const slot = state & SLOT1;
-    if (giveBack(slot === 0 ? this.#buf1 : this.#buf0)) {
+    if (giveReadBuffer(slot === 0 ? this.#buf1 : this.#buf0)) {
       if (slot === 0) this.#buf1 = null;
       else this.#buf0 = null;
     }
@@ -811,8 +778,8 @@ class NodeConnection implements Connection {
     this.#state = state | READ_DONE;
     this.discard();
     if ((state & CLOSED) === 0) return;
-    giveBack(this.#buf0);
-    giveBack(this.#buf1);
+    giveReadBuffer(this.#buf0);
+    giveReadBuffer(this.#buf1);
     this.#buf0 = this.#buf1 = null;
   }
 
@@ -823,8 +790,8 @@ class NodeConnection implements Connection {
     if ((state & CLOSED) !== 0) return;
     this.#state = state | CLOSED;
     if ((state & READ_DONE) === 0) return;
-    giveBack(this.#buf0);
-    giveBack(this.#buf1);
+    giveReadBuffer(this.#buf0);
+    giveReadBuffer(this.#buf1);
     this.#buf0 = this.#buf1 = null;
   }
 

@@ -424,6 +424,71 @@ export function smallReadBuffer(): Uint8Array {
   return b;
 }
 
+/** The read buffer for a body's first read (see `Connection.expectBody`). */
+export const BODY_READ = MIN_READ * 16;
+/** Most spares kept per size. */
+const SPARE_MAX = 64;
+/**
+ * Read buffers no connection holds, shared by every connection of the
+ * shims that read into memory of their own (node:net's `onread`,
+ * `Deno.Conn.read`): those of {@link MIN_READ}, 1 KiB (a command grown
+ * past the small buffer) and {@link BODY_READ} (a small message's body),
+ * at most SPARE_MAX of each. A connection gives a buffer back once no
+ * chunk lent from it is in use, so a session that carries small messages
+ * allocates none.
+ */
+const spare: Uint8Array[][] = [[], [], []];
+
+/** The spares for buffers of `size` bytes, or undefined for other sizes. */
+function sparesOf(size: number): Uint8Array[] | undefined {
+  return size === MIN_READ
+    ? spare[0]
+    : size === MIN_READ * 4
+    ? spare[1]
+    : size === BODY_READ
+    ? spare[2]
+    : undefined;
+}
+
+/**
+ * A read buffer of `size` bytes: a spare (see {@link giveReadBuffer}),
+ * else a new one ({@link smallReadBuffer} for {@link MIN_READ}). Not a
+ * public API.
+ *
+ * @example
+ * ```ts
+ * import { BODY_READ, giveReadBuffer, takeReadBuffer } from "./shim_kit.ts";
+ *
+ * const buf = takeReadBuffer(BODY_READ);
+ * giveReadBuffer(buf); // true: the next takeReadBuffer(BODY_READ) returns it
+ * ```
+ */
+export function takeReadBuffer(size: number): Uint8Array {
+  return sparesOf(size)?.pop() ??
+    (size === MIN_READ ? smallReadBuffer() : new Uint8Array(size));
+}
+
+/**
+ * Gives `buf`, which nothing uses any more, to the spares of its size;
+ * false when it has none (another size, no room, or `buf` null). Not a
+ * public API.
+ *
+ * @example
+ * ```ts
+ * import { giveReadBuffer, MIN_READ, takeReadBuffer } from "./shim_kit.ts";
+ *
+ * giveReadBuffer(takeReadBuffer(MIN_READ)); // true
+ * giveReadBuffer(new Uint8Array(100)); // false: no spares of that size
+ * ```
+ */
+export function giveReadBuffer(buf: Uint8Array | null): boolean {
+  if (buf === null) return false;
+  const spares = sparesOf(buf.byteLength);
+  if (spares === undefined || spares.length >= SPARE_MAX) return false;
+  spares.push(buf);
+  return true;
+}
+
 /**
  * The size of a connection's reused read buffer, for shims that read into
  * memory of their own: small while the client sends commands (a command
