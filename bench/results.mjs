@@ -6,7 +6,7 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { dirname, isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join, relative } from "node:path";
 import { log } from "./common.mjs";
 import { BIN, libraryFile, root } from "./launch.mjs";
 import {
@@ -153,7 +153,9 @@ export function writeResults(
   if (RUNTIMES.deno.ok) {
     spawnSync(deno, ["fmt", outPath], { cwd: root, stdio: "ignore" });
   }
-  log(`wrote ${out} and ${jsonPath.slice(root.length + 1)}`);
+  // Under the checkout: relative to it; elsewhere (`--out /tmp/x.md`): whole.
+  const json = relative(root, jsonPath);
+  log(`wrote ${out} and ${json.startsWith("..") ? jsonPath : json}`);
 }
 
 const LAST_FULL = "## Last full run";
