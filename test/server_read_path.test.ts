@@ -66,11 +66,15 @@ async function sendInPieces(
   }
 }
 
-/** The first connection `listen()` accepts, with a connected client socket. */
-async function accepted(): Promise<
-  { conn: Connection; client: net.Socket; close(): void }
-> {
-  const listener = await listen({ hostname: "127.0.0.1", port: 0 });
+/** A connection a listener accepted, with its connected client socket. */
+type Accepted = { conn: Connection; client: net.Socket; close(): void };
+
+/**
+ * The first connection `listenOn()` accepts (node:net's listen() by
+ * default), with a connected client socket.
+ */
+async function accepted(listenOn: typeof listen = listen): Promise<Accepted> {
+  const listener = await listenOn({ hostname: "127.0.0.1", port: 0 });
   const client = net.connect({ port: listener.addr.port, host: "127.0.0.1" });
   const it = listener[Symbol.asyncIterator]();
   const { value: conn } = await it.next();
@@ -114,6 +118,72 @@ function memoryOf(c: Uint8Array): string {
   let id = bufferIds.get(c.buffer);
   if (id === undefined) bufferIds.set(c.buffer, id = bufferIds.size);
   return `${id}@${c.byteOffset}`;
+}
+
+/** A 1–4 KiB DATA body with its end. */
+const BODY = bodyOf(40).wire + ".\r\n";
+
+/**
+ * `c` reads DATA, is told a body is coming (expectBody()) and reads
+ * `body`, sent whole: returns the chunk (one read) and the DATA chunk.
+ */
+async function readBody(
+  c: Accepted,
+  body = BODY,
+): Promise<{ chunk: Uint8Array; data: Uint8Array }> {
+  const [data] = await readChunks(c.conn, c.client, ["DATA\r\n"]);
+  c.conn.expectBody?.();
+  c.client.write(body);
+  const chunk = await c.conn.read!();
+  assert.ok(chunk !== null);
+  assert.equal(dec.decode(chunk), body);
+  return { chunk, data };
+}
+
+/**
+ * A body announced with expectBody() comes in one read, into a buffer
+ * other than the chunk lent before, which stays as it was; commands after
+ * it still come through.
+ */
+async function bodyInOneRead(open: () => Promise<Accepted>): Promise<void> {
+  const a = await open();
+  try {
+    assert.ok(BODY.length > 1024 && BODY.length < 4096);
+    const { chunk, data } = await readBody(a);
+    assert.equal(dec.decode(data), "DATA\r\n", "the lent chunk stays");
+    assert.notEqual(memoryOf(chunk), memoryOf(data));
+    await readChunks(a.conn, a.client, ["QUIT\r\n", "NOOP\r\n"]);
+  } finally {
+    a.close();
+  }
+}
+
+/**
+ * Connection `a` reads a body and waits for a command; connection `b`'s
+ * body then goes into the buffer of `a`'s body. Returns `a`'s pending
+ * read and its body chunk, for the caller's checks; closes both after.
+ */
+async function bodyBufferPassesOn(
+  open: () => Promise<Accepted>,
+  then: (
+    a: Accepted,
+    next: Promise<Uint8Array | null>,
+    chunk: Uint8Array,
+  ) => Promise<void>,
+): Promise<void> {
+  const a = await open();
+  const b = await open();
+  try {
+    const { chunk } = await readBody(a);
+    // The driver is done with the body and waits for a command.
+    const next = Promise.resolve(a.conn.read!());
+    const { chunk: other } = await readBody(b);
+    assert.equal(memoryOf(other), memoryOf(chunk), "the body's buffer");
+    await then(a, next, chunk);
+  } finally {
+    a.close();
+    b.close();
+  }
 }
 
 describe("read path", () => {
@@ -394,25 +464,14 @@ describe("read path", () => {
       const a = await denoAccepted();
       const b = await denoAccepted();
       try {
-        await readChunks(a.conn, a.client, ["DATA\r\n"]);
-        a.conn.expectBody?.();
-        const body = bodyOf(40).wire + ".\r\n";
         // The body and the next command in one read: the read after it
         // goes into the same (body-sized) buffer.
-        a.client.write(body + "QUIT\r\n");
-        const chunk = await a.conn.read!();
-        assert.ok(chunk !== null);
-        assert.equal(dec.decode(chunk), body + "QUIT\r\n");
+        const { chunk } = await readBody(a, BODY + "QUIT\r\n");
         const last = a.conn.read!();
         (a.conn as Connection & { readDone(): void }).readDone();
         a.conn.close();
         assert.equal(await last, null);
-        await readChunks(b.conn, b.client, ["DATA\r\n"]);
-        b.conn.expectBody?.();
-        b.client.write(body);
-        const other = await b.conn.read!();
-        assert.ok(other !== null);
-        assert.equal(dec.decode(other), body);
+        const { chunk: other } = await readBody(b);
         assert.equal(memoryOf(other), memoryOf(chunk));
       } finally {
         a.close();
@@ -476,26 +535,10 @@ describe("read path", () => {
     }
   });
 
-  /** Like accepted(), on Deno's own listener (runtimes/deno.ts). */
-  async function denoAccepted(): Promise<
-    { conn: Connection; client: net.Socket; close(): void }
-  > {
+  /** accepted() on Deno's own listener (runtimes/deno.ts). */
+  async function denoAccepted(): Promise<Accepted> {
     const { listen: denoListen } = await import("../runtimes/deno.ts");
-    const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
-    const client = net.connect({
-      port: listener.addr.port,
-      host: "127.0.0.1",
-    });
-    const { value: conn } = await listener[Symbol.asyncIterator]().next();
-    return {
-      conn: conn as Connection,
-      client,
-      close() {
-        client.destroy();
-        (conn as Connection).close(true);
-        listener.close();
-      },
-    };
+    return accepted(denoListen);
   }
 
   it(
@@ -503,25 +546,7 @@ describe("read path", () => {
     {
       skip: RUNTIME !== "deno",
     },
-    async () => {
-      const a = await denoAccepted();
-      try {
-        const [data] = await readChunks(a.conn, a.client, ["DATA\r\n"]);
-        a.conn.expectBody?.();
-        assert.equal(dec.decode(data), "DATA\r\n", "the lent chunk stays");
-        const body = bodyOf(40).wire + ".\r\n";
-        assert.ok(body.length > 1024 && body.length < 4096);
-        a.client.write(body);
-        const chunk = await a.conn.read!();
-        assert.ok(chunk !== null);
-        assert.equal(dec.decode(chunk), body);
-        assert.notEqual(memoryOf(chunk), memoryOf(data));
-        // Commands after it still come through, read after read.
-        await readChunks(a.conn, a.client, ["QUIT\r\n", "NOOP\r\n"]);
-      } finally {
-        a.close();
-      }
-    },
+    () => bodyInOneRead(denoAccepted),
   );
 
   it(
@@ -529,36 +554,15 @@ describe("read path", () => {
     {
       skip: RUNTIME !== "deno",
     },
-    async () => {
-      const a = await denoAccepted();
-      const b = await denoAccepted();
-      try {
-        await readChunks(a.conn, a.client, ["DATA\r\n"]);
-        a.conn.expectBody?.();
-        const body = bodyOf(40).wire + ".\r\n";
-        a.client.write(body);
-        const chunk = await a.conn.read!();
-        assert.ok(chunk !== null);
-        assert.equal(dec.decode(chunk), body);
-        // The session waits for a command (idle, say): a small buffer.
-        const next = a.conn.read!();
-        await readChunks(b.conn, b.client, ["DATA\r\n"]);
-        b.conn.expectBody?.();
-        b.client.write(body);
-        const other = await b.conn.read!();
-        assert.ok(other !== null);
-        assert.equal(dec.decode(other), body);
-        assert.equal(memoryOf(other), memoryOf(chunk), "the body's buffer");
+    () =>
+      bodyBufferPassesOn(denoAccepted, async (a, next, chunk) => {
+        // The session waited for a command (idle, say): a small buffer.
         a.client.write("x".repeat(300) + "\r\n");
         const line = await next;
         assert.ok(line !== null);
         assert.equal(line.byteLength, 256, "a small buffer");
         assert.notEqual(memoryOf(line), memoryOf(chunk));
-      } finally {
-        a.close();
-        b.close();
-      }
-    },
+      }),
   );
 
   it(
@@ -630,60 +634,19 @@ describe("read path", () => {
   it(
     "onread: a body announced with expectBody() comes in one read, into a buffer other than the chunk lent before",
     { skip: !onNode },
-    async () => {
-      const a = await accepted();
-      try {
-        const [data] = await readChunks(a.conn, a.client, ["DATA\r\n"]);
-        a.conn.expectBody?.();
-        assert.equal(dec.decode(data), "DATA\r\n", "the lent chunk stays");
-        const body = bodyOf(40).wire + ".\r\n";
-        assert.ok(body.length > 1024 && body.length < 4096);
-        a.client.write(body);
-        const chunk = await a.conn.read!();
-        assert.ok(chunk !== null);
-        assert.equal(dec.decode(chunk), body);
-        assert.notEqual(memoryOf(chunk), memoryOf(data));
-        // Commands after it still come through, read after read.
-        await readChunks(a.conn, a.client, ["QUIT\r\n", "NOOP\r\n"]);
-      } finally {
-        a.close();
-      }
-    },
+    () => bodyInOneRead(accepted),
   );
 
   it(
     "onread: while the driver waits for a command after a body, the body's buffer goes to the spares (an idle session holds one buffer)",
     { skip: !onNode },
-    async () => {
-      const a = await accepted();
-      const b = await accepted();
-      try {
-        await readChunks(a.conn, a.client, ["DATA\r\n"]);
-        a.conn.expectBody?.();
-        const body = bodyOf(40).wire + ".\r\n";
-        a.client.write(body);
-        const chunk = await a.conn.read!();
-        assert.ok(chunk !== null);
-        assert.equal(dec.decode(chunk), body);
-        // The driver is done with the body and waits for a command.
-        const next = a.conn.read!();
-        // The next connection's body goes into that buffer.
-        await readChunks(b.conn, b.client, ["DATA\r\n"]);
-        b.conn.expectBody?.();
-        b.client.write(body);
-        const other = await b.conn.read!();
-        assert.ok(other !== null);
-        assert.equal(dec.decode(other), body);
-        assert.equal(memoryOf(other), memoryOf(chunk));
+    () =>
+      bodyBufferPassesOn(accepted, async (a, next) => {
         a.client.write("QUIT\r\n");
         const quit = await next;
         assert.ok(quit !== null);
         assert.equal(dec.decode(quit), "QUIT\r\n");
-      } finally {
-        a.close();
-        b.close();
-      }
-    },
+      }),
   );
 
   it("a session tells its connection that a body is coming when DATA or BDAT is accepted", async () => {
