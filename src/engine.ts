@@ -589,6 +589,18 @@ function chunkEnd(c: EngineCore, reader: BdatReader): SmtpEvent | null {
   return messageEnd(c);
 }
 
+/**
+ * Where the next `size` bytes go in the slab: at its end, or at the start
+ * of a new slab when this one has no room left for them.
+ */
+function slabRoom(size: number): number {
+  if (slabAt + size > SLAB_SIZE) {
+    slab = new Uint8Array(SLAB_SIZE);
+    slabAt = 0;
+  }
+  return slabAt;
+}
+
 /** The fixed part of the reply to a message taken (SmtpEngine.acceptQueued). */
 const QUEUED = "250 2.0.0 OK ";
 const QUEUED_BYTES = ENCODER.encode(QUEUED);
@@ -603,13 +615,8 @@ function queuedBytes(id: string): Uint8Array | null {
   const n = id.length;
   if (n === 0 || n > 200) return null;
   const head = QUEUED_BYTES;
-  const size = head.length + n + 2;
-  if (slabAt + size > SLAB_SIZE) {
-    slab = new Uint8Array(SLAB_SIZE);
-    slabAt = 0;
-  }
+  const start = slabRoom(head.length + n + 2);
   const s = slab;
-  const start = slabAt;
   let at = start;
   for (let i = 0; i < head.length; i++) s[at++] = head[i];
   for (let i = 0; i < n; i++) {
@@ -632,11 +639,7 @@ function queuedBytes(id: string): Uint8Array | null {
 function encodeReply(s: string): Uint8Array {
   const n = s.length;
   if (n > SLAB_MAX) return ENCODER.encode(s);
-  if (slabAt + 3 * n > SLAB_SIZE) {
-    slab = new Uint8Array(SLAB_SIZE);
-    slabAt = 0;
-  }
-  const start = slabAt;
+  const start = slabRoom(3 * n);
   const { written } = ENCODER.encodeInto(s, slab.subarray(start));
   slabAt = start + written;
   return slab.subarray(start, slabAt);
