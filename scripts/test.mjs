@@ -449,4 +449,5 @@ console.log(
       ? `, ${totalFlaky} flaky (failed, then passed when their file ran again)`
       : ""),
 );
-process.exit(failures.length === 0 && totalFailed === 0 ? 0 : 1);
+// exitCode, not exit(): a held output just printed may still be on its way.
+process.exitCode = failures.length === 0 && totalFailed === 0 ? 0 : 1;
