@@ -28,7 +28,6 @@ import {
 } from "./helpers/dnsmasq.ts";
 import {
   PROMETHEUS,
-  type Prometheus,
   PROMTOOL,
   promtoolCheck,
   startPrometheus,
@@ -207,84 +206,80 @@ describe("smtpd --workers 2 --metrics", () => {
     },
     async () => {
       const metricsPort = await freePort();
-      let prom: Prometheus | null = null;
-      try {
-        const cli = startCli([
-          "--port",
-          "0",
-          "--workers",
-          "2",
-          "--maildir",
-          `${tmp}/workers`,
-          "--metrics",
-          `127.0.0.1:${metricsPort}`,
-        ]);
-        const m = await cli.waitFor(
-          /2 workers on 127\.0\.0\.1:(\d+) \([^)]+\), pids (\d+), (\d+)/,
-        );
-        const port = Number(m[1]);
-        const workerPids = [Number(m[2]), Number(m[3])];
-        for (const pid of workerPids) pids.add(pid);
-        // Prometheus now: it scrapes a new target some 5 s after it starts
-        // (it applies its targets at most every 5 s), time the rest of the
-        // test takes meanwhile. Its query below waits for the final sum.
-        if (PROMETHEUS) prom = await startPrometheus(metricsPort);
+      const cli = startCli([
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        "--maildir",
+        `${tmp}/workers`,
+        "--metrics",
+        `127.0.0.1:${metricsPort}`,
+      ]);
+      const m = await cli.waitFor(
+        /2 workers on 127\.0\.0\.1:(\d+) \([^)]+\), pids (\d+), (\d+)/,
+      );
+      const port = Number(m[1]);
+      const workerPids = [Number(m[2]), Number(m[3])];
+      for (const pid of workerPids) pids.add(pid);
 
-        const N = 12;
-        await sendWithNodemailer(port, N);
-        let text = await settled(metricsPort);
-        assert.equal(sample(text, ACCEPTED), N, text);
-        // Per worker: both are there, and they add up to the sum, whichever
-        // worker took each message.
-        const each = perWorker(
-          text,
-          "smtpd_worker_messages_total",
-          'result="accepted",class="2xx"',
-        );
-        assert.deepEqual([...each.keys()].sort(), ["1", "2"], text);
-        assert.equal([...each.values()].reduce((a, b) => a + b, 0), N, text);
-        assert.match(
-          text,
-          /^smtpd_worker_hook_duration_seconds_count\{hook="onMessage",worker="1"\} \d+$/m,
-        );
-        if (PROMTOOL) {
-          const r = await promtoolCheck(text);
-          assert.equal(r.out, "");
-          assert.equal(r.code, 0);
-        }
-        assert.equal((await get(metricsPort, "/healthz")).status, 200);
+      const N = 12;
+      await sendWithNodemailer(port, N);
+      let text = await settled(metricsPort);
+      assert.equal(sample(text, ACCEPTED), N, text);
+      // Per worker: both are there, and they add up to the sum, whichever
+      // worker took each message.
+      const each = perWorker(
+        text,
+        "smtpd_worker_messages_total",
+        'result="accepted",class="2xx"',
+      );
+      assert.deepEqual([...each.keys()].sort(), ["1", "2"], text);
+      assert.equal([...each.values()].reduce((a, b) => a + b, 0), N, text);
+      assert.match(
+        text,
+        /^smtpd_worker_hook_duration_seconds_count\{hook="onMessage",worker="1"\} \d+$/m,
+      );
+      if (PROMTOOL) {
+        const r = await promtoolCheck(text);
+        assert.equal(r.out, "");
+        assert.equal(r.code, 0);
+      }
+      assert.equal((await get(metricsPort, "/healthz")).status, 200);
 
-        // Worker 1 (the first pid) killed: its counts stay in the sum.
-        process.kill(workerPids[0], "SIGKILL");
-        await cli.waitFor(
-          new RegExp(`worker ${workerPids[0]} exited with signal SIGKILL`),
-        );
+      // Worker 1 (the first pid) killed: its counts stay in the sum.
+      process.kill(workerPids[0], "SIGKILL");
+      await cli.waitFor(
+        new RegExp(`worker ${workerPids[0]} exited with signal SIGKILL`),
+      );
+      text = (await get(metricsPort, "/metrics")).text;
+      assert.equal(sample(text, ACCEPTED), N, text);
+      await cli.waitForAll(/listening on 127\.0\.0\.1:\d+ /, 3);
+      // The replacement is worker 3 once the supervisor knows it listens;
+      // worker 1's series are gone, its counts stay in the sum.
+      const workersIn = (text: string) =>
+        [
+          ...perWorker(
+            text,
+            "smtpd_worker_messages_total",
+            'result="accepted",class="2xx"',
+          ).keys(),
+        ].sort();
+      for (let i = 0; i < 200; i++) {
         text = (await get(metricsPort, "/metrics")).text;
         assert.equal(sample(text, ACCEPTED), N, text);
-        await cli.waitForAll(/listening on 127\.0\.0\.1:\d+ /, 3);
-        // The replacement is worker 3 once the supervisor knows it listens;
-        // worker 1's series are gone, its counts stay in the sum.
-        const workersIn = (text: string) =>
-          [
-            ...perWorker(
-              text,
-              "smtpd_worker_messages_total",
-              'result="accepted",class="2xx"',
-            ).keys(),
-          ].sort();
-        for (let i = 0; i < 200; i++) {
-          text = (await get(metricsPort, "/metrics")).text;
-          assert.equal(sample(text, ACCEPTED), N, text);
-          if (workersIn(text).length === 2) break;
-          await new Promise((r) => setTimeout(r, 50));
-        }
-        assert.deepEqual(workersIn(text), ["2", "3"], text);
-        const M = 3;
-        await sendWithNodemailer(port, M);
-        text = await settled(metricsPort);
-        assert.equal(sample(text, ACCEPTED), N + M, text);
+        if (workersIn(text).length === 2) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(workersIn(text), ["2", "3"], text);
+      const M = 3;
+      await sendWithNodemailer(port, M);
+      text = await settled(metricsPort);
+      assert.equal(sample(text, ACCEPTED), N + M, text);
 
-        if (prom) {
+      if (PROMETHEUS) {
+        const prom = await startPrometheus(metricsPort);
+        try {
           assert.equal(
             await prom.waitFor(
               'smtpd_messages_total{result="accepted"}',
@@ -294,12 +289,12 @@ describe("smtpd --workers 2 --metrics", () => {
             `Prometheus' value; its log:\n${prom.log()}`,
           );
           assert.equal(await prom.query('up{job="smtpd"}'), "1");
+        } finally {
+          await prom.stop();
         }
-        const exit = await cli.stop();
-        assert.equal(exit.code, 0, cli.output());
-      } finally {
-        await prom?.stop();
       }
+      const exit = await cli.stop();
+      assert.equal(exit.code, 0, cli.output());
     },
   );
 });

@@ -27,7 +27,6 @@ import {
 } from "../src/exports/metrics.ts";
 import {
   PROMETHEUS,
-  type Prometheus,
   PROMTOOL,
   run,
   startPrometheus,
@@ -144,22 +143,12 @@ describe("metrics of a real server under a known load", () => {
   let metrics: SmtpdMetrics;
   let http: HttpServer;
   let httpPort: number;
-  let prom: Prometheus | undefined;
   /** Messages the load gets accepted. */
   const N = 6;
 
   before(async () => {
     ({ server, metrics } = await startServer());
     const port = server.addr.port;
-    http = createServer(
-      toNodeListener(metricsHandler({ render: metrics.render })),
-    );
-    await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
-    httpPort = (http.address() as AddressInfo).port;
-    // Prometheus first: it scrapes a new target some 5 s after it starts
-    // (it applies its targets at most every 5 s), time the load takes
-    // meanwhile. Its query waits for the final count.
-    if (PROMETHEUS) prom = await startPrometheus(httpPort);
     // 3 messages, one connection each.
     assert.deepEqual(await nodemailerSend(port, 3), []);
     // 2 messages on one connection, one with a refused recipient.
@@ -187,10 +176,14 @@ describe("metrics of a real server under a known load", () => {
       () => value(metrics.snapshot(), "smtpd_connections_open") === 0,
       "every session closed",
     );
+    http = createServer(
+      toNodeListener(metricsHandler({ render: metrics.render })),
+    );
+    await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+    httpPort = (http.address() as AddressInfo).port;
   });
 
   after(async () => {
-    await prom?.stop();
     http?.closeAllConnections?.();
     await new Promise((r) => http ? http.close(r) : r(undefined));
     await server?.close();
@@ -289,23 +282,27 @@ describe("metrics of a real server under a known load", () => {
       : "prometheus not installed (Debian package prometheus)",
     timeout: 120000,
   }, async () => {
-    assert.ok(prom);
-    const query = prom.query;
-    const got = await prom.waitFor(
-      'smtpd_messages_total{result="accepted"}',
-      String(N),
-    );
-    assert.equal(
-      got,
-      String(N),
-      `Prometheus' value; its log:\n${prom.log()}`,
-    );
-    assert.equal(
-      // A series per mechanism, from the start: their sum.
-      await query('sum(smtpd_auth_attempts_total{result="failure"})'),
-      "1",
-    );
-    assert.equal(await query('up{job="smtpd"}'), "1");
+    const prom = await startPrometheus(httpPort);
+    try {
+      const query = prom.query;
+      const got = await prom.waitFor(
+        'smtpd_messages_total{result="accepted"}',
+        String(N),
+      );
+      assert.equal(
+        got,
+        String(N),
+        `Prometheus' value; its log:\n${prom.log()}`,
+      );
+      assert.equal(
+        // A series per mechanism, from the start: their sum.
+        await query('sum(smtpd_auth_attempts_total{result="failure"})'),
+        "1",
+      );
+      assert.equal(await query('up{job="smtpd"}'), "1");
+    } finally {
+      await prom.stop();
+    }
   });
 });
 
