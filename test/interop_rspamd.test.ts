@@ -39,9 +39,10 @@ import { startListeningCli } from "./helpers/cli.ts";
 
 const RSPAMD = "/usr/bin/rspamd";
 const installed = existsSync(RSPAMD);
-// rspamd compiles its rules' Hyperscan databases when it starts (some 10 s
-// on a CI machine) into its hs_cache_dir (DBDIR here), and loads them from
-// there when they are already there (well under a second). The compiled
+// rspamd compiles its Hyperscan databases when it starts (the public
+// suffix list's 9,628 TLDs above all: some 10 s on a CI machine) into its
+// hs_cache_dir (DBDIR here), and loads them from there when they are
+// already there (well under a second). The compiled
 // files, each named by a hash of what it holds, are kept in HS_CACHE
 // between the runs (one per runtime): copied into the daemon's own fresh
 // DBDIR before it starts, the new ones copied back after it stops. rspamd
