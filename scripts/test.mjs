@@ -9,9 +9,12 @@
 // three tests, the files they are in run once more on it, alone: tests
 // that pass then are named in the summary as flaky (and counted apart),
 // a test that fails again fails the run. The summary names every failed
-// test, since a CI log shows its last lines first.
+// test, since a CI log shows its last lines first. The runtimes run two at
+// a time (--jobs 1: one after the other), each one's output printed whole
+// when it ends.
 //
-// Usage: node scripts/test.mjs [--only deno,bun,node,node24] [--skip-checks] [files...]
+// Usage: node scripts/test.mjs [--only deno,bun,node,node24] [--skip-checks]
+//   [--jobs N] [files...]
 import { spawn } from "node:child_process";
 import {
   existsSync,
@@ -38,8 +41,11 @@ const args = process.argv.slice(2);
 const onlyArg = args.indexOf("--only");
 const only = onlyArg >= 0 ? args[onlyArg + 1].split(",") : null;
 const skipChecks = args.includes("--skip-checks");
+const jobsArg = args.indexOf("--jobs");
+const jobs = jobsArg >= 0 ? Math.max(1, Number(args[jobsArg + 1]) || 1) : 2;
 const fileArgs = args.filter((a, i) =>
-  !a.startsWith("--") && (onlyArg < 0 || i !== onlyArg + 1)
+  !a.startsWith("--") && (onlyArg < 0 || i !== onlyArg + 1) &&
+  (jobsArg < 0 || i !== jobsArg + 1)
 );
 const files = fileArgs.length > 0
   ? fileArgs
@@ -78,10 +84,27 @@ const env = childEnv(process.env);
 /**
  * Runs a step, its output passed through (through a filter made by
  * `filter()` when given), and resolves with its exit code and output.
+ * With `held`, the output (its heading too) is kept until `print()` is
+ * called on the result: steps that run side by side print one after the
+ * other, each whole.
  */
-function run(label, cmd, cmdArgs, extraEnv = {}, { filter = null } = {}) {
+function run(
+  label,
+  cmd,
+  cmdArgs,
+  extraEnv = {},
+  { filter = null, held = false } = {},
+) {
+  const kept = [];
+  const sink = (stream) =>
+    held ? { write: (d) => kept.push([stream, d]) } : stream;
+  const stdout = sink(process.stdout);
+  const stderr = sink(process.stderr);
+  const print = () => {
+    for (const [stream, d] of kept.splice(0)) stream.write(d);
+  };
   return new Promise((resolve) => {
-    console.log(`\n=== ${label}: ${[cmd, ...cmdArgs].join(" ")}`);
+    stdout.write(`\n=== ${label}: ${[cmd, ...cmdArgs].join(" ")}\n`);
     const child = spawn(cmd, cmdArgs, {
       cwd: root,
       env: { ...env, ...extraEnv },
@@ -104,8 +127,8 @@ function run(label, cmd, cmdArgs, extraEnv = {}, { filter = null } = {}) {
         for (const line of lines) if (f.keep(line)) stream.write(line + "\n");
       };
     };
-    const onOut = pass(process.stdout);
-    const onErr = pass(process.stderr);
+    const onOut = pass(stdout);
+    const onErr = pass(stderr);
     child.stdout.on("data", (d) => {
       out += d;
       onOut(d);
@@ -118,7 +141,7 @@ function run(label, cmd, cmdArgs, extraEnv = {}, { filter = null } = {}) {
       onOut(null);
       onErr(null);
       const hidden = filters.reduce((n, f) => n + f.hidden, 0);
-      resolve({ code, out, hidden });
+      resolve({ code, out, hidden, print });
     });
   });
 }
@@ -249,16 +272,35 @@ if (!skipChecks) {
     ], { filter: denoDocFilter }]),
     ["deno fmt", deno, ["fmt", "--check"]],
     ["deno publish --dry-run", deno, ["publish", "--dry-run", "--allow-dirty"]],
-    ["tsup build", process.execPath, [join(root, "scripts", "build.mjs")]],
   ];
-  let built = true;
-  let hidden = 0;
+  // The checks only read the checkout: two run at a time (most of each is
+  // one thread's work), their outputs printed in this order, each whole.
+  // The build, which rewrites dist/, comes after them.
+  const started = [];
+  let slots = 2;
+  const waiting = [];
   for (const [label, cmd, a, opts] of checks) {
-    const r = await run(label, cmd, a, {}, opts);
-    if (r.code !== 0) failures.push(`${label} exited ${r.code}`);
-    if (r.code !== 0 && label === "tsup build") built = false;
-    hidden += r.hidden;
+    if (slots === 0) await new Promise((r) => waiting.push(r));
+    slots--;
+    const r = run(label, cmd, a, {}, { ...opts, held: true });
+    started.push([label, r]);
+    r.then(() => {
+      slots++;
+      waiting.shift()?.();
+    });
   }
+  let hidden = 0;
+  for (const [label, r] of started) {
+    const { code, hidden: h, print } = await r;
+    print();
+    if (code !== 0) failures.push(`${label} exited ${code}`);
+    hidden += h;
+  }
+  const build = await run("tsup build", process.execPath, [
+    join(root, "scripts", "build.mjs"),
+  ]);
+  if (build.code !== 0) failures.push(`tsup build exited ${build.code}`);
+  const built = build.code === 0;
   if (hidden > 0) {
     console.log(
       `\n(deno doc: ${hidden} warnings about @types/node's own files not shown; see scripts/output.mjs)`,
@@ -304,9 +346,12 @@ const runtimes = [
   ]],
   ["node24", node24, ["--test", "--test-concurrency=1", ...files]],
 ];
+// The runtimes by the time the whole suite takes on them, longest first.
+const SLOWEST = ["node", "node24", "deno", "bun"];
 let totalPassed = 0;
 let totalFailed = 0;
 let totalFlaky = 0;
+const runnable = [];
 for (const [name, cmd, a] of runtimes) {
   if (!want(name)) continue;
   if (!cmd || !existsSync(cmd)) {
@@ -316,8 +361,44 @@ for (const [name, cmd, a] of runtimes) {
     } else failures.push(`${name}: runtime not found (${cmd})`);
     continue;
   }
+  runnable.push([name, cmd, a]);
+}
+// The runtimes run `jobs` at a time (most of a run is waiting: on timers,
+// sockets, child processes), the slowest first; each one's output is
+// printed whole when it ends, in the order above.
+const started = new Map();
+{
+  const order = jobs === 1
+    ? runnable
+    : [...runnable].sort((x, y) =>
+      SLOWEST.indexOf(x[0]) - SLOWEST.indexOf(y[0])
+    );
+  const held = jobs > 1 && runnable.length > 1;
+  let slots = jobs;
+  const waiting = [];
+  for (const [name, cmd, a] of order) {
+    if (slots === 0) await new Promise((r) => waiting.push(r));
+    slots--;
+    if (held) console.log(`\n(tests on ${name} started)`);
+    const r = run(`tests on ${name}`, cmd, a, { SMTPD_TEST_RUNTIME: name }, {
+      held,
+    });
+    started.set(name, r);
+    r.then(() => {
+      slots++;
+      waiting.shift()?.();
+    });
+  }
+}
+const results = new Map();
+for (const [name] of runnable) {
+  const r = await started.get(name);
+  r.print();
+  results.set(name, r);
+}
+for (const [name, cmd, a] of runnable) {
   const kind = name === "deno" || name === "bun" ? name : "node";
-  const r = await run(`tests on ${name}`, cmd, a, { SMTPD_TEST_RUNTIME: name });
+  const r = results.get(name);
   const c = counts(kind, r.out);
   if (c === null) {
     failures.push(`${name}: could not read the test counts`);
@@ -328,9 +409,10 @@ for (const [name, cmd, a] of runtimes) {
   if (c.passed === 0) failures.push(`${name}: ran zero tests`);
   const names = failedNames(kind, r.out).slice(0, 20);
   for (const t of names) summary.push(`  ${name} failed: ${t}`);
-  // A few failures: the files they are in run once more, alone. Tests that
-  // pass then are reported as flaky (named above and below), not hidden;
-  // a test that fails twice fails the run.
+  // A few failures: the files they are in run once more, alone (every
+  // runtime has ended by now). Tests that pass then are reported as flaky
+  // (named above and below), not hidden; a test that fails twice fails the
+  // run.
   const again = c.failed > 0 && c.failed <= 3 ? failedFiles(kind, r.out) : null;
   if (again !== null) {
     const rerunArgs = a.filter((x) => !files.includes(x.replace(/^\.\//, "")))
@@ -367,4 +449,5 @@ console.log(
       ? `, ${totalFlaky} flaky (failed, then passed when their file ran again)`
       : ""),
 );
-process.exit(failures.length === 0 && totalFailed === 0 ? 0 : 1);
+// exitCode, not exit(): a held output just printed may still be on its way.
+process.exitCode = failures.length === 0 && totalFailed === 0 ? 0 : 1;

@@ -11,17 +11,20 @@ import { execFileSync } from "node:child_process";
 import {
   chmodSync,
   chownSync,
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { MilterClient, type MilterModification } from "../src/milter/client.ts";
 import { applyHeaderModifications } from "../src/milter/headers.ts";
 import {
@@ -36,6 +39,36 @@ import { startListeningCli } from "./helpers/cli.ts";
 
 const RSPAMD = "/usr/bin/rspamd";
 const installed = existsSync(RSPAMD);
+// rspamd compiles its Hyperscan databases when it starts (the public
+// suffix list's 9,628 TLDs above all: some 10 s on a CI machine) into its
+// hs_cache_dir (DBDIR here), and loads them from there when they are
+// already there (well under a second). The compiled
+// files, each named by a hash of what it holds, are kept in HS_CACHE
+// between the runs (one per runtime): copied into the daemon's own fresh
+// DBDIR before it starts, the new ones copied back after it stops. rspamd
+// itself checks that a file fits its rules and this CPU, and compiles the
+// ones that do not.
+const HS_CACHE = join(
+  fileURLToPath(new URL("..", import.meta.url)),
+  "node_modules",
+  ".cache",
+  "smtpd-test-rspamd-hs",
+);
+const HS_FILE = /^[0-9a-f]{64}\.hs[a-z]*$/;
+
+/** Copies the compiled files of `from` missing in `to` (each whole, by a rename). */
+function copyCompiled(from: string, to: string, owner?: [number, number]) {
+  if (!existsSync(from)) return;
+  mkdirSync(to, { recursive: true });
+  const have = new Set(readdirSync(to));
+  for (const name of readdirSync(from)) {
+    if (!HS_FILE.test(name) || have.has(name)) continue;
+    const part = join(to, `.${name}.${process.pid}`);
+    copyFileSync(join(from, name), part);
+    if (owner) chownSync(part, ...owner);
+    renameSync(part, join(to, name));
+  }
+}
 const te = new TextEncoder();
 const td = new TextDecoder();
 const GTUBE =
@@ -164,12 +197,15 @@ describe("milter client with rspamd", {
     ];
     // As root, rspamd must be told whom to run as (and that user must own
     // its directories); as anyone else it runs as that user.
+    let owner: [number, number] | undefined;
     if (process.getuid?.() === 0) {
       const uid = Number(execFileSync("id", ["-u", "_rspamd"]).toString());
       const gid = Number(execFileSync("id", ["-g", "_rspamd"]).toString());
       for (const d of ["run", "db", "log"]) chownSync(join(dir, d), uid, gid);
       args.unshift("-u", "_rspamd", "-g", "_rspamd");
+      owner = [uid, gid];
     }
+    copyCompiled(HS_CACHE, join(dir, "db"), owner);
     const started = Date.now();
     rspamd = startDaemon(RSPAMD, args);
     try {
@@ -184,7 +220,13 @@ describe("milter client with rspamd", {
 
   after(async () => {
     await rspamd?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    if (dir) {
+      try {
+        copyCompiled(join(dir, "db"), HS_CACHE);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
   });
 
   it("ham is accepted with rspamd's headers, which apply to the header block", async () => {
