@@ -35,7 +35,16 @@ if (Deno.env.get("SMTPD_EXAMPLE_WORKER") === undefined) {
   };
   const stop = () => {
     stopping = true;
-    for (const child of children) child.kill("SIGTERM");
+    for (const child of children) {
+      try {
+        child.kill("SIGTERM");
+      } catch (error) {
+        // Ctrl-C reaches the whole group: a worker may have exited already,
+        // its status not yet seen above ("Child process has already
+        // terminated").
+        if (!(error instanceof TypeError)) throw error;
+      }
+    }
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);

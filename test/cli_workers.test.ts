@@ -4,6 +4,9 @@
 // run under the runtime that runs these tests; only loopback is used.
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { spawn } from "node:child_process";
+import { EventEmitter } from "node:events";
+import { existsSync, readFileSync } from "node:fs";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
 import { availableParallelism, tmpdir } from "node:os";
@@ -12,9 +15,10 @@ import { after, before, describe, it } from "node:test";
 import { serve } from "../mod.ts";
 import { parseCliArgs } from "../src/cli/args.ts";
 import { hashPassword } from "../src/cli/password.ts";
+import { watchWorker } from "../src/cli/workers.ts";
 import { connect } from "./helpers/client.ts";
 import { freePort, startCli, startTs } from "./helpers/cli.ts";
-import { RUNTIME } from "./helpers/run.ts";
+import { RUNTIME, tsCommand } from "./helpers/run.ts";
 
 const [NODE_MAJOR, NODE_MINOR] = process.versions.node.split(".").map(Number);
 /** Whether serve({ reusePort }) works here (Node 22.12+, 23.1+, Deno, Bun). */
@@ -182,6 +186,95 @@ describe("serve({ reusePort })", () => {
       for (const c of [a, b]) c.signal("SIGTERM");
       assert.equal((await a.exited).code, 0);
       assert.equal((await b.exited).code, 0);
+    },
+  );
+});
+
+/** What {@link watchWorker} passed on, in order. */
+function watched(
+  worker: Pick<EventEmitter, "on" | "once">,
+  graceMs?: number,
+): { events: string[]; exited: Promise<void> } {
+  const events: string[] = [];
+  let exited: () => void = () => {};
+  const done = new Promise<void>((r) => (exited = r));
+  watchWorker(
+    worker,
+    (m) => events.push(`message ${(m as { smtpd: string }).smtpd}`),
+    (code, signal) => {
+      events.push(`exit ${signal ?? code}`);
+      exited();
+    },
+    graceMs,
+  );
+  return { events, exited: done };
+}
+
+describe("smtpd --workers: a worker's exit", () => {
+  const stopped = { smtpd: "stopped", messages: 3, bytes: 300, failed: 0 };
+
+  it("is reported after its last message when the exit is seen first", async () => {
+    const w = new EventEmitter();
+    const { events, exited } = watched(w);
+    w.emit("exit", 0, null);
+    w.emit("message", stopped);
+    assert.deepEqual(events, ["message stopped"]);
+    w.emit("disconnect");
+    await exited;
+    assert.deepEqual(events, ["message stopped", "exit 0"]);
+  });
+
+  it("is reported at once when its channel has ended before", async () => {
+    const w = new EventEmitter();
+    const { events, exited } = watched(w);
+    w.emit("message", stopped);
+    w.emit("disconnect");
+    w.emit("exit", null, "SIGKILL");
+    await exited;
+    assert.deepEqual(events, ["message stopped", "exit SIGKILL"]);
+  });
+
+  it("is reported, once, when the channel does not end", async () => {
+    const w = new EventEmitter();
+    const { events, exited } = watched(w, 10);
+    w.emit("exit", 1, null);
+    await exited;
+    w.emit("disconnect");
+    assert.deepEqual(events, ["exit 1"]);
+  });
+
+  it(
+    "follows the stopped report of real children gone before the parent looked",
+    // /proc tells when a child has exited (a zombie, or reaped).
+    { skip: !existsSync("/proc/self/stat") },
+    async () => {
+      const { cmd, args } = tsCommand("test/fixtures/worker_last_words.ts");
+      // Five children: on Deno each one's exit came before its message
+      // about two times in three.
+      const children = Array.from({ length: 5 }, () => {
+        const child = spawn(cmd, args, {
+          stdio: ["ignore", "inherit", "inherit", "ipc"],
+        });
+        return { pid: child.pid, ...watched(child) };
+      });
+      // Busy until every child has sent its report and exited: the parent
+      // then learns of both at once.
+      const exited = (pid: number | undefined) => {
+        try {
+          const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+          return /^[ZX]/.test(stat.replace(/^.*\) /s, ""));
+        } catch {
+          return true; // reaped
+        }
+      };
+      const until = Date.now() + 30000;
+      while (!children.every((c) => exited(c.pid)) && Date.now() < until) {
+        /* busy */
+      }
+      for (const c of children) {
+        await c.exited;
+        assert.deepEqual(c.events, ["message stopped", "exit 0"]);
+      }
     },
   );
 });

@@ -27,6 +27,7 @@
  * @module
  */
 
+import type { EventEmitter } from "node:events";
 import * as net from "node:net";
 import process from "node:process";
 import type { ChildProcess } from "node:child_process";
@@ -275,6 +276,65 @@ type Spawner = (
   onExit: (code: number | null, signal: string | null) => void,
 ) => Promise<{ pid: number; send(m: WorkerMessage): void }>;
 
+/**
+ * How long {@link watchWorker} waits, after a worker exited, for its IPC
+ * channel to end before reporting the exit anyway.
+ */
+export const CHANNEL_END_MS = 2000;
+
+/**
+ * Passes a worker's messages to `onMessage` and its exit to `onExit`, the
+ * exit only once its IPC channel has ended (`disconnect`), so after every
+ * message it sent: the supervisor judges an exit by the `stopped` message
+ * before it, and a runtime may report the exit first (Deno reads a child's
+ * messages and waits for its exit independently). A channel that has not
+ * ended `graceMs` after the exit does not hold the exit back longer.
+ *
+ * @param worker a `node:child_process` child or a `node:cluster` worker
+ * @param onMessage called with each message
+ * @param onExit called once, with the exit status or the signal
+ * @param graceMs how long to wait for the channel's end after the exit
+ *
+ * @example
+ * ```ts
+ * import { fork } from "node:child_process";
+ * import { watchWorker } from "./workers.ts";
+ *
+ * watchWorker(
+ *   fork("worker.js"),
+ *   (m) => console.log("message", m),
+ *   (code, signal) => console.log("exited", signal ?? code), // after them all
+ * );
+ * ```
+ */
+export function watchWorker(
+  worker: Pick<EventEmitter, "on" | "once">,
+  onMessage: (m: unknown) => void,
+  onExit: (code: number | null, signal: string | null) => void,
+  graceMs: number = CHANNEL_END_MS,
+): void {
+  let ended = false;
+  let status: [number | null, string | null] | null = null;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const report = () => {
+    if (status === null) return;
+    clearTimeout(timer);
+    const [code, signal] = status;
+    status = null;
+    onExit(code, signal);
+  };
+  worker.on("message", onMessage);
+  worker.once("disconnect", () => {
+    ended = true;
+    report();
+  });
+  worker.once("exit", (code: number | null, signal: string | null) => {
+    status = [code, signal];
+    if (ended) report();
+    else timer = setTimeout(report, graceMs);
+  });
+}
+
 /** Workers as child processes listening with SO_REUSEPORT. */
 function childSpawner(): Spawner {
   const { file, args } = selfCommand();
@@ -294,8 +354,7 @@ function childSpawner(): Spawner {
       exited = true;
       onExit(code, signal);
     };
-    child.on("message", onMessage);
-    child.once("exit", exit);
+    watchWorker(child, onMessage, exit);
     child.once("error", () => exit(null, null));
     return {
       pid: child.pid ?? -1,
@@ -313,8 +372,7 @@ async function clusterSpawner(): Promise<Spawner> {
   const cluster = (await import("node:cluster")).default;
   return (env, onMessage, onExit) => {
     const worker = cluster.fork(env);
-    worker.on("message", onMessage);
-    worker.once("exit", (code, signal) => onExit(code, signal));
+    watchWorker(worker, onMessage, onExit);
     worker.on("error", () => {/* surfaced as exit */});
     return Promise.resolve({
       pid: worker.process.pid ?? -1,
