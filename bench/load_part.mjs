@@ -2,7 +2,7 @@
 // (fresh server processes per workload, each warmed up to steady state, the
 // servers alternating A B C / C B A), and the per-server and per-runtime
 // figures taken from them.
-import { log, Noise, spread } from "./common.mjs";
+import { log, machineBusyTicks, Noise, ownTicks, spread } from "./common.mjs";
 import { fmtLoad } from "./format.mjs";
 import { RUNS, RUNTIME_NAMES } from "./flags.mjs";
 import { ehloKeywords, runLoad } from "./load_gen.mjs";
@@ -13,13 +13,20 @@ import {
   settle,
   startAll,
 } from "./server_proc.mjs";
-import { perUnit, sized, warmedUp, WORKLOADS } from "./workloads.mjs";
+import {
+  perUnit,
+  sized,
+  warmedUp,
+  warmupLimits,
+  WORKLOADS,
+} from "./workloads.mjs";
 import { HAVE_POSTFIX } from "./launch.mjs";
 
 /**
  * One workload, or a DATA and a BDAT workload together (workloadPlan):
  * fresh server processes, each warmed up to steady state (batches of one
- * run's load until its CPU per message stops falling: WARMUP, warmedUp;
+ * run's load until its CPU per message stops falling: WARMUP, warmedUp,
+ * warmupLimits — W2 at least 20,000 connections, smtp-server one batch;
  * discarded, but reported), then RUNS rounds, the same load for every
  * server. In each round
  * every runtime's group (smtpd, smtp-server, smtp-sink) runs back to back,
@@ -139,7 +146,8 @@ export async function benchWorkloads(names) {
         }
         const done = mine.every((x) => {
           const xs = rows.get(x.name).get(s.name).warmup;
-          return xs.some((v) => !Number.isFinite(v)) || warmedUp(xs);
+          return xs.some((v) => !Number.isFinite(v)) ||
+            warmedUp(xs, warmupLimits(x.w, s.kind));
         });
         if (done) break;
       }
