@@ -213,7 +213,9 @@ function logRun(s, w, run, tag, group) {
       run.msgPerS.toFixed(0).padStart(6)
     } msg/s ${
       perUnit(w, run.cpuUsPerMsg).toFixed(1).padStart(8)
-    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU` +
+    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU, other work ${
+      run.otherCores.toFixed(2)
+    } cores` +
       (s.kind === "smtp-sink" && group ? ` (with ${group})` : ""),
   );
 }
@@ -225,12 +227,23 @@ function logRun(s, w, run, tag, group) {
  */
 async function measure(s, w, round, group) {
   const messages = w.messages;
+  const busy0 = machineBusyTicks();
+  const own0 = ownTicks();
+  const t0 = performance.now();
   const a = await s.cpu();
   const r = await runLoad(w, s.port);
   await settle(s);
   const b = await s.cpu();
   if (!r.ok) return { round, group, ok: false, error: r.error };
   const cpu = cpuDelta(a, b);
+  // The machine's busy time meanwhile minus this process tree's (the load
+  // generator, reaped) and the server's: other work, in cores.
+  const seconds = (performance.now() - t0) / 1000;
+  const otherCores = Math.max(
+    0,
+    ((machineBusyTicks() - busy0 - ownTicks() + own0) / 100 -
+      (b.sched - a.sched) / 1e6) / seconds,
+  );
   return {
     round,
     group,
@@ -240,6 +253,7 @@ async function measure(s, w, round, group) {
     msgPerS: messages / (r.ms / 1000),
     cpuUsPerMsg: cpu.us / messages,
     userUsPerMsg: cpu.userUs / messages,
+    otherCores,
   };
 }
 
