@@ -28,10 +28,9 @@ import { HAVE_POSTFIX } from "./launch.mjs";
  * run's load until its CPU per message stops falling: WARMUP, warmedUp,
  * warmupLimits — W2 at least 20,000 connections, smtp-server one batch;
  * discarded, but reported), then RUNS rounds, the same load for every
- * server. In each round
- * every runtime's group (smtpd, smtp-server, smtp-sink) runs back to back,
- * in the order A B C on even rounds and C B A on odd ones; the order of the
- * groups rotates every round. smtp-sink thus runs once per group, and the
+ * server. In each round every runtime's group (smtp-server, smtpd, the
+ * floors, smtp-sink) runs back to back, in the order A B C on even rounds
+ * and C B A on odd ones; the order of the groups rotates every round. smtp-sink thus runs once per group, and the
  * ratios to it pair each run with the smtp-sink run of the same group.
  * With two workloads, each server runs both back to back on its turn, DATA
  * then BDAT on even rounds and BDAT then DATA on odd ones, so that a BDAT ÷
@@ -116,8 +115,12 @@ export async function benchWorkloads(names) {
   const groups = runtimes.length > 0
     ? runtimes.map((rt) => ({
       rt,
+      // smtp-server first, so that it never stands between smtpd and the
+      // floors: its runs are the long ones (W2: about 12 s against 0.3–0.6
+      // s), and each ratio to a floor pairs runs about a second apart.
       seq: [
-        ...servers.filter((s) => s.runtime === rt),
+        ...servers.filter((s) => s.runtime === rt && s.kind === "smtp-server"),
+        ...servers.filter((s) => s.runtime === rt && s.kind !== "smtp-server"),
         ...(sink ? [sink] : []),
       ],
     }))
