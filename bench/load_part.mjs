@@ -2,7 +2,7 @@
 // (fresh server processes per workload, each warmed up to steady state, the
 // servers alternating A B C / C B A), and the per-server and per-runtime
 // figures taken from them.
-import { log, Noise, spread } from "./common.mjs";
+import { log, machineBusyTicks, Noise, ownTicks, spread } from "./common.mjs";
 import { fmtLoad } from "./format.mjs";
 import { RUNS, RUNTIME_NAMES } from "./flags.mjs";
 import { ehloKeywords, runLoad } from "./load_gen.mjs";
@@ -13,18 +13,24 @@ import {
   settle,
   startAll,
 } from "./server_proc.mjs";
-import { perUnit, sized, warmedUp, WORKLOADS } from "./workloads.mjs";
+import {
+  perUnit,
+  sized,
+  warmedUp,
+  warmupLimits,
+  WORKLOADS,
+} from "./workloads.mjs";
 import { HAVE_POSTFIX } from "./launch.mjs";
 
 /**
  * One workload, or a DATA and a BDAT workload together (workloadPlan):
  * fresh server processes, each warmed up to steady state (batches of one
- * run's load until its CPU per message stops falling: WARMUP, warmedUp;
+ * run's load until its CPU per message stops falling: WARMUP, warmedUp,
+ * warmupLimits — W2 at least 20,000 connections, smtp-server one batch;
  * discarded, but reported), then RUNS rounds, the same load for every
- * server. In each round
- * every runtime's group (smtpd, smtp-server, smtp-sink) runs back to back,
- * in the order A B C on even rounds and C B A on odd ones; the order of the
- * groups rotates every round. smtp-sink thus runs once per group, and the
+ * server. In each round every runtime's group (smtp-server, smtpd, the
+ * floors, smtp-sink) runs back to back, in the order A B C on even rounds
+ * and C B A on odd ones; the order of the groups rotates every round. smtp-sink thus runs once per group, and the
  * ratios to it pair each run with the smtp-sink run of the same group.
  * With two workloads, each server runs both back to back on its turn, DATA
  * then BDAT on even rounds and BDAT then DATA on odd ones, so that a BDAT ÷
@@ -109,8 +115,12 @@ export async function benchWorkloads(names) {
   const groups = runtimes.length > 0
     ? runtimes.map((rt) => ({
       rt,
+      // smtp-server first, so that it never stands between smtpd and the
+      // floors: its runs are the long ones (W2: about 12 s against 0.3–0.6
+      // s), and each ratio to a floor pairs runs about a second apart.
       seq: [
-        ...servers.filter((s) => s.runtime === rt),
+        ...servers.filter((s) => s.runtime === rt && s.kind === "smtp-server"),
+        ...servers.filter((s) => s.runtime === rt && s.kind !== "smtp-server"),
         ...(sink ? [sink] : []),
       ],
     }))
@@ -139,7 +149,8 @@ export async function benchWorkloads(names) {
         }
         const done = mine.every((x) => {
           const xs = rows.get(x.name).get(s.name).warmup;
-          return xs.some((v) => !Number.isFinite(v)) || warmedUp(xs);
+          return xs.some((v) => !Number.isFinite(v)) ||
+            warmedUp(xs, warmupLimits(x.w, s.kind));
         });
         if (done) break;
       }
@@ -205,7 +216,9 @@ function logRun(s, w, run, tag, group) {
       run.msgPerS.toFixed(0).padStart(6)
     } msg/s ${
       perUnit(w, run.cpuUsPerMsg).toFixed(1).padStart(8)
-    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU` +
+    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU, other work ${
+      run.otherCores.toFixed(2)
+    } cores` +
       (s.kind === "smtp-sink" && group ? ` (with ${group})` : ""),
   );
 }
@@ -217,12 +230,23 @@ function logRun(s, w, run, tag, group) {
  */
 async function measure(s, w, round, group) {
   const messages = w.messages;
+  const busy0 = machineBusyTicks();
+  const own0 = ownTicks();
+  const t0 = performance.now();
   const a = await s.cpu();
   const r = await runLoad(w, s.port);
   await settle(s);
   const b = await s.cpu();
   if (!r.ok) return { round, group, ok: false, error: r.error };
   const cpu = cpuDelta(a, b);
+  // The machine's busy time meanwhile minus this process tree's (the load
+  // generator, reaped) and the server's: other work, in cores.
+  const seconds = (performance.now() - t0) / 1000;
+  const otherCores = Math.max(
+    0,
+    ((machineBusyTicks() - busy0 - ownTicks() + own0) / 100 -
+      (b.sched - a.sched) / 1e6) / seconds,
+  );
   return {
     round,
     group,
@@ -232,6 +256,7 @@ async function measure(s, w, round, group) {
     msgPerS: messages / (r.ms / 1000),
     cpuUsPerMsg: cpu.us / messages,
     userUsPerMsg: cpu.userUs / messages,
+    otherCores,
   };
 }
 

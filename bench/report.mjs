@@ -8,10 +8,31 @@ import { fmt, loadLine, mb, mbs, ms, raw, rtLabel } from "./format.mjs";
 import { BIG_MB, IDLE_CONNECTIONS } from "./memory_part.mjs";
 import { MILTER_LOAD } from "./milter_part.mjs";
 import { REUSE_FLOOR_NOTE } from "./server_proc.mjs";
-import { BDAT_PAIRS, KB, MB, WARMUP } from "./workloads.mjs";
+import { BDAT_PAIRS, KB, MB, WARMUP, warmupLimits } from "./workloads.mjs";
 
 /** Other processes' CPU (cores) above which a part is flagged noisy. */
 const NOISY_CORES = 0.25;
+
+/**
+ * The warm-up's batch limits under workload `w` as the report states them:
+ * "3 to 10 batches", and for W2 its larger minimum and smtp-server's
+ * single batch (warmupLimits).
+ */
+function warmupRange(w) {
+  const all = warmupLimits(w, "smtpd");
+  const side = warmupLimits(w, "smtp-server");
+  const range = `${all.min} to ${all.max} batches`;
+  const units = w.warmupMin
+    ? ` (at least ${w.warmupMin} ${
+      w.unit === "conn" ? "connections" : "messages"
+    })`
+    : "";
+  return side.max !== all.max
+    ? `${range}${units}; smtp-server: ${side.max} batch${
+      side.max === 1 ? "" : "es"
+    }, a side column`
+    : range + units;
+}
 
 /** The engine table, then per workload its server and ratio tables, then memory. */
 export function tables(engine, workloads, memory) {
@@ -36,7 +57,7 @@ export function tables(engine, workloads, memory) {
       } per run, every server; ${RUNS} measured rounds after each server process warmed up: batches of ${w.messages} ` +
         `until the CPU per ${w.unit} stopped falling (two batches in a row within ${
           WARMUP.settle * 100
-        } % of the cheapest before them, or above it; ${WARMUP.min} to ${WARMUP.max} batches).` +
+        } % of the cheapest before them, or above it; ${warmupRange(w)}).` +
         (r.together
           ? ` Run together with ${
             r.together.filter((n) => n !== r.name).join(", ")

@@ -9,14 +9,30 @@ export const MB = 1024 * KB;
  * (the quick mode shrinks counts, never the number of rounds). The quick
  * counts give a measured run about 0.3–1 s of server CPU (W1 and W4, the
  * goals' per-message workloads, the most) and keep the quick bench within
- * about 12 minutes on 2 cores (the warm-up runs until steady state).
- * Every server gets the same count in a round (W2's quick count is
- * smaller because smtp-server's 100 ms wait before each greeting holds it
- * near 200 connections a second: 1,200 take it about 6 s a run; at 400,
- * smtpd's run was 40 ms of CPU and its ratio to the floor moved 0.9–2.5×
- * from run to run). `unit` is what the CPU is reported per: a message, a
- * connection (W2 sends one message per connection), or a MiB of message
- * (W3).
+ * about 13 minutes on 2 cores (the warm-up runs until steady state).
+ * Every server gets the same count in a round. `unit` is what the CPU is
+ * reported per: a message, a connection (W2 sends one message per
+ * connection), or a MiB of message (W3). `warmupMin` (W2): the warm-up
+ * runs at least that many units in each server process (WARMUP);
+ * `sideWarmup` (W2): smtp-server's warm-up is that many batches, no more.
+ *
+ * W2 (one 1 KB message per connection, 20 sessions) is bounded by
+ * smtp-server: its 100 ms wait before each greeting holds it near 200
+ * connections a second, so a run of 2,400 connections takes it about 12 s.
+ * At 1,200 (the quick count before) a run was 0.08–0.23 s of server CPU and
+ * Node 24 smtpd's ÷ floor median moved 1.38–1.91 between two bench runs of
+ * the same code; at 400 it moved 0.9–2.5×. Most of that was compilation,
+ * not noise: the runtimes' compiler threads keep working until 15,000–
+ * 19,000 W2 connections (per thread, /proc/<pid>/task/*: Node 24 smtpd's
+ * other threads took ~85 µs per connection in one 1,200-connection batch
+ * at about 10,000 connections while its main thread stayed at ~128; Deno
+ * ~77 at about 16,000; Bun's 10–40 per connection until about 15,000),
+ * after the main thread's cost had flattened, so the warm-up's stopping
+ * rule (no new low twice) ended at 8,000–10,000 connections and a measured
+ * round took the compile. Hence `warmupMin` 20,000 for every server, and
+ * smtp-server (a side column, not a goal's headline) warmed up by one
+ * batch only, which keeps W2's wall time about where it was with twice
+ * the connections per run.
  */
 export const WORKLOADS = {
   W1: {
@@ -33,11 +49,13 @@ export const WORKLOADS = {
     desc: "20 sessions, 1 KB, one per connection (smtp-source)",
     sessions: 20,
     messages: 5000,
-    quick: 1200,
+    quick: 2400,
     size: KB,
     tool: "source",
     reuse: false,
     unit: "conn",
+    warmupMin: 20000,
+    sideWarmup: 1,
   },
   W3: {
     desc: "4 sessions, 1 MB (smtp-source -d)",
@@ -119,7 +137,8 @@ export const BDAT_PAIRS = [
  * one measured run's load, back to back, until the CPU per message stops
  * falling — the last two batches each within `settle` (3 %) of the
  * cheapest batch before them, or above it: two batches in a row set no new
- * low — after at least `min` batches and at most `max`. JIT tiering goes on
+ * low — after at least `min` batches and at most `max` (warmupLimits: W2
+ * sets a larger minimum, and smtp-server's there). JIT tiering goes on
  * for thousands of messages: on Node 24, smtpd's CPU per 1,000 W2
  * connections in one process fell 54 → 40 → 29 → 28 → 27 ticks batch after
  * batch (the runtime floor's: 24 → 17 → 16 → 15), and on Bun,
@@ -133,11 +152,31 @@ export const BDAT_PAIRS = [
  */
 export const WARMUP = { min: 3, max: FULL ? 12 : 10, settle: 0.03 };
 
-/** Whether warm-up batches `xs` (CPU µs per message, in order) stopped falling. */
-export function warmedUp(xs) {
-  if (xs.length >= WARMUP.max) return true;
-  if (xs.length < WARMUP.min) return false;
-  const floor = (end) => Math.min(...xs.slice(0, end)) * (1 - WARMUP.settle);
+/**
+ * The warm-up's batch limits for server `kind` under workload `w` (sized):
+ * WARMUP's, with at least `w.warmupMin` units (then up to 3 batches more
+ * than that minimum, if more than WARMUP.max), and exactly `w.sideWarmup`
+ * batches for smtp-server where the workload sets it (W2; see WORKLOADS).
+ */
+export function warmupLimits(w, kind) {
+  if (kind === "smtp-server" && w.sideWarmup) {
+    return { ...WARMUP, min: w.sideWarmup, max: w.sideWarmup };
+  }
+  const min = Math.max(
+    WARMUP.min,
+    Math.ceil((w.warmupMin ?? 0) / w.messages),
+  );
+  return { ...WARMUP, min, max: Math.max(WARMUP.max, min + 3) };
+}
+
+/**
+ * Whether warm-up batches `xs` (CPU µs per message, in order) stopped
+ * falling, within `limits` (WARMUP, or warmupLimits()).
+ */
+export function warmedUp(xs, limits = WARMUP) {
+  if (xs.length >= limits.max) return true;
+  if (xs.length < limits.min) return false;
+  const floor = (end) => Math.min(...xs.slice(0, end)) * (1 - limits.settle);
   const n = xs.length;
   return xs[n - 1] >= floor(n - 2) && xs[n - 2] >= floor(n - 2);
 }
