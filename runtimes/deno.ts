@@ -34,7 +34,9 @@ import type {
   NetAddress,
 } from "../src/transport.ts";
 import {
+  ACCEPT,
   BODY_READ,
+  type DirectListener,
   giveReadBuffer,
   MIN_READ,
   nextReadSize,
@@ -421,7 +423,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   unix?.bound();
   let closed = false;
   const isClosed = () => closed;
-  return {
+  const listener: DirectListener = {
     addr: unix !== null
       ? unix.addr
       : { hostname: l.addr.hostname, port: l.addr.port },
@@ -434,7 +436,55 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       unix?.remove();
     },
     [Symbol.asyncIterator]: () => new Accepts(l, unix, isClosed),
+    [ACCEPT]: (take) => acceptInto(l, unix, isClosed, take),
   };
+  return listener;
+}
+
+/**
+ * The listener's `[ACCEPT]` (what serve() uses): each connection handed
+ * to `take` from its accept's reaction, with the iteration's care for
+ * errors (see {@link Accepts}), but no iterator result, no promise of
+ * next() and no `for await` resumed per connection; resolves when the
+ * listener closes.
+ */
+function acceptInto(
+  l: DenoListener,
+  unix: UnixSocketFile | null,
+  closed: () => boolean,
+  take: (conn: Connection) => void,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const next = (): void => {
+      if (closed()) return resolve();
+      let accepted: Promise<DenoConn>;
+      try {
+        accepted = l.accept();
+      } catch (err) {
+        accepted = Promise.reject(err);
+      }
+      accepted.then(onConn, onFail);
+    };
+    const onConn = (conn: DenoConn): void => {
+      let c: Connection | null = null;
+      try {
+        c = unix !== null ? unix.wrap(wrap(conn)) : wrap(conn);
+      } catch {
+        try {
+          conn.close();
+        } catch { /* gone already */ }
+      }
+      next();
+      if (c !== null) take(c);
+    };
+    const onFail = (err: unknown): void => {
+      const name = (err as Error)?.name;
+      if (closed() || name === "BadResource") resolve();
+      else if (CONNECTION_GONE.has(name)) next();
+      else setTimeout(next, ACCEPT_RETRY_MS);
+    };
+    next();
+  });
 }
 
 /** The end of the accepted connections. */

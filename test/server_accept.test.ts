@@ -202,6 +202,59 @@ describe("the Deno listener's iteration", () => {
   );
 });
 
+describe("the Deno listener's direct accept", () => {
+  it(
+    "hands each connection to take, goes on after a connection it could not take, resolves when the listener closes",
+    {
+      skip: (globalThis as { Deno?: unknown }).Deno === undefined,
+    },
+    async () => {
+      const { listen: denoListen } = await import("../runtimes/deno.ts");
+      const listener = await denoListen({ hostname: "127.0.0.1", port: 0 });
+      const direct = (listener as DirectListener)[ACCEPT];
+      assert.equal(typeof direct, "function");
+      const port = listener.addr.port;
+      const got: Connection[] = [];
+      let taken = () => {};
+      let ended = false;
+      const taking = direct!.call(listener, (c) => {
+        got.push(c);
+        taken();
+      }).then(() => ended = true);
+      const nextConn = async () => {
+        while (got.length === 0) {
+          await new Promise<void>((r) => taken = r);
+        }
+        return got.shift()!;
+      };
+      try {
+        // Clients reset before their accept, then one that stays.
+        execFileSync("python3", ["-c", RESETS, String(port), "20"]);
+        const client = net.connect({ port, host: "127.0.0.1" });
+        client.write("NOOP\r\n");
+        // A reset client's connection may have been taken (its read ends
+        // at once): the one that stays is found by what it sent.
+        for (;;) {
+          const c = await nextConn();
+          const chunk = await c.read!();
+          c.close();
+          if (chunk !== null) {
+            assert.equal(new TextDecoder().decode(chunk), "NOOP\r\n");
+            break;
+          }
+        }
+        client.destroy();
+        assert.equal(ended, false);
+        listener.close();
+        await taking;
+        assert.equal(ended, true);
+      } finally {
+        listener.close();
+      }
+    },
+  );
+});
+
 describe("nextReadSize", () => {
   it("grows 4-fold after a full read (up to MAX_READ), shrinks to MIN_READ after 8 small reads in a row", () => {
     const step = (size: number, n: number, small: number) => {
