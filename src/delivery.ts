@@ -22,7 +22,7 @@ import {
   toSmtpError,
   type WaitResult,
 } from "./hooks.ts";
-import { newId, type SessionState } from "./session_state.ts";
+import { newMessageId, type SessionState } from "./session_state.ts";
 import type { ServerCounters } from "./stats.ts";
 import type { MilterSession } from "./milter/session.ts";
 import { milterOutcome } from "./milter/options.ts";
@@ -276,7 +276,7 @@ export class MessageDelivery {
     const d = this.#owner;
     const env = ev.envelope;
     const msg = new IncomingMessage(
-      newId(),
+      newMessageId(),
       { mailbox: env.from, params: env.mailParams },
       env.recipients,
       d.session,

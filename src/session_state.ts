@@ -43,6 +43,24 @@ export function newId(): string {
 }
 
 /**
+ * {@link newId} for a message: joined with `+`, a third of join()'s cost
+ * on JavaScriptCore (about 60 ns per message). The rope or cons string
+ * is flattened when the 250 reply copies the id out character by
+ * character (`SmtpEngine.acceptQueued`), and a message is not kept by an
+ * idle session.
+ *
+ * @example
+ * ```ts
+ * import { newMessageId } from "./session_state.ts";
+ *
+ * newMessageId() !== newMessageId(); // true
+ * ```
+ */
+export function newMessageId(): string {
+  return idBase + (++idCounter).toString(36);
+}
+
+/**
  * The mutable side of a {@link Session}. What the protocol decides (the
  * HELO name, ESMTP, the user, whether the connection is encrypted) is the
  * engine's: the engine the session is given to as its view (the third
