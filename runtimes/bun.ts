@@ -38,15 +38,15 @@ import {
   type DirectListener,
   fixedLocalAddr,
   InputBuffer,
-  type ReadWaiter,
-  ShimConnection,
+  readableFrom,
+  writableFrom,
 } from "../src/shim_kit.ts";
 
 export * from "../src/exports/runtime.ts";
 
 /** The parts of Bun's socket API this shim uses. */
 interface BunSocket {
-  data: SocketState;
+  data: BunConnection;
   /** Missing once the peer has reset the connection (before it was accepted). */
   remoteAddress?: string;
   remotePort?: number;
@@ -63,7 +63,7 @@ interface BunSocket {
   upgradeTLS(options: {
     tls: BunTls;
     socket: Handlers;
-    data?: SocketState;
+    data?: BunConnection;
   }): [BunSocket, BunSocket];
 }
 /** Bun's TLS options (`minVersion` is not one of them: it fails every handshake). */
@@ -95,36 +95,6 @@ interface BunApi {
       socket: Handlers;
     },
   ): BunListener;
-}
-
-/**
- * Per-socket state: the received bytes waiting to be read (the state is
- * its own input queue, one object per socket instead of two; ended by the
- * peer's FIN, a close, or STARTTLS; Bun's `data` chunks are fresh arrays:
- * kept as they come, see `Connection`'s ownership rule) and the pending
- * write.
- */
-class SocketState extends InputBuffer {
-  /** The socket, once known (a TLS socket's state exists before it). */
-  socket: BunSocket | null = null;
-  /** The socket is closed (by the peer, an error or `close()`): writes fail. */
-  closed = false;
-  rest: Uint8Array | null = null; // unwritten tail of the pending writes
-  pending: Promise<void> | null = null;
-  drained: (() => void) | null = null;
-  failed: ((e: Error) => void) | null = null;
-  /** Set while a TLS handshake runs on this socket. */
-  onHandshake: ((ok: boolean, err: Error | null) => void) | null = null;
-
-  /** Stops reading from the socket (the input queued too much). */
-  pause(): void {
-    this.socket?.pause();
-  }
-
-  /** Reads from the socket again. */
-  resume(): void {
-    this.socket?.resume();
-  }
 }
 
 const handlers: Handlers = {
@@ -160,11 +130,11 @@ const handlers: Handlers = {
   },
 };
 
-function endInput(st: SocketState | undefined): void {
+function endInput(st: BunConnection | undefined): void {
   st?.end();
 }
 
-function finish(st: SocketState | undefined): void {
+function finish(st: BunConnection | undefined): void {
   if (!st) return;
   // Closed during the handshake: fail it (it used to wait for ever, and
   // with it the connection's loop and server.close()).
@@ -206,16 +176,18 @@ interface TlsState {
 
 /**
  * Runs the server side of a TLS handshake on `s` (which must not deliver
- * data any more); resolves with the encrypted socket, or rejects (and
- * closes the connection) if it fails, times out or the client leaves.
+ * data any more); resolves with the encrypted socket's connection (its
+ * `tls` told), or rejects (and closes the connection) if it fails, times
+ * out or the client leaves.
  */
 function handshake(
   s: BunSocket,
   tls: TlsState,
+  localAddr: NetAddress | null,
   started?: (tlsSocket: BunSocket) => void,
-): Promise<BunSocket> {
+): Promise<BunConnection> {
   return new Promise((resolve, reject) => {
-    const next = new SocketState();
+    const next = new BunConnection(null, localAddr);
     const timer = setTimeout(() => {
       next.onHandshake?.(false, new Error("TLS handshake timed out"));
     }, tls.handshakeTimeout);
@@ -226,7 +198,8 @@ function handshake(
       // certificate), and reports a version on failure ("TLSv1.2" before
       // any handshake): `ok`, or a negotiated cipher's name, tells success.
       if (ok || tlsSocket.getCipher?.()?.name) {
-        return resolve(tlsSocket);
+        next.tls = bunTlsInfo(tlsSocket);
+        return resolve(next);
       }
       tlsSocket.terminate();
       reject(err ?? new Error("TLS handshake failed"));
@@ -248,93 +221,111 @@ function handshake(
   });
 }
 
-function wrap(
-  s: BunSocket,
-  info: TlsInfo | null,
-  tls: TlsState | null,
-  localAddr: NetAddress | null = null,
-): Connection {
-  const conn = new BunConnection(s, info, localAddr);
-  if (tls !== null && info === null) offerStartTls(conn, tls);
-  return conn;
-}
-
 /**
- * Gives `conn` its `startTls`. Apart from {@link wrap}: a function whose
- * variables a closure captures gets a scope object on the heap at every
- * call (JavaScriptCore), also when the closure is never made; wrap() runs
- * for every connection, TLS or not.
+ * Gives `conn` its `startTls`. Apart from the open handler: a function
+ * whose variables a closure captures gets a scope object on the heap at
+ * every call (JavaScriptCore), also when the closure is never made; the
+ * open handler runs for every connection, TLS or not.
  */
 function offerStartTls(conn: BunConnection, tls: TlsState): void {
   conn.startTls = (reply) => upgrade(conn, tls, reply);
 }
 
 /**
- * A Bun socket as a {@link Connection}: methods on the prototype, the
- * addresses and streams made when first asked (see {@link ShimConnection}).
+ * A Bun socket as a {@link Connection}, and the socket's state (its
+ * `data`): one object per socket, not two. It is the socket's input queue
+ * (ended by the peer's FIN, a close, or STARTTLS; Bun's `data` chunks are
+ * fresh arrays: kept as they come, see `Connection`'s ownership rule) and
+ * holds the pending write. Methods on the prototype; the addresses and
+ * streams made when first asked (as `ShimConnection`'s are).
  */
-class BunConnection extends ShimConnection {
-  readonly socket: BunSocket;
-  readonly state: SocketState;
+class BunConnection extends InputBuffer implements Connection {
+  /** The socket, once known (a TLS socket's connection exists before it). */
+  socket: BunSocket | null;
+  /** TLS details when the connection is encrypted, else `null`. */
+  tls: TlsInfo | null = null;
+  /** The socket is closed (by the peer, an error or `close()`): writes fail. */
+  closed = false;
+  rest: Uint8Array | null = null; // unwritten tail of the pending writes
+  pending: Promise<void> | null = null;
+  drained: (() => void) | null = null;
+  failed: ((e: Error) => void) | null = null;
+  /** Set while a TLS handshake runs on this socket. */
+  onHandshake: ((ok: boolean, err: Error | null) => void) | null = null;
+  /** The TLS socket while a STARTTLS handshake runs. */
+  upgrading: BunSocket | null = null;
   /**
    * Set by offerStartTls() where STARTTLS is offered; declared only, so
    * that a plaintext connection has no field for it (one field more took
    * the next size of heap cell).
    */
   declare startTls?: (reply: Uint8Array) => Promise<Connection>;
-  /** The TLS socket while a STARTTLS handshake runs. */
-  upgrading: BunSocket | null = null;
+  #readable: ReadableStream<Uint8Array> | null = null;
+  #writable: WritableStream<Uint8Array> | null = null;
+  #remoteAddr: NetAddress | null = null;
+  #localAddr: NetAddress | null;
 
-  constructor(
-    s: BunSocket,
-    info: TlsInfo | null,
-    localAddr: NetAddress | null,
-  ) {
-    super(info, localAddr);
+  /** `localAddr`, when known, spares asking Bun for it. */
+  constructor(s: BunSocket | null, localAddr: NetAddress | null) {
+    super();
     this.socket = s;
-    this.state = s.data;
-    this.state.socket = s;
+    this.#localAddr = localAddr;
   }
 
-  protected peerAddr(): NetAddress {
-    return {
-      hostname: this.socket.remoteAddress ?? "",
-      port: this.socket.remotePort ?? 0,
+  /** Stops reading from the socket (the input queued too much). */
+  pause(): void {
+    this.socket?.pause();
+  }
+
+  /** Reads from the socket again. */
+  resume(): void {
+    this.socket?.resume();
+  }
+
+  /** Bytes from the client, over `read()`; cancelling it closes. */
+  get readable(): ReadableStream<Uint8Array> {
+    return this.#readable ??= readableFrom(
+      () => this.read(),
+      () => this.close(),
+    );
+  }
+
+  /** Bytes to the client, over `write()`. */
+  get writable(): WritableStream<Uint8Array> {
+    return this.#writable ??= writableFrom((chunk) => this.write(chunk));
+  }
+
+  /** The client's address (asked of Bun once). */
+  get remoteAddr(): NetAddress {
+    return this.#remoteAddr ??= {
+      hostname: this.socket!.remoteAddress ?? "",
+      port: this.socket!.remotePort ?? 0,
     };
   }
 
-  protected ownAddr(): NetAddress {
-    return {
-      hostname: this.socket.localAddress ?? "",
-      port: this.socket.localPort ?? 0,
+  /** The server's address on this connection (asked of Bun once). */
+  get localAddr(): NetAddress {
+    return this.#localAddr ??= {
+      hostname: this.socket!.localAddress ?? "",
+      port: this.socket!.localPort ?? 0,
     };
-  }
-
-  read(): Uint8Array | null | Promise<Uint8Array | null> {
-    return this.state.read();
-  }
-
-  /** read() without a promise (see `InputBuffer.readOr`). */
-  readOr(waiter: ReadWaiter): Uint8Array | null | undefined {
-    return this.state.readOr(waiter);
   }
 
   write(chunk: Uint8Array): void | Promise<void> {
-    const st = this.state;
-    if (st.closed) throw new Error("Connection closed");
-    if (st.rest !== null) {
+    if (this.closed) throw new Error("Connection closed");
+    if (this.rest !== null) {
       // A write still waits for the socket: queue behind it, in order.
-      const rest = new Uint8Array(st.rest.byteLength + chunk.byteLength);
-      rest.set(st.rest);
-      rest.set(chunk, st.rest.byteLength);
-      st.rest = rest;
-      return st.pending!;
+      const rest = new Uint8Array(this.rest.byteLength + chunk.byteLength);
+      rest.set(this.rest);
+      rest.set(chunk, this.rest.byteLength);
+      this.rest = rest;
+      return this.pending!;
     }
     // Bun may take part of a chunk: keep the rest for the drain callback.
-    const n = this.socket.write(chunk);
+    const n = this.socket!.write(chunk);
     if (n >= chunk.byteLength) return;
-    st.rest = chunk.subarray(Math.max(n, 0));
-    return st.pending = drained(st);
+    this.rest = chunk.subarray(Math.max(n, 0));
+    return this.pending = drained(this);
   }
 
   close(abort?: boolean): void {
@@ -342,14 +333,13 @@ class BunConnection extends ShimConnection {
     // plaintext socket is the TLS socket's now, so end that one (the
     // handshake then fails, and startTls() rejects).
     if (this.upgrading !== null) return this.upgrading.terminate();
-    const st = this.state;
-    if (st.closed) return;
-    finish(st);
+    if (this.closed) return;
+    finish(this);
     // Bun keeps no queue of its own (a write takes what the kernel
     // takes), so end() closes at once; terminate() also drops the
     // kernel's unsent bytes.
-    if (abort) this.socket.terminate();
-    else this.socket.end();
+    if (abort) this.socket!.terminate();
+    else this.socket!.end();
   }
 }
 
@@ -358,7 +348,7 @@ class BunConnection extends ShimConnection {
  * `write()` so that a write that needs none allocates no scope for the
  * closure's captured variables (see {@link offerStartTls}).
  */
-function drained(st: SocketState): Promise<void> {
+function drained(st: BunConnection): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     st.drained = resolve;
     st.failed = reject;
@@ -375,18 +365,17 @@ async function upgrade(
   // goes out, and drop what was received and not read yet. Bun delivers
   // data in callbacks only, so nothing can arrive between here and
   // upgradeTLS().
-  const input = conn.state;
-  input.discard();
-  if (input.paused) conn.socket.resume();
+  conn.discard();
+  if (conn.paused) conn.socket!.resume();
   // A 220 the kernel did not take at once goes out before the upgrade.
   await conn.write(reply);
   try {
-    const tlsSocket = await handshake(
-      conn.socket,
+    return await handshake(
+      conn.socket!,
       tls,
+      null,
       (t) => (conn.upgrading = t),
     );
-    return wrap(tlsSocket, bunTlsInfo(tlsSocket), null);
   } finally {
     conn.upgrading = null;
   }
@@ -461,14 +450,17 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     socket: {
       ...handlers,
       open(s) {
-        s.data = new SocketState();
-        if (!implicit) return push(wrap(s, null, tls, local));
+        if (!implicit) {
+          const conn = s.data = new BunConnection(s, local);
+          if (tls !== null) offerStartTls(conn, tls);
+          return push(conn);
+        }
         // Implicit TLS: the driver gets the connection once it is
         // encrypted (so that session.tls tells the negotiated version and
         // cipher); a failed handshake never reaches it.
-        s.data.end();
-        handshake(s, tls).then(
-          (t) => push(wrap(t, bunTlsInfo(t), null, local)),
+        (s.data = new BunConnection(s, local)).end();
+        handshake(s, tls, local).then(
+          push,
           // A failed handshake: nothing to deliver.
           () => options.onTlsFailure?.(),
         );

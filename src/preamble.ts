@@ -260,18 +260,26 @@ function claimLater(
 
 /** The answer of the count per address (see claimIp). */
 function claimedIp(d: PreambleDriver, key: string, claimed: boolean): boolean {
-  if (!claimed) {
-    d.host.refuse(
-      d.conn,
-      d.session.remoteAddress,
-      "too_many_connections_per_ip",
-      "too many connections from this address",
-      (bytes) => d.io.write(bytes),
-    );
-    return false;
-  }
+  if (!claimed) return overIpLimit(d);
   if (d.host.options.path === null) d.countedIp = key;
   return true;
+}
+
+/**
+ * Refuses a connection over maxConnectionsPerIp. Apart from claimedIp: a
+ * function whose variables a closure captures gets a scope object on the
+ * heap at every call (JavaScriptCore), also when the closure is never
+ * made; claimedIp runs for every connection.
+ */
+function overIpLimit(d: PreambleDriver): false {
+  d.host.refuse(
+    d.conn,
+    d.session.remoteAddress,
+    "too_many_connections_per_ip",
+    "too many connections from this address",
+    (bytes) => d.io.write(bytes),
+  );
+  return false;
 }
 
 /**
