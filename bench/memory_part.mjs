@@ -36,7 +36,8 @@ async function warmUpMemory(s, row) {
  * IDLE_CONNECTIONS sessions held open after EHLO, as it is (garbage and
  * the room the runtime grew its heap by included), then after a full GC
  * (what the sessions keep: RSS, JS heap in use, memory outside it); each
- * minus the baseline, ÷ IDLE_CONNECTIONS.
+ * minus the baseline, ÷ IDLE_CONNECTIONS. Then, once they closed, the same
+ * again (idleAgain).
  */
 async function idleOnce(kind, rt) {
   const [s] = await startAll([[kind, rt]], { gc: true });
@@ -65,10 +66,37 @@ async function idleOnce(kind, rt) {
       }
     } else row.errors.push(`idle sessions: ${h.error}`);
     await h.release();
+    if (h.ok) await idleAgain(s, row, before !== null);
   } finally {
     await s.stop();
   }
   return row;
+}
+
+/**
+ * The same process through a second set of IDLE_CONNECTIONS idle
+ * sessions, once the first set has closed: a full GC (the new baseline),
+ * the sessions held, RSS per session as it is and after a full GC. What
+ * the first set cost once (code the runtime compiled for the session path,
+ * its compiler threads' and allocator's memory, heap room) is in the
+ * baseline now, so this is what one more idle session costs a server that
+ * has held as many before: the steady state, as the CPU figures are taken
+ * after a warm-up (issue 23).
+ */
+async function idleAgain(s, row, gc) {
+  await sleep(1000);
+  const before = gc ? await s.gcMem() : null;
+  const beforeKb = s.mem().rss;
+  const h = await holdIdle(s.port, IDLE_CONNECTIONS);
+  if (h.ok) {
+    await sleep(1000);
+    row.perIdleAgainKb = (s.mem().rss - beforeKb) / IDLE_CONNECTIONS;
+    const after = before === null ? null : await s.gcMem();
+    if (after !== null) {
+      row.retainedAgainKb = (after.rss - before.rss) / 1024 / IDLE_CONNECTIONS;
+    }
+  } else row.errors.push(`idle sessions again: ${h.error}`);
+  await h.release();
 }
 
 /**
@@ -163,6 +191,8 @@ export async function benchMemory() {
               fmt(one.perIdleKb, 1)
             } KB per idle session (after a full GC ${
               fmt(one.retainedRssKb, 1)
+            }; again ${fmt(one.perIdleAgainKb, 1)}, after a full GC ${
+              fmt(one.retainedAgainKb, 1)
             }), `
             : "") +
           `+${mb(one.bigGrowthKb)} MB peak with ${BIG_MB} MB` +
@@ -183,6 +213,8 @@ export async function benchMemory() {
         "retainedRssKb",
         "retainedHeapKb",
         "retainedExternalKb",
+        "perIdleAgainKb",
+        "retainedAgainKb",
         "beforeBigKb",
         "bigPeakKb",
         "bigGrowthKb",
