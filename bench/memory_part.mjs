@@ -36,8 +36,8 @@ async function warmUpMemory(s, row) {
  * IDLE_CONNECTIONS sessions held open after EHLO, as it is (garbage and
  * the room the runtime grew its heap by included), then after a full GC
  * (what the sessions keep: RSS, JS heap in use, memory outside it); each
- * minus the baseline, ÷ IDLE_CONNECTIONS. Then, once they closed, the same
- * again (idleAgain).
+ * minus the baseline, ÷ IDLE_CONNECTIONS (idleSet). Then, once they
+ * closed, a second set the same way ("again").
  */
 async function idleOnce(kind, rt) {
   const [s] = await startAll([[kind, rt]], { gc: true });
@@ -48,25 +48,29 @@ async function idleOnce(kind, rt) {
     row.idleRssKb = s.mem().rss;
     await warmUpMemory(s, row);
     await sleep(500);
-    const before = await s.gcMem();
-    if (before === null) row.errors.push("no full GC on this runtime");
-    row.beforeIdleKb = s.mem().rss;
-    const h = await holdIdle(s.port, IDLE_CONNECTIONS);
-    if (h.ok) {
-      await sleep(1000);
-      row.withIdleKb = s.mem().rss;
-      row.perIdleKb = (row.withIdleKb - row.beforeIdleKb) / IDLE_CONNECTIONS;
-      const after = before === null ? null : await s.gcMem();
-      if (after !== null) {
-        row.retainedRssKb = (after.rss - before.rss) / 1024 / IDLE_CONNECTIONS;
-        row.retainedHeapKb = (after.heapUsed - before.heapUsed) / 1024 /
-          IDLE_CONNECTIONS;
-        row.retainedExternalKb = (after.external - before.external) / 1024 /
-          IDLE_CONNECTIONS;
-      }
-    } else row.errors.push(`idle sessions: ${h.error}`);
-    await h.release();
-    if (h.ok) await idleAgain(s, row, before !== null);
+    const first = await idleSet(s);
+    if (!first.gc) row.errors.push("no full GC on this runtime");
+    row.beforeIdleKb = first.beforeKb;
+    if (!first.ok) {
+      row.errors.push(`idle sessions: ${first.error}`);
+      return row;
+    }
+    row.withIdleKb = first.withKb;
+    row.perIdleKb = first.perKb;
+    row.retainedRssKb = first.retainedRssKb;
+    row.retainedHeapKb = first.retainedHeapKb;
+    row.retainedExternalKb = first.retainedExternalKb;
+    // The same process through a second set, once the first has closed.
+    // What the first set cost once (code the runtime compiled for the
+    // session path, its compiler threads' and allocator's memory, heap
+    // room) is in the new baseline, so this is what one more idle session
+    // costs a server that has held as many before: the steady state, as
+    // the CPU figures are taken after a warm-up (issue 23).
+    await sleep(1000);
+    const again = await idleSet(s);
+    if (!again.ok) row.errors.push(`idle sessions again: ${again.error}`);
+    row.perIdleAgainKb = again.perKb;
+    row.retainedAgainKb = again.retainedRssKb;
   } finally {
     await s.stop();
   }
@@ -74,29 +78,33 @@ async function idleOnce(kind, rt) {
 }
 
 /**
- * The same process through a second set of IDLE_CONNECTIONS idle
- * sessions, once the first set has closed: a full GC (the new baseline),
- * the sessions held, RSS per session as it is and after a full GC. What
- * the first set cost once (code the runtime compiled for the session path,
- * its compiler threads' and allocator's memory, heap room) is in the
- * baseline now, so this is what one more idle session costs a server that
- * has held as many before: the steady state, as the CPU figures are taken
- * after a warm-up (issue 23).
+ * One set of IDLE_CONNECTIONS idle sessions on server `s`: a full GC (the
+ * baseline), the sessions held open after EHLO, RSS per session as it is
+ * (1 s after), then after another full GC (RSS, JS heap in use, memory
+ * outside it), each minus the baseline ÷ IDLE_CONNECTIONS; the sessions
+ * are closed before it returns. Without a full GC on the runtime (`gc`
+ * false) only the figure as it is.
  */
-async function idleAgain(s, row, gc) {
-  await sleep(1000);
-  const before = gc ? await s.gcMem() : null;
-  const beforeKb = s.mem().rss;
+async function idleSet(s) {
+  const before = await s.gcMem();
+  const set = { gc: before !== null, beforeKb: s.mem().rss };
   const h = await holdIdle(s.port, IDLE_CONNECTIONS);
+  set.ok = h.ok;
+  set.error = h.error;
   if (h.ok) {
     await sleep(1000);
-    row.perIdleAgainKb = (s.mem().rss - beforeKb) / IDLE_CONNECTIONS;
+    set.withKb = s.mem().rss;
+    set.perKb = (set.withKb - set.beforeKb) / IDLE_CONNECTIONS;
     const after = before === null ? null : await s.gcMem();
     if (after !== null) {
-      row.retainedAgainKb = (after.rss - before.rss) / 1024 / IDLE_CONNECTIONS;
+      const per = (f) => (after[f] - before[f]) / 1024 / IDLE_CONNECTIONS;
+      set.retainedRssKb = per("rss");
+      set.retainedHeapKb = per("heapUsed");
+      set.retainedExternalKb = per("external");
     }
-  } else row.errors.push(`idle sessions again: ${h.error}`);
+  }
   await h.release();
+  return set;
 }
 
 /**
