@@ -16,7 +16,7 @@
 // full read (up to 64 KiB), reused for every read: an idle connection holds
 // 256 bytes, and a body passes through the same memory (no chunk is handed
 // on). Bun: Bun.listen (runtimes/bun.ts's). Node: node:net
-// (runtimes/node_net.ts's); there the runtime allocates each read itself.
+// (runtimes/node_connection.ts); there the runtime allocates each read itself.
 //
 // `--contract`: the contract floor, the same listeners and replies plus
 // only what smtpd's public contract makes every conforming server do (an
