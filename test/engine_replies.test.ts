@@ -183,6 +183,81 @@ describe("the default greeting", () => {
   });
 });
 
+describe("the default reply to HELO and EHLO", () => {
+  /** What a new engine on `options` replies to `line` (a HELO or EHLO). */
+  function hello(
+    options: EngineOptions,
+    line: string,
+    text?: string,
+  ): Uint8Array {
+    const engine = new SmtpEngine(options);
+    engine.nextEvent();
+    engine.accept();
+    engine.takeOutput();
+    engine.receive(bytes(line + "\r\n"), 0);
+    assert.equal(engine.nextEvent().type, "helo");
+    engine.accept(text);
+    return engine.takeOutput()!;
+  }
+  const dec = new TextDecoder();
+
+  it("is made once for sessions that greet with the same name", () => {
+    const options = sharedEngineOptions({ serverName: "mx.test" });
+    const first = hello(options, "EHLO c.test");
+    assert.equal(
+      dec.decode(first),
+      "250-mx.test greets c.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n" +
+        "250-SIZE 26214400\r\n250-ENHANCEDSTATUSCODES\r\n" +
+        "250-SMTPUTF8\r\n250-CHUNKING\r\n250-BINARYMIME\r\n250 HELP\r\n",
+    );
+    assert.equal(hello(options, "EHLO c.test"), first);
+    const helo = hello(options, "HELO c.test");
+    assert.equal(dec.decode(helo), "250 mx.test greets c.test\r\n");
+    assert.equal(hello(options, "HELO c.test"), helo);
+  });
+
+  it("greets each name, server and kind of greeting with its own", () => {
+    const options = sharedEngineOptions({ serverName: "mx.test" });
+    const other = sharedEngineOptions({ serverName: "other.test" });
+    const sequence: [EngineOptions, string, string][] = [
+      [options, "HELO a.test", "250 mx.test greets a.test\r\n"],
+      [options, "HELO b.test", "250 mx.test greets b.test\r\n"],
+      [other, "HELO b.test", "250 other.test greets b.test\r\n"],
+      [options, "HELO b.test", "250 mx.test greets b.test\r\n"],
+      [options, "EHLO b.test", "250-mx.test greets b.test\r\n"],
+      [options, "HELO b.test", "250 mx.test greets b.test\r\n"],
+      [options, "HELO a.test", "250 mx.test greets a.test\r\n"],
+    ];
+    for (const [o, line, reply] of sequence) {
+      assert.ok(dec.decode(hello(o, line)).startsWith(reply), line);
+    }
+    // The application's text replaces the default, and is not kept.
+    assert.equal(
+      dec.decode(hello(options, "HELO a.test", "mx.test Hi")),
+      "250 mx.test Hi\r\n",
+    );
+    assert.equal(
+      dec.decode(hello(options, "HELO a.test")),
+      "250 mx.test greets a.test\r\n",
+    );
+  });
+
+  it("offers STARTTLS before TLS only, with the same client name", () => {
+    const plain = sharedEngineOptions({
+      serverName: "mx.test",
+      startTls: true,
+    });
+    const secure = sharedEngineOptions({
+      serverName: "mx.test",
+      startTls: true,
+      secure: true,
+    });
+    assert.ok(dec.decode(hello(plain, "EHLO c.test")).includes("STARTTLS"));
+    assert.ok(!dec.decode(hello(secure, "EHLO c.test")).includes("STARTTLS"));
+    assert.ok(dec.decode(hello(plain, "EHLO c.test")).includes("STARTTLS"));
+  });
+});
+
 describe("the 221 to QUIT", () => {
   it("is formatted and encoded once for the sessions of shared options", () => {
     /** What a new engine on `options` replies to QUIT. */

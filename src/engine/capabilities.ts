@@ -121,3 +121,63 @@ export function ehloReply(
   if (isPlainReplyText(greet)) return `250-${greet}\r\n${tail}`;
   return formatReply(250, null, [greet, ...capabilities(o, secure)]);
 }
+
+/** {@link defaultHeloReply}'s last reply, and what it was made for. */
+class LastHelo {
+  /** The options it was made with (null: none yet). */
+  options: ResolvedEngineOptions | null = null;
+  secure = false;
+  esmtp = false;
+  /** The client's name the reply greets. */
+  hostname = "";
+  text = "";
+  bytes: Uint8Array = new Uint8Array(0);
+}
+
+/** See {@link defaultHeloReply}. */
+const lastHelo = new LastHelo();
+
+const ENCODER = new TextEncoder();
+
+/**
+ * The default reply to HELO or EHLO (`esmtp`): "<serverName> greets
+ * <hostname>", and after EHLO the capabilities, with its bytes; made and
+ * encoded once for the last client name asked for: clients greet with
+ * the same name connection after connection (a relay, a sending host),
+ * and each such session's greeting then formats and encodes nothing (one
+ * entry for the process, no lookup by options). Read its fields at once:
+ * the next reply replaces them (its bytes are never written to).
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { defaultHeloReply } from "./capabilities.ts";
+ *
+ * const o = resolveEngineOptions({ serverName: "mx.test" });
+ * defaultHeloReply(o, false, true, "c.test").text.startsWith("250-mx.test greets c.test\r\n"); // true
+ * defaultHeloReply(o, false, false, "c.test").text; // "250 mx.test greets c.test\r\n"
+ * ```
+ */
+export function defaultHeloReply(
+  o: ResolvedEngineOptions,
+  secure: boolean,
+  esmtp: boolean,
+  hostname: string,
+): { readonly text: string; readonly bytes: Uint8Array } {
+  const e = lastHelo;
+  if (
+    e.hostname !== hostname || e.options !== o || e.secure !== secure ||
+    e.esmtp !== esmtp
+  ) {
+    const greet = `${o.serverName} greets ${hostname}`;
+    e.text = esmtp
+      ? ehloReply(o, secure, greet)
+      : formatReply(250, null, greet);
+    e.bytes = ENCODER.encode(e.text);
+    e.options = o;
+    e.secure = secure;
+    e.esmtp = esmtp;
+    e.hostname = hostname;
+  }
+  return e;
+}

@@ -8,7 +8,7 @@
 
 import { formatReply, SmtpError } from "../errors.ts";
 import { encodeBase64Text } from "../sasl.ts";
-import { ehloReply } from "./capabilities.ts";
+import { defaultHeloReply, ehloReply } from "./capabilities.ts";
 import { fixedBytes, fixedReply, greeting } from "./fixed_replies.ts";
 import { assertNever, type EngineCore } from "./core.ts";
 import { acceptedForEach, eachReply } from "./lmtp.ts";
@@ -57,12 +57,17 @@ export function accept(core: EngineCore, text?: string): void {
       core.heloName = ev.hostname;
       core.esmtp = ev.verb !== "HELO";
       core.showState();
-      const greet = text ?? `${o.serverName} greets ${ev.hostname}`;
-      core.write(
-        core.esmtp
-          ? ehloReply(o, core.secure, greet)
-          : formatReply(250, null, greet),
-      );
+      if (text === undefined) {
+        // The default reply: formatted and encoded once per client name.
+        const r = defaultHeloReply(o, core.secure, core.esmtp, ev.hostname);
+        core.writeFixed(r.text, r.bytes);
+      } else {
+        core.write(
+          core.esmtp
+            ? ehloReply(o, core.secure, text)
+            : formatReply(250, null, text),
+        );
+      }
       core.badCommands = 0;
       return;
     }
