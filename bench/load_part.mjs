@@ -1,8 +1,16 @@
 // run.mjs's load part: each workload against every server, in rounds
 // (fresh server processes per workload, each warmed up to steady state, the
-// servers alternating A B C / C B A), and the per-server and per-runtime
-// figures taken from them.
-import { log, machineBusyTicks, Noise, ownTicks, spread } from "./common.mjs";
+// servers alternating A B C / C B A; each server process pinned to one CPU
+// and the load generator to another: bench/placement.mjs), and the
+// per-server and per-runtime figures taken from them.
+import {
+  log,
+  machineBusyTicks,
+  Noise,
+  ownTicks,
+  reapedChildTicks,
+  spread,
+} from "./common.mjs";
 import { fmtLoad } from "./format.mjs";
 import { RUNS, RUNTIME_NAMES } from "./flags.mjs";
 import { ehloKeywords, runLoad } from "./load_gen.mjs";
@@ -21,10 +29,13 @@ import {
   WORKLOADS,
 } from "./workloads.mjs";
 import { HAVE_POSTFIX } from "./launch.mjs";
+import { pinServer, placementText } from "./placement.mjs";
 
 /**
  * One workload, or a DATA and a BDAT workload together (workloadPlan):
- * fresh server processes, each warmed up to steady state (batches of one
+ * fresh server processes, each pinned to the server's CPU once it listens
+ * (pinServer; the load generator runs on another: runLoad), each warmed up
+ * to steady state (batches of one
  * run's load until its CPU per message stops falling: WARMUP, warmedUp,
  * warmupLimits — W2 at least 20,000 connections, smtp-server one batch;
  * discarded, but reported), then RUNS rounds, the same load for every
@@ -67,6 +78,12 @@ export async function benchWorkloads(names) {
   }
   const noise = new Noise();
   let servers = await startAll(serverList());
+  log(`  placement: ${placementText()}`);
+  for (const s of servers) {
+    if (!pinServer(s.pid)) {
+      log(`  ${s.name}: could not pin it (taskset failed)`);
+    }
+  }
   /** The servers each workload runs on (BDAT: those offering CHUNKING). */
   const runsOn = new Map();
   for (const x of ws) {
@@ -216,9 +233,9 @@ function logRun(s, w, run, tag, group) {
       run.msgPerS.toFixed(0).padStart(6)
     } msg/s ${
       perUnit(w, run.cpuUsPerMsg).toFixed(1).padStart(8)
-    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU, other work ${
-      run.otherCores.toFixed(2)
-    } cores` +
+    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU, load generator ${
+      perUnit(w, run.loadUsPerMsg).toFixed(1)
+    } µs/${w.unit}, other work ${run.otherCores.toFixed(2)} cores` +
       (s.kind === "smtp-sink" && group ? ` (with ${group})` : ""),
   );
 }
@@ -234,7 +251,12 @@ async function measure(s, w, round, group) {
   const own0 = ownTicks();
   const t0 = performance.now();
   const a = await s.cpu();
-  const r = await runLoad(w, s.port);
+  const load0 = reapedChildTicks();
+  const r = await runLoad(w, s.port, { pin: true });
+  // The load generator's CPU (10 ms ticks): whether it differs by server
+  // hints at reads and wakeups coalescing differently (the servers, still
+  // running, are not among the reaped children).
+  const loadUs = (reapedChildTicks() - load0) * 1e4;
   await settle(s);
   const b = await s.cpu();
   if (!r.ok) return { round, group, ok: false, error: r.error };
@@ -256,6 +278,7 @@ async function measure(s, w, round, group) {
     msgPerS: messages / (r.ms / 1000),
     cpuUsPerMsg: cpu.us / messages,
     userUsPerMsg: cpu.userUs / messages,
+    loadUsPerMsg: loadUs / messages,
     otherCores,
   };
 }
@@ -288,6 +311,13 @@ function summarize(w, rows) {
       cpu: spread(ok.map((r) => perUnit(w, r.cpuUsPerMsg))),
       user: spread(ok.map((r) => perUnit(w, r.userUsPerMsg))),
       msgPerS: spread(ok.map((r) => r.msgPerS)),
+      // The load generator's CPU per unit while it talked to this server:
+      // the mean over the measured rounds (each run's figure is counted in
+      // 10 ms ticks, about 2 µs per message on W4's quick count).
+      loadCpu: perUnit(
+        w,
+        ok.reduce((a, r) => a + r.loadUsPerMsg, 0) / ok.length,
+      ),
       peakRssKb: row.peakRssKb,
       // CPU per unit of each warm-up batch, and the last batch ÷ the
       // measured median (about 1 when the warm-up reached steady state).
