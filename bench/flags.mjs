@@ -80,6 +80,7 @@ export const OUT = value("out");
 export const NO_WRITE = flag("no-write");
 /**
  * `--no-pin`: the load part leaves the servers and the load generator to
- * the scheduler instead of pinning them to a core each (bench/placement.mjs).
+ * the scheduler instead of pinning them to a core each on W1 and W4
+ * (bench/placement.mjs).
  */
 export const NO_PIN = flag("no-pin");

@@ -1,7 +1,8 @@
 // run.mjs's load part: each workload against every server, in rounds
 // (fresh server processes per workload, each warmed up to steady state, the
-// servers alternating A B C / C B A; each server process pinned to one CPU
-// and the load generator to another: bench/placement.mjs), and the
+// servers alternating A B C / C B A; on W1 and W4 each server process
+// pinned to one CPU and the load generator to another:
+// bench/placement.mjs), and the
 // per-server and per-runtime figures taken from them.
 import {
   log,
@@ -29,12 +30,13 @@ import {
   WORKLOADS,
 } from "./workloads.mjs";
 import { HAVE_POSTFIX } from "./launch.mjs";
-import { pinServer, placementText } from "./placement.mjs";
+import { pinServer, PLACEMENT } from "./placement.mjs";
 
 /**
  * One workload, or a DATA and a BDAT workload together (workloadPlan):
- * fresh server processes, each pinned to the server's CPU once it listens
- * (pinServer; the load generator runs on another: runLoad), each warmed up
+ * fresh server processes (for W1 and W4, each pinned to the server's CPU
+ * once it listens, and the load generator run on another:
+ * bench/placement.mjs), each warmed up
  * to steady state (batches of one
  * run's load until its CPU per message stops falling: WARMUP, warmedUp,
  * warmupLimits — W2 at least 20,000 connections, smtp-server one batch;
@@ -78,8 +80,14 @@ export async function benchWorkloads(names) {
   }
   const noise = new Noise();
   let servers = await startAll(serverList());
-  log(`  placement: ${placementText()}`);
-  for (const s of servers) {
+  // Pinned where the workload says so (W1, W4: bench/workloads.mjs).
+  const pin = PLACEMENT.pinned && ws.every((x) => x.w.pin);
+  log(
+    pin
+      ? `  placement: each server process pinned to CPU ${PLACEMENT.server}, the load generator to CPU ${PLACEMENT.load}`
+      : "  placement: left to the scheduler",
+  );
+  for (const s of pin ? servers : []) {
     if (!pinServer(s.pid)) {
       log(`  ${s.name}: could not pin it (taskset failed)`);
     }
@@ -152,7 +160,7 @@ export async function benchWorkloads(names) {
       for (let batch = 0;; batch++) {
         for (const x of batch % 2 === 1 ? [...mine].reverse() : mine) {
           const row = rows.get(x.name).get(s.name);
-          const run = await measure(s, x.w, 0, null);
+          const run = await measure(s, x.w, 0, null, pin);
           const tag = `warm-up ${batch + 1}` +
             (ws.length > 1 ? ` ${x.name}` : "");
           if (!run.ok) {
@@ -181,7 +189,7 @@ export async function benchWorkloads(names) {
           for (const x of order) {
             if (!runsOn.get(x.name).has(s)) continue;
             const row = rows.get(x.name).get(s.name);
-            const run = await measure(s, x.w, round, group.rt);
+            const run = await measure(s, x.w, round, group.rt, pin);
             const tag = `run ${round}` + (ws.length > 1 ? ` ${x.name}` : "");
             if (!run.ok) {
               row.errors.push(`${tag}: ${run.error}`);
@@ -220,6 +228,7 @@ export async function benchWorkloads(names) {
       load,
       skipped: x.skipped,
       together,
+      pinned: pin,
       ...summarize(x.w, [...rows.get(x.name).values()]),
     });
   }
@@ -242,17 +251,17 @@ function logRun(s, w, run, tag, group) {
 
 /**
  * One run of workload `w` (`w.messages` messages, every server) against
- * server `s`: CPU before, the load, a pause until the server's CPU stops
+ * server `s` (`pin`: the load generator on its CPU): CPU before, the load, a pause until the server's CPU stops
  * moving, CPU after.
  */
-async function measure(s, w, round, group) {
+async function measure(s, w, round, group, pin) {
   const messages = w.messages;
   const busy0 = machineBusyTicks();
   const own0 = ownTicks();
   const t0 = performance.now();
   const a = await s.cpu();
   const load0 = reapedChildTicks();
-  const r = await runLoad(w, s.port, { pin: true });
+  const r = await runLoad(w, s.port, { pin });
   // The load generator's CPU (10 ms ticks): whether it differs by server
   // hints at reads and wakeups coalescing differently (the servers, still
   // running, are not among the reaped children).

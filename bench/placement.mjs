@@ -66,9 +66,20 @@ export function onLoadCpu(cmd, args) {
     : [cmd, args];
 }
 
-/** The placement in words, for the report's head and the progress log. */
-export function placementText() {
-  return PLACEMENT.pinned
-    ? `each server process (all its threads) pinned to CPU ${PLACEMENT.server}, the load generator to CPU ${PLACEMENT.load} (taskset; \`--no-pin\` leaves both to the scheduler)`
-    : `servers and load generator left to the scheduler (not pinned: ${PLACEMENT.why})`;
+/**
+ * How the load part placed its processes, in words, for the report's head:
+ * `pinned` the workloads that ran pinned, `unpinned` those that did not.
+ */
+export function placementText(pinned, unpinned) {
+  const how = PLACEMENT.pinned
+    ? `each server process (all its threads) pinned to CPU ${PLACEMENT.server} and the load generator to CPU ${PLACEMENT.load} (taskset)`
+    : `nothing pinned (${PLACEMENT.why})`;
+  if (!PLACEMENT.pinned || pinned.length === 0) {
+    return `${how}: servers and load generator left to the scheduler`;
+  }
+  return `${pinned.join(", ")}: ${how}` +
+    (unpinned.length > 0
+      ? `; ${unpinned.join(", ")}: left to the scheduler`
+      : "") +
+    " (`--no-pin`: nothing pinned)";
 }

@@ -63,6 +63,9 @@ export function tables(engine, workloads, memory) {
             r.together.filter((n) => n !== r.name).join(", ")
           }: same server processes, each server runs both back to back on its turn, the order flipping every round.`
           : "") +
+        (r.pinned
+          ? " Each server process pinned to one CPU, the load generator to another."
+          : "") +
         (r.load ? ` Machine: ${loadLine(r.load)}.` : ""),
       "",
     );

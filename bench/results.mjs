@@ -101,8 +101,18 @@ export function writeResults(
     'generator: about 1–2); "CPU used by other processes" is the machine\'s busy time minus ' +
     "the bench's own process tree.",
     "",
-    ...(workloads.length > 0
-      ? [`Placement (load part): ${placementText()}.`, ""]
+    ...(workloads.some((w) => w.rows.length > 0)
+      ? [
+        `Placement (load part): ${
+          placementText(
+            workloads.filter((w) => w.pinned).map((w) => w.name),
+            workloads.filter((w) => !w.pinned && w.rows.length > 0).map((
+              w,
+            ) => w.name),
+          )
+        }.`,
+        "",
+      ]
       : []),
     `Code: commit ${head || "unknown"}` +
     (dirty.length > 0
