@@ -1,8 +1,9 @@
-// Where the load part places its processes on the CPUs: each server process
-// (all its threads) on one core, the load generator (smtp-source,
-// bench/client.mjs) on another, through util-linux's `taskset`; `--no-pin`,
-// a machine without `taskset` or with fewer than two CPUs this process may
-// use leave both to the scheduler. Every server is placed the same way.
+// Where the load part places its processes on the CPUs, for the workloads
+// that say `pin` (bench/workloads.mjs: W1 and W4): each server process (all
+// its threads) on one core, the load generator (smtp-source) on another,
+// through util-linux's `taskset`. `--no-pin`, a machine without `taskset` or
+// with fewer than two CPUs this process may use leave both to the scheduler,
+// as are the other workloads. Every server is placed the same way.
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import process from "node:process";
