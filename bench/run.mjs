@@ -9,7 +9,7 @@
 // report and writes it (bench/RESULTS.md for the default selection; raw
 // figures next to it in .tmp/bench-results.json).
 //
-//   node bench/run.mjs            # quick: shorter loads, 5 measured rounds (≈15 min on 2 cores)
+//   node bench/run.mjs            # quick: shorter loads, 5 measured rounds (≈14 min on 2 cores)
 //   node bench/run.mjs --full     # the workloads at full size (7 rounds)
 //
 // Options:

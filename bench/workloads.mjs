@@ -7,9 +7,9 @@ export const MB = 1024 * KB;
 /**
  * The workloads. `messages` is the full count, `quick` the quick mode's
  * (the quick mode shrinks counts, never the number of rounds). The quick
- * counts give a measured run about 0.15–0.5 s of server CPU (W1 and W4, the
+ * counts give a measured run about 0.1–0.5 s of server CPU (W1 and W4, the
  * goals' per-message workloads, the most) and keep the quick bench within
- * about 15 minutes on 2 cores (the warm-up runs until steady state).
+ * about 14 minutes on 2 cores (the warm-up runs until steady state).
  * Every server gets the same count in a round. `unit` is what the CPU is
  * reported per: a message, a connection (W2 sends one message per
  * connection), or a MiB of message (W3). `pin` (W1, W4): the load part
