@@ -195,6 +195,21 @@ export function ownTicks() {
 }
 
 /**
+ * Clock ticks of this process's reaped children (cutime + cstime): across
+ * one load run, the load generator's CPU (the servers, still running, are
+ * not reaped).
+ */
+export function reapedChildTicks() {
+  try {
+    const s = readFileSync("/proc/self/stat", "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ").map(Number);
+    return f[13] + f[14];
+  } catch {
+    return NaN;
+  }
+}
+
+/**
  * Samples the machine's load while a part of the bench runs: the 1-minute
  * load average before, every second during (max and mean) and after; and
  * the CPU the rest of the machine used meanwhile (all CPUs' busy time in

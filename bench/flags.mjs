@@ -78,3 +78,9 @@ export const MESSAGES = Number(value("messages"));
 export const OUT = value("out");
 /** `--no-write`: print the report, write only the JSON. */
 export const NO_WRITE = flag("no-write");
+/**
+ * `--no-pin`: the load part leaves the servers and the load generator to
+ * the scheduler instead of pinning them to a core each on W1 and W4
+ * (bench/placement.mjs).
+ */
+export const NO_PIN = flag("no-pin");

@@ -6,15 +6,18 @@ import process from "node:process";
 import { sleep } from "./common.mjs";
 import { BIN, root, SMTP_SOURCE } from "./launch.mjs";
 import { LOAD_TIMEOUT } from "./flags.mjs";
+import { onLoadCpu } from "./placement.mjs";
 
 /** The runtime that runs bench/client.mjs. */
 const clientNode = BIN.node24 ?? process.execPath;
 
 /**
  * Runs one load against `port` (`w.sourceArgs`: more smtp-source
- * arguments); resolves {ok, skipped, ms, error}.
+ * arguments), with `pin` on the load generator's CPU (bench/placement.mjs:
+ * the load part's servers are pinned to another); resolves {ok, skipped,
+ * ms, error}.
  */
-export function runLoad(w, port) {
+export function runLoad(w, port, { pin = false } = {}) {
   let cmd;
   let args;
   if (w.tool === "source") {
@@ -49,7 +52,8 @@ export function runLoad(w, port) {
   }
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const child = spawn(cmd, args, {
+    const [bin, argv] = pin ? onLoadCpu(cmd, args) : [cmd, args];
+    const child = spawn(bin, argv, {
       cwd: root,
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -1,8 +1,17 @@
 // run.mjs's load part: each workload against every server, in rounds
 // (fresh server processes per workload, each warmed up to steady state, the
-// servers alternating A B C / C B A), and the per-server and per-runtime
-// figures taken from them.
-import { log, machineBusyTicks, Noise, ownTicks, spread } from "./common.mjs";
+// servers alternating A B C / C B A; on W1 and W4 each server process
+// pinned to one CPU and the load generator to another:
+// bench/placement.mjs), and the
+// per-server and per-runtime figures taken from them.
+import {
+  log,
+  machineBusyTicks,
+  Noise,
+  ownTicks,
+  reapedChildTicks,
+  spread,
+} from "./common.mjs";
 import { fmtLoad } from "./format.mjs";
 import { RUNS, RUNTIME_NAMES } from "./flags.mjs";
 import { ehloKeywords, runLoad } from "./load_gen.mjs";
@@ -21,10 +30,14 @@ import {
   WORKLOADS,
 } from "./workloads.mjs";
 import { HAVE_POSTFIX } from "./launch.mjs";
+import { pinServer, PLACEMENT } from "./placement.mjs";
 
 /**
  * One workload, or a DATA and a BDAT workload together (workloadPlan):
- * fresh server processes, each warmed up to steady state (batches of one
+ * fresh server processes (for W1 and W4, each pinned to the server's CPU
+ * once it listens, and the load generator run on another:
+ * bench/placement.mjs), each warmed up
+ * to steady state (batches of one
  * run's load until its CPU per message stops falling: WARMUP, warmedUp,
  * warmupLimits — W2 at least 20,000 connections, smtp-server one batch;
  * discarded, but reported), then RUNS rounds, the same load for every
@@ -67,6 +80,18 @@ export async function benchWorkloads(names) {
   }
   const noise = new Noise();
   let servers = await startAll(serverList());
+  // Pinned where the workload says so (W1, W4: bench/workloads.mjs).
+  const pin = PLACEMENT.pinned && ws.every((x) => x.w.pin);
+  log(
+    pin
+      ? `  placement: each server process pinned to CPU ${PLACEMENT.server}, the load generator to CPU ${PLACEMENT.load}`
+      : "  placement: left to the scheduler",
+  );
+  for (const s of pin ? servers : []) {
+    if (!pinServer(s.pid)) {
+      log(`  ${s.name}: could not pin it (taskset failed)`);
+    }
+  }
   /** The servers each workload runs on (BDAT: those offering CHUNKING). */
   const runsOn = new Map();
   for (const x of ws) {
@@ -135,7 +160,7 @@ export async function benchWorkloads(names) {
       for (let batch = 0;; batch++) {
         for (const x of batch % 2 === 1 ? [...mine].reverse() : mine) {
           const row = rows.get(x.name).get(s.name);
-          const run = await measure(s, x.w, 0, null);
+          const run = await measure(s, x.w, 0, null, pin);
           const tag = `warm-up ${batch + 1}` +
             (ws.length > 1 ? ` ${x.name}` : "");
           if (!run.ok) {
@@ -164,7 +189,7 @@ export async function benchWorkloads(names) {
           for (const x of order) {
             if (!runsOn.get(x.name).has(s)) continue;
             const row = rows.get(x.name).get(s.name);
-            const run = await measure(s, x.w, round, group.rt);
+            const run = await measure(s, x.w, round, group.rt, pin);
             const tag = `run ${round}` + (ws.length > 1 ? ` ${x.name}` : "");
             if (!run.ok) {
               row.errors.push(`${tag}: ${run.error}`);
@@ -203,6 +228,7 @@ export async function benchWorkloads(names) {
       load,
       skipped: x.skipped,
       together,
+      pinned: pin,
       ...summarize(x.w, [...rows.get(x.name).values()]),
     });
   }
@@ -216,25 +242,30 @@ function logRun(s, w, run, tag, group) {
       run.msgPerS.toFixed(0).padStart(6)
     } msg/s ${
       perUnit(w, run.cpuUsPerMsg).toFixed(1).padStart(8)
-    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU, other work ${
-      run.otherCores.toFixed(2)
-    } cores` +
+    } µs CPU/${w.unit} ${(run.cpuUs / 1e6).toFixed(2)} s CPU, load generator ${
+      perUnit(w, run.loadUsPerMsg).toFixed(1)
+    } µs/${w.unit}, other work ${run.otherCores.toFixed(2)} cores` +
       (s.kind === "smtp-sink" && group ? ` (with ${group})` : ""),
   );
 }
 
 /**
  * One run of workload `w` (`w.messages` messages, every server) against
- * server `s`: CPU before, the load, a pause until the server's CPU stops
+ * server `s` (`pin`: the load generator on its CPU): CPU before, the load, a pause until the server's CPU stops
  * moving, CPU after.
  */
-async function measure(s, w, round, group) {
+async function measure(s, w, round, group, pin) {
   const messages = w.messages;
   const busy0 = machineBusyTicks();
   const own0 = ownTicks();
   const t0 = performance.now();
   const a = await s.cpu();
-  const r = await runLoad(w, s.port);
+  const load0 = reapedChildTicks();
+  const r = await runLoad(w, s.port, { pin });
+  // The load generator's CPU (10 ms ticks): whether it differs by server
+  // hints at reads and wakeups coalescing differently (the servers, still
+  // running, are not among the reaped children).
+  const loadUs = (reapedChildTicks() - load0) * 1e4;
   await settle(s);
   const b = await s.cpu();
   if (!r.ok) return { round, group, ok: false, error: r.error };
@@ -256,6 +287,7 @@ async function measure(s, w, round, group) {
     msgPerS: messages / (r.ms / 1000),
     cpuUsPerMsg: cpu.us / messages,
     userUsPerMsg: cpu.userUs / messages,
+    loadUsPerMsg: loadUs / messages,
     otherCores,
   };
 }
@@ -288,6 +320,13 @@ function summarize(w, rows) {
       cpu: spread(ok.map((r) => perUnit(w, r.cpuUsPerMsg))),
       user: spread(ok.map((r) => perUnit(w, r.userUsPerMsg))),
       msgPerS: spread(ok.map((r) => r.msgPerS)),
+      // The load generator's CPU per unit while it talked to this server:
+      // the mean over the measured rounds (each run's figure is counted in
+      // 10 ms ticks, about 2 µs per message on W4's quick count).
+      loadCpu: perUnit(
+        w,
+        ok.reduce((a, r) => a + r.loadUsPerMsg, 0) / ok.length,
+      ),
       peakRssKb: row.peakRssKb,
       // CPU per unit of each warm-up batch, and the last batch ÷ the
       // measured median (about 1 when the warm-up reached steady state).

@@ -63,6 +63,9 @@ export function tables(engine, workloads, memory) {
             r.together.filter((n) => n !== r.name).join(", ")
           }: same server processes, each server runs both back to back on its turn, the order flipping every round.`
           : "") +
+        (r.pinned
+          ? " Each server process pinned to one CPU, the load generator to another."
+          : "") +
         (r.load ? ` Machine: ${loadLine(r.load)}.` : ""),
       "",
     );
@@ -70,18 +73,20 @@ export function tables(engine, workloads, memory) {
     if (r.skipped.length > 0) out.push("");
     if (r.rows.length === 0) continue;
     out.push(
-      `| server | runtime | ok runs | CPU s per run | CPU µs/${w.unit} median [min–max] | of which user | msg/s median [min–max] | peak RSS MB | warm-up: messages | warm-up batches, CPU µs/${w.unit} | last warm-up ÷ measured median |`,
+      `| server | runtime | ok runs | CPU s per run | CPU µs/${w.unit} median [min–max] | of which user | msg/s median [min–max] | load generator CPU µs/${w.unit} (mean) | peak RSS MB | warm-up: messages | warm-up batches, CPU µs/${w.unit} | last warm-up ÷ measured median |`,
     );
-    out.push("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    out.push("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for (const s of r.rows) {
       out.push(
         `| ${s.server} | ${rtLabel(s.runtime)} | ${s.okRuns}/${s.runs} | ${
           fmt(s.cpuS.median, 2)
         } | ${ms(s.cpu, 1)} | ${fmt(s.user.median, 1)} | ${
           ms(s.msgPerS, 0)
-        } | ${mb(s.peakRssKb)} | ${s.warmup.length * w.messages} | ${
-          s.warmup.map((x) => fmt(x, 1)).join(" → ")
-        } | ${fmt(s.warmupVsMeasured, 2)} |`,
+        } | ${fmt(s.loadCpu, 1)} | ${mb(s.peakRssKb)} | ${
+          s.warmup.length * w.messages
+        } | ${s.warmup.map((x) => fmt(x, 1)).join(" → ")} | ${
+          fmt(s.warmupVsMeasured, 2)
+        } |`,
       );
     }
     out.push("");

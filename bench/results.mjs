@@ -22,6 +22,7 @@ import {
   RUNTIMES,
 } from "./flags.mjs";
 import { bdatVsData, goals, milterTable, tables } from "./report.mjs";
+import { placementText } from "./placement.mjs";
 import { loaded } from "./server_proc.mjs";
 
 const { deno, bun, node20, node24 } = BIN;
@@ -100,6 +101,19 @@ export function writeResults(
     'generator: about 1–2); "CPU used by other processes" is the machine\'s busy time minus ' +
     "the bench's own process tree.",
     "",
+    ...(workloads.some((w) => w.rows.length > 0)
+      ? [
+        `Placement (load part): ${
+          placementText(
+            workloads.filter((w) => w.pinned).map((w) => w.name),
+            workloads.filter((w) => !w.pinned && w.rows.length > 0).map((
+              w,
+            ) => w.name),
+          )
+        }.`,
+        "",
+      ]
+      : []),
     `Code: commit ${head || "unknown"}` +
     (dirty.length > 0
       ? ` plus uncommitted changes to ${dirty.join(", ")}`

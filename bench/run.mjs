@@ -9,7 +9,7 @@
 // report and writes it (bench/RESULTS.md for the default selection; raw
 // figures next to it in .tmp/bench-results.json).
 //
-//   node bench/run.mjs            # quick: shorter loads, 5 measured rounds (≈13 min on 2 cores)
+//   node bench/run.mjs            # quick: shorter loads, 5 measured rounds (≈14 min on 2 cores)
 //   node bench/run.mjs --full     # the workloads at full size (7 rounds)
 //
 // Options:
@@ -32,6 +32,9 @@
 //   --lib src|dist         smtpd's code on every runtime (default: what its users
 //                          install: the npm build on Node and Bun, the sources on
 //                          Deno; see bench/launch.mjs)
+//   --no-pin               leave the load part's servers and load generator to the
+//                          scheduler (default: each server process on one CPU, the
+//                          load generator on another; bench/placement.mjs)
 //
 // Ratios are computed round by round between runs taken back to back (the
 // servers of one runtime and smtp-sink form a group; the group runs in
