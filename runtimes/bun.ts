@@ -38,6 +38,7 @@ import {
   type DirectListener,
   fixedLocalAddr,
   InputBuffer,
+  OWNED_CHUNKS,
   readableFrom,
   writableFrom,
 } from "../src/shim_kit.ts";
@@ -270,6 +271,14 @@ class BunConnection extends InputBuffer implements Connection {
     super();
     this.socket = s;
     this.#localAddr = localAddr;
+  }
+
+  /**
+   * Bun's chunks are fresh arrays of their own (see OWNED_CHUNKS): on the
+   * prototype, no field per connection.
+   */
+  get [OWNED_CHUNKS](): true {
+    return true;
   }
 
   /** Stops reading from the socket (the input queued too much). */

@@ -14,7 +14,7 @@ import { SmtpEngine, type SmtpEvent } from "./engine.ts";
 import { SmtpError } from "./errors.ts";
 import type { HookName } from "./session.ts";
 import type { Connection } from "./transport.ts";
-import type { ReadWaiter } from "./shim_kit.ts";
+import { OWNED_CHUNKS, type ReadWaiter } from "./shim_kit.ts";
 import { type Deadline, deadlines, now } from "./deadlines.ts";
 import type { HookResult } from "./serve_options.ts";
 import type { DriverHost } from "./host.ts";
@@ -27,6 +27,11 @@ import type { MilterSession } from "./milter/session.ts";
 import type { AuthCredentials } from "./sasl.ts";
 
 const EMPTY = new Uint8Array(0);
+
+/** A connection that may say its chunks are its reader's (see OWNED_CHUNKS). */
+interface OwnedChunks {
+  readonly [OWNED_CHUNKS]?: true;
+}
 
 /** What goes on with a session after a wait (see ConnectionDriver.#loop). */
 interface Continuations {
@@ -454,8 +459,16 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
             this.delivery.start(ev);
             break;
           case "data": {
-            this.host.counters.bodyBytes += ev.chunk.length;
-            const pushed = this.delivery.message!.push(ev.chunk);
+            const chunk = ev.chunk;
+            this.host.counters.bodyBytes += chunk.length;
+            // A chunk the connection's reader owns (OWNED_CHUNKS) goes to
+            // the message's reader without a copy once the engine has let
+            // go of it.
+            const pushed = this.delivery.message!.push(
+              chunk,
+              (this.conn as OwnedChunks)[OWNED_CHUNKS] === true &&
+                engine.releaseInput(),
+            );
             if (pushed !== undefined) {
               wait = this.delivery.backpressure(pushed);
             }

@@ -247,6 +247,26 @@ export class SmtpEngine {
     return this.#core.mode === "data" || this.#core.mode === "bdat";
   }
 
+  /**
+   * Lets go of the memory received, when the engine is done with it: every
+   * byte given to `receive()` consumed, and no `data` event still queued
+   * (a view of received bytes). Then true, and the chunk of the `data`
+   * event just taken is no longer the engine's (a reader may take over its
+   * memory: a byte stream detaches what it is given); else false, and the
+   * engine keeps it.
+   */
+  releaseInput(): boolean {
+    const c = this.#core;
+    if (c.pos < c.buf.length) return false;
+    const q = c.queue;
+    if (q !== null) {
+      for (let i = 0; i < q.length; i++) if (q[i].type === "data") return false;
+    }
+    c.dropInput();
+    c.text?.release();
+    return true;
+  }
+
   /** Bytes received and not yet consumed (bounded by the driver's reads). */
   get bufferedBytes(): number {
     return this.#core.buf.length - this.#core.pos;

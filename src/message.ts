@@ -69,8 +69,11 @@ export interface Message {
    * A byte stream (`type: "bytes"`), read either way:
    *
    * - a default reader (`getReader()`, `for await`, `new Response(raw)`)
-   *   gets chunks that are the application's to keep: each is a copy, made
-   *   for it, that the server never writes into again;
+   *   gets chunks that are the application's to keep, which the server
+   *   never writes into again: each a copy made for it, or (on Bun, whose
+   *   reads are fresh arrays) the received bytes themselves, the server
+   *   having let go of their memory (their `buffer` may then hold a few
+   *   bytes around the chunk, such as the terminating `.`);
    * - a BYOB reader (`getReader({ mode: "byob" })`) gets the body copied
    *   straight from the server's read buffer into the application's own
    *   buffer, with no memory allocated per chunk: the way to take a large
@@ -457,8 +460,13 @@ export class IncomingMessage implements Message {
    * reader takes the bytes straight into its buffer. Copies are made with
    * `new Uint8Array(chunk)`: a runtime's Buffer `slice()` is a view, and
    * a view enqueued in a byte stream would detach the read buffer.
+   *
+   * `owned`: `chunk` is not lent but given, with the whole `ArrayBuffer`
+   * it views, which nothing else uses any more (see `OWNED_CHUNKS` in
+   * shim_kit.ts): a default reader then gets it as it is, the stream taking
+   * over its memory, instead of a copy.
    */
-  push(chunk: Uint8Array): Promise<void> | undefined {
+  push(chunk: Uint8Array, owned = false): Promise<void> | undefined {
     this.#size += chunk.byteLength;
     if (this.#done || chunk.byteLength === 0) return undefined;
     const c = this.#controller;
@@ -470,10 +478,12 @@ export class IncomingMessage implements Message {
       }
       const queued = -(c.desiredSize ?? 0);
       if (this.#copies && queued < HIGH_WATER_MARK) {
-        c.enqueue(new Uint8Array(chunk));
-        return queued + chunk.byteLength < HIGH_WATER_MARK
-          ? undefined
-          : this.#behind();
+        // Read before enqueue(), which detaches an owned chunk.
+        const n = chunk.byteLength;
+        c.enqueue(
+          owned ? chunk as Uint8Array<ArrayBuffer> : new Uint8Array(chunk),
+        );
+        return queued + n < HIGH_WATER_MARK ? undefined : this.#behind();
       }
       // No reader waiting (or a BYOB one behind): the driver waits until
       // a read takes the chunk.

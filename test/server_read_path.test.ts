@@ -878,5 +878,61 @@ for (const reuse of RUNTIME === "node" ? [true, false] : [true]) {
       });
       assert.equal(got, "Subject: 1\r\n\r\nx\r\n");
     });
+
+    it("a default reader keeps whole body reads that the server gave away (Bun: no copy), and the reads it shares with commands are copied", async () => {
+      // Bun's reads are fresh arrays: a read the engine is done with goes
+      // to the reader as it is, its memory taken over by the stream. The
+      // session goes on with the reads after it, and a read that also
+      // holds the next commands (or, in BDAT, the next chunk) is copied.
+      const body = bodyOf(400);
+      const kept: Uint8Array[][] = [];
+      await withServer(async (m) => {
+        const chunks: Uint8Array[] = [];
+        for await (const chunk of m.raw) chunks.push(chunk);
+        kept.push(chunks);
+      }, async (c) => {
+        await c.reply();
+        await c.send("EHLO c.test\r\n");
+        await c.reply();
+        const tx = "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n";
+        // DATA: the body in reads of its own, the last one ending with the
+        // terminator; the body is read whole before the reply.
+        await c.send(tx + "DATA\r\n");
+        await c.replies(3);
+        await sendInPieces(c, body.wire + ".\r\n", [4096, 1500, 7000]);
+        assert.match(await c.reply(), /^250 /);
+        // The terminator and the next transaction in one read.
+        await c.send(tx + "DATA\r\n");
+        await c.replies(3);
+        await sendInPieces(c, body.wire, [3000]);
+        await c.send(".\r\n" + tx + "BDAT 5\r\nHello");
+        await c.replies(4);
+        // BDAT: a chunk in reads of its own, then one shared with the next.
+        const bin = "x".repeat(9000);
+        await c.send(`BDAT ${bin.length}\r\n`);
+        await sendInPieces(c, bin, [4000]);
+        assert.match(await c.reply(), /^250 /);
+        await c.send("BDAT 3 LAST\r\nEndQUIT\r\n");
+        assert.match(await c.reply(), /^250 /);
+        assert.match(await c.reply(), /^221 /);
+      });
+      const text = (chunks: Uint8Array[]) =>
+        chunks.map((x) => dec.decode(x)).join("");
+      assert.equal(kept.length, 3);
+      assert.equal(text(kept[0]), body.text);
+      assert.equal(text(kept[1]), body.text);
+      assert.equal(text(kept[2]), "Hello" + "x".repeat(9000) + "End");
+      // Nothing the reader kept was written into or taken back.
+      for (const chunks of kept) {
+        for (const x of chunks) assert.ok(x.byteLength > 0);
+      }
+      if (RUNTIME === "bun") {
+        // The first body's last read ended with ".\r\n": given away as it
+        // was (not copied), its memory holds more than the chunk (the
+        // terminator, or the room of the dots unstuffed).
+        const last = kept[0][kept[0].length - 1];
+        assert.ok(last.buffer.byteLength > last.byteLength);
+      }
+    });
   });
 }
