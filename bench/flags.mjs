@@ -84,3 +84,13 @@ export const NO_WRITE = flag("no-write");
  * (bench/placement.mjs).
  */
 export const NO_PIN = flag("no-pin");
+/**
+ * `--interleave K`: the load part's measured rounds run each server's load
+ * as K sub-batches taken in turn with the other servers of its group
+ * (bench/load_part.mjs `interleavedRound`; one workload per run only);
+ * 1, the default: one run per server and round.
+ */
+export const INTERLEAVE = Math.max(
+  1,
+  Math.floor(Number(value("interleave"))) || 1,
+);

@@ -13,7 +13,7 @@ import {
   spread,
 } from "./common.mjs";
 import { fmtLoad } from "./format.mjs";
-import { RUNS, RUNTIME_NAMES } from "./flags.mjs";
+import { INTERLEAVE, RUNS, RUNTIME_NAMES } from "./flags.mjs";
 import { ehloKeywords, runLoad } from "./load_gen.mjs";
 import {
   cpuDelta,
@@ -48,7 +48,8 @@ import { pinServer, PLACEMENT } from "./placement.mjs";
  * With two workloads, each server runs both back to back on its turn, DATA
  * then BDAT on even rounds and BDAT then DATA on odd ones, so that a BDAT ÷
  * DATA ratio pairs two runs of one server process seconds apart; a server
- * without CHUNKING runs only the DATA one.
+ * without CHUNKING runs only the DATA one. `--interleave K` (one workload):
+ * each server's round in K sub-batches taken in turn (interleavedRound).
  */
 export async function benchWorkloads(names) {
   const ws = [];
@@ -180,11 +181,25 @@ export async function benchWorkloads(names) {
         if (done) break;
       }
     }
+    // Sub-batches per server and round (`--interleave K`), with one
+    // workload only.
+    const k = ws.length === 1 ? INTERLEAVE : 1;
+    if (k > 1) {
+      log(
+        `  rounds: each server's ${ws[0].w.messages} in ${k} sub-batches of ${
+          Math.floor(ws[0].w.messages / k)
+        }, taken in turn within each group (A B C C B A …; smtp-server in one go at its end)`,
+      );
+    }
     for (let round = 1; round <= RUNS; round++) {
       const order = round % 2 === 1 ? [...ws].reverse() : ws;
       for (let g = 0; g < groups.length; g++) {
         const group = groups[(g + round) % groups.length];
         const seq = round % 2 === 1 ? [...group.seq].reverse() : group.seq;
+        if (k > 1) {
+          await interleavedRound(ws[0], seq, k, round, group.rt, rows, pin);
+          continue;
+        }
         for (const s of seq) {
           for (const x of order) {
             if (!runsOn.get(x.name).has(s)) continue;
@@ -221,6 +236,7 @@ export async function benchWorkloads(names) {
     } cores`,
   );
   const together = ws.length > 1 ? ws.map((x) => x.name) : null;
+  const interleave = ws.length === 1 ? INTERLEAVE : 1;
   for (const x of ws) {
     results.push({
       name: x.name,
@@ -229,6 +245,7 @@ export async function benchWorkloads(names) {
       skipped: x.skipped,
       together,
       pinned: pin,
+      interleave,
       ...summarize(x.w, [...rows.get(x.name).values()]),
     });
   }
@@ -256,6 +273,7 @@ function logRun(s, w, run, tag, group) {
  */
 async function measure(s, w, round, group, pin) {
   const messages = w.messages;
+  const last = lastCpu.get(s);
   const busy0 = machineBusyTicks();
   const own0 = ownTicks();
   const t0 = performance.now();
@@ -266,8 +284,9 @@ async function measure(s, w, round, group, pin) {
   // hints at reads and wakeups coalescing differently (the servers, still
   // running, are not among the reaped children).
   const loadUs = (reapedChildTicks() - load0) * 1e4;
-  await settle(s);
+  const settleMs = await settle(s);
   const b = await s.cpu();
+  lastCpu.set(s, b);
   if (!r.ok) return { round, group, ok: false, error: r.error };
   const cpu = cpuDelta(a, b);
   // The machine's busy time meanwhile minus this process tree's (the load
@@ -289,7 +308,95 @@ async function measure(s, w, round, group, pin) {
     userUsPerMsg: cpu.userUs / messages,
     loadUsPerMsg: loadUs / messages,
     otherCores,
+    messages,
+    seconds,
+    settleMs,
+    // The server's CPU between its previous reading and this run's start
+    // (other servers' runs meanwhile): work left over from its last run
+    // that the settle pause did not wait for, plus the stats requests.
+    gapUs: last ? cpuDelta(last, a).us : NaN,
   };
+}
+
+/** Each server's CPU reading after its last run (measure's `gapUs`). */
+const lastCpu = new Map();
+
+/**
+ * One round of group `seq` with its load split into `k` sub-batches per
+ * server, run in turn (A B C, C B A, A B C, …: the order flips every
+ * sub-batch), so that the servers' runs of a round span the same stretch
+ * of time; smtp-server, slow (W2: its 100 ms wait before each greeting),
+ * runs its whole load in one go at its end of the group. Each server's
+ * round is the sum of its sub-batches (CPU over connections), each
+ * sub-batch kept in `parts`.
+ */
+async function interleavedRound(x, seq, k, round, group, rows, pin) {
+  const side = seq.filter((s) => s.kind === "smtp-server");
+  const core = seq.filter((s) => s.kind !== "smtp-server");
+  const sideFirst = side.length > 0 && seq[0] === side[0];
+  const whole = async (s) => {
+    const run = await measure(s, x.w, round, group, pin);
+    record(s, x, run, round, group, rows);
+  };
+  if (sideFirst) { for (const s of side) await whole(s); }
+  const sub = { ...x.w, messages: Math.floor(x.w.messages / k) };
+  const parts = new Map(core.map((s) => [s, []]));
+  for (let j = 0; j < k; j++) {
+    for (const s of j % 2 === 1 ? [...core].reverse() : core) {
+      parts.get(s).push(await measure(s, sub, round, group, pin));
+    }
+  }
+  for (const s of core) record(s, x, sum(parts.get(s)), round, group, rows);
+  if (!sideFirst) { for (const s of side) await whole(s); }
+}
+
+/** One server's round made of sub-batches `ps`: their totals, and each. */
+function sum(ps) {
+  const bad = ps.find((p) => !p.ok);
+  if (bad) return bad;
+  const total = (f) => ps.reduce((a, p) => a + f(p), 0);
+  const messages = total((p) => p.messages);
+  const ms = total((p) => p.ms);
+  const seconds = total((p) => p.seconds);
+  const cpuUs = total((p) => p.cpuUs);
+  return {
+    round: ps[0].round,
+    group: ps[0].group,
+    ok: true,
+    ms,
+    cpuUs,
+    msgPerS: messages / (ms / 1000),
+    cpuUsPerMsg: cpuUs / messages,
+    userUsPerMsg: total((p) => p.userUsPerMsg * p.messages) / messages,
+    loadUsPerMsg: total((p) => p.loadUsPerMsg * p.messages) / messages,
+    otherCores: total((p) => p.otherCores * p.seconds) / seconds,
+    messages,
+    seconds,
+    settleMs: total((p) => p.settleMs),
+    gapUs: total((p) => Number.isFinite(p.gapUs) ? p.gapUs : 0),
+    parts: ps.map((p) => ({
+      cpuUs: p.cpuUs,
+      messages: p.messages,
+      ms: p.ms,
+      otherCores: p.otherCores,
+      settleMs: p.settleMs,
+      gapUs: p.gapUs,
+    })),
+  };
+}
+
+/** Records a measured run (or its failure) and logs it. */
+function record(s, x, run, round, group, rows) {
+  const row = rows.get(x.name).get(s.name);
+  const tag = `run ${round}`;
+  if (!run.ok) {
+    row.errors.push(`${tag}: ${run.error}`);
+    row.runs.push({ round, group, ok: false });
+    log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${run.error}`);
+    return;
+  }
+  row.runs.push(run);
+  logRun(s, x.w, run, tag, group);
 }
 
 /** Per-server medians and spreads, and per-runtime ratios taken round by round. */

@@ -66,6 +66,11 @@ export function tables(engine, workloads, memory) {
         (r.pinned
           ? " Each server process pinned to one CPU, the load generator to another."
           : "") +
+        (r.interleave > 1
+          ? ` Each round runs every server's ${w.messages} in ${r.interleave} sub-batches of ${
+            Math.floor(w.messages / r.interleave)
+          }, taken in turn with the other servers of its group (A B C C B A …; smtp-server's in one go at its end of the group), and takes its CPU per ${w.unit} as their sum over their ${w.unit}s.`
+          : "") +
         (r.load ? ` Machine: ${loadLine(r.load)}.` : ""),
       "",
     );

@@ -90,9 +90,15 @@ export function writeResults(
     "Written by `node bench/run.mjs` (never by hand). How to read it: bench/README.md.",
     "",
     `Date: ${date} UTC. Mode: ${MODE}, ${RUNS} measured rounds per workload ` +
-    `after each server process warmed up to steady state (discarded, reported per workload), servers alternating A B C / C B A. Took ${
-      Math.round(elapsed)
-    } s.`,
+    `after each server process warmed up to steady state (discarded, reported per workload), servers alternating A B C / C B A${
+      workloads.some((w) => w.interleave > 1)
+        ? ` (${
+          workloads.filter((w) => w.interleave > 1).map((w) =>
+            `${w.name}: each server's round in ${w.interleave} sub-batches taken in turn, A B C C B A …, smtp-server's in one go`
+          ).join("; ")
+        })`
+        : ""
+    }. Took ${Math.round(elapsed)} s.`,
     "",
     "Command: `" + command + "`",
     "",

@@ -35,6 +35,9 @@
 //   --no-pin               leave the load part's servers and load generator to the
 //                          scheduler (default: each server process on one CPU, the
 //                          load generator on another; bench/placement.mjs)
+//   --interleave K         each server's measured round in K sub-batches taken in
+//                          turn with the other servers of its group (one workload
+//                          per run; default 1: one run per server and round)
 //
 // Ratios are computed round by round between runs taken back to back (the
 // servers of one runtime and smtp-sink form a group; the group runs in

@@ -333,13 +333,17 @@ export async function startAll(specs, options = {}) {
   return servers;
 }
 
-/** Waits until the server's CPU time stops moving (closing sessions, GC), at most 300 ms. */
+/**
+ * Waits until the server's CPU time stops moving (closing sessions, GC), at
+ * most 300 ms; resolves the ms it waited.
+ */
 export async function settle(s) {
   let prev = schedCpuUs(s.pid);
   for (let i = 0; i < 15; i++) {
     await sleep(20);
     const now = schedCpuUs(s.pid);
-    if (!(now - prev > 200)) return;
+    if (!(now - prev > 200)) return (i + 1) * 20;
     prev = now;
   }
+  return 300;
 }
