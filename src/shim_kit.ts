@@ -426,8 +426,11 @@ export function smallReadBuffer(): Uint8Array {
 
 /** The read buffer for a body's first read (see `Connection.expectBody`). */
 export const BODY_READ = MIN_READ * 16;
-/** A body's read after a full {@link BODY_READ} one (4 times larger). */
-const BODY_READ_GROWN = BODY_READ * 4;
+/**
+ * A body's read after a full {@link BODY_READ} one (4 times larger); the
+ * Deno shim's first read of a body (see `Connection.expectBody`).
+ */
+export const BODY_READ_GROWN = BODY_READ * 4;
 /** Most spares kept per size. */
 const SPARE_MAX = 64;
 /**
