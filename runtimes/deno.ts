@@ -35,7 +35,7 @@ import type {
 } from "../src/transport.ts";
 import {
   ACCEPT,
-  BODY_READ,
+  BODY_READ_GROWN,
   type DirectListener,
   giveReadBuffer,
   MIN_READ,
@@ -124,7 +124,7 @@ function wrap(conn: DenoConn): Connection {
  * the buffer, valid until the next read: see `Connection`), and the next
  * read goes into the same memory. The buffer's size follows the input
  * ({@link nextReadSize}): small while idle (the pending read keeps it),
- * 4 KiB for a body's first read (expectBody()), larger while a big body
+ * 16 KiB for a body's first read (expectBody()), larger while a big body
  * arrives, small again after a DATA body's end. A buffer replaced goes to
  * spares that every connection shares once its chunk is no longer lent
  * (at the next read, or readDone()).
@@ -266,9 +266,12 @@ class DenoConnection extends ShimConnection {
 
   /**
    * See {@link Connection.expectBody}: a body is coming, so the next read
-   * goes into a buffer of {@link BODY_READ} bytes when the current one is
-   * smaller (a small message's body then comes in one read, not a full
-   * small one and then another). The chunk lent last stays where it is
+   * goes into a buffer of {@link BODY_READ_GROWN} bytes (16 KiB, a spare
+   * once the first body is done) when the current one is smaller: a body
+   * of up to 16 KiB then comes in one read when it has all arrived, not a
+   * full small one and then another (one read per 10 KB message less than
+   * with 4 KiB). The buffer is held only while the body arrives: at its
+   * end the next read is small again (see #took). The chunk lent last stays where it is
    * (its buffer goes to the spares at the next read). Nothing while a read
    * is in progress: it reads into the current buffer.
    */
@@ -276,11 +279,11 @@ class DenoConnection extends ShimConnection {
     if (this.#writes < 0 || this.#state & (READING | READ_DONE)) return;
     this.#state = BODY;
     const buf = this.#buf;
-    if (buf.byteLength >= BODY_READ) return;
+    if (buf.byteLength >= BODY_READ_GROWN) return;
     // The current buffer holds the chunk lent last unless #took replaced it.
     if (this.#lent === null) this.#lent = buf;
     else giveReadBuffer(buf);
-    this.#buf = takeReadBuffer(BODY_READ);
+    this.#buf = takeReadBuffer(BODY_READ_GROWN);
   }
 
   /**

@@ -449,18 +449,26 @@ export function smallReadBuffer(): Uint8Array {
 
 /** The read buffer for a body's first read (see `Connection.expectBody`). */
 export const BODY_READ = MIN_READ * 16;
+/**
+ * A body's read after a full {@link BODY_READ} one (4 times larger); the
+ * Deno shim's first read of a body (see `Connection.expectBody`).
+ */
+export const BODY_READ_GROWN = BODY_READ * 4;
 /** Most spares kept per size. */
 const SPARE_MAX = 64;
 /**
  * Read buffers no connection holds, shared by every connection of the
  * shims that read into memory of their own (node:net's `onread`,
  * `Deno.Conn.read`): those of {@link MIN_READ}, 1 KiB (a command grown
- * past the small buffer) and {@link BODY_READ} (a small message's body),
- * at most SPARE_MAX of each. A connection gives a buffer back once no
- * chunk lent from it is in use, so a session that carries small messages
- * allocates none.
+ * past the small buffer), {@link BODY_READ} (a small message's body) and
+ * 16 KiB (a body of 4–16 KiB: the read after a full BODY_READ one), at
+ * most SPARE_MAX of each (1 MiB of the 16 KiB ones). A connection gives a
+ * buffer back once no chunk lent from it is in use, so a session that
+ * carries messages of up to 16 KiB allocates none (on Deno a 10 KB
+ * message's 16 KiB buffer, new each time, was a fresh ArrayBuffer per
+ * message for V8 to zero, fault in and collect).
  */
-const spare: Uint8Array[][] = [[], [], []];
+const spare: Uint8Array[][] = [[], [], [], []];
 
 /** The spares for buffers of `size` bytes, or undefined for other sizes. */
 function sparesOf(size: number): Uint8Array[] | undefined {
@@ -470,6 +478,8 @@ function sparesOf(size: number): Uint8Array[] | undefined {
     ? spare[1]
     : size === BODY_READ
     ? spare[2]
+    : size === BODY_READ_GROWN
+    ? spare[3]
     : undefined;
 }
 

@@ -170,14 +170,15 @@ async function bodyBufferPassesOn(
     next: Promise<Uint8Array | null>,
     chunk: Uint8Array,
   ) => Promise<void>,
+  body = BODY,
 ): Promise<void> {
   const a = await open();
   const b = await open();
   try {
-    const { chunk } = await readBody(a);
+    const { chunk } = await readBody(a, body);
     // The driver is done with the body and waits for a command.
     const next = Promise.resolve(a.conn.read!());
-    const { chunk: other } = await readBody(b);
+    const { chunk: other } = await readBody(b, body);
     assert.equal(memoryOf(other), memoryOf(chunk), "the body's buffer");
     await then(a, next, chunk);
   } finally {
@@ -563,6 +564,25 @@ describe("read path", () => {
         assert.equal(line.byteLength, 256, "a small buffer");
         assert.notEqual(memoryOf(line), memoryOf(chunk));
       }),
+  );
+
+  it(
+    "Deno: a 4–16 KiB body announced with expectBody() comes in one read, and its buffer goes to the next connection's body",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    () => {
+      const body = bodyOf(200).wire + ".\r\n";
+      assert.ok(body.length > 4096 && body.length < 16384);
+      return bodyBufferPassesOn(denoAccepted, async (a, next, chunk) => {
+        assert.equal(chunk.buffer.byteLength, 16384, "a 16 KiB buffer");
+        a.client.write("QUIT\r\n");
+        const line = await next;
+        assert.ok(line !== null);
+        assert.equal(line.byteLength, 6);
+        assert.notEqual(memoryOf(line), memoryOf(chunk));
+      }, body);
+    },
   );
 
   it(
