@@ -48,11 +48,14 @@ const ROOT_EXPORTS = ["SmtpError", "serve"];
  * 175 kB until the milter client (protocol, per-session filters, the held
  * message, README section; loaded only when `milters` is set) took it to
  * 194 kB, 200 kB until the reused read buffers and the byte-stream
- * `message.raw` took it to 199 kB (701 kB unpacked). The budget catches a
+ * `message.raw` took it to 199 kB (701 kB unpacked), 215 kB until the
+ * read path's later work (the no-copy body on Bun, the 16 KiB spares, the
+ * cached HELO reply) and the node:net shim's split into three files took
+ * it to 214.7 kB. The budget catches a
  * second copy of the library or a stray file (the test below checks the
  * CLI carries no copy), not new features.
  */
-const PACKED_BUDGET = 215_000;
+const PACKED_BUDGET = 220_000;
 /** The most it may weigh unpacked (it was 1.0 MB; 700 kB until the read path's rework). */
 const UNPACKED_BUDGET = 760_000;
 
