@@ -8,8 +8,13 @@
 
 import { formatReply, SmtpError } from "../errors.ts";
 import { encodeBase64Text } from "../sasl.ts";
-import { defaultHeloReply, ehloReply } from "./capabilities.ts";
-import { fixedBytes, fixedReply, greeting } from "./fixed_replies.ts";
+import { ehloReply } from "./capabilities.ts";
+import {
+  defaultHeloReply,
+  fixedBytes,
+  fixedReply,
+  greeting,
+} from "./fixed_replies.ts";
 import { assertNever, type EngineCore } from "./core.ts";
 import { acceptedForEach, eachReply } from "./lmtp.ts";
 import { Transaction } from "./transaction.ts";

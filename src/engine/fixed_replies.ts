@@ -1,13 +1,16 @@
 /**
  * The fixed replies (the same text every time: "250 2.1.0 Sender OK",
  * "354 …"), formatted and encoded once: the engine hands out their bytes
- * instead of encoding the text again for each reply.
+ * instead of encoding the text again for each reply. Also those made once
+ * per server's options (the 220 greeting, the 221 to QUIT) and the default
+ * reply to HELO/EHLO, made once for the last client name.
  *
  * @module
  */
 
 import { formatReply } from "../errors.ts";
 import type { ResolvedEngineOptions } from "../options.ts";
+import { ehloReply } from "./capabilities.ts";
 
 /** The bytes of each fixed reply, by its text. */
 const FIXED = new Map<string, Uint8Array>();
@@ -122,4 +125,62 @@ export function greeting(o: ResolvedEngineOptions): Encoded {
  */
 export function bye(o: ResolvedEngineOptions): Encoded {
   return repliesOf(o).bye;
+}
+
+/** {@link defaultHeloReply}'s last reply, and what it was made for. */
+class LastHelo {
+  /** The options it was made with (null: none yet). */
+  options: ResolvedEngineOptions | null = null;
+  secure = false;
+  esmtp = false;
+  /** The client's name the reply greets. */
+  hostname = "";
+  text = "";
+  bytes: Uint8Array = new Uint8Array(0);
+}
+
+/** See {@link defaultHeloReply}. */
+const lastHelo = new LastHelo();
+
+/**
+ * The default reply to HELO or EHLO (`esmtp`): "<serverName> greets
+ * <hostname>", and after EHLO the capabilities, with its bytes; made and
+ * encoded once for the last client name asked for: clients greet with
+ * the same name connection after connection (a relay, a sending host),
+ * and each such session's greeting then formats and encodes nothing (one
+ * entry for the process, no lookup by options). Read its fields at once:
+ * the next reply replaces them (its bytes are never written to).
+ *
+ * @example
+ * ```ts
+ * import { resolveEngineOptions } from "../options.ts";
+ * import { defaultHeloReply } from "./fixed_replies.ts";
+ *
+ * const o = resolveEngineOptions({ serverName: "mx.test" });
+ * defaultHeloReply(o, false, true, "c.test").text.startsWith("250-mx.test greets c.test\r\n"); // true
+ * defaultHeloReply(o, false, false, "c.test").text; // "250 mx.test greets c.test\r\n"
+ * ```
+ */
+export function defaultHeloReply(
+  o: ResolvedEngineOptions,
+  secure: boolean,
+  esmtp: boolean,
+  hostname: string,
+): Encoded {
+  const e = lastHelo;
+  if (
+    e.hostname !== hostname || e.options !== o || e.secure !== secure ||
+    e.esmtp !== esmtp
+  ) {
+    const greet = `${o.serverName} greets ${hostname}`;
+    e.text = esmtp
+      ? ehloReply(o, secure, greet)
+      : formatReply(250, null, greet);
+    e.bytes = new TextEncoder().encode(e.text);
+    e.options = o;
+    e.secure = secure;
+    e.esmtp = esmtp;
+    e.hostname = hostname;
+  }
+  return e;
 }
