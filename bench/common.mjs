@@ -183,15 +183,25 @@ export function machineBusyTicks() {
   }
 }
 
-/** Clock ticks of this process and its reaped children (servers and loads). */
-export function ownTicks() {
+/**
+ * This process's clock ticks from /proc/self/stat: utime, stime, and its
+ * reaped children's cutime, cstime; null where there is no /proc.
+ */
+function selfTicks() {
   try {
     const s = readFileSync("/proc/self/stat", "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ").map(Number);
-    return f[11] + f[12] + f[13] + f[14];
+    return s.slice(s.lastIndexOf(")") + 2).split(" ").slice(11, 15).map(
+      Number,
+    );
   } catch {
-    return NaN;
+    return null;
   }
+}
+
+/** Clock ticks of this process and its reaped children (servers and loads). */
+export function ownTicks() {
+  const t = selfTicks();
+  return t ? t[0] + t[1] + t[2] + t[3] : NaN;
 }
 
 /**
@@ -200,13 +210,8 @@ export function ownTicks() {
  * not reaped).
  */
 export function reapedChildTicks() {
-  try {
-    const s = readFileSync("/proc/self/stat", "utf8");
-    const f = s.slice(s.lastIndexOf(")") + 2).split(" ").map(Number);
-    return f[13] + f[14];
-  } catch {
-    return NaN;
-  }
+  const t = selfTicks();
+  return t ? t[2] + t[3] : NaN;
 }
 
 /**

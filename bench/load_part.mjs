@@ -203,17 +203,9 @@ export async function benchWorkloads(names) {
         for (const s of seq) {
           for (const x of order) {
             if (!runsOn.get(x.name).has(s)) continue;
-            const row = rows.get(x.name).get(s.name);
             const run = await measure(s, x.w, round, group.rt, pin);
             const tag = `run ${round}` + (ws.length > 1 ? ` ${x.name}` : "");
-            if (!run.ok) {
-              row.errors.push(`${tag}: ${run.error}`);
-              row.runs.push({ round, group: group.rt, ok: false });
-              log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${run.error}`);
-              continue;
-            }
-            row.runs.push(run);
-            logRun(s, x.w, run, tag, group.rt);
+            record(s, x, run, tag, group.rt, rows);
           }
         }
       }
@@ -334,9 +326,10 @@ async function interleavedRound(x, seq, k, round, group, rows, pin) {
   const side = seq.filter((s) => s.kind === "smtp-server");
   const core = seq.filter((s) => s.kind !== "smtp-server");
   const sideFirst = side.length > 0 && seq[0] === side[0];
+  const tag = `run ${round}`;
   const whole = async (s) => {
     const run = await measure(s, x.w, round, group, pin);
-    record(s, x, run, round, group, rows);
+    record(s, x, run, tag, group, rows);
   };
   if (sideFirst) { for (const s of side) await whole(s); }
   const sub = { ...x.w, messages: Math.floor(x.w.messages / k) };
@@ -346,7 +339,7 @@ async function interleavedRound(x, seq, k, round, group, rows, pin) {
       parts.get(s).push(await measure(s, sub, round, group, pin));
     }
   }
-  for (const s of core) record(s, x, sum(parts.get(s)), round, group, rows);
+  for (const s of core) record(s, x, sum(parts.get(s)), tag, group, rows);
   if (!sideFirst) { for (const s of side) await whole(s); }
 }
 
@@ -385,13 +378,12 @@ function sum(ps) {
   };
 }
 
-/** Records a measured run (or its failure) and logs it. */
-function record(s, x, run, round, group, rows) {
+/** Records measured run `run` (or its failure) of `s` under workload `x`, and logs it as `tag`. */
+function record(s, x, run, tag, group, rows) {
   const row = rows.get(x.name).get(s.name);
-  const tag = `run ${round}`;
   if (!run.ok) {
     row.errors.push(`${tag}: ${run.error}`);
-    row.runs.push({ round, group, ok: false });
+    row.runs.push({ round: run.round, group, ok: false });
     log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${run.error}`);
     return;
   }

@@ -271,9 +271,9 @@ class DenoConnection extends ShimConnection {
    * of up to 16 KiB then comes in one read when it has all arrived, not a
    * full small one and then another (one read per 10 KB message less than
    * with 4 KiB). The buffer is held only while the body arrives: at its
-   * end the next read is small again (see #took). The chunk lent last stays where it is
-   * (its buffer goes to the spares at the next read). Nothing while a read
-   * is in progress: it reads into the current buffer.
+   * end the next read is small again (see #took). The chunk lent last
+   * stays where it is (its buffer goes to the spares at the next read).
+   * Nothing while a read is in progress: it reads into the current buffer.
    */
   expectBody(): void {
     if (this.#writes < 0 || this.#state & (READING | READ_DONE)) return;
