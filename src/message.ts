@@ -11,6 +11,7 @@ import type { BodyType, MailParams, Recipient } from "./engine.ts";
 import type { SmtpError } from "./errors.ts";
 import type { Session } from "./session.ts";
 import type { MilterResult } from "./milter/options.ts";
+import { LENT_BODY, type LentBody } from "./lent_body.ts";
 
 /**
  * A message as postal-mime parses it (`message.parse()`): headers,
@@ -228,6 +229,8 @@ export class IncomingMessage implements Message {
   #state: "open" | "ended" | "aborted" = "open";
   #reason: Error | null = null;
   #bytes: Promise<Uint8Array> | null = null;
+  /** The body taken as a {@link LentBody} (see `[LENT_BODY]()`), else null. */
+  #taker: Taker | null = null;
   /** Made on first use of `signal` (most hooks never look). */
   #abort: AbortController | null = null;
   #givenUp: Error | null = null;
@@ -365,9 +368,9 @@ export class IncomingMessage implements Message {
     const stream = new ReadableStream(
       new IncomingMessage.#Source(this),
     ) as ReadableStream<Uint8Array>;
-    // bytes() already takes the body: the stream is locked, as it was
-    // when bytes() read it through a reader.
-    if (this.#bytes !== null) stream.getReader();
+    // bytes() (or a LentBody) already takes the body: the stream is
+    // locked, as it was when bytes() read it through a reader.
+    if (this.#bytes !== null || this.#taker !== null) stream.getReader();
     return stream;
   }
 
@@ -394,8 +397,8 @@ export class IncomingMessage implements Message {
     const queue = this.#queue;
     this.#queue = null;
     this.#queued = 0;
-    // bytes() already takes the body (see #openStream()).
-    if (this.#bytes !== null) return;
+    // bytes() or a LentBody already takes the body (see #openStream()).
+    if (this.#bytes !== null || this.#taker !== null) return;
     // Copies already (see push()): the stream may take them over.
     if (queue !== null) { for (const chunk of queue) c.enqueue(chunk); }
     if (this.#state === "ended") c.close();
@@ -490,6 +493,18 @@ export class IncomingMessage implements Message {
       this.#lent = chunk;
       return this.#behind();
     }
+    const taker = this.#taker;
+    if (taker !== null) {
+      // Lent to the LentBody's reader until it asks for the next part.
+      this.#lent = chunk;
+      const w = taker.waiting;
+      if (w !== null) {
+        taker.waiting = null;
+        taker.handed = true;
+        w.resolve(chunk);
+      }
+      return this.#behind();
+    }
     if (this.#collector !== null) {
       this.#collector.parts.push(new Uint8Array(chunk));
       return undefined;
@@ -521,6 +536,11 @@ export class IncomingMessage implements Message {
       c.byobRequest?.respond(0);
     }
     this.#collector?.resolve(concat(this.#collector.parts));
+    const w = this.#taker?.waiting;
+    if (w) {
+      this.#taker!.waiting = null;
+      w.resolve(null);
+    }
     this.#wake();
   }
 
@@ -535,14 +555,72 @@ export class IncomingMessage implements Message {
     this.#controller = null;
     c?.error(reason);
     this.#collector?.reject(reason);
+    const w = this.#taker?.waiting;
+    if (w) {
+      this.#taker!.waiting = null;
+      w.reject(reason);
+    }
     this.#wake();
   }
 
   bytes(): Promise<Uint8Array> {
-    this.#bytes ??= this.#stream === null
+    this.#bytes ??= this.#stream === null && this.#taker === null
       ? this.#collect()
-      : readAll(this.#stream);
+      : readAll(this.raw);
     return this.#bytes;
+  }
+
+  /**
+   * The body as a {@link LentBody}, without a stream (Maildir delivery),
+   * or `null` when it is taken already. What arrived before (copies) comes
+   * first; then each part the driver pushes is lent until the next read.
+   */
+  [LENT_BODY](): LentBody | null {
+    if (
+      this.#stream !== null || this.#bytes !== null || this.#taker !== null
+    ) return null;
+    const taker: Taker = {
+      queue: this.#queue,
+      handed: false,
+      waiting: null,
+    };
+    this.#taker = taker;
+    this.#queue = null;
+    this.#queued = 0;
+    this.#wake(); // the queue is the reader's now: the driver may push again
+    return {
+      read: () => this.#readLent(taker),
+      cancel: () => {
+        taker.handed = false;
+        taker.waiting = null;
+        this.#cancel();
+      },
+    };
+  }
+
+  #readLent(taker: Taker): Promise<Uint8Array | null> {
+    const queue = taker.queue;
+    if (queue !== null && this.#state !== "aborted") {
+      const chunk = queue.shift();
+      if (queue.length === 0) taker.queue = null;
+      if (chunk !== undefined) return Promise.resolve(chunk);
+    }
+    if (taker.handed) {
+      // The part lent last is done with: the driver may push the next.
+      taker.handed = false;
+      this.#lent = null;
+      this.#wake();
+    }
+    if (this.#state === "aborted") return Promise.reject(this.#reason);
+    const lent = this.#lent;
+    if (lent !== null) {
+      taker.handed = true;
+      return Promise.resolve(lent);
+    }
+    if (this.#state === "ended" || this.#done) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      taker.waiting = { resolve, reject };
+    });
   }
 
   /** bytes() when `raw` was never used: takes the chunks without a stream. */
@@ -583,6 +661,19 @@ function fill(
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** A {@link LentBody}'s side of the message (see `[LENT_BODY]()`). */
+interface Taker {
+  /** Copies queued before the body was taken, handed out first. */
+  queue: Uint8Array[] | null;
+  /** The reader has `#lent` (the driver waits until its next read). */
+  handed: boolean;
+  /** A read waiting for the next part. */
+  waiting: {
+    resolve: (chunk: Uint8Array | null) => void;
+    reject: (reason: Error) => void;
+  } | null;
+}
 
 /** bytes() collecting without a stream. */
 interface Collector {
