@@ -44,8 +44,10 @@ export interface LentBody {
 /**
  * The method of a server's `Message` that takes its body as a
  * {@link LentBody}, or returns `null` when the body is taken already
- * (`raw` opened, `bytes()` called, taken before). Once taken, `raw` is a
- * locked stream and `bytes()` rejects, as after reading `raw`.
+ * (`raw` opened, `bytes()` called, taken before). Once taken, `raw` and
+ * `bytes()` behave as if a reader of `raw` took the body: `raw` is locked
+ * (and `bytes()` rejects) while the LentBody reads, then a stream read to
+ * its end (errored if the body failed), `bytes()` empty.
  *
  * @example
  * ```ts

@@ -363,14 +363,15 @@ export class IncomingMessage implements Message {
   }
 
   #openStream(): ReadableStream<Uint8Array> {
+    if (this.#taker !== null) return takenStream(this.#taker);
     // One source object with shared methods, not three closures per stream.
     // No strategy: a byte stream's highWaterMark is 0 by default.
     const stream = new ReadableStream(
       new IncomingMessage.#Source(this),
     ) as ReadableStream<Uint8Array>;
-    // bytes() (or a LentBody) already takes the body: the stream is
-    // locked, as it was when bytes() read it through a reader.
-    if (this.#bytes !== null || this.#taker !== null) stream.getReader();
+    // bytes() already takes the body: the stream is locked, as it was
+    // when bytes() read it through a reader.
+    if (this.#bytes !== null) stream.getReader();
     return stream;
   }
 
@@ -397,8 +398,8 @@ export class IncomingMessage implements Message {
     const queue = this.#queue;
     this.#queue = null;
     this.#queued = 0;
-    // bytes() or a LentBody already takes the body (see #openStream()).
-    if (this.#bytes !== null || this.#taker !== null) return;
+    // bytes() already takes the body (see #openStream()).
+    if (this.#bytes !== null) return;
     // Copies already (see push()): the stream may take them over.
     if (queue !== null) { for (const chunk of queue) c.enqueue(chunk); }
     if (this.#state === "ended") c.close();
@@ -536,9 +537,11 @@ export class IncomingMessage implements Message {
       c.byobRequest?.respond(0);
     }
     this.#collector?.resolve(concat(this.#collector.parts));
-    const w = this.#taker?.waiting;
-    if (w) {
-      this.#taker!.waiting = null;
+    const taker = this.#taker;
+    if (taker?.waiting) {
+      const w = taker.waiting;
+      taker.waiting = null;
+      finishTaken(taker, null);
       w.resolve(null);
     }
     this.#wake();
@@ -555,9 +558,11 @@ export class IncomingMessage implements Message {
     this.#controller = null;
     c?.error(reason);
     this.#collector?.reject(reason);
-    const w = this.#taker?.waiting;
-    if (w) {
-      this.#taker!.waiting = null;
+    const taker = this.#taker;
+    if (taker?.waiting) {
+      const w = taker.waiting;
+      taker.waiting = null;
+      finishTaken(taker, reason);
       w.reject(reason);
     }
     this.#wake();
@@ -583,6 +588,10 @@ export class IncomingMessage implements Message {
       queue: this.#queue,
       handed: false,
       waiting: null,
+      finished: false,
+      failed: null,
+      controller: null,
+      reader: null,
     };
     this.#taker = taker;
     this.#queue = null;
@@ -594,6 +603,7 @@ export class IncomingMessage implements Message {
         taker.handed = false;
         taker.waiting = null;
         this.#cancel();
+        finishTaken(taker, null);
       },
     };
   }
@@ -611,13 +621,19 @@ export class IncomingMessage implements Message {
       this.#lent = null;
       this.#wake();
     }
-    if (this.#state === "aborted") return Promise.reject(this.#reason);
+    if (this.#state === "aborted") {
+      finishTaken(taker, this.#reason);
+      return Promise.reject(this.#reason);
+    }
     const lent = this.#lent;
     if (lent !== null) {
       taker.handed = true;
       return Promise.resolve(lent);
     }
-    if (this.#state === "ended" || this.#done) return Promise.resolve(null);
+    if (this.#state === "ended" || this.#done) {
+      finishTaken(taker, null);
+      return Promise.resolve(null);
+    }
     return new Promise((resolve, reject) => {
       taker.waiting = { resolve, reject };
     });
@@ -673,6 +689,45 @@ interface Taker {
     resolve: (chunk: Uint8Array | null) => void;
     reject: (reason: Error) => void;
   } | null;
+  /** The LentBody is done: read to the end, cancelled, or failed (`failed`). */
+  finished: boolean;
+  failed: Error | null;
+  /** `raw` when asked for while the LentBody reads, and the reader that locks it. */
+  controller: ReadableByteStreamController | null;
+  reader: ReadableStreamDefaultReader<Uint8Array> | null;
+}
+
+/**
+ * `raw` of a message whose body a LentBody takes: as if that had read it
+ * through a reader of `raw`, locked while it reads, then closed (errored
+ * if the body failed) and unlocked.
+ */
+function takenStream(taker: Taker): ReadableStream<Uint8Array> {
+  const stream = new ReadableStream({
+    type: "bytes",
+    start(c: ReadableByteStreamController) {
+      if (!taker.finished) taker.controller = c;
+      else if (taker.failed !== null) c.error(taker.failed);
+      else c.close();
+    },
+  });
+  if (!taker.finished) taker.reader = stream.getReader();
+  return stream as ReadableStream<Uint8Array>;
+}
+
+/** The LentBody is done (`failed`: with that reason): see {@link takenStream}. */
+function finishTaken(taker: Taker, failed: Error | null): void {
+  if (taker.finished) return;
+  taker.finished = true;
+  taker.failed = failed;
+  const c = taker.controller;
+  taker.controller = null;
+  if (c !== null) {
+    if (failed !== null) c.error(failed);
+    else c.close();
+  }
+  taker.reader?.releaseLock();
+  taker.reader = null;
 }
 
 /** bytes() collecting without a stream. */

@@ -391,12 +391,38 @@ describe("IncomingMessage's body lent without a stream (LENT_BODY)", () => {
     await assert.rejects(m[LENT_BODY]()!.read(), (e) => e === reason);
   });
 
-  it("once taken, raw is locked, bytes() rejects and it is not taken twice; not taken after raw or bytes()", async () => {
+  it("once taken, raw is locked and bytes() rejects until the body is read, then both are as after a reader of raw; not taken twice", async () => {
     const m = message();
-    assert.ok(m[LENT_BODY]());
+    const lent = m[LENT_BODY]()!;
     assert.equal(m[LENT_BODY](), null);
     assert.equal(m.raw.locked, true);
     await assert.rejects(m.bytes(), TypeError);
+    const first = lent.read();
+    const wait = m.push(enc.encode("x"));
+    assert.equal(dec.decode((await first)!), "x");
+    const second = lent.read();
+    await wait; // the driver goes on once the part is done with
+    m.end();
+    assert.equal(await second, null);
+    assert.equal(m.raw.locked, false);
+    assert.equal(await readAll(m.raw), "");
+    for (const late of [true, false]) {
+      // raw first asked for after (late) or while the body is read.
+      const a = message();
+      const body = a[LENT_BODY]()!;
+      const raw = late ? null : a.raw;
+      a.push(enc.encode("y"));
+      const reason = new Error("gone");
+      a.abort(reason);
+      await assert.rejects(body.read(), (e) => e === reason);
+      if (raw !== null) {
+        await assert.rejects(readAll(raw), (e) => e === reason);
+      } else await assert.rejects(a.bytes(), (e) => e === reason);
+    }
+    const done = message();
+    const cancelled = done[LENT_BODY]()!;
+    cancelled.cancel();
+    assert.equal(dec.decode(await done.bytes()), "");
     const viaRaw = message();
     void viaRaw.raw;
     assert.equal(viaRaw[LENT_BODY](), null);
