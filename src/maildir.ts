@@ -288,8 +288,10 @@ export class Maildir {
 
   /**
    * Stores a message: streams `message.raw` (never buffering the whole
-   * body) into `tmp/` after the trace headers, syncs the file, renames it
-   * into `new/` and syncs `new/`. Resolves once the message is safely on
+   * body; a message the server made lends its body straight from the
+   * read buffer instead, with no stream, and `raw` then reads as taken)
+   * into `tmp/` after the trace headers, syncs the file, renames it into
+   * `new/` and syncs `new/`. Resolves once the message is safely on
    * disk. Throws {@link SmtpError} 452 4.3.1 when the disk is full (or the
    * quota reached), 451 4.3.0 on any other file-system error, or the
    * stream's own error when the body did not complete; the file in `tmp/`
