@@ -3,9 +3,9 @@
 // lines, printed and written as they are (bench/results.mjs adds the head).
 import os from "node:os";
 import { spread } from "./common.mjs";
-import { MEM_RUNS, RUNS, RUNTIME_NAMES } from "./flags.mjs";
+import { BIG_RUNS, MEM_RUNS, RUNS, RUNTIME_NAMES } from "./flags.mjs";
 import { fmt, loadLine, mb, mbs, ms, raw, rtLabel } from "./format.mjs";
-import { BIG_MB, IDLE_CONNECTIONS } from "./memory_part.mjs";
+import { BIG_GOAL_KINDS, BIG_MB, IDLE_CONNECTIONS } from "./memory_part.mjs";
 import { MILTER_LOAD } from "./milter_part.mjs";
 import { REUSE_FLOOR_NOTE } from "./server_proc.mjs";
 import { BDAT_PAIRS, KB, MB, WARMUP, warmupLimits } from "./workloads.mjs";
@@ -138,6 +138,12 @@ export function tables(engine, workloads, memory) {
           MEM_RUNS === 1
             ? "One fresh process each (`--mem-runs N` for medians)"
             : `Median [min–max] over ${MEM_RUNS} fresh processes each`
+        }${
+          BIG_RUNS > MEM_RUNS
+            ? `; the ${BIG_MB} MB message of ${
+              BIG_GOAL_KINDS.join(", ")
+            } (the goals' servers): median [min–max] over ${BIG_RUNS} fresh processes (\`--big-runs N\`; on Bun one process's growth spreads by 4–8 MB, the floor's too)`
+            : ""
         }. Machine: ${loadLine(memory.load)}.`,
       "",
     );

@@ -26,6 +26,9 @@
 //                          for the default selection, else .tmp/bench-results.md)
 //   --mem-runs N           fresh processes per server in the memory bench
 //                          (default 1 quick, 3 full; the median is reported)
+//   --big-runs N           fresh processes per goal server (the floors, smtpd-cli,
+//                          smtpd-byob) through the 100 MB message (default 3
+//                          quick, 5 full, at least --mem-runs; the median is reported)
 //   --no-write             do not write the report (JSON still goes to .tmp/)
 //   --messages N           messages (W2: connections) per measured run, every
 //                          server and selected workload (default: the mode's counts)

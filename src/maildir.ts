@@ -36,6 +36,7 @@ import { SmtpError } from "./errors.ts";
 import type { Message } from "./message.ts";
 import type { Session } from "./session.ts";
 import { clean, receivedFrom } from "./rdns.ts";
+import { LENT_BODY, type LentBody } from "./lent_body.ts";
 
 // The types a deliverable message is made of, for this entry point's docs.
 export type * from "./api.ts";
@@ -287,8 +288,10 @@ export class Maildir {
 
   /**
    * Stores a message: streams `message.raw` (never buffering the whole
-   * body) into `tmp/` after the trace headers, syncs the file, renames it
-   * into `new/` and syncs `new/`. Resolves once the message is safely on
+   * body; a message the server made lends its body straight from the
+   * read buffer instead, with no stream, and `raw` then reads as taken)
+   * into `tmp/` after the trace headers, syncs the file, renames it into
+   * `new/` and syncs `new/`. Resolves once the message is safely on
    * disk. Throws {@link SmtpError} 452 4.3.1 when the disk is full (or the
    * quota reached), 451 4.3.0 on any other file-system error, or the
    * stream's own error when the body did not complete; the file in `tmp/`
@@ -341,16 +344,38 @@ export class Maildir {
     let open = true;
     let size = 0;
     const stream: { error?: { value: unknown } } = {};
-    const reader = bodyReader(message.raw);
+    // A server's message lends its body part by part, straight from the
+    // read buffer; any other is read through `raw`.
+    const lent = lentBody(message);
+    const reader = lent === null ? bodyReader(message.raw) : null;
     try {
-      // The body goes through one buffer of this delivery's own, filled by
-      // a BYOB reader (straight from the server's read buffer, nothing
-      // allocated per chunk) and written whenever it is full.
+      // The body goes through one buffer of this delivery's own, written
+      // whenever it is full: filled by copies of small parts (fewer system
+      // calls), or by a BYOB reader of `raw` (nothing allocated per
+      // chunk). A part of WRITE_SIZE or more that comes when the buffer is
+      // empty is written as it is.
       let buf = new ArrayBuffer(WRITE_SIZE);
       let filled = 0;
       const flush = async (data: Uint8Array) => {
         await writeAll(file, data);
         size += data.byteLength;
+      };
+      /** Copies `chunk` into the buffer, flushing it when full. */
+      const gather = async (chunk: Uint8Array) => {
+        let at = 0;
+        while (at < chunk.byteLength) {
+          if (filled === 0 && chunk.byteLength - at >= WRITE_SIZE) {
+            return flush(at === 0 ? chunk : chunk.subarray(at));
+          }
+          const n = Math.min(chunk.byteLength - at, WRITE_SIZE - filled);
+          new Uint8Array(buf, filled, n).set(chunk.subarray(at, at + n));
+          filled += n;
+          at += n;
+          if (filled === WRITE_SIZE) {
+            await flush(new Uint8Array(buf));
+            filled = 0;
+          }
+        }
       };
       if (this.#trace) {
         const head = new TextEncoder().encode(
@@ -366,18 +391,31 @@ export class Maildir {
         }
       }
       for (;;) {
+        if (lent !== null) {
+          let part: Uint8Array | null;
+          try {
+            part = await lent.read();
+          } catch (error) {
+            stream.error = { value: error };
+            throw error;
+          }
+          if (part === null) break;
+          // Written or copied before the next read (it is lent till then).
+          await gather(part);
+          continue;
+        }
         let r: ReadableStreamReadResult<Uint8Array>;
         try {
-          r = reader.byob
-            ? await reader.byob.read(
+          r = reader!.byob
+            ? await reader!.byob.read(
               new Uint8Array(buf, filled, WRITE_SIZE - filled),
             )
-            : await reader.plain!.read();
+            : await reader!.plain!.read();
         } catch (error) {
           stream.error = { value: error };
           throw error;
         }
-        if (reader.byob) {
+        if (reader!.byob) {
           const value = r.value;
           // The read hands the buffer back (transferred) with the bytes
           // in; at the end, empty (undefined if the stream was cancelled).
@@ -386,19 +424,8 @@ export class Maildir {
           filled += value!.byteLength;
         } else {
           if (r.done) break;
-          // A default reader's chunk, gathered into the buffer.
-          const chunk = r.value;
-          let at = 0;
-          while (at < chunk.byteLength) {
-            const n = Math.min(chunk.byteLength - at, WRITE_SIZE - filled);
-            new Uint8Array(buf, filled, n).set(chunk.subarray(at, at + n));
-            filled += n;
-            at += n;
-            if (filled === WRITE_SIZE) {
-              await flush(new Uint8Array(buf));
-              filled = 0;
-            }
-          }
+          // A default reader's chunk: the application's own.
+          await gather(r.value);
           continue;
         }
         if (filled === WRITE_SIZE) {
@@ -432,7 +459,8 @@ export class Maildir {
       await this.#renameIntoNew(tmpPath, newPath);
     } catch (error) {
       if (stream.error === undefined) {
-        (reader.byob ?? reader.plain!).cancel().catch(() => {});
+        if (lent !== null) lent.cancel();
+        else (reader!.byob ?? reader!.plain!).cancel().catch(() => {});
       }
       if (open) await file.close().catch(() => {});
       await this.#fs.unlink(tmpPath).catch(() => {});
@@ -440,7 +468,7 @@ export class Maildir {
         ? stream.error.value
         : deliveryError(error);
     } finally {
-      (reader.byob ?? reader.plain!).releaseLock();
+      if (reader !== null) (reader.byob ?? reader.plain!).releaseLock();
     }
     try {
       await this.#syncDir(`${this.path}/new`);
@@ -778,6 +806,14 @@ function deliveryError(error: unknown): SmtpError {
 function errorCode(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "string" ? code : undefined;
+}
+
+/** The body of a message the server made, lent part by part (see lent_body.ts); else null. */
+function lentBody(message: DeliverableMessage): LentBody | null {
+  const take = (message as { [LENT_BODY]?: () => LentBody | null })[
+    LENT_BODY
+  ];
+  return typeof take === "function" ? take.call(message) : null;
 }
 
 /**

@@ -11,6 +11,7 @@ import type { BodyType, MailParams, Recipient } from "./engine.ts";
 import type { SmtpError } from "./errors.ts";
 import type { Session } from "./session.ts";
 import type { MilterResult } from "./milter/options.ts";
+import { LENT_BODY, type LentBody } from "./lent_body.ts";
 
 /**
  * A message as postal-mime parses it (`message.parse()`): headers,
@@ -228,6 +229,8 @@ export class IncomingMessage implements Message {
   #state: "open" | "ended" | "aborted" = "open";
   #reason: Error | null = null;
   #bytes: Promise<Uint8Array> | null = null;
+  /** The body taken as a {@link LentBody} (see `[LENT_BODY]()`), else null. */
+  #taker: Taker | null = null;
   /** Made on first use of `signal` (most hooks never look). */
   #abort: AbortController | null = null;
   #givenUp: Error | null = null;
@@ -360,6 +363,7 @@ export class IncomingMessage implements Message {
   }
 
   #openStream(): ReadableStream<Uint8Array> {
+    if (this.#taker !== null) return takenStream(this.#taker);
     // One source object with shared methods, not three closures per stream.
     // No strategy: a byte stream's highWaterMark is 0 by default.
     const stream = new ReadableStream(
@@ -490,6 +494,18 @@ export class IncomingMessage implements Message {
       this.#lent = chunk;
       return this.#behind();
     }
+    const taker = this.#taker;
+    if (taker !== null) {
+      // Lent to the LentBody's reader until it asks for the next part.
+      this.#lent = chunk;
+      const w = taker.waiting;
+      if (w !== null) {
+        taker.waiting = null;
+        taker.handed = true;
+        w.resolve(chunk);
+      }
+      return this.#behind();
+    }
     if (this.#collector !== null) {
       this.#collector.parts.push(new Uint8Array(chunk));
       return undefined;
@@ -521,6 +537,13 @@ export class IncomingMessage implements Message {
       c.byobRequest?.respond(0);
     }
     this.#collector?.resolve(concat(this.#collector.parts));
+    const taker = this.#taker;
+    if (taker?.waiting) {
+      const w = taker.waiting;
+      taker.waiting = null;
+      finishTaken(taker, null);
+      w.resolve(null);
+    }
     this.#wake();
   }
 
@@ -535,14 +558,85 @@ export class IncomingMessage implements Message {
     this.#controller = null;
     c?.error(reason);
     this.#collector?.reject(reason);
+    const taker = this.#taker;
+    if (taker?.waiting) {
+      const w = taker.waiting;
+      taker.waiting = null;
+      finishTaken(taker, reason);
+      w.reject(reason);
+    }
     this.#wake();
   }
 
   bytes(): Promise<Uint8Array> {
-    this.#bytes ??= this.#stream === null
+    this.#bytes ??= this.#stream === null && this.#taker === null
       ? this.#collect()
-      : readAll(this.#stream);
+      : readAll(this.raw);
     return this.#bytes;
+  }
+
+  /**
+   * The body as a {@link LentBody}, without a stream (Maildir delivery),
+   * or `null` when it is taken already. What arrived before (copies) comes
+   * first; then each part the driver pushes is lent until the next read.
+   */
+  [LENT_BODY](): LentBody | null {
+    if (
+      this.#stream !== null || this.#bytes !== null || this.#taker !== null
+    ) return null;
+    const taker: Taker = {
+      queue: this.#queue,
+      handed: false,
+      waiting: null,
+      finished: false,
+      failed: null,
+      controller: null,
+      reader: null,
+    };
+    this.#taker = taker;
+    this.#queue = null;
+    this.#queued = 0;
+    this.#wake(); // the queue is the reader's now: the driver may push again
+    return {
+      read: () => this.#readLent(taker),
+      cancel: () => {
+        taker.handed = false;
+        taker.waiting = null;
+        this.#cancel();
+        finishTaken(taker, null);
+      },
+    };
+  }
+
+  #readLent(taker: Taker): Promise<Uint8Array | null> {
+    const queue = taker.queue;
+    if (queue !== null && this.#state !== "aborted") {
+      const chunk = queue.shift();
+      if (queue.length === 0) taker.queue = null;
+      if (chunk !== undefined) return Promise.resolve(chunk);
+    }
+    if (taker.handed) {
+      // The part lent last is done with: the driver may push the next.
+      taker.handed = false;
+      this.#lent = null;
+      this.#wake();
+    }
+    if (this.#state === "aborted") {
+      finishTaken(taker, this.#reason);
+      return Promise.reject(this.#reason);
+    }
+    const lent = this.#lent;
+    if (lent !== null) {
+      taker.handed = true;
+      return Promise.resolve(lent);
+    }
+    if (this.#state === "ended" || this.#done) {
+      finishTaken(taker, null);
+      return Promise.resolve(null);
+    }
+    return new Promise((resolve, reject) => {
+      taker.waiting = { resolve, reject };
+    });
   }
 
   /** bytes() when `raw` was never used: takes the chunks without a stream. */
@@ -583,6 +677,58 @@ function fill(
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** A {@link LentBody}'s side of the message (see `[LENT_BODY]()`). */
+interface Taker {
+  /** Copies queued before the body was taken, handed out first. */
+  queue: Uint8Array[] | null;
+  /** The reader has `#lent` (the driver waits until its next read). */
+  handed: boolean;
+  /** A read waiting for the next part. */
+  waiting: {
+    resolve: (chunk: Uint8Array | null) => void;
+    reject: (reason: Error) => void;
+  } | null;
+  /** The LentBody is done: read to the end, cancelled, or failed (`failed`). */
+  finished: boolean;
+  failed: Error | null;
+  /** `raw` when asked for while the LentBody reads, and the reader that locks it. */
+  controller: ReadableByteStreamController | null;
+  reader: ReadableStreamDefaultReader<Uint8Array> | null;
+}
+
+/**
+ * `raw` of a message whose body a LentBody takes: as if that had read it
+ * through a reader of `raw`, locked while it reads, then closed (errored
+ * if the body failed) and unlocked.
+ */
+function takenStream(taker: Taker): ReadableStream<Uint8Array> {
+  const stream = new ReadableStream({
+    type: "bytes",
+    start(c: ReadableByteStreamController) {
+      if (!taker.finished) taker.controller = c;
+      else if (taker.failed !== null) c.error(taker.failed);
+      else c.close();
+    },
+  });
+  if (!taker.finished) taker.reader = stream.getReader();
+  return stream as ReadableStream<Uint8Array>;
+}
+
+/** The LentBody is done (`failed`: with that reason): see {@link takenStream}. */
+function finishTaken(taker: Taker, failed: Error | null): void {
+  if (taker.finished) return;
+  taker.finished = true;
+  taker.failed = failed;
+  const c = taker.controller;
+  taker.controller = null;
+  if (c !== null) {
+    if (failed !== null) c.error(failed);
+    else c.close();
+  }
+  taker.reader?.releaseLock();
+  taker.reader = null;
+}
 
 /** bytes() collecting without a stream. */
 interface Collector {

@@ -17,6 +17,8 @@ import {
   rfc5322Date,
   traceHeaders,
 } from "../src/maildir.ts";
+import { IncomingMessage } from "../src/message.ts";
+import type { Session } from "../src/session.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -358,6 +360,146 @@ describe("Maildir.deliver", () => {
     );
     assert.deepEqual(await list(`${path}/new`), []);
     assert.deepEqual(await list(`${path}/tmp`), []);
+  });
+});
+
+/** A message as the server makes it (its body lent part by part), with a session for the trace headers. */
+function serverMessage(): IncomingMessage {
+  return new IncomingMessage(
+    "msgid2",
+    {
+      mailbox: {
+        address: "sender@example.org",
+        localPart: "sender",
+        domain: "example.org",
+      },
+      params: { smtputf8: false, params: {} },
+    } as never,
+    [{
+      mailbox: { address: "rcpt@example.net" },
+      params: { params: {} },
+    }] as never,
+    {
+      heloName: "client.example.org",
+      remoteAddress: "192.0.2.7",
+      esmtp: true,
+      secure: false,
+      tls: null,
+      user: null,
+    } as Session,
+  );
+}
+
+/**
+ * Pushes `body` into `m` as the driver does from a reused read buffer: each
+ * piece a view of one buffer, overwritten with "#" once push() settles (a
+ * piece written to the file later would come out as "#"), then ends it.
+ */
+async function pushLent(
+  m: IncomingMessage,
+  body: Uint8Array,
+  cuts: readonly number[],
+): Promise<void> {
+  const buf = new Uint8Array(body.length);
+  let at = 0;
+  for (const end of [...cuts, body.length]) {
+    buf.fill(35);
+    buf.set(body.subarray(at, end));
+    const wait = m.push(buf.subarray(0, end - at));
+    if (wait !== undefined) await wait;
+    at = end;
+  }
+  buf.fill(35);
+  m.end();
+}
+
+describe("Maildir.deliver of a message the server made (its body lent, no stream)", () => {
+  /** `n` bytes of lines, different at every offset. */
+  function lines(n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      out[i] = i % 80 === 78 ? 13 : i % 80 === 79 ? 10 : 33 + (i * 7) % 90;
+    }
+    return out;
+  }
+
+  it("stores the body byte-exact, split at every offset", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path);
+    await maildir.create();
+    const body = enc.encode("Subject: lent\r\n\r\nline one\r\n.two\r\n");
+    for (let cut = 0; cut <= body.length; cut++) {
+      const m = serverMessage();
+      const delivering = maildir.deliver(m);
+      await pushLent(m, body, [cut]);
+      const d = await delivering;
+      assert.deepEqual(
+        belowTrace(await fs.readFile(d.path)),
+        body,
+        `cut ${cut}`,
+      );
+      assert.equal(m.raw.locked, false); // read to its end, as by a reader
+      assert.equal((await m.bytes()).byteLength, 0);
+    }
+    assert.deepEqual(await list(`${path}/tmp`), []);
+  });
+
+  it("stores a large body exact, in parts smaller and larger than a write, and writes each part before the next read", async () => {
+    const path = dirPath();
+    const log: string[] = [];
+    const maildir = new Maildir(path, { fs: wrappedFs({ log }) });
+    await maildir.create();
+    const body = lines(700_000);
+    const cuts = [10, 65_536, 65_546, 300_000, 300_001, 500_000];
+    for (const early of [false, true]) {
+      const m = serverMessage();
+      if (early) m.push(body.slice(0, 5)); // queued before delivery starts
+      const delivering = maildir.deliver(m);
+      await pushLent(m, early ? body.subarray(5) : body, cuts);
+      const d = await delivering;
+      const file = await fs.readFile(d.path);
+      assert.equal(d.size, file.length);
+      assert.deepEqual(belowTrace(file), body, early ? "early" : "lent");
+    }
+    // A part of a whole write or more, when the buffer is empty, went as it is.
+    assert.ok(log.some((l) => /^write (\d+)$/.exec(l)?.[1] === "200000"));
+  });
+
+  it("a body that does not complete removes the file and throws the reason; the waiting driver goes on", async () => {
+    const path = dirPath();
+    const maildir = new Maildir(path);
+    await maildir.create();
+    const m = serverMessage();
+    const delivering = maildir.deliver(m);
+    assert.equal(await m.push(enc.encode("Subject: x\r\n")), undefined);
+    const reason = new Error("client gone");
+    m.abort(reason);
+    await assert.rejects(delivering, (e) => e === reason);
+    assert.deepEqual(await list(`${path}/tmp`), []);
+    assert.deepEqual(await list(`${path}/new`), []);
+  });
+
+  it("a write failure mid-body gives 452 4.3.1, lets the driver go on and drops the rest", async () => {
+    const path = dirPath();
+    let writes = 0;
+    const maildir = new Maildir(path, {
+      fs: wrappedFs({
+        onWrite: () => {
+          if (++writes === 2) throw fsError("ENOSPC");
+        },
+      }),
+    });
+    await maildir.create();
+    const m = serverMessage();
+    const delivering = maildir.deliver(m).then(() => null, (e) => e);
+    const body = lines(400_000);
+    await pushLent(m, body, [100_000, 200_000, 300_000]); // never left waiting
+    const error = await delivering;
+    assert.ok(error instanceof SmtpError);
+    assert.equal(error.code, 452);
+    assert.equal(m.size, body.length);
+    assert.deepEqual(await list(`${path}/tmp`), []);
+    assert.deepEqual(await list(`${path}/new`), []);
   });
 });
 

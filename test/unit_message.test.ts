@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { IncomingMessage } from "../src/message.ts";
+import { LENT_BODY, type LentBody } from "../src/lent_body.ts";
 import type { Session } from "../src/session.ts";
 
 const HIGH_WATER_MARK = 256 * 1024;
@@ -302,5 +303,131 @@ describe("IncomingMessage.raw as a byte stream", () => {
     m.end();
     const r = await read;
     assert.equal(r.done, true);
+  });
+});
+
+/** Reads a LentBody to its end, decoding each part before the next read. */
+async function readLent(body: LentBody): Promise<string> {
+  let out = "";
+  for (let part = await body.read(); part !== null; part = await body.read()) {
+    out += dec.decode(part);
+  }
+  return out;
+}
+
+describe("IncomingMessage's body lent without a stream (LENT_BODY)", () => {
+  const text = "Subject: lent\r\n\r\nline one\r\nline two\r\n";
+  const body = enc.encode(text);
+
+  it("gets the body exact, split at every offset, each part lent until the next read", async () => {
+    for (let cut = 0; cut <= body.length; cut++) {
+      for (let cut2 = cut; cut2 <= body.length; cut2 += 7) {
+        const m = message();
+        const lent = m[LENT_BODY]()!;
+        const got = readLent(lent);
+        // pushLent overwrites its buffer once push() settles: a part kept
+        // past the next read would come out as "#".
+        await pushLent(m, body, [cut, cut2]);
+        assert.equal(await got, text, `cuts at ${cut}, ${cut2}`);
+        assert.equal(m.size, body.length);
+      }
+    }
+  });
+
+  it("hands out what was queued before it was taken first, then the lent parts", async () => {
+    const m = message();
+    const early = chunks(3, 1000);
+    for (const c of early) assert.equal(m.push(c), undefined);
+    const lent = m[LENT_BODY]()!;
+    const got = readLent(lent);
+    await pushLent(m, body, [4, 30]);
+    assert.equal(await got, join(early) + text);
+  });
+
+  it("lets a driver that waited on a full queue go on once taken", async () => {
+    const m = message();
+    const big = chunks(5, HIGH_WATER_MARK / 4);
+    let wait: Promise<void> | undefined;
+    for (const c of big) wait = m.push(c) ?? wait;
+    assert.ok(wait, "the queue is full: the driver waits");
+    assert.equal(await settled(wait), false);
+    const lent = m[LENT_BODY]()!;
+    assert.equal(await settled(wait), true);
+    m.end();
+    assert.equal(await readLent(lent), join(big));
+  });
+
+  it("cancel() mid-body lets the waiting driver go on and drops the rest", async () => {
+    const m = message();
+    const lent = m[LENT_BODY]()!;
+    const feeding = pushLent(m, body, [10, 20]);
+    const first = await lent.read();
+    assert.equal(dec.decode(first!), text.slice(0, 10));
+    lent.cancel();
+    await feeding; // not left waiting
+    assert.equal(m.size, body.length);
+    assert.equal(await lent.read(), null);
+  });
+
+  it("end() answers a waiting read with null; abort() rejects it with the reason", async () => {
+    const ended = message();
+    const a = ended[LENT_BODY]()!.read();
+    ended.end();
+    assert.equal(await a, null);
+    const aborted = message();
+    const reason = new Error("client gone");
+    const lent = aborted[LENT_BODY]()!;
+    const b = lent.read();
+    aborted.abort(reason);
+    await assert.rejects(b, (e) => e === reason);
+    await assert.rejects(lent.read(), (e) => e === reason);
+  });
+
+  it("a body aborted before it was taken rejects the first read, queued parts dropped", async () => {
+    const m = message();
+    m.push(enc.encode("some"));
+    const reason = new Error("timeout");
+    m.abort(reason);
+    await assert.rejects(m[LENT_BODY]()!.read(), (e) => e === reason);
+  });
+
+  it("once taken, raw is locked and bytes() rejects until the body is read, then both are as after a reader of raw; not taken twice", async () => {
+    const m = message();
+    const lent = m[LENT_BODY]()!;
+    assert.equal(m[LENT_BODY](), null);
+    assert.equal(m.raw.locked, true);
+    await assert.rejects(m.bytes(), TypeError);
+    const first = lent.read();
+    const wait = m.push(enc.encode("x"));
+    assert.equal(dec.decode((await first)!), "x");
+    const second = lent.read();
+    await wait; // the driver goes on once the part is done with
+    m.end();
+    assert.equal(await second, null);
+    assert.equal(m.raw.locked, false);
+    assert.equal(await readAll(m.raw), "");
+    for (const late of [true, false]) {
+      // raw first asked for after (late) or while the body is read.
+      const a = message();
+      const body = a[LENT_BODY]()!;
+      const raw = late ? null : a.raw;
+      a.push(enc.encode("y"));
+      const reason = new Error("gone");
+      a.abort(reason);
+      await assert.rejects(body.read(), (e) => e === reason);
+      if (raw !== null) {
+        await assert.rejects(readAll(raw), (e) => e === reason);
+      } else await assert.rejects(a.bytes(), (e) => e === reason);
+    }
+    const done = message();
+    const cancelled = done[LENT_BODY]()!;
+    cancelled.cancel();
+    assert.equal(dec.decode(await done.bytes()), "");
+    const viaRaw = message();
+    void viaRaw.raw;
+    assert.equal(viaRaw[LENT_BODY](), null);
+    const viaBytes = message();
+    void viaBytes.bytes();
+    assert.equal(viaBytes[LENT_BODY](), null);
   });
 });
