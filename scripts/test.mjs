@@ -14,7 +14,8 @@
 // when it ends.
 //
 // Usage: node scripts/test.mjs [--only deno,bun,node,node24] [--skip-checks]
-//   [--jobs N] [files...]
+//   [--jobs N] [files...]   (node is the Node that runs this script; node20
+//   is taken as node; an unknown runtime or option is an error)
 import { spawn } from "node:child_process";
 import {
   existsSync,
@@ -39,7 +40,29 @@ if (restoreManifest(root)) {
 const bin = (name) => join(root, "node_modules", ".bin", name);
 const args = process.argv.slice(2);
 const onlyArg = args.indexOf("--only");
-const only = onlyArg >= 0 ? args[onlyArg + 1].split(",") : null;
+// "node" is the user's Node (20 on CI); "node20" is taken for it too.
+const RUNTIME_NAMES = ["deno", "bun", "node", "node24"];
+const only = onlyArg >= 0
+  ? (args[onlyArg + 1] ?? "").split(",").map((n) => n === "node20" ? "node" : n)
+  : null;
+const unknownRuntime = only?.find((n) => !RUNTIME_NAMES.includes(n));
+const unknownFlag = args.find((a) =>
+  a.startsWith("-") && !["--only", "--skip-checks", "--jobs"].includes(a)
+);
+if (unknownRuntime !== undefined || unknownFlag !== undefined) {
+  // A typo ran nothing and passed; say so instead.
+  console.error(
+    unknownFlag !== undefined
+      ? `unknown option ${unknownFlag}`
+      : `unknown runtime "${unknownRuntime}" (--only takes ${
+        RUNTIME_NAMES.join(",")
+      })`,
+  );
+  console.error(
+    "usage: node scripts/test.mjs [--only deno,bun,node,node24] [--skip-checks] [--jobs N] [files...]",
+  );
+  process.exit(2);
+}
 const skipChecks = args.includes("--skip-checks");
 const jobsArg = args.indexOf("--jobs");
 const jobs = jobsArg >= 0 ? Math.max(1, Number(args[jobsArg + 1]) || 1) : 2;
