@@ -318,9 +318,10 @@ async function measure(s, w, round, group, pin) {
  * with `rewarm`: W2; not smtp-server, whose warm-up is one batch):
  * unmeasured batches of the run's load until one costs at most
  * REWARM.within above the level the server's warm-up ended at (the median
- * of its last three batches), at most REWARM.max. A Bun server left idle
- * in the rounds for 100 s or more recompiles all its code from the
- * interpreter up, over about five batches (workloads.mjs, REWARM).
+ * of its last three batches), at most REWARM.max. A Bun server whose
+ * code has not run for a minute or more drops it at its next full
+ * collection and recompiles it from the interpreter up, over about five
+ * batches (workloads.mjs, REWARM).
  * Resolves each batch's CPU per message (kept in the run's `rewarm`).
  */
 async function rewarm(s, x, round, rows, pin) {

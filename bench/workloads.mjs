@@ -178,27 +178,31 @@ export const WARMUP = { min: 3, max: FULL ? 12 : 10, settle: 0.03 };
  * unmeasured batches of the run's load against the server, until one
  * costs at most `within` (15 %) above the level its warm-up ended at (the
  * median of its last three batches), at most `max` batches. A Bun server
- * left idle for 100 s or more drops its compiled code at the full
- * collections its idle timers run (JavaScriptCore keeps a code block past
- * its time to live only if a collection finds it live) and compiles it
- * all again from the interpreter up: in a quick bench run of every
- * runtime, Bun smtpd's round 2 came 106 s after its round 1 (the rotation
- * of the groups), and during it its process compiled 119 functions with
- * the baseline JIT, 177 with the DFG and 31 with the FTL (its first
- * warm-up batch: 187, 178, 28), then 24 with the FTL in each of rounds 3,
- * 4 and 5: 57, 116, 83, 76 and 87 µs per connection against 59–61 at the
- * end of its warm-up. One process on its own did the same after 150 s
- * idle (115, 90, 77, 87 µs in four batches 10 s apart, against 56), and
- * nothing with BUN_JSC_forceCodeBlockLiveness=1 (52–56); 90 s idle, or
- * batches 8 s apart for 290 s, dropped nothing. It is not a fixed age:
- * what drops the code is idle time, which the bench's schedule makes
- * (W2's rounds are long: smtp-server's runs), and a server under steady
- * load never has. Bun's floors drop theirs too, but it is small (6–7
- * baseline, 3–6 DFG, 3–4 FTL compilations: a few µs in one batch). One
- * unmeasured batch before each run, no more, left rounds recompiling:
- * the FTL comes back over four to five batches. `within` is above the
- * spread of single W2 batches at the end of a warm-up (Bun's floor:
- * 40.9–46.7 µs per connection).
+ * drops its compiled code at a full collection that comes a minute or more
+ * after the code last ran (JavaScriptCore keeps a code block past its time
+ * to live only if the collection finds it live) and compiles it all again
+ * from the interpreter up: dropped at collections 55 s (two bench runs)
+ * and 115 s (a probe) after its last batch, kept at collections 1–24 s
+ * after it. In a quick bench run of every runtime, Bun smtpd's round 2
+ * came 106 s after its round 1 (the rotation of the groups), and during it
+ * its process compiled 119 functions with the baseline JIT, 177 with the
+ * DFG and 31 with the FTL (its first warm-up batch: 187, 178, 28), then 24
+ * with the FTL in each of rounds 3, 4 and 5: 57, 116, 83, 76 and 87 µs per
+ * connection against 59–61 at the end of its warm-up. One process on its
+ * own did the same after 150 s idle (115, 90, 77, 87 µs in four batches
+ * 10 s apart, against 56), and nothing with
+ * BUN_JSC_forceCodeBlockLiveness=1 on the same schedule (52–56). It is not
+ * a fixed age: idle time drops the code, which the bench's schedule makes
+ * (W2's rounds are long: smtp-server's runs) and a server under steady load
+ * never has. Bun's floors drop theirs too, but it is small (6–7 baseline,
+ * 3–6 DFG, 3–4 FTL compilations: a few µs in one batch). Deno's servers
+ * drop theirs too (cause not found; V8's --no-flush-bytecode did not stop
+ * it): Deno smtpd's rounds cost 152–159 µs per connection in round 1
+ * against 70–74 at the end of its warm-up. One unmeasured
+ * batch before each run, no more, left rounds recompiling: the FTL comes
+ * back over four to five batches. `within` is above the spread of single
+ * W2 batches at the end of a warm-up (Bun's floor: 40.9–46.7 µs per
+ * connection).
  */
 export const REWARM = { max: 8, within: 0.15 };
 
