@@ -24,6 +24,7 @@ import {
 } from "./server_proc.mjs";
 import {
   perUnit,
+  REWARM,
   sized,
   warmedUp,
   warmupLimits,
@@ -203,7 +204,9 @@ export async function benchWorkloads(names) {
         for (const s of seq) {
           for (const x of order) {
             if (!runsOn.get(x.name).has(s)) continue;
+            const pre = await rewarm(s, x, round, rows, pin);
             const run = await measure(s, x.w, round, group.rt, pin);
+            if (run.ok) run.rewarm = pre;
             const tag = `run ${round}` + (ws.length > 1 ? ` ${x.name}` : "");
             record(s, x, run, tag, group.rt, rows);
           }
@@ -310,6 +313,34 @@ async function measure(s, w, round, group, pin) {
   };
 }
 
+/**
+ * The re-warm before measured run `round` of `s` under workload `x` (those
+ * with `rewarm`: W2; not smtp-server, whose warm-up is one batch):
+ * unmeasured batches of the run's load until one costs at most
+ * REWARM.within above the level the server's warm-up ended at (the median
+ * of its last three batches), at most REWARM.max. A Bun server whose
+ * code has not run for a minute or more drops it at its next full
+ * collection and recompiles it from the interpreter up, over about five
+ * batches (workloads.mjs, REWARM).
+ * Resolves each batch's CPU per message (kept in the run's `rewarm`).
+ */
+async function rewarm(s, x, round, rows, pin) {
+  if (!x.w.rewarm || s.kind === "smtp-server") return [];
+  const row = rows.get(x.name).get(s.name);
+  const tail = row.warmup.slice(-3).filter(Number.isFinite);
+  if (tail.length === 0) return [];
+  const level = spread(tail).median;
+  const xs = [];
+  for (let i = 0; i < REWARM.max; i++) {
+    const run = await measure(s, x.w, round, null, pin);
+    if (!run.ok) break;
+    xs.push(run.cpuUsPerMsg);
+    logRun(s, x.w, run, `re-warm ${round}.${i + 1}`, null);
+    if (run.cpuUsPerMsg <= level * (1 + REWARM.within)) break;
+  }
+  return xs;
+}
+
 /** Each server's CPU reading after its last run (measure's `gapUs`). */
 const lastCpu = new Map();
 
@@ -332,6 +363,8 @@ async function interleavedRound(x, seq, k, round, group, rows, pin) {
     record(s, x, run, tag, group, rows);
   };
   if (sideFirst) { for (const s of side) await whole(s); }
+  const pre = new Map();
+  for (const s of core) pre.set(s, await rewarm(s, x, round, rows, pin));
   const sub = { ...x.w, messages: Math.floor(x.w.messages / k) };
   const parts = new Map(core.map((s) => [s, []]));
   for (let j = 0; j < k; j++) {
@@ -339,7 +372,11 @@ async function interleavedRound(x, seq, k, round, group, rows, pin) {
       parts.get(s).push(await measure(s, sub, round, group, pin));
     }
   }
-  for (const s of core) record(s, x, sum(parts.get(s)), tag, group, rows);
+  for (const s of core) {
+    const run = sum(parts.get(s));
+    if (run.ok) run.rewarm = pre.get(s);
+    record(s, x, run, tag, group, rows);
+  }
   if (!sideFirst) { for (const s of side) await whole(s); }
 }
 
@@ -430,6 +467,8 @@ function summarize(w, rows) {
       // CPU per unit of each warm-up batch, and the last batch ÷ the
       // measured median (about 1 when the warm-up reached steady state).
       warmup: row.warmup.map((v) => perUnit(w, v)),
+      // Unmeasured batches before each measured run (`rewarm`: W2).
+      rewarm: row.runs.map((r) => r.rewarm?.length ?? 0),
       warmupVsMeasured: row.warmup.length > 0
         ? perUnit(w, row.warmup[row.warmup.length - 1]) /
           spread(ok.map((r) => perUnit(w, r.cpuUsPerMsg))).median

@@ -8,7 +8,14 @@ import { fmt, loadLine, mb, mbs, ms, raw, rtLabel } from "./format.mjs";
 import { BIG_GOAL_KINDS, BIG_MB, IDLE_CONNECTIONS } from "./memory_part.mjs";
 import { MILTER_LOAD } from "./milter_part.mjs";
 import { REUSE_FLOOR_NOTE } from "./server_proc.mjs";
-import { BDAT_PAIRS, KB, MB, WARMUP, warmupLimits } from "./workloads.mjs";
+import {
+  BDAT_PAIRS,
+  KB,
+  MB,
+  REWARM,
+  WARMUP,
+  warmupLimits,
+} from "./workloads.mjs";
 
 /** Other processes' CPU (cores) above which a part is flagged noisy. */
 const NOISY_CORES = 0.25;
@@ -63,6 +70,11 @@ export function tables(engine, workloads, memory) {
             r.together.filter((n) => n !== r.name).join(", ")
           }: same server processes, each server runs both back to back on its turn, the order flipping every round.`
           : "") +
+        (w.rewarm
+          ? ` Before each measured run, unmeasured batches of ${w.messages} against the same server until one costs at most ${
+            REWARM.within * 100
+          } % above the median of its last three warm-up batches (at most ${REWARM.max}; smtp-server: none): an idle Bun server drops its compiled code.`
+          : "") +
         (r.pinned
           ? " Each server process pinned to one CPU, the load generator to another."
           : "") +
@@ -89,9 +101,11 @@ export function tables(engine, workloads, memory) {
           ms(s.msgPerS, 0)
         } | ${fmt(s.loadCpu, 1)} | ${mb(s.peakRssKb)} | ${
           s.warmup.length * w.messages
-        } | ${s.warmup.map((x) => fmt(x, 1)).join(" → ")} | ${
-          fmt(s.warmupVsMeasured, 2)
-        } |`,
+        } | ${s.warmup.map((x) => fmt(x, 1)).join(" → ")}${
+          s.rewarm?.some((n) => n > 0)
+            ? `; re-warm before each round: ${s.rewarm.join(", ")} batches`
+            : ""
+        } | ${fmt(s.warmupVsMeasured, 2)} |`,
       );
     }
     out.push("");

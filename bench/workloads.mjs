@@ -18,6 +18,9 @@ export const MB = 1024 * KB;
  * pinning did not narrow the spread). `warmupMin` (W2): the warm-up
  * runs at least that many units in each server process (WARMUP);
  * `sideWarmup` (W2): smtp-server's warm-up is that many batches, no more.
+ * `rewarm` (W2): before each measured run, unmeasured batches of the
+ * run's load against the same server until one is back at the level its
+ * warm-up ended at (REWARM; every server but smtp-server).
  *
  * W2 (one 1 KB message per connection, 20 sessions) is bounded by
  * smtp-server: its 100 ms wait before each greeting holds it near 200
@@ -72,6 +75,7 @@ export const WORKLOADS = {
     unit: "conn",
     warmupMin: 20000,
     sideWarmup: 1,
+    rewarm: true,
   },
   W3: {
     desc: "4 sessions, 1 MB (smtp-source -d)",
@@ -168,6 +172,39 @@ export const BDAT_PAIRS = [
  * the measured median.
  */
 export const WARMUP = { min: 3, max: FULL ? 12 : 10, settle: 0.03 };
+
+/**
+ * The re-warm before each measured run of a workload with `rewarm` (W2):
+ * unmeasured batches of the run's load against the server, until one
+ * costs at most `within` (15 %) above the level its warm-up ended at (the
+ * median of its last three batches), at most `max` batches. A Bun server
+ * drops its compiled code at a full collection that comes a minute or more
+ * after the code last ran (JavaScriptCore keeps a code block past its time
+ * to live only if the collection finds it live) and compiles it all again
+ * from the interpreter up: dropped at collections 55 s (two bench runs)
+ * and 115 s (a probe) after its last batch, kept at collections 1–24 s
+ * after it. In a quick bench run of every runtime, Bun smtpd's round 2
+ * came 106 s after its round 1 (the rotation of the groups), and during it
+ * its process compiled 119 functions with the baseline JIT, 177 with the
+ * DFG and 31 with the FTL (its first warm-up batch: 187, 178, 28), then 24
+ * with the FTL in each of rounds 3, 4 and 5: 57, 116, 83, 76 and 87 µs per
+ * connection against 59–61 at the end of its warm-up. One process on its
+ * own did the same after 150 s idle (115, 90, 77, 87 µs in four batches
+ * 10 s apart, against 56), and nothing with
+ * BUN_JSC_forceCodeBlockLiveness=1 on the same schedule (52–56). It is not
+ * a fixed age: idle time drops the code, which the bench's schedule makes
+ * (W2's rounds are long: smtp-server's runs) and a server under steady load
+ * never has. Bun's floors drop theirs too, but it is small (6–7 baseline,
+ * 3–6 DFG, 3–4 FTL compilations: a few µs in one batch). Deno's servers
+ * drop theirs too (cause not found; V8's --no-flush-bytecode did not stop
+ * it): Deno smtpd's rounds cost 152–159 µs per connection in round 1
+ * against 70–74 at the end of its warm-up. One unmeasured
+ * batch before each run, no more, left rounds recompiling: the FTL comes
+ * back over four to five batches. `within` is above the spread of single
+ * W2 batches at the end of a warm-up (Bun's floor: 40.9–46.7 µs per
+ * connection).
+ */
+export const REWARM = { max: 8, within: 0.15 };
 
 /**
  * The warm-up's batch limits for server `kind` under workload `w` (sized):

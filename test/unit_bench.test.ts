@@ -268,3 +268,40 @@ describe("bench/report.mjs: the contract floor", () => {
     );
   });
 });
+
+describe("bench/report.mjs: W2's re-warm", () => {
+  const w2 = workload("W2", "conn", {
+    cpuVsFloor: sp(1.3),
+    cpuVsContractFloor: sp(1.2),
+    contractFloorVsFloor: sp(1.08),
+  });
+
+  it("gives each server's re-warm batches per round after its warm-up batches", () => {
+    const x = {
+      ...w2,
+      w: { ...w2.w, rewarm: true },
+      rows: [{ ...w2.rows[0], rewarm: [1, 5, 1] }],
+    };
+    const lines = tables(null, [x], null);
+    assert.ok(
+      lines.some((l) =>
+        l.includes("Before each measured run, unmeasured batches of 100")
+      ),
+      lines.join("\n"),
+    );
+    const row = lines.find((l) => l.startsWith("| smtpd | node24 |"));
+    assert.ok(row, lines.join("\n"));
+    assert.ok(
+      row.includes(
+        "| 60.0 → 50.0; re-warm before each round: 1, 5, 1 batches | 1.00 |",
+      ),
+      row,
+    );
+  });
+
+  it("says nothing of a re-warm where the workload has none", () => {
+    const lines = tables(null, [w2], null);
+    assert.ok(!lines.some((l) => l.includes("re-warm")), lines.join("\n"));
+    assert.ok(!lines.some((l) => l.includes("Before each measured run")));
+  });
+});
