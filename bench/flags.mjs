@@ -105,3 +105,55 @@ export const INTERLEAVE = Math.max(
   1,
   Math.floor(Number(value("interleave"))) || 1,
 );
+
+/** The flags run.mjs takes, with whether each takes a value. */
+const KNOWN = {
+  full: false,
+  "no-write": false,
+  "no-pin": false,
+  runs: true,
+  only: true,
+  runtimes: true,
+  servers: true,
+  workloads: true,
+  out: true,
+  "mem-runs": true,
+  "big-runs": true,
+  messages: true,
+  lib: true,
+  interleave: true,
+};
+
+/**
+ * What is wrong with run.mjs's command line, or null: an unknown option
+ * (`--help` included) or a name no list knows. run.mjs calls it before it
+ * measures anything, so a typo stops the run instead of starting the
+ * default one (only bench/run.mjs: other scripts import this file with
+ * command lines of their own).
+ */
+export function argvProblem(args = argv) {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const name = a.startsWith("--") ? a.slice(2) : null;
+    if (name === null || !(name in KNOWN)) return `unknown argument ${a}`;
+    if (!KNOWN[name]) continue;
+    const v = args[++i];
+    if (v === undefined || v.startsWith("--")) return `${a} needs a value`;
+    const lists = {
+      only: [...ALL_PARTS, ...ALL_RUNTIMES],
+      runtimes: ALL_RUNTIMES,
+      servers: ALL_SERVERS,
+      workloads: ALL_WORKLOADS,
+    };
+    if (name in lists) {
+      const bad = v.split(",").find((x) => !lists[name].includes(x));
+      if (bad !== undefined) {
+        return `${a}: unknown "${bad}" (one of ${lists[name].join(",")})`;
+      }
+    }
+    if (name === "lib" && !["src", "dist"].includes(v)) {
+      return `--lib takes src or dist`;
+    }
+  }
+  return null;
+}

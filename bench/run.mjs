@@ -58,10 +58,12 @@
 // (workloads.mjs: W1–W8) and memory_part.mjs, with their server processes
 // in server_proc.mjs and their load generators in load_gen.mjs; the report
 // is bench/report.mjs (the tables) and results.mjs (its head and the files).
+import process from "node:process";
 import { loadavg, log, Noise } from "./common.mjs";
 import { benchEngine } from "./engine_part.mjs";
 import {
   ALL_WORKLOADS,
+  argvProblem,
   LIB,
   MODE,
   PARTS,
@@ -79,6 +81,11 @@ import { workloadPlan } from "./workloads.mjs";
 
 /** Runs the selected parts, then prints and writes the report. */
 async function main() {
+  const problem = argvProblem();
+  if (problem !== null) {
+    console.error(`${problem}\nusage: the comment at the top of bench/run.mjs`);
+    process.exit(2);
+  }
   const started = Date.now();
   const date = new Date().toISOString().slice(0, 16).replace("T", " ");
   const versions = toolVersions();

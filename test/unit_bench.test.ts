@@ -12,6 +12,7 @@ import {
   state,
 } from "../bench/floor_feed.mjs";
 import { spread } from "../bench/common.mjs";
+import { argvProblem } from "../bench/flags.mjs";
 import { goals, tables } from "../bench/report.mjs";
 
 const enc = new TextEncoder();
@@ -303,5 +304,56 @@ describe("bench/report.mjs: W2's re-warm", () => {
     const lines = tables(null, [w2], null);
     assert.ok(!lines.some((l) => l.includes("re-warm")), lines.join("\n"));
     assert.ok(!lines.some((l) => l.includes("Before each measured run")));
+  });
+});
+
+describe("bench/run.mjs's command line (flags.mjs argvProblem)", () => {
+  it("takes every documented option", () => {
+    assert.equal(argvProblem([]), null);
+    assert.equal(
+      argvProblem([
+        "--full",
+        "--runs",
+        "3",
+        "--only",
+        "load,memory",
+        "--runtimes",
+        "deno,bun,node20,node24",
+        "--servers",
+        "smtpd,floor-contract,smtp-sink",
+        "--workloads",
+        "W1,W8",
+        "--out",
+        "/tmp/r.md",
+        "--mem-runs",
+        "2",
+        "--big-runs",
+        "4",
+        "--no-write",
+        "--messages",
+        "100",
+        "--lib",
+        "dist",
+        "--no-pin",
+        "--interleave",
+        "2",
+      ]),
+      null,
+    );
+    assert.equal(argvProblem(["--only", "bun,node24"]), null);
+  });
+
+  it("refuses an unknown option or name instead of running the default bench", () => {
+    assert.match(argvProblem(["--help"])!, /unknown argument --help/);
+    assert.match(argvProblem(["W2"])!, /unknown argument W2/);
+    assert.match(argvProblem(["--runs"])!, /--runs needs a value/);
+    assert.match(argvProblem(["--out", "--full"])!, /--out needs a value/);
+    assert.match(
+      argvProblem(["--runtimes", "bun,node"])!,
+      /--runtimes: unknown "node"/,
+    );
+    assert.match(argvProblem(["--workloads", "W9"])!, /unknown "W9"/);
+    assert.match(argvProblem(["--only", "load,speed"])!, /unknown "speed"/);
+    assert.match(argvProblem(["--lib", "npm"])!, /--lib takes src or dist/);
   });
 });
