@@ -314,6 +314,15 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
     if (pushReady(this, chunk)) queueMicrotask(resumeReady);
   }
 
+  /**
+   * The read the session waits for came, in a promise's reaction (see
+   * ReadWaiter.onReadInTask): the session goes on at once, in that
+   * microtask (no microtask more per read).
+   */
+  onReadInTask(chunk: Uint8Array | null): void {
+    this.#loop(chunk);
+  }
+
   /** Goes on with the session with the chunk that onRead() brought. */
   resume(chunk: Uint8Array | null): void {
     this.#loop(chunk);

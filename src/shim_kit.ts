@@ -232,6 +232,13 @@ export interface ReadWaiter {
    * take the chunk and go on later (in a microtask), not in the callback.
    */
   onRead(chunk: Uint8Array | null): void;
+  /**
+   * {@link ReadWaiter.onRead} for a shim whose reads end in a promise's
+   * reaction (Deno's `conn.read`), a microtask already: the waiter may go
+   * on at once, with no microtask of its own. Optional: where it is
+   * absent, the shim calls onRead().
+   */
+  onReadInTask?(chunk: Uint8Array | null): void;
 }
 
 /** The queued bytes above which an input's source is paused. */
