@@ -12,6 +12,11 @@ import { feed, GREETING, state } from "./floor_feed.mjs";
 import { listen } from "../runtimes/deno.ts";
 
 const addr = !process.argv.includes("--no-addr");
+// A connection's write returns a promise only while an earlier one is
+// pending (undefined otherwise).
+const swallow = (p) => {
+  if (p) p.catch(() => {});
+};
 const listener = await listen({ hostname: "127.0.0.1", port: 0 });
 
 function session(conn) {
@@ -24,11 +29,11 @@ function session(conn) {
     onRead(chunk) {
       if (chunk === null) return conn.close();
       const out = feed(s, chunk);
-      if (out !== null) conn.write(out).catch(() => {});
+      if (out !== null) swallow(conn.write(out));
       conn.readOr(waiter);
     },
   };
-  conn.write(GREETING).catch(() => {});
+  swallow(conn.write(GREETING));
   conn.readOr(waiter);
 }
 
