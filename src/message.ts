@@ -537,13 +537,7 @@ export class IncomingMessage implements Message {
       c.byobRequest?.respond(0);
     }
     this.#collector?.resolve(concat(this.#collector.parts));
-    const taker = this.#taker;
-    if (taker?.waiting) {
-      const w = taker.waiting;
-      taker.waiting = null;
-      finishTaken(taker, null);
-      w.resolve(null);
-    }
+    if (this.#taker !== null) settleTaken(this.#taker, null);
     this.#wake();
   }
 
@@ -558,13 +552,7 @@ export class IncomingMessage implements Message {
     this.#controller = null;
     c?.error(reason);
     this.#collector?.reject(reason);
-    const taker = this.#taker;
-    if (taker?.waiting) {
-      const w = taker.waiting;
-      taker.waiting = null;
-      finishTaken(taker, reason);
-      w.reject(reason);
-    }
+    if (this.#taker !== null) settleTaken(this.#taker, reason);
     this.#wake();
   }
 
@@ -713,6 +701,19 @@ function takenStream(taker: Taker): ReadableStream<Uint8Array> {
   });
   if (!taker.finished) taker.reader = stream.getReader();
   return stream as ReadableStream<Uint8Array>;
+}
+
+/**
+ * The body ended (`failed` null) or failed: a LentBody read waiting for
+ * the next part gets the end or the reason.
+ */
+function settleTaken(taker: Taker, failed: Error | null): void {
+  const w = taker.waiting;
+  if (w === null) return;
+  taker.waiting = null;
+  finishTaken(taker, failed);
+  if (failed === null) w.resolve(null);
+  else w.reject(failed);
 }
 
 /** The LentBody is done (`failed`: with that reason): see {@link takenStream}. */
