@@ -51,13 +51,17 @@ const ROOT_EXPORTS = ["SmtpError", "serve"];
  * `message.raw` took it to 199 kB (701 kB unpacked), 215 kB until the
  * read path's later work (the no-copy body on Bun, the 16 KiB spares, the
  * cached HELO reply) and the node:net shim's split into three files took
- * it to 214.7 kB. The budget catches a
+ * it to 214.7 kB (216.3 kB, 759.7 kB unpacked, with Maildir's lent
+ * body). The budget catches a
  * second copy of the library or a stray file (the test below checks the
  * CLI carries no copy), not new features.
  */
 const PACKED_BUDGET = 220_000;
-/** The most it may weigh unpacked (it was 1.0 MB; 700 kB until the read path's rework). */
-const UNPACKED_BUDGET = 760_000;
+/**
+ * The most it may weigh unpacked (it was 1.0 MB; 700 kB until the read
+ * path's rework, 760 kB until Maildir's lent body took it to 759.7 kB).
+ */
+const UNPACKED_BUDGET = 780_000;
 
 /** deno.json's exports without the CLI (the npm package's bin). */
 const denoLibrary = Object.fromEntries(
