@@ -348,6 +348,10 @@ export class Maildir {
     // read buffer; any other is read through `raw`.
     const lent = lentBody(message);
     const reader = lent === null ? bodyReader(message.raw) : null;
+    const byob = reader?.byob ?? null;
+    // Parts copied into the buffer: the server's lent ones, or a default
+    // reader's chunks (the application's own); else the BYOB reader fills it.
+    const parts = lent ?? (reader?.plain ? chunksOf(reader.plain) : null);
     try {
       // The body goes through one buffer of this delivery's own, written
       // whenever it is full: filled by copies of small parts (fewer system
@@ -390,47 +394,41 @@ export class Maildir {
           filled = head.byteLength;
         }
       }
-      for (;;) {
-        if (lent !== null) {
+      if (parts !== null) {
+        for (;;) {
           let part: Uint8Array | null;
           try {
-            part = await lent.read();
+            part = await parts.read();
           } catch (error) {
             stream.error = { value: error };
             throw error;
           }
           if (part === null) break;
-          // Written or copied before the next read (it is lent till then).
+          // Written or copied before the next read (a lent part is valid
+          // till then).
           await gather(part);
-          continue;
         }
-        let r: ReadableStreamReadResult<Uint8Array>;
-        try {
-          r = reader!.byob
-            ? await reader!.byob.read(
+      } else {
+        for (;;) {
+          let r: ReadableStreamReadResult<Uint8Array>;
+          try {
+            r = await byob!.read(
               new Uint8Array(buf, filled, WRITE_SIZE - filled),
-            )
-            : await reader!.plain!.read();
-        } catch (error) {
-          stream.error = { value: error };
-          throw error;
-        }
-        if (reader!.byob) {
+            );
+          } catch (error) {
+            stream.error = { value: error };
+            throw error;
+          }
           const value = r.value;
           // The read hands the buffer back (transferred) with the bytes
           // in; at the end, empty (undefined if the stream was cancelled).
           if (value !== undefined) buf = value.buffer as ArrayBuffer;
           if (r.done) break;
           filled += value!.byteLength;
-        } else {
-          if (r.done) break;
-          // A default reader's chunk: the application's own.
-          await gather(r.value);
-          continue;
-        }
-        if (filled === WRITE_SIZE) {
-          await flush(new Uint8Array(buf, 0, filled));
-          filled = 0;
+          if (filled === WRITE_SIZE) {
+            await flush(new Uint8Array(buf, 0, filled));
+            filled = 0;
+          }
         }
       }
       if (filled > 0) await flush(new Uint8Array(buf, 0, filled));
@@ -459,8 +457,8 @@ export class Maildir {
       await this.#renameIntoNew(tmpPath, newPath);
     } catch (error) {
       if (stream.error === undefined) {
-        if (lent !== null) lent.cancel();
-        else (reader!.byob ?? reader!.plain!).cancel().catch(() => {});
+        if (parts !== null) parts.cancel();
+        else byob!.cancel().catch(() => {});
       }
       if (open) await file.close().catch(() => {});
       await this.#fs.unlink(tmpPath).catch(() => {});
@@ -814,6 +812,16 @@ function lentBody(message: DeliverableMessage): LentBody | null {
     LENT_BODY
   ];
   return typeof take === "function" ? take.call(message) : null;
+}
+
+/** A default reader's chunks as parts (see {@link LentBody}); they are not lent. */
+function chunksOf(reader: ReadableStreamDefaultReader<Uint8Array>): LentBody {
+  return {
+    read: () => reader.read().then((r) => r.done ? null : r.value),
+    cancel: () => {
+      reader.cancel().catch(() => {});
+    },
+  };
 }
 
 /**
