@@ -99,6 +99,26 @@ describe("engine: basic session", () => {
     ]);
   });
 
+  it("reads each DATA body of a session afresh (refused, dot-stuffed, then plain)", () => {
+    const next = "MAIL FROM:<>\r\nRCPT TO:<z@y.test>\r\nDATA\r\n";
+    const r = transcript(
+      TX + "a\r\n..b\r\nbare\nlf\r\n.\r\n" + next + "..c\r\n..\r\nd\r\n.\r\n" +
+        next + "e\r\n.\r\n",
+    );
+    assert.deepEqual(r.messages, [".c\r\n.\r\nd\r\n", "e\r\n"]);
+    assert.deepEqual(codesAfter(r.output, 5), [
+      "550 5.6.0",
+      "250 2.1.0",
+      "250 2.1.5",
+      "354 2.0.0",
+      "250 2.0.0",
+      "250 2.1.0",
+      "250 2.1.5",
+      "354 2.0.0",
+      "250 2.0.0",
+    ]);
+  });
+
   it("uses the text given to accept() in the reply", () => {
     const r = transcript(
       TX + "x\r\n.\r\n",
