@@ -1585,6 +1585,48 @@ describe("engine: pipelining", () => {
     engine.receive(buf, 0);
     assert.deepEqual(answer(), ["data", "message-end"]);
   });
+
+  it("a reused receive buffer of body text is scanned afresh a word at a time", () => {
+    // Chunks long enough for the body scanner's word view, which it keeps
+    // for the chunk it was made for: the same array refilled, then another
+    // view of the same memory at an offset that is not a word's.
+    const engine = new SmtpEngine();
+    let body = "";
+    const answer = () => {
+      const types: string[] = [];
+      for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
+        types.push(ev.type);
+        if (ev.type === "data") body += dec.decode(ev.chunk);
+        if (engine.pendingDecision !== null) engine.accept();
+        ev = engine.nextEvent();
+      }
+      return types;
+    };
+    engine.receive(bytes(TX), 0);
+    answer();
+    const buf = new Uint8Array(64);
+    buf.set(bytes("x".repeat(40) + "\r\n" + "y".repeat(22)));
+    engine.receive(buf, 0);
+    assert.deepEqual(answer(), ["data"]);
+    buf.set(bytes("y".repeat(20) + "\r\n" + "w".repeat(42)));
+    engine.receive(buf, 0);
+    assert.deepEqual(answer(), ["data"]);
+    const view = buf.subarray(3);
+    view.set(
+      bytes("v".repeat(30) + "\r\n.\r\nNOOP " + "q".repeat(19) + "\r\n"),
+    );
+    engine.receive(view, 0);
+    assert.deepEqual(answer(), ["data", "message-end"]);
+    assert.equal(
+      body,
+      "x".repeat(40) + "\r\n" + "y".repeat(42) + "\r\n" + "w".repeat(42) +
+        "v".repeat(30) + "\r\n",
+    );
+    assert.deepEqual(codes(dec.decode(engine.takeOutput()!)).slice(-2), [
+      "250 2.0.0",
+      "250 2.0.0",
+    ]);
+  });
 });
 
 describe("engine: timeouts", () => {
