@@ -27,6 +27,23 @@ import {
 const dec = new TextDecoder();
 const EHLO = "EHLO c.test\r\n";
 const TX = EHLO + "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n";
+/**
+ * Runs `engine` to need-data, accepting every decision: the types of the
+ * events, and each data event's chunk to `onData`.
+ */
+function untilNeedData(
+  engine: SmtpEngine,
+  onData: (chunk: Uint8Array) => void = () => {},
+): string[] {
+  const types: string[] = [];
+  for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
+    types.push(ev.type);
+    if (ev.type === "data") onData(ev.chunk);
+    if (engine.pendingDecision !== null) engine.accept();
+    ev = engine.nextEvent();
+  }
+  return types;
+}
 /** Codes of the replies to TX (greeting, EHLO, MAIL, RCPT, DATA). */
 const TX_CODES = ["220", "250", "250 2.1.0", "250 2.1.5", "354 2.0.0"];
 
@@ -1565,15 +1582,7 @@ describe("engine: pipelining", () => {
     // A driver may read into one Uint8Array and hand the same object in
     // again once the engine asked for more data.
     const engine = new SmtpEngine();
-    const answer = () => {
-      const types: string[] = [];
-      for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
-        types.push(ev.type);
-        if (engine.pendingDecision !== null) engine.accept();
-        ev = engine.nextEvent();
-      }
-      return types;
-    };
+    const answer = () => untilNeedData(engine);
     engine.receive(bytes(TX), 0);
     answer();
     const buf = new Uint8Array(8);
@@ -1592,16 +1601,8 @@ describe("engine: pipelining", () => {
     // view of the same memory at an offset that is not a word's.
     const engine = new SmtpEngine();
     let body = "";
-    const answer = () => {
-      const types: string[] = [];
-      for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
-        types.push(ev.type);
-        if (ev.type === "data") body += dec.decode(ev.chunk);
-        if (engine.pendingDecision !== null) engine.accept();
-        ev = engine.nextEvent();
-      }
-      return types;
-    };
+    const answer = () =>
+      untilNeedData(engine, (chunk) => body += dec.decode(chunk));
     engine.receive(bytes(TX), 0);
     answer();
     const buf = new Uint8Array(64);
