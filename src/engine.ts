@@ -533,7 +533,6 @@ function readDataBody(c: EngineCore): SmtpEvent | null {
   const reader = c.dataReader!;
   const ev = readData(c, reader);
   if (!reader.ended) return ev;
-  c.dataReader = null;
   return messageEnd(c);
 }
 
@@ -555,10 +554,13 @@ function messageEnd(c: EngineCore): SmtpEvent | null {
     return null;
   }
   body.open = false;
+  // The transaction's own array, not a copy: it takes no recipient from
+  // now on (none is read while the decision is pending, and the
+  // transaction ends with it; the next one has a new array).
   return c.decide({
     type: "message-end",
     size: body.size,
-    recipients: tx.recipients.slice(),
+    recipients: tx.recipients,
   });
 }
 

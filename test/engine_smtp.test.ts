@@ -27,6 +27,23 @@ import {
 const dec = new TextDecoder();
 const EHLO = "EHLO c.test\r\n";
 const TX = EHLO + "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n";
+/**
+ * Runs `engine` to need-data, accepting every decision: the types of the
+ * events, and each data event's chunk to `onData`.
+ */
+function untilNeedData(
+  engine: SmtpEngine,
+  onData: (chunk: Uint8Array) => void = () => {},
+): string[] {
+  const types: string[] = [];
+  for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
+    types.push(ev.type);
+    if (ev.type === "data") onData(ev.chunk);
+    if (engine.pendingDecision !== null) engine.accept();
+    ev = engine.nextEvent();
+  }
+  return types;
+}
 /** Codes of the replies to TX (greeting, EHLO, MAIL, RCPT, DATA). */
 const TX_CODES = ["220", "250", "250 2.1.0", "250 2.1.5", "354 2.0.0"];
 
@@ -91,6 +108,26 @@ describe("engine: basic session", () => {
     );
     assert.deepEqual(r.messages, ["one\r\n", "two\r\n"]);
     assert.deepEqual(codesAfter(r.output, 5), [
+      "250 2.0.0",
+      "250 2.1.0",
+      "250 2.1.5",
+      "354 2.0.0",
+      "250 2.0.0",
+    ]);
+  });
+
+  it("reads each DATA body of a session afresh (refused, dot-stuffed, then plain)", () => {
+    const next = "MAIL FROM:<>\r\nRCPT TO:<z@y.test>\r\nDATA\r\n";
+    const r = transcript(
+      TX + "a\r\n..b\r\nbare\nlf\r\n.\r\n" + next + "..c\r\n..\r\nd\r\n.\r\n" +
+        next + "e\r\n.\r\n",
+    );
+    assert.deepEqual(r.messages, [".c\r\n.\r\nd\r\n", "e\r\n"]);
+    assert.deepEqual(codesAfter(r.output, 5), [
+      "550 5.6.0",
+      "250 2.1.0",
+      "250 2.1.5",
+      "354 2.0.0",
       "250 2.0.0",
       "250 2.1.0",
       "250 2.1.5",
@@ -1545,15 +1582,7 @@ describe("engine: pipelining", () => {
     // A driver may read into one Uint8Array and hand the same object in
     // again once the engine asked for more data.
     const engine = new SmtpEngine();
-    const answer = () => {
-      const types: string[] = [];
-      for (let ev = engine.nextEvent(); ev.type !== "need-data";) {
-        types.push(ev.type);
-        if (engine.pendingDecision !== null) engine.accept();
-        ev = engine.nextEvent();
-      }
-      return types;
-    };
+    const answer = () => untilNeedData(engine);
     engine.receive(bytes(TX), 0);
     answer();
     const buf = new Uint8Array(8);
@@ -1564,6 +1593,40 @@ describe("engine: pipelining", () => {
     buf.set(bytes("c\r\n.\r\nxy"));
     engine.receive(buf, 0);
     assert.deepEqual(answer(), ["data", "message-end"]);
+  });
+
+  it("a reused receive buffer of body text is scanned afresh a word at a time", () => {
+    // Chunks long enough for the body scanner's word view, which it keeps
+    // for the chunk it was made for: the same array refilled, then another
+    // view of the same memory at an offset that is not a word's.
+    const engine = new SmtpEngine();
+    let body = "";
+    const answer = () =>
+      untilNeedData(engine, (chunk) => body += dec.decode(chunk));
+    engine.receive(bytes(TX), 0);
+    answer();
+    const buf = new Uint8Array(64);
+    buf.set(bytes("x".repeat(40) + "\r\n" + "y".repeat(22)));
+    engine.receive(buf, 0);
+    assert.deepEqual(answer(), ["data"]);
+    buf.set(bytes("y".repeat(20) + "\r\n" + "w".repeat(42)));
+    engine.receive(buf, 0);
+    assert.deepEqual(answer(), ["data"]);
+    const view = buf.subarray(3);
+    view.set(
+      bytes("v".repeat(30) + "\r\n.\r\nNOOP " + "q".repeat(19) + "\r\n"),
+    );
+    engine.receive(view, 0);
+    assert.deepEqual(answer(), ["data", "message-end"]);
+    assert.equal(
+      body,
+      "x".repeat(40) + "\r\n" + "y".repeat(42) + "\r\n" + "w".repeat(42) +
+        "v".repeat(30) + "\r\n",
+    );
+    assert.deepEqual(codes(dec.decode(engine.takeOutput()!)).slice(-2), [
+      "250 2.0.0",
+      "250 2.0.0",
+    ]);
   });
 });
 

@@ -59,8 +59,8 @@ export class DataReader {
   ended = false;
   /** The next body byte starts a line (after CRLF). */
   lineStart = true;
-  /** The body the bytes go to. */
-  readonly body: Body;
+  /** The body the bytes go to (the last one, once it ended). */
+  body: Body;
   /** Finds line ends (the engine's, shared with the BDAT reader). */
   readonly text: TextScanner;
   /** The engine's event queue. */
@@ -86,6 +86,18 @@ export class DataReader {
     this.body = body;
     this.text = text;
     this.events = events;
+  }
+
+  /**
+   * Reads the next DATA body of the session into `body`: the engine keeps
+   * one reader per session rather than making one per message.
+   */
+  start(body: Body): void {
+    this.body = body;
+    this.ended = false;
+    this.lineStart = true;
+    this.joined = this.joinedFor = null;
+    this.joinedAt = 0;
   }
 }
 

@@ -465,11 +465,15 @@ function data(core: EngineCore, arg: string): SmtpEvent | null {
   core.okFixed(DATA_GO_AHEAD, DATA_GO_AHEAD_BYTES);
   core.mode = "data";
   const body = tx.body = core.newBody("DATA");
-  core.dataReader = new DataReader(
-    body,
-    core.text ??= new TextScanner(),
-    core.events(),
-  );
+  const reader = core.dataReader;
+  if (reader !== null) reader.start(body);
+  else {
+    core.dataReader = new DataReader(
+      body,
+      core.text ??= new TextScanner(),
+      core.events(),
+    );
+  }
   core.dataStarted = core.lastActivity;
   return {
     type: "message-start",

@@ -192,7 +192,10 @@ export class EngineCore {
 
   /** The transaction in progress (after an accepted MAIL), or null. */
   tx: Transaction | null = null;
-  /** The reader of the DATA body in transfer, or null. */
+  /**
+   * The reader of DATA bodies (made with the first, kept for the next: in
+   * mode "data" it reads the body in transfer), or null.
+   */
   dataReader: DataReader | null = null;
   /** The refused BDAT chunk being dropped, or null. */
   get skipped(): SkippedChunk | null {

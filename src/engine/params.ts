@@ -26,6 +26,9 @@ const NO_PARAMS: ParamsResult = Object.freeze({
 /** Longest chunk size BDAT accepts: larger ones cannot be counted exactly. */
 const MAX_CHUNK_DIGITS = String(Number.MAX_SAFE_INTEGER).length;
 const NOTIFY_VALUES = ["NEVER", "SUCCESS", "FAILURE", "DELAY"];
+/** What parsePath allows in MAIL FROM and in RCPT TO (made once, not per command). */
+const SENDER_PATH = { allowNull: true, allowPostmaster: false, utf8: true };
+const RECIPIENT_PATH = { allowNull: false, allowPostmaster: true, utf8: true };
 
 /**
  * The address and the parameters of MAIL or RCPT, as sent.
@@ -92,11 +95,7 @@ export function parseEnvelopeArg(
   }
   let i = prefix.length;
   while (arg.charCodeAt(i) === 0x20) i++; // tolerate "FROM: <a@b>"
-  const path = parsePath(arg, i, {
-    allowNull: !recipient,
-    allowPostmaster: recipient,
-    utf8: true,
-  });
+  const path = parsePath(arg, i, recipient ? RECIPIENT_PATH : SENDER_PATH);
   if (!path.ok) {
     const who = recipient ? "recipient" : "sender";
     return new SmtpError(
@@ -164,6 +163,8 @@ export function parseMailParams(
   authOffered: boolean,
 ): MailParams | SmtpError {
   const params: MailParams = { smtputf8: false, params: {} };
+  // Most commands have no parameters: no Map iterator for them.
+  if (sent.size === 0) return params;
   for (const [key, value] of sent) {
     params.params[key] = value;
     if (!esmtp) {
@@ -273,6 +274,7 @@ export function parseRcptParams(
   dsn: boolean,
 ): RcptParams | SmtpError {
   const params: RcptParams = { params: {} };
+  if (sent.size === 0) return params;
   for (const [key, value] of sent) {
     params.params[key] = value;
     // RCPT parameters are service extensions: only after EHLO (RFC 5321
