@@ -240,6 +240,17 @@ const CLOSED = 32;
 const SMALL_SHIFT = 6;
 const FLAGS = ENDED | STOPPED | READ_DONE | CLOSING | CLOSED;
 
+/**
+ * Whether the `n` bytes read into `b` end with the line `DATA` (any case):
+ * the last command of a pipelined group (RFC 2920), the body follows.
+ */
+function endsWithData(b: Uint8Array, n: number): boolean {
+  return n >= 6 && b[n - 1] === 10 && b[n - 2] === 13 &&
+    (b[n - 3] | 0x20) === 0x61 && (b[n - 4] | 0x20) === 0x74 &&
+    (b[n - 5] | 0x20) === 0x61 && (b[n - 6] | 0x20) === 0x64 &&
+    (n === 6 || b[n - 7] === 10);
+}
+
 /** The libuv handle's address calls, which fill in the object they are given. */
 interface AddressHandle {
   getpeername?(out: { address?: string; port?: number }): number;
@@ -410,15 +421,17 @@ class NodeConnection implements Connection {
     const next = (state & SLOT1) ^ SLOT1;
     let size = MIN_READ;
     let small = state >>> SMALL_SHIFT;
-    if (this.#last >= 0) {
+    const last = this.#last;
+    if (last >= 0) {
+      const read = (next === 0 ? this.#buf1 : this.#buf0)!;
       // nextReadSize's answer: size * 16 + small reads in a row.
-      const r = nextReadSize(
-        (next === 0 ? this.#buf1 : this.#buf0)!.byteLength,
-        this.#last,
-        small,
-      );
+      const r = nextReadSize(read.byteLength, last, small);
       size = r >>> 4;
       small = r & 15;
+      // A read that ends with a DATA command: the body comes next, into a
+      // buffer of BODY_READ chosen here, where the next buffer is given
+      // anyway; expectBody() would have to replace it through the handle.
+      if (size < BODY_READ && endsWithData(read, last)) size = BODY_READ;
     }
     let b = next === 0 ? this.#buf0 : this.#buf1;
     if (b === null || b.byteLength !== size) {
@@ -440,7 +453,11 @@ class NodeConnection implements Connection {
    * smaller, so that a small message's body comes in one read, not a full
    * small one and then another. Only while the socket reads (nothing held,
    * not stopped): that buffer then holds nothing anyone uses (the chunk
-   * lent last is in the other one).
+   * lent last is in the other one). After a read that ended with DATA,
+   * nextBuffer() gave one of that size already: each `useUserBuffer()`
+   * adds a native listener to the handle (about 60 bytes) that it keeps
+   * until the socket closes, so this replacement is for the other cases
+   * (BDAT, a DATA line split over two reads).
    */
   expectBody(): void {
     const slots = onreadSlots;

@@ -658,6 +658,53 @@ describe("read path", () => {
   );
 
   it(
+    "onread: after a read that ends with DATA the body's buffer is in place, so expectBody() gives the handle no new buffer (each useUserBuffer() leaves the handle a listener until the socket closes)",
+    { skip: !onNode },
+    async () => {
+      const a = await accepted();
+      try {
+        const handle = (a.conn as unknown as {
+          sock: { _handle: { useUserBuffer(b: Uint8Array): void } };
+        }).sock._handle;
+        const own = handle.useUserBuffer;
+        let calls = 0;
+        handle.useUserBuffer = function (b) {
+          calls++;
+          own.call(this, b);
+        };
+        for (let i = 0; i < 3; i++) {
+          // Ten small reads: the read buffers shrink back to the smallest.
+          const rcpts = Array.from(
+            { length: 10 },
+            (_, j) => `RCPT TO:<r${j}@y.test>\r\n`,
+          );
+          await readChunks(a.conn, a.client, [
+            "MAIL FROM:<a@b.test>\r\n",
+            ...rcpts,
+          ]);
+          const { chunk } = await readBody(a);
+          assert.equal(dec.decode(chunk), BODY, "the body in one read");
+        }
+        // A DATA line sent in two reads: expectBody() replaces the buffer.
+        await readChunks(a.conn, a.client, [
+          "MAIL FROM:<a@b.test>\r\n",
+          ...Array.from({ length: 10 }, () => "NOOP\r\n"),
+          "DA",
+          "TA\r\n",
+        ]);
+        a.conn.expectBody?.();
+        assert.equal(calls, 1);
+        a.client.write(BODY);
+        const body = await a.conn.read!();
+        assert.ok(body !== null);
+        assert.equal(dec.decode(body), BODY);
+      } finally {
+        a.close();
+      }
+    },
+  );
+
+  it(
     "onread: while the driver waits for a command after a body, the body's buffer goes to the spares (an idle session holds one buffer)",
     { skip: !onNode },
     () =>
