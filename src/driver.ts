@@ -250,6 +250,8 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   #ended = false;
   /** The key counted for maxConnectionsPerIp (null: not counted). */
   countedIp: string | null = null;
+  /** The driver's place among its server's open connections (-1: none). */
+  slot = -1;
   /** Reading the PROXY header or waiting out greetingDelay (see preamble()). */
   get inPreamble(): boolean {
     return this.#extras !== null && this.#extras.inPreamble;
