@@ -114,21 +114,29 @@ export function canConnect(port) {
 
 export /** CPU µs of all live threads of `pid` (ns-precise, from /proc/<pid>/task/<tid>/sched). */
 function schedCpuUs(pid) {
-  let ms = 0;
   let dir;
   try {
     dir = readdirSync(`/proc/${pid}/task`);
   } catch {
     return NaN;
   }
-  for (const tid of dir) {
-    try {
-      const s = readFileSync(`/proc/${pid}/task/${tid}/sched`, "utf8");
-      const m = /se\.sum_exec_runtime\s*:\s*([\d.]+)/.exec(s);
-      if (m) ms += Number(m[1]);
-    } catch { /* thread gone */ }
+  let us = 0;
+  for (const tid of dir) us += threadCpuUs(pid, tid) || 0;
+  return us;
+}
+
+/**
+ * CPU µs of thread `tid` of `pid` (the main thread when `tid` is `pid`),
+ * from /proc/<pid>/task/<tid>/sched; NaN when it is gone.
+ */
+export function threadCpuUs(pid, tid = pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/task/${tid}/sched`, "utf8");
+    const m = /se\.sum_exec_runtime\s*:\s*([\d.]+)/.exec(s);
+    return m ? Number(m[1]) * 1000 : NaN;
+  } catch {
+    return NaN; // thread gone
   }
-  return ms * 1000;
 }
 
 export /** utime and stime of `pid` in µs (clock-tick resolution, from /proc/<pid>/stat). */

@@ -3,6 +3,9 @@
 // `bench/floor.mjs --contract` runs per read) and the report's contract
 // floor columns (bench/report.mjs).
 import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
   contractFeed,
@@ -13,6 +16,7 @@ import {
 } from "../bench/floor_feed.mjs";
 import { spread } from "../bench/common.mjs";
 import { argvProblem } from "../bench/flags.mjs";
+import { AB_WORKLOADS, abArgs } from "../bench/ab_flags.mjs";
 import { goals, tables } from "../bench/report.mjs";
 
 const enc = new TextEncoder();
@@ -355,5 +359,106 @@ describe("bench/run.mjs's command line (flags.mjs argvProblem)", () => {
     assert.match(argvProblem(["--workloads", "W9"])!, /unknown "W9"/);
     assert.match(argvProblem(["--only", "load,speed"])!, /unknown "speed"/);
     assert.match(argvProblem(["--lib", "npm"])!, /--lib takes src or dist/);
+  });
+});
+
+describe("bench/ab.mjs's command line (ab_flags.mjs abArgs)", () => {
+  /** A tree with `files` (empty), removed by `done()`. */
+  function tree(files: string[]): { dir: string; done: () => void } {
+    const dir = mkdtempSync(join(tmpdir(), "smtpd-ab-"));
+    for (const f of files) {
+      mkdirSync(join(dir, f, ".."), { recursive: true });
+      writeFileSync(join(dir, f), "");
+    }
+    return { dir, done: () => rmSync(dir, { recursive: true, force: true }) };
+  }
+
+  it("takes every documented option, with the workload's defaults", () => {
+    const a = tree(["bench/server.mjs", "dist/mod.js"]);
+    const b = tree(["bench/server.mjs", "dist/mod.js", "mod.ts"]);
+    try {
+      assert.deepEqual(abArgs(["--a", a.dir, "--b", b.dir]).options, {
+        a: a.dir,
+        b: b.dir,
+        runtime: "bun",
+        workload: "W1",
+        rounds: 4,
+        warm: AB_WORKLOADS.W1.warm,
+        msgs: AB_WORKLOADS.W1.messages,
+        pin: true,
+      });
+      assert.deepEqual(
+        abArgs([
+          "--a",
+          a.dir,
+          "--b",
+          b.dir,
+          "--runtime",
+          "node24",
+          "--workload",
+          "W4",
+          "--rounds",
+          "2",
+          "--warm",
+          "0",
+          "--msgs",
+          "100",
+          "--no-pin",
+        ]).options,
+        {
+          a: a.dir,
+          b: b.dir,
+          runtime: "node24",
+          workload: "W4",
+          rounds: 2,
+          warm: 0,
+          msgs: 100,
+          pin: false,
+        },
+      );
+      assert.equal(
+        abArgs(["--a", b.dir, "--b", b.dir, "--runtime", "deno"]).problem,
+        undefined,
+      );
+    } finally {
+      a.done();
+      b.done();
+    }
+  });
+
+  it("refuses an unknown option, a missing value, a bad name or count, a tree without its build", () => {
+    const ok = tree(["bench/server.mjs", "dist/mod.js"]);
+    const bare = tree(["bench/server.mjs", "mod.ts"]);
+    const both = ["--a", ok.dir, "--b", ok.dir];
+    const problem = (args: string[]) => abArgs(args).problem ?? "";
+    try {
+      assert.match(problem([...both, "--help"]), /unknown argument --help/);
+      assert.match(problem([...both, "W4"]), /unknown argument W4/);
+      assert.match(problem([...both, "--rounds"]), /--rounds needs a value/);
+      assert.match(problem(["--a", "--b", ok.dir]), /--a needs a value/);
+      assert.match(
+        problem([...both, "--runtime", "node"]),
+        /--runtime: unknown "node"/,
+      );
+      assert.match(
+        problem([...both, "--workload", "W3"]),
+        /--workload: unknown "W3"/,
+      );
+      assert.match(problem([...both, "--rounds", "0"]), /--rounds takes/);
+      assert.match(problem([...both, "--msgs", "1e3x"]), /--msgs takes/);
+      assert.match(problem([...both, "--warm", "-1"]), /--warm takes/);
+      assert.match(problem(["--a", ok.dir]), /--b DIR is required/);
+      assert.match(
+        problem(["--a", ok.dir, "--b", bare.dir]),
+        /--b .*: no dist\/mod\.js \(build it there/,
+      );
+      assert.match(
+        problem(["--a", ok.dir, "--b", join(ok.dir, "nothing")]),
+        /no bench\/server\.mjs/,
+      );
+    } finally {
+      ok.done();
+      bare.done();
+    }
   });
 });
