@@ -3,6 +3,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ALL_RUNTIMES } from "./launch.mjs";
+import { readOptions } from "./options.mjs";
 
 /**
  * The workloads ab.mjs runs (bench/workloads.mjs's loads), with its own
@@ -42,23 +43,9 @@ const needs = (runtime) => runtime === "deno" ? "mod.ts" : "dist/mod.js";
  * abArgs(["--a", "/tmp/base", "--b", ".", "--workload", "W4"]).options.rounds; // 4
  */
 export function abArgs(args) {
-  const got = {};
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const name = a.startsWith("--") ? a.slice(2) : null;
-    if (name === null || !(name in KNOWN)) {
-      return { problem: `unknown argument ${a}` };
-    }
-    if (!KNOWN[name]) {
-      got[name] = true;
-      continue;
-    }
-    const v = args[++i];
-    if (v === undefined || v.startsWith("--")) {
-      return { problem: `${a} needs a value` };
-    }
-    got[name] = v;
-  }
+  const { pairs, problem } = readOptions(args, KNOWN);
+  if (problem !== undefined) return { problem };
+  const got = Object.fromEntries(pairs);
   const runtime = got.runtime ?? "bun";
   if (!ALL_RUNTIMES.includes(runtime)) {
     return {

@@ -3,6 +3,7 @@
 // which smtpd code each runtime loads. Read once, when first imported.
 import process from "node:process";
 import { ALL_RUNTIMES, BIN, defaultLib } from "./launch.mjs";
+import { readOptions } from "./options.mjs";
 
 export const argv = process.argv.slice(2);
 const flag = (name) => argv.includes(`--${name}`);
@@ -132,23 +133,19 @@ const KNOWN = {
  * command lines of their own).
  */
 export function argvProblem(args = argv) {
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const name = a.startsWith("--") ? a.slice(2) : null;
-    if (name === null || !(name in KNOWN)) return `unknown argument ${a}`;
-    if (!KNOWN[name]) continue;
-    const v = args[++i];
-    if (v === undefined || v.startsWith("--")) return `${a} needs a value`;
-    const lists = {
-      only: [...ALL_PARTS, ...ALL_RUNTIMES],
-      runtimes: ALL_RUNTIMES,
-      servers: ALL_SERVERS,
-      workloads: ALL_WORKLOADS,
-    };
+  const { pairs, problem } = readOptions(args, KNOWN);
+  if (problem !== undefined) return problem;
+  const lists = {
+    only: [...ALL_PARTS, ...ALL_RUNTIMES],
+    runtimes: ALL_RUNTIMES,
+    servers: ALL_SERVERS,
+    workloads: ALL_WORKLOADS,
+  };
+  for (const [name, v] of pairs) {
     if (name in lists) {
       const bad = v.split(",").find((x) => !lists[name].includes(x));
       if (bad !== undefined) {
-        return `${a}: unknown "${bad}" (one of ${lists[name].join(",")})`;
+        return `--${name}: unknown "${bad}" (one of ${lists[name].join(",")})`;
       }
     }
     if (name === "lib" && !["src", "dist"].includes(v)) {
