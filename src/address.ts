@@ -63,10 +63,13 @@ for (const c of "!#$%&'*+-/=?^_`{|}~") CHARS[c.charCodeAt(0)] = 1;
 for (let c = 0x30; c <= 0x39; c++) CHARS[c] = 3;
 for (let c = 0x41; c <= 0x5a; c++) CHARS[c] = CHARS[c + 0x20] = 3;
 
-/** An ASCII dot-atom: atext runs joined by single dots (LOCAL_ASCII's unquoted form). */
-function isDotAtom(s: string): boolean {
+/**
+ * `s[from, to)` is an ASCII dot-atom: atext runs joined by single dots
+ * (LOCAL_ASCII's unquoted form).
+ */
+function isDotAtom(s: string, from: number, to: number): boolean {
   let dot = true; // at the start, or just after a dot
-  for (let i = 0; i < s.length; i++) {
+  for (let i = from; i < to; i++) {
     const c = s.charCodeAt(i);
     if (c === 0x2e /* . */) {
       if (dot) return false;
@@ -78,13 +81,13 @@ function isDotAtom(s: string): boolean {
 }
 
 /**
- * An ASCII domain: labels of letters, digits and inner hyphens, joined by
- * single dots (what buildDomain(false) matches).
+ * `s[from, to)` is an ASCII domain: labels of letters, digits and inner
+ * hyphens, joined by single dots (what buildDomain(false) matches).
  */
-function isAsciiDomain(s: string): boolean {
+function isAsciiDomain(s: string, from: number, to: number): boolean {
   let start = true; // at the start of a label
   let hyphen = false; // the last character was "-"
-  for (let i = 0; i < s.length; i++) {
+  for (let i = from; i < to; i++) {
     const c = s.charCodeAt(i);
     if (c === 0x2e /* . */) {
       if (start || hyphen) return false;
@@ -100,12 +103,31 @@ function isAsciiDomain(s: string): boolean {
   return !start && !hyphen;
 }
 
-/** The local part as LOCAL_ASCII or LOCAL_UTF8 checks it. */
-function isLocalPart(s: string, utf8: boolean): boolean {
-  if (utf8 || s.charCodeAt(0) === 0x22 /* " */) {
-    return (utf8 ? LOCAL_UTF8 : LOCAL_ASCII).test(s);
+/** The local part `s[from, to)` as LOCAL_ASCII or LOCAL_UTF8 checks it. */
+function isLocalPartAt(
+  s: string,
+  from: number,
+  to: number,
+  utf8: boolean,
+): boolean {
+  if (utf8 || s.charCodeAt(from) === 0x22 /* " */) {
+    return (utf8 ? LOCAL_UTF8 : LOCAL_ASCII).test(s.slice(from, to));
   }
-  return isDotAtom(s);
+  return isDotAtom(s, from, to);
+}
+
+/** The domain `s[from, to)` as isDomainOrLiteral() checks it. */
+function isDomainAt(
+  s: string,
+  from: number,
+  to: number,
+  utf8: boolean,
+): boolean {
+  if (from === to) return false;
+  if (utf8 || s.charCodeAt(from) === 0x5b /* [ */) {
+    return isDomainOrLiteral(s.slice(from, to), utf8);
+  }
+  return isAsciiDomain(s, from, to);
 }
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 const GENERAL_LITERAL = /^[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+$/;
@@ -158,7 +180,7 @@ export function isDomainOrLiteral(s: string, utf8: boolean): boolean {
     if (/^IPv6:/i.test(lit)) return isIPv6(lit.slice(5));
     return GENERAL_LITERAL.test(lit);
   }
-  return utf8 ? DOMAIN_UTF8.test(s) : isAsciiDomain(s);
+  return utf8 ? DOMAIN_UTF8.test(s) : isAsciiDomain(s, 0, s.length);
 }
 
 /** Octets a string takes in UTF-8 (addresses are measured in octets). */
@@ -214,50 +236,51 @@ export function parsePath(
   }
   if (i >= line.length) return { ok: false, error: "syntax" };
   const end = i + 1;
-  let inner = line.slice(start + 1, i);
-  if (inner === "") {
+  // The mailbox is checked in place, by index in `line`: its strings are
+  // slices made for the result only. A slice that is read character by
+  // character is made a string of its own (JavaScriptCore copies it out of
+  // `line`), three per address; slices that nobody reads cost none.
+  let from = start + 1;
+  if (from === i) {
     return opts.allowNull
       ? { ok: true, mailbox: { address: "", localPart: "", domain: "" }, end }
       : { ok: false, error: "syntax" };
   }
-  const octets = nonAscii ? utf8Length(inner) : inner.length;
+  const octets = nonAscii ? utf8Length(line.slice(from, i)) : i - from;
   if (octets + 2 > 256) return { ok: false, error: "too-long" };
   // Source route: "@a,@b:" before the mailbox, ignored (RFC 5321 §4.1.2, C.).
-  if (inner.charCodeAt(0) === 0x40 /* @ */) {
-    const colon = inner.indexOf(":");
-    if (colon < 0) return { ok: false, error: "syntax" };
-    for (const hop of inner.slice(0, colon).split(",")) {
+  if (line.charCodeAt(from) === 0x40 /* @ */) {
+    const colon = line.indexOf(":", from);
+    if (colon < 0 || colon >= i) return { ok: false, error: "syntax" };
+    for (const hop of line.slice(from, colon).split(",")) {
       if (hop[0] !== "@" || !isDomainOrLiteral(hop.slice(1), opts.utf8)) {
         return { ok: false, error: "syntax" };
       }
     }
-    inner = inner.slice(colon + 1);
-    if (nonAscii) nonAscii = HAS_NON_ASCII.test(inner);
+    from = colon + 1;
+    if (nonAscii) nonAscii = HAS_NON_ASCII.test(line.slice(from, i));
   }
   // The length first: no lower-cased copy of every recipient.
-  if (
-    opts.allowPostmaster && inner.length === 10 &&
-    inner.toLowerCase() === "postmaster"
-  ) {
-    return {
-      ok: true,
-      mailbox: { address: inner, localPart: inner, domain: "" },
-      end,
-    };
+  if (opts.allowPostmaster && i - from === 10) {
+    const inner = line.slice(from, i);
+    if (inner.toLowerCase() === "postmaster") {
+      return {
+        ok: true,
+        mailbox: { address: inner, localPart: inner, domain: "" },
+        end,
+      };
+    }
   }
-  const at = inner.lastIndexOf("@");
-  if (at <= 0) return { ok: false, error: "syntax" };
-  const localPart = inner.slice(0, at);
-  const domain = inner.slice(at + 1);
+  const at = line.lastIndexOf("@", i - 1);
+  if (at <= from) return { ok: false, error: "syntax" };
   const utf8 = opts.utf8 && nonAscii;
   if (
-    !isLocalPart(localPart, utf8) ||
-    !isDomainOrLiteral(domain, utf8)
+    !isLocalPartAt(line, from, at, utf8) || !isDomainAt(line, at + 1, i, utf8)
   ) {
     // Well-formed with UTF-8 allowed, but SMTPUTF8 was not requested.
     if (
-      nonAscii && !opts.utf8 && LOCAL_UTF8.test(localPart) &&
-      isDomainOrLiteral(domain, true)
+      nonAscii && !opts.utf8 && LOCAL_UTF8.test(line.slice(from, at)) &&
+      isDomainOrLiteral(line.slice(at + 1, i), true)
     ) {
       return { ok: false, error: "utf8" };
     }
@@ -265,12 +288,21 @@ export function parsePath(
   }
   if (
     nonAscii
-      ? utf8Length(localPart) > 64 || utf8Length(domain) > 255
-      : localPart.length > 64 || domain.length > 255
+      ? utf8Length(line.slice(from, at)) > 64 ||
+        utf8Length(line.slice(at + 1, i)) > 255
+      : at - from > 64 || i - at - 1 > 255
   ) {
     return { ok: false, error: "too-long" };
   }
-  return { ok: true, mailbox: { address: inner, localPart, domain }, end };
+  return {
+    ok: true,
+    mailbox: {
+      address: line.slice(from, i),
+      localPart: line.slice(from, at),
+      domain: line.slice(at + 1, i),
+    },
+    end,
+  };
 }
 
 /** Why a parameter list did not parse. */

@@ -202,7 +202,9 @@ export function command(
     const from = start + known.length + 1;
     const arg = from > end ? "" : decodeCommandLine(buf, from, end);
     if (typeof arg !== "string") return core.failWith(arg);
-    return dispatch(core, known, arg, false);
+    // UTF-8 takes more bytes than UTF-16 code units for anything above
+    // U+007F: a line with as many characters as bytes is ASCII.
+    return dispatch(core, known, arg, false, arg.length === end - from);
   }
   const line = decodeCommandLine(buf, start, end);
   if (typeof line !== "string") return core.failWith(line);
@@ -216,7 +218,7 @@ export function command(
       : line;
     core.events().push({ type: "command", verb, line: shown });
   }
-  return dispatch(core, verb, arg, line === "");
+  return dispatch(core, verb, arg, line === "", line.length === end - start);
 }
 
 /** Four ASCII letters as one number, each folded to lower case. */
@@ -309,12 +311,16 @@ function knownVerb(buf: Uint8Array, start: number, end: number): string | null {
   return after === end || buf[after] === 0x20 ? verb : null;
 }
 
-/** Runs the command `verb` (upper case) with its argument. */
+/**
+ * Runs the command `verb` (upper case) with its argument; `ascii`: the
+ * line has no character above U+007F.
+ */
 function dispatch(
   core: EngineCore,
   verb: string,
   arg: string,
   empty: boolean,
+  ascii: boolean,
 ): SmtpEvent | null {
   if (verb !== "BDAT") core.owedReplies = 0;
   switch (verb) {
@@ -332,9 +338,9 @@ function dispatch(
     case "BDAT":
       return bdatCommand(core, arg);
     case "MAIL":
-      return mail(core, arg);
+      return mail(core, arg, ascii);
     case "RCPT":
-      return rcpt(core, arg);
+      return rcpt(core, arg, ascii);
     case "DATA":
       return data(core, arg);
     case "RSET":
@@ -402,7 +408,11 @@ function helo(
   return core.decide({ type: "helo", verb, hostname: name });
 }
 
-function mail(core: EngineCore, arg: string): SmtpEvent | null {
+/**
+ * MAIL FROM; `ascii`: `arg` has no character above U+007F (nor, then, the
+ * address, which is not read again to tell).
+ */
+function mail(core: EngineCore, arg: string, ascii: boolean): SmtpEvent | null {
   if (core.heloName === null) {
     return core.fail(503, "5.5.1", "Send EHLO or HELO first");
   }
@@ -424,20 +434,23 @@ function mail(core: EngineCore, arg: string): SmtpEvent | null {
     core.authOffered(),
   );
   if (params instanceof SmtpError) return core.failWith(params);
-  if (NON_ASCII.test(env.mailbox.address) && !params.smtputf8) {
+  if (!ascii && !params.smtputf8 && NON_ASCII.test(env.mailbox.address)) {
     return core.fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
   }
   return core.decide({ type: "mail", from: env.mailbox, params });
 }
 
-function rcpt(core: EngineCore, arg: string): SmtpEvent | null {
+/** RCPT TO; `ascii` as for {@link mail}. */
+function rcpt(core: EngineCore, arg: string, ascii: boolean): SmtpEvent | null {
   const tx = core.tx;
   if (tx === null) return core.fail(503, "5.5.1", "Send MAIL first");
   const env = parseEnvelopeArg(arg, true);
   if (env instanceof SmtpError) return core.failWith(env);
   const params = parseRcptParams(env.params, core.esmtp, core.options.dsn);
   if (params instanceof SmtpError) return core.failWith(params);
-  if (NON_ASCII.test(env.mailbox.address) && !tx.mailParams.smtputf8) {
+  if (
+    !ascii && !tx.mailParams.smtputf8 && NON_ASCII.test(env.mailbox.address)
+  ) {
     return core.fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
   }
   tx.rcptAttempts++;
