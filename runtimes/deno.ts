@@ -1,9 +1,9 @@
 /**
  * Deno shim: `Deno.listen` adapted to the driver's {@link Listener},
- * reading with `conn.read` into a reused buffer (much cheaper than the
- * default `conn.readable` reader) that is small while the client sends
- * commands and grows while a body arrives: an idle connection holds 256
- * bytes, not 64 KiB.
+ * reading with `conn.read` (or the op under it: see directRead) into a
+ * reused buffer (much cheaper than the default `conn.readable` reader)
+ * that is small while the client sends commands and grows while a body
+ * arrives: an idle connection holds 256 bytes, not 64 KiB.
  *
  * With a certificate the listener is `node:net` + `node:tls` (the Node
  * shim), which Deno runs: Deno has no server-side TLS upgrade (STARTTLS),
@@ -110,6 +110,51 @@ function bodyEnded(buf: Uint8Array, n: number): boolean {
     (n === 3 || (buf[n - 4] === 10 && buf[n - 5] === 13));
 }
 
+/** Deno's own read op (see {@link directRead}). */
+interface DenoCore {
+  read(rid: number, buf: Uint8Array): Promise<number>;
+}
+
+/**
+ * Deno's own read op and the key of a connection's resource id, when this
+ * Deno has them (`Deno[Deno.internal].core.read`, the op that
+ * `Deno.Conn.read` awaits): null until the first connection asks, false
+ * when there are none (then `conn.read`).
+ */
+let direct: { core: DenoCore; rid: symbol } | null | false = null;
+
+/**
+ * The resource id to read `conn` with through Deno's own read op, or -1
+ * (then `conn.read`). `conn.read` is an async function around that op
+ * that also keeps each pending read's promise in a set (for unref()):
+ * per read one async frame, an await, and a set insert and delete more,
+ * which this shim, reading one chunk at a time and never unref()ing a
+ * connection, does not need. Feature-checked: anything missing or not as
+ * expected, and every read goes through `conn.read`.
+ */
+function directRead(conn: DenoConn): number {
+  if (direct === null) {
+    direct = false;
+    try {
+      const d = (globalThis as { Deno?: Record<symbol, unknown> }).Deno;
+      const key = (globalThis as { Deno?: { internal?: unknown } }).Deno
+        ?.internal;
+      const core = typeof key === "symbol"
+        ? (d?.[key] as { core?: DenoCore } | undefined)?.core
+        : undefined;
+      const rid = Object.getOwnPropertySymbols(conn).find((s) =>
+        s.description === "Deno.internal.rid"
+      );
+      if (typeof core?.read === "function" && rid !== undefined) {
+        direct = { core, rid };
+      }
+    } catch { /* conn.read, then */ }
+  }
+  if (direct === false) return -1;
+  const rid = (conn as unknown as Record<symbol, unknown>)[direct.rid];
+  return typeof rid === "number" ? rid : -1;
+}
+
 function wrap(conn: DenoConn): Connection {
   try {
     conn.setNoDelay?.(true);
@@ -154,9 +199,27 @@ class DenoConnection extends ShimConnection {
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
 
+  /** The resource id for Deno's own read op, or -1 (see {@link directRead}). */
+  #rid: number;
+
   constructor(conn: DenoConn) {
     super(null);
     this.#conn = conn;
+    this.#rid = directRead(conn);
+  }
+
+  /**
+   * `conn.read(buf)`, or Deno's op under it (0 then means the end); a
+   * failure as a rejection, as from `conn.read` (an async function).
+   */
+  #readInto(buf: Uint8Array): Promise<number | null> {
+    const rid = this.#rid;
+    if (rid < 0 || !direct) return this.#conn.read(buf);
+    try {
+      return direct.core.read(rid, buf);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   protected peerAddr(): NetAddress {
@@ -187,7 +250,7 @@ class DenoConnection extends ShimConnection {
       this.#giveBuffers();
       n = null;
     }
-    const chunk = typeof n === "number" ? this.#took(n) : null;
+    const chunk = typeof n === "number" && n !== 0 ? this.#took(n) : null;
     const w = this.#waiter;
     if (w === null) return chunk;
     this.#waiter = null;
@@ -198,13 +261,13 @@ class DenoConnection extends ShimConnection {
   }
 
   read(): Promise<Uint8Array | null> {
-    return this.#conn.read(this.#lend()).then(this.#onRead, this.#onRead);
+    return this.#readInto(this.#lend()).then(this.#onRead, this.#onRead);
   }
 
   /** read() without a promise to wait for (see `InputQueue.readOr`): always waits. */
   readOr(waiter: ReadWaiter): undefined {
     this.#waiter = waiter;
-    this.#conn.read(this.#lend()).then(this.#onRead, this.#onRead);
+    this.#readInto(this.#lend()).then(this.#onRead, this.#onRead);
     return undefined;
   }
 
