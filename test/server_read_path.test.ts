@@ -1003,3 +1003,109 @@ for (const reuse of RUNTIME === "node" ? [true, false] : [true]) {
     });
   });
 }
+
+describe("Deno: reads through the read op under Conn.read, or Conn.read itself", () => {
+  /** The Deno namespace as far as this test changes it. */
+  type DenoNs = {
+    listen: (options: unknown) => unknown;
+    internal?: symbol;
+  };
+  const ns = () => (globalThis as unknown as { Deno: DenoNs }).Deno;
+
+  /**
+   * Runs one session through the `serve` of `shim` (a module instance of
+   * runtimes/deno.ts), with every accepted Deno connection's `read`
+   * counted; `hide`: Deno.internal is hidden until the session is over
+   * (the shim looks for the read op at its first connection).
+   */
+  async function session(
+    shim: { serve: typeof serve },
+    hide: boolean,
+  ): Promise<{ reads: number; got: string[] }> {
+    const deno = ns();
+    const realListen = deno.listen;
+    const realInternal = deno.internal;
+    let reads = 0;
+    deno.listen = (options: unknown) => {
+      const l = realListen.call(deno, options) as {
+        accept(): Promise<{ read(b: Uint8Array): Promise<number | null> }>;
+      };
+      const accept = l.accept.bind(l);
+      l.accept = async () => {
+        const conn = await accept();
+        const read = conn.read.bind(conn);
+        Object.defineProperty(conn, "read", {
+          value: (b: Uint8Array) => (reads++, read(b)),
+        });
+        return conn;
+      };
+      return l;
+    };
+    const got: string[] = [];
+    let server;
+    try {
+      server = await shim.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        serverName: "mx.test",
+        onMessage: async (m) => void got.push(await readKept(m.raw)),
+      });
+    } finally {
+      deno.listen = realListen;
+    }
+    if (hide) deno.internal = undefined;
+    try {
+      const c = await connect(server.addr.port);
+      await c.reply();
+      await c.send(
+        "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+      );
+      await c.replies(4);
+      // A body larger than the read buffers, in pieces, with the next
+      // transaction pipelined behind it.
+      await sendInPieces(
+        c,
+        `${
+          bodyOf(3000).wire
+        }.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n`,
+        [1, 7, 1000, 65537, 3],
+      );
+      const r = await c.replies(4);
+      assert.match(r[0], /^250 2\.0\.0 OK /);
+      assert.match(r[3], /^354 /);
+      await c.send(`${bodyOf(5).wire}.\r\nQUIT\r\n`);
+      assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+      assert.match(await c.reply(), /^221 /);
+      await c.close();
+    } finally {
+      deno.internal = realInternal;
+      await server.close();
+    }
+    return { reads, got };
+  }
+
+  it(
+    "through the op where this Deno has it: Conn.read is not called, the bodies are exact",
+    {
+      skip: RUNTIME !== "deno",
+    },
+    async () => {
+      const shim = await import("../runtimes/deno.ts");
+      const { reads, got } = await session(shim, false);
+      assert.equal(reads, 0);
+      assert.deepEqual(got, [bodyOf(3000).text, bodyOf(5).text]);
+    },
+  );
+
+  it("through Conn.read where the op is not found: the same bodies", {
+    skip: RUNTIME !== "deno",
+  }, async () => {
+    // A module instance of its own: the shim looks for the op once, at its
+    // first connection.
+    const spec = "../runtimes/deno.ts?conn-read";
+    const shim = await import(spec) as { serve: typeof serve };
+    const { reads, got } = await session(shim, true);
+    assert.ok(reads >= 4, `Conn.read called ${reads} times`);
+    assert.deepEqual(got, [bodyOf(3000).text, bodyOf(5).text]);
+  });
+});
