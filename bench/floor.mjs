@@ -11,7 +11,7 @@
 //
 //   <runtime> bench/floor.mjs --contract   # the contract floor (below)
 //
-// Deno: Deno.listen + conn.read/conn.write (runtimes/deno.ts's path), into
+// Deno: Deno.listen + conn.read/conn.write, into
 // one buffer per connection that starts at 256 bytes and grows 4-fold on a
 // full read (up to 64 KiB), reused for every read: an idle connection holds
 // 256 bytes, and a body passes through the same memory (no chunk is handed
@@ -33,12 +33,15 @@
 // here the accepted socket's handle is taken with `pauseOnConnect` and
 // wrapped in `new net.Socket({ handle, onread })`, as node:net's own
 // server wraps it; the buffer is free again when the callback returns, so
-// one serves every connection). Deno: the same as the plain floor, which
-// reads with Deno.Conn.read into a buffer of its own per connection
-// already (run.mjs reports the plain floor's figures for it). Bun: not
-// possible, Bun.listen hands a fresh copy per read; the process prints
-// `UNSUPPORTED <why>` and exits 3. Node without the handle (a runtime
-// whose node:net has none) does the same.
+// one serves every connection). Deno: the plain floor reads into a buffer
+// of its own already; `--reuse` reads the same way but through the op
+// under Deno.Conn.read (`Deno[Deno.internal].core.read` with the
+// connection's resource id: what runtimes/deno.ts reads with where it
+// finds it), without Conn.read's async wrapper and its set of pending
+// reads. Bun: not possible, Bun.listen hands a fresh copy per read; the
+// process prints `UNSUPPORTED <why>` and exits 3. Node without the handle
+// (a runtime whose node:net has none) and a Deno without the op do the
+// same.
 // Loopback only (127.0.0.1, a free port).
 import process from "node:process";
 import { control } from "./control.mjs";
@@ -60,16 +63,19 @@ function denoServer(serveConn) {
   return listener.addr.port;
 }
 
-/** The floor's connection on Deno: one read buffer, reused. */
-async function denoFloor(conn) {
+/**
+ * The floor's connection on Deno: one read buffer, reused, read with
+ * `read` (Deno.Conn.read; the op under it for `--reuse`).
+ */
+async function denoFloor(conn, read = (buf) => conn.read(buf)) {
   conn.setNoDelay(true);
   const s = state();
   let buf = new Uint8Array(256);
   try {
     await conn.write(GREETING);
     for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
+      const n = await read(buf);
+      if (n === null || n === 0) break;
       const out = feed(s, buf.subarray(0, n));
       // feed() keeps no view of the chunk: the buffer is free again.
       if (n === buf.length && n < 64 * 1024) buf = new Uint8Array(n * 4);
@@ -79,6 +85,34 @@ async function denoFloor(conn) {
   try {
     conn.close();
   } catch { /* closed */ }
+}
+
+/**
+ * Deno's ops (`Deno[Deno.internal].core`) when they hold the read op
+ * (see `--reuse`), else null.
+ */
+function denoReadOp() {
+  const key = Deno.internal;
+  const core = typeof key === "symbol" ? Deno[key]?.core : undefined;
+  return typeof core?.read === "function" ? core : null;
+}
+
+/**
+ * The `--reuse` floor's connection on Deno: the floor's, read through the
+ * op (which answers 0 at the end of input).
+ */
+function denoOpFloor(core) {
+  return (conn) => {
+    const ridKey = Object.getOwnPropertySymbols(conn).find((k) =>
+      k.description === "Deno.internal.rid"
+    );
+    const rid = ridKey === undefined ? undefined : conn[ridKey];
+    if (typeof rid !== "number") {
+      process.stdout.write("UNSUPPORTED no resource id on Deno's connection\n");
+      process.exit(3);
+    }
+    return denoFloor(conn, (buf) => core.read(rid, buf));
+  };
 }
 
 /**
@@ -245,8 +279,18 @@ if (reuse && contract) {
   process.exit(2);
 }
 let port;
-if (globalThis.Deno) port = denoServer(contract ? denoContract : denoFloor);
-else if (globalThis.Bun && contract) port = bunContractServer();
+if (globalThis.Deno && reuse) {
+  const core = denoReadOp();
+  if (core === null) {
+    process.stdout.write(
+      "UNSUPPORTED this Deno has no read op under Deno.Conn.read\n",
+    );
+    process.exit(3);
+  }
+  port = denoServer(denoOpFloor(core));
+} else if (globalThis.Deno) {
+  port = denoServer(contract ? denoContract : denoFloor);
+} else if (globalThis.Bun && contract) port = bunContractServer();
 else if (contract) port = await nodeContractServer();
 else if (globalThis.Bun) {
   if (reuse) {

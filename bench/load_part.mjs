@@ -483,9 +483,7 @@ function summarize(w, rows) {
     if (!smtpd) continue;
     const peer = byKey("smtp-server", rt);
     const floor = byKey("floor", rt);
-    // Deno's floor reads into a reused buffer already: it stands for both.
-    const reuse = byKey("floor-reuse", rt) ??
-      (REUSE_FLOOR_NOTE[rt] && rt === "deno" ? floor : undefined);
+    const reuse = byKey("floor-reuse", rt);
     const contract = byKey("floor-contract", rt);
     ratios.push({
       runtime: rt,

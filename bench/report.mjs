@@ -228,7 +228,6 @@ function contractAbove(s, limit) {
 
 /** smtpd ÷ the reused-buffer floor, or why there is none on that runtime. */
 function reuseCell(x) {
-  if (x.runtime === "deno") return `${ms(x.cpuVsReuseFloor)} (= floor)`;
   if (x.reuseFloorNote) return "none (Bun.listen)";
   return ms(x.cpuVsReuseFloor);
 }

@@ -242,8 +242,8 @@ function workloadNotes() {
     "`bench/server.mjs smtp-server` (authOptional, AUTH and STARTTLS disabled, no reverse DNS, onData drains the stream; " +
     "its default 100 ms wait before each greeting is left on), `floor` (bench/floor.mjs, W1–W4 and memory: fixed replies on the runtime's own " +
     "listener, no parsing, no hooks: what the runtime costs by itself), `floor-reuse` (bench/floor.mjs --reuse: the same with every read into one " +
-    "reused buffer: node:net `onread` on the accepted socket's handle; on Deno the floor itself, which reads with Deno.Conn.read into a buffer " +
-    "of its own; none on Bun, whose listener hands a fresh copy per read), `floor-contract` (bench/floor.mjs --contract, W1–W4: the floor plus " +
+    "reused buffer: node:net `onread` on the accepted socket's handle; on Deno, whose plain floor reads with Deno.Conn.read into a buffer " +
+    "of its own already, the same through the op under Conn.read (`Deno[Deno.internal].core.read`, as runtimes/deno.ts reads where it finds it); none on Bun, whose listener hands a fresh copy per read), `floor-contract` (bench/floor.mjs --contract, W1–W4: the floor plus " +
     "only what smtpd's public contract makes every conforming server do: an awaited hook promise per MAIL and RCPT, and per message a byte " +
     "ReadableStream of copies of the body, closed at its end and read to the end by an async hook awaited before the 250; no parsing, no " +
     "limits), and `smtp-sink` (C, Postfix). Memory only: `smtpd-byob` " +

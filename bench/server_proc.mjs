@@ -33,7 +33,6 @@ const GC_FLAGS = {
  * both; on Bun there is none.
  */
 export const REUSE_FLOOR_NOTE = {
-  deno: "the floor itself: Deno.Conn.read into one buffer per connection",
   bun: "not possible: Bun.listen hands a fresh copy of every read",
 };
 
