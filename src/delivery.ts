@@ -41,6 +41,12 @@ const EMPTY_CHUNK = new Uint8Array(0);
 /** The owner of a delivery in {@link free}: nobody's. */
 const NO_OWNER = null as unknown as DeliveryOwner;
 
+/**
+ * MessageDelivery's #answer() called by the end-of-data wait itself (the
+ * hook deadline or a forced close), not by the hook's reaction.
+ */
+const FROM_WAIT = -1;
+
 /** A message hook that has not settled yet (see MessageDelivery.end()). */
 const PENDING: unique symbol = Symbol("pending");
 
@@ -366,14 +372,14 @@ export class MessageDelivery {
     error: unknown,
   ): void {
     this.#unsettled--;
-    this.#timed(since);
+    const took = this.#timed(since);
     msg.drain();
     const reply = failed
       ? this.#owner.hooks.error(error, "onMessage", msg)
       : null;
     if (this.#pending !== msg) return;
     this.#pending = null;
-    if (this.#waiting !== null) this.#answer(reply, true);
+    if (this.#waiting !== null) this.#answer(reply, took);
     else this.#result = reply;
   }
 
@@ -440,14 +446,15 @@ export class MessageDelivery {
    * hook deadline or a forced close, so the owner goes on in a microtask
    * (not inside the timer or close() that ended the wait).
    */
-  readonly #finish = (w: WaitResult): void => this.#answer(w, false);
+  readonly #finish = (w: WaitResult): void => this.#answer(w, FROM_WAIT);
 
   /**
    * Ends the end-of-data wait in progress with `w`, and the owner goes
-   * on: at once when `inReaction` (the hook's own reaction), else in a
-   * microtask.
+   * on: at once from the hook's own reaction (`hookTook`: the time the
+   * hook took, which #settled counted already, NaN if it did not), else
+   * (FROM_WAIT: the hook deadline or a forced close) in a microtask.
    */
-  #answer(w: WaitResult, inReaction: boolean): void {
+  #answer(w: WaitResult, hookTook: number): void {
     if (this.#waiting !== this.#finish) return;
     const d = this.#owner;
     const msg = this.#endMsg!;
@@ -459,8 +466,9 @@ export class MessageDelivery {
     d.hooks.end(this.#finish);
     let failure: unknown = undefined;
     let failed = false;
+    const inReaction = hookTook !== FROM_WAIT;
     try {
-      const took = this.#timed(this.#endSince);
+      const took = inReaction ? hookTook : this.#timed(this.#endSince);
       const reply = d.hooks.reply(w);
       if (w === HOOK_TIMEOUT || w === FORCED) {
         // The sender gets a failure and will retry: the application
