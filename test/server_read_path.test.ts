@@ -52,6 +52,17 @@ function bodyOf(lines: number): { text: string; wire: string } {
   return { text, wire: text.replace(/^\./gm, "..") };
 }
 
+/** A client past the greeting, EHLO, MAIL, RCPT and DATA's 354. */
+async function openData(port: number): Promise<Client> {
+  const c = await connect(port);
+  await c.reply();
+  await c.send(
+    "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
+  );
+  await c.replies(4);
+  return c;
+}
+
 /** Sends `data` in pieces of the given sizes (cycling), each flushed. */
 async function sendInPieces(
   c: Client,
@@ -800,12 +811,7 @@ describe("read path", () => {
       onMessage: async (m) => void await readKept(m.raw),
     });
     try {
-      const c = await connect(server.addr.port);
-      await c.reply();
-      await c.send(
-        "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
-      );
-      await c.replies(4);
+      const c = await openData(server.addr.port);
       await c.send(`${bodyOf(40).wire}.\r\nQUIT\r\n`);
       assert.match(await c.reply(), /^250 2\.0\.0 OK /);
       assert.match(await c.reply(), /^221 /);
@@ -1055,12 +1061,7 @@ describe("Deno: reads through the read op under Conn.read, or Conn.read itself",
     }
     if (hide) deno.internal = undefined;
     try {
-      const c = await connect(server.addr.port);
-      await c.reply();
-      await c.send(
-        "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n",
-      );
-      await c.replies(4);
+      const c = await openData(server.addr.port);
       // A body larger than the read buffers, in pieces, with the next
       // transaction pipelined behind it.
       await sendInPieces(
