@@ -41,12 +41,6 @@ const EMPTY_CHUNK = new Uint8Array(0);
 /** The owner of a delivery in {@link free}: nobody's. */
 const NO_OWNER = null as unknown as DeliveryOwner;
 
-/**
- * MessageDelivery's #answer() called by the end-of-data wait itself (the
- * hook deadline or a forced close), not by the hook's reaction.
- */
-const FROM_WAIT = -1;
-
 /** A message hook that has not settled yet (see MessageDelivery.end()). */
 const PENDING: unique symbol = Symbol("pending");
 
@@ -379,7 +373,7 @@ export class MessageDelivery {
       : null;
     if (this.#pending !== msg) return;
     this.#pending = null;
-    if (this.#waiting !== null) this.#answer(reply, took);
+    if (this.#waiting !== null) this.#answer(reply, true, took);
     else this.#result = reply;
   }
 
@@ -446,15 +440,15 @@ export class MessageDelivery {
    * hook deadline or a forced close, so the owner goes on in a microtask
    * (not inside the timer or close() that ended the wait).
    */
-  readonly #finish = (w: WaitResult): void => this.#answer(w, FROM_WAIT);
+  readonly #finish = (w: WaitResult): void => this.#answer(w, false);
 
   /**
    * Ends the end-of-data wait in progress with `w`, and the owner goes
-   * on: at once from the hook's own reaction (`hookTook`: the time the
-   * hook took, which #settled counted already, NaN if it did not), else
-   * (FROM_WAIT: the hook deadline or a forced close) in a microtask.
+   * on: at once when `inReaction` (the hook's own reaction, which counted
+   * the time the hook took already: `hookTook`, NaN if it did not), else
+   * (the hook deadline or a forced close) in a microtask.
    */
-  #answer(w: WaitResult, hookTook: number): void {
+  #answer(w: WaitResult, inReaction: boolean, hookTook = NaN): void {
     if (this.#waiting !== this.#finish) return;
     const d = this.#owner;
     const msg = this.#endMsg!;
@@ -466,7 +460,6 @@ export class MessageDelivery {
     d.hooks.end(this.#finish);
     let failure: unknown = undefined;
     let failed = false;
-    const inReaction = hookTook !== FROM_WAIT;
     try {
       const took = inReaction ? hookTook : this.#timed(this.#endSince);
       const reply = d.hooks.reply(w);
