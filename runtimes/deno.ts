@@ -136,11 +136,12 @@ function directRead(conn: DenoConn): number {
   if (direct === null) {
     direct = false;
     try {
-      const d = (globalThis as { Deno?: Record<symbol, unknown> }).Deno;
-      const key = (globalThis as { Deno?: { internal?: unknown } }).Deno
-        ?.internal;
+      const d = (globalThis as {
+        Deno?: { internal?: unknown } & Record<symbol, unknown>;
+      }).Deno;
+      const key = d?.internal;
       const core = typeof key === "symbol"
-        ? (d?.[key] as { core?: DenoCore } | undefined)?.core
+        ? (d![key] as { core?: DenoCore } | undefined)?.core
         : undefined;
       const rid = Object.getOwnPropertySymbols(conn).find((s) =>
         s.description === "Deno.internal.rid"
