@@ -178,6 +178,7 @@ export function moduleText(bytes) {
  */
 
 /** The module's bytes (${bytes.length}). */
+// deno-fmt-ignore
 export const SCAN_WASM: Uint8Array = new Uint8Array([
 ${rows.join("\n")}
 ]);

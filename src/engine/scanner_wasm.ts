@@ -7,6 +7,7 @@
  */
 
 /** The module's bytes (349). */
+// deno-fmt-ignore
 export const SCAN_WASM: Uint8Array = new Uint8Array([
   0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 127, 127, 127,
   1, 127, 3, 2, 1, 0, 5, 3, 1, 0, 1, 7, 14, 2, 4, 115,
