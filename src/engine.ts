@@ -143,6 +143,7 @@ export class SmtpEngine {
       c.lineStarted = now;
     }
     if (c.mode === "closed" || c.mode === "tls") return; // RFC 3207 §4.2
+    c.text?.renew(); // the same memory may have been read into again
     if (c.pos >= c.buf.length) {
       c.buf = chunk;
     } else {
