@@ -1,9 +1,10 @@
 /**
  * Deno shim: `Deno.listen` adapted to the driver's {@link Listener},
- * reading with `conn.read` (or the op under it: see directRead) into a
- * reused buffer (much cheaper than the default `conn.readable` reader)
- * that is small while the client sends commands and grows while a body
- * arrives: an idle connection holds 256 bytes, not 64 KiB.
+ * writing with `conn.write` and reading with `conn.read` (or the ops
+ * under them: see directRead) into a reused buffer (much cheaper than the
+ * default `conn.readable` reader) that is small while the client sends
+ * commands and grows while a body arrives: an idle connection holds 256
+ * bytes, not 64 KiB.
  *
  * With a certificate the listener is `node:net` + `node:tls` (the Node
  * shim), which Deno runs: Deno has no server-side TLS upgrade (STARTTLS),
@@ -110,27 +111,34 @@ function bodyEnded(buf: Uint8Array, n: number): boolean {
     (n === 3 || (buf[n - 4] === 10 && buf[n - 5] === 13));
 }
 
-/** Deno's own read op (see {@link directRead}). */
+/** Deno's own read and write ops (see {@link directRead}). */
 interface DenoCore {
   read(rid: number, buf: Uint8Array): Promise<number>;
+  write(rid: number, buf: Uint8Array): Promise<number>;
 }
 
 /**
  * Deno's own read op and the key of a connection's resource id, when this
  * Deno has them (`Deno[Deno.internal].core.read`, the op that
- * `Deno.Conn.read` awaits): null until the first connection asks, false
- * when there are none (then `conn.read`).
+ * `Deno.Conn.read` awaits), and whether its write op is there too
+ * (`core.write`, the op `Deno.Conn.write` calls through a function of
+ * its own): null until the first connection asks, false when there are
+ * none (then `conn.read` and `conn.write`).
  */
-let direct: { core: DenoCore; rid: symbol } | null | false = null;
+let direct: { core: DenoCore; rid: symbol; write: boolean } | null | false =
+  null;
 
 /**
- * The resource id to read `conn` with through Deno's own read op, or -1
- * (then `conn.read`). `conn.read` is an async function around that op
- * that also keeps each pending read's promise in a set (for unref()):
- * per read one async frame, an await, and a set insert and delete more,
- * which this shim, reading one chunk at a time and never unref()ing a
- * connection, does not need. Feature-checked: anything missing or not as
- * expected, and every read goes through `conn.read`.
+ * The resource id to read (and write) `conn` with through Deno's own ops,
+ * or -1 (then `conn.read` and `conn.write`). `conn.read` is an async
+ * function around the read op that also keeps each pending read's promise
+ * in a set (for unref()): per read one async frame, an await, and a set
+ * insert and delete more, which this shim, reading one chunk at a time
+ * and never unref()ing a connection, does not need. `conn.write` is a call of a function around
+ * the write op, which returns the bytes taken, as `conn.write` does.
+ * Feature-checked: anything missing or not as expected, and every read
+ * goes through `conn.read` (a missing write op: every write through
+ * `conn.write`).
  */
 function directRead(conn: DenoConn): number {
   if (direct === null) {
@@ -147,7 +155,7 @@ function directRead(conn: DenoConn): number {
         s.description === "Deno.internal.rid"
       );
       if (typeof core?.read === "function" && rid !== undefined) {
-        direct = { core, rid };
+        direct = { core, rid, write: typeof core.write === "function" };
       }
     } catch { /* conn.read, then */ }
   }
@@ -422,10 +430,17 @@ class DenoConnection extends ShimConnection {
     return undefined;
   }
 
-  /** `conn.write(chunk)`, a failure as a rejection (as from an async function). */
+  /**
+   * `conn.write(chunk)`, or Deno's op under it (see {@link directRead}):
+   * the bytes taken, maybe fewer than the chunk's; a failure as a
+   * rejection, as from `conn.write`.
+   */
   #start(chunk: Uint8Array): Promise<number> {
+    const rid = this.#rid;
     try {
-      return this.#conn.write(chunk);
+      return rid >= 0 && direct && direct.write
+        ? direct.core.write(rid, chunk)
+        : this.#conn.write(chunk);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -440,7 +455,7 @@ class DenoConnection extends ShimConnection {
   async #rest(chunk: Uint8Array, off: number, seq: number): Promise<void> {
     try {
       while (off < chunk.byteLength) {
-        off += await this.#conn.write(chunk.subarray(off));
+        off += await this.#start(chunk.subarray(off));
       }
     } finally {
       this.#wrote(seq);
