@@ -445,8 +445,10 @@ class NodeConnection implements Connection {
     let size = MIN_READ;
     let small = state >>> SMALL_SHIFT;
     const last = this.#last;
-    if (last >= 0) {
-      const read = (slot === 0 ? this.#buf0 : this.#buf1)!;
+    // The buffer read into: null only when the driver gave the buffers up
+    // (readDone()) in took() on a closed socket.
+    const read = slot === 0 ? this.#buf0 : this.#buf1;
+    if (last >= 0 && read !== null) {
       // nextReadSize's answer: size * 16 + small reads in a row.
       const r = nextReadSize(read.byteLength, last, small);
       size = r >>> 4;
