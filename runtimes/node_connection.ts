@@ -192,6 +192,9 @@ export function wrapPaused(
  */
 let lastRead: NodeConnection | null = null;
 
+/** The connection whose read its waiter is taking in took(), or null. */
+let handing: NodeConnection | null = null;
+
 /** `onread.callback` (`this` is the socket): see {@link NodeConnection.took}. */
 function onLentRead(this: WithInput, n: number, buf: Uint8Array): boolean {
   const conn = this[INPUT] as NodeConnection;
@@ -236,8 +239,19 @@ const READ_DONE = 8;
 const CLOSING = 16;
 /** The socket closed (its handle reads no more). */
 const CLOSED = 32;
+/**
+ * The driver took the read in node:net's callback and asked for the next
+ * one there (see took()): the socket reads into the same buffer again.
+ * Cleared by nextBuffer().
+ */
+const SAME_SLOT = 64;
+/**
+ * A body is coming (expectBody() during took()): the next buffer is one
+ * of BODY_READ bytes at least. Cleared by nextBuffer().
+ */
+const BODY_NEXT = 128;
 /** Above these bits: the count of small reads in a row (see nextReadSize). */
-const SMALL_SHIFT = 6;
+const SMALL_SHIFT = 8;
 const FLAGS = ENDED | STOPPED | READ_DONE | CLOSING | CLOSED;
 
 /**
@@ -310,6 +324,9 @@ const writables = new WeakMap<NodeConnection, WritableStream<Uint8Array>>();
  * by {@link nextReadSize} (256 bytes while idle). A read is lent to the
  * driver (`read()`; see `Connection`'s ownership rule) until its next
  * `read()`; the socket goes on reading into the other buffer meanwhile.
+ * The driver takes each read in node:net's callback (`onReadInTask`, no
+ * microtask per read); when it asks for the next one there, the chunk is
+ * done with and the socket reads into the same buffer again.
  * When a read arrives before the driver asked for it, it is held and the
  * socket stops reading until the driver takes it and asks again (both
  * buffers are then free): at most two reads are out, and nothing is
@@ -415,15 +432,23 @@ class NodeConnection implements Connection {
     return this.#queue === null ? "onread" : "data";
   }
 
-  /** The buffer for the next read (the other one); see nextLentBuffer(). */
+  /**
+   * The buffer for the next read: the other one, or the same one when the
+   * driver is done with its chunk already (SAME_SLOT); see nextLentBuffer().
+   */
   nextBuffer(): Uint8Array {
     const state = this.#state;
-    const next = (state & SLOT1) ^ SLOT1;
+    const slot = state & SLOT1;
+    // The other buffer (the chunk just read stays lent in this one), or
+    // this one again when the driver is done with that chunk already.
+    const next = (state & SAME_SLOT) !== 0 ? slot : slot ^ SLOT1;
     let size = MIN_READ;
     let small = state >>> SMALL_SHIFT;
     const last = this.#last;
-    if (last >= 0) {
-      const read = (next === 0 ? this.#buf1 : this.#buf0)!;
+    // The buffer read into: null only when the driver gave the buffers up
+    // (readDone()) in took() on a closed socket.
+    const read = slot === 0 ? this.#buf0 : this.#buf1;
+    if (last >= 0 && read !== null) {
       // nextReadSize's answer: size * 16 + small reads in a row.
       const r = nextReadSize(read.byteLength, last, small);
       size = r >>> 4;
@@ -431,7 +456,10 @@ class NodeConnection implements Connection {
       // A read that ends with a DATA command: the body comes next, into a
       // buffer of BODY_READ chosen here, where the next buffer is given
       // anyway; expectBody() would have to replace it through the handle.
-      if (size < BODY_READ && endsWithData(read, last)) size = BODY_READ;
+      if (
+        size < BODY_READ &&
+        ((state & BODY_NEXT) !== 0 || endsWithData(read, last))
+      ) size = BODY_READ;
     }
     let b = next === 0 ? this.#buf0 : this.#buf1;
     if (b === null || b.byteLength !== size) {
@@ -462,6 +490,11 @@ class NodeConnection implements Connection {
   expectBody(): void {
     const slots = onreadSlots;
     const state = this.#state;
+    if (handing === this) {
+      // In took(): the buffer for the next read is chosen when it returns.
+      this.#state = state | BODY_NEXT;
+      return;
+    }
     if (
       this.#queue !== null || slots == null || this.#held !== null ||
       (state & (STOPPED | ENDED | CLOSED)) !== 0
@@ -481,7 +514,14 @@ class NodeConnection implements Connection {
     giveReadBuffer(cur);
   }
 
-  /** A read of `n` bytes into `buf`: lent, or held (false stops reading). */
+  /**
+   * A read of `n` bytes into `buf`: lent, or held (false stops reading).
+   * A waiter that may go on at once (`onReadInTask`: the driver) takes it
+   * here, in node:net's callback, where nothing of the driver is on the
+   * stack: no microtask per read. When it asks for the next read before
+   * returning, the chunk is done with, and the socket reads into the same
+   * buffer again (see nextBuffer()).
+   */
   took(n: number, buf: Uint8Array): boolean {
     this.#last = n;
     // A full read is lent as the buffer itself: no view to make.
@@ -489,7 +529,17 @@ class NodeConnection implements Connection {
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
-      w.onRead(chunk);
+      if (w.onReadInTask === undefined) {
+        w.onRead(chunk);
+        return true;
+      }
+      handing = this;
+      try {
+        w.onReadInTask(chunk);
+      } finally {
+        handing = null;
+      }
+      if (this.#waiter !== null) this.#state |= SAME_SLOT;
       return true;
     }
     if ((this.#state & ENDED) !== 0) return true;

@@ -317,9 +317,9 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
   }
 
   /**
-   * The read the session waits for came, in a promise's reaction (see
-   * ReadWaiter.onReadInTask): the session goes on at once, in that
-   * microtask (no microtask more per read).
+   * The read the session waits for came, in a promise's reaction or the
+   * runtime's own read callback (see ReadWaiter.onReadInTask): the
+   * session goes on at once (no microtask more per read).
    */
   onReadInTask(chunk: Uint8Array | null): void {
     this.#loop(chunk);

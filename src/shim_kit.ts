@@ -233,10 +233,12 @@ export interface ReadWaiter {
    */
   onRead(chunk: Uint8Array | null): void;
   /**
-   * {@link ReadWaiter.onRead} for a shim whose reads end in a promise's
-   * reaction (Deno's `conn.read`), a microtask already: the waiter may go
-   * on at once, with no microtask of its own. Optional: where it is
-   * absent, the shim calls onRead().
+   * {@link ReadWaiter.onRead} for a shim that calls it where nothing of
+   * the waiter's is on the stack: in a promise's reaction (Deno's
+   * `conn.read`), a microtask already, or in the runtime's own read
+   * callback (node:net's `onread`, which nothing but the event loop
+   * calls): the waiter may go on at once, with no microtask of its own.
+   * Optional: where it is absent, the shim calls onRead().
    */
   onReadInTask?(chunk: Uint8Array | null): void;
 }

@@ -11,6 +11,7 @@ import { after, describe, it } from "node:test";
 import { type Message, serve, SmtpError } from "../mod.ts";
 import { listen, useReusedReadBuffers } from "../runtimes/node_net.ts";
 import { createServer } from "../src/server.ts";
+import type { ReadWaiter } from "../src/shim_kit.ts";
 import type { Connection } from "../src/transport.ts";
 import { type Client, connect } from "./helpers/client.ts";
 import { RUNTIME } from "./helpers/run.ts";
@@ -236,6 +237,64 @@ describe("read path", () => {
       a.close();
     }
   });
+
+  it(
+    "onread: a waiter that takes each read in node:net's callback and asks for the next there gets every read in one buffer, and a body it announces there in one read",
+    {
+      skip: !onNode,
+    },
+    async () => {
+      const a = await accepted();
+      try {
+        const conn = a.conn as Connection & {
+          readOr(waiter: ReadWaiter): Uint8Array | null | undefined;
+        };
+        const reads: { text: string; memory: string }[] = [];
+        let came: (() => void) | null = null;
+        let announce = false;
+        let later = 0;
+        const waiter: ReadWaiter = {
+          // The end of input (the client gone) comes this way, a read never.
+          onRead: (chunk) => void (chunk !== null && later++),
+          onReadInTask(chunk) {
+            assert.ok(chunk !== null);
+            reads.push({ text: dec.decode(chunk), memory: memoryOf(chunk) });
+            if (announce) conn.expectBody?.();
+            announce = false;
+            // Done with the chunk: asks for the next read before returning.
+            assert.equal(conn.readOr(waiter), undefined);
+            came?.();
+          },
+        };
+        assert.equal(conn.readOr(waiter), undefined);
+        /** Sends `piece`; resolves with the reads it came in. */
+        const send = async (piece: string) => {
+          const from = reads.length;
+          a.client.write(piece);
+          while (reads.slice(from).map((r) => r.text).join("") !== piece) {
+            await new Promise<void>((r) => came = r);
+          }
+          return reads.slice(from);
+        };
+        const ehlo = await send("EHLO a\r\n");
+        const mail = await send("MAIL FROM:<a@b.test>\r\n");
+        announce = true;
+        const noop = await send("NOOP\r\n");
+        const body = await send(BODY);
+        const rset = await send("RSET\r\n");
+        // The socket reads into the buffer just read from again.
+        assert.equal(mail[0].memory, ehlo[0].memory);
+        assert.equal(noop[0].memory, ehlo[0].memory);
+        // Told of a body in the callback: the whole body in one read.
+        assert.equal(body.length, 1);
+        assert.notEqual(body[0].memory, ehlo[0].memory);
+        assert.equal(rset.length, 1);
+        assert.equal(later, 0);
+      } finally {
+        a.close();
+      }
+    },
+  );
 
   it(
     "onread: a connection keeps its input, buffers and addresses in itself: the socket keeps no address object and one end listener",
