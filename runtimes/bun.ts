@@ -100,7 +100,7 @@ interface BunApi {
 
 const handlers: Handlers = {
   data(s, chunk) {
-    s.data.push(chunk);
+    s.data.push(chunk, true);
   },
   drain(s) {
     const st = s.data;

@@ -304,12 +304,17 @@ export abstract class InputBuffer implements Pausable {
     return (this.#flags & PAUSED) !== 0;
   }
 
-  /** Adds received bytes (ignored once ended). */
-  push(chunk: Uint8Array): void {
+  /**
+   * Adds received bytes (ignored once ended). `inTask`: the caller is the
+   * runtime's own data callback, with nothing of the reader's on the
+   * stack: a waiting reader may go on at once (ReadWaiter.onReadInTask).
+   */
+  push(chunk: Uint8Array, inTask = false): void {
     if ((this.#flags & ENDED) !== 0 || chunk.byteLength === 0) return;
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
+      if (inTask && w.onReadInTask !== undefined) return w.onReadInTask(chunk);
       return w.onRead(chunk);
     }
     (this.#chunks ??= []).push(chunk);
