@@ -20,6 +20,36 @@ const dec = new TextDecoder();
 
 after(() => useReusedReadBuffers(true));
 
+/**
+ * Resumes the paused `client` and reads until the chunks of `sizes` came,
+ * once `writes` settled: each in place, chunk i all bytes i + 1.
+ */
+async function receiveInOrder(
+  client: net.Socket,
+  sizes: number[],
+  writes: (void | Promise<void>)[],
+): Promise<void> {
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const got: Buffer[] = [];
+  let bytes = 0;
+  const all = new Promise<void>((resolve) => {
+    client.on("data", (d: Buffer) => {
+      got.push(d);
+      if ((bytes += d.length) >= total) resolve();
+    });
+  });
+  client.resume();
+  await Promise.all(writes);
+  await all;
+  const data = Buffer.concat(got);
+  assert.equal(data.length, total);
+  let at = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    const part = data.subarray(at, at += sizes[i]);
+    assert.ok(part.every((b) => b === i + 1), `chunk ${i} in place`);
+  }
+}
+
 /** Reads `stream` with a BYOB reader into one buffer of `size` bytes. */
 async function readByob(
   stream: ReadableStream<Uint8Array>,
@@ -492,24 +522,8 @@ describe("read path", () => {
         const chunks = sizes.map((n, i) => new Uint8Array(n).fill(i + 1));
         const total = sizes.reduce((a, b) => a + b, 0);
         const writes = chunks.map((c) => (conn as Connection).write!(c));
-        const got: Buffer[] = [];
-        let bytes = 0;
-        const all = new Promise<void>((resolve) => {
-          client.on("data", (d: Buffer) => {
-            got.push(d);
-            bytes += d.length;
-            if (bytes >= total) resolve();
-          });
-        });
-        client.resume();
-        await Promise.all(writes);
-        await all;
-        const data = Buffer.concat(got);
-        assert.equal(data.length, total);
-        let at = 0;
+        await receiveInOrder(client, sizes, writes);
         for (let i = 0; i < chunks.length; i++) {
-          const part = data.subarray(at, at += sizes[i]);
-          assert.ok(part.every((b) => b === i + 1), `chunk ${i} in place`);
           assert.ok(
             chunks[i].every((b) => b === i + 1),
             `chunk ${i} unchanged`,
@@ -1226,24 +1240,7 @@ describe("Deno: reads and writes through the ops under Conn.read and Conn.write,
         const total = sizes.reduce((a, b) => a + b, 0);
         const pending = chunks.map((c) => conn.write!(c));
         assert.equal(pending[0], undefined);
-        const got: Buffer[] = [];
-        let bytes = 0;
-        const all = new Promise<void>((resolve) => {
-          client.on("data", (d: Buffer) => {
-            got.push(d);
-            if ((bytes += d.length) >= total) resolve();
-          });
-        });
-        client.resume();
-        await Promise.all(pending);
-        await all;
-        const data = Buffer.concat(got);
-        assert.equal(data.length, total);
-        let at = 0;
-        for (let i = 0; i < sizes.length; i++) {
-          const part = data.subarray(at, at += sizes[i]);
-          assert.ok(part.every((b) => b === i + 1), `chunk ${i} in place`);
-        }
+        await receiveInOrder(client, sizes, pending);
         // The client leaves with bytes unread: its end resets the
         // connection, and writes fail.
         client.pause();
