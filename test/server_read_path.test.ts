@@ -520,7 +520,6 @@ describe("read path", () => {
         // The first larger than the sockets' buffers hold at once.
         const sizes = [16 * 1024 * 1024, ...Array(7).fill(512 * 1024)];
         const chunks = sizes.map((n, i) => new Uint8Array(n).fill(i + 1));
-        const total = sizes.reduce((a, b) => a + b, 0);
         const writes = chunks.map((c) => (conn as Connection).write!(c));
         await receiveInOrder(client, sizes, writes);
         for (let i = 0; i < chunks.length; i++) {
@@ -1237,7 +1236,6 @@ describe("Deno: reads and writes through the ops under Conn.read and Conn.write,
       try {
         const sizes = [8 * 1024 * 1024, 3, 1024 * 1024];
         const chunks = sizes.map((n, i) => new Uint8Array(n).fill(i + 1));
-        const total = sizes.reduce((a, b) => a + b, 0);
         const pending = chunks.map((c) => conn.write!(c));
         assert.equal(pending[0], undefined);
         await receiveInOrder(client, sizes, pending);
