@@ -52,16 +52,19 @@ const ROOT_EXPORTS = ["SmtpError", "serve"];
  * read path's later work (the no-copy body on Bun, the 16 KiB spares, the
  * cached HELO reply) and the node:net shim's split into three files took
  * it to 214.7 kB (216.3 kB, 759.7 kB unpacked, with Maildir's lent
- * body). The budget catches a
+ * body), 220 kB until the body scanner's WebAssembly module, the reads
+ * taken in the runtimes' read callbacks and Deno's write op took it to
+ * 219.8 kB (770.1 kB unpacked). The budget catches a
  * second copy of the library or a stray file (the test below checks the
  * CLI carries no copy), not new features.
  */
-const PACKED_BUDGET = 220_000;
+const PACKED_BUDGET = 225_000;
 /**
  * The most it may weigh unpacked (it was 1.0 MB; 700 kB until the read
- * path's rework, 760 kB until Maildir's lent body took it to 759.7 kB).
+ * path's rework, 760 kB until Maildir's lent body took it to 759.7 kB,
+ * 780 kB until the work above took it to 770.1 kB).
  */
-const UNPACKED_BUDGET = 780_000;
+const UNPACKED_BUDGET = 790_000;
 
 /** deno.json's exports without the CLI (the npm package's bin). */
 const denoLibrary = Object.fromEntries(
