@@ -88,6 +88,14 @@ async function backend(
   return b;
 }
 
+/** The sessions a backend saw, for a failure's message. */
+function seen(sessions: Session[]): string {
+  return "sessions (client port, proxy's port, health check, messages): " +
+    sessions.map((s) =>
+      `${s.remotePort}/${s.proxy?.port}/${s.proxy?.healthCheck}/${s.messages}`
+    ).join(" ");
+}
+
 /** Sends one message on a new connection; resolves with the final reply. */
 async function sendOne(w: Wire, id: string): Promise<string> {
   assert.match(await ehlo(w), /^250-/);
@@ -175,7 +183,12 @@ backend mx_tls
       const s = backends.flatMap((x) => x.sessions).find((x) =>
         x.remotePort === clientPort && !x.proxy?.healthCheck
       );
-      assert.ok(s, `no session saw port ${clientPort}`);
+      assert.ok(
+        s,
+        `no session saw port ${clientPort}: ${
+          seen(backends.flatMap((x) => x.sessions))
+        }`,
+      );
       assert.equal(s.remoteAddress, "127.0.0.1");
       assert.notEqual(s.proxy?.port, clientPort);
       assert.equal(s.proxy?.healthCheck, false);
@@ -253,7 +266,12 @@ backend mx_tls
     await stopped;
     const stored = new Set([...a.stored, ...b.stored]);
     for (const id of acked) {
-      assert.ok(stored.has(id), `${id} acknowledged, not stored`);
+      assert.ok(
+        stored.has(id),
+        `${id} acknowledged, not stored; stored: ${[...stored].join(" ")}; ${
+          seen([...a.sessions, ...b.sessions])
+        }`,
+      );
     }
     assert.ok(
       acked.length >= 30,
