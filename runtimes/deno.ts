@@ -1,7 +1,7 @@
 /**
  * Deno shim: `Deno.listen` adapted to the driver's {@link Listener},
  * writing with `conn.write` and reading with `conn.read` (or the ops
- * under them: see directRead) into a reused buffer (much cheaper than the
+ * under them: see directOps) into a reused buffer (much cheaper than the
  * default `conn.readable` reader) that is small while the client sends
  * commands and grows while a body arrives: an idle connection holds 256
  * bytes, not 64 KiB.
@@ -40,6 +40,7 @@ import {
   BODY_READ_GROWN,
   type DirectListener,
   giveReadBuffer,
+  handInTask,
   MIN_READ,
   nextReadSize,
   type ReadWaiter,
@@ -111,7 +112,7 @@ function bodyEnded(buf: Uint8Array, n: number): boolean {
     (n === 3 || (buf[n - 4] === 10 && buf[n - 5] === 13));
 }
 
-/** Deno's own read and write ops (see {@link directRead}). */
+/** Deno's own read and write ops (see {@link directOps}). */
 interface DenoCore {
   read(rid: number, buf: Uint8Array): Promise<number>;
   write(rid: number, buf: Uint8Array): Promise<number>;
@@ -134,13 +135,14 @@ let direct: { core: DenoCore; rid: symbol; write: boolean } | null | false =
  * function around the read op that also keeps each pending read's promise
  * in a set (for unref()): per read one async frame, an await, and a set
  * insert and delete more, which this shim, reading one chunk at a time
- * and never unref()ing a connection, does not need. `conn.write` is a call of a function around
- * the write op, which returns the bytes taken, as `conn.write` does.
+ * and never unref()ing a connection, does not need. `conn.write` is a
+ * call of a function around the write op, which returns the bytes taken,
+ * as `conn.write` does.
  * Feature-checked: anything missing or not as expected, and every read
  * goes through `conn.read` (a missing write op: every write through
  * `conn.write`).
  */
-function directRead(conn: DenoConn): number {
+function directOps(conn: DenoConn): number {
   if (direct === null) {
     direct = false;
     try {
@@ -208,13 +210,13 @@ class DenoConnection extends ShimConnection {
   /** The last write while writes are pending (they run one after another). */
   #tail: Promise<void> | null = null;
 
-  /** The resource id for Deno's own read op, or -1 (see {@link directRead}). */
+  /** The resource id for Deno's own ops, or -1 (see {@link directOps}). */
   #rid: number;
 
   constructor(conn: DenoConn) {
     super(null);
     this.#conn = conn;
-    this.#rid = directRead(conn);
+    this.#rid = directOps(conn);
   }
 
   /**
@@ -264,8 +266,7 @@ class DenoConnection extends ShimConnection {
     if (w === null) return chunk;
     this.#waiter = null;
     // This is the read's reaction, a microtask: the waiter may go on now.
-    if (w.onReadInTask !== undefined) w.onReadInTask(chunk);
-    else w.onRead(chunk);
+    handInTask(w, chunk);
     return null;
   }
 
@@ -431,7 +432,7 @@ class DenoConnection extends ShimConnection {
   }
 
   /**
-   * `conn.write(chunk)`, or Deno's op under it (see {@link directRead}):
+   * `conn.write(chunk)`, or Deno's op under it (see {@link directOps}):
    * the bytes taken, maybe fewer than the chunk's; a failure as a
    * rejection, as from `conn.write`.
    */

@@ -236,11 +236,29 @@ export interface ReadWaiter {
    * {@link ReadWaiter.onRead} for a shim that calls it where nothing of
    * the waiter's is on the stack: in a promise's reaction (Deno's
    * `conn.read`), a microtask already, or in the runtime's own read
-   * callback (node:net's `onread`, which nothing but the event loop
-   * calls): the waiter may go on at once, with no microtask of its own.
-   * Optional: where it is absent, the shim calls onRead().
+   * callback (node:net's `onread`, Bun's `data`, which nothing but the
+   * event loop calls): the waiter may go on at once, with no microtask of
+   * its own. Optional: where it is absent, the shim calls onRead() (see
+   * {@link handInTask}).
    */
   onReadInTask?(chunk: Uint8Array | null): void;
+}
+
+/**
+ * Tells `w` of a read (a chunk, or `null` at the end) from where nothing
+ * of the waiter's is on the stack: its `onReadInTask` where it has one,
+ * else `onRead`.
+ *
+ * @example
+ * ```ts
+ * import { handInTask } from "./shim_kit.ts";
+ *
+ * handInTask({ onRead: (c) => console.log(c) }, null); // logs null
+ * ```
+ */
+export function handInTask(w: ReadWaiter, chunk: Uint8Array | null): void {
+  if (w.onReadInTask !== undefined) w.onReadInTask(chunk);
+  else w.onRead(chunk);
 }
 
 /** The queued bytes above which an input's source is paused. */
@@ -314,8 +332,7 @@ export abstract class InputBuffer implements Pausable {
     const w = this.#waiter;
     if (w !== null) {
       this.#waiter = null;
-      if (inTask && w.onReadInTask !== undefined) return w.onReadInTask(chunk);
-      return w.onRead(chunk);
+      return inTask ? handInTask(w, chunk) : w.onRead(chunk);
     }
     (this.#chunks ??= []).push(chunk);
     this.#bytes += chunk.byteLength;
