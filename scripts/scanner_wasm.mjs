@@ -17,6 +17,7 @@
 // bytes after the last whole block are read one by one.
 import { writeFileSync } from "node:fs";
 import process from "node:process";
+import { pathToFileURL } from "node:url";
 
 /** Opcodes of the instructions the listing uses (SIMD ones after 0xfd). */
 const OPS = {
@@ -185,7 +186,7 @@ ${rows.join("\n")}
 `;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const file = new URL("../src/engine/scanner_wasm.ts", import.meta.url);
   writeFileSync(file, moduleText(assemble()));
   console.log(`wrote ${file.pathname}`);
