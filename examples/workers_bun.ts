@@ -51,7 +51,7 @@ if (process.env.SMTPD_EXAMPLE_WORKER === undefined) {
       `worker ${child.pid} died (${child.signalCode ?? child.exitCode})`,
     );
     await new Promise((r) => setTimeout(r, 1000)); // no crash loop
-    return run();
+    if (!stopping) return run(); // a stop in that second wins
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.on(signal, () => {

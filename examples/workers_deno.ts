@@ -31,7 +31,7 @@ if (Deno.env.get("SMTPD_EXAMPLE_WORKER") === undefined) {
     if (stopping || status.code === 0) return;
     console.log(`worker ${child.pid} died (${status.signal ?? status.code})`);
     await new Promise((r) => setTimeout(r, 1000)); // no crash loop
-    return run();
+    if (!stopping) return run(); // a stop in that second wins
   };
   const stop = () => {
     stopping = true;

@@ -31,12 +31,14 @@ if (cluster.isPrimary) {
   };
   cluster.on("exit", (worker, code, signal) => {
     alive--;
-    // A worker that stopped on purpose (it disconnected: Ctrl-C reaches
-    // the workers too, maybe before this process has seen it) is not
-    // replaced.
-    if (stopping || worker.exitedAfterDisconnect) return done();
+    // A worker that stopped on purpose (status 0: it exits so only on
+    // SIGINT, SIGTERM or "stop") is not replaced. Ctrl-C reaches every
+    // process of the group, and the worker may be gone before this process
+    // has run its own handler.
+    if (stopping || code === 0 || worker.exitedAfterDisconnect) return done();
     console.log(`worker ${worker.process.pid} died (${signal ?? code})`);
-    setTimeout(fork, 1000); // at most one a second: no crash loop
+    // At most one a second: no crash loop. A stop in that second wins.
+    setTimeout(() => stopping ? done() : fork(), 1000);
   });
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     process.on(signal, () => {

@@ -677,8 +677,8 @@ describe(`examples/workers_${RUNTIME}.ts`, () => {
       30,
     );
     assert.equal(new Set(lines.map((m) => m[1])).size, 2, ex.output());
-    ex.signal("SIGTERM");
-    const exit = await ex.exited;
+    // A deadline: a worker left running would hold the test (and CI) open.
+    const exit = await ex.stop("SIGTERM", 20000);
     assert.equal(exit.code, 0, ex.output());
     assert.match(ex.output(), /^stopped$/m);
   });
@@ -693,8 +693,9 @@ describe(`examples/workers_${RUNTIME}.ts`, () => {
         group: true, // a Ctrl-C reaches the whole group
       });
       await ex.waitForAll(/worker \d+ listening on/, 2);
-      ex.signal("SIGINT"); // what a terminal's Ctrl-C does
-      const exit = await ex.exited;
+      // What a terminal's Ctrl-C does; within a deadline (a worker the
+      // primary started again after the signal would keep it running).
+      const exit = await ex.stop("SIGINT", 20000);
       assert.equal(exit.code, 0, `run ${run}: ${ex.output()}`);
       assert.match(ex.output(), /^stopped$/m, `run ${run}`);
     }
