@@ -8,9 +8,11 @@ import {
   parseChunkSize,
   parseEnvelopeArg,
   parseMailParams,
+  parsePlainEnvelope,
   parseRcptParams,
   parseSaslResponse,
 } from "../src/engine/params.ts";
+import { bytes, run } from "./helpers/transcript.ts";
 
 /** Everything offered (with EHLO, and AUTH offered). */
 const ALL = {
@@ -70,6 +72,121 @@ describe("parseEnvelopeArg", () => {
       assert.deepEqual(got, want);
     });
   }
+});
+
+/**
+ * MAIL and RCPT arguments for parsePlainEnvelope(): the plain form it
+ * reads, and the forms it leaves to parseEnvelopeArg() (null).
+ */
+const PLAIN_TABLE: [string, boolean, string | null][] = [
+  ["FROM:<a@b.test>", false, "a@b.test"],
+  ["from:<A.b@C-d.Test>", false, "A.b@C-d.Test"],
+  ["FROM:   <a@b>", false, "a@b"],
+  ["To:<x!#$%&'*+/=?^_`{|}~-@y.test>", true, "x!#$%&'*+/=?^_`{|}~-@y.test"],
+  ["TO:<x@y.test>", true, "x@y.test"],
+  [`TO:<${"l".repeat(64)}@y.test>`, true, `${"l".repeat(64)}@y.test`],
+  [`TO:<x@${"d".repeat(252)}>`, true, `x@${"d".repeat(252)}`],
+  [`TO:<${"l".repeat(65)}@y.test>`, true, null],
+  [`TO:<x@${"d".repeat(253)}>`, true, null],
+  ["FROM:<>", false, null],
+  ["TO:<postmaster>", true, null],
+  ["FROM:<a@b.test> SIZE=10", false, null],
+  ["FROM:<a@b.test> ", false, null],
+  ["FROM:<a@b.test>>", false, null],
+  ['FROM:<"a b"@b.test>', false, null],
+  ["FROM:<@r.test:a@b.test>", false, null],
+  ["FROM:<a@[127.0.0.1]>", false, null],
+  ["FROM:<a..b@c>", false, null],
+  ["FROM:<.a@c>", false, null],
+  ["FROM:<a.@c>", false, null],
+  ["FROM:<a@b@c>", false, null],
+  ["FROM:<a@b.>", false, null],
+  ["FROM:<a@-b>", false, null],
+  ["FROM:<a@b->", false, null],
+  ["FROM:<a@b..c>", false, null],
+  ["FROM:<a@>", false, null],
+  ["FROM:<@b>", false, null],
+  ["FROM:<a>", false, null],
+  ["FROM:a@b", false, null],
+  ["FROM<a@b>", false, null],
+  ["TO:<x@y.test>", false, null],
+  ["FROM:<a@b.test>", true, null],
+  ["FROM:<a\x7f@b>", false, null],
+];
+
+describe("parsePlainEnvelope", () => {
+  for (const [arg, recipient, want] of PLAIN_TABLE) {
+    it(`reads ${JSON.stringify(arg.slice(0, 40))} (${recipient ? "RCPT" : "MAIL"}) as ${want === null ? "text" : "bytes"}`, () => {
+      const line = bytes(`${recipient ? "RCPT" : "MAIL"} ${arg}`);
+      const got = parsePlainEnvelope(line, 5, line.length, recipient);
+      assert.equal(got?.address ?? null, want);
+      if (got === null) return;
+      // What parseEnvelopeArg() makes of the same argument.
+      const env = parseEnvelopeArg(arg, recipient);
+      assert.ok(!(env instanceof SmtpError));
+      assert.deepEqual(got, env.mailbox);
+      assert.equal(env.params.size, 0);
+    });
+  }
+
+  it("agrees with parseEnvelopeArg() on generated arguments", () => {
+    // A fixed sequence (xorshift): the same arguments on every run.
+    let x = 0x2545f491;
+    const next = (n: number) => {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      return (x >>> 0) % n;
+    };
+    // Mostly what a plain address is made of, with now and then a byte
+    // that is not.
+    const common = ["a", "B", "9", ".", "-", "x.y", "+", "_"];
+    const rare = ["@", "<", ">", " ", '"', "[", "]", ":", "é", "=", "\\"];
+    const piece = () =>
+      next(10) === 0 ? rare[next(rare.length)] : common[next(common.length)];
+    const text = (n: number) => {
+      let t = "";
+      while (n-- > 0) t += piece();
+      return t;
+    };
+    let plain = 0;
+    for (let k = 0; k < 20_000; k++) {
+      const address = next(8) === 0
+        ? text(next(12))
+        : `${text(1 + next(6))}@${text(1 + next(6))}`;
+      const recipient = next(2) === 1;
+      const arg = `${recipient ? "TO:" : "FROM:"}<${address}>`;
+      const line = bytes(`${recipient ? "RCPT" : "MAIL"} ${arg}`);
+      const got = parsePlainEnvelope(line, 5, line.length, recipient);
+      if (got === null) continue;
+      plain++;
+      const env = parseEnvelopeArg(arg, recipient);
+      assert.ok(!(env instanceof SmtpError), arg);
+      assert.deepEqual(got, env.mailbox, arg);
+      assert.equal(env.params.size, 0, arg);
+    }
+    assert.ok(plain > 100, `only ${plain} plain addresses`);
+  });
+
+  it("gives the engine the replies and events of the text path", () => {
+    // traceCommands sends every line down the text path (decodeCommandLine,
+    // parseEnvelopeArg): both must answer a session alike.
+    for (const [arg, recipient] of PLAIN_TABLE) {
+      const lines = "EHLO c.test\r\n" +
+        (recipient
+          ? `MAIL FROM:<s@c.test>\r\nRCPT ${arg}\r\n`
+          : `MAIL ${arg}\r\nRCPT TO:<r@c.test>\r\n`) +
+        "RSET\r\nQUIT\r\n";
+      const plain = run([bytes(lines)]);
+      const text = run([bytes(lines)], { traceCommands: true });
+      assert.equal(plain.output, text.output, arg);
+      assert.deepEqual(
+        plain.raw,
+        text.raw.filter((ev) => ev.type !== "command"),
+        arg,
+      );
+    }
+  });
 });
 
 describe("parseMailParams", () => {

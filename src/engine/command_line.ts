@@ -69,6 +69,26 @@ export function decodeCommandLine(
 }
 
 /**
+ * The bytes `buf[from, to)`, each a character of its own (Latin-1): the
+ * text of bytes already known to be printable ASCII, without the checks
+ * of {@link decodeCommandLine}; at most 1,024 of them (see there).
+ *
+ * @example
+ * ```ts
+ * import { asciiText } from "./command_line.ts";
+ *
+ * asciiText(new TextEncoder().encode("<a@b.c>"), 1, 6); // "a@b.c"
+ * ```
+ */
+export function asciiText(buf: Uint8Array, from: number, to: number): string {
+  const codes = CODES;
+  const n = to - from;
+  codes.length = n;
+  for (let i = 0; i < n; i++) codes[i] = buf[from + i];
+  return String.fromCharCode.apply(null, codes);
+}
+
+/**
  * Whether the line at `start` begins with "AUTH " (any case).
  *
  * @example

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { isDomainOrLiteral } from "../address.ts";
+import { isDomainOrLiteral, type Mailbox } from "../address.ts";
 import { formatReply, SmtpError } from "../errors.ts";
 import { NEED_DATA, TOO_LARGE } from "./body.ts";
 import { BdatReader, SkippedChunk } from "./body_bdat.ts";
@@ -18,14 +18,17 @@ import { EMPTY, type EngineCore } from "./core.ts";
 import { bye, fixedBytes, fixedReply } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import {
+  noMailParams,
+  noRcptParams,
   parseChunkSize,
   parseEnvelopeArg,
   parseMailParams,
+  parsePlainEnvelope,
   parseRcptParams,
 } from "./params.ts";
 import { auth, saslResponse } from "./sasl_exchange.ts";
 import { TextScanner } from "./scanner.ts";
-import type { SmtpEvent } from "./types.ts";
+import type { RcptParams, SmtpEvent } from "./types.ts";
 
 // Byte values as module-local constants (see body_data.ts).
 const CR = 13;
@@ -200,6 +203,12 @@ export function command(
   const known = core.options.traceCommands ? null : knownVerb(buf, start, end);
   if (known !== null) {
     const from = start + known.length + 1;
+    // MAIL and RCPT with a plain address and no parameters (nearly every
+    // one): the address is read from the bytes, no argument string.
+    const plain = (known === "MAIL" || known === "RCPT") && from < end
+      ? parsePlainEnvelope(buf, from, end, known === "RCPT")
+      : null;
+    if (plain !== null) return dispatch(core, known, "", false, true, plain);
     const arg = from > end ? "" : decodeCommandLine(buf, from, end);
     if (typeof arg !== "string") return core.failWith(arg);
     // UTF-8 takes more bytes than UTF-16 code units for anything above
@@ -313,7 +322,9 @@ function knownVerb(buf: Uint8Array, start: number, end: number): string | null {
 
 /**
  * Runs the command `verb` (upper case) with its argument; `ascii`: the
- * line has no character above U+007F.
+ * line has no character above U+007F; `plain`: MAIL's or RCPT's address,
+ * read from the bytes (parsePlainEnvelope(): no parameters), and `arg`
+ * then unused.
  */
 function dispatch(
   core: EngineCore,
@@ -321,6 +332,7 @@ function dispatch(
   arg: string,
   empty: boolean,
   ascii: boolean,
+  plain: Mailbox | null = null,
 ): SmtpEvent | null {
   if (verb !== "BDAT") core.owedReplies = 0;
   switch (verb) {
@@ -338,9 +350,9 @@ function dispatch(
     case "BDAT":
       return bdatCommand(core, arg);
     case "MAIL":
-      return mail(core, arg, ascii);
+      return mail(core, arg, ascii, plain);
     case "RCPT":
-      return rcpt(core, arg, ascii);
+      return rcpt(core, arg, ascii, plain);
     case "DATA":
       return data(core, arg);
     case "RSET":
@@ -410,9 +422,15 @@ function helo(
 
 /**
  * MAIL FROM; `ascii`: `arg` has no character above U+007F (nor, then, the
- * address, which is not read again to tell).
+ * address, which is not read again to tell); `plain`: the address when
+ * dispatch() had it from the bytes (no parameters, `arg` unused).
  */
-function mail(core: EngineCore, arg: string, ascii: boolean): SmtpEvent | null {
+function mail(
+  core: EngineCore,
+  arg: string,
+  ascii: boolean,
+  plain: Mailbox | null,
+): SmtpEvent | null {
   if (core.heloName === null) {
     return core.fail(503, "5.5.1", "Send EHLO or HELO first");
   }
@@ -424,6 +442,9 @@ function mail(core: EngineCore, arg: string, ascii: boolean): SmtpEvent | null {
   }
   if (core.options.authRequired && core.user === null) {
     return core.fail(530, "5.7.0", "Authentication required");
+  }
+  if (plain !== null) {
+    return core.decide({ type: "mail", from: plain, params: noMailParams() });
   }
   const env = parseEnvelopeArg(arg, false);
   if (env instanceof SmtpError) return core.failWith(env);
@@ -440,18 +461,33 @@ function mail(core: EngineCore, arg: string, ascii: boolean): SmtpEvent | null {
   return core.decide({ type: "mail", from: env.mailbox, params });
 }
 
-/** RCPT TO; `ascii` as for {@link mail}. */
-function rcpt(core: EngineCore, arg: string, ascii: boolean): SmtpEvent | null {
+/** RCPT TO; `ascii` and `plain` as for {@link mail}. */
+function rcpt(
+  core: EngineCore,
+  arg: string,
+  ascii: boolean,
+  plain: Mailbox | null,
+): SmtpEvent | null {
   const tx = core.tx;
   if (tx === null) return core.fail(503, "5.5.1", "Send MAIL first");
-  const env = parseEnvelopeArg(arg, true);
-  if (env instanceof SmtpError) return core.failWith(env);
-  const params = parseRcptParams(env.params, core.esmtp, core.options.dsn);
-  if (params instanceof SmtpError) return core.failWith(params);
-  if (
-    !ascii && !tx.mailParams.smtputf8 && NON_ASCII.test(env.mailbox.address)
-  ) {
-    return core.fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
+  let to: Mailbox;
+  let params: RcptParams;
+  if (plain !== null) {
+    to = plain;
+    params = noRcptParams();
+  } else {
+    const env = parseEnvelopeArg(arg, true);
+    if (env instanceof SmtpError) return core.failWith(env);
+    const p = parseRcptParams(env.params, core.esmtp, core.options.dsn);
+    if (p instanceof SmtpError) return core.failWith(p);
+    if (
+      !ascii && !tx.mailParams.smtputf8 &&
+      NON_ASCII.test(env.mailbox.address)
+    ) {
+      return core.fail(553, "5.6.7", "UTF-8 address needs SMTPUTF8");
+    }
+    to = env.mailbox;
+    params = p;
   }
   tx.rcptAttempts++;
   if (tx.recipients.length >= core.options.maxRecipients) {
@@ -459,7 +495,7 @@ function rcpt(core: EngineCore, arg: string, ascii: boolean): SmtpEvent | null {
     core.write(formatReply(452, "4.5.3", "Too many recipients"));
     return null;
   }
-  return core.decide({ type: "rcpt", to: env.mailbox, params });
+  return core.decide({ type: "rcpt", to, params });
 }
 
 function data(core: EngineCore, arg: string): SmtpEvent | null {

@@ -12,11 +12,13 @@ import {
   type ParamsResult,
   parseParams,
   parsePath,
+  plainAddressAt,
 } from "../address.ts";
 import { SmtpError } from "../errors.ts";
 import { type AuthMechanism, decodeBase64Text } from "../sasl.ts";
 import type { ResolvedEngineOptions } from "../options.ts";
 import type { MailParams, RcptParams } from "./types.ts";
+import { asciiText } from "./command_line.ts";
 
 /** The parameters of a path without any (only read, never changed). */
 const NO_PARAMS: ParamsResult = Object.freeze({
@@ -123,6 +125,86 @@ export function parseEnvelopeArg(
 }
 
 /**
+ * The path of a MAIL ("FROM:<path>") or RCPT ("TO:<path>") argument in
+ * `buf[start, end)`, the command line's bytes without CRLF, when it is
+ * what nearly every client sends: an address in its plainest ASCII form
+ * (see plainAddressAt()) and no parameters. Else null: the line is then
+ * read as text (decodeCommandLine(), parseEnvelopeArg()), which decides
+ * it all (what null paths, postmaster, quoted local parts, UTF-8, the
+ * parameters and the errors are). One string, the address, is made from
+ * the bytes (the argument as a whole is never made a string); its local
+ * part and domain are slices of it.
+ *
+ * @example
+ * ```ts
+ * import { parsePlainEnvelope } from "./params.ts";
+ *
+ * const line = new TextEncoder().encode("MAIL FROM:<a@example.org>");
+ * parsePlainEnvelope(line, 5, line.length, false)?.domain; // "example.org"
+ * ```
+ */
+export function parsePlainEnvelope(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  recipient: boolean,
+): Mailbox | null {
+  const prefix = recipient ? TO_BYTES : FROM_BYTES;
+  const n = prefix.length;
+  if (end - start < n + 2) return null;
+  for (let k = 0; k < n; k++) {
+    const p = prefix[k];
+    const c = buf[start + k];
+    // Letters in either case (`| 0x20` makes no other byte a lower-case letter).
+    if (c !== p && (p < 0x41 || p > 0x5a || c !== (p | 0x20))) return null;
+  }
+  let i = start + n;
+  while (i < end && buf[i] === 0x20) i++; // tolerated, as parseEnvelopeArg does
+  if (buf[i] !== 0x3c /* < */ || buf[end - 1] !== 0x3e /* > */) return null;
+  const at = plainAddressAt(buf, i + 1, end - 1);
+  if (at < 0) return null;
+  const address = asciiText(buf, i + 1, end - 1);
+  const local = at - i - 1;
+  return {
+    address,
+    localPart: address.slice(0, local),
+    domain: address.slice(local + 1),
+  };
+}
+
+/** The prefixes parsePlainEnvelope() reads, as bytes. */
+const FROM_BYTES = new TextEncoder().encode("FROM:");
+const TO_BYTES = new TextEncoder().encode("TO:");
+
+/**
+ * MAIL's parameters when none were sent (see parseMailParams()).
+ *
+ * @example
+ * ```ts
+ * import { noMailParams } from "./params.ts";
+ *
+ * noMailParams().smtputf8; // false
+ * ```
+ */
+export function noMailParams(): MailParams {
+  return { smtputf8: false, params: {} };
+}
+
+/**
+ * RCPT's parameters when none were sent (see parseRcptParams()).
+ *
+ * @example
+ * ```ts
+ * import { noRcptParams } from "./params.ts";
+ *
+ * noRcptParams().params; // {}
+ * ```
+ */
+export function noRcptParams(): RcptParams {
+  return { params: {} };
+}
+
+/**
  * Whether `s` starts with `prefix` (capital letters and punctuation) in any
  * case of the letters: what `s.slice(0, n).toUpperCase() === prefix` tells
  * for an ASCII prefix, without the two strings it made per command.
@@ -162,7 +244,7 @@ export function parseMailParams(
   esmtp: boolean,
   authOffered: boolean,
 ): MailParams | SmtpError {
-  const params: MailParams = { smtputf8: false, params: {} };
+  const params = noMailParams();
   // Most commands have no parameters: no Map iterator for them.
   if (sent.size === 0) return params;
   for (const [key, value] of sent) {
@@ -273,7 +355,7 @@ export function parseRcptParams(
   esmtp: boolean,
   dsn: boolean,
 ): RcptParams | SmtpError {
-  const params: RcptParams = { params: {} };
+  const params = noRcptParams();
   if (sent.size === 0) return params;
   for (const [key, value] of sent) {
     params.params[key] = value;
