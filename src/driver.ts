@@ -475,7 +475,7 @@ export class ConnectionDriver implements ReadWaiter, Deadline {
             // A chunk the connection's reader owns (OWNED_CHUNKS) goes to
             // the message's reader without a copy once the engine has let
             // go of it.
-            const pushed = this.delivery.message!.push(
+            const pushed = this.delivery.push(
               chunk,
               (this.conn as OwnedChunks)[OWNED_CHUNKS] === true &&
                 engine.releaseInput(),

@@ -34,7 +34,8 @@ const HIGH_WATER_MARK = 256 * 1024;
 
 /**
  * A message being received. The hook (or the `for await` loop) gets it as
- * soon as DATA starts; `raw` streams the body while it arrives.
+ * soon as its body begins to arrive; `raw` streams the body while it
+ * arrives.
  *
  * @example
  * ```ts
@@ -219,7 +220,10 @@ export class IncomingMessage implements Message {
   #lent: Uint8Array | null = null;
   /** A default reader asked (it gets copies, queued up to HIGH_WATER_MARK). */
   #copies = false;
-  /** Chunks received before anyone read: no stream yet, no bytes() yet. */
+  /**
+   * Chunks received before anyone read (no stream yet, no bytes() yet):
+   * copies, or owned chunks (see push()).
+   */
   #queue: Uint8Array<ArrayBuffer>[] | null = null;
   #queued = 0;
   /** bytes() without a stream: the chunks so far, and how it settles. */
@@ -400,7 +404,7 @@ export class IncomingMessage implements Message {
     this.#queued = 0;
     // bytes() already takes the body (see #openStream()).
     if (this.#bytes !== null) return;
-    // Copies already (see push()): the stream may take them over.
+    // Copies or owned chunks (see push()): the stream may take them over.
     if (queue !== null) { for (const chunk of queue) c.enqueue(chunk); }
     if (this.#state === "ended") c.close();
     else if (this.#state === "aborted") c.error(this.#reason);
@@ -511,7 +515,10 @@ export class IncomingMessage implements Message {
       return undefined;
     }
     if (this.#stream !== null) return undefined; // a stream that takes no more
-    (this.#queue ??= []).push(new Uint8Array(chunk));
+    // Kept: a copy, or an owned chunk itself (as a default reader gets it).
+    (this.#queue ??= []).push(
+      owned ? chunk as Uint8Array<ArrayBuffer> : new Uint8Array(chunk),
+    );
     this.#queued += chunk.byteLength;
     return this.#queued < HIGH_WATER_MARK ? undefined : this.#behind();
   }
@@ -565,8 +572,8 @@ export class IncomingMessage implements Message {
 
   /**
    * The body as a {@link LentBody}, without a stream (Maildir delivery),
-   * or `null` when it is taken already. What arrived before (copies) comes
-   * first; then each part the driver pushes is lent until the next read.
+   * or `null` when it is taken already. What arrived before (copies, or
+   * owned chunks) comes first; then each part the driver pushes is lent until the next read.
    */
   [LENT_BODY](): LentBody | null {
     if (
@@ -632,6 +639,13 @@ export class IncomingMessage implements Message {
     const parts = this.#queue ?? [];
     this.#queue = null;
     this.#queued = 0;
+    // An owned chunk's buffer may hold bytes around it: the body is one
+    // array of its own.
+    if (
+      parts.length === 1 && parts[0].byteLength !== parts[0].buffer.byteLength
+    ) {
+      parts[0] = new Uint8Array(parts[0]);
+    }
     if (this.#state === "ended") return Promise.resolve(concat(parts));
     if (this.#state === "aborted") return Promise.reject(this.#reason);
     return new Promise((resolve, reject) => {

@@ -415,8 +415,9 @@ export interface ServeOptions extends
     params: RcptParams,
   ) => HookResult;
   /**
-   * A message: called when DATA starts (or the first BDAT chunk arrives),
-   * with `message.raw` streaming the body. The client gets 250 only after
+   * A message: called when its body begins to arrive (the first bytes
+   * after DATA, or the first BDAT chunk; an empty body at its end), with
+   * `message.raw` streaming the body. The client gets 250 only after
    * this resolves and the body has ended; a thrown {@link SmtpError} is
    * sent as the reply, any other error sends 451 4.3.0. Without this hook,
    * messages go to `for await (const m of server)`.

@@ -470,7 +470,7 @@ describe("server", () => {
         }
       },
       onMessage(m) {
-        if (++n === 1) throw new SmtpError(554, "5.7.1", `Refused ${m.size}`);
+        if (++n === 1) throw new SmtpError(554, "5.7.1", `Refused ${m.from}`);
       },
     }, async (_server, open) => {
       const c = await greeted(open);
@@ -486,9 +486,59 @@ describe("server", () => {
           "354 2.0.0",
         ]);
         await c.send("x".repeat(400000) + "\r\n.\r\n");
-        if (i === 0) assert.equal(await c.reply(), "554 5.7.1 Refused 0\r\n");
-        else assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+        if (i === 0) {
+          assert.equal(await c.reply(), "554 5.7.1 Refused a@example.org\r\n");
+        } else assert.match(await c.reply(), /^250 2\.0\.0 OK /);
       }
+    });
+  });
+
+  it("calls onMessage with the first bytes of the body (an empty body at its end), not for a body that never began", async () => {
+    const calls: { from: string; size: number; body: string }[] = [];
+    await withServer({
+      async onMessage(m) {
+        const call = { from: m.from, size: m.size, body: "" };
+        calls.push(call);
+        call.body = new TextDecoder().decode(await m.bytes());
+      },
+    }, async (_server, open) => {
+      const c = await greeted(open);
+      const data = (from: string) =>
+        `MAIL FROM:<${from}>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n`;
+      await c.send(data("one@example.org"));
+      assert.deepEqual((await c.replies(3)).map((r) => r.slice(0, 3)), [
+        "250",
+        "250",
+        "354",
+      ]);
+      await sleep(50);
+      assert.equal(calls.length, 0, "called before any body byte came");
+      await c.send("Subject: one\r\n");
+      for (let i = 0; i < 100 && calls.length === 0; i++) await sleep(5);
+      assert.equal(calls.length, 1);
+      assert.equal(calls[0].size, 14, "the first bytes are the message's");
+      await c.send("\r\nbody\r\n.\r\n");
+      assert.match(await c.reply(), /^250 2\.0\.0 OK /);
+      assert.equal(calls[0].body, "Subject: one\r\n\r\nbody\r\n");
+      // An empty body: the hook gets the message ended.
+      await c.send(data("two@example.org") + ".\r\n");
+      assert.deepEqual((await c.replies(4)).map((r) => r.slice(0, 3)), [
+        "250",
+        "250",
+        "354",
+        "250",
+      ]);
+      assert.deepEqual(calls[1], {
+        from: "two@example.org",
+        size: 0,
+        body: "",
+      });
+      // The client leaves after the 354: no message, no call.
+      await c.send(data("three@example.org"));
+      assert.equal((await c.replies(3))[2].slice(0, 3), "354");
+      await c.close();
+      await sleep(50);
+      assert.equal(calls.length, 2);
     });
   });
 
