@@ -573,7 +573,8 @@ export class IncomingMessage implements Message {
   /**
    * The body as a {@link LentBody}, without a stream (Maildir delivery),
    * or `null` when it is taken already. What arrived before (copies, or
-   * owned chunks) comes first; then each part the driver pushes is lent until the next read.
+   * owned chunks) comes first; then each part the driver pushes is lent
+   * until the next read.
    */
   [LENT_BODY](): LentBody | null {
     if (
