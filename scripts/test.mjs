@@ -116,7 +116,7 @@ function run(
   cmd,
   cmdArgs,
   extraEnv = {},
-  { filter = null, held = false } = {},
+  { filter = null, held = false, limitMs = 0 } = {},
 ) {
   const kept = [];
   const sink = (stream) =>
@@ -160,12 +160,38 @@ function run(
       out += d;
       onErr(d);
     });
-    child.on("close", (code) => {
+    let settled = false;
+    const done = (code) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(watchdog);
       onOut(null);
       onErr(null);
       const hidden = filters.reduce((n, f) => n + f.hidden, 0);
       resolve({ code, out, hidden, print });
-    });
+    };
+    child.on("close", done);
+    // A run that hangs is stopped with what it printed so far (a held
+    // output would otherwise never be seen); programs it started that
+    // still hold its output open are let go of after a grace period.
+    const watchdog = limitMs > 0
+      ? setTimeout(() => {
+        const line = `\n=== ${label}: still running after ${
+          limitMs / 60000
+        } min: killed\n`;
+        out += line;
+        stderr.write(line);
+        // SIGTERM first: a runner that handles it stops the test
+        // processes it started.
+        child.kill("SIGTERM");
+        setTimeout(() => {
+          child.kill("SIGKILL");
+          child.stdout.destroy();
+          child.stderr.destroy();
+          done(null);
+        }, 5000).unref();
+      }, limitMs)
+      : undefined;
   });
 }
 
@@ -355,6 +381,10 @@ if (!skipChecks) {
 // On Node, a test that hangs fails after this long instead of holding the
 // run to CI's limit (Bun's runner is given 120 s a test, below).
 const NODE_TEST_TIMEOUT = 300000;
+// A runtime's whole run (~5 min here) is stopped after this long: Deno's
+// runner has no limit per test, and a process a test left behind can keep
+// any runner from ending.
+const RUN_LIMIT_MS = 25 * 60000;
 const runtimes = [
   ["deno", bin("deno"), ["test", "-A", "--no-check", ...files]],
   ["bun", bin("bun"), [
@@ -414,6 +444,7 @@ const started = new Map();
     if (held) console.log(`\n(tests on ${name} started)`);
     const r = run(`tests on ${name}`, cmd, a, { SMTPD_TEST_RUNTIME: name }, {
       held,
+      limitMs: RUN_LIMIT_MS,
     });
     started.set(name, r);
     r.then(() => {
@@ -451,7 +482,7 @@ for (const [name, cmd, a] of runnable) {
       .concat(name === "bun" ? again.map((f) => `./${f}`) : again);
     const r2 = await run(`${name}: the failed files again`, cmd, rerunArgs, {
       SMTPD_TEST_RUNTIME: name,
-    });
+    }, { limitMs: RUN_LIMIT_MS });
     const c2 = counts(kind, r2.out);
     if (r2.code === 0 && c2 !== null && c2.failed === 0 && c2.passed > 0) {
       summary.push(
