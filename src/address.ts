@@ -104,58 +104,25 @@ function isAsciiDomain(s: string, from: number, to: number): boolean {
 }
 
 /**
- * Where the `@` is in `buf[from, to)` when those bytes are the address of
- * a path in its plainest ASCII form: a dot-atom local part of at most 64
- * octets, `@`, a domain name of at most 255 (no address literal), all of
- * it at most 254 octets; else -1. What {@link parsePath} accepts for such
- * an address, read from the bytes of a command line: a caller that gets
- * -1 reads the line as text with parsePath() (a null path, postmaster, a
- * quoted local part, a source route, UTF-8 and every error).
+ * Where the `@` is in `s` when it is an address in its plainest ASCII
+ * form: a dot-atom local part of at most 64 octets, `@`, a domain name of
+ * at most 255 (no address literal), all of it at most 254 octets; else
+ * -1. What {@link parsePath} accepts for such an address: a caller that
+ * gets -1 reads it with parsePath() (a null path, postmaster, a quoted
+ * local part, a source route, UTF-8 and every error).
  *
  * @example
  * ```ts
  * import { plainAddressAt } from "./address.ts";
  *
- * const b = new TextEncoder().encode("<a.b@example.org>");
- * plainAddressAt(b, 1, b.length - 1); // 4
+ * plainAddressAt("a.b@example.org"); // 3
  * ```
  */
-export function plainAddressAt(
-  buf: Uint8Array,
-  from: number,
-  to: number,
-): number {
-  if (to - from + 2 > 256) return -1;
-  let i = from;
-  let dot = true; // at the start, or just after a dot (see isDotAtom)
-  for (; i < to; i++) {
-    const c = buf[i];
-    if (c === 0x2e /* . */) {
-      if (dot) return -1;
-      dot = true;
-    } else if (c < 0x80 && (CHARS[c] & 1) !== 0) dot = false;
-    else break;
-  }
-  const at = i;
-  if (dot || at === to || buf[at] !== 0x40 /* @ */ || at - from > 64) {
-    return -1;
-  }
-  let start = true; // at the start of a label (see isAsciiDomain)
-  let hyphen = false; // the last byte was "-"
-  for (i = at + 1; i < to; i++) {
-    const c = buf[i];
-    if (c === 0x2e /* . */) {
-      if (start || hyphen) return -1;
-      start = true;
-    } else if (c === 0x2d /* - */) {
-      if (start) return -1;
-      hyphen = true;
-    } else if (c < 0x80 && (CHARS[c] & 2) !== 0) {
-      start = false;
-      hyphen = false;
-    } else return -1;
-  }
-  return start || hyphen || to - at - 1 > 255 ? -1 : at;
+export function plainAddressAt(s: string): number {
+  const n = s.length;
+  const at = s.indexOf("@");
+  if (n + 2 > 256 || at < 0 || at > 64 || n - at - 1 > 255) return -1;
+  return isDotAtom(s, 0, at) && isAsciiDomain(s, at + 1, n) ? at : -1;
 }
 
 /** The local part `s[from, to)` as LOCAL_ASCII or LOCAL_UTF8 checks it. */

@@ -69,9 +69,10 @@ export function decodeCommandLine(
 }
 
 /**
- * The bytes `buf[from, to)`, each a character of its own (Latin-1): the
- * text of bytes already known to be printable ASCII, without the checks
- * of {@link decodeCommandLine}; at most 1,024 of them (see there).
+ * The bytes `buf[from, to)`, each a character of its own (Latin-1),
+ * without the checks of {@link decodeCommandLine}: for a caller that
+ * checks the text itself (a byte above 0x7F is then a character above
+ * U+007F); at most 1,024 of them (see there).
  *
  * @example
  * ```ts

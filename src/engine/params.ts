@@ -161,14 +161,18 @@ export function parsePlainEnvelope(
   let i = start + n;
   while (i < end && buf[i] === 0x20) i++; // tolerated, as parseEnvelopeArg does
   if (buf[i] !== 0x3c /* < */ || buf[end - 1] !== 0x3e /* > */) return null;
-  const at = plainAddressAt(buf, i + 1, end - 1);
-  if (at < 0) return null;
+  // Longer than any path: the text path says so (and asciiText() takes
+  // no more than a line's bytes).
+  if (end - i > 256) return null;
+  // Each byte a character of its own: one above 0x7F or a control
+  // character is then no address's, which plainAddressAt() tells.
   const address = asciiText(buf, i + 1, end - 1);
-  const local = at - i - 1;
+  const at = plainAddressAt(address);
+  if (at < 0) return null;
   return {
     address,
-    localPart: address.slice(0, local),
-    domain: address.slice(local + 1),
+    localPart: address.slice(0, at),
+    domain: address.slice(at + 1),
   };
 }
 
