@@ -344,7 +344,7 @@ describe("server with a 100 MB BDAT chunk", () => {
     await c.replies(2);
 
     // Collect every few MiB so that what is measured is what the server
-    // keeps (see the 50 MB DATA test in server_smtp.test.ts).
+    // keeps (see the 50 MB DATA test in server_messages.test.ts).
     const gc = findGc();
     gc();
     const base = process.memoryUsage().rss;
