@@ -11,10 +11,9 @@ import { createHash } from "node:crypto";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import v8 from "node:v8";
-import vm from "node:vm";
 import { type Message, serve, type ServeOptions, type Server } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
+import { findGc } from "./helpers/gc.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MiB = 1024 * 1024;
@@ -287,17 +286,6 @@ describe("BDAT through the driver", () => {
   });
 });
 
-function findGc(): () => void {
-  const g = globalThis as {
-    gc?: () => void;
-    Bun?: { gc(force: boolean): void };
-  };
-  if (g.Bun) return () => g.Bun!.gc(true);
-  if (g.gc) return g.gc;
-  v8.setFlagsFromString("--expose-gc");
-  return vm.runInNewContext("gc") as () => void;
-}
-
 const LARGE = 100 * MiB;
 const CHUNK = 64 * 1024;
 
@@ -356,7 +344,7 @@ describe("server with a 100 MB BDAT chunk", () => {
     await c.replies(2);
 
     // Collect every few MiB so that what is measured is what the server
-    // keeps (see the 50 MB DATA test in server_smtp.test.ts).
+    // keeps (see the 50 MB DATA test in server_messages.test.ts).
     const gc = findGc();
     gc();
     const base = process.memoryUsage().rss;

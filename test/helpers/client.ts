@@ -1,10 +1,17 @@
 // A tiny raw SMTP client for tests, over `node:net` (Deno, Bun and Node all
 // provide it). Byte-exact: what `send()` gets goes out unchanged, and
 // `reply()` returns the reply bytes as they came (latin1-decoded, CRLFs kept).
+import assert from "node:assert/strict";
 import * as net from "node:net";
 import { Buffer } from "node:buffer";
 import nodemailer from "nodemailer";
-import { serve, type ServeOptions, type Server } from "../../mod.ts";
+import {
+  type Message,
+  serve,
+  type ServeOptions,
+  type Server,
+  type Session,
+} from "../../mod.ts";
 
 /** A connected test client. */
 export interface Client {
@@ -147,6 +154,71 @@ export async function withServerUsing<C extends { close(): Promise<void> }>(
     await Promise.all(clients.map((c) => c.close()));
     await server.close();
   }
+}
+
+/**
+ * Starts a server (see {@link withServerUsing}), runs `fn` with an `open()`
+ * that connects raw clients, then closes every client and the server.
+ */
+export function withServer(
+  options: ServeOptions,
+  fn: (server: Server, open: () => Promise<Client>) => Promise<void>,
+): Promise<void> {
+  return withServerUsing(options, (port) => connect(port), fn);
+}
+
+/** Connects, reads the greeting and sends EHLO. */
+export async function greeted(
+  open: () => Promise<Client>,
+  name = "client.test",
+): Promise<Client> {
+  const c = await open();
+  assert.match(await c.reply(), /^220 /);
+  await c.send(`EHLO ${name}\r\n`);
+  assert.match(await c.reply(), /^250 HELP\r\n$|^250-/);
+  return c;
+}
+
+/** A message as {@link collector} keeps it: its body read in full. */
+export interface Collected {
+  from: string;
+  to: readonly string[];
+  size: number;
+  body: Buffer;
+  session: Session;
+}
+
+/** A message sink for onMessage, made by {@link collector}. */
+export interface Collector {
+  /** Every message, in the order their bodies were read. */
+  readonly got: Collected[];
+  /** The hook: reads the body in full and keeps the message. */
+  onMessage(m: Message): Promise<void>;
+  /** Resolves once `n` messages are kept. */
+  waitFor(n: number): Promise<void>;
+}
+
+/** A message sink for onMessage: every body read in full, in order. */
+export function collector(): Collector {
+  const got: Collected[] = [];
+  let wake: (() => void) | null = null;
+  return {
+    got,
+    async onMessage(m: Message) {
+      const body = Buffer.from(await m.bytes());
+      got.push({
+        from: m.from,
+        to: m.to,
+        size: m.size,
+        body,
+        session: m.session,
+      });
+      wake?.();
+    },
+    async waitFor(n: number) {
+      while (got.length < n) await new Promise<void>((r) => (wake = r));
+    },
+  };
 }
 
 /** A short message, as nodemailer's `raw`. */
