@@ -139,6 +139,57 @@ export function threadCpuUs(pid, tid = pid) {
   }
 }
 
+/**
+ * CPU µs of each live thread of `pid`, keyed by thread id, with the
+ * thread's name (`comm`: the runtime's main thread, "HeapHelper" for
+ * JavaScriptCore's parallel GC, "JITWorker" for its compiler...); empty
+ * when the process is gone.
+ */
+export function threadsCpuUs(pid) {
+  const out = new Map();
+  let dir;
+  try {
+    dir = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of dir) {
+    const us = threadCpuUs(pid, tid);
+    if (!Number.isFinite(us)) continue;
+    let name = "?";
+    try {
+      name = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+    } catch { /* gone */ }
+    out.set(tid, { name, us, main: tid === String(pid) });
+  }
+  return out;
+}
+
+/**
+ * The CPU µs per message of `messages` between two readings of
+ * threadsCpuUs(): the main thread's (`main`), and every thread's by name
+ * (`byName`, threads of one name summed; "main" for the main thread; a
+ * thread started meanwhile counts from 0, one gone meanwhile is lost, one
+ * that used no CPU is left out).
+ */
+export function threadsDelta(before, after, messages) {
+  let main = NaN;
+  /** @type {Record<string, number>} */
+  const byName = {};
+  for (const [tid, t] of after) {
+    const us = (t.us - (before.get(tid)?.us ?? 0)) / messages;
+    if (t.main) main = us;
+    const name = t.main ? "main" : t.name;
+    byName[name] = (byName[name] ?? 0) + us;
+  }
+  for (const k of Object.keys(byName)) {
+    byName[k] = Math.round(byName[k] * 1000) / 1000;
+    // Idle threads (Bun's pools, a runtime's spare workers): left out.
+    if (byName[k] === 0 && k !== "main") delete byName[k];
+  }
+  return { main, byName };
+}
+
 export /** utime and stime of `pid` in µs (clock-tick resolution, from /proc/<pid>/stat). */
 function statCpuUs(pid) {
   try {

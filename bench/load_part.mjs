@@ -11,6 +11,8 @@ import {
   ownTicks,
   reapedChildTicks,
   spread,
+  threadsCpuUs,
+  threadsDelta,
 } from "./common.mjs";
 import { fmtLoad } from "./format.mjs";
 import { INTERLEAVE, RUNS, RUNTIME_NAMES } from "./flags.mjs";
@@ -273,6 +275,7 @@ async function measure(s, w, round, group, pin) {
   const own0 = ownTicks();
   const t0 = performance.now();
   const a = await s.cpu();
+  const threads0 = threadsCpuUs(s.pid);
   const load0 = reapedChildTicks();
   const r = await runLoad(w, s.port, { pin });
   // The load generator's CPU (10 ms ticks): whether it differs by server
@@ -281,6 +284,7 @@ async function measure(s, w, round, group, pin) {
   const loadUs = (reapedChildTicks() - load0) * 1e4;
   const settleMs = await settle(s);
   const b = await s.cpu();
+  const threads = threadsDelta(threads0, threadsCpuUs(s.pid), messages);
   lastCpu.set(s, b);
   if (!r.ok) return { round, group, ok: false, error: r.error };
   const cpu = cpuDelta(a, b);
@@ -301,6 +305,10 @@ async function measure(s, w, round, group, pin) {
     msgPerS: messages / (r.ms / 1000),
     cpuUsPerMsg: cpu.us / messages,
     userUsPerMsg: cpu.userUs / messages,
+    // The main thread's share, and each thread's by name (GC helpers and
+    // JIT compilers apart from the main thread's own work).
+    mainUsPerMsg: threads.main,
+    threadsUsPerMsg: threads.byName,
     loadUsPerMsg: loadUs / messages,
     otherCores,
     messages,
@@ -398,6 +406,8 @@ function sum(ps) {
     msgPerS: messages / (ms / 1000),
     cpuUsPerMsg: cpuUs / messages,
     userUsPerMsg: total((p) => p.userUsPerMsg * p.messages) / messages,
+    mainUsPerMsg: total((p) => p.mainUsPerMsg * p.messages) / messages,
+    threadsUsPerMsg: sumThreads(ps, messages),
     loadUsPerMsg: total((p) => p.loadUsPerMsg * p.messages) / messages,
     otherCores: total((p) => p.otherCores * p.seconds) / seconds,
     messages,
@@ -413,6 +423,21 @@ function sum(ps) {
       gapUs: p.gapUs,
     })),
   };
+}
+
+/** The sub-batches' CPU per message by thread name (see threadsDelta), over `messages`. */
+function sumThreads(ps, messages) {
+  /** @type {Record<string, number>} */
+  const byName = {};
+  for (const p of ps) {
+    for (const [name, us] of Object.entries(p.threadsUsPerMsg)) {
+      byName[name] = (byName[name] ?? 0) + us * p.messages;
+    }
+  }
+  for (const k of Object.keys(byName)) {
+    byName[k] = Math.round((byName[k] / messages) * 1000) / 1000;
+  }
+  return byName;
 }
 
 /** Records measured run `run` (or its failure) of `s` under workload `x`, and logs it as `tag`. */

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import process from "node:process";
 import { describe, it } from "node:test";
 import {
   contractFeed,
@@ -14,7 +15,7 @@ import {
   feed,
   state,
 } from "../bench/floor_feed.mjs";
-import { spread } from "../bench/common.mjs";
+import { spread, threadsCpuUs, threadsDelta } from "../bench/common.mjs";
 import { argvProblem } from "../bench/flags.mjs";
 import { AB_WORKLOADS, abArgs } from "../bench/ab_flags.mjs";
 import { goals, tables } from "../bench/report.mjs";
@@ -217,6 +218,44 @@ function workload(
     ratios: [{ runtime: "node24", reuseFloorNote: null, ...ratios }],
   };
 }
+
+describe("bench/common.mjs: CPU per thread (threadsCpuUs, threadsDelta)", () => {
+  it("reads this process's threads, the main one marked, and gives the main thread's CPU per message apart", () => {
+    const before = threadsCpuUs(process.pid);
+    const main = [...before.values()].filter((t) => t.main);
+    assert.equal(main.length, 1);
+    assert.ok(main[0].us > 0);
+    // Some CPU on the thread that runs this test: the main thread, except
+    // under `deno test` (a runtime worker thread; `deno run` uses the main
+    // one, as the bench does).
+    let x = 0;
+    const until = performance.now() + 20;
+    while (performance.now() < until) x += Math.sqrt(x + 1);
+    assert.ok(x > 0);
+    const d = threadsDelta(before, threadsCpuUs(process.pid), 10);
+    assert.ok(d.main >= 0, `main ${d.main}`);
+    // Rounded to the nanosecond per message.
+    assert.equal(d.byName.main, Math.round(d.main * 1000) / 1000);
+    const sum = Object.values(d.byName).reduce((a, b) => a + b, 0);
+    assert.ok(sum > 0, `all threads ${sum} µs per message`);
+  });
+
+  it("counts a thread that started between the readings from 0, leaves out idle ones, and has nothing for a process that is gone", () => {
+    const t = (name: string, us: number, main = false) => ({ name, us, main });
+    const before = new Map([["1", t("bun", 1000, true)]]);
+    const after = new Map([
+      ["1", t("bun", 3000, true)],
+      ["2", t("HeapHelper", 400)],
+      ["3", t("HeapHelper", 600)],
+      ["4", t("JITWorker", 0)],
+    ]);
+    assert.deepEqual(threadsDelta(before, after, 100), {
+      main: 20,
+      byName: { main: 20, HeapHelper: 10 },
+    });
+    assert.equal(threadsCpuUs(2 ** 30).size, 0);
+  });
+});
 
 describe("bench/report.mjs: the contract floor", () => {
   const w1 = workload("W1", "msg", {
