@@ -18,17 +18,19 @@ import { EMPTY, type EngineCore } from "./core.ts";
 import { bye, fixedBytes, fixedReply } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import {
+  mailPathEnd,
   noMailParams,
   noRcptParams,
   parseChunkSize,
   parseEnvelopeArg,
   parseMailParams,
   parsePlainEnvelope,
+  parsePlainMailParams,
   parseRcptParams,
 } from "./params.ts";
 import { auth, saslResponse } from "./sasl_exchange.ts";
 import { TextScanner } from "./scanner.ts";
-import type { RcptParams, SmtpEvent } from "./types.ts";
+import type { MailParams, RcptParams, SmtpEvent } from "./types.ts";
 
 // Byte values as module-local constants (see body_data.ts).
 const CR = 13;
@@ -203,12 +205,26 @@ export function command(
   const known = core.options.traceCommands ? null : knownVerb(buf, start, end);
   if (known !== null) {
     const from = start + known.length + 1;
-    // MAIL and RCPT with a plain address and no parameters (nearly every
-    // one): the address is read from the bytes, no argument string.
-    const plain = (known === "MAIL" || known === "RCPT") && from < end
-      ? parsePlainEnvelope(buf, from, end, known === "RCPT")
-      : null;
-    if (plain !== null) return dispatch(core, known, "", false, true, plain);
+    // MAIL and RCPT with a plain address (nearly every one), and no
+    // parameters or (MAIL) the ones clients send (SIZE=, BODY=): read
+    // from the bytes, no argument string.
+    if ((known === "MAIL" || known === "RCPT") && from < end) {
+      const recipient = known === "RCPT";
+      const pathEnd = recipient ? end : mailPathEnd(buf, from, end);
+      const params = pathEnd === end ? null : parsePlainMailParams(
+        buf,
+        pathEnd,
+        end,
+        core.options,
+        core.esmtp,
+      );
+      const plain = pathEnd === end || params !== null
+        ? parsePlainEnvelope(buf, from, pathEnd, recipient)
+        : null;
+      if (plain !== null) {
+        return dispatch(core, known, "", false, true, plain, params);
+      }
+    }
     const arg = from > end ? "" : decodeCommandLine(buf, from, end);
     if (typeof arg !== "string") return core.failWith(arg);
     // UTF-8 takes more bytes than UTF-16 code units for anything above
@@ -323,8 +339,9 @@ function knownVerb(buf: Uint8Array, start: number, end: number): string | null {
 /**
  * Runs the command `verb` (upper case) with its argument; `ascii`: the
  * line has no character above U+007F; `plain`: MAIL's or RCPT's address,
- * read from the bytes (parsePlainEnvelope(): no parameters), and `arg`
- * then unused.
+ * read from the bytes (parsePlainEnvelope()), and `arg` then unused;
+ * `plainParams`: MAIL's parameters read from the bytes with it
+ * (parsePlainMailParams()), null for none.
  */
 function dispatch(
   core: EngineCore,
@@ -333,6 +350,7 @@ function dispatch(
   empty: boolean,
   ascii: boolean,
   plain: Mailbox | null = null,
+  plainParams: MailParams | null = null,
 ): SmtpEvent | null {
   if (verb !== "BDAT") core.owedReplies = 0;
   switch (verb) {
@@ -350,7 +368,7 @@ function dispatch(
     case "BDAT":
       return bdatCommand(core, arg);
     case "MAIL":
-      return mail(core, arg, ascii, plain);
+      return mail(core, arg, ascii, plain, plainParams);
     case "RCPT":
       return rcpt(core, arg, ascii, plain);
     case "DATA":
@@ -423,13 +441,15 @@ function helo(
 /**
  * MAIL FROM; `ascii`: `arg` has no character above U+007F (nor, then, the
  * address, which is not read again to tell); `plain`: the address when
- * dispatch() had it from the bytes (no parameters, `arg` unused).
+ * dispatch() had it from the bytes (`arg` unused), with `plainParams`
+ * its parameters (null: none).
  */
 function mail(
   core: EngineCore,
   arg: string,
   ascii: boolean,
   plain: Mailbox | null,
+  plainParams: MailParams | null,
 ): SmtpEvent | null {
   if (core.heloName === null) {
     return core.fail(503, "5.5.1", "Send EHLO or HELO first");
@@ -444,7 +464,11 @@ function mail(
     return core.fail(530, "5.7.0", "Authentication required");
   }
   if (plain !== null) {
-    return core.decide({ type: "mail", from: plain, params: noMailParams() });
+    return core.decide({
+      type: "mail",
+      from: plain,
+      params: plainParams ?? noMailParams(),
+    });
   }
   const env = parseEnvelopeArg(arg, false);
   if (env instanceof SmtpError) return core.failWith(env);
