@@ -222,7 +222,11 @@ export function command(
         ? parsePlainEnvelope(buf, from, pathEnd, recipient)
         : null;
       if (plain !== null) {
-        return dispatch(core, known, "", false, true, plain, params);
+        // What dispatch() does for MAIL and RCPT, without its switch.
+        core.owedReplies = 0;
+        return recipient
+          ? rcpt(core, "", true, plain)
+          : mail(core, "", true, plain, params);
       }
     }
     const arg = from > end ? "" : decodeCommandLine(buf, from, end);
@@ -338,10 +342,7 @@ function knownVerb(buf: Uint8Array, start: number, end: number): string | null {
 
 /**
  * Runs the command `verb` (upper case) with its argument; `ascii`: the
- * line has no character above U+007F; `plain`: MAIL's or RCPT's address,
- * read from the bytes (parsePlainEnvelope()), and `arg` then unused;
- * `plainParams`: MAIL's parameters read from the bytes with it
- * (parsePlainMailParams()), null for none.
+ * line has no character above U+007F.
  */
 function dispatch(
   core: EngineCore,
@@ -349,8 +350,6 @@ function dispatch(
   arg: string,
   empty: boolean,
   ascii: boolean,
-  plain: Mailbox | null = null,
-  plainParams: MailParams | null = null,
 ): SmtpEvent | null {
   if (verb !== "BDAT") core.owedReplies = 0;
   switch (verb) {
@@ -368,9 +367,9 @@ function dispatch(
     case "BDAT":
       return bdatCommand(core, arg);
     case "MAIL":
-      return mail(core, arg, ascii, plain, plainParams);
+      return mail(core, arg, ascii, null, null);
     case "RCPT":
-      return rcpt(core, arg, ascii, plain);
+      return rcpt(core, arg, ascii, null);
     case "DATA":
       return data(core, arg);
     case "RSET":
@@ -441,8 +440,8 @@ function helo(
 /**
  * MAIL FROM; `ascii`: `arg` has no character above U+007F (nor, then, the
  * address, which is not read again to tell); `plain`: the address when
- * dispatch() had it from the bytes (`arg` unused), with `plainParams`
- * its parameters (null: none).
+ * command() had it from the bytes (`arg` unused), with `plainParams` its
+ * parameters (null: none).
  */
 function mail(
   core: EngineCore,
