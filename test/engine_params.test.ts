@@ -4,15 +4,19 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SmtpError } from "../src/errors.ts";
 import {
+  type MailOptions,
+  mailPathEnd,
   parseAuthArg,
   parseChunkSize,
   parseEnvelopeArg,
   parseMailParams,
   parsePlainEnvelope,
+  parsePlainMailParams,
   parseRcptParams,
   parseSaslResponse,
 } from "../src/engine/params.ts";
-import { bytes, run } from "./helpers/transcript.ts";
+import type { EngineOptions, SmtpEvent } from "../src/exports/engine.ts";
+import { bytes, run, transcript } from "./helpers/transcript.ts";
 
 /** Everything offered (with EHLO, and AUTH offered). */
 const ALL = {
@@ -24,6 +28,20 @@ const ALL = {
   dsn: true,
   auth: true,
 };
+
+/**
+ * A fixed sequence of numbers (xorshift) from `seed`: `next(n)` is the
+ * next one below `n`, the same on every run.
+ */
+function sequence(seed: number): (n: number) => number {
+  let x = seed;
+  return (n) => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+}
 
 /** An error as "code enhanced text", or the value as it is. */
 function shown<T>(r: T | SmtpError): T | string {
@@ -130,14 +148,7 @@ describe("parsePlainEnvelope", () => {
   }
 
   it("agrees with parseEnvelopeArg() on generated arguments", () => {
-    // A fixed sequence (xorshift): the same arguments on every run.
-    let x = 0x2545f491;
-    const next = (n: number) => {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      return (x >>> 0) % n;
-    };
+    const next = sequence(0x2545f491);
     // Mostly what a plain address is made of, with now and then a byte
     // that is not.
     const common = ["a", "B", "9", ".", "-", "x.y", "+", "_"];
@@ -187,6 +198,366 @@ describe("parsePlainEnvelope", () => {
       );
     }
   });
+});
+
+/**
+ * What the engine's byte path makes of "MAIL <arg>" (the steps command()
+ * takes): the sender and the parameters, or null for the text path.
+ */
+function plainMail(arg: string, o: MailOptions, esmtp: boolean) {
+  const line = bytes(`MAIL ${arg}`);
+  const pathEnd = mailPathEnd(line, 5, line.length);
+  const params = pathEnd === line.length
+    ? null
+    : parsePlainMailParams(line, pathEnd, line.length, o, esmtp);
+  if (pathEnd !== line.length && params === null) return null;
+  const from = parsePlainEnvelope(line, 5, pathEnd, false);
+  if (from === null) return null;
+  return {
+    from,
+    params: params ?? parseMailParams(new Map(), o, esmtp, false),
+  };
+}
+
+/** What the text path makes of "MAIL <arg>": the same, or the error. */
+function textMail(arg: string, o: MailOptions, esmtp: boolean) {
+  const env = parseEnvelopeArg(arg, false);
+  if (env instanceof SmtpError) return shown(env);
+  const params = parseMailParams(env.params, o, esmtp, false);
+  if (params instanceof SmtpError) return shown(params);
+  return { from: env.mailbox, params };
+}
+
+/**
+ * Asserts that the byte path read `arg` as the text path does, down to
+ * the order of the properties (JSON of the params object); true when it
+ * read it at all (null: left to the text path).
+ */
+function sameMail(arg: string, o: MailOptions, esmtp: boolean): boolean {
+  const got = plainMail(arg, o, esmtp);
+  if (got === null) return false;
+  const want = textMail(arg, o, esmtp);
+  assert.deepEqual(got, want, arg);
+  assert.equal(JSON.stringify(got), JSON.stringify(want), arg);
+  return true;
+}
+
+/**
+ * MAIL arguments with parameters: those the byte path reads (true) and
+ * those it leaves to the text path (false), with the options (ALL unless
+ * changed) and `esmtp`.
+ */
+const PLAIN_MAIL_TABLE: [string, boolean, Partial<typeof ALL>][] = [
+  ["FROM:<a@b.test> SIZE=234", true, {}],
+  ["FROM:<a@b.test> SIZE=1000", true, {}],
+  ["FROM:<a@b.test> SIZE=0", true, {}],
+  ["FROM:<a@b.test> SIZE=123456789012345", true, { maxMessageSize: Infinity }],
+  ["FROM:<a@b.test> SIZE=234 BODY=8BITMIME", true, {}],
+  ["FROM:<a@b.test> BODY=8BITMIME SIZE=234", true, {}],
+  ["FROM:<a@b.test> BODY=7BIT", true, {}],
+  ["from:<a@b.test> size=12 body=8bitmime", true, {}],
+  ["FROM:<a@b.test> Body=8BitMime Size=5", true, {}],
+  ["FROM:  <a@b.test> SIZE=1", true, {}],
+  ["FROM:<a@b.test> BODY=BINARYMIME", true, {}],
+  ["FROM:<a@b.test> body=binarymime SIZE=7", true, {}],
+  ["FROM:<a@b.test> SMTPUTF8", true, {}],
+  ["FROM:<a@b.test> SIZE=9 smtputf8 BODY=8BITMIME", true, {}],
+  ["FROM:<a@b.test> SIZE=234 BODY=8BITMIME", true, { dsn: false }],
+  ["FROM:<a@b.test> SIZE=1001", false, {}],
+  [`FROM:<a@b.test> SIZE=${"9".repeat(20)}`, false, {}],
+  ["FROM:<a@b.test> SIZE=1234567890123456", false, {
+    maxMessageSize: Infinity,
+  }],
+  ["FROM:<a@b.test> SIZE=01", false, {}],
+  ["FROM:<a@b.test> SIZE=00", false, {}],
+  ["FROM:<a@b.test> SIZE=", false, {}],
+  ["FROM:<a@b.test> SIZE", false, {}],
+  ["FROM:<a@b.test> SIZE=1e3", false, {}],
+  ["FROM:<a@b.test> SIZE=-1", false, {}],
+  ["FROM:<a@b.test> SIZE=+1", false, {}],
+  ["FROM:<a@b.test> SIZE=12x", false, {}],
+  ["FROM:<a@b.test> SIZES=1", false, {}],
+  ["FROM:<a@b.test> SIZE=1 SIZE=1", false, {}],
+  ["FROM:<a@b.test> SIZE=1 size=2", false, {}],
+  ["FROM:<a@b.test> BODY=7BIT BODY=7BIT", false, {}],
+  ["FROM:<a@b.test> SMTPUTF8 SMTPUTF8", false, {}],
+  ["FROM:<a@b.test> BODY=9BIT", false, {}],
+  ["FROM:<a@b.test> BODY=8BIT", false, {}],
+  ["FROM:<a@b.test> BODY=8BITMIMEX", false, {}],
+  ["FROM:<a@b.test> BODY=", false, {}],
+  ["FROM:<a@b.test> BODY", false, {}],
+  ["FROM:<a@b.test> BODY=8BITMIMé", false, {}],
+  ["FROM:<a@b.test> BODY=BINARYMIME", false, { chunking: false }],
+  ["FROM:<a@b.test> BODY=BINARYMIME", false, { binaryMime: false }],
+  ["FROM:<a@b.test> SMTPUTF8", false, { smtputf8: false }],
+  ["FROM:<a@b.test> SMTPUTF8=yes", false, {}],
+  ["FROM:<a@b.test> SMTPUTF8X", false, {}],
+  ["FROM:<a@b.test> SIZE=1", false, { esmtp: false }],
+  ["FROM:<a@b.test> BODY=8BITMIME", false, { esmtp: false }],
+  ["FROM:<a@b.test>  SIZE=1", false, {}],
+  ["FROM:<a@b.test> SIZE=1  BODY=7BIT", false, {}],
+  ["FROM:<a@b.test> SIZE=1 ", false, {}],
+  ["FROM:<a@b.test>\tSIZE=1", false, {}],
+  ["FROM:<a@b.test>SIZE=1", false, {}],
+  ["FROM:<a@b.test>> SIZE=1", false, {}],
+  ["FROM:<a@b.test> RET=FULL", false, {}],
+  ["FROM:<a@b.test> ENVID=x", false, {}],
+  ["FROM:<a@b.test> AUTH=<>", false, {}],
+  ["FROM:<a@b.test> SIZE=1 AUTH=<>", false, {}],
+  ["FROM:<a@b.test> XFOO", false, {}],
+  ["FROM:<a@b.test> SIZE=1 =x", false, {}],
+  ["FROM:<> SIZE=1", false, {}],
+  ['FROM:<"a b"@b.test> SIZE=1', false, {}],
+  ["FROM:<a@[127.0.0.1]> SIZE=1", false, {}],
+  ["FROM:<a@b.test SIZE=1", false, {}],
+  [`FROM:<${"l".repeat(65)}@y.test> SIZE=1`, false, {}],
+];
+
+describe("parsePlainMailParams", () => {
+  for (const [arg, read, offer] of PLAIN_MAIL_TABLE) {
+    const o = { ...ALL, ...offer };
+    it(
+      `reads ${JSON.stringify(arg.slice(0, 50))} as ${read ? "bytes" : "text"}${
+        Object.keys(offer).length ? " " + JSON.stringify(offer) : ""
+      }`,
+      () => {
+        assert.equal(sameMail(arg, o, o.esmtp), read);
+      },
+    );
+  }
+
+  it("reads only what is there: the bytes around count for nothing", () => {
+    const buf = bytes("xx SIZE=12 BODY=7BIT SMTPUTF8yy");
+    assert.equal(parsePlainMailParams(buf, 2, 10, ALL, true)?.size, 12);
+    assert.equal(parsePlainMailParams(buf, 2, 9, ALL, true)?.size, 1);
+    assert.equal(parsePlainMailParams(buf, 2, 8, ALL, true), null);
+    assert.equal(parsePlainMailParams(buf, 10, 19, ALL, true), null);
+    assert.equal(parsePlainMailParams(buf, 10, 20, ALL, true)?.body, "7BIT");
+    assert.equal(parsePlainMailParams(buf, 20, 29, ALL, true)?.smtputf8, true);
+    assert.equal(parsePlainMailParams(buf, 20, 30, ALL, true), null);
+    assert.equal(parsePlainMailParams(buf, 20, 28, ALL, true), null);
+  });
+
+  it("agrees with parseEnvelopeArg() and parseMailParams() on generated arguments", () => {
+    const next = sequence(0x1b873593);
+    const pick = <T>(a: readonly T[]): T => a[next(a.length)];
+    const odd = (s: string) =>
+      [...s].map((c) => next(4) === 0 ? c.toLowerCase() : c).join("");
+    const digits = () => {
+      const n = next(5) === 0 ? 14 + next(8) : 1 + next(6);
+      let d = "";
+      for (let k = 0; k < n; k++) d += next(10);
+      return d;
+    };
+    // The parameters clients send, now and then one that is not, a bad
+    // value or no value.
+    const param = (): string => {
+      switch (next(12)) {
+        case 0:
+        case 1:
+        case 2:
+          return `SIZE=${digits()}`;
+        case 3:
+          return `SIZE=${pick(["", "0", "00", "01", "1e3", "-5", "7x", "١"])}`;
+        case 4:
+        case 5:
+          return `BODY=${pick(["8BITMIME", "7BIT", "BINARYMIME"])}`;
+        case 6:
+          return `BODY=${pick(["", "8BIT", "9BIT", "8BITMIMEX", "é", "7BI"])}`;
+        case 7:
+          return pick(["SMTPUTF8", "SMTPUTF8=x", "SMTPUTF"]);
+        case 8:
+          return pick(["SIZE", "BODY", "RET=FULL", "ENVID=a+2Bb", "AUTH=<>"]);
+        case 9:
+          return pick(["X-Y=1", "SIZEX=1", "=1", "BODY==7BIT", "SIZE=1=2"]);
+        default:
+          return `SIZE=${next(2000)}`;
+      }
+    };
+    const space = () =>
+      next(20) === 0 ? pick(["", "  ", "\t", " \t", "\u00a0"]) : " ";
+    const addresses = [
+      "a@b.test",
+      "x.y@z-1.example",
+      "B@c.d",
+      "",
+      "a b@c",
+      "pm",
+    ];
+    const options: Partial<typeof ALL>[] = [
+      { maxMessageSize: 1_000_000 },
+      { maxMessageSize: 1_000_000 },
+      {},
+      { maxMessageSize: Infinity },
+      { maxMessageSize: 0 },
+      { chunking: false },
+      { binaryMime: false },
+      { smtputf8: false },
+      { esmtp: false },
+    ];
+    let plain = 0;
+    let withParams = 0;
+    for (let k = 0; k < 20_000; k++) {
+      let arg = `${odd("FROM:")}${next(10) === 0 ? " " : ""}<${
+        pick(addresses)
+      }>`;
+      const n = next(4);
+      for (let j = 0; j < n; j++) arg += space() + odd(param());
+      if (next(30) === 0) arg += " ";
+      const o = { ...ALL, ...pick(options) };
+      if (!sameMail(arg, o, o.esmtp)) continue;
+      plain++;
+      if (n > 0) withParams++;
+    }
+    assert.ok(withParams > 800, `only ${withParams} with parameters read`);
+    assert.ok(plain > withParams);
+  });
+});
+
+/**
+ * The bytes of a session: each character up to U+00FF one byte (the 8-bit
+ * bytes of a body, which the transcript's TextDecoder reads alike however
+ * the input is split), UTF-8 above.
+ */
+function wire(s: string): Uint8Array {
+  const out: number[] = [];
+  for (const c of s) {
+    const code = c.codePointAt(0)!;
+    if (code <= 0xff) out.push(code);
+    else out.push(...bytes(c));
+  }
+  return Uint8Array.from(out);
+}
+
+/** A MAIL event's params and a message-start's envelope as JSON (in property order). */
+function paramsJson(events: SmtpEvent[]): string[] {
+  return events.flatMap((ev) =>
+    ev.type === "mail"
+      ? [JSON.stringify(ev.params)]
+      : ev.type === "message-start"
+      ? [JSON.stringify({ body: ev.body, mail: ev.envelope.mailParams })]
+      : []
+  );
+}
+
+describe("MAIL with parameters in a session", () => {
+  // Each session fed every way (whole, byte by byte, split at every
+  // offset) on the byte path and on the text path (traceCommands): the
+  // replies and the events must be the same.
+  // Bytes above 0x7F in the body, each on its own (see wire()).
+  const eight = "Subject: caf\xe9\r\n\r\n\xe9t\xe9 \xff\r\n";
+  const sessions: [string, string, EngineOptions][] = [
+    [
+      "SIZE and BODY=8BITMIME with an 8-bit body",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> SIZE=40 BODY=8BITMIME\r\n" +
+      `RCPT TO:<r@c.test>\r\nDATA\r\n${eight}.\r\nQUIT\r\n`,
+      {},
+    ],
+    [
+      "odd case, BODY first",
+      "EHLO c.test\r\nmail from:<s@c.test> body=8bitMIME size=40\r\n" +
+      `RCPT TO:<r@c.test>\r\nDATA\r\n${eight}.\r\nQUIT\r\n`,
+      {},
+    ],
+    [
+      "SIZE over the limit, then at it",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> SIZE=101 BODY=8BITMIME\r\n" +
+      "MAIL FROM:<s@c.test> SIZE=100\r\nRCPT TO:<r@c.test>\r\n" +
+      "DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+      { maxMessageSize: 100 },
+    ],
+    [
+      "a declared size below the body's",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> SIZE=3\r\nRCPT TO:<r@c.test>\r\n" +
+      `DATA\r\n${"x".repeat(150)}\r\n.\r\nQUIT\r\n`,
+      { maxMessageSize: 100 },
+    ],
+    [
+      "bad and repeated parameters",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> SIZE=1 SIZE=1\r\n" +
+      "MAIL FROM:<s@c.test> SIZE=01\r\nMAIL FROM:<s@c.test> BODY=9BIT\r\n" +
+      "MAIL FROM:<s@c.test>  SIZE=1\r\nMAIL FROM:<s@c.test> SIZE=1 \r\n" +
+      "MAIL FROM:<s@c.test> SIZE=1 XFOO\r\nMAIL FROM:<s@c.test> SMTPUTF8=1\r\n" +
+      "MAIL FROM:<s@c.test> SIZE=1 BODY=7BIT\r\nQUIT\r\n",
+      {},
+    ],
+    [
+      "parameters after HELO",
+      "HELO c.test\r\nMAIL FROM:<s@c.test> SIZE=1\r\n" +
+      "MAIL FROM:<s@c.test> BODY=8BITMIME\r\nMAIL FROM:<s@c.test>\r\n" +
+      "QUIT\r\n",
+      {},
+    ],
+    [
+      "before EHLO, and nested",
+      "MAIL FROM:<s@c.test> SIZE=1\r\nEHLO c.test\r\n" +
+      "MAIL FROM:<s@c.test> SIZE=1\r\nMAIL FROM:<s@c.test> SIZE=1\r\n" +
+      "QUIT\r\n",
+      {},
+    ],
+    [
+      "SMTPUTF8 offered and not",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> SMTPUTF8 SIZE=10\r\n" +
+      "RCPT TO:<r\u0444@c.test>\r\nRSET\r\n" +
+      "MAIL FROM:<s@c.test> SIZE=10\r\nRCPT TO:<r\u0444@c.test>\r\nQUIT\r\n",
+      {},
+    ],
+    [
+      "SMTPUTF8 not offered",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> SMTPUTF8\r\nQUIT\r\n",
+      { smtputf8: false },
+    ],
+    [
+      "BODY=BINARYMIME with BDAT, and with DATA",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> BODY=BINARYMIME SIZE=4\r\n" +
+      "RCPT TO:<r@c.test>\r\nBDAT 4 LAST\r\n\x00\x7f\r\n" +
+      "MAIL FROM:<s@c.test> BODY=BINARYMIME\r\nRCPT TO:<r@c.test>\r\n" +
+      "DATA\r\nQUIT\r\n",
+      {},
+    ],
+    [
+      "BODY=BINARYMIME without CHUNKING",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> BODY=BINARYMIME\r\nQUIT\r\n",
+      { chunking: false },
+    ],
+    [
+      "BODY=BINARYMIME without BINARYMIME",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> BODY=BINARYMIME\r\nQUIT\r\n",
+      { binaryMime: false },
+    ],
+    [
+      "LMTP",
+      "LHLO c.test\r\nMAIL FROM:<s@c.test> SIZE=40 BODY=8BITMIME\r\n" +
+      `RCPT TO:<r@c.test>\r\nDATA\r\n${eight}.\r\nQUIT\r\n`,
+      { lmtp: true },
+    ],
+    [
+      "AUTH required, and AUTH=",
+      "EHLO c.test\r\nMAIL FROM:<s@c.test> SIZE=1\r\nAUTH PLAIN AGEAYg==\r\n" +
+      "MAIL FROM:<s@c.test> SIZE=1 AUTH=<>\r\nRSET\r\n" +
+      "MAIL FROM:<s@c.test> SIZE=1\r\nQUIT\r\n",
+      {
+        authMechanisms: ["PLAIN"],
+        allowInsecureAuth: true,
+        authRequired: true,
+      },
+    ],
+  ];
+  for (const [name, lines, options] of sessions) {
+    it(`answers ${name} as the text path does`, () => {
+      const input = wire(lines);
+      const fast = transcript(input, options);
+      const text = transcript(input, { ...options, traceCommands: true });
+      assert.equal(fast.output, text.output);
+      assert.deepEqual(
+        fast.events,
+        text.events.filter((e) => !e.startsWith("command:")),
+      );
+      const raw = text.raw.filter((ev) => ev.type !== "command");
+      assert.deepEqual(fast.raw, raw);
+      assert.deepEqual(paramsJson(fast.raw), paramsJson(raw));
+    });
+  }
 });
 
 describe("parseMailParams", () => {

@@ -18,17 +18,19 @@ import { EMPTY, type EngineCore } from "./core.ts";
 import { bye, fixedBytes, fixedReply } from "./fixed_replies.ts";
 import { perRecipient } from "./lmtp.ts";
 import {
+  mailPathEnd,
   noMailParams,
   noRcptParams,
   parseChunkSize,
   parseEnvelopeArg,
   parseMailParams,
   parsePlainEnvelope,
+  parsePlainMailParams,
   parseRcptParams,
 } from "./params.ts";
 import { auth, saslResponse } from "./sasl_exchange.ts";
 import { TextScanner } from "./scanner.ts";
-import type { RcptParams, SmtpEvent } from "./types.ts";
+import type { MailParams, RcptParams, SmtpEvent } from "./types.ts";
 
 // Byte values as module-local constants (see body_data.ts).
 const CR = 13;
@@ -203,12 +205,30 @@ export function command(
   const known = core.options.traceCommands ? null : knownVerb(buf, start, end);
   if (known !== null) {
     const from = start + known.length + 1;
-    // MAIL and RCPT with a plain address and no parameters (nearly every
-    // one): the address is read from the bytes, no argument string.
-    const plain = (known === "MAIL" || known === "RCPT") && from < end
-      ? parsePlainEnvelope(buf, from, end, known === "RCPT")
-      : null;
-    if (plain !== null) return dispatch(core, known, "", false, true, plain);
+    // MAIL and RCPT with a plain address (nearly every one), and no
+    // parameters or (MAIL) the ones clients send (SIZE=, BODY=): read
+    // from the bytes, no argument string.
+    if ((known === "MAIL" || known === "RCPT") && from < end) {
+      const recipient = known === "RCPT";
+      const pathEnd = recipient ? end : mailPathEnd(buf, from, end);
+      const params = pathEnd === end ? null : parsePlainMailParams(
+        buf,
+        pathEnd,
+        end,
+        core.options,
+        core.esmtp,
+      );
+      const plain = pathEnd === end || params !== null
+        ? parsePlainEnvelope(buf, from, pathEnd, recipient)
+        : null;
+      if (plain !== null) {
+        // What dispatch() does for MAIL and RCPT, without its switch.
+        core.owedReplies = 0;
+        return recipient
+          ? rcpt(core, "", true, plain)
+          : mail(core, "", true, plain, params);
+      }
+    }
     const arg = from > end ? "" : decodeCommandLine(buf, from, end);
     if (typeof arg !== "string") return core.failWith(arg);
     // UTF-8 takes more bytes than UTF-16 code units for anything above
@@ -322,9 +342,7 @@ function knownVerb(buf: Uint8Array, start: number, end: number): string | null {
 
 /**
  * Runs the command `verb` (upper case) with its argument; `ascii`: the
- * line has no character above U+007F; `plain`: MAIL's or RCPT's address,
- * read from the bytes (parsePlainEnvelope(): no parameters), and `arg`
- * then unused.
+ * line has no character above U+007F.
  */
 function dispatch(
   core: EngineCore,
@@ -332,7 +350,6 @@ function dispatch(
   arg: string,
   empty: boolean,
   ascii: boolean,
-  plain: Mailbox | null = null,
 ): SmtpEvent | null {
   if (verb !== "BDAT") core.owedReplies = 0;
   switch (verb) {
@@ -350,9 +367,9 @@ function dispatch(
     case "BDAT":
       return bdatCommand(core, arg);
     case "MAIL":
-      return mail(core, arg, ascii, plain);
+      return mail(core, arg, ascii, null, null);
     case "RCPT":
-      return rcpt(core, arg, ascii, plain);
+      return rcpt(core, arg, ascii, null);
     case "DATA":
       return data(core, arg);
     case "RSET":
@@ -423,13 +440,15 @@ function helo(
 /**
  * MAIL FROM; `ascii`: `arg` has no character above U+007F (nor, then, the
  * address, which is not read again to tell); `plain`: the address when
- * dispatch() had it from the bytes (no parameters, `arg` unused).
+ * command() had it from the bytes (`arg` unused), with `plainParams` its
+ * parameters (null: none).
  */
 function mail(
   core: EngineCore,
   arg: string,
   ascii: boolean,
   plain: Mailbox | null,
+  plainParams: MailParams | null,
 ): SmtpEvent | null {
   if (core.heloName === null) {
     return core.fail(503, "5.5.1", "Send EHLO or HELO first");
@@ -444,7 +463,11 @@ function mail(
     return core.fail(530, "5.7.0", "Authentication required");
   }
   if (plain !== null) {
-    return core.decide({ type: "mail", from: plain, params: noMailParams() });
+    return core.decide({
+      type: "mail",
+      from: plain,
+      params: plainParams ?? noMailParams(),
+    });
   }
   const env = parseEnvelopeArg(arg, false);
   if (env instanceof SmtpError) return core.failWith(env);

@@ -17,7 +17,7 @@ import {
 import { SmtpError } from "../errors.ts";
 import { type AuthMechanism, decodeBase64Text } from "../sasl.ts";
 import type { ResolvedEngineOptions } from "../options.ts";
-import type { MailParams, RcptParams } from "./types.ts";
+import type { BodyType, MailParams, RcptParams } from "./types.ts";
 import { asciiText } from "./command_line.ts";
 
 /** The parameters of a path without any (only read, never changed). */
@@ -126,9 +126,11 @@ export function parseEnvelopeArg(
 
 /**
  * The path of a MAIL ("FROM:<path>") or RCPT ("TO:<path>") argument in
- * `buf[start, end)`, the command line's bytes without CRLF, when it is
- * what nearly every client sends: an address in its plainest ASCII form
- * (see plainAddressAt()) and no parameters. Else null: the line is then
+ * `buf[start, end)`, the command line's bytes without CRLF (or, for MAIL,
+ * up to the end of the path: see mailPathEnd() and
+ * parsePlainMailParams() for the parameters after it), when it is what
+ * nearly every client sends: an address in its plainest ASCII form (see
+ * plainAddressAt()) and nothing after it. Else null: the line is then
  * read as text (decodeCommandLine(), parseEnvelopeArg()), which decides
  * it all (what null paths, postmaster, quoted local parts, UTF-8, the
  * parameters and the errors are). One string, the address, is made from
@@ -151,13 +153,7 @@ export function parsePlainEnvelope(
 ): Mailbox | null {
   const prefix = recipient ? TO_BYTES : FROM_BYTES;
   const n = prefix.length;
-  if (end - start < n + 2) return null;
-  for (let k = 0; k < n; k++) {
-    const p = prefix[k];
-    const c = buf[start + k];
-    // Letters in either case (`| 0x20` makes no other byte a lower-case letter).
-    if (c !== p && (p < 0x41 || p > 0x5a || c !== (p | 0x20))) return null;
-  }
+  if (end - start < n + 2 || !bytesAre(buf, start, end, prefix)) return null;
   let i = start + n;
   while (i < end && buf[i] === 0x20) i++; // tolerated, as parseEnvelopeArg does
   if (buf[i] !== 0x3c /* < */ || buf[end - 1] !== 0x3e /* > */) return null;
@@ -179,6 +175,190 @@ export function parsePlainEnvelope(
 /** The prefixes parsePlainEnvelope() reads, as bytes. */
 const FROM_BYTES = new TextEncoder().encode("FROM:");
 const TO_BYTES = new TextEncoder().encode("TO:");
+
+/**
+ * Whether `buf[at, end)` starts with `word` (capital letters, digits and
+ * punctuation), its letters in either case.
+ */
+function bytesAre(
+  buf: Uint8Array,
+  at: number,
+  end: number,
+  word: Uint8Array,
+): boolean {
+  if (end - at < word.length) return false;
+  for (let k = 0; k < word.length; k++) {
+    const p = word[k];
+    const c = buf[at + k];
+    // Letters in either case (`| 0x20` makes no other byte a lower-case letter).
+    if (c !== p && (p < 0x41 || p > 0x5a || c !== (p | 0x20))) return false;
+  }
+  return true;
+}
+
+/**
+ * The end of the path (one past its ">") in the MAIL argument
+ * `buf[start, end)` when parameters may follow it: the first ">" in the
+ * bytes a path can take. `end` when the argument ends with ">" (no
+ * parameters, or a line that is no plain path) or has no ">" there.
+ *
+ * @example
+ * ```ts
+ * import { mailPathEnd } from "./params.ts";
+ *
+ * const line = new TextEncoder().encode("MAIL FROM:<a@b.example> SIZE=10");
+ * mailPathEnd(line, 5, line.length); // 23
+ * ```
+ */
+export function mailPathEnd(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+): number {
+  if (buf[end - 1] === 0x3e /* > */) return end;
+  // "FROM:", spaces, "<", the address (at most 254) and ">": a longer
+  // path is the text path's (which says it is too long), and no scan
+  // runs on into the lines pipelined after this one.
+  const to = Math.min(end, start + 6 + 256);
+  for (let i = start; i < to; i++) {
+    if (buf[i] === 0x3e) return i + 1;
+  }
+  return end;
+}
+
+/** The parameters parsePlainMailParams() reads, as bytes. */
+const SIZE_BYTES = new TextEncoder().encode("SIZE=");
+const BODY_BYTES = new TextEncoder().encode("BODY=");
+const SMTPUTF8_BYTES = new TextEncoder().encode("SMTPUTF8");
+const BODY_7BIT = new TextEncoder().encode("7BIT");
+const BODY_8BITMIME = new TextEncoder().encode("8BITMIME");
+const BODY_BINARYMIME = new TextEncoder().encode("BINARYMIME");
+/** Most digits of a SIZE read from the bytes: exact as a number. */
+const MAX_SIZE_DIGITS = 15;
+
+/**
+ * MAIL's parameters `buf[start, end)` (the bytes after the path, from the
+ * space before the first one) when they are what clients send and the
+ * session takes them as sent: ` SIZE=<digits>` (no leading zero, at most
+ * `maxMessageSize`), ` BODY=7BIT`, ` BODY=8BITMIME`, ` BODY=BINARYMIME`
+ * (with CHUNKING and BINARYMIME) and ` SMTPUTF8` (when offered), in any
+ * case and order, each once, one space before each, after EHLO or LHLO.
+ * They are then what parseEnvelopeArg() and parseMailParams() make of
+ * them: the same object, its properties in the same order. Else null: the
+ * line is then read as text, which decides it all (unknown and repeated
+ * parameters, other spacing, the values it refuses, 552 for a SIZE over
+ * the limit, "Parameters need EHLO").
+ *
+ * @example
+ * ```ts
+ * import { parsePlainMailParams } from "./params.ts";
+ *
+ * const o = {
+ *   maxMessageSize: 1000,
+ *   chunking: false,
+ *   binaryMime: false,
+ *   smtputf8: false,
+ *   dsn: false,
+ * };
+ * const args = new TextEncoder().encode(" SIZE=100 body=8bitmime");
+ * parsePlainMailParams(args, 0, args.length, o, true);
+ * // { smtputf8: false, params: { SIZE: "100", BODY: "8bitmime" },
+ * //   size: 100, body: "8BITMIME" }
+ * ```
+ */
+export function parsePlainMailParams(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  o: MailOptions,
+  esmtp: boolean,
+): MailParams | null {
+  if (!esmtp) return null;
+  const params = noMailParams();
+  let i = start;
+  while (i < end) {
+    if (buf[i] !== 0x20) return null;
+    i++;
+    if (bytesAre(buf, i, end, SIZE_BYTES)) {
+      if (params.size !== undefined) return null;
+      const from = i += SIZE_BYTES.length;
+      let size = 0;
+      for (; i < end; i++) {
+        const d = buf[i] - 0x30;
+        if (d < 0 || d > 9) break;
+        size = size * 10 + d;
+      }
+      const n = i - from;
+      if (
+        n === 0 || n > MAX_SIZE_DIGITS || (n > 1 && buf[from] === 0x30) ||
+        size > o.maxMessageSize
+      ) return null;
+      // The digits as sent: no leading zero, so the number's own.
+      params.params.SIZE = String(size);
+      params.size = size;
+    } else if (bytesAre(buf, i, end, BODY_BYTES)) {
+      if (params.body !== undefined) return null;
+      const from = i += BODY_BYTES.length;
+      while (i < end && buf[i] !== 0x20) i++;
+      const body = bodyType(buf, from, i, o);
+      if (body === null) return null;
+      // The value as sent: a string only when not in capitals.
+      params.params.BODY = bytesEqual(buf, from, i, body)
+        ? body
+        : asciiText(buf, from, i);
+      params.body = body;
+    } else if (
+      bytesAre(buf, i, end, SMTPUTF8_BYTES) &&
+      (i + SMTPUTF8_BYTES.length === end ||
+        buf[i + SMTPUTF8_BYTES.length] === 0x20)
+    ) {
+      if (params.smtputf8 || !o.smtputf8) return null;
+      i += SMTPUTF8_BYTES.length;
+      params.params.SMTPUTF8 = true;
+      params.smtputf8 = true;
+    } else return null;
+  }
+  return params;
+}
+
+/**
+ * The BODY value `buf[from, to)` as parseMailParams() takes it, in
+ * capitals (BINARYMIME only with CHUNKING and BINARYMIME); null for any
+ * other value.
+ */
+function bodyType(
+  buf: Uint8Array,
+  from: number,
+  to: number,
+  o: MailOptions,
+): BodyType | null {
+  const n = to - from;
+  if (n === BODY_8BITMIME.length && bytesAre(buf, from, to, BODY_8BITMIME)) {
+    return "8BITMIME";
+  }
+  if (n === BODY_7BIT.length && bytesAre(buf, from, to, BODY_7BIT)) {
+    return "7BIT";
+  }
+  if (
+    n === BODY_BINARYMIME.length && bytesAre(buf, from, to, BODY_BINARYMIME) &&
+    o.chunking && o.binaryMime
+  ) return "BINARYMIME";
+  return null;
+}
+
+/** Whether `buf[from, to)` is `text` (ASCII), byte for byte. */
+function bytesEqual(
+  buf: Uint8Array,
+  from: number,
+  to: number,
+  text: string,
+): boolean {
+  if (to - from !== text.length) return false;
+  for (let k = 0; k < text.length; k++) {
+    if (buf[from + k] !== text.charCodeAt(k)) return false;
+  }
+  return true;
+}
 
 /**
  * MAIL's parameters when none were sent (see parseMailParams()).
