@@ -9,15 +9,13 @@ import { Buffer } from "node:buffer";
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { dirname, join } from "node:path";
-import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { type Message, serve, type ServeOptions, type Server } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
-import { findGc } from "./helpers/gc.ts";
+import { findGc, RssPeak, SlowReader } from "./helpers/gc.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function withServer(
   options: ServeOptions,
@@ -309,29 +307,13 @@ describe("server with a 100 MB BDAT chunk", () => {
   });
 
   it("streams one 100 MB BINARYMIME chunk to a slow reader with bounded memory", async () => {
-    let seen = 0;
-    let digest = "";
+    // A slow consumer: 25 ms of pause per MiB read (at most 40 MB/s).
+    const reader = new SlowReader(25);
     server = await serve({
       hostname: "127.0.0.1",
       port: 0,
       maxMessageSize: 128 * MiB,
-      async onMessage(m) {
-        const hash = createHash("sha256");
-        const reader = m.raw.getReader();
-        let pauses = 0;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          hash.update(value);
-          seen += value.byteLength;
-          // A slow consumer: 25 ms of pause per MiB read (at most 40 MB/s).
-          if (seen >= (pauses + 1) * MiB) {
-            pauses++;
-            await sleep(25);
-          }
-        }
-        digest = hash.digest("hex");
-      },
+      onMessage: (m) => reader.read(m.raw),
     });
     const c = client = await connect(server.addr.port);
     await c.reply();
@@ -347,41 +329,36 @@ describe("server with a 100 MB BDAT chunk", () => {
     // keeps (see the 50 MB DATA test in server_messages.test.ts).
     const gc = findGc();
     gc();
-    const base = process.memoryUsage().rss;
-    let peak = base;
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, process.memoryUsage().rss);
-    }, 20);
+    const rss = new RssPeak();
     const expected = createHash("sha256");
     let ahead = 0;
     let maxAhead = 0;
+    let growth = 0;
     const t0 = Date.now();
     try {
       for (let i = 0; i < LARGE / CHUNK; i++) {
         const piece = largePiece(i);
         expected.update(piece);
         if (i % 64 === 63) {
-          peak = Math.max(peak, process.memoryUsage().rss);
-          maxAhead = Math.max(maxAhead, (i + 1) * CHUNK - seen);
+          rss.sample();
+          maxAhead = Math.max(maxAhead, (i + 1) * CHUNK - reader.seen);
           gc();
         }
         if (!c.socket.write(piece)) {
           await new Promise<void>((r) => c.socket.once("drain", () => r()));
         }
       }
-      ahead = LARGE - seen;
+      ahead = LARGE - reader.seen;
       assert.match(await c.reply(), /^250 2\.0\.0 OK /);
     } finally {
-      clearInterval(sampler);
+      growth = rss.stop();
     }
-    peak = Math.max(peak, process.memoryUsage().rss);
     const seconds = (Date.now() - t0) / 1000;
-    const growth = (peak - base) / MiB;
-    assert.equal(seen, LARGE);
+    assert.equal(reader.seen, LARGE);
     // Backpressure: the client is never far ahead of the slow reader.
     assert.ok(ahead < 16 * MiB, `the client was ${ahead} bytes ahead`);
     assert.ok(maxAhead < 16 * MiB, `the client got ${maxAhead} bytes ahead`);
-    assert.equal(digest, expected.digest("hex"));
+    assert.equal(reader.digest, expected.digest("hex"));
     assert.ok(growth < 40, `RSS grew by ${growth.toFixed(1)} MiB`);
     assert.ok(seconds < 60, `took ${seconds.toFixed(1)} s`);
   });

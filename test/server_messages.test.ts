@@ -8,7 +8,6 @@ import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import process from "node:process";
 import { serve, type Server, type Session, SmtpError } from "../mod.ts";
 import {
   type Client,
@@ -17,7 +16,7 @@ import {
   greeted,
   withServer,
 } from "./helpers/client.ts";
-import { findGc } from "./helpers/gc.ts";
+import { findGc, RssPeak, SlowReader } from "./helpers/gc.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -340,30 +339,14 @@ describe("server with a large message", () => {
   });
 
   it("streams a 50 MB body to a slow reader with bounded memory", async () => {
-    let seen = 0;
-    let digest = "";
+    // A slow consumer (about 12 MB/s, slower than the client on every
+    // runtime): 80 ms of pause per MiB read.
+    const reader = new SlowReader(80);
     server = await serve({
       hostname: "127.0.0.1",
       port: 0,
       maxMessageSize: 64 * MiB,
-      async onMessage(m) {
-        const hash = createHash("sha256");
-        const reader = m.raw.getReader();
-        let pauses = 0;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          hash.update(value);
-          seen += value.byteLength;
-          // A slow consumer (about 12 MB/s, slower than the client on
-          // every runtime): 80 ms of pause per MiB read.
-          if (seen >= (pauses + 1) * MiB) {
-            pauses++;
-            await sleep(80);
-          }
-        }
-        digest = hash.digest("hex");
-      },
+      onMessage: (m) => reader.read(m.raw),
     });
     const c = client = await connect(server.addr.port);
     await c.reply();
@@ -380,20 +363,17 @@ describe("server with a large message", () => {
     // keeps, which must stay far below the message size.
     const gc = findGc();
     gc();
-    const base = process.memoryUsage().rss;
-    let peak = base;
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, process.memoryUsage().rss);
-    }, 20);
+    const rss = new RssPeak();
     const expected = createHash("sha256");
     let ahead = 0;
+    let growth = 0;
     const t0 = Date.now();
     try {
       for (let i = 0; i < LARGE / CHUNK; i++) {
         const chunk = largeChunk(i);
         expected.update(chunk);
         if (i % 64 === 63) {
-          peak = Math.max(peak, process.memoryUsage().rss);
+          rss.sample();
           gc();
         }
         const flushed = c.socket.write(chunk);
@@ -403,18 +383,16 @@ describe("server with a large message", () => {
       }
       // With backpressure, the client can only be this far ahead of the
       // reader: socket buffers and the stream queues, not the message.
-      ahead = LARGE - seen;
+      ahead = LARGE - reader.seen;
       await c.send(".\r\n");
       assert.match(await c.reply(), /^250 2\.0\.0 OK /);
     } finally {
-      clearInterval(sampler);
+      growth = rss.stop();
     }
-    peak = Math.max(peak, process.memoryUsage().rss);
     const seconds = (Date.now() - t0) / 1000;
-    const growth = (peak - base) / MiB;
-    assert.equal(seen, LARGE);
+    assert.equal(reader.seen, LARGE);
     assert.ok(ahead < 16 * MiB, `the client was ${ahead} bytes ahead`);
-    assert.equal(digest, expected.digest("hex"));
+    assert.equal(reader.digest, expected.digest("hex"));
     assert.ok(growth < 40, `RSS grew by ${growth.toFixed(1)} MiB`);
     assert.ok(seconds < 20, `took ${seconds.toFixed(1)} s`);
   });
