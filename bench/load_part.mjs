@@ -25,6 +25,7 @@ import {
   startAll,
 } from "./server_proc.mjs";
 import {
+  compilingUsPerMsg,
   perUnit,
   REWARM,
   sized,
@@ -132,6 +133,7 @@ export async function benchWorkloads(names) {
           runtime: s.runtime,
           runs: [],
           warmup: [],
+          warmupCompiling: [],
           errors: [],
         }]),
       ),
@@ -170,16 +172,19 @@ export async function benchWorkloads(names) {
           if (!run.ok) {
             row.errors.push(`${tag}: ${run.error}`);
             row.warmup.push(NaN);
+            row.warmupCompiling.push(NaN);
             log(`  ${s.name.padEnd(20)} ${tag}: FAILED ${run.error}`);
             continue;
           }
           row.warmup.push(run.cpuUsPerMsg);
+          row.warmupCompiling.push(compilingUsPerMsg(run));
           logRun(s, x.w, run, tag, null);
         }
         const done = mine.every((x) => {
-          const xs = rows.get(x.name).get(s.name).warmup;
+          const row = rows.get(x.name).get(s.name);
+          const xs = row.warmup;
           return xs.some((v) => !Number.isFinite(v)) ||
-            warmedUp(xs, warmupLimits(x.w, s.kind));
+            warmedUp(xs, warmupLimits(x.w, s.kind), row.warmupCompiling);
         });
         if (done) break;
       }
@@ -492,6 +497,9 @@ function summarize(w, rows) {
       // CPU per unit of each warm-up batch, and the last batch ÷ the
       // measured median (about 1 when the warm-up reached steady state).
       warmup: row.warmup.map((v) => perUnit(w, v)),
+      // The same batches' compiler-thread CPU per unit (Bun's JITWorker;
+      // 0 where the runtime names no compiler thread: warmedUp()).
+      warmupCompiling: row.warmupCompiling.map((v) => perUnit(w, v)),
       // Unmeasured batches before each measured run (`rewarm`: W2).
       rewarm: row.runs.map((r) => r.rewarm?.length ?? 0),
       warmupVsMeasured: row.warmup.length > 0

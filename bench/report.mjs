@@ -64,7 +64,11 @@ export function tables(engine, workloads, memory) {
       } per run, every server; ${RUNS} measured rounds after each server process warmed up: batches of ${w.messages} ` +
         `until the CPU per ${w.unit} stopped falling (two batches in a row within ${
           WARMUP.settle * 100
-        } % of the cheapest before them, or above it; ${warmupRange(w)}).` +
+        } % of the cheapest before them, or above it; ${
+          warmupRange(w)
+        }; and on Bun until the last two batches each spent at most ${
+          WARMUP.compiling * 100
+        } % of their CPU in JavaScriptCore's compiler thread, up to ${WARMUP.compilingMore} batches more).` +
         (r.together
           ? ` Run together with ${
             r.together.filter((n) => n !== r.name).join(", ")

@@ -19,6 +19,7 @@ import { spread, threadsCpuUs, threadsDelta } from "../bench/common.mjs";
 import { argvProblem } from "../bench/flags.mjs";
 import { AB_WORKLOADS, abArgs } from "../bench/ab_flags.mjs";
 import { goals, tables } from "../bench/report.mjs";
+import { compilingUsPerMsg, warmedUp, WARMUP } from "../bench/workloads.mjs";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -254,6 +255,54 @@ describe("bench/common.mjs: CPU per thread (threadsCpuUs, threadsDelta)", () => 
       byName: { main: 20, HeapHelper: 10 },
     });
     assert.equal(threadsCpuUs(2 ** 30).size, 0);
+  });
+});
+
+describe("bench/workloads.mjs: when a server's warm-up ends (warmedUp)", () => {
+  const flat = [40, 30, 25, 25, 25];
+  it("ends once two batches in a row set no new low, within max", () => {
+    assert.equal(warmedUp([40, 30]), false);
+    assert.equal(warmedUp([40, 30, 25]), false);
+    assert.equal(warmedUp(flat), true);
+    const falling = Array.from(
+      { length: WARMUP.max },
+      (_, i) => 100 * 0.9 ** i,
+    );
+    assert.equal(warmedUp(falling.slice(0, -1)), false);
+    assert.equal(warmedUp(falling), true);
+  });
+
+  it("goes on while either of the last two batches spent over 2 % of its CPU compiling, up to compilingMore batches past max", () => {
+    // 25 µs a message: 0.5 µs (2 %) is still settled, 0.6 is not.
+    assert.equal(warmedUp(flat, WARMUP, [5, 3, 1, 0.5, 0.5]), true);
+    assert.equal(warmedUp(flat, WARMUP, [5, 3, 1, 0.6, 0]), false);
+    assert.equal(warmedUp(flat, WARMUP, [5, 3, 1, 0, 0.6]), false);
+    // Where no compiler thread is named, every batch reads 0.
+    assert.equal(warmedUp(flat, WARMUP, [0, 0, 0, 0, 0]), true);
+    // Without a figure per batch, the CPU criterion alone.
+    assert.equal(warmedUp(flat, WARMUP, [1]), true);
+    const n = WARMUP.max + WARMUP.compilingMore;
+    const busy = Array.from({ length: n }, () => 3);
+    assert.equal(
+      warmedUp(Array(WARMUP.max).fill(25), WARMUP, busy.slice(0, WARMUP.max)),
+      false,
+    );
+    assert.equal(warmedUp(Array(n - 1).fill(25), WARMUP, busy.slice(1)), false);
+    assert.equal(warmedUp(Array(n).fill(25), WARMUP, busy), true);
+  });
+
+  it("reads the compiler threads' CPU from a run's threads by name (Bun's JITWorker only)", () => {
+    assert.equal(
+      compilingUsPerMsg({
+        threadsUsPerMsg: { main: 20, JITWorker: 1.5, HeapHelper: 0.9 },
+      }),
+      1.5,
+    );
+    assert.equal(
+      compilingUsPerMsg({ threadsUsPerMsg: { main: 40, V8Worker: 4 } }),
+      0,
+    );
+    assert.equal(compilingUsPerMsg({}), 0);
   });
 });
 
