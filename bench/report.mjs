@@ -33,6 +33,8 @@ function warmupRange(w) {
     ? ` (at least ${w.warmupMin} ${
       w.unit === "conn" ? "connections" : "messages"
     })`
+    : w.warmupConnections
+    ? ` (at least ${w.warmupConnections} connections)`
     : "";
   return side.max !== all.max
     ? `${range}${units}; smtp-server: ${side.max} batch${

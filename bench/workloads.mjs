@@ -17,6 +17,14 @@ export const MB = 1024 * KB;
  * (bench/placement.mjs; the others are left to the scheduler: on W2
  * pinning did not narrow the spread). `warmupMin` (W2): the warm-up
  * runs at least that many units in each server process (WARMUP);
+ * `warmupConnections` (W1): and opens at least that many connections
+ * (`sessions` a batch). W1 opens only 20 connections a batch, and on Bun
+ * the floors' per-connection code reached JavaScriptCore's top tier only
+ * after about 140: both stopped warming up after 4 batches with their
+ * compiler idle for two, then compiled in measured rounds 2–4 (batches
+ * 6–8), the floor 0.35 and 1.25–1.28 µs per message, the contract floor
+ * 0.56–0.62 and 3.11–3.26 (15 % of that round), in both bench runs of
+ * 62d22d2; W4's 100 a batch got there in its third.
  * `sideWarmup` (W2): smtp-server's warm-up is that many batches, no more.
  * `rewarm` (W2): before each measured run, unmeasured batches of the
  * run's load against the same server until one is back at the level its
@@ -63,6 +71,7 @@ export const WORKLOADS = {
     reuse: true,
     unit: "msg",
     pin: true,
+    warmupConnections: 200,
   },
   W2: {
     desc: "20 sessions, 1 KB, one per connection (smtp-source)",
@@ -229,7 +238,8 @@ export const REWARM = { max: 8, within: 0.15 };
 
 /**
  * The warm-up's batch limits for server `kind` under workload `w` (sized):
- * WARMUP's, with at least `w.warmupMin` units (then up to 3 batches more
+ * WARMUP's, with at least `w.warmupMin` units and `w.warmupConnections`
+ * connections (then up to 3 batches more
  * than that minimum, if more than WARMUP.max), and exactly `w.sideWarmup`
  * batches for smtp-server where the workload sets it (W2; see WORKLOADS).
  */
@@ -240,6 +250,7 @@ export function warmupLimits(w, kind) {
   const min = Math.max(
     WARMUP.min,
     Math.ceil((w.warmupMin ?? 0) / w.messages),
+    Math.ceil((w.warmupConnections ?? 0) / w.sessions),
   );
   return { ...WARMUP, min, max: Math.max(WARMUP.max, min + 3) };
 }

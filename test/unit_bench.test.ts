@@ -19,7 +19,12 @@ import { spread, threadsCpuUs, threadsDelta } from "../bench/common.mjs";
 import { argvProblem } from "../bench/flags.mjs";
 import { AB_WORKLOADS, abArgs } from "../bench/ab_flags.mjs";
 import { goals, tables } from "../bench/report.mjs";
-import { compilingUsPerMsg, warmedUp, WARMUP } from "../bench/workloads.mjs";
+import {
+  compilingUsPerMsg,
+  warmedUp,
+  WARMUP,
+  warmupLimits,
+} from "../bench/workloads.mjs";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -289,6 +294,21 @@ describe("bench/workloads.mjs: when a server's warm-up ends (warmedUp)", () => {
     );
     assert.equal(warmedUp(Array(n - 1).fill(25), WARMUP, busy.slice(1)), false);
     assert.equal(warmedUp(Array(n).fill(25), WARMUP, busy), true);
+  });
+
+  it("warms W1 through at least 200 connections (10 batches of its 20 sessions), and W2 through 20,000 connections", () => {
+    const w1 = { messages: 5000, sessions: 20, warmupConnections: 200 };
+    assert.deepEqual(
+      [warmupLimits(w1, "smtpd").min, warmupLimits(w1, "smtpd").max],
+      [10, 13],
+    );
+    const w4 = { messages: 5400, sessions: 100 };
+    assert.deepEqual(
+      [warmupLimits(w4, "floor").min, warmupLimits(w4, "floor").max],
+      [WARMUP.min, WARMUP.max],
+    );
+    const w2 = { messages: 2400, sessions: 20, warmupMin: 20000 };
+    assert.equal(warmupLimits(w2, "smtpd").min, 9);
   });
 
   it("reads the compiler threads' CPU from a run's threads by name (Bun's JITWorker only)", () => {
