@@ -2,6 +2,7 @@
 // tests (127.0.0.1 only): --max-connections-per-ip, --quiet under a
 // connection flood and a TLS-garbage flood (summary lines only), the sweep
 // of the Maildir's tmp/ at start-up, and the new flags' parsing.
+import { setTimeout as sleep } from "node:timers/promises";
 import assert from "node:assert/strict";
 import * as fs from "node:fs/promises";
 import * as net from "node:net";
@@ -16,7 +17,6 @@ import { startListeningCli } from "./helpers/cli.ts";
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CERT = `${ROOT}test/fixtures/tls/cert.pem`;
 const KEY = `${ROOT}test/fixtures/tls/key.pem`;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 let tmp = "";
 let counter = 0;

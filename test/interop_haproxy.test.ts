@@ -4,6 +4,7 @@
 // implicit-TLS server (HAProxy passes the TLS through), and send-proxy and
 // send-proxy-v2 to servers on Unix sockets. HAProxy runs as a
 // child process with a config in a temporary directory, stopped by PID.
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -16,7 +17,6 @@ import { connectPlain, connectTls, ehlo, TLS, Wire } from "./helpers/tls.ts";
 
 const HAPROXY = "/usr/sbin/haproxy";
 const installed = existsSync(HAPROXY);
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 async function waitListening(port: number, ms = 10000): Promise<void> {
   const until = Date.now() + ms;

@@ -2,13 +2,13 @@
 // per client address across connections, the delay of failed AUTH, the
 // authorization identity of AUTH PLAIN, and commandTimeout against a client
 // that dribbles a command line.
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import type { LogEntry, ServeOptions, Server } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
 const plain = (authzid: string, user: string, password: string) =>
   `AUTH PLAIN ${b64(`${authzid}\0${user}\0${password}`)}\r\n`;

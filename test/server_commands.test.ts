@@ -4,12 +4,11 @@
 // once, a client that half-closes, the log, and the session's fields as
 // hooks see them. Every server listens on 127.0.0.1 port 0 and is closed
 // in a finally block, with its client sockets.
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { type LogEntry, type Session, SmtpError } from "../mod.ts";
 import { collector, greeted, withServer } from "./helpers/client.ts";
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("server", () => {
   it("greets with 220 and the server name", async () => {

@@ -2,12 +2,11 @@
 // are refused, and a message is delivered once or not at all (a hook or a
 // loop that runs past hookTimeout sees its message's signal abort, and the
 // for-await loop never hands out a message the sender was answered for).
+import { setTimeout as sleep } from "node:timers/promises";
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type Message, serve, type ServeOptions, SmtpError } from "../mod.ts";
 import { type Client, connect, withServerUsing } from "./helpers/client.ts";
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function greeted(open: () => Promise<Client>): Promise<Client> {
   const c = await open();

@@ -4,6 +4,7 @@
 // may return no promise, and an application's errors go to console.error
 // or to onError. Every server listens on 127.0.0.1 port 0 and is closed in
 // a finally block, with its client sockets.
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -14,8 +15,6 @@ import {
   greeted,
   withServer,
 } from "./helpers/client.ts";
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("server", () => {
   it("answers a hook's plain Error with 451 4.3.0 without its text, and goes on", async () => {

@@ -4,6 +4,7 @@
 // replies, and bad options refused before listening. Every server listens
 // on 127.0.0.1 port 0 and is closed in a finally block, with its client
 // sockets.
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -15,8 +16,6 @@ import {
   greeted,
   withServer,
 } from "./helpers/client.ts";
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("server", () => {
   it("refuses connections over maxConnections with 421 4.7.0", async () => {

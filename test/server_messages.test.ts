@@ -4,6 +4,7 @@
 // DATA, the for-await loop, and a 50 MB body streamed to a slow reader
 // with bounded memory. Every server listens on 127.0.0.1 port 0 and is
 // closed in a finally block, with its client sockets.
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -17,8 +18,6 @@ import {
   withServer,
 } from "./helpers/client.ts";
 import { findGc, RssPeak, SlowReader } from "./helpers/gc.ts";
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const BODY = "From: a@example.org\r\nTo: b@example.org\r\nSubject: Hi\r\n\r\n" +
   "..a line that starts with a dot\r\n" +

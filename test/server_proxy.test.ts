@@ -3,6 +3,7 @@
 // socket (v1 text, v2 bytes built here), implicit TLS and STARTTLS behind
 // a header, refusals, per-IP counting by the original client, and a Unix
 // socket's peers (trusted: the socket file's permissions say who connects).
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -28,8 +29,6 @@ import {
   Wire,
   withServer,
 } from "./helpers/tls.ts";
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 const SIG = "\r\n\r\n\0\r\nQUIT\n";
 const u16 = (n: number) => String.fromCharCode(n >> 8, n & 0xff);

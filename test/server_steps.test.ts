@@ -4,6 +4,7 @@
 // of data at once when onMessage settled before the body ended. Connections are in memory (the shims' read()/write() fast
 // path), so that nothing but promise reactions runs in between; the counts
 // are turns of the microtask queue, not time.
+import { setTimeout as sleep } from "node:timers/promises";
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { createServer } from "../src/server.ts";
@@ -17,7 +18,6 @@ import type { ServeOptions } from "../mod.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A connection whose input the test pushes and whose replies it keeps. */
 class MemoryConnection extends ShimConnection {

@@ -4,6 +4,7 @@
 // for the protocol's edges: command injection after STARTTLS, handshakes
 // that fail or never come, certificate replacement, minimum version, SNI.
 // Every server listens on 127.0.0.1 port 0 and is closed in after/finally.
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
@@ -39,7 +40,6 @@ import {
   withServer,
 } from "./helpers/tls.ts";
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const bytes = (s: string) => new TextEncoder().encode(s);
 
 interface Received {

@@ -4,6 +4,7 @@
 // every query (a server that never answers). The client addresses are
 // documentation ranges that exist only as records here: only the DNS
 // servers, on 127.0.0.1, are ever contacted.
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -15,8 +16,6 @@ import {
 } from "./helpers/dnsmasq.ts";
 import { createResolver, createReverseDns } from "../runtimes/dns.ts";
 import type { ReverseDnsResult } from "../src/rdns.ts";
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** The name of the PTR query dnsmasq logs for an IPv4 address. */
 const arpa = (ip: string) =>

@@ -1,10 +1,9 @@
 // Real daemons started by the tests (rspamd, OpenDKIM): free loopback
 // ports, waiting until a port listens, and a child process stopped by PID.
+import { setTimeout as sleep } from "node:timers/promises";
 import { spawn } from "node:child_process";
 import * as net from "node:net";
 import process from "node:process";
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A TCP port on 127.0.0.1 that nothing listened on a moment ago. */
 export function freePort(): Promise<number> {

@@ -2,6 +2,7 @@
 // goes through: a full garbage collection on demand, the peak RSS sampled
 // between collections, and a slow reader of the body.
 import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import process from "node:process";
 import v8 from "node:v8";
 import vm from "node:vm";
@@ -47,7 +48,7 @@ export class SlowReader {
       this.seen += value.byteLength;
       if (this.seen >= (pauses + 1) * MiB) {
         pauses++;
-        await new Promise<void>((r) => setTimeout(r, this.pauseMs));
+        await sleep(this.pauseMs);
       }
     }
     this.digest = hash.digest("hex");
